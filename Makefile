@@ -1,0 +1,66 @@
+# modgate — build, run and test. `make run` and `make test` work on a fresh Debian machine.
+
+CARGO    ?= cargo
+GO_BIN   ?= /usr/lib/go-1.23/bin/go
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
+
+.PHONY: all run test deps go-toolchain build build-release certs check lint fmt unit e2e bench load clean
+
+all: build
+
+## deps: build prerequisites (cmake for zlib-ng, curl for tests) from Debian
+deps:
+	@command -v cmake >/dev/null && command -v curl >/dev/null && [ -d /etc/ssl/certs ] || { \
+	  $(APT) update -qq && $(APT) install -y -qq cmake curl ca-certificates; }
+
+## go-toolchain: the real `go` client (Go 1.23 from bookworm-backports) for end-to-end tests
+go-toolchain:
+	@[ -x $(GO_BIN) ] || { \
+	  printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	    | $(SUDO) tee $(BACKPORTS) >/dev/null && \
+	  $(APT) update -qq && $(APT) install -y -qq -t bookworm-backports golang-1.23-go; }
+	@$(GO_BIN) version
+
+build: deps
+	$(CARGO) build -p modgate
+
+build-release: deps
+	$(CARGO) build --release -p modgate
+
+## certs: development PKI in certs/ (kept if present)
+certs: build-release
+	./target/release/modgate certs --out certs
+
+## run: serve the shipped gateway.yaml
+run: certs
+	./target/release/modgate run -c gateway.yaml
+
+## check: validate gateway.yaml
+check: build
+	./target/debug/modgate check gateway.yaml
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: deps
+	$(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
+
+## e2e: the real modgate binary with the real go command, curl and fixture upstreams
+e2e: deps go-toolchain build
+	$(CARGO) test -p modgate-e2e
+
+## test: everything CI runs
+test: lint unit e2e
+
+## bench: criterion micro-benchmarks (figures in docs/performance.md)
+bench: deps
+	$(CARGO) bench -p modgate-benches
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,43 @@
+//! GOPROXY / checksum-database request parsing, Go module path
+//! `!`-case-encoding and Go version syntax, matching the behaviour of Go's
+//! `golang.org/x/mod/module`, `golang.org/x/mod/semver` and
+//! `golang.org/x/mod/sumdb/tlog` byte for byte.
+//!
+//! Pure functions only: no I/O, no clock, no global state, no panics on
+//! input.
+//!
+//! * [`escape`] — `CheckPath`, `CheckImportPath`, `SplitPathVersion`,
+//!   `CheckPathMajor`, `EscapePath`/`UnescapePath`,
+//!   `EscapeVersion`/`UnescapeVersion`.
+//! * [`version`] — `semver.IsValid`/`Canonical`/`Major`/`Compare`,
+//!   `module.CanonicalVersion`, `module.IsPseudoVersion`, and [`Version`].
+//! * [`request`] — [`RequestParser`] turning raw request targets into
+//!   [`GoProxyRequest`]s, and rebuilding canonical upstream paths.
+//! * [`sumdb`] — tile paths, lookup syntax and [`SumdbRequest`].
+//! * [`error`] — [`PathError`] and [`VersionError`] with Go's wording.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod escape;
+pub mod request;
+pub mod sumdb;
+pub mod version;
+
+pub use error::{go_quote, go_quote_rune, PathError, PathKind, PathReason, VersionError};
+pub use escape::{
+    check_file_path, check_import_path, check_path, check_path_major, escape_path, escape_version,
+    split_path_version, unescape_path, unescape_version,
+};
+pub use request::{
+    GoProxyRequest, ModuleRequest, ParseRequestKindError, RequestError, RequestKind, RequestParser,
+    MAX_REQUEST_PATH,
+};
+pub use sumdb::{
+    is_valid_sumdb_name, parse_tile_path, SumdbEndpoint, SumdbRequest, Tile, TileError,
+};
+pub use version::{
+    canonical_semver, canonical_version, compare_semver, is_pseudo_version, is_valid_semver,
+    semver_build, semver_major, semver_major_minor, semver_prerelease, Version, VersionClass,
+};

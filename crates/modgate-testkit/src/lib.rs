@@ -1,0 +1,15 @@
+//! Test support for modgate: Go module fixtures (zip / `.mod` / `.info`), a fixture GOPROXY
+//! upstream that records what it receives, the real `modgate` binary started per test, the
+//! real `go` command in a sealed environment, and raw HTTP / curl clients.
+
+pub mod client;
+pub mod fixture;
+pub mod gocmd;
+pub mod module;
+pub mod process;
+
+pub use client::{curl, get, raw_request, request, CurlResult, Response};
+pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};
+pub use gocmd::{go_bin, GoEnv, GoRun};
+pub use module::{ModuleError, ModuleVersion};
+pub use process::{free_port, make_certs, modgate, modgate_bin, Gateway};

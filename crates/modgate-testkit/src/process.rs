@@ -1,0 +1,179 @@
+//! Starting the real `modgate` binary for a test: a temporary directory with the test's
+//! `gateway.yaml` (ephemeral ports, per-instance pid file and upgrade socket), the process
+//! started, readiness awaited on `/healthz`, its log kept for failure messages, and the
+//! process killed when the handle is dropped.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `modgate` binary under test: `$MODGATE_BIN`, else `target/<profile>/modgate`
+/// next to the running test executable.
+pub fn modgate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MODGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> → target/<profile>/modgate
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    profile_dir.join("modgate")
+}
+
+/// Runs `modgate <args>` to completion.
+pub fn modgate(args: &[&str]) -> Output {
+    Command::new(modgate_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (build it first: cargo build -p modgate)",
+                modgate_bin().display()
+            )
+        })
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the test then binds it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// Writes a development PKI with `modgate certs` into `dir`.
+pub fn make_certs(dir: &Path, ca_name: &str, client_name: &str) {
+    let dir_s = dir.to_string_lossy().to_string();
+    let out = modgate(&[
+        "certs",
+        "--out",
+        &dir_s,
+        "--ca-name",
+        ca_name,
+        "--client-name",
+        client_name,
+        "--host",
+        "localhost",
+        "--host",
+        "127.0.0.1",
+    ]);
+    assert!(
+        out.status.success(),
+        "modgate certs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running modgate process.
+pub struct Gateway {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Gateway {
+    /// Writes `config` (a complete gateway.yaml; `@DIR@` is replaced by the instance directory)
+    /// and starts modgate; waits until `ready_addr` answers `/healthz` over plain HTTP or TLS.
+    pub fn start(config: &str, ready_addr: SocketAddr) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, config, ready_addr)
+    }
+
+    /// Like [`Gateway::start`] in a given directory (which may already hold certificates).
+    pub fn start_in(dir: tempfile::TempDir, config: &str, ready_addr: SocketAddr) -> Gateway {
+        let d = dir.path().to_string_lossy().to_string();
+        let mut text = config.replace("@DIR@", &d);
+        if !text.contains("pid_file") {
+            let mut server_block =
+                format!("server:\n  pid_file: {d}/modgate.pid\n  upgrade_sock: {d}/upgrade.sock\n");
+            if !text.contains("grace_period") {
+                server_block.push_str("  grace_period: 1s\n  shutdown_timeout: 2s\n");
+            }
+            text = if text.contains("server:\n") {
+                text.replace("server:\n", &server_block)
+            } else {
+                format!("{server_block}{text}")
+            };
+        }
+        let config_path = dir.path().join("gateway.yaml");
+        std::fs::write(&config_path, &text).expect("write gateway.yaml");
+        let log_path = dir.path().join("modgate.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let log2 = log.try_clone().expect("log file");
+        let child = Command::new(modgate_bin())
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", modgate_bin().display()));
+        let mut gw = Gateway {
+            child: Some(child),
+            dir,
+            config_path,
+            log_path,
+        };
+        gw.wait_ready(ready_addr);
+        gw
+    }
+
+    fn wait_ready(&mut self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("modgate exited early ({status}):\n{}", self.log());
+                }
+            }
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("modgate did not start listening on {addr}:\n{}", self.log());
+    }
+
+    /// Everything modgate has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .args([&format!("-{sig}"), &c.id().to_string()])
+                .status();
+        }
+    }
+
+    /// Waits for the process to exit and returns its status code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(s)) = c.try_wait() {
+                    self.child = None;
+                    return s.code().or(Some(-1));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,932 @@
+//! The `gateway.yaml` file format: typed, strictly validated, with errors that name the file,
+//! line, column and YAML path of the offending value.
+//!
+//! Every check that can be made while reading happens *inside* deserialization (patterns are
+//! compiled, URLs parsed, upstream references resolved, TLS files read), because that is where
+//! `serde_yaml_ng` knows the position: a bad value is reported as
+//! `gateway.yaml:14:18: routes[1].chain[0]: unknown upstream "corp-athen" (defined: golang)`.
+//! Cross-references need to know the upstream names before the routes are read, so loading runs
+//! two passes over the text: a lenient one that only collects `upstreams`, then the strict one.
+//! This file holds only the file format; `crate::gateway` turns it into the runtime model.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use modgate_policy::Pattern;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::tls::{self, ClientCertKey, PemBundle, ServerCertKey};
+
+/// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused
+/// connection that turns out dead also costs a retry.
+pub const MAX_CHAIN_LEN: usize = 8;
+
+/// A configuration error, already formatted as `file:line:column: path: message`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// What the loader knows while deserializing: where relative file paths start and which
+/// upstreams exist (name → private).
+struct LoadContext {
+    base_dir: PathBuf,
+    upstreams: BTreeMap<String, bool>,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<LoadContext>> = const { RefCell::new(None) };
+}
+
+fn with_context<R>(f: impl FnOnce(&LoadContext) -> R) -> Option<R> {
+    CONTEXT.with(|c| c.borrow().as_ref().map(f))
+}
+
+/// Resolves a path from the config file against the directory holding the file.
+fn resolve_path(p: &str) -> PathBuf {
+    let path = PathBuf::from(p);
+    if path.is_absolute() {
+        return path;
+    }
+    with_context(|c| c.base_dir.join(&path)).unwrap_or(path)
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default)]
+    pub server: ServerSettings,
+    pub listeners: NonEmpty<ListenerConfig>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: NonEmpty<RouteConfig>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Worker threads per listener service.
+    pub threads: usize,
+    /// Optional path prefix the GOPROXY protocol is served under (e.g. `/goproxy`).
+    pub path_prefix: String,
+    /// Time given to in-flight requests on graceful shutdown / upgrade.
+    pub grace_period: DurationValue,
+    /// Hard limit after the grace period.
+    pub shutdown_timeout: DurationValue,
+    pub pid_file: String,
+    /// Socket used to hand listeners over on a graceful upgrade (`modgate run --upgrade`).
+    pub upgrade_sock: String,
+    /// Idle upstream connections kept per worker thread.
+    pub upstream_pool_size: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            threads: 2,
+            path_prefix: String::new(),
+            grace_period: DurationValue(Duration::from_secs(30)),
+            shutdown_timeout: DurationValue(Duration::from_secs(10)),
+            pid_file: "/tmp/modgate.pid".into(),
+            upgrade_sock: "/tmp/modgate_upgrade.sock".into(),
+            upstream_pool_size: 128,
+        }
+    }
+}
+
+/// One listening socket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: Name,
+    pub address: ListenAddress,
+    /// Serve HTTPS with this certificate; plaintext when absent.
+    pub tls: Option<ServerCertKey>,
+    /// Offer HTTP/2: via ALPN on TLS listeners, as h2c (prior knowledge) on plaintext ones.
+    #[serde(default = "default_true")]
+    pub http2: bool,
+    /// Most concurrent HTTP/2 streams per client connection.
+    #[serde(default = "default_h2_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// Close an HTTP/2 connection idle for this long.
+    pub h2_idle_timeout: Option<DurationValue>,
+    /// HTTP/1.1 keep-alive idle timeout.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_timeout: DurationValue,
+    /// Most requests served on one HTTP/1.1 connection (unlimited when absent).
+    pub keepalive_requests: Option<u32>,
+    /// TCP keepalive probes on accepted connections (the only liveness check for idle h2
+    /// clients: Pingora 0.9 sends no server-side h2 PING).
+    pub tcp_keepalive: Option<TcpKeepaliveConfig>,
+    /// Serve Prometheus metrics at `/metrics` on this listener.
+    #[serde(default)]
+    pub metrics: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_h2_streams() -> u32 {
+    100
+}
+fn default_keepalive() -> DurationValue {
+    DurationValue(Duration::from_secs(60))
+}
+
+/// TCP keepalive settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpKeepaliveConfig {
+    pub idle: DurationValue,
+    pub interval: DurationValue,
+    pub count: usize,
+}
+
+/// One upstream GOPROXY server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub url: UpstreamUrl,
+    /// Private upstreams may serve private routes; public ones never see a private path.
+    #[serde(default)]
+    pub private: bool,
+    /// CA bundle that verifies this upstream's certificate (system roots when absent).
+    pub ca: Option<PemBundle>,
+    /// Client certificate presented to this upstream (upstream mTLS).
+    pub client_cert: Option<ClientCertKey>,
+    /// `Host` header sent upstream (the URL's authority when absent).
+    pub host: Option<String>,
+    /// TLS server name sent and verified (the URL's host when absent).
+    pub sni: Option<String>,
+    /// Use HTTP/2: negotiated by ALPN on https (default on), prior knowledge (h2c) on http
+    /// (default off).
+    pub http2: Option<bool>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: DurationValue,
+    /// Longest wait for any single read from the upstream.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: DurationValue,
+    #[serde(default = "default_read_timeout")]
+    pub write_timeout: DurationValue,
+    /// How long an idle pooled connection is kept.
+    #[serde(default = "default_keepalive")]
+    pub idle_timeout: DurationValue,
+    /// Send HTTP/2 PINGs on idle upstream connections at this interval.
+    pub h2_ping_interval: Option<DurationValue>,
+    /// Most concurrent streams modgate opens on one upstream HTTP/2 connection.
+    #[serde(default = "default_upstream_h2_streams")]
+    pub max_h2_streams: usize,
+    pub tcp_keepalive: Option<TcpKeepaliveConfig>,
+}
+
+fn default_connect_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(5))
+}
+fn default_read_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(60))
+}
+fn default_upstream_h2_streams() -> usize {
+    100
+}
+
+/// One routing rule.
+#[derive(Debug)]
+pub struct RouteConfig {
+    pub name: String,
+    pub pattern: Pattern,
+    pub chain: Vec<ChainStep>,
+    pub private: bool,
+}
+
+/// One step of an upstream chain.
+#[derive(Debug, Clone)]
+pub struct ChainStep {
+    pub upstream: String,
+    pub on: Fallthrough,
+}
+
+/// When a chain moves on from a step to the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fallthrough {
+    /// Only on 404/410, like `,` in `GOPROXY`.
+    NotFound,
+    /// On 404/410, any other error status, timeouts and connection failures, like `|`.
+    AnyError,
+}
+
+impl fmt::Display for Fallthrough {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Fallthrough::NotFound => "not-found",
+            Fallthrough::AnyError => "any-error",
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, &path.display().to_string(), &base_dir)
+}
+
+/// Parses config text; `origin` names the file in messages, `base_dir` anchors relative paths.
+pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<GatewayConfig, ConfigError> {
+    #[derive(Deserialize, Default)]
+    struct UpstreamNames {
+        #[serde(default)]
+        upstreams: BTreeMap<String, LenientUpstream>,
+    }
+    #[derive(Deserialize, Default)]
+    struct LenientUpstream {
+        #[serde(default)]
+        private: bool,
+    }
+    // Pass 1: the upstream names; any error here is reported precisely by pass 2.
+    let names: UpstreamNames = serde_yaml_ng::from_str(text).unwrap_or_default();
+    let ctx = LoadContext {
+        base_dir: base_dir.to_path_buf(),
+        upstreams: names
+            .upstreams
+            .into_iter()
+            .map(|(k, v)| (k, v.private))
+            .collect(),
+    };
+    CONTEXT.with(|c| *c.borrow_mut() = Some(ctx));
+    let result: Result<GatewayConfig, _> = serde_yaml_ng::from_str(text);
+    CONTEXT.with(|c| *c.borrow_mut() = None);
+    let config = result.map_err(|e| format_yaml_error(origin, &e))?;
+    check_whole(&config).map_err(|m| ConfigError(format!("{origin}: {m}")))?;
+    Ok(config)
+}
+
+/// Renders a serde_yaml_ng error as `origin:line:col: path: message`.
+fn format_yaml_error(origin: &str, e: &serde_yaml_ng::Error) -> ConfigError {
+    let text = e.to_string();
+    match e.location() {
+        Some(loc) => {
+            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+            let message = text.strip_suffix(&suffix).unwrap_or(&text);
+            ConfigError(format!(
+                "{origin}:{}:{}: {message}",
+                loc.line(),
+                loc.column()
+            ))
+        }
+        None => ConfigError(format!("{origin}: {text}")),
+    }
+}
+
+/// Checks that need the whole file: unique listener names and addresses.
+fn check_whole(config: &GatewayConfig) -> Result<(), String> {
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        if !names.insert(l.name.0.as_str()) {
+            return Err(format!(
+                "listeners[{i}].name: listener name \"{}\" is used twice",
+                l.name.0
+            ));
+        }
+        if !addresses.insert(l.address.0) {
+            return Err(format!(
+                "listeners[{i}].address: address {} is used twice",
+                l.address.0
+            ));
+        }
+    }
+    let mut route_names = HashSet::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        if !route_names.insert(r.name.as_str()) {
+            return Err(format!(
+                "routes[{i}].name: route name \"{}\" is used twice",
+                r.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value types that validate themselves while being read
+
+/// Reads a string and converts it *inside* the visitor: serde_yaml_ng marks an error raised
+/// there with the string's own line, column and path (an error raised after the string has
+/// been returned is marked with the enclosing mapping's position instead).
+fn from_str_with<'de, D, T, F>(d: D, expecting: &'static str, convert: F) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(&str) -> Result<T, String>,
+{
+    struct StrVisitor<F>(F, &'static str);
+    impl<T, F: FnOnce(&str) -> Result<T, String>> Visitor<'_> for StrVisitor<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.1)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(StrVisitor(convert, expecting))
+}
+
+/// A list that must have at least one element.
+#[derive(Debug)]
+pub struct NonEmpty<T>(pub Vec<T>);
+
+impl<T> std::ops::Deref for NonEmpty<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = NonEmpty<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-empty list")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<NonEmpty<T>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = seq.next_element()? {
+                    v.push(x);
+                }
+                if v.is_empty() {
+                    // Raised inside the visitor so the error carries the list's position.
+                    return Err(de::Error::custom("must list at least one entry"));
+                }
+                Ok(NonEmpty(v))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+/// A name made of `[A-Za-z0-9_.-]`, 1–64 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Name(pub String);
+
+fn check_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 64 {
+        return Err(format!("name {s:?} must be 1 to 64 characters"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "name {s:?} contains {c:?}; use letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a name", |s| check_name(s).map(|()| Name(s.to_string())))
+    }
+}
+
+/// A listen address `ip:port`.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenAddress(pub SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "an ip:port address", |s| {
+            s.parse::<SocketAddr>().map(ListenAddress).map_err(|_| {
+                format!("{s:?} is not an ip:port address (e.g. \"0.0.0.0:8443\" or \"[::]:8443\")")
+            })
+        })
+    }
+}
+
+/// A duration written as `250ms`, `30s`, `5m`, `1h`, or a plain number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+/// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (use e.g. \"250ms\", \"30s\", \"5m\")"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {s:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || !(0.0..=31_536_000.0).contains(&secs) {
+        return Err(format!("duration {s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\" or \"250ms\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationValue, E> {
+                parse_duration(&v.to_string())
+                    .map(DurationValue)
+                    .map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationValue, E> {
+                parse_duration(&v.to_string())
+                    .map(DurationValue)
+                    .map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationValue, E> {
+                parse_duration(&v.to_string())
+                    .map(DurationValue)
+                    .map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationValue, E> {
+                parse_duration(v).map(DurationValue).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An upstream base URL: `http(s)://host[:port][/path/prefix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash (`""` for none).
+    pub path: String,
+}
+
+impl UpstreamUrl {
+    /// Parses and validates an upstream URL.
+    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            Some(other) => {
+                return Err(format!(
+                    "{s:?}: scheme {other:?} is not supported (use http or https)"
+                ))
+            }
+            None => return Err(format!("{s:?} needs a scheme (http:// or https://)")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{s:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "{s:?}: credentials in upstream URLs are not supported"
+            ));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{s:?} has no host"));
+        }
+        if uri.query().is_some() {
+            return Err(format!("{s:?}: a query string is not allowed"));
+        }
+        let path = uri.path().trim_end_matches('/').to_string();
+        Ok(UpstreamUrl {
+            tls,
+            host: host.to_string(),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            path,
+        })
+    }
+
+    /// The `Host` header value for this URL: host, plus the port when it is not the default.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.path)
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "an http:// or https:// URL", UpstreamUrl::parse)
+    }
+}
+
+/// `match:` of a route: exactly one of `prefix`, `glob`, `regex`, each compiled as it is read
+/// so a bad pattern is reported at its own line.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchSpec {
+    prefix: Option<PatternValue<PrefixKind>>,
+    glob: Option<PatternValue<GlobKind>>,
+    regex: Option<PatternValue<RegexKind>>,
+}
+
+trait PatternKind {
+    fn compile(text: &str) -> Result<Pattern, String>;
+}
+struct PrefixKind;
+struct GlobKind;
+struct RegexKind;
+impl PatternKind for PrefixKind {
+    fn compile(text: &str) -> Result<Pattern, String> {
+        Pattern::prefix(text).map_err(|e| e.to_string())
+    }
+}
+impl PatternKind for GlobKind {
+    fn compile(text: &str) -> Result<Pattern, String> {
+        Pattern::glob(text).map_err(|e| e.to_string())
+    }
+}
+impl PatternKind for RegexKind {
+    fn compile(text: &str) -> Result<Pattern, String> {
+        Pattern::regex(text).map_err(|e| e.to_string())
+    }
+}
+
+/// A pattern of kind `K`, compiled while reading.
+struct PatternValue<K>(Pattern, std::marker::PhantomData<K>);
+
+impl<'de, K: PatternKind> Deserialize<'de> for PatternValue<K> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a pattern", |text| {
+            K::compile(text).map(|p| PatternValue(p, std::marker::PhantomData))
+        })
+    }
+}
+
+impl MatchSpec {
+    fn into_pattern(self) -> Result<Pattern, String> {
+        match (self.prefix, self.glob, self.regex) {
+            (Some(p), None, None) => Ok(p.0),
+            (None, Some(g), None) => Ok(g.0),
+            (None, None, Some(r)) => Ok(r.0),
+            (None, None, None) => Err("match: give one of prefix, glob or regex".into()),
+            _ => Err("match: give only one of prefix, glob or regex".into()),
+        }
+    }
+}
+
+/// A route as written; converted to [`RouteConfig`] once its fields are all read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: Name,
+    #[serde(rename = "match")]
+    matcher: MatchSpec,
+    chain: NonEmpty<ChainStep>,
+    #[serde(default)]
+    private: bool,
+}
+
+impl<'de> Deserialize<'de> for RouteConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawRoute::deserialize(d)?;
+        let pattern = raw.matcher.into_pattern().map_err(de::Error::custom)?;
+        let chain = raw.chain.0;
+        if chain.len() > MAX_CHAIN_LEN {
+            return Err(de::Error::custom(format!(
+                "route {:?}: a chain has at most {MAX_CHAIN_LEN} steps",
+                raw.name.0
+            )));
+        }
+        let mut seen = HashSet::new();
+        for step in &chain {
+            if !seen.insert(step.upstream.as_str()) {
+                return Err(de::Error::custom(format!(
+                    "route {:?}: upstream {:?} appears twice in the chain",
+                    raw.name.0, step.upstream
+                )));
+            }
+        }
+        if raw.private {
+            let public: Vec<&str> = chain
+                .iter()
+                .filter(|s| {
+                    with_context(|c| c.upstreams.get(&s.upstream) == Some(&false)).unwrap_or(false)
+                })
+                .map(|s| s.upstream.as_str())
+                .collect();
+            if !public.is_empty() {
+                return Err(de::Error::custom(format!(
+                    "route {:?} is private but its chain names upstream(s) not marked private: {}; \
+                     a private module path must never reach a public upstream (mark the upstream \
+                     `private: true` if it is inside your network)",
+                    raw.name.0,
+                    public.join(", ")
+                )));
+            }
+        }
+        Ok(RouteConfig {
+            name: raw.name.0,
+            pattern,
+            chain,
+            private: raw.private,
+        })
+    }
+}
+
+/// Resolves an upstream reference against the names collected in pass 1.
+fn check_upstream_ref(name: &str) -> Result<(), String> {
+    let known = with_context(|c| {
+        (
+            c.upstreams.contains_key(name),
+            c.upstreams.keys().cloned().collect::<Vec<_>>(),
+        )
+    });
+    match known {
+        Some((true, _)) | None => Ok(()),
+        Some((false, names)) if names.is_empty() => Err(format!(
+            "unknown upstream {name:?}: no upstreams are defined"
+        )),
+        Some((false, names)) => Err(format!(
+            "unknown upstream {name:?} (defined: {})",
+            names.join(", ")
+        )),
+    }
+}
+
+impl<'de> Deserialize<'de> for ChainStep {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ChainStep;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an upstream name or { upstream: NAME, on: not-found | any-error }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ChainStep, E> {
+                check_upstream_ref(v).map_err(E::custom)?;
+                Ok(ChainStep {
+                    upstream: v.to_string(),
+                    on: Fallthrough::NotFound,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ChainStep, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Step {
+                    upstream: String,
+                    #[serde(default = "default_on")]
+                    on: Fallthrough,
+                }
+                fn default_on() -> Fallthrough {
+                    Fallthrough::NotFound
+                }
+                let step = Step::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                check_upstream_ref(&step.upstream).map_err(de::Error::custom)?;
+                Ok(ChainStep {
+                    upstream: step.upstream,
+                    on: step.on,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// TLS file values, each file read and checked as its path is read.
+
+/// A PEM certificate chain file.
+struct CertFile(PathBuf, Vec<rustls::pki_types::CertificateDer<'static>>);
+/// A PEM private key file.
+struct KeyFile(PathBuf, rustls::pki_types::PrivateKeyDer<'static>);
+
+impl<'de> Deserialize<'de> for CertFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a PEM certificate file", |p| {
+            let path = resolve_path(p);
+            tls::read_certs(&path).map(|certs| CertFile(path, certs))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a PEM private key file", |p| {
+            let path = resolve_path(p);
+            tls::read_key(&path).map(|key| KeyFile(path, key))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertKeyFiles {
+    cert: CertFile,
+    key: KeyFile,
+}
+
+impl<'de> Deserialize<'de> for ServerCertKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = CertKeyFiles::deserialize(d)?;
+        tls::server_cert_key(f.cert.0, f.cert.1, f.key.0, f.key.1)
+            .map_err(|e| de::Error::custom(format!("tls: {e}")))
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientCertKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = CertKeyFiles::deserialize(d)?;
+        tls::client_cert_key(f.cert.0, f.cert.1, f.key.0, f.key.1)
+            .map_err(|e| de::Error::custom(format!("client_cert: {e}")))
+    }
+}
+
+impl<'de> Deserialize<'de> for PemBundle {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a PEM CA bundle file", |p| {
+            tls::load_ca_bundle(&resolve_path(p))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<GatewayConfig, ConfigError> {
+        parse(text, "gateway.yaml", Path::new("."))
+    }
+
+    const MINIMAL: &str = "\
+listeners:
+  - { name: plain, address: \"127.0.0.1:8080\" }
+upstreams:
+  golang: { url: \"https://proxy.golang.org\" }
+  corp: { url: \"http://10.0.0.1:3000/athens/\", private: true }
+routes:
+  - name: corp
+    match: { glob: \"corp.example.com\" }
+    chain: [corp]
+    private: true
+  - name: public
+    match: { prefix: \"\" }
+    chain:
+      - { upstream: golang, on: any-error }
+      - corp
+";
+
+    #[test]
+    fn minimal_config_loads() {
+        let c = parse_str(MINIMAL).expect("valid");
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[1].chain[0].on, Fallthrough::AnyError);
+        assert_eq!(c.routes[1].chain[1].on, Fallthrough::NotFound);
+        let corp = &c.upstreams["corp"];
+        assert_eq!(corp.url.path, "/athens");
+        assert_eq!(corp.url.port, 3000);
+        assert!(!corp.url.tls);
+        assert_eq!(c.server.threads, 2);
+    }
+
+    fn err(text: &str) -> String {
+        match parse_str(text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_path() {
+        let text = MINIMAL.replace("    private: true\n", "    privat: true\n");
+        let e = err(&text);
+        assert!(e.starts_with("gateway.yaml:10:"), "{e}");
+        assert!(e.contains("routes[0]"), "{e}");
+        assert!(e.contains("unknown field `privat`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_upstream_reference_is_located() {
+        let text = MINIMAL.replace("chain: [corp]", "chain: [corpp]");
+        let e = err(&text);
+        assert!(e.starts_with("gateway.yaml:9:"), "{e}");
+        assert!(e.contains("routes[0].chain[0]"), "{e}");
+        assert!(
+            e.contains("unknown upstream \"corpp\" (defined: corp, golang)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn private_route_cannot_use_public_upstream() {
+        let text = MINIMAL.replace("chain: [corp]", "chain: [corp, golang]");
+        let e = err(&text);
+        assert!(e.contains("is private"), "{e}");
+        assert!(e.contains("golang"), "{e}");
+        assert!(e.starts_with("gateway.yaml:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_reported() {
+        let e = err(&MINIMAL.replace("glob: \"corp.example.com\"", "regex: \"(\""));
+        assert!(e.contains("routes[0].match.regex: invalid regex"), "{e}");
+        assert!(e.starts_with("gateway.yaml:8:"), "{e}");
+        let e = err(&MINIMAL.replace("127.0.0.1:8080", "localhost"));
+        assert!(e.contains("listeners[0].address"), "{e}");
+        assert!(e.contains("not an ip:port"), "{e}");
+        let e = err(&MINIMAL.replace("https://proxy.golang.org", "ftp://x"));
+        assert!(e.contains("upstreams.golang.url"), "{e}");
+        let e = err(&MINIMAL.replace("on: any-error", "on: sometimes"));
+        assert!(e.contains("routes[1].chain[0]"), "{e}");
+        let e = err(&MINIMAL.replace("{ glob: \"corp.example.com\" }", "{ glob: a, prefix: b }"));
+        assert!(e.contains("only one of"), "{e}");
+        let e = err("listeners: []\nroutes: []\n");
+        assert!(e.contains("listeners"), "{e}");
+        assert!(e.contains("at least one"), "{e}");
+        let e = err(&format!(
+            "{MINIMAL}  - name: public\n    match: {{ prefix: x.org }}\n    chain: [golang]\n"
+        ));
+        assert!(e.contains("route name \"public\" is used twice"), "{e}");
+    }
+
+    #[test]
+    fn missing_tls_file_is_a_clear_error() {
+        let text = MINIMAL.replace(
+            "address: \"127.0.0.1:8080\"",
+            "address: \"127.0.0.1:8443\", tls: { cert: /nonexistent/server.pem, key: /nonexistent/server.key }",
+        );
+        let e = err(&text);
+        assert!(
+            e.contains("listeners[0].tls.cert: /nonexistent/server.pem"),
+            "{e}"
+        );
+        assert!(e.starts_with("gateway.yaml:2:"), "{e}");
+        assert!(e.contains("/nonexistent/server.pem"), "{e}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let u = UpstreamUrl::parse("https://proxy.golang.org").expect("ok");
+        assert_eq!((u.tls, u.port, u.path.as_str()), (true, 443, ""));
+        assert_eq!(u.authority(), "proxy.golang.org");
+        let u = UpstreamUrl::parse("http://[::1]:3000/a/b/").expect("ok");
+        assert_eq!(u.host, "::1");
+        assert_eq!(u.authority(), "[::1]:3000");
+        assert_eq!(u.path, "/a/b");
+        assert!(UpstreamUrl::parse("https://user:pw@host").is_err());
+        assert!(UpstreamUrl::parse("proxy.golang.org").is_err());
+        assert!(UpstreamUrl::parse("https://h/?x=1").is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! The run-time model built once from `gateway.yaml`: the request parser, the route table with
+//! each route's upstream chain, and the upstreams. Shared by every listener and by
+//! `modgate explain`, so both decide the same way.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use modgate_policy::{Route, RouteTable};
+use modgate_protocol::RequestParser;
+
+use crate::config::GatewayConfig;
+use crate::upstream::{Chain, Step, Upstream};
+
+/// Routing state shared by all listeners.
+pub struct Gateway {
+    pub parser: RequestParser,
+    pub routes: RouteTable<Chain>,
+}
+
+impl Gateway {
+    /// Builds the run-time model; the configuration has already been validated.
+    pub fn new(config: &GatewayConfig) -> anyhow::Result<Gateway> {
+        let parser = RequestParser::new(&config.server.path_prefix)
+            .with_context(|| format!("server.path_prefix {:?}", config.server.path_prefix))?;
+        let upstreams: BTreeMap<String, Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|(name, c)| (name.clone(), Arc::new(Upstream::from_config(name, c))))
+            .collect();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in config.routes.iter() {
+            let mut steps = Vec::with_capacity(r.chain.len());
+            for s in &r.chain {
+                let upstream = upstreams.get(&s.upstream).with_context(|| {
+                    format!("route {:?}: unknown upstream {:?}", r.name, s.upstream)
+                })?;
+                anyhow::ensure!(
+                    !r.private || upstream.private,
+                    "route {:?} is private but upstream {:?} is not",
+                    r.name,
+                    s.upstream
+                );
+                steps.push(Step {
+                    upstream: upstream.clone(),
+                    on: s.on,
+                });
+            }
+            routes.push(Route {
+                name: r.name.clone(),
+                pattern: r.pattern.clone(),
+                private: r.private,
+                target: Chain { steps },
+            });
+        }
+        let routes = RouteTable::new(routes).context("routes")?;
+        Ok(Gateway { parser, routes })
+    }
+
+    /// Route table warnings worth printing at start-up and from `modgate check`.
+    pub fn warnings(&self) -> Vec<String> {
+        let routes = self.routes.routes();
+        self.routes
+            .shadowed_routes()
+            .into_iter()
+            .map(|(shadowed, by)| {
+                format!(
+                    "route {:?} can never match: route {:?} ({}) comes first and covers it",
+                    routes[shadowed].name, routes[by].name, routes[by].pattern
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,187 @@
+//! TLS material named in `gateway.yaml`: server certificate/key pairs, upstream client
+//! certificates and CA bundles, read and checked when the configuration is loaded.
+//!
+//! Pingora's `TlsSettings::build()` panics on a missing file or a key that does not match its
+//! certificate, and only when the service starts. Every file is therefore parsed here first and
+//! a rustls config is built from it, so a bad file is a one-line error from `modgate check` /
+//! start-up instead of a crash.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pingora::utils::tls::{CertKey, WrappedX509};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A listener's certificate chain and private key, known to load and match.
+#[derive(Debug, Clone)]
+pub struct ServerCertKey {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+/// A client certificate (with chain) and key that modgate presents to an upstream.
+#[derive(Clone)]
+pub struct ClientCertKey {
+    pub cert_path: PathBuf,
+    certs: Vec<Vec<u8>>,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientCertKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCertKey")
+            .field("cert_path", &self.cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCertKey {
+    /// The Pingora form of this pair for `HttpPeer::client_cert_key`.
+    pub fn to_cert_key(&self) -> CertKey {
+        CertKey::new(self.certs.clone(), self.key.clone())
+    }
+}
+
+/// The certificates of a CA bundle file.
+#[derive(Debug, Clone)]
+pub struct PemBundle {
+    certs: Vec<Vec<u8>>,
+}
+
+impl PemBundle {
+    /// The Pingora form of this bundle for `PeerOptions::ca`.
+    pub fn to_ca(&self) -> Arc<[WrappedX509]> {
+        self.certs
+            .iter()
+            .map(|der| WrappedX509::new(der.clone(), pingora::utils::tls::parse_x509))
+            .collect::<Vec<_>>()
+            .into()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate of a PEM file; each must be DER that parses as X.509.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in rustls_pemfile::certs(&mut data.as_slice()) {
+        let cert = item.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+        x509_check(&cert).map_err(|e| format!("{}: {e}", path.display()))?;
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate (\"-----BEGIN CERTIFICATE-----\") found",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// Makes sure Pingora's own X.509 parsing (which panics on failure) will accept a certificate.
+fn x509_check(cert: &CertificateDer<'_>) -> Result<(), String> {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .map(|_| ())
+        .map_err(|e| format!("certificate does not parse as X.509: {e}"))
+}
+
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match rustls_pemfile::private_key(&mut data.as_slice()) {
+        Ok(Some(key)) => Ok(key),
+        Ok(None) => Err(format!(
+            "{}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found",
+            path.display()
+        )),
+        Err(e) => Err(format!("{}: bad PEM: {e}", path.display())),
+    }
+}
+
+/// Loads a listener's certificate and key and proves they make a working rustls server config.
+pub fn load_server_cert_key(cert_path: &Path, key_path: &Path) -> Result<ServerCertKey, String> {
+    server_cert_key(
+        cert_path.to_path_buf(),
+        read_certs(cert_path)?,
+        key_path.to_path_buf(),
+        read_key(key_path)?,
+    )
+}
+
+/// Proves that a certificate chain and key, already read, make a working server config.
+pub fn server_cert_key(
+    cert_path: PathBuf,
+    certs: Vec<CertificateDer<'static>>,
+    key_path: PathBuf,
+    key: PrivateKeyDer<'static>,
+) -> Result<ServerCertKey, String> {
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!(
+                "{} and {} do not form a usable certificate and key: {e}",
+                cert_path.display(),
+                key_path.display()
+            )
+        })?;
+    Ok(ServerCertKey {
+        cert_path,
+        key_path,
+    })
+}
+
+/// Loads a client certificate and key for upstream mTLS and proves rustls accepts them.
+pub fn load_client_cert_key(cert_path: &Path, key_path: &Path) -> Result<ClientCertKey, String> {
+    client_cert_key(
+        cert_path.to_path_buf(),
+        read_certs(cert_path)?,
+        key_path.to_path_buf(),
+        read_key(key_path)?,
+    )
+}
+
+/// Proves that a client certificate chain and key, already read, are usable by rustls.
+pub fn client_cert_key(
+    cert_path: PathBuf,
+    certs: Vec<CertificateDer<'static>>,
+    key_path: PathBuf,
+    key: PrivateKeyDer<'static>,
+) -> Result<ClientCertKey, String> {
+    let key_der = key.secret_der().to_vec();
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_client_auth_cert(certs.clone(), key)
+        .map_err(|e| {
+            format!(
+                "{} and {} do not form a usable client certificate and key: {e}",
+                cert_path.display(),
+                key_path.display()
+            )
+        })?;
+    Ok(ClientCertKey {
+        cert_path,
+        certs: certs.into_iter().map(|c| c.to_vec()).collect(),
+        key: key_der,
+    })
+}
+
+/// Loads a CA bundle; every certificate must be usable as a trust anchor.
+pub fn load_ca_bundle(path: &Path) -> Result<PemBundle, String> {
+    let certs = read_certs(path)?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &certs {
+        store
+            .add(cert.clone())
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+    }
+    Ok(PemBundle {
+        certs: certs.into_iter().map(|c| c.to_vec()).collect(),
+    })
+}

@@ -1,0 +1,202 @@
+//! Upstream GOPROXY servers at run time: how to reach one (address, TLS, timeouts, HTTP/2,
+//! pool settings) and the chains that routes send requests along.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pingora::protocols::{TcpKeepalive, ALPN};
+use pingora::upstreams::peer::{HttpPeer, PeerOptions};
+use pingora::utils::tls::CertKey;
+use pingora::{Error, ErrorType};
+
+use crate::config::{Fallthrough, TcpKeepaliveConfig, UpstreamConfig, UpstreamUrl};
+
+/// How long a resolved upstream address is reused before it is looked up again.
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// One upstream GOPROXY server, ready to build Pingora peers for.
+pub struct Upstream {
+    pub name: String,
+    pub url: UpstreamUrl,
+    pub private: bool,
+    /// `Host` header sent with every request.
+    pub host_header: String,
+    sni: String,
+    options: PeerOptions,
+    client_cert: Option<Arc<CertKey>>,
+    /// Last resolved address of a host name (unused for IP literals).
+    resolved: Mutex<Option<(Instant, SocketAddr)>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("url", &self.url.to_string())
+            .field("private", &self.private)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn tcp_keepalive(c: &TcpKeepaliveConfig) -> TcpKeepalive {
+    TcpKeepalive {
+        idle: c.idle.0,
+        interval: c.interval.0,
+        count: c.count,
+        #[cfg(target_os = "linux")]
+        user_timeout: Duration::ZERO,
+    }
+}
+
+impl Upstream {
+    /// Builds the run-time form of an upstream from its configuration.
+    pub fn from_config(name: &str, c: &UpstreamConfig) -> Upstream {
+        let mut options = PeerOptions::new();
+        options.connection_timeout = Some(c.connect_timeout.0);
+        options.total_connection_timeout = Some(c.connect_timeout.0 * 2);
+        options.read_timeout = Some(c.read_timeout.0);
+        options.write_timeout = Some(c.write_timeout.0);
+        options.idle_timeout = Some(c.idle_timeout.0);
+        options.h2_ping_interval = c.h2_ping_interval.map(|d| d.0);
+        options.max_h2_streams = c.max_h2_streams.max(1);
+        options.tcp_keepalive = c.tcp_keepalive.as_ref().map(tcp_keepalive);
+        options.verify_cert = true;
+        options.verify_hostname = true;
+        options.alpn = match (c.url.tls, c.http2) {
+            // https: negotiate, preferring h2, unless told not to.
+            (true, None | Some(true)) => ALPN::H2H1,
+            (true, Some(false)) => ALPN::H1,
+            // http: h2c only by prior knowledge, when asked for.
+            (false, Some(true)) => ALPN::H2,
+            (false, None | Some(false)) => ALPN::H1,
+        };
+        options.ca = c.ca.as_ref().map(|b| b.to_ca());
+        Upstream {
+            name: name.to_string(),
+            url: c.url.clone(),
+            private: c.private,
+            host_header: c.host.clone().unwrap_or_else(|| c.url.authority()),
+            sni: c.sni.clone().unwrap_or_else(|| c.url.host.clone()),
+            options,
+            client_cert: c.client_cert.as_ref().map(|k| Arc::new(k.to_cert_key())),
+            resolved: Mutex::new(None),
+        }
+    }
+
+    /// The path to request upstream for a canonical GOPROXY path (`/mod/@v/v1.0.0.zip`).
+    pub fn request_path(&self, proxy_path: &str) -> String {
+        format!("{}{}", self.url.path, proxy_path)
+    }
+
+    /// Resolves the upstream host (cached for [`DNS_TTL`]).
+    async fn address(&self) -> Result<SocketAddr, Box<Error>> {
+        if let Ok(ip) = self.url.host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, self.url.port));
+        }
+        if let Ok(guard) = self.resolved.lock() {
+            if let Some((at, addr)) = *guard {
+                if at.elapsed() < DNS_TTL {
+                    return Ok(addr);
+                }
+            }
+        }
+        let found = tokio::net::lookup_host((self.url.host.as_str(), self.url.port))
+            .await
+            .map_err(|e| {
+                Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("cannot resolve {}: {e}", self.url.host),
+                )
+            })?
+            .next()
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("{} resolves to no address", self.url.host),
+                )
+            })?;
+        if let Ok(mut guard) = self.resolved.lock() {
+            *guard = Some((Instant::now(), found));
+        }
+        Ok(found)
+    }
+
+    /// A Pingora peer for one request to this upstream.
+    pub async fn peer(&self) -> Result<Box<HttpPeer>, Box<Error>> {
+        let addr = self.address().await?;
+        let mut peer = HttpPeer::new(addr, self.url.tls, self.sni.clone());
+        peer.options = self.options.clone();
+        peer.client_cert_key = self.client_cert.clone();
+        Ok(Box::new(peer))
+    }
+}
+
+/// One step of a chain at run time.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub upstream: Arc<Upstream>,
+    pub on: Fallthrough,
+}
+
+/// The ordered upstreams a route sends requests along.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub steps: Vec<Step>,
+}
+
+impl Chain {
+    /// Whether a failure at `step` may move on to the next step.
+    ///
+    /// `not_found` is true for 404/410 answers, which every step passes on (like `,` and `|` in
+    /// `GOPROXY`); other failures move on only from an `any-error` step.
+    pub fn falls_through(&self, step: usize, not_found: bool) -> bool {
+        match self.steps.get(step) {
+            Some(s) if step + 1 < self.steps.len() => not_found || s.on == Fallthrough::AnyError,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(name: &str) -> Arc<Upstream> {
+        let text = format!("url: \"http://127.0.0.1:1/{name}\"\n");
+        let cfg: UpstreamConfig = serde_yaml_ng::from_str(&text).expect("upstream");
+        Arc::new(Upstream::from_config(name, &cfg))
+    }
+
+    #[test]
+    fn fallthrough_rules() {
+        let chain = Chain {
+            steps: vec![
+                Step {
+                    upstream: upstream("a"),
+                    on: Fallthrough::NotFound,
+                },
+                Step {
+                    upstream: upstream("b"),
+                    on: Fallthrough::AnyError,
+                },
+                Step {
+                    upstream: upstream("c"),
+                    on: Fallthrough::AnyError,
+                },
+            ],
+        };
+        assert!(chain.falls_through(0, true));
+        assert!(!chain.falls_through(0, false));
+        assert!(chain.falls_through(1, false));
+        assert!(chain.falls_through(1, true));
+        // The last step never falls through.
+        assert!(!chain.falls_through(2, true));
+        assert!(!chain.falls_through(2, false));
+        assert_eq!(
+            chain.steps[0].upstream.request_path("/m.org/@v/list"),
+            "/a/m.org/@v/list"
+        );
+        assert_eq!(chain.steps[0].upstream.host_header, "127.0.0.1:1");
+    }
+}
