@@ -125,13 +125,13 @@ async fn bad_paths_are_refused_over_http1_and_never_forwarded() {
         "GET /example.com/x/@v/list HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "a".repeat(2 << 20)
     );
-    match raw_request(addr, huge.as_bytes()) {
-        Ok(r) => assert!(
+    // Either a 4xx or the connection closed without an answer: refused both ways.
+    if let Ok(r) = raw_request(addr, huge.as_bytes()) {
+        assert!(
             (400..500).contains(&r.status),
             "oversized header: {}",
             r.status
-        ),
-        Err(_) => {} // connection closed without an answer: also refused
+        );
     }
     assert_eq!(
         fixture.request_count(),

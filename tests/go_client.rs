@@ -312,6 +312,7 @@ async fn chains_fail_over_inside_the_gateway() {
         ModuleVersion::new("a.example.com/m", "v1.0.0").expect("module"),
         ModuleVersion::new("b.example.com/m", "v1.0.0").expect("module"),
         ModuleVersion::new("c.example.com/m", "v1.0.0").expect("module"),
+        ModuleVersion::new("d.example.com/m", "v1.0.0").expect("module"),
     ])
     .await
     .expect("fixture");
@@ -327,7 +328,7 @@ upstreams:
   dead: {{ url: "{dead}", connect_timeout: 1s }}
 routes:
   - name: strict
-    match: {{ prefix: a.example.com }}
+    match: {{ glob: "a.example.com,d.example.com" }}
     chain: [primary, secondary]
   - name: lenient
     match: {{ prefix: b.example.com }}
@@ -342,7 +343,10 @@ routes:
     let gw = Gateway::start(&config, plain);
     let get = |path: &str| curl(&[&format!("http://{plain}{path}")]);
 
-    // 404 at the primary → the secondary answers (both steps say not-found).
+    // 404 at the primary → the secondary answers, on a `not-found` step and an `any-error` one.
+    let r = get("/d.example.com/m/@v/v1.0.0.mod");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.body, "module d.example.com/m\n\ngo 1.21\n");
     let r = get("/b.example.com/m/@v/v1.0.0.mod");
     assert_eq!(r.status, 200, "{r:?}");
     // A 500 from the primary: a `not-found` step stops with a 502 …

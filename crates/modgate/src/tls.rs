@@ -101,6 +101,7 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 }
 
 /// Loads a listener's certificate and key and proves they make a working rustls server config.
+#[cfg(test)]
 pub fn load_server_cert_key(cert_path: &Path, key_path: &Path) -> Result<ServerCertKey, String> {
     server_cert_key(
         cert_path.to_path_buf(),
@@ -136,6 +137,7 @@ pub fn server_cert_key(
 }
 
 /// Loads a client certificate and key for upstream mTLS and proves rustls accepts them.
+#[cfg(test)]
 pub fn load_client_cert_key(cert_path: &Path, key_path: &Path) -> Result<ClientCertKey, String> {
     client_cert_key(
         cert_path.to_path_buf(),
