@@ -56,7 +56,9 @@ struct World {
 }
 
 async fn world() -> World {
-    // The private upstream gets its own PKI: modgate must trust it through `ca:`.
+    // The private upstream gets its own PKI: modgate must trust it through `ca:` and present
+    // a client certificate from it (upstream mTLS); it is addressed by IP with `sni:` and a
+    // `host:` override.
     let upstream_pki = tempfile::tempdir().expect("tempdir");
     make_certs(upstream_pki.path(), "fixture upstream CA", "unused");
     let public = FixtureProxy::start(&public_modules())
@@ -68,7 +70,7 @@ async fn world() -> World {
         Some(FixtureTls {
             cert_pem: upstream_pki.path().join("server.pem"),
             key_pem: upstream_pki.path().join("server.key"),
-            client_ca_pem: None,
+            client_ca_pem: Some(upstream_pki.path().join("ca.pem")),
         }),
     )
     .await
@@ -91,6 +93,9 @@ upstreams:
     url: "{private_url}"
     private: true
     ca: "{upstream_ca}"
+    client_cert: {{ cert: "{upstream_client}.pem", key: "{upstream_client}.key" }}
+    sni: localhost
+    host: athens.corp.example
 routes:
   - name: corp
     match: {{ glob: "corp.example.com" }}
@@ -103,6 +108,7 @@ routes:
         public_url = public.url(),
         private_url = private.url(),
         upstream_ca = upstream_pki.path().join("ca.pem").display(),
+        upstream_client = upstream_pki.path().join("client").display(),
     );
     let ca_pem = dir.path().join("ca.pem").to_string_lossy().to_string();
     let gateway = Gateway::start_in(dir, &config, tls);
@@ -164,7 +170,8 @@ async fn go_downloads_a_module_graph_over_plain_http() {
         .any(|r| r.path == "/athens/corp.example.com/!secret/@v/v1.2.0.zip"));
     assert!(private
         .iter()
-        .all(|r| r.path.starts_with("/athens/corp.example.com/")));
+        .all(|r| r.path.starts_with("/athens/corp.example.com/")
+            && r.header("host") == Some("athens.corp.example")));
     assert_private_never_reached_public(&w);
 
     // Upstream requests are modgate's own: its User-Agent, the upstream's Host, no client
@@ -198,6 +205,65 @@ async fn go_downloads_a_module_graph_over_https_and_http2() {
             .any(|l| l.starts_with_log_of("tls") && l.contains("HTTP/2")),
         "go should use HTTP/2 to an HTTPS GOPROXY:\n{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn go_downloads_over_https_with_http1() {
+    let w = world().await;
+    let mut env = GoEnv::new(&format!("https://localhost:{}", w.tls.port()));
+    env.set("SSL_CERT_FILE", &w.ca_pem);
+    env.set("GODEBUG", "http2client=0");
+    download_graph(&env);
+    let log = w.gateway.log();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with_log_of("tls") && l.contains("HTTP/1.1")),
+        "go with http2client=0 uses HTTP/1.1:\n{log}"
+    );
+    assert!(!log
+        .lines()
+        .any(|l| l.starts_with_log_of("tls") && l.contains("HTTP/2")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_upstream_refuses_a_gateway_without_its_client_certificate() {
+    // Same private upstream, but modgate is not given the client certificate: the upstream
+    // TLS handshake fails and the client gets a 502 with the reason, never a 404.
+    let pki = tempfile::tempdir().expect("tempdir");
+    make_certs(pki.path(), "strict upstream CA", "unused");
+    let private = FixtureProxy::start_with(
+        &private_modules(),
+        "",
+        Some(FixtureTls {
+            cert_pem: pki.path().join("server.pem"),
+            key_pem: pki.path().join("server.key"),
+            client_ca_pem: Some(pki.path().join("ca.pem")),
+        }),
+    )
+    .await
+    .expect("fixture");
+    let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: plain, address: "{plain}" }}
+upstreams:
+  corp: {{ url: "{}", private: true, ca: "{}" }}
+routes:
+  - {{ name: corp, match: {{ prefix: corp.example.com }}, chain: [corp], private: true }}
+"#,
+        private.url(),
+        pki.path().join("ca.pem").display()
+    );
+    let gw = Gateway::start(&config, plain);
+    let r = curl(&[&format!("http://{plain}/corp.example.com/!secret/@v/list")]);
+    assert_eq!(r.status, 502, "{r:?}\n{}", gw.log());
+    assert!(
+        r.body
+            .starts_with("modgate: corp.example.com/Secret (list): upstream corp failed"),
+        "{r:?}"
+    );
+    assert_eq!(private.request_count(), 0);
 }
 
 trait LogLine {
