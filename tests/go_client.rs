@@ -44,6 +44,23 @@ fn private_modules() -> Vec<ModuleVersion> {
     vec![ModuleVersion::new(SECRET, "v1.2.0").expect("fixture module")]
 }
 
+/// The private fixture upstream: HTTPS with its own CA (written into `pki`), requiring a
+/// client certificate from that CA.
+async fn private_fixture(pki: &std::path::Path, prefix: &str) -> FixtureProxy {
+    make_certs(pki, "fixture upstream CA", "gateway");
+    FixtureProxy::start_with(
+        &private_modules(),
+        prefix,
+        Some(FixtureTls {
+            cert_pem: pki.join("server.pem"),
+            key_pem: pki.join("server.key"),
+            client_ca_pem: Some(pki.join("ca.pem")),
+        }),
+    )
+    .await
+    .expect("private fixture")
+}
+
 /// Two fixture upstreams (public over HTTP, private over HTTPS with its own CA under a path
 /// prefix) and a modgate with a plain listener (h1 + h2c) and a TLS listener (h1 + h2).
 struct World {
@@ -53,6 +70,8 @@ struct World {
     plain: SocketAddr,
     tls: SocketAddr,
     ca_pem: String,
+    /// The private upstream's PKI; it must outlive the gateway that reads it.
+    _upstream_pki: tempfile::TempDir,
 }
 
 async fn world() -> World {
@@ -60,21 +79,10 @@ async fn world() -> World {
     // a client certificate from it (upstream mTLS); it is addressed by IP with `sni:` and a
     // `host:` override.
     let upstream_pki = tempfile::tempdir().expect("tempdir");
-    make_certs(upstream_pki.path(), "fixture upstream CA", "unused");
     let public = FixtureProxy::start(&public_modules())
         .await
         .expect("public fixture");
-    let private = FixtureProxy::start_with(
-        &private_modules(),
-        "/athens",
-        Some(FixtureTls {
-            cert_pem: upstream_pki.path().join("server.pem"),
-            key_pem: upstream_pki.path().join("server.key"),
-            client_ca_pem: Some(upstream_pki.path().join("ca.pem")),
-        }),
-    )
-    .await
-    .expect("private fixture");
+    let private = private_fixture(upstream_pki.path(), "/athens").await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     make_certs(dir.path(), "modgate test CA", "client");
@@ -112,9 +120,6 @@ routes:
     );
     let ca_pem = dir.path().join("ca.pem").to_string_lossy().to_string();
     let gateway = Gateway::start_in(dir, &config, tls);
-    // Keep the upstream PKI alive as long as the world: leak the tempdir into the fixture's
-    // lifetime by moving it into a long-lived place.
-    std::mem::forget(upstream_pki);
     World {
         public,
         private,
@@ -122,6 +127,7 @@ routes:
         plain,
         tls,
         ca_pem,
+        _upstream_pki: upstream_pki,
     }
 }
 
@@ -230,18 +236,7 @@ async fn private_upstream_refuses_a_gateway_without_its_client_certificate() {
     // Same private upstream, but modgate is not given the client certificate: the upstream
     // TLS handshake fails and the client gets a 502 with the reason, never a 404.
     let pki = tempfile::tempdir().expect("tempdir");
-    make_certs(pki.path(), "strict upstream CA", "unused");
-    let private = FixtureProxy::start_with(
-        &private_modules(),
-        "",
-        Some(FixtureTls {
-            cert_pem: pki.path().join("server.pem"),
-            key_pem: pki.path().join("server.key"),
-            client_ca_pem: Some(pki.path().join("ca.pem")),
-        }),
-    )
-    .await
-    .expect("fixture");
+    let private = private_fixture(pki.path(), "").await;
     let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let config = format!(
         r#"
