@@ -424,11 +424,16 @@ routes:
     // … an `any-error` step moves on.
     let r = get("/b.example.com/m/@v/v1.0.0.info");
     assert_eq!(r.status, 200, "{r:?}");
-    // A refused connection on an `any-error` step moves on too.
+    // A refused connection on an `any-error` step moves on too; the answer names who gave it.
     let r = get("/c.example.com/m/@v/v1.0.0.info");
     assert_eq!(r.status, 200, "{r:?}\n{}", gw.log());
-    // Both answered 404 → 404 to the client.
+    let r = modgate_testkit::get(plain, "/c.example.com/m/@v/v1.0.0.info").expect("get");
+    assert_eq!(r.header("x-modgate-upstream"), Some("secondary"));
+    assert_eq!(r.header("x-modgate-route"), Some("dead-first"));
     primary.clear_behaviours();
+    let r = modgate_testkit::get(plain, "/a.example.com/m/@v/v1.0.0.info").expect("get");
+    assert_eq!(r.header("x-modgate-upstream"), Some("primary"));
+    // Both answered 404 → 404 to the client.
     let r = get("/b.example.com/none/@v/list");
     assert_eq!(r.status, 404, "{r:?}");
     drop(gw);

@@ -90,10 +90,11 @@ impl GatewayProxy {
             .unwrap_or("-")
     }
 
-    /// Records the outcome of the attempt at the current step and, if the chain allows it,
-    /// moves to the next step. Returns whether it moved.
+    /// Records the outcome of the attempt at the current step and, if it is a failure the
+    /// chain lets pass, moves to the next step. Returns whether it moved.
     fn settle_attempt(&self, ctx: &mut RequestCtx, outcome: Outcome) -> bool {
         let not_found = matches!(outcome, Outcome::NotFound(_));
+        let failed = !matches!(outcome, Outcome::Answered(_));
         if let Some(m) = metrics::metrics() {
             if let Some(up) = self.current_upstream(ctx) {
                 m.upstream_attempts
@@ -104,9 +105,10 @@ impl GatewayProxy {
         if let Some(a) = ctx.attempts.last_mut() {
             a.outcome = Some(outcome);
         }
-        let moves = self
-            .chain(ctx)
-            .is_some_and(|c| c.falls_through(ctx.step, not_found));
+        let moves = failed
+            && self
+                .chain(ctx)
+                .is_some_and(|c| c.falls_through(ctx.step, not_found));
         if moves {
             ctx.step += 1;
         }
