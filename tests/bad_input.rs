@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use modgate_testkit::{
-    curl, free_port, raw_request, request, FixtureProxy, Gateway, ModuleVersion,
+    curl, free_addr, raw_request, request, FixtureProxy, Gateway, ModuleVersion,
 };
 
 async fn setup() -> (FixtureProxy, Gateway, SocketAddr) {
@@ -18,7 +18,7 @@ async fn setup() -> (FixtureProxy, Gateway, SocketAddr) {
     ])
     .await
     .expect("fixture");
-    let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let plain = free_addr();
     let config = format!(
         r#"
 listeners:

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use modgate_testkit::{
-    curl, free_port, make_certs, Behaviour, FixtureProxy, FixtureTls, Gateway, GoEnv, ModuleVersion,
+    curl, free_addr, free_port, make_certs, Behaviour, FixtureProxy, FixtureTls, Gateway, GoEnv,
+    ModuleVersion,
 };
 
 const UPPER: &str = "example.com/Upper/lib";
@@ -86,8 +87,8 @@ async fn world() -> World {
 
     let dir = tempfile::tempdir().expect("tempdir");
     make_certs(dir.path(), "modgate test CA", "client");
-    let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let tls: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let plain = free_addr();
+    let tls = free_addr();
     let config = format!(
         r#"
 listeners:
@@ -198,17 +199,27 @@ async fn go_downloads_a_module_graph_over_plain_http() {
     );
 }
 
+/// A `go` environment pointed at the gateway's TLS listener, trusting the test CA.
+fn https_go_env(w: &World) -> GoEnv {
+    let mut env = GoEnv::new(&format!("https://localhost:{}", w.tls.port()));
+    env.set("SSL_CERT_FILE", &w.ca_pem);
+    env
+}
+
+/// Whether the access log shows a request on the `tls` listener made with `version`.
+fn tls_request_with(log: &str, version: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains(" tls 127.0.0.1:") && l.contains(version))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn go_downloads_a_module_graph_over_https_and_http2() {
     let w = world().await;
-    let mut env = GoEnv::new(&format!("https://localhost:{}", w.tls.port()));
-    env.set("SSL_CERT_FILE", &w.ca_pem);
-    download_graph(&env);
+    download_graph(&https_go_env(&w));
     assert_private_never_reached_public(&w);
     let log = w.gateway.log();
     assert!(
-        log.lines()
-            .any(|l| l.starts_with_log_of("tls") && l.contains("HTTP/2")),
+        tls_request_with(&log, "HTTP/2"),
         "go should use HTTP/2 to an HTTPS GOPROXY:\n{log}"
     );
 }
@@ -216,19 +227,15 @@ async fn go_downloads_a_module_graph_over_https_and_http2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn go_downloads_over_https_with_http1() {
     let w = world().await;
-    let mut env = GoEnv::new(&format!("https://localhost:{}", w.tls.port()));
-    env.set("SSL_CERT_FILE", &w.ca_pem);
+    let mut env = https_go_env(&w);
     env.set("GODEBUG", "http2client=0");
     download_graph(&env);
     let log = w.gateway.log();
     assert!(
-        log.lines()
-            .any(|l| l.starts_with_log_of("tls") && l.contains("HTTP/1.1")),
+        tls_request_with(&log, "HTTP/1.1"),
         "go with http2client=0 uses HTTP/1.1:\n{log}"
     );
-    assert!(!log
-        .lines()
-        .any(|l| l.starts_with_log_of("tls") && l.contains("HTTP/2")));
+    assert!(!tls_request_with(&log, "HTTP/2"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,7 +244,7 @@ async fn private_upstream_refuses_a_gateway_without_its_client_certificate() {
     // TLS handshake fails and the client gets a 502 with the reason, never a 404.
     let pki = tempfile::tempdir().expect("tempdir");
     let private = private_fixture(pki.path(), "").await;
-    let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let plain = free_addr();
     let config = format!(
         r#"
 listeners:
@@ -259,15 +266,6 @@ routes:
         "{r:?}"
     );
     assert_eq!(private.request_count(), 0);
-}
-
-trait LogLine {
-    fn starts_with_log_of(&self, listener: &str) -> bool;
-}
-impl LogLine for str {
-    fn starts_with_log_of(&self, listener: &str) -> bool {
-        self.contains(&format!(" {listener} 127.0.0.1:"))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -378,7 +376,7 @@ async fn chains_fail_over_inside_the_gateway() {
     .await
     .expect("fixture");
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let plain: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let plain = free_addr();
     let config = format!(
         r#"
 listeners:

@@ -12,4 +12,4 @@ pub use client::{curl, get, raw_request, request, CurlResult, Response};
 pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};
 pub use gocmd::{go_bin, GoEnv, GoRun};
 pub use module::{ModuleError, ModuleVersion};
-pub use process::{free_port, make_certs, modgate, modgate_bin, Gateway};
+pub use process::{free_addr, free_port, make_certs, modgate, modgate_bin, Gateway};

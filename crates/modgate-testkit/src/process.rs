@@ -45,6 +45,11 @@ pub fn free_port() -> u16 {
         .expect("no free port on 127.0.0.1")
 }
 
+/// A free `127.0.0.1:<port>` address for a listener in a test's gateway.yaml.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// Writes a development PKI with `modgate certs` into `dir`.
 pub fn make_certs(dir: &Path, ca_name: &str, client_name: &str) {
     let dir_s = dir.to_string_lossy().to_string();

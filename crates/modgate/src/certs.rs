@@ -126,6 +126,12 @@ fn write_file(path: &Path, data: &[u8], secret: bool) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    use crate::tls::{client_cert_key, read_certs, read_key, server_cert_key};
+
+    fn server(cert: &Path, key: &Path) -> Result<(), String> {
+        server_cert_key(cert.into(), read_certs(cert)?, key.into(), read_key(key)?).map(|_| ())
+    }
+
     #[test]
     fn generated_files_load_as_tls_material() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -139,12 +145,18 @@ mod tests {
         let written = generate(&req).expect("generate");
         assert_eq!(written.len(), FILES.len());
         let p = |f: &str| dir.path().join(f);
-        crate::tls::load_server_cert_key(&p("server.pem"), &p("server.key")).expect("server");
-        crate::tls::load_client_cert_key(&p("client.pem"), &p("client.key")).expect("client");
+        server(&p("server.pem"), &p("server.key")).expect("server");
+        let (cert, key) = (p("client.pem"), p("client.key"));
+        client_cert_key(
+            cert.clone(),
+            read_certs(&cert).expect("certs"),
+            key.clone(),
+            read_key(&key).expect("key"),
+        )
+        .expect("client");
         crate::tls::load_ca_bundle(&p("ca.pem")).expect("ca");
         // Mismatched certificate and key are refused with a message naming both files.
-        let e = crate::tls::load_server_cert_key(&p("server.pem"), &p("client.key"))
-            .expect_err("mismatch");
+        let e = server(&p("server.pem"), &p("client.key")).expect_err("mismatch");
         assert!(e.contains("server.pem") && e.contains("client.key"), "{e}");
         // A second run keeps the files.
         assert!(generate(&req).expect("again").is_empty());

@@ -100,17 +100,6 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     }
 }
 
-/// Loads a listener's certificate and key and proves they make a working rustls server config.
-#[cfg(test)]
-pub fn load_server_cert_key(cert_path: &Path, key_path: &Path) -> Result<ServerCertKey, String> {
-    server_cert_key(
-        cert_path.to_path_buf(),
-        read_certs(cert_path)?,
-        key_path.to_path_buf(),
-        read_key(key_path)?,
-    )
-}
-
 /// Proves that a certificate chain and key, already read, make a working server config.
 pub fn server_cert_key(
     cert_path: PathBuf,
@@ -134,17 +123,6 @@ pub fn server_cert_key(
         cert_path,
         key_path,
     })
-}
-
-/// Loads a client certificate and key for upstream mTLS and proves rustls accepts them.
-#[cfg(test)]
-pub fn load_client_cert_key(cert_path: &Path, key_path: &Path) -> Result<ClientCertKey, String> {
-    client_cert_key(
-        cert_path.to_path_buf(),
-        read_certs(cert_path)?,
-        key_path.to_path_buf(),
-        read_key(key_path)?,
-    )
 }
 
 /// Proves that a client certificate chain and key, already read, are usable by rustls.
