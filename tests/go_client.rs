@@ -113,6 +113,11 @@ routes:
   - name: public
     match: {{ prefix: "" }}
     chain: [public]
+# Private routes are closed unless a role opens them; this world tests transport, not access.
+access:
+  default: allow
+  roles:
+    - {{ name: everyone, members: [any], rules: [{{ id: corp-open, allow: {{ prefix: corp.example.com }} }}] }}
 "#,
         public_url = public.url(),
         private_url = private.url(),
@@ -253,6 +258,9 @@ upstreams:
   corp: {{ url: "{}", private: true, ca: "{}" }}
 routes:
   - {{ name: corp, match: {{ prefix: corp.example.com }}, chain: [corp], private: true }}
+access:
+  roles:
+    - {{ name: everyone, members: [any], rules: [{{ allow: {{ prefix: corp.example.com }} }}] }}
 "#,
         private.url(),
         pki.path().join("ca.pem").display()

@@ -1,6 +1,8 @@
 //! Routing policy for modgate: module-path patterns (element-boundary
 //! prefixes, `GOPRIVATE`-style globs, anchored regexes) and the ordered route
-//! table that maps a decoded Go module path to a route.
+//! table that maps a decoded Go module path to a route, plus role-based
+//! access control ([`rbac`]) deciding which principals may read which
+//! modules.
 //!
 //! Pure logic: no I/O, no clock, no global state. Malformed input is reported
 //! through `thiserror` errors, never by panicking.
@@ -10,8 +12,14 @@
 
 pub mod glob;
 pub mod pattern;
+pub mod rbac;
 pub mod route;
 
 pub use glob::{match_prefix_patterns, path_match, validate_glob_list, BadPattern};
 pub use pattern::{Pattern, PatternError, REGEX_SIZE_LIMIT};
+pub use rbac::{
+    AccessPolicy, AccessRequest, Binding, CertFields, Decision, Effect, Explanation, Matcher,
+    Principal, PrincipalSource, RbacError, Role, RoleMatch, Rule, RuleMatch, ValueMatch,
+    VersionRange, DEFAULT_RULE, PRIVATE_DEFAULT_RULE,
+};
 pub use route::{Route, RouteMatch, RouteTable, RouteTableError};

@@ -6,10 +6,16 @@ pub mod client;
 pub mod fixture;
 pub mod gocmd;
 pub mod module;
+pub mod otlp;
+pub mod pki;
 pub mod process;
+pub mod tlsclient;
 
 pub use client::{curl, get, raw_request, request, CurlResult, Response};
 pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};
 pub use gocmd::{go_bin, GoEnv, GoRun};
 pub use module::{ModuleError, ModuleVersion};
+pub use otlp::{OtlpReceiver, ReceivedRequest, ReceivedSpan};
+pub use pki::{fingerprint_sha256, ClientSpec, Issuer, Pki};
 pub use process::{free_addr, free_port, make_certs, modgate, modgate_bin, Gateway};
+pub use tlsclient::{TlsClient, TlsClientError, TlsResponse, TlsSession};

@@ -20,7 +20,16 @@ use modgate_policy::Pattern;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use crate::tls::{self, ClientCertKey, PemBundle, ServerCertKey};
+use crate::tls::{self, ClientCertKey, PemBundle};
+
+mod access;
+mod identity;
+
+pub use access::AccessConfig;
+pub use identity::{
+    AuditConfig, AuditOutput, AuthConfig, CertFormat, CidrValue, ForwardIdentityConfig,
+    ForwardNames, ForwardedInput, ListenerTls, OtlpProtocolValue, TelemetryConfig,
+};
 
 /// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused
 /// connection that turns out dead also costs a retry.
@@ -65,6 +74,16 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: NonEmpty<RouteConfig>,
+    /// Credential files for basic auth and bearer tokens.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Roles and their permissions on module paths.
+    #[serde(default)]
+    pub access: AccessConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// Process-wide settings.
@@ -106,8 +125,19 @@ impl Default for ServerSettings {
 pub struct ListenerConfig {
     pub name: Name,
     pub address: ListenAddress,
-    /// Serve HTTPS with this certificate; plaintext when absent.
-    pub tls: Option<ServerCertKey>,
+    /// Serve HTTPS with this certificate (and verify client certificates); plaintext when
+    /// absent.
+    pub tls: Option<ListenerTls>,
+    /// Answer 401 to requests that carry no identity (no client certificate, no credentials).
+    #[serde(default)]
+    pub require_identity: bool,
+    /// Peers whose forwarded client-certificate headers are believed (an L7 load balancer that
+    /// terminates TLS); from anyone else those headers are removed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<CidrValue>,
+    /// Header names a trusted proxy uses.
+    #[serde(default)]
+    pub forwarded_headers: ForwardedInput,
     /// Offer HTTP/2: via ALPN on TLS listeners, as h2c (prior knowledge) on plaintext ones.
     #[serde(default = "default_true")]
     pub http2: bool,
@@ -183,6 +213,8 @@ pub struct UpstreamConfig {
     #[serde(default = "default_upstream_h2_streams")]
     pub max_h2_streams: usize,
     pub tcp_keepalive: Option<TcpKeepaliveConfig>,
+    /// Which client-certificate / identity headers this upstream receives.
+    pub forward_identity: Option<ForwardIdentityConfig>,
 }
 
 fn default_connect_timeout() -> DurationValue {
@@ -764,14 +796,6 @@ impl<'de> Deserialize<'de> for KeyFile {
 struct CertKeyFiles {
     cert: CertFile,
     key: KeyFile,
-}
-
-impl<'de> Deserialize<'de> for ServerCertKey {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let f = CertKeyFiles::deserialize(d)?;
-        tls::server_cert_key(f.cert.0, f.cert.1, f.key.0, f.key.1)
-            .map_err(|e| de::Error::custom(format!("tls: {e}")))
-    }
 }
 
 impl<'de> Deserialize<'de> for ClientCertKey {

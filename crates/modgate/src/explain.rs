@@ -1,8 +1,10 @@
-//! `modgate explain <module>[@version] [--kind K]`: which route and upstream chain a request
-//! would take, decided by the same parser and route table the proxy uses.
+//! `modgate explain <module>[@version] [--kind K] [--cert F | --user U | --token-name T]`:
+//! which route and upstream chain a request would take and whether the identity may make it —
+//! decided by the same parser, route table and access policy the proxy uses.
 
 use std::fmt::Write;
 
+use modgate_policy::{AccessRequest, Principal};
 use modgate_protocol::{escape_path, escape_version, GoProxyRequest, RequestKind};
 
 use crate::gateway::Gateway;
@@ -13,6 +15,7 @@ pub fn explain(
     prefix: &str,
     target: &str,
     kind: Option<RequestKind>,
+    principal: &Principal,
 ) -> Result<String, String> {
     let (module, version) = match target.split_once('@') {
         Some((m, v)) => (m, Some(v)),
@@ -57,6 +60,13 @@ pub fn explain(
     };
     let mut out = String::new();
     let _ = writeln!(out, "request:  GET {path}");
+    let _ = writeln!(
+        out,
+        "identity: {} ({}){}",
+        principal.name,
+        principal.source,
+        describe_principal(principal)
+    );
     let _ = writeln!(
         out,
         "module:   {} ({}{})",
@@ -122,8 +132,79 @@ pub fn explain(
                     then
                 );
             }
-            let _ = writeln!(out, "decision: forward along the chain");
+            let explanation = gateway.access.explain(
+                principal,
+                &AccessRequest {
+                    module: &request.module,
+                    kind: request.kind,
+                    version: request.version.as_ref().map(|v| v.as_str()),
+                    route: &route.name,
+                    private_route: route.private,
+                },
+            );
+            if explanation.roles.is_empty() {
+                let _ = writeln!(out, "roles:    none");
+            }
+            for r in &explanation.roles {
+                let _ = writeln!(
+                    out,
+                    "role:     {} (member entry #{})",
+                    r.role,
+                    r.binding + 1
+                );
+            }
+            for r in &explanation.rules {
+                let _ = writeln!(
+                    out,
+                    "applies:  rule {} of role {}: {}",
+                    r.rule, r.role, r.effect
+                );
+            }
+            let d = &explanation.decision;
+            let _ = writeln!(out, "rule:     {} ({})", d.rule, d.reason);
+            if d.is_allowed() {
+                let _ = writeln!(out, "decision: allow: forward along the chain");
+            } else {
+                let status = if principal.is_anonymous() { 401 } else { 403 };
+                let _ = writeln!(
+                    out,
+                    "decision: deny: {status} {}",
+                    d.deny_message(&principal.name, &request.module)
+                );
+            }
         }
     }
     Ok(out)
+}
+
+/// The identity fields policy rules can match, on one line.
+fn describe_principal(p: &Principal) -> String {
+    let mut parts = Vec::new();
+    if let Some(c) = &p.cert {
+        parts.push(format!("dn={:?}", c.subject_dn));
+        if let Some(s) = &c.spiffe {
+            parts.push(format!("spiffe={s}"));
+        }
+        if !c.san_dns.is_empty() {
+            parts.push(format!("dns={}", c.san_dns.join(",")));
+        }
+        if !c.san_email.is_empty() {
+            parts.push(format!("email={}", c.san_email.join(",")));
+        }
+        parts.push(format!("sha256={}", c.fingerprint_sha256));
+    }
+    if let Some(u) = &p.user {
+        parts.push(format!("user={u}"));
+    }
+    if let Some(t) = &p.token {
+        parts.push(format!("token={t}"));
+    }
+    if !p.groups.is_empty() {
+        parts.push(format!("groups={}", p.groups.join(",")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", parts.join(" "))
+    }
 }

@@ -6,16 +6,23 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use modgate_policy::{Route, RouteTable};
+use arc_swap::ArcSwap;
+use modgate_policy::{AccessPolicy, Route, RouteTable};
 use modgate_protocol::RequestParser;
 
 use crate::config::GatewayConfig;
+use crate::reload::AuthState;
 use crate::upstream::{Chain, Step, Upstream};
 
-/// Routing state shared by all listeners.
+/// Routing and access state shared by all listeners.
 pub struct Gateway {
     pub parser: RequestParser,
     pub routes: RouteTable<Chain>,
+    pub access: AccessPolicy,
+    /// Whether `gateway.yaml` has an `access:` section.
+    pub access_configured: bool,
+    /// The credential files, reloadable.
+    pub auth: Arc<AuthState>,
 }
 
 impl Gateway {
@@ -54,21 +61,43 @@ impl Gateway {
             });
         }
         let routes = RouteTable::new(routes).context("routes")?;
-        Ok(Gateway { parser, routes })
+        let authenticator = config.auth.load().map_err(anyhow::Error::msg)?;
+        Ok(Gateway {
+            parser,
+            routes,
+            access: config.access.policy.clone(),
+            access_configured: config.access.configured,
+            auth: Arc::new(AuthState {
+                config: config.auth.clone(),
+                current: ArcSwap::from_pointee(authenticator),
+            }),
+        })
     }
 
     /// Route table warnings worth printing at start-up and from `modgate check`.
     pub fn warnings(&self) -> Vec<String> {
         let routes = self.routes.routes();
-        self.routes
-            .shadowed_routes()
-            .into_iter()
-            .map(|(shadowed, by)| {
-                format!(
-                    "route {:?} can never match: route {:?} ({}) comes first and covers it",
-                    routes[shadowed].name, routes[by].name, routes[by].pattern
-                )
-            })
-            .collect()
+        let mut out = Vec::new();
+        if !self.access_configured {
+            for r in routes.iter().filter(|r| r.private) {
+                out.push(format!(
+                    "route {:?} is private and there is no access: section, so nobody may read it \
+                     (private routes are denied unless a role allows them)",
+                    r.name
+                ));
+            }
+        }
+        out.extend(
+            self.routes
+                .shadowed_routes()
+                .into_iter()
+                .map(|(shadowed, by)| {
+                    format!(
+                        "route {:?} can never match: route {:?} ({}) comes first and covers it",
+                        routes[shadowed].name, routes[by].name, routes[by].pattern
+                    )
+                }),
+        );
+        out
     }
 }

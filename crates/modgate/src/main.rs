@@ -1,21 +1,29 @@
 //! modgate: an edge gateway for Go module proxies on Cloudflare Pingora.
 //!
-//! Subcommands: `run` serves `gateway.yaml`, `check` validates it, `explain` shows the route
-//! and chain a module request takes, `certs` writes a development PKI.
+//! Subcommands: `run` serves `gateway.yaml`, `check` validates it, `explain` shows the route,
+//! chain and access decision of a module request for an identity, `agent` is a loopback
+//! GOPROXY that presents the user's client certificate to the gateway, `certs` writes a
+//! development PKI.
 
+mod agent;
 mod certs;
 mod config;
 mod explain;
 mod gateway;
+mod identity;
 mod metrics;
 mod proxy;
+mod record;
+mod reload;
 mod respond;
 mod server;
 mod tls;
 mod upstream;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use modgate_protocol::RequestKind;
@@ -62,6 +70,49 @@ enum Command {
         /// Configuration file.
         #[arg(short, long, default_value = "gateway.yaml")]
         config: PathBuf,
+        /// Decide for the identity in this client certificate (PEM).
+        #[arg(long, conflicts_with_all = ["user", "token_name"])]
+        cert: Option<PathBuf>,
+        /// Decide for this basic-auth user (groups from the users file).
+        #[arg(long, conflicts_with = "token_name")]
+        user: Option<String>,
+        /// Decide for this bearer token name (groups from the tokens file).
+        #[arg(long)]
+        token_name: Option<String>,
+        /// Extra group memberships to assume.
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Serve a loopback GOPROXY that forwards to the gateway with your client certificate
+    /// (the `go` command cannot present one itself).
+    Agent {
+        /// The gateway's URL, e.g. https://modgate.corp (with its path prefix, if any).
+        #[arg(long)]
+        gateway: String,
+        /// Your client certificate (PEM, chain allowed); reloaded when it changes.
+        #[arg(long)]
+        cert: PathBuf,
+        /// Your private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// CA bundle that verifies the gateway (system roots when absent).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Where `go` connects: GOPROXY=http://<this address>.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: SocketAddr,
+        /// TLS server name to send and verify (the URL's host when absent).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// How often the certificate files are checked for renewal, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        watch: f64,
+        /// Allow a non-loopback --listen address.
+        #[arg(long)]
+        allow_remote: bool,
+        /// PID file.
+        #[arg(long, default_value = "/tmp/modgate-agent.pid")]
+        pid_file: String,
     },
     /// Write a development CA, server and client certificate as PEM files.
     Certs {
@@ -137,12 +188,23 @@ fn main() -> ExitCode {
             target,
             kind,
             config,
+            cert,
+            user,
+            token_name,
+            groups,
         } => {
             let result = config::load(&config)
                 .map_err(|e| e.to_string())
                 .and_then(|c| {
                     let g = gateway::Gateway::new(&c).map_err(|e| format!("{e:#}"))?;
-                    explain::explain(&g, &c.server.path_prefix, &target, kind)
+                    let who = identity::ExplainIdentity {
+                        cert,
+                        user,
+                        token_name,
+                        groups,
+                    };
+                    let principal = who.principal(&g.auth.current.load())?;
+                    explain::explain(&g, &c.server.path_prefix, &target, kind, &principal)
                 });
             match result {
                 Ok(text) => {
@@ -152,6 +214,37 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("modgate: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Agent {
+            gateway,
+            cert,
+            key,
+            ca,
+            listen,
+            server_name,
+            watch,
+            allow_remote,
+            pid_file,
+        } => {
+            init_logging();
+            let options = agent::AgentOptions {
+                gateway,
+                cert,
+                key,
+                ca,
+                listen,
+                server_name,
+                watch: Duration::try_from_secs_f64(watch).unwrap_or(Duration::from_secs(2)),
+                allow_remote,
+                pid_file,
+            };
+            match agent::run(options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("modgate agent: {e:#}");
+                    ExitCode::FAILURE
                 }
             }
         }

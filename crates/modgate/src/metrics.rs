@@ -1,11 +1,12 @@
 //! Prometheus metrics of the gateway: requests by listener/route/kind/status, upstream attempts
-//! by upstream and outcome, and request latency. Served at `/metrics` on listeners that enable
+//! by upstream and outcome, request latency, access decisions, authentication failures,
+//! reloads and span export. Served at `/metrics` on listeners that enable
 //! it. The only global state of the binary.
 
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 /// All metrics, registered in one registry.
@@ -14,6 +15,11 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     pub upstream_attempts: IntCounterVec,
     pub duration: HistogramVec,
+    pub decisions: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub spans_dropped: IntCounter,
+    pub spans_exported: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -42,6 +48,40 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ]),
         &["kind"],
     )?;
+    let decisions = IntCounterVec::new(
+        Opts::new(
+            "modgate_access_decisions_total",
+            "Access decisions on module requests, by route, decision and decisive rule",
+        ),
+        &["route", "decision", "rule"],
+    )?;
+    let auth_failures = IntCounterVec::new(
+        Opts::new(
+            "modgate_auth_failures_total",
+            "Requests refused because their credentials were not accepted, by reason",
+        ),
+        &["reason"],
+    )?;
+    let reloads = IntCounterVec::new(
+        Opts::new(
+            "modgate_reloads_total",
+            "Reloads of TLS material and credential files, by what and result",
+        ),
+        &["what", "result"],
+    )?;
+    let spans_dropped = IntCounter::new(
+        "modgate_otel_spans_dropped_total",
+        "Spans that could not be exported (collector unreachable or queue full)",
+    )?;
+    let spans_exported = IntCounter::new(
+        "modgate_otel_spans_exported_total",
+        "Spans accepted by the OTLP collector",
+    )?;
+    registry.register(Box::new(decisions.clone()))?;
+    registry.register(Box::new(auth_failures.clone()))?;
+    registry.register(Box::new(reloads.clone()))?;
+    registry.register(Box::new(spans_dropped.clone()))?;
+    registry.register(Box::new(spans_exported.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(upstream_attempts.clone()))?;
     registry.register(Box::new(duration.clone()))?;
@@ -50,6 +90,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         requests,
         upstream_attempts,
         duration,
+        decisions,
+        auth_failures,
+        reloads,
+        spans_dropped,
+        spans_exported,
     })
 }
 
@@ -65,6 +110,14 @@ pub fn metrics() -> Option<&'static Metrics> {
             }
         })
         .as_ref()
+}
+
+/// Brings a counter up to a total kept elsewhere (an atomic owned by another crate).
+pub fn sync_counter(c: &IntCounter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
+    }
 }
 
 /// The text exposition of every metric.

@@ -2,18 +2,21 @@
 //! and back.
 //!
 //! ```text
-//!  request_filter ─ health / metrics endpoints; method check; GOPROXY path parsed and
-//!                   `!`-decoded (bad input → 4xx, never forwarded); route chosen
+//!  request_filter ─ health / metrics endpoints; identity (TLS peer, trusted proxy, basic /
+//!                   bearer; identity headers stripped; bad credentials → 401); method check;
+//!                   GOPROXY path parsed and `!`-decoded (bad input → 4xx, never forwarded);
+//!                   route chosen; RBAC decision (deny → 403, or 401 when anonymous)
 //!  upstream_peer ── the chain's current step → peer (a step whose host does not resolve
 //!                   falls through on `any-error`)
 //!  upstream_request_filter ─ canonical encoded path, Host, User-Agent; every other client
-//!                   header dropped except an allow-list (no credentials reach an upstream)
+//!                   header dropped except an allow-list (no credentials reach an upstream);
+//!                   the upstream's configured client-certificate headers; traceparent
 //!  upstream_response_filter ─ 404/410 → next step; 5xx etc. → next step on `any-error`,
 //!                   otherwise 502 with a reason
 //!  fail_to_connect / error_while_proxy ─ connect errors and timeouts: next step on
 //!                   `any-error`; a dead pooled connection is retried on the same step
 //!  fail_to_proxy ── 502 / 504 with a one-line reason (never a silent 404)
-//!  logging ──────── one access-log line and the metrics
+//!  logging ──────── one access-log line, the metrics, one audit record, a span for a deny
 //! ```
 //! Moving on to the next step is done with Pingora's retry loop: the failing phase returns an
 //! error marked retryable and advances `ctx.step`, and `upstream_peer` is asked again.
@@ -24,14 +27,18 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, Method};
+use modgate_policy::{AccessRequest, Decision};
 use modgate_protocol::{GoProxyRequest, ModuleRequest, RequestKind};
+use modgate_telemetry::{AuditDecision, AuditIdentity, AuditRecord};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::gateway::Gateway;
+use crate::identity::{self, IdentitySettings, RequestIdentity};
 use crate::metrics;
+use crate::record::{Recorder, Trace};
 use crate::respond;
 use crate::upstream::{Chain, Upstream};
 
@@ -49,26 +56,150 @@ const FORWARDED_HEADERS: &[&str] = &[
     "tracestate",
 ];
 
+/// The challenge sent with a 401, so clients that wait for one send their `.netrc` credentials.
+const BASIC_CHALLENGE: &str = "Basic realm=\"modgate\"";
+
 /// The error type that tells the retry loop to move to the next chain step.
 const FALLTHROUGH: ErrorType = ErrorType::Custom("modgate: next chain step");
 
 /// Per-listener settings the proxy needs at request time.
-#[derive(Debug, Clone)]
 pub struct ListenerRuntime {
     pub name: String,
     pub keepalive_secs: u64,
     pub metrics: bool,
+    /// Anonymous requests get a 401.
+    pub require_identity: bool,
+    pub identity: IdentitySettings,
 }
 
 /// The proxy logic for one listener.
 pub struct GatewayProxy {
     gateway: Arc<Gateway>,
     listener: ListenerRuntime,
+    recorder: Arc<Recorder>,
 }
 
 impl GatewayProxy {
-    pub fn new(gateway: Arc<Gateway>, listener: ListenerRuntime) -> Self {
-        GatewayProxy { gateway, listener }
+    pub fn new(gateway: Arc<Gateway>, listener: ListenerRuntime, recorder: Arc<Recorder>) -> Self {
+        GatewayProxy {
+            gateway,
+            listener,
+            recorder,
+        }
+    }
+
+    /// The audit record of a finished request.
+    fn audit_record(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        client: String,
+        route: String,
+    ) -> AuditRecord {
+        let p = &ctx.identity.principal;
+        let cert = ctx.identity.cert.as_ref().map(|c| &c.identity);
+        let answered = ctx
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| {
+                matches!(
+                    a.outcome,
+                    Some(Outcome::Answered(_)) | Some(Outcome::NotFound(_))
+                )
+            })
+            .or(ctx.attempts.last());
+        let mut record = AuditRecord::now();
+        record.trace_id = ctx
+            .trace
+            .as_ref()
+            .map(|t| t.trace_id.clone())
+            .unwrap_or_default();
+        record.listener = self.listener.name.clone();
+        record.client_addr = client;
+        record.identity = AuditIdentity {
+            source: p.source.as_str().to_string(),
+            name: p.name.clone(),
+            dn: cert.map(|c| c.subject_dn.clone()),
+            fingerprint: cert.map(|c| c.fingerprint_sha256.clone()),
+            serial: cert.map(|c| c.serial_hex.clone()),
+        };
+        record.roles = ctx
+            .decision
+            .as_ref()
+            .map(|d| d.roles.clone())
+            .unwrap_or_default();
+        record.method = session.req_header().method.to_string();
+        record.path = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_default();
+        if let Some(r) = &ctx.request {
+            record.module = Some(r.module.clone());
+            record.version = r.version.as_ref().map(|v| v.as_str().to_string());
+        }
+        record.kind = ctx.kind.map(|k| k.as_str().to_string());
+        record.route = (route != "-").then_some(route);
+        record.decision = ctx.audit.decision;
+        if let Some(d) = &ctx.decision {
+            record.rule = Some(d.rule.clone());
+            if !d.is_allowed() {
+                record.reason = Some(d.reason.clone());
+            }
+        }
+        if record.reason.is_none() {
+            record.reason = ctx.audit.reason.take();
+        }
+        if record.decision == AuditDecision::Allow && status >= 500 {
+            record.reason = ctx
+                .attempts
+                .last()
+                .and_then(|a| a.outcome.as_ref())
+                .map(Outcome::describe);
+        }
+        record.status = status;
+        record.bytes = session.body_bytes_sent() as u64;
+        record.duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+        record.upstream = answered.map(|a| a.upstream.clone());
+        record.cache = Some("none".into());
+        record
+    }
+
+    /// Answers 401 with the Basic challenge and records why.
+    async fn unauthenticated(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        message: String,
+    ) -> Result<bool> {
+        ctx.audit.decision = AuditDecision::Unauthenticated;
+        respond::text(
+            session,
+            401,
+            &message,
+            &[("WWW-Authenticate", BASIC_CHALLENGE)],
+        )
+        .await?;
+        ctx.audit.reason = Some(message);
+        Ok(true)
+    }
+
+    /// Answers a request modgate handles itself with an error status, and records why.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        message: String,
+        extra: &[(&'static str, &str)],
+    ) -> Result<bool> {
+        ctx.audit.decision = AuditDecision::Error;
+        respond::text(session, status, &message, extra).await?;
+        ctx.audit.reason = Some(message);
+        Ok(true)
     }
 
     fn chain<'a>(&'a self, ctx: &RequestCtx) -> Option<&'a Chain> {
@@ -166,6 +297,15 @@ struct Attempt {
     outcome: Option<Outcome>,
 }
 
+/// What the audit record of a request will say, filled in as the request goes.
+#[derive(Default)]
+struct AuditState {
+    /// False for health and metrics endpoints, which are not audited.
+    enabled: bool,
+    decision: AuditDecision,
+    reason: Option<String>,
+}
+
 /// Per-request state.
 pub struct RequestCtx {
     started: Instant,
@@ -174,6 +314,10 @@ pub struct RequestCtx {
     route: Option<usize>,
     step: usize,
     attempts: Vec<Attempt>,
+    identity: RequestIdentity,
+    decision: Option<Decision>,
+    audit: AuditState,
+    trace: Option<Trace>,
 }
 
 fn is_timeout(e: &Error) -> bool {
@@ -202,6 +346,10 @@ impl ProxyHttp for GatewayProxy {
             route: None,
             step: 0,
             attempts: Vec::new(),
+            identity: RequestIdentity::default(),
+            decision: None,
+            audit: AuditState::default(),
+            trace: None,
         }
     }
 
@@ -231,71 +379,115 @@ impl ProxyHttp for GatewayProxy {
             }
             _ => {}
         }
+        ctx.audit.enabled = true;
+        ctx.trace = Some(self.recorder.begin(session.req_header()));
+
+        let authenticator = self.gateway.auth.current.load_full();
+        match identity::resolve(session, &self.listener.identity, authenticator).await {
+            Ok(id) => ctx.identity = id,
+            Err(e) => {
+                if let Some(m) = metrics::metrics() {
+                    m.auth_failures.with_label_values(&[e.reason()]).inc();
+                }
+                return self.unauthenticated(session, ctx, e.message()).await;
+            }
+        }
+        if self.listener.require_identity && ctx.identity.principal.is_anonymous() {
+            if let Some(m) = metrics::metrics() {
+                m.auth_failures.with_label_values(&["missing"]).inc();
+            }
+            return self
+                .unauthenticated(
+                    session,
+                    ctx,
+                    "authentication required: present a client certificate (modgate agent) or \
+                     .netrc credentials"
+                        .into(),
+                )
+                .await;
+        }
 
         if method != Method::GET && method != Method::HEAD {
-            respond::text(
-                session,
-                405,
-                &format!(
-                    "method {method} is not allowed: the GOPROXY protocol is read-only (GET, HEAD)"
-                ),
-                &[("Allow", "GET, HEAD")],
-            )
-            .await?;
-            return Ok(true);
+            let message = format!(
+                "method {method} is not allowed: the GOPROXY protocol is read-only (GET, HEAD)"
+            );
+            return self
+                .refuse(session, ctx, 405, message, &[("Allow", "GET, HEAD")])
+                .await;
         }
 
         let parsed = match self.gateway.parser.parse(&target) {
             Ok(p) => p,
             Err(e) => {
-                respond::text(session, e.status(), &e.to_string(), &[]).await?;
-                return Ok(true);
+                return self
+                    .refuse(session, ctx, e.status(), e.to_string(), &[])
+                    .await
             }
         };
         ctx.kind = Some(parsed.kind());
         match parsed {
             GoProxyRequest::GoGet { import_path } => {
-                respond::text(
-                    session,
-                    404,
-                    &format!("{import_path}: modgate does not serve ?go-get=1 pages"),
-                    &[],
-                )
-                .await?;
-                Ok(true)
+                let message = format!("{import_path}: modgate does not serve ?go-get=1 pages");
+                self.refuse(session, ctx, 404, message, &[]).await
             }
             GoProxyRequest::Sumdb(s) => {
                 // Answered here and never forwarded: a lookup can name a private module.
                 // 404 on `supported` tells `go` to use the checksum database directly.
-                respond::text(
-                    session,
-                    404,
-                    &format!(
-                        "checksum database {:?} is not proxied by this gateway",
-                        s.name
-                    ),
-                    &[],
-                )
-                .await?;
-                Ok(true)
+                let message = format!(
+                    "checksum database {:?} is not proxied by this gateway",
+                    s.name
+                );
+                self.refuse(session, ctx, 404, message, &[]).await
             }
-            GoProxyRequest::Module(req) => match self.gateway.routes.lookup(&req.module) {
-                None => {
-                    respond::text(
-                        session,
-                        404,
-                        &format!("no route for module {}", req.module),
-                        &[],
-                    )
-                    .await?;
+            GoProxyRequest::Module(req) => {
+                let Some(m) = self.gateway.routes.lookup(&req.module) else {
+                    let message = format!("no route for module {}", req.module);
+                    ctx.request = Some(req);
+                    return self.refuse(session, ctx, 404, message, &[]).await;
+                };
+                let route = m.route;
+                ctx.route = Some(m.index);
+                let decision = self.gateway.access.decide(
+                    &ctx.identity.principal,
+                    &AccessRequest {
+                        module: &req.module,
+                        kind: req.kind,
+                        version: req.version.as_ref().map(|v| v.as_str()),
+                        route: &route.name,
+                        private_route: route.private,
+                    },
+                );
+                if let Some(m) = metrics::metrics() {
+                    m.decisions
+                        .with_label_values(&[
+                            route.name.as_str(),
+                            decision.effect.as_str(),
+                            decision.rule.as_str(),
+                        ])
+                        .inc();
+                }
+                let allowed = decision.is_allowed();
+                let message = decision.deny_message(&ctx.identity.principal.name, &req.module);
+                ctx.request = Some(req);
+                ctx.decision = Some(decision);
+                if allowed {
+                    ctx.audit.decision = AuditDecision::Allow;
+                    return Ok(false);
+                }
+                let message = message
+                    .strip_prefix("modgate: ")
+                    .unwrap_or(&message)
+                    .to_string();
+                if ctx.identity.principal.is_anonymous() {
+                    // A credential might be allowed: ask for one.
+                    self.unauthenticated(session, ctx, message).await
+                } else {
+                    ctx.audit.decision = AuditDecision::Deny;
+                    respond::text(session, 403, &message, &[]).await?;
+                    ctx.audit.reason = Some(message);
                     Ok(true)
                 }
-                Some(m) => {
-                    ctx.route = Some(m.index);
-                    ctx.request = Some(req);
-                    Ok(false)
-                }
-            },
+            }
         }
     }
 
@@ -362,6 +554,19 @@ impl ProxyHttp for GatewayProxy {
         }
         upstream_request.insert_header("Host", upstream.host_header.as_str())?;
         upstream_request.insert_header("User-Agent", USER_AGENT)?;
+        if let Some(forward) = &upstream.forward {
+            let roles = ctx
+                .decision
+                .as_ref()
+                .map(|d| d.roles.as_slice())
+                .unwrap_or(&[]);
+            for (name, value) in identity::forward_headers(forward, &ctx.identity, roles) {
+                upstream_request.insert_header(name, value)?;
+            }
+        }
+        if let Some(tp) = ctx.trace.as_ref().and_then(|t| t.upstream_traceparent()) {
+            upstream_request.insert_header("traceparent", tp)?;
+        }
         Ok(())
     }
 
@@ -586,6 +791,10 @@ impl ProxyHttp for GatewayProxy {
             e.map(|e| format!(" error={}", short_error(e)))
                 .unwrap_or_default()
         );
+        if ctx.audit.enabled {
+            let record = self.audit_record(session, ctx, status, client, route);
+            self.recorder.finish(ctx.trace.take(), record);
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {

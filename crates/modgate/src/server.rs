@@ -4,21 +4,28 @@
 //! Process lifecycle is Pingora's: SIGTERM drains gracefully (`server.grace_period`, then
 //! `server.shutdown_timeout`), SIGINT stops at once, and a graceful upgrade/reload is
 //! `modgate run --upgrade` followed by SIGQUIT to the old process, which hands its listening
-//! sockets over through `server.upgrade_sock`.
+//! sockets over through `server.upgrade_sock`. SIGHUP reloads TLS material and credential
+//! files in place ([`crate::reload`]). When Pingora returns, the audit log is flushed and
+//! pending spans are exported before the process exits.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use http::HeaderName;
+use modgate_identity::{CidrSet, ReloadableTls};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TcpSocketOptions;
 use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 
 use crate::config::{GatewayConfig, ListenerConfig};
 use crate::gateway::Gateway;
+use crate::identity::{HandshakeCapture, IdentitySettings};
 use crate::proxy::{GatewayProxy, ListenerRuntime};
+use crate::record::Recorder;
+use crate::reload::{Reloader, TlsReload};
 use crate::upstream::tcp_keepalive;
 
 /// How `modgate run` was asked to start.
@@ -40,13 +47,35 @@ fn server_conf(config: &GatewayConfig) -> ServerConf {
     }
 }
 
-/// Starts every listener and serves until the process is told to stop. Never returns on
-/// success (Pingora exits the process).
+/// Every header name that could carry a client identity: removed from every request.
+fn identity_header_names(config: &GatewayConfig) -> Vec<HeaderName> {
+    let mut names: Vec<HeaderName> = crate::config::ForwardNames::default()
+        .all()
+        .into_iter()
+        .cloned()
+        .collect();
+    for u in config.upstreams.values() {
+        if let Some(f) = &u.forward_identity {
+            names.extend(f.names.all().into_iter().cloned());
+        }
+    }
+    for l in config.listeners.iter() {
+        names.push(l.forwarded_headers.cert.0.clone());
+        names.push(l.forwarded_headers.verify.0.clone());
+    }
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
+}
+
+/// Starts every listener and serves until the process is told to stop, then flushes the
+/// audit log and pending spans.
 pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     let gateway = Arc::new(Gateway::new(&config)?);
     for w in gateway.warnings() {
         log::warn!("{w}");
     }
+    let recorder = Arc::new(Recorder::start(&config.audit, &config.telemetry)?);
     let opt = Opt {
         upgrade: options.upgrade,
         daemon: options.daemon,
@@ -54,15 +83,29 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
     server.bootstrap();
+    let strip = identity_header_names(&config);
+    let mut reloads = Vec::new();
     for listener in config.listeners.iter() {
-        add_listener(
+        let reload = add_listener(
             &mut server,
             gateway.clone(),
+            recorder.clone(),
             listener,
+            &strip,
             config.server.threads,
         )
         .with_context(|| format!("listener {:?}", listener.name.0))?;
+        reloads.extend(reload);
     }
+    let reloader = Reloader {
+        tls: reloads,
+        auth: gateway.auth.clone(),
+        audit: recorder.audit.clone(),
+    };
+    server.add_service(pingora::services::background::background_service(
+        "modgate reloader",
+        reloader,
+    ));
     log::info!(
         "modgate {} serving {} route(s) on {}",
         env!("CARGO_PKG_VERSION"),
@@ -71,31 +114,47 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             .listeners
             .iter()
             .map(|l| format!(
-                "{}://{} ({})",
+                "{}://{} ({}{})",
                 if l.tls.is_some() { "https" } else { "http" },
                 l.address.0,
-                l.name.0
+                l.name.0,
+                match l.tls.as_ref().map(|t| t.client_auth()) {
+                    Some(modgate_identity::ClientAuth::Required) => ", client cert required",
+                    Some(modgate_identity::ClientAuth::Optional) => ", client cert optional",
+                    _ => "",
+                }
             ))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    server.run_forever()
+    server.run(RunArgs::default());
+    recorder.shutdown();
+    log::info!("modgate stopped");
+    Ok(())
 }
 
 fn add_listener(
     server: &mut Server,
     gateway: Arc<Gateway>,
+    recorder: Arc<Recorder>,
     l: &ListenerConfig,
+    strip: &[HeaderName],
     threads: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<TlsReload>> {
     let runtime = ListenerRuntime {
         name: l.name.0.clone(),
         keepalive_secs: l.keepalive_timeout.0.as_secs().max(1),
         metrics: l.metrics,
+        require_identity: l.require_identity,
+        identity: IdentitySettings {
+            trusted: CidrSet::new(l.trusted_proxies.iter().map(|c| c.0).collect()),
+            forwarded: l.forwarded_headers.clone(),
+            strip: strip.to_vec(),
+        },
     };
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy::new(gateway, runtime),
+        GatewayProxy::new(gateway, runtime, recorder),
         &format!("modgate listener {}", l.name.0),
     );
     if let Some(app) = service.app_logic_mut() {
@@ -111,20 +170,36 @@ fn add_listener(
     let mut socket = TcpSocketOptions::default();
     socket.tcp_keepalive = l.tcp_keepalive.as_ref().map(tcp_keepalive);
     let address = l.address.0.to_string();
+    let mut reload = None;
     match &l.tls {
         Some(tls) => {
-            let cert = tls.cert_path.to_string_lossy();
-            let key = tls.key_path.to_string_lossy();
-            let mut settings = TlsSettings::intermediate(&cert, &key)
+            // Checked when the configuration was read; loaded again here so a file changed
+            // since then is still a clean error and never reaches Pingora's panicking build().
+            let material =
+                ReloadableTls::new(&tls.files).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+            let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCapture))
                 .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
+            settings.set_cert_resolver(material.cert_resolver());
+            if let Some(verifier) = material.client_verifier() {
+                settings.set_client_cert_verifier(verifier);
+            }
             if l.http2 {
                 settings.enable_h2();
             }
             service.add_tls_with_settings(&address, Some(socket), settings);
+            let mut files = vec![tls.files.cert.clone(), tls.files.key.clone()];
+            files.extend(tls.files.client_ca.iter().cloned());
+            files.extend(tls.files.crl.iter().cloned());
+            reload = Some(TlsReload {
+                listener: l.name.0.clone(),
+                tls: material,
+                files,
+                watch: tls.watch,
+            });
         }
         None => service.add_tcp_with_settings(&address, socket),
     }
     service.threads = Some(threads.max(1));
     server.add_service(service);
-    Ok(())
+    Ok(reload)
 }

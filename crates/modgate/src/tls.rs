@@ -1,5 +1,7 @@
-//! TLS material named in `gateway.yaml`: server certificate/key pairs, upstream client
-//! certificates and CA bundles, read and checked when the configuration is loaded.
+//! Upstream TLS material named in `gateway.yaml` (client certificates modgate presents, CA
+//! bundles that verify upstreams) and the PEM readers the configuration loader uses. Listener
+//! TLS (server certificates, client-certificate verification, CRLs, reload) lives in
+//! `modgate-identity`.
 //!
 //! Pingora's `TlsSettings::build()` panics on a missing file or a key that does not match its
 //! certificate, and only when the service starts. Every file is therefore parsed here first and
@@ -11,13 +13,6 @@ use std::sync::Arc;
 
 use pingora::utils::tls::{CertKey, WrappedX509};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-/// A listener's certificate chain and private key, known to load and match.
-#[derive(Debug, Clone)]
-pub struct ServerCertKey {
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-}
 
 /// A client certificate (with chain) and key that modgate presents to an upstream.
 #[derive(Clone)]
@@ -98,31 +93,6 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         )),
         Err(e) => Err(format!("{}: bad PEM: {e}", path.display())),
     }
-}
-
-/// Proves that a certificate chain and key, already read, make a working server config.
-pub fn server_cert_key(
-    cert_path: PathBuf,
-    certs: Vec<CertificateDer<'static>>,
-    key_path: PathBuf,
-    key: PrivateKeyDer<'static>,
-) -> Result<ServerCertKey, String> {
-    rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            format!(
-                "{} and {} do not form a usable certificate and key: {e}",
-                cert_path.display(),
-                key_path.display()
-            )
-        })?;
-    Ok(ServerCertKey {
-        cert_path,
-        key_path,
-    })
 }
 
 /// Proves that a client certificate chain and key, already read, are usable by rustls.

@@ -10,7 +10,9 @@ use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora::utils::tls::CertKey;
 use pingora::{Error, ErrorType};
 
-use crate::config::{Fallthrough, TcpKeepaliveConfig, UpstreamConfig, UpstreamUrl};
+use crate::config::{
+    Fallthrough, ForwardIdentityConfig, TcpKeepaliveConfig, UpstreamConfig, UpstreamUrl,
+};
 
 /// How long a resolved upstream address is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -25,6 +27,8 @@ pub struct Upstream {
     sni: String,
     options: PeerOptions,
     client_cert: Option<Arc<CertKey>>,
+    /// Which client identity headers this upstream receives.
+    pub forward: Option<ForwardIdentityConfig>,
     /// Last resolved address of a host name (unused for IP literals).
     resolved: Mutex<Option<(Instant, SocketAddr)>>,
 }
@@ -80,6 +84,7 @@ impl Upstream {
             sni: c.sni.clone().unwrap_or_else(|| c.url.host.clone()),
             options,
             client_cert: c.client_cert.as_ref().map(|k| Arc::new(k.to_cert_key())),
+            forward: c.forward_identity.clone(),
             resolved: Mutex::new(None),
         }
     }

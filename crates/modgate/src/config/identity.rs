@@ -1,0 +1,406 @@
+//! The identity parts of `gateway.yaml`: a listener's TLS (server certificate, client-certificate
+//! verification, CRLs), trusted front proxies, the credential files, which client-certificate
+//! headers each upstream receives, and where audit records and spans go.
+//!
+//! Like the rest of the file format, each value is checked while it is read so an error names
+//! its line; a listener's TLS files are additionally loaded as a whole (certificate, key, CA
+//! bundles and CRLs together) with the same code that serves them, so `modgate check` refuses
+//! exactly what start-up or a reload would.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use modgate_identity::{Cidr, ClientAuth, CrlScope, TlsFiles};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use super::{from_str_with, resolve_path, CertFile, DurationValue, KeyFile};
+use crate::tls;
+
+/// One value or a list of values (`client_ca: ca.pem` or `client_ca: [a.pem, b.pem]`).
+#[derive(Debug, Clone)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        OneOrMany(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either<T> {
+            Many(Vec<T>),
+            One(T),
+        }
+        // Untagged enums lose positions of inner errors; the values below are paths whose own
+        // checks run again in `ListenerTls` with a precise message, so this only has to sort
+        // one from many.
+        Ok(match Either::deserialize(d)? {
+            Either::Many(v) => OneOrMany(v),
+            Either::One(x) => OneOrMany(vec![x]),
+        })
+    }
+}
+
+/// How a listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuthMode {
+    /// No client certificate is requested.
+    #[default]
+    None,
+    /// A certificate is requested; connections without one are served anonymously, but a
+    /// certificate that does not verify fails the handshake.
+    Optional,
+    /// The handshake fails without a certificate that verifies.
+    Required,
+}
+
+impl From<ClientAuthMode> for ClientAuth {
+    fn from(m: ClientAuthMode) -> ClientAuth {
+        match m {
+            ClientAuthMode::None => ClientAuth::None,
+            ClientAuthMode::Optional => ClientAuth::Optional,
+            ClientAuthMode::Required => ClientAuth::Required,
+        }
+    }
+}
+
+/// Which certificates of a client chain are checked against the CRLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrlScopeValue {
+    #[default]
+    EndEntity,
+    Chain,
+}
+
+/// A listener's TLS settings, loaded and known to work.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub files: TlsFiles,
+    /// Also reload when the files change, checking at this interval (SIGHUP always reloads).
+    pub watch: Option<Duration>,
+}
+
+impl ListenerTls {
+    pub fn client_auth(&self) -> ClientAuth {
+        self.files.client_auth
+    }
+}
+
+/// A path to a file that must exist and be readable (its contents are checked by whoever
+/// uses it).
+#[derive(Debug, Clone)]
+pub struct ExistingFile(pub PathBuf);
+
+impl<'de> Deserialize<'de> for ExistingFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a file path", |p| {
+            let path = resolve_path(p);
+            std::fs::File::open(&path)
+                .map(|_| ExistingFile(path.clone()))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        })
+    }
+}
+
+/// A PEM file of CA certificates.
+#[derive(Debug, Clone)]
+struct CaFile(PathBuf);
+
+impl<'de> Deserialize<'de> for CaFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a PEM CA bundle file", |p| {
+            let path = resolve_path(p);
+            tls::read_certs(&path).map(|_| CaFile(path))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListenerTls {
+    cert: CertFile,
+    key: KeyFile,
+    #[serde(default)]
+    client_auth: ClientAuthMode,
+    #[serde(default)]
+    client_ca: OneOrMany<CaFile>,
+    #[serde(default)]
+    crl: OneOrMany<ExistingFile>,
+    #[serde(default)]
+    crl_scope: CrlScopeValue,
+    #[serde(default)]
+    allow_unknown_revocation: bool,
+    watch: Option<DurationValue>,
+}
+
+impl<'de> Deserialize<'de> for ListenerTls {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawListenerTls::deserialize(d)?;
+        let asks = raw.client_auth != ClientAuthMode::None;
+        if asks && raw.client_ca.0.is_empty() {
+            return Err(de::Error::custom(format!(
+                "client_auth: {:?} needs client_ca: the CA bundle(s) that issue client certificates",
+                raw.client_auth
+            )
+            .to_lowercase()));
+        }
+        if !asks && !raw.client_ca.0.is_empty() {
+            return Err(de::Error::custom(
+                "client_ca is set but client_auth is none: set client_auth to optional or required",
+            ));
+        }
+        if !asks && !raw.crl.0.is_empty() {
+            return Err(de::Error::custom(
+                "crl is set but client_auth is none: CRLs only apply to client certificates",
+            ));
+        }
+        let files = TlsFiles {
+            cert: raw.cert.0,
+            key: raw.key.0,
+            client_auth: raw.client_auth.into(),
+            client_ca: raw.client_ca.0.into_iter().map(|c| c.0).collect(),
+            crl: raw.crl.0.into_iter().map(|c| c.0).collect(),
+            crl_scope: match raw.crl_scope {
+                CrlScopeValue::EndEntity => CrlScope::EndEntity,
+                CrlScopeValue::Chain => CrlScope::Chain,
+            },
+            allow_unknown_revocation: raw.allow_unknown_revocation,
+        };
+        modgate_identity::tls::validate(&files)
+            .map_err(|e| de::Error::custom(format!("tls: {e}")))?;
+        Ok(ListenerTls {
+            files,
+            watch: raw.watch.map(|w| w.0),
+        })
+    }
+}
+
+/// A CIDR block such as `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone)]
+pub struct CidrValue(pub Cidr);
+
+impl<'de> Deserialize<'de> for CidrValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a CIDR block such as 10.0.0.0/8", |s| {
+            s.parse::<Cidr>().map(CidrValue).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// An HTTP header name, checked while read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderNameValue(pub http::HeaderName);
+
+impl<'de> Deserialize<'de> for HeaderNameValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "an HTTP header name", |s| {
+            http::HeaderName::from_bytes(s.as_bytes())
+                .map(HeaderNameValue)
+                .map_err(|_| format!("{s:?} is not a valid HTTP header name"))
+        })
+    }
+}
+
+fn header(name: &'static str) -> HeaderNameValue {
+    HeaderNameValue(http::HeaderName::from_static(name))
+}
+
+/// The headers a trusted front proxy uses to tell modgate about the client certificate it
+/// verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardedInput {
+    /// The client certificate, URL-escaped PEM (nginx `$ssl_client_escaped_cert`) or base64 DER.
+    pub cert: HeaderNameValue,
+    /// The proxy's verification result; only `SUCCESS` is believed.
+    pub verify: HeaderNameValue,
+}
+
+impl Default for ForwardedInput {
+    fn default() -> Self {
+        ForwardedInput {
+            cert: header("x-ssl-client-cert"),
+            verify: header("x-ssl-client-verify"),
+        }
+    }
+}
+
+/// The credential files for basic auth (`.netrc`) and bearer tokens.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `name:bcrypt-or-argon2-hash[:group,...]` per line.
+    pub users_file: Option<ExistingFile>,
+    /// `name:sha256:<hex>[:group,...]` per line.
+    pub tokens_file: Option<ExistingFile>,
+}
+
+impl AuthConfig {
+    /// Loads the files (also done at start-up and on SIGHUP).
+    pub fn load(&self) -> Result<modgate_identity::Authenticator, String> {
+        modgate_identity::Authenticator::load(
+            self.users_file.as_ref().map(|f| f.0.as_path()),
+            self.tokens_file.as_ref().map(|f| f.0.as_path()),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// How the client certificate is written into a header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertFormat {
+    /// Not sent.
+    #[default]
+    Off,
+    /// URL-escaped PEM, like nginx's `$ssl_client_escaped_cert`.
+    EscapedPem,
+    /// Base64 of the DER bytes, on one line.
+    Base64Der,
+}
+
+/// Header names for what is forwarded upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardNames {
+    pub cert: HeaderNameValue,
+    pub chain: HeaderNameValue,
+    pub dn: HeaderNameValue,
+    pub verify: HeaderNameValue,
+    pub sans: HeaderNameValue,
+    pub fingerprint: HeaderNameValue,
+    pub serial: HeaderNameValue,
+    pub identity: HeaderNameValue,
+    pub roles: HeaderNameValue,
+}
+
+impl Default for ForwardNames {
+    fn default() -> Self {
+        ForwardNames {
+            cert: header("x-ssl-client-cert"),
+            chain: header("x-ssl-client-chain"),
+            dn: header("x-ssl-client-dn"),
+            verify: header("x-ssl-client-verify"),
+            sans: header("x-ssl-client-san"),
+            fingerprint: header("x-ssl-client-fingerprint"),
+            serial: header("x-ssl-client-serial"),
+            identity: header("x-modgate-identity"),
+            roles: header("x-modgate-roles"),
+        }
+    }
+}
+
+impl ForwardNames {
+    /// Every configured name.
+    pub fn all(&self) -> [&http::HeaderName; 9] {
+        [
+            &self.cert.0,
+            &self.chain.0,
+            &self.dn.0,
+            &self.verify.0,
+            &self.sans.0,
+            &self.fingerprint.0,
+            &self.serial.0,
+            &self.identity.0,
+            &self.roles.0,
+        ]
+    }
+}
+
+/// What an upstream is told about the client (nothing unless configured).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardIdentityConfig {
+    pub cert: CertFormat,
+    /// The intermediate certificates the client sent, in the same format, comma-separated.
+    pub chain: bool,
+    pub dn: bool,
+    pub verify: bool,
+    pub sans: bool,
+    pub fingerprint: bool,
+    pub serial: bool,
+    /// The resolved identity name (certificate, user or token name).
+    pub identity: bool,
+    /// The roles the identity holds, comma-separated.
+    pub roles: bool,
+    pub names: ForwardNames,
+}
+
+/// Where audit records go.
+#[derive(Debug, Clone, Default)]
+pub enum AuditOutput {
+    #[default]
+    Stdout,
+    File(PathBuf),
+    Off,
+}
+
+impl<'de> Deserialize<'de> for AuditOutput {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "stdout, off or a file path", |s| {
+            Ok(match s {
+                "stdout" | "-" => AuditOutput::Stdout,
+                "off" => AuditOutput::Off,
+                "" => return Err("audit output must not be empty".into()),
+                path => AuditOutput::File(resolve_path(path)),
+            })
+        })
+    }
+}
+
+/// `audit:` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// `stdout` (default), `off`, or a file (reopened on SIGHUP, for logrotate).
+    pub output: AuditOutput,
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocolValue {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl fmt::Display for OtlpProtocolValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OtlpProtocolValue::Grpc => "grpc",
+            OtlpProtocolValue::HttpProtobuf => "http/protobuf",
+        })
+    }
+}
+
+/// `telemetry:` section; the standard `OTEL_EXPORTER_OTLP_*` variables fill what is not set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    pub otlp_endpoint: Option<String>,
+    pub otlp_protocol: Option<OtlpProtocolValue>,
+    pub service_name: String,
+    /// Fraction of requests that get a server span (deny spans are always sent).
+    pub sample_ratio: f64,
+    pub timeout: DurationValue,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            service_name: "modgate".into(),
+            sample_ratio: 0.0,
+            timeout: DurationValue(Duration::from_secs(5)),
+        }
+    }
+}

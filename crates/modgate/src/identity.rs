@@ -1,0 +1,478 @@
+//! Who is asking, for one request: the verified TLS peer certificate (kept from the handshake),
+//! a trusted front proxy's forwarded certificate, `.netrc` basic credentials or a bearer token —
+//! turned into the policy's [`Principal`].
+//!
+//! Spoofing is impossible by construction: every header that could carry a client identity is
+//! removed from the request before anything reads it, except that a peer listed in
+//! `trusted_proxies` has its forwarded certificate read first (and removed too).
+
+use std::any::Any;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::HeaderName;
+use modgate_identity::forward::{parse_forwarded_cert, Verify};
+use modgate_identity::{AuthFailure, Authenticated, CertIdentity, CidrSet};
+use modgate_policy::{CertFields, Principal, PrincipalSource};
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use pingora::proxy::Session;
+
+use crate::config::{CertFormat, ForwardIdentityConfig, ForwardedInput};
+
+/// The client certificate chain of one TLS connection, parsed once at the end of the handshake
+/// and shared by every request (and HTTP/2 stream) on that connection.
+#[derive(Debug)]
+pub struct PeerCert {
+    /// DER, leaf first.
+    pub chain: Vec<Vec<u8>>,
+    pub identity: CertIdentity,
+}
+
+/// Keeps the verified peer chain of every handshake (rustls has already verified it against the
+/// listener's CAs and CRLs by the time this runs).
+pub struct HandshakeCapture;
+
+#[async_trait]
+impl TlsAccept for HandshakeCapture {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let chain = tls.peer_cert_chain_der()?;
+        let leaf = chain.first()?;
+        match CertIdentity::from_der(leaf.as_ref()) {
+            Ok(identity) => Some(Arc::new(PeerCert {
+                chain: chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+                identity,
+            })),
+            Err(e) => {
+                // rustls accepted it, so this is x509-parser being stricter; serve the
+                // connection as anonymous rather than guess an identity.
+                log::warn!("client certificate verified but not parsed: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// The peer certificate of the connection a request arrived on, if any.
+pub fn peer_cert(session: &Session) -> Option<Arc<PeerCert>> {
+    let digest = session.digest()?;
+    let ssl = digest.ssl_digest.as_ref()?;
+    let any = ssl.extension.get::<Arc<dyn Any + Send + Sync>>()?.clone();
+    any.downcast::<PeerCert>().ok()
+}
+
+/// How the identity of a request was established, for headers and audit records.
+#[derive(Debug, Clone)]
+pub struct RequestIdentity {
+    pub principal: Principal,
+    /// The certificate the identity rests on (TLS peer or trusted forwarded header).
+    pub cert: Option<Arc<PeerCert>>,
+    /// Client-certificate verification result to report upstream.
+    pub verify: VerifyState,
+}
+
+impl Default for RequestIdentity {
+    fn default() -> Self {
+        RequestIdentity {
+            principal: Principal::anonymous(),
+            cert: None,
+            verify: VerifyState::None,
+        }
+    }
+}
+
+/// The `X-SSL-Client-Verify` value to report upstream.
+#[derive(Debug, Clone, Default)]
+pub enum VerifyState {
+    #[default]
+    None,
+    Success,
+    Failed(String),
+}
+
+impl VerifyState {
+    pub fn header_value(&self) -> String {
+        match self {
+            VerifyState::None => Verify::None.header_value(),
+            VerifyState::Success => Verify::Success.header_value(),
+            VerifyState::Failed(r) => Verify::Failed(r.clone()).header_value(),
+        }
+    }
+}
+
+/// Why a request could not be given an identity.
+#[derive(Debug)]
+pub enum IdentityError {
+    /// Credentials were presented but do not check out.
+    BadCredentials(AuthFailure),
+    /// The Authorization header is not Basic or Bearer, or is malformed.
+    Malformed(String),
+}
+
+impl IdentityError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IdentityError::BadCredentials(f) => f.as_str(),
+            IdentityError::Malformed(_) => "malformed",
+        }
+    }
+
+    /// The text the client sees (never names which part was wrong beyond what is safe).
+    pub fn message(&self) -> String {
+        match self {
+            IdentityError::BadCredentials(AuthFailure::NotConfigured) => {
+                "credentials were sent but this gateway has no users or tokens configured".into()
+            }
+            IdentityError::BadCredentials(_) => "the credentials sent were not accepted".into(),
+            IdentityError::Malformed(m) => format!("bad Authorization header: {m}"),
+        }
+    }
+}
+
+/// Cert fields as the policy sees them.
+pub fn cert_fields(c: &CertIdentity) -> CertFields {
+    CertFields {
+        subject_dn: c.subject_dn.clone(),
+        cn: c.cn.clone(),
+        o: c.o.clone(),
+        ou: c.ou.clone(),
+        san_dns: c.san_dns.clone(),
+        san_email: c.san_email.clone(),
+        san_uri: c.san_uri.clone(),
+        spiffe: c.spiffe.clone(),
+        fingerprint_sha256: c.fingerprint_sha256.clone(),
+    }
+}
+
+/// Principal for a certificate.
+pub fn cert_principal(c: &CertIdentity, source: PrincipalSource) -> Principal {
+    Principal {
+        source,
+        name: c.display_name(),
+        cert: Some(cert_fields(c)),
+        user: None,
+        token: None,
+        groups: Vec::new(),
+    }
+}
+
+/// Adds verified credentials to a principal (a certificate identity keeps its name and source;
+/// the user or token and its groups are added for matching).
+pub fn add_credentials(p: &mut Principal, a: &Authenticated) {
+    use modgate_identity::CredentialKind;
+    let anonymous = p.is_anonymous();
+    match a.kind {
+        CredentialKind::Basic => {
+            p.user = Some(a.name.clone());
+            if anonymous {
+                p.source = PrincipalSource::Basic;
+            }
+        }
+        CredentialKind::Token => {
+            p.token = Some(a.name.clone());
+            if anonymous {
+                p.source = PrincipalSource::Token;
+            }
+        }
+    }
+    if anonymous {
+        p.name = a.name.clone();
+    }
+    for g in &a.groups {
+        if !p.groups.contains(g) {
+            p.groups.push(g.clone());
+        }
+    }
+}
+
+/// What a listener needs to resolve identities.
+pub struct IdentitySettings {
+    pub trusted: CidrSet,
+    pub forwarded: ForwardedInput,
+    /// Every header name that could carry an identity; removed from every request.
+    pub strip: Vec<HeaderName>,
+}
+
+impl IdentitySettings {
+    fn is_identity_header(&self, name: &HeaderName) -> bool {
+        self.strip.contains(name) || name.as_str().starts_with("x-ssl-client-")
+    }
+}
+
+/// Reads the forwarded certificate of a trusted proxy, if there is one and it says SUCCESS.
+fn forwarded_identity(
+    session: &Session,
+    settings: &IdentitySettings,
+) -> Option<(Arc<PeerCert>, VerifyState)> {
+    let headers = &session.req_header().headers;
+    let verify = headers
+        .get(&settings.forwarded.verify.0)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let cert = headers
+        .get(&settings.forwarded.cert.0)
+        .and_then(|v| v.to_str().ok())?;
+    if cert.is_empty() {
+        return None;
+    }
+    if verify != Some("SUCCESS") {
+        // The proxy did not vouch for it: the request is anonymous, as if no certificate came.
+        log::debug!(
+            "trusted proxy forwarded a certificate with verify result {:?}; not used",
+            verify.unwrap_or("(none)")
+        );
+        return None;
+    }
+    match parse_forwarded_cert(cert).and_then(|der| {
+        CertIdentity::from_der(&der).map(|id| PeerCert {
+            chain: vec![der],
+            identity: id,
+        })
+    }) {
+        Ok(pc) => Some((Arc::new(pc), VerifyState::Success)),
+        Err(e) => {
+            log::warn!("trusted proxy forwarded a certificate that does not parse: {e}");
+            None
+        }
+    }
+}
+
+/// A trusted proxy's `FAILED:<reason>` verification result, if it sent one.
+fn forwarded_failure(session: &Session, settings: &IdentitySettings) -> Option<String> {
+    let v = session
+        .req_header()
+        .headers
+        .get(&settings.forwarded.verify.0)?
+        .to_str()
+        .ok()?
+        .trim();
+    v.strip_prefix("FAILED")
+        .map(|r| r.trim_start_matches(':').trim().to_string())
+}
+
+/// Establishes the identity of a request and removes every identity-bearing header from it.
+///
+/// Password hashes cost tens of milliseconds to check (on a cache miss), so the check runs on
+/// the blocking pool, not on the proxy's event loop.
+pub async fn resolve(
+    session: &mut Session,
+    settings: &IdentitySettings,
+    authenticator: Arc<modgate_identity::Authenticator>,
+) -> Result<RequestIdentity, IdentityError> {
+    let client_ip: Option<IpAddr> = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let mut id = RequestIdentity::default();
+    if let Some(pc) = peer_cert(session) {
+        id.principal = cert_principal(&pc.identity, PrincipalSource::Certificate);
+        id.cert = Some(pc);
+        id.verify = VerifyState::Success;
+    } else if client_ip.is_some_and(|ip| settings.trusted.contains(&ip)) {
+        if let Some((pc, verify)) = forwarded_identity(session, settings) {
+            id.principal = cert_principal(&pc.identity, PrincipalSource::Forwarded);
+            id.cert = Some(pc);
+            id.verify = verify;
+        } else if let Some(reason) = forwarded_failure(session, settings) {
+            // The front proxy saw a certificate it could not verify: pass that on.
+            id.verify = VerifyState::Failed(reason);
+        }
+    }
+
+    let authorization = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.to_str().map(str::to_string));
+    strip_identity_headers(session, settings);
+    session
+        .req_header_mut()
+        .remove_header(&http::header::AUTHORIZATION);
+
+    // With no users or tokens configured, credentials mean nothing here (a `.netrc` entry
+    // meant for another service, say): the request stays anonymous rather than failing.
+    let configured = authenticator.users().is_some() || authenticator.tokens().is_some();
+    if let Some(value) = authorization.filter(|_| configured) {
+        let value = value.map_err(|_| IdentityError::Malformed("not ASCII".into()))?;
+        let presented = modgate_identity::credentials::parse_authorization(&value)
+            .map_err(|e| IdentityError::Malformed(e.to_string()))?;
+        let authenticated = tokio::task::spawn_blocking(move || authenticator.verify(&presented))
+            .await
+            .map_err(|e| IdentityError::Malformed(format!("credential check failed: {e}")))?
+            .map_err(IdentityError::BadCredentials)?;
+        add_credentials(&mut id.principal, &authenticated);
+    }
+    Ok(id)
+}
+
+/// Removes every header that could carry a client identity (any case, any count).
+pub fn strip_identity_headers(session: &mut Session, settings: &IdentitySettings) {
+    let names: Vec<HeaderName> = session
+        .req_header()
+        .headers
+        .keys()
+        .filter(|n| settings.is_identity_header(n))
+        .cloned()
+        .collect();
+    for n in names {
+        session.req_header_mut().remove_header(&n);
+    }
+}
+
+/// Makes any text safe as a header value: printable ASCII is kept, everything else (controls,
+/// non-ASCII) is percent-encoded.
+fn header_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The client-certificate and identity headers an upstream is configured to receive.
+pub fn forward_headers(
+    f: &ForwardIdentityConfig,
+    id: &RequestIdentity,
+    roles: &[String],
+) -> Vec<(HeaderName, String)> {
+    use modgate_identity::forward::{base64_der, escaped_pem, sans_header};
+    let n = &f.names;
+    let mut out = Vec::new();
+    let encode = |der: &[u8]| match f.cert {
+        CertFormat::Off => None,
+        CertFormat::EscapedPem => Some(escaped_pem(der)),
+        CertFormat::Base64Der => Some(base64_der(der)),
+    };
+    if f.verify {
+        out.push((n.verify.0.clone(), id.verify.header_value()));
+    }
+    if let Some(pc) = &id.cert {
+        let c = &pc.identity;
+        if let Some(leaf) = pc.chain.first().and_then(|d| encode(d)) {
+            out.push((n.cert.0.clone(), leaf));
+        }
+        if f.chain && pc.chain.len() > 1 {
+            let chain: Vec<String> = pc.chain[1..].iter().filter_map(|d| encode(d)).collect();
+            if !chain.is_empty() {
+                out.push((n.chain.0.clone(), chain.join(",")));
+            }
+        }
+        if f.dn {
+            out.push((n.dn.0.clone(), header_safe(&c.subject_dn)));
+        }
+        if f.sans {
+            let sans = sans_header(c);
+            if !sans.is_empty() {
+                out.push((n.sans.0.clone(), header_safe(&sans)));
+            }
+        }
+        if f.fingerprint {
+            out.push((n.fingerprint.0.clone(), c.fingerprint_sha256.clone()));
+        }
+        if f.serial {
+            out.push((n.serial.0.clone(), c.serial_hex.clone()));
+        }
+    }
+    if f.identity {
+        out.push((
+            n.identity.0.clone(),
+            header_safe(&format!(
+                "{}:{}",
+                id.principal.source.as_str(),
+                id.principal.name
+            )),
+        ));
+    }
+    if f.roles && !roles.is_empty() {
+        out.push((n.roles.0.clone(), header_safe(&roles.join(","))));
+    }
+    out
+}
+
+/// The identity `modgate explain` decides for: a certificate file, a user or a token name.
+pub struct ExplainIdentity {
+    pub cert: Option<std::path::PathBuf>,
+    pub user: Option<String>,
+    pub token_name: Option<String>,
+    pub groups: Vec<String>,
+}
+
+impl ExplainIdentity {
+    /// Builds the principal the proxy would see (groups come from the credential files).
+    pub fn principal(
+        &self,
+        authenticator: &modgate_identity::Authenticator,
+    ) -> Result<Principal, String> {
+        let mut p = Principal::anonymous();
+        if let Some(path) = &self.cert {
+            let certs = crate::tls::read_certs(path)?;
+            let leaf = certs
+                .first()
+                .ok_or_else(|| format!("{}: no certificate", path.display()))?;
+            let id = CertIdentity::from_der(leaf.as_ref())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            p = cert_principal(&id, PrincipalSource::Certificate);
+        }
+        if let Some(user) = &self.user {
+            let groups = authenticator
+                .users()
+                .and_then(|u| u.groups(user))
+                .map(<[String]>::to_vec);
+            if authenticator.users().is_some() && groups.is_none() {
+                return Err(format!("user {user:?} is not in the users file"));
+            }
+            add_credentials(
+                &mut p,
+                &Authenticated {
+                    kind: modgate_identity::CredentialKind::Basic,
+                    name: user.clone(),
+                    groups: groups.unwrap_or_default(),
+                },
+            );
+        }
+        if let Some(token) = &self.token_name {
+            let groups = authenticator
+                .tokens()
+                .and_then(|t| t.groups(token))
+                .map(<[String]>::to_vec);
+            if authenticator.tokens().is_some() && groups.is_none() {
+                return Err(format!("token {token:?} is not in the tokens file"));
+            }
+            add_credentials(
+                &mut p,
+                &Authenticated {
+                    kind: modgate_identity::CredentialKind::Token,
+                    name: token.clone(),
+                    groups: groups.unwrap_or_default(),
+                },
+            );
+        }
+        for g in &self.groups {
+            if !p.groups.contains(g) {
+                p.groups.push(g.clone());
+            }
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_safe;
+
+    #[test]
+    fn header_values_are_made_safe() {
+        assert_eq!(header_safe("CN=a,O=B"), "CN=a,O=B");
+        assert_eq!(header_safe("CN=é\n"), "CN=%C3%A9%0A");
+        assert_eq!(header_safe("100%"), "100%25");
+    }
+}

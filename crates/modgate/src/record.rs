@@ -1,0 +1,177 @@
+//! Where request decisions are recorded: one JSON audit line per request, an OpenTelemetry span
+//! for every denied or unauthenticated request (and a server span per sampled request), and the
+//! W3C trace context carried from the client to the upstream.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use modgate_telemetry::{
+    AuditDecision, AuditLog, AuditRecord, AuditSinkConfig, OtelConfig, OtlpProtocol, RequestSpan,
+    Telemetry,
+};
+use opentelemetry::{Context, KeyValue};
+use pingora::http::RequestHeader;
+
+use crate::config::{AuditConfig, AuditOutput, OtlpProtocolValue, TelemetryConfig};
+use crate::metrics;
+
+/// The trace a request belongs to.
+pub struct Trace {
+    /// The incoming trace id, or a new one.
+    pub trace_id: String,
+    cx: Context,
+    span: Option<RequestSpan>,
+    upstream_traceparent: Option<String>,
+}
+
+impl Trace {
+    /// The `traceparent` to send upstream when modgate started a span of its own (otherwise
+    /// the client's own header, if any, is passed on unchanged).
+    pub fn upstream_traceparent(&self) -> Option<String> {
+        self.upstream_traceparent.clone()
+    }
+}
+
+/// The audit log and the span exporter.
+pub struct Recorder {
+    pub audit: AuditLog,
+    telemetry: Option<Telemetry>,
+    stopped: AtomicBool,
+}
+
+impl Recorder {
+    /// Opens the audit sink and starts the span exporter (a collector that is down does not
+    /// stop modgate: spans are counted as dropped).
+    pub fn start(audit: &AuditConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Recorder> {
+        let sink = match &audit.output {
+            AuditOutput::Stdout => AuditSinkConfig::Stdout,
+            AuditOutput::File(p) => AuditSinkConfig::File(p.clone()),
+            AuditOutput::Off => AuditSinkConfig::Off,
+        };
+        let audit = AuditLog::start(sink).map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+        let cfg = OtelConfig {
+            endpoint: telemetry.otlp_endpoint.clone(),
+            protocol: telemetry.otlp_protocol.map(|p| match p {
+                OtlpProtocolValue::Grpc => OtlpProtocol::Grpc,
+                OtlpProtocolValue::HttpProtobuf => OtlpProtocol::HttpProtobuf,
+            }),
+            service_name: telemetry.service_name.clone(),
+            sample_ratio: telemetry.sample_ratio,
+            timeout: telemetry.timeout.0,
+            headers: Vec::new(),
+        };
+        let telemetry = Telemetry::start(cfg).map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
+        if telemetry.is_none() {
+            log::info!("OpenTelemetry export off (no telemetry.otlp_endpoint, no OTEL_EXPORTER_OTLP_ENDPOINT)");
+        }
+        Ok(Recorder {
+            audit,
+            telemetry,
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts the trace of a request from its `traceparent` / `tracestate` headers.
+    pub fn begin(&self, req: &RequestHeader) -> Trace {
+        let header = |n: &str| req.headers.get(n).and_then(|v| v.to_str().ok());
+        let cx = Telemetry::extract(header("traceparent"), header("tracestate"));
+        let trace_id = Telemetry::trace_id_for(&cx);
+        let span = self.telemetry.as_ref().and_then(|t| {
+            t.start_request_span(
+                &cx,
+                "modgate.request",
+                &[KeyValue::new("http.request.method", req.method.to_string())],
+            )
+        });
+        let upstream_traceparent = span.as_ref().map(|s| s.traceparent());
+        Trace {
+            trace_id: span.as_ref().map(|s| s.trace_id()).unwrap_or(trace_id),
+            cx,
+            span,
+            upstream_traceparent,
+        }
+    }
+
+    /// Writes the audit record and, for a refusal, the deny span.
+    pub fn finish(&self, trace: Option<Trace>, record: AuditRecord) {
+        if let Err(e) = self.audit.record(&record) {
+            log::error!("audit record not written: {e}");
+        }
+        let Some(trace) = trace else { return };
+        let attrs = span_attributes(&record);
+        if let Some(t) = &self.telemetry {
+            if matches!(
+                record.decision,
+                AuditDecision::Deny | AuditDecision::Unauthenticated
+            ) {
+                // Under modgate's own request span when there is one, else under the client's.
+                let parent = trace
+                    .span
+                    .as_ref()
+                    .map(RequestSpan::context)
+                    .unwrap_or_else(|| trace.cx.clone());
+                t.deny_span(
+                    &parent,
+                    attrs.clone(),
+                    record.reason.as_deref().unwrap_or(""),
+                );
+            }
+            if let Some(m) = metrics::metrics() {
+                metrics::sync_counter(&m.spans_dropped, t.dropped_spans());
+                metrics::sync_counter(&m.spans_exported, t.exported_spans());
+            }
+        }
+        if let Some(mut span) = trace.span {
+            for kv in attrs {
+                span.set_attr(kv);
+            }
+            span.end(record.status);
+        }
+    }
+
+    /// Flushes the audit log and pending spans (bounded: a dead collector cannot hold up exit).
+    pub fn shutdown(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.audit.shutdown() {
+            log::error!("audit log not flushed: {e}");
+        }
+        if let Some(t) = &self.telemetry {
+            t.shutdown();
+        }
+    }
+}
+
+/// The audit record's fields as span attributes (no credentials: the record has none).
+fn span_attributes(r: &AuditRecord) -> Vec<KeyValue> {
+    let mut kv = vec![
+        KeyValue::new("modgate.listener", r.listener.clone()),
+        KeyValue::new("client.address", r.client_addr.clone()),
+        KeyValue::new("modgate.identity.source", r.identity.source.clone()),
+        KeyValue::new("modgate.identity.name", r.identity.name.clone()),
+        KeyValue::new("modgate.roles", r.roles.join(",")),
+        KeyValue::new("http.request.method", r.method.clone()),
+        KeyValue::new("url.path", r.path.clone()),
+        KeyValue::new("modgate.decision", r.decision.as_str()),
+        KeyValue::new("http.response.status_code", i64::from(r.status)),
+        KeyValue::new("modgate.duration_ms", r.duration_ms),
+    ];
+    let optional = [
+        ("modgate.identity.dn", &r.identity.dn),
+        ("modgate.identity.fingerprint", &r.identity.fingerprint),
+        ("modgate.identity.serial", &r.identity.serial),
+        ("modgate.module", &r.module),
+        ("modgate.version", &r.version),
+        ("modgate.kind", &r.kind),
+        ("modgate.route", &r.route),
+        ("modgate.rule", &r.rule),
+        ("modgate.reason", &r.reason),
+        ("modgate.upstream", &r.upstream),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            kv.push(KeyValue::new(k, v.clone()));
+        }
+    }
+    kv
+}
