@@ -778,9 +778,10 @@ impl ProxyHttp for GatewayProxy {
             })
             .collect();
         log::info!(
-            "{} {} {} {} {:?} {} route={} upstreams=[{}] {}ms{}",
+            "{} {} {} {} {} {:?} {} route={} upstreams=[{}] {}ms{}",
             self.listener.name,
             client,
+            ctx.identity.principal.name,
             session.req_header().method,
             session.req_header().uri,
             session.req_header().version,
