@@ -341,6 +341,12 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
             ));
         }
     }
+    let ratio = config.telemetry.sample_ratio;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(format!(
+            "telemetry.sample_ratio: {ratio} is not between 0 and 1"
+        ));
+    }
     let mut route_names = HashSet::new();
     for (i, r) in config.routes.iter().enumerate() {
         if !route_names.insert(r.name.as_str()) {
@@ -927,6 +933,103 @@ routes:
         );
         assert!(e.starts_with("gateway.yaml:2:"), "{e}");
         assert!(e.contains("/nonexistent/server.pem"), "{e}");
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> String {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    }
+
+    #[test]
+    fn listener_tls_is_checked_as_a_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let req = crate::certs::CertRequest {
+            out: dir.path(),
+            hosts: &[],
+            ca_name: "test CA",
+            client_name: "alice",
+            force: false,
+        };
+        crate::certs::generate(&req).expect("certs");
+        let d = dir.path().display();
+        let with_tls = |tls: &str| {
+            MINIMAL.replace(
+                "address: \"127.0.0.1:8080\" }",
+                &format!("address: \"127.0.0.1:8443\", tls: {{ cert: {d}/server.pem, key: {d}/server.key, {tls} }} }}"),
+            )
+        };
+        let ok = parse_str(&with_tls(&format!(
+            "client_auth: required, client_ca: {d}/ca.pem"
+        )))
+        .expect("valid");
+        let tls = ok.listeners[0].tls.as_ref().expect("tls");
+        assert_eq!(tls.files.client_ca.len(), 1);
+        let e = err(&with_tls("client_auth: required"));
+        assert!(
+            e.contains("listeners[0].tls") && e.contains("needs client_ca"),
+            "{e}"
+        );
+        let e = err(&with_tls(&format!("client_ca: {d}/ca.pem")));
+        assert!(e.contains("client_auth is none"), "{e}");
+        let e = err(&with_tls(&format!(
+            "client_auth: sometimes, client_ca: {d}/ca.pem"
+        )));
+        assert!(
+            e.contains("client_auth") && e.contains("unknown variant"),
+            "{e}"
+        );
+        // A missing CA in a list is reported at its own position.
+        let e = err(&with_tls(&format!(
+            "client_auth: optional, client_ca: [{d}/ca.pem, {d}/nope.pem]"
+        )));
+        assert!(
+            e.contains("tls.client_ca[1]") && e.contains("nope.pem"),
+            "{e}"
+        );
+        let garbage = write(dir.path(), "bad.crl", "not a CRL");
+        let e = err(&with_tls(&format!(
+            "client_auth: optional, client_ca: {d}/ca.pem, crl: {garbage}"
+        )));
+        assert!(e.contains("bad.crl"), "{e}");
+        let e = err(&with_tls(&format!(
+            "client_auth: optional, client_ca: {d}/ca.pem, bogus: 1"
+        )));
+        assert!(e.contains("unknown field `bogus`"), "{e}");
+        let e = err(&MINIMAL.replace(
+            "address: \"127.0.0.1:8080\" }",
+            &format!("address: \"127.0.0.1:8443\", tls: {{ cert: {d}/server.pem, key: {d}/client.key }} }}"),
+        ));
+        assert!(e.contains("client.key"), "{e}");
+    }
+
+    #[test]
+    fn access_section_errors_are_located() {
+        let with_access = |a: &str| format!("{MINIMAL}access:\n{a}");
+        let ok = parse_str(&with_access(
+            "  default: allow\n  roles:\n    - name: devs\n      members: [authenticated, { cn: \"ci-*\", o: Corp }]\n      rules:\n        - { id: r1, allow: { prefix: corp.example.com }, kinds: [list, zip], versions: \">=v1.0.0\" }\n        - deny: [{ glob: \"x.org/*\" }, { prefix: y.org }]\n",
+        ))
+        .expect("valid");
+        assert!(ok.access.configured);
+        assert_eq!(ok.access.policy.roles()[0].rules[1].id, "devs.1");
+        let cases = [
+            ("      members: [{ cn: \"[\" }]\n", "roles[0].members[0].cn"),
+            ("      members: [sometimes]\n", "unknown member keyword"),
+            ("      members: [{}]\n", "needs at least one of"),
+            ("      members: [any]\n      rules: [{ allow: { prefix: a.org }, versions: \"~v1\" }]\n", "rules[0].versions"),
+            ("      members: [any]\n      rules: [{ allow: { prefix: a.org }, kinds: [tile] }]\n", "unknown request kind"),
+            ("      members: [any]\n      rules: [{ allow: { prefix: a.org }, deny: { prefix: b.org } }]\n", "not both"),
+            ("      members: [any]\n      rules: [{ id: a, allow: { prefix: a.org } }, { id: a, allow: { prefix: b.org } }]\n", "\"a\""),
+        ];
+        for (role_body, want) in cases {
+            let e = err(&with_access(&format!(
+                "  roles:\n    - name: devs\n{role_body}"
+            )));
+            assert!(e.contains(want), "{want}: {e}");
+            assert!(e.starts_with("gateway.yaml:"), "{e}");
+        }
+        let e = err(&format!("{MINIMAL}telemetry: {{ sample_ratio: 2 }}\n"));
+        assert!(e.contains("sample_ratio"), "{e}");
     }
 
     #[test]

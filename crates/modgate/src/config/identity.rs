@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use modgate_identity::{Cidr, ClientAuth, CrlScope, TlsFiles};
-use serde::de::{self, Deserializer};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::{from_str_with, resolve_path, CertFile, DurationValue, KeyFile};
@@ -30,19 +30,30 @@ impl<T> Default for OneOrMany<T> {
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either<T> {
-            Many(Vec<T>),
-            One(T),
+        // A hand-written visitor rather than `#[serde(untagged)]`: untagged enums replace the
+        // inner error (and its position) with "did not match any variant".
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("one value or a list")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany<T>, E> {
+                T::deserialize(de::value::StrDeserializer::<E>::new(v)).map(|x| OneOrMany(vec![x]))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OneOrMany<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|x| OneOrMany(vec![x]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany<T>, A::Error> {
+                let mut v = Vec::new();
+                while let Some(x) = seq.next_element()? {
+                    v.push(x);
+                }
+                Ok(OneOrMany(v))
+            }
         }
-        // Untagged enums lose positions of inner errors; the values below are paths whose own
-        // checks run again in `ListenerTls` with a precise message, so this only has to sort
-        // one from many.
-        Ok(match Either::deserialize(d)? {
-            Either::Many(v) => OneOrMany(v),
-            Either::One(x) => OneOrMany(vec![x]),
-        })
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -140,45 +151,64 @@ struct RawListenerTls {
     watch: Option<DurationValue>,
 }
 
-impl<'de> Deserialize<'de> for ListenerTls {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = RawListenerTls::deserialize(d)?;
-        let asks = raw.client_auth != ClientAuthMode::None;
-        if asks && raw.client_ca.0.is_empty() {
-            return Err(de::Error::custom(format!(
-                "client_auth: {:?} needs client_ca: the CA bundle(s) that issue client certificates",
-                raw.client_auth
-            )
-            .to_lowercase()));
-        }
-        if !asks && !raw.client_ca.0.is_empty() {
-            return Err(de::Error::custom(
-                "client_ca is set but client_auth is none: set client_auth to optional or required",
+impl RawListenerTls {
+    fn check(self) -> Result<ListenerTls, String> {
+        let asks = self.client_auth != ClientAuthMode::None;
+        if asks && self.client_ca.0.is_empty() {
+            let mode = match self.client_auth {
+                ClientAuthMode::Required => "required",
+                _ => "optional",
+            };
+            return Err(format!(
+                "client_auth: {mode} needs client_ca: the CA bundle(s) that issue client certificates"
             ));
         }
-        if !asks && !raw.crl.0.is_empty() {
-            return Err(de::Error::custom(
-                "crl is set but client_auth is none: CRLs only apply to client certificates",
-            ));
+        if !asks && !self.client_ca.0.is_empty() {
+            return Err(
+                "client_ca is set but client_auth is none: set client_auth to optional or required"
+                    .into(),
+            );
+        }
+        if !asks && !self.crl.0.is_empty() {
+            return Err(
+                "crl is set but client_auth is none: CRLs only apply to client certificates".into(),
+            );
         }
         let files = TlsFiles {
-            cert: raw.cert.0,
-            key: raw.key.0,
-            client_auth: raw.client_auth.into(),
-            client_ca: raw.client_ca.0.into_iter().map(|c| c.0).collect(),
-            crl: raw.crl.0.into_iter().map(|c| c.0).collect(),
-            crl_scope: match raw.crl_scope {
+            cert: self.cert.0,
+            key: self.key.0,
+            client_auth: self.client_auth.into(),
+            client_ca: self.client_ca.0.into_iter().map(|c| c.0).collect(),
+            crl: self.crl.0.into_iter().map(|c| c.0).collect(),
+            crl_scope: match self.crl_scope {
                 CrlScopeValue::EndEntity => CrlScope::EndEntity,
                 CrlScopeValue::Chain => CrlScope::Chain,
             },
-            allow_unknown_revocation: raw.allow_unknown_revocation,
+            allow_unknown_revocation: self.allow_unknown_revocation,
         };
-        modgate_identity::tls::validate(&files)
-            .map_err(|e| de::Error::custom(format!("tls: {e}")))?;
+        modgate_identity::tls::validate(&files).map_err(|e| e.to_string())?;
         Ok(ListenerTls {
             files,
-            watch: raw.watch.map(|w| w.0),
+            watch: self.watch.map(|w| w.0),
         })
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenerTls {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Checked inside the visitor, so an error is reported at `tls:` itself.
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ListenerTls;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("{ cert, key, client_auth, client_ca, crl, ... }")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ListenerTls, A::Error> {
+                let raw = RawListenerTls::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                raw.check().map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
