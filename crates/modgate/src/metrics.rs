@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All metrics, registered in one registry.
@@ -20,6 +20,7 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub spans_dropped: IntCounter,
     pub spans_exported: IntCounter,
+    pub cert_not_after: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -77,6 +78,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "modgate_otel_spans_exported_total",
         "Spans accepted by the OTLP collector",
     )?;
+    let cert_not_after = IntGaugeVec::new(
+        Opts::new(
+            "modgate_tls_cert_not_after_seconds",
+            "Expiry (Unix time) of the server certificate each TLS listener presents",
+        ),
+        &["listener"],
+    )?;
+    registry.register(Box::new(cert_not_after.clone()))?;
     registry.register(Box::new(decisions.clone()))?;
     registry.register(Box::new(auth_failures.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
@@ -95,6 +104,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         reloads,
         spans_dropped,
         spans_exported,
+        cert_not_after,
     })
 }
 

@@ -80,8 +80,19 @@ fn stamps(files: &[PathBuf]) -> Stamps {
 }
 
 impl TlsReload {
+    /// Publishes the expiry of the certificate in force.
+    fn publish(&self) {
+        if let Some(m) = metrics::metrics() {
+            m.cert_not_after
+                .with_label_values(&[self.listener.as_str()])
+                .set(self.tls.server_not_after_unix());
+        }
+    }
+
     fn reload(&self, why: &str) {
-        match self.tls.reload() {
+        let result = self.tls.reload();
+        self.publish();
+        match result {
             Ok(_) => {
                 log::info!("listener {}: TLS material reloaded ({why})", self.listener);
                 count(&format!("tls:{}", self.listener), "ok");
@@ -126,6 +137,9 @@ impl BackgroundService for Reloader {
             .min()
             .unwrap_or(Duration::from_secs(3600))
             .max(Duration::from_millis(100));
+        for t in &self.tls {
+            t.publish();
+        }
         let mut last: Vec<Stamps> = self.tls.iter().map(|t| stamps(&t.files)).collect();
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
