@@ -47,6 +47,27 @@ fn server_conf(config: &GatewayConfig) -> ServerConf {
     }
 }
 
+/// SIGHUP's default action is to end the process, and the reload service only starts listening
+/// for it once Pingora runs its services — after the listeners accept. Registering a tokio
+/// handler now closes that window: tokio never unregisters a signal handler, so from here on a
+/// SIGHUP is queued for the reload service instead of killing the gateway.
+fn hold_sighup() {
+    let registered = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+        });
+    if let Err(e) = registered {
+        log::warn!("could not register for SIGHUP early: {e}");
+    }
+}
+
 /// Every header name that could carry a client identity: removed from every request.
 fn identity_header_names(config: &GatewayConfig) -> Vec<HeaderName> {
     let mut names: Vec<HeaderName> = crate::config::ForwardNames::default()
@@ -75,6 +96,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     for w in gateway.warnings() {
         log::warn!("{w}");
     }
+    hold_sighup();
     let recorder = Arc::new(Recorder::start(&config.audit, &config.telemetry)?);
     let opt = Opt {
         upgrade: options.upgrade,
