@@ -24,8 +24,8 @@ pub struct Trace {
 }
 
 impl Trace {
-    /// The `traceparent` to send upstream when modgate started a span of its own (otherwise
-    /// the client's own header, if any, is passed on unchanged).
+    /// The `traceparent` to send upstream: modgate's span when the request is sampled, the
+    /// client's own when it sent a valid one, else one carrying the request's (audit) trace id.
     pub fn upstream_traceparent(&self) -> Option<String> {
         self.upstream_traceparent.clone()
     }
@@ -82,7 +82,13 @@ impl Recorder {
                 &[KeyValue::new("http.request.method", req.method.to_string())],
             )
         });
-        let upstream_traceparent = span.as_ref().map(|s| s.traceparent());
+        // modgate's own span when sampled; else the client's header unchanged; else (no valid
+        // header from the client) the request's trace id, unsampled, so the upstream's logs
+        // can be matched with the audit record.
+        let upstream_traceparent = span
+            .as_ref()
+            .map(|s| s.traceparent())
+            .or_else(|| Telemetry::traceparent_for_upstream(&cx));
         Trace {
             trace_id: span.as_ref().map(|s| s.trace_id()).unwrap_or(trace_id),
             cx,
