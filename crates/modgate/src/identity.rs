@@ -43,10 +43,12 @@ impl TlsAccept for HandshakeCapture {
         let chain = tls.peer_cert_chain_der()?;
         let leaf = chain.first()?;
         match CertIdentity::from_der(leaf.as_ref()) {
-            Ok(identity) => Some(Arc::new(PeerCert {
+            // Pingora's `SslDigestExtension::get::<T>` downcasts the stored value itself, so
+            // store an `Arc<PeerCert>` (not a bare `PeerCert`) for `peer_cert` to clone cheaply.
+            Ok(identity) => Some(Arc::new(Arc::new(PeerCert {
                 chain: chain.iter().map(|c| c.as_ref().to_vec()).collect(),
                 identity,
-            })),
+            }))),
             Err(e) => {
                 // rustls accepted it, so this is x509-parser being stricter; serve the
                 // connection as anonymous rather than guess an identity.
@@ -61,8 +63,7 @@ impl TlsAccept for HandshakeCapture {
 pub fn peer_cert(session: &Session) -> Option<Arc<PeerCert>> {
     let digest = session.digest()?;
     let ssl = digest.ssl_digest.as_ref()?;
-    let any = ssl.extension.get::<Arc<dyn Any + Send + Sync>>()?.clone();
-    any.downcast::<PeerCert>().ok()
+    ssl.extension.get::<Arc<PeerCert>>().cloned()
 }
 
 /// How the identity of a request was established, for headers and audit records.
@@ -204,19 +205,29 @@ impl IdentitySettings {
     }
 }
 
+/// The value of a forwarded header that occurs exactly once. A proxy that appends its header
+/// after one the client sent leaves two, and which is the proxy's cannot be known: neither is
+/// believed.
+fn single<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> Option<&'a http::HeaderValue> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next()?;
+    if all.next().is_some() {
+        log::warn!("trusted proxy sent {name} more than once; not used");
+        return None;
+    }
+    Some(first)
+}
+
 /// Reads the forwarded certificate of a trusted proxy, if there is one and it says SUCCESS.
 fn forwarded_identity(
     session: &Session,
     settings: &IdentitySettings,
 ) -> Option<(Arc<PeerCert>, VerifyState)> {
     let headers = &session.req_header().headers;
-    let verify = headers
-        .get(&settings.forwarded.verify.0)
+    let verify = single(headers, &settings.forwarded.verify.0)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let cert = headers
-        .get(&settings.forwarded.cert.0)
-        .and_then(|v| v.to_str().ok())?;
+    let cert = single(headers, &settings.forwarded.cert.0).and_then(|v| v.to_str().ok())?;
     if cert.is_empty() {
         return None;
     }
@@ -244,10 +255,7 @@ fn forwarded_identity(
 
 /// A trusted proxy's `FAILED:<reason>` verification result, if it sent one.
 fn forwarded_failure(session: &Session, settings: &IdentitySettings) -> Option<String> {
-    let v = session
-        .req_header()
-        .headers
-        .get(&settings.forwarded.verify.0)?
+    let v = single(&session.req_header().headers, &settings.forwarded.verify.0)?
         .to_str()
         .ok()?
         .trim();
