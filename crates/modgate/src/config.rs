@@ -84,6 +84,25 @@ pub struct GatewayConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Checksum databases proxied at `/sumdb/<name>/...` (name → where it is served).
+    #[serde(default)]
+    pub sumdb: BTreeMap<SumdbName, UpstreamConfig>,
+}
+
+/// The name of a checksum database, as `go` puts it in `/sumdb/<name>/` (e.g. `sum.golang.org`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SumdbName(pub String);
+
+impl<'de> Deserialize<'de> for SumdbName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(d, "a checksum database name such as sum.golang.org", |s| {
+            if modgate_protocol::sumdb::is_valid_sumdb_name(s) {
+                Ok(SumdbName(s.to_string()))
+            } else {
+                Err(format!("{s:?} is not a checksum database name (a host name such as sum.golang.org)"))
+            }
+        })
+    }
 }
 
 /// Process-wide settings.
@@ -338,6 +357,15 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
             return Err(format!(
                 "listeners[{i}].address: address {} is used twice",
                 l.address.0
+            ));
+        }
+    }
+    for (name, db) in &config.sumdb {
+        if db.private {
+            return Err(format!(
+                "sumdb.{}: a checksum database is a public service; private modules are never \
+                 looked up in it, so it cannot be marked private",
+                name.0
             ));
         }
     }

@@ -23,6 +23,8 @@ pub struct Gateway {
     pub access_configured: bool,
     /// The credential files, reloadable.
     pub auth: Arc<AuthState>,
+    /// Checksum databases proxied at `/sumdb/<name>/`, by name.
+    pub sumdbs: BTreeMap<String, Arc<Upstream>>,
 }
 
 impl Gateway {
@@ -62,9 +64,15 @@ impl Gateway {
         }
         let routes = RouteTable::new(routes).context("routes")?;
         let authenticator = config.auth.load().map_err(anyhow::Error::msg)?;
+        let sumdbs = config
+            .sumdb
+            .iter()
+            .map(|(name, c)| (name.0.clone(), Arc::new(Upstream::from_config(&name.0, c))))
+            .collect();
         Ok(Gateway {
             parser,
             routes,
+            sumdbs,
             access: config.access.policy.clone(),
             access_configured: config.access.configured,
             auth: Arc::new(AuthState {

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, Method};
 use modgate_policy::{AccessRequest, Decision};
-use modgate_protocol::{GoProxyRequest, ModuleRequest, RequestKind};
+use modgate_protocol::{GoProxyRequest, ModuleRequest, RequestKind, SumdbEndpoint};
 use modgate_telemetry::{AuditDecision, AuditIdentity, AuditRecord};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -210,6 +210,9 @@ impl GatewayProxy {
     }
 
     fn current_upstream(&self, ctx: &RequestCtx) -> Option<Arc<Upstream>> {
+        if let Some((db, _)) = &ctx.sumdb {
+            return Some(db.clone());
+        }
         self.chain(ctx)
             .and_then(|c| c.steps.get(ctx.step))
             .map(|s| s.upstream.clone())
@@ -319,6 +322,8 @@ pub struct RequestCtx {
     decision: Option<Decision>,
     audit: AuditState,
     trace: Option<Trace>,
+    /// A checksum-database request: the database and the path to ask it for.
+    sumdb: Option<(Arc<Upstream>, String)>,
 }
 
 fn is_timeout(e: &Error) -> bool {
@@ -351,6 +356,7 @@ impl ProxyHttp for GatewayProxy {
             decision: None,
             audit: AuditState::default(),
             trace: None,
+            sumdb: None,
         }
     }
 
@@ -432,13 +438,40 @@ impl ProxyHttp for GatewayProxy {
                 self.refuse(session, ctx, 404, message, &[]).await
             }
             GoProxyRequest::Sumdb(s) => {
-                // Answered here and never forwarded: a lookup can name a private module.
-                // 404 on `supported` tells `go` to use the checksum database directly.
-                let message = format!(
-                    "checksum database {:?} is not proxied by this gateway",
-                    s.name
-                );
-                self.refuse(session, ctx, 404, message, &[]).await
+                let Some(db) = self.gateway.sumdbs.get(&s.name) else {
+                    // 404 on `supported` tells `go` to use the database directly.
+                    let message = format!(
+                        "checksum database {:?} is not proxied by this gateway",
+                        s.name
+                    );
+                    return self.refuse(session, ctx, 404, message, &[]).await;
+                };
+                match &s.endpoint {
+                    SumdbEndpoint::Supported => {
+                        ctx.audit.decision = AuditDecision::Allow;
+                        respond::ok(session, "text/plain; charset=utf-8", Bytes::new()).await?;
+                        return Ok(true);
+                    }
+                    SumdbEndpoint::Lookup { module, .. } => {
+                        // A private module's name never leaves the intranet, not even to ask
+                        // for its checksum: 404 sends `go` to its GONOSUMDB handling.
+                        if let Some(m) = self.gateway.routes.lookup(module) {
+                            if m.route.private {
+                                ctx.route = Some(m.index);
+                                let message = format!(
+                                    "{module} is on private route {:?}: it is never looked up in \
+                                     a public checksum database (set GONOSUMDB/GOPRIVATE for it)",
+                                    m.route.name
+                                );
+                                return self.refuse(session, ctx, 404, message, &[]).await;
+                            }
+                        }
+                    }
+                    SumdbEndpoint::Latest | SumdbEndpoint::Tile { .. } => {}
+                }
+                ctx.audit.decision = AuditDecision::Allow;
+                ctx.sumdb = Some((db.clone(), s.upstream_path()));
+                Ok(false)
             }
             GoProxyRequest::Module(req) => {
                 let Some(m) = self.gateway.routes.lookup(&req.module) else {
@@ -536,10 +569,16 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let (Some(req), Some(upstream)) = (ctx.request.as_ref(), self.current_upstream(ctx)) else {
-            return Error::e_explain(ErrorType::InternalError, "no request to forward");
+        let Some(upstream) = self.current_upstream(ctx) else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream for this request");
         };
-        let path = upstream.request_path(&req.upstream_path());
+        let path = match (&ctx.sumdb, &ctx.request) {
+            (Some((_, path)), _) => upstream.request_path(path),
+            (None, Some(req)) => upstream.request_path(&req.upstream_path()),
+            (None, None) => {
+                return Error::e_explain(ErrorType::InternalError, "no request to forward")
+            }
+        };
         let uri: http::Uri = path
             .parse()
             .map_err(|e| Error::because(ErrorType::InternalError, "building upstream URI", e))?;
@@ -715,7 +754,10 @@ impl ProxyHttp for GatewayProxy {
                 Some(v) => format!("{}@{} ({})", r.module, v.as_str(), r.kind.as_str()),
                 None => format!("{} ({})", r.module, r.kind.as_str()),
             },
-            None => "request".to_string(),
+            None => match &ctx.sumdb {
+                Some((db, path)) => format!("checksum database {} {path}", db.name),
+                None => "request".to_string(),
+            },
         };
         let tried: Vec<String> = ctx
             .attempts
