@@ -9,6 +9,7 @@ pub mod module;
 pub mod otlp;
 pub mod pki;
 pub mod process;
+pub mod sumdb;
 pub mod tlsclient;
 
 pub use client::{curl, get, raw_request, request, CurlResult, Response};
@@ -18,4 +19,5 @@ pub use module::{ModuleError, ModuleVersion};
 pub use otlp::{OtlpReceiver, ReceivedRequest, ReceivedSpan};
 pub use pki::{fingerprint_sha256, ClientSpec, Issuer, Pki};
 pub use process::{free_addr, free_port, make_certs, modgate, modgate_bin, Gateway};
+pub use sumdb::{SumDb, SumDbResponse, SumDbServer};
 pub use tlsclient::{TlsClient, TlsClientError, TlsResponse, TlsSession};
