@@ -14,6 +14,8 @@
 //! * [`request`] — [`RequestParser`] turning raw request targets into
 //!   [`GoProxyRequest`]s, and rebuilding canonical upstream paths.
 //! * [`sumdb`] — tile paths, lookup syntax and [`SumdbRequest`].
+//! * [`gosum`] — the module versions listed by `go.sum`, `go.mod` `require`
+//!   directives and `module@version` lists ([`ModVersion`]).
 //! * [`error`] — [`PathError`] and [`VersionError`] with Go's wording.
 
 #![forbid(unsafe_code)]
@@ -21,6 +23,7 @@
 
 pub mod error;
 pub mod escape;
+pub mod gosum;
 pub mod request;
 pub mod sumdb;
 pub mod version;
@@ -29,6 +32,10 @@ pub use error::{go_quote, go_quote_rune, PathError, PathKind, PathReason, Versio
 pub use escape::{
     check_file_path, check_import_path, check_path, check_path_major, escape_path, escape_version,
     split_path_version, unescape_path, unescape_version,
+};
+pub use gosum::{
+    dedupe, parse_go_mod_requires, parse_go_sum, parse_module_list, GoSumError, GoSumErrorKind,
+    ModVersion,
 };
 pub use request::{
     GoProxyRequest, ModuleRequest, ParseRequestKindError, RequestError, RequestKind, RequestParser,

@@ -3,7 +3,7 @@
 //! Subcommands: `run` serves `gateway.yaml`, `check` validates it, `explain` shows the route,
 //! chain and access decision of a module request for an identity, `agent` is a loopback
 //! GOPROXY that presents the user's client certificate to the gateway, `certs` writes a
-//! development PKI.
+//! development PKI, `warm` pre-fetches the modules of go.sum / go.mod files through a gateway.
 
 mod agent;
 mod certs;
@@ -19,6 +19,7 @@ mod respond;
 mod server;
 mod tls;
 mod upstream;
+mod warm;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -132,6 +133,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Pre-fetch the module versions of go.sum / go.mod / module-list files through a running
+    /// gateway, so they land in its cache (exit status 1 listing what failed).
+    Warm(warm::WarmArgs),
 }
 
 fn init_logging() {
@@ -282,5 +286,6 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Warm(args) => warm::main(args),
     }
 }
