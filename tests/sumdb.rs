@@ -37,10 +37,14 @@ async fn world() -> World {
     db.add(&tampered);
     let db = db.start();
 
-    let public = FixtureProxy::start(&[verified]).await.expect("public fixture");
+    let public = FixtureProxy::start(&[verified])
+        .await
+        .expect("public fixture");
     let evil = module(TAMPERED, "v1.0.0").file("t.go", b"package tampered // evil\n");
     public.add(&evil).expect("tampered module");
-    let private = FixtureProxy::start(&[secret]).await.expect("private fixture");
+    let private = FixtureProxy::start(&[secret])
+        .await
+        .expect("private fixture");
 
     let addr = free_addr();
     let config = format!(
@@ -142,7 +146,10 @@ async fn a_tampered_module_is_rejected_by_go() {
     let w = world().await;
     let env = verifying_env(&w);
     let run = env.go(&["mod", "download", &format!("{TAMPERED}@v1.0.0")]);
-    assert!(!run.ok(), "a module whose zip differs from the database must fail");
+    assert!(
+        !run.ok(),
+        "a module whose zip differs from the database must fail"
+    );
     let err = run.stderr();
     assert!(
         err.contains("SECURITY ERROR") && err.contains("checksum mismatch"),
@@ -196,10 +203,7 @@ async fn private_lookups_never_leave_the_gateway() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_databases_are_not_proxied() {
     let w = world().await;
-    let r = curl(&[&format!(
-        "http://{}/sumdb/sum.golang.org/supported",
-        w.addr
-    )]);
+    let r = curl(&[&format!("http://{}/sumdb/sum.golang.org/supported", w.addr)]);
     assert_eq!(r.status, 404, "{r:?}");
     let r = curl(&[&format!("http://{}/sumdb/{NAME}/supported", w.addr)]);
     assert_eq!(r.status, 200, "{r:?}");

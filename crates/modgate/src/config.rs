@@ -99,7 +99,9 @@ impl<'de> Deserialize<'de> for SumdbName {
             if modgate_protocol::sumdb::is_valid_sumdb_name(s) {
                 Ok(SumdbName(s.to_string()))
             } else {
-                Err(format!("{s:?} is not a checksum database name (a host name such as sum.golang.org)"))
+                Err(format!(
+                    "{s:?} is not a checksum database name (a host name such as sum.golang.org)"
+                ))
             }
         })
     }
