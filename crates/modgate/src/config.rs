@@ -23,9 +23,11 @@ use serde::Deserialize;
 use crate::tls::{self, ClientCertKey, PemBundle};
 
 mod access;
+mod cache;
 mod identity;
 
 pub use access::AccessConfig;
+pub use cache::{CacheConfig, RouteCacheConfig, TtlConfig};
 pub use identity::{
     AuditConfig, AuditOutput, AuthConfig, CertFormat, CidrValue, ForwardIdentityConfig,
     ForwardNames, ForwardedInput, ListenerTls, OtlpProtocolValue, TelemetryConfig,
@@ -84,6 +86,8 @@ pub struct GatewayConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// The persistent response cache and integrity ledger (off when absent).
+    pub cache: Option<CacheConfig>,
     /// Checksum databases proxied at `/sumdb/<name>/...` (name → where it is served).
     #[serde(default)]
     pub sumdb: BTreeMap<SumdbName, UpstreamConfig>,
@@ -255,6 +259,8 @@ pub struct RouteConfig {
     pub pattern: Pattern,
     pub chain: Vec<ChainStep>,
     pub private: bool,
+    /// Cache overrides for this route.
+    pub cache: RouteCacheConfig,
 }
 
 /// One step of an upstream chain.
@@ -695,6 +701,7 @@ struct RawRoute {
     chain: NonEmpty<ChainStep>,
     #[serde(default)]
     private: bool,
+    cache: Option<RouteCacheConfig>,
 }
 
 impl<'de> Deserialize<'de> for RouteConfig {
@@ -740,6 +747,10 @@ impl<'de> Deserialize<'de> for RouteConfig {
             pattern,
             chain,
             private: raw.private,
+            cache: raw.cache.unwrap_or(RouteCacheConfig {
+                enabled: true,
+                ..RouteCacheConfig::default()
+            }),
         })
     }
 }

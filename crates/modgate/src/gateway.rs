@@ -59,7 +59,10 @@ impl Gateway {
                 name: r.name.clone(),
                 pattern: r.pattern.clone(),
                 private: r.private,
-                target: Chain { steps },
+                target: Chain {
+                    steps,
+                    cache: r.cache,
+                },
             });
         }
         let routes = RouteTable::new(routes).context("routes")?;

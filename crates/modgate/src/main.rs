@@ -6,6 +6,7 @@
 //! development PKI, `warm` pre-fetches the modules of go.sum / go.mod files through a gateway.
 
 mod agent;
+mod cache;
 mod certs;
 mod config;
 mod explain;

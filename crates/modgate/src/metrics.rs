@@ -22,6 +22,9 @@ pub struct Metrics {
     pub spans_dropped: IntCounter,
     pub spans_exported: IntCounter,
     pub cert_not_after: IntGaugeVec,
+    pub cache_lookups: IntCounterVec,
+    pub stale_served: IntCounter,
+    pub integrity_refusals: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -87,6 +90,27 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["listener"],
     )?;
     registry.register(Box::new(cert_not_after.clone()))?;
+    let cache_lookups = IntCounterVec::new(
+        Opts::new(
+            "modgate_cache_requests_total",
+            "Cacheable requests by cache outcome (hit, miss, expired, stale-if-error, ...)",
+        ),
+        &["outcome"],
+    )?;
+    let stale_served = IntCounter::new(
+        "modgate_cache_stale_served_total",
+        "Stale answers served because the upstream failed (stale-if-error)",
+    )?;
+    let integrity_refusals = IntCounterVec::new(
+        Opts::new(
+            "modgate_integrity_refusals_total",
+            "Upstream answers refused because an exact version's bytes differ from the first-seen ones",
+        ),
+        &["artifact"],
+    )?;
+    registry.register(Box::new(cache_lookups.clone()))?;
+    registry.register(Box::new(stale_served.clone()))?;
+    registry.register(Box::new(integrity_refusals.clone()))?;
     registry.register(Box::new(decisions.clone()))?;
     registry.register(Box::new(auth_failures.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
@@ -106,6 +130,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         spans_dropped,
         spans_exported,
         cert_not_after,
+        cache_lookups,
+        stale_served,
+        integrity_refusals,
     })
 }
 

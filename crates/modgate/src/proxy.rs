@@ -30,11 +30,13 @@ use http::{HeaderName, Method};
 use modgate_policy::{AccessRequest, Decision};
 use modgate_protocol::{GoProxyRequest, ModuleRequest, RequestKind, SumdbEndpoint};
 use modgate_telemetry::{AuditDecision, AuditIdentity, AuditRecord};
+use pingora::cache::{CacheKey, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::cache::{self, CachePlan, CacheRuntime, IntegrityCheck, Refusal};
 use crate::gateway::Gateway;
 use crate::identity::{self, IdentitySettings, RequestIdentity};
 use crate::metrics;
@@ -77,15 +79,92 @@ pub struct GatewayProxy {
     gateway: Arc<Gateway>,
     listener: ListenerRuntime,
     recorder: Arc<Recorder>,
+    cache: Option<Arc<CacheRuntime>>,
 }
 
 impl GatewayProxy {
-    pub fn new(gateway: Arc<Gateway>, listener: ListenerRuntime, recorder: Arc<Recorder>) -> Self {
+    pub fn new(
+        gateway: Arc<Gateway>,
+        listener: ListenerRuntime,
+        recorder: Arc<Recorder>,
+        cache: Option<Arc<CacheRuntime>>,
+    ) -> Self {
         GatewayProxy {
             gateway,
             listener,
             recorder,
+            cache,
         }
+    }
+
+    /// For an exact-version artifact answered 200 by an upstream: refuses a size that differs
+    /// from the first-seen one before anything reaches the client, and starts hashing the body.
+    async fn start_integrity(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let (Some(c), Some(req)) = (&self.cache, ctx.request.as_ref()) else {
+            return Ok(());
+        };
+        let Some((a, version)) = cache::artifact(req) else {
+            return Ok(());
+        };
+        let module = req.module.clone();
+        let upstream = ctx
+            .attempts
+            .last()
+            .map(|a| a.upstream.clone())
+            .unwrap_or_default();
+        let length = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(length) = length {
+            let ledger = c.ledger.clone();
+            let (m, v) = (module.clone(), version.clone());
+            let recorded = tokio::task::spawn_blocking(move || ledger.get(&m, &v, a))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+            if let Some(e) = recorded.filter(|e| e.size != length) {
+                let message = cache::mismatch_message(
+                    &module,
+                    &version,
+                    a,
+                    &upstream,
+                    &e.sha256,
+                    e.size,
+                    &format!("{length} bytes"),
+                );
+                self.refuse_integrity(ctx, message.clone());
+                return Error::e_explain(ErrorType::HTTPStatus(502), message);
+            }
+        }
+        ctx.integrity = Some(IntegrityCheck::new(&module, &version, a));
+        Ok(())
+    }
+
+    /// Refuses changed upstream bytes: remembered (so the next request is a 502 with the
+    /// reason unless the original is in the cache), counted and logged.
+    fn refuse_integrity(&self, ctx: &mut RequestCtx, message: String) {
+        if let (Some(c), Some(req), Some((a, v))) = (
+            &self.cache,
+            ctx.request.as_ref(),
+            ctx.request.as_ref().and_then(cache::artifact),
+        ) {
+            c.quarantine.insert(
+                &req.module,
+                &v,
+                a,
+                Refusal {
+                    message: message.clone(),
+                },
+            );
+            if let Some(m) = metrics::metrics() {
+                m.integrity_refusals.with_label_values(&[a.as_str()]).inc();
+            }
+        }
+        log::error!("integrity: {message}");
+        ctx.integrity_refusal = Some(message);
     }
 
     /// The audit record of a finished request.
@@ -165,7 +244,7 @@ impl GatewayProxy {
         // Microsecond precision is plenty and keeps the line short.
         record.duration_ms = (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         record.upstream = answered.map(|a| a.upstream.clone());
-        record.cache = Some("none".into());
+        record.cache = Some(cache_outcome(session, ctx).unwrap_or("none").to_string());
         record
     }
 
@@ -324,6 +403,27 @@ pub struct RequestCtx {
     trace: Option<Trace>,
     /// A checksum-database request: the database and the path to ask it for.
     sumdb: Option<(Arc<Upstream>, String)>,
+    /// How this request is cached (None: not cached).
+    cache_plan: Option<CachePlan>,
+    /// Hashing of an exact-version artifact coming from an upstream.
+    integrity: Option<IntegrityCheck>,
+    /// Why upstream bytes were refused.
+    integrity_refusal: Option<String>,
+    /// A stale answer was served because the upstream failed.
+    served_stale: bool,
+}
+
+/// How the cache took part in a request: `hit`, `miss`, `expired`, `stale-if-error`, ...;
+/// `None` when the request was not cacheable.
+fn cache_outcome(session: &Session, ctx: &RequestCtx) -> Option<&'static str> {
+    ctx.cache_plan.as_ref()?;
+    if ctx.served_stale {
+        return Some("stale-if-error");
+    }
+    Some(match session.cache.phase() {
+        pingora::cache::CachePhase::Disabled(_) => "off",
+        p => p.as_str(),
+    })
 }
 
 fn is_timeout(e: &Error) -> bool {
@@ -357,6 +457,10 @@ impl ProxyHttp for GatewayProxy {
             audit: AuditState::default(),
             trace: None,
             sumdb: None,
+            cache_plan: None,
+            integrity: None,
+            integrity_refusal: None,
+            served_stale: false,
         }
     }
 
@@ -471,6 +575,9 @@ impl ProxyHttp for GatewayProxy {
                 }
                 ctx.audit.decision = AuditDecision::Allow;
                 ctx.sumdb = Some((db.clone(), s.upstream_path()));
+                if let Some(c) = &self.cache {
+                    ctx.cache_plan = CachePlan::sumdb(&s, &c.ttl);
+                }
                 Ok(false)
             }
             GoProxyRequest::Module(req) => {
@@ -502,6 +609,10 @@ impl ProxyHttp for GatewayProxy {
                 }
                 let allowed = decision.is_allowed();
                 let message = decision.deny_message(&ctx.identity.principal.name, &req.module);
+                if let Some(c) = &self.cache {
+                    ctx.cache_plan =
+                        CachePlan::module(&route.name, &req, &c.ttl, &route.target.cache);
+                }
                 ctx.request = Some(req);
                 ctx.decision = Some(decision);
                 if allowed {
@@ -523,6 +634,84 @@ impl ProxyHttp for GatewayProxy {
                 }
             }
         }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if let (Some(c), Some(_)) = (&self.cache, &ctx.cache_plan) {
+            // HEAD is answered by the upstream: a cached HEAD would have no body to serve GETs.
+            if session.req_header().method == Method::GET {
+                session.cache.enable(
+                    c.storage,
+                    Some(c.storage.eviction_manager()),
+                    None,
+                    Some(c.lock),
+                    None,
+                );
+                session
+                    .cache
+                    .set_max_file_size_bytes(c.storage.max_object_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        match &ctx.cache_plan {
+            Some(plan) => Ok(plan.key()),
+            None => Error::e_explain(ErrorType::InternalError, "cache enabled without a plan"),
+        }
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        Ok(match &ctx.cache_plan {
+            Some(plan) => plan.cacheable(resp),
+            None => RespCacheable::Uncacheable(pingora::cache::NoCacheReason::NeverEnabled),
+        })
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // Only when the upstream failed (never to skip a revalidation), and only mutable
+        // answers (list, @latest): an exact version is never stale.
+        let serve = error.is_some() && ctx.cache_plan.as_ref().is_some_and(|p| !p.immutable());
+        if serve {
+            ctx.served_stale = true;
+            if let Some(m) = metrics::metrics() {
+                m.stale_served.inc();
+            }
+        }
+        serve
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // Not in the cache: changed bytes already refused for this artifact are not fetched
+        // again until an operator accepts them.
+        let refused = match (&self.cache, ctx.request.as_ref()) {
+            (Some(c), Some(req)) => {
+                cache::artifact(req).and_then(|(a, v)| c.quarantine.get(&req.module, &v, a))
+            }
+            _ => None,
+        };
+        if let Some(r) = refused {
+            ctx.integrity_refusal = Some(r.message.clone());
+            ctx.audit.reason = Some(r.message.clone());
+            respond::text(session, 502, &r.message, &[]).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     async fn upstream_peer(
@@ -625,6 +814,9 @@ impl ProxyHttp for GatewayProxy {
         match outcome {
             Outcome::Answered(_) => {
                 self.settle_attempt(ctx, outcome);
+                if status == 200 {
+                    self.start_integrity(upstream_response, ctx).await?;
+                }
                 Ok(())
             }
             Outcome::NotFound(_) => {
@@ -649,12 +841,62 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
-    async fn response_filter(
+    fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(check) = ctx.integrity.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(b) = body {
+            check.update(b);
+        }
+        if !end_of_stream {
+            return Ok(None);
+        }
+        let (Some(check), Some(c)) = (ctx.integrity.take(), &self.cache) else {
+            return Ok(None);
+        };
+        let upstream = ctx
+            .attempts
+            .last()
+            .map(|a| a.upstream.clone())
+            .unwrap_or_default();
+        // One indexed SQLite statement; kept off the other tasks of this worker thread.
+        let ledger = c.ledger.clone();
+        let finish = move || check.finish(&ledger, &upstream);
+        let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(finish),
+            _ => finish(),
+        };
+        match result {
+            Ok(_) => Ok(None),
+            Err(message) => {
+                // The client is cut off before the last byte and the cache never commits the
+                // object; the next request gets a 502 with this reason.
+                self.refuse_integrity(ctx, message.clone());
+                Error::e_explain(ErrorType::Custom("modgate: integrity"), message)
+            }
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.cache_plan.is_some() && session.cache.enabled() {
+            let phase = if ctx.served_stale {
+                "stale-if-error"
+            } else {
+                session.cache.phase().as_str()
+            };
+            upstream_response.insert_header("X-Modgate-Cache", phase)?;
+        }
         if let Some(route) = ctx.route.and_then(|i| self.gateway.routes.routes().get(i)) {
             upstream_response.insert_header("X-Modgate-Route", route.name.as_str())?;
         }
@@ -771,7 +1013,9 @@ impl ProxyHttp for GatewayProxy {
                 format!("{} {}", a.upstream, outcome)
             })
             .collect();
-        let message = if tried.is_empty() {
+        let message = if let Some(refusal) = &ctx.integrity_refusal {
+            refusal.clone()
+        } else if tried.is_empty() {
             format!("{what}: {}", short_error(e))
         } else {
             format!("{what}: upstream {}", tried.join("; then "))
@@ -835,6 +1079,9 @@ impl ProxyHttp for GatewayProxy {
             e.map(|e| format!(" error={}", short_error(e)))
                 .unwrap_or_default()
         );
+        if let (Some(outcome), Some(m)) = (cache_outcome(session, ctx), metrics::metrics()) {
+            m.cache_lookups.with_label_values(&[outcome]).inc();
+        }
         if ctx.audit.enabled {
             let record = self.audit_record(session, ctx, status, client, route);
             self.recorder.finish(ctx.trace.take(), record);

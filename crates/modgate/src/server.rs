@@ -20,6 +20,7 @@ use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 
+use crate::cache::CacheRuntime;
 use crate::config::{GatewayConfig, ListenerConfig};
 use crate::gateway::Gateway;
 use crate::identity::{HandshakeCapture, IdentitySettings};
@@ -97,6 +98,22 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         log::warn!("{w}");
     }
     hold_sighup();
+    let cache = match &config.cache {
+        Some(c) => {
+            let rt = CacheRuntime::open(c)?;
+            let stats = rt.storage.stats();
+            log::info!(
+                "cache {}: {} object(s), {} bytes; ledger {}: {} record(s)",
+                c.dir.0.display(),
+                stats.objects,
+                stats.bytes,
+                c.ledger_path().display(),
+                rt.ledger.count().unwrap_or(0)
+            );
+            Some(Arc::new(rt))
+        }
+        None => None,
+    };
     let recorder = Arc::new(Recorder::start(&config.audit, &config.telemetry)?);
     let opt = Opt {
         upgrade: options.upgrade,
@@ -112,6 +129,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             &mut server,
             gateway.clone(),
             recorder.clone(),
+            cache.clone(),
             listener,
             &strip,
             config.server.threads,
@@ -128,6 +146,13 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         "modgate reloader",
         reloader,
     ));
+    if let Some(c) = &cache {
+        server.add_service(pingora::services::background::background_service(
+            "modgate cache state",
+            c.storage
+                .persist_service(std::time::Duration::from_secs(300)),
+        ));
+    }
     log::info!(
         "modgate {} serving {} route(s) on {}",
         env!("CARGO_PKG_VERSION"),
@@ -159,6 +184,7 @@ fn add_listener(
     server: &mut Server,
     gateway: Arc<Gateway>,
     recorder: Arc<Recorder>,
+    cache: Option<Arc<CacheRuntime>>,
     l: &ListenerConfig,
     strip: &[HeaderName],
     threads: usize,
@@ -176,7 +202,7 @@ fn add_listener(
     };
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        GatewayProxy::new(gateway, runtime, recorder),
+        GatewayProxy::new(gateway, runtime, recorder, cache),
         &format!("modgate listener {}", l.name.0),
     );
     if let Some(app) = service.app_logic_mut() {

@@ -144,10 +144,11 @@ pub struct Step {
     pub on: Fallthrough,
 }
 
-/// The ordered upstreams a route sends requests along.
+/// The ordered upstreams a route sends requests along, and how the route's answers are cached.
 #[derive(Debug, Clone)]
 pub struct Chain {
     pub steps: Vec<Step>,
+    pub cache: crate::config::RouteCacheConfig,
 }
 
 impl Chain {
@@ -190,6 +191,7 @@ mod tests {
                     on: Fallthrough::AnyError,
                 },
             ],
+            cache: crate::config::RouteCacheConfig::default(),
         };
         assert!(chain.falls_through(0, true));
         assert!(!chain.falls_through(0, false));

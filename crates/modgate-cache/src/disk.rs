@@ -1,0 +1,994 @@
+//! [`DiskCache`]: opening (start-up scan, crash clean-up, LRU state rebuild), the file-level
+//! operations shared by the [`Storage`](pingora::cache::Storage) implementation, and the
+//! administrative API (listing, purging by predicate, statistics, saving the LRU state).
+
+use crate::config::DiskCacheConfig;
+use crate::error::CacheError;
+use crate::format::{self, FileKind, ObjectHeader};
+use crate::memtier::{MemObject, MemTier, SerializedMeta};
+use crate::miss::Inflight;
+use pingora::cache::eviction::{simple_lru, CacheEntryKey, CacheEntryKeyRef, EvictionManager};
+use pingora::cache::key::{CacheHashKey, CompactCacheKey};
+use pingora::cache::CacheMeta;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Number of lock stripes serializing commits, purges and meta rewrites per key hash.
+const STRIPES: usize = 64;
+/// Sub-directory of the root holding the objects.
+const OBJECTS_DIR: &str = "objects";
+/// Sub-directory of the root holding the eviction manager's saved state.
+const EVICTION_DIR: &str = "eviction";
+
+/// Lock a mutex, recovering the data if a panicking thread poisoned it (every critical section
+/// here leaves the data consistent between statements).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn saturating_sub(counter: &AtomicU64, v: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        Some(c.saturating_sub(v))
+    });
+}
+
+/// Event counters and the object/byte gauges.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub objects: AtomicU64,
+    pub bytes: AtomicU64,
+    pub hits_memory: AtomicU64,
+    pub hits_disk: AtomicU64,
+    pub hits_partial: AtomicU64,
+    pub misses: AtomicU64,
+    pub writes_committed: AtomicU64,
+    pub writes_abandoned: AtomicU64,
+    pub corrupt_removed: AtomicU64,
+    pub purged: AtomicU64,
+    pub evicted: AtomicU64,
+}
+
+/// A snapshot of the cache's counters, see [`DiskCache::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Committed objects on disk.
+    pub objects: u64,
+    /// Bytes of committed objects on disk (bodies plus meta files).
+    pub bytes: u64,
+    /// Objects held by the memory tier.
+    pub memory_objects: u64,
+    /// Bytes charged to the memory tier.
+    pub memory_bytes: u64,
+    /// Lookups answered from memory (includes hits that populated the memory tier on this lookup).
+    pub hits_memory: u64,
+    /// Lookups answered by streaming from a disk file.
+    pub hits_disk: u64,
+    /// Lookups answered from a write still in progress.
+    pub hits_partial: u64,
+    /// Lookups that found nothing usable.
+    pub misses: u64,
+    /// Writes committed to disk.
+    pub writes_committed: u64,
+    /// Writes dropped, failed or refused before commit.
+    pub writes_abandoned: u64,
+    /// Objects found invalid (torn, truncated, checksum) and deleted.
+    pub corrupt_removed: u64,
+    /// Objects removed by purges (Pingora invalidation, [`DiskCache::purge_where`]).
+    pub purged: u64,
+    /// Objects removed because the eviction manager chose them.
+    pub evicted: u64,
+    /// Bytes tracked by the eviction manager.
+    pub eviction_tracked_bytes: u64,
+    /// Items tracked by the eviction manager.
+    pub eviction_tracked_items: u64,
+}
+
+/// One stored object, as listed by [`DiskCache::list_objects`].
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    /// Combined cache key hash (hex), the object's file name stem.
+    pub hash: String,
+    /// The primary key text given to `CacheKey::new` (lossily decoded as UTF-8).
+    pub primary_key: String,
+    /// The cache key's user tag.
+    pub user_tag: String,
+    /// Variance hash (hex) if the object is a variant.
+    pub variance: Option<String>,
+    /// Body length in bytes.
+    pub body_bytes: u64,
+    /// Bytes on disk (body plus meta file).
+    pub disk_bytes: u64,
+    /// HTTP status of the stored response, if its header could be decoded.
+    pub status: Option<u16>,
+    /// When the response was admitted, if the meta could be decoded.
+    pub created: Option<SystemTime>,
+    /// When the response stops being fresh, if the meta could be decoded.
+    pub fresh_until: Option<SystemTime>,
+}
+
+/// Totals of a purge by [`DiskCache::purge_where`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Objects removed.
+    pub objects: u64,
+    /// Bytes removed (bodies plus meta files).
+    pub bytes: u64,
+}
+
+/// A committed object opened for reading (under the stripe lock).
+pub(crate) struct Committed {
+    pub header: ObjectHeader,
+    pub meta_ino: u64,
+    pub meta_len: u64,
+    pub body: File,
+}
+
+impl Committed {
+    /// Eviction weight: body plus meta file.
+    pub(crate) fn weight(&self) -> usize {
+        usize::try_from(self.header.body_len.saturating_add(self.meta_len)).unwrap_or(usize::MAX)
+    }
+}
+
+/// What removing the files of one object found.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Removed {
+    pub meta: bool,
+    pub bytes: u64,
+}
+
+/// An object found by the start-up scan.
+struct Found {
+    hash: String,
+    key: CompactCacheKey,
+    weight: usize,
+    mtime: SystemTime,
+}
+
+/// A persistent disk [`Storage`](pingora::cache::Storage) for pingora-cache with a small
+/// in-memory tier and an LRU size budget whose state survives restarts.
+///
+/// Pingora wants `&'static (dyn Storage + Sync)`, so [`DiskCache::open`] leaks one instance:
+/// open each cache root once per process and keep the reference.
+pub struct DiskCache {
+    pub(crate) config: DiskCacheConfig,
+    pub(crate) objects: PathBuf,
+    state_dir: String,
+    pub(crate) eviction: simple_lru::Manager,
+    pub(crate) mem: Mutex<MemTier>,
+    pub(crate) inflight: Mutex<HashMap<String, Vec<Arc<Inflight>>>>,
+    stripes: Vec<Mutex<()>>,
+    next_gen: AtomicU64,
+    pub(crate) counters: Counters,
+}
+
+impl std::fmt::Debug for DiskCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskCache")
+            .field("root", &self.config.root)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DiskCache {
+    /// Open (or create) the cache at `config.root` and leak it for the lifetime of the process,
+    /// as Pingora's `session.cache.enable(..)` needs `&'static` storage and eviction manager.
+    ///
+    /// Blocking: scans every meta file (deleting temp files, torn objects and orphan bodies),
+    /// loads the saved LRU state and re-admits what is on disk, evicting down to the budget.
+    /// Call it at start-up, before the Pingora server runs (or from `spawn_blocking`).
+    pub fn open(config: DiskCacheConfig) -> Result<&'static DiskCache, CacheError> {
+        Ok(Box::leak(Box::new(Self::open_owned(config)?)))
+    }
+
+    fn open_owned(config: DiskCacheConfig) -> Result<DiskCache, CacheError> {
+        config.validate()?;
+        let objects = config.root.join(OBJECTS_DIR);
+        let state_dir = config.root.join(EVICTION_DIR);
+        for dir in [&objects, &state_dir] {
+            fs::create_dir_all(dir).map_err(|e| CacheError::io("create directory", dir, e))?;
+        }
+        let state_dir_str = state_dir
+            .to_str()
+            .ok_or_else(|| CacheError::Config("cache root must be valid UTF-8".into()))?
+            .to_string();
+
+        remove_temp_files(&state_dir);
+        let found = scan_objects(&objects)?;
+        let order = load_lru_order(&state_dir_str);
+
+        let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let cache = DiskCache {
+            eviction: simple_lru::Manager::new(config.max_disk_bytes),
+            mem: Mutex::new(MemTier::new(
+                config.memory_budget_bytes,
+                config.memory_object_max_bytes,
+            )),
+            inflight: Mutex::new(HashMap::new()),
+            stripes,
+            next_gen: AtomicU64::new(seed),
+            counters: Counters::default(),
+            objects,
+            state_dir: state_dir_str,
+            config,
+        };
+        cache.rebuild(found, order);
+        Ok(cache)
+    }
+
+    /// Re-admit what is on disk: first the objects the saved LRU state knows, oldest first (so the
+    /// order survives), then objects it does not know (written after the last save), by age.
+    /// Entries of the saved state with nothing on disk are dropped; whatever the budget does not
+    /// hold is evicted from disk.
+    fn rebuild(&self, found: Vec<Found>, order: Vec<CacheEntryKey>) {
+        let mut by_hash: HashMap<String, Found> =
+            found.into_iter().map(|f| (f.hash.clone(), f)).collect();
+        let mut evicted = Vec::new();
+        let known = order.len();
+        let mut restored = 0usize;
+        for entry in order {
+            let CacheEntryKey::KeyOnly(key) = entry else {
+                continue;
+            };
+            let hash = key.combined();
+            let Some(f) = by_hash.remove(&hash) else {
+                continue;
+            };
+            if f.key != key {
+                by_hash.insert(hash, f); // same hash, other tag: treat as unknown
+                continue;
+            }
+            restored += 1;
+            evicted.extend(self.admit_found(f));
+        }
+        let mut rest: Vec<Found> = by_hash.into_values().collect();
+        rest.sort_by_key(|f| f.mtime);
+        let unknown = rest.len();
+        for f in rest {
+            evicted.extend(self.admit_found(f));
+        }
+        let mut evicted_bytes = 0;
+        for key in &evicted {
+            let hash = key.key().combined();
+            let _guard = self.stripe(&hash);
+            let removed = self.remove_object_locked(&hash);
+            evicted_bytes += removed.bytes;
+            if removed.meta {
+                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        log::info!(
+            "disk cache {}: {} objects, {} bytes ({} in LRU order from saved state of {} entries, \
+             {} re-admitted by age, {} evicted for the budget, {} bytes)",
+            self.config.root.display(),
+            self.counters.objects.load(Ordering::Relaxed),
+            self.counters.bytes.load(Ordering::Relaxed),
+            restored,
+            known,
+            unknown,
+            evicted.len(),
+            evicted_bytes
+        );
+    }
+
+    fn admit_found(&self, f: Found) -> Vec<CacheEntryKey> {
+        self.counters.objects.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes
+            .fetch_add(f.weight as u64, Ordering::Relaxed);
+        let fresh_until = SystemTime::now(); // unused by the LRU managers
+        self.eviction
+            .admit(CacheEntryKey::key_only(f.key), f.weight, fresh_until)
+    }
+
+    /// The LRU eviction manager to give Pingora with the storage:
+    /// `session.cache.enable(cache, Some(cache.eviction_manager()), ..)`. Pingora admits every
+    /// committed write into it and purges what it evicts; without it nothing is evicted.
+    pub fn eviction_manager(&'static self) -> &'static (dyn EvictionManager + Sync) {
+        &self.eviction
+    }
+
+    /// The configuration the cache was opened with.
+    pub fn config(&self) -> &DiskCacheConfig {
+        &self.config
+    }
+
+    /// Largest body that will be stored; give it to `session.cache.set_max_file_size_bytes`.
+    pub fn max_object_bytes(&self) -> usize {
+        usize::try_from(self.config.max_object_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Save the LRU state into `<root>/eviction/` (Pingora's `EvictionManager::save`). Call it
+    /// periodically and at shutdown (see [`DiskCache::persist_service`]).
+    pub async fn save_state(&self) -> Result<(), CacheError> {
+        self.eviction
+            .save(&self.state_dir)
+            .await
+            .map_err(|e| CacheError::EvictionState {
+                dir: self.state_dir.clone().into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// [`DiskCache::save_state`] for code without a Tokio runtime (runs it on a helper thread).
+    pub fn save_state_blocking(&self) -> Result<(), CacheError> {
+        run_off_thread(self.save_state())?
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        let (memory_objects, memory_bytes) = lock(&self.mem).usage();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            objects: get(&c.objects),
+            bytes: get(&c.bytes),
+            memory_objects: memory_objects as u64,
+            memory_bytes: memory_bytes as u64,
+            hits_memory: get(&c.hits_memory),
+            hits_disk: get(&c.hits_disk),
+            hits_partial: get(&c.hits_partial),
+            misses: get(&c.misses),
+            writes_committed: get(&c.writes_committed),
+            writes_abandoned: get(&c.writes_abandoned),
+            corrupt_removed: get(&c.corrupt_removed),
+            purged: get(&c.purged),
+            evicted: get(&c.evicted),
+            eviction_tracked_bytes: self.eviction.total_size() as u64,
+            eviction_tracked_items: self.eviction.total_items() as u64,
+        }
+    }
+
+    /// Every committed object (reads each meta file; blocking, use `spawn_blocking` in async
+    /// code). Unreadable meta files are skipped, not removed.
+    pub fn list_objects(&self) -> Result<Vec<ObjectInfo>, CacheError> {
+        let mut out = Vec::new();
+        self.for_each_meta(|hash, path| {
+            if let Some(info) = read_info(hash, path) {
+                out.push(info);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Remove every object for which `pred` returns true, from disk, the memory tier and the
+    /// eviction manager; writes in progress for those keys are not committed. For
+    /// `modgate cache purge <module>[@version]`: match on [`ObjectInfo::primary_key`].
+    ///
+    /// Blocking (use `spawn_blocking` in async code). Run from another process (the CLI) while a
+    /// gateway serves the same root, the objects disappear from disk and the gateway's memory
+    /// tier notices on the next hit; its eviction manager forgets them when it next evicts.
+    pub fn purge_where(
+        &self,
+        mut pred: impl FnMut(&ObjectInfo) -> bool,
+    ) -> Result<PurgeReport, CacheError> {
+        let mut victims = Vec::new();
+        self.for_each_meta(|hash, path| {
+            if let Some(info) = read_info(hash, path) {
+                if pred(&info) {
+                    victims.push(info);
+                }
+            }
+        })?;
+        let mut report = PurgeReport::default();
+        for info in victims {
+            let (removed, _) = self.purge_hash(&info.hash, true, true);
+            if removed.meta {
+                report.objects += 1;
+                self.counters.purged.fetch_add(1, Ordering::Relaxed);
+            }
+            report.bytes += removed.bytes;
+        }
+        Ok(report)
+    }
+
+    /// Remove every object whose primary key starts with `prefix`.
+    pub fn purge_prefix(&self, prefix: &str) -> Result<PurgeReport, CacheError> {
+        self.purge_where(|o| o.primary_key.starts_with(prefix))
+    }
+
+    /// Remove one object (disk and memory). With `doom_writes`, writes in progress for the hash
+    /// will not be committed; with `forget`, the eviction manager stops tracking the key (Pingora
+    /// does that itself for the purges it issues). Returns what was removed and whether a write
+    /// in progress was doomed. Blocking.
+    pub(crate) fn purge_hash(
+        &self,
+        hash: &str,
+        doom_writes: bool,
+        forget: bool,
+    ) -> (Removed, bool) {
+        let _guard = self.stripe(hash);
+        let doomed = doom_writes && self.doom_inflight(hash);
+        let key = if forget {
+            self.read_header_locked(hash).ok().flatten().map(|h| h.key)
+        } else {
+            None
+        };
+        let removed = self.remove_object_locked(hash);
+        lock(&self.mem).remove(hash);
+        if let Some(key) = key {
+            self.eviction.remove(CacheEntryKeyRef::KeyOnly(&key));
+        }
+        (removed, doomed)
+    }
+
+    /// Mark writes in progress for `hash` as not to be committed; returns whether there were any.
+    pub(crate) fn doom_inflight(&self, hash: &str) -> bool {
+        let map = lock(&self.inflight);
+        let Some(list) = map.get(hash) else {
+            return false;
+        };
+        for w in list {
+            w.doom();
+        }
+        !list.is_empty()
+    }
+
+    fn for_each_meta(&self, mut f: impl FnMut(&str, &Path)) -> Result<(), CacheError> {
+        for dir in fanout_dirs(&self.objects)? {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                if let Some(FileKind::Meta(hash)) = name.to_str().map(format::classify) {
+                    f(&hash, &entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- file-level helpers shared with the Storage implementation ----
+
+    /// A fresh generation number for a write.
+    pub(crate) fn next_gen(&self) -> u64 {
+        self.next_gen.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The lock serializing commits, purges and meta rewrites of `hash`.
+    pub(crate) fn stripe(&self, hash: &str) -> MutexGuard<'_, ()> {
+        let i = hash
+            .get(..2)
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        lock(&self.stripes[i % STRIPES])
+    }
+
+    /// Fan-out directory of `hash` (must be a hash from Pingora's key, 32 hex digits).
+    pub(crate) fn dir_of(&self, hash: &str) -> PathBuf {
+        format::object_dir(&self.objects, hash)
+    }
+
+    pub(crate) fn meta_path(&self, hash: &str) -> PathBuf {
+        self.dir_of(hash).join(format::meta_name(hash))
+    }
+
+    /// Read and decode the meta file only. `Ok(None)`: no object.
+    pub(crate) fn read_header_locked(
+        &self,
+        hash: &str,
+    ) -> Result<Option<ObjectHeader>, CacheError> {
+        let path = self.meta_path(hash);
+        Ok(read_meta_file(&path)?.map(|(h, _, _)| h))
+    }
+
+    /// Open a committed object and check it is whole: decodable meta for this very hash, a body
+    /// file of the recorded length. `Ok(None)`: no object. `Err(Corrupt)`: remove it.
+    pub(crate) fn open_committed_locked(
+        &self,
+        hash: &str,
+    ) -> Result<Option<Committed>, CacheError> {
+        let meta_path = self.meta_path(hash);
+        let Some((header, meta_len, meta_ino)) = read_meta_file(&meta_path)? else {
+            return Ok(None);
+        };
+        if header.hash_hex() != hash {
+            return Err(CacheError::corrupt(
+                &meta_path,
+                "meta belongs to another key",
+            ));
+        }
+        let body_path = self.dir_of(hash).join(format::body_name(hash, header.gen));
+        let body = match File::open(&body_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(CacheError::corrupt(&body_path, "body file missing"))
+            }
+            Err(e) => return Err(CacheError::io("open", &body_path, e)),
+        };
+        let len = body
+            .metadata()
+            .map_err(|e| CacheError::io("stat", &body_path, e))?
+            .len();
+        if len != header.body_len {
+            return Err(CacheError::corrupt(
+                &body_path,
+                format!("body has {len} bytes, meta says {}", header.body_len),
+            ));
+        }
+        Ok(Some(Committed {
+            header,
+            meta_ino,
+            meta_len,
+            body,
+        }))
+    }
+
+    /// Delete a committed object (meta and every body) and take its recorded weight off the
+    /// gauges. Returns whether there was a meta file and the weight removed. Call under the
+    /// stripe lock.
+    pub(crate) fn remove_object_locked(&self, hash: &str) -> Removed {
+        let recorded = read_meta_file(&self.meta_path(hash))
+            .ok()
+            .flatten()
+            .map(|(h, meta_len, _)| h.body_len.saturating_add(meta_len));
+        let mut removed = self.remove_files_locked(hash, None);
+        if let Some(weight) = recorded {
+            removed.bytes = weight; // what was counted at commit, even if a file changed since
+        }
+        if removed.meta {
+            saturating_sub(&self.counters.objects, 1);
+        }
+        saturating_sub(&self.counters.bytes, removed.bytes);
+        removed
+    }
+
+    /// Delete the files of `hash`: with `keep_gen: None` the meta and every body, with
+    /// `Some(gen)` only bodies of other generations. Temp files are left to their writers.
+    /// Returns the bytes of the files removed; the gauges are left alone. Call under the stripe
+    /// lock.
+    pub(crate) fn remove_files_locked(&self, hash: &str, keep_gen: Option<u64>) -> Removed {
+        let dir = self.dir_of(hash);
+        let mut removed = Removed::default();
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return removed;
+        };
+        let prefix = format!("{hash}.");
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(&prefix) {
+                continue;
+            }
+            let doomed = match format::classify(name) {
+                FileKind::Meta(_) => keep_gen.is_none(),
+                FileKind::Body(_, gen) => keep_gen != Some(gen),
+                FileKind::Temp | FileKind::Other => false,
+            };
+            if !doomed {
+                continue;
+            }
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    removed.bytes += len;
+                    if name.ends_with(".meta") {
+                        removed.meta = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+        removed
+    }
+
+    /// An object failed validation: log, delete it if the meta still names generation `gen` (or
+    /// is itself unreadable), drop it from memory and the eviction manager. Blocking.
+    pub(crate) fn drop_corrupt(
+        &self,
+        hash: &str,
+        gen: Option<u64>,
+        key: Option<&CompactCacheKey>,
+        err: &CacheError,
+    ) {
+        let _guard = self.stripe(hash);
+        if let (Some(gen), Ok(Some(current))) = (gen, self.read_header_locked(hash)) {
+            if current.gen != gen {
+                return; // replaced meanwhile; the new object is not the corrupt one
+            }
+        }
+        self.drop_corrupt_locked(hash, key, err);
+    }
+
+    /// [`DiskCache::drop_corrupt`] with the stripe lock held and the object known to be the bad
+    /// one.
+    pub(crate) fn drop_corrupt_locked(
+        &self,
+        hash: &str,
+        key: Option<&CompactCacheKey>,
+        err: &CacheError,
+    ) {
+        log::warn!("disk cache: removing invalid object {hash}: {err}");
+        let removed = self.remove_object_locked(hash);
+        lock(&self.mem).remove(hash);
+        if let Some(key) = key {
+            self.eviction.remove(CacheEntryKeyRef::KeyOnly(key));
+        }
+        if removed.meta || removed.bytes > 0 {
+            self.counters
+                .corrupt_removed
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Rewrite the meta of a committed object atomically, keeping its body. `edit` gets the
+    /// current header and returns the new serialized meta; `Ok(None)`: no (valid) object.
+    /// Updates the memory tier. Blocking.
+    pub(crate) fn rewrite_meta(
+        &self,
+        hash: &str,
+        edit: impl FnOnce(&ObjectHeader) -> Result<SerializedMeta, CacheError>,
+    ) -> Result<Option<()>, CacheError> {
+        let _guard = self.stripe(hash);
+        let header = match self.open_committed_locked(hash) {
+            Ok(Some(c)) => c.header,
+            Ok(None) => return Ok(None),
+            Err(e @ CacheError::Corrupt { .. }) => {
+                self.drop_corrupt_locked(hash, None, &e);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let (meta_internal, meta_header) = edit(&header)?;
+        let new = ObjectHeader {
+            meta_internal,
+            meta_header,
+            ..header
+        };
+        let (ino, old_len, new_len) = self.write_meta_locked(hash, &new)?;
+        self.counters.bytes.fetch_add(new_len, Ordering::Relaxed);
+        saturating_sub(&self.counters.bytes, old_len.unwrap_or(0));
+        lock(&self.mem).replace_meta(hash, (new.meta_internal, new.meta_header), ino);
+        Ok(Some(()))
+    }
+
+    /// Write `h.meta` through a temp file: write, fsync, rename, fsync the directory. Returns the
+    /// new meta's inode, the replaced meta's length (if any) and the new length.
+    pub(crate) fn write_meta_locked(
+        &self,
+        hash: &str,
+        header: &ObjectHeader,
+    ) -> Result<(u64, Option<u64>, u64), CacheError> {
+        let dir = self.dir_of(hash);
+        let bytes = header.encode();
+        let tmp = dir.join(format::meta_temp_name(hash, self.next_gen()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| CacheError::io("create", &tmp, e))?;
+            f.write_all(&bytes)
+                .map_err(|e| CacheError::io("write", &tmp, e))?;
+            if self.config.fsync {
+                f.sync_all().map_err(|e| CacheError::io("fsync", &tmp, e))?;
+            }
+            let ino = f
+                .metadata()
+                .map_err(|e| CacheError::io("stat", &tmp, e))?
+                .ino();
+            let final_path = dir.join(format::meta_name(hash));
+            let old_len = fs::metadata(&final_path).ok().map(|m| m.len());
+            fs::rename(&tmp, &final_path).map_err(|e| CacheError::io("rename", &final_path, e))?;
+            self.sync_dir(&dir)?;
+            Ok((ino, old_len, bytes.len() as u64))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// fsync a directory so renames in it are durable.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> Result<(), CacheError> {
+        if self.config.fsync {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| CacheError::io("fsync directory", dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Insert a complete small object into the memory tier.
+    pub(crate) fn remember(&self, hash: &str, obj: MemObject) {
+        let mut mem = lock(&self.mem);
+        if mem.accepts(obj.body.len() as u64) {
+            mem.insert(hash, obj);
+        } else {
+            mem.remove(hash);
+        }
+    }
+
+    /// Read a whole body in chunks, checking its CRC; keeps the bytes if `keep`.
+    pub(crate) fn verify_body(
+        &self,
+        c: &Committed,
+        keep: bool,
+    ) -> Result<Option<Vec<u8>>, CacheError> {
+        let len = c.header.body_len;
+        let chunk = self.config.read_chunk_bytes as u64;
+        let mut kept = if keep {
+            Vec::with_capacity(usize::try_from(len).unwrap_or(0))
+        } else {
+            Vec::new()
+        };
+        let mut buf = vec![0u8; usize::try_from(chunk.min(len)).unwrap_or(0)];
+        let mut crc = crc32fast::Hasher::new();
+        let mut pos = 0u64;
+        while pos < len {
+            let n = usize::try_from((len - pos).min(chunk)).unwrap_or(0);
+            let buf = &mut buf[..n];
+            c.body.read_exact_at(buf, pos).map_err(|e| {
+                if e.kind() == io::ErrorKind::UnexpectedEof {
+                    CacheError::corrupt(self.meta_path(&c.header.hash_hex()), "body truncated")
+                } else {
+                    CacheError::io("read", self.meta_path(&c.header.hash_hex()), e)
+                }
+            })?;
+            crc.update(buf);
+            if keep {
+                kept.extend_from_slice(buf);
+            }
+            pos += n as u64;
+        }
+        if crc.finalize() != c.header.body_crc {
+            return Err(CacheError::corrupt(
+                self.meta_path(&c.header.hash_hex()),
+                "body checksum mismatch",
+            ));
+        }
+        Ok(keep.then_some(kept))
+    }
+}
+
+/// Read and decode a meta file: (header, file length, inode). `Ok(None)` if it does not exist;
+/// `Err(Corrupt)` if it cannot be decoded.
+pub(crate) fn read_meta_file(path: &Path) -> Result<Option<(ObjectHeader, u64, u64)>, CacheError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CacheError::io("open", path, e)),
+    };
+    let md = file
+        .metadata()
+        .map_err(|e| CacheError::io("stat", path, e))?;
+    if md.len() > format::MAX_META_FILE {
+        return Err(CacheError::corrupt(
+            path,
+            format!("meta file of {} bytes", md.len()),
+        ));
+    }
+    let mut buf = Vec::with_capacity(md.len() as usize);
+    file.take(format::MAX_META_FILE + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| CacheError::io("read", path, e))?;
+    let header = ObjectHeader::decode(&buf).map_err(|reason| CacheError::corrupt(path, reason))?;
+    Ok(Some((header, buf.len() as u64, md.ino())))
+}
+
+fn read_info(hash: &str, path: &Path) -> Option<ObjectInfo> {
+    let (h, meta_len, _) = match read_meta_file(path) {
+        Ok(Some(x)) => x,
+        Ok(None) => return None,
+        Err(e) => {
+            log::warn!("disk cache: skipping {}: {e}", path.display());
+            return None;
+        }
+    };
+    let meta = CacheMeta::deserialize(&h.meta_internal, &h.meta_header).ok();
+    Some(ObjectInfo {
+        hash: hash.to_string(),
+        primary_key: String::from_utf8_lossy(&h.primary_key).into_owned(),
+        user_tag: h.key.user_tag.to_string(),
+        variance: h.key.variance(),
+        body_bytes: h.body_len,
+        disk_bytes: h.body_len.saturating_add(meta_len),
+        status: meta.as_ref().map(|m| m.response_header().status.as_u16()),
+        created: meta.as_ref().map(|m| m.created()),
+        fresh_until: meta.as_ref().map(|m| m.fresh_until()),
+    })
+}
+
+/// The `objects/xx/yy` directories that exist.
+fn fanout_dirs(objects: &Path) -> Result<Vec<PathBuf>, CacheError> {
+    let is_fan = |name: &std::ffi::OsStr| {
+        name.to_str()
+            .is_some_and(|n| n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let mut out = Vec::new();
+    let top = fs::read_dir(objects).map_err(|e| CacheError::io("read directory", objects, e))?;
+    for first in top.flatten() {
+        if !is_fan(&first.file_name()) || !first.path().is_dir() {
+            continue;
+        }
+        let Ok(second) = fs::read_dir(first.path()) else {
+            continue;
+        };
+        for d in second.flatten() {
+            if is_fan(&d.file_name()) && d.path().is_dir() {
+                out.push(d.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Delete `*.tmp` files directly in `dir` (left by an interrupted save of the LRU state).
+fn remove_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let is_temp = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(format::TMP_SUFFIX));
+        if is_temp {
+            if let Err(e) = fs::remove_file(entry.path()) {
+                log::warn!("disk cache: cannot remove {}: {e}", entry.path().display());
+            }
+        }
+    }
+}
+
+/// Start-up scan: delete temp files, objects that are not whole (undecodable meta, missing or
+/// short body) and bodies no meta refers to; return the valid objects. Only lengths are checked
+/// here; checksums are checked when an object is read.
+fn scan_objects(objects: &Path) -> Result<Vec<Found>, CacheError> {
+    let mut found = Vec::new();
+    let (mut temps, mut invalid, mut orphans) = (0u64, 0u64, 0u64);
+    let remove = |p: &Path| {
+        if let Err(e) = fs::remove_file(p) {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn!("disk cache: cannot remove {}: {e}", p.display());
+            }
+        }
+    };
+    for dir in fanout_dirs(objects)? {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!("disk cache: cannot read {}: {e}", dir.display());
+                continue;
+            }
+        };
+        let mut metas = Vec::new();
+        let mut bodies: HashMap<String, Vec<(u64, u64, PathBuf)>> = HashMap::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            match format::classify(name) {
+                FileKind::Temp => {
+                    remove(&entry.path());
+                    temps += 1;
+                }
+                FileKind::Meta(hash) => metas.push((hash, entry.path())),
+                FileKind::Body(hash, gen) => {
+                    let len = entry.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+                    bodies
+                        .entry(hash)
+                        .or_default()
+                        .push((gen, len, entry.path()));
+                }
+                FileKind::Other => {
+                    log::debug!("disk cache: ignoring {}", entry.path().display());
+                }
+            }
+        }
+        for (hash, path) in metas {
+            let mut own = bodies.remove(&hash).unwrap_or_default();
+            let valid = match read_meta_file(&path) {
+                Ok(Some((h, meta_len, _))) if h.hash_hex() == hash => {
+                    let body = own
+                        .iter()
+                        .position(|(gen, len, _)| *gen == h.gen && *len == h.body_len);
+                    match body {
+                        Some(i) => {
+                            own.swap_remove(i);
+                            let mtime = fs::metadata(&path)
+                                .and_then(|m| m.modified())
+                                .unwrap_or(UNIX_EPOCH);
+                            Some(Found {
+                                hash: hash.clone(),
+                                key: h.key,
+                                weight: usize::try_from(h.body_len.saturating_add(meta_len))
+                                    .unwrap_or(usize::MAX),
+                                mtime,
+                            })
+                        }
+                        None => None,
+                    }
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    log::warn!("disk cache: {e}");
+                    None
+                }
+            };
+            match valid {
+                Some(f) => found.push(f),
+                None => {
+                    log::warn!("disk cache: removing incomplete object {}", path.display());
+                    remove(&path);
+                    invalid += 1;
+                }
+            }
+            for (_, _, p) in own {
+                remove(&p);
+                orphans += 1;
+            }
+        }
+        for (_, list) in bodies {
+            for (_, _, p) in list {
+                remove(&p);
+                orphans += 1;
+            }
+        }
+    }
+    if temps + invalid + orphans > 0 {
+        log::warn!(
+            "disk cache {}: removed {temps} temp files, {invalid} incomplete objects, \
+             {orphans} orphan bodies left by an interrupted run",
+            objects.display()
+        );
+    }
+    Ok(found)
+}
+
+/// The entries of the saved LRU state, least recently used first (empty if there is none).
+///
+/// `simple_lru::Manager` has no iterator, so the state is loaded (with its own `load`) into a
+/// scratch manager whose limit is 0; admitting one sentinel then makes it evict everything, in
+/// LRU order.
+fn load_lru_order(state_dir: &str) -> Vec<CacheEntryKey> {
+    let scratch = simple_lru::Manager::new(0);
+    match run_off_thread(scratch.load(state_dir)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            log::info!("disk cache: no usable LRU state in {state_dir} ({e}); ordering by age");
+        }
+        Err(e) => log::warn!("disk cache: cannot load LRU state: {e}"),
+    }
+    let sentinel = CacheEntryKey::key_only(CompactCacheKey {
+        primary: [0xff; 16],
+        variance: None,
+        user_tag: "\u{0}modgate-cache-sentinel".into(),
+    });
+    let mut order = scratch.admit(sentinel.clone(), 1, SystemTime::now());
+    order.retain(|k| *k != sentinel);
+    order
+}
+
+/// Run a future to completion on a private current-thread runtime on a helper thread, so it
+/// works whether or not the caller is inside a Tokio runtime.
+pub(crate) fn run_off_thread<F>(fut: F) -> Result<F::Output, CacheError>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CacheError::Task(format!("cannot build a runtime: {e}")))?;
+            Ok(rt.block_on(fut))
+        })
+        .join()
+        .map_err(|_| CacheError::Task("helper thread panicked".into()))?
+    })
+}

@@ -1,0 +1,66 @@
+//! A persistent disk [`Storage`](pingora::cache::Storage) for pingora-cache 0.9.1, with a small
+//! in-memory tier for small objects and an LRU size budget whose state survives restarts.
+//!
+//! * **Crash safety.** A body streams into a temp file next to its final place; `finish` fsyncs
+//!   it, renames it, then writes the meta file (temp, fsync, rename: the commit point) and fsyncs
+//!   the directory. A lookup validates the meta checksum, the key, the body length and the body
+//!   CRC-32 (before serving for bodies up to 1 MiB by default, while streaming above that);
+//!   anything invalid is logged, deleted and reported as a miss. Opening the cache deletes temp
+//!   files, incomplete objects and orphan bodies. See [`format`](mod@format) for the layout.
+//! * **Streaming.** Hits are read in chunks of at most 64 KiB (configurable), so memory stays
+//!   flat for any body size; single and multipart ranges seek. Writes in progress can be streamed
+//!   by other readers (Pingora's streaming partial writes), like `MemCache` does.
+//! * **Memory tier.** Bodies up to 256 KiB are also kept in a byte-budgeted LRU map.
+//! * **Budget.** Pingora's [`simple_lru::Manager`](pingora::cache::eviction::simple_lru::Manager)
+//!   ([`DiskCache::eviction_manager`]) evicts beyond `max_disk_bytes`; its state is saved into
+//!   the cache root ([`DiskCache::save_state`], [`PersistService`]) and, at open, restored and
+//!   reconciled with what is actually on disk.
+//! * **Administration.** [`DiskCache::list_objects`], [`DiskCache::purge_where`] (by primary
+//!   key text, which the meta file records) and [`DiskCache::stats`].
+//!
+//! # Wiring into a `ProxyHttp`
+//!
+//! ```ignore
+//! static CACHE: OnceLock<&'static DiskCache> = OnceLock::new();      // DiskCache::open(..) at start-up
+//! static LOCK: LazyLock<Box<CacheKeyLockImpl>> =
+//!     LazyLock::new(|| CacheLock::new_boxed(Duration::from_secs(30)));
+//!
+//! fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+//!     if !cacheable_route(session, ctx) { return Ok(()); }
+//!     let cache = *CACHE.get().unwrap();
+//!     session.cache.enable(cache, Some(cache.eviction_manager()), None, Some(LOCK.as_ref()), None);
+//!     session.cache.set_max_file_size_bytes(cache.max_object_bytes());
+//!     Ok(())
+//! }
+//! fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> Result<CacheKey> {
+//!     // the primary key text is stored on disk and matched by `purge_where`
+//!     Ok(CacheKey::new(format!("{}|{}", ctx.route, session.req_header().uri.path()), ""))
+//! }
+//! fn response_cache_filter(&self, _s: &Session, resp: &ResponseHeader, _c: &mut Ctx)
+//!     -> Result<RespCacheable> {
+//!     if resp.status != 200 { return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache)); }
+//!     let now = SystemTime::now();
+//!     Ok(RespCacheable::Cacheable(CacheMeta::new(now + ttl, now, 60, 3600, resp.clone())))
+//! }
+//! // and: server.add_service(background_service("cache state",
+//! //          cache.persist_service(Duration::from_secs(300))));
+//! ```
+
+#![warn(missing_docs)]
+
+mod config;
+mod disk;
+mod error;
+pub mod format;
+mod hit;
+mod memtier;
+mod miss;
+mod persist;
+mod storage;
+
+pub use config::DiskCacheConfig;
+pub use disk::{CacheStats, DiskCache, ObjectInfo, PurgeReport};
+pub use error::CacheError;
+pub use hit::{DiskHit, MemHit, PartialHit};
+pub use miss::DiskMissHandler;
+pub use persist::PersistService;

@@ -1,0 +1,298 @@
+//! The response cache and the integrity ledger at run time: which requests are cached and for
+//! how long, the cache key (which always includes the route, so a private and a public module
+//! can never share an entry), and the first-seen hash check of exact-version artifacts.
+//!
+//! | request | kept |
+//! |---|---|
+//! | exact-version `.info` / `.mod` / `.zip`, sumdb full tiles | forever (immutable) |
+//! | `list`, `@latest`, version-query `.info`, sumdb partial tiles and lookups | `ttl.mutable` (route may override), then served stale for `ttl.stale_if_error` when the upstream fails |
+//! | sumdb `latest` | `ttl.sumdb_latest` |
+//! | 404 / 410 | `ttl.not_found` |
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use modgate_cache::DiskCache;
+use modgate_ledger::{Artifact, Check, Ledger};
+use modgate_protocol::{ModuleRequest, RequestKind, SumdbEndpoint, SumdbRequest};
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
+use pingora::http::ResponseHeader;
+
+use crate::config::{CacheConfig, RouteCacheConfig, TtlConfig};
+
+/// "Forever" for immutable artifacts.
+const IMMUTABLE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// The cache and ledger of a running gateway.
+pub struct CacheRuntime {
+    pub storage: &'static DiskCache,
+    pub lock: &'static CacheKeyLockImpl,
+    pub ttl: TtlConfig,
+    pub ledger: Arc<Ledger>,
+    /// Artifacts whose upstream bytes were refused: served from cache if held, else 502.
+    pub quarantine: Quarantine,
+}
+
+impl CacheRuntime {
+    /// Opens the disk cache (blocking: scans the directory) and the ledger.
+    pub fn open(c: &CacheConfig) -> anyhow::Result<CacheRuntime> {
+        let storage = DiskCache::open(c.disk())
+            .map_err(|e| anyhow::anyhow!("cache {}: {e}", c.dir.0.display()))?;
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(c.lock_timeout.0));
+        let ledger_path = c.ledger_path();
+        let ledger = Ledger::open(&ledger_path)
+            .map_err(|e| anyhow::anyhow!("ledger {}: {e}", ledger_path.display()))?;
+        Ok(CacheRuntime {
+            storage,
+            lock,
+            ttl: c.ttl,
+            ledger: Arc::new(ledger),
+            quarantine: Quarantine::default(),
+        })
+    }
+}
+
+/// How one request is cached.
+#[derive(Debug, Clone)]
+pub struct CachePlan {
+    /// `route:<name>` or `sumdb:<name>`: part of the key.
+    pub namespace: String,
+    /// The canonical upstream path.
+    pub path: String,
+    /// Fresh time of a 200.
+    pub fresh: Duration,
+    /// Fresh time of a 404/410.
+    pub not_found: Duration,
+    /// How long past freshness a 200 may still be served when the upstream fails.
+    pub stale_if_error: Duration,
+}
+
+impl CachePlan {
+    /// The text of the cache key (also what `modgate cache purge` matches).
+    pub fn primary(&self) -> String {
+        format!("{}|{}", self.namespace, self.path)
+    }
+
+    pub fn key(&self) -> CacheKey {
+        CacheKey::new(self.primary(), "")
+    }
+
+    /// Whether this plan is for an artifact that never changes.
+    pub fn immutable(&self) -> bool {
+        self.fresh >= IMMUTABLE
+    }
+
+    /// The plan for a module request on a route.
+    pub fn module(
+        route: &str,
+        req: &ModuleRequest,
+        ttl: &TtlConfig,
+        r: &RouteCacheConfig,
+    ) -> Option<CachePlan> {
+        if !r.enabled {
+            return None;
+        }
+        let mutable = r.mutable.unwrap_or(ttl.mutable).0;
+        Some(CachePlan {
+            namespace: format!("route:{route}"),
+            path: req.upstream_path(),
+            fresh: if req.is_immutable() {
+                IMMUTABLE
+            } else {
+                mutable
+            },
+            not_found: r.not_found.unwrap_or(ttl.not_found).0,
+            stale_if_error: if req.is_immutable() {
+                Duration::ZERO
+            } else {
+                r.stale_if_error.unwrap_or(ttl.stale_if_error).0
+            },
+        })
+    }
+
+    /// The plan for a checksum-database request.
+    pub fn sumdb(s: &SumdbRequest, ttl: &TtlConfig) -> Option<CachePlan> {
+        let fresh = match &s.endpoint {
+            SumdbEndpoint::Supported => return None,
+            SumdbEndpoint::Latest => ttl.sumdb_latest.0,
+            SumdbEndpoint::Lookup { .. } => ttl.mutable.0,
+            SumdbEndpoint::Tile { .. } => match s.tile() {
+                Some(t) if !t.is_partial() => IMMUTABLE,
+                _ => ttl.mutable.0,
+            },
+        };
+        Some(CachePlan {
+            namespace: format!("sumdb:{}", s.name),
+            path: s.upstream_path(),
+            fresh,
+            not_found: ttl.not_found.0,
+            stale_if_error: if fresh >= IMMUTABLE {
+                Duration::ZERO
+            } else {
+                ttl.stale_if_error.0
+            },
+        })
+    }
+
+    /// Whether and for how long a response is kept.
+    pub fn cacheable(&self, resp: &ResponseHeader) -> RespCacheable {
+        let fresh = match resp.status.as_u16() {
+            200 => self.fresh,
+            404 | 410 => self.not_found,
+            _ => return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache),
+        };
+        if fresh.is_zero() {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        }
+        let now = SystemTime::now();
+        let sie = if resp.status.as_u16() == 200 {
+            u32::try_from(self.stale_if_error.as_secs()).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        RespCacheable::Cacheable(CacheMeta::new(now + fresh, now, 0, sie, resp.clone()))
+    }
+}
+
+/// The ledger artifact of a request, when it is an exact version.
+pub fn artifact(req: &ModuleRequest) -> Option<(Artifact, String)> {
+    let version = req.version.as_ref()?;
+    if !req.is_immutable() {
+        return None;
+    }
+    let a = match req.kind {
+        RequestKind::Info => Artifact::Info,
+        RequestKind::Mod => Artifact::Mod,
+        RequestKind::Zip => Artifact::Zip,
+        _ => return None,
+    };
+    Some((a, version.as_str().to_string()))
+}
+
+/// A refused artifact: what was first seen and what the upstream served instead.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub message: String,
+}
+
+/// Artifacts whose upstream bytes changed, until an operator accepts the change or the gateway
+/// restarts (then the next fetch is checked against the ledger again).
+#[derive(Default)]
+pub struct Quarantine {
+    refused: Mutex<HashMap<(String, String, Artifact), Refusal>>,
+}
+
+impl Quarantine {
+    pub fn get(&self, module: &str, version: &str, a: Artifact) -> Option<Refusal> {
+        self.refused
+            .lock()
+            .ok()?
+            .get(&(module.to_string(), version.to_string(), a))
+            .cloned()
+    }
+
+    pub fn insert(&self, module: &str, version: &str, a: Artifact, r: Refusal) {
+        if let Ok(mut m) = self.refused.lock() {
+            m.insert((module.to_string(), version.to_string(), a), r);
+        }
+    }
+}
+
+/// The one-line reason for refusing changed bytes.
+pub fn mismatch_message(
+    module: &str,
+    version: &str,
+    a: Artifact,
+    upstream: &str,
+    recorded_sha256: &str,
+    recorded_size: u64,
+    observed: &str,
+) -> String {
+    format!(
+        "{module}@{version} (.{a}) changed upstream: first seen sha256:{recorded_sha256} \
+         ({recorded_size} bytes), upstream {upstream} now serves {observed}; refused \
+         (a re-tagged or tampered version; accept it with `modgate ledger accept`)"
+    )
+}
+
+/// Hashes an artifact as it streams from the upstream and checks it against the ledger at the
+/// end.
+pub struct IntegrityCheck {
+    pub module: String,
+    pub version: String,
+    pub artifact: Artifact,
+    hasher: modgate_ledger::Sha256Hasher,
+    /// Kept for the `h1:` hash of `.mod` and of zips up to [`H1_ZIP_LIMIT`].
+    buffer: Option<Vec<u8>>,
+}
+
+/// Zips up to this size also get their `h1:` directory hash recorded (the whole zip has to
+/// be held to read its central directory); larger ones are pinned by SHA-256 only.
+pub const H1_ZIP_LIMIT: usize = 64 << 20;
+
+impl IntegrityCheck {
+    pub fn new(module: &str, version: &str, artifact: Artifact) -> IntegrityCheck {
+        IntegrityCheck {
+            module: module.to_string(),
+            version: version.to_string(),
+            artifact,
+            hasher: modgate_ledger::Sha256Hasher::new(),
+            buffer: artifact.has_h1().then(Vec::new),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        if let Some(b) = &mut self.buffer {
+            if b.len() + data.len() > H1_ZIP_LIMIT {
+                self.buffer = None;
+            } else {
+                b.extend_from_slice(data);
+            }
+        }
+    }
+
+    /// Records or compares the finished artifact. `Err` is a refusal message.
+    pub fn finish(self, ledger: &Ledger, upstream: &str) -> Result<Check, String> {
+        let size = self.hasher.bytes_hashed();
+        let sha = self.hasher.finish();
+        let h1 = match (&self.buffer, self.artifact) {
+            (Some(b), Artifact::Mod) => Some(modgate_ledger::mod_h1(b)),
+            (Some(b), Artifact::Zip) => match modgate_ledger::zip_h1(b) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    return Err(format!(
+                        "{}@{} (.zip) from upstream {upstream} is not a valid module zip: {e}",
+                        self.module, self.version
+                    ))
+                }
+            },
+            _ => None,
+        };
+        let check = ledger
+            .observe(
+                &self.module,
+                &self.version,
+                self.artifact,
+                &sha,
+                h1.as_deref(),
+                size,
+                upstream,
+            )
+            .map_err(|e| format!("integrity ledger: {e}"))?;
+        match &check {
+            Check::Mismatch { recorded, .. } => Err(mismatch_message(
+                &self.module,
+                &self.version,
+                self.artifact,
+                upstream,
+                &recorded.sha256,
+                recorded.size,
+                &format!("sha256:{sha} ({size} bytes)"),
+            )),
+            _ => Ok(check),
+        }
+    }
+}
