@@ -193,6 +193,18 @@ impl Quarantine {
             .cloned()
     }
 
+    /// Forgets every refusal; returns how many there were.
+    pub fn clear(&self) -> usize {
+        self.refused
+            .lock()
+            .map(|mut m| {
+                let n = m.len();
+                m.clear();
+                n
+            })
+            .unwrap_or(0)
+    }
+
     pub fn insert(&self, module: &str, version: &str, a: Artifact, r: Refusal) {
         if let Ok(mut m) = self.refused.lock() {
             m.insert((module.to_string(), version.to_string(), a), r);

@@ -5,6 +5,7 @@
 //! GOPROXY that presents the user's client certificate to the gateway, `certs` writes a
 //! development PKI, `warm` pre-fetches the modules of go.sum / go.mod files through a gateway.
 
+mod admin;
 mod agent;
 mod cache;
 mod certs;
@@ -137,6 +138,79 @@ enum Command {
     /// Pre-fetch the module versions of go.sum / go.mod / module-list files through a running
     /// gateway, so they land in its cache (exit status 1 listing what failed).
     Warm(warm::WarmArgs),
+    /// Operate on the response cache (purge, verify against the ledger).
+    Cache {
+        #[command(subcommand)]
+        action: CacheCommand,
+        /// Configuration file.
+        #[arg(short, long, default_value = "gateway.yaml", global = true)]
+        config: PathBuf,
+    },
+    /// Inspect the integrity ledger or accept changed bytes for a version.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerCommand,
+        /// Configuration file.
+        #[arg(short, long, default_value = "gateway.yaml", global = true)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Remove a module's cached answers (all versions, or one) on every route; audited.
+    Purge {
+        /// MODULE or MODULE@VERSION.
+        target: String,
+    },
+    /// Re-hash every cached exact-version artifact against the ledger (exit 1 on mismatch).
+    Verify {
+        /// Also remove mismatching objects from the cache.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Print recorded hashes (all, a module, or one version with its accepted changes).
+    Show {
+        /// MODULE or MODULE@VERSION.
+        target: Option<String>,
+    },
+    /// Pin new bytes for a version after checking them (the values are in the 502 / audit record).
+    Accept {
+        /// MODULE@VERSION.
+        target: String,
+        /// info, mod or zip.
+        artifact: String,
+        #[arg(long)]
+        sha256: String,
+        #[arg(long)]
+        h1: Option<String>,
+        #[arg(long)]
+        size: u64,
+        /// Why the change is accepted (kept in the ledger history and the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn with_config(
+    path: &std::path::Path,
+    f: impl FnOnce(&config::GatewayConfig) -> anyhow::Result<bool>,
+) -> ExitCode {
+    let result = config::load(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| f(&c));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("modgate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn init_logging() {
@@ -288,5 +362,33 @@ fn main() -> ExitCode {
             }
         }
         Command::Warm(args) => warm::main(args),
+        Command::Cache { action, config } => with_config(&config, |c| match action {
+            CacheCommand::Purge { target } => admin::cache_purge(c, &target).map(|()| true),
+            CacheCommand::Verify { purge } => admin::cache_verify(c, purge),
+        }),
+        Command::Ledger { action, config } => with_config(&config, |c| match action {
+            LedgerCommand::Show { target } => {
+                admin::ledger_show(c, target.as_deref()).map(|()| true)
+            }
+            LedgerCommand::Accept {
+                target,
+                artifact,
+                sha256,
+                h1,
+                size,
+                reason,
+            } => admin::ledger_accept(
+                c,
+                &admin::Accept {
+                    target: &target,
+                    artifact: &artifact,
+                    sha256: &sha256,
+                    h1: h1.as_deref(),
+                    size,
+                    reason: &reason,
+                },
+            )
+            .map(|()| true),
+        }),
     }
 }

@@ -64,6 +64,8 @@ pub struct Reloader {
     pub tls: Vec<TlsReload>,
     pub auth: Arc<AuthState>,
     pub audit: AuditLog,
+    /// Its refusals of changed upstream bytes are forgotten (after `modgate ledger accept`).
+    pub cache: Option<Arc<crate::cache::CacheRuntime>>,
 }
 
 type Stamps = Vec<Option<(SystemTime, u64)>>;
@@ -116,6 +118,12 @@ impl Reloader {
         }
         self.auth.reload();
         self.audit.reopen();
+        if let Some(c) = &self.cache {
+            let n = c.quarantine.clear();
+            if n > 0 {
+                log::info!("forgot {n} integrity refusal(s); the next fetch is checked against the ledger again");
+            }
+        }
     }
 }
 

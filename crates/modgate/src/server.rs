@@ -141,6 +141,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         tls: reloads,
         auth: gateway.auth.clone(),
         audit: recorder.audit.clone(),
+        cache: cache.clone(),
     };
     server.add_service(pingora::services::background::background_service(
         "modgate reloader",
