@@ -16,12 +16,12 @@ use std::time::Instant;
 use anyhow::Context;
 use modgate_cache::{DiskCache, ObjectInfo};
 use modgate_ledger::{Artifact, Ledger};
-use modgate_protocol::{escape_path, escape_version, GoProxyRequest, RequestParser};
+use modgate_protocol::{GoProxyRequest, RequestParser};
 use modgate_telemetry::{AuditDecision, AuditIdentity, AuditLog, AuditRecord, AuditSinkConfig};
 use pingora::cache::trace::Span;
 use pingora::cache::{CacheKey, Storage};
 
-use crate::cache::artifact;
+use crate::cache::{artifact, purge_module, target};
 use crate::config::{AuditOutput, CacheConfig, GatewayConfig};
 
 fn cache_config(config: &GatewayConfig) -> anyhow::Result<&CacheConfig> {
@@ -73,53 +73,11 @@ fn audit_event(
     }
 }
 
-/// Splits `module[@version]`, checking both.
-fn target(s: &str) -> anyhow::Result<(String, Option<String>)> {
-    let (m, v) = match s.split_once('@') {
-        Some((m, v)) => (m, Some(v.to_string())),
-        None => (s, None),
-    };
-    modgate_protocol::check_path(m).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(v) = &v {
-        escape_version(v).map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    Ok((m.to_string(), v))
-}
-
-/// Whether a cached object belongs to `module` (and `version`), on any route.
-fn matches(o: &ObjectInfo, escaped_module: &str, version: Option<&str>) -> bool {
-    let Some((ns, path)) = o.primary_key.split_once('|') else {
-        return false;
-    };
-    if !ns.starts_with("route:") {
-        return false;
-    }
-    let Some(rest) = path
-        .strip_prefix('/')
-        .and_then(|p| p.strip_prefix(escaped_module))
-    else {
-        return false;
-    };
-    match version {
-        None => rest.starts_with("/@v/") || rest == "/@latest",
-        Some(v) => rest
-            .strip_prefix("/@v/")
-            .and_then(|f| f.rsplit_once('.'))
-            .is_some_and(|(ver, _)| ver == v),
-    }
-}
-
 pub fn cache_purge(config: &GatewayConfig, what: &str) -> anyhow::Result<()> {
     let c = cache_config(config)?;
     let (module, version) = target(what)?;
-    let escaped = escape_path(&module).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let escaped_version = version
-        .as_deref()
-        .map(escape_version)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let cache = DiskCache::open(c.disk())?;
-    let report = cache.purge_where(|o| matches(o, &escaped, escaped_version.as_deref()))?;
+    let report = purge_module(cache, &module, version.as_deref())?;
     println!(
         "purged {} object(s), {} bytes for {what}",
         report.objects, report.bytes

@@ -13,9 +13,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use modgate_cache::DiskCache;
+use modgate_cache::{DiskCache, ObjectInfo};
 use modgate_ledger::{Artifact, Check, Ledger};
-use modgate_protocol::{ModuleRequest, RequestKind, SumdbEndpoint, SumdbRequest};
+use modgate_protocol::{
+    escape_path, escape_version, ModuleRequest, RequestKind, SumdbEndpoint, SumdbRequest,
+};
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::http::ResponseHeader;
@@ -307,4 +309,55 @@ impl IntegrityCheck {
             _ => Ok(check),
         }
     }
+}
+
+/// Splits `module[@version]`, checking both.
+pub fn target(s: &str) -> anyhow::Result<(String, Option<String>)> {
+    let (m, v) = match s.split_once('@') {
+        Some((m, v)) => (m, Some(v.to_string())),
+        None => (s, None),
+    };
+    modgate_protocol::check_path(m).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(v) = &v {
+        escape_version(v).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok((m.to_string(), v))
+}
+
+/// Whether a cached object belongs to `module` (and `version`), on any route.
+pub fn matches(o: &ObjectInfo, escaped_module: &str, version: Option<&str>) -> bool {
+    let Some((ns, path)) = o.primary_key.split_once('|') else {
+        return false;
+    };
+    if !ns.starts_with("route:") {
+        return false;
+    }
+    let Some(rest) = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(escaped_module))
+    else {
+        return false;
+    };
+    match version {
+        None => rest.starts_with("/@v/") || rest == "/@latest",
+        Some(v) => rest
+            .strip_prefix("/@v/")
+            .and_then(|f| f.rsplit_once('.'))
+            .is_some_and(|(ver, _)| ver == v),
+    }
+}
+
+/// Removes a module's cached answers (one version, or all and `@latest`) on every route.
+/// Blocking.
+pub fn purge_module(
+    cache: &DiskCache,
+    module: &str,
+    version: Option<&str>,
+) -> anyhow::Result<modgate_cache::PurgeReport> {
+    let escaped = escape_path(module).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let escaped_version = version
+        .map(escape_version)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cache.purge_where(|o| matches(o, &escaped, escaped_version.as_deref()))?)
 }

@@ -182,6 +182,10 @@ pub struct ListenerConfig {
     /// Serve Prometheus metrics at `/metrics` on this listener.
     #[serde(default)]
     pub metrics: bool,
+    /// Serve `POST /admin/cache/purge?target=MODULE[@VERSION]` on this listener (put it on a
+    /// loopback or otherwise restricted listener).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 fn default_true() -> bool {

@@ -69,6 +69,8 @@ pub struct ListenerRuntime {
     pub name: String,
     pub keepalive_secs: u64,
     pub metrics: bool,
+    /// Serves the admin endpoints.
+    pub admin: bool,
     /// Anonymous requests get a 401.
     pub require_identity: bool,
     pub identity: IdentitySettings,
@@ -221,6 +223,11 @@ impl GatewayProxy {
             record.version = r.version.as_ref().map(|v| v.as_str().to_string());
         }
         record.kind = ctx.kind.map(|k| k.as_str().to_string());
+        if let Some((module, version)) = &ctx.admin_target {
+            record.event = Some("cache-purge".into());
+            record.module = Some(module.clone());
+            record.version = version.clone();
+        }
         record.route = (route != "-").then_some(route);
         record.decision = ctx.audit.decision;
         if let Some(d) = &ctx.decision {
@@ -246,6 +253,68 @@ impl GatewayProxy {
         record.upstream = answered.map(|a| a.upstream.clone());
         record.cache = Some(cache_outcome(session, ctx).unwrap_or("none").to_string());
         record
+    }
+
+    /// `POST /admin/cache/purge?target=MODULE[@VERSION]`: what `modgate cache purge` does, for a
+    /// running gateway; audited with the caller's identity.
+    async fn admin_purge(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if session.req_header().method != Method::POST {
+            let message = "use POST /admin/cache/purge?target=MODULE[@VERSION]".to_string();
+            return self
+                .refuse(session, ctx, 405, message, &[("Allow", "POST")])
+                .await;
+        }
+        let Some(c) = self.cache.clone() else {
+            let message = "this gateway has no cache".to_string();
+            return self.refuse(session, ctx, 404, message, &[]).await;
+        };
+        let query = session.req_header().uri.query().unwrap_or("");
+        let target = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("target="))
+            .map(|t| {
+                t.replace("%40", "@")
+                    .replace("%2F", "/")
+                    .replace("%2f", "/")
+            });
+        let Some(target) = target else {
+            let message = "missing ?target=MODULE[@VERSION]".to_string();
+            return self.refuse(session, ctx, 400, message, &[]).await;
+        };
+        let parsed = match cache::target(&target) {
+            Ok(t) => t,
+            Err(e) => return self.refuse(session, ctx, 400, e.to_string(), &[]).await,
+        };
+        let (module, version) = parsed.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            cache::purge_module(c.storage, &module, version.as_deref())
+        })
+        .await;
+        match result {
+            Ok(Ok(report)) => {
+                ctx.audit.decision = AuditDecision::Allow;
+                ctx.audit.reason = Some(format!(
+                    "cache-purge of {target}: {} object(s), {} bytes",
+                    report.objects, report.bytes
+                ));
+                ctx.request = None;
+                ctx.admin_target = Some(parsed);
+                let body = format!(
+                    "{{\"target\":{:?},\"objects\":{},\"bytes\":{}}}\n",
+                    target, report.objects, report.bytes
+                );
+                respond::ok(session, "application/json", Bytes::from(body)).await?;
+                Ok(true)
+            }
+            Ok(Err(e)) => {
+                self.refuse(session, ctx, 500, format!("purge failed: {e:#}"), &[])
+                    .await
+            }
+            Err(e) => {
+                self.refuse(session, ctx, 500, format!("purge failed: {e}"), &[])
+                    .await
+            }
+        }
     }
 
     /// Answers 401 with the Basic challenge and records why.
@@ -411,6 +480,8 @@ pub struct RequestCtx {
     integrity_refusal: Option<String>,
     /// A stale answer was served because the upstream failed.
     served_stale: bool,
+    /// The module (and version) of an admin cache purge, for the audit record.
+    admin_target: Option<(String, Option<String>)>,
 }
 
 /// How the cache took part in a request: `hit`, `miss`, `expired`, `stale-if-error`, ...;
@@ -461,6 +532,7 @@ impl ProxyHttp for GatewayProxy {
             integrity: None,
             integrity_refusal: None,
             served_stale: false,
+            admin_target: None,
         }
     }
 
@@ -516,6 +588,10 @@ impl ProxyHttp for GatewayProxy {
                         .into(),
                 )
                 .await;
+        }
+
+        if self.listener.admin && session.req_header().uri.path() == "/admin/cache/purge" {
+            return self.admin_purge(session, ctx).await;
         }
 
         if method != Method::GET && method != Method::HEAD {

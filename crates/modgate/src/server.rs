@@ -194,6 +194,7 @@ fn add_listener(
         name: l.name.0.clone(),
         keepalive_secs: l.keepalive_timeout.0.as_secs().max(1),
         metrics: l.metrics,
+        admin: l.admin,
         require_identity: l.require_identity,
         identity: IdentitySettings {
             trusted: CidrSet::new(l.trusted_proxies.iter().map(|c| c.0).collect()),
