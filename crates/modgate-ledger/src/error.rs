@@ -19,10 +19,13 @@ pub enum LedgerError {
 
     /// The database file could not be opened, is not an SQLite database, or
     /// its schema could not be set up.
-    #[error("cannot open the integrity ledger {path}: {source}")]
+    #[error("cannot open the integrity ledger {path} ({step}): {source}")]
     Open {
         /// The database file.
         path: PathBuf,
+        /// What was being done: `switching to WAL mode`, `migrating the
+        /// schema`, ...
+        step: &'static str,
         /// The underlying SQLite error.
         #[source]
         source: rusqlite::Error,

@@ -20,7 +20,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -257,11 +257,11 @@ impl Ledger {
                 })?;
             }
         }
-        let open_err = |source| LedgerError::Open {
+        let conn = Connection::open(path).map_err(|source| LedgerError::Open {
             path: path.to_path_buf(),
+            step: "opening the file",
             source,
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
+        })?;
         Self::init(conn, Some(path.to_path_buf()))
     }
 
@@ -269,6 +269,7 @@ impl Ledger {
     pub fn open_in_memory() -> Result<Ledger, LedgerError> {
         let conn = Connection::open_in_memory().map_err(|source| LedgerError::Open {
             path: PathBuf::from(":memory:"),
+            step: "opening an in-memory database",
             source,
         })?;
         Self::init(conn, None)
@@ -281,53 +282,34 @@ impl Ledger {
 
     fn init(mut conn: Connection, path: Option<PathBuf>) -> Result<Ledger, LedgerError> {
         let shown = path.clone().unwrap_or_else(|| PathBuf::from(":memory:"));
-        let open_err = |source| LedgerError::Open {
-            path: shown.clone(),
-            source,
+        let open_err = |step: &'static str| {
+            let shown = shown.clone();
+            move |source| LedgerError::Open {
+                path: shown,
+                step,
+                source,
+            }
         };
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(open_err("setting the busy timeout"))?;
         // The first statement that reads the file: a non-database fails here.
-        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
-            .map_err(open_err)?;
+        // Switching to WAL needs an exclusive lock, and SQLite reports a
+        // conflict with another connection doing the same without waiting
+        // in the busy handler: retry such conflicts until the timeout.
+        retry_busy(|| {
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+        })
+        .map_err(open_err("switching to WAL mode"))?;
         conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(open_err)?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_version (
-                version      INTEGER PRIMARY KEY,
-                applied_unix INTEGER NOT NULL
-            );",
-        )
-        .map_err(open_err)?;
-        let found: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(open_err)?;
-        if found > SCHEMA_VERSION {
+            .map_err(open_err("setting synchronous=FULL"))?;
+        let found = retry_busy(|| migrate(&mut conn)).map_err(open_err("migrating the schema"))?;
+        if let Err(found) = found {
             return Err(LedgerError::SchemaTooNew {
                 path: shown,
                 found,
                 supported: SCHEMA_VERSION,
             });
         }
-        let start = usize::try_from(found.max(0)).unwrap_or(usize::MAX);
-        for (index, migration) in MIGRATIONS.iter().enumerate().skip(start) {
-            tx.execute_batch(migration).map_err(open_err)?;
-            let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
-            tx.execute(
-                "INSERT INTO schema_version (version, applied_unix) VALUES (?1, ?2)",
-                params![version, now_unix()],
-            )
-            .map_err(open_err)?;
-        }
-        tx.commit().map_err(open_err)?;
-
         Ok(Ledger {
             conn: Mutex::new(conn),
             path,
@@ -657,6 +639,59 @@ impl Ledger {
             key: "entries".to_owned(),
             detail: format!("negative row count {n}"),
         })
+    }
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`] in one transaction; the inner
+/// `Err` carries the version of a schema newer than this build's.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), i64>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+            version      INTEGER PRIMARY KEY,
+            applied_unix INTEGER NOT NULL
+        );",
+    )?;
+    let found: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |row| row.get(0),
+    )?;
+    if found > SCHEMA_VERSION {
+        return Ok(Err(found));
+    }
+    let start = usize::try_from(found.max(0)).unwrap_or(usize::MAX);
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(start) {
+        tx.execute_batch(migration)?;
+        let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO schema_version (version, applied_unix) VALUES (?1, ?2)",
+            params![version, now_unix()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(Ok(()))
+}
+
+/// Runs `op` again while it fails with `SQLITE_BUSY`/`SQLITE_LOCKED`, for at
+/// most [`BUSY_TIMEOUT`]: for the conflicts SQLite reports without calling
+/// the busy handler (such as two connections switching a new file to WAL).
+fn retry_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match op() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            result => return result,
+        }
     }
 }
 
