@@ -239,7 +239,11 @@ impl GatewayProxy {
         if record.reason.is_none() {
             record.reason = ctx.audit.reason.take();
         }
-        if record.decision == AuditDecision::Allow && status >= 500 {
+        if let Some(refusal) = &ctx.integrity_refusal {
+            // Changed upstream bytes (refused now or quarantined earlier): the reason is the
+            // refusal, not the upstream's 200 (and the header may already have gone out).
+            record.reason = Some(refusal.clone());
+        } else if record.decision == AuditDecision::Allow && status >= 500 {
             record.reason = ctx
                 .attempts
                 .last()
@@ -490,6 +494,10 @@ fn cache_outcome(session: &Session, ctx: &RequestCtx) -> Option<&'static str> {
     ctx.cache_plan.as_ref()?;
     if ctx.served_stale {
         return Some("stale-if-error");
+    }
+    if ctx.integrity_refusal.is_some() {
+        // Changed upstream bytes: neither served nor stored.
+        return Some("refused");
     }
     Some(match session.cache.phase() {
         pingora::cache::CachePhase::Disabled(_) => "off",
