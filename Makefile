@@ -51,9 +51,14 @@ lint: deps
 unit: deps
 	$(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
 
-## e2e: the real modgate binary with the real go command, curl and fixture upstreams
+## e2e: the real modgate binary with the real go command, curl and fixture upstreams. Every
+## fixture upstream logs each request it receives into $(CANARY_DIR); the canary test runs last
+## and fails if any fixture not marked private saw a corp.example.com path.
+CANARY_DIR := $(CURDIR)/target/canary
 e2e: deps go-toolchain build
-	$(CARGO) test -p modgate-e2e
+	rm -rf $(CANARY_DIR)
+	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
+	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e --test canary -- --nocapture
 
 ## test: everything CI runs
 test: lint unit e2e

@@ -209,6 +209,7 @@ async fn world(tls_extra: &str, extra: &str) -> World {
     let corp = FixtureProxy::start(&corp_modules())
         .await
         .expect("corp fixture");
+    corp.mark_private();
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::generate(dir.path());
     write_credentials(dir.path());

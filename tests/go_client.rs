@@ -49,7 +49,7 @@ fn private_modules() -> Vec<ModuleVersion> {
 /// client certificate from that CA.
 async fn private_fixture(pki: &std::path::Path, prefix: &str) -> FixtureProxy {
     make_certs(pki, "fixture upstream CA", "gateway");
-    FixtureProxy::start_with(
+    let fixture = FixtureProxy::start_with(
         &private_modules(),
         prefix,
         Some(FixtureTls {
@@ -59,7 +59,10 @@ async fn private_fixture(pki: &std::path::Path, prefix: &str) -> FixtureProxy {
         }),
     )
     .await
-    .expect("private fixture")
+    .expect("private fixture");
+    // Serves the `private: true` route `corp`: the privacy canary expects corp paths here.
+    fixture.mark_private();
+    fixture
 }
 
 /// Two fixture upstreams (public over HTTP, private over HTTPS with its own CA under a path

@@ -252,6 +252,8 @@ impl World {
                 m("partner.example.com/lib"),
             ]))
             .expect("corp fixture");
+        // Behind the `private: true` routes `corp` and `partner`.
+        corp.mark_private();
 
         let dir = tempfile::tempdir().expect("tempdir");
         let mut pki = Pki::generate(dir.path());

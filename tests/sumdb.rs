@@ -45,6 +45,7 @@ async fn world() -> World {
     let private = FixtureProxy::start(&[secret])
         .await
         .expect("private fixture");
+    private.mark_private();
 
     let addr = free_addr();
     let config = format!(

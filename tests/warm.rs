@@ -90,6 +90,7 @@ async fn world() -> World {
     let corp = FixtureProxy::start(&corp_modules())
         .await
         .expect("corp fixture");
+    corp.mark_private();
     let dir = tempfile::tempdir().expect("tempdir");
     make_certs(dir.path(), "modgate warm test CA", "warm-client");
     std::fs::write(

@@ -1,6 +1,9 @@
 //! A fixture GOPROXY upstream: a real HTTP/1.1 server (optionally HTTPS, optionally requiring
 //! a client certificate) on 127.0.0.1 that serves generated modules and records every request
-//! it receives, so tests can prove what reached an upstream and what did not.
+//! it receives, so tests can prove what reached an upstream and what did not. Under
+//! `$MODGATE_CANARY_DIR` every request is also appended to the suite-wide privacy canary
+//! ([`crate::canary`]): a fixture that serves a `private: true` route must say so with
+//! [`FixtureProxy::mark_private`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::canary::{CanaryLog, Role};
 use crate::module::ModuleVersion;
 
 /// One request as the fixture saw it.
@@ -64,6 +68,7 @@ pub struct FixtureProxy {
     tls: bool,
     prefix: String,
     state: Arc<Mutex<State>>,
+    canary: CanaryLog,
     task: JoinHandle<()>,
 }
 
@@ -105,9 +110,11 @@ impl FixtureProxy {
             None => None,
         };
         let fixture_tls = acceptor.is_some();
+        let canary = CanaryLog::for_fixture(addr, Role::Public);
         let task = {
             let state = state.clone();
             let prefix = prefix.clone();
+            let canary = canary.clone();
             tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
@@ -116,14 +123,15 @@ impl FixtureProxy {
                     let state = state.clone();
                     let prefix = prefix.clone();
                     let acceptor = acceptor.clone();
+                    let canary = canary.clone();
                     tokio::spawn(async move {
                         match acceptor {
                             Some(a) => {
                                 if let Ok(s) = a.accept(stream).await {
-                                    serve_connection(s, state, prefix).await;
+                                    serve_connection(s, state, prefix, canary).await;
                                 }
                             }
-                            None => serve_connection(stream, state, prefix).await,
+                            None => serve_connection(stream, state, prefix, canary).await,
                         }
                     });
                 }
@@ -134,12 +142,20 @@ impl FixtureProxy {
             tls: fixture_tls,
             prefix,
             state,
+            canary,
             task,
         };
         for m in modules {
             fixture.add(m)?;
         }
         Ok(fixture)
+    }
+
+    /// Declares that this fixture serves a `private: true` route, so the privacy canary expects
+    /// private module paths here (every other fixture is public: a private path reaching it
+    /// fails the suite). Call it before the gateway can send anything.
+    pub fn mark_private(&self) {
+        self.canary.set_role(Role::Private);
     }
 
     /// Adds (or replaces) a module version and refreshes `list` and `@latest`.
@@ -298,6 +314,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     state: Arc<Mutex<State>>,
     prefix: String,
+    canary: CanaryLog,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
@@ -321,6 +338,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             req.parse(&buf[..head_len]),
             Ok(httparse::Status::Complete(_))
         ) {
+            canary.record("?", &unparsed_target(&buf[..head_len]));
             let _ = stream
                 .write_all(
                     b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -342,6 +360,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 })
                 .collect(),
         };
+        canary.record(&recorded.method, &recorded.path);
         let close = recorded
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -421,6 +440,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     }
+}
+
+/// The request line of a head httparse refused, for the canary (which checks it whole).
+pub(crate) fn unparsed_target(head: &[u8]) -> String {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(line).trim_end().to_string()
 }
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {

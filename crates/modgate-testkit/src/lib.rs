@@ -2,6 +2,7 @@
 //! upstream that records what it receives, the real `modgate` binary started per test, the
 //! real `go` command in a sealed environment, and raw HTTP / curl clients.
 
+pub mod canary;
 pub mod client;
 pub mod fixture;
 pub mod gocmd;
@@ -12,6 +13,7 @@ pub mod process;
 pub mod sumdb;
 pub mod tlsclient;
 
+pub use canary::{CanaryLog, Role};
 pub use client::{curl, get, raw_request, request, CurlResult, Response};
 pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};
 pub use gocmd::{go_bin, GoEnv, GoRun};

@@ -33,6 +33,10 @@
 //! The server also answers under `/sumdb/<name>/…` (and `/sumdb/<name>/supported` with 200),
 //! the shape a GOPROXY uses to proxy a checksum database, so the same fixture can stand behind
 //! a gateway's passthrough.
+//!
+//! Under `$MODGATE_CANARY_DIR` every request the server receives is also appended to the
+//! privacy canary ([`crate::canary`]) with the role `sumdb`: no private module name may ever
+//! reach a checksum database.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,7 +49,8 @@ use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::fixture::{Behaviour, RecordedRequest};
+use crate::canary::{CanaryLog, Role};
+use crate::fixture::{unparsed_target, Behaviour, RecordedRequest};
 use crate::module::ModuleVersion;
 
 /// A tlog hash (SHA-256).
@@ -686,6 +691,8 @@ impl SumDb {
             .expect("sumdb: nonblocking listener");
         let addr = listener.local_addr().expect("sumdb: local addr");
         let state = Arc::new(Mutex::new(ServerState::default()));
+        // A checksum database is public by nature: the privacy canary checks all it receives.
+        let canary = CanaryLog::for_fixture(addr, Role::SumDb);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = {
             let db = self.clone();
@@ -705,7 +712,12 @@ impl SumDb {
                                 let Ok((stream, _)) = listener.accept().await else {
                                     continue;
                                 };
-                                tokio::spawn(serve_connection(stream, db.clone(), state.clone()));
+                                tokio::spawn(serve_connection(
+                                    stream,
+                                    db.clone(),
+                                    state.clone(),
+                                    canary.clone(),
+                                ));
                             }
                         };
                         tokio::select! {
@@ -838,6 +850,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     db: SumDb,
     state: Arc<Mutex<ServerState>>,
+    canary: CanaryLog,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
@@ -860,6 +873,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             req.parse(&buf[..head_len]),
             Ok(httparse::Status::Complete(_))
         ) {
+            canary.record("?", &unparsed_target(&buf[..head_len]));
             let _ = stream
                 .write_all(
                     b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -881,6 +895,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 })
                 .collect(),
         };
+        canary.record(&recorded.method, &recorded.path);
         buf.drain(..head_len);
         let close = recorded
             .header("connection")
