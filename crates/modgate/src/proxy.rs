@@ -5,14 +5,23 @@
 //!  request_filter ─ health / metrics endpoints; identity (TLS peer, trusted proxy, basic /
 //!                   bearer; identity headers stripped; bad credentials → 401); method check;
 //!                   GOPROXY path parsed and `!`-decoded (bad input → 4xx, never forwarded);
-//!                   route chosen; RBAC decision (deny → 403, or 401 when anonymous)
+//!                   route chosen; RBAC decision (deny → 403, or 401 when anonymous);
+//!                   checksum-database requests (private lookups → 404); the cache plan;
+//!                   the admin purge endpoint
+//!  request_cache_filter / cache_key_callback ─ cache on for planned GETs, key = route + path
+//!  proxy_upstream_filter ─ (cache miss) an artifact whose changed bytes were refused → 502
+//!  response_cache_filter / should_serve_stale ─ TTL by kind and route; stale-if-error for
+//!                   mutable answers
 //!  upstream_peer ── the chain's current step → peer (a step whose host does not resolve
 //!                   falls through on `any-error`)
 //!  upstream_request_filter ─ canonical encoded path, Host, User-Agent; every other client
 //!                   header dropped except an allow-list (no credentials reach an upstream);
 //!                   the upstream's configured client-certificate headers; traceparent
 //!  upstream_response_filter ─ 404/410 → next step; 5xx etc. → next step on `any-error`,
-//!                   otherwise 502 with a reason
+//!                   otherwise 502 with a reason; an exact version whose size differs from
+//!                   the ledger → 502
+//!  upstream_response_body_filter ─ exact versions hashed as they stream and checked against
+//!                   (or recorded in) the ledger; changed bytes cut off before the end
 //!  fail_to_connect / error_while_proxy ─ connect errors and timeouts: next step on
 //!                   `any-error`; a dead pooled connection is retried on the same step
 //!  fail_to_proxy ── 502 / 504 with a one-line reason (never a silent 404)
