@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use modgate_testkit::{
-    curl, fingerprint_sha256, free_addr, free_port, modgate, modgate_bin, request, ClientSpec,
-    FixtureProxy, Gateway, GoEnv, ModuleVersion, OtlpReceiver, Pki, ReceivedSpan, Response,
+    curl, fingerprint_sha256, free_addr, free_port, modgate, modgate_bin, raw_request, request,
+    ClientSpec, FixtureProxy, Gateway, GoEnv, ModuleVersion, OtlpReceiver, Pki, ReceivedSpan,
+    Response,
 };
 
 const ALICE_PW: &str = "alice-Pa55-7f3c9e1d";
@@ -880,6 +881,41 @@ async fn go_through_modgate_agent_to_an_mtls_listener_and_certificate_reload() {
     env.go(&["mod", "download", &format!("{OPEN}@v1.0.0")])
         .expect_ok("go mod download through modgate agent");
     assert!(in_modcache(&env, OPEN, "v1.0.0"));
+
+    // The agent lends the certificate only to GOPROXY reads that name it: not to a web page
+    // (DNS rebinding or a browser fetch), not for other methods.
+    let corp_before = w.corp.request_count();
+    let info = format!("/{OPEN}/@v/v1.0.0.info");
+    let ask = |method: &str, host: &str, extra: &str| {
+        let raw = format!(
+            "{method} {info} HTTP/1.1\r\nHost: {host}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        raw_request(listen, raw.as_bytes()).expect("agent answer")
+    };
+    let own = listen.to_string();
+    for (method, host, extra, why) in [
+        ("GET", "attacker.example", "", "Host"),
+        (
+            "GET",
+            own.as_str(),
+            "Origin: http://attacker.example\r\n",
+            "web pages",
+        ),
+        (
+            "GET",
+            own.as_str(),
+            "Sec-Fetch-Site: cross-site\r\n",
+            "web pages",
+        ),
+        ("POST", own.as_str(), "", "method POST"),
+    ] {
+        let r = ask(method, host, extra);
+        assert_eq!(r.status, 403, "{method} {host} {extra:?}: {}", r.text());
+        assert!(r.text().contains(why), "{}", r.text());
+    }
+    assert_eq!(w.corp.request_count(), corp_before, "nothing was forwarded");
+    let r = ask("GET", &format!("localhost:{}", listen.port()), "");
+    assert_eq!(r.status, 200, "{}", r.text());
 
     // Straight to the listener, without a certificate, the handshake fails.
     let direct = {

@@ -120,6 +120,12 @@ async fn bad_paths_are_refused_over_http1_and_never_forwarded() {
         assert_eq!(r.status, 405, "{m}");
         assert_eq!(r.header("allow"), Some("GET, HEAD"));
     }
+    // A GET with a body is not a GOPROXY request (and is never forwarded).
+    let smuggle = "GET /example.com/x/@v/list HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\
+                   Connection: close\r\n\r\nGET /example.com/y/@v/list HTTP/1.1\r\n\r\n";
+    let r = raw_request(addr, smuggle.as_bytes()).expect("response");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("no body"), "{}", r.text());
     // An oversized header block is refused by the HTTP layer.
     let huge = format!(
         "GET /example.com/x/@v/list HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",

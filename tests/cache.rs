@@ -1242,3 +1242,74 @@ access:
     assert_eq!(private.request_count(), 3);
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_any_error_step_is_tried_before_a_stale_answer() {
+    // Chain [a | b]: when the expired list's refresh fails at `a`, `b` is asked (as `|` in
+    // GOPROXY would), and only if `b` fails too is the stale answer served.
+    let old = module("example.com/chained", "v1.0.0");
+    let new = module("example.com/chained", "v1.1.0");
+    let a = FixtureProxy::start(std::slice::from_ref(&old))
+        .await
+        .expect("fixture a");
+    let b = FixtureProxy::start(&[old.clone(), new.clone()])
+        .await
+        .expect("fixture b");
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let body = format!(
+        "upstreams:\n  a: {{ url: \"{}\", read_timeout: 1s }}\n  b: {{ url: \"{}\", read_timeout: 1s }}\n\
+         routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [{{ upstream: a, on: any-error }}, b], \
+         cache: {{ mutable: 1s }} }}\n",
+        a.url(),
+        b.url()
+    );
+    let gw = Gw::start(&body, &CacheSpec::new(cache_dir.path()));
+    let list = "/example.com/chained/@v/list";
+    let first = gw.get(list);
+    assert_eq!(first.text(), "v1.0.0\n", "{}", gw.gateway.log());
+    std::thread::sleep(Duration::from_millis(1300));
+    a.set_behaviour(list, Behaviour::Status(503));
+    let r = gw.get(list);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        "v1.0.0\nv1.1.0\n",
+        "b answered, not the stale copy"
+    );
+    assert_eq!(r.header("x-modgate-upstream"), Some("b"));
+    assert_ne!(cache_header(&r), "stale-if-error");
+    // Both failing: now the stale answer.
+    std::thread::sleep(Duration::from_millis(1300));
+    b.set_behaviour(list, Behaviour::Status(503));
+    let r = gw.get(list);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(cache_header(&r), "stale-if-error");
+    assert_eq!(r.text(), "v1.0.0\nv1.1.0\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstreams_are_asked_for_identity_encoding_and_encoded_versions_are_refused() {
+    let m = module("example.com/enc", "v1.0.0");
+    let fixture = FixtureProxy::start(std::slice::from_ref(&m))
+        .await
+        .expect("fixture");
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(
+        &one_route(&fixture.url(), ""),
+        &CacheSpec::new(cache_dir.path()),
+    );
+    let info = at("example.com/enc", "v1.0.0", "info");
+    let r = request(gw.addr, "GET", &info, &[("Accept-Encoding", "gzip")]).expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = fixture.requests();
+    assert!(
+        seen.iter().all(|r| r.header("accept-encoding").is_none()),
+        "{seen:?}"
+    );
+    // An upstream that encodes an exact version anyway is refused: its bytes cannot be pinned.
+    let zip = at("example.com/enc", "v1.0.0", "zip");
+    fixture.set_header(&zip, "Content-Encoding", "gzip");
+    let r = gw.get(&zip);
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(r.text().contains("Content-Encoding"), "{}", r.text());
+}

@@ -298,8 +298,11 @@ listeners:
   - name: plain
     address: "{plain}"
 upstreams:
+  # An in-house proxy for public modules: marked private (trusted with identities, which are
+  # never sent to a public upstream), though it only ever serves the public route.
   public:
     url: "{public_url}"
+    private: true
     forward_identity: {{ cert: escaped-pem, dn: true, verify: true, identity: true, roles: true }}
   corp:
     url: "{corp_url}"

@@ -52,6 +52,8 @@ struct State {
     files: BTreeMap<String, (Vec<u8>, &'static str)>,
     requests: Vec<RecordedRequest>,
     behaviours: Vec<(String, Behaviour)>,
+    /// Extra response headers by request-path prefix.
+    headers: Vec<(String, String, String)>,
 }
 
 /// Optional TLS for the fixture.
@@ -230,6 +232,14 @@ impl FixtureProxy {
         }
     }
 
+    /// Adds a response header to every answer for paths starting with `path_prefix`.
+    pub fn set_header(&self, path_prefix: &str, name: &str, value: &str) {
+        if let Ok(mut st) = self.state.lock() {
+            st.headers
+                .push((path_prefix.to_string(), name.to_string(), value.to_string()));
+        }
+    }
+
     /// Removes all behaviours: serve normally again.
     pub fn clear_behaviours(&self) {
         if let Ok(mut st) = self.state.lock() {
@@ -366,6 +376,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         buf.drain(..head_len);
 
+        let extra: String;
         let (status, body, content_type, delay, hang) = {
             let Ok(mut st) = state.lock() else { return };
             st.requests.push(recorded.clone());
@@ -388,6 +399,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 Some(Behaviour::Hang) => hang = true,
                 None => {}
             }
+            extra = st
+                .headers
+                .iter()
+                .filter(|(p, _, _)| rel.starts_with(p.as_str()))
+                .map(|(_, n, v)| format!("{n}: {v}\r\n"))
+                .collect::<String>();
             match (fixed, st.files.get(&rel)) {
                 (Some(s), _) => (
                     s,
@@ -426,7 +443,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let head_only = recorded.method == "HEAD";
         let head = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{}{extra}\r\n",
             body.len(),
             if close { "connection: close\r\n" } else { "" }
         );

@@ -10,6 +10,7 @@
 //! | 404 / 410 | `ttl.not_found` |
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -138,8 +139,32 @@ impl CachePlan {
         })
     }
 
-    /// Whether and for how long a response is kept.
+    /// Whether and for how long a response is kept. An upstream that decides per identity
+    /// (it receives `forward_identity` headers) says so with `Cache-Control: private` or
+    /// `no-store`, and such answers are never shared through the cache; neither are encoded
+    /// bodies (modgate asks for the identity encoding).
     pub fn cacheable(&self, resp: &ResponseHeader) -> RespCacheable {
+        let header = |name| {
+            resp.headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",")
+                .to_ascii_lowercase()
+        };
+        let cc = header(http::header::CACHE_CONTROL);
+        if cc
+            .split(',')
+            .map(str::trim)
+            .any(|d| d == "private" || d == "no-store" || d.starts_with("private="))
+        {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        }
+        let enc = header(http::header::CONTENT_ENCODING);
+        if !enc.is_empty() && enc != "identity" {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        }
         let fresh = match resp.status.as_u16() {
             200 => self.fresh,
             404 | 410 => self.not_found,
@@ -240,11 +265,73 @@ pub struct IntegrityCheck {
     hasher: modgate_ledger::Sha256Hasher,
     /// Kept for the `h1:` hash of `.mod` and of zips up to [`H1_ZIP_LIMIT`].
     buffer: Option<Vec<u8>>,
+    budget: H1Reservation,
 }
 
 /// Zips up to this size also get their `h1:` directory hash recorded (the whole zip has to
 /// be held to read its central directory); larger ones are pinned by SHA-256 only.
 pub const H1_ZIP_LIMIT: usize = 64 << 20;
+
+/// Memory all artifacts being held for their `h1:` may use together; past it, an artifact is
+/// pinned by SHA-256 (and size) only.
+pub const H1_BUDGET: usize = 256 << 20;
+
+static H1_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of [`H1_BUDGET`] held by one artifact, returned when it is dropped.
+#[derive(Default)]
+struct H1Reservation(usize);
+
+impl H1Reservation {
+    /// Takes `n` more bytes of the budget, if there is room.
+    fn grow(&mut self, n: usize) -> bool {
+        let mut current = H1_IN_USE.load(Ordering::Relaxed);
+        loop {
+            if current + n > H1_BUDGET {
+                return false;
+            }
+            match H1_IN_USE.compare_exchange_weak(
+                current,
+                current + n,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.0 += n;
+                    return true;
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+impl Drop for H1Reservation {
+    fn drop(&mut self) {
+        H1_IN_USE.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
+/// Why an artifact from an upstream was not accepted.
+#[derive(Debug)]
+pub enum IntegrityFailure {
+    /// Its bytes differ from the first-seen ones: refused, and refused again until accepted.
+    Changed(String),
+    /// Not a valid module zip.
+    Invalid(String),
+    /// The ledger could not be read or written (disk full, locked): not checked, so not served.
+    Ledger(String),
+}
+
+impl IntegrityFailure {
+    pub fn message(&self) -> &str {
+        match self {
+            IntegrityFailure::Changed(m)
+            | IntegrityFailure::Invalid(m)
+            | IntegrityFailure::Ledger(m) => m,
+        }
+    }
+}
 
 impl IntegrityCheck {
     pub fn new(module: &str, version: &str, artifact: Artifact) -> IntegrityCheck {
@@ -254,13 +341,14 @@ impl IntegrityCheck {
             artifact,
             hasher: modgate_ledger::Sha256Hasher::new(),
             buffer: artifact.has_h1().then(Vec::new),
+            budget: H1Reservation::default(),
         }
     }
 
     pub fn update(&mut self, data: &[u8]) {
         self.hasher.update(data);
         if let Some(b) = &mut self.buffer {
-            if b.len() + data.len() > H1_ZIP_LIMIT {
+            if b.len() + data.len() > H1_ZIP_LIMIT || !self.budget.grow(data.len()) {
                 self.buffer = None;
             } else {
                 b.extend_from_slice(data);
@@ -268,8 +356,9 @@ impl IntegrityCheck {
         }
     }
 
-    /// Records or compares the finished artifact. `Err` is a refusal message.
-    pub fn finish(self, ledger: &Ledger, upstream: &str) -> Result<Check, String> {
+    /// Records or compares the finished artifact.
+    pub fn finish(self, ledger: &Ledger, upstream: &str) -> Result<Check, IntegrityFailure> {
+        let _budget = self.budget;
         let size = self.hasher.bytes_hashed();
         let sha = self.hasher.finish();
         let h1 = match (&self.buffer, self.artifact) {
@@ -277,10 +366,10 @@ impl IntegrityCheck {
             (Some(b), Artifact::Zip) => match modgate_ledger::zip_h1(b) {
                 Ok(h) => Some(h),
                 Err(e) => {
-                    return Err(format!(
+                    return Err(IntegrityFailure::Invalid(format!(
                         "{}@{} (.zip) from upstream {upstream} is not a valid module zip: {e}",
                         self.module, self.version
-                    ))
+                    )))
                 }
             },
             _ => None,
@@ -295,9 +384,14 @@ impl IntegrityCheck {
                 size,
                 upstream,
             )
-            .map_err(|e| format!("integrity ledger: {e}"))?;
+            .map_err(|e| {
+                IntegrityFailure::Ledger(format!(
+                    "{}@{}: the integrity ledger could not be consulted: {e}",
+                    self.module, self.version
+                ))
+            })?;
         match &check {
-            Check::Mismatch { recorded, .. } => Err(mismatch_message(
+            Check::Mismatch { recorded, .. } => Err(IntegrityFailure::Changed(mismatch_message(
                 &self.module,
                 &self.version,
                 self.artifact,
@@ -305,7 +399,7 @@ impl IntegrityCheck {
                 &recorded.sha256,
                 recorded.size,
                 &format!("sha256:{sha} ({size} bytes)"),
-            )),
+            ))),
             _ => Ok(check),
         }
     }

@@ -372,7 +372,21 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
             ));
         }
     }
+    for (name, u) in &config.upstreams {
+        if u.forward_identity.is_some() && !u.private {
+            return Err(format!(
+                "upstreams.{name}.forward_identity: client identities (DNs, e-mail addresses, \
+                 certificates) are only sent to upstreams marked private: true"
+            ));
+        }
+    }
     for (name, db) in &config.sumdb {
+        if db.forward_identity.is_some() {
+            return Err(format!(
+                "sumdb.{}.forward_identity: a public checksum database never receives client identities",
+                name.0
+            ));
+        }
         if db.private {
             return Err(format!(
                 "sumdb.{}: a checksum database is a public service; private modules are never \
@@ -1075,6 +1089,17 @@ routes:
         }
         let e = err(&format!("{MINIMAL}telemetry: {{ sample_ratio: 2 }}\n"));
         assert!(e.contains("sample_ratio"), "{e}");
+        // Identities only go to private upstreams.
+        let e = err(&MINIMAL.replace(
+            "golang: { url: \"https://proxy.golang.org\" }",
+            "golang: { url: \"https://proxy.golang.org\", forward_identity: { dn: true } }",
+        ));
+        assert!(e.contains("upstreams.golang.forward_identity"), "{e}");
+        parse_str(&MINIMAL.replace(
+            "corp: { url: \"http://10.0.0.1:3000/athens/\", private: true }",
+            "corp: { url: \"http://10.0.0.1:3000/athens/\", private: true, forward_identity: { dn: true } }",
+        ))
+        .expect("a private upstream may receive identities");
     }
 
     #[test]

@@ -263,6 +263,9 @@ fn forwarded_failure(session: &Session, settings: &IdentitySettings) -> Option<S
         .map(|r| r.trim_start_matches(':').trim().to_string())
 }
 
+/// Concurrent credential checks (each may cost a bcrypt/argon2 verification).
+static VERIFY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Establishes the identity of a request and removes every identity-bearing header from it.
 ///
 /// Password hashes cost tens of milliseconds to check (on a cache miss), so the check runs on
@@ -277,16 +280,24 @@ pub async fn resolve(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     let mut id = RequestIdentity::default();
-    if let Some(pc) = peer_cert(session) {
+    // A trusted front proxy speaks for its client: the certificate it forwards is the
+    // identity, even when the proxy itself connected with a client certificate of its own.
+    let trusted = client_ip.is_some_and(|ip| settings.trusted.contains(&ip));
+    let forwarded = if trusted {
+        forwarded_identity(session, settings)
+    } else {
+        None
+    };
+    if let Some((pc, verify)) = forwarded {
+        id.principal = cert_principal(&pc.identity, PrincipalSource::Forwarded);
+        id.cert = Some(pc);
+        id.verify = verify;
+    } else if let Some(pc) = peer_cert(session) {
         id.principal = cert_principal(&pc.identity, PrincipalSource::Certificate);
         id.cert = Some(pc);
         id.verify = VerifyState::Success;
-    } else if client_ip.is_some_and(|ip| settings.trusted.contains(&ip)) {
-        if let Some((pc, verify)) = forwarded_identity(session, settings) {
-            id.principal = cert_principal(&pc.identity, PrincipalSource::Forwarded);
-            id.cert = Some(pc);
-            id.verify = verify;
-        } else if let Some(reason) = forwarded_failure(session, settings) {
+    } else if trusted {
+        if let Some(reason) = forwarded_failure(session, settings) {
             // The front proxy saw a certificate it could not verify: pass that on.
             id.verify = VerifyState::Failed(reason);
         }
@@ -309,6 +320,12 @@ pub async fn resolve(
         let value = value.map_err(|_| IdentityError::Malformed("not ASCII".into()))?;
         let presented = modgate_identity::credentials::parse_authorization(&value)
             .map_err(|e| IdentityError::Malformed(e.to_string()))?;
+        // Password hashing is deliberately slow: bound how many checks run at once, so a flood
+        // of bad credentials queues here instead of filling the blocking pool.
+        let _permit = VERIFY_PERMITS
+            .acquire()
+            .await
+            .map_err(|_| IdentityError::Malformed("credential checks are shut down".into()))?;
         let authenticated = tokio::task::spawn_blocking(move || authenticator.verify(&presented))
             .await
             .map_err(|e| IdentityError::Malformed(format!("credential check failed: {e}")))?

@@ -53,9 +53,6 @@ enum Command {
         /// start with --upgrade, then send SIGQUIT to the old process).
         #[arg(short, long)]
         upgrade: bool,
-        /// Detach and run in the background.
-        #[arg(short, long)]
-        daemon: bool,
     },
     /// Validate a configuration file (exit status 1 with file:line:column on error).
     Check {
@@ -220,11 +217,7 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run {
-            config,
-            upgrade,
-            daemon,
-        } => {
+        Command::Run { config, upgrade } => {
             init_logging();
             let cfg = match config::load(&config) {
                 Ok(c) => c,
@@ -233,7 +226,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match server::run(cfg, server::RunOptions { upgrade, daemon }) {
+            match server::run(cfg, server::RunOptions { upgrade }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("modgate: {e:#}");

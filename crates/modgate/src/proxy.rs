@@ -57,10 +57,11 @@ use crate::upstream::{Chain, Upstream};
 pub const USER_AGENT: &str = concat!("modgate/", env!("CARGO_PKG_VERSION"));
 
 /// Client request headers passed on to upstreams; everything else (cookies, credentials,
-/// identity headers, proxy headers) stays behind.
+/// identity headers, proxy headers) stays behind. `Accept-Encoding` is deliberately not among
+/// them: modgate hashes, pins and caches the bytes of a module, so it asks upstreams for the
+/// identity encoding and every client gets the same bytes.
 const FORWARDED_HEADERS: &[&str] = &[
     "accept",
-    "accept-encoding",
     "if-none-match",
     "if-modified-since",
     "traceparent",
@@ -118,6 +119,20 @@ impl GatewayProxy {
             return Ok(());
         };
         let module = req.module.clone();
+        if let Some(enc) = resp
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .filter(|e| !e.eq_ignore_ascii_case("identity"))
+        {
+            // Not asked for; hashing encoded bytes would pin the wrong thing.
+            let message = format!(
+                "{module}@{version} (.{a}): upstream sent Content-Encoding {enc:?} although none \
+                 was asked for; refused (its bytes cannot be checked against the ledger)"
+            );
+            ctx.integrity_refusal = Some(message.clone());
+            return Error::e_explain(ErrorType::HTTPStatus(502), message);
+        }
         let upstream = ctx
             .attempts
             .last()
@@ -514,6 +529,14 @@ fn cache_outcome(session: &Session, ctx: &RequestCtx) -> Option<&'static str> {
     })
 }
 
+/// Whether the client connected from this host (admin endpoints answer nobody else).
+fn is_loopback_peer(session: &Session) -> bool {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .is_some_and(|a| a.ip().is_loopback())
+}
+
 fn is_timeout(e: &Error) -> bool {
     matches!(
         e.etype(),
@@ -607,7 +630,10 @@ impl ProxyHttp for GatewayProxy {
                 .await;
         }
 
-        if self.listener.admin && session.req_header().uri.path() == "/admin/cache/purge" {
+        if self.listener.admin
+            && session.req_header().uri.path() == "/admin/cache/purge"
+            && is_loopback_peer(session)
+        {
             return self.admin_purge(session, ctx).await;
         }
 
@@ -618,6 +644,18 @@ impl ProxyHttp for GatewayProxy {
             return self
                 .refuse(session, ctx, 405, message, &[("Allow", "GET, HEAD")])
                 .await;
+        }
+
+        let declares_body = {
+            let h = &session.req_header().headers;
+            h.contains_key(http::header::TRANSFER_ENCODING)
+                || h.get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.trim() != "0")
+        };
+        if declares_body {
+            let message = "GOPROXY requests have no body".to_string();
+            return self.refuse(session, ctx, 400, message, &[]).await;
         }
 
         let parsed = match self.gateway.parser.parse(&target) {
@@ -653,7 +691,9 @@ impl ProxyHttp for GatewayProxy {
                         // A private module's name never leaves the intranet, not even to ask
                         // for its checksum: 404 sends `go` to its GONOSUMDB handling.
                         if let Some(m) = self.gateway.routes.lookup(module) {
-                            if m.route.private {
+                            let private = m.route.private
+                                || m.route.target.steps.iter().any(|s| s.upstream.private);
+                            if private {
                                 ctx.route = Some(m.index);
                                 let message = format!(
                                     "{module} is on private route {:?}: it is never looked up in \
@@ -775,7 +815,14 @@ impl ProxyHttp for GatewayProxy {
     ) -> bool {
         // Only when the upstream failed (never to skip a revalidation), and only mutable
         // answers (list, @latest): an exact version is never stale.
-        let serve = error.is_some() && ctx.cache_plan.as_ref().is_some_and(|p| !p.immutable());
+        // A chain step that may fall through (`any-error`) gets its chance first: the next
+        // upstream is asked before a stale answer is.
+        let more_steps = self
+            .chain(ctx)
+            .is_some_and(|c| c.falls_through(ctx.step, false));
+        let serve = error.is_some()
+            && !more_steps
+            && ctx.cache_plan.as_ref().is_some_and(|p| !p.immutable());
         if serve {
             ctx.served_stale = true;
             if let Some(m) = metrics::metrics() {
@@ -876,6 +923,10 @@ impl ProxyHttp for GatewayProxy {
         }
         upstream_request.insert_header("Host", upstream.host_header.as_str())?;
         upstream_request.insert_header("User-Agent", USER_AGENT)?;
+        // GOPROXY reads have no body. Saying so keeps Pingora from framing an HTTP/2 client's
+        // request (no Content-Length, END_STREAM on an empty DATA frame) as a chunked body,
+        // whose terminator a keep-alive HTTP/1.1 upstream would read as the next request.
+        upstream_request.insert_header("Content-Length", "0")?;
         if let Some(forward) = &upstream.forward {
             let roles = ctx
                 .decision
@@ -967,10 +1018,20 @@ impl ProxyHttp for GatewayProxy {
         };
         match result {
             Ok(_) => Ok(None),
-            Err(message) => {
+            Err(failure) => {
                 // The client is cut off before the last byte and the cache never commits the
-                // object; the next request gets a 502 with this reason.
-                self.refuse_integrity(ctx, message.clone());
+                // object. Changed bytes are remembered, so the next request gets a 502 with
+                // this reason; an invalid zip or a ledger failure is tried again next time.
+                let message = failure.message().to_string();
+                match failure {
+                    cache::IntegrityFailure::Changed(_) => {
+                        self.refuse_integrity(ctx, message.clone())
+                    }
+                    cache::IntegrityFailure::Invalid(_) | cache::IntegrityFailure::Ledger(_) => {
+                        log::error!("integrity: {message}");
+                        ctx.integrity_refusal = Some(message.clone());
+                    }
+                }
                 Error::e_explain(ErrorType::Custom("modgate: integrity"), message)
             }
         }

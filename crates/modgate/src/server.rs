@@ -32,7 +32,6 @@ use crate::upstream::tcp_keepalive;
 /// How `modgate run` was asked to start.
 pub struct RunOptions {
     pub upgrade: bool,
-    pub daemon: bool,
 }
 
 fn server_conf(config: &GatewayConfig) -> ServerConf {
@@ -117,7 +116,10 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     let recorder = Arc::new(Recorder::start(&config.audit, &config.telemetry)?);
     let opt = Opt {
         upgrade: options.upgrade,
-        daemon: options.daemon,
+        // Foreground only: Pingora daemonizes by forking inside `run`, after the audit writer,
+        // the span exporter and the ledger are running, and their threads would not survive the
+        // fork. Run modgate under systemd or another supervisor.
+        daemon: false,
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
