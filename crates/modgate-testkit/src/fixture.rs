@@ -328,53 +328,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        // Read one request head.
-        let head_len = loop {
-            if let Some(pos) = find_head_end(&buf) {
-                break pos;
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            if buf.len() > 1 << 20 {
-                return;
-            }
-        };
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(
-            req.parse(&buf[..head_len]),
-            Ok(httparse::Status::Complete(_))
-        ) {
-            canary.record("?", &unparsed_target(&buf[..head_len]));
-            let _ = stream
-                .write_all(
-                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                )
-                .await;
+        let Some(recorded) = read_request(&mut stream, &mut buf, &canary).await else {
             return;
-        }
-        let recorded = RecordedRequest {
-            method: req.method.unwrap_or("").to_string(),
-            path: req.path.unwrap_or("").to_string(),
-            headers: req
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(h.value).to_string(),
-                    )
-                })
-                .collect(),
         };
-        canary.record(&recorded.method, &recorded.path);
         let close = recorded
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        buf.drain(..head_len);
 
         let extra: String;
         let (status, body, content_type, delay, hang) = {
@@ -457,6 +416,61 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
     }
+}
+
+/// Reads one request head from a keep-alive connection (the fixtures' requests have no body),
+/// records it in the canary log and drains it from `buf`. `None`: the connection is done — it
+/// closed, sent more than 1 MiB of head, or sent something httparse refuses (answered 400 and
+/// logged whole for the canary).
+pub(crate) async fn read_request<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    canary: &CanaryLog,
+) -> Option<RecordedRequest> {
+    let head_len = loop {
+        if let Some(pos) = find_head_end(buf) {
+            break pos;
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        if buf.len() > 1 << 20 {
+            return None;
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(
+        req.parse(&buf[..head_len]),
+        Ok(httparse::Status::Complete(_))
+    ) {
+        canary.record("?", &unparsed_target(&buf[..head_len]));
+        let _ = stream
+            .write_all(
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+        return None;
+    }
+    let recorded = RecordedRequest {
+        method: req.method.unwrap_or("").to_string(),
+        path: req.path.unwrap_or("").to_string(),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).to_string(),
+                )
+            })
+            .collect(),
+    };
+    canary.record(&recorded.method, &recorded.path);
+    buf.drain(..head_len);
+    Some(recorded)
 }
 
 /// The request line of a head httparse refused, for the canary (which checks it whole).

@@ -47,10 +47,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::canary::{CanaryLog, Role};
-use crate::fixture::{unparsed_target, Behaviour, RecordedRequest};
+use crate::fixture::{read_request, Behaviour, RecordedRequest};
 use crate::module::ModuleVersion;
 
 /// A tlog hash (SHA-256).
@@ -854,49 +854,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        let head_len = loop {
-            if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break pos + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            if buf.len() > 1 << 20 {
-                return;
-            }
-        };
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(
-            req.parse(&buf[..head_len]),
-            Ok(httparse::Status::Complete(_))
-        ) {
-            canary.record("?", &unparsed_target(&buf[..head_len]));
-            let _ = stream
-                .write_all(
-                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                )
-                .await;
+        let Some(recorded) = read_request(&mut stream, &mut buf, &canary).await else {
             return;
-        }
-        let recorded = RecordedRequest {
-            method: req.method.unwrap_or("").to_string(),
-            path: req.path.unwrap_or("").to_string(),
-            headers: req
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(h.value).to_string(),
-                    )
-                })
-                .collect(),
         };
-        canary.record(&recorded.method, &recorded.path);
-        buf.drain(..head_len);
         let close = recorded
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));

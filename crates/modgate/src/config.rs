@@ -511,6 +511,15 @@ impl<'de> Deserialize<'de> for ListenAddress {
     }
 }
 
+/// Splits `"1.5GiB"` into `(1.5, "GiB")` (unit trimmed; may be empty); `None` without a number.
+pub(crate) fn number_and_unit(s: &str) -> Option<(f64, &str)> {
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    num.parse().ok().map(|v| (v, unit.trim()))
+}
+
 /// A duration written as `250ms`, `30s`, `5m`, `1h`, or a plain number of seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationValue(pub Duration);
@@ -518,14 +527,9 @@ pub struct DurationValue(pub Duration);
 /// Parses `250ms`, `30s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (use e.g. \"250ms\", \"30s\", \"5m\")"))?;
-    let scale = match unit.trim() {
+    let (value, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("{s:?} is not a duration (use e.g. \"250ms\", \"30s\", \"5m\")"))?;
+    let scale = match unit {
         "ms" => 0.001,
         "" | "s" => 1.0,
         "m" => 60.0,
@@ -1111,6 +1115,18 @@ routes:
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        use super::cache::parse_size;
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_size("10GB"), Ok(10_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1e30").is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::de::Deserializer;
 use serde::Deserialize;
 
-use super::{from_str_with, resolve_path, DurationValue};
+use super::{from_str_with, number_and_unit, resolve_path, DurationValue};
 
 /// A size such as `20GiB`, `512MiB`, `64KiB`, `1GB` or a bare number of bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +24,9 @@ pub struct ByteSize(pub u64);
 /// Parses `20GiB`, `512MiB`, `64KiB`, `10GB`, `100MB`, `4kB` or a bare number of bytes.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (use e.g. \"512MiB\", \"20GiB\")"))?;
-    let scale: f64 = match unit.trim() {
+    let (value, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("{s:?} is not a size (use e.g. \"512MiB\", \"20GiB\")"))?;
+    let scale: f64 = match unit {
         "" | "B" => 1.0,
         "KiB" => 1024.0,
         "MiB" => 1024.0 * 1024.0,
