@@ -67,5 +67,10 @@ test: lint unit e2e
 bench: deps
 	$(CARGO) bench -p modgate-benches
 
+## load: modgate and nginx (proxy_cache) side by side under wrk, and peak RSS while a 256 MiB
+## zip passes through (figures in docs/performance.md; settings at the top of benches/load.sh)
+load: deps
+	./benches/load.sh
+
 clean:
 	$(CARGO) clean

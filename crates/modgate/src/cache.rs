@@ -334,13 +334,21 @@ impl IntegrityFailure {
 }
 
 impl IntegrityCheck {
-    pub fn new(module: &str, version: &str, artifact: Artifact) -> IntegrityCheck {
+    /// `length` is the upstream's `Content-Length`: a body announced larger than
+    /// [`H1_ZIP_LIMIT`] is never buffered.
+    pub fn new(
+        module: &str,
+        version: &str,
+        artifact: Artifact,
+        length: Option<u64>,
+    ) -> IntegrityCheck {
+        let small = length.is_none_or(|l| l <= H1_ZIP_LIMIT as u64);
         IntegrityCheck {
             module: module.to_string(),
             version: version.to_string(),
             artifact,
             hasher: modgate_ledger::Sha256Hasher::new(),
-            buffer: artifact.has_h1().then(Vec::new),
+            buffer: (artifact.has_h1() && small).then(Vec::new),
             budget: H1Reservation::default(),
         }
     }

@@ -165,7 +165,7 @@ impl GatewayProxy {
                 return Error::e_explain(ErrorType::HTTPStatus(502), message);
             }
         }
-        ctx.integrity = Some(IntegrityCheck::new(&module, &version, a));
+        ctx.integrity = Some(IntegrityCheck::new(&module, &version, a, length));
         Ok(())
     }
 
