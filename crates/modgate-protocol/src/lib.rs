@@ -38,8 +38,8 @@ pub use gosum::{
     ModVersion,
 };
 pub use request::{
-    GoProxyRequest, ModuleRequest, ParseRequestKindError, RequestError, RequestKind, RequestParser,
-    MAX_REQUEST_PATH,
+    percent_decode, GoProxyRequest, ModuleRequest, ParseRequestKindError, RequestError,
+    RequestKind, RequestParser, MAX_REQUEST_PATH,
 };
 pub use sumdb::{
     is_valid_sumdb_name, parse_tile_path, SumdbEndpoint, SumdbRequest, Tile, TileError,

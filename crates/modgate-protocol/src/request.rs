@@ -432,7 +432,7 @@ fn query_unescape(s: &str) -> Option<String> {
 
 /// Decodes `%XX` escapes once, rejecting malformed escapes, encoded `/` and
 /// `\`, control bytes and non-UTF-8 results.
-fn percent_decode(raw: &str) -> Result<String, RequestError> {
+pub fn percent_decode(raw: &str) -> Result<String, RequestError> {
     let b = raw.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -16,12 +16,11 @@ use std::time::Instant;
 use anyhow::Context;
 use modgate_cache::{DiskCache, ObjectInfo};
 use modgate_ledger::{Artifact, Ledger};
-use modgate_protocol::{GoProxyRequest, RequestParser};
 use modgate_telemetry::{AuditDecision, AuditIdentity, AuditLog, AuditRecord, AuditSinkConfig};
 use pingora::cache::trace::Span;
 use pingora::cache::{CacheKey, Storage};
 
-use crate::cache::{artifact, purge_module, target};
+use crate::cache::{artifact, cached_request, purge_module, target};
 use crate::config::{AuditOutput, CacheConfig, GatewayConfig};
 
 fn cache_config(config: &GatewayConfig) -> anyhow::Result<&CacheConfig> {
@@ -102,11 +101,10 @@ pub fn cache_verify(config: &GatewayConfig, purge: bool) -> anyhow::Result<bool>
     let c = cache_config(config)?;
     let cache = DiskCache::open(c.disk())?;
     let ledger = Ledger::open(&c.ledger_path())?;
-    let parser = RequestParser::new("")?;
     let objects: Vec<ObjectInfo> = cache
         .list_objects()?
         .into_iter()
-        .filter(|o| o.status == Some(200) && o.primary_key.starts_with("route:"))
+        .filter(|o| o.status == Some(200))
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -117,10 +115,7 @@ pub fn cache_verify(config: &GatewayConfig, purge: bool) -> anyhow::Result<bool>
     let (mut checked, mut unrecorded) = (0usize, 0usize);
     let mut bad: Vec<Finding> = Vec::new();
     for (i, o) in objects.iter().enumerate() {
-        let Some((_, path)) = o.primary_key.split_once('|') else {
-            continue;
-        };
-        let Ok(GoProxyRequest::Module(req)) = parser.parse(path) else {
+        let Some(req) = cached_request(o) else {
             continue;
         };
         let Some((a, version)) = artifact(&req) else {

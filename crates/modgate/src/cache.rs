@@ -17,7 +17,8 @@ use std::time::{Duration, SystemTime};
 use modgate_cache::{DiskCache, ObjectInfo};
 use modgate_ledger::{Artifact, Check, Ledger};
 use modgate_protocol::{
-    escape_path, escape_version, ModuleRequest, RequestKind, SumdbEndpoint, SumdbRequest,
+    escape_version, GoProxyRequest, ModuleRequest, RequestKind, RequestParser, SumdbEndpoint,
+    SumdbRequest,
 };
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
@@ -426,40 +427,30 @@ pub fn target(s: &str) -> anyhow::Result<(String, Option<String>)> {
     Ok((m.to_string(), v))
 }
 
-/// Whether a cached object belongs to `module` (and `version`), on any route.
-pub fn matches(o: &ObjectInfo, escaped_module: &str, version: Option<&str>) -> bool {
-    let Some((ns, path)) = o.primary_key.split_once('|') else {
-        return false;
-    };
+/// The module request a cached object answers, for objects of a route (not of a checksum
+/// database): the key's path parsed by the same parser the proxy uses.
+pub fn cached_request(o: &ObjectInfo) -> Option<ModuleRequest> {
+    let (ns, path) = o.primary_key.split_once('|')?;
     if !ns.starts_with("route:") {
-        return false;
+        return None;
     }
-    let Some(rest) = path
-        .strip_prefix('/')
-        .and_then(|p| p.strip_prefix(escaped_module))
-    else {
-        return false;
-    };
-    match version {
-        None => rest.starts_with("/@v/") || rest == "/@latest",
-        Some(v) => rest
-            .strip_prefix("/@v/")
-            .and_then(|f| f.rsplit_once('.'))
-            .is_some_and(|(ver, _)| ver == v),
+    match RequestParser::new("").ok()?.parse(path) {
+        Ok(GoProxyRequest::Module(req)) => Some(req),
+        _ => None,
     }
 }
 
-/// Removes a module's cached answers (one version, or all and `@latest`) on every route.
-/// Blocking.
+/// Removes a module's cached answers (one version, or all of them with `list` and
+/// `@latest`) on every route. Blocking.
 pub fn purge_module(
     cache: &DiskCache,
     module: &str,
     version: Option<&str>,
 ) -> anyhow::Result<modgate_cache::PurgeReport> {
-    let escaped = escape_path(module).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let escaped_version = version
-        .map(escape_version)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(cache.purge_where(|o| matches(o, &escaped, escaped_version.as_deref()))?)
+    Ok(cache.purge_where(|o| {
+        cached_request(o).is_some_and(|req| {
+            req.module == module
+                && version.is_none_or(|v| req.version.as_ref().is_some_and(|rv| rv.as_str() == v))
+        })
+    })?)
 }

@@ -52,6 +52,7 @@ use crate::metrics;
 use crate::record::{Recorder, Trace};
 use crate::respond;
 use crate::upstream::{Chain, Upstream};
+use modgate_ledger::Artifact;
 
 /// `User-Agent` modgate sends upstream.
 pub const USER_AGENT: &str = concat!("modgate/", env!("CARGO_PKG_VERSION"));
@@ -115,7 +116,7 @@ impl GatewayProxy {
         let (Some(c), Some(req)) = (&self.cache, ctx.request.as_ref()) else {
             return Ok(());
         };
-        let Some((a, version)) = cache::artifact(req) else {
+        let Some((a, version)) = ctx.ledger_key.clone() else {
             return Ok(());
         };
         let module = req.module.clone();
@@ -172,11 +173,9 @@ impl GatewayProxy {
     /// Refuses changed upstream bytes: remembered (so the next request is a 502 with the
     /// reason unless the original is in the cache), counted and logged.
     fn refuse_integrity(&self, ctx: &mut RequestCtx, message: String) {
-        if let (Some(c), Some(req), Some((a, v))) = (
-            &self.cache,
-            ctx.request.as_ref(),
-            ctx.request.as_ref().and_then(cache::artifact),
-        ) {
+        if let (Some(c), Some(req), Some((a, v))) =
+            (&self.cache, ctx.request.as_ref(), ctx.ledger_key.clone())
+        {
             c.quarantine.insert(
                 &req.module,
                 &v,
@@ -297,17 +296,13 @@ impl GatewayProxy {
             return self.refuse(session, ctx, 404, message, &[]).await;
         };
         let query = session.req_header().uri.query().unwrap_or("");
-        let target = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("target="))
-            .map(|t| {
-                t.replace("%40", "@")
-                    .replace("%2F", "/")
-                    .replace("%2f", "/")
-            });
-        let Some(target) = target else {
+        let Some(raw) = query.split('&').find_map(|kv| kv.strip_prefix("target=")) else {
             let message = "missing ?target=MODULE[@VERSION]".to_string();
             return self.refuse(session, ctx, 400, message, &[]).await;
+        };
+        let target = match modgate_protocol::percent_decode(raw) {
+            Ok(t) => t,
+            Err(e) => return self.refuse(session, ctx, 400, e.to_string(), &[]).await,
         };
         let parsed = match cache::target(&target) {
             Ok(t) => t,
@@ -502,6 +497,8 @@ pub struct RequestCtx {
     sumdb: Option<(Arc<Upstream>, String)>,
     /// How this request is cached (None: not cached).
     cache_plan: Option<CachePlan>,
+    /// The ledger entry an exact-version request answers to: (artifact, version).
+    ledger_key: Option<(Artifact, String)>,
     /// Hashing of an exact-version artifact coming from an upstream.
     integrity: Option<IntegrityCheck>,
     /// Why upstream bytes were refused.
@@ -569,6 +566,7 @@ impl ProxyHttp for GatewayProxy {
             trace: None,
             sumdb: None,
             cache_plan: None,
+            ledger_key: None,
             integrity: None,
             integrity_refusal: None,
             served_stale: false,
@@ -745,6 +743,7 @@ impl ProxyHttp for GatewayProxy {
                 if let Some(c) = &self.cache {
                     ctx.cache_plan =
                         CachePlan::module(&route.name, &req, &c.ttl, &route.target.cache);
+                    ctx.ledger_key = cache::artifact(&req);
                 }
                 ctx.request = Some(req);
                 ctx.decision = Some(decision);
@@ -839,10 +838,8 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<bool> {
         // Not in the cache: changed bytes already refused for this artifact are not fetched
         // again until an operator accepts them.
-        let refused = match (&self.cache, ctx.request.as_ref()) {
-            (Some(c), Some(req)) => {
-                cache::artifact(req).and_then(|(a, v)| c.quarantine.get(&req.module, &v, a))
-            }
+        let refused = match (&self.cache, ctx.request.as_ref(), &ctx.ledger_key) {
+            (Some(c), Some(req), Some((a, v))) => c.quarantine.get(&req.module, v, *a),
             _ => None,
         };
         if let Some(r) = refused {
