@@ -39,10 +39,22 @@ pub fn modgate(args: &[&str]) -> Output {
 
 /// A free TCP port on 127.0.0.1 (bound and released; the test then binds it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
+    // The kernel may hand the same ephemeral port out again as soon as the probe socket is
+    // closed, so two calls for one config could collide: never return a port this process
+    // already handed out.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..64 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port on 127.0.0.1");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh free port on 127.0.0.1 after 64 tries");
 }
 
 /// A free `127.0.0.1:<port>` address for a listener in a test's gateway.yaml.
