@@ -6,14 +6,17 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
 
-.PHONY: all run test deps go-toolchain build build-release certs check lint fmt unit e2e bench load clean
+
+.PHONY: all run test order-check deps go-toolchain build build-release certs check lint fmt unit e2e bench load clean
 
 all: build
 
-## deps: build prerequisites (cmake for zlib-ng, curl for tests) from Debian
+## deps: build prerequisites (cmake for zlib-ng; curl and python3 — whose `ssl` module resumes
+## TLS sessions — for tests) from Debian
 deps:
-	@command -v cmake >/dev/null && command -v curl >/dev/null && [ -d /etc/ssl/certs ] || { \
-	  $(APT) update -qq && $(APT) install -y -qq cmake curl ca-certificates; }
+	@command -v cmake >/dev/null && command -v curl >/dev/null && command -v python3 >/dev/null \
+	  && [ -d /etc/ssl/certs ] || { \
+	  $(APT) update -qq && $(APT) install -y -qq cmake curl python3 ca-certificates; }
 
 ## go-toolchain: the real `go` client (Go 1.23 from bookworm-backports) for end-to-end tests
 go-toolchain:
@@ -48,7 +51,8 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: deps
+## unit: the testkit's checksum-database tests run the real `go`, so the toolchain comes first
+unit: deps go-toolchain
 	$(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
 
 ## e2e: the real modgate binary with the real go command, curl and fixture upstreams. Every
@@ -60,8 +64,14 @@ e2e: deps go-toolchain build
 	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
 	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e --test canary -- --nocapture
 
-## test: everything CI runs
-test: lint unit e2e
+## test: everything CI runs. order-check first: on a fresh machine every install step must come
+## before the first test that needs it.
+test: order-check lint unit e2e
+
+## order-check: `make -n test` with no Go installed must install the toolchain before any
+## `cargo test` runs.
+order-check:
+	@./tests/make-order.sh
 
 ## bench: criterion micro-benchmarks (figures in docs/performance.md)
 bench: deps

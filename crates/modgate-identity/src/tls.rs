@@ -5,7 +5,8 @@
 //! file and the problem. [`ReloadableTls`] keeps the current [`TlsMaterial`] in an `ArcSwap`;
 //! hand its [`ReloadableTls::cert_resolver`] and [`ReloadableTls::client_verifier`] to Pingora's
 //! `TlsSettings` once, then call [`ReloadableTls::reload`] (e.g. on SIGHUP): new handshakes use
-//! the new certificate, CAs and CRLs, established connections are untouched, and a reload that
+//! the new certificate, CAs and CRLs, established connections keep their handshake (callers
+//! re-judge their client chains with [`ReloadableTls::verify_client_chain`]), and a reload that
 //! fails anywhere leaves the old material in force.
 //!
 //! Verifiers are always built with `rustls::crypto::ring::default_provider()`, never with a
@@ -778,6 +779,28 @@ impl ReloadableTls {
         })
     }
 
+    /// Verifies a client certificate chain (leaf first) with the verifier of the material in
+    /// force now, at `now`: the trust anchors, CRLs and validity a fresh handshake would be
+    /// judged by. rustls does not run the verifier again when a client resumes a session (a
+    /// TLS 1.2 session ID or a TLS 1.3 ticket), so whoever serves a resumed connection, or
+    /// keeps one open across a reload, asks this instead.
+    pub fn verify_client_chain(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Err(rustls::Error::NoCertificatesPresented);
+        };
+        let material = self.current.load();
+        match &material.verifier {
+            Some(v) => v
+                .verify_client_cert(leaf, intermediates, now)
+                .map(|_| ()),
+            None => Err(not_configured()),
+        }
+    }
+
     /// A certificate resolver that answers every ClientHello with the current certificate.
     pub fn cert_resolver(self: &Arc<Self>) -> Arc<dyn ResolvesServerCert> {
         Arc::new(CurrentCert(self.clone()))
@@ -806,6 +829,30 @@ impl ReloadableTls {
             None => builder.with_no_client_auth(),
         };
         Ok(builder.with_cert_resolver(self.cert_resolver()))
+    }
+}
+
+/// Why a client certificate is not accepted, in the words a client is told: `revoked`,
+/// `expired`, `not yet valid`, `unknown issuer`, ...
+pub fn refusal_reason(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Revoked => "revoked",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not yet valid",
+            C::UnknownIssuer => "unknown issuer",
+            C::UnknownRevocationStatus => "unknown revocation status",
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => {
+                "revocation list expired"
+            }
+            C::BadSignature => "bad signature",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "not for client authentication",
+            C::BadEncoding => "malformed",
+            _ => "not accepted",
+        },
+        rustls::Error::NoCertificatesPresented => "no certificate",
+        _ => "not accepted",
     }
 }
 

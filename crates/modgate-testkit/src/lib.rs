@@ -10,6 +10,7 @@ pub mod module;
 pub mod otlp;
 pub mod pki;
 pub mod process;
+pub mod resume;
 pub mod sumdb;
 pub mod tlsclient;
 
@@ -21,5 +22,6 @@ pub use module::{ModuleError, ModuleVersion};
 pub use otlp::{OtlpReceiver, ReceivedRequest, ReceivedSpan};
 pub use pki::{fingerprint_sha256, ClientSpec, Issuer, Pki};
 pub use process::{free_addr, free_port, make_certs, modgate, modgate_bin, Gateway};
+pub use resume::{Resumed, ResumingClient};
 pub use sumdb::{SumDb, SumDbResponse, SumDbServer};
 pub use tlsclient::{TlsClient, TlsClientError, TlsResponse, TlsSession};

@@ -86,6 +86,8 @@ pub struct ClientSpec {
     pub serial: u64,
     /// Issue a certificate whose validity ended yesterday (and began 30 days ago).
     pub expired: bool,
+    /// Issue a certificate that is valid now and expires this many seconds from now.
+    pub expires_in_secs: Option<u64>,
 }
 
 impl ClientSpec {
@@ -101,6 +103,7 @@ impl ClientSpec {
             uri: Vec::new(),
             serial,
             expired: false,
+            expires_in_secs: None,
         }
     }
 
@@ -136,6 +139,12 @@ impl ClientSpec {
     /// Adds a URI SAN.
     pub fn uri(mut self, uri: &str) -> ClientSpec {
         self.uri.push(uri.to_string());
+        self
+    }
+
+    /// Makes the certificate valid now and expired `secs` seconds from now.
+    pub fn expires_in(mut self, secs: u64) -> ClientSpec {
+        self.expires_in_secs = Some(secs);
         self
     }
 
@@ -240,6 +249,8 @@ impl Pki {
             .collect();
         if spec.expired {
             set_validity(&mut params, -30 * DAY as i64, -(DAY as i64));
+        } else if let Some(secs) = spec.expires_in_secs {
+            set_validity(&mut params, -(DAY as i64), secs as i64);
         } else {
             set_validity(&mut params, -(DAY as i64), 365 * DAY as i64);
         }

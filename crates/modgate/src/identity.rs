@@ -8,16 +8,18 @@
 
 use std::any::Any;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use http::HeaderName;
 use modgate_identity::forward::{parse_forwarded_cert, Verify};
-use modgate_identity::{AuthFailure, Authenticated, CertIdentity, CidrSet};
+use modgate_identity::{AuthFailure, Authenticated, CertIdentity, CidrSet, ReloadableTls};
 use modgate_policy::{CertFields, Principal, PrincipalSource};
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::proxy::Session;
+use rustls::pki_types::{CertificateDer, UnixTime};
 
 use crate::config::{CertFormat, ForwardIdentityConfig, ForwardedInput};
 
@@ -28,6 +30,63 @@ pub struct PeerCert {
     /// DER, leaf first.
     pub chain: Vec<Vec<u8>>,
     pub identity: CertIdentity,
+    /// The last judgement of this chain against the listener's material (see
+    /// [`PeerCert::recheck`]).
+    check: Mutex<CertCheck>,
+}
+
+/// A judgement of a connection's certificate, valid while the listener's material keeps the
+/// generation it was made with.
+#[derive(Debug, Default)]
+struct CertCheck {
+    /// 0: never judged here.
+    generation: u64,
+    refusal: Option<&'static str>,
+}
+
+impl PeerCert {
+    pub fn new(chain: Vec<Vec<u8>>, identity: CertIdentity) -> PeerCert {
+        PeerCert {
+            chain,
+            identity,
+            check: Mutex::new(CertCheck::default()),
+        }
+    }
+
+    /// Judges the connection's certificate with the listener material in force now: its CAs,
+    /// its CRLs and the clock. rustls verifies a chain only on a full handshake; a resumed TLS
+    /// 1.2 session or TLS 1.3 ticket carries the chain of the handshake it came from, and an
+    /// open connection outlives reloads. So the chain is verified again on the first request of
+    /// every connection (resumed or not) and whenever the material has changed or the
+    /// certificate's validity has run out since it was last judged; otherwise the judgement is
+    /// reused (one lock per request, shared by the HTTP/2 streams of the connection).
+    pub fn recheck(&self, tls: &ReloadableTls) -> Result<(), &'static str> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let within = i64::try_from(now).is_ok_and(|n| {
+            n >= self.identity.not_before_unix && n <= self.identity.not_after_unix
+        });
+        let mut check = self.check.lock().unwrap_or_else(|e| e.into_inner());
+        // Read before verifying: a reload that lands during the verification makes the next
+        // request verify again.
+        let generation = tls.generation();
+        if check.generation == generation && (within || check.refusal.is_some()) {
+            return check.refusal.map_or(Ok(()), Err);
+        }
+        let chain: Vec<CertificateDer<'_>> = self
+            .chain
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        let result = tls.verify_client_chain(&chain, UnixTime::since_unix_epoch(
+            std::time::Duration::from_secs(now),
+        ));
+        check.generation = generation;
+        check.refusal = result.err().map(|e| modgate_identity::tls::refusal_reason(&e));
+        check.refusal.map_or(Ok(()), Err)
+    }
 }
 
 /// Keeps the verified peer chain of every handshake (rustls has already verified it against the
@@ -45,10 +104,10 @@ impl TlsAccept for HandshakeCapture {
         match CertIdentity::from_der(leaf.as_ref()) {
             // Pingora's `SslDigestExtension::get::<T>` downcasts the stored value itself, so
             // store an `Arc<PeerCert>` (not a bare `PeerCert`) for `peer_cert` to clone cheaply.
-            Ok(identity) => Some(Arc::new(Arc::new(PeerCert {
-                chain: chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+            Ok(identity) => Some(Arc::new(Arc::new(PeerCert::new(
+                chain.iter().map(|c| c.as_ref().to_vec()).collect(),
                 identity,
-            }))),
+            )))),
             Err(e) => {
                 // rustls accepted it, so this is x509-parser being stricter; serve the
                 // connection as anonymous rather than guess an identity.
@@ -112,6 +171,12 @@ pub enum IdentityError {
     BadCredentials(AuthFailure),
     /// The Authorization header is not Basic or Bearer, or is malformed.
     Malformed(String),
+    /// The connection's client certificate no longer verifies against the listener's material
+    /// (revoked, expired, its CA removed) although the TLS session still carries it.
+    CertificateRefused {
+        subject: String,
+        reason: &'static str,
+    },
 }
 
 impl IdentityError {
@@ -120,6 +185,7 @@ impl IdentityError {
         match self {
             IdentityError::BadCredentials(f) => f.as_str(),
             IdentityError::Malformed(_) => "malformed",
+            IdentityError::CertificateRefused { .. } => "certificate_refused",
         }
     }
 
@@ -131,6 +197,10 @@ impl IdentityError {
             }
             IdentityError::BadCredentials(_) => "the credentials sent were not accepted".into(),
             IdentityError::Malformed(m) => format!("bad Authorization header: {m}"),
+            IdentityError::CertificateRefused { subject, reason } => format!(
+                "the client certificate {subject} is not accepted: {reason} (the TLS session \
+                 was established before; a new handshake would be refused too)"
+            ),
         }
     }
 }
@@ -240,10 +310,7 @@ fn forwarded_identity(
         return None;
     }
     match parse_forwarded_cert(cert).and_then(|der| {
-        CertIdentity::from_der(&der).map(|id| PeerCert {
-            chain: vec![der],
-            identity: id,
-        })
+        CertIdentity::from_der(&der).map(|id| PeerCert::new(vec![der], id))
     }) {
         Ok(pc) => Some((Arc::new(pc), VerifyState::Success)),
         Err(e) => {
@@ -268,11 +335,20 @@ static VERIFY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_ne
 
 /// Establishes the identity of a request and removes every identity-bearing header from it.
 ///
+/// The connection's own client certificate is judged again with the listener's material in
+/// force now (`tls`; see [`PeerCert::recheck`]): a certificate that no longer verifies fails the
+/// request, whether it is the client's or a trusted proxy's.
+///
+/// A request from a `trusted_proxies` address has exactly the identity the proxy forwarded: its
+/// forwarded certificate with `Verify: SUCCESS`, else none (anonymous, with a `FAILED:` result
+/// passed on). The proxy's own TLS certificate only proves that it is the proxy.
+///
 /// Password hashes cost tens of milliseconds to check (on a cache miss), so the check runs on
 /// the blocking pool, not on the proxy's event loop.
 pub async fn resolve(
     session: &mut Session,
     settings: &IdentitySettings,
+    tls: Option<&ReloadableTls>,
     authenticator: Arc<modgate_identity::Authenticator>,
 ) -> Result<RequestIdentity, IdentityError> {
     let client_ip: Option<IpAddr> = session
@@ -280,27 +356,33 @@ pub async fn resolve(
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     let mut id = RequestIdentity::default();
-    // A trusted front proxy speaks for its client: the certificate it forwards is the
-    // identity, even when the proxy itself connected with a client certificate of its own.
+    let peer = peer_cert(session);
+    if let (Some(pc), Some(tls)) = (&peer, tls) {
+        if let Err(reason) = pc.recheck(tls) {
+            strip_identity_headers(session, settings);
+            session
+                .req_header_mut()
+                .remove_header(&http::header::AUTHORIZATION);
+            return Err(IdentityError::CertificateRefused {
+                subject: pc.identity.subject_dn.clone(),
+                reason,
+            });
+        }
+    }
     let trusted = client_ip.is_some_and(|ip| settings.trusted.contains(&ip));
-    let forwarded = if trusted {
-        forwarded_identity(session, settings)
-    } else {
-        None
-    };
-    if let Some((pc, verify)) = forwarded {
-        id.principal = cert_principal(&pc.identity, PrincipalSource::Forwarded);
-        id.cert = Some(pc);
-        id.verify = verify;
-    } else if let Some(pc) = peer_cert(session) {
-        id.principal = cert_principal(&pc.identity, PrincipalSource::Certificate);
-        id.cert = Some(pc);
-        id.verify = VerifyState::Success;
-    } else if trusted {
-        if let Some(reason) = forwarded_failure(session, settings) {
+    if trusted {
+        if let Some((pc, verify)) = forwarded_identity(session, settings) {
+            id.principal = cert_principal(&pc.identity, PrincipalSource::Forwarded);
+            id.cert = Some(pc);
+            id.verify = verify;
+        } else if let Some(reason) = forwarded_failure(session, settings) {
             // The front proxy saw a certificate it could not verify: pass that on.
             id.verify = VerifyState::Failed(reason);
         }
+    } else if let Some(pc) = peer {
+        id.principal = cert_principal(&pc.identity, PrincipalSource::Certificate);
+        id.cert = Some(pc);
+        id.verify = VerifyState::Success;
     }
 
     let authorization = session

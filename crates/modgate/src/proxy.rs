@@ -85,6 +85,9 @@ pub struct ListenerRuntime {
     /// Anonymous requests get a 401.
     pub require_identity: bool,
     pub identity: IdentitySettings,
+    /// The listener's TLS material, against which every connection's client certificate is
+    /// judged again (resumed sessions, reloads); `None` for plaintext listeners.
+    pub tls: Option<Arc<modgate_identity::ReloadableTls>>,
 }
 
 /// The proxy logic for one listener.
@@ -604,8 +607,20 @@ impl ProxyHttp for GatewayProxy {
         ctx.trace = Some(self.recorder.begin(session.req_header()));
 
         let authenticator = self.gateway.auth.current.load_full();
-        match identity::resolve(session, &self.listener.identity, authenticator).await {
+        let tls = self.listener.tls.as_deref();
+        match identity::resolve(session, &self.listener.identity, tls, authenticator).await {
             Ok(id) => ctx.identity = id,
+            Err(e @ identity::IdentityError::CertificateRefused { .. }) => {
+                if let Some(m) = metrics::metrics() {
+                    m.auth_failures.with_label_values(&[e.reason()]).inc();
+                }
+                // No challenge: no credential can stand in for a refused certificate.
+                ctx.audit.decision = AuditDecision::Unauthenticated;
+                let message = e.message();
+                respond::text(session, 403, &message, &[]).await?;
+                ctx.audit.reason = Some(message);
+                return Ok(true);
+            }
             Err(e) => {
                 if let Some(m) = metrics::metrics() {
                     m.auth_failures.with_label_values(&[e.reason()]).inc();

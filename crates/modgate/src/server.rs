@@ -192,6 +192,14 @@ fn add_listener(
     strip: &[HeaderName],
     threads: usize,
 ) -> anyhow::Result<Option<TlsReload>> {
+    // Checked when the configuration was read; loaded again here so a file changed since then
+    // is still a clean error and never reaches Pingora's panicking build().
+    let material = match &l.tls {
+        Some(tls) => {
+            Some(ReloadableTls::new(&tls.files).map_err(|e| anyhow::anyhow!("tls: {e}"))?)
+        }
+        None => None,
+    };
     let runtime = ListenerRuntime {
         name: l.name.0.clone(),
         keepalive_secs: l.keepalive_timeout.0.as_secs().max(1),
@@ -203,6 +211,7 @@ fn add_listener(
             forwarded: l.forwarded_headers.clone(),
             strip: strip.to_vec(),
         },
+        tls: material.clone(),
     };
     let mut service = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -223,12 +232,8 @@ fn add_listener(
     socket.tcp_keepalive = l.tcp_keepalive.as_ref().map(tcp_keepalive);
     let address = l.address.0.to_string();
     let mut reload = None;
-    match &l.tls {
-        Some(tls) => {
-            // Checked when the configuration was read; loaded again here so a file changed
-            // since then is still a clean error and never reaches Pingora's panicking build().
-            let material =
-                ReloadableTls::new(&tls.files).map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+    match (&l.tls, material) {
+        (Some(tls), Some(material)) => {
             let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCapture))
                 .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
             settings.set_cert_resolver(material.cert_resolver());
@@ -249,7 +254,7 @@ fn add_listener(
                 watch: tls.watch,
             });
         }
-        None => service.add_tcp_with_settings(&address, socket),
+        _ => service.add_tcp_with_settings(&address, socket),
     }
     service.threads = Some(threads.max(1));
     server.add_service(service);

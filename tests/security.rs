@@ -1,0 +1,393 @@
+//! Security regressions (issue 8), each against the real `modgate` binary with real clients on
+//! loopback. Every test here was written first and seen to fail on the code before its fix.
+//! `docs/security.md` states each guarantee in one sentence; this index maps them to tests:
+//!
+//! | # | guarantee | test |
+//! |---|-----------|------|
+//! | 1 | a resumed TLS session is judged with the certificate material in force now | `resumed_sessions_lose_access_when_revoked_tls13`, `..._tls12`, `resumed_session_of_an_expired_certificate_is_refused`, `resumed_session_after_its_ca_is_removed_is_refused`, `open_connection_loses_access_when_revoked` |
+//! | 2 | a trusted proxy's own certificate is never the client's identity | `trusted_proxy_own_certificate_is_not_the_client` |
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use modgate_testkit::{
+    free_addr, ClientSpec, FixtureProxy, Gateway, Issuer, ModuleVersion, Pki, Resumed,
+    ResumingClient, TlsClient,
+};
+
+const SERVER_NAME: &str = "localhost";
+const PUBLIC_INFO: &str = "/example.com/pub/@v/v1.0.0.info";
+const SECRET_INFO: &str = "/corp.example.com/secret/@v/v1.0.0.info";
+/// On a private route every identity (anonymous included) may read: what the upstream is told
+/// about the client can be seen.
+const OPEN_INFO: &str = "/open.example.com/lib/@v/v1.0.0.info";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Waits until `needle` occurs at least `count` times in the log.
+fn wait_for_log(gw: &Gateway, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.log().matches(needle).count() < count {
+        assert!(
+            Instant::now() < deadline,
+            "log never showed {needle:?} {count} time(s):\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGHUP and waits for the reload of listener TLS material to be logged.
+fn reload_tls(gw: &Gateway) {
+    let before = gw.log().matches("TLS material reloaded").count();
+    gw.signal("HUP");
+    wait_for_log(gw, "TLS material reloaded", before + 1);
+}
+
+/// Two fixture upstreams (a public module; a private one behind `private: true`) on one
+/// runtime that lives as long as the test.
+struct Upstreams {
+    public: FixtureProxy,
+    corp: FixtureProxy,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn upstreams() -> Upstreams {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let m = |p: &str| ModuleVersion::new(p, "v1.0.0").expect("module");
+    let public = rt
+        .block_on(FixtureProxy::start(&[m("example.com/pub")]))
+        .expect("public fixture");
+    let corp = rt
+        .block_on(FixtureProxy::start(&[
+            m("corp.example.com/secret"),
+            m("open.example.com/lib"),
+        ]))
+        .expect("corp fixture");
+    corp.mark_private();
+    Upstreams {
+        public,
+        corp,
+        _rt: rt,
+    }
+}
+
+/// The upstreams / routes / access part of a configuration: `corp.example.com` private and
+/// readable by the "Example Corp" organisation, everything else public.
+fn routes_yaml(u: &Upstreams, corp_forward: &str) -> String {
+    format!(
+        r#"
+upstreams:
+  public: {{ url: "{public}" }}
+  corp:
+    url: "{corp}"
+    private: true
+    forward_identity: {corp_forward}
+routes:
+  - {{ name: corp, match: {{ prefix: corp.example.com }}, chain: [corp], private: true }}
+  - {{ name: open, match: {{ prefix: open.example.com }}, chain: [corp], private: true }}
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+access:
+  default: allow
+  roles:
+    - name: devs
+      members: [ {{ o: "Example Corp" }} ]
+      rules:
+        - {{ id: corp-read, allow: {{ prefix: corp.example.com }} }}
+    - name: everyone
+      members: [ any ]
+      rules:
+        - {{ id: open-read, allow: {{ prefix: open.example.com }} }}
+"#,
+        public = u.public.url(),
+        corp = u.corp.url(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. TLS session resumption is judged with the material in force now
+
+/// A gateway with one `client_auth: required` listener trusting `root.pem` and `extra-ca.pem`
+/// (which starts as a copy of the "other" CA), with the root's CRL.
+struct MtlsWorld {
+    gw: Gateway,
+    pki: Pki,
+    addr: SocketAddr,
+    _up: Upstreams,
+}
+
+fn mtls_world() -> MtlsWorld {
+    let up = upstreams();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    std::fs::copy(pki.path("other-ca.pem"), pki.path("extra-ca.pem")).expect("extra CA");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+audit: {{ output: "off" }}
+listeners:
+  - name: mtls
+    address: "{addr}"
+    tls:
+      cert: server.pem
+      key: server.key
+      client_auth: required
+      client_ca: [root.pem, extra-ca.pem]
+      crl: [crl.pem]
+      allow_unknown_revocation: true
+{routes}"#,
+        routes = routes_yaml(&up, "{ verify: true, identity: true }"),
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+    MtlsWorld {
+        gw,
+        pki,
+        addr,
+        _up: up,
+    }
+}
+
+impl MtlsWorld {
+    fn resuming(&self, name: &str, version: &str) -> ResumingClient {
+        ResumingClient::start(
+            self.addr,
+            &self.pki.path("ca-bundle.pem"),
+            &self.pki.path(&format!("{name}.pem")),
+            &self.pki.path(&format!("{name}.key")),
+            version,
+            SECRET_INFO,
+        )
+    }
+}
+
+/// A resumed session must be refused (handshake failure or a 4xx naming the problem).
+fn assert_refused(r: &Resumed, what: &str, reason: &str, log: &str) {
+    match r {
+        Resumed::Failed(_) => {}
+        Resumed::Answered { status, body, .. } => {
+            assert!(
+                (400..500).contains(status) && body.contains(reason),
+                "{what}: expected a refusal naming {reason:?}, got {r:?}\n{log}"
+            );
+        }
+    }
+}
+
+fn revoked_session_loses_access(version: &str) {
+    let mut w = mtls_world();
+    let serial = 0x71;
+    w.pki.client(
+        "rex",
+        &ClientSpec::new("rex", serial).o("Example Corp"),
+    );
+    let mut c = w.resuming("rex", version);
+    let first = c.fresh();
+    assert_eq!(first.status(), Some(200), "fresh handshake: {first:?}");
+    let again = c.resume();
+    assert!(again.reused(), "TLS {version} session not resumed: {again:?}");
+    assert_eq!(again.status(), Some(200), "{again:?}");
+
+    w.pki.revoke(Issuer::Root, &[serial]);
+    reload_tls(&w.gw);
+    for i in 0..3 {
+        // Chained: every resumption gets a new session, and none of them may pass.
+        let r = c.resume();
+        assert_refused(&r, &format!("TLS {version} resumption {i} after revocation"), "revoked", &w.gw.log());
+    }
+    let fresh = c.fresh();
+    assert!(
+        matches!(fresh, Resumed::Failed(_)),
+        "a fresh handshake with a revoked certificate: {fresh:?}"
+    );
+}
+
+#[test]
+fn resumed_sessions_lose_access_when_revoked_tls13() {
+    revoked_session_loses_access("1.3");
+}
+
+#[test]
+fn resumed_sessions_lose_access_when_revoked_tls12() {
+    revoked_session_loses_access("1.2");
+}
+
+#[test]
+fn resumed_session_of_an_expired_certificate_is_refused() {
+    let w = mtls_world();
+    w.pki.client(
+        "brief",
+        &ClientSpec::new("brief", 0x72).o("Example Corp").expires_in(3),
+    );
+    for version in ["1.3", "1.2"] {
+        let mut c = w.resuming("brief", version);
+        let first = c.fresh();
+        if first.status() != Some(200) {
+            // Slow machine: the certificate expired before the first handshake; nothing to test
+            // for this version, but the other may still run.
+            assert!(matches!(first, Resumed::Failed(_)), "{first:?}");
+            continue;
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let r = c.resume();
+        assert_refused(&r, &format!("TLS {version} resumption after expiry"), "expired", &w.gw.log());
+    }
+}
+
+#[test]
+fn resumed_session_after_its_ca_is_removed_is_refused() {
+    let w = mtls_world();
+    w.pki.client(
+        "partner",
+        &ClientSpec::new("partner", 0x73).o("Example Corp").issuer(Issuer::Other),
+    );
+    let mut c = w.resuming("partner", "1.3");
+    let first = c.fresh();
+    assert_eq!(first.status(), Some(200), "{first:?}\n{}", w.gw.log());
+    assert!(c.resume().reused());
+    // The extra CA bundle now holds the root again instead of the other CA.
+    std::fs::copy(w.pki.path("root.pem"), w.pki.path("extra-ca.pem")).expect("replace CA");
+    reload_tls(&w.gw);
+    let r = c.resume();
+    assert_refused(&r, "resumption after the CA was removed", "issuer", &w.gw.log());
+}
+
+#[test]
+fn open_connection_loses_access_when_revoked() {
+    let mut w = mtls_world();
+    w.pki.client("kept", &ClientSpec::new("kept", 0x74).o("Example Corp"));
+    let client = TlsClient::new(&w.pki.path("ca-bundle.pem"))
+        .with_client_cert(&w.pki.path("kept.pem"), &w.pki.path("kept.key"))
+        .http2(true);
+    let session = client.keepalive_session(w.addr, SERVER_NAME).expect("h2 session");
+    let r = session.get(SECRET_INFO, &[]).expect("first request");
+    assert_eq!(r.status, 200, "{}", r.text());
+    w.pki.revoke(Issuer::Root, &[0x74]);
+    reload_tls(&w.gw);
+    match session.get(SECRET_INFO, &[]) {
+        Ok(r) => assert!(
+            r.status == 403 && r.text().contains("revoked"),
+            "an open h2 connection after revocation: {} {}",
+            r.status,
+            r.text()
+        ),
+        Err(_) => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A trusted front proxy's own certificate only proves it is the proxy
+
+#[test]
+fn trusted_proxy_own_certificate_is_not_the_client() {
+    let up = upstreams();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    // The proxy's own certificate would grant the `devs` role if it were taken as a client's.
+    pki.client("proxy", &ClientSpec::new("edge-proxy", 0x80).o("Example Corp"));
+    pki.client("alice", &ClientSpec::new("alice", 0x81).o("Example Corp"));
+    let alice_pem = std::fs::read_to_string(pki.path("alice.pem")).expect("alice.pem");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+audit: {{ output: "off" }}
+listeners:
+  - name: edge
+    address: "{addr}"
+    trusted_proxies: ["127.0.0.1/32"]
+    tls:
+      cert: server.pem
+      key: server.key
+      client_auth: optional
+      client_ca: root.pem
+{routes}"#,
+        routes = routes_yaml(&up, "{ verify: true, identity: true, dn: true }"),
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+    let proxy = TlsClient::new(&pki.path("ca-bundle.pem"))
+        .with_client_cert(&pki.path("proxy.pem"), &pki.path("proxy.key"));
+    let escaped: String = alice_pem
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+
+    let cases: &[(&str, Vec<(&str, &str)>, &str)] = &[
+        ("no forwarded certificate", vec![], "NONE"),
+        ("verify NONE", vec![("X-SSL-Client-Verify", "NONE")], "NONE"),
+        (
+            "verify FAILED",
+            vec![("X-SSL-Client-Verify", "FAILED:certificate has expired")],
+            "FAILED:certificate has expired",
+        ),
+        (
+            "a certificate with verify FAILED",
+            vec![
+                ("X-SSL-Client-Cert", escaped.as_str()),
+                ("X-SSL-Client-Verify", "FAILED:certificate revoked"),
+            ],
+            "FAILED:certificate revoked",
+        ),
+    ];
+    for (what, headers, verify) in cases {
+        // The private module: the proxy's organisation must not open it.
+        let r = proxy
+            .get(addr, SERVER_NAME, SECRET_INFO, headers)
+            .expect("response");
+        assert_eq!(
+            r.status, 401,
+            "{what}: a request through the proxy ran as the proxy: {}\n{}",
+            r.text(),
+            gw.log()
+        );
+        // A module everyone may read: the upstream is told the truth.
+        up.corp.clear_requests();
+        let r = proxy
+            .get(addr, SERVER_NAME, OPEN_INFO, headers)
+            .expect("response");
+        assert_eq!(r.status, 200, "{what}: {}", r.text());
+        let seen = up.corp.requests();
+        let seen = seen.last().expect("the upstream saw the request");
+        assert_eq!(seen.header("x-ssl-client-verify"), Some(*verify), "{what}");
+        assert_eq!(
+            seen.header("x-modgate-identity"),
+            Some("anonymous:anonymous"),
+            "{what}"
+        );
+        assert_eq!(seen.header("x-ssl-client-dn"), None, "{what}");
+    }
+
+    // The certificate the proxy forwards with SUCCESS is the identity.
+    let r = proxy
+        .get(
+            addr,
+            SERVER_NAME,
+            SECRET_INFO,
+            &[
+                ("X-SSL-Client-Cert", escaped.as_str()),
+                ("X-SSL-Client-Verify", "SUCCESS"),
+            ],
+        )
+        .expect("response");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = up.corp.requests();
+    let seen = seen.last().expect("the upstream saw the request");
+    assert_eq!(seen.header("x-modgate-identity"), Some("forwarded:alice"));
+    assert_eq!(seen.header("x-ssl-client-verify"), Some("SUCCESS"));
+
+    // Not through a trusted address (the same certificate from an untrusted listener would be
+    // the client's own): covered by the mtls suite's matrix.
+    let _ = PUBLIC_INFO;
+}
