@@ -736,6 +736,27 @@ impl Authenticator {
         }
     }
 
+    /// Answers what costs no password hash: a bearer token, a password verified recently (the
+    /// cache), or a kind of credential that is not configured. `None`: only [`Self::verify`],
+    /// which may hash, can tell.
+    pub fn verify_cheap(
+        &self,
+        presented: &Presented,
+    ) -> Option<Result<Authenticated, AuthFailure>> {
+        match presented {
+            Presented::Bearer { .. } => Some(self.verify(presented)),
+            Presented::Basic { .. } if self.users.is_none() => {
+                Some(Err(AuthFailure::NotConfigured))
+            }
+            Presented::Basic { user, password } if self.capacity > 0 => {
+                let hit = self.cache_get(&cache_key(user, password))?;
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(Ok(hit))
+            }
+            Presented::Basic { .. } => None,
+        }
+    }
+
     /// Checks presented credentials.
     pub fn verify(&self, presented: &Presented) -> Result<Authenticated, AuthFailure> {
         match presented {

@@ -28,6 +28,7 @@ pub mod cert;
 pub mod cidr;
 pub mod credentials;
 pub mod forward;
+pub mod throttle;
 pub mod tls;
 
 pub use cert::{dn_from_der, CertError, CertIdentity};
@@ -37,6 +38,7 @@ pub use credentials::{
     CredentialError, CredentialKind, Presented, TokenDb, UserDb,
 };
 pub use forward::{base64_der, escaped_pem, parse_forwarded_cert, pem, sans_header, Verify};
+pub use throttle::{CheckLimiter, CheckLimits, Refused, Scope, Ticket};
 pub use tls::{
     load_material, validate, ClientAuth, CrlScope, ReloadSummary, ReloadableTls, TlsError,
     TlsFiles, TlsMaterial,

@@ -8,13 +8,17 @@
 
 use std::any::Any;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use http::HeaderName;
 use modgate_identity::forward::{parse_forwarded_cert, Verify};
-use modgate_identity::{AuthFailure, Authenticated, CertIdentity, CidrSet, ReloadableTls};
+use modgate_identity::credentials::Presented;
+use modgate_identity::{
+    AuthFailure, Authenticated, CertIdentity, CheckLimiter, CheckLimits, CidrSet, Refused,
+    ReloadableTls, Scope,
+};
 use modgate_policy::{CertFields, Principal, PrincipalSource};
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
@@ -177,6 +181,10 @@ pub enum IdentityError {
         subject: String,
         reason: &'static str,
     },
+    /// Too many failed password checks from this address or for this user name.
+    Throttled { scope: Scope, retry_after: Duration },
+    /// Password checks are saturated; the request could not get a turn in time.
+    Busy,
 }
 
 impl IdentityError {
@@ -186,6 +194,8 @@ impl IdentityError {
             IdentityError::BadCredentials(f) => f.as_str(),
             IdentityError::Malformed(_) => "malformed",
             IdentityError::CertificateRefused { .. } => "certificate_refused",
+            IdentityError::Throttled { .. } => "throttled",
+            IdentityError::Busy => "busy",
         }
     }
 
@@ -201,6 +211,17 @@ impl IdentityError {
                 "the client certificate {subject} is not accepted: {reason} (the TLS session \
                  was established before; a new handshake would be refused too)"
             ),
+            IdentityError::Throttled { scope, retry_after } => format!(
+                "too many failed credential checks {}; retry in {} s",
+                match scope {
+                    Scope::Source => "from this address",
+                    Scope::User => "for this user name",
+                },
+                retry_after.as_secs().max(1)
+            ),
+            IdentityError::Busy => {
+                "credential checks are saturated; retry shortly (or use a token)".into()
+            }
         }
     }
 }
@@ -330,8 +351,90 @@ fn forwarded_failure(session: &Session, settings: &IdentitySettings) -> Option<S
         .map(|r| r.trim_start_matches(':').trim().to_string())
 }
 
-/// Concurrent credential checks (each may cost a bcrypt/argon2 verification).
+/// Password hashes computed at once (each a bcrypt/argon2 verification on the blocking pool).
 static VERIFY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Per-source and per-user admission of password hashes, and the failure rate limit.
+static LIMITER: LazyLock<CheckLimiter> = LazyLock::new(|| CheckLimiter::new(CheckLimits::default()));
+
+/// Longest a request waits for its turn to have a password hashed.
+const CHECK_WAIT: Duration = Duration::from_secs(5);
+
+/// Releases an admitted password check, also when the request is dropped mid-check.
+struct Running {
+    ticket: Option<modgate_identity::Ticket>,
+    failed: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            LIMITER.finish(t, self.failed, Instant::now());
+        }
+    }
+}
+
+fn count_limited(reason: &str, scope: Scope) {
+    if let Some(m) = crate::metrics::metrics() {
+        m.checks_throttled
+            .with_label_values(&[reason, scope.as_str()])
+            .inc();
+    }
+}
+
+/// A check that needs a password hash: admitted per source and per user name (waiting up to
+/// [`CHECK_WAIT`] for a slot, refused at once when that source or name has failed too often),
+/// then run on the blocking pool under the global bound.
+async fn expensive_check(
+    authenticator: Arc<modgate_identity::Authenticator>,
+    presented: Presented,
+    source: Option<IpAddr>,
+) -> Result<Authenticated, IdentityError> {
+    let user = match &presented {
+        Presented::Basic { user, .. } => user.clone(),
+        Presented::Bearer { .. } => String::new(),
+    };
+    let deadline = Instant::now() + CHECK_WAIT;
+    let mut running = loop {
+        match LIMITER.admit(source, &user, Instant::now()) {
+            Ok(t) => {
+                break Running {
+                    ticket: Some(t),
+                    failed: false,
+                }
+            }
+            Err(Refused::Throttled { scope, retry_after }) => {
+                count_limited("throttled", scope);
+                return Err(IdentityError::Throttled { scope, retry_after });
+            }
+            Err(Refused::Busy(scope)) => {
+                if Instant::now() >= deadline {
+                    count_limited("busy", scope);
+                    return Err(IdentityError::Busy);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let _permit = match tokio::time::timeout(remaining, VERIFY_PERMITS.acquire()).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(_)) => {
+            return Err(IdentityError::Malformed(
+                "credential checks are shut down".into(),
+            ))
+        }
+        Err(_) => {
+            count_limited("busy", Scope::Source);
+            return Err(IdentityError::Busy);
+        }
+    };
+    let result = tokio::task::spawn_blocking(move || authenticator.verify(&presented))
+        .await
+        .map_err(|e| IdentityError::Malformed(format!("credential check failed: {e}")))?;
+    running.failed = result.is_err();
+    result.map_err(IdentityError::BadCredentials)
+}
 
 /// Establishes the identity of a request and removes every identity-bearing header from it.
 ///
@@ -402,16 +505,12 @@ pub async fn resolve(
         let value = value.map_err(|_| IdentityError::Malformed("not ASCII".into()))?;
         let presented = modgate_identity::credentials::parse_authorization(&value)
             .map_err(|e| IdentityError::Malformed(e.to_string()))?;
-        // Password hashing is deliberately slow: bound how many checks run at once, so a flood
-        // of bad credentials queues here instead of filling the blocking pool.
-        let _permit = VERIFY_PERMITS
-            .acquire()
-            .await
-            .map_err(|_| IdentityError::Malformed("credential checks are shut down".into()))?;
-        let authenticated = tokio::task::spawn_blocking(move || authenticator.verify(&presented))
-            .await
-            .map_err(|e| IdentityError::Malformed(format!("credential check failed: {e}")))?
-            .map_err(IdentityError::BadCredentials)?;
+        // Tokens and recently verified passwords cost no hash and never wait; only password
+        // hashes are admitted, bounded and rate limited.
+        let authenticated = match authenticator.verify_cheap(&presented) {
+            Some(r) => r.map_err(IdentityError::BadCredentials)?,
+            None => expensive_check(authenticator, presented, client_ip).await?,
+        };
         add_credentials(&mut id.principal, &authenticated);
     }
     Ok(id)

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     pub stale_served: IntCounter,
     pub integrity_refusals: IntCounterVec,
+    pub checks_throttled: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -66,6 +67,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "Requests refused because their credentials were not accepted, by reason",
         ),
         &["reason"],
+    )?;
+    let checks_throttled = IntCounterVec::new(
+        Opts::new(
+            "modgate_credential_checks_throttled_total",
+            "Password checks refused before hashing: too many failures (throttled, 429) or too \
+             many running (busy, 503), by the key that was limited (source address or user)",
+        ),
+        &["reason", "scope"],
     )?;
     let reloads = IntCounterVec::new(
         Opts::new(
@@ -113,6 +122,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(integrity_refusals.clone()))?;
     registry.register(Box::new(decisions.clone()))?;
     registry.register(Box::new(auth_failures.clone()))?;
+    registry.register(Box::new(checks_throttled.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(spans_dropped.clone()))?;
     registry.register(Box::new(spans_exported.clone()))?;
@@ -126,6 +136,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         duration,
         decisions,
         auth_failures,
+        checks_throttled,
         reloads,
         spans_dropped,
         spans_exported,

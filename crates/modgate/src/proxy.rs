@@ -610,14 +610,30 @@ impl ProxyHttp for GatewayProxy {
         let tls = self.listener.tls.as_deref();
         match identity::resolve(session, &self.listener.identity, tls, authenticator).await {
             Ok(id) => ctx.identity = id,
-            Err(e @ identity::IdentityError::CertificateRefused { .. }) => {
+            Err(
+                e @ (identity::IdentityError::CertificateRefused { .. }
+                | identity::IdentityError::Throttled { .. }
+                | identity::IdentityError::Busy),
+            ) => {
                 if let Some(m) = metrics::metrics() {
                     m.auth_failures.with_label_values(&[e.reason()]).inc();
                 }
-                // No challenge: no credential can stand in for a refused certificate.
+                // No challenge: no credential can stand in for a refused certificate, and a
+                // throttled client must wait, not retry at once.
+                let (status, retry) = match &e {
+                    identity::IdentityError::Throttled { retry_after, .. } => {
+                        (429, Some(retry_after.as_secs().max(1).to_string()))
+                    }
+                    identity::IdentityError::Busy => (503, Some("1".to_string())),
+                    _ => (403, None),
+                };
                 ctx.audit.decision = AuditDecision::Unauthenticated;
                 let message = e.message();
-                respond::text(session, 403, &message, &[]).await?;
+                let extra: Vec<(&'static str, &str)> = retry
+                    .as_deref()
+                    .map(|r| vec![("Retry-After", r)])
+                    .unwrap_or_default();
+                respond::text(session, status, &message, &extra).await?;
                 ctx.audit.reason = Some(message);
                 return Ok(true);
             }
