@@ -518,3 +518,292 @@ access:
     assert!(r.text().contains("too many failed"), "{}", r.text());
     drop(gw);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 6-9. The shared cache and the ledger
+
+/// A gateway with a cache, one catch-all route to one fixture upstream (trusted with identities,
+/// so it may authorise per identity), tokens for alice and bob, and an admin listener.
+struct CacheWorld {
+    gw: Gateway,
+    addr: SocketAddr,
+    up: FixtureProxy,
+    modules: Vec<ModuleVersion>,
+    _rt: tokio::runtime::Runtime,
+}
+
+const ALICE_TOKEN: &str = "alice-token-0123456789";
+const BOB_TOKEN: &str = "bob-token-0123456789";
+
+fn token_line(name: &str, token: &str) -> String {
+    use sha2::Digest as _;
+    let hex: String = sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{name}:sha256:{hex}\n")
+}
+
+fn cache_world(upstream_extra: &str) -> CacheWorld {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let modules: Vec<ModuleVersion> = ["example.com/m", "example.com/c1", "example.com/c2"]
+        .iter()
+        .chain(["example.com/c3", "example.com/c4", "example.com/c5"].iter())
+        .map(|p| ModuleVersion::new(p, "v1.0.0").expect("module"))
+        .collect();
+    let up = rt
+        .block_on(FixtureProxy::start(&modules))
+        .expect("fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("tokens"),
+        token_line("alice", ALICE_TOKEN) + &token_line("bob", BOB_TOKEN),
+    )
+    .expect("tokens");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+audit: {{ output: "off" }}
+listeners:
+  - {{ name: plain, address: "{addr}", admin: true, metrics: true }}
+cache:
+  dir: "@DIR@/cache"
+  max_size: 64MiB
+  ttl: {{ mutable: 60s, not_found: 30s }}
+upstreams:
+  up:
+    url: "{url}"
+    private: true
+    forward_identity: {{ identity: true }}
+{upstream_extra}
+routes:
+  - {{ name: all, match: {{ prefix: "" }}, chain: [up] }}
+auth:
+  tokens_file: tokens
+"#,
+        url = up.url(),
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+    CacheWorld {
+        gw,
+        addr,
+        up,
+        modules,
+        _rt: rt,
+    }
+}
+
+impl CacheWorld {
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> modgate_testkit::Response {
+        modgate_testkit::request(self.addr, "GET", path, headers).expect("response")
+    }
+
+    fn as_token(&self, path: &str, token: &str) -> modgate_testkit::Response {
+        self.get(path, &[("Authorization", &format!("Bearer {token}"))])
+    }
+
+    fn upstream_saw(&self, path: &str) -> usize {
+        self.up
+            .requests()
+            .iter()
+            .filter(|r| r.path == path && r.method == "GET")
+            .count()
+    }
+
+    fn purge(&self, target: &str) {
+        let r = modgate_testkit::request(
+            self.addr,
+            "POST",
+            &format!("/admin/cache/purge?target={target}"),
+            &[],
+        )
+        .expect("purge");
+        assert_eq!(r.status, 200, "purge: {}", r.text());
+    }
+
+    fn module(&self, path: &str) -> &ModuleVersion {
+        self.modules
+            .iter()
+            .find(|m| m.path == path)
+            .expect("module")
+    }
+}
+
+#[test]
+fn accept_and_vary_cannot_poison_the_cache_or_the_ledger() {
+    let w = cache_world("");
+    let m = w.module("example.com/m");
+    let info = "/example.com/m/@v/v1.0.0.info";
+    let zip = "/example.com/m/@v/v1.0.0.zip";
+    for p in [info, zip] {
+        // The upstream answers another representation to browsers, and says so.
+        w.up.set_variant(p, "accept", "text/html", b"<html>poison</html>".to_vec());
+        w.up.set_header(p, "Vary", "Accept");
+    }
+    for p in [info, zip] {
+        let r = w.get(p, &[("Accept", "text/html")]);
+        assert_eq!(r.status, 200, "{p}: {}", r.text());
+        assert!(!r.text().contains("poison"), "{p}: the client's Accept reached the upstream");
+    }
+    for r in w.up.requests() {
+        assert!(
+            !r.header("accept").is_some_and(|a| a.contains("text/html")),
+            "the upstream was sent the client's Accept: {r:?}"
+        );
+    }
+    // Everyone else gets the genuine bytes, and the genuine zip is not refused by the ledger.
+    let r = w.get(info, &[]);
+    assert_eq!((r.status, r.body.clone()), (200, m.info()), "{}", r.text());
+    let r = w.get(zip, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, m.zip().expect("zip"));
+
+    // An answer that varies on anything but the encoding is never cached.
+    let mod_path = "/example.com/m/@v/v1.0.0.mod";
+    w.up.set_header(mod_path, "Vary", "User-Agent");
+    for _ in 0..2 {
+        assert_eq!(w.get(mod_path, &[]).status, 200);
+    }
+    assert_eq!(w.upstream_saw(mod_path), 2, "an answer with Vary: User-Agent was cached");
+    drop(w.gw);
+}
+
+#[test]
+fn answers_for_one_identity_are_never_served_to_another() {
+    let w = cache_world("");
+    let cases = [
+        ("example.com/c1", "Set-Cookie", "session=alice-secret; HttpOnly"),
+        ("example.com/c2", "Vary", "X-Modgate-Identity"),
+        ("example.com/c3", "Cache-Control", "no-cache"),
+        ("example.com/c4", "Cache-Control", "max-age=0"),
+        ("example.com/c5", "Cache-Control", "private"),
+    ];
+    for (module, name, value) in cases {
+        let list = format!("/{module}/@v/list");
+        w.up.set_header(&format!("/{module}/"), name, value);
+        let r = w.as_token(&list, ALICE_TOKEN);
+        assert_eq!(r.status, 200, "{module}: {}", r.text());
+        assert_eq!(
+            r.header("set-cookie"),
+            None,
+            "{module}: an upstream cookie reached the client"
+        );
+        let r = w.as_token(&list, BOB_TOKEN);
+        assert_eq!(r.status, 200, "{module}: {}", r.text());
+        assert_eq!(r.header("set-cookie"), None, "{module}: alice's cookie reached bob");
+        assert_eq!(
+            w.upstream_saw(&list),
+            2,
+            "{module}: an answer with {name}: {value} was cached and served to another identity"
+        );
+    }
+    drop(w.gw);
+}
+
+#[test]
+fn per_identity_cache_scope_keeps_identities_apart() {
+    let w = cache_world("    cache_scope: per-identity");
+    let list = "/example.com/m/@v/list";
+    assert_eq!(w.as_token(list, ALICE_TOKEN).status, 200);
+    assert_eq!(w.as_token(list, ALICE_TOKEN).status, 200);
+    assert_eq!(w.upstream_saw(list), 1, "alice's second request is a hit");
+    assert_eq!(w.as_token(list, BOB_TOKEN).status, 200);
+    assert_eq!(w.upstream_saw(list), 2, "bob was answered from alice's cache entry");
+    assert_eq!(w.get(list, &[]).status, 200);
+    assert_eq!(w.upstream_saw(list), 3, "anonymous was answered from another's entry");
+    drop(w.gw);
+}
+
+#[test]
+fn an_exact_version_is_accepted_only_as_a_200() {
+    let w = cache_world("");
+    let zip = "/example.com/m/@v/v1.0.0.zip";
+    let genuine = w.module("example.com/m").zip().expect("zip");
+    let r = w.get(zip, &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, genuine);
+    // Re-tagged bytes behind other 2xx (and 3xx) statuses.
+    let mut tampered = genuine.clone();
+    tampered.extend_from_slice(b"tampered");
+    for status in [201, 202, 203, 206, 226, 299, 302] {
+        w.purge("example.com/m@v1.0.0");
+        w.up.clear_behaviours();
+        w.up.set_behaviour(zip, modgate_testkit::Behaviour::Answer(status, tampered.clone()));
+        let r = w.get(zip, &[]);
+        assert_eq!(
+            r.status, 502,
+            "an exact version answered {status}: the client got {} ({} bytes)",
+            r.status,
+            r.body.len()
+        );
+        assert!(r.body != tampered, "{status}: the tampered bytes reached the client");
+    }
+    // The genuine bytes are still served once the upstream behaves.
+    w.up.clear_behaviours();
+    let r = w.get(zip, &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, genuine);
+    drop(w.gw);
+}
+
+#[test]
+fn a_head_never_feeds_the_ledger() {
+    let w = cache_world("");
+    let zip = "/example.com/m/@v/v1.0.0.zip";
+    let genuine = w.module("example.com/m").zip().expect("zip");
+    assert_eq!(w.get(zip, &[]).status, 200);
+    w.purge("example.com/m@v1.0.0");
+    // HEAD answers say Content-Length: 0, as many servers' do.
+    w.up.set_head_length(zip, 0);
+    let r = modgate_testkit::request(w.addr, "HEAD", zip, &[]).expect("HEAD");
+    assert!(r.status == 200 || r.status == 502, "HEAD: {}", r.status);
+    let r = w.get(zip, &[]);
+    assert_eq!(r.status, 200, "a HEAD quarantined the artifact: {}", r.text());
+    assert_eq!(r.body, genuine);
+    drop(w.gw);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A trusted_proxies entry that trusts the world is a configuration error
+
+#[test]
+fn world_wide_or_non_canonical_trusted_proxies_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |entry: &str, force: bool| {
+        let path = dir.path().join("gateway.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "listeners:\n  - name: edge\n    address: \"127.0.0.1:1\"\n    trusted_proxies: [\"{entry}\"]\n{}upstreams:\n  up: {{ url: \"http://127.0.0.1:2\" }}\nroutes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [up] }}\n",
+                if force { "    trusted_proxies_force: true\n" } else { "" }
+            ),
+        )
+        .expect("write");
+        let out = modgate_testkit::modgate(&["check", path.to_str().expect("utf-8")]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    for entry in ["0.0.0.0/0", "::/0", "0.0.0.0/4"] {
+        let (ok, out) = check(entry, false);
+        assert!(!ok, "{entry} was accepted:\n{out}");
+        assert!(out.contains("trusted_proxies_force"), "{entry}: {out}");
+        let (ok, out) = check(entry, true);
+        assert!(ok, "{entry} with trusted_proxies_force: {out}");
+    }
+    for entry in ["127.0.0.1/0", "10.1.2.3/8"] {
+        let (ok, out) = check(entry, true);
+        assert!(!ok, "{entry} was accepted:\n{out}");
+        assert!(out.contains("not the network address"), "{entry}: {out}");
+        assert!(out.contains("gateway.yaml:4:"), "{entry}: not positioned: {out}");
+    }
+    for entry in ["127.0.0.1/32", "10.0.0.0/8", "::1"] {
+        let (ok, out) = check(entry, false);
+        assert!(ok, "{entry}: {out}");
+    }
+}

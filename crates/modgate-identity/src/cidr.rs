@@ -133,6 +133,49 @@ fn v6_in(net: Ipv6Addr, prefix: u8, a: Ipv6Addr) -> bool {
     u128::from(a) & v6_mask(prefix) == u128::from(net)
 }
 
+impl Cidr {
+    /// Parses like [`FromStr`], but refuses a network written with host bits set
+    /// (`127.0.0.1/0`, `10.1.2.3/8`): in a list of trusted addresses such a typo silently
+    /// trusts far more than it says.
+    pub fn parse_canonical(s: &str) -> Result<Cidr, CidrError> {
+        let cidr: Cidr = s.parse()?;
+        let text = s.trim();
+        let addr_text = text.split_once('/').map_or(text, |(a, _)| a);
+        let addr_text = addr_text
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+            .unwrap_or(addr_text);
+        let written: IpAddr = addr_text
+            .parse()
+            .map_err(|_| CidrError::new(s, "not an address"))?;
+        if written != cidr.network {
+            return Err(CidrError::new(
+                s,
+                format!(
+                    "{written} is not the network address of a /{} (it would mean {}/{}); write \
+                     {written}/{} for the one address or {}/{} for the network",
+                    cidr.prefix,
+                    cidr.network,
+                    cidr.prefix,
+                    max_prefix(&written),
+                    cidr.network,
+                    cidr.prefix
+                ),
+            ));
+        }
+        Ok(cidr)
+    }
+
+    /// Whether this network is so wide it trusts (nearly) everyone: shorter than /8 for IPv4
+    /// or /16 for IPv6 (`0.0.0.0/0`, `::/0`).
+    pub fn is_world_wide(&self) -> bool {
+        match self.network {
+            IpAddr::V4(_) => self.prefix < 8,
+            IpAddr::V6(_) => self.prefix < 16,
+        }
+    }
+}
+
 impl FromStr for Cidr {
     type Err = CidrError;
 
@@ -244,6 +287,25 @@ impl FromIterator<Cidr> for CidrSet {
         CidrSet {
             nets: iter.into_iter().collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::Cidr;
+
+    #[test]
+    fn host_bits_and_world_wide_networks() {
+        for bad in ["127.0.0.1/0", "10.1.2.3/8", "::1/0", "192.168.1.1/24"] {
+            let e = Cidr::parse_canonical(bad).expect_err(bad);
+            assert!(e.to_string().contains("not the network address"), "{bad}: {e}");
+        }
+        for good in ["127.0.0.1", "127.0.0.1/32", "10.0.0.0/8", "::1", "fd00::/8", "0.0.0.0/0"] {
+            Cidr::parse_canonical(good).expect(good);
+        }
+        let wide = |s: &str| Cidr::parse_canonical(s).expect(s).is_world_wide();
+        assert!(wide("0.0.0.0/0") && wide("::/0") && wide("0.0.0.0/1") && wide("::/15"));
+        assert!(!wide("10.0.0.0/8") && !wide("fd00::/16") && !wide("127.0.0.1"));
     }
 }
 

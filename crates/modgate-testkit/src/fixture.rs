@@ -44,6 +44,8 @@ pub enum Behaviour {
     Delay(Duration),
     /// Never answer (the connection stays open until the client gives up).
     Hang,
+    /// Answer with this status and this body (e.g. a `203` carrying re-tagged bytes).
+    Answer(u16, Vec<u8>),
 }
 
 #[derive(Default)]
@@ -54,6 +56,11 @@ struct State {
     behaviours: Vec<(String, Behaviour)>,
     /// Extra response headers by request-path prefix.
     headers: Vec<(String, String, String)>,
+    /// Other bodies by request-path prefix, served when a request header contains a value:
+    /// (prefix, header name, substring, body).
+    variants: Vec<(String, String, String, Vec<u8>)>,
+    /// `Content-Length` announced to HEAD requests by request-path prefix.
+    head_lengths: Vec<(String, u64)>,
 }
 
 /// Optional TLS for the fixture.
@@ -240,6 +247,27 @@ impl FixtureProxy {
         }
     }
 
+    /// Serves `body` instead of the file for paths under `path_prefix` when the request's
+    /// `header` contains `contains` (an upstream that varies on a request header).
+    pub fn set_variant(&self, path_prefix: &str, header: &str, contains: &str, body: Vec<u8>) {
+        if let Ok(mut s) = self.state.lock() {
+            s.variants.push((
+                path_prefix.to_string(),
+                header.to_ascii_lowercase(),
+                contains.to_string(),
+                body,
+            ));
+        }
+    }
+
+    /// Announces `length` as the `Content-Length` of HEAD answers under `path_prefix` (many
+    /// servers say 0, or the length of another representation).
+    pub fn set_head_length(&self, path_prefix: &str, length: u64) {
+        if let Ok(mut s) = self.state.lock() {
+            s.head_lengths.push((path_prefix.to_string(), length));
+        }
+    }
+
     /// Removes all behaviours: serve normally again.
     pub fn clear_behaviours(&self) {
         if let Ok(mut st) = self.state.lock() {
@@ -336,6 +364,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
 
         let extra: String;
+        let head_length: Option<u64>;
         let (status, body, content_type, delay, hang) = {
             let Ok(mut st) = state.lock() else { return };
             st.requests.push(recorded.clone());
@@ -352,12 +381,27 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             let mut delay = None;
             let mut fixed = None;
             let mut hang = false;
+            let mut answer = None;
             match behaviour {
                 Some(Behaviour::Status(s)) => fixed = Some(s),
                 Some(Behaviour::Delay(d)) => delay = Some(d),
                 Some(Behaviour::Hang) => hang = true,
+                Some(Behaviour::Answer(s, b)) => answer = Some((s, b)),
                 None => {}
             }
+            let variant = st
+                .variants
+                .iter()
+                .find(|(p, h, c, _)| {
+                    rel.starts_with(p.as_str())
+                        && recorded.header(h).is_some_and(|v| v.contains(c.as_str()))
+                })
+                .map(|(_, _, _, b)| b.clone());
+            head_length = st
+                .head_lengths
+                .iter()
+                .find(|(p, _)| rel.starts_with(p.as_str()))
+                .map(|(_, n)| *n);
             extra = st
                 .headers
                 .iter()
@@ -365,6 +409,17 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 .map(|(_, n, v)| format!("{n}: {v}\r\n"))
                 .collect::<String>();
             match (fixed, st.files.get(&rel)) {
+                _ if answer.is_some() => {
+                    let (s, b) = answer.unwrap_or_default();
+                    (s, b, "application/octet-stream", delay, hang)
+                }
+                (None, Some(_)) if variant.is_some() && recorded.path.starts_with(&prefix) => (
+                    200,
+                    variant.clone().unwrap_or_default(),
+                    "text/html",
+                    delay,
+                    hang,
+                ),
                 (Some(s), _) => (
                     s,
                     format!("fixture: status {s}\n").into_bytes(),
@@ -401,9 +456,13 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             _ => "Status",
         };
         let head_only = recorded.method == "HEAD";
+        let length = match head_length {
+            Some(n) if head_only => n,
+            _ => body.len() as u64,
+        };
         let head = format!(
             "HTTP/1.1 {status} {reason}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n{}{extra}\r\n",
-            body.len(),
+            length,
             if close { "connection: close\r\n" } else { "" }
         );
         if stream.write_all(head.as_bytes()).await.is_err() {

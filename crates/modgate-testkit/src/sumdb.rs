@@ -874,6 +874,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
                 return;
             }
             Some(Behaviour::Status(s)) => SumDbResponse::error(s, &format!("fixture: status {s}")),
+            Some(Behaviour::Answer(status, body)) => SumDbResponse {
+                status,
+                content_type: "application/octet-stream",
+                body,
+            },
             Some(Behaviour::Delay(d)) => {
                 tokio::time::sleep(d).await;
                 db.response(&recorded.path)

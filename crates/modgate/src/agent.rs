@@ -293,6 +293,8 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         max_h2_streams: 100,
         tcp_keepalive: None,
         forward_identity: None,
+        cache_scope: Default::default(),
+        forward_set_cookie: false,
     };
     let gateway = Upstream::from_config("gateway", &config);
 

@@ -83,6 +83,16 @@ impl CachePlan {
         CacheKey::new(self.primary(), "")
     }
 
+    /// Keeps the answer apart per identity (an upstream with `cache_scope: per-identity`):
+    /// the identity, hashed, joins the namespace, so purging a module still finds every copy.
+    pub fn per_identity(mut self, identity: &str) -> CachePlan {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(identity.as_bytes());
+        let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        self.namespace = format!("{}#id={hex}", self.namespace);
+        self
+    }
+
     /// Whether this plan is for an artifact that never changes.
     pub fn immutable(&self) -> bool {
         self.fresh >= IMMUTABLE
@@ -140,11 +150,12 @@ impl CachePlan {
         })
     }
 
-    /// Whether and for how long a response is kept. An upstream that decides per identity
-    /// (it receives `forward_identity` headers) says so with `Cache-Control: private` or
-    /// `no-store`, and such answers are never shared through the cache; neither are encoded
-    /// bodies (modgate asks for the identity encoding).
+    /// Whether and for how long a response is kept: never when [`unshareable`] says it belongs
+    /// to one requester, nor when its body is encoded (modgate asks for the identity encoding).
     pub fn cacheable(&self, resp: &ResponseHeader) -> RespCacheable {
+        if unshareable(&resp.headers).is_some() {
+            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        }
         let header = |name| {
             resp.headers
                 .get_all(name)
@@ -154,14 +165,6 @@ impl CachePlan {
                 .join(",")
                 .to_ascii_lowercase()
         };
-        let cc = header(http::header::CACHE_CONTROL);
-        if cc
-            .split(',')
-            .map(str::trim)
-            .any(|d| d == "private" || d == "no-store" || d.starts_with("private="))
-        {
-            return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
-        }
         let enc = header(http::header::CONTENT_ENCODING);
         if !enc.is_empty() && enc != "identity" {
             return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
@@ -182,6 +185,58 @@ impl CachePlan {
         };
         RespCacheable::Cacheable(CacheMeta::new(now + fresh, now, 0, sie, resp.clone()))
     }
+}
+
+/// Why an upstream answer must not be shared through the cache between requesters (nor pinned
+/// in the ledger as an artifact's first-seen bytes); `None`: it may be.
+///
+/// The GOPROXY protocol has one representation per URL, so an answer that varies on anything
+/// but the encoding, sets a cookie, or asks not to be stored or reused without revalidation
+/// was made for one requester: an upstream that authorises per identity says so this way.
+pub fn unshareable(headers: &http::HeaderMap) -> Option<&'static str> {
+    let values = |name: http::header::HeaderName| {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{fffd}").to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    };
+    if headers.contains_key(http::header::SET_COOKIE) {
+        return Some("it sets a cookie");
+    }
+    let vary = values(http::header::VARY);
+    if vary
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|f| !f.is_empty() && f != "accept-encoding")
+    {
+        return Some("it varies on a request header");
+    }
+    for v in values(http::header::CACHE_CONTROL) {
+        for d in v.split(',').map(str::trim) {
+            let (name, value) = match d.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (d, None),
+            };
+            match name {
+                "private" | "no-store" | "no-cache" => {
+                    return Some("its Cache-Control forbids sharing");
+                }
+                "max-age" | "s-maxage" if value.is_some_and(|v| v.parse() == Ok(0u64)) => {
+                    return Some("its Cache-Control forbids sharing");
+                }
+                _ => {}
+            }
+        }
+    }
+    if values(http::header::PRAGMA)
+        .iter()
+        .any(|v| v.split(',').any(|d| d.trim() == "no-cache"))
+    {
+        return Some("its Pragma forbids sharing");
+    }
+    None
 }
 
 /// The ledger artifact of a request, when it is an exact version.
@@ -267,6 +322,8 @@ pub struct IntegrityCheck {
     /// Kept for the `h1:` hash of `.mod` and of zips up to [`H1_ZIP_LIMIT`].
     buffer: Option<Vec<u8>>,
     budget: H1Reservation,
+    /// Record first-seen bytes (false: only compare with a record).
+    pin: bool,
 }
 
 /// Zips up to this size also get their `h1:` directory hash recorded (the whole zip has to
@@ -351,7 +408,15 @@ impl IntegrityCheck {
             hasher: modgate_ledger::Sha256Hasher::new(),
             buffer: (artifact.has_h1() && small).then(Vec::new),
             budget: H1Reservation::default(),
+            pin: true,
         }
+    }
+
+    /// Compares with what the ledger holds but records nothing when nothing is held: for an
+    /// answer that is not the one shared representation ([`unshareable`]).
+    pub fn without_pinning(mut self) -> IntegrityCheck {
+        self.pin = false;
+        self
     }
 
     pub fn update(&mut self, data: &[u8]) {
@@ -366,7 +431,12 @@ impl IntegrityCheck {
     }
 
     /// Records or compares the finished artifact.
-    pub fn finish(self, ledger: &Ledger, upstream: &str) -> Result<Check, IntegrityFailure> {
+    /// `Ok(None)`: not pinned and nothing was recorded to compare with.
+    pub fn finish(
+        self,
+        ledger: &Ledger,
+        upstream: &str,
+    ) -> Result<Option<Check>, IntegrityFailure> {
         let _budget = self.budget;
         let size = self.hasher.bytes_hashed();
         let sha = self.hasher.finish();
@@ -383,6 +453,29 @@ impl IntegrityCheck {
             },
             _ => None,
         };
+        if !self.pin {
+            let recorded = ledger.get(&self.module, &self.version, self.artifact).map_err(|e| {
+                IntegrityFailure::Ledger(format!(
+                    "{}@{}: the integrity ledger could not be consulted: {e}",
+                    self.module, self.version
+                ))
+            })?;
+            return match recorded {
+                Some(e) if e.sha256 != sha || e.size != size => {
+                    Err(IntegrityFailure::Changed(mismatch_message(
+                        &self.module,
+                        &self.version,
+                        self.artifact,
+                        upstream,
+                        &e.sha256,
+                        e.size,
+                        &format!("sha256:{sha} ({size} bytes)"),
+                    )))
+                }
+                Some(e) => Ok(Some(Check::Match(e))),
+                None => Ok(None),
+            };
+        }
         let check = ledger
             .observe(
                 &self.module,
@@ -409,7 +502,7 @@ impl IntegrityCheck {
                 recorded.size,
                 &format!("sha256:{sha} ({size} bytes)"),
             ))),
-            _ => Ok(check),
+            _ => Ok(Some(check)),
         }
     }
 }
@@ -453,4 +546,52 @@ pub fn purge_module(
                 && version.is_none_or(|v| req.version.as_ref().is_some_and(|rv| rv.as_str() == v))
         })
     })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unshareable;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                http::HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn what_is_never_shared() {
+        let never: &[&[(&str, &str)]] = &[
+            &[("Set-Cookie", "a=b")],
+            &[("Vary", "Accept")],
+            &[("Vary", "Accept-Encoding, X-Modgate-Identity")],
+            &[("vary", "*")],
+            &[("Cache-Control", "no-cache")],
+            &[("Cache-Control", "public, no-cache=\"Set-Cookie\"")],
+            &[("Cache-Control", "max-age=0")],
+            &[("Cache-Control", "public, s-maxage=0")],
+            &[("Cache-Control", "PRIVATE")],
+            &[("Cache-Control", "no-store")],
+            &[("Cache-Control", "max-age=60"), ("Cache-Control", "private")],
+            &[("Pragma", "no-cache")],
+        ];
+        for h in never {
+            assert!(unshareable(&headers(h)).is_some(), "{h:?} was shareable");
+        }
+        let shared: &[&[(&str, &str)]] = &[
+            &[],
+            &[("Vary", "Accept-Encoding")],
+            &[("Vary", "accept-encoding,")],
+            &[("Cache-Control", "public, max-age=3600")],
+            &[("Cache-Control", "max-age=10")],
+            &[("Content-Type", "application/json")],
+        ];
+        for h in shared {
+            assert_eq!(unshareable(&headers(h)), None, "{h:?}");
+        }
+    }
 }

@@ -160,6 +160,10 @@ pub struct ListenerConfig {
     /// terminates TLS); from anyone else those headers are removed.
     #[serde(default)]
     pub trusted_proxies: Vec<CidrValue>,
+    /// Accept `trusted_proxies` networks wider than /8 (IPv4) or /16 (IPv6), such as
+    /// `0.0.0.0/0`: anyone there may claim any client certificate.
+    #[serde(default)]
+    pub trusted_proxies_force: bool,
     /// Header names a trusted proxy uses.
     #[serde(default)]
     pub forwarded_headers: ForwardedInput,
@@ -244,6 +248,26 @@ pub struct UpstreamConfig {
     pub tcp_keepalive: Option<TcpKeepaliveConfig>,
     /// Which client-certificate / identity headers this upstream receives.
     pub forward_identity: Option<ForwardIdentityConfig>,
+    /// Whether this upstream's answers may be shared between identities through the cache
+    /// (`shared`, the default) or are kept per identity (`per-identity`: for an upstream that
+    /// authorises each identity itself without saying so in `Cache-Control`/`Vary`).
+    #[serde(default)]
+    pub cache_scope: CacheScope,
+    /// Pass the upstream's `Set-Cookie` headers on to clients (default: removed; an answer
+    /// that sets a cookie is never cached either way).
+    #[serde(default)]
+    pub forward_set_cookie: bool,
+}
+
+/// How an upstream's answers are shared through the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheScope {
+    /// One cached answer per route and path, for every identity.
+    #[default]
+    Shared,
+    /// One cached answer per route, path and identity.
+    PerIdentity,
 }
 
 fn default_connect_timeout() -> DurationValue {
@@ -370,6 +394,21 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
                 "listeners[{i}].address: address {} is used twice",
                 l.address.0
             ));
+        }
+    }
+    for (i, l) in config.listeners.iter().enumerate() {
+        for (j, c) in l.trusted_proxies.iter().enumerate() {
+            if c.0.is_world_wide() && !l.trusted_proxies_force {
+                return Err(format!(
+                    "listeners[{i}].trusted_proxies[{j}]: {}/{} trusts (nearly) every address \
+                     to forward any client certificate it likes; list the front proxies' own \
+                     addresses, or set trusted_proxies_force: true on listener {:?} if this is \
+                     really meant",
+                    c.0.network(),
+                    c.0.prefix_len(),
+                    l.name.0
+                ));
+            }
         }
     }
     for (name, u) in &config.upstreams {

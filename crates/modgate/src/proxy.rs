@@ -58,16 +58,14 @@ use modgate_ledger::Artifact;
 pub const USER_AGENT: &str = concat!("modgate/", env!("CARGO_PKG_VERSION"));
 
 /// Client request headers passed on to upstreams; everything else (cookies, credentials,
-/// identity headers, proxy headers) stays behind. `Accept-Encoding` is deliberately not among
-/// them: modgate hashes, pins and caches the bytes of a module, so it asks upstreams for the
-/// identity encoding and every client gets the same bytes.
-const FORWARDED_HEADERS: &[&str] = &[
-    "accept",
-    "if-none-match",
-    "if-modified-since",
-    "traceparent",
-    "tracestate",
-];
+/// identity headers, proxy headers, content negotiation) stays behind. The GOPROXY protocol
+/// has one representation per URL and the cache shares it between clients, so neither
+/// `Accept` nor `Accept-Encoding` is forwarded: one client's preferences must never choose
+/// the bytes everyone else is served (or the ledger pins). Conditional headers are forwarded
+/// for mutable answers only: an exact version is always fetched whole, so its bytes are
+/// checked against the ledger.
+const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate"];
+const CONDITIONAL_HEADERS: &[&str] = &["if-none-match", "if-modified-since"];
 
 /// The challenge sent with a 401, so clients that wait for one send their `.netrc` credentials.
 const BASIC_CHALLENGE: &str = "Basic realm=\"modgate\"";
@@ -169,7 +167,12 @@ impl GatewayProxy {
                 return Error::e_explain(ErrorType::HTTPStatus(502), message);
             }
         }
-        ctx.integrity = Some(IntegrityCheck::new(&module, &version, a, length));
+        let check = IntegrityCheck::new(&module, &version, a, length);
+        ctx.integrity = Some(match cache::unshareable(&resp.headers) {
+            // Not the one shared representation: compared with a record, never recorded.
+            Some(_) => check.without_pinning(),
+            None => check,
+        });
         Ok(())
     }
 
@@ -772,8 +775,15 @@ impl ProxyHttp for GatewayProxy {
                 let allowed = decision.is_allowed();
                 let message = decision.deny_message(&ctx.identity.principal.name, &req.module);
                 if let Some(c) = &self.cache {
-                    ctx.cache_plan =
-                        CachePlan::module(&route.name, &req, &c.ttl, &route.target.cache);
+                    let plan = CachePlan::module(&route.name, &req, &c.ttl, &route.target.cache);
+                    let per_identity = route.target.steps.iter().any(|s| s.upstream.per_identity_cache);
+                    ctx.cache_plan = match plan {
+                        Some(p) if per_identity => {
+                            let who = &ctx.identity.principal;
+                            Some(p.per_identity(&format!("{}:{}", who.source.as_str(), who.name)))
+                        }
+                        other => other,
+                    };
                     ctx.ledger_key = cache::artifact(&req);
                 }
                 ctx.request = Some(req);
@@ -940,10 +950,14 @@ impl ProxyHttp for GatewayProxy {
             .parse()
             .map_err(|e| Error::because(ErrorType::InternalError, "building upstream URI", e))?;
         upstream_request.set_uri(uri);
+        let exact = ctx.ledger_key.is_some();
         let drop: Vec<HeaderName> = upstream_request
             .headers
             .keys()
-            .filter(|n| !FORWARDED_HEADERS.contains(&n.as_str()))
+            .filter(|n| {
+                !(FORWARDED_HEADERS.contains(&n.as_str())
+                    || (!exact && CONDITIONAL_HEADERS.contains(&n.as_str())))
+            })
             .cloned()
             .collect();
         for name in drop {
@@ -973,20 +987,26 @@ impl ProxyHttp for GatewayProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        // An exact version is accepted only as a 200 (whose bytes the ledger checks): any other
+        // 2xx or a redirect would carry bytes, or send the client to bytes, the ledger never saw.
+        let exact = ctx.ledger_key.is_some();
         let outcome = match status {
             404 | 410 => Outcome::NotFound(status),
+            200 => Outcome::Answered(status),
+            _ if exact => Outcome::Status(status),
             100..=399 => Outcome::Answered(status),
             _ => Outcome::Status(status),
         };
         match outcome {
             Outcome::Answered(_) => {
                 self.settle_attempt(ctx, outcome);
-                if status == 200 {
+                // HEAD answers carry no bytes: they never feed (or trip) the ledger.
+                if status == 200 && session.req_header().method == Method::GET {
                     self.start_integrity(upstream_response, ctx).await?;
                 }
                 Ok(())
@@ -1084,6 +1104,14 @@ impl ProxyHttp for GatewayProxy {
         }
         if let Some(a) = ctx.attempts.last() {
             upstream_response.insert_header("X-Modgate-Upstream", a.upstream.as_str())?;
+        }
+        // An upstream's cookies are its business with modgate, not with every client (cached
+        // answers never carry one: an answer that sets a cookie is not cached).
+        let pass_cookies = self
+            .current_upstream(ctx)
+            .is_some_and(|u| u.forward_set_cookie);
+        if !pass_cookies {
+            upstream_response.remove_header(&http::header::SET_COOKIE);
         }
         Ok(())
     }

@@ -29,6 +29,10 @@ pub struct Upstream {
     client_cert: Option<Arc<CertKey>>,
     /// Which client identity headers this upstream receives.
     pub forward: Option<ForwardIdentityConfig>,
+    /// Its answers are cached per identity.
+    pub per_identity_cache: bool,
+    /// Its `Set-Cookie` headers reach clients.
+    pub forward_set_cookie: bool,
     /// Last resolved address of a host name (unused for IP literals).
     resolved: Mutex<Option<(Instant, SocketAddr)>>,
 }
@@ -85,6 +89,8 @@ impl Upstream {
             options,
             client_cert: c.client_cert.as_ref().map(|k| Arc::new(k.to_cert_key())),
             forward: c.forward_identity.clone(),
+            per_identity_cache: c.cache_scope == crate::config::CacheScope::PerIdentity,
+            forward_set_cookie: c.forward_set_cookie,
             resolved: Mutex::new(None),
         }
     }

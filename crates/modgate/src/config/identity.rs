@@ -219,7 +219,9 @@ pub struct CidrValue(pub Cidr);
 impl<'de> Deserialize<'de> for CidrValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_str_with(d, "a CIDR block such as 10.0.0.0/8", |s| {
-            s.parse::<Cidr>().map(CidrValue).map_err(|e| e.to_string())
+            Cidr::parse_canonical(s)
+                .map(CidrValue)
+                .map_err(|e| e.to_string())
         })
     }
 }
