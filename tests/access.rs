@@ -56,7 +56,7 @@ const ALICE_SECRET_403: &str = "modgate: alice may not read corp.example.com/sec
 /// file names are read from the gateway's directory.
 const CONFIG: &str = r#"
 listeners:
-  - { name: plain, address: "@PLAIN@", metrics: true }
+  - { name: plain, address: "@PLAIN@", metrics: true, debug_headers: true }
   - { name: strict, address: "@STRICT@", require_identity: true }
   - name: tls
     address: "@TLS@"

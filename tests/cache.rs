@@ -104,7 +104,7 @@ impl Gw {
     fn start(body: &str, cache: &CacheSpec) -> Gw {
         let addr = free_addr();
         let config = format!(
-            "listeners:\n  - {{ name: plain, address: \"{addr}\", metrics: true }}\n{body}{cache}\
+            "listeners:\n  - {{ name: plain, address: \"{addr}\", metrics: true, debug_headers: true }}\n{body}{cache}\
              audit: {{ output: audit.jsonl }}\n",
             cache = cache.yaml()
         );

@@ -391,7 +391,7 @@ async fn chains_fail_over_inside_the_gateway() {
     let config = format!(
         r#"
 listeners:
-  - {{ name: plain, address: "{plain}" }}
+  - {{ name: plain, address: "{plain}", debug_headers: true }}
 upstreams:
   primary: {{ url: "{p}" }}
   secondary: {{ url: "{s}" }}

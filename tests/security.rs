@@ -807,3 +807,203 @@ fn world_wide_or_non_canonical_trusted_proxies_are_refused() {
         assert!(ok, "{entry}: {out}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. Nothing internal reaches clients
+
+#[test]
+fn errors_and_headers_leak_no_internal_details() {
+    let up = upstreams();
+    up.public.set_header("/example.com/pub/", "Server", "secret-origin/1.2.3");
+    let dead = free_addr(); // nothing listens here
+    let addr = free_addr();
+    let config = format!(
+        r#"
+audit: {{ output: "off" }}
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+cache:
+  dir: "@DIR@/cache"
+  max_size: 64MiB
+upstreams:
+  public: {{ url: "{public}" }}
+  dead: {{ url: "http://{dead}", connect_timeout: 1s }}
+routes:
+  - {{ name: gone, match: {{ prefix: gone.example.com }}, chain: [dead] }}
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+"#,
+        public = up.public.url(),
+    );
+    let gw = Gateway::start(&config, addr);
+    let r = modgate_testkit::get(addr, "/gone.example.com/m/@v/v1.0.0.info").expect("502");
+    assert_eq!(r.status, 502, "{}", r.text());
+    let body = r.text();
+    assert!(body.contains("gone.example.com/m@v1.0.0"), "names the module: {body}");
+    assert!(body.contains("upstream dead"), "names the upstream: {body}");
+    for secret in [
+        dead.ip().to_string(),
+        dead.port().to_string(),
+        "http://".to_string(),
+        "addr".to_string(),
+        "Peer".to_string(),
+    ] {
+        assert!(!body.contains(&secret), "the 502 body leaks {secret:?}: {body}");
+    }
+    // The audit-free log still has the whole story for the operator.
+    assert!(gw.log().contains(&dead.port().to_string()), "{}", gw.log());
+
+    let r = modgate_testkit::get(addr, PUBLIC_INFO).expect("200");
+    assert_eq!(r.status, 200);
+    for h in ["x-modgate-route", "x-modgate-upstream", "x-modgate-cache", "server"] {
+        assert_eq!(r.header(h), None, "{h} reached a client: {:?}", r.headers);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. The admin endpoint answers only this host's own tools, and admins
+
+#[test]
+fn admin_purge_refuses_rebinding_browsers_proxies_and_non_admins() {
+    let up = upstreams();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("tokens"),
+        token_line("ops", ALICE_TOKEN) + &token_line("dev", BOB_TOKEN),
+    )
+    .expect("tokens");
+    let (open, edge) = (free_addr(), free_addr());
+    let config = format!(
+        r#"
+audit: {{ output: "off" }}
+listeners:
+  - {{ name: admin, address: "{open}", admin: true }}
+  - {{ name: edge, address: "{edge}", admin: true, trusted_proxies: ["127.0.0.1/32"] }}
+cache:
+  dir: "@DIR@/cache"
+  max_size: 64MiB
+upstreams:
+  public: {{ url: "{public}" }}
+routes:
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+auth:
+  tokens_file: tokens
+access:
+  default: allow
+  roles:
+    - name: admin
+      members: [ {{ token: ops }} ]
+      rules: []
+"#,
+        public = up.public.url(),
+    );
+    let gw = Gateway::start_in(dir, &config, open);
+    let purge = "/admin/cache/purge?target=example.com/pub";
+    let ops = format!("Bearer {ALICE_TOKEN}");
+    let dev = format!("Bearer {BOB_TOKEN}");
+    let raw = |addr: SocketAddr, host: &str, extra: &[(&str, &str)]| {
+        let mut req = format!("POST {purge} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n");
+        for (n, v) in extra {
+            req.push_str(&format!("{n}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        modgate_testkit::raw_request(addr, req.as_bytes()).expect("response")
+    };
+    let own = open.to_string();
+    let cases: Vec<(&str, modgate_testkit::Response, u16)> = vec![
+        ("rebinding Host", raw(open, "evil.example:80", &[("Authorization", &ops)]), 403),
+        ("cross-site Origin", raw(open, &own, &[("Authorization", &ops), ("Origin", "https://evil.example")]), 403),
+        ("Sec-Fetch-Site", raw(open, &own, &[("Authorization", &ops), ("Sec-Fetch-Site", "cross-site")]), 403),
+        ("anonymous", raw(open, &own, &[]), 401),
+        ("not an admin", raw(open, &own, &[("Authorization", &dev)]), 403),
+        ("through a trusted proxy", raw(edge, &edge.to_string(), &[("Authorization", &ops)]), 403),
+        ("an admin", raw(open, &own, &[("Authorization", &ops)]), 200),
+    ];
+    for (what, r, status) in cases {
+        assert_eq!(r.status, status, "{what}: {}\n{}", r.text(), gw.log());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Checksum-database reads follow the access policy
+
+#[test]
+fn sumdb_endpoints_follow_the_access_policy() {
+    let up = upstreams();
+    let m = ModuleVersion::new("example.com/pub", "v1.0.0").expect("module");
+    let mut db = modgate_testkit::SumDb::new("sumdb.test");
+    db.add(&m);
+    let db = db.start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tokens"), token_line("alice", ALICE_TOKEN)).expect("tokens");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+audit: {{ output: "off" }}
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  public: {{ url: "{public}" }}
+routes:
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+sumdb:
+  sumdb.test: {{ url: "{db}" }}
+auth:
+  tokens_file: tokens
+access:
+  default: deny
+  roles:
+    - name: readers
+      members: [ {{ token: alice }} ]
+      rules:
+        - {{ id: read-all, allow: {{ prefix: "" }} }}
+"#,
+        public = up.public.url(),
+        db = db.url(),
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+    let alice = format!("Bearer {ALICE_TOKEN}");
+    for path in [
+        "/sumdb/sumdb.test/latest",
+        "/sumdb/sumdb.test/lookup/example.com/pub@v1.0.0",
+        "/sumdb/sumdb.test/tile/8/0/000.p/1",
+    ] {
+        let r = modgate_testkit::get(addr, path).expect("anonymous");
+        assert_eq!(r.status, 401, "anonymous {path}: {}\n{}", r.text(), gw.log());
+        let r = modgate_testkit::request(addr, "GET", path, &[("Authorization", &alice)])
+            .expect("alice");
+        assert!(r.status == 200 || r.status == 404, "alice {path}: {} {}", r.status, r.text());
+    }
+    let r = modgate_testkit::get(addr, "/example.com/pub/@v/list").expect("module");
+    assert_eq!(r.status, 401, "modules and sumdb agree");
+    drop(gw);
+
+    // A rule may open the checksum database to everyone explicitly.
+    let addr = free_addr();
+    let config = format!(
+        r#"
+audit: {{ output: "off" }}
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  public: {{ url: "{public}" }}
+routes:
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+sumdb:
+  sumdb.test: {{ url: "{db}" }}
+access:
+  default: deny
+  roles:
+    - name: everyone
+      members: [ any ]
+      rules:
+        - {{ id: sumdb-open, allow: {{ prefix: "" }}, kinds: [sumdb] }}
+"#,
+        public = up.public.url(),
+        db = db.url(),
+    );
+    let gw = Gateway::start(&config, addr);
+    let r = modgate_testkit::get(addr, "/sumdb/sumdb.test/latest").expect("latest");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.log());
+    let r = modgate_testkit::get(addr, "/example.com/pub/@v/list").expect("module");
+    assert_eq!(r.status, 401, "the sumdb rule opens no module");
+}

@@ -136,24 +136,8 @@ impl UserCert {
 pub struct AgentProxy {
     gateway: Upstream,
     cert: Arc<UserCert>,
-    listen: SocketAddr,
     /// `Host` values a client of this agent sends (any, with `--allow-remote`).
     allowed_hosts: Vec<String>,
-}
-
-/// The `Host` values that name an agent listening on `listen`.
-fn allowed_hosts(listen: SocketAddr) -> Vec<String> {
-    let port = listen.port();
-    let mut hosts = vec![
-        listen.to_string(),
-        format!("localhost:{port}"),
-        format!("127.0.0.1:{port}"),
-        format!("[::1]:{port}"),
-    ];
-    if port == 80 {
-        hosts.extend(["localhost".into(), "127.0.0.1".into(), "[::1]".into()]);
-    }
-    hosts
 }
 
 #[async_trait]
@@ -167,27 +151,8 @@ impl ProxyHttp for AgentProxy {
         // a loopback port too (DNS rebinding, fetch from a browser): only GOPROXY reads from
         // a client that names this agent's own address are forwarded.
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let browser = req.headers.contains_key(http::header::ORIGIN)
-            || req.headers.contains_key("sec-fetch-site")
-            || req.headers.contains_key("sec-fetch-mode");
-        let host_ok = self.allowed_hosts.is_empty()
-            || self
-                .allowed_hosts
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(host));
-        let refusal = if !host_ok {
-            Some(format!(
-                "agent: Host {host:?} is not this agent's address (use GOPROXY=http://{})",
-                self.listen
-            ))
-        } else if browser {
-            Some("agent: requests from web pages are not forwarded".to_string())
+        let refusal = if let Some(r) = crate::local::refusal(req, &self.allowed_hosts, "agent") {
+            Some(r)
         } else if req.method != http::Method::GET && req.method != http::Method::HEAD {
             Some(format!(
                 "agent: method {} is not forwarded (GOPROXY is read-only)",
@@ -322,11 +287,10 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         AgentProxy {
             gateway,
             cert,
-            listen: o.listen,
             allowed_hosts: if o.allow_remote {
                 Vec::new()
             } else {
-                allowed_hosts(o.listen)
+                crate::local::allowed_hosts(o.listen)
             },
         },
         "modgate agent",

@@ -164,6 +164,10 @@ pub struct ListenerConfig {
     /// `0.0.0.0/0`: anyone there may claim any client certificate.
     #[serde(default)]
     pub trusted_proxies_force: bool,
+    /// Add `X-Modgate-Cache`, `X-Modgate-Route` and `X-Modgate-Upstream` to answers (for
+    /// operators and tests; they tell clients what the organisation fetched and from where).
+    #[serde(default)]
+    pub debug_headers: bool,
     /// Header names a trusted proxy uses.
     #[serde(default)]
     pub forwarded_headers: ForwardedInput,

@@ -13,6 +13,7 @@ mod config;
 mod explain;
 mod gateway;
 mod identity;
+mod local;
 mod metrics;
 mod proxy;
 mod record;

@@ -67,6 +67,9 @@ pub const USER_AGENT: &str = concat!("modgate/", env!("CARGO_PKG_VERSION"));
 const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate"];
 const CONDITIONAL_HEADERS: &[&str] = &["if-none-match", "if-modified-since"];
 
+/// The role an identity must hold to use the admin endpoint when `access:` is configured.
+pub const ADMIN_ROLE: &str = "admin";
+
 /// The challenge sent with a 401, so clients that wait for one send their `.netrc` credentials.
 const BASIC_CHALLENGE: &str = "Basic realm=\"modgate\"";
 
@@ -80,6 +83,10 @@ pub struct ListenerRuntime {
     pub metrics: bool,
     /// Serves the admin endpoints.
     pub admin: bool,
+    /// Adds the `X-Modgate-Cache/Route/Upstream` headers to answers.
+    pub debug_headers: bool,
+    /// The `Host` values that name this listener (the admin endpoint answers no other).
+    pub own_hosts: Vec<String>,
     /// Anonymous requests get a 401.
     pub require_identity: bool,
     pub identity: IdentitySettings,
@@ -365,6 +372,19 @@ impl GatewayProxy {
         Ok(true)
     }
 
+    /// Answers a policy denial: 401 with the challenge for an anonymous client (a credential
+    /// might be allowed), else 403.
+    async fn deny(&self, session: &mut Session, ctx: &mut RequestCtx, message: String) -> Result<bool> {
+        if ctx.identity.principal.is_anonymous() {
+            self.unauthenticated(session, ctx, message).await
+        } else {
+            ctx.audit.decision = AuditDecision::Deny;
+            respond::text(session, 403, &message, &[]).await?;
+            ctx.audit.reason = Some(message);
+            Ok(true)
+        }
+    }
+
     /// Answers a request modgate handles itself with an error status, and records why.
     async fn refuse(
         &self,
@@ -454,6 +474,19 @@ impl Outcome {
         }
     }
 
+    /// What a client is told: the outcome class, never an address, port, scheme or SNI.
+    fn public(&self) -> String {
+        match self {
+            Outcome::Timeout(_) => "timed out".to_string(),
+            Outcome::Failed(e) if e.contains("refused") || e.contains("ConnectRefused") => {
+                "refused the connection".to_string()
+            }
+            Outcome::Failed(_) => "could not be reached".to_string(),
+            other => other.describe(),
+        }
+    }
+
+    /// The full description, for the server's log and the audit record.
     fn describe(&self) -> String {
         match self {
             Outcome::Answered(s) => format!("answered {s}"),
@@ -666,6 +699,50 @@ impl ProxyHttp for GatewayProxy {
             && session.req_header().uri.path() == "/admin/cache/purge"
             && is_loopback_peer(session)
         {
+            // Loopback is not enough: a web page can reach it too (DNS rebinding, cross-site
+            // fetch), and a loopback peer that is a trusted front proxy speaks for a remote
+            // client. With `access:` configured, the caller must hold the role `admin`.
+            let through_proxy = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .is_some_and(|a| self.listener.identity.trusted.contains(&a.ip()));
+            let refusal = crate::local::refusal(
+                session.req_header(),
+                &self.listener.own_hosts,
+                "admin",
+            )
+            .or_else(|| {
+                through_proxy.then(|| {
+                    "admin: requests through a trusted front proxy are not local; call the \
+                     admin endpoint directly"
+                        .to_string()
+                })
+            });
+            if let Some(message) = refusal {
+                return self.refuse(session, ctx, 403, message, &[]).await;
+            }
+            if self.gateway.access_configured {
+                let holds_admin = self
+                    .gateway
+                    .access
+                    .roles_for(&ctx.identity.principal)
+                    .iter()
+                    .any(|r| r.name == ADMIN_ROLE);
+                if !holds_admin {
+                    let message = format!(
+                        "admin: {} does not hold the role {ADMIN_ROLE:?} the admin endpoint \
+                         requires",
+                        ctx.identity.principal.name
+                    );
+                    if ctx.identity.principal.is_anonymous() {
+                        return self.unauthenticated(session, ctx, message).await;
+                    }
+                    ctx.audit.decision = AuditDecision::Deny;
+                    respond::text(session, 403, &message, &[]).await?;
+                    ctx.audit.reason = Some(message);
+                    return Ok(true);
+                }
+            }
             return self.admin_purge(session, ctx).await;
         }
 
@@ -738,6 +815,44 @@ impl ProxyHttp for GatewayProxy {
                     }
                     SumdbEndpoint::Latest | SumdbEndpoint::Tile { .. } => {}
                 }
+                // The access policy applies to checksum-database reads too: a lookup is about
+                // its module (rules for that module apply), `latest` and tiles about no module
+                // (only rules whose pattern matches every path, e.g. `prefix: ""`, apply). A
+                // rule may name them with `kinds: [sumdb]`.
+                if self.gateway.access_configured {
+                    let (module, version) = match &s.endpoint {
+                        SumdbEndpoint::Lookup { module, version } => {
+                            (module.as_str(), Some(version.as_str()))
+                        }
+                        _ => ("", None),
+                    };
+                    let route = format!("sumdb:{}", s.name);
+                    let decision = self.gateway.access.decide(
+                        &ctx.identity.principal,
+                        &AccessRequest {
+                            module,
+                            kind: s.kind(),
+                            version,
+                            route: &route,
+                            private_route: false,
+                        },
+                    );
+                    let allowed = decision.is_allowed();
+                    let what = if module.is_empty() {
+                        format!("checksum database {}", s.name)
+                    } else {
+                        module.to_string()
+                    };
+                    let message = decision.deny_message(&ctx.identity.principal.name, &what);
+                    ctx.decision = Some(decision);
+                    if !allowed {
+                        let message = message
+                            .strip_prefix("modgate: ")
+                            .unwrap_or(&message)
+                            .to_string();
+                        return self.deny(session, ctx, message).await;
+                    }
+                }
                 ctx.audit.decision = AuditDecision::Allow;
                 ctx.sumdb = Some((db.clone(), s.upstream_path()));
                 if let Some(c) = &self.cache {
@@ -796,15 +911,7 @@ impl ProxyHttp for GatewayProxy {
                     .strip_prefix("modgate: ")
                     .unwrap_or(&message)
                     .to_string();
-                if ctx.identity.principal.is_anonymous() {
-                    // A credential might be allowed: ask for one.
-                    self.unauthenticated(session, ctx, message).await
-                } else {
-                    ctx.audit.decision = AuditDecision::Deny;
-                    respond::text(session, 403, &message, &[]).await?;
-                    ctx.audit.reason = Some(message);
-                    Ok(true)
-                }
+                self.deny(session, ctx, message).await
             }
         }
     }
@@ -1091,20 +1198,24 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if ctx.cache_plan.is_some() && session.cache.enabled() {
-            let phase = if ctx.served_stale {
-                "stale-if-error"
-            } else {
-                session.cache.phase().as_str()
-            };
-            upstream_response.insert_header("X-Modgate-Cache", phase)?;
+        if self.listener.debug_headers {
+            if ctx.cache_plan.is_some() && session.cache.enabled() {
+                let phase = if ctx.served_stale {
+                    "stale-if-error"
+                } else {
+                    session.cache.phase().as_str()
+                };
+                upstream_response.insert_header("X-Modgate-Cache", phase)?;
+            }
+            if let Some(route) = ctx.route.and_then(|i| self.gateway.routes.routes().get(i)) {
+                upstream_response.insert_header("X-Modgate-Route", route.name.as_str())?;
+            }
+            if let Some(a) = ctx.attempts.last() {
+                upstream_response.insert_header("X-Modgate-Upstream", a.upstream.as_str())?;
+            }
         }
-        if let Some(route) = ctx.route.and_then(|i| self.gateway.routes.routes().get(i)) {
-            upstream_response.insert_header("X-Modgate-Route", route.name.as_str())?;
-        }
-        if let Some(a) = ctx.attempts.last() {
-            upstream_response.insert_header("X-Modgate-Upstream", a.upstream.as_str())?;
-        }
+        // What software the origin runs is nobody's business but the operator's.
+        upstream_response.remove_header(&http::header::SERVER);
         // An upstream's cookies are its business with modgate, not with every client (cached
         // answers never carry one: an answer that sets a cookie is not cached).
         let pass_cookies = self
@@ -1211,22 +1322,24 @@ impl ProxyHttp for GatewayProxy {
                 None => "request".to_string(),
             },
         };
+        // Client-facing: the upstream's name and the outcome class; addresses and the full
+        // error go to the log line and the audit record only.
         let tried: Vec<String> = ctx
             .attempts
             .iter()
             .map(|a| {
-                let outcome = a
-                    .outcome
-                    .as_ref()
-                    .map(Outcome::describe)
-                    .unwrap_or_else(|| short_error(e));
+                let outcome = match &a.outcome {
+                    Some(o) => o.public(),
+                    None if timed_out => "timed out".to_string(),
+                    None => "failed".to_string(),
+                };
                 format!("{} {}", a.upstream, outcome)
             })
             .collect();
         let message = if let Some(refusal) = &ctx.integrity_refusal {
             refusal.clone()
         } else if tried.is_empty() {
-            format!("{what}: {}", short_error(e))
+            format!("{what}: no upstream could be asked ({})", e.etype().as_str())
         } else {
             format!("{what}: upstream {}", tried.join("; then "))
         };

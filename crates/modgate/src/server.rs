@@ -205,6 +205,8 @@ fn add_listener(
         keepalive_secs: l.keepalive_timeout.0.as_secs().max(1),
         metrics: l.metrics,
         admin: l.admin,
+        debug_headers: l.debug_headers,
+        own_hosts: crate::local::allowed_hosts(l.address.0),
         require_identity: l.require_identity,
         identity: IdentitySettings {
             trusted: CidrSet::new(l.trusted_proxies.iter().map(|c| c.0).collect()),

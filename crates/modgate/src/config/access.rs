@@ -103,26 +103,39 @@ struct RawRule {
     versions: Option<RangeValue>,
 }
 
-/// A request kind a rule may be limited to.
-struct KindValue(RequestKind);
+/// A request kind a rule may be limited to (`sumdb` stands for every checksum-database read).
+struct KindValue(Vec<RequestKind>);
 
-const RULE_KINDS: [RequestKind; 5] = [
+const RULE_KINDS: [RequestKind; 8] = [
     RequestKind::List,
     RequestKind::Latest,
     RequestKind::Info,
     RequestKind::Mod,
     RequestKind::Zip,
+    RequestKind::SumdbLatest,
+    RequestKind::SumdbLookup,
+    RequestKind::SumdbTile,
 ];
 
 impl<'de> Deserialize<'de> for KindValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_str_with(d, "a request kind", |s| {
+            if s == "sumdb" {
+                return Ok(KindValue(vec![
+                    RequestKind::SumdbLatest,
+                    RequestKind::SumdbLookup,
+                    RequestKind::SumdbTile,
+                ]));
+            }
             RULE_KINDS
                 .iter()
                 .find(|k| k.as_str() == s)
-                .map(|k| KindValue(*k))
+                .map(|k| KindValue(vec![*k]))
                 .ok_or_else(|| {
-                    format!("unknown request kind {s:?} (use list, latest, info, mod or zip)")
+                    format!(
+                        "unknown request kind {s:?} (use list, latest, info, mod, zip, or sumdb \
+                         / sumdb-latest / sumdb-lookup / sumdb-tile)"
+                    )
                 })
         })
     }
@@ -261,7 +274,7 @@ fn compile_rule(role: &str, index: usize, raw: RawRule) -> Result<Rule, String> 
         id,
         effect,
         patterns,
-        kinds: raw.kinds.map(|k| k.into_iter().map(|k| k.0).collect()),
+        kinds: raw.kinds.map(|k| k.into_iter().flat_map(|k| k.0).collect()),
         versions: raw.versions.map(|v| v.0),
     })
 }
