@@ -1007,3 +1007,129 @@ access:
     let r = modgate_testkit::get(addr, "/example.com/pub/@v/list").expect("module");
     assert_eq!(r.status, 401, "the sumdb rule opens no module");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. Every principal that contributed to a decision is in the audit record
+
+#[test]
+fn audit_names_every_principal_and_which_one_matched() {
+    let up = upstreams();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    // A certificate that verifies but holds no role.
+    pki.client("nobody", &ClientSpec::new("nobody", 0x90).o("Elsewhere"));
+    let hash = bcrypt::hash("alice-password", 4).expect("bcrypt");
+    std::fs::write(dir.path().join("users"), format!("alice:{hash}\n")).expect("users");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+audit: {{ output: audit.jsonl }}
+listeners:
+  - name: tls
+    address: "{addr}"
+    tls: {{ cert: server.pem, key: server.key, client_auth: optional, client_ca: root.pem }}
+upstreams:
+  public: {{ url: "{public}" }}
+  corp:
+    url: "{corp}"
+    private: true
+    forward_identity: {{ identity: true }}
+routes:
+  - {{ name: corp, match: {{ prefix: corp.example.com }}, chain: [corp], private: true }}
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+auth:
+  users_file: users
+access:
+  default: allow
+  roles:
+    - name: devs
+      members: [ {{ user: alice }} ]
+      rules:
+        - {{ id: corp-read, allow: {{ prefix: corp.example.com }} }}
+"#,
+        public = up.public.url(),
+        corp = up.corp.url(),
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+    let client = TlsClient::new(&pki.path("ca-bundle.pem"))
+        .with_client_cert(&pki.path("nobody.pem"), &pki.path("nobody.key"));
+    let basic = format!("Basic {}", b64("alice:alice-password"));
+    let r = client
+        .get(addr, SERVER_NAME, SECRET_INFO, &[("Authorization", &basic)])
+        .expect("response");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = up.corp.requests();
+    assert_eq!(
+        seen.last().and_then(|r| r.header("x-modgate-identity")),
+        Some("basic:alice"),
+        "the upstream is told who was granted access"
+    );
+    let audit_path = gw.dir.path().join("audit.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let text = std::fs::read_to_string(&audit_path).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("corp.example.com/secret")) {
+            break serde_json::from_str::<serde_json::Value>(line).expect("JSON audit line");
+        }
+        assert!(Instant::now() < deadline, "no audit record:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let identity = &record["identity"];
+    assert_eq!(
+        identity["principals"],
+        serde_json::json!(["certificate:nobody", "basic:alice"]),
+        "{record}"
+    );
+    assert_eq!(identity["matched"], "basic:alice", "{record}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. Pipelined HTTP/1.1 requests are answered in order or the connection is closed cleanly
+
+#[test]
+fn pipelined_requests_never_hang() {
+    use std::io::{Read, Write};
+    let up = upstreams();
+    let addr = free_addr();
+    let config = format!(
+        "audit: {{ output: \"off\" }}\nlisteners:\n  - {{ name: plain, address: \"{addr}\" }}\n{}",
+        routes_yaml(&up, "{ identity: true }")
+    );
+    let _gw = Gateway::start(&config, addr);
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let one = format!("GET {PUBLIC_INFO} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let two = format!("GET /example.com/pub/@v/list HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(format!("{one}{two}").as_bytes()).expect("write");
+    // Read until both answers arrived, or the server closed, or the read timed out (a hang).
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let started = Instant::now();
+    let outcome = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break "closed",
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(_) => break "hung",
+        }
+        let text = String::from_utf8_lossy(&data);
+        if text.matches("HTTP/1.1 ").count() >= 2 && text.ends_with('\n') {
+            break "both";
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+    };
+    let text = String::from_utf8_lossy(&data).to_string();
+    let answers = text.matches("HTTP/1.1 200").count();
+    match outcome {
+        "both" => assert_eq!(answers, 2, "{text}"),
+        "closed" => {
+            assert!(answers >= 1, "{text}");
+            if answers == 1 {
+                assert!(
+                    text.to_ascii_lowercase().contains("connection: close"),
+                    "one answer, then a close without saying so:\n{text}"
+                );
+            }
+        }
+        _ => panic!("the connection hung after {answers} answer(s):\n{text}"),
+    }
+}

@@ -72,6 +72,13 @@ pub struct AuditIdentity {
     /// Client certificate serial number, for mTLS identities.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// Every principal the request presented when there was more than one (a certificate
+    /// and a password or token), as `<source>:<name>`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<String>,
+    /// Which of `principals` the deciding rule's role was granted through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<String>,
 }
 
 /// One audit-log line. Serialized as a single JSON object; `None` fields are omitted.

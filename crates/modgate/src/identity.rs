@@ -137,6 +137,11 @@ pub struct RequestIdentity {
     pub cert: Option<Arc<PeerCert>>,
     /// Client-certificate verification result to report upstream.
     pub verify: VerifyState,
+    /// When a certificate and credentials were both presented: each as `<source>:<name>`, and
+    /// the one(s) through which the deciding rule applied (see [`attribute`]).
+    pub principals: Vec<String>,
+    /// The labels of `principals` the deciding rule applied through.
+    pub matched: Vec<String>,
 }
 
 impl Default for RequestIdentity {
@@ -145,8 +150,73 @@ impl Default for RequestIdentity {
             principal: Principal::anonymous(),
             cert: None,
             verify: VerifyState::None,
+            principals: Vec::new(),
+            matched: Vec::new(),
         }
     }
+}
+
+impl RequestIdentity {
+    /// `<source>:<name>` for headers and logs: the principal the decision was granted
+    /// through when exactly one of several was, else the request's primary one.
+    pub fn label(&self) -> String {
+        match self.matched.as_slice() {
+            [one] => one.clone(),
+            _ => format!("{}:{}", self.principal.source.as_str(), self.principal.name),
+        }
+    }
+}
+
+/// The certificate part and the credential part of a principal that holds both, each labelled
+/// `<source>:<name>`; empty when it holds only one kind.
+pub fn principal_parts(p: &Principal) -> Vec<(String, Principal)> {
+    let credential = match (&p.user, &p.token) {
+        (Some(u), _) => Some((PrincipalSource::Basic, u.clone())),
+        (None, Some(t)) => Some((PrincipalSource::Token, t.clone())),
+        (None, None) => None,
+    };
+    let (Some(cert), Some((source, name))) = (&p.cert, credential) else {
+        return Vec::new();
+    };
+    let cert_part = Principal {
+        source: p.source,
+        name: p.name.clone(),
+        cert: Some(cert.clone()),
+        user: None,
+        token: None,
+        groups: Vec::new(),
+    };
+    let cred_part = Principal {
+        source,
+        name: name.clone(),
+        cert: None,
+        user: p.user.clone(),
+        token: p.token.clone(),
+        groups: p.groups.clone(),
+    };
+    vec![
+        (format!("{}:{}", p.source.as_str(), p.name), cert_part),
+        (format!("{}:{name}", source.as_str()), cred_part),
+    ]
+}
+
+/// For a request presenting a certificate and credentials, records both and which of them the
+/// decision came through: a part matched when it alone is decided by the same rule.
+pub fn attribute(
+    id: &mut RequestIdentity,
+    decision: &modgate_policy::Decision,
+    decide: impl Fn(&Principal) -> modgate_policy::Decision,
+) {
+    let parts = principal_parts(&id.principal);
+    id.principals = parts.iter().map(|(label, _)| label.clone()).collect();
+    id.matched = parts
+        .iter()
+        .filter(|(_, p)| {
+            let d = decide(p);
+            d.rule == decision.rule && d.effect == decision.effect
+        })
+        .map(|(label, _)| label.clone())
+        .collect();
 }
 
 /// The `X-SSL-Client-Verify` value to report upstream.
@@ -589,14 +659,7 @@ pub fn forward_headers(
         }
     }
     if f.identity {
-        out.push((
-            n.identity.0.clone(),
-            header_safe(&format!(
-                "{}:{}",
-                id.principal.source.as_str(),
-                id.principal.name
-            )),
-        ));
+        out.push((n.identity.0.clone(), header_safe(&id.label())));
     }
     if f.roles && !roles.is_empty() {
         out.push((n.roles.0.clone(), header_safe(&roles.join(","))));

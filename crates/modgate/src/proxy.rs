@@ -241,6 +241,10 @@ impl GatewayProxy {
             dn: cert.map(|c| c.subject_dn.clone()),
             fingerprint: cert.map(|c| c.fingerprint_sha256.clone()),
             serial: cert.map(|c| c.serial_hex.clone()),
+            principals: ctx.identity.principals.clone(),
+            matched: (!ctx.identity.principals.is_empty())
+                .then(|| ctx.identity.matched.join(","))
+                .filter(|m| !m.is_empty()),
         };
         record.roles = ctx
             .decision
@@ -478,10 +482,14 @@ impl Outcome {
     fn public(&self) -> String {
         match self {
             Outcome::Timeout(_) => "timed out".to_string(),
-            Outcome::Failed(e) if e.contains("refused") || e.contains("ConnectRefused") => {
-                "refused the connection".to_string()
+            Outcome::Failed(e) if e.starts_with("ConnectRefused") => {
+                "failed: connection refused".to_string()
             }
-            Outcome::Failed(_) => "could not be reached".to_string(),
+            Outcome::Failed(e) if e.starts_with("TLS") => "failed: TLS handshake".to_string(),
+            Outcome::Failed(e) if e.starts_with("ConnectionClosed") => {
+                "failed: connection closed".to_string()
+            }
+            Outcome::Failed(_) => "failed".to_string(),
             other => other.describe(),
         }
     }
@@ -615,6 +623,10 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         session.set_keepalive(Some(self.listener.keepalive_secs));
+        // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous answer is
+        // answered in order on the same connection, instead of being dropped with the
+        // connection (HTTP/2 and TLS-less h2c ignore this).
+        session.as_downstream_mut().set_pipelining_enabled(true);
         let method = session.req_header().method.clone();
         let target = session
             .req_header()
@@ -868,16 +880,17 @@ impl ProxyHttp for GatewayProxy {
                 };
                 let route = m.route;
                 ctx.route = Some(m.index);
-                let decision = self.gateway.access.decide(
-                    &ctx.identity.principal,
-                    &AccessRequest {
-                        module: &req.module,
-                        kind: req.kind,
-                        version: req.version.as_ref().map(|v| v.as_str()),
-                        route: &route.name,
-                        private_route: route.private,
-                    },
-                );
+                let access = AccessRequest {
+                    module: &req.module,
+                    kind: req.kind,
+                    version: req.version.as_ref().map(|v| v.as_str()),
+                    route: &route.name,
+                    private_route: route.private,
+                };
+                let decision = self.gateway.access.decide(&ctx.identity.principal, &access);
+                identity::attribute(&mut ctx.identity, &decision, |p| {
+                    self.gateway.access.decide(p, &access)
+                });
                 if let Some(m) = metrics::metrics() {
                     m.decisions
                         .with_label_values(&[
