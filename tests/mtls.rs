@@ -1441,7 +1441,11 @@ fn rotation_under_load_with_sighup() {
     assert_eq!(r.server_cert_sha256, w.fp0, "alice's old session");
     let r = carol_session.get(PUBLIC_INFO, &[]).expect("old session");
     assert_eq!(r.status, 403, "carol's old session: {}", r.text());
-    assert!(r.text().contains("revoked"), "carol's old session: {}", r.text());
+    assert!(
+        r.text().contains("revoked"),
+        "carol's old session: {}",
+        r.text()
+    );
 }
 
 #[test]

@@ -298,9 +298,19 @@ mod canonical_tests {
     fn host_bits_and_world_wide_networks() {
         for bad in ["127.0.0.1/0", "10.1.2.3/8", "::1/0", "192.168.1.1/24"] {
             let e = Cidr::parse_canonical(bad).expect_err(bad);
-            assert!(e.to_string().contains("not the network address"), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("not the network address"),
+                "{bad}: {e}"
+            );
         }
-        for good in ["127.0.0.1", "127.0.0.1/32", "10.0.0.0/8", "::1", "fd00::/8", "0.0.0.0/0"] {
+        for good in [
+            "127.0.0.1",
+            "127.0.0.1/32",
+            "10.0.0.0/8",
+            "::1",
+            "fd00::/8",
+            "0.0.0.0/0",
+        ] {
             Cidr::parse_canonical(good).expect(good);
         }
         let wide = |s: &str| Cidr::parse_canonical(s).expect(s).is_world_wide();

@@ -1198,6 +1198,46 @@ mod tests {
     }
 
     #[test]
+    fn cheap_answers_never_hash() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let users = write(
+            &dir,
+            "users",
+            &format!("alice:{}\n", bcrypt::hash("pw", 4).expect("hash")),
+        );
+        let digest = token_sha256_hex("t0ken");
+        let tokens = write(&dir, "tokens", &format!("ci:sha256:{digest}\n"));
+        let auth = Authenticator::load(Some(&users), Some(&tokens)).expect("load");
+        // A password not verified yet needs the hash: no cheap answer.
+        assert_eq!(auth.verify_cheap(&basic("alice", "pw")), None);
+        assert_eq!(auth.verify_cheap(&basic("alice", "wrong")), None);
+        auth.verify(&basic("alice", "pw")).expect("verified once");
+        // Then it is answered from the cache, as is any token, right or wrong.
+        assert!(matches!(
+            auth.verify_cheap(&basic("alice", "pw")),
+            Some(Ok(_))
+        ));
+        assert_eq!(auth.verify_cheap(&basic("alice", "wrong")), None);
+        let token = Presented::Bearer {
+            token: "t0ken".into(),
+        };
+        assert!(matches!(auth.verify_cheap(&token), Some(Ok(a)) if a.name == "ci"));
+        let bad = Presented::Bearer {
+            token: "nope".into(),
+        };
+        assert_eq!(
+            auth.verify_cheap(&bad),
+            Some(Err(AuthFailure::UnknownToken))
+        );
+        // No users file: a password is refused at once.
+        let tokens_only = Authenticator::load(None, Some(&tokens)).expect("load");
+        assert_eq!(
+            tokens_only.verify_cheap(&basic("alice", "pw")),
+            Some(Err(AuthFailure::NotConfigured))
+        );
+    }
+
+    #[test]
     fn cache_hits_and_reload_invalidates() {
         let dir = tempfile::tempdir().expect("tmp");
         let users = write(

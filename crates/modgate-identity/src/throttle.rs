@@ -264,7 +264,9 @@ mod tests {
             Refused::Busy(Scope::User)
         );
         l.finish(a, false, t0);
-        l.admit(ip("10.0.0.1"), "carol", t0).map(|t| l.finish(t, false, t0)).expect("slot freed");
+        l.admit(ip("10.0.0.1"), "carol", t0)
+            .map(|t| l.finish(t, false, t0))
+            .expect("slot freed");
         l.finish(b, false, t0);
         l.finish(c, false, t0);
     }
@@ -274,7 +276,9 @@ mod tests {
         let l = CheckLimiter::new(limits());
         let t0 = Instant::now();
         for i in 0..3 {
-            let t = l.admit(ip("10.0.0.1"), &format!("u{i}"), t0).expect("within burst");
+            let t = l
+                .admit(ip("10.0.0.1"), &format!("u{i}"), t0)
+                .expect("within burst");
             l.finish(t, true, t0);
         }
         match l.admit(ip("10.0.0.1"), "u9", t0) {
@@ -299,7 +303,9 @@ mod tests {
         let t = l.admit(ip("10.0.0.5"), "ok", t0).expect("admit");
         l.finish(t, false, t0);
         for _ in 0..10 {
-            let t = l.admit(ip("10.0.0.5"), "ok", t0).expect("successes are free");
+            let t = l
+                .admit(ip("10.0.0.5"), "ok", t0)
+                .expect("successes are free");
             l.finish(t, false, t0);
         }
     }
@@ -309,7 +315,9 @@ mod tests {
         let l = CheckLimiter::new(limits());
         let t0 = Instant::now();
         for i in 0..3 {
-            let t = l.admit(ip(&format!("10.0.1.{i}")), "alice", t0).expect("burst");
+            let t = l
+                .admit(ip(&format!("10.0.1.{i}")), "alice", t0)
+                .expect("burst");
             l.finish(t, true, t0);
         }
         assert!(matches!(

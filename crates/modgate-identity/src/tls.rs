@@ -794,9 +794,7 @@ impl ReloadableTls {
         };
         let material = self.current.load();
         match &material.verifier {
-            Some(v) => v
-                .verify_client_cert(leaf, intermediates, now)
-                .map(|_| ()),
+            Some(v) => v.verify_client_cert(leaf, intermediates, now).map(|_| ()),
             None => Err(not_configured()),
         }
     }

@@ -470,6 +470,8 @@ mod tests {
                 dn: Some("CN=ci".into()),
                 fingerprint: None,
                 serial: Some("01".into()),
+                principals: Vec::new(),
+                matched: None,
             },
             roles: vec!["reader".into()],
             method: "GET".into(),

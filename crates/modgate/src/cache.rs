@@ -454,12 +454,14 @@ impl IntegrityCheck {
             _ => None,
         };
         if !self.pin {
-            let recorded = ledger.get(&self.module, &self.version, self.artifact).map_err(|e| {
-                IntegrityFailure::Ledger(format!(
-                    "{}@{}: the integrity ledger could not be consulted: {e}",
-                    self.module, self.version
-                ))
-            })?;
+            let recorded = ledger
+                .get(&self.module, &self.version, self.artifact)
+                .map_err(|e| {
+                    IntegrityFailure::Ledger(format!(
+                        "{}@{}: the integrity ledger could not be consulted: {e}",
+                        self.module, self.version
+                    ))
+                })?;
             return match recorded {
                 Some(e) if e.sha256 != sha || e.size != size => {
                     Err(IntegrityFailure::Changed(mismatch_message(
@@ -576,7 +578,10 @@ mod tests {
             &[("Cache-Control", "public, s-maxage=0")],
             &[("Cache-Control", "PRIVATE")],
             &[("Cache-Control", "no-store")],
-            &[("Cache-Control", "max-age=60"), ("Cache-Control", "private")],
+            &[
+                ("Cache-Control", "max-age=60"),
+                ("Cache-Control", "private"),
+            ],
             &[("Pragma", "no-cache")],
         ];
         for h in never {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use http::HeaderName;
-use modgate_identity::forward::{parse_forwarded_cert, Verify};
 use modgate_identity::credentials::Presented;
+use modgate_identity::forward::{parse_forwarded_cert, Verify};
 use modgate_identity::{
     AuthFailure, Authenticated, CertIdentity, CheckLimiter, CheckLimits, CidrSet, Refused,
     ReloadableTls, Scope,
@@ -69,9 +69,8 @@ impl PeerCert {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let within = i64::try_from(now).is_ok_and(|n| {
-            n >= self.identity.not_before_unix && n <= self.identity.not_after_unix
-        });
+        let within = i64::try_from(now)
+            .is_ok_and(|n| n >= self.identity.not_before_unix && n <= self.identity.not_after_unix);
         let mut check = self.check.lock().unwrap_or_else(|e| e.into_inner());
         // Read before verifying: a reload that lands during the verification makes the next
         // request verify again.
@@ -84,11 +83,14 @@ impl PeerCert {
             .iter()
             .map(|c| CertificateDer::from(c.as_slice()))
             .collect();
-        let result = tls.verify_client_chain(&chain, UnixTime::since_unix_epoch(
-            std::time::Duration::from_secs(now),
-        ));
+        let result = tls.verify_client_chain(
+            &chain,
+            UnixTime::since_unix_epoch(std::time::Duration::from_secs(now)),
+        );
         check.generation = generation;
-        check.refusal = result.err().map(|e| modgate_identity::tls::refusal_reason(&e));
+        check.refusal = result
+            .err()
+            .map(|e| modgate_identity::tls::refusal_reason(&e));
         check.refusal.map_or(Ok(()), Err)
     }
 }
@@ -400,9 +402,9 @@ fn forwarded_identity(
         );
         return None;
     }
-    match parse_forwarded_cert(cert).and_then(|der| {
-        CertIdentity::from_der(&der).map(|id| PeerCert::new(vec![der], id))
-    }) {
+    match parse_forwarded_cert(cert)
+        .and_then(|der| CertIdentity::from_der(&der).map(|id| PeerCert::new(vec![der], id)))
+    {
         Ok(pc) => Some((Arc::new(pc), VerifyState::Success)),
         Err(e) => {
             log::warn!("trusted proxy forwarded a certificate that does not parse: {e}");
@@ -425,7 +427,8 @@ fn forwarded_failure(session: &Session, settings: &IdentitySettings) -> Option<S
 static VERIFY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// Per-source and per-user admission of password hashes, and the failure rate limit.
-static LIMITER: LazyLock<CheckLimiter> = LazyLock::new(|| CheckLimiter::new(CheckLimits::default()));
+static LIMITER: LazyLock<CheckLimiter> =
+    LazyLock::new(|| CheckLimiter::new(CheckLimits::default()));
 
 /// Longest a request waits for its turn to have a password hashed.
 const CHECK_WAIT: Duration = Duration::from_secs(5);

@@ -49,7 +49,9 @@ mod tests {
     use super::*;
 
     fn parts(host: &str, extra: &[(&str, &str)]) -> http::request::Parts {
-        let mut b = http::Request::builder().uri("/admin/cache/purge").header("Host", host);
+        let mut b = http::Request::builder()
+            .uri("/admin/cache/purge")
+            .header("Host", host);
         for (n, v) in extra {
             b = b.header(*n, *v);
         }
@@ -60,7 +62,12 @@ mod tests {
     fn own_host_only_and_no_browsers() {
         let listen: SocketAddr = "127.0.0.1:7070".parse().expect("addr");
         let ok = allowed_hosts(listen);
-        for h in ["127.0.0.1:7070", "localhost:7070", "LOCALHOST:7070", "[::1]:7070"] {
+        for h in [
+            "127.0.0.1:7070",
+            "localhost:7070",
+            "LOCALHOST:7070",
+            "[::1]:7070",
+        ] {
             assert_eq!(refusal(&parts(h, &[]), &ok, "admin"), None, "{h}");
         }
         for h in ["evil.example:7070", "127.0.0.1:80", ""] {

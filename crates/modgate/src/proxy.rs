@@ -378,7 +378,12 @@ impl GatewayProxy {
 
     /// Answers a policy denial: 401 with the challenge for an anonymous client (a credential
     /// might be allowed), else 403.
-    async fn deny(&self, session: &mut Session, ctx: &mut RequestCtx, message: String) -> Result<bool> {
+    async fn deny(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        message: String,
+    ) -> Result<bool> {
         if ctx.identity.principal.is_anonymous() {
             self.unauthenticated(session, ctx, message).await
         } else {
@@ -718,18 +723,15 @@ impl ProxyHttp for GatewayProxy {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .is_some_and(|a| self.listener.identity.trusted.contains(&a.ip()));
-            let refusal = crate::local::refusal(
-                session.req_header(),
-                &self.listener.own_hosts,
-                "admin",
-            )
-            .or_else(|| {
-                through_proxy.then(|| {
-                    "admin: requests through a trusted front proxy are not local; call the \
+            let refusal =
+                crate::local::refusal(session.req_header(), &self.listener.own_hosts, "admin")
+                    .or_else(|| {
+                        through_proxy.then(|| {
+                            "admin: requests through a trusted front proxy are not local; call the \
                      admin endpoint directly"
-                        .to_string()
-                })
-            });
+                                .to_string()
+                        })
+                    });
             if let Some(message) = refusal {
                 return self.refuse(session, ctx, 403, message, &[]).await;
             }
@@ -904,7 +906,11 @@ impl ProxyHttp for GatewayProxy {
                 let message = decision.deny_message(&ctx.identity.principal.name, &req.module);
                 if let Some(c) = &self.cache {
                     let plan = CachePlan::module(&route.name, &req, &c.ttl, &route.target.cache);
-                    let per_identity = route.target.steps.iter().any(|s| s.upstream.per_identity_cache);
+                    let per_identity = route
+                        .target
+                        .steps
+                        .iter()
+                        .any(|s| s.upstream.per_identity_cache);
                     ctx.cache_plan = match plan {
                         Some(p) if per_identity => {
                             let who = &ctx.identity.principal;
@@ -1352,7 +1358,10 @@ impl ProxyHttp for GatewayProxy {
         let message = if let Some(refusal) = &ctx.integrity_refusal {
             refusal.clone()
         } else if tried.is_empty() {
-            format!("{what}: no upstream could be asked ({})", e.etype().as_str())
+            format!(
+                "{what}: no upstream could be asked ({})",
+                e.etype().as_str()
+            )
         } else {
             format!("{what}: upstream {}", tried.join("; then "))
         };

@@ -195,9 +195,7 @@ fn add_listener(
     // Checked when the configuration was read; loaded again here so a file changed since then
     // is still a clean error and never reaches Pingora's panicking build().
     let material = match &l.tls {
-        Some(tls) => {
-            Some(ReloadableTls::new(&tls.files).map_err(|e| anyhow::anyhow!("tls: {e}"))?)
-        }
+        Some(tls) => Some(ReloadableTls::new(&tls.files).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
         None => None,
     };
     let runtime = ListenerRuntime {
