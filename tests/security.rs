@@ -6,6 +6,18 @@
 //! |---|-----------|------|
 //! | 1 | a resumed TLS session is judged with the certificate material in force now | `resumed_sessions_lose_access_when_revoked_tls13`, `..._tls12`, `resumed_session_of_an_expired_certificate_is_refused`, `resumed_session_after_its_ca_is_removed_is_refused`, `open_connection_loses_access_when_revoked` |
 //! | 2 | a trusted proxy's own certificate is never the client's identity | `trusted_proxy_own_certificate_is_not_the_client` |
+//! | 3 | tokens and cached passwords never wait behind password hashes; failures are rate limited | `wrong_password_flood_does_not_stall_tokens_or_cached_credentials` |
+//! | 4 | every principal presented is audited, with the one the decision came through | `audit_names_every_principal_and_which_one_matched` |
+//! | 5 | `trusted_proxies` cannot trust the world by accident | `world_wide_or_non_canonical_trusted_proxies_are_refused` |
+//! | 6 | no client header chooses the shared bytes; `Vary` answers are neither cached nor pinned | `accept_and_vary_cannot_poison_the_cache_or_the_ledger` |
+//! | 7 | an answer made for one identity is never served to another | `answers_for_one_identity_are_never_served_to_another`, `per_identity_cache_scope_keeps_identities_apart` |
+//! | 8 | an exact version is accepted only as a 200 the ledger checked | `an_exact_version_is_accepted_only_as_a_200` |
+//! | 9 | a HEAD never feeds the ledger | `a_head_never_feeds_the_ledger` |
+//! | 10 | clients learn names and outcome classes, never addresses; debug headers only when configured | `errors_and_headers_leak_no_internal_details` |
+//! | 11 | the admin endpoint answers only this host's own tools, and admins | `admin_purge_refuses_rebinding_browsers_proxies_and_non_admins` |
+//! | 12 | checksum-database reads follow the access policy | `sumdb_endpoints_follow_the_access_policy` |
+//! | 13 | (not yet: header deadlines, connection caps; see docs/security.md) | — |
+//! | 14 | pipelined requests are answered in order; a body is never a request | `pipelined_requests_never_hang`, `a_declared_body_is_never_read_as_the_next_request` |
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -1211,19 +1223,25 @@ access:
     assert_eq!(identity["matched"], "basic:alice", "{record}");
 }
 
-// ---------------------------------------------------------------------------------------------
-// 14. Pipelined HTTP/1.1 requests are answered in order or the connection is closed cleanly
-
-#[test]
-fn pipelined_requests_never_hang() {
-    use std::io::{Read, Write};
+/// A plaintext listener in front of [`upstreams`] with [`routes_yaml`].
+fn plain_gateway() -> (Upstreams, SocketAddr, Gateway) {
     let up = upstreams();
     let addr = free_addr();
     let config = format!(
         "audit: {{ output: \"off\" }}\nlisteners:\n  - {{ name: plain, address: \"{addr}\" }}\n{}",
         routes_yaml(&up, "{ identity: true }")
     );
-    let _gw = Gateway::start(&config, addr);
+    let gw = Gateway::start(&config, addr);
+    (up, addr, gw)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 14. Pipelined HTTP/1.1 requests are answered in order or the connection is closed cleanly
+
+#[test]
+fn pipelined_requests_never_hang() {
+    use std::io::{Read, Write};
+    let (_up, addr, _gw) = plain_gateway();
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -1262,4 +1280,42 @@ fn pipelined_requests_never_hang() {
         }
         _ => panic!("the connection hung after {answers} answer(s):\n{text}"),
     }
+}
+
+/// A request that declares a body is refused and its connection closed, so the body can never be
+/// read as a second request (request smuggling through a front proxy that reuses connections).
+#[test]
+fn a_declared_body_is_never_read_as_the_next_request() {
+    use std::io::{Read, Write};
+    let (up, addr, _gw) = plain_gateway();
+    let inner = format!("GET {OPEN_INFO} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let outer = format!(
+        "GET {PUBLIC_INFO} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{inner}",
+        inner.len()
+    );
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(outer.as_bytes()).expect("write");
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&data).to_string();
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert_eq!(
+        text.matches("HTTP/1.1 ").count(),
+        1,
+        "the body was answered as a request:\n{text}"
+    );
+    assert!(
+        up.corp.requests().is_empty(),
+        "the smuggled request reached an upstream: {:?}",
+        up.corp.requests()
+    );
 }

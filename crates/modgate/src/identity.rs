@@ -169,6 +169,21 @@ impl RequestIdentity {
     }
 }
 
+/// Everything that tells one identity from another, for per-identity cache keys: two
+/// certificates with the same common name, or a certificate with and without a password, are
+/// different identities.
+pub fn cache_identity(p: &Principal) -> String {
+    let fingerprint = p.cert.as_ref().map(|c| c.fingerprint_sha256.as_str());
+    format!(
+        "{}\0{}\0{}\0{}\0{}",
+        p.source.as_str(),
+        p.name,
+        fingerprint.unwrap_or(""),
+        p.user.as_deref().unwrap_or(""),
+        p.token.as_deref().unwrap_or("")
+    )
+}
+
 /// The certificate part and the credential part of a principal that holds both, each labelled
 /// `<source>:<name>`; empty when it holds only one kind.
 pub fn principal_parts(p: &Principal) -> Vec<(String, Principal)> {
@@ -739,7 +754,47 @@ impl ExplainIdentity {
 
 #[cfg(test)]
 mod tests {
-    use super::header_safe;
+    use super::{cache_identity, header_safe, principal_parts};
+    use modgate_policy::{CertFields, Principal, PrincipalSource};
+
+    fn cert(cn: &str, fingerprint: &str) -> Principal {
+        Principal {
+            source: PrincipalSource::Certificate,
+            name: cn.to_string(),
+            cert: Some(CertFields {
+                cn: Some(cn.to_string()),
+                fingerprint_sha256: fingerprint.to_string(),
+                ..CertFields::default()
+            }),
+            user: None,
+            token: None,
+            groups: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cache_identities_tell_certificates_and_credentials_apart() {
+        let a = cert("alice", "aa");
+        let other_alice = cert("alice", "bb");
+        assert_ne!(cache_identity(&a), cache_identity(&other_alice));
+        let mut with_password = a.clone();
+        with_password.user = Some("bob".into());
+        assert_ne!(cache_identity(&a), cache_identity(&with_password));
+        assert_eq!(cache_identity(&a), cache_identity(&cert("alice", "aa")));
+    }
+
+    #[test]
+    fn a_certificate_with_credentials_splits_in_two() {
+        assert!(principal_parts(&cert("nobody", "aa")).is_empty());
+        let mut both = cert("nobody", "aa");
+        both.user = Some("alice".into());
+        both.groups = vec!["staff".into()];
+        let parts = principal_parts(&both);
+        let labels: Vec<&str> = parts.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["certificate:nobody", "basic:alice"]);
+        assert!(parts[0].1.user.is_none() && parts[0].1.groups.is_empty());
+        assert!(parts[1].1.cert.is_none() && parts[1].1.groups == ["staff"]);
+    }
 
     #[test]
     fn header_values_are_made_safe() {

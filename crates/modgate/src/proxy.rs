@@ -913,8 +913,7 @@ impl ProxyHttp for GatewayProxy {
                         .any(|s| s.upstream.per_identity_cache);
                     ctx.cache_plan = match plan {
                         Some(p) if per_identity => {
-                            let who = &ctx.identity.principal;
-                            Some(p.per_identity(&format!("{}:{}", who.source.as_str(), who.name)))
+                            Some(p.per_identity(&identity::cache_identity(&ctx.identity.principal)))
                         }
                         other => other,
                     };
