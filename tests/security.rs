@@ -451,14 +451,7 @@ fn wrong_password_flood_does_not_stall_tokens_or_cached_credentials() {
     )
     .expect("users");
     let token = "ci-token-0123456789";
-    let digest = {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(token.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
-    std::fs::write(dir.path().join("tokens"), format!("ci:sha256:{digest}\n")).expect("tokens");
+    std::fs::write(dir.path().join("tokens"), token_line("ci", token)).expect("tokens");
     let addr = free_addr();
     let config = format!(
         r#"
@@ -1064,9 +1057,10 @@ fn sumdb_endpoints_follow_the_access_policy() {
     let db = db.start();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("tokens"), token_line("alice", ALICE_TOKEN)).expect("tokens");
-    let addr = free_addr();
-    let config = format!(
-        r#"
+    // A gateway proxying the database, with this `auth:` / `access:` tail.
+    let config = |addr: SocketAddr, tail: &str| {
+        format!(
+            r#"
 audit: {{ output: "off" }}
 listeners:
   - {{ name: plain, address: "{addr}" }}
@@ -1076,20 +1070,23 @@ routes:
   - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
 sumdb:
   sumdb.test: {{ url: "{db}" }}
-auth:
+{tail}"#,
+            public = up.public.url(),
+            db = db.url(),
+        )
+    };
+    let addr = free_addr();
+    let tail = r#"auth:
   tokens_file: tokens
 access:
   default: deny
   roles:
     - name: readers
-      members: [ {{ token: alice }} ]
+      members: [ { token: alice } ]
       rules:
-        - {{ id: read-all, allow: {{ prefix: "" }} }}
-"#,
-        public = up.public.url(),
-        db = db.url(),
-    );
-    let gw = Gateway::start_in(dir, &config, addr);
+        - { id: read-all, allow: { prefix: "" } }
+"#;
+    let gw = Gateway::start_in(dir, &config(addr, tail), addr);
     let alice = format!("Bearer {ALICE_TOKEN}");
     for path in [
         "/sumdb/sumdb.test/latest",
@@ -1119,29 +1116,15 @@ access:
 
     // A rule may open the checksum database to everyone explicitly.
     let addr = free_addr();
-    let config = format!(
-        r#"
-audit: {{ output: "off" }}
-listeners:
-  - {{ name: plain, address: "{addr}" }}
-upstreams:
-  public: {{ url: "{public}" }}
-routes:
-  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
-sumdb:
-  sumdb.test: {{ url: "{db}" }}
-access:
+    let tail = r#"access:
   default: deny
   roles:
     - name: everyone
       members: [ any ]
       rules:
-        - {{ id: sumdb-open, allow: {{ prefix: "" }}, kinds: [sumdb] }}
-"#,
-        public = up.public.url(),
-        db = db.url(),
-    );
-    let gw = Gateway::start(&config, addr);
+        - { id: sumdb-open, allow: { prefix: "" }, kinds: [sumdb] }
+"#;
+    let gw = Gateway::start(&config(addr, tail), addr);
     let r = modgate_testkit::get(addr, "/sumdb/sumdb.test/latest").expect("latest");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.log());
     let r = modgate_testkit::get(addr, "/example.com/pub/@v/list").expect("module");

@@ -453,58 +453,56 @@ impl IntegrityCheck {
             },
             _ => None,
         };
-        if !self.pin {
-            let recorded = ledger
-                .get(&self.module, &self.version, self.artifact)
-                .map_err(|e| {
-                    IntegrityFailure::Ledger(format!(
-                        "{}@{}: the integrity ledger could not be consulted: {e}",
-                        self.module, self.version
-                    ))
-                })?;
-            return match recorded {
-                Some(e) if e.sha256 != sha || e.size != size => {
-                    Err(IntegrityFailure::Changed(mismatch_message(
+        let unavailable = |e: modgate_ledger::LedgerError| {
+            IntegrityFailure::Ledger(format!(
+                "{}@{}: the integrity ledger could not be consulted: {e}",
+                self.module, self.version
+            ))
+        };
+        let check = if self.pin {
+            Some(
+                ledger
+                    .observe(
                         &self.module,
                         &self.version,
                         self.artifact,
+                        &sha,
+                        h1.as_deref(),
+                        size,
                         upstream,
-                        &e.sha256,
-                        e.size,
-                        &format!("sha256:{sha} ({size} bytes)"),
-                    )))
-                }
-                Some(e) => Ok(Some(Check::Match(e))),
-                None => Ok(None),
-            };
-        }
-        let check = ledger
-            .observe(
-                &self.module,
-                &self.version,
-                self.artifact,
-                &sha,
-                h1.as_deref(),
-                size,
-                upstream,
+                    )
+                    .map_err(unavailable)?,
             )
-            .map_err(|e| {
-                IntegrityFailure::Ledger(format!(
-                    "{}@{}: the integrity ledger could not be consulted: {e}",
-                    self.module, self.version
-                ))
-            })?;
+        } else {
+            // Compared with what is recorded, never recorded itself.
+            ledger
+                .get(&self.module, &self.version, self.artifact)
+                .map_err(unavailable)?
+                .map(|recorded| {
+                    if recorded.sha256 == sha && recorded.size == size {
+                        Check::Match(recorded)
+                    } else {
+                        Check::Mismatch {
+                            recorded,
+                            observed_sha256: sha.clone(),
+                            observed_h1: h1.clone(),
+                        }
+                    }
+                })
+        };
         match &check {
-            Check::Mismatch { recorded, .. } => Err(IntegrityFailure::Changed(mismatch_message(
-                &self.module,
-                &self.version,
-                self.artifact,
-                upstream,
-                &recorded.sha256,
-                recorded.size,
-                &format!("sha256:{sha} ({size} bytes)"),
-            ))),
-            _ => Ok(Some(check)),
+            Some(Check::Mismatch { recorded, .. }) => {
+                Err(IntegrityFailure::Changed(mismatch_message(
+                    &self.module,
+                    &self.version,
+                    self.artifact,
+                    upstream,
+                    &recorded.sha256,
+                    recorded.size,
+                    &format!("sha256:{sha} ({size} bytes)"),
+                )))
+            }
+            _ => Ok(check),
         }
     }
 }

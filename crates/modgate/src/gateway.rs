@@ -59,10 +59,7 @@ impl Gateway {
                 name: r.name.clone(),
                 pattern: r.pattern.clone(),
                 private: r.private,
-                target: Chain {
-                    steps,
-                    cache: r.cache,
-                },
+                target: Chain::new(steps, r.cache),
             });
         }
         let routes = RouteTable::new(routes).context("routes")?;

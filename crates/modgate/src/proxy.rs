@@ -242,9 +242,7 @@ impl GatewayProxy {
             fingerprint: cert.map(|c| c.fingerprint_sha256.clone()),
             serial: cert.map(|c| c.serial_hex.clone()),
             principals: ctx.identity.principals.clone(),
-            matched: (!ctx.identity.principals.is_empty())
-                .then(|| ctx.identity.matched.join(","))
-                .filter(|m| !m.is_empty()),
+            matched: (!ctx.identity.matched.is_empty()).then(|| ctx.identity.matched.join(",")),
         };
         record.roles = ctx
             .decision
@@ -377,13 +375,17 @@ impl GatewayProxy {
     }
 
     /// Answers a policy denial: 401 with the challenge for an anonymous client (a credential
-    /// might be allowed), else 403.
+    /// might be allowed), else 403. A leading `modgate: ` is dropped (`respond` adds it).
     async fn deny(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         message: String,
     ) -> Result<bool> {
+        let message = match message.strip_prefix("modgate: ") {
+            Some(m) => m.to_string(),
+            None => message,
+        };
         if ctx.identity.principal.is_anonymous() {
             self.unauthenticated(session, ctx, message).await
         } else {
@@ -748,13 +750,7 @@ impl ProxyHttp for GatewayProxy {
                          requires",
                         ctx.identity.principal.name
                     );
-                    if ctx.identity.principal.is_anonymous() {
-                        return self.unauthenticated(session, ctx, message).await;
-                    }
-                    ctx.audit.decision = AuditDecision::Deny;
-                    respond::text(session, 403, &message, &[]).await?;
-                    ctx.audit.reason = Some(message);
-                    return Ok(true);
+                    return self.deny(session, ctx, message).await;
                 }
             }
             return self.admin_purge(session, ctx).await;
@@ -860,10 +856,6 @@ impl ProxyHttp for GatewayProxy {
                     let message = decision.deny_message(&ctx.identity.principal.name, &what);
                     ctx.decision = Some(decision);
                     if !allowed {
-                        let message = message
-                            .strip_prefix("modgate: ")
-                            .unwrap_or(&message)
-                            .to_string();
                         return self.deny(session, ctx, message).await;
                     }
                 }
@@ -906,13 +898,8 @@ impl ProxyHttp for GatewayProxy {
                 let message = decision.deny_message(&ctx.identity.principal.name, &req.module);
                 if let Some(c) = &self.cache {
                     let plan = CachePlan::module(&route.name, &req, &c.ttl, &route.target.cache);
-                    let per_identity = route
-                        .target
-                        .steps
-                        .iter()
-                        .any(|s| s.upstream.per_identity_cache);
                     ctx.cache_plan = match plan {
-                        Some(p) if per_identity => {
+                        Some(p) if route.target.per_identity_cache => {
                             Some(p.per_identity(&identity::cache_identity(&ctx.identity.principal)))
                         }
                         other => other,
@@ -925,10 +912,6 @@ impl ProxyHttp for GatewayProxy {
                     ctx.audit.decision = AuditDecision::Allow;
                     return Ok(false);
                 }
-                let message = message
-                    .strip_prefix("modgate: ")
-                    .unwrap_or(&message)
-                    .to_string();
                 self.deny(session, ctx, message).await
             }
         }

@@ -155,9 +155,20 @@ pub struct Step {
 pub struct Chain {
     pub steps: Vec<Step>,
     pub cache: crate::config::RouteCacheConfig,
+    /// Some step's upstream has `cache_scope: per-identity`, so answers are cached per identity.
+    pub per_identity_cache: bool,
 }
 
 impl Chain {
+    pub fn new(steps: Vec<Step>, cache: crate::config::RouteCacheConfig) -> Chain {
+        let per_identity_cache = steps.iter().any(|s| s.upstream.per_identity_cache);
+        Chain {
+            steps,
+            cache,
+            per_identity_cache,
+        }
+    }
+
     /// Whether a failure at `step` may move on to the next step.
     ///
     /// `not_found` is true for 404/410 answers, which every step passes on (like `,` and `|` in
@@ -182,8 +193,8 @@ mod tests {
 
     #[test]
     fn fallthrough_rules() {
-        let chain = Chain {
-            steps: vec![
+        let chain = Chain::new(
+            vec![
                 Step {
                     upstream: upstream("a"),
                     on: Fallthrough::NotFound,
@@ -197,8 +208,9 @@ mod tests {
                     on: Fallthrough::AnyError,
                 },
             ],
-            cache: crate::config::RouteCacheConfig::default(),
-        };
+            crate::config::RouteCacheConfig::default(),
+        );
+        assert!(!chain.per_identity_cache);
         assert!(chain.falls_through(0, true));
         assert!(!chain.falls_through(0, false));
         assert!(chain.falls_through(1, false));
