@@ -16,7 +16,7 @@
 //! | 10 | clients learn names and outcome classes, never addresses; debug headers only when configured | `errors_and_headers_leak_no_internal_details` |
 //! | 11 | the admin endpoint answers only this host's own tools, and admins | `admin_purge_refuses_rebinding_browsers_proxies_and_non_admins` |
 //! | 12 | checksum-database reads follow the access policy | `sumdb_endpoints_follow_the_access_policy` |
-//! | 13 | (not yet: header deadlines, connection caps; see docs/security.md) | — |
+//! | 13 | request headers have a deadline, silent connections are closed, connections are capped per listener and per source | `trickled_headers_are_cut_with_408`, `silent_and_idle_connections_are_closed`, `a_slow_upstream_is_not_a_slow_client`, `connections_are_capped_per_source_and_per_listener` |
 //! | 14 | pipelined requests are answered in order; a body is never a request | `pipelined_requests_never_hang`, `a_declared_body_is_never_read_as_the_next_request` |
 
 use std::net::SocketAddr;
@@ -1300,5 +1300,241 @@ fn a_declared_body_is_never_read_as_the_next_request() {
         up.corp.requests().is_empty(),
         "the smuggled request reached an upstream: {:?}",
         up.corp.requests()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Request headers have a deadline; silent connections are closed; connections are capped
+
+/// A plaintext listener (HTTP/2 prior knowledge allowed) with one-second deadlines, metrics on,
+/// and connection caps of `listener` in all and `source` per address.
+fn deadline_gateway(listener: u32, source: u32) -> (Upstreams, SocketAddr, Gateway) {
+    let up = upstreams();
+    let addr = free_addr();
+    let config = format!(
+        "audit: {{ output: \"off\" }}\nlisteners:\n  - {{ name: plain, address: \"{addr}\", metrics: true, \
+         header_timeout: 1s, idle_timeout: 1s, max_connections: {listener}, \
+         max_connections_per_source: {source} }}\n{}",
+        routes_yaml(&up, "{ identity: true }")
+    );
+    let gw = Gateway::start(&config, addr);
+    (up, addr, gw)
+}
+
+/// Reads until the peer closes (or `limit` passes, which fails the test); returns what was read
+/// and how long it took.
+fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (String, Duration) {
+    use std::io::Read;
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        assert!(
+            started.elapsed() < limit,
+            "the connection was still open after {limit:?}; read so far: {}",
+            String::from_utf8_lossy(&data)
+        );
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    (
+        String::from_utf8_lossy(&data).to_string(),
+        started.elapsed(),
+    )
+}
+
+/// The value of one sample line of `/metrics`, 0 when absent.
+fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let r = modgate_testkit::client::get(addr, "/metrics").expect("metrics");
+    r.text()
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn trickled_headers_are_cut_with_408() {
+    use std::io::Write;
+    let (up, addr, gw) = deadline_gateway(100, 100);
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(format!("GET {PUBLIC_INFO} HTTP/1.1\r\nHost: {addr}\r\n").as_bytes())
+        .expect("write");
+    // One header line every 200 ms: each read is quick, the headers never end.
+    let writer = {
+        let mut w = s.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                std::thread::sleep(Duration::from_millis(200));
+                if w.write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                    .is_err()
+                {
+                    return i;
+                }
+            }
+            40
+        })
+    };
+    let (text, took) = read_until_closed(&mut s, Duration::from_secs(6));
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains("request headers"),
+        "the client is told why: {text}"
+    );
+    assert!(took < Duration::from_secs(4), "cut after {took:?}");
+    let lines = writer.join().expect("writer");
+    assert!(lines < 40, "the trickle was never refused");
+    assert!(
+        up.public.requests().is_empty(),
+        "a partial request went upstream"
+    );
+    assert_eq!(
+        metric(
+            addr,
+            "modgate_connections_cut_total{listener=\"plain\",reason=\"headers\"}"
+        ),
+        1.0
+    );
+    assert!(
+        !gw.log().contains("ERROR"),
+        "a slow client is not the gateway's error:\n{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn silent_and_idle_connections_are_closed() {
+    use std::io::Write;
+    let (_up, addr, _gw) = deadline_gateway(100, 100);
+    // A connection that never sends a byte.
+    let mut silent = std::net::TcpStream::connect(addr).expect("connect");
+    let (text, took) = read_until_closed(&mut silent, Duration::from_secs(5));
+    assert!(text.is_empty(), "{text}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "closed too early: {took:?}"
+    );
+    // A kept-alive connection that goes quiet after one answer.
+    let mut kept = std::net::TcpStream::connect(addr).expect("connect");
+    kept.write_all(format!("GET {PUBLIC_INFO} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .expect("write");
+    let (text, took) = read_until_closed(&mut kept, Duration::from_secs(5));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "closed too early: {took:?}"
+    );
+    // An HTTP/2 client that sends its preface and then nothing more.
+    let mut h2 = std::net::TcpStream::connect(addr).expect("connect");
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .expect("write");
+    let (_, took) = read_until_closed(&mut h2, Duration::from_secs(5));
+    assert!(
+        took >= Duration::from_millis(800),
+        "closed too early: {took:?}"
+    );
+    let idle = metric(
+        addr,
+        "modgate_connections_cut_total{listener=\"plain\",reason=\"idle\"}",
+    );
+    let headers = metric(
+        addr,
+        "modgate_connections_cut_total{listener=\"plain\",reason=\"headers\"}",
+    );
+    assert_eq!((idle, headers), (2.0, 1.0));
+}
+
+/// A request whose headers arrived in time is never cut, however long the upstream takes.
+#[test]
+fn a_slow_upstream_is_not_a_slow_client() {
+    let (up, addr, _gw) = deadline_gateway(100, 100);
+    up.public.set_behaviour(
+        "/example.com/pub/",
+        modgate_testkit::Behaviour::Delay(Duration::from_millis(2500)),
+    );
+    let r = modgate_testkit::client::get(addr, PUBLIC_INFO).expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn connections_are_capped_per_source_and_per_listener() {
+    use std::io::Write;
+    let (_up, addr, _gw) = deadline_gateway(3, 2);
+    // The start-up probe's connection gives its place back first (the metrics request itself
+    // is the one connection left).
+    let settled = Instant::now();
+    while metric(addr, "modgate_connections_open{listener=\"plain\"}") != 1.0 {
+        assert!(
+            settled.elapsed() < Duration::from_secs(5),
+            "connections never closed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let from = |ip: [u8; 4]| -> std::net::TcpStream {
+        rt.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(SocketAddr::from((ip, 0)))
+                .expect("bind a loopback source");
+            let s = socket.connect(addr).await.expect("connect");
+            let s = s.into_std().expect("std");
+            s.set_nonblocking(false).expect("blocking");
+            s
+        })
+    };
+    let keep_busy = |s: &mut std::net::TcpStream| {
+        // Started requests hold their connections open (the deadline is 1 s; the test is quick).
+        s.write_all(b"GET ").expect("write");
+    };
+    let mut a1 = from([127, 0, 0, 1]);
+    keep_busy(&mut a1);
+    let mut a2 = from([127, 0, 0, 1]);
+    keep_busy(&mut a2);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut a3 = from([127, 0, 0, 1]);
+    let (text, _) = read_until_closed(&mut a3, Duration::from_secs(3));
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.contains("too many connections from your address"),
+        "{text}"
+    );
+    let mut b1 = from([127, 0, 0, 2]);
+    keep_busy(&mut b1);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut c1 = from([127, 0, 0, 3]);
+    let (text, _) = read_until_closed(&mut c1, Duration::from_secs(3));
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("too many connections"), "{text}");
+    drop((a1, a2, b1));
+    // Closed connections give their places back.
+    std::thread::sleep(Duration::from_millis(300));
+    let r = modgate_testkit::client::get(addr, PUBLIC_INFO).expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        metric(
+            addr,
+            "modgate_connections_cut_total{listener=\"plain\",reason=\"source_limit\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            addr,
+            "modgate_connections_cut_total{listener=\"plain\",reason=\"listener_limit\"}"
+        ),
+        1.0
     );
 }

@@ -184,6 +184,20 @@ pub struct ListenerConfig {
     pub keepalive_timeout: DurationValue,
     /// Most requests served on one HTTP/1.1 connection (unlimited when absent).
     pub keepalive_requests: Option<u32>,
+    /// Close a connection that sends nothing for this long before a request's first byte (new
+    /// connections after their TLS handshake, and kept-alive ones between requests).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: DurationValue,
+    /// Answer `408` and close when a request's headers are not complete this long after its
+    /// first byte, however the bytes trickle in.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: DurationValue,
+    /// Most client connections open on this listener at once; more are answered `503`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Most client connections open from one source address at once; more are answered `503`.
+    #[serde(default = "default_max_connections_per_source")]
+    pub max_connections_per_source: u32,
     /// TCP keepalive probes on accepted connections (the only liveness check for idle h2
     /// clients: Pingora 0.9 sends no server-side h2 PING).
     pub tcp_keepalive: Option<TcpKeepaliveConfig>,
@@ -202,6 +216,22 @@ fn default_true() -> bool {
 fn default_h2_streams() -> u32 {
     100
 }
+fn default_idle_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(60))
+}
+
+fn default_header_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(20))
+}
+
+fn default_max_connections() -> u32 {
+    10_000
+}
+
+fn default_max_connections_per_source() -> u32 {
+    1_000
+}
+
 fn default_keepalive() -> DurationValue {
     DurationValue(Duration::from_secs(60))
 }
@@ -401,6 +431,18 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
         }
     }
     for (i, l) in config.listeners.iter().enumerate() {
+        if l.max_connections == 0 || l.max_connections_per_source == 0 {
+            return Err(format!(
+                "listeners[{i}]: max_connections and max_connections_per_source must be at \
+                 least 1 (listener {:?} would refuse every client)",
+                l.name.0
+            ));
+        }
+        if l.idle_timeout.0.is_zero() || l.header_timeout.0.is_zero() {
+            return Err(format!(
+                "listeners[{i}]: idle_timeout and header_timeout must be longer than 0s"
+            ));
+        }
         for (j, c) in l.trusted_proxies.iter().enumerate() {
             if c.0.is_world_wide() && !l.trusted_proxies_force {
                 return Err(format!(

@@ -10,10 +10,12 @@ mod agent;
 mod cache;
 mod certs;
 mod config;
+mod conn;
 mod explain;
 mod gateway;
 mod identity;
 mod local;
+mod logging;
 mod metrics;
 mod proxy;
 mod record;
@@ -212,7 +214,7 @@ fn with_config(
 }
 
 fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    logging::init();
 }
 
 fn main() -> ExitCode {

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub stale_served: IntCounter,
     pub integrity_refusals: IntCounterVec,
     pub checks_throttled: IntCounterVec,
+    pub connections_cut: IntCounterVec,
+    pub connections_open: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -76,6 +78,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["reason", "scope"],
     )?;
+    let connections_cut = IntCounterVec::new(
+        Opts::new(
+            "modgate_connections_cut_total",
+            "Client connections closed by the gateway, by listener and reason: idle (nothing sent \
+             within idle_timeout), headers (request headers not complete within header_timeout), \
+             listener_limit or source_limit (max_connections, max_connections_per_source)",
+        ),
+        &["listener", "reason"],
+    )?;
+    let connections_open = IntGaugeVec::new(
+        Opts::new(
+            "modgate_connections_open",
+            "Client connections open now (after their TLS handshake), by listener",
+        ),
+        &["listener"],
+    )?;
+    registry.register(Box::new(connections_cut.clone()))?;
+    registry.register(Box::new(connections_open.clone()))?;
     let reloads = IntCounterVec::new(
         Opts::new(
             "modgate_reloads_total",
@@ -137,6 +157,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         decisions,
         auth_failures,
         checks_throttled,
+        connections_cut,
+        connections_open,
         reloads,
         spans_dropped,
         spans_exported,

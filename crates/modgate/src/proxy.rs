@@ -628,6 +628,18 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The headers are in: the connection's header deadline no longer applies.
+        if let Some(g) = crate::conn::guarded(session.as_downstream().stream()) {
+            g.request_started();
+        }
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         session.set_keepalive(Some(self.listener.keepalive_secs));
         // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous answer is
@@ -1359,6 +1371,9 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(g) = crate::conn::guarded(session.as_downstream().stream()) {
+            g.request_finished();
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

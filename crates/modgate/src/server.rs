@@ -19,9 +19,11 @@ use pingora::listeners::TcpSocketOptions;
 use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
 
 use crate::cache::CacheRuntime;
 use crate::config::{GatewayConfig, ListenerConfig};
+use crate::conn::{Caps, Deadlines, GuardedApp, Limits};
 use crate::gateway::Gateway;
 use crate::identity::{HandshakeCapture, IdentitySettings};
 use crate::proxy::{GatewayProxy, ListenerRuntime};
@@ -213,21 +215,32 @@ fn add_listener(
         },
         tls: material.clone(),
     };
-    let mut service = pingora::proxy::http_proxy_service_with_name(
+    let mut app = pingora::proxy::http_proxy(
         &server.configuration,
         GatewayProxy::new(gateway, runtime, recorder, cache),
-        &format!("modgate listener {}", l.name.0),
     );
-    if let Some(app) = service.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = l.http2 && l.tls.is_none();
-        options.keepalive_request_limit = l.keepalive_requests;
-        options.h2_idle_timeout = l.h2_idle_timeout.map(|d| d.0);
-        app.server_options = Some(options);
-        let mut h2 = default_h2_options();
-        h2.max_concurrent_streams(l.h2_max_concurrent_streams);
-        app.h2_options = Some(h2);
-    }
+    let mut options = HttpServerOptions::default();
+    options.h2c = l.http2 && l.tls.is_none();
+    options.keepalive_request_limit = l.keepalive_requests;
+    options.h2_idle_timeout = l.h2_idle_timeout.map(|d| d.0);
+    app.server_options = Some(options);
+    let mut h2 = default_h2_options();
+    h2.max_concurrent_streams(l.h2_max_concurrent_streams);
+    app.h2_options = Some(h2);
+    let limits = Limits {
+        deadlines: Deadlines {
+            idle: l.idle_timeout.0,
+            headers: l.header_timeout.0,
+        },
+        caps: Caps {
+            listener: l.max_connections,
+            source: l.max_connections_per_source,
+        },
+    };
+    let mut service = Service::new(
+        format!("modgate listener {}", l.name.0),
+        GuardedApp::new(app, &l.name.0, limits),
+    );
     let mut socket = TcpSocketOptions::default();
     socket.tcp_keepalive = l.tcp_keepalive.as_ref().map(tcp_keepalive);
     let address = l.address.0.to_string();

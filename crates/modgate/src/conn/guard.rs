@@ -1,0 +1,383 @@
+//! The connection guard in front of a listener's HTTP service: [`GuardedApp`] admits each
+//! accepted connection against the listener's caps and wraps its stream in a
+//! [`GuardedStream`], which enforces the [`Clock`]'s deadlines on every read. Pingora's own
+//! read timeouts are per read, so a client trickling one byte at a time, or sending nothing,
+//! would hold a connection for ever; here a cut connection reads as closed, after a best-effort
+//! `408` naming the reason when it was cut half-way through HTTP/1.1 request headers.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora::protocols::{Stream, IO};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::caps::{Counter, Permit};
+use super::deadline::{Clock, Cut, Deadlines};
+
+/// What a listener's guard enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub deadlines: Deadlines,
+    pub caps: super::caps::Caps,
+}
+
+/// A client stream whose reads end (as end-of-stream) once its clock's deadline passes.
+pub struct GuardedStream {
+    inner: Stream,
+    clock: Arc<Mutex<Clock>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    cut: Option<Cut>,
+    listener: Arc<str>,
+    header_timeout: Duration,
+    _permit: Permit,
+}
+
+impl fmt::Debug for GuardedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardedStream")
+            .field("inner", &self.inner)
+            .field("cut", &self.cut)
+            .finish()
+    }
+}
+
+impl GuardedStream {
+    fn with_clock<T>(&self, f: impl FnOnce(&mut Clock) -> T) -> T {
+        f(&mut self.clock.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The request's headers are in: no deadline until it ends.
+    pub fn request_started(&self) {
+        self.with_clock(Clock::request_started);
+    }
+
+    /// The request ended: a kept-alive connection waits for the next one.
+    pub fn request_finished(&self) {
+        self.with_clock(|c| c.request_finished(Instant::now()));
+    }
+
+    /// Records the cut (once).
+    fn record_cut(&mut self, why: Cut) -> bool {
+        if self.cut.is_some() {
+            return false;
+        }
+        self.cut = Some(why);
+        if let Some(m) = crate::metrics::metrics() {
+            m.connections_cut
+                .with_label_values(&[&self.listener, why.label()])
+                .inc();
+        }
+        log::debug!(
+            "listener {}: closing connection {}: {}",
+            self.listener,
+            self.inner.id(),
+            why.label()
+        );
+        true
+    }
+
+    /// Records the cut and, half-way through HTTP/1.1 headers, tries to tell the client.
+    fn cut(&mut self, why: Cut, cx: &mut Context<'_>) {
+        if !self.record_cut(why) {
+            return;
+        }
+        if why == Cut::Headers && !self.with_clock(|c| c.is_http2()) {
+            let body = format!(
+                "request headers not complete within {}s\n",
+                self.header_timeout.as_secs_f64()
+            );
+            let answer = format!(
+                "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            // Best effort, never waiting: a client that does not read loses the explanation.
+            let inner = Pin::new(&mut self.inner);
+            if let Poll::Ready(Ok(_)) = inner.poll_write(cx, answer.as_bytes()) {
+                let _ = Pin::new(&mut self.inner).poll_flush(cx);
+            }
+        }
+    }
+}
+
+impl AsyncRead for GuardedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.cut.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                if !read.is_empty() {
+                    this.with_clock(|c| c.on_read(read, Instant::now()));
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some((at, why)) = this.with_clock(|c| c.deadline()) else {
+                    this.timer = None;
+                    return Poll::Pending;
+                };
+                let at = tokio::time::Instant::from_std(at);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => {
+                        this.cut(why, cx);
+                        Poll::Ready(Ok(()))
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for GuardedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for GuardedStream {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for GuardedStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for GuardedStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for GuardedStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for GuardedStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for GuardedStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for GuardedStream {
+    /// Pingora peeks for the h2c preface before it reads: the same deadline applies.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        let Some((at, why)) = self.with_clock(|c| c.deadline()) else {
+            return self.inner.try_peek(buf).await;
+        };
+        let at = tokio::time::Instant::from_std(at);
+        match tokio::time::timeout_at(at, self.inner.try_peek(buf)).await {
+            Ok(peeked) => peeked,
+            Err(_) => {
+                self.record_cut(why);
+                Err(io::Error::new(io::ErrorKind::TimedOut, why.label()))
+            }
+        }
+    }
+}
+
+/// The guarded stream under a request's downstream session (HTTP/1.1 only: an h2 session has
+/// no stream of its own).
+pub fn guarded(stream: Option<&Stream>) -> Option<&GuardedStream> {
+    stream.and_then(|s| s.as_any().downcast_ref::<GuardedStream>())
+}
+
+/// Wraps a listener's HTTP application: admission and deadlines for every connection.
+pub struct GuardedApp<A> {
+    inner: Arc<A>,
+    listener: Arc<str>,
+    limits: Limits,
+    counter: Arc<Counter>,
+}
+
+impl<A> GuardedApp<A> {
+    pub fn new(inner: A, listener: &str, limits: Limits) -> GuardedApp<A> {
+        GuardedApp {
+            inner: Arc::new(inner),
+            listener: Arc::from(listener),
+            limits,
+            counter: Counter::new(limits.caps),
+        }
+    }
+}
+
+fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+    let digest = stream.get_socket_digest()?;
+    let addr = digest.peer_addr()?.as_inet()?;
+    Some(addr.ip())
+}
+
+/// Tells a refused HTTP/1.1 client why, without waiting on it for long.
+async fn refuse(stream: &mut Stream, message: &str) {
+    let body = format!("{message}\n");
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Retry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.flush().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+    Shutdown::shutdown(&mut **stream).await;
+}
+
+/// Keeps `modgate_connections_open` true while a connection lives.
+struct OpenGauge(Option<prometheus::IntGauge>);
+
+impl OpenGauge {
+    fn new(listener: &str) -> OpenGauge {
+        let g =
+            crate::metrics::metrics().map(|m| m.connections_open.with_label_values(&[listener]));
+        if let Some(g) = &g {
+            g.inc();
+        }
+        OpenGauge(g)
+    }
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.dec();
+        }
+    }
+}
+
+#[async_trait]
+impl<A> ServerApp for GuardedApp<A>
+where
+    A: ServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if stream.as_any().is::<GuardedStream>() {
+            // Handed back for reuse: already admitted and guarded.
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        let permit = match self.counter.admit(peer_ip(&stream)) {
+            Ok(p) => p,
+            Err(over) => {
+                if let Some(m) = crate::metrics::metrics() {
+                    m.connections_cut
+                        .with_label_values(&[&self.listener, over.label()])
+                        .inc();
+                }
+                log::debug!(
+                    "listener {}: refusing a connection: {}",
+                    self.listener,
+                    over.label()
+                );
+                if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                    Shutdown::shutdown(&mut *stream).await;
+                } else {
+                    refuse(&mut stream, over.message()).await;
+                }
+                return None;
+            }
+        };
+        let _open = OpenGauge::new(&self.listener);
+        let guarded = GuardedStream {
+            inner: stream,
+            clock: Arc::new(Mutex::new(Clock::new(
+                self.limits.deadlines,
+                Instant::now(),
+            ))),
+            timer: None,
+            cut: None,
+            listener: self.listener.clone(),
+            header_timeout: self.limits.deadlines.headers,
+            _permit: permit,
+        };
+        let stream: Box<dyn IO> = Box::new(guarded);
+        self.inner.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
