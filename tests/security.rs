@@ -1353,13 +1353,8 @@ fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (String, D
     )
 }
 
-/// The value of one sample line of `/metrics`, 0 when absent.
 fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let r = modgate_testkit::client::get(addr, "/metrics").expect("metrics");
-    r.text()
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
+    modgate_testkit::metric(addr, series)
 }
 
 #[test]

@@ -700,9 +700,15 @@ impl HintLog {
     }
 }
 
+/// Material loaded by [`ReloadableTls::prepare`], not yet in force.
+pub struct PreparedTls {
+    files: TlsFiles,
+    material: TlsMaterial,
+}
+
 /// TLS material that can be replaced while the server runs.
 pub struct ReloadableTls {
-    files: TlsFiles,
+    files: ArcSwap<TlsFiles>,
     current: ArcSwap<TlsMaterial>,
     generation: AtomicU64,
     reload_lock: Mutex<()>,
@@ -726,7 +732,7 @@ impl ReloadableTls {
         let material = load_material(&files)?;
         let hints = HintLog::new(material.hint_subjects.clone());
         Ok(Arc::new(ReloadableTls {
-            files,
+            files: ArcSwap::from_pointee(files),
             current: ArcSwap::from_pointee(material),
             generation: AtomicU64::new(1),
             reload_lock: Mutex::new(()),
@@ -734,9 +740,9 @@ impl ReloadableTls {
         }))
     }
 
-    /// The files this reads.
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
+    /// The files this reads (and the client-authentication settings) in force.
+    pub fn files(&self) -> Arc<TlsFiles> {
+        self.files.load_full()
     }
 
     /// The material in force.
@@ -759,7 +765,28 @@ impl ReloadableTls {
     /// the caller to log.
     pub fn reload(&self) -> Result<ReloadSummary, TlsError> {
         let _serial = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let material = load_material(&self.files)?;
+        let files = self.files.load_full();
+        let material = load_material(&files)?;
+        Ok(self.install(None, material))
+    }
+
+    /// Loads material from other files or client-authentication settings (a configuration
+    /// reload), without putting it in force: [`ReloadableTls::commit`] does that, so a reload
+    /// that fails elsewhere changes nothing here.
+    pub fn prepare(&self, files: &TlsFiles) -> Result<PreparedTls, TlsError> {
+        Ok(PreparedTls {
+            files: files.clone(),
+            material: load_material(files)?,
+        })
+    }
+
+    /// Puts prepared material (and its files, for later reloads) in force for new handshakes.
+    pub fn commit(&self, prepared: PreparedTls) -> ReloadSummary {
+        let _serial = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.install(Some(prepared.files), prepared.material)
+    }
+
+    fn install(&self, files: Option<TlsFiles>, material: TlsMaterial) -> ReloadSummary {
         let old = self.current.load_full();
         let summary = ReloadSummary {
             generation: 0,
@@ -771,12 +798,15 @@ impl ReloadableTls {
             client_trust_changed: material.trust_digest != old.trust_digest,
         };
         self.hints.push(&material.hint_subjects);
+        if let Some(files) = files {
+            self.files.store(Arc::new(files));
+        }
         self.current.store(Arc::new(material));
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        Ok(ReloadSummary {
+        ReloadSummary {
             generation,
             ..summary
-        })
+        }
     }
 
     /// Verifies a client certificate chain (leaf first) with the verifier of the material in
@@ -805,12 +835,10 @@ impl ReloadableTls {
     }
 
     /// A client-certificate verifier that delegates to the current material's verifier, so
-    /// new handshakes see rotated CAs and CRLs; `None` when client authentication is off.
-    pub fn client_verifier(self: &Arc<Self>) -> Option<Arc<dyn ClientCertVerifier>> {
-        if self.files.client_auth == ClientAuth::None {
-            return None;
-        }
-        Some(Arc::new(CurrentClientVerifier(self.clone())))
+    /// new handshakes see rotated CAs and CRLs and a changed `client_auth` mode (with client
+    /// authentication off it asks for no certificate).
+    pub fn client_verifier(self: &Arc<Self>) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(CurrentClientVerifier(self.clone()))
     }
 
     /// A complete rustls server config (ring provider, TLS 1.2 and 1.3) using the resolver and
@@ -819,13 +847,10 @@ impl ReloadableTls {
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Build {
-                cert: self.files.cert.clone(),
+                cert: self.files.load().cert.clone(),
                 reason: e.to_string(),
             })?;
-        let builder = match self.client_verifier() {
-            Some(v) => builder.with_client_cert_verifier(v),
-            None => builder.with_no_client_auth(),
-        };
+        let builder = builder.with_client_cert_verifier(self.client_verifier());
         Ok(builder.with_cert_resolver(self.cert_resolver()))
     }
 }

@@ -259,7 +259,34 @@ fn optional_and_none_modes() {
     let material = load_material(&files).expect("no client auth");
     assert!(material.client_verifier().is_none());
     let tls = ReloadableTls::new(files).expect("reloadable");
-    assert!(tls.client_verifier().is_none());
+    assert!(!tls.client_verifier().offer_client_auth());
+}
+
+#[test]
+fn a_prepared_reload_changes_the_client_auth_mode_only_when_committed() {
+    let pki = Pki::new();
+    let tls = ReloadableTls::new(pki.files(ClientAuth::Optional, &["root.pem"], &[]))
+        .expect("reloadable");
+    let v = tls.client_verifier();
+    assert!(v.offer_client_auth() && !v.client_auth_mandatory());
+    let prepared = tls
+        .prepare(&pki.files(ClientAuth::Required, &["root.pem"], &[]))
+        .expect("required");
+    assert!(
+        !v.client_auth_mandatory(),
+        "prepared material is not in force"
+    );
+    assert!(tls
+        .prepare(&pki.files(ClientAuth::Required, &["missing.pem"], &[]))
+        .is_err());
+    tls.commit(prepared);
+    assert!(
+        v.client_auth_mandatory(),
+        "the same verifier now requires a certificate"
+    );
+    assert_eq!(tls.files().client_auth, ClientAuth::Required);
+    tls.reload().expect("reload keeps the new files");
+    assert!(v.client_auth_mandatory());
 }
 
 #[test]
@@ -528,7 +555,7 @@ fn reload_swaps_cas_for_new_checks_only_when_everything_loads() {
     // By reference, as the binary calls it.
     let tls = ReloadableTls::new(&files).expect("tls");
     assert_eq!(tls.generation(), 1);
-    let v = tls.client_verifier().expect("verifier");
+    let v = tls.client_verifier();
     let alice = client(&pki.root, "alice", 1);
     let oscar = client(&pki.other, "oscar", 2);
     assert!(verify(v.as_ref(), &alice, &[]).is_ok());

@@ -149,3 +149,20 @@ pub fn curl(args: &[&str]) -> CurlResult {
         stderr: String::from_utf8_lossy(&out.stderr).to_string(),
     }
 }
+
+/// The value of one sample of a gateway's `/metrics` (`series` is the whole name with labels,
+/// as exposed: `modgate_x_total{a="b"}`); 0 when the series is absent.
+pub fn metric(addr: SocketAddr, series: &str) -> f64 {
+    get(addr, "/metrics")
+        .map(|r| {
+            r.text()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(series)
+                        .filter(|rest| rest.starts_with(' '))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .unwrap_or(0.0)
+        })
+        .unwrap_or(0.0)
+}

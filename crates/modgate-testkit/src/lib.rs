@@ -15,7 +15,7 @@ pub mod sumdb;
 pub mod tlsclient;
 
 pub use canary::{CanaryLog, Role};
-pub use client::{curl, get, raw_request, request, CurlResult, Response};
+pub use client::{curl, get, metric, raw_request, request, CurlResult, Response};
 pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};
 pub use gocmd::{go_bin, GoEnv, GoRun};
 pub use module::{ModuleError, ModuleVersion};

@@ -85,6 +85,26 @@ pub fn make_certs(dir: &Path, ca_name: &str, client_name: &str) {
     );
 }
 
+/// A test's gateway.yaml as written: `@DIR@` replaced by the instance directory, and (unless
+/// the test sets them) a pid file and upgrade socket inside it and short shutdown times.
+fn render_config(dir: &Path, config: &str) -> String {
+    let d = dir.to_string_lossy().to_string();
+    let mut text = config.replace("@DIR@", &d);
+    if !text.contains("pid_file") {
+        let mut server_block =
+            format!("server:\n  pid_file: {d}/modgate.pid\n  upgrade_sock: {d}/upgrade.sock\n");
+        if !text.contains("grace_period") {
+            server_block.push_str("  grace_period: 1s\n  shutdown_timeout: 2s\n");
+        }
+        text = if text.contains("server:\n") {
+            text.replace("server:\n", &server_block)
+        } else {
+            format!("{server_block}{text}")
+        };
+    }
+    text
+}
+
 /// A running modgate process.
 pub struct Gateway {
     child: Option<Child>,
@@ -103,20 +123,7 @@ impl Gateway {
 
     /// Like [`Gateway::start`] in a given directory (which may already hold certificates).
     pub fn start_in(dir: tempfile::TempDir, config: &str, ready_addr: SocketAddr) -> Gateway {
-        let d = dir.path().to_string_lossy().to_string();
-        let mut text = config.replace("@DIR@", &d);
-        if !text.contains("pid_file") {
-            let mut server_block =
-                format!("server:\n  pid_file: {d}/modgate.pid\n  upgrade_sock: {d}/upgrade.sock\n");
-            if !text.contains("grace_period") {
-                server_block.push_str("  grace_period: 1s\n  shutdown_timeout: 2s\n");
-            }
-            text = if text.contains("server:\n") {
-                text.replace("server:\n", &server_block)
-            } else {
-                format!("{server_block}{text}")
-            };
-        }
+        let text = render_config(dir.path(), config);
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, &text).expect("write gateway.yaml");
         let log_path = dir.path().join("modgate.log");
@@ -159,6 +166,21 @@ impl Gateway {
     /// Everything modgate has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Replaces the instance's gateway.yaml (atomically, as a deploy tool would) with `config`,
+    /// rendered like the one it started with. Nothing is reloaded until asked.
+    pub fn write_config(&self, config: &str) {
+        let text = render_config(self.dir.path(), config);
+        let tmp = self.dir.path().join("gateway.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write gateway.yaml");
+        std::fs::rename(&tmp, &self.config_path).expect("rename gateway.yaml");
+    }
+
+    /// Runs `modgate reload -c <this instance's gateway.yaml>`.
+    pub fn reload(&self) -> Output {
+        let path = self.config_path.to_string_lossy().to_string();
+        modgate(&["reload", "-c", &path])
     }
 
     /// Sends a signal to the process.

@@ -33,7 +33,6 @@ const IMMUTABLE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub struct CacheRuntime {
     pub storage: &'static DiskCache,
     pub lock: &'static CacheKeyLockImpl,
-    pub ttl: TtlConfig,
     pub ledger: Arc<Ledger>,
     /// Artifacts whose upstream bytes were refused: served from cache if held, else 502.
     pub quarantine: Quarantine,
@@ -51,7 +50,6 @@ impl CacheRuntime {
         Ok(CacheRuntime {
             storage,
             lock,
-            ttl: c.ttl,
             ledger: Arc::new(ledger),
             quarantine: Quarantine::default(),
         })

@@ -76,7 +76,6 @@ impl Gateway {
             access: config.access.policy.clone(),
             access_configured: config.access.configured,
             auth: Arc::new(AuthState {
-                config: config.auth.clone(),
                 current: ArcSwap::from_pointee(authenticator),
             }),
         })

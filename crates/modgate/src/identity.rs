@@ -268,6 +268,9 @@ pub enum IdentityError {
         subject: String,
         reason: &'static str,
     },
+    /// The listener now requires a client certificate (a reload set `client_auth: required`)
+    /// and this connection, opened before, has none.
+    CertificateRequired,
     /// Too many failed password checks from this address or for this user name.
     Throttled { scope: Scope, retry_after: Duration },
     /// Password checks are saturated; the request could not get a turn in time.
@@ -281,6 +284,7 @@ impl IdentityError {
             IdentityError::BadCredentials(f) => f.as_str(),
             IdentityError::Malformed(_) => "malformed",
             IdentityError::CertificateRefused { .. } => "certificate_refused",
+            IdentityError::CertificateRequired => "certificate_required",
             IdentityError::Throttled { .. } => "throttled",
             IdentityError::Busy => "busy",
         }
@@ -298,6 +302,9 @@ impl IdentityError {
                 "the client certificate {subject} is not accepted: {reason} (the TLS session \
                  was established before; a new handshake would be refused too)"
             ),
+            IdentityError::CertificateRequired => "this listener requires a client certificate \
+                 (client_auth: required) and this connection has none; reconnect with one"
+                .into(),
             IdentityError::Throttled { scope, retry_after } => format!(
                 "too many failed credential checks {}; retry in {} s",
                 match scope {
@@ -548,6 +555,15 @@ pub async fn resolve(
         .map(|a| a.ip());
     let mut id = RequestIdentity::default();
     let peer = peer_cert(session);
+    if let (None, Some(tls)) = (&peer, tls) {
+        let required = tls
+            .current()
+            .client_verifier()
+            .is_some_and(|v| v.client_auth_mandatory());
+        if required {
+            return Err(IdentityError::CertificateRequired);
+        }
+    }
     if let (Some(pc), Some(tls)) = (&peer, tls) {
         if let Err(reason) = pc.recheck(tls) {
             strip_identity_headers(session, settings);

@@ -9,6 +9,7 @@ mod admin;
 mod agent;
 mod cache;
 mod certs;
+mod commands;
 mod config;
 mod conn;
 mod explain;
@@ -17,6 +18,7 @@ mod identity;
 mod local;
 mod logging;
 mod metrics;
+mod model;
 mod proxy;
 mod record;
 mod reload;
@@ -59,9 +61,23 @@ enum Command {
     },
     /// Validate a configuration file (exit status 1 with file:line:column on error).
     Check {
+        /// Configuration file (also accepted as the only argument).
+        #[arg(short, long = "config", value_name = "CONFIG")]
+        config_flag: Option<PathBuf>,
         /// Configuration file.
-        #[arg(default_value = "gateway.yaml")]
+        #[arg(value_name = "FILE", conflicts_with = "config_flag")]
+        config: Option<PathBuf>,
+    },
+    /// Make the running gateway re-read its configuration (SIGHUP through its pid file) and
+    /// report what changed. Exit 0: applied; 1: refused (the old configuration stays in force,
+    /// the reason is printed); 2: no running gateway answered.
+    Reload {
+        /// Configuration file (the running gateway's; its server.pid_file is used).
+        #[arg(short, long, default_value = "gateway.yaml")]
         config: PathBuf,
+        /// How long to wait for the gateway's answer, in seconds.
+        #[arg(long, default_value_t = 15.0)]
+        timeout: f64,
     },
     /// Show which route and upstream chain a module request takes.
     Explain {
@@ -229,7 +245,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match server::run(cfg, server::RunOptions { upgrade }) {
+            match server::run(
+                cfg,
+                server::RunOptions {
+                    upgrade,
+                    config_path: config.clone(),
+                },
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("modgate: {e:#}");
@@ -237,28 +259,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match config::load(&config)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| gateway::Gateway::new(&c).map(|g| (c, g)))
-        {
-            Ok((c, g)) => {
-                for w in g.warnings() {
-                    eprintln!("modgate: warning: {}: {w}", config.display());
-                }
-                println!(
-                    "{}: ok ({} listener(s), {} upstream(s), {} route(s))",
-                    config.display(),
-                    c.listeners.len(),
-                    c.upstreams.len(),
-                    c.routes.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("modgate: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Reload { config, timeout } => commands::reload(&config, timeout),
+        Command::Check {
+            config_flag,
+            config,
+        } => {
+            let config = config_flag
+                .or(config)
+                .unwrap_or_else(|| PathBuf::from("gateway.yaml"));
+            commands::check(&config)
+        }
         Command::Explain {
             target,
             kind,

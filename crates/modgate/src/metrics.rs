@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// All metrics, registered in one registry.
@@ -28,6 +28,9 @@ pub struct Metrics {
     pub checks_throttled: IntCounterVec,
     pub connections_cut: IntCounterVec,
     pub connections_open: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub config_last_success: Gauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -94,6 +97,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["listener"],
     )?;
+    let config_reloads = IntCounterVec::new(
+        Opts::new(
+            "modgate_config_reloads_total",
+            "Reloads of gateway.yaml (SIGHUP or modgate reload), by result: applied or refused",
+        ),
+        &["result"],
+    )?;
+    let config_generation = IntGauge::new(
+        "modgate_config_generation",
+        "Generation of the configuration in force: 1 at start, one more per applied reload",
+    )?;
+    let config_last_success = Gauge::new(
+        "modgate_config_last_reload_success_timestamp_seconds",
+        "When the configuration in force was applied (Unix time)",
+    )?;
+    registry.register(Box::new(config_reloads.clone()))?;
+    registry.register(Box::new(config_generation.clone()))?;
+    registry.register(Box::new(config_last_success.clone()))?;
     registry.register(Box::new(connections_cut.clone()))?;
     registry.register(Box::new(connections_open.clone()))?;
     let reloads = IntCounterVec::new(
@@ -159,6 +180,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         checks_throttled,
         connections_cut,
         connections_open,
+        config_reloads,
+        config_generation,
+        config_last_success,
         reloads,
         spans_dropped,
         spans_exported,

@@ -46,10 +46,10 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::cache::{self, CachePlan, CacheRuntime, IntegrityCheck, Refusal};
-use crate::gateway::Gateway;
 use crate::identity::{self, IdentitySettings, RequestIdentity};
 use crate::metrics;
-use crate::record::{Recorder, Trace};
+use crate::model::{Live, Model};
+use crate::record::Trace;
 use crate::respond;
 use crate::upstream::{Chain, Upstream};
 use modgate_ledger::Artifact;
@@ -97,25 +97,29 @@ pub struct ListenerRuntime {
 
 /// The proxy logic for one listener.
 pub struct GatewayProxy {
-    gateway: Arc<Gateway>,
-    listener: ListenerRuntime,
-    recorder: Arc<Recorder>,
+    live: Arc<Live>,
+    /// This listener's settings at start-up: used if a reload's model lacks the listener.
+    initial: Arc<ListenerRuntime>,
     cache: Option<Arc<CacheRuntime>>,
 }
 
 impl GatewayProxy {
     pub fn new(
-        gateway: Arc<Gateway>,
-        listener: ListenerRuntime,
-        recorder: Arc<Recorder>,
+        live: Arc<Live>,
+        listener: &str,
         cache: Option<Arc<CacheRuntime>>,
-    ) -> Self {
-        GatewayProxy {
-            gateway,
-            listener,
-            recorder,
+    ) -> anyhow::Result<Self> {
+        let initial = live
+            .current()
+            .listeners
+            .get(listener)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("listener {listener:?} is not in the model"))?;
+        Ok(GatewayProxy {
+            live,
+            initial,
             cache,
-        }
+        })
     }
 
     /// For an exact-version artifact answered 200 by an upstream: refuses a size that differs
@@ -233,7 +237,7 @@ impl GatewayProxy {
             .as_ref()
             .map(|t| t.trace_id.clone())
             .unwrap_or_default();
-        record.listener = self.listener.name.clone();
+        record.listener = ctx.listener.name.clone();
         record.client_addr = client;
         record.identity = AuditIdentity {
             source: p.source.as_str().to_string(),
@@ -411,9 +415,9 @@ impl GatewayProxy {
         Ok(true)
     }
 
-    fn chain<'a>(&'a self, ctx: &RequestCtx) -> Option<&'a Chain> {
+    fn chain<'a>(&self, ctx: &'a RequestCtx) -> Option<&'a Chain> {
         ctx.route
-            .and_then(|i| self.gateway.routes.routes().get(i))
+            .and_then(|i| ctx.model.gateway.routes.routes().get(i))
             .map(|r| &r.target)
     }
 
@@ -426,9 +430,9 @@ impl GatewayProxy {
             .map(|s| s.upstream.clone())
     }
 
-    fn route_name(&self, ctx: &RequestCtx) -> &str {
+    fn route_name<'a>(&self, ctx: &'a RequestCtx) -> &'a str {
         ctx.route
-            .and_then(|i| self.gateway.routes.routes().get(i))
+            .and_then(|i| ctx.model.gateway.routes.routes().get(i))
             .map(|r| r.name.as_str())
             .unwrap_or("-")
     }
@@ -537,6 +541,10 @@ struct AuditState {
 
 /// Per-request state.
 pub struct RequestCtx {
+    /// The model this request runs on, from its start to its end (a reload does not change it).
+    model: Arc<Model>,
+    /// This listener's settings in that model.
+    listener: Arc<ListenerRuntime>,
     started: Instant,
     request: Option<ModuleRequest>,
     kind: Option<RequestKind>,
@@ -607,7 +615,15 @@ impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        let model = self.live.current();
+        let listener = model
+            .listeners
+            .get(&self.initial.name)
+            .cloned()
+            .unwrap_or_else(|| self.initial.clone());
         RequestCtx {
+            model,
+            listener,
             started: Instant::now(),
             request: None,
             kind: None,
@@ -641,7 +657,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        session.set_keepalive(Some(self.listener.keepalive_secs));
+        session.set_keepalive(Some(ctx.listener.keepalive_secs));
         // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous answer is
         // answered in order on the same connection, instead of being dropped with the
         // connection (HTTP/2 and TLS-less h2c ignore this).
@@ -663,7 +679,7 @@ impl ProxyHttp for GatewayProxy {
                 respond::ok(session, "text/plain", Bytes::from_static(b"ready\n")).await?;
                 return Ok(true);
             }
-            "/metrics" if self.listener.metrics => {
+            "/metrics" if ctx.listener.metrics => {
                 let body = Bytes::from(metrics::render());
                 respond::ok(session, "text/plain; version=0.0.4", body).await?;
                 return Ok(true);
@@ -671,14 +687,15 @@ impl ProxyHttp for GatewayProxy {
             _ => {}
         }
         ctx.audit.enabled = true;
-        ctx.trace = Some(self.recorder.begin(session.req_header()));
+        ctx.trace = Some(ctx.model.recorder.begin(session.req_header()));
 
-        let authenticator = self.gateway.auth.current.load_full();
-        let tls = self.listener.tls.as_deref();
-        match identity::resolve(session, &self.listener.identity, tls, authenticator).await {
+        let authenticator = ctx.model.gateway.auth.current.load_full();
+        let tls = ctx.listener.tls.as_deref();
+        match identity::resolve(session, &ctx.listener.identity, tls, authenticator).await {
             Ok(id) => ctx.identity = id,
             Err(
                 e @ (identity::IdentityError::CertificateRefused { .. }
+                | identity::IdentityError::CertificateRequired
                 | identity::IdentityError::Throttled { .. }
                 | identity::IdentityError::Busy),
             ) => {
@@ -711,7 +728,7 @@ impl ProxyHttp for GatewayProxy {
                 return self.unauthenticated(session, ctx, e.message()).await;
             }
         }
-        if self.listener.require_identity && ctx.identity.principal.is_anonymous() {
+        if ctx.listener.require_identity && ctx.identity.principal.is_anonymous() {
             if let Some(m) = metrics::metrics() {
                 m.auth_failures.with_label_values(&["missing"]).inc();
             }
@@ -726,7 +743,7 @@ impl ProxyHttp for GatewayProxy {
                 .await;
         }
 
-        if self.listener.admin
+        if ctx.listener.admin
             && session.req_header().uri.path() == "/admin/cache/purge"
             && is_loopback_peer(session)
         {
@@ -736,9 +753,9 @@ impl ProxyHttp for GatewayProxy {
             let through_proxy = session
                 .client_addr()
                 .and_then(|a| a.as_inet())
-                .is_some_and(|a| self.listener.identity.trusted.contains(&a.ip()));
+                .is_some_and(|a| ctx.listener.identity.trusted.contains(&a.ip()));
             let refusal =
-                crate::local::refusal(session.req_header(), &self.listener.own_hosts, "admin")
+                crate::local::refusal(session.req_header(), &ctx.listener.own_hosts, "admin")
                     .or_else(|| {
                         through_proxy.then(|| {
                             "admin: requests through a trusted front proxy are not local; call the \
@@ -749,8 +766,9 @@ impl ProxyHttp for GatewayProxy {
             if let Some(message) = refusal {
                 return self.refuse(session, ctx, 403, message, &[]).await;
             }
-            if self.gateway.access_configured {
-                let holds_admin = self
+            if ctx.model.gateway.access_configured {
+                let holds_admin = ctx
+                    .model
                     .gateway
                     .access
                     .roles_for(&ctx.identity.principal)
@@ -789,7 +807,7 @@ impl ProxyHttp for GatewayProxy {
             return self.refuse(session, ctx, 400, message, &[]).await;
         }
 
-        let parsed = match self.gateway.parser.parse(&target) {
+        let parsed = match ctx.model.gateway.parser.parse(&target) {
             Ok(p) => p,
             Err(e) => {
                 return self
@@ -804,7 +822,7 @@ impl ProxyHttp for GatewayProxy {
                 self.refuse(session, ctx, 404, message, &[]).await
             }
             GoProxyRequest::Sumdb(s) => {
-                let Some(db) = self.gateway.sumdbs.get(&s.name) else {
+                let Some(db) = ctx.model.gateway.sumdbs.get(&s.name) else {
                     // 404 on `supported` tells `go` to use the database directly.
                     let message = format!(
                         "checksum database {:?} is not proxied by this gateway",
@@ -821,7 +839,7 @@ impl ProxyHttp for GatewayProxy {
                     SumdbEndpoint::Lookup { module, .. } => {
                         // A private module's name never leaves the intranet, not even to ask
                         // for its checksum: 404 sends `go` to its GONOSUMDB handling.
-                        if let Some(m) = self.gateway.routes.lookup(module) {
+                        if let Some(m) = ctx.model.gateway.routes.lookup(module) {
                             let private = m.route.private
                                 || m.route.target.steps.iter().any(|s| s.upstream.private);
                             if private {
@@ -841,7 +859,7 @@ impl ProxyHttp for GatewayProxy {
                 // its module (rules for that module apply), `latest` and tiles about no module
                 // (only rules whose pattern matches every path, e.g. `prefix: ""`, apply). A
                 // rule may name them with `kinds: [sumdb]`.
-                if self.gateway.access_configured {
+                if ctx.model.gateway.access_configured {
                     let (module, version) = match &s.endpoint {
                         SumdbEndpoint::Lookup { module, version } => {
                             (module.as_str(), Some(version.as_str()))
@@ -849,7 +867,7 @@ impl ProxyHttp for GatewayProxy {
                         _ => ("", None),
                     };
                     let route = format!("sumdb:{}", s.name);
-                    let decision = self.gateway.access.decide(
+                    let decision = ctx.model.gateway.access.decide(
                         &ctx.identity.principal,
                         &AccessRequest {
                             module,
@@ -873,13 +891,13 @@ impl ProxyHttp for GatewayProxy {
                 }
                 ctx.audit.decision = AuditDecision::Allow;
                 ctx.sumdb = Some((db.clone(), s.upstream_path()));
-                if let Some(c) = &self.cache {
-                    ctx.cache_plan = CachePlan::sumdb(&s, &c.ttl);
+                if self.cache.is_some() {
+                    ctx.cache_plan = CachePlan::sumdb(&s, &ctx.model.ttl);
                 }
                 Ok(false)
             }
             GoProxyRequest::Module(req) => {
-                let Some(m) = self.gateway.routes.lookup(&req.module) else {
+                let Some(m) = ctx.model.gateway.routes.lookup(&req.module) else {
                     let message = format!("no route for module {}", req.module);
                     ctx.request = Some(req);
                     return self.refuse(session, ctx, 404, message, &[]).await;
@@ -893,9 +911,13 @@ impl ProxyHttp for GatewayProxy {
                     route: &route.name,
                     private_route: route.private,
                 };
-                let decision = self.gateway.access.decide(&ctx.identity.principal, &access);
+                let decision = ctx
+                    .model
+                    .gateway
+                    .access
+                    .decide(&ctx.identity.principal, &access);
                 identity::attribute(&mut ctx.identity, &decision, |p| {
-                    self.gateway.access.decide(p, &access)
+                    ctx.model.gateway.access.decide(p, &access)
                 });
                 if let Some(m) = metrics::metrics() {
                     m.decisions
@@ -908,8 +930,9 @@ impl ProxyHttp for GatewayProxy {
                 }
                 let allowed = decision.is_allowed();
                 let message = decision.deny_message(&ctx.identity.principal.name, &req.module);
-                if let Some(c) = &self.cache {
-                    let plan = CachePlan::module(&route.name, &req, &c.ttl, &route.target.cache);
+                if self.cache.is_some() {
+                    let plan =
+                        CachePlan::module(&route.name, &req, &ctx.model.ttl, &route.target.cache);
                     ctx.cache_plan = match plan {
                         Some(p) if route.target.per_identity_cache => {
                             Some(p.per_identity(&identity::cache_identity(&ctx.identity.principal)))
@@ -1019,7 +1042,7 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<Box<HttpPeer>> {
         let private = ctx
             .route
-            .and_then(|i| self.gateway.routes.routes().get(i))
+            .and_then(|i| ctx.model.gateway.routes.routes().get(i))
             .is_some_and(|r| r.private);
         loop {
             let Some(upstream) = self.current_upstream(ctx) else {
@@ -1211,7 +1234,7 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if self.listener.debug_headers {
+        if ctx.listener.debug_headers {
             if ctx.cache_plan.is_some() && session.cache.enabled() {
                 let phase = if ctx.served_stale {
                     "stale-if-error"
@@ -1220,7 +1243,10 @@ impl ProxyHttp for GatewayProxy {
                 };
                 upstream_response.insert_header("X-Modgate-Cache", phase)?;
             }
-            if let Some(route) = ctx.route.and_then(|i| self.gateway.routes.routes().get(i)) {
+            if let Some(route) = ctx
+                .route
+                .and_then(|i| ctx.model.gateway.routes.routes().get(i))
+            {
                 upstream_response.insert_header("X-Modgate-Route", route.name.as_str())?;
             }
             if let Some(a) = ctx.attempts.last() {
@@ -1384,7 +1410,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(m) = metrics::metrics() {
             m.requests
                 .with_label_values(&[
-                    self.listener.name.as_str(),
+                    ctx.listener.name.as_str(),
                     route.as_str(),
                     kind,
                     &status.to_string(),
@@ -1408,7 +1434,7 @@ impl ProxyHttp for GatewayProxy {
             .collect();
         log::info!(
             "{} {} {} {} {} {:?} {} route={} upstreams=[{}] {}ms{}",
-            self.listener.name,
+            ctx.listener.name,
             client,
             ctx.identity.principal.name,
             session.req_header().method,
@@ -1426,7 +1452,7 @@ impl ProxyHttp for GatewayProxy {
         }
         if ctx.audit.enabled {
             let record = self.audit_record(session, ctx, status, client, route);
-            self.recorder.finish(ctx.trace.take(), record);
+            ctx.model.recorder.finish(ctx.trace.take(), record);
         }
     }
 

@@ -1,56 +1,32 @@
-//! Reloading without a restart: on SIGHUP every listener's TLS material (certificate, key, CA
-//! bundles, CRLs) and the credential files are read again and the audit file is reopened (for
-//! logrotate). Listeners with `tls.watch` are also checked for changed files at that interval.
+//! Reloading without a restart. On SIGHUP (sent by `modgate reload`, systemd's `ExecReload=`, or
+//! by hand) the whole `gateway.yaml` is read again with every file it names — routes,
+//! upstreams, access, credentials, cache TTLs, checksum databases, audit and telemetry
+//! settings, each listener's request settings, TLS material and `client_auth` mode — and the
+//! new runtime model replaces the old one at once ([`crate::model::Live::reload`]), or nothing
+//! changes. The audit file is reopened (for logrotate). Listeners with `tls.watch` are also
+//! checked for changed TLS files at that interval (material only, not the rest of the file).
 //!
-//! Each reload is all-or-nothing: a new file that does not load (half-written, key mismatch,
-//! bad CRL) is refused with a log line and a metric, and the material in force stays in force.
-//! Connections already established are never touched; new handshakes use the new material.
+//! Each reload's outcome is logged, counted (`modgate_config_reloads_total{result}`), and
+//! written beside the pid file (`<pid_file>.reload`, JSON) for `modgate reload` to report.
+//! Connections already established are never touched; new handshakes and new requests use the
+//! new model, and a request in flight finishes on the model it started with.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use modgate_identity::{Authenticator, ReloadableTls};
-use modgate_telemetry::AuditLog;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::AuthConfig;
 use crate::metrics;
+use crate::model::{Live, ReloadReport};
 
-/// One TLS listener's reloadable material.
-pub struct TlsReload {
-    pub listener: String,
-    pub tls: Arc<ReloadableTls>,
-    pub files: Vec<PathBuf>,
-    pub watch: Option<Duration>,
-}
-
-/// The credential files and the authenticator built from them.
+/// The credential files in force.
 pub struct AuthState {
-    pub config: AuthConfig,
     pub current: ArcSwap<Authenticator>,
-}
-
-impl AuthState {
-    pub fn reload(&self) {
-        if self.config.users_file.is_none() && self.config.tokens_file.is_none() {
-            return;
-        }
-        match self.config.load() {
-            Ok(a) => {
-                self.current.store(Arc::new(a));
-                log::info!("reloaded credential files");
-                count("auth", "ok");
-            }
-            Err(e) => {
-                log::error!("credential files not reloaded, previous ones stay in force: {e}");
-                count("auth", "error");
-            }
-        }
-    }
 }
 
 fn count(what: &str, result: &str) {
@@ -59,19 +35,47 @@ fn count(what: &str, result: &str) {
     }
 }
 
-/// The background service that performs reloads.
+/// Where a process reports its reloads: beside its pid file.
+pub fn status_path(pid_file: &Path) -> PathBuf {
+    let mut p = pid_file.as_os_str().to_owned();
+    p.push(".reload");
+    PathBuf::from(p)
+}
+
+/// Writes the report atomically (a reader never sees half of it).
+fn write_status(path: &Path, report: &ReloadReport) {
+    let tmp = {
+        let mut p = path.as_os_str().to_owned();
+        p.push(".tmp");
+        PathBuf::from(p)
+    };
+    let written = serde_json::to_vec_pretty(report)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        log::warn!("reload status not written to {}: {e}", path.display());
+    }
+}
+
+/// The background service that reloads on SIGHUP and watches TLS files.
 pub struct Reloader {
-    pub tls: Vec<TlsReload>,
-    pub auth: Arc<AuthState>,
-    pub audit: AuditLog,
-    /// Its refusals of changed upstream bytes are forgotten (after `modgate ledger accept`).
+    pub live: Arc<Live>,
+    /// `tls.watch` interval by listener name.
+    pub watch: Vec<(String, Duration)>,
     pub cache: Option<Arc<crate::cache::CacheRuntime>>,
+    /// The status file `modgate reload` reads.
+    pub status: PathBuf,
 }
 
 type Stamps = Vec<Option<(SystemTime, u64)>>;
 
-fn stamps(files: &[PathBuf]) -> Stamps {
-    files
+fn stamps(tls: &ReloadableTls) -> Stamps {
+    let files = tls.files();
+    let mut paths = vec![files.cert.clone(), files.key.clone()];
+    paths.extend(files.client_ca.iter().cloned());
+    paths.extend(files.crl.iter().cloned());
+    paths
         .iter()
         .map(|f| {
             std::fs::metadata(f)
@@ -81,49 +85,92 @@ fn stamps(files: &[PathBuf]) -> Stamps {
         .collect()
 }
 
-impl TlsReload {
-    /// Publishes the expiry of the certificate in force.
-    fn publish(&self) {
-        if let Some(m) = metrics::metrics() {
-            m.cert_not_after
-                .with_label_values(&[self.listener.as_str()])
-                .set(self.tls.server_not_after_unix());
-        }
+fn publish_expiry(listener: &str, tls: &ReloadableTls) {
+    if let Some(m) = metrics::metrics() {
+        m.cert_not_after
+            .with_label_values(&[listener])
+            .set(tls.server_not_after_unix());
     }
+}
 
-    fn reload(&self, why: &str) {
-        let result = self.tls.reload();
-        self.publish();
-        match result {
-            Ok(_) => {
-                log::info!("listener {}: TLS material reloaded ({why})", self.listener);
-                count(&format!("tls:{}", self.listener), "ok");
-            }
-            Err(e) => {
-                log::error!(
-                    "listener {}: new TLS material refused ({why}), previous material stays in force: {e}",
-                    self.listener
-                );
-                count(&format!("tls:{}", self.listener), "error");
-            }
+/// Re-reads one listener's TLS files (the `tls.watch` path).
+fn reload_tls(listener: &str, tls: &ReloadableTls, why: &str) {
+    let result = tls.reload();
+    publish_expiry(listener, tls);
+    match result {
+        Ok(_) => {
+            log::info!("listener {listener}: TLS material reloaded ({why})");
+            count(&format!("tls:{listener}"), "ok");
+        }
+        Err(e) => {
+            log::error!(
+                "listener {listener}: new TLS material refused ({why}), previous material stays in force: {e}"
+            );
+            count(&format!("tls:{listener}"), "error");
         }
     }
 }
 
 impl Reloader {
     fn reload_all(&self) {
-        log::info!("SIGHUP: reloading TLS material and credential files, reopening audit log");
-        for t in &self.tls {
-            t.reload("SIGHUP");
-        }
-        self.auth.reload();
-        self.audit.reopen();
-        if let Some(c) = &self.cache {
-            let n = c.quarantine.clear();
-            if n > 0 {
-                log::info!("forgot {n} integrity refusal(s); the next fetch is checked against the ledger again");
+        log::info!(
+            "SIGHUP: reloading {} (TLS material, credential files, routes, access, ...), reopening audit log",
+            self.live.config_path().display()
+        );
+        let report = self.live.reload();
+        let model = self.live.current();
+        if report.applied {
+            for (name, tls) in self.live.tls() {
+                publish_expiry(name, tls);
+                log::info!("listener {name}: TLS material reloaded (SIGHUP)");
+                count(&format!("tls:{name}"), "ok");
             }
+            let auth = &model.config.auth;
+            if auth.users_file.is_some() || auth.tokens_file.is_some() {
+                log::info!("reloaded credential files");
+                count("auth", "ok");
+            }
+            log::info!(
+                "configuration reloaded: generation {}; {}{}",
+                report.generation,
+                if report.changes.is_empty() {
+                    "no changes in gateway.yaml".to_string()
+                } else {
+                    format!("changed: {}", report.changes.join("; "))
+                },
+                if report.needs_upgrade.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; not applied, needs `modgate run --upgrade`: {}",
+                        report.needs_upgrade.join("; ")
+                    )
+                }
+            );
+            if let Some(c) = &self.cache {
+                let n = c.quarantine.clear();
+                if n > 0 {
+                    log::info!("forgot {n} integrity refusal(s); the next fetch is checked against the ledger again");
+                }
+            }
+        } else {
+            let why = report.error.as_deref().unwrap_or("unknown error");
+            // Name the listener whose TLS files are at fault (the common case), as the
+            // `tls.watch` path does.
+            for (name, tls) in self.live.tls() {
+                if let Err(e) = tls.prepare(&tls.files()) {
+                    log::error!(
+                        "listener {name}: new TLS material refused (SIGHUP), previous material stays in force: {e}"
+                    );
+                    count(&format!("tls:{name}"), "error");
+                }
+            }
+            log::error!(
+                "configuration not reloaded, generation {} stays in force: {why}",
+                report.generation
+            );
         }
+        write_status(&self.status, &report);
     }
 }
 
@@ -138,34 +185,38 @@ impl BackgroundService for Reloader {
                 return;
             }
         };
+        write_status(&self.status, &self.live.last_report());
         let tick_every = self
-            .tls
+            .watch
             .iter()
-            .filter_map(|t| t.watch)
+            .map(|(_, d)| *d)
             .min()
             .unwrap_or(Duration::from_secs(3600))
             .max(Duration::from_millis(100));
-        for t in &self.tls {
-            t.publish();
+        for (name, tls) in self.live.tls() {
+            publish_expiry(name, tls);
         }
-        let mut last: Vec<Stamps> = self.tls.iter().map(|t| stamps(&t.files)).collect();
+        let watched: Vec<(String, Arc<ReloadableTls>)> = self
+            .watch
+            .iter()
+            .filter_map(|(name, _)| Some((name.clone(), self.live.tls().get(name)?.clone())))
+            .collect();
+        let mut last: Vec<Stamps> = watched.iter().map(|(_, t)| stamps(t)).collect();
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = hup.recv() => {
+                    // Blocks while files are read: this service's own runtime, not a listener's.
                     self.reload_all();
-                    last = self.tls.iter().map(|t| stamps(&t.files)).collect();
+                    last = watched.iter().map(|(_, t)| stamps(t)).collect();
                 }
                 _ = tick.tick() => {
-                    for (t, prev) in self.tls.iter().zip(last.iter_mut()) {
-                        if t.watch.is_none() {
-                            continue;
-                        }
-                        let now = stamps(&t.files);
+                    for ((name, t), prev) in watched.iter().zip(last.iter_mut()) {
+                        let now = stamps(t);
                         if now != *prev {
                             *prev = now;
-                            t.reload("files changed");
+                            reload_tls(name, t, "files changed");
                         }
                     }
                 }

@@ -8,11 +8,11 @@
 //! files in place ([`crate::reload`]). When Pingora returns, the audit log is flushed and
 //! pending spans are exported before the process exits.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use http::HeaderName;
-use modgate_identity::{CidrSet, ReloadableTls};
+use modgate_identity::ReloadableTls;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TcpSocketOptions;
@@ -24,16 +24,18 @@ use pingora::services::listening::Service;
 use crate::cache::CacheRuntime;
 use crate::config::{GatewayConfig, ListenerConfig};
 use crate::conn::{Caps, Deadlines, GuardedApp, Limits};
-use crate::gateway::Gateway;
-use crate::identity::{HandshakeCapture, IdentitySettings};
-use crate::proxy::{GatewayProxy, ListenerRuntime};
+use crate::identity::HandshakeCapture;
+use crate::model::{Live, Model};
+use crate::proxy::GatewayProxy;
 use crate::record::Recorder;
-use crate::reload::{Reloader, TlsReload};
+use crate::reload::Reloader;
 use crate::upstream::tcp_keepalive;
 
 /// How `modgate run` was asked to start.
 pub struct RunOptions {
     pub upgrade: bool,
+    /// The file SIGHUP reads again.
+    pub config_path: std::path::PathBuf,
 }
 
 fn server_conf(config: &GatewayConfig) -> ServerConf {
@@ -70,34 +72,40 @@ fn hold_sighup() {
     }
 }
 
-/// Every header name that could carry a client identity: removed from every request.
-fn identity_header_names(config: &GatewayConfig) -> Vec<HeaderName> {
-    let mut names: Vec<HeaderName> = crate::config::ForwardNames::default()
-        .all()
-        .into_iter()
-        .cloned()
-        .collect();
-    for u in config.upstreams.values() {
-        if let Some(f) = &u.forward_identity {
-            names.extend(f.names.all().into_iter().cloned());
+/// The process's pid file: written before serving, removed on exit unless another process
+/// (the new one of a graceful upgrade) has written its own since.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &str) -> Option<PidFile> {
+        if path.is_empty() {
+            return None;
+        }
+        let path = std::path::PathBuf::from(path);
+        match std::fs::write(&path, format!("{}\n", std::process::id())) {
+            Ok(()) => Some(PidFile(path)),
+            Err(e) => {
+                log::warn!("pid file {} not written: {e}", path.display());
+                None
+            }
         }
     }
-    for l in config.listeners.iter() {
-        names.push(l.forwarded_headers.cert.0.clone());
-        names.push(l.forwarded_headers.verify.0.clone());
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.0)
+            .map(|t| t.trim() == std::process::id().to_string())
+            .unwrap_or(false);
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
-    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    names.dedup();
-    names
 }
 
 /// Starts every listener and serves until the process is told to stop, then flushes the
 /// audit log and pending spans.
 pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
-    let gateway = Arc::new(Gateway::new(&config)?);
-    for w in gateway.warnings() {
-        log::warn!("{w}");
-    }
     hold_sighup();
     let cache = match &config.cache {
         Some(c) => {
@@ -115,7 +123,26 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Checked when the configuration was read; loaded again here so a file changed since then
+    // is still a clean error and never reaches Pingora's panicking build().
+    let mut tls = BTreeMap::new();
+    for l in config.listeners.iter() {
+        if let Some(t) = &l.tls {
+            let material = ReloadableTls::new(&t.files)
+                .map_err(|e| anyhow::anyhow!("listener {:?}: tls: {e}", l.name.0))?;
+            tls.insert(l.name.0.clone(), material);
+        }
+    }
     let recorder = Arc::new(Recorder::start(&config.audit, &config.telemetry)?);
+    let conf = server_conf(&config);
+    let status = crate::reload::status_path(std::path::Path::new(&config.server.pid_file));
+    let config = Arc::new(config);
+    let model = Model::build(config.clone(), 1, &tls, recorder)?;
+    for w in model.gateway.warnings() {
+        log::warn!("{w}");
+    }
+    let routes = model.gateway.routes.len();
+    let live = Arc::new(Live::new(model, options.config_path.clone(), tls));
     let opt = Opt {
         upgrade: options.upgrade,
         // Foreground only: Pingora daemonizes by forking inside `run`, after the audit writer,
@@ -124,28 +151,27 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         daemon: false,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config));
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let strip = identity_header_names(&config);
-    let mut reloads = Vec::new();
     for listener in config.listeners.iter() {
-        let reload = add_listener(
+        add_listener(
             &mut server,
-            gateway.clone(),
-            recorder.clone(),
+            live.clone(),
             cache.clone(),
             listener,
-            &strip,
             config.server.threads,
         )
         .with_context(|| format!("listener {:?}", listener.name.0))?;
-        reloads.extend(reload);
     }
     let reloader = Reloader {
-        tls: reloads,
-        auth: gateway.auth.clone(),
-        audit: recorder.audit.clone(),
+        live: live.clone(),
+        watch: config
+            .listeners
+            .iter()
+            .filter_map(|l| Some((l.name.0.clone(), l.tls.as_ref()?.watch?)))
+            .collect(),
         cache: cache.clone(),
+        status,
     };
     server.add_service(pingora::services::background::background_service(
         "modgate reloader",
@@ -161,7 +187,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     log::info!(
         "modgate {} serving {} route(s) on {}",
         env!("CARGO_PKG_VERSION"),
-        gateway.routes.len(),
+        routes,
         config
             .listeners
             .iter()
@@ -179,45 +205,25 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let pid_file = PidFile::write(&config.server.pid_file);
     server.run(RunArgs::default());
-    recorder.shutdown();
+    drop(pid_file);
+    live.current().recorder.shutdown();
     log::info!("modgate stopped");
     Ok(())
 }
 
 fn add_listener(
     server: &mut Server,
-    gateway: Arc<Gateway>,
-    recorder: Arc<Recorder>,
+    live: Arc<Live>,
     cache: Option<Arc<CacheRuntime>>,
     l: &ListenerConfig,
-    strip: &[HeaderName],
     threads: usize,
-) -> anyhow::Result<Option<TlsReload>> {
-    // Checked when the configuration was read; loaded again here so a file changed since then
-    // is still a clean error and never reaches Pingora's panicking build().
-    let material = match &l.tls {
-        Some(tls) => Some(ReloadableTls::new(&tls.files).map_err(|e| anyhow::anyhow!("tls: {e}"))?),
-        None => None,
-    };
-    let runtime = ListenerRuntime {
-        name: l.name.0.clone(),
-        keepalive_secs: l.keepalive_timeout.0.as_secs().max(1),
-        metrics: l.metrics,
-        admin: l.admin,
-        debug_headers: l.debug_headers,
-        own_hosts: crate::local::allowed_hosts(l.address.0),
-        require_identity: l.require_identity,
-        identity: IdentitySettings {
-            trusted: CidrSet::new(l.trusted_proxies.iter().map(|c| c.0).collect()),
-            forwarded: l.forwarded_headers.clone(),
-            strip: strip.to_vec(),
-        },
-        tls: material.clone(),
-    };
+) -> anyhow::Result<()> {
+    let material = live.tls().get(&l.name.0).cloned();
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
-        GatewayProxy::new(gateway, runtime, recorder, cache),
+        GatewayProxy::new(live.clone(), &l.name.0, cache)?,
     );
     let mut options = HttpServerOptions::default();
     options.h2c = l.http2 && l.tls.is_none();
@@ -244,32 +250,22 @@ fn add_listener(
     let mut socket = TcpSocketOptions::default();
     socket.tcp_keepalive = l.tcp_keepalive.as_ref().map(tcp_keepalive);
     let address = l.address.0.to_string();
-    let mut reload = None;
     match (&l.tls, material) {
-        (Some(tls), Some(material)) => {
+        (Some(_), Some(material)) => {
             let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCapture))
                 .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
             settings.set_cert_resolver(material.cert_resolver());
-            if let Some(verifier) = material.client_verifier() {
-                settings.set_client_cert_verifier(verifier);
-            }
+            // Always installed: it asks for certificates only while the material in force
+            // says so, so a reload can turn client authentication on, off, or to required.
+            settings.set_client_cert_verifier(material.client_verifier());
             if l.http2 {
                 settings.enable_h2();
             }
             service.add_tls_with_settings(&address, Some(socket), settings);
-            let mut files = vec![tls.files.cert.clone(), tls.files.key.clone()];
-            files.extend(tls.files.client_ca.iter().cloned());
-            files.extend(tls.files.crl.iter().cloned());
-            reload = Some(TlsReload {
-                listener: l.name.0.clone(),
-                tls: material,
-                files,
-                watch: tls.watch,
-            });
         }
         _ => service.add_tcp_with_settings(&address, socket),
     }
     service.threads = Some(threads.max(1));
     server.add_service(service);
-    Ok(reload)
+    Ok(())
 }
