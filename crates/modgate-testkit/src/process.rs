@@ -165,7 +165,12 @@ impl Gateway {
 
     /// Everything modgate has logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        let mut text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let upgraded = self.dir.path().join("modgate-upgrade.log");
+        if let Ok(more) = std::fs::read_to_string(upgraded) {
+            text.push_str(&more);
+        }
+        text
     }
 
     /// Replaces the instance's gateway.yaml (atomically, as a deploy tool would) with `config`,
@@ -181,6 +186,43 @@ impl Gateway {
     pub fn reload(&self) -> Output {
         let path = self.config_path.to_string_lossy().to_string();
         modgate(&["reload", "-c", &path])
+    }
+
+    /// A graceful upgrade in this instance's directory: writes `config`, starts
+    /// `modgate run --upgrade` (logging to `modgate-upgrade.log`, which [`Gateway::log`] reads
+    /// too), waits until it listens on the upgrade socket, sends the running process SIGQUIT,
+    /// waits for that process to exit and for `ready_addr` to answer. Returns the old process's
+    /// exit code. Needs the upgrade socket the test kit chose (`@DIR@/upgrade.sock`).
+    pub fn upgrade(&mut self, config: &str, ready_addr: SocketAddr) -> Option<i32> {
+        self.write_config(config);
+        let sock = self.dir.path().join("upgrade.sock");
+        let _ = std::fs::remove_file(&sock);
+        let log = std::fs::File::create(self.dir.path().join("modgate-upgrade.log"))
+            .expect("upgrade log file");
+        let log2 = log.try_clone().expect("log file");
+        let new = Command::new(modgate_bin())
+            .args(["run", "--upgrade", "-c"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", modgate_bin().display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the new process never listened on {}:\n{}",
+                sock.display(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.signal("QUIT");
+        let code = self.wait_exit(Duration::from_secs(30));
+        self.child = Some(new);
+        self.wait_ready(ready_addr);
+        code
     }
 
     /// Sends a signal to the process.

@@ -1,12 +1,13 @@
 //! Builds and runs the Pingora server: one proxy service per configured listener (each with its
-//! own TLS, HTTP/2 and keepalive settings), all sharing one [`Gateway`].
+//! own TLS, HTTP/2, keepalive, deadline and connection-cap settings), all sharing one live
+//! runtime model ([`crate::model::Live`]).
 //!
 //! Process lifecycle is Pingora's: SIGTERM drains gracefully (`server.grace_period`, then
-//! `server.shutdown_timeout`), SIGINT stops at once, and a graceful upgrade/reload is
+//! `server.shutdown_timeout`), SIGINT stops at once, and a graceful upgrade is
 //! `modgate run --upgrade` followed by SIGQUIT to the old process, which hands its listening
-//! sockets over through `server.upgrade_sock`. SIGHUP reloads TLS material and credential
-//! files in place ([`crate::reload`]). When Pingora returns, the audit log is flushed and
-//! pending spans are exported before the process exits.
+//! sockets over through `server.upgrade_sock`. SIGHUP reloads the whole configuration in place
+//! ([`crate::reload`]). When Pingora returns, the audit log is flushed and pending spans are
+//! exported before the process exits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
