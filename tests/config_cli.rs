@@ -161,9 +161,16 @@ fn sigterm_stops_the_gateway_cleanly() {
     let mut gw = Gateway::start(&yaml, addr);
     let health = modgate_testkit::get(addr, "/healthz").expect("healthz");
     assert_eq!((health.status, health.text().as_str()), (200, "ok\n"));
+    // The pid file names the running process, and is gone once it has stopped.
+    let pid_file = gw.dir.path().join("modgate.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("pid file written");
+    let pid: u32 = pid.trim().parse().expect("a pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the process exists");
+    assert!(String::from_utf8_lossy(&cmdline).contains("modgate"));
     gw.signal("TERM");
     let code = gw.wait_exit(Duration::from_secs(20));
     assert_eq!(code, Some(0), "{}", gw.log());
+    assert!(!pid_file.exists(), "pid file left behind");
 }
 
 #[test]
@@ -226,4 +233,128 @@ fn shipped_config_serves_health_and_metrics() {
         "one shipped listener serves /metrics:\n{}",
         gw.log()
     );
+}
+
+/// A listener address that is taken makes `run` fail at once, naming the address, before it
+/// claims to serve (issue 9: it used to log "serving", retry, and linger without listeners).
+#[test]
+fn a_taken_address_fails_run_at_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = BASE.replace("127.0.0.1:18080", &addr.to_string());
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("modgate still running 10 s after failing to bind {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&addr.to_string()) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("serving"), "claimed to serve:\n{stderr}");
+    drop(taken);
+}
+
+/// Without `pid_file` / `upgrade_sock`, two gateways on one host get their own, in a directory
+/// only their user can enter, and `modgate reload -c FILE` finds the one started from FILE.
+#[test]
+fn per_instance_pid_files_do_not_collide_and_reload_finds_its_gateway() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |name: &str| {
+        let port = free_port();
+        let path = dir.path().join(name);
+        let yaml = format!(
+            "server: {{ grace_period: 1s, shutdown_timeout: 1s }}\n{}",
+            BASE.replace("127.0.0.1:18080", &format!("127.0.0.1:{port}"))
+        );
+        std::fs::write(&path, yaml).expect("write");
+        let child = std::process::Command::new(modgate_testkit::modgate_bin())
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        (path, port, child)
+    };
+    let (first, port1, mut c1) = start("first.yaml");
+    let (_second, port2, mut c2) = start("second.yaml");
+    for port in [port1, port2] {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while modgate_testkit::get(addr, "/healthz").is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway on {port} never served"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let own = runtime.path().join("modgate");
+    let mode = std::fs::metadata(&own)
+        .expect("runtime dir")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    let mut pids: Vec<u32> = std::fs::read_dir(&own)
+        .expect("list")
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "pid").then(|| std::fs::read_to_string(&p).ok())?
+        })
+        .filter_map(|t| t.trim().parse().ok())
+        .collect();
+    pids.sort();
+    let mut expected = vec![c1.id(), c2.id()];
+    expected.sort();
+    assert_eq!(pids, expected, "one pid file per instance");
+    let out = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["reload", "-c"])
+        .arg(&first)
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .output()
+        .expect("reload");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reloaded: generation 2"), "{stdout}");
+    for c in [&mut c1, &mut c2] {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let _ = c.wait();
+    }
+    let left = std::fs::read_dir(&own)
+        .expect("list")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        })
+        .count();
+    assert_eq!(left, 0, "pid files left behind");
 }

@@ -272,6 +272,8 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
             watcher.refresh();
         })?;
 
+    crate::server::probe_bind(o.listen)
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", o.listen))?;
     let conf = ServerConf {
         threads: 1,
         pid_file: o.pid_file.clone(),
@@ -307,5 +309,8 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         o.listen,
         o.cert.display()
     );
-    server.run_forever()
+    let pid_file = crate::server::PidFile::write(&o.pid_file);
+    server.run(pingora::server::RunArgs::default());
+    drop(pid_file);
+    Ok(())
 }

@@ -137,8 +137,9 @@ impl Default for ServerSettings {
             path_prefix: String::new(),
             grace_period: DurationValue(Duration::from_secs(30)),
             shutdown_timeout: DurationValue(Duration::from_secs(10)),
-            pid_file: "/tmp/modgate.pid".into(),
-            upgrade_sock: "/tmp/modgate_upgrade.sock".into(),
+            // Filled by `load` with per-instance paths (`instance_paths`).
+            pid_file: String::new(),
+            upgrade_sock: String::new(),
             upstream_pool_size: 128,
         }
     }
@@ -362,7 +363,47 @@ pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    parse(&text, &path.display().to_string(), &base_dir)
+    let mut config = parse(&text, &path.display().to_string(), &base_dir)?;
+    let (pid_file, upgrade_sock) = instance_paths(path);
+    if config.server.pid_file.is_empty() {
+        config.server.pid_file = pid_file.to_string_lossy().into_owned();
+    }
+    if config.server.upgrade_sock.is_empty() {
+        config.server.upgrade_sock = upgrade_sock.to_string_lossy().into_owned();
+    }
+    Ok(config)
+}
+
+/// The directory for this user's per-instance files: `$XDG_RUNTIME_DIR/modgate` when set, else
+/// `/tmp/modgate-<uid>` (created `0700` by `modgate run`).
+pub fn instance_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(d) if d.is_absolute() => d.join("modgate"),
+        _ => {
+            // SAFETY: getuid(2) cannot fail and touches no memory.
+            let uid = unsafe { libc::getuid() };
+            PathBuf::from(format!("/tmp/modgate-{uid}"))
+        }
+    }
+}
+
+/// Default pid file and upgrade socket of the gateway run from `config_path`: private to the
+/// user, and distinct per configuration file, so two instances never share them while an
+/// upgrade (same file) finds the running one.
+pub fn instance_paths(config_path: &Path) -> (PathBuf, PathBuf) {
+    use sha2::Digest;
+    let absolute = std::fs::canonicalize(config_path).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(config_path))
+            .unwrap_or_else(|_| config_path.to_path_buf())
+    });
+    let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    let id: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let dir = instance_dir();
+    (
+        dir.join(format!("gateway-{id}.pid")),
+        dir.join(format!("gateway-{id}.upgrade.sock")),
+    )
 }
 
 /// Parses config text; `origin` names the file in messages, `base_dir` anchors relative paths.

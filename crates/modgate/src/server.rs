@@ -75,10 +75,10 @@ fn hold_sighup() {
 
 /// The process's pid file: written before serving, removed on exit unless another process
 /// (the new one of a graceful upgrade) has written its own since.
-struct PidFile(std::path::PathBuf);
+pub struct PidFile(std::path::PathBuf);
 
 impl PidFile {
-    fn write(path: &str) -> Option<PidFile> {
+    pub fn write(path: &str) -> Option<PidFile> {
         if path.is_empty() {
             return None;
         }
@@ -104,9 +104,69 @@ impl Drop for PidFile {
     }
 }
 
+/// Creates the per-user directory of the pid file / upgrade socket (`0700`) when it is the
+/// default one, and refuses one that another user owns (they could replace the socket).
+fn private_parent(file: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let Some(dir) = file.parent() else {
+        return Ok(());
+    };
+    if dir != crate::config::instance_dir() {
+        return Ok(());
+    }
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    let uid = unsafe { libc::getuid() };
+    anyhow::ensure!(
+        meta.uid() == uid && meta.mode() & 0o022 == 0,
+        "{} is owned by another user or writable by others: remove it, or set server.pid_file \
+         and server.upgrade_sock",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Whether `addr` can be listened on now (with `SO_REUSEADDR`, as Pingora binds, so sockets
+/// left in TIME_WAIT by a previous run do not count).
+pub fn probe_bind(addr: std::net::SocketAddr) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    rt.block_on(async {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        drop(socket.listen(1)?);
+        Ok(())
+    })
+}
+
 /// Starts every listener and serves until the process is told to stop, then flushes the
 /// audit log and pending spans.
 pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
+    if !options.upgrade {
+        // Pingora binds inside its service threads, retries for half a minute and then panics
+        // them, leaving a process without listeners; find a taken address before anything
+        // starts (an upgrade takes the sockets over instead).
+        for l in config.listeners.iter() {
+            probe_bind(l.address.0)
+                .map_err(|e| anyhow::anyhow!("listener {:?}: {}: {e}", l.name.0, l.address.0))?;
+        }
+    }
+    for f in [&config.server.pid_file, &config.server.upgrade_sock] {
+        private_parent(std::path::Path::new(f))?;
+    }
     hold_sighup();
     let cache = match &config.cache {
         Some(c) => {

@@ -63,7 +63,7 @@ fn print_report(r: &ReloadReport) -> ExitCode {
 }
 
 /// The pid file a configuration names, read leniently: a file `check` refuses still names the
-/// process it is meant for (the default when even that cannot be read).
+/// process it is meant for (the per-instance default when it names none).
 fn pid_file_of(path: &Path) -> PathBuf {
     std::fs::read_to_string(path)
         .ok()
@@ -74,7 +74,7 @@ fn pid_file_of(path: &Path) -> PathBuf {
                 .as_str()
                 .map(PathBuf::from)
         })
-        .unwrap_or_else(|| PathBuf::from(config::ServerSettings::default().pid_file))
+        .unwrap_or_else(|| config::instance_paths(path).0)
 }
 
 /// `modgate reload`: signals the process named by the file's pid file and waits for that
