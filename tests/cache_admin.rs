@@ -287,3 +287,53 @@ async fn an_accepted_change_is_fetched_after_sighup() {
         .iter()
         .any(|e| e["event"] == "ledger-accept" && e["version"] == "v1.0.0"));
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `cache verify` only reports: a corrupt body is counted as a mismatch and left in place (it
+/// used to be deleted while the report said `0 mismatch(es)`); `--purge` removes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_reports_a_corrupt_body_without_deleting_it() {
+    let w = world().await;
+    assert_eq!(get(w.addr, &zip_path("v1.0.0")).expect("get").status, 200);
+    // The zip's body is the largest file in the cache; change one byte, keep the length.
+    let body = files_under(w.cache_dir.path())
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("ledger"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a cached body");
+    let mut bytes = std::fs::read(&body).expect("read body");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&body, &bytes).expect("corrupt body");
+    let (code, out, err) = cli(&w, &["cache", "verify"]);
+    assert_eq!(code, 1, "a corrupt object is a finding: {out}{err}");
+    assert!(out.contains("1 mismatch(es)"), "{out}");
+    assert!(out.contains("corrupt"), "{out}");
+    assert!(
+        body.exists(),
+        "verify without --purge deleted {}",
+        body.display()
+    );
+    let (code, out, _) = cli(&w, &["cache", "verify", "--purge"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("purged 1 mismatching object(s)"), "{out}");
+    assert!(!body.exists());
+    let (code, out, _) = cli(&w, &["cache", "verify"]);
+    assert_eq!(code, 0, "{out}");
+}

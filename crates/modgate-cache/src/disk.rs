@@ -702,6 +702,18 @@ impl DiskCache {
         Ok(())
     }
 
+    /// Reads a committed object's whole body and checks it (length, checksum) without changing
+    /// anything: `Ok(None)` when there is no such object, `Err` naming what is wrong with a torn
+    /// or corrupt one, which stays in place (for `cache verify`, which only reports; serving
+    /// drops such an object at its next lookup).
+    pub fn read_checked(&self, hash: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        let _stripe = self.stripe(hash);
+        let Some(c) = self.open_committed_locked(hash)? else {
+            return Ok(None);
+        };
+        self.verify_body(&c, true)
+    }
+
     /// Insert a complete small object into the memory tier.
     pub(crate) fn remember(&self, hash: &str, obj: MemObject) {
         let mut mem = lock(&self.mem);

@@ -17,8 +17,6 @@ use anyhow::Context;
 use modgate_cache::{DiskCache, ObjectInfo};
 use modgate_ledger::{Artifact, Ledger};
 use modgate_telemetry::{AuditDecision, AuditIdentity, AuditLog, AuditRecord, AuditSinkConfig};
-use pingora::cache::trace::Span;
-use pingora::cache::{CacheKey, Storage};
 
 use crate::cache::{artifact, cached_request, purge_module, target};
 use crate::config::{AuditOutput, CacheConfig, GatewayConfig};
@@ -106,9 +104,6 @@ pub fn cache_verify(config: &GatewayConfig, purge: bool) -> anyhow::Result<bool>
         .into_iter()
         .filter(|o| o.status == Some(200))
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last_line = Instant::now();
@@ -121,11 +116,14 @@ pub fn cache_verify(config: &GatewayConfig, purge: bool) -> anyhow::Result<bool>
         let Some((a, version)) = artifact(&req) else {
             continue;
         };
-        let body = rt.block_on(read_object(cache, &o.primary_key, &o.user_tag))?;
         checked += 1;
-        match body {
-            None => {}
-            Some(body) => {
+        match cache.read_checked(&o.hash) {
+            Ok(None) => {}
+            Err(e) => bad.push(Finding {
+                key: o.primary_key.clone(),
+                problem: format!("{}@{} (.{a}): corrupt: {e}", req.module, version),
+            }),
+            Ok(Some(body)) => {
                 let sha = modgate_ledger::sha256_hex(&body);
                 match ledger.get(&req.module, &version, a)? {
                     None => unrecorded += 1,
@@ -191,32 +189,6 @@ fn progress(tty: bool, last: &mut Instant, done: usize, total: usize, bad: usize
         eprintln!("verify: {done}/{total} checked, {bad} mismatch(es)");
         *last = Instant::now();
     }
-}
-
-/// Reads a cached body through the storage API (so torn objects are refused as in serving).
-async fn read_object(
-    cache: &'static DiskCache,
-    primary: &str,
-    user_tag: &str,
-) -> anyhow::Result<Option<Vec<u8>>> {
-    let key = CacheKey::new(primary.to_string(), user_tag.to_string());
-    let span = Span::inactive().handle();
-    let Some((_meta, mut hit)) = cache
-        .lookup(&key, &span)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading {primary}: {e}"))?
-    else {
-        return Ok(None);
-    };
-    let mut out = Vec::new();
-    while let Some(b) = hit
-        .read_body()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading {primary}: {e}"))?
-    {
-        out.extend_from_slice(&b);
-    }
-    Ok(Some(out))
 }
 
 pub fn ledger_show(config: &GatewayConfig, what: Option<&str>) -> anyhow::Result<()> {
