@@ -1489,8 +1489,11 @@ fn explain_shows_roles_rules_and_decisions_for_user_token_and_cert() {
         all.extend_from_slice(args);
         let out = modgate(&all);
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
+        // Exit 1 exactly when the policy denies (scripts can test a change with it).
+        let denied = stdout.lines().any(|l| l.starts_with("decision: deny"));
+        assert_eq!(
+            out.status.code(),
+            Some(i32::from(denied)),
             "modgate {all:?}: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );

@@ -126,8 +126,9 @@ fn explain_shows_route_and_chain() {
     let cfg = dir.path().join("gateway.yaml");
     std::fs::write(&cfg, BASE).expect("write");
     let c = cfg.to_string_lossy().to_string();
+    // A private route with no access: section: nobody may read it, so explain exits 1.
     let (ok, out, err) = run(&["explain", "-c", &c, "corp.example.com/Tools@v1.2.3"]);
-    assert!(ok, "{err}");
+    assert!(!ok && out.contains("decision: deny"), "{out}{err}");
     assert!(
         out.contains("GET /corp.example.com/!tools/@v/v1.2.3.zip"),
         "{out}"

@@ -9,6 +9,13 @@ use modgate_protocol::{escape_path, escape_version, GoProxyRequest, RequestKind}
 
 use crate::gateway::Gateway;
 
+/// What `explain` found: the text to print, and whether the request would be refused by the
+/// access policy (`modgate explain` exits 1 then).
+pub struct Explained {
+    pub text: String,
+    pub denied: bool,
+}
+
 /// Builds the request line the `go` command would send and explains what modgate does with it.
 pub fn explain(
     gateway: &Gateway,
@@ -16,7 +23,8 @@ pub fn explain(
     target: &str,
     kind: Option<RequestKind>,
     principal: &Principal,
-) -> Result<String, String> {
+) -> Result<Explained, String> {
+    let mut denied = false;
     let (module, version) = match target.split_once('@') {
         Some((m, v)) => (m, Some(v)),
         None => (target, None),
@@ -52,10 +60,13 @@ pub fn explain(
         Ok(GoProxyRequest::Module(r)) => r,
         Ok(_) => return Err(format!("{path} is not a module request")),
         Err(e) => {
-            return Ok(format!(
-                "request:  GET {path}\ndecision: {} {e} (never forwarded)\n",
-                e.status()
-            ))
+            return Ok(Explained {
+                denied: false,
+                text: format!(
+                    "request:  GET {path}\ndecision: {} {e} (never forwarded)\n",
+                    e.status()
+                ),
+            })
         }
     };
     let mut out = String::new();
@@ -165,6 +176,7 @@ pub fn explain(
             if d.is_allowed() {
                 let _ = writeln!(out, "decision: allow: forward along the chain");
             } else {
+                denied = true;
                 let status = if principal.is_anonymous() { 401 } else { 403 };
                 let _ = writeln!(
                     out,
@@ -174,7 +186,7 @@ pub fn explain(
             }
         }
     }
-    Ok(out)
+    Ok(Explained { text: out, denied })
 }
 
 /// The identity fields policy rules can match, on one line.

@@ -79,7 +79,8 @@ enum Command {
         #[arg(long, default_value_t = 15.0)]
         timeout: f64,
     },
-    /// Show which route and upstream chain a module request takes.
+    /// Show which route and upstream chain a module request takes, and the access decision.
+    /// Exit 0: allowed (or not a policy question); 1: denied by the access policy; 2: bad input.
     Explain {
         /// Module path, optionally with @version (e.g. github.com/Azure/go-autorest@v14.2.0+incompatible).
         target: String,
@@ -292,9 +293,13 @@ fn main() -> ExitCode {
                     explain::explain(&g, &c.server.path_prefix, &target, kind, &principal)
                 });
             match result {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
+                Ok(explained) => {
+                    print!("{}", explained.text);
+                    if explained.denied {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => {
                     eprintln!("modgate: {e}");
