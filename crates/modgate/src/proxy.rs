@@ -2,6 +2,9 @@
 //! and back.
 //!
 //! ```text
+//!  new_ctx ──────── the runtime model in force, kept to the end of the request (a reload
+//!                   never changes a request half-way)
+//!  early_request_filter ─ the headers are in: the connection's header deadline is lifted
 //!  request_filter ─ health / metrics endpoints; identity (TLS peer, trusted proxy, basic /
 //!                   bearer; identity headers stripped; bad credentials → 401); method check;
 //!                   GOPROXY path parsed and `!`-decoded (bad input → 4xx, never forwarded);
