@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use modgate_testkit::{
-    free_addr, ClientSpec, FixtureProxy, Gateway, Issuer, ModuleVersion, Pki, Resumed,
+    free_addr, metric, ClientSpec, FixtureProxy, Gateway, Issuer, ModuleVersion, Pki, Resumed,
     ResumingClient, TlsClient,
 };
 
@@ -1351,10 +1351,6 @@ fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (String, D
         String::from_utf8_lossy(&data).to_string(),
         started.elapsed(),
     )
-}
-
-fn metric(addr: SocketAddr, series: &str) -> f64 {
-    modgate_testkit::metric(addr, series)
 }
 
 #[test]

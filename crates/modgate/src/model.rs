@@ -231,27 +231,28 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         (None, None) => {}
         _ => upgrade.push("cache: added or removed".to_string()),
     }
-    if !debug_eq(&old.server, &new.server) {
-        let path_prefix_only = old.server.path_prefix != new.server.path_prefix
-            && debug_eq(
-                &config::ServerSettings {
-                    path_prefix: String::new(),
-                    ..server_copy(&old.server)
-                },
-                &config::ServerSettings {
-                    path_prefix: String::new(),
-                    ..server_copy(&new.server)
-                },
-            );
-        if path_prefix_only {
-            live.push("server.path_prefix changed".to_string());
-        } else {
-            upgrade.push(
-                "server: process settings (threads, pid_file, upgrade_sock, grace_period, \
-                 shutdown_timeout, upstream_pool_size) changed"
-                    .to_string(),
-            );
-        }
+    if old.server.path_prefix != new.server.path_prefix {
+        live.push("server.path_prefix changed".to_string());
+    }
+    let process = |s: &config::ServerSettings| {
+        format!(
+            "{:?}",
+            (
+                s.threads,
+                &s.grace_period,
+                &s.shutdown_timeout,
+                &s.pid_file,
+                &s.upgrade_sock,
+                s.upstream_pool_size
+            )
+        )
+    };
+    if process(&old.server) != process(&new.server) {
+        upgrade.push(
+            "server: process settings (threads, pid_file, upgrade_sock, grace_period, \
+             shutdown_timeout, upstream_pool_size) changed"
+                .to_string(),
+        );
     }
     fn listeners(c: &GatewayConfig) -> BTreeMap<String, &ListenerConfig> {
         c.listeners.iter().map(|l| (l.name.0.clone(), l)).collect()
@@ -319,18 +320,6 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         upgrade.push(format!("listener {name}: removed"));
     }
     (live, upgrade)
-}
-
-fn server_copy(s: &config::ServerSettings) -> config::ServerSettings {
-    config::ServerSettings {
-        threads: s.threads,
-        path_prefix: s.path_prefix.clone(),
-        grace_period: s.grace_period,
-        shutdown_timeout: s.shutdown_timeout,
-        pid_file: s.pid_file.clone(),
-        upgrade_sock: s.upgrade_sock.clone(),
-        upstream_pool_size: s.upstream_pool_size,
-    }
 }
 
 /// The model in force, and how to replace it.

@@ -133,23 +133,10 @@ fn private_parent(file: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether `addr` can be listened on now (with `SO_REUSEADDR`, as Pingora binds, so sockets
-/// left in TIME_WAIT by a previous run do not count).
+/// Whether `addr` can be listened on now (std binds with `SO_REUSEADDR`, as Pingora does, so
+/// sockets left in TIME_WAIT by a previous run do not count).
 pub fn probe_bind(addr: std::net::SocketAddr) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    rt.block_on(async {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        drop(socket.listen(1)?);
-        Ok(())
-    })
+    std::net::TcpListener::bind(addr).map(drop)
 }
 
 /// Starts every listener and serves until the process is told to stop, then flushes the

@@ -97,14 +97,12 @@ impl GuardedStream {
             return;
         }
         if why == Cut::Headers && !self.with_clock(|c| c.is_http2()) {
-            let body = format!(
-                "request headers not complete within {}s\n",
-                self.header_timeout.as_secs_f64()
-            );
-            let answer = format!(
-                "HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
+            let answer = plain_answer(
+                "408 Request Timeout",
+                &format!(
+                    "request headers not complete within {}s",
+                    self.header_timeout.as_secs_f64()
+                ),
             );
             // Best effort, never waiting: a client that does not read loses the explanation.
             let inner = Pin::new(&mut self.inner);
@@ -268,6 +266,8 @@ pub struct GuardedApp<A> {
     listener: Arc<str>,
     limits: Limits,
     counter: Arc<Counter>,
+    /// This listener's `modgate_connections_open` series, resolved once.
+    open: Option<prometheus::IntGauge>,
 }
 
 impl<A> GuardedApp<A> {
@@ -277,6 +277,8 @@ impl<A> GuardedApp<A> {
             listener: Arc::from(listener),
             limits,
             counter: Counter::new(limits.caps),
+            open: crate::metrics::metrics()
+                .map(|m| m.connections_open.with_label_values(&[listener])),
         }
     }
 }
@@ -287,14 +289,19 @@ fn peer_ip(stream: &Stream) -> Option<IpAddr> {
     Some(addr.ip())
 }
 
+/// A complete HTTP/1.1 answer that closes the connection: `status` (a status line tail, which
+/// may carry further header lines) and a one-line plain-text reason.
+fn plain_answer(status: &str, reason: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{reason}\n",
+        reason.len() + 1
+    )
+}
+
 /// Tells a refused HTTP/1.1 client why, without waiting on it for long.
 async fn refuse(stream: &mut Stream, message: &str) {
-    let body = format!("{message}\n");
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Retry-After: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let answer = plain_answer("503 Service Unavailable\r\nRetry-After: 1", message);
     let write = async {
         stream.write_all(answer.as_bytes()).await?;
         stream.flush().await
@@ -307,13 +314,11 @@ async fn refuse(stream: &mut Stream, message: &str) {
 struct OpenGauge(Option<prometheus::IntGauge>);
 
 impl OpenGauge {
-    fn new(listener: &str) -> OpenGauge {
-        let g =
-            crate::metrics::metrics().map(|m| m.connections_open.with_label_values(&[listener]));
-        if let Some(g) = &g {
+    fn new(gauge: &Option<prometheus::IntGauge>) -> OpenGauge {
+        if let Some(g) = gauge {
             g.inc();
         }
-        OpenGauge(g)
+        OpenGauge(gauge.clone())
     }
 }
 
@@ -360,7 +365,7 @@ where
                 return None;
             }
         };
-        let _open = OpenGauge::new(&self.listener);
+        let _open = OpenGauge::new(&self.open);
         let guarded = GuardedStream {
             inner: stream,
             clock: Arc::new(Mutex::new(Clock::new(
