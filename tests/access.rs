@@ -48,8 +48,14 @@ const CRYPTO: &str = "corp.example.com/crypto";
 const CRYPTO_V2: &str = "corp.example.com/crypto/v2";
 const PUBLIC: &str = "example.com/pub";
 
-const ALICE_SECRET_403: &str = "modgate: alice may not read corp.example.com/secret: denied by \
-                                rule \"corp-secret\" of role \"devs\" (rule corp-secret)";
+/// alice's refusals for `corp.example.com/secret`: the version and kind are named, the rule
+/// id once.
+const ALICE_SECRET_INFO_403: &str = "modgate: alice may not read \
+    corp.example.com/secret@v1.0.0 (.info): denied by rule \"corp-secret\" of role \"devs\"";
+const ALICE_SECRET_LIST_403: &str = "modgate: alice may not read corp.example.com/secret (list): \
+    denied by rule \"corp-secret\" of role \"devs\"";
+const ALICE_SECRET_ZIP_403: &str = "modgate: alice may not read \
+    corp.example.com/secret@v1.0.0 (.zip): denied by rule \"corp-secret\" of role \"devs\"";
 
 /// The gateway configuration every test starts from. `@PLAIN@`, `@STRICT@`, `@TLS@`,
 /// `@TLS_EXTRA@`, `@PUBLIC@`, `@CORP@` and `@EXTRA@` are filled in by [`config_text`]; relative
@@ -362,7 +368,7 @@ async fn go_with_netrc_reads_one_private_path_and_is_refused_another() {
     assert!(err.contains("403 Forbidden"), "{err}");
     assert!(
         err.lines()
-            .any(|l| l.trim_start().ends_with(ALICE_SECRET_403)),
+            .any(|l| l.trim_start().ends_with(ALICE_SECRET_INFO_403)),
         "go prints modgate's refusal line verbatim:\n{err}"
     );
     assert!(!in_modcache(&env, SECRET, "v1.0.0"));
@@ -401,8 +407,8 @@ async fn go_with_netrc_reads_one_private_path_and_is_refused_another() {
     assert!(err.contains("401 Unauthorized"), "{err}");
     assert!(
         err.contains(
-            "modgate: anonymous may not read corp.example.com/open: no role grants access to \
-             private route \"corp\" (rule private-default)"
+            "modgate: anonymous may not read corp.example.com/open@v1.1.0 (.info): no role \
+             grants access to private route \"corp\" (rule private-default)"
         ),
         "{err}"
     );
@@ -470,14 +476,14 @@ fn access_table() -> Vec<Case> {
             ALICE,
             "/corp.example.com/secret/@v/v1.0.0.info",
             403,
-            ALICE_SECRET_403,
+            ALICE_SECRET_INFO_403,
             Decision("corp", "deny", "corp-secret"),
         ),
         case(
             ALICE,
             "/corp.example.com/secret/@v/list",
             403,
-            ALICE_SECRET_403,
+            ALICE_SECRET_LIST_403,
             Decision("corp", "deny", "corp-secret"),
         ),
         // bob (role auditors): the other way round.
@@ -492,7 +498,7 @@ fn access_table() -> Vec<Case> {
             BOB,
             "/corp.example.com/open/@v/list",
             403,
-            "modgate: bob may not read corp.example.com/open: no role grants access to private \
+            "modgate: bob may not read corp.example.com/open (list): no role grants access to private \
              route \"corp\" (rule private-default)",
             Decision("corp", "deny", "private-default"),
         ),
@@ -501,7 +507,7 @@ fn access_table() -> Vec<Case> {
             CAROL,
             "/corp.example.com/open/@v/list",
             403,
-            "modgate: carol may not read corp.example.com/open: no role grants access to \
+            "modgate: carol may not read corp.example.com/open (list): no role grants access to \
              private route \"corp\" (rule private-default)",
             Decision("corp", "deny", "private-default"),
         ),
@@ -538,8 +544,8 @@ fn access_table() -> Vec<Case> {
             CI,
             "/corp.example.com/crypto/@v/v1.5.0.zip",
             403,
-            "modgate: ci-bot may not read corp.example.com/crypto: denied by rule \
-             \"crypto-old-zips\" of role \"devs\" (rule crypto-old-zips)",
+            "modgate: ci-bot may not read corp.example.com/crypto@v1.5.0 (.zip): denied by \
+             rule \"crypto-old-zips\" of role \"devs\"",
             Decision("corp", "deny", "crypto-old-zips"),
         ),
         case(
@@ -553,8 +559,8 @@ fn access_table() -> Vec<Case> {
             CI,
             "/corp.example.com/secret/@v/list",
             403,
-            "modgate: ci-bot may not read corp.example.com/secret: denied by rule \
-             \"corp-secret\" of role \"devs\" (rule corp-secret)",
+            "modgate: ci-bot may not read corp.example.com/secret (list): denied by rule \
+             \"corp-secret\" of role \"devs\"",
             Decision("corp", "deny", "corp-secret"),
         ),
         // A valid token without a role.
@@ -562,7 +568,7 @@ fn access_table() -> Vec<Case> {
             LONELY,
             "/corp.example.com/open/@v/list",
             403,
-            "modgate: lonely-bot may not read corp.example.com/open: no role grants access to \
+            "modgate: lonely-bot may not read corp.example.com/open (list): no role grants access to \
              private route \"corp\" (rule private-default)",
             Decision("corp", "deny", "private-default"),
         ),
@@ -578,8 +584,8 @@ fn access_table() -> Vec<Case> {
             Who::Anonymous,
             "/corp.example.com/open/@v/list",
             401,
-            "modgate: anonymous may not read corp.example.com/open: no role grants access to \
-             private route \"corp\" (rule private-default)",
+            "modgate: anonymous may not read corp.example.com/open (list): no role grants \
+             access to private route \"corp\" (rule private-default)",
             Decision("corp", "deny", "private-default"),
         ),
         // Credentials that do not check out are 401 even for public modules.
@@ -707,7 +713,11 @@ async fn rbac_table_over_http_with_decision_and_auth_failure_metrics() {
         &url("/corp.example.com/crypto/@v/v1.5.0.zip"),
     ]);
     assert_eq!(r.status, 403, "{r:?}");
-    assert!(r.body.ends_with("(rule crypto-old-zips)\n"), "{r:?}");
+    assert!(
+        r.body
+            .ends_with("denied by rule \"crypto-old-zips\" of role \"devs\"\n"),
+        "{r:?}"
+    );
     let r = curl(&[
         "--cacert",
         &root,
@@ -954,7 +964,7 @@ async fn go_through_modgate_agent_to_an_mtls_listener_and_certificate_reload() {
         std::fs::copy(w.pki.path(from), &staged).expect("copy");
         std::fs::rename(&staged, agent_dir.path().join(to)).expect("rename");
     }
-    let refusal = "modgate: intruder-9 may not read corp.example.com/open: no role grants \
+    let refusal = "modgate: intruder-9 may not read corp.example.com/open (list): no role grants \
                    access to private route \"corp\" (rule private-default)\n";
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -981,7 +991,13 @@ async fn go_through_modgate_agent_to_an_mtls_listener_and_certificate_reload() {
     assert!(!run.ok(), "the new identity downloaded: {}", run.stdout());
     let err = run.stderr();
     assert!(err.contains("403 Forbidden"), "{err}");
-    assert!(err.contains(refusal.trim_end()), "{err}");
+    assert!(
+        err.contains(
+            "modgate: intruder-9 may not read corp.example.com/open@v1.1.0 (.info): no role \
+             grants access to private route \"corp\" (rule private-default)"
+        ),
+        "{err}"
+    );
     drop(agent);
 
     // The audit log names each certificate: DN, fingerprint and serial.
@@ -1518,7 +1534,12 @@ fn explain_shows_roles_rules_and_decisions_for_user_token_and_cert() {
 
     let out = explain(&[&format!("{SECRET}@v1.0.0"), "--user", "alice"]);
     has(&out, "applies:  rule corp-secret of role devs: deny");
-    has(&out, &format!("decision: deny: 403 {ALICE_SECRET_403}"));
+    has(&out, &format!("decision: deny: 403 {ALICE_SECRET_ZIP_403}"));
+    // alice's role holds rules for other modules: considered, and said not to apply.
+    has(
+        &out,
+        "skipped:  rule corp-open of role devs: allow (not for this module, kind or version)",
+    );
 
     // A token name: its groups come from the tokens file (ci → devs by group).
     let out = explain(&[&format!("{CRYPTO}@v1.5.0"), "--token-name", "ci-bot"]);
@@ -1528,8 +1549,8 @@ fn explain_shows_roles_rules_and_decisions_for_user_token_and_cert() {
     has(&out, "applies:  rule crypto-old-zips of role devs: deny");
     has(
         &out,
-        "decision: deny: 403 modgate: ci-bot may not read corp.example.com/crypto: denied by \
-         rule \"crypto-old-zips\" of role \"devs\" (rule crypto-old-zips)",
+        "decision: deny: 403 modgate: ci-bot may not read corp.example.com/crypto@v1.5.0 (.zip): \
+         denied by rule \"crypto-old-zips\" of role \"devs\"",
     );
     let out = explain(&[
         &format!("{CRYPTO}@v1.5.0"),
@@ -1557,7 +1578,8 @@ fn explain_shows_roles_rules_and_decisions_for_user_token_and_cert() {
     assert!(!out.contains("applies:"), "{out}");
     has(
         &out,
-        "decision: deny: 403 modgate: agent-3 may not read corp.example.com/secret: no role \
+        "decision: deny: 403 modgate: agent-3 may not read corp.example.com/secret@v1.0.0 (.zip): \
+         no role \
          grants access to private route \"corp\" (rule private-default)",
     );
 

@@ -36,8 +36,9 @@ const ALICE_DN: &str = "CN=alice,OU=dev,O=Example Corp";
 const CI_SPIFFE: &str = "spiffe://corp.example/ci/runner";
 
 /// The 401 body for an anonymous request of the private module.
-const ANONYMOUS_DENIED: &str = "modgate: anonymous may not read corp.example.com/secret: no role \
-                                grants access to private route \"corp\" (rule private-default)\n";
+const ANONYMOUS_DENIED: &str = "modgate: anonymous may not read \
+    corp.example.com/secret@v1.0.0 (.info): no role grants access to private route \"corp\" \
+    (rule private-default)\n";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -494,8 +495,8 @@ fn check_response(
         }
         403 => {
             let body = format!(
-                "modgate: {who} may not read corp.example.com/secret: no role grants access to \
-                 private route \"corp\" (rule private-default)\n"
+                "modgate: {who} may not read corp.example.com/secret@v1.0.0 (.info): no role \
+                 grants access to private route \"corp\" (rule private-default)\n"
             );
             if r.text() != body {
                 wrong.push(format!("403 body {:?}", r.text()));

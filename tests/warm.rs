@@ -465,7 +465,9 @@ async fn an_access_denied_private_module_fails_with_the_403_reason() {
             "{what}: {line}"
         );
         assert!(
-            line.contains("may not read corp.example.com/secret: denied by rule \"corp-secret\""),
+            line.contains(
+                "may not read corp.example.com/secret@v1.0.0 (.info): denied by rule \"corp-secret\""
+            ),
             "{what}: {line}"
         );
         assert!(

@@ -937,17 +937,24 @@ impl Decision {
     }
 
     /// The client-facing refusal text:
-    /// `modgate: <identity> may not read <module>: <reason> (rule <id>)`.
+    /// `modgate: <identity> may not read <what>: <reason> (rule <id>)`, the rule id left out
+    /// when the reason already names it. `what` is what the caller refused: a module, or a
+    /// module with its version and kind.
     ///
     /// Control characters in `identity_name` and `module` are escaped so
     /// the message stays one line.
     pub fn deny_message(&self, identity_name: &str, module: &str) -> String {
+        // A reason that names its rule ("denied by rule \"x\" of role …") says it once.
+        let rule = if self.reason.contains(&format!("{:?}", self.rule)) {
+            String::new()
+        } else {
+            format!(" (rule {})", self.rule)
+        };
         format!(
-            "modgate: {} may not read {}: {} (rule {})",
+            "modgate: {} may not read {}: {}{rule}",
             escape_controls(identity_name),
             escape_controls(module),
             self.reason,
-            self.rule
         )
     }
 }
@@ -994,6 +1001,9 @@ pub struct Explanation {
     pub roles: Vec<RoleMatch>,
     /// Every applicable rule of those roles, in role then rule order.
     pub rules: Vec<RuleMatch>,
+    /// The rules of those roles that were considered and do not apply to this request (other
+    /// modules, kinds or versions), in role then rule order.
+    pub skipped: Vec<RuleMatch>,
     /// The decision ([`AccessPolicy::decide`] returns the same one).
     pub decision: Decision,
 }
@@ -1116,9 +1126,23 @@ impl AccessPolicy {
                 effect: rule.effect,
             })
             .collect();
+        let skipped = held
+            .iter()
+            .flat_map(|&(role, _)| {
+                role.rules
+                    .iter()
+                    .filter(|rule| !rule.applies(req))
+                    .map(move |rule| RuleMatch {
+                        role: role.name.clone(),
+                        rule: rule.id.clone(),
+                        effect: rule.effect,
+                    })
+            })
+            .collect();
         Explanation {
             roles,
             rules,
+            skipped,
             decision: self.decision(&held, req),
         }
     }

@@ -417,6 +417,12 @@ impl IntegrityCheck {
         self
     }
 
+    /// Whether first-seen bytes are recorded (false: only compared with a record).
+    #[cfg(test)]
+    pub fn pins(&self) -> bool {
+        self.pin
+    }
+
     pub fn update(&mut self, data: &[u8]) {
         self.hasher.update(data);
         if let Some(b) = &mut self.buffer {

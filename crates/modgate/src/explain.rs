@@ -4,10 +4,14 @@
 
 use std::fmt::Write;
 
-use modgate_policy::{AccessRequest, Principal};
-use modgate_protocol::{escape_path, escape_version, GoProxyRequest, RequestKind};
+use modgate_policy::{AccessRequest, Principal, Route};
+use modgate_protocol::{escape_path, escape_version, ModuleRequest, RequestKind};
 
+use crate::config::Fallthrough;
 use crate::gateway::Gateway;
+use crate::identity::RequestIdentity;
+use crate::proxy::admit::{admit, Inbound, Refusal, Scope, Verdict};
+use crate::upstream::Chain;
 
 /// What `explain` found: the text to print, and whether the request would be refused by the
 /// access policy (`modgate explain` exits 1 then).
@@ -56,18 +60,43 @@ pub fn explain(
             ))
         }
     };
-    let request = match gateway.parser.parse(&path) {
-        Ok(GoProxyRequest::Module(r)) => r,
-        Ok(_) => return Err(format!("{path} is not a module request")),
-        Err(e) => {
+    // Decided by the proxy's own admission, as a GET with this identity would be.
+    let head = match http::Request::get(path.as_str()).body(()) {
+        Ok(r) => r.into_parts().0,
+        Err(e) => return Err(format!("{path}: {e}")),
+    };
+    let ttl = crate::config::TtlConfig::default();
+    let scope = Scope {
+        gateway,
+        ttl: &ttl,
+        caching: true,
+        listener: None,
+    };
+    let identity = RequestIdentity {
+        principal: principal.clone(),
+        ..RequestIdentity::default()
+    };
+    let admission = admit(
+        &scope,
+        &Inbound {
+            head: &head,
+            peer: None,
+        },
+        &identity,
+    );
+    let request = match (&admission.verdict, admission.request.as_ref()) {
+        (_, Some(r)) => r.clone(),
+        (Verdict::Refuse(r @ Refusal::BadPath(_)), None) => {
             return Ok(Explained {
                 denied: false,
                 text: format!(
-                    "request:  GET {path}\ndecision: {} {e} (never forwarded)\n",
-                    e.status()
+                    "request:  GET {path}\ndecision: {} {} (never forwarded)\n",
+                    r.status(),
+                    r.message()
                 ),
             })
         }
+        _ => return Err(format!("{path} is not a module request")),
     };
     let mut out = String::new();
     let _ = writeln!(out, "request:  GET {path}");
@@ -98,93 +127,31 @@ pub fn explain(
             "mutable (list, @latest or a version query)"
         }
     );
-    match gateway.routes.lookup(&request.module) {
-        None => {
-            let _ = writeln!(out, "route:    none matches");
-            let _ = writeln!(out, "decision: 404 no route for module {}", request.module);
+    if let Some(m) = admission.route.and_then(|i| gateway.routes.routes().get(i)) {
+        let index = admission.route.unwrap_or(0);
+        describe_route(&mut out, gateway, m, index, &request, principal);
+    } else {
+        let _ = writeln!(out, "route:    none matches");
+    }
+    match &admission.verdict {
+        Verdict::Forward { cache_plan, .. } => {
+            if let Some(plan) = cache_plan {
+                let _ = writeln!(out, "cache key: {}", plan.primary());
+            }
+            let _ = writeln!(out, "decision: allow: forward along the chain");
         }
-        Some(m) => {
-            let route = m.route;
+        Verdict::Refuse(r) => {
+            denied = matches!(r, Refusal::Denied { .. });
+            let verb = if denied { "deny: " } else { "" };
+            // As the client would print it.
             let _ = writeln!(
                 out,
-                "route:    #{} {} ({}){}",
-                m.index + 1,
-                route.name,
-                route.pattern,
-                if route.private { ", private" } else { "" }
+                "decision: {verb}{} modgate: {}",
+                r.status(),
+                r.message()
             );
-            let _ = writeln!(out, "chain:");
-            let last = route.target.steps.len().saturating_sub(1);
-            for (i, step) in route.target.steps.iter().enumerate() {
-                let then = if i == last {
-                    "last step: its answer is final".to_string()
-                } else {
-                    match step.on {
-                        crate::config::Fallthrough::NotFound => {
-                            "next step only on 404/410".to_string()
-                        }
-                        crate::config::Fallthrough::AnyError => {
-                            "next step on 404/410, errors and timeouts".to_string()
-                        }
-                    }
-                };
-                let _ = writeln!(
-                    out,
-                    "  {}. {} GET {}{} ({}{})",
-                    i + 1,
-                    step.upstream.name,
-                    step.upstream.url,
-                    request.upstream_path(),
-                    if step.upstream.private {
-                        "private, "
-                    } else {
-                        ""
-                    },
-                    then
-                );
-            }
-            let explanation = gateway.access.explain(
-                principal,
-                &AccessRequest {
-                    module: &request.module,
-                    kind: request.kind,
-                    version: request.version.as_ref().map(|v| v.as_str()),
-                    route: &route.name,
-                    private_route: route.private,
-                },
-            );
-            if explanation.roles.is_empty() {
-                let _ = writeln!(out, "roles:    none");
-            }
-            for r in &explanation.roles {
-                let _ = writeln!(
-                    out,
-                    "role:     {} (member entry #{})",
-                    r.role,
-                    r.binding + 1
-                );
-            }
-            for r in &explanation.rules {
-                let _ = writeln!(
-                    out,
-                    "applies:  rule {} of role {}: {}",
-                    r.rule, r.role, r.effect
-                );
-            }
-            let d = &explanation.decision;
-            let _ = writeln!(out, "rule:     {} ({})", d.rule, d.reason);
-            if d.is_allowed() {
-                let _ = writeln!(out, "decision: allow: forward along the chain");
-            } else {
-                denied = true;
-                let status = if principal.is_anonymous() { 401 } else { 403 };
-                let _ = writeln!(
-                    out,
-                    "decision: deny: {status} {}",
-                    d.deny_message(&principal.name, &request.module)
-                );
-            }
         }
+        other => return Err(format!("{path}: unexpected verdict {other:?}")),
     }
     Ok(Explained { text: out, denied })
 }
@@ -219,4 +186,85 @@ fn describe_principal(p: &Principal) -> String {
     } else {
         format!(" {}", parts.join(" "))
     }
+}
+
+/// The matched route, its chain, and the policy's reasoning for this principal.
+fn describe_route(
+    out: &mut String,
+    gateway: &Gateway,
+    route: &Route<Chain>,
+    index: usize,
+    request: &ModuleRequest,
+    principal: &Principal,
+) {
+    let _ = writeln!(
+        out,
+        "route:    #{} {} ({}){}",
+        index + 1,
+        route.name,
+        route.pattern,
+        if route.private { ", private" } else { "" }
+    );
+    let _ = writeln!(out, "chain:");
+    let last = route.target.steps.len().saturating_sub(1);
+    for (i, step) in route.target.steps.iter().enumerate() {
+        let then = if i == last {
+            "last step: its answer is final"
+        } else {
+            match step.on {
+                Fallthrough::NotFound => "next step only on 404/410",
+                Fallthrough::AnyError => "next step on 404/410, errors and timeouts",
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  {}. {} GET {}{} ({}{then})",
+            i + 1,
+            step.upstream.name,
+            step.upstream.url,
+            request.upstream_path(),
+            if step.upstream.private {
+                "private, "
+            } else {
+                ""
+            },
+        );
+    }
+    let explanation = gateway.access.explain(
+        principal,
+        &AccessRequest {
+            module: &request.module,
+            kind: request.kind,
+            version: request.version.as_ref().map(|v| v.as_str()),
+            route: &route.name,
+            private_route: route.private,
+        },
+    );
+    if explanation.roles.is_empty() {
+        let _ = writeln!(out, "roles:    none");
+    }
+    for r in &explanation.roles {
+        let _ = writeln!(
+            out,
+            "role:     {} (member entry #{})",
+            r.role,
+            r.binding + 1
+        );
+    }
+    for r in &explanation.rules {
+        let _ = writeln!(
+            out,
+            "applies:  rule {} of role {}: {}",
+            r.rule, r.role, r.effect
+        );
+    }
+    for r in &explanation.skipped {
+        let _ = writeln!(
+            out,
+            "skipped:  rule {} of role {}: {} (not for this module, kind or version)",
+            r.rule, r.role, r.effect
+        );
+    }
+    let d = &explanation.decision;
+    let _ = writeln!(out, "rule:     {} ({})", d.rule, d.reason);
 }

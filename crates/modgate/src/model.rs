@@ -22,8 +22,26 @@ use crate::config::{self, GatewayConfig, ListenerConfig, TtlConfig};
 use crate::gateway::Gateway;
 use crate::identity::IdentitySettings;
 use crate::metrics;
-use crate::proxy::ListenerRuntime;
 use crate::record::Recorder;
+
+/// Per-listener settings the proxy needs at request time.
+pub struct ListenerRuntime {
+    pub name: String,
+    pub keepalive_secs: u64,
+    pub metrics: bool,
+    /// Serves the admin endpoints.
+    pub admin: bool,
+    /// Adds the `X-Modgate-Cache/Route/Upstream` headers to answers.
+    pub debug_headers: bool,
+    /// The `Host` values that name this listener (the admin endpoint answers no other).
+    pub own_hosts: Vec<String>,
+    /// Anonymous requests get a 401.
+    pub require_identity: bool,
+    pub identity: IdentitySettings,
+    /// The listener's TLS material, against which every connection's client certificate is
+    /// judged again (resumed sessions, reloads); `None` for plaintext listeners.
+    pub tls: Option<Arc<ReloadableTls>>,
+}
 
 /// Everything a request is decided and served with.
 pub struct Model {

@@ -821,7 +821,7 @@ fn deny_message_text() {
     assert_eq!(
         d.deny_message("alice", "corp.example.com/secret/x"),
         "modgate: alice may not read corp.example.com/secret/x: \
-         denied by rule \"no-secret\" of role \"quarantine\" (rule no-secret)"
+         denied by rule \"no-secret\" of role \"quarantine\""
     );
     let d = two_role_policy().decide(&Principal::anonymous(), &private(zip("corp.example.com/x")));
     assert_eq!(
@@ -905,6 +905,13 @@ fn explain_reports_everything() {
         ]
     );
     assert_eq!(e.decision, policy.decide(&alice, &request));
+    let skipped: Vec<_> = e.skipped.iter().map(|r| r.rule.as_str()).collect();
+    assert_eq!(skipped, ["read-other"]);
+    // Another module: the held roles' rules that do not cover it were considered and skipped.
+    let other = policy.explain(&alice, &zip("corp.example.com/open"));
+    let skipped: Vec<_> = other.skipped.iter().map(|r| r.rule.as_str()).collect();
+    assert_eq!(skipped, ["read-other", "no-secret", "also-allow"]);
+    assert_eq!(other.rules.len(), 1);
     assert_eq!(
         e.to_string(),
         "role \"readers\" (binding 1)\n\

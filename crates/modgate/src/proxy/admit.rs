@@ -1,0 +1,521 @@
+//! Admission: the one pure decision of what happens to a request once its identity is known —
+//! answered here, forwarded along a route's chain (with its cache plan and ledger key),
+//! forwarded to a checksum database, or refused with a [`Refusal`] that carries its status,
+//! message, headers, audit decision and metric reason. The proxy and `modgate explain` both
+//! call [`admit`], so they cannot disagree; it does no I/O and is table-tested below.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::Method;
+use modgate_ledger::Artifact;
+use modgate_policy::{AccessRequest, Decision};
+use modgate_protocol::{GoProxyRequest, ModuleRequest, RequestError, RequestKind, SumdbEndpoint};
+use modgate_telemetry::AuditDecision;
+
+use crate::cache::{self, CachePlan};
+use crate::config::TtlConfig;
+use crate::gateway::Gateway;
+use crate::identity::{self, IdentityError, RequestIdentity};
+use crate::model::ListenerRuntime;
+use crate::upstream::Upstream;
+
+/// The role an identity must hold to use the admin endpoint when `access:` is configured.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// The admin endpoint's path.
+pub const PURGE_PATH: &str = "/admin/cache/purge";
+
+/// The challenge sent with a 401, so clients that wait for one send their `.netrc` credentials.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"modgate\"";
+
+/// What a request is decided against.
+pub struct Scope<'a> {
+    pub gateway: &'a Gateway,
+    pub ttl: &'a TtlConfig,
+    /// Whether the gateway has a cache (plans and ledger keys are made only then).
+    pub caching: bool,
+    /// The listener the request came in on; `None` for `modgate explain`, which asks about a
+    /// module request as such (no listener requirement, no admin endpoint).
+    pub listener: Option<&'a ListenerRuntime>,
+}
+
+/// The request as received: its head and the address of the connection's peer.
+pub struct Inbound<'a> {
+    pub head: &'a http::request::Parts,
+    pub peer: Option<IpAddr>,
+}
+
+/// What admission decided, with what the audit record and metrics need whatever the verdict.
+#[derive(Debug)]
+pub struct Admission {
+    pub verdict: Verdict,
+    /// The protocol kind, once the path parsed.
+    pub kind: Option<RequestKind>,
+    /// The module request, once the path parsed as one (also for refusals, for the record).
+    pub request: Option<ModuleRequest>,
+    /// The index of the route the request matched (also a private route a checksum lookup
+    /// was refused for).
+    pub route: Option<usize>,
+    /// The access decision, when the policy was asked.
+    pub decision: Option<Decision>,
+    /// For a principal holding both a certificate and credentials: each as `<source>:<name>`,
+    /// and those the decision came through.
+    pub principals: Vec<String>,
+    pub matched: Vec<String>,
+}
+
+/// What happens to the request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Answered by modgate itself.
+    Answer(Local),
+    /// Forwarded along the matched route's chain.
+    Forward {
+        /// How the answer is cached (None: not cached).
+        cache_plan: Option<CachePlan>,
+        /// The ledger entry an exact version answers to (artifact, version).
+        ledger_key: Option<(Artifact, String)>,
+    },
+    /// Forwarded to a proxied checksum database.
+    Sumdb {
+        db: Arc<Upstream>,
+        /// The path to ask the database for.
+        path: String,
+        cache_plan: Option<CachePlan>,
+    },
+    /// Refused; nothing is forwarded.
+    Refuse(Refusal),
+}
+
+/// Answers modgate gives itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    /// `/sumdb/<name>/supported` for a proxied database: 200, empty.
+    SumdbSupported,
+    /// `POST /admin/cache/purge?target=…`: purge a module (or one version) from the cache.
+    Purge {
+        target: String,
+        module: String,
+        version: Option<String>,
+    },
+}
+
+/// Why a request is refused. Everything the answer, the audit record and the metrics say
+/// about it follows from the variant.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The request's credentials or certificate did not establish an identity.
+    Identity(IdentityError),
+    /// The listener requires an identity and none was presented.
+    IdentityRequired,
+    /// The access policy (or the admin role check) said no. `anonymous`: 401 with a
+    /// challenge, since a credential might be allowed; else 403.
+    Denied { message: String, anonymous: bool },
+    /// The admin endpoint was reached other than from this host's own tools.
+    NotLocal(String),
+    /// A method the endpoint does not take.
+    Method {
+        message: String,
+        allow: &'static str,
+    },
+    /// A request modgate cannot take as it is (400).
+    BadRequest(String),
+    /// A path that is not a valid GOPROXY request.
+    BadPath(RequestError),
+    /// Nothing here answers it (404): no route, an unproxied checksum database, `?go-get=1`,
+    /// no cache to purge.
+    NotFound(String),
+    /// A private module's checksum lookup: never sent to a public database (404 sends `go`
+    /// to its GONOSUMDB handling).
+    PrivateLookup(String),
+}
+
+impl Refusal {
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Identity(e) => match e {
+                IdentityError::Throttled { .. } => 429,
+                IdentityError::Busy => 503,
+                IdentityError::CertificateRefused { .. } | IdentityError::CertificateRequired => {
+                    403
+                }
+                IdentityError::BadCredentials(_) | IdentityError::Malformed(_) => 401,
+            },
+            Refusal::IdentityRequired => 401,
+            Refusal::Denied { anonymous, .. } => {
+                if *anonymous {
+                    401
+                } else {
+                    403
+                }
+            }
+            Refusal::NotLocal(_) => 403,
+            Refusal::Method { .. } => 405,
+            Refusal::BadRequest(_) => 400,
+            Refusal::BadPath(e) => e.status(),
+            Refusal::NotFound(_) | Refusal::PrivateLookup(_) => 404,
+        }
+    }
+
+    /// The one line the client is shown (`go` prints it verbatim).
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Identity(e) => e.message(),
+            Refusal::IdentityRequired => "authentication required: present a client certificate \
+                 (modgate agent) or .netrc credentials"
+                .into(),
+            Refusal::Denied { message, .. } => message.clone(),
+            Refusal::NotLocal(m)
+            | Refusal::BadRequest(m)
+            | Refusal::NotFound(m)
+            | Refusal::PrivateLookup(m) => m.clone(),
+            Refusal::Method { message, .. } => message.clone(),
+            Refusal::BadPath(e) => e.to_string(),
+        }
+    }
+
+    /// Headers the answer carries: the Basic challenge with a 401 (no credential can stand
+    /// in for a refused certificate, so none then), `Retry-After` for a throttled or busy
+    /// check (a throttled client must wait, not retry at once), `Allow` with a 405.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Refusal::Identity(IdentityError::Throttled { retry_after, .. }) => {
+                vec![("Retry-After", retry_after.as_secs().max(1).to_string())]
+            }
+            Refusal::Identity(IdentityError::Busy) => vec![("Retry-After", "1".into())],
+            Refusal::Method { allow, .. } => vec![("Allow", (*allow).to_string())],
+            r if r.status() == 401 => vec![("WWW-Authenticate", BASIC_CHALLENGE.to_string())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The decision the audit record carries.
+    pub fn audit(&self) -> AuditDecision {
+        match self {
+            Refusal::Identity(_) | Refusal::IdentityRequired => AuditDecision::Unauthenticated,
+            Refusal::Denied {
+                anonymous: true, ..
+            } => AuditDecision::Unauthenticated,
+            Refusal::Denied {
+                anonymous: false, ..
+            } => AuditDecision::Deny,
+            _ => AuditDecision::Error,
+        }
+    }
+
+    /// The `reason` label of `modgate_auth_failures_total`, for refusals that count there.
+    pub fn auth_failure(&self) -> Option<&'static str> {
+        match self {
+            Refusal::Identity(e) => Some(e.reason()),
+            Refusal::IdentityRequired => Some("missing"),
+            _ => None,
+        }
+    }
+}
+
+impl Admission {
+    fn new(verdict: Verdict) -> Admission {
+        Admission {
+            verdict,
+            kind: None,
+            request: None,
+            route: None,
+            decision: None,
+            principals: Vec::new(),
+            matched: Vec::new(),
+        }
+    }
+
+    /// An admission refused before the request was looked at (identity failures).
+    pub fn refused(r: Refusal) -> Admission {
+        Admission::new(Verdict::Refuse(r))
+    }
+
+    fn refuse(mut self, r: Refusal) -> Admission {
+        self.verdict = Verdict::Refuse(r);
+        self
+    }
+
+    #[cfg(test)]
+    pub fn is_refused(&self) -> bool {
+        matches!(self.verdict, Verdict::Refuse(_))
+    }
+}
+
+/// What a request names, for a denial: `module@version (.kind)`, or the module's `list` /
+/// `@latest`.
+pub fn describe(req: &ModuleRequest) -> String {
+    match &req.version {
+        Some(v) => format!("{}@{} (.{})", req.module, v.as_str(), req.kind.as_str()),
+        None => format!("{} ({})", req.module, req.kind.as_str()),
+    }
+}
+
+/// A policy denial's message, without the `modgate: ` prefix the answer adds.
+fn denied(decision: &Decision, identity: &RequestIdentity, what: &str) -> Refusal {
+    let message = decision.deny_message(&identity.principal.name, what);
+    let message = match message.strip_prefix("modgate: ") {
+        Some(m) => m.to_string(),
+        None => message,
+    };
+    Refusal::Denied {
+        message,
+        anonymous: identity.principal.is_anonymous(),
+    }
+}
+
+/// Decides what happens to a request whose identity is `identity`.
+pub fn admit(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admission {
+    let gateway = scope.gateway;
+    let head = inbound.head;
+    let anonymous = identity.principal.is_anonymous();
+    let admission = Admission::new(Verdict::Forward {
+        cache_plan: None,
+        ledger_key: None,
+    });
+    if let Some(l) = scope.listener {
+        if l.require_identity && anonymous {
+            return admission.refuse(Refusal::IdentityRequired);
+        }
+        let loopback = inbound.peer.is_some_and(|ip| ip.is_loopback());
+        if l.admin && head.uri.path() == PURGE_PATH && loopback {
+            return admit_purge(scope, l, inbound, identity, admission);
+        }
+    }
+
+    let method = &head.method;
+    if method != Method::GET && method != Method::HEAD {
+        return admission.refuse(Refusal::Method {
+            message: format!(
+                "method {method} is not allowed: the GOPROXY protocol is read-only (GET, HEAD)"
+            ),
+            allow: "GET, HEAD",
+        });
+    }
+    let declares_body = head.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || head
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if declares_body {
+        return admission.refuse(Refusal::BadRequest("GOPROXY requests have no body".into()));
+    }
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let parsed = match gateway.parser.parse(target) {
+        Ok(p) => p,
+        Err(e) => return admission.refuse(Refusal::BadPath(e)),
+    };
+    let mut admission = Admission {
+        kind: Some(parsed.kind()),
+        ..admission
+    };
+    match parsed {
+        GoProxyRequest::GoGet { import_path } => admission.refuse(Refusal::NotFound(format!(
+            "{import_path}: modgate does not serve ?go-get=1 pages"
+        ))),
+        GoProxyRequest::Sumdb(s) => {
+            let Some(db) = gateway.sumdbs.get(&s.name) else {
+                // 404 on `supported` tells `go` to use the database directly.
+                return admission.refuse(Refusal::NotFound(format!(
+                    "checksum database {:?} is not proxied by this gateway",
+                    s.name
+                )));
+            };
+            match &s.endpoint {
+                SumdbEndpoint::Supported => {
+                    admission.verdict = Verdict::Answer(Local::SumdbSupported);
+                    return admission;
+                }
+                SumdbEndpoint::Lookup { module, .. } => {
+                    // A private module's name never leaves the intranet, not even to ask for
+                    // its checksum.
+                    if let Some(m) = gateway.routes.lookup(module) {
+                        let private = m.route.private
+                            || m.route.target.steps.iter().any(|s| s.upstream.private);
+                        if private {
+                            admission.route = Some(m.index);
+                            return admission.refuse(Refusal::PrivateLookup(format!(
+                                "{module} is on private route {:?}: it is never looked up in a \
+                                 public checksum database (set GONOSUMDB/GOPRIVATE for it)",
+                                m.route.name
+                            )));
+                        }
+                    }
+                }
+                SumdbEndpoint::Latest | SumdbEndpoint::Tile { .. } => {}
+            }
+            // The access policy applies to checksum-database reads too: a lookup is about its
+            // module (rules for that module apply), `latest` and tiles about no module (only
+            // rules whose pattern matches every path, e.g. `prefix: ""`, apply). A rule may
+            // name them with `kinds: [sumdb]`.
+            if gateway.access_configured {
+                let (module, version) = match &s.endpoint {
+                    SumdbEndpoint::Lookup { module, version } => {
+                        (module.as_str(), Some(version.as_str()))
+                    }
+                    _ => ("", None),
+                };
+                let route = format!("sumdb:{}", s.name);
+                let decision = gateway.access.decide(
+                    &identity.principal,
+                    &AccessRequest {
+                        module,
+                        kind: s.kind(),
+                        version,
+                        route: &route,
+                        private_route: false,
+                    },
+                );
+                let refusal = (!decision.is_allowed()).then(|| {
+                    let what = match version {
+                        Some(v) => format!("{module}@{v} (checksum lookup)"),
+                        None => format!("checksum database {}", s.name),
+                    };
+                    denied(&decision, identity, &what)
+                });
+                admission.decision = Some(decision);
+                if let Some(r) = refusal {
+                    return admission.refuse(r);
+                }
+            }
+            admission.verdict = Verdict::Sumdb {
+                db: db.clone(),
+                path: s.upstream_path(),
+                cache_plan: if scope.caching {
+                    CachePlan::sumdb(&s, scope.ttl)
+                } else {
+                    None
+                },
+            };
+            admission
+        }
+        GoProxyRequest::Module(req) => {
+            let Some(m) = gateway.routes.lookup(&req.module) else {
+                let message = format!("no route for module {}", req.module);
+                admission.request = Some(req);
+                return admission.refuse(Refusal::NotFound(message));
+            };
+            let route = m.route;
+            admission.route = Some(m.index);
+            let access = AccessRequest {
+                module: &req.module,
+                kind: req.kind,
+                version: req.version.as_ref().map(|v| v.as_str()),
+                route: &route.name,
+                private_route: route.private,
+            };
+            let decision = gateway.access.decide(&identity.principal, &access);
+            let mut attributed = identity.clone();
+            identity::attribute(&mut attributed, &decision, |p| {
+                gateway.access.decide(p, &access)
+            });
+            admission.principals = attributed.principals;
+            admission.matched = attributed.matched;
+            if decision.is_allowed() {
+                let cache_plan = if scope.caching {
+                    match CachePlan::module(&route.name, &req, scope.ttl, &route.target.cache) {
+                        Some(p) if route.target.per_identity_cache => {
+                            Some(p.per_identity(&identity::cache_identity(&identity.principal)))
+                        }
+                        other => other,
+                    }
+                } else {
+                    None
+                };
+                let ledger_key = if scope.caching {
+                    cache::artifact(&req)
+                } else {
+                    None
+                };
+                admission.verdict = Verdict::Forward {
+                    cache_plan,
+                    ledger_key,
+                };
+            } else {
+                admission.verdict = Verdict::Refuse(denied(&decision, identity, &describe(&req)));
+            }
+            admission.request = Some(req);
+            admission.decision = Some(decision);
+            admission
+        }
+    }
+}
+
+/// `POST /admin/cache/purge?target=MODULE[@VERSION]` from a loopback peer on an admin
+/// listener. Loopback is not enough: a web page can reach it too (DNS rebinding, cross-site
+/// fetch), and a loopback peer that is a trusted front proxy speaks for a remote client.
+/// With `access:` configured, the caller must hold the role `admin`.
+fn admit_purge(
+    scope: &Scope,
+    listener: &ListenerRuntime,
+    inbound: &Inbound,
+    identity: &RequestIdentity,
+    admission: Admission,
+) -> Admission {
+    let head = inbound.head;
+    let through_proxy = inbound
+        .peer
+        .is_some_and(|ip| listener.identity.trusted.contains(&ip));
+    let not_local = crate::local::refusal(head, &listener.own_hosts, "admin").or_else(|| {
+        through_proxy.then(|| {
+            "admin: requests through a trusted front proxy are not local; call the admin \
+             endpoint directly"
+                .to_string()
+        })
+    });
+    if let Some(message) = not_local {
+        return admission.refuse(Refusal::NotLocal(message));
+    }
+    let gateway = scope.gateway;
+    if gateway.access_configured {
+        let holds_admin = gateway
+            .access
+            .roles_for(&identity.principal)
+            .iter()
+            .any(|r| r.name == ADMIN_ROLE);
+        if !holds_admin {
+            return admission.refuse(Refusal::Denied {
+                message: format!(
+                    "admin: {} does not hold the role {ADMIN_ROLE:?} the admin endpoint requires",
+                    identity.principal.name
+                ),
+                anonymous: identity.principal.is_anonymous(),
+            });
+        }
+    }
+    if head.method != Method::POST {
+        return admission.refuse(Refusal::Method {
+            message: format!("use POST {PURGE_PATH}?target=MODULE[@VERSION]"),
+            allow: "POST",
+        });
+    }
+    if !scope.caching {
+        return admission.refuse(Refusal::NotFound("this gateway has no cache".into()));
+    }
+    let query = head.uri.query().unwrap_or("");
+    let Some(raw) = query.split('&').find_map(|kv| kv.strip_prefix("target=")) else {
+        return admission.refuse(Refusal::BadRequest(
+            "missing ?target=MODULE[@VERSION]".into(),
+        ));
+    };
+    let target = match modgate_protocol::percent_decode(raw) {
+        Ok(t) => t,
+        Err(e) => return admission.refuse(Refusal::BadRequest(e.to_string())),
+    };
+    match cache::target(&target) {
+        Ok((module, version)) => Admission {
+            verdict: Verdict::Answer(Local::Purge {
+                target,
+                module,
+                version,
+            }),
+            ..admission
+        },
+        Err(e) => admission.refuse(Refusal::BadRequest(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

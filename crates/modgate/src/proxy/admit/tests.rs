@@ -1,0 +1,575 @@
+//! Table tests of admission: one gateway configuration, requests as the proxy would see them,
+//! and the verdict, status, message, headers and audit decision each must get.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use modgate_policy::{Principal, PrincipalSource};
+use modgate_telemetry::AuditDecision;
+
+use super::*;
+use crate::config;
+use crate::model::{listener_runtime, ListenerRuntime};
+
+const CONFIG: &str = r#"
+listeners:
+  - { name: plain, address: "127.0.0.1:7070", admin: true }
+  - { name: strict, address: "127.0.0.1:7071", require_identity: true }
+upstreams:
+  public: { url: "http://127.0.0.1:9001" }
+  corp: { url: "http://127.0.0.1:9002/corp/", private: true }
+  team: { url: "http://127.0.0.1:9003", private: true, cache_scope: per-identity }
+routes:
+  - { name: corp, match: { prefix: corp.example.com }, chain: [corp], private: true }
+  - { name: team, match: { prefix: team.example.com }, chain: [team], private: true }
+  - { name: public, match: { prefix: "" }, chain: [public] }
+sumdb:
+  sum.golang.org: { url: "http://127.0.0.1:9004" }
+access:
+  default: allow
+  roles:
+    - name: devs
+      members: [ { user: alice }, { token: alice } ]
+      rules:
+        - { id: corp-open, allow: { prefix: corp.example.com/open } }
+        - { id: team, allow: { prefix: team.example.com } }
+        - { id: corp-secret, deny: { prefix: corp.example.com/secret } }
+    - name: admin
+      members: [ { user: root } ]
+      rules: []
+"#;
+
+struct World {
+    gateway: Gateway,
+    ttl: TtlConfig,
+    plain: ListenerRuntime,
+    strict: ListenerRuntime,
+}
+
+fn world() -> World {
+    let config = config::parse(CONFIG, "test.yaml", Path::new("/tmp")).expect("config");
+    let gateway = Gateway::new(&config).expect("gateway");
+    let listener = |name: &str| {
+        let l = config
+            .listeners
+            .iter()
+            .find(|l| l.name.0 == name)
+            .expect("listener");
+        listener_runtime(l, &[], None)
+    };
+    World {
+        gateway,
+        ttl: TtlConfig::default(),
+        plain: listener("plain"),
+        strict: listener("strict"),
+    }
+}
+
+fn user(name: &str) -> RequestIdentity {
+    RequestIdentity {
+        principal: Principal {
+            source: PrincipalSource::Basic,
+            name: name.into(),
+            cert: None,
+            user: Some(name.into()),
+            token: None,
+            groups: Vec::new(),
+        },
+        ..RequestIdentity::default()
+    }
+}
+
+fn anonymous() -> RequestIdentity {
+    RequestIdentity::default()
+}
+
+fn head(method: &str, target: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut b = http::Request::builder().method(method).uri(target);
+    for (n, v) in headers {
+        b = b.header(*n, *v);
+    }
+    b.body(()).expect("request").into_parts().0
+}
+
+/// Admits a request on `listener` (None: as `explain` asks) from `peer`.
+fn run(
+    w: &World,
+    listener: Option<&ListenerRuntime>,
+    head: &http::request::Parts,
+    peer: &str,
+    id: &RequestIdentity,
+) -> Admission {
+    let scope = Scope {
+        gateway: &w.gateway,
+        ttl: &w.ttl,
+        caching: true,
+        listener,
+    };
+    let peer: IpAddr = peer.parse().expect("ip");
+    admit(
+        &scope,
+        &Inbound {
+            head,
+            peer: Some(peer),
+        },
+        id,
+    )
+}
+
+fn refusal(a: &Admission) -> &Refusal {
+    match &a.verdict {
+        Verdict::Refuse(r) => r,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn refusals_carry_status_message_headers_and_audit() {
+    let w = world();
+    let alice = user("alice");
+    let bob = user("bob");
+    let anon = anonymous();
+    let strict = Some(&w.strict);
+    let plain = Some(&w.plain);
+    // (listener, method, target, headers, identity, status, message part, header, audit)
+    type Case<'a> = (
+        Option<&'a ListenerRuntime>,
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a RequestIdentity,
+        u16,
+        &'a str,
+        Option<(&'a str, &'a str)>,
+        AuditDecision,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            strict,
+            "GET",
+            "/example.com/x/@v/list",
+            &[],
+            &anon,
+            401,
+            "authentication required",
+            Some(("WWW-Authenticate", BASIC_CHALLENGE)),
+            AuditDecision::Unauthenticated,
+        ),
+        (
+            plain,
+            "POST",
+            "/example.com/x/@v/list",
+            &[],
+            &alice,
+            405,
+            "method POST is not allowed",
+            Some(("Allow", "GET, HEAD")),
+            AuditDecision::Error,
+        ),
+        (
+            plain,
+            "GET",
+            "/example.com/x/@v/list",
+            &[("Content-Length", "3")],
+            &alice,
+            400,
+            "GOPROXY requests have no body",
+            None,
+            AuditDecision::Error,
+        ),
+        (
+            plain,
+            "GET",
+            "/example.com/x/@v/list",
+            &[("Transfer-Encoding", "chunked")],
+            &alice,
+            400,
+            "no body",
+            None,
+            AuditDecision::Error,
+        ),
+        (
+            plain,
+            "GET",
+            "/example.com/X/@v/list",
+            &[],
+            &alice,
+            400,
+            "",
+            None,
+            AuditDecision::Error,
+        ),
+        (
+            plain,
+            "GET",
+            "/corp.example.com/x?go-get=1",
+            &[],
+            &alice,
+            404,
+            "does not serve ?go-get=1 pages",
+            None,
+            AuditDecision::Error,
+        ),
+        (
+            plain,
+            "GET",
+            "/sumdb/sum.example.org/supported",
+            &[],
+            &alice,
+            404,
+            "checksum database \"sum.example.org\" is not proxied",
+            None,
+            AuditDecision::Error,
+        ),
+        (
+            plain,
+            "GET",
+            "/sumdb/sum.golang.org/lookup/corp.example.com/open@v1.0.0",
+            &[],
+            &alice,
+            404,
+            "is on private route \"corp\"",
+            None,
+            AuditDecision::Error,
+        ),
+        (
+            plain,
+            "GET",
+            "/corp.example.com/secret/@v/v1.2.3.zip",
+            &[],
+            &alice,
+            403,
+            "alice may not read corp.example.com/secret@v1.2.3 (.zip): denied by rule \
+             \"corp-secret\" of role \"devs\"",
+            None,
+            AuditDecision::Deny,
+        ),
+        (
+            plain,
+            "GET",
+            "/corp.example.com/open/@v/list",
+            &[],
+            &bob,
+            403,
+            "bob may not read corp.example.com/open (list): no role grants access to private \
+             route \"corp\" (rule private-default)",
+            None,
+            AuditDecision::Deny,
+        ),
+        (
+            plain,
+            "GET",
+            "/corp.example.com/open/@latest",
+            &[],
+            &anon,
+            401,
+            "anonymous may not read corp.example.com/open (latest)",
+            Some(("WWW-Authenticate", BASIC_CHALLENGE)),
+            AuditDecision::Unauthenticated,
+        ),
+    ];
+    for (listener, method, target, headers, id, status, message, header, audit) in cases {
+        let h = head(method, target, headers);
+        let a = run(&w, listener, &h, "10.0.0.1", id);
+        let r = refusal(&a);
+        let what = format!("{method} {target}: {r:?}");
+        assert_eq!(r.status(), status, "{what}");
+        assert!(r.message().contains(message), "{what}: {}", r.message());
+        assert!(!r.message().starts_with("modgate: "), "{what}");
+        if let Some((name, value)) = header {
+            assert!(
+                r.headers().iter().any(|(n, v)| *n == name && v == value),
+                "{what}: {:?}",
+                r.headers()
+            );
+        } else {
+            assert!(
+                !r.headers().iter().any(|(n, _)| *n == "WWW-Authenticate"),
+                "{what}"
+            );
+        }
+        assert_eq!(r.audit(), audit, "{what}");
+    }
+}
+
+#[test]
+fn the_rule_id_is_not_repeated_when_the_reason_names_it() {
+    let w = world();
+    let h = head("GET", "/corp.example.com/secret/@v/v1.2.3.info", &[]);
+    let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &user("alice"));
+    let m = refusal(&a).message();
+    assert_eq!(m.matches("corp-secret").count(), 1, "{m}");
+}
+
+#[test]
+fn allowed_module_requests_are_forwarded_with_plans() {
+    let w = world();
+    let alice = user("alice");
+    let h = head("GET", "/corp.example.com/open/@v/v1.0.0.zip", &[]);
+    let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+    assert_eq!(a.route, Some(0));
+    assert_eq!(a.kind, Some(RequestKind::Zip));
+    assert_eq!(
+        a.decision.as_ref().map(|d| d.rule.as_str()),
+        Some("corp-open")
+    );
+    let Verdict::Forward {
+        cache_plan: Some(plan),
+        ledger_key: Some((artifact, version)),
+    } = &a.verdict
+    else {
+        panic!("{:?}", a.verdict);
+    };
+    assert_eq!(
+        plan.primary(),
+        "route:corp|/corp.example.com/open/@v/v1.0.0.zip"
+    );
+    assert!(plan.immutable());
+    assert_eq!((*artifact, version.as_str()), (Artifact::Zip, "v1.0.0"));
+
+    // A mutable answer: cached, but no ledger key.
+    let h = head("GET", "/example.com/pub/@v/list", &[]);
+    let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &anonymous());
+    let Verdict::Forward {
+        cache_plan: Some(plan),
+        ledger_key: None,
+    } = &a.verdict
+    else {
+        panic!("{:?}", a.verdict);
+    };
+    assert!(!plan.immutable());
+    assert_eq!(a.route, Some(2));
+
+    // HEAD is admitted like GET.
+    let h = head("HEAD", "/example.com/pub/@v/v1.0.0.mod", &[]);
+    assert!(!run(&w, Some(&w.plain), &h, "10.0.0.1", &anonymous()).is_refused());
+}
+
+#[test]
+fn per_identity_routes_key_the_cache_by_identity() {
+    let w = world();
+    let h = head("GET", "/team.example.com/x/@v/list", &[]);
+    let key = |id: &RequestIdentity| match run(&w, Some(&w.plain), &h, "10.0.0.1", id).verdict {
+        Verdict::Forward {
+            cache_plan: Some(p),
+            ..
+        } => p.primary(),
+        other => panic!("{other:?}"),
+    };
+    let alice = key(&user("alice"));
+    assert!(alice.starts_with("route:team#id="), "{alice}");
+    // Same name, other source: another identity.
+    let mut token_alice = user("alice");
+    token_alice.principal.source = PrincipalSource::Token;
+    token_alice.principal.user = None;
+    token_alice.principal.token = Some("alice".into());
+    assert_ne!(alice, key(&token_alice));
+    assert_eq!(alice, key(&user("alice")));
+}
+
+#[test]
+fn without_a_cache_there_is_no_plan_and_no_ledger_key() {
+    let w = world();
+    let scope = Scope {
+        gateway: &w.gateway,
+        ttl: &w.ttl,
+        caching: false,
+        listener: Some(&w.plain),
+    };
+    let h = head("GET", "/example.com/pub/@v/v1.0.0.zip", &[]);
+    let a = admit(
+        &scope,
+        &Inbound {
+            head: &h,
+            peer: None,
+        },
+        &anonymous(),
+    );
+    assert!(matches!(
+        a.verdict,
+        Verdict::Forward {
+            cache_plan: None,
+            ledger_key: None
+        }
+    ));
+}
+
+#[test]
+fn checksum_database_requests() {
+    let w = world();
+    let alice = user("alice");
+    let h = head("GET", "/sumdb/sum.golang.org/supported", &[]);
+    let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+    assert!(matches!(a.verdict, Verdict::Answer(Local::SumdbSupported)));
+    assert_eq!(a.kind, Some(RequestKind::SumdbSupported));
+
+    let h = head(
+        "GET",
+        "/sumdb/sum.golang.org/lookup/example.com/pub@v1.0.0",
+        &[],
+    );
+    match run(&w, Some(&w.plain), &h, "10.0.0.1", &alice).verdict {
+        Verdict::Sumdb {
+            db,
+            path,
+            cache_plan,
+        } => {
+            assert_eq!(db.name, "sum.golang.org");
+            assert_eq!(path, "/lookup/example.com/pub@v1.0.0");
+            assert!(cache_plan.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    // The private lookup names its route for the record.
+    let h = head(
+        "GET",
+        "/sumdb/sum.golang.org/lookup/corp.example.com/x@v1.0.0",
+        &[],
+    );
+    let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+    assert_eq!(a.route, Some(0));
+    assert!(matches!(
+        a.verdict,
+        Verdict::Refuse(Refusal::PrivateLookup(_))
+    ));
+}
+
+#[test]
+fn unknown_module_is_404_and_keeps_the_request_for_the_record() {
+    let config = CONFIG.replace(
+        "  - { name: public, match: { prefix: \"\" }, chain: [public] }\n",
+        "",
+    );
+    let config = config::parse(&config, "t.yaml", Path::new("/tmp")).expect("config");
+    let w = World {
+        gateway: Gateway::new(&config).expect("gateway"),
+        ..world()
+    };
+    let h = head("GET", "/example.com/pub/@v/v1.0.0.info", &[]);
+    let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &anonymous());
+    assert_eq!(refusal(&a).status(), 404);
+    assert_eq!(refusal(&a).message(), "no route for module example.com/pub");
+    assert_eq!(a.request.map(|r| r.module), Some("example.com/pub".into()));
+}
+
+#[test]
+fn the_admin_endpoint_is_local_role_bound_and_validated() {
+    let w = world();
+    let root = user("root");
+    let purge = |method: &str, query: &str, headers: &[(&str, &str)], peer: &str, id| {
+        let mut all = vec![("Host", "127.0.0.1:7070")];
+        all.extend_from_slice(headers);
+        let h = head(method, &format!("{PURGE_PATH}{query}"), &all);
+        run(&w, Some(&w.plain), &h, peer, id)
+    };
+    let a = purge(
+        "POST",
+        "?target=example.com/x@v1.0.0",
+        &[],
+        "127.0.0.1",
+        &root,
+    );
+    let Verdict::Answer(local) = &a.verdict else {
+        panic!("{:?}", a.verdict);
+    };
+    assert_eq!(
+        local,
+        &Local::Purge {
+            target: "example.com/x@v1.0.0".into(),
+            module: "example.com/x".into(),
+            version: Some("v1.0.0".into()),
+        }
+    );
+    let a = purge("POST", "?target=example.com/y", &[], "::1", &root);
+    assert!(
+        matches!(
+            a.verdict,
+            Verdict::Answer(Local::Purge { version: None, .. })
+        ),
+        "{:?}",
+        a.verdict
+    );
+
+    // (method, query, headers, peer, identity, status, message part)
+    let alice = user("alice");
+    let anon = anonymous();
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        &'a RequestIdentity,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            "?target=x",
+            &[("Origin", "http://evil")],
+            "127.0.0.1",
+            &root,
+            403,
+            "web pages",
+        ),
+        (
+            "POST",
+            "?target=x",
+            &[],
+            "127.0.0.1",
+            &alice,
+            403,
+            "does not hold the role \"admin\"",
+        ),
+        (
+            "POST",
+            "?target=x",
+            &[],
+            "127.0.0.1",
+            &anon,
+            401,
+            "does not hold the role",
+        ),
+        ("GET", "?target=x", &[], "127.0.0.1", &root, 405, "use POST"),
+        ("POST", "", &[], "127.0.0.1", &root, 400, "missing ?target="),
+        ("POST", "?target=%zz", &[], "127.0.0.1", &root, 400, ""),
+    ];
+    for (method, query, headers, peer, id, status, message) in cases {
+        let a = purge(method, query, headers, peer, id);
+        let r = refusal(&a);
+        assert_eq!(r.status(), status, "{method} {query} {r:?}");
+        assert!(r.message().contains(message), "{}", r.message());
+    }
+    // Not from loopback: not the admin endpoint at all, so a GOPROXY parse error.
+    let a = purge("POST", "?target=x", &[], "10.0.0.1", &root);
+    assert_eq!(refusal(&a).status(), 405);
+    assert!(refusal(&a).message().contains("GOPROXY"));
+}
+
+#[test]
+fn explain_scope_has_no_listener_requirements() {
+    let w = world();
+    let h = head("GET", "/example.com/pub/@v/list", &[]);
+    assert!(!run(&w, None, &h, "10.0.0.1", &anonymous()).is_refused());
+    assert!(run(&w, Some(&w.strict), &h, "10.0.0.1", &anonymous()).is_refused());
+}
+
+#[test]
+fn identity_refusals_map_to_status_and_metric() {
+    use std::time::Duration;
+    let r = Refusal::Identity(IdentityError::Throttled {
+        scope: modgate_identity::Scope::Source,
+        retry_after: Duration::from_millis(200),
+    });
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers(), vec![("Retry-After", "1".to_string())]);
+    assert_eq!(r.auth_failure(), Some("throttled"));
+    let r = Refusal::Identity(IdentityError::CertificateRequired);
+    assert_eq!((r.status(), r.headers()), (403, vec![]));
+    assert_eq!(r.audit(), AuditDecision::Unauthenticated);
+    let r = Refusal::Identity(IdentityError::Malformed("x".into()));
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()[0].0, "WWW-Authenticate");
+    assert_eq!(Refusal::IdentityRequired.auth_failure(), Some("missing"));
+    assert_eq!(Refusal::BadRequest(String::new()).auth_failure(), None);
+}

@@ -1,0 +1,98 @@
+//! What modgate answers itself: the health and metrics endpoints (not audited), refusals, the
+//! checksum database's `supported`, and the admin cache purge.
+
+use bytes::Bytes;
+use modgate_telemetry::AuditDecision;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::admit::Refusal;
+use super::report::Record;
+use crate::cache::{self, CacheRuntime};
+use crate::metrics;
+use crate::respond;
+
+/// The body and content type of an unaudited endpoint at `target`, if it is one.
+pub fn unaudited(target: &str, metrics_enabled: bool) -> Option<(&'static str, Bytes)> {
+    match target {
+        "/healthz" => Some(("text/plain", Bytes::from_static(b"ok\n"))),
+        "/readyz" => Some(("text/plain", Bytes::from_static(b"ready\n"))),
+        "/metrics" if metrics_enabled => {
+            Some(("text/plain; version=0.0.4", Bytes::from(metrics::render())))
+        }
+        _ => None,
+    }
+}
+
+/// Answers a refusal and records why.
+pub async fn refuse(session: &mut Session, record: &mut Record, r: &Refusal) -> Result<()> {
+    let message = r.message();
+    let headers = r.headers();
+    let extra: Vec<(&'static str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    record.decision = r.audit();
+    respond::text(session, r.status(), &message, &extra).await?;
+    record.reason = Some(message);
+    Ok(())
+}
+
+/// Answers an error modgate met itself (not a policy decision) and records why.
+pub async fn error(
+    session: &mut Session,
+    record: &mut Record,
+    status: u16,
+    message: String,
+) -> Result<()> {
+    record.decision = AuditDecision::Error;
+    respond::text(session, status, &message, &[]).await?;
+    record.reason = Some(message);
+    Ok(())
+}
+
+/// `POST /admin/cache/purge?target=MODULE[@VERSION]`, admitted: what `modgate cache purge`
+/// does, for a running gateway; audited with the caller's identity.
+pub async fn purge(
+    session: &mut Session,
+    record: &mut Record,
+    c: &CacheRuntime,
+    target: &str,
+    module: &str,
+    version: Option<&str>,
+) -> Result<()> {
+    let storage = c.storage;
+    let (m, v) = (module.to_string(), version.map(str::to_string));
+    let result =
+        tokio::task::spawn_blocking(move || cache::purge_module(storage, &m, v.as_deref())).await;
+    let report = match result {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => return error(session, record, 500, format!("purge failed: {e:#}")).await,
+        Err(e) => return error(session, record, 500, format!("purge failed: {e}")).await,
+    };
+    record.decision = AuditDecision::Allow;
+    record.reason = Some(format!(
+        "cache-purge of {target}: {} object(s), {} bytes",
+        report.objects, report.bytes
+    ));
+    let body = format!(
+        "{{\"target\":{:?},\"objects\":{},\"bytes\":{}}}\n",
+        target, report.objects, report.bytes
+    );
+    respond::ok(session, "application/json", Bytes::from(body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_always_there_metrics_only_where_enabled() {
+        assert_eq!(
+            unaudited("/healthz", false).map(|(_, b)| b),
+            Some(Bytes::from_static(b"ok\n"))
+        );
+        assert!(unaudited("/readyz", false).is_some());
+        assert!(unaudited("/metrics", false).is_none());
+        assert!(unaudited("/metrics", true).is_some());
+        assert!(unaudited("/healthz?x=1", true).is_none());
+        assert!(unaudited("/m.org/x/@v/list", true).is_none());
+    }
+}

@@ -1,0 +1,841 @@
+//! The Pingora `ProxyHttp` implementation: one request from the client to an upstream chain
+//! and back. The phases are thin: each delegates to the request's state types — the
+//! [`report::Target`] and [`admit::Admission`] (what the request is for and what was decided),
+//! the [`chain::Cursor`] (where it is along the chain), the [`integrity::Guard`] (the ledger
+//! check of an exact version), the cache plan, and the [`report::Record`].
+//!
+//! ```text
+//!  new_ctx ──────── the runtime model in force, kept to the end of the request (a reload
+//!                   never changes a request half-way)
+//!  early_request_filter ─ the headers are in: the connection's header deadline is lifted
+//!  request_filter ─ endpoints::unaudited (health, metrics); identity::resolve (TLS peer,
+//!                   trusted proxy, basic / bearer; identity headers stripped); admit::admit
+//!                   (listener requirements, admin endpoint, method, body, GOPROXY path
+//!                   `!`-decoded, route, RBAC, checksum databases, cache plan, ledger key) →
+//!                   Answer (endpoints) | Refuse (endpoints::refuse) | Forward | Sumdb
+//!  request_cache_filter / cache_key_callback ─ cache on for planned GETs, key = route + path
+//!  proxy_upstream_filter ─ (cache miss) integrity::Guard::quarantined → 502
+//!  response_cache_filter / should_serve_stale ─ TTL by kind and route; stale-if-error for
+//!                   mutable answers once the chain has no next step
+//!  upstream_peer ── Cursor::current → peer (a step whose host does not resolve falls through
+//!                   on `any-error`)
+//!  upstream_request_filter ─ canonical encoded path, Host, User-Agent; every other client
+//!                   header dropped except an allow-list (no credentials reach an upstream);
+//!                   the upstream's configured client-certificate headers; traceparent
+//!  upstream_response_filter ─ chain::Outcome::of_status: 404/410 → next step; 5xx etc. →
+//!                   next step on `any-error`, otherwise 502 with a reason;
+//!                   Guard::start: an encoded body or a changed size → 502
+//!  upstream_response_body_filter ─ Guard::body: hashed as it streams, checked against (or
+//!                   recorded in) the ledger; changed bytes cut off before the end
+//!  fail_to_connect / error_while_proxy ─ connect errors and timeouts: next step on
+//!                   `any-error`; a dead pooled connection is retried on the same step
+//!  fail_to_proxy ── 502 / 504 with Cursor::public_summary (never a silent 404)
+//!  logging ──────── one access-log line, the metrics, report::audit_record, a span for a deny
+//! ```
+//! Moving on to the next step is done with Pingora's retry loop: the failing phase returns an
+//! error marked retryable and the cursor advances, and `upstream_peer` is asked again.
+
+pub mod admit;
+pub mod chain;
+mod endpoints;
+mod integrity;
+pub mod report;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderName, Method};
+use modgate_telemetry::AuditDecision;
+use pingora::cache::{CacheKey, RespCacheable};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use self::admit::{Admission, Inbound, Local, Refusal, Scope, Verdict};
+use self::chain::{Cursor, Outcome};
+use self::report::{CacheOutcome, Finished, Record, Target};
+use crate::cache::{CachePlan, CacheRuntime};
+use crate::identity::{self, RequestIdentity};
+use crate::metrics;
+use crate::model::{ListenerRuntime, Live, Model};
+use crate::record::Trace;
+use crate::respond;
+use crate::upstream::{Chain, Upstream};
+
+/// `User-Agent` modgate sends upstream.
+pub const USER_AGENT: &str = concat!("modgate/", env!("CARGO_PKG_VERSION"));
+
+/// Client request headers passed on to upstreams; everything else (cookies, credentials,
+/// identity headers, proxy headers, content negotiation) stays behind. The GOPROXY protocol
+/// has one representation per URL and the cache shares it between clients, so neither
+/// `Accept` nor `Accept-Encoding` is forwarded: one client's preferences must never choose
+/// the bytes everyone else is served (or the ledger pins). Conditional headers are forwarded
+/// for mutable answers only: an exact version is always fetched whole, so its bytes are
+/// checked against the ledger.
+const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate"];
+const CONDITIONAL_HEADERS: &[&str] = &["if-none-match", "if-modified-since"];
+
+/// The error type that tells the retry loop to move to the next chain step.
+const FALLTHROUGH: ErrorType = ErrorType::Custom("modgate: next chain step");
+
+/// The proxy logic for one listener.
+pub struct GatewayProxy {
+    live: Arc<Live>,
+    /// This listener's settings at start-up: used if a reload's model lacks the listener.
+    initial: Arc<ListenerRuntime>,
+    cache: Option<Arc<CacheRuntime>>,
+}
+
+impl GatewayProxy {
+    pub fn new(
+        live: Arc<Live>,
+        listener: &str,
+        cache: Option<Arc<CacheRuntime>>,
+    ) -> anyhow::Result<Self> {
+        let initial = live
+            .current()
+            .listeners
+            .get(listener)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("listener {listener:?} is not in the model"))?;
+        Ok(GatewayProxy {
+            live,
+            initial,
+            cache,
+        })
+    }
+
+    /// Settles the attempt at the cursor's step (counted by upstream and outcome); returns
+    /// whether the chain moved on.
+    fn settle(&self, ctx: &mut RequestCtx, outcome: Outcome) -> bool {
+        if let Some(m) = metrics::metrics() {
+            if let Some(up) = ctx.cursor.current(ctx.chain()) {
+                m.upstream_attempts
+                    .with_label_values(&[up.name.as_str(), outcome.label()])
+                    .inc();
+            }
+        }
+        let chain = chain_of(&ctx.model, ctx.target.route);
+        ctx.cursor.settle(chain, outcome)
+    }
+
+    /// Takes in what admission decided; answers it when modgate answers it itself.
+    /// Returns whether the request was answered.
+    async fn apply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        admission: Admission,
+    ) -> Result<bool> {
+        // Module requests' decisions, by route, effect and rule.
+        let module_decision = admission
+            .decision
+            .as_ref()
+            .filter(|_| admission.request.is_some());
+        if let (Some(d), Some(m)) = (module_decision, metrics::metrics()) {
+            let route = ctx.route_of(admission.route).unwrap_or("-");
+            m.decisions
+                .with_label_values(&[route, d.effect.as_str(), d.rule.as_str()])
+                .inc();
+        }
+        ctx.target = Target {
+            kind: admission.kind,
+            request: admission.request,
+            route: admission.route,
+            decision: admission.decision,
+            purge: None,
+        };
+        if !admission.principals.is_empty() {
+            ctx.identity.principals = admission.principals;
+            ctx.identity.matched = admission.matched;
+        }
+        match admission.verdict {
+            Verdict::Refuse(r) => {
+                self.refuse(session, ctx, &r).await?;
+                Ok(true)
+            }
+            Verdict::Answer(Local::SumdbSupported) => {
+                ctx.record.decision = AuditDecision::Allow;
+                respond::ok(session, "text/plain; charset=utf-8", Bytes::new()).await?;
+                Ok(true)
+            }
+            Verdict::Answer(Local::Purge {
+                target,
+                module,
+                version,
+            }) => {
+                let Some(c) = self.cache.as_deref() else {
+                    let r = Refusal::NotFound("this gateway has no cache".into());
+                    self.refuse(session, ctx, &r).await?;
+                    return Ok(true);
+                };
+                ctx.target.request = None;
+                ctx.target.purge = Some((module.clone(), version.clone()));
+                endpoints::purge(
+                    session,
+                    &mut ctx.record,
+                    c,
+                    &target,
+                    &module,
+                    version.as_deref(),
+                )
+                .await?;
+                Ok(true)
+            }
+            Verdict::Forward {
+                cache_plan,
+                ledger_key,
+            } => {
+                ctx.record.decision = AuditDecision::Allow;
+                let module = ctx
+                    .target
+                    .request
+                    .as_ref()
+                    .map_or("", |r| r.module.as_str());
+                ctx.guard = integrity::Guard::new(module, ledger_key);
+                ctx.cache_plan = cache_plan;
+                Ok(false)
+            }
+            Verdict::Sumdb {
+                db,
+                path,
+                cache_plan,
+            } => {
+                ctx.record.decision = AuditDecision::Allow;
+                ctx.cursor = Cursor::sumdb(db);
+                ctx.sumdb_path = Some(path);
+                ctx.cache_plan = cache_plan;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, r: &Refusal) -> Result<()> {
+        if let (Some(reason), Some(m)) = (r.auth_failure(), metrics::metrics()) {
+            m.auth_failures.with_label_values(&[reason]).inc();
+        }
+        endpoints::refuse(session, &mut ctx.record, r).await
+    }
+}
+
+/// Per-request state: the model it runs on and one state value per concern.
+pub struct RequestCtx {
+    /// The model this request runs on, from its start to its end (a reload does not change it).
+    model: Arc<Model>,
+    /// This listener's settings in that model.
+    listener: Arc<ListenerRuntime>,
+    started: Instant,
+    identity: RequestIdentity,
+    target: Target,
+    cursor: Cursor,
+    /// A checksum-database request: the path to ask the database for.
+    sumdb_path: Option<String>,
+    guard: integrity::Guard,
+    /// How this request is cached (None: not cached).
+    cache_plan: Option<CachePlan>,
+    /// A stale answer was served because the upstream failed.
+    served_stale: bool,
+    record: Record,
+    trace: Option<Trace>,
+}
+
+impl RequestCtx {
+    fn route(&self) -> Option<&modgate_policy::Route<Chain>> {
+        self.target
+            .route
+            .and_then(|i| self.model.gateway.routes.routes().get(i))
+    }
+
+    fn route_of(&self, index: Option<usize>) -> Option<&str> {
+        index
+            .and_then(|i| self.model.gateway.routes.routes().get(i))
+            .map(|r| r.name.as_str())
+    }
+
+    fn chain(&self) -> Option<&Chain> {
+        chain_of(&self.model, self.target.route)
+    }
+
+    fn upstream(&self) -> Option<Arc<Upstream>> {
+        self.cursor.current(self.chain())
+    }
+
+    /// How the cache took part; `None` when the request was not cacheable.
+    fn cache_outcome(&self, session: &Session) -> Option<CacheOutcome> {
+        self.cache_plan.as_ref()?;
+        Some(CacheOutcome::of(
+            session.cache.phase(),
+            self.served_stale,
+            self.guard.refusal().is_some(),
+        ))
+    }
+
+    /// What the request was for, in a client-facing failure message.
+    fn what(&self) -> String {
+        match (&self.target.request, &self.cursor.current(None)) {
+            (Some(r), _) => admit::describe(r),
+            (None, Some(db)) => format!(
+                "checksum database {} {}",
+                db.name,
+                self.sumdb_path.as_deref().unwrap_or("")
+            ),
+            (None, None) => "request".to_string(),
+        }
+    }
+}
+
+/// The chain of route `index` in `model`.
+fn chain_of(model: &Model, index: Option<usize>) -> Option<&Chain> {
+    index
+        .and_then(|i| model.gateway.routes.routes().get(i))
+        .map(|r| &r.target)
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+fn short_error(e: &Error) -> String {
+    match &e.context {
+        Some(c) => format!("{}: {}", e.etype().as_str(), c.as_str()),
+        None => e.etype().as_str().to_string(),
+    }
+}
+
+fn failure(e: &Error) -> Outcome {
+    if is_timeout(e) {
+        Outcome::Timeout(short_error(e))
+    } else {
+        Outcome::Failed(short_error(e))
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let model = self.live.current();
+        let listener = model
+            .listeners
+            .get(&self.initial.name)
+            .cloned()
+            .unwrap_or_else(|| self.initial.clone());
+        RequestCtx {
+            model,
+            listener,
+            started: Instant::now(),
+            identity: RequestIdentity::default(),
+            target: Target::default(),
+            cursor: Cursor::default(),
+            sumdb_path: None,
+            guard: integrity::Guard::default(),
+            cache_plan: None,
+            served_stale: false,
+            record: Record::default(),
+            trace: None,
+        }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The headers are in: the connection's header deadline no longer applies.
+        if let Some(g) = crate::conn::guarded(session.as_downstream().stream()) {
+            g.request_started();
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        session.set_keepalive(Some(ctx.listener.keepalive_secs));
+        // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous answer is
+        // answered in order on the same connection, instead of being dropped with the
+        // connection (HTTP/2 and TLS-less h2c ignore this).
+        session.as_downstream_mut().set_pipelining_enabled(true);
+        let target = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        if let Some((content_type, body)) = endpoints::unaudited(target, ctx.listener.metrics) {
+            respond::ok(session, content_type, body).await?;
+            return Ok(true);
+        }
+        ctx.record.enabled = true;
+        ctx.trace = Some(ctx.model.recorder.begin(session.req_header()));
+
+        let authenticator = ctx.model.gateway.auth.current.load_full();
+        let tls = ctx.listener.tls.as_deref();
+        let admission =
+            match identity::resolve(session, &ctx.listener.identity, tls, authenticator).await {
+                Ok(id) => {
+                    ctx.identity = id;
+                    let scope = Scope {
+                        gateway: &ctx.model.gateway,
+                        ttl: &ctx.model.ttl,
+                        caching: self.cache.is_some(),
+                        listener: Some(&ctx.listener),
+                    };
+                    let peer = session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip());
+                    let inbound = Inbound {
+                        head: session.req_header(),
+                        peer,
+                    };
+                    admit::admit(&scope, &inbound, &ctx.identity)
+                }
+                Err(e) => Admission::refused(Refusal::Identity(e)),
+            };
+        self.apply(session, ctx, admission).await
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        if let (Some(c), Some(_)) = (&self.cache, &ctx.cache_plan) {
+            // HEAD is answered by the upstream: a cached HEAD would have no body to serve GETs.
+            if session.req_header().method == Method::GET {
+                session.cache.enable(
+                    c.storage,
+                    Some(c.storage.eviction_manager()),
+                    None,
+                    Some(c.lock),
+                    None,
+                );
+                session
+                    .cache
+                    .set_max_file_size_bytes(c.storage.max_object_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        match &ctx.cache_plan {
+            Some(plan) => Ok(plan.key()),
+            None => Error::e_explain(ErrorType::InternalError, "cache enabled without a plan"),
+        }
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        Ok(match &ctx.cache_plan {
+            Some(plan) => plan.cacheable(resp),
+            None => RespCacheable::Uncacheable(pingora::cache::NoCacheReason::NeverEnabled),
+        })
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        // Only when the upstream failed (never to skip a revalidation), and only mutable
+        // answers (list, @latest): an exact version is never stale.
+        // A chain step that may fall through (`any-error`) gets its chance first: the next
+        // upstream is asked before a stale answer is.
+        let serve = error.is_some()
+            && !ctx.cursor.has_next(ctx.chain())
+            && ctx.cache_plan.as_ref().is_some_and(|p| !p.immutable());
+        if serve {
+            ctx.served_stale = true;
+            if let Some(m) = metrics::metrics() {
+                m.stale_served.inc();
+            }
+        }
+        serve
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // Not in the cache: changed bytes already refused for this artifact are not fetched
+        // again until an operator accepts them.
+        let refused = self.cache.as_deref().and_then(|c| ctx.guard.quarantined(c));
+        if let Some(message) = refused {
+            respond::text(session, 502, &message, &[]).await?;
+            ctx.record.reason = Some(message);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let private = ctx.route().is_some_and(|r| r.private);
+        loop {
+            let Some(upstream) = ctx.upstream() else {
+                return Error::e_explain(ErrorType::InternalError, "no upstream for this step");
+            };
+            if private && !upstream.private {
+                // Configuration loading refuses this; never let a private path out anyway.
+                return Error::e_explain(
+                    ErrorType::InternalError,
+                    format!(
+                        "refusing to send a private module path to public upstream {}",
+                        upstream.name
+                    ),
+                );
+            }
+            ctx.cursor.begin(&upstream.name);
+            match upstream.peer().await {
+                Ok(peer) => return Ok(peer),
+                Err(e) => {
+                    if !self.settle(ctx, Outcome::Failed(short_error(&e))) {
+                        return Err(e.into_up());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(upstream) = ctx.upstream() else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream for this request");
+        };
+        let path = match (&ctx.sumdb_path, &ctx.target.request) {
+            (Some(path), _) => upstream.request_path(path),
+            (None, Some(req)) => upstream.request_path(&req.upstream_path()),
+            (None, None) => {
+                return Error::e_explain(ErrorType::InternalError, "no request to forward")
+            }
+        };
+        let uri: http::Uri = path
+            .parse()
+            .map_err(|e| Error::because(ErrorType::InternalError, "building upstream URI", e))?;
+        upstream_request.set_uri(uri);
+        let exact = ctx.guard.exact();
+        let drop: Vec<HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|n| {
+                !(FORWARDED_HEADERS.contains(&n.as_str())
+                    || (!exact && CONDITIONAL_HEADERS.contains(&n.as_str())))
+            })
+            .cloned()
+            .collect();
+        for name in drop {
+            upstream_request.remove_header(&name);
+        }
+        upstream_request.insert_header("Host", upstream.host_header.as_str())?;
+        upstream_request.insert_header("User-Agent", USER_AGENT)?;
+        // GOPROXY reads have no body. Saying so keeps Pingora from framing an HTTP/2 client's
+        // request (no Content-Length, END_STREAM on an empty DATA frame) as a chunked body,
+        // whose terminator a keep-alive HTTP/1.1 upstream would read as the next request.
+        upstream_request.insert_header("Content-Length", "0")?;
+        if let Some(forward) = &upstream.forward {
+            let roles = ctx
+                .target
+                .decision
+                .as_ref()
+                .map(|d| d.roles.as_slice())
+                .unwrap_or(&[]);
+            for (name, value) in identity::forward_headers(forward, &ctx.identity, roles) {
+                upstream_request.insert_header(name, value)?;
+            }
+        }
+        if let Some(tp) = ctx.trace.as_ref().and_then(|t| t.upstream_traceparent()) {
+            upstream_request.insert_header("traceparent", tp)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        let outcome = Outcome::of_status(status, ctx.guard.exact());
+        match outcome {
+            Outcome::Answered(_) => {
+                self.settle(ctx, outcome);
+                // HEAD answers carry no bytes: they never feed (or trip) the ledger.
+                if status == 200 && session.req_header().method == Method::GET {
+                    if let Some(c) = self.cache.as_deref() {
+                        let upstream = ctx.cursor.last_upstream().unwrap_or("").to_string();
+                        if let Err(message) = ctx.guard.start(c, upstream_response, &upstream).await
+                        {
+                            return Error::e_explain(ErrorType::HTTPStatus(502), message);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Outcome::NotFound(_) => {
+                if self.settle(ctx, outcome) {
+                    Err(Error::new(FALLTHROUGH))
+                } else {
+                    // The last word: pass the upstream's 404/410 through so that
+                    // `GOPROXY=modgate,direct` falls through.
+                    Ok(())
+                }
+            }
+            _ => {
+                if self.settle(ctx, outcome) {
+                    Err(Error::new(FALLTHROUGH))
+                } else {
+                    Error::e_explain(
+                        ErrorType::HTTPStatus(502),
+                        format!("upstream answered {status}"),
+                    )
+                }
+            }
+        }
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let upstream = ctx.cursor.last_upstream().unwrap_or("");
+        let checked = ctx.guard.body(
+            body.as_ref(),
+            end_of_stream,
+            self.cache.as_deref(),
+            upstream,
+        );
+        match checked {
+            Ok(()) => Ok(None),
+            // The client is cut off before the last byte and the cache never commits the
+            // object.
+            Err(message) => Error::e_explain(ErrorType::Custom("modgate: integrity"), message),
+        }
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if ctx.listener.debug_headers {
+            if ctx.cache_plan.is_some() && session.cache.enabled() {
+                let outcome = CacheOutcome::of(session.cache.phase(), ctx.served_stale, false);
+                upstream_response.insert_header("X-Modgate-Cache", outcome.as_str())?;
+            }
+            if let Some(route) = ctx.route() {
+                upstream_response.insert_header("X-Modgate-Route", route.name.as_str())?;
+            }
+            if let Some(a) = ctx.cursor.last_upstream() {
+                upstream_response.insert_header("X-Modgate-Upstream", a)?;
+            }
+        }
+        // What software the origin runs is nobody's business but the operator's.
+        upstream_response.remove_header(&http::header::SERVER);
+        // An upstream's cookies are its business with modgate, not with every client (cached
+        // answers never carry one: an answer that sets a cookie is not cached).
+        let pass_cookies = ctx.upstream().is_some_and(|u| u.forward_set_cookie);
+        if !pass_cookies {
+            upstream_response.remove_header(&http::header::SET_COOKIE);
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let moved = self.settle(ctx, failure(&e));
+        e.set_retry(moved);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if *e.etype() == FALLTHROUGH {
+            // The step was settled (and advanced) in upstream_response_filter.
+            let mut e = e;
+            e.set_retry(true);
+            return e;
+        }
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if session.response_written().is_some() {
+            // Part of the answer is already on its way to the client: nothing can be retried.
+            e.set_retry(false);
+            return e;
+        }
+        let idempotent = session.req_header().method.is_idempotent();
+        if matches!(e.etype(), ErrorType::HTTPStatus(_)) {
+            e.set_retry(false);
+            return e;
+        }
+        // A pooled connection that turned out dead: try the same step once more.
+        e.retry.decide_reuse(client_reused);
+        if idempotent && e.retry() {
+            ctx.cursor.retry_same();
+            return e;
+        }
+        let moved = self.settle(ctx, failure(&e)) && idempotent;
+        e.set_retry(moved);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        if *e.esource() == ErrorSource::Downstream {
+            let code = match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            };
+            if code > 0 && session.response_written().is_none() {
+                let _ = respond::text(session, code, "malformed request", &[]).await;
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
+        let timed_out = ctx.cursor.timed_out(is_timeout(e));
+        let code = if timed_out { 504 } else { 502 };
+        // Client-facing: the upstream's name and the outcome class; addresses and the full
+        // error go to the log line and the audit record only.
+        let message = match (ctx.guard.refusal(), ctx.cursor.public_summary(timed_out)) {
+            (Some(refusal), _) => refusal.to_string(),
+            (None, Some(tried)) => format!("{}: upstream {tried}", ctx.what()),
+            (None, None) => format!(
+                "{}: no upstream could be asked ({})",
+                ctx.what(),
+                e.etype().as_str()
+            ),
+        };
+        if session.response_written().is_none() {
+            if let Err(err) = respond::text(session, code, &message, &[]).await {
+                log::debug!("could not send error response: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(g) = crate::conn::guarded(session.as_downstream().stream()) {
+            g.request_finished();
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let kind = ctx.target.kind.map(|k| k.as_str()).unwrap_or("other");
+        let route = ctx.route().map(|r| r.name.clone());
+        let route_label = route.as_deref().unwrap_or("-");
+        let elapsed = ctx.started.elapsed();
+        if let Some(m) = metrics::metrics() {
+            m.requests
+                .with_label_values(&[
+                    ctx.listener.name.as_str(),
+                    route_label,
+                    kind,
+                    &status.to_string(),
+                ])
+                .inc();
+            m.duration
+                .with_label_values(&[kind])
+                .observe(elapsed.as_secs_f64());
+        }
+        let client = session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "-".into());
+        log::info!(
+            "{} {} {} {} {} {:?} {} route={} upstreams=[{}] {}ms{}",
+            ctx.listener.name,
+            client,
+            ctx.identity.principal.name,
+            session.req_header().method,
+            session.req_header().uri,
+            session.req_header().version,
+            status,
+            route_label,
+            ctx.cursor.log_summary(),
+            elapsed.as_millis(),
+            e.map(|e| format!(" error={}", short_error(e)))
+                .unwrap_or_default()
+        );
+        let cache = ctx.cache_outcome(session);
+        if let (Some(outcome), Some(m)) = (cache, metrics::metrics()) {
+            m.cache_lookups.with_label_values(&[outcome.as_str()]).inc();
+        }
+        if ctx.record.enabled {
+            let trace = ctx.trace.take();
+            let finished = Finished {
+                listener: &ctx.listener.name,
+                client,
+                method: session.req_header().method.to_string(),
+                path: session
+                    .req_header()
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str().to_string())
+                    .unwrap_or_default(),
+                route: route.as_deref(),
+                status,
+                bytes: session.body_bytes_sent() as u64,
+                // Microsecond precision is plenty and keeps the line short.
+                duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+                trace_id: trace
+                    .as_ref()
+                    .map(|t| t.trace_id.clone())
+                    .unwrap_or_default(),
+                cache,
+                integrity_refusal: ctx.guard.refusal(),
+            };
+            let record = report::audit_record(
+                finished,
+                &ctx.identity,
+                &ctx.target,
+                &ctx.cursor,
+                &mut ctx.record,
+            );
+            ctx.model.recorder.finish(trace, record);
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // `logging` writes one line per request, errors included.
+        true
+    }
+}

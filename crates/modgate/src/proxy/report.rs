@@ -1,0 +1,266 @@
+//! What a finished request reports: how the cache took part ([`CacheOutcome`]), the audit
+//! record's contents, and the access-log line. Built from the request's state types; the
+//! proxy's `logging` phase hands them to the metrics, the log and the recorder.
+
+use modgate_policy::Decision;
+use modgate_protocol::{ModuleRequest, RequestKind};
+use modgate_telemetry::{AuditDecision, AuditIdentity, AuditRecord};
+use pingora::cache::CachePhase;
+
+use super::chain::Cursor;
+use crate::identity::RequestIdentity;
+
+/// How the cache took part in a request (the `cache` field of the audit record, the
+/// `outcome` label of `modgate_cache_lookups_total`, the `X-Modgate-Cache` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// The cache was not used for this request.
+    Off,
+    Uninitialized,
+    Bypass,
+    Key,
+    Hit,
+    Miss,
+    Stale,
+    StaleUpdating,
+    Expired,
+    Revalidated,
+    RevalidatedNoCache,
+    /// A stale answer was served because the upstream failed.
+    StaleIfError,
+    /// Changed upstream bytes: neither served nor stored.
+    Refused,
+}
+
+impl CacheOutcome {
+    /// From Pingora's phase and what modgate itself did.
+    pub fn of(phase: CachePhase, served_stale: bool, refused: bool) -> CacheOutcome {
+        if served_stale {
+            return CacheOutcome::StaleIfError;
+        }
+        if refused {
+            return CacheOutcome::Refused;
+        }
+        match phase {
+            CachePhase::Disabled(_) => CacheOutcome::Off,
+            CachePhase::Uninit => CacheOutcome::Uninitialized,
+            CachePhase::Bypass => CacheOutcome::Bypass,
+            CachePhase::CacheKey => CacheOutcome::Key,
+            CachePhase::Hit => CacheOutcome::Hit,
+            CachePhase::Miss => CacheOutcome::Miss,
+            CachePhase::Stale => CacheOutcome::Stale,
+            CachePhase::StaleUpdating => CacheOutcome::StaleUpdating,
+            CachePhase::Expired => CacheOutcome::Expired,
+            CachePhase::Revalidated => CacheOutcome::Revalidated,
+            CachePhase::RevalidatedNoCache(_) => CacheOutcome::RevalidatedNoCache,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheOutcome::Off => "off",
+            CacheOutcome::Uninitialized => "uninitialized",
+            CacheOutcome::Bypass => "bypass",
+            CacheOutcome::Key => "key",
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Stale => "stale",
+            CacheOutcome::StaleUpdating => "stale-updating",
+            CacheOutcome::Expired => "expired",
+            CacheOutcome::Revalidated => "revalidated",
+            CacheOutcome::RevalidatedNoCache => "revalidated-nocache",
+            CacheOutcome::StaleIfError => "stale-if-error",
+            CacheOutcome::Refused => "refused",
+        }
+    }
+}
+
+/// What the request was for, once admitted (kept for the record whatever the verdict).
+#[derive(Default)]
+pub struct Target {
+    pub kind: Option<RequestKind>,
+    pub request: Option<ModuleRequest>,
+    /// Index of the matched route in the model's route table.
+    pub route: Option<usize>,
+    pub decision: Option<Decision>,
+    /// An admin cache purge's module (and version).
+    pub purge: Option<(String, Option<String>)>,
+}
+
+/// What the audit record will say, filled in as the request goes.
+#[derive(Default)]
+pub struct Record {
+    /// False for health and metrics endpoints, which are not audited.
+    pub enabled: bool,
+    pub decision: AuditDecision,
+    pub reason: Option<String>,
+}
+
+/// The facts of a finished request the record needs beside the state types.
+pub struct Finished<'a> {
+    pub listener: &'a str,
+    pub client: String,
+    pub method: String,
+    pub path: String,
+    pub route: Option<&'a str>,
+    pub status: u16,
+    pub bytes: u64,
+    pub duration_ms: f64,
+    pub trace_id: String,
+    pub cache: Option<CacheOutcome>,
+    /// Why upstream bytes were refused, if they were.
+    pub integrity_refusal: Option<&'a str>,
+}
+
+/// The audit record of a finished request.
+pub fn audit_record(
+    f: Finished,
+    identity: &RequestIdentity,
+    target: &Target,
+    cursor: &Cursor,
+    record: &mut Record,
+) -> AuditRecord {
+    let p = &identity.principal;
+    let cert = identity.cert.as_ref().map(|c| &c.identity);
+    let mut out = AuditRecord::now();
+    out.trace_id = f.trace_id;
+    out.listener = f.listener.to_string();
+    out.client_addr = f.client;
+    out.identity = AuditIdentity {
+        source: p.source.as_str().to_string(),
+        name: p.name.clone(),
+        dn: cert.map(|c| c.subject_dn.clone()),
+        fingerprint: cert.map(|c| c.fingerprint_sha256.clone()),
+        serial: cert.map(|c| c.serial_hex.clone()),
+        principals: identity.principals.clone(),
+        matched: (!identity.matched.is_empty()).then(|| identity.matched.join(",")),
+    };
+    out.roles = target
+        .decision
+        .as_ref()
+        .map(|d| d.roles.clone())
+        .unwrap_or_default();
+    out.method = f.method;
+    out.path = f.path;
+    if let Some(r) = &target.request {
+        out.module = Some(r.module.clone());
+        out.version = r.version.as_ref().map(|v| v.as_str().to_string());
+    }
+    out.kind = target.kind.map(|k| k.as_str().to_string());
+    if let Some((module, version)) = &target.purge {
+        out.event = Some("cache-purge".into());
+        out.module = Some(module.clone());
+        out.version = version.clone();
+    }
+    out.route = f.route.map(str::to_string);
+    out.decision = record.decision;
+    if let Some(d) = &target.decision {
+        out.rule = Some(d.rule.clone());
+        if !d.is_allowed() {
+            out.reason = Some(d.reason.clone());
+        }
+    }
+    if out.reason.is_none() {
+        out.reason = record.reason.take();
+    }
+    if let Some(refusal) = f.integrity_refusal {
+        // Changed upstream bytes (refused now or quarantined earlier): the reason is the
+        // refusal, not the upstream's 200 (and the header may already have gone out).
+        out.reason = Some(refusal.to_string());
+    } else if out.decision == AuditDecision::Allow && f.status >= 500 {
+        out.reason = cursor.last_outcome().map(|o| o.describe());
+    }
+    out.status = f.status;
+    out.bytes = f.bytes;
+    out.duration_ms = f.duration_ms;
+    out.upstream = cursor.answering().map(|a| a.upstream.clone());
+    out.cache = Some(f.cache.map_or("none", CacheOutcome::as_str).to_string());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::chain::Outcome;
+
+    fn finished(status: u16, refusal: Option<&str>) -> Finished<'_> {
+        Finished {
+            listener: "public",
+            client: "127.0.0.1:5555".into(),
+            method: "GET".into(),
+            path: "/m.org/x/@v/v1.0.0.zip".into(),
+            route: Some("all"),
+            status,
+            bytes: 10,
+            duration_ms: 1.5,
+            trace_id: "t".into(),
+            cache: Some(CacheOutcome::Miss),
+            integrity_refusal: refusal,
+        }
+    }
+
+    #[test]
+    fn cache_outcomes_name_modgate_decisions_first() {
+        assert_eq!(
+            CacheOutcome::of(CachePhase::Hit, true, true),
+            CacheOutcome::StaleIfError
+        );
+        assert_eq!(
+            CacheOutcome::of(CachePhase::Miss, false, true),
+            CacheOutcome::Refused
+        );
+        assert_eq!(
+            CacheOutcome::of(
+                CachePhase::Disabled(pingora::cache::NoCacheReason::NeverEnabled),
+                false,
+                false
+            )
+            .as_str(),
+            "off"
+        );
+        assert_eq!(
+            CacheOutcome::of(CachePhase::Expired, false, false).as_str(),
+            "expired"
+        );
+    }
+
+    #[test]
+    fn a_failed_forward_says_why_and_who_answered() {
+        let mut cursor = Cursor::default();
+        cursor.begin("a");
+        cursor.settle(None, Outcome::Timeout("ReadTimedout".into()));
+        let mut record = Record {
+            enabled: true,
+            decision: AuditDecision::Allow,
+            reason: None,
+        };
+        let r = audit_record(
+            finished(504, None),
+            &RequestIdentity::default(),
+            &Target::default(),
+            &cursor,
+            &mut record,
+        );
+        assert_eq!(r.reason.as_deref(), Some("timed out (ReadTimedout)"));
+        assert_eq!(r.upstream.as_deref(), Some("a"));
+        assert_eq!(r.cache.as_deref(), Some("miss"));
+        assert_eq!(r.route.as_deref(), Some("all"));
+    }
+
+    #[test]
+    fn an_integrity_refusal_is_the_reason_even_after_a_200() {
+        let mut record = Record {
+            enabled: true,
+            decision: AuditDecision::Allow,
+            reason: Some("other".into()),
+        };
+        let r = audit_record(
+            finished(200, Some("changed upstream")),
+            &RequestIdentity::default(),
+            &Target::default(),
+            &Cursor::default(),
+            &mut record,
+        );
+        assert_eq!(r.reason.as_deref(), Some("changed upstream"));
+    }
+}
