@@ -1555,7 +1555,7 @@ fn check_refuses_broken_tls_material() {
             "{base}      client_auth: required\n      client_ca: [root.pem, missing-ca.pem]"
         )),
         |_| {},
-        &[":8:29: listeners[0].tls.client_ca[1]: @DIR@/missing-ca.pem: No such file"],
+        &[":8:29: listeners[0].tls.client_ca[1]: @DIR@/missing-ca.pem: cannot read: No such file"],
     );
     check_fails(
         "garbage CRL",

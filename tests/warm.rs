@@ -495,6 +495,43 @@ async fn an_access_denied_private_module_fails_with_the_403_reason() {
         "{err}"
     );
 
+    // A wrong password is the same failure for every module version: after the first few
+    // the run stops instead of printing it once per module.
+    let many = w.dir().join("many.txt");
+    let lines: String = (0..8)
+        .map(|i| format!("example.com/m{i}@v1.0.0\n"))
+        .collect();
+    std::fs::write(&many, lines).expect("write list");
+    w.public.clear_requests();
+    let out = warm(
+        &[
+            "--gateway",
+            &plain,
+            "--concurrency",
+            "1",
+            "--netrc-user",
+            "alice",
+            &many.to_string_lossy(),
+        ],
+        Some("not-the-password"),
+    );
+    assert_exit(&out, 1, "wrong password");
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches("the credentials sent were not accepted")
+            .count(),
+        6,
+        "five failures and the stop line:\n{err}"
+    );
+    assert!(
+        err.contains(
+            "... and 3 more not attempted: the first 5 module versions all failed with the same \
+             reason (401 modgate: the credentials sent were not accepted)"
+        ),
+        "{err}"
+    );
+    assert_eq!(w.public.request_count(), 0);
+
     // --netrc-user without the password is a usage error, before anything is fetched.
     let out = warm(&["--gateway", &plain, "--netrc-user", "alice", &list], None);
     assert_exit(&out, 2, "no password");

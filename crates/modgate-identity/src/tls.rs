@@ -300,8 +300,10 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-/// Every certificate of a PEM file, each checked to parse as X.509 (possibly none).
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// Every certificate of a PEM file, each checked to parse as X.509 (possibly none). The one
+/// PEM certificate reader of the workspace (listener material here, upstream material and the
+/// client commands in the binary).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let data = read(path)?;
     let mut certs = Vec::new();
     for item in rustls_pemfile::certs(&mut data.as_slice()) {
@@ -321,7 +323,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+/// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let data = read(path)?;
     match rustls_pemfile::private_key(&mut data.as_slice()) {
         Ok(Some(key)) => Ok(key),

@@ -28,10 +28,10 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::CertKey;
 use pingora::{Error, ErrorType, Result};
 
-use crate::config::{DurationValue, UpstreamConfig, UpstreamUrl};
+use crate::config::UpstreamUrl;
 use crate::respond;
 use crate::tls;
-use crate::upstream::Upstream;
+use crate::upstream::{GatewayClient, Upstream};
 
 /// How `modgate agent` was asked to run.
 pub struct AgentOptions {
@@ -242,26 +242,18 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         None => None,
     };
     let cert = Arc::new(UserCert::load(&o.cert, &o.key).map_err(anyhow::Error::msg)?);
-    let config = UpstreamConfig {
-        url: url.clone(),
-        private: true,
-        ca,
-        client_cert: None,
-        host: None,
-        sni: o.server_name.clone(),
-        http2: None,
-        connect_timeout: DurationValue(Duration::from_secs(10)),
-        read_timeout: DurationValue(Duration::from_secs(300)),
-        write_timeout: DurationValue(Duration::from_secs(60)),
-        idle_timeout: DurationValue(Duration::from_secs(60)),
-        h2_ping_interval: Some(DurationValue(Duration::from_secs(30))),
-        max_h2_streams: 100,
-        tcp_keepalive: None,
-        forward_identity: None,
-        cache_scope: Default::default(),
-        forward_set_cookie: false,
-    };
-    let gateway = Upstream::from_config("gateway", &config);
+    let gateway = Upstream::gateway_client(
+        "gateway",
+        GatewayClient {
+            url: url.clone(),
+            ca,
+            client_cert: None,
+            sni: o.server_name.clone(),
+            read_timeout: Duration::from_secs(300),
+            max_h2_streams: 100,
+            h2_ping_interval: Some(Duration::from_secs(30)),
+        },
+    );
 
     let watcher = cert.clone();
     let interval = o.watch.max(Duration::from_millis(200));

@@ -1,5 +1,5 @@
 //! Upstream TLS material named in `gateway.yaml` (client certificates modgate presents, CA
-//! bundles that verify upstreams) and the PEM readers the configuration loader uses. Listener
+//! bundles that verify upstreams), read with `modgate-identity`'s PEM readers. Listener
 //! TLS (server certificates, client-certificate verification, CRLs, reload) lives in
 //! `modgate-identity`.
 //!
@@ -58,15 +58,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads every certificate of a PEM file; each must be DER that parses as X.509.
+/// Reads every certificate of a PEM file (at least one); each must parse as X.509.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut certs = Vec::new();
-    for item in rustls_pemfile::certs(&mut data.as_slice()) {
-        let cert = item.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
-        x509_check(&cert).map_err(|e| format!("{}: {e}", path.display()))?;
-        certs.push(cert);
-    }
+    let certs = modgate_identity::tls::read_certs(path).map_err(|e| e.to_string())?;
     if certs.is_empty() {
         return Err(format!(
             "{}: no PEM certificate (\"-----BEGIN CERTIFICATE-----\") found",
@@ -76,23 +70,9 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// Makes sure Pingora's own X.509 parsing (which panics on failure) will accept a certificate.
-fn x509_check(cert: &CertificateDer<'_>) -> Result<(), String> {
-    x509_parser::parse_x509_certificate(cert.as_ref())
-        .map(|_| ())
-        .map_err(|e| format!("certificate does not parse as X.509: {e}"))
-}
-
+/// Reads the private key of a PEM file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    match rustls_pemfile::private_key(&mut data.as_slice()) {
-        Ok(Some(key)) => Ok(key),
-        Ok(None) => Err(format!(
-            "{}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found",
-            path.display()
-        )),
-        Err(e) => Err(format!("{}: bad PEM: {e}", path.display())),
-    }
+    modgate_identity::tls::read_key(path).map_err(|e| e.to_string())
 }
 
 /// Proves that a client certificate chain and key, already read, are usable by rustls.

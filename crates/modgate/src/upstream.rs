@@ -11,8 +11,10 @@ use pingora::utils::tls::CertKey;
 use pingora::{Error, ErrorType};
 
 use crate::config::{
-    Fallthrough, ForwardIdentityConfig, TcpKeepaliveConfig, UpstreamConfig, UpstreamUrl,
+    DurationValue, Fallthrough, ForwardIdentityConfig, TcpKeepaliveConfig, UpstreamConfig,
+    UpstreamUrl,
 };
+use crate::tls::{ClientCertKey, PemBundle};
 
 /// How long a resolved upstream address is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -57,7 +59,50 @@ pub(crate) fn tcp_keepalive(c: &TcpKeepaliveConfig) -> TcpKeepalive {
     }
 }
 
+/// How one of modgate's own client commands (`agent`, `warm`) reaches a gateway: the one
+/// upstream-peer builder is [`Upstream::from_config`], these are the settings it gets.
+pub struct GatewayClient {
+    pub url: UpstreamUrl,
+    /// CA bundle that verifies the gateway (system roots when absent).
+    pub ca: Option<PemBundle>,
+    /// The client certificate presented (the agent swaps its own in per request).
+    pub client_cert: Option<ClientCertKey>,
+    /// TLS server name sent and verified (the URL's host when absent).
+    pub sni: Option<String>,
+    /// Longest wait for any single read from the gateway.
+    pub read_timeout: Duration,
+    /// Most concurrent streams on one HTTP/2 connection.
+    pub max_h2_streams: usize,
+    /// HTTP/2 PINGs on idle connections.
+    pub h2_ping_interval: Option<Duration>,
+}
+
 impl Upstream {
+    /// The gateway as an upstream of one of modgate's client commands: private (it may be
+    /// sent anything), verified, HTTP/2 negotiated on https.
+    pub fn gateway_client(name: &str, c: GatewayClient) -> Upstream {
+        let config = UpstreamConfig {
+            url: c.url,
+            private: true,
+            ca: c.ca,
+            client_cert: c.client_cert,
+            host: None,
+            sni: c.sni,
+            http2: None,
+            connect_timeout: DurationValue(Duration::from_secs(10)),
+            read_timeout: DurationValue(c.read_timeout),
+            write_timeout: DurationValue(Duration::from_secs(60)),
+            idle_timeout: DurationValue(Duration::from_secs(60)),
+            h2_ping_interval: c.h2_ping_interval.map(DurationValue),
+            max_h2_streams: c.max_h2_streams,
+            tcp_keepalive: None,
+            forward_identity: None,
+            cache_scope: Default::default(),
+            forward_set_cookie: false,
+        };
+        Upstream::from_config(name, &config)
+    }
+
     /// Builds the run-time form of an upstream from its configuration.
     pub fn from_config(name: &str, c: &UpstreamConfig) -> Upstream {
         let mut options = PeerOptions::new();

@@ -23,10 +23,10 @@
 //! are unusable.
 
 use std::io::{IsTerminal, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,11 +39,11 @@ use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::ALPN;
-use pingora::upstreams::peer::{HttpPeer, PeerOptions};
+use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::UpstreamUrl;
 use crate::tls;
+use crate::upstream::{GatewayClient, Upstream};
 
 /// Environment variable holding the password for `--netrc-user`.
 pub const PASSWORD_ENV: &str = "MODGATE_WARM_PASSWORD";
@@ -186,24 +186,8 @@ impl FileKind {
 
 /// Standard base64 (with padding) for the basic-auth header.
 fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i)) as usize & 63]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 /// The `Authorization` header value, if credentials were given.
@@ -319,36 +303,44 @@ impl Client {
             .filter(|d| !d.is_zero())
             .ok_or_else(|| anyhow!("--timeout {}: want a positive number of seconds", a.timeout))?;
 
-        let addr = resolve(&url).await?;
-        let sni = a.server_name.clone().unwrap_or_else(|| url.host.clone());
-        let mut peer = HttpPeer::new(addr, url.tls, sni);
-        let mut options = PeerOptions::new();
-        options.connection_timeout = Some(Duration::from_secs(10));
-        options.total_connection_timeout = Some(Duration::from_secs(20));
-        options.read_timeout = Some(timeout);
-        options.write_timeout = Some(Duration::from_secs(60));
-        options.idle_timeout = Some(Duration::from_secs(60));
-        options.verify_cert = true;
-        options.verify_hostname = true;
-        options.alpn = if url.tls { ALPN::H2H1 } else { ALPN::H1 };
-        options.max_h2_streams = usize::from(a.concurrency).max(1);
         let mut connector_options = None;
-        if let Some(ca) = &a.ca {
-            let bundle = tls::load_ca_bundle(ca).map_err(anyhow::Error::msg)?;
-            options.ca = Some(bundle.to_ca());
-            // Trust only this bundle (and do not depend on a system store being present).
-            let mut o = ConnectorOptions::new(usize::from(a.concurrency).max(1) * 2);
-            o.ca_file = Some(ca.to_string_lossy().into_owned());
-            connector_options = Some(o);
-        }
-        peer.options = options;
-        if let (Some(cert), Some(key)) = (&a.cert, &a.key) {
-            let certs = tls::read_certs(cert).map_err(anyhow::Error::msg)?;
-            let k = tls::read_key(key).map_err(anyhow::Error::msg)?;
-            let pair = tls::client_cert_key(cert.clone(), certs, key.clone(), k)
-                .map_err(anyhow::Error::msg)?;
-            peer.client_cert_key = Some(Arc::new(pair.to_cert_key()));
-        }
+        let ca = match &a.ca {
+            Some(ca) => {
+                // Trust only this bundle (and do not depend on a system store being present).
+                let mut o = ConnectorOptions::new(usize::from(a.concurrency).max(1) * 2);
+                o.ca_file = Some(ca.to_string_lossy().into_owned());
+                connector_options = Some(o);
+                Some(tls::load_ca_bundle(ca).map_err(anyhow::Error::msg)?)
+            }
+            None => None,
+        };
+        let client_cert = match (&a.cert, &a.key) {
+            (Some(cert), Some(key)) => {
+                let certs = tls::read_certs(cert).map_err(anyhow::Error::msg)?;
+                let k = tls::read_key(key).map_err(anyhow::Error::msg)?;
+                Some(
+                    tls::client_cert_key(cert.clone(), certs, key.clone(), k)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            }
+            _ => None,
+        };
+        let gateway = Upstream::gateway_client(
+            "gateway",
+            GatewayClient {
+                url: url.clone(),
+                ca,
+                client_cert,
+                sni: a.server_name.clone(),
+                read_timeout: timeout,
+                max_h2_streams: usize::from(a.concurrency).max(1),
+                h2_ping_interval: None,
+            },
+        );
+        let peer = *gateway
+            .peer()
+            .await
+            .map_err(|e| anyhow!("--gateway {}: {e}", a.gateway))?;
         Ok(Client {
             connector: Connector::new(connector_options),
             peer,
@@ -467,17 +459,6 @@ fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-async fn resolve(url: &UpstreamUrl) -> anyhow::Result<SocketAddr> {
-    if let Ok(ip) = url.host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, url.port));
-    }
-    tokio::net::lookup_host((url.host.as_str(), url.port))
-        .await
-        .with_context(|| format!("cannot resolve {}", url.host))?
-        .next()
-        .ok_or_else(|| anyhow!("{} resolves to no address", url.host))
-}
-
 /// The gateway's one-line reason from an error answer: the first non-empty line of its body
 /// (control characters escaped, length capped), else the status's canonical reason.
 fn reason(status: u16, body: &[u8]) -> String {
@@ -526,16 +507,65 @@ struct Counters {
     bytes: AtomicU64,
 }
 
+/// How many module versions in a row must fail with one identical reason, before anything
+/// succeeded, for the failure to count as the gateway's or the credentials' (a reason that
+/// names no module: wrong password, certificate refused, gateway overloaded) and not the
+/// modules'.
+const SYSTEMIC_STREAK: usize = 5;
+
+/// Why the remaining module versions are not tried.
+#[derive(Default)]
+struct Stop {
+    reason: std::sync::OnceLock<String>,
+    /// The reason of the failures so far, and how many gave it (only before any success).
+    streak: std::sync::Mutex<(String, usize)>,
+}
+
+impl Stop {
+    /// The gateway could not be connected to before anything was fetched.
+    fn unreachable(&self, why: &str) {
+        let _ = self
+            .reason
+            .set(format!("the gateway cannot be reached ({why})"));
+    }
+
+    /// A module version failed with `why`; `succeeded`: something was fetched already.
+    fn failed(&self, why: &str, succeeded: bool) {
+        if succeeded {
+            return;
+        }
+        let Ok(mut streak) = self.streak.lock() else {
+            return;
+        };
+        if streak.0 == why {
+            streak.1 += 1;
+        } else {
+            *streak = (why.to_string(), 1);
+        }
+        if streak.1 >= SYSTEMIC_STREAK {
+            let _ = self.reason.set(format!(
+                "the first {SYSTEMIC_STREAK} module versions all failed with the same reason \
+                 ({why})"
+            ));
+        }
+    }
+
+    fn stopped(&self) -> Option<&str> {
+        self.reason.get().map(String::as_str)
+    }
+}
+
 /// Fetches `.info`, `.mod` and (if wanted) `.zip` of one module version, stopping at the first
 /// failure.
 ///
-/// When a connection cannot be made and nothing has been fetched yet, `unreachable` is set so
-/// that the remaining module versions are not tried.
+/// A connection that cannot be made before anything was fetched, or the same failure for the
+/// first [`SYSTEMIC_STREAK`] module versions, stops the run: the remaining module versions are
+/// not tried.
 async fn warm_one(
     client: &Client,
     mv: &ModVersion,
     counters: &Counters,
-    unreachable: &AtomicBool,
+    stop: &Stop,
 ) -> Option<(FileKind, String)> {
     let mut kinds = vec![FileKind::Info, FileKind::Mod];
     if mv.want_zip {
@@ -550,14 +580,18 @@ async fn warm_one(
             Ok(a) => {
                 counters.bytes.fetch_add(a.bytes, Ordering::Relaxed);
                 if !(200..300).contains(&a.status) {
-                    return Some((kind, reason(a.status, &a.error_body)));
+                    let why = reason(a.status, &a.error_body);
+                    stop.failed(&why, counters.files.load(Ordering::Relaxed) > 0);
+                    return Some((kind, why));
                 }
                 counters.files.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                if e.connect && counters.files.load(Ordering::Relaxed) == 0 {
-                    unreachable.store(true, Ordering::Relaxed);
+                let succeeded = counters.files.load(Ordering::Relaxed) > 0;
+                if e.connect && !succeeded {
+                    stop.unreachable(&e.message);
                 }
+                stop.failed(&e.message, succeeded);
                 return Some((kind, e.message));
             }
         }
@@ -645,9 +679,9 @@ async fn warm_all(
     list: Arc<Vec<ModVersion>>,
     concurrency: usize,
     counters: Arc<Counters>,
+    stop: Arc<Stop>,
 ) -> Vec<JobResult> {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let unreachable = Arc::new(AtomicBool::new(false));
     let mut jobs = tokio::task::JoinSet::new();
     let mut results = Vec::with_capacity(list.len());
     for index in 0..list.len() {
@@ -655,7 +689,7 @@ async fn warm_all(
         let Ok(permit) = semaphore.clone().acquire_owned().await else {
             break;
         };
-        if unreachable.load(Ordering::Relaxed) {
+        if stop.stopped().is_some() {
             results.extend((index..list.len()).map(|index| JobResult {
                 index,
                 skipped: true,
@@ -663,15 +697,11 @@ async fn warm_all(
             }));
             break;
         }
-        let (client, list, counters, unreachable) = (
-            client.clone(),
-            list.clone(),
-            counters.clone(),
-            unreachable.clone(),
-        );
+        let (client, list, counters, stop) =
+            (client.clone(), list.clone(), counters.clone(), stop.clone());
         jobs.spawn(async move {
             let _permit = permit;
-            let failure = warm_one(&client, &list[index], &counters, &unreachable).await;
+            let failure = warm_one(&client, &list[index], &counters, &stop).await;
             if failure.is_some() {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -725,6 +755,7 @@ fn run(args: WarmArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let list = Arc::new(list);
     let counters = Arc::new(Counters::default());
+    let stop = Arc::new(Stop::default());
     let progress = Arc::new(Progress {
         total: list.len(),
         tty: std::io::stderr().is_terminal(),
@@ -741,7 +772,14 @@ fn run(args: WarmArgs) -> anyhow::Result<ExitCode> {
             concurrency
         );
         let ticker = tokio::spawn(progress.clone().run(counters.clone()));
-        let results = warm_all(client, list.clone(), concurrency, counters.clone()).await;
+        let results = warm_all(
+            client,
+            list.clone(),
+            concurrency,
+            counters.clone(),
+            stop.clone(),
+        )
+        .await;
         ticker.abort();
         progress.print(&counters);
         if progress.tty {
@@ -788,7 +826,8 @@ fn run(args: WarmArgs) -> anyhow::Result<ExitCode> {
         eprintln!("  {f}");
     }
     if skipped > 0 {
-        eprintln!("  ... and {skipped} more not attempted: the gateway cannot be reached");
+        let why = stop.stopped().unwrap_or("the run was stopped");
+        eprintln!("  ... and {skipped} more not attempted: {why}");
     }
     Ok(ExitCode::FAILURE)
 }
@@ -811,6 +850,40 @@ mod tests {
         ] {
             assert_eq!(base64(input.as_bytes()), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn only_a_repeated_reason_before_any_success_stops_the_run() {
+        let stop = Stop::default();
+        for _ in 0..SYSTEMIC_STREAK - 1 {
+            stop.failed("401 modgate: the credentials sent were not accepted", false);
+        }
+        assert_eq!(stop.stopped(), None);
+        // Another reason restarts the count.
+        stop.failed(
+            "403 modgate: alice may not read a.org/x@v1.0.0 (.info)",
+            false,
+        );
+        for _ in 0..SYSTEMIC_STREAK - 1 {
+            stop.failed("401 modgate: the credentials sent were not accepted", false);
+        }
+        assert_eq!(stop.stopped(), None);
+        stop.failed("401 modgate: the credentials sent were not accepted", false);
+        assert!(stop
+            .stopped()
+            .is_some_and(|r| r.contains("all failed with the same reason (401")));
+
+        // Once something succeeded, failures are the modules' own.
+        let stop = Stop::default();
+        for _ in 0..SYSTEMIC_STREAK * 2 {
+            stop.failed("404 not found", true);
+        }
+        assert_eq!(stop.stopped(), None);
+        // A connection refused before anything was fetched stops at once.
+        stop.unreachable("connection refused");
+        assert!(stop
+            .stopped()
+            .is_some_and(|r| r.starts_with("the gateway cannot be reached")));
     }
 
     #[test]
