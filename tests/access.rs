@@ -927,7 +927,8 @@ async fn go_through_modgate_agent_to_an_mtls_listener_and_certificate_reload() {
     let r = ask("GET", &format!("localhost:{}", listen.port()), "");
     assert_eq!(r.status, 200, "{}", r.text());
 
-    // Straight to the listener, without a certificate, the handshake fails.
+    // Straight to the listener, without a certificate: `go` cannot present one, and prints
+    // the gateway's reason (the handshake completes; the request is refused).
     let direct = {
         let mut env = GoEnv::new(&format!("https://{}", w.tls));
         env.set("SSL_CERT_FILE", &w.root_pem());
@@ -937,20 +938,15 @@ async fn go_through_modgate_agent_to_an_mtls_listener_and_certificate_reload() {
     let upstream_before = w.corp.request_count();
     let run = direct.go(&["mod", "download", &format!("{OPEN}@v1.0.0")]);
     assert!(!run.ok(), "downloaded without a client certificate");
-    // TLS 1.3: the server's certificate_required alert races the client's first write, so
-    // `go` reports either the alert or the closed connection; never an HTTP answer.
     let err = run.stderr();
     assert!(
-        [
-            "tls: certificate required",
-            "broken pipe",
-            "connection reset by peer"
-        ]
-        .iter()
-        .any(|m| err.contains(m)),
+        err.contains("403 Forbidden")
+            && err.contains(
+                "modgate: this listener requires a client certificate and none was presented \
+                 (the go command cannot present one: use `modgate agent`"
+            ),
         "{err}"
     );
-    assert!(!err.contains("server response"), "{err}");
     assert_eq!(w.corp.request_count(), upstream_before);
 
     // The agent's certificate is renewed on disk with another identity, which no role
@@ -1010,8 +1006,15 @@ async fn go_through_modgate_agent_to_an_mtls_listener_and_certificate_reload() {
     };
     let agent_lines = by("agent-7");
     let intruder_lines = by("intruder-9");
+    // The direct `go` without a certificate is audited as refused, never served.
+    let anonymous_lines = by("anonymous");
+    assert!(!anonymous_lines.is_empty(), "{lines:#?}");
+    for l in &anonymous_lines {
+        assert_eq!(l["decision"], "unauthenticated", "{l}");
+        assert_eq!(l["status"], 403, "{l}");
+    }
     assert_eq!(
-        agent_lines.len() + intruder_lines.len(),
+        agent_lines.len() + intruder_lines.len() + anonymous_lines.len(),
         lines.len(),
         "only the two certificates made requests: {lines:#?}"
     );

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use modgate_testkit::{free_addr, get, modgate, request, FixtureProxy, Gateway, ModuleVersion};
+use modgate_testkit::{
+    free_addr, get, modgate, modgate_bin, request, FixtureProxy, Gateway, ModuleVersion,
+};
 use sha2::{Digest, Sha256};
 
 const MODULE: &str = "example.com/ops";
@@ -244,6 +246,38 @@ async fn an_accepted_change_is_fetched_after_sighup() {
     let r = get(w.addr, &zip_path("v1.0.0")).expect("get");
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains(&sha256(&original)), "{}", r.text());
+    // The length differed, so the body was never read: the refusal says how to get the new
+    // sha256 (on one line) and spells out the command with the new size.
+    let refusal = r.text();
+    assert_eq!(refusal.trim_end().lines().count(), 1, "{refusal}");
+    assert!(
+        refusal.contains(&format!(
+            "now serves {} bytes; refused (a re-tagged or tampered version; to accept it, get \
+             its sha256 from the upstream: `curl -sS <URL of upstream up>/{MODULE}/@v/v1.0.0.zip \
+             | sha256sum`, then `modgate ledger accept {MODULE}@v1.0.0 zip --sha256 <that \
+             sha256> --size {} --reason '...'`)",
+            new_zip.len(),
+            new_zip.len()
+        )),
+        "{refusal}"
+    );
+    // ... and the audit record of the refusal says the same.
+    let refused = wait_for("the refusal's audit record", || {
+        std::fs::read_to_string(w.gateway.dir.path().join("audit.jsonl"))
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["status"] == 502)
+    });
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("| sha256sum`")),
+        "{refused}"
+    );
+    // Following it: the upstream's bytes hashed as `sha256sum` would.
+    let fetched = get(w.upstream.addr(), &zip_path("v1.0.0")).expect("get upstream");
+    assert_eq!(fetched.body, new_zip);
 
     // The operator accepts the new bytes; until SIGHUP the gateway still refuses them.
     let (code, out, err) = cli(
@@ -254,7 +288,7 @@ async fn an_accepted_change_is_fetched_after_sighup() {
             &format!("{MODULE}@v1.0.0"),
             "zip",
             "--sha256",
-            &sha256(&new_zip),
+            &sha256(&fetched.body),
             "--size",
             &new_zip.len().to_string(),
             "--reason",
@@ -286,6 +320,180 @@ async fn an_accepted_change_is_fetched_after_sighup() {
     assert!(events
         .iter()
         .any(|e| e["event"] == "ledger-accept" && e["version"] == "v1.0.0"));
+}
+
+/// Runs `modgate <args> -c <config>` with the OS user variables set as given (`None`: unset).
+fn cli_as(w: &World, args: &[&str], users: &[(&str, Option<&str>)]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(modgate_bin());
+    cmd.args(args).arg("-c").arg(&w.config);
+    for (k, v) in users {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("run modgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// `ledger accept` records who ran it as `operator:<OS user>` (the user behind sudo first, the
+/// account when the environment names none), refuses a `--size` that contradicts what the
+/// ledger knows about the same sha256 (and a `.mod`'s `--h1` that its sha256 contradicts), and
+/// fills in a `.mod`'s `h1:`.
+#[tokio::test(flavor = "multi_thread")]
+async fn ledger_accept_names_the_os_user_and_refuses_values_that_contradict_the_ledger() {
+    let w = world().await;
+    let original = module("v1.0.0", b"package ops // one\n")
+        .zip()
+        .expect("zip");
+    assert_eq!(get(w.addr, &zip_path("v1.0.0")).expect("get").status, 200);
+    let other = module("v1.0.0", b"package ops // other\n")
+        .zip()
+        .expect("zip");
+    let target = format!("{MODULE}@v1.0.0");
+    let accept = |sha: &str, size: usize, users: &[(&str, Option<&str>)]| {
+        let size = size.to_string();
+        cli_as(
+            &w,
+            &[
+                "ledger", "accept", &target, "zip", "--sha256", sha, "--size", &size, "--reason",
+                "test",
+            ],
+            users,
+        )
+    };
+
+    // Through sudo: the user who ran sudo.
+    let (code, out, err) = accept(
+        &sha256(&other),
+        other.len(),
+        &[("SUDO_USER", Some("alice")), ("USER", Some("root"))],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("accepted by operator:alice"), "{out}");
+    assert!(out.contains("modgate reload"), "{out}");
+    let (_, shown, _) = cli(&w, &["ledger", "show", &target]);
+    assert!(shown.contains("(accepted by operator:alice)"), "{shown}");
+    assert!(shown.contains("by operator:alice: test"), "{shown}");
+    let events = wait_for("ledger-accept audit", || {
+        let e = audit_events(w.gateway.dir.path());
+        e.iter().any(|e| e["event"] == "ledger-accept").then_some(e)
+    });
+    let event = events
+        .iter()
+        .find(|e| e["event"] == "ledger-accept")
+        .expect("event");
+    assert_eq!(event["identity"]["source"], "operator", "{event}");
+    assert_eq!(event["identity"]["name"], "alice", "{event}");
+
+    // Going back to the original bytes with a mistyped size: the ledger knows those bytes (they
+    // were replaced a moment ago), so the size is refused and nothing changes.
+    let (code, out, err) = accept(&sha256(&original), original.len() + 1, &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "--size {} does not match sha256:{}",
+            original.len() + 1,
+            sha256(&original)
+        )) && err.contains(&format!("as {} bytes", original.len())),
+        "{err}"
+    );
+    let (_, shown, _) = cli(&w, &["ledger", "show", &target]);
+    assert!(
+        shown.contains(&format!("sha256:{}", sha256(&other))),
+        "{shown}"
+    );
+    // The same mistake for bytes the ledger holds right now.
+    let (code, _, err) = accept(&sha256(&other), other.len() - 1, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not match"), "{err}");
+
+    // No user in the environment: the account of the effective uid.
+    let (code, out, err) = accept(
+        &sha256(&original),
+        original.len(),
+        &[("SUDO_USER", None), ("USER", None), ("LOGNAME", None)],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let account = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .expect("id -un");
+    assert!(
+        out.contains(&format!("accepted by operator:{account}")),
+        "{out}"
+    );
+
+    // A .mod: its h1: follows from its sha256, so it is filled in, and a wrong one is refused.
+    let go_mod = b"module example.com/ops\n";
+    let mod_sha = sha256(go_mod);
+    let wrong_h1 = "h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+    let (code, _, err) = cli(
+        &w,
+        &[
+            "ledger",
+            "accept",
+            &format!("{MODULE}@v1.1.0"),
+            "mod",
+            "--sha256",
+            &mod_sha,
+            "--size",
+            &go_mod.len().to_string(),
+            "--h1",
+            wrong_h1,
+            "--reason",
+            "test",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not the h1: of a go.mod"), "{err}");
+    let (code, out, err) = cli(
+        &w,
+        &[
+            "ledger",
+            "accept",
+            &format!("{MODULE}@v1.1.0"),
+            "mod",
+            "--sha256",
+            &mod_sha,
+            "--size",
+            &go_mod.len().to_string(),
+            "--reason",
+            "test",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, shown, _) = cli(&w, &["ledger", "show", &format!("{MODULE}@v1.1.0")]);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains(".mod") && l.contains(" h1:")),
+        "{shown}"
+    );
+
+    // Every flag has help text.
+    let out = modgate(&["ledger", "accept", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    for flag in [
+        "--sha256 <HEX>",
+        "--h1 <H1>",
+        "--size <BYTES>",
+        "--reason <REASON>",
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} not in:\n{help}"));
+        assert!(
+            line.trim_start().len() > flag.len() + 10,
+            "{flag} has no help: {line}"
+        );
+    }
 }
 
 /// Every file under `dir`, recursively.

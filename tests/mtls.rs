@@ -229,6 +229,8 @@ struct World {
     required: SocketAddr,
     optional: SocketAddr,
     none: SocketAddr,
+    /// Like `required`, with `refuse_in: handshake`: refusals are TLS alerts.
+    strict: SocketAddr,
     /// Plaintext, `trusted_proxies: 127.0.0.1/32` (a TLS-terminating proxy in front).
     edge: SocketAddr,
     /// Plaintext, nobody trusted.
@@ -260,7 +262,8 @@ impl World {
         let mut pki = Pki::generate(dir.path());
         let server_fp = pki.rotate_server();
         let ders = issue_clients(&mut pki);
-        let (required, optional, none, edge, plain) = (
+        let (required, optional, none, edge, plain, strict) = (
+            free_addr(),
             free_addr(),
             free_addr(),
             free_addr(),
@@ -282,6 +285,16 @@ listeners:
       crl: [crl.pem, intermediate-crl.pem]
       crl_scope: end-entity
       allow_unknown_revocation: false
+  - name: strict
+    address: "{strict}"
+    tls:
+      cert: server.pem
+      key: server.key
+      client_auth: required
+      refuse_in: handshake
+      client_ca: [root.pem, intermediate.pem]
+      crl: [crl.pem, intermediate-crl.pem]
+      crl_scope: end-entity
   - name: optional
     address: "{optional}"
     tls:
@@ -349,7 +362,7 @@ access:
             corp_url = corp.url(),
         );
         let gw = Gateway::start_in(dir, &config, required);
-        wait_listening(&gw, &[required, optional, none, edge, plain]);
+        wait_listening(&gw, &[required, optional, none, edge, plain, strict]);
         World {
             gw,
             pki,
@@ -360,6 +373,7 @@ access:
             required,
             optional,
             none,
+            strict,
             edge,
             plain,
             _rt: rt,
@@ -371,6 +385,7 @@ access:
             "required" => self.required,
             "optional" => self.optional,
             "none" => self.none,
+            "strict" => self.strict,
             "edge" => self.edge,
             "plain" => self.plain,
             other => panic!("no listener {other}"),
@@ -436,24 +451,26 @@ access:
 // ---------------------------------------------------------------------------------------------
 // 1. The matrix
 
-/// What a (listener, client) cell must do: `refused:<TLS alert>` (the handshake fails), or
-/// `<public status>/<private status>` for the public module and the private `corp` module.
-/// Clients are file stems from [`issue_clients`], `-` for no certificate. The `none` listener
-/// asks for no certificate, so every client is anonymous there.
+/// What a (listener, client) cell must do: `refused:<TLS alert>` (the handshake fails),
+/// `403:<reason>` (the handshake completes and every request, health included, is refused with
+/// a 403 whose body names the reason), or `<public status>/<private status>` for the public
+/// module and the private `corp` module. Clients are file stems from [`issue_clients`], `-` for
+/// no certificate. The `none` listener asks for no certificate, so every client is anonymous
+/// there; `strict` is `required` with `refuse_in: handshake`.
 #[rustfmt::skip]
-const MATRIX: &[(&str, [&str; 3])] = &[
-    //                  required                        optional                        none
-    ("alice",        ["200/200",                    "200/200",                    "200/401"]),
-    ("ci",           ["200/200",                    "200/200",                    "200/401"]),
-    ("bob-chain",    ["200/200",                    "200/200",                    "200/401"]),
-    ("bob-leaf",     ["200/200",                    "refused:UnknownCA",          "200/401"]),
-    ("mallory",      ["200/403",                    "200/403",                    "200/401"]),
-    ("eve-other-ca", ["refused:UnknownCA",          "refused:UnknownCA",          "200/401"]),
-    ("old-expired",  ["refused:CertificateExpired", "refused:CertificateExpired", "200/401"]),
-    ("rex-revoked",  ["refused:CertificateRevoked", "refused:CertificateRevoked", "200/401"]),
-    ("-",            ["refused:CertificateRequired", "200/401",                   "200/401"]),
+const MATRIX: &[(&str, [&str; 4])] = &[
+    //                  required                     optional                 none        strict
+    ("alice",        ["200/200",                 "200/200",               "200/401", "200/200"]),
+    ("ci",           ["200/200",                 "200/200",               "200/401", "200/200"]),
+    ("bob-chain",    ["200/200",                 "200/200",               "200/401", "200/200"]),
+    ("bob-leaf",     ["200/200",                 "403:not accepted: unknown issuer",    "200/401", "200/200"]),
+    ("mallory",      ["200/403",                 "200/403",               "200/401", "200/403"]),
+    ("eve-other-ca", ["403:not accepted: unknown issuer",      "403:not accepted: unknown issuer",    "200/401", "refused:UnknownCA"]),
+    ("old-expired",  ["403:not accepted: expired",             "403:not accepted: expired",           "200/401", "refused:CertificateExpired"]),
+    ("rex-revoked",  ["403:not accepted: revoked",             "403:not accepted: revoked",           "200/401", "refused:CertificateRevoked"]),
+    ("-",            ["403:none was presented",  "200/401",               "200/401", "refused:CertificateRequired"]),
 ];
-const LISTENERS: [&str; 3] = ["required", "optional", "none"];
+const LISTENERS: [&str; 4] = ["required", "optional", "none", "strict"];
 
 /// Checks one response against the expected status; returns what was wrong.
 fn check_response(
@@ -530,6 +547,25 @@ fn matrix_listeners_by_client_certificates_by_protocol() {
                     }
                     continue;
                 }
+                if let Some(reason) = want.strip_prefix("403:") {
+                    // Refused over HTTP, whatever is asked (health included), with the reason.
+                    for path in [PUBLIC_INFO, SECRET_INFO, "/healthz"] {
+                        match w.get(listener, cert, h2, path, &[]) {
+                            Ok(r)
+                                if r.status == 403
+                                    && r.text().contains(reason)
+                                    && r.header("www-authenticate").is_none() => {}
+                            other => failures.push(format!(
+                                "{cell} {path}: expected 403 naming {reason:?}, got {}",
+                                match other {
+                                    Ok(r) => format!("HTTP {} {:?}", r.status, r.text()),
+                                    Err(e) => e.to_string(),
+                                }
+                            )),
+                        }
+                    }
+                    continue;
+                }
                 let (public, private) = want.split_once('/').expect("a/b");
                 let public: u16 = public.parse().expect("status");
                 let private: u16 = private.parse().expect("status");
@@ -567,7 +603,8 @@ fn matrix_listeners_by_client_certificates_by_protocol() {
     );
 }
 
-/// The same verdicts through curl (OpenSSL). A refusal is a TLS alert and no HTTP at all.
+/// The same verdicts through curl (OpenSSL). A `refused:` is a TLS alert and no HTTP at all
+/// (`refuse_in: handshake`); a `403:` is an answer curl prints, with the reason.
 ///
 /// Refusals over HTTP/2 are checked with TLS 1.2 (`-v` shows the alert): with TLS 1.3 the
 /// server's verdict on the client certificate arrives after curl considers the handshake done,
@@ -586,19 +623,27 @@ fn matrix_subset_with_curl() {
         ("required", "bob-chain",    "h2",        SECRET_INFO, "200"),
         ("required", "bob-leaf",     "h1",        SECRET_INFO, "200"),
         ("required", "mallory",      "h2",        SECRET_INFO, "403"),
-        ("required", "-",            "h1",        PUBLIC_INFO, "refused:certificate required"),
-        ("required", "-",            "h2/tls1.2", PUBLIC_INFO, "refused:certificate required"),
-        ("required", "eve-other-ca", "h1",        PUBLIC_INFO, "refused:unknown ca"),
-        ("required", "eve-other-ca", "h2/tls1.2", PUBLIC_INFO, "refused:unknown ca"),
-        ("required", "old-expired",  "h1",        PUBLIC_INFO, "refused:certificate expired"),
-        ("required", "old-expired",  "h2/tls1.2", PUBLIC_INFO, "refused:certificate expired"),
-        ("required", "rex-revoked",  "h1",        PUBLIC_INFO, "refused:certificate revoked"),
-        ("required", "rex-revoked",  "h2/tls1.2", PUBLIC_INFO, "refused:certificate revoked"),
+        ("required", "-",            "h1",        PUBLIC_INFO, "403:none was presented"),
+        ("required", "-",            "h2",        PUBLIC_INFO, "403:none was presented"),
+        ("required", "eve-other-ca", "h1",        PUBLIC_INFO, "403:not accepted: unknown issuer"),
+        ("required", "eve-other-ca", "h2",        PUBLIC_INFO, "403:not accepted: unknown issuer"),
+        ("required", "old-expired",  "h1",        PUBLIC_INFO, "403:not accepted: expired"),
+        ("required", "old-expired",  "h2",        PUBLIC_INFO, "403:not accepted: expired"),
+        ("required", "rex-revoked",  "h1",        PUBLIC_INFO, "403:not accepted: revoked"),
+        ("required", "rex-revoked",  "h2",        PUBLIC_INFO, "403:not accepted: revoked"),
+        ("strict",   "-",            "h1",        PUBLIC_INFO, "refused:certificate required"),
+        ("strict",   "-",            "h2/tls1.2", PUBLIC_INFO, "refused:certificate required"),
+        ("strict",   "eve-other-ca", "h1",        PUBLIC_INFO, "refused:unknown ca"),
+        ("strict",   "eve-other-ca", "h2/tls1.2", PUBLIC_INFO, "refused:unknown ca"),
+        ("strict",   "old-expired",  "h1",        PUBLIC_INFO, "refused:certificate expired"),
+        ("strict",   "old-expired",  "h2/tls1.2", PUBLIC_INFO, "refused:certificate expired"),
+        ("strict",   "rex-revoked",  "h1",        PUBLIC_INFO, "refused:certificate revoked"),
+        ("strict",   "rex-revoked",  "h2/tls1.2", PUBLIC_INFO, "refused:certificate revoked"),
         ("optional", "-",            "h2",        PUBLIC_INFO, "200"),
         ("optional", "-",            "h1",        SECRET_INFO, "401"),
         ("optional", "bob-chain",    "h1",        SECRET_INFO, "200"),
-        ("optional", "bob-leaf",     "h1",        PUBLIC_INFO, "refused:unknown ca"),
-        ("optional", "rex-revoked",  "h2/tls1.2", PUBLIC_INFO, "refused:certificate revoked"),
+        ("optional", "bob-leaf",     "h1",        PUBLIC_INFO, "403:not accepted: unknown issuer"),
+        ("optional", "rex-revoked",  "h2",        PUBLIC_INFO, "403:not accepted: revoked"),
         ("none",     "alice",        "h2",        SECRET_INFO, "401"),
         ("none",     "old-expired",  "h1",        PUBLIC_INFO, "200"),
     ];
@@ -607,13 +652,17 @@ fn matrix_subset_with_curl() {
         let cert = (*client != "-").then_some(*client);
         let cell = format!("[curl {listener} × {client} × {proto}] {path}");
         let r = w.curl(listener, cert, proto, path);
-        let ok = match want.strip_prefix("refused:") {
-            Some(alert) => {
+        let ok = match (want.strip_prefix("refused:"), want.strip_prefix("403:")) {
+            (Some(alert), _) => {
                 r.status == 0
                     && r.http_version == "0"
                     && r.stderr.to_ascii_lowercase().contains(alert)
             }
-            None => {
+            (None, Some(reason)) => {
+                let version = if proto.starts_with("h2") { "2" } else { "1.1" };
+                r.status == 403 && r.http_version == version && r.body.contains(reason)
+            }
+            (None, None) => {
                 let version = if proto.starts_with("h2") { "2" } else { "1.1" };
                 r.status.to_string() == *want && r.http_version == version
             }
@@ -1257,6 +1306,9 @@ listeners:
       cert: server.pem
       key: server.key
       client_auth: required
+      # Refusals here are checked as TLS alerts (the rotation is about what the handshake
+      # consults); the HTTP refusal is covered by the matrix.
+      refuse_in: handshake
       client_ca: root.pem
       crl: crl.pem{watch}
 upstreams:

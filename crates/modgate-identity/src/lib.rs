@@ -40,6 +40,6 @@ pub use credentials::{
 pub use forward::{base64_der, escaped_pem, parse_forwarded_cert, pem, sans_header, Verify};
 pub use throttle::{CheckLimiter, CheckLimits, Refused, Scope, Ticket};
 pub use tls::{
-    load_material, validate, ClientAuth, CrlScope, PreparedTls, ReloadSummary, ReloadableTls,
-    TlsError, TlsFiles, TlsMaterial,
+    load_material, validate, ClientAuth, CrlScope, PreparedTls, RefuseIn, ReloadSummary,
+    ReloadableTls, TlsError, TlsFiles, TlsMaterial,
 };

@@ -93,6 +93,24 @@ pub struct TlsFiles {
     pub crl_scope: CrlScope,
     /// Accept certificates whose issuer has no CRL among `crl` (default: reject them).
     pub allow_unknown_revocation: bool,
+    /// Where a missing (when required) or unacceptable client certificate is refused.
+    pub refuse_in: RefuseIn,
+}
+
+/// Where a client certificate that does not verify, or a missing one when it is required, is
+/// refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefuseIn {
+    /// The handshake fails with a TLS alert; nothing of HTTP is reached. Clients print a bare
+    /// `certificate required` / `unknown ca` / `connection reset`.
+    #[default]
+    Handshake,
+    /// The handshake completes whatever certificate is presented — the proof that the client
+    /// holds the certificate's key is still checked in it — and the server refuses the first
+    /// request with an HTTP answer naming the problem. The chain is verified with
+    /// [`ReloadableTls::verify_client_chain`] before any request is served; a certificate that
+    /// fails it is never an identity.
+    Http,
 }
 
 impl TlsFiles {
@@ -106,6 +124,7 @@ impl TlsFiles {
             crl: Vec::new(),
             crl_scope: CrlScope::EndEntity,
             allow_unknown_revocation: false,
+            refuse_in: RefuseIn::Handshake,
         }
     }
 }
@@ -243,6 +262,7 @@ pub struct TlsMaterial {
     crl_count: usize,
     server_digest: [u8; 32],
     trust_digest: [u8; 32],
+    refuse_in: RefuseIn,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -258,6 +278,11 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 impl TlsMaterial {
+    /// Where unacceptable client certificates are refused.
+    pub fn refuse_in(&self) -> RefuseIn {
+        self.refuse_in
+    }
+
     /// The server's certificate chain and signing key.
     pub fn certified_key(&self) -> &Arc<CertifiedKey> {
         &self.certified_key
@@ -468,6 +493,7 @@ pub fn load_material(files: &TlsFiles) -> Result<TlsMaterial, TlsError> {
         crl_count: 0,
         server_digest,
         trust_digest: [0; 32],
+        refuse_in: files.refuse_in,
     };
     if files.client_auth == ClientAuth::None {
         if !files.client_ca.is_empty() || !files.crl.is_empty() {
@@ -909,13 +935,22 @@ impl CurrentClientVerifier {
     }
 }
 
+impl CurrentClientVerifier {
+    fn refuse_in(&self) -> RefuseIn {
+        self.0.current.load().refuse_in
+    }
+}
+
 impl ClientCertVerifier for CurrentClientVerifier {
     fn offer_client_auth(&self) -> bool {
         self.with(|v| v.offer_client_auth(), || false)
     }
 
+    /// With [`RefuseIn::Http`] a missing certificate does not fail the handshake: the request
+    /// is refused instead (the material's own verifier still says whether one is required).
     fn client_auth_mandatory(&self) -> bool {
-        self.with(|v| v.client_auth_mandatory(), || false)
+        self.refuse_in() == RefuseIn::Handshake
+            && self.with(|v| v.client_auth_mandatory(), || false)
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -928,10 +963,22 @@ impl ClientCertVerifier for CurrentClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.with(
+        let verdict = self.with(
             |v| v.verify_client_cert(end_entity, intermediates, now),
             || Err(not_configured()),
-        )
+        );
+        match verdict {
+            // Deferred to the first request, which verifies the chain again and refuses it
+            // with the reason; the handshake signature below is still checked.
+            Err(e) if self.refuse_in() == RefuseIn::Http && self.offer_client_auth() => {
+                log::debug!(
+                    "client certificate not accepted ({}); refused at the first request",
+                    refusal_reason(&e)
+                );
+                Ok(ClientCertVerified::assertion())
+            }
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(

@@ -762,3 +762,52 @@ fn optional_handshake_without_certificate() {
     let (_, client_chain) = handshake(&plain, Some(&alice), &[], &pki.server_ca).expect("plain");
     assert!(client_chain.is_none());
 }
+
+#[test]
+fn http_refusal_completes_handshakes_and_leaves_the_verdict_to_the_chain_check() {
+    let pki = Pki::new();
+    pki.write("clients.pem", &pki.root.pem);
+    let files = TlsFiles {
+        refuse_in: RefuseIn::Http,
+        ..pki.files(ClientAuth::Required, &["clients.pem"], &[])
+    };
+    let tls = ReloadableTls::new(files).expect("tls");
+    assert_eq!(tls.current().refuse_in(), RefuseIn::Http);
+    // The material still says a certificate is required (the request is refused without one).
+    assert!(tls
+        .current()
+        .client_verifier()
+        .is_some_and(|v| v.client_auth_mandatory()));
+    let now = UnixTime::now();
+
+    // No certificate: the handshake completes, with no client chain.
+    let (_, chain) = handshake(&tls, None, &[], &pki.server_ca).expect("no certificate");
+    assert!(chain.is_none());
+
+    // A certificate of an unknown CA, and an expired one: the handshake completes and the
+    // chain check refuses them with a reason a client can be told.
+    let oscar = client(&pki.other, "oscar", 3);
+    let (_, chain) = handshake(&tls, Some(&oscar), &[], &pki.server_ca).expect("oscar");
+    let chain = chain.expect("oscar's chain");
+    let e = tls
+        .verify_client_chain(&chain, now)
+        .expect_err("unknown issuer");
+    assert_eq!(refusal_reason(&e), "unknown issuer");
+    let old = leaf_with(&pki.root, "old", 4, true, false);
+    let (_, chain) = handshake(&tls, Some(&old), &[], &pki.server_ca).expect("expired");
+    let e = tls
+        .verify_client_chain(&chain.expect("chain"), now)
+        .expect_err("expired");
+    assert_eq!(refusal_reason(&e), "expired");
+
+    // A good certificate verifies as before.
+    let alice = client(&pki.root, "alice", 1);
+    let (_, chain) = handshake(&tls, Some(&alice), &[], &pki.server_ca).expect("alice");
+    assert!(tls.verify_client_chain(&chain.expect("chain"), now).is_ok());
+
+    // The same files with the default: refused in the handshake.
+    let strict =
+        ReloadableTls::new(pki.files(ClientAuth::Required, &["clients.pem"], &[])).expect("tls");
+    assert!(handshake(&strict, Some(&oscar), &[], &pki.server_ca).is_err());
+    assert!(handshake(&strict, None, &[], &pki.server_ca).is_err());
+}

@@ -293,7 +293,10 @@ impl Quarantine {
     }
 }
 
-/// The one-line reason for refusing changed bytes.
+/// The one-line reason for refusing changed bytes, ending with the `modgate ledger accept`
+/// command that would pin them. `observed` is `sha256:<hex> (<n> bytes)` once the body was
+/// hashed, or only `<n> bytes` when the header's length already differed: then the message says
+/// how to get the sha256 the command needs.
 pub fn mismatch_message(
     module: &str,
     version: &str,
@@ -303,10 +306,39 @@ pub fn mismatch_message(
     recorded_size: u64,
     observed: &str,
 ) -> String {
+    let accept = |sha256: &str, size: &str| {
+        format!(
+            "modgate ledger accept {module}@{version} {a} --sha256 {sha256} --size {size} \
+             --reason '...'"
+        )
+    };
+    let size_only = observed
+        .strip_suffix(" bytes")
+        .filter(|n| n.parse::<u64>().is_ok());
+    let hashed = observed
+        .strip_prefix("sha256:")
+        .and_then(|rest| rest.split_once(" ("))
+        .and_then(|(sha, rest)| Some((sha, rest.strip_suffix(" bytes)")?)));
+    let how = match (size_only, hashed) {
+        (Some(size), _) => {
+            let path = format!(
+                "{}/@v/{}.{a}",
+                modgate_protocol::escape_path(module).unwrap_or_else(|_| module.to_string()),
+                escape_version(version).unwrap_or_else(|_| version.to_string())
+            );
+            format!(
+                "to accept it, get its sha256 from the upstream: `curl -sS <URL of upstream \
+                 {upstream}>/{path} | sha256sum`, then `{}`",
+                accept("<that sha256>", size)
+            )
+        }
+        (None, Some((sha256, size))) => format!("accept it with `{}`", accept(sha256, size)),
+        (None, None) => "accept it with `modgate ledger accept`".to_string(),
+    };
     format!(
         "{module}@{version} (.{a}) changed upstream: first seen sha256:{recorded_sha256} \
          ({recorded_size} bytes), upstream {upstream} now serves {observed}; refused \
-         (a re-tagged or tampered version; accept it with `modgate ledger accept`)"
+         (a re-tagged or tampered version; {how})"
     )
 }
 

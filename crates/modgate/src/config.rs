@@ -91,6 +91,58 @@ pub struct GatewayConfig {
     /// Checksum databases proxied at `/sumdb/<name>/...` (name → where it is served).
     #[serde(default)]
     pub sumdb: BTreeMap<SumdbName, UpstreamConfig>,
+    /// The process log (format and level; `RUST_LOG`, when set, decides the level instead).
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `log:` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default): one human line per event; `json`: one JSON object per line, the
+    /// access line's fields as an `access` object.
+    pub format: LogFormat,
+    /// `error`, `warn`, `info` (default), `debug` or `trace`.
+    pub level: LogLevel,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The most verbose level logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLevel(pub log::LevelFilter);
+
+impl Default for LogLevel {
+    fn default() -> Self {
+        LogLevel(log::LevelFilter::Info)
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str_with(
+            d,
+            "a log level: error, warn, info, debug or trace",
+            |s| match s.to_ascii_lowercase().as_str() {
+                "error" => Ok(LogLevel(log::LevelFilter::Error)),
+                "warn" => Ok(LogLevel(log::LevelFilter::Warn)),
+                "info" => Ok(LogLevel(log::LevelFilter::Info)),
+                "debug" => Ok(LogLevel(log::LevelFilter::Debug)),
+                "trace" => Ok(LogLevel(log::LevelFilter::Trace)),
+                _ => Err(format!(
+                    "unknown log level {s:?} (use error, warn, info, debug or trace)"
+                )),
+            },
+        )
+    }
 }
 
 /// The name of a checksum database, as `go` puts it in `/sumdb/<name>/` (e.g. `sum.golang.org`).

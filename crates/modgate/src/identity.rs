@@ -115,12 +115,45 @@ impl TlsAccept for HandshakeCapture {
                 identity,
             )))),
             Err(e) => {
-                // rustls accepted it, so this is x509-parser being stricter; serve the
-                // connection as anonymous rather than guess an identity.
-                log::warn!("client certificate verified but not parsed: {e}");
-                None
+                // A certificate was presented and cannot be read: never an identity, and never
+                // anonymous either (the connection's requests are refused).
+                log::info!("client certificate presented but not parsed: {e}");
+                Some(Arc::new(Arc::new(UnparsedCert)))
             }
         }
+    }
+}
+
+/// A connection whose client presented a certificate that does not parse as X.509.
+pub struct UnparsedCert;
+
+/// Why the connection a request arrived on may not be served at all, judged by its client
+/// certificate and the listener material in force: a certificate that does not parse or no
+/// longer verifies (revoked, expired, its CA removed: the handshake may have deferred the
+/// verdict, or a resumed session or a reload may have outlived it), or none where one is
+/// required. Checked before anything is answered, health and metrics endpoints included.
+pub fn connection_refusal(session: &Session, tls: Option<&ReloadableTls>) -> Option<IdentityError> {
+    let tls = tls?;
+    let ssl = session.digest()?.ssl_digest.as_ref()?;
+    if ssl.extension.get::<Arc<UnparsedCert>>().is_some() {
+        return Some(IdentityError::CertificateRefused {
+            subject: "(unreadable)".into(),
+            reason: "not a readable X.509 certificate",
+        });
+    }
+    match ssl.extension.get::<Arc<PeerCert>>() {
+        Some(pc) => pc
+            .recheck(tls)
+            .err()
+            .map(|reason| IdentityError::CertificateRefused {
+                subject: pc.identity.subject_dn.clone(),
+                reason,
+            }),
+        None => tls
+            .current()
+            .client_verifier()
+            .is_some_and(|v| v.client_auth_mandatory())
+            .then_some(IdentityError::CertificateRequired),
     }
 }
 
@@ -298,12 +331,12 @@ impl IdentityError {
             }
             IdentityError::BadCredentials(_) => "the credentials sent were not accepted".into(),
             IdentityError::Malformed(m) => format!("bad Authorization header: {m}"),
-            IdentityError::CertificateRefused { subject, reason } => format!(
-                "the client certificate {subject} is not accepted: {reason} (the TLS session \
-                 was established before; a new handshake would be refused too)"
-            ),
+            IdentityError::CertificateRefused { subject, reason } => {
+                format!("the client certificate {subject} is not accepted: {reason}")
+            }
             IdentityError::CertificateRequired => "this listener requires a client certificate \
-                 (client_auth: required) and this connection has none; reconnect with one"
+                 and none was presented (the go command cannot present one: use `modgate \
+                 agent`; curl: --cert/--key)"
                 .into(),
             IdentityError::Throttled { scope, retry_after } => format!(
                 "too many failed credential checks {}; retry in {} s",
@@ -555,26 +588,12 @@ pub async fn resolve(
         .map(|a| a.ip());
     let mut id = RequestIdentity::default();
     let peer = peer_cert(session);
-    if let (None, Some(tls)) = (&peer, tls) {
-        let required = tls
-            .current()
-            .client_verifier()
-            .is_some_and(|v| v.client_auth_mandatory());
-        if required {
-            return Err(IdentityError::CertificateRequired);
-        }
-    }
-    if let (Some(pc), Some(tls)) = (&peer, tls) {
-        if let Err(reason) = pc.recheck(tls) {
-            strip_identity_headers(session, settings);
-            session
-                .req_header_mut()
-                .remove_header(&http::header::AUTHORIZATION);
-            return Err(IdentityError::CertificateRefused {
-                subject: pc.identity.subject_dn.clone(),
-                reason,
-            });
-        }
+    if let Some(e) = connection_refusal(session, tls) {
+        strip_identity_headers(session, settings);
+        session
+            .req_header_mut()
+            .remove_header(&http::header::AUTHORIZATION);
+        return Err(e);
     }
     let trusted = client_ip.is_some_and(|ip| settings.trusted.contains(&ip));
     if trusted {

@@ -1,11 +1,16 @@
 //! modgate: an edge gateway for Go module proxies on Cloudflare Pingora.
 //!
-//! Subcommands: `run` serves `gateway.yaml`, `check` validates it, `explain` shows the route,
-//! chain and access decision of a module request for an identity, `agent` is a loopback
-//! GOPROXY that presents the user's client certificate to the gateway, `certs` writes a
-//! development PKI, `warm` pre-fetches the modules of go.sum / go.mod files through a gateway.
+//! This file parses the command line and dispatches; each subcommand's body is in
+//! `commands/<name>.rs` (`warm`'s in `warm.rs`), and every exit status follows the one policy
+//! of [`commands::Exit`]: 0 success, 1 a negative answer, 2 usage or operational error.
+//!
+//! Subcommands: `run` serves `gateway.yaml`, `check` validates it, `reload` makes the running
+//! gateway apply it, `explain` shows the route, chain and access decision of a module request
+//! for an identity, `agent` is a loopback GOPROXY that presents the user's client certificate
+//! to the gateway, `certs` writes a development PKI, `passwd` writes a users-file line, `warm`
+//! pre-fetches the modules of go.sum / go.mod files through a gateway, `cache` and `ledger`
+//! operate on the cache and the integrity ledger.
 
-mod admin;
 mod agent;
 mod cache;
 mod certs;
@@ -36,11 +41,16 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use modgate_protocol::RequestKind;
 
+use commands::finish;
+
 #[derive(Parser)]
 #[command(
     name = "modgate",
     version,
-    about = "Edge gateway for Go module proxies"
+    about = "Edge gateway for Go module proxies",
+    after_help = "Exit status: 0 success; 1 a negative answer (check refuses the file, explain \
+                  denies, reload is refused, cache verify finds a mismatch, warm could not fetch \
+                  something); 2 usage or operational error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -134,7 +144,9 @@ enum Command {
         #[arg(long, default_value = "/tmp/modgate-agent.pid")]
         pid_file: String,
     },
-    /// Write a development CA, server and client certificate as PEM files.
+    /// Write a development CA, server and client certificates as PEM files. A CA already in
+    /// the directory is kept and signs whatever is missing (so `--client NAME` issues another
+    /// client certificate later); existing files are kept unless --force.
     Certs {
         /// Output directory.
         #[arg(long, default_value = "certs")]
@@ -142,15 +154,34 @@ enum Command {
         /// Server certificate names (DNS names or IP addresses); default localhost, 127.0.0.1, ::1.
         #[arg(long = "host")]
         hosts: Vec<String>,
-        /// Common name of the CA.
+        /// Common name of a new CA.
         #[arg(long, default_value = "modgate development CA")]
         ca_name: String,
-        /// Common name of the client certificate.
+        /// Common name of the client certificate client.pem.
         #[arg(long, default_value = "modgate-dev-client")]
         client_name: String,
-        /// Overwrite existing files.
+        /// Also issue client-NAME.pem / client-NAME.key with common name NAME (repeatable).
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
+        /// Days the server and client certificates are valid (the CA: 3650).
+        #[arg(long, default_value_t = certs::DEFAULT_DAYS)]
+        days: u32,
+        /// Make a new CA and every certificate anew, replacing existing files.
         #[arg(long)]
         force: bool,
+    },
+    /// Print a users-file line `USER:<bcrypt hash>[:groups]` for the password on standard input
+    /// (one line; prompted without echo on a terminal; never taken from the command line).
+    Passwd {
+        /// User name (no whitespace, ':' or leading '#').
+        user: String,
+        /// Groups, comma-separated (or repeat the flag).
+        #[arg(long, value_delimiter = ',', value_name = "GROUP,...")]
+        groups: Vec<String>,
+        /// bcrypt cost (work factor, 4 to 31; each step doubles the time of a check).
+        #[arg(long, default_value_t = commands::passwd::DEFAULT_COST,
+              value_parser = clap::value_parser!(u32).range(4..=31))]
+        cost: u32,
     },
     /// Pre-fetch the module versions of go.sum / go.mod / module-list files through a running
     /// gateway, so they land in its cache (exit status 1 listing what failed).
@@ -195,17 +226,23 @@ enum LedgerCommand {
         /// MODULE or MODULE@VERSION.
         target: Option<String>,
     },
-    /// Pin new bytes for a version after checking them (the values are in the 502 / audit record).
+    /// Pin new bytes for a version after checking them (the 502 and the audit record give the
+    /// values, or say how to get the sha256); recorded as accepted by operator:<OS user>.
     Accept {
         /// MODULE@VERSION.
         target: String,
-        /// info, mod or zip.
+        /// Which file of the version.
+        #[arg(value_parser = ["info", "mod", "zip"])]
         artifact: String,
-        #[arg(long)]
+        /// SHA-256 of the new bytes, 64 hex digits (what `sha256sum` prints).
+        #[arg(long, value_name = "HEX")]
         sha256: String,
-        #[arg(long)]
+        /// The go.sum `h1:` hash of the new bytes (.mod and .zip; a .mod's follows from its
+        /// sha256 and is filled in).
+        #[arg(long, value_name = "H1")]
         h1: Option<String>,
-        #[arg(long)]
+        /// Size of the new bytes; refused when the ledger already saw this sha256 with another.
+        #[arg(long, value_name = "BYTES")]
         size: u64,
         /// Why the change is accepted (kept in the ledger history and the audit log).
         #[arg(long)]
@@ -213,54 +250,10 @@ enum LedgerCommand {
     },
 }
 
-fn with_config(
-    path: &std::path::Path,
-    f: impl FnOnce(&config::GatewayConfig) -> anyhow::Result<bool>,
-) -> ExitCode {
-    let result = config::load(path)
-        .map_err(anyhow::Error::from)
-        .and_then(|c| f(&c));
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("modgate: {e:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-fn init_logging() {
-    logging::init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config, upgrade } => {
-            init_logging();
-            let cfg = match config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("modgate: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match server::run(
-                cfg,
-                server::RunOptions {
-                    upgrade,
-                    config_path: config.clone(),
-                },
-            ) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("modgate: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Command::Reload { config, timeout } => commands::reload(&config, timeout),
+        Command::Run { config, upgrade } => finish("modgate", commands::run::run(&config, upgrade)),
         Command::Check {
             config_flag,
             config,
@@ -268,7 +261,10 @@ fn main() -> ExitCode {
             let config = config_flag
                 .or(config)
                 .unwrap_or_else(|| PathBuf::from("gateway.yaml"));
-            commands::check(&config)
+            finish("modgate", commands::check::check(&config))
+        }
+        Command::Reload { config, timeout } => {
+            finish("modgate", commands::reload::reload(&config, timeout))
         }
         Command::Explain {
             target,
@@ -278,35 +274,20 @@ fn main() -> ExitCode {
             user,
             token_name,
             groups,
-        } => {
-            let result = config::load(&config)
-                .map_err(|e| e.to_string())
-                .and_then(|c| {
-                    let g = gateway::Gateway::new(&c).map_err(|e| format!("{e:#}"))?;
-                    let who = identity::ExplainIdentity {
-                        cert,
-                        user,
-                        token_name,
-                        groups,
-                    };
-                    let principal = who.principal(&g.auth.current.load())?;
-                    explain::explain(&g, &c.server.path_prefix, &target, kind, &principal)
-                });
-            match result {
-                Ok(explained) => {
-                    print!("{}", explained.text);
-                    if explained.denied {
-                        ExitCode::FAILURE
-                    } else {
-                        ExitCode::SUCCESS
-                    }
-                }
-                Err(e) => {
-                    eprintln!("modgate: {e}");
-                    ExitCode::from(2)
-                }
-            }
-        }
+        } => finish(
+            "modgate",
+            commands::explain::explain(commands::explain::Question {
+                target,
+                kind,
+                config,
+                who: identity::ExplainIdentity {
+                    cert,
+                    user,
+                    token_name,
+                    groups,
+                },
+            }),
+        ),
         Command::Agent {
             gateway,
             cert,
@@ -317,9 +298,9 @@ fn main() -> ExitCode {
             watch,
             allow_remote,
             pid_file,
-        } => {
-            init_logging();
-            let options = agent::AgentOptions {
+        } => finish(
+            "modgate agent",
+            commands::agent::agent(agent::AgentOptions {
                 gateway,
                 cert,
                 key,
@@ -329,77 +310,67 @@ fn main() -> ExitCode {
                 watch: Duration::try_from_secs_f64(watch).unwrap_or(Duration::from_secs(2)),
                 allow_remote,
                 pid_file,
-            };
-            match agent::run(options) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("modgate agent: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+            }),
+        ),
         Command::Certs {
             out,
             hosts,
             ca_name,
             client_name,
+            clients,
+            days,
             force,
-        } => {
-            let req = certs::CertRequest {
+        } => finish(
+            "modgate",
+            commands::certs::certs(&commands::certs::Request {
                 out: &out,
                 hosts: &hosts,
                 ca_name: &ca_name,
                 client_name: &client_name,
+                clients: &clients,
+                days,
                 force,
-            };
-            match certs::generate(&req) {
-                Ok(written) if written.is_empty() => {
-                    println!(
-                        "{}: certificates already present (use --force to replace)",
-                        out.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(written) => {
-                    for p in written {
-                        println!("wrote {}", p.display());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("modgate: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+            }),
+        ),
+        Command::Passwd { user, groups, cost } => finish(
+            "modgate",
+            commands::passwd::passwd(&commands::passwd::Request {
+                user: &user,
+                groups: &groups,
+                cost,
+            }),
+        ),
         Command::Warm(args) => warm::main(args),
-        Command::Cache { action, config } => with_config(&config, |c| match action {
-            CacheCommand::Purge { target } => admin::cache_purge(c, &target).map(|()| true),
-            CacheCommand::Verify { purge } => admin::cache_verify(c, purge),
-        }),
-        Command::Ledger { action, config } => with_config(&config, |c| match action {
-            LedgerCommand::Show { target } => {
-                admin::ledger_show(c, target.as_deref()).map(|()| true)
-            }
-            LedgerCommand::Accept {
-                target,
-                artifact,
-                sha256,
-                h1,
-                size,
-                reason,
-            } => admin::ledger_accept(
-                c,
-                &admin::Accept {
-                    target: &target,
-                    artifact: &artifact,
-                    sha256: &sha256,
-                    h1: h1.as_deref(),
+        Command::Cache { action, config } => finish(
+            "modgate",
+            commands::load_config(&config).and_then(|c| match action {
+                CacheCommand::Purge { target } => commands::cache::purge(&c, &target),
+                CacheCommand::Verify { purge } => commands::cache::verify(&c, purge),
+            }),
+        ),
+        Command::Ledger { action, config } => finish(
+            "modgate",
+            commands::load_config(&config).and_then(|c| match action {
+                LedgerCommand::Show { target } => commands::ledger::show(&c, target.as_deref()),
+                LedgerCommand::Accept {
+                    target,
+                    artifact,
+                    sha256,
+                    h1,
                     size,
-                    reason: &reason,
-                },
-            )
-            .map(|()| true),
-        }),
+                    reason,
+                } => commands::ledger::accept(
+                    &c,
+                    &commands::ledger::Accept {
+                        target: &target,
+                        artifact: &artifact,
+                        sha256: &sha256,
+                        h1: h1.as_deref(),
+                        size,
+                        reason: &reason,
+                    },
+                ),
+            }),
+        ),
     }
 }

@@ -122,14 +122,16 @@ impl Model {
             })
             .collect();
         let ttl = config.cache.as_ref().map(|c| c.ttl).unwrap_or_default();
-        Ok(Model {
+        let model = Model {
             generation,
             gateway,
             listeners,
             ttl,
             recorder,
             config,
-        })
+        };
+        metrics::prime(&model);
+        Ok(model)
     }
 }
 
@@ -219,6 +221,9 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
     }
     if !debug_eq(&old.telemetry, &new.telemetry) {
         live.push("telemetry settings changed".to_string());
+    }
+    if old.log != new.log {
+        live.push("log settings changed".to_string());
     }
     match (&old.cache, &new.cache) {
         (Some(o), Some(n)) => {

@@ -120,6 +120,7 @@ impl Reloader {
         let report = self.live.reload();
         let model = self.live.current();
         if report.applied {
+            crate::logging::configure(&model.config.log);
             for (name, tls) in self.live.tls() {
                 publish_expiry(name, tls);
                 log::info!("listener {name}: TLS material reloaded (SIGHUP)");

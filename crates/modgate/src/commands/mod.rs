@@ -1,143 +1,97 @@
-//! Commands that act on a configuration file or on the gateway running from it: `check`
-//! (validate) and `reload` (make the running process apply the file and report the outcome).
+//! The subcommands of the `modgate` binary, one file each (`main.rs` only parses the arguments
+//! and dispatches here), and the one exit-status policy they all follow: [`Exit`].
+//!
+//! A subcommand returns an [`Outcome`]: its answer ([`Exit`]), or an error, which [`finish`]
+//! prints as `modgate: <error>: <causes>` and turns into exit status 2.
 
-use std::path::{Path, PathBuf};
+pub mod agent;
+pub mod cache;
+pub mod certs;
+pub mod check;
+pub mod explain;
+pub mod ledger;
+mod operator;
+pub mod passwd;
+pub mod reload;
+pub mod run;
+
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use crate::model::ReloadReport;
-use crate::{config, gateway, reload};
+use crate::config;
 
-/// `modgate check`: exit 0 with a summary, or 1 with the first problem at its `file:line:col`.
-pub fn check(path: &Path) -> ExitCode {
-    match config::load(path)
-        .map_err(anyhow::Error::from)
-        .and_then(|c| gateway::Gateway::new(&c).map(|g| (c, g)))
-    {
-        Ok((c, g)) => {
-            for w in g.warnings() {
-                eprintln!("modgate: warning: {}: {w}", path.display());
-            }
-            println!(
-                "{}: ok ({} listener(s), {} upstream(s), {} route(s))",
-                path.display(),
-                c.listeners.len(),
-                c.upstreams.len(),
-                c.routes.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("modgate: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+/// The exit status of every `modgate` subcommand (`warm`, whose body is in `warm.rs`, follows it
+/// too):
+///
+/// | status | meaning |
+/// |---|---|
+/// | 0 | success: served and stopped cleanly, the file is valid, allowed, applied, written |
+/// | 1 | a negative answer to the question the command asks: `check` refuses the file (whatever the reason, an unreadable file included), `explain` denies, `reload` is refused, `cache verify` finds a mismatch, `warm` could not fetch some version |
+/// | 2 | usage or operational error: bad arguments (clap's own status), unusable input, a file, ledger or cache that cannot be used, no running gateway answered, `run` or `agent` could not start |
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0.
+    Success,
+    /// 1: the command's answer is "no".
+    No,
+    /// 2: the command could not give an answer.
+    Error,
 }
 
-fn read_report(path: &Path) -> Option<ReloadReport> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
-/// Prints a reload's outcome; exit 0 when applied, 1 when refused.
-fn print_report(r: &ReloadReport) -> ExitCode {
-    if !r.applied {
-        eprintln!(
-            "modgate: reload refused, generation {} stays in force: {}",
-            r.generation,
-            r.error.as_deref().unwrap_or("unknown error")
-        );
-        return ExitCode::FAILURE;
-    }
-    println!("reloaded: generation {}", r.generation);
-    if r.changes.is_empty() {
-        println!("  no changes in the configuration file (credential and TLS files re-read)");
-    }
-    for c in &r.changes {
-        println!("  {c}");
-    }
-    for u in &r.needs_upgrade {
-        println!("  not applied: {u}; use `modgate run --upgrade`");
-    }
-    ExitCode::SUCCESS
-}
-
-/// The pid file a configuration names, read leniently: a file `check` refuses still names the
-/// process it is meant for (the per-instance default when it names none).
-fn pid_file_of(path: &Path) -> PathBuf {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).ok())
-        .and_then(|v| {
-            v.get("server")?
-                .get("pid_file")?
-                .as_str()
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| config::instance_paths(path).0)
-}
-
-/// `modgate reload`: signals the process named by the file's pid file and waits for that
-/// process's own report: what changed, or why it refused the file (the same `file:line:col`
-/// message `check` prints; the process validates the file itself, so a refusal is counted in
-/// its metrics too).
-pub fn reload(path: &Path, timeout_secs: f64) -> ExitCode {
-    let (pid_file, local_error) = match config::load(path) {
-        Ok(c) => (PathBuf::from(&c.server.pid_file), None),
-        Err(e) => (pid_file_of(path), Some(e.to_string())),
-    };
-    let refused_here = |why: &str| {
-        if let Some(e) = &local_error {
-            eprintln!("modgate: {e}");
-            eprintln!("modgate: reload refused; {why}");
-            ExitCode::FAILURE
+impl Exit {
+    /// [`Exit::Success`] when `yes`, else [`Exit::No`].
+    pub fn answer(yes: bool) -> Exit {
+        if yes {
+            Exit::Success
         } else {
-            ExitCode::from(2)
+            Exit::No
         }
-    };
-    let pid_file = pid_file.as_path();
-    let pid = match std::fs::read_to_string(pid_file)
-        .map_err(|e| e.to_string())
-        .and_then(|t| t.trim().parse::<i32>().map_err(|e| e.to_string()))
-    {
-        Ok(p) if p > 0 => p,
-        Ok(p) => {
-            eprintln!("modgate: {}: bad pid {p}", pid_file.display());
-            return refused_here("no running gateway was told");
-        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(match e {
+            Exit::Success => 0,
+            Exit::No => 1,
+            Exit::Error => 2,
+        })
+    }
+}
+
+/// What a subcommand returns: its answer, or an error that [`finish`] prints (exit status 2).
+pub type Outcome = anyhow::Result<Exit>;
+
+/// Ends a subcommand: prints an error as `<prefix>: <error>: <causes>` and returns the status
+/// the policy gives it.
+pub fn finish(prefix: &str, outcome: Outcome) -> ExitCode {
+    match outcome {
+        Ok(exit) => exit.into(),
         Err(e) => {
-            eprintln!(
-                "modgate: no running gateway: cannot read pid file {}: {e}",
-                pid_file.display()
-            );
-            return refused_here("no running gateway was told");
+            eprintln!("{prefix}: {e:#}");
+            Exit::Error.into()
         }
-    };
-    let status = reload::status_path(pid_file);
-    let before = read_report(&status)
-        .filter(|r| r.pid == pid as u32)
-        .map(|r| r.attempt)
-        .unwrap_or(0);
-    // SAFETY: kill(2) with a positive pid and a valid signal number has no memory effects.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-        eprintln!(
-            "modgate: cannot signal pid {pid} (from {}): {}",
-            pid_file.display(),
-            std::io::Error::last_os_error()
-        );
-        return ExitCode::from(2);
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(timeout_secs.clamp(0.1, 3600.0));
-    while Instant::now() < deadline {
-        if let Some(r) = read_report(&status).filter(|r| r.pid == pid as u32 && r.attempt > before)
-        {
-            return print_report(&r);
-        }
-        std::thread::sleep(Duration::from_millis(50));
+}
+
+/// Loads the configuration file at `path` (a file that does not load is an error).
+pub fn load_config(path: &Path) -> anyhow::Result<config::GatewayConfig> {
+    Ok(config::load(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_in_numbers() {
+        // ExitCode has no accessor: compare through its Debug form.
+        let code = |e: Exit| format!("{:?}", ExitCode::from(e));
+        assert_eq!(code(Exit::Success), format!("{:?}", ExitCode::SUCCESS));
+        assert_eq!(code(Exit::No), format!("{:?}", ExitCode::from(1)));
+        assert_eq!(code(Exit::Error), format!("{:?}", ExitCode::from(2)));
+        assert_eq!(Exit::answer(true), Exit::Success);
+        assert_eq!(Exit::answer(false), Exit::No);
     }
-    eprintln!(
-        "modgate: pid {pid} did not report a reload within {timeout_secs}s (see its log; {})",
-        status.display()
-    );
-    ExitCode::from(2)
 }

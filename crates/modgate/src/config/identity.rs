@@ -11,7 +11,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use modgate_identity::{Cidr, ClientAuth, CrlScope, TlsFiles};
+use modgate_identity::{Cidr, ClientAuth, CrlScope, RefuseIn, TlsFiles};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -148,7 +148,20 @@ struct RawListenerTls {
     crl_scope: CrlScopeValue,
     #[serde(default)]
     allow_unknown_revocation: bool,
+    /// `http` (default): a missing or unacceptable client certificate gets an HTTP 403 naming
+    /// the problem; `handshake`: the TLS handshake fails with an alert instead.
+    #[serde(default)]
+    refuse_in: RefuseInValue,
     watch: Option<DurationValue>,
+}
+
+/// `tls.refuse_in`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RefuseInValue {
+    #[default]
+    Http,
+    Handshake,
 }
 
 impl RawListenerTls {
@@ -185,6 +198,10 @@ impl RawListenerTls {
                 CrlScopeValue::Chain => CrlScope::Chain,
             },
             allow_unknown_revocation: self.allow_unknown_revocation,
+            refuse_in: match self.refuse_in {
+                RefuseInValue::Http => RefuseIn::Http,
+                RefuseInValue::Handshake => RefuseIn::Handshake,
+            },
         };
         modgate_identity::tls::validate(&files).map_err(|e| e.to_string())?;
         Ok(ListenerTls {

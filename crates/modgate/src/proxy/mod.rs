@@ -63,6 +63,7 @@ use crate::metrics;
 use crate::model::{ListenerRuntime, Live, Model};
 use crate::record::Trace;
 use crate::respond;
+use crate::server::shutdown::{self, InFlight};
 use crate::upstream::{Chain, Upstream};
 
 /// `User-Agent` modgate sends upstream.
@@ -84,6 +85,8 @@ const FALLTHROUGH: ErrorType = ErrorType::Custom("modgate: next chain step");
 /// The proxy logic for one listener.
 pub struct GatewayProxy {
     live: Arc<Live>,
+    /// Requests in flight across listeners (SIGTERM exits once there are none).
+    inflight: Arc<InFlight>,
     /// This listener's settings at start-up: used if a reload's model lacks the listener.
     initial: Arc<ListenerRuntime>,
     cache: Option<Arc<CacheRuntime>>,
@@ -93,6 +96,7 @@ impl GatewayProxy {
     pub fn new(
         live: Arc<Live>,
         listener: &str,
+        inflight: Arc<InFlight>,
         cache: Option<Arc<CacheRuntime>>,
     ) -> anyhow::Result<Self> {
         let initial = live
@@ -103,6 +107,7 @@ impl GatewayProxy {
             .ok_or_else(|| anyhow::anyhow!("listener {listener:?} is not in the model"))?;
         Ok(GatewayProxy {
             live,
+            inflight,
             initial,
             cache,
         })
@@ -223,6 +228,8 @@ impl GatewayProxy {
 
 /// Per-request state: the model it runs on and one state value per concern.
 pub struct RequestCtx {
+    /// Counts the request in flight until the context drops.
+    _inflight: shutdown::Request,
     /// The model this request runs on, from its start to its end (a reload does not change it).
     model: Arc<Model>,
     /// This listener's settings in that model.
@@ -328,6 +335,7 @@ impl ProxyHttp for GatewayProxy {
             .cloned()
             .unwrap_or_else(|| self.initial.clone());
         RequestCtx {
+            _inflight: self.inflight.enter(),
             model,
             listener,
             started: Instant::now(),
@@ -361,20 +369,29 @@ impl ProxyHttp for GatewayProxy {
         // answered in order on the same connection, instead of being dropped with the
         // connection (HTTP/2 and TLS-less h2c ignore this).
         session.as_downstream_mut().set_pipelining_enabled(true);
+        // A connection whose client certificate is missing (where required), unreadable or
+        // not accepted is refused whatever it asks for, health and metrics included.
+        let tls = ctx.listener.tls.as_deref();
+        let refused = identity::connection_refusal(session, tls);
         let target = session
             .req_header()
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str());
-        if let Some((content_type, body)) = endpoints::unaudited(target, ctx.listener.metrics) {
+        if let (None, Some((content_type, body))) =
+            (&refused, endpoints::unaudited(target, ctx.listener.metrics))
+        {
             respond::ok(session, content_type, body).await?;
             return Ok(true);
         }
         ctx.record.enabled = true;
         ctx.trace = Some(ctx.model.recorder.begin(session.req_header()));
+        if let Some(e) = refused {
+            let admission = Admission::refused(Refusal::Identity(e));
+            return self.apply(session, ctx, admission).await;
+        }
 
         let authenticator = ctx.model.gateway.auth.current.load_full();
-        let tls = ctx.listener.tls.as_deref();
         let admission =
             match identity::resolve(session, &ctx.listener.identity, tls, authenticator).await {
                 Ok(id) => {
@@ -780,21 +797,51 @@ impl ProxyHttp for GatewayProxy {
             .client_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|| "-".into());
-        log::info!(
-            "{} {} {} {} {} {:?} {} route={} upstreams=[{}] {}ms{}",
-            ctx.listener.name,
-            client,
-            ctx.identity.principal.name,
-            session.req_header().method,
-            session.req_header().uri,
-            session.req_header().version,
-            status,
-            route_label,
-            ctx.cursor.log_summary(),
-            elapsed.as_millis(),
-            e.map(|e| format!(" error={}", short_error(e)))
-                .unwrap_or_default()
-        );
+        let trace_id = ctx
+            .trace
+            .as_ref()
+            .map(|t| t.trace_id.clone())
+            .unwrap_or_default();
+        let req = session.req_header();
+        let error = e.map(short_error);
+        if crate::logging::json() {
+            let line = serde_json::json!({
+                "listener": ctx.listener.name,
+                "client": client,
+                "identity": ctx.identity.principal.name,
+                "method": req.method.as_str(),
+                "uri": req.uri.to_string(),
+                "version": format!("{:?}", req.version),
+                "status": status,
+                "route": route_label,
+                "upstreams": ctx.cursor.log_summary(),
+                "duration_ms": elapsed.as_millis() as u64,
+                "trace_id": trace_id,
+                "error": error,
+            });
+            log::info!(target: crate::logging::ACCESS, "{line}");
+        } else {
+            log::info!(
+                target: crate::logging::ACCESS,
+                "{} {} {} {} {} {:?} {} route={} upstreams=[{}] {}ms{}{}",
+                ctx.listener.name,
+                client,
+                ctx.identity.principal.name,
+                req.method,
+                req.uri,
+                req.version,
+                status,
+                route_label,
+                ctx.cursor.log_summary(),
+                elapsed.as_millis(),
+                if trace_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" trace={trace_id}")
+                },
+                error.map(|e| format!(" error={e}")).unwrap_or_default()
+            );
+        }
         let cache = ctx.cache_outcome(session);
         if let (Some(outcome), Some(m)) = (cache, metrics::metrics()) {
             m.cache_lookups.with_label_values(&[outcome.as_str()]).inc();

@@ -2,12 +2,16 @@
 //! own TLS, HTTP/2, keepalive, deadline and connection-cap settings), all sharing one live
 //! runtime model ([`crate::model::Live`]).
 //!
-//! Process lifecycle is Pingora's: SIGTERM drains gracefully (`server.grace_period`, then
+//! Process lifecycle is Pingora's, watched by [`shutdown::Signals`]: SIGTERM drains (exiting
+//! as soon as no request is in flight, at the latest after `server.grace_period` and
 //! `server.shutdown_timeout`), SIGINT stops at once, and a graceful upgrade is
 //! `modgate run --upgrade` followed by SIGQUIT to the old process, which hands its listening
-//! sockets over through `server.upgrade_sock`. SIGHUP reloads the whole configuration in place
-//! ([`crate::reload`]). When Pingora returns, the audit log is flushed and pending spans are
-//! exported before the process exits.
+//! sockets over through `server.upgrade_sock` (refused, and the old process keeps serving,
+//! when no new process waits there). SIGHUP reloads the whole configuration in place
+//! ([`crate::reload`]). Every orderly exit saves the cache's LRU state, flushes the audit log,
+//! exports pending spans and removes the pid file.
+
+pub mod shutdown;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +24,8 @@ use pingora::listeners::TcpSocketOptions;
 use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
+
+use self::shutdown::{InFlight, Signals};
 use pingora::services::listening::Service;
 
 use crate::cache::CacheRuntime;
@@ -93,14 +99,19 @@ impl PidFile {
     }
 }
 
+/// Removes the pid file at `path` if it still names this process.
+fn remove_pid_file(path: &std::path::Path) {
+    let ours = std::fs::read_to_string(path)
+        .map(|t| t.trim() == std::process::id().to_string())
+        .unwrap_or(false);
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let ours = std::fs::read_to_string(&self.0)
-            .map(|t| t.trim() == std::process::id().to_string())
-            .unwrap_or(false);
-        if ours {
-            let _ = std::fs::remove_file(&self.0);
-        }
+        remove_pid_file(&self.0);
     }
 }
 
@@ -142,6 +153,7 @@ pub fn probe_bind(addr: std::net::SocketAddr) -> std::io::Result<()> {
 /// Starts every listener and serves until the process is told to stop, then flushes the
 /// audit log and pending spans.
 pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
+    crate::logging::configure(&config.log);
     if !options.upgrade {
         // Pingora binds inside its service threads, retries for half a minute and then panics
         // them, leaving a process without listeners; find a taken address before anything
@@ -191,6 +203,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     }
     let routes = model.gateway.routes.len();
     let live = Arc::new(Live::new(model, options.config_path.clone(), tls));
+    let inflight = Arc::new(InFlight::default());
     let opt = Opt {
         upgrade: options.upgrade,
         // Foreground only: Pingora daemonizes by forking inside `run`, after the audit writer,
@@ -205,6 +218,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         add_listener(
             &mut server,
             live.clone(),
+            inflight.clone(),
             cache.clone(),
             listener,
             config.server.threads,
@@ -254,16 +268,40 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             .join(", ")
     );
     let pid_file = PidFile::write(&config.server.pid_file);
-    server.run(RunArgs::default());
+    let finish: shutdown::Finish = {
+        let (live, cache) = (live.clone(), cache.clone());
+        let pid_path = pid_file.as_ref().map(|p| p.0.clone());
+        Arc::new(move || {
+            if let Some(c) = &cache {
+                if let Err(e) = c.storage.save_state_blocking() {
+                    log::warn!("disk cache: cannot save LRU state: {e}");
+                }
+            }
+            live.current().recorder.shutdown();
+            if let Some(p) = &pid_path {
+                remove_pid_file(p);
+            }
+            log::info!("modgate stopped");
+        })
+    };
+    let signals = Signals {
+        inflight,
+        grace: config.server.grace_period.0,
+        upgrade_sock: config.server.upgrade_sock.clone(),
+        finish: finish.clone(),
+    };
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    finish();
     drop(pid_file);
-    live.current().recorder.shutdown();
-    log::info!("modgate stopped");
     Ok(())
 }
 
 fn add_listener(
     server: &mut Server,
     live: Arc<Live>,
+    inflight: Arc<InFlight>,
     cache: Option<Arc<CacheRuntime>>,
     l: &ListenerConfig,
     threads: usize,
@@ -271,7 +309,7 @@ fn add_listener(
     let material = live.tls().get(&l.name.0).cloned();
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
-        GatewayProxy::new(live.clone(), &l.name.0, cache)?,
+        GatewayProxy::new(live.clone(), &l.name.0, inflight, cache)?,
     );
     let mut options = HttpServerOptions::default();
     options.h2c = l.http2 && l.tls.is_none();

@@ -1,0 +1,145 @@
+//! `modgate cache`, run beside (or without) a live gateway on the same directories:
+//!
+//! - `purge MODULE[@VERSION]`: removes the module's cached answers on every route (a running
+//!   gateway notices on its next lookup); audited.
+//! - `verify [--purge]`: re-hashes every cached exact-version artifact and compares it with the
+//!   ledger; reports (and with `--purge` removes) mismatches, with progress on stderr. Exit 1
+//!   when anything disagrees.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use modgate_cache::{DiskCache, ObjectInfo};
+use modgate_ledger::Ledger;
+
+use super::operator::{audit_event, cache_config, Actor};
+use super::{Exit, Outcome};
+use crate::cache::{artifact, cached_request, purge_module, target};
+use crate::config::GatewayConfig;
+
+/// `modgate cache purge`.
+pub fn purge(config: &GatewayConfig, what: &str) -> Outcome {
+    let c = cache_config(config)?;
+    let (module, version) = target(what)?;
+    let cache = DiskCache::open(c.disk())?;
+    let report = purge_module(cache, &module, version.as_deref())?;
+    println!(
+        "purged {} object(s), {} bytes for {what}",
+        report.objects, report.bytes
+    );
+    let actor = Actor::current();
+    audit_event(
+        config,
+        &actor,
+        "cache-purge",
+        &module,
+        version.as_deref(),
+        format!("{} object(s) purged by {}", report.objects, actor.label()),
+    );
+    Ok(Exit::Success)
+}
+
+/// One cached exact-version artifact and what the ledger says about it.
+struct Finding {
+    key: String,
+    problem: String,
+}
+
+/// `modgate cache verify`: success when every cached artifact agrees with the ledger.
+pub fn verify(config: &GatewayConfig, purge: bool) -> Outcome {
+    let c = cache_config(config)?;
+    let cache = DiskCache::open(c.disk())?;
+    let ledger = Ledger::open(&c.ledger_path())?;
+    let objects: Vec<ObjectInfo> = cache
+        .list_objects()?
+        .into_iter()
+        .filter(|o| o.status == Some(200))
+        .collect();
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    let (mut checked, mut unrecorded) = (0usize, 0usize);
+    let mut bad: Vec<Finding> = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        let Some(req) = cached_request(o) else {
+            continue;
+        };
+        let Some((a, version)) = artifact(&req) else {
+            continue;
+        };
+        checked += 1;
+        match cache.read_checked(&o.hash) {
+            Ok(None) => {}
+            Err(e) => bad.push(Finding {
+                key: o.primary_key.clone(),
+                problem: format!("{}@{} (.{a}): corrupt: {e}", req.module, version),
+            }),
+            Ok(Some(body)) => {
+                let sha = modgate_ledger::sha256_hex(&body);
+                match ledger.get(&req.module, &version, a)? {
+                    None => unrecorded += 1,
+                    Some(e) if e.sha256 == sha && e.size == body.len() as u64 => {}
+                    Some(e) => bad.push(Finding {
+                        key: o.primary_key.clone(),
+                        problem: format!(
+                            "{}@{} (.{a}): cached sha256:{sha} ({} bytes), ledger sha256:{} ({} bytes)",
+                            req.module,
+                            version,
+                            body.len(),
+                            e.sha256,
+                            e.size
+                        ),
+                    }),
+                }
+            }
+        }
+        progress(tty, &mut last_line, i + 1, objects.len(), bad.len());
+    }
+    if tty {
+        eprintln!();
+    }
+    for f in &bad {
+        println!("MISMATCH {}", f.problem);
+    }
+    if purge && !bad.is_empty() {
+        let keys: Vec<&str> = bad.iter().map(|f| f.key.as_str()).collect();
+        let report = cache.purge_where(|o| keys.contains(&o.primary_key.as_str()))?;
+        println!("purged {} mismatching object(s)", report.objects);
+        let actor = Actor::current();
+        for f in &bad {
+            audit_event(
+                config,
+                &actor,
+                "cache-verify-purge",
+                &f.key,
+                None,
+                f.problem.clone(),
+            );
+        }
+    }
+    println!(
+        "verified {checked} cached artifact(s) in {:.1}s: {} mismatch(es), {unrecorded} not in the ledger",
+        started.elapsed().as_secs_f64(),
+        bad.len()
+    );
+    Ok(Exit::answer(bad.is_empty()))
+}
+
+fn progress(tty: bool, last: &mut Instant, done: usize, total: usize, bad: usize) {
+    if tty {
+        let width = 30;
+        let filled = (done * width)
+            .checked_div(total)
+            .unwrap_or(width)
+            .min(width);
+        eprint!(
+            "\r[{}{}] {done}/{total} mismatches={bad}",
+            "#".repeat(filled),
+            "-".repeat(width - filled)
+        );
+        let _ = std::io::stderr().flush();
+    } else if last.elapsed().as_secs() >= 5 || done == total {
+        eprintln!("verify: {done}/{total} checked, {bad} mismatch(es)");
+        *last = Instant::now();
+    }
+}

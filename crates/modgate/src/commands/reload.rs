@@ -1,0 +1,119 @@
+//! `modgate reload`: makes the running gateway apply its configuration file (SIGHUP through
+//! its pid file) and prints the process's own report. Exit 0 applied, 1 refused (the old
+//! configuration stays in force), 2 no running gateway answered.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{Exit, Outcome};
+use crate::model::ReloadReport;
+use crate::{config, reload};
+
+fn read_report(path: &Path) -> Option<ReloadReport> {
+    let bytes = std::fs::read(path).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Prints a reload's outcome; applied or refused.
+fn print_report(r: &ReloadReport) -> Exit {
+    if !r.applied {
+        eprintln!(
+            "modgate: reload refused, generation {} stays in force: {}",
+            r.generation,
+            r.error.as_deref().unwrap_or("unknown error")
+        );
+        return Exit::No;
+    }
+    println!("reloaded: generation {}", r.generation);
+    if r.changes.is_empty() {
+        println!("  no changes in the configuration file (credential and TLS files re-read)");
+    }
+    for c in &r.changes {
+        println!("  {c}");
+    }
+    for u in &r.needs_upgrade {
+        println!("  not applied: {u}; use `modgate run --upgrade`");
+    }
+    Exit::Success
+}
+
+/// The pid file a configuration names, read leniently: a file `check` refuses still names the
+/// process it is meant for (the per-instance default when it names none).
+fn pid_file_of(path: &Path) -> PathBuf {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).ok())
+        .and_then(|v| {
+            v.get("server")?
+                .get("pid_file")?
+                .as_str()
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| config::instance_paths(path).0)
+}
+
+/// Signals the process named by the file's pid file and waits for that process's own report:
+/// what changed, or why it refused the file (the same `file:line:col` message `check` prints;
+/// the process validates the file itself, so a refusal is counted in its metrics too). A file
+/// that does not load and has no running gateway to tell is refused here (status 1).
+pub fn reload(path: &Path, timeout_secs: f64) -> Outcome {
+    let (pid_file, local_error) = match config::load(path) {
+        Ok(c) => (PathBuf::from(&c.server.pid_file), None),
+        Err(e) => (pid_file_of(path), Some(e.to_string())),
+    };
+    let refused_here = |why: &str| {
+        if let Some(e) = &local_error {
+            eprintln!("modgate: {e}");
+            eprintln!("modgate: reload refused; {why}");
+            Exit::No
+        } else {
+            Exit::Error
+        }
+    };
+    let pid_file = pid_file.as_path();
+    let pid = match std::fs::read_to_string(pid_file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| t.trim().parse::<i32>().map_err(|e| e.to_string()))
+    {
+        Ok(p) if p > 0 => p,
+        Ok(p) => {
+            eprintln!("modgate: {}: bad pid {p}", pid_file.display());
+            return Ok(refused_here("no running gateway was told"));
+        }
+        Err(e) => {
+            eprintln!(
+                "modgate: no running gateway: cannot read pid file {}: {e}",
+                pid_file.display()
+            );
+            return Ok(refused_here("no running gateway was told"));
+        }
+    };
+    let status = reload::status_path(pid_file);
+    let before = read_report(&status)
+        .filter(|r| r.pid == pid as u32)
+        .map(|r| r.attempt)
+        .unwrap_or(0);
+    // SAFETY: kill(2) with a positive pid and a valid signal number has no memory effects.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        anyhow::bail!(
+            "cannot signal pid {pid} (from {}): {}",
+            pid_file.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    // (`try_`: a NaN given as --timeout would make `from_secs_f64` panic.)
+    let wait = Duration::try_from_secs_f64(timeout_secs.clamp(0.1, 3600.0))
+        .unwrap_or(Duration::from_secs(15));
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Some(r) = read_report(&status).filter(|r| r.pid == pid as u32 && r.attempt > before)
+        {
+            return Ok(print_report(&r));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    anyhow::bail!(
+        "pid {pid} did not report a reload within {timeout_secs}s (see its log; {})",
+        status.display()
+    )
+}
