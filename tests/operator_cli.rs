@@ -16,7 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use modgate_testkit::{
-    curl, free_addr, modgate, modgate_bin, request, FixtureProxy, Gateway, ModuleVersion,
+    curl, free_addr, modgate, modgate_bin, request, ClientSpec, FixtureProxy, Gateway, Issuer,
+    ModuleVersion, Pki,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::pem::Pem;
@@ -391,4 +392,77 @@ fn run_that_cannot_start_exits_2() {
     // A usage error is clap's 2.
     let out = modgate(&["check", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+/// `modgate explain --cert` judges the certificate as each listener that asks for client
+/// certificates would (chain, validity, revocation), and exits 1 when every one refuses it.
+#[test]
+fn explain_cert_judges_the_certificate_like_the_listeners() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut pki = Pki::generate(dir.path());
+    let corp = |cn: &str, serial: u64| ClientSpec::new(cn, serial).o("Example Corp");
+    pki.client("good", &corp("good", 0x501));
+    pki.client("old", &corp("old", 0x502).expired());
+    pki.client("rex", &corp("rex", 0x503));
+    pki.client("stranger", &corp("stranger", 0x504).issuer(Issuer::Other));
+    pki.revoke(Issuer::Root, &[0x503]);
+    let config = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n\
+             \x20 - name: mtls\n\
+             \x20   address: \"{}\"\n\
+             \x20   tls: {{ cert: server.pem, key: server.key, client_auth: required, \
+             client_ca: root.pem, crl: crl.pem }}\n\
+             \x20 - {{ name: plain, address: \"{}\" }}\n\
+             upstreams:\n  up: {{ url: \"http://127.0.0.1:9\" }}\n\
+             routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [up] }}\n",
+            free_addr(),
+            free_addr()
+        ),
+    )
+    .expect("write config");
+    let explain = |who: &str| {
+        let cert = pki.path(&format!("{who}.pem"));
+        modgate(&[
+            "explain",
+            "-c",
+            &config.to_string_lossy(),
+            "example.com/x@v1.0.0",
+            "--cert",
+            &cert.to_string_lossy(),
+        ])
+    };
+    let out = explain("good");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "listener: mtls (client_auth required): certificate accepted (chain, validity and \
+             revocation check out)"
+        ),
+        "{}",
+        text(&out)
+    );
+    for (who, reason) in [
+        ("old", "expired"),
+        ("rex", "revoked"),
+        ("stranger", "unknown issuer"),
+    ] {
+        let out = explain(who);
+        let t = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{who}: {t}");
+        assert!(
+            t.contains(&format!(
+                "listener: mtls (client_auth required): certificate refused: {reason}"
+            )),
+            "{who}: {t}"
+        );
+        assert!(
+            t.contains("certificate: refused by every listener that asks for one"),
+            "{t}"
+        );
+        // The policy part is still explained.
+        assert!(t.contains("decision: allow"), "{t}");
+    }
 }
