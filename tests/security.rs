@@ -1463,7 +1463,14 @@ fn a_slow_upstream_is_not_a_slow_client() {
 #[test]
 fn connections_are_capped_per_source_and_per_listener() {
     use std::io::Write;
-    let (_up, addr, _gw) = deadline_gateway(3, 2);
+    let (up, addr, _gw) = deadline_gateway(3, 2);
+    // Connections are kept busy with requests the upstream holds (a busy connection has no
+    // deadline of ours), so the caps are tested however slowly this machine runs.
+    const HELD: &str = "/example.com/pub/@v/list";
+    up.public.set_behaviour(
+        HELD,
+        modgate_testkit::Behaviour::Delay(Duration::from_secs(4)),
+    );
     // The start-up probe's connection gives its place back first (the metrics request itself
     // is the one connection left).
     let settled = Instant::now();
@@ -1491,8 +1498,8 @@ fn connections_are_capped_per_source_and_per_listener() {
         })
     };
     let keep_busy = |s: &mut std::net::TcpStream| {
-        // Started requests hold their connections open (the deadline is 1 s; the test is quick).
-        s.write_all(b"GET ").expect("write");
+        let req = format!("GET {HELD} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).expect("write");
     };
     let mut a1 = from([127, 0, 0, 1]);
     keep_busy(&mut a1);
@@ -1514,8 +1521,15 @@ fn connections_are_capped_per_source_and_per_listener() {
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("too many connections"), "{text}");
     drop((a1, a2, b1));
-    // Closed connections give their places back.
-    std::thread::sleep(Duration::from_millis(300));
+    // Closed connections give their places back (once the held requests end).
+    let freed = Instant::now();
+    while metric(addr, "modgate_connections_open{listener=\"plain\"}") > 1.0 {
+        assert!(
+            freed.elapsed() < Duration::from_secs(15),
+            "closed connections kept their places"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let r = modgate_testkit::client::get(addr, PUBLIC_INFO).expect("get");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
