@@ -7,7 +7,7 @@ APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
 
 
-.PHONY: all run test order-check deps go-toolchain build build-release certs check lint fmt unit e2e bench load clean
+.PHONY: all run test order-check deps go-toolchain build build-release certs check lint fuzz-check fmt unit e2e bench load clean
 
 all: build
 
@@ -51,6 +51,14 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+## fuzz-check: the cargo-fuzz targets (a separate workspace, crates/modgate-protocol/fuzz) still
+## compile, on stable: type-checked without linking libFuzzer, in their own target directory.
+## Fuzzing itself is `cargo +nightly fuzz run parse_request` in crates/modgate-protocol.
+FUZZ_DIR := crates/modgate-protocol/fuzz
+fuzz-check: deps
+	$(CARGO) check --manifest-path $(FUZZ_DIR)/Cargo.toml --no-default-features --bins \
+	  --target-dir $(CURDIR)/target/fuzz-check
+
 ## unit: the testkit's checksum-database tests run the real `go`, so the toolchain comes first
 unit: deps go-toolchain
 	$(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
@@ -66,7 +74,7 @@ e2e: deps go-toolchain build
 
 ## test: everything CI runs. order-check first: on a fresh machine every install step must come
 ## before the first test that needs it.
-test: order-check lint unit e2e
+test: order-check lint fuzz-check unit e2e
 
 ## order-check: `make -n test` with no Go installed must install the toolchain before any
 ## `cargo test` runs.

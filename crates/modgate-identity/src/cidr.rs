@@ -291,6 +291,10 @@ impl FromIterator<Cidr> for CidrSet {
 }
 
 #[cfg(test)]
+#[path = "cidr_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod canonical_tests {
     use super::Cidr;
 

@@ -879,6 +879,10 @@ fn process_salt() -> &'static [u8; 32] {
 }
 
 #[cfg(test)]
+#[path = "credentials_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write as _;

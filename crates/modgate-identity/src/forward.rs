@@ -81,8 +81,10 @@ fn percent_decode(s: &str) -> Result<Vec<u8>, CertError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Exactly two hex digits: from_str_radix alone would also take "+A".
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| CertError::Forwarded(format!("bad percent-escape at byte {i}")))?;
@@ -252,6 +254,10 @@ fn header_safe(s: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "forward_props.rs"]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use rcgen::{CertificateParams, DnType, KeyPair, SanType};
@@ -362,6 +368,22 @@ mod tests {
             .expect_err("trailing")
             .to_string()
             .contains("trailing"));
+    }
+
+    #[test]
+    fn percent_escapes_need_two_hex_digits() {
+        // Regression (found by forward_props::percent_escapes): "%+A" was decoded as 0x0A.
+        for bad in ["%+A", "%+0", "%-1", "% A", "%A", "%"] {
+            let e = percent_decode(bad).expect_err(bad);
+            assert!(
+                e.to_string().contains("bad percent-escape at byte 0"),
+                "{e}"
+            );
+        }
+        assert_eq!(percent_decode("%0a%2B+").expect("valid"), b"\n++");
+        let der = cert();
+        let sneaky = escaped_pem(&der).replace("%0A", "%+A");
+        assert!(parse_forwarded_cert(&sneaky).is_err());
     }
 
     #[test]

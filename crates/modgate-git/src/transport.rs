@@ -1,0 +1,777 @@
+//! Talking to git: every operation is a `git` subprocess (never libgit2)
+//! run with a scrubbed environment, a deadline and a bound on its output,
+//! against one bare mirror per repository.
+//!
+//! Credentials never appear in a process's arguments: a [`Credential`] is
+//! handed to git through `GIT_CONFIG_COUNT` / `GIT_CONFIG_KEY_n` /
+//! `GIT_CONFIG_VALUE_n` environment variables (readable only by the same
+//! user, unlike `/proc/<pid>/cmdline`), scoped with git's URL matching
+//! (`http.<scheme>://<host>/.extraHeader`) to the repository's own host, so
+//! a redirect elsewhere does not carry it. Credential helpers and prompts
+//! are disabled, the system and user git configuration are not read (an
+//! explicit [`GitOptions::global_config`] may be given, e.g. for proxies or
+//! `insteadOf` rules), and the URL itself may not carry user information.
+//!
+//! The mirror keeps exactly what the go command may see: `refs/heads/*` and
+//! `refs/tags/*` with their history (not `refs/pull/*` and the like, whose
+//! commits Go refuses to resolve), and the remote's `HEAD` as `git
+//! ls-remote` reports it. A refresh is one `git ls-remote` and, only when
+//! the refs changed, one incremental `git fetch --prune`; concurrent
+//! refreshes of one mirror are coalesced (see [`Mirror::refresh`]).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{excerpt, GitError};
+use crate::rules::parse_ls_remote;
+
+/// A secret value that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// How the gateway authenticates to a Git host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A complete `Authorization` header value, e.g. `Bearer t0ken` or
+    /// `Basic dXNlcjpwYXNz`.
+    Authorization(Secret),
+    /// A client certificate and its key (PEM files; the paths are not
+    /// secret, the files are protected by their permissions).
+    ClientCertificate {
+        /// The certificate (chain) file.
+        cert: PathBuf,
+        /// The private key file.
+        key: PathBuf,
+    },
+}
+
+/// How git subprocesses are run.
+#[derive(Debug, Clone)]
+pub struct GitOptions {
+    /// The git executable.
+    pub git: PathBuf,
+    /// A git configuration file read as the "global" one
+    /// (`GIT_CONFIG_GLOBAL`); `None` reads none.
+    pub global_config: Option<PathBuf>,
+    /// Deadline of commands that talk to the Git host.
+    pub network_timeout: Duration,
+    /// Deadline of commands that only read the mirror.
+    pub local_timeout: Duration,
+}
+
+impl Default for GitOptions {
+    fn default() -> Self {
+        GitOptions {
+            git: PathBuf::from("git"),
+            global_config: None,
+            network_timeout: Duration::from_secs(300),
+            local_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a finished git command left behind.
+#[derive(Debug)]
+pub(crate) struct RunOutput {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+}
+
+/// Where a command's standard output goes.
+pub(crate) enum Sink<'a> {
+    Memory,
+    File(&'a mut std::fs::File),
+}
+
+/// One git invocation, described without secrets.
+pub(crate) struct GitCommand<'a> {
+    pub args: Vec<String>,
+    pub network: bool,
+    pub limit: u64,
+    pub stdin: Option<&'a [u8]>,
+    /// Exit codes that are answers, not failures (`merge-base
+    /// --is-ancestor` exits 1 for "no").
+    pub ok_codes: &'a [i32],
+}
+
+impl<'a> GitCommand<'a> {
+    pub fn local(args: &[&str], limit: u64) -> GitCommand<'a> {
+        GitCommand {
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            network: false,
+            limit,
+            stdin: None,
+            ok_codes: &[0],
+        }
+    }
+}
+
+/// The environment-only configuration a credential becomes:
+/// `(key, value)` pairs for `GIT_CONFIG_KEY_n` / `GIT_CONFIG_VALUE_n`.
+pub(crate) fn credential_config(
+    url: &str,
+    credential: Option<&Credential>,
+) -> Vec<(String, String)> {
+    // Never let git ask anyone or anything else for credentials.
+    let mut pairs = vec![("credential.helper".to_owned(), String::new())];
+    let scope = url_scope(url);
+    match credential {
+        None => {}
+        Some(Credential::Authorization(secret)) => pairs.push((
+            format!("http.{scope}.extraHeader"),
+            format!("Authorization: {}", secret.expose()),
+        )),
+        Some(Credential::ClientCertificate { cert, key }) => {
+            pairs.push((format!("http.{scope}.sslCert"), cert.display().to_string()));
+            pairs.push((format!("http.{scope}.sslKey"), key.display().to_string()));
+        }
+    }
+    pairs
+}
+
+/// `scheme://host[:port]/` of a URL: the scope of `http.<url>.*` settings.
+fn url_scope(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{host}/")
+}
+
+/// Checks a repository URL: an http(s), ssh or file URL without user
+/// information (credentials go through [`Credential`]) and without
+/// characters git could take for options.
+pub(crate) fn check_url(url: &str) -> Result<(), GitError> {
+    let bad = |detail: &str| {
+        Err(GitError::Config {
+            what: format!("repository URL {url}"),
+            detail: detail.to_owned(),
+        })
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return bad("must be an absolute URL (https://host/path)");
+    };
+    if !matches!(scheme, "https" | "http" | "ssh" | "file") {
+        return bad("scheme must be https, http, ssh or file");
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return bad("must not contain user information; configure a credential instead");
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("must not contain spaces or control characters");
+    }
+    Ok(())
+}
+
+/// A runner of git commands for one repository.
+#[derive(Debug)]
+pub(crate) struct GitRunner {
+    pub options: GitOptions,
+    pub url: String,
+    pub credential: Mutex<Option<Credential>>,
+}
+
+impl GitRunner {
+    /// Builds the `Command` (without spawning it): scrubbed environment,
+    /// credential in environment variables only.
+    pub fn command(&self, dir: &Path, cmd: &GitCommand<'_>) -> Command {
+        let mut c = Command::new(&self.options.git);
+        c.args(&cmd.args).current_dir(dir).env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            c.env("PATH", path);
+        }
+        c.env("HOME", dir)
+            .env("LC_ALL", "C")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GCM_INTERACTIVE", "never")
+            .env("GIT_ASKPASS", "")
+            .env("SSH_ASKPASS", "");
+        match &self.options.global_config {
+            Some(path) => c.env("GIT_CONFIG_GLOBAL", path),
+            None => c.env("GIT_CONFIG_GLOBAL", "/dev/null"),
+        };
+        let credential = self
+            .credential
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let pairs = if cmd.network {
+            credential_config(&self.url, credential.as_ref())
+        } else {
+            credential_config(&self.url, None)
+        };
+        c.env("GIT_CONFIG_COUNT", pairs.len().to_string());
+        for (i, (k, v)) in pairs.into_iter().enumerate() {
+            c.env(format!("GIT_CONFIG_KEY_{i}"), k);
+            c.env(format!("GIT_CONFIG_VALUE_{i}"), v);
+        }
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        c
+    }
+
+    /// Runs a command to completion within its deadline.
+    pub fn run(
+        &self,
+        dir: &Path,
+        cmd: &GitCommand<'_>,
+        sink: Sink<'_>,
+    ) -> Result<RunOutput, GitError> {
+        let name = cmd
+            .args
+            .iter()
+            .find(|a| !a.starts_with('-') && !a.contains('='))
+            .cloned();
+        let name = name.unwrap_or_else(|| "git".to_owned());
+        let timeout = if cmd.network {
+            self.options.network_timeout
+        } else {
+            self.options.local_timeout
+        };
+        let mut command = self.command(dir, cmd);
+        command
+            .stdin(if cmd.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|source| GitError::Io {
+            what: "cannot run git in",
+            path: dir.to_owned(),
+            source,
+        })?;
+        let overflow = Arc::new(AtomicBool::new(false));
+        let result = std::thread::scope(|scope| {
+            let stdin = child.stdin.take();
+            let input = cmd.stdin;
+            if let (Some(mut pipe), Some(data)) = (stdin, input) {
+                scope.spawn(move || {
+                    let _ = pipe.write_all(data);
+                });
+            }
+            let mut stderr = child.stderr.take();
+            let err_reader = scope.spawn(move || {
+                let mut kept = Vec::new();
+                if let Some(pipe) = stderr.as_mut() {
+                    let _ = pipe
+                        .take(crate::error::STDERR_EXCERPT as u64)
+                        .read_to_end(&mut kept);
+                    let _ = std::io::copy(pipe, &mut std::io::sink());
+                }
+                kept
+            });
+            let mut stdout = child.stdout.take();
+            let limit = cmd.limit;
+            let flag = Arc::clone(&overflow);
+            let out_reader = scope.spawn(move || -> std::io::Result<Vec<u8>> {
+                let mut buf = Vec::new();
+                let Some(pipe) = stdout.as_mut() else {
+                    return Ok(buf);
+                };
+                let mut limited = pipe.take(limit + 1);
+                match sink {
+                    Sink::Memory => {
+                        limited.read_to_end(&mut buf)?;
+                        if buf.len() as u64 > limit {
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    Sink::File(file) => {
+                        let n = std::io::copy(&mut limited, file)?;
+                        if n > limit {
+                            flag.store(true, Ordering::SeqCst);
+                        }
+                    }
+                }
+                Ok(buf)
+            });
+            let waited = wait_with_deadline(&mut child, timeout, &overflow);
+            let stdout = out_reader.join().unwrap_or_else(|_| Ok(Vec::new()));
+            let stderr = err_reader.join().unwrap_or_default();
+            (waited, stdout, stderr)
+        });
+        let (waited, stdout, stderr) = result;
+        if overflow.load(Ordering::SeqCst) {
+            return Err(GitError::OutputTooLarge {
+                command: name,
+                limit: cmd.limit,
+            });
+        }
+        let code = match waited {
+            Waited::Exited(code) => code,
+            Waited::TimedOut => {
+                return Err(GitError::Timeout {
+                    command: name,
+                    seconds: timeout.as_secs(),
+                })
+            }
+        };
+        let stdout = stdout.map_err(|source| GitError::Io {
+            what: "cannot read the output of git in",
+            path: dir.to_owned(),
+            source,
+        })?;
+        if !code.is_some_and(|c| cmd.ok_codes.contains(&c)) {
+            return Err(GitError::Git {
+                command: name,
+                status: code.map_or("killed by a signal".to_owned(), |c| format!("exit {c}")),
+                stderr: excerpt(&stderr),
+            });
+        }
+        Ok(RunOutput { code, stdout })
+    }
+}
+
+enum Waited {
+    Exited(Option<i32>),
+    TimedOut,
+}
+
+/// Polls the child until it exits, the deadline passes or its output
+/// overflows; kills its whole process group in the last two cases (git
+/// starts helpers such as `git-remote-https`).
+fn wait_with_deadline(child: &mut Child, timeout: Duration, overflow: &AtomicBool) -> Waited {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Waited::Exited(status.code()),
+            Ok(None) => {}
+            Err(_) => return Waited::Exited(None),
+        }
+        let late = Instant::now() >= deadline;
+        if late || overflow.load(Ordering::SeqCst) {
+            kill_group(child);
+            let _ = child.wait();
+            return if late {
+                Waited::TimedOut
+            } else {
+                Waited::Exited(None)
+            };
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Kills the process group the child leads (it was started with
+/// `process_group(0)`, so its id is the group id).
+#[allow(unsafe_code)]
+fn kill_group(child: &mut Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) with a negative pid signals the process group we
+        // created for this child; it touches no memory.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = child.kill();
+}
+
+/// The refs of a repository as the go command sees them (`git ls-remote`:
+/// `HEAD`, `refs/heads/*`, `refs/tags/*`, annotated tags peeled).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refs {
+    /// Full ref name → commit hash.
+    pub map: HashMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct RefreshState {
+    refs: Option<Arc<Refs>>,
+    /// How many times the host was asked (`ls-remote`), for metrics and
+    /// the coalescing test.
+    host_round_trips: u64,
+    refreshed_at: Option<Instant>,
+    fetched: bool,
+}
+
+/// A bare mirror of one repository, shared by every module in it.
+#[derive(Debug)]
+pub struct Mirror {
+    pub(crate) runner: GitRunner,
+    pub(crate) dir: PathBuf,
+    state: Mutex<RefreshState>,
+}
+
+/// The set of mirrors under one cache directory: one [`Mirror`] per
+/// repository URL, so that every request for a repository shares its
+/// refresh coalescing.
+#[derive(Debug)]
+pub struct Mirrors {
+    root: PathBuf,
+    options: GitOptions,
+    repos: Mutex<HashMap<String, Arc<Mirror>>>,
+}
+
+impl Mirrors {
+    /// Mirrors kept under `root`, git run with `options`.
+    pub fn new(root: impl Into<PathBuf>, options: GitOptions) -> Mirrors {
+        Mirrors {
+            root: root.into(),
+            options,
+            repos: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The mirror of `url`, authenticated with `credential` from now on
+    /// (a rotated credential replaces the old one).
+    pub fn repo(&self, url: &str, credential: Option<Credential>) -> Result<Arc<Mirror>, GitError> {
+        check_url(url)?;
+        let mut repos = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = repos.get(url) {
+            *m.runner
+                .credential
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = credential;
+            return Ok(Arc::clone(m));
+        }
+        let mirror = Arc::new(Mirror {
+            runner: GitRunner {
+                options: self.options.clone(),
+                url: url.to_owned(),
+                credential: Mutex::new(credential),
+            },
+            dir: self.root.join(mirror_dir_name(url)),
+            state: Mutex::new(RefreshState::default()),
+        });
+        repos.insert(url.to_owned(), Arc::clone(&mirror));
+        Ok(mirror)
+    }
+}
+
+/// A readable, collision-free directory name for a URL.
+fn mirror_dir_name(url: &str) -> String {
+    let readable: String = url
+        .split_once("://")
+        .map_or(url, |(_, r)| r)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let digest = Sha256::digest(url.as_bytes());
+    let tag: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{readable}-{tag}.git")
+}
+
+/// The attributes Go writes before `git archive` (`ensureGitAttributes`).
+const GO_ARCHIVE_ATTRIBUTES: &str = "\n* -export-subst -export-ignore\n";
+
+/// The refspecs of the mirror: branches and tags only.
+const REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+
+impl Mirror {
+    /// The repository URL.
+    pub fn url(&self) -> &str {
+        &self.runner.url
+    }
+
+    /// The mirror's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How many refreshes actually went to the host so far.
+    pub fn host_round_trips(&self) -> u64 {
+        self.state
+            .lock()
+            .map(|s| s.host_round_trips)
+            .unwrap_or_else(|e| e.into_inner().host_round_trips)
+    }
+
+    /// The refs, refreshed from the host if the last refresh is older than
+    /// `max_age`.
+    ///
+    /// Coalescing: the refresh runs with the mirror's lock held, so at most
+    /// one `ls-remote`/`fetch` per mirror is in flight; callers arriving
+    /// meanwhile block on the lock and then find a refresh that finished
+    /// after they asked, which they take instead of starting another.
+    pub fn refresh(&self, max_age: Duration) -> Result<Arc<Refs>, GitError> {
+        let asked = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(refs), Some(at)) = (&state.refs, state.refreshed_at) {
+            if at >= asked || at.elapsed() < max_age {
+                return Ok(Arc::clone(refs));
+            }
+        }
+        self.ensure_init()?;
+        state.host_round_trips += 1;
+        let listed = self.runner.run(
+            &self.dir,
+            &GitCommand {
+                args: vec!["ls-remote".into(), "-q".into(), "origin".into()],
+                network: true,
+                limit: 64 << 20,
+                stdin: None,
+                ok_codes: &[0],
+            },
+            Sink::Memory,
+        )?;
+        let refs = Refs {
+            map: parse_ls_remote(&String::from_utf8_lossy(&listed.stdout)),
+        };
+        let changed = state.refs.as_deref() != Some(&refs);
+        if changed || !state.fetched {
+            let mut args = vec![
+                "fetch".to_owned(),
+                "--prune".into(),
+                "--no-tags".into(),
+                "--quiet".into(),
+                "origin".into(),
+            ];
+            args.extend(REFSPECS.iter().map(|s| (*s).to_owned()));
+            self.runner.run(
+                &self.dir,
+                &GitCommand {
+                    args,
+                    network: true,
+                    limit: 1 << 20,
+                    stdin: None,
+                    ok_codes: &[0],
+                },
+                Sink::Memory,
+            )?;
+            state.fetched = true;
+        }
+        let refs = Arc::new(refs);
+        state.refs = Some(Arc::clone(&refs));
+        state.refreshed_at = Some(Instant::now());
+        Ok(refs)
+    }
+
+    /// Creates the bare repository on first use (atomically: built in a
+    /// temporary directory and renamed into place).
+    fn ensure_init(&self) -> Result<(), GitError> {
+        if self.dir.join("HEAD").is_file() {
+            return ensure_attributes(&self.dir);
+        }
+        let parent = self.dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
+            what: "cannot create the mirror directory",
+            path: parent.to_owned(),
+            source,
+        })?;
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}",
+            self.dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("mirror"),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|source| GitError::Io {
+            what: "cannot create the mirror directory",
+            path: tmp.clone(),
+            source,
+        })?;
+        let url = self.runner.url.clone();
+        let steps: [Vec<&str>; 2] = [
+            vec!["init", "--bare", "--quiet"],
+            vec!["remote", "add", "origin", "--", &url],
+        ];
+        for args in steps {
+            self.runner
+                .run(&tmp, &GitCommand::local(&args, 1 << 16), Sink::Memory)?;
+        }
+        ensure_attributes(&tmp)?;
+        match std::fs::rename(&tmp, &self.dir) {
+            Ok(()) => Ok(()),
+            Err(_) if self.dir.join("HEAD").is_file() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Ok(())
+            }
+            Err(source) => Err(GitError::Io {
+                what: "cannot move the new mirror into place at",
+                path: self.dir.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Runs a read-only command in the mirror.
+    pub(crate) fn local(&self, cmd: &GitCommand<'_>) -> Result<RunOutput, GitError> {
+        self.runner.run(&self.dir, cmd, Sink::Memory)
+    }
+
+    /// Runs a read-only command in the mirror with its output in `file`.
+    pub(crate) fn local_to_file(
+        &self,
+        cmd: &GitCommand<'_>,
+        file: &mut std::fs::File,
+    ) -> Result<RunOutput, GitError> {
+        self.runner.run(&self.dir, cmd, Sink::File(file))
+    }
+}
+
+/// Appends Go's archive attributes to `info/attributes` unless present.
+fn ensure_attributes(dir: &Path) -> Result<(), GitError> {
+    let info = dir.join("info");
+    let path = info.join("attributes");
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| GitError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(&info).map_err(io("cannot create", &info))?;
+    let existing = std::fs::read_to_string(&path).unwrap_or_default();
+    if !existing.ends_with(GO_ARCHIVE_ATTRIBUTES) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io("cannot open", &path))?;
+        f.write_all(GO_ARCHIVE_ATTRIBUTES.as_bytes())
+            .map_err(io("cannot write", &path))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(credential: Credential) -> GitRunner {
+        GitRunner {
+            options: GitOptions::default(),
+            url: "https://git.corp.example/g/r.git".into(),
+            credential: Mutex::new(Some(credential)),
+        }
+    }
+
+    #[test]
+    fn secrets_travel_in_the_environment_only() {
+        let secret = "Bearer s3cr3t-t0ken-value";
+        let r = runner(Credential::Authorization(Secret::new(secret)));
+        let cmd = GitCommand {
+            args: vec!["ls-remote".into(), "-q".into(), "origin".into()],
+            network: true,
+            limit: 10,
+            stdin: None,
+            ok_codes: &[0],
+        };
+        let command = r.command(Path::new("/"), &cmd);
+        let argv: Vec<String> = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(argv.iter().all(|a| !a.contains("s3cr3t")), "{argv:?}");
+        let envs: HashMap<String, String> = command
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_string_lossy().into(), v?.to_string_lossy().into())))
+            .collect();
+        let key = envs
+            .iter()
+            .find(|(_, v)| v.contains("s3cr3t"))
+            .map(|(k, _)| k.clone());
+        let key = key.expect("the secret is in some GIT_CONFIG_VALUE_n");
+        assert!(key.starts_with("GIT_CONFIG_VALUE_"));
+        let n = &key["GIT_CONFIG_VALUE_".len()..];
+        assert_eq!(
+            envs[&format!("GIT_CONFIG_KEY_{n}")],
+            "http.https://git.corp.example/.extraHeader"
+        );
+        assert_eq!(envs[&key], format!("Authorization: {secret}"));
+        // Local commands do not even get it.
+        let local = r.command(Path::new("/"), &GitCommand::local(&["log"], 10));
+        assert!(local
+            .get_envs()
+            .all(|(_, v)| !v.is_some_and(|v| v.to_string_lossy().contains("s3cr3t"))));
+        assert_eq!(format!("{:?}", Secret::new(secret)), "Secret(..)");
+    }
+
+    #[test]
+    fn client_certificates_scoped_to_the_host() {
+        let pairs = credential_config(
+            "https://git.corp.example:8443/g/r",
+            Some(&Credential::ClientCertificate {
+                cert: "/etc/c.pem".into(),
+                key: "/etc/k.pem".into(),
+            }),
+        );
+        assert!(pairs.contains(&(
+            "http.https://git.corp.example:8443/.sslKey".into(),
+            "/etc/k.pem".into()
+        )));
+        assert_eq!(pairs[0], ("credential.helper".into(), String::new()));
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused() {
+        assert!(check_url("https://user:pw@h.example/r").is_err());
+        assert!(check_url("h.example/r").is_err());
+        assert!(check_url("ext::sh -c x").is_err());
+        assert!(check_url("https://h.example/g/r.git").is_ok());
+    }
+
+    #[test]
+    fn mirror_names_are_distinct() {
+        assert_ne!(
+            mirror_dir_name("https://h.example/a/b"),
+            mirror_dir_name("https://h.example/a_b")
+        );
+    }
+
+    #[test]
+    fn deadlines_kill_the_process() {
+        let r = GitRunner {
+            options: GitOptions {
+                git: "sleep".into(),
+                local_timeout: Duration::from_millis(200),
+                ..GitOptions::default()
+            },
+            url: "https://h.example/r".into(),
+            credential: Mutex::new(None),
+        };
+        let started = Instant::now();
+        let err = r
+            .run(Path::new("/"), &GitCommand::local(&["5"], 10), Sink::Memory)
+            .unwrap_err();
+        assert!(matches!(err, GitError::Timeout { .. }), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let r = GitRunner {
+            options: GitOptions {
+                git: "yes".into(),
+                ..GitOptions::default()
+            },
+            url: "https://h.example/r".into(),
+            credential: Mutex::new(None),
+        };
+        let err = r
+            .run(Path::new("/"), &GitCommand::local(&[], 1000), Sink::Memory)
+            .unwrap_err();
+        assert!(matches!(err, GitError::OutputTooLarge { .. }), "{err}");
+    }
+}
