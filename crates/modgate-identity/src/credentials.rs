@@ -183,12 +183,28 @@ impl fmt::Debug for StoredHash {
     }
 }
 
+/// The bcrypt costs a users file may use: below 4 is not bcrypt, above 16 one check takes
+/// seconds of CPU (each step doubles it).
+pub const MIN_BCRYPT_COST: u32 = 4;
+pub const MAX_BCRYPT_COST: u32 = 16;
+
 impl StoredHash {
     /// Recognizes and checks the format of a hash from the users file.
     fn parse(s: &str) -> Result<StoredHash, String> {
         if s.starts_with("$2a$") || s.starts_with("$2b$") || s.starts_with("$2y$") {
-            s.parse::<bcrypt::HashParts>()
+            let parts = s
+                .parse::<bcrypt::HashParts>()
                 .map_err(|e| format!("malformed bcrypt hash: {e}"))?;
+            // Checked at load: cost 31 parses but makes every check (and every unknown-user
+            // check, which uses the first hash as its decoy) take hours of CPU.
+            let cost = parts.get_cost();
+            if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&cost) {
+                return Err(format!(
+                    "bcrypt cost {cost} is outside {MIN_BCRYPT_COST}..={MAX_BCRYPT_COST} (a login \
+                     check would take too long, or be too cheap); re-hash with `modgate passwd \
+                     --cost 10`"
+                ));
+            }
             return Ok(StoredHash::Bcrypt(s.to_string()));
         }
         if s.starts_with("$argon2id$") || s.starts_with("$argon2i$") || s.starts_with("$argon2d$") {
@@ -513,8 +529,10 @@ fn parse_digest(hex: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
-/// Non-comment, non-blank lines with their 1-based numbers, trimmed.
+/// Non-comment, non-blank lines with their 1-based numbers, trimmed. A byte-order mark that an
+/// editor put at the start of the file is not part of the first name.
 fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     text.lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
@@ -913,6 +931,31 @@ mod tests {
             user: user.into(),
             password: password.into(),
         }
+    }
+
+    #[test]
+    fn absurd_bcrypt_costs_are_refused_at_load() {
+        let path = Path::new("users");
+        let ok = bcrypt::hash("pw", 4).expect("hash");
+        assert!(UserDb::parse(path, &format!("alice:{ok}\n")).is_ok());
+        for cost in ["31", "17", "03"] {
+            let hash = ok.replacen("$04$", &format!("${cost}$"), 1);
+            let e = UserDb::parse(path, &format!("alice:{hash}\n"))
+                .err()
+                .map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("bcrypt cost")),
+                "{cost}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_byte_order_mark_does_not_rename_the_first_user() {
+        let hash = bcrypt::hash("pw", 4).expect("hash");
+        let db =
+            UserDb::parse(Path::new("users"), &format!("\u{feff}alice:{hash}\n")).expect("parse");
+        assert!(db.contains("alice"));
     }
 
     #[test]

@@ -14,9 +14,10 @@ use proptest::prelude::*;
 const PATH: &str = "/etc/modgate/credentials";
 
 /// A user or token name as the files allow it: no whitespace, control character or `:`, and
-/// not starting with `#` (that line would be a comment).
+/// not starting with `#` (that line would be a comment) or a byte-order mark (stripped from the
+/// start of a file).
 fn name() -> impl Strategy<Value = String> {
-    "[^\\s\\p{Cc}:#][^\\s\\p{Cc}:]{0,11}"
+    "[^\\s\\p{Cc}:#\u{feff}][^\\s\\p{Cc}:]{0,11}"
 }
 
 /// A group name; small ones repeat often, to exercise de-duplication.
@@ -37,12 +38,12 @@ const BCRYPT_BASE64: GeneralPurpose = GeneralPurpose::new(
     base64::engine::general_purpose::NO_PAD,
 );
 
-/// A syntactically valid bcrypt hash (`$2a$`/`$2b$`/`$2y$`, any two-digit cost, random salt and
-/// digest in bcrypt's base64); the parser checks the shape only.
+/// A syntactically valid bcrypt hash (`$2a$`/`$2b$`/`$2y$`, any cost the parser accepts, random
+/// salt and digest in bcrypt's base64); the parser checks the shape and the cost range only.
 fn bcrypt_shaped() -> impl Strategy<Value = String> {
     (
         prop::sample::select(vec!["2a", "2b", "2y"]),
-        4u32..=31,
+        MIN_BCRYPT_COST..=MAX_BCRYPT_COST,
         any::<[u8; 16]>(),
         prop::collection::vec(any::<u8>(), 23),
     )

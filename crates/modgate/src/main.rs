@@ -178,9 +178,9 @@ enum Command {
         /// Groups, comma-separated (or repeat the flag).
         #[arg(long, value_delimiter = ',', value_name = "GROUP,...")]
         groups: Vec<String>,
-        /// bcrypt cost (work factor, 4 to 31; each step doubles the time of a check).
+        /// bcrypt cost (work factor, 4 to 16, as the users file accepts; each step doubles the time of a check).
         #[arg(long, default_value_t = commands::passwd::DEFAULT_COST,
-              value_parser = clap::value_parser!(u32).range(4..=31))]
+              value_parser = clap::value_parser!(u32).range(4..=16))]
         cost: u32,
     },
     /// Pre-fetch the module versions of go.sum / go.mod / module-list files through a running
