@@ -183,9 +183,10 @@ impl fmt::Debug for StoredHash {
     }
 }
 
-/// The bcrypt costs a users file may use: below 4 is not bcrypt, above 16 one check takes
-/// seconds of CPU (each step doubles it).
+/// The lowest bcrypt cost a users file may use (bcrypt's own minimum).
 pub const MIN_BCRYPT_COST: u32 = 4;
+/// The highest bcrypt cost a users file may use: above it one check takes seconds of CPU (each
+/// step doubles it).
 pub const MAX_BCRYPT_COST: u32 = 16;
 
 impl StoredHash {
