@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use modgate_testkit::{
     curl, fingerprint_sha256, free_addr, free_port, modgate, modgate_bin, raw_request, request,
-    ClientSpec, FixtureProxy, Gateway, GoEnv, ModuleVersion, OtlpReceiver, Pki, ReceivedSpan,
-    Response,
+    ClientSpec, FixtureProxy, Gateway, GoEnv, Issuer, ModuleVersion, OtlpReceiver, Pki,
+    ReceivedSpan, Response,
 };
 
 const ALICE_PW: &str = "alice-Pa55-7f3c9e1d";
@@ -410,6 +410,53 @@ async fn go_with_netrc_reads_one_private_path_and_is_refused_another() {
             "modgate: anonymous may not read corp.example.com/open@v1.1.0 (.info): no role \
              grants access to private route \"corp\" (rule private-default)"
         ),
+        "{err}"
+    );
+    assert!(!w.corp.requests().iter().any(|r| r.path.contains("v1.1.0")));
+
+    // A `.netrc` entry without the port: the go command looks the machine up with the port of
+    // its GOPROXY URL, finds nothing, sends nothing, and is told which machine it looked for.
+    let mut env = https_go_env(&w);
+    let path = env.dir.path().join("netrc");
+    std::fs::write(
+        &path,
+        format!("machine 127.0.0.1 login alice password {ALICE_PW}\n"),
+    )
+    .expect("write netrc");
+    env.set("NETRC", &path.to_string_lossy());
+    let run = env.go(&["mod", "download", &format!("{OPEN}@v1.1.0")]);
+    assert!(
+        !run.ok(),
+        "downloaded without credentials: {}",
+        run.stdout()
+    );
+    let err = run.stderr();
+    assert!(err.contains("401 Unauthorized"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "modgate: anonymous may not read corp.example.com/open@v1.1.0 (.info): no role \
+             grants access to private route \"corp\" (rule private-default); for .netrc, the go \
+             command looks for \"machine {}\" (host and port as in GOPROXY)",
+            w.tls
+        )),
+        "{err}"
+    );
+    // Over plain HTTP the go command sends no .netrc credentials at all, and is told so.
+    let mut env = GoEnv::new(&format!("http://{}", w.plain));
+    env.write_main_module(&[]);
+    use_netrc(&mut env, &w, "alice", ALICE_PW);
+    let run = env.go(&["mod", "download", &format!("{OPEN}@v1.1.0")]);
+    assert!(
+        !run.ok(),
+        "downloaded without credentials: {}",
+        run.stdout()
+    );
+    let err = run.stderr();
+    assert!(
+        err.contains("401 Unauthorized")
+            && err.contains(
+                "(rule private-default); the go command sends .netrc credentials over https only"
+            ),
         "{err}"
     );
     assert!(!w.corp.requests().iter().any(|r| r.path.contains("v1.1.0")));
@@ -826,18 +873,28 @@ impl Drop for ChildGuard {
 
 /// Starts `modgate agent` in front of the TLS listener and waits until it answers.
 fn start_agent(w: &World, dir: &Path, listen: SocketAddr) -> ChildGuard {
+    let gateway = format!("https://{}", w.tls);
+    start_agent_to(&gateway, Some(&w.pki.path("root.pem")), dir, listen)
+}
+
+/// Starts `modgate agent` for `gateway` with `dir`'s `agent.pem` / `agent.key`, trusting `ca`
+/// (else the system roots), and waits until it answers.
+fn start_agent_to(gateway: &str, ca: Option<&Path>, dir: &Path, listen: SocketAddr) -> ChildGuard {
     let log = dir.join("agent.log");
     let out = std::fs::File::create(&log).expect("agent log");
     let err = out.try_clone().expect("agent log");
-    let child = Command::new(modgate_bin())
+    let mut command = Command::new(modgate_bin());
+    command
         .arg("agent")
-        .args(["--gateway", &format!("https://{}", w.tls)])
+        .args(["--gateway", gateway])
         .arg("--cert")
         .arg(dir.join("agent.pem"))
         .arg("--key")
-        .arg(dir.join("agent.key"))
-        .arg("--ca")
-        .arg(w.pki.path("root.pem"))
+        .arg(dir.join("agent.key"));
+    if let Some(ca) = ca {
+        command.arg("--ca").arg(ca);
+    }
+    let child = command
         .args(["--listen", &listen.to_string()])
         .arg("--pid-file")
         .arg(dir.join("agent.pid"))
@@ -1039,6 +1096,155 @@ async fn go_through_modgate_agent_to_an_mtls_listener_and_certificate_reload() {
         assert_eq!(id["fingerprint"], fingerprint_sha256(&intruder_der), "{l}");
         assert_eq!(id["serial"], "1F09", "{l}");
     }
+}
+
+/// Copies the test PKI's `<name>.pem` / `.key` into `dir` as the agent's `agent.pem` /
+/// `agent.key` (staged and renamed, as a renewal tool would).
+fn install_agent_cert(w: &World, name: &str, dir: &Path) {
+    for ext in ["key", "pem"] {
+        let staged = dir.join(format!("staged.{ext}"));
+        std::fs::copy(w.pki.path(&format!("{name}.{ext}")), &staged).expect("copy");
+        std::fs::rename(&staged, dir.join(format!("agent.{ext}"))).expect("rename");
+    }
+}
+
+/// When the gateway gives no answer, the agent says why in one line that `go` prints: the TLS
+/// alert the gateway refused the certificate with (`refuse_in: handshake`), a gateway
+/// certificate it does not trust, a refused connection. The gateway's own answers (a 403 with
+/// its reason) pass through unchanged.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_says_why_the_gateway_refused_it_or_could_not_be_reached() {
+    let w = world(
+        ", client_auth: required, client_ca: root.pem, refuse_in: handshake",
+        "",
+    )
+    .await;
+    let gateway = format!("https://{}", w.tls);
+    w.pki
+        .client("eve", &ClientSpec::new("eve", 0x3e).issuer(Issuer::Other));
+    w.pki
+        .client("old", &ClientSpec::new("old", 0x01d).expired());
+    w.pki.client("agent", &ClientSpec::new("agent-7", 7));
+    let dir = tempfile::tempdir().expect("tempdir");
+    install_agent_cert(&w, "eve", dir.path());
+    let cert = dir.path().join("agent.pem");
+    let listen = free_addr();
+    let agent = start_agent(&w, dir.path(), listen);
+    let info = format!("/{OPEN}/@v/v1.0.0.info");
+    let refused = |alert: &str, why: &str| {
+        format!(
+            "modgate agent: the gateway at {gateway} refused the client certificate {} in the \
+             TLS handshake: {alert} ({why})\n",
+            cert.display()
+        )
+    };
+
+    // A certificate from a CA the listener does not trust: `unknown ca`, with what it means.
+    let unknown_ca = refused(
+        "unknown ca",
+        "it is not issued by a CA the gateway trusts for client certificates",
+    );
+    let r = request(listen, "GET", &info, &[]).expect("GET through the agent");
+    assert_eq!(
+        (r.status, r.text()),
+        (502, unknown_ca.clone()),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    // `go` prints the line under the status.
+    let env = GoEnv::new(&format!("http://{listen}"));
+    env.write_main_module(&[]);
+    let run = env.go(&["mod", "download", &format!("{OPEN}@v1.0.0")]);
+    assert!(!run.ok(), "downloaded with a refused certificate");
+    let err = run.stderr();
+    assert!(
+        err.contains("502 Bad Gateway") && err.contains(unknown_ca.trim_end()),
+        "{err}"
+    );
+
+    // Renewed on disk with an expired certificate: `certificate expired`.
+    install_agent_cert(&w, "old", dir.path());
+    let expired = refused(
+        "certificate expired",
+        "it has expired or is not valid yet: renew it",
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = request(listen, "GET", &info, &[]).expect("GET through the agent");
+        assert_eq!(r.status, 502, "{}", r.text());
+        if r.text() == expired {
+            break;
+        }
+        assert_eq!(r.text(), unknown_ca);
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not pick up the renewed certificate:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A certificate the gateway accepts, for a module no role of it covers: the gateway's own
+    // 403 and reason, unchanged.
+    install_agent_cert(&w, "agent", dir.path());
+    let secret = format!("/{SECRET}/@v/v1.0.0.info");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let r = loop {
+        let r = request(listen, "GET", &secret, &[]).expect("GET through the agent");
+        if r.status != 502 {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not pick up the renewed certificate:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        "modgate: agent-7 may not read corp.example.com/secret@v1.0.0 (.info): no role grants \
+         access to private route \"corp\" (rule private-default)\n"
+    );
+    let r = request(listen, "GET", &info, &[]).expect("GET through the agent");
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(agent);
+
+    // Without --ca the agent does not trust the gateway's certificate, and says what to pass.
+    let listen = free_addr();
+    let agent = start_agent_to(&gateway, None, dir.path(), listen);
+    let r = request(listen, "GET", &info, &[]).expect("GET through the agent");
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        format!(
+            "modgate agent: the gateway at {gateway} presented a certificate the agent does not \
+             trust: UnknownIssuer (pass --ca with the CA that issued it)\n"
+        )
+    );
+    drop(agent);
+
+    // Nothing listens at the gateway's address.
+    let closed = format!("https://127.0.0.1:{}", free_port());
+    let listen = free_addr();
+    let agent = start_agent_to(&closed, Some(&w.pki.path("root.pem")), dir.path(), listen);
+    let r = request(listen, "GET", &info, &[]).expect("GET through the agent");
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            502,
+            format!(
+                "modgate agent: cannot connect to the gateway at {closed}: connection refused\n"
+            )
+        ),
+        "{}",
+        agent.log()
+    );
+    // HEAD gets the status alone.
+    let r = request(listen, "HEAD", &info, &[]).expect("HEAD through the agent");
+    assert_eq!((r.status, r.text()), (502, String::new()));
 }
 
 /// A `traceparent` with a fixed trace id and parent span id.
@@ -1317,6 +1523,16 @@ async fn audit_lines_record_every_decision_and_survive_rotation() {
         (&ci, "/corp.example.com/crypto/@v/v1.5.0.mod", 200),
         (&ALICE, "/Corp.example.com/open/@v/list", 400),
         (&Who::Anonymous, "/example.com/pub/@v/list", 200),
+        (
+            &Who::Basic("mallory", WRONG_PW),
+            "/corp.example.com/open/@v/list",
+            401,
+        ),
+        (
+            &Who::Bearer(UNKNOWN_TOKEN),
+            "/corp.example.com/open/@v/list",
+            401,
+        ),
     ];
     for (i, (who, path, status)) in requests.iter().enumerate() {
         let headers: &[(&str, &str)] = if i == 0 { &[("traceparent", &tp)] } else { &[] };
@@ -1394,14 +1610,17 @@ async fn audit_lines_record_every_decision_and_survive_rotation() {
     assert_eq!(field(2, "kind"), s("list"));
     assert!(lines[2].get("version").is_none());
 
-    // 3: a wrong password: unauthenticated before anything else was looked at.
+    // 3: a wrong password: unauthenticated before anything else was looked at, naming the
+    // user the credentials were for (never the password).
     assert_eq!(field(3, "decision"), s("unauthenticated"));
-    assert_eq!(field(3, "identity")["source"], "anonymous");
+    assert_eq!(field(3, "identity")["source"], "basic");
+    assert_eq!(field(3, "identity")["name"], "alice");
     assert_eq!(
         field(3, "reason"),
         s("the credentials sent were not accepted")
     );
     assert!(lines[3].get("rule").is_none() && lines[3].get("module").is_none());
+    assert_eq!(lines[3]["roles"], serde_json::json!([]));
 
     // 4: a bearer token.
     assert_eq!(field(4, "decision"), s("allow"));
@@ -1439,11 +1658,20 @@ async fn audit_lines_record_every_decision_and_survive_rotation() {
     assert_eq!(field(6, "route"), s("public"));
     assert_eq!(field(6, "upstream"), s("public"));
 
+    // 7: an unknown user is named as well; 8: an unknown token is not (only that one came).
+    assert_eq!(field(7, "decision"), s("unauthenticated"));
+    assert_eq!(field(7, "identity")["source"], "basic");
+    assert_eq!(field(7, "identity")["name"], "mallory");
+    assert_eq!(field(8, "decision"), s("unauthenticated"));
+    assert_eq!(field(8, "identity")["source"], "token");
+    assert_eq!(field(8, "identity")["name"], "(unknown token)");
+
     let text = std::fs::read_to_string(&audit).expect("audit");
     for secret in [
         ALICE_PW,
         WRONG_PW,
         CI_TOKEN,
+        UNKNOWN_TOKEN,
         &basic_b64("alice", ALICE_PW),
         &basic_b64("alice", WRONG_PW),
     ] {

@@ -118,6 +118,136 @@ fn broken_configs_name_file_line_and_path() {
     );
     check_broken("listeners: [\n", &["gateway.yaml"]);
     check_broken("", &["gateway.yaml"]);
+    // A route's key dedented: the parser's error on that line, not a missing field.
+    check_broken(
+        &BASE.replace("    chain: [corp]\n", "  chain: [corp]\n"),
+        &[
+            ":9:3: did not find expected '-' indicator (while parsing a block collection at \
+             line 7 column 3); check the indentation of this line and the one above",
+        ],
+    );
+    // Routes before upstreams, and an upstream that is not a mapping: the upstream's own
+    // error, not an `unknown upstream` at the route.
+    let routes_first = BASE.replace(
+        "upstreams:\n  golang: { url: \"https://proxy.golang.org\" }\n  corp: { url: \
+         \"https://athens.corp.example\", private: true }\n",
+        "",
+    ) + "upstreams:\n  golang: \"https://proxy.golang.org\"\n  corp: { url: \
+         \"https://athens.corp.example\", private: true }\n";
+    check_broken(
+        &routes_first,
+        &[":12:11: upstreams.golang: invalid type: string"],
+    );
+}
+
+/// The shipped file with the first line that is exactly `line` re-indented to `to`; returns the
+/// text and that line's number.
+fn slip(text: &str, line: &str, to: &str) -> (String, usize) {
+    let n = text
+        .lines()
+        .position(|l| l == line)
+        .unwrap_or_else(|| panic!("{line:?} is not a line of the shipped gateway.yaml"));
+    let out: Vec<&str> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| if i == n { to } else { l })
+        .collect();
+    (out.join("\n") + "\n", n + 1)
+}
+
+/// Indentation slips in the shipped file are reported where the YAML parser first sees them,
+/// in its words, never as a consequence found elsewhere (a missing field, or "unknown upstream"
+/// for every route when the slip is further down).
+#[test]
+fn indentation_slips_in_the_shipped_file_are_reported_where_the_parser_sees_them() {
+    let dir = shipped_config_dir();
+    let cfg = dir.path().join("gateway.yaml");
+    let shipped = std::fs::read_to_string(&cfg).expect("read");
+    let c = cfg.to_string_lossy().to_string();
+    let check = |text: &str, expect: &str| {
+        std::fs::write(&cfg, text).expect("write");
+        let (ok, out, err) = run(&["check", "-c", &c]);
+        assert!(!ok, "accepted:\n{text}\n{out}");
+        let want = format!("modgate: {c}:{expect}");
+        assert_eq!(err.lines().next(), Some(want.as_str()), "{err}");
+        assert!(!err.contains("unknown upstream"), "{err}");
+    };
+    let hint = "; check the indentation of this line and the one above";
+    // A key of the first upstream dedented by two: the parser trips on the next line.
+    let (text, n) = slip(&shipped, "    read_timeout: 60s", "  read_timeout: 60s");
+    check(
+        &text,
+        &format!(
+            "{}:17: mapping values are not allowed in this context{hint}",
+            n + 1
+        ),
+    );
+    // A route's `chain:` dedented.
+    let (text, n) = slip(
+        &shipped,
+        "    chain: [corp-athens]",
+        "  chain: [corp-athens]",
+    );
+    let item = shipped
+        .lines()
+        .position(|l| l == "  - name: corp")
+        .expect("route corp")
+        + 1;
+    check(
+        &text,
+        &format!(
+            "{n}:3: did not find expected '-' indicator (while parsing a block collection at \
+             line {item} column 3){hint}"
+        ),
+    );
+    // One space too many on a key of the second upstream.
+    let (text, n) = slip(
+        &shipped,
+        "    url: \"https://athens.corp.example\"",
+        "     url: x",
+    );
+    let golang = shipped
+        .lines()
+        .position(|l| l == "  golang:")
+        .expect("upstream golang")
+        + 1;
+    check(
+        &text,
+        &format!(
+            "{}:5: did not find expected key (while parsing a block mapping at line {golang} \
+             column 3){hint}",
+            n + 1
+        ),
+    );
+    // Below the routes: reported there (it used to be `unknown upstream` at the first route,
+    // because the upstreams could not be read either).
+    let (text, n) = slip(&shipped, "        - id: corp-read", "      - id: corp-read");
+    check(
+        &text,
+        &format!(
+            "{}:16: mapping values are not allowed in this context{hint}",
+            n + 1
+        ),
+    );
+    // Valid YAML, but an upstream setting indented as an upstream name: said so.
+    let (text, n) = slip(&shipped, "    forward_identity:", "  forward_identity:");
+    std::fs::write(&cfg, &text).expect("write");
+    let (ok, _, err) = run(&["check", "-c", &c]);
+    assert!(!ok);
+    assert!(
+        err.starts_with(&format!(
+            "modgate: {c}:{}:7: upstreams.forward_identity: unknown field `cert`",
+            n + 1
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "(`forward_identity` is an upstream setting, not an upstream name: is it indented \
+             less than the settings of its upstream?)"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

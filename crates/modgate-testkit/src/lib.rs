@@ -1,10 +1,12 @@
 //! Test support for modgate: Go module fixtures (zip / `.mod` / `.info`), a fixture GOPROXY
 //! upstream that records what it receives, the real `modgate` binary started per test, the
-//! real `go` command in a sealed environment, and raw HTTP / curl clients.
+//! real `go` command in a sealed environment, a real Git host (`git http-backend`) for
+//! `GOPROXY=direct`, and raw HTTP / curl clients.
 
 pub mod canary;
 pub mod client;
 pub mod fixture;
+pub mod githost;
 pub mod gocmd;
 pub mod module;
 pub mod otlp;
@@ -17,6 +19,7 @@ pub mod tlsclient;
 pub use canary::{CanaryLog, Role};
 pub use client::{curl, get, metric, raw_request, request, CurlResult, Response};
 pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};
+pub use githost::{GitHost, GitHostError, GitRequest, WorkTree};
 pub use gocmd::{go_bin, GoEnv, GoRun};
 pub use module::{ModuleError, ModuleVersion};
 pub use otlp::{OtlpReceiver, ReceivedRequest, ReceivedSpan};

@@ -6,11 +6,18 @@
 //! ```
 //!
 //! Every request is forwarded unchanged (method, path, query) to the gateway URL, under its path
-//! prefix. The certificate and key files are polled for changes, so short-lived certificates
-//! renewed on disk are picked up without a restart; a renewal that does not load (half-written,
-//! mismatched key) is logged and the previous certificate stays in use. Pingora keys its
-//! connection pool by the client certificate, so connections made with an old certificate are
-//! simply no longer reused.
+//! prefix, and every answer of the gateway (its `4xx`/`5xx` with their `modgate: …` reasons
+//! included) comes back unchanged. When the gateway gives no answer at all, the agent answers
+//! itself with `502` (or `504` for a timeout) and one line saying why — `modgate agent: …`: the
+//! TLS alert with which the gateway refused the certificate in the handshake (`unknown ca`,
+//! `certificate expired`, …), a gateway certificate the agent does not trust, a refused or
+//! timed-out connection ([`no_answer`]); `go` prints that line.
+//!
+//! The certificate and key files are polled for changes, so short-lived certificates renewed on
+//! disk are picked up without a restart; a renewal that does not load (half-written, mismatched
+//! key) is logged and the previous certificate stays in use. Pingora keys its connection pool
+//! by the client certificate, so connections made with an old certificate are simply no longer
+//! reused.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,16 +27,18 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use http::HeaderName;
 use pingora::apps::HttpServerOptions;
-use pingora::http::RequestHeader;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::CertKey;
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::RootCertStore;
+use tokio::io::AsyncReadExt;
 
 use crate::config::UpstreamUrl;
-use crate::respond;
 use crate::tls;
 use crate::upstream::{GatewayClient, Upstream};
 
@@ -61,8 +70,16 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// The user's certificate as currently loaded, with the file stamps it was loaded from.
 struct CertState {
-    cert_key: Arc<CertKey>,
+    pair: Arc<Pair>,
     stamp: (Option<SystemTime>, Option<SystemTime>),
+}
+
+/// One loaded certificate and key: Pingora's form for requests, rustls's for the handshake
+/// probe ([`AgentProxy::handshake_alert`]).
+struct Pair {
+    cert_key: Arc<CertKey>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
 }
 
 /// The certificate files and what was last loaded from them.
@@ -76,31 +93,40 @@ fn stamp(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertKey>, String> {
+fn load_pair(cert: &Path, key: &Path) -> Result<Arc<Pair>, String> {
     let certs = tls::read_certs(cert)?;
     let k = tls::read_key(key)?;
-    let pair = tls::client_cert_key(cert.to_path_buf(), certs, key.to_path_buf(), k)?;
-    Ok(Arc::new(pair.to_cert_key()))
+    let pair = tls::client_cert_key(
+        cert.to_path_buf(),
+        certs.clone(),
+        key.to_path_buf(),
+        k.clone_key(),
+    )?;
+    Ok(Arc::new(Pair {
+        cert_key: Arc::new(pair.to_cert_key()),
+        chain: certs,
+        key: k,
+    }))
 }
 
 impl UserCert {
     /// Loads the pair once; a failure here stops the agent from starting.
     pub fn load(cert: &Path, key: &Path) -> Result<UserCert, String> {
         let stamp_now = (stamp(cert), stamp(key));
-        let cert_key = load_pair(cert, key)?;
+        let pair = load_pair(cert, key)?;
         Ok(UserCert {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             state: Mutex::new(CertState {
-                cert_key,
+                pair,
                 stamp: stamp_now,
             }),
         })
     }
 
     /// The certificate to present now.
-    fn current(&self) -> Option<Arc<CertKey>> {
-        self.state.lock().ok().map(|s| s.cert_key.clone())
+    fn current(&self) -> Option<Arc<Pair>> {
+        self.state.lock().ok().map(|s| s.pair.clone())
     }
 
     /// Reloads the pair if either file changed since the last load. Returns whether a new
@@ -117,7 +143,7 @@ impl UserCert {
         state.stamp = now;
         match load_pair(&self.cert, &self.key) {
             Ok(ck) => {
-                state.cert_key = ck;
+                state.pair = ck;
                 log::info!(
                     "agent: loaded renewed client certificate {}",
                     self.cert.display()
@@ -135,9 +161,71 @@ impl UserCert {
 /// The agent's proxy logic: everything to the gateway, with the user's certificate.
 pub struct AgentProxy {
     gateway: Upstream,
+    /// The gateway URL, for the reasons the agent gives when the gateway does not answer.
+    url: UpstreamUrl,
+    /// The name the gateway's certificate is verified for, and the CAs that verify it (as for
+    /// requests), for the handshake probe.
+    sni: String,
+    roots: Arc<RootCertStore>,
     cert: Arc<UserCert>,
     /// `Host` values a client of this agent sends (any, with `--allow-remote`).
     allowed_hosts: Vec<String>,
+}
+
+/// How long the handshake probe waits for the gateway's verdict once its side is done, and for
+/// the whole probe.
+const VERDICT_WAIT: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl AgentProxy {
+    /// Asks the gateway for its verdict on the certificate: a TLS handshake that sends no
+    /// request and then waits for the gateway to speak. A TLS 1.3 server judges the client's
+    /// certificate after the client has finished its side of the handshake, so a request sent
+    /// at once races the refusal: the request's write meets the closed connection, and the
+    /// alert in flight is never read. Returns the alert, in words, if the gateway sent one
+    /// (`None` also when the gateway cannot be asked, or keeps the connection open: it took
+    /// the certificate).
+    async fn handshake_alert(&self) -> Option<String> {
+        let pair = self.cert.current()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .ok()?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(pair.chain.clone(), pair.key.clone_key())
+            .ok()?;
+        let name = ServerName::try_from(self.sni.clone()).ok()?;
+        let connector = pingora::tls::TlsConnector::from(Arc::new(config));
+        let ask = async {
+            let tcp =
+                tokio::net::TcpStream::connect((self.url.host.as_str(), self.url.port)).await?;
+            let mut stream = connector.connect(name, tcp).await?;
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(VERDICT_WAIT, stream.read(&mut byte)).await {
+                Ok(read) => read.map(|_| ()),
+                // The gateway took the certificate and waits for a request.
+                Err(_) => Ok(()),
+            }
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, ask).await {
+            Ok(Err(e)) => tls_alert(&e.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the connection to the gateway ended without an answer, for no reason the error
+/// names (no alert, no untrusted gateway certificate): then the handshake probe may know more.
+fn connection_lost(e: &Error, text: &str) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ReadError
+            | ErrorType::WriteError
+            | ErrorType::ConnectionClosed
+            | ErrorType::H1Error
+            | ErrorType::H2Error
+            | ErrorType::TLSHandshakeFailure
+    ) && untrusted_gateway(text).is_none()
 }
 
 #[async_trait]
@@ -151,27 +239,23 @@ impl ProxyHttp for AgentProxy {
         // a loopback port too (DNS rebinding, fetch from a browser): only GOPROXY reads from
         // a client that names this agent's own address are forwarded.
         let req = session.req_header();
-        let refusal = if let Some(r) = crate::local::refusal(req, &self.allowed_hosts, "agent") {
-            Some(r)
-        } else if req.method != http::Method::GET && req.method != http::Method::HEAD {
-            Some(format!(
-                "agent: method {} is not forwarded (GOPROXY is read-only)",
-                req.method
-            ))
-        } else {
-            None
-        };
-        if let Some(message) = refusal {
-            respond::text(session, 403, &message, &[]).await?;
+        let refusal =
+            if let Some(r) = crate::local::refusal(req, &self.allowed_hosts, "modgate agent") {
+                Some(r)
+            } else if req.method != http::Method::GET && req.method != http::Method::HEAD {
+                Some(format!(
+                    "modgate agent: method {} is not forwarded (GOPROXY is read-only)",
+                    req.method
+                ))
+            } else {
+                None
+            };
+        if let Some(line) = refusal {
+            answer(session, 403, &line).await?;
             return Ok(true);
         }
         if session.req_header().uri.path() == "/agent/healthz" {
-            respond::ok(
-                session,
-                "text/plain",
-                bytes::Bytes::from_static(b"agent ok\n"),
-            )
-            .await?;
+            answer(session, 200, "agent ok").await?;
             return Ok(true);
         }
         Ok(false)
@@ -179,7 +263,7 @@ impl ProxyHttp for AgentProxy {
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         let mut peer = self.gateway.peer().await?;
-        peer.client_cert_key = self.cert.current();
+        peer.client_cert_key = self.cert.current().map(|p| p.cert_key.clone());
         Ok(peer)
     }
 
@@ -207,6 +291,35 @@ impl ProxyHttp for AgentProxy {
         Ok(())
     }
 
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut ()) -> FailToProxy {
+        let (code, line) = if *e.esource() == ErrorSource::Downstream {
+            match e.etype() {
+                // The client is gone: nobody to answer.
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    (0, String::new())
+                }
+                _ => (400, "modgate agent: malformed request".to_string()),
+            }
+        } else {
+            let text = e.to_string();
+            let mut alert = tls_alert(&text);
+            if alert.is_none() && connection_lost(e, &text) {
+                alert = self.handshake_alert().await;
+            }
+            let cert = self.cert.cert.display().to_string();
+            no_answer(e, &self.url, &cert, alert)
+        };
+        if code > 0 && session.response_written().is_none() {
+            if let Err(err) = answer(session, code, &line).await {
+                log::debug!("agent: could not send the error answer: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, _ctx: &mut ()) {
         let status = session
             .response_written()
@@ -220,6 +333,216 @@ impl ProxyHttp for AgentProxy {
             e.map(|e| format!(" error={e}")).unwrap_or_default()
         );
     }
+}
+
+/// Writes the agent's own answer: `status` with `line` (kept on one line) as a `text/plain`
+/// body; HEAD gets the headers only.
+async fn answer(session: &mut Session, status: u16, line: &str) -> Result<()> {
+    let one_line: String = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let body = format!("{one_line}\n");
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(bytes::Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Why the gateway gave no HTTP answer, as the status the agent answers with (`502`, `504` for
+/// a timeout) and the one line `go` prints: `modgate agent: …`. `alert`: the TLS alert the
+/// gateway refused the certificate with, when the handshake probe learnt it. Pingora keeps the
+/// TLS details (the alert, why the gateway's certificate was not trusted) only as text in the
+/// error chain, so they are read from there.
+fn no_answer(e: &Error, gateway: &UpstreamUrl, cert: &str, alert: Option<String>) -> (u16, String) {
+    let text = e.to_string();
+    if let Some(alert) = alert.or_else(|| tls_alert(&text)) {
+        let line = match alert_hint(&alert) {
+            Some(hint) => format!(
+                "modgate agent: the gateway at {gateway} refused the client certificate {cert} \
+                 in the TLS handshake: {alert} ({hint})"
+            ),
+            None => format!(
+                "modgate agent: the TLS handshake with the gateway at {gateway} failed: it sent \
+                 the alert {alert}"
+            ),
+        };
+        return (502, line);
+    }
+    if let Some(why) = untrusted_gateway(&text) {
+        let hint = if why.contains("UnknownIssuer") || why.contains("unknown issuer") {
+            " (pass --ca with the CA that issued it)".to_string()
+        } else if why.contains("not valid for name") || why.contains("NotValidForName") {
+            format!(
+                " (it is not issued for {}; pass --server-name with a name it is issued for)",
+                gateway.host
+            )
+        } else {
+            String::new()
+        };
+        return (
+            502,
+            format!(
+                "modgate agent: the gateway at {gateway} presented a certificate the agent does \
+                 not trust: {why}{hint}"
+            ),
+        );
+    }
+    let cause = innermost(e);
+    let (code, why) = match e.etype() {
+        ErrorType::ConnectRefused => (
+            502,
+            format!("cannot connect to the gateway at {gateway}: connection refused"),
+        ),
+        ErrorType::ConnectTimedout => (
+            504,
+            format!("cannot connect to the gateway at {gateway}: timed out"),
+        ),
+        ErrorType::TLSHandshakeTimedout => (
+            504,
+            format!("the TLS handshake with the gateway at {gateway} timed out"),
+        ),
+        ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::BindError
+        | ErrorType::SocketError
+        | ErrorType::ConnectProxyFailure => (
+            502,
+            format!("cannot connect to the gateway at {gateway}: {cause}"),
+        ),
+        ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError => (
+            502,
+            format!("the TLS handshake with the gateway at {gateway} failed: {cause}"),
+        ),
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => (
+            504,
+            format!("the gateway at {gateway} did not answer in time ({cause})"),
+        ),
+        ErrorType::ConnectionClosed => (
+            502,
+            format!("the gateway at {gateway} closed the connection without an answer"),
+        ),
+        ErrorType::HTTPStatus(code) => (*code, format!("the gateway at {gateway}: {cause}")),
+        _ => (
+            502,
+            format!("no answer from the gateway at {gateway}: {cause}"),
+        ),
+    };
+    (code, format!("modgate agent: {why}"))
+}
+
+/// The TLS alert a peer ended the connection with, in words (`UnknownCA` → `unknown ca`, as
+/// OpenSSL and curl name it).
+fn tls_alert(text: &str) -> Option<String> {
+    const MARK: &str = "received fatal alert: ";
+    let start = text.find(MARK)? + MARK.len();
+    let name: String = text[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '(' | ')'))
+        .collect();
+    if name.is_empty() {
+        return None;
+    }
+    let mut words = String::new();
+    let mut previous: Option<char> = None;
+    for c in name.chars() {
+        if c.is_ascii_uppercase() && previous.is_some_and(|p| p.is_ascii_lowercase()) {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+        previous = Some(c);
+    }
+    Some(words)
+}
+
+/// What an alert about the client certificate means for its holder; `None` for alerts that are
+/// not about the certificate.
+fn alert_hint(alert: &str) -> Option<&'static str> {
+    Some(match alert {
+        "unknown ca" => "it is not issued by a CA the gateway trusts for client certificates",
+        "certificate expired" => "it has expired or is not valid yet: renew it",
+        "certificate revoked" => "it has been revoked",
+        "certificate required" => "the gateway requires a client certificate",
+        "bad certificate" | "unsupported certificate" | "certificate unknown" => {
+            "the gateway cannot use it"
+        }
+        "access denied" => "the gateway does not accept it",
+        _ => return None,
+    })
+}
+
+/// Why the agent did not trust the gateway's certificate (rustls's words).
+fn untrusted_gateway(text: &str) -> Option<String> {
+    const MARK: &str = "invalid peer certificate: ";
+    let start = text.find(MARK)? + MARK.len();
+    let rest = &text[start..];
+    let end = [", SNI: ", " cause: ", " context: "]
+        .iter()
+        .filter_map(|m| rest.find(m))
+        .min()
+        .unwrap_or(rest.len());
+    Some(rest[..end].trim().to_string())
+}
+
+/// The innermost explanation of an error: its deepest cause that is not itself a Pingora error,
+/// else the deepest context, else the error type.
+fn innermost(e: &Error) -> String {
+    let mut found: Option<String> = None;
+    let mut cur = e;
+    loop {
+        if let Some(c) = &cur.context {
+            found = Some(c.as_str().to_string());
+        }
+        match cur.cause.as_deref() {
+            Some(c) => match c
+                .downcast_ref::<Box<Error>>()
+                .map(|b| &**b)
+                .or_else(|| c.downcast_ref::<Error>())
+            {
+                Some(inner) => cur = inner,
+                None => {
+                    let text = c.to_string();
+                    // Pingora's stand-in when a connect error has no cause of its own.
+                    if !text.is_empty() && !text.starts_with("local address ") {
+                        found = Some(text);
+                    }
+                    break;
+                }
+            },
+            None => break,
+        }
+    }
+    found.unwrap_or_else(|| e.etype().as_str().to_string())
+}
+
+/// The CAs the handshake probe verifies the gateway with: `--ca`, else the system's (as
+/// Pingora does for requests). A bundle that does not load leaves the probe without trust
+/// (it then learns nothing; requests are unaffected).
+fn probe_roots(ca: Option<&Path>) -> Arc<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    let loaded = match ca {
+        Some(path) => tls::read_certs(path).and_then(|certs| {
+            certs
+                .into_iter()
+                .try_for_each(|c| roots.add(c).map_err(|e| e.to_string()))
+        }),
+        None => pingora::tls::load_platform_certs_incl_env_into_store(&mut roots)
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(e) = loaded {
+        log::debug!("agent: the handshake probe has no CAs to verify the gateway with: {e}");
+    }
+    Arc::new(roots)
 }
 
 /// Runs the agent until it is told to stop.
@@ -242,6 +565,7 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         None => None,
     };
     let cert = Arc::new(UserCert::load(&o.cert, &o.key).map_err(anyhow::Error::msg)?);
+    let roots = probe_roots(o.ca.as_deref());
     let gateway = Upstream::gateway_client(
         "gateway",
         GatewayClient {
@@ -280,6 +604,9 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         &server.configuration,
         AgentProxy {
             gateway,
+            url: url.clone(),
+            sni: o.server_name.clone().unwrap_or_else(|| url.host.clone()),
+            roots,
             cert,
             allowed_hosts: if o.allow_remote {
                 Vec::new()
@@ -305,4 +632,137 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
     server.run(pingora::server::RunArgs::default());
     drop(pid_file);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway() -> UpstreamUrl {
+        UpstreamUrl::parse("https://gw.corp:8443").expect("url")
+    }
+
+    /// An error as Pingora builds it: `outer` with `inner` as its cause.
+    fn chained(outer: ErrorType, context: &str, inner: Box<Error>) -> Error {
+        *Error::because(outer, context.to_string(), inner)
+    }
+
+    #[test]
+    fn alerts_are_named_as_curl_names_them() {
+        assert_eq!(
+            tls_alert("cause: received fatal alert: UnknownCA").as_deref(),
+            Some("unknown ca")
+        );
+        assert_eq!(
+            tls_alert("received fatal alert: CertificateExpired, SNI: x").as_deref(),
+            Some("certificate expired")
+        );
+        assert_eq!(tls_alert("connection reset"), None);
+    }
+
+    #[test]
+    fn a_certificate_refused_in_the_handshake_names_the_alert() {
+        // TLS 1.3: the alert arrives when the answer is read.
+        let e = chained(
+            ErrorType::ReadError,
+            "Peer: addr: 127.0.0.1:8443",
+            Error::explain(
+                ErrorType::ReadError,
+                "while reading h2 header: received fatal alert: CertificateRevoked",
+            ),
+        );
+        let (code, line) = no_answer(&e, &gateway(), "me.pem", None);
+        assert_eq!(code, 502);
+        assert_eq!(
+            line,
+            "modgate agent: the gateway at https://gw.corp:8443 refused the client certificate \
+             me.pem in the TLS handshake: certificate revoked (it has been revoked)"
+        );
+        // TLS 1.2: during the handshake; an alert not about the certificate.
+        let e = Error::explain(
+            ErrorType::TLSHandshakeFailure,
+            "TLS connect() failed: received fatal alert: ProtocolVersion, SNI: gw.corp",
+        );
+        let (_, line) = no_answer(&e, &gateway(), "me.pem", None);
+        assert_eq!(
+            line,
+            "modgate agent: the TLS handshake with the gateway at https://gw.corp:8443 failed: \
+             it sent the alert protocol version"
+        );
+    }
+
+    #[test]
+    fn an_untrusted_gateway_certificate_says_what_to_pass() {
+        let e = Error::explain(
+            ErrorType::TLSHandshakeFailure,
+            "TLS connect() failed:  TLSHandshakeFailure context: tls connect error cause: \
+             invalid peer certificate: UnknownIssuer, SNI: gw.corp",
+        );
+        let (code, line) = no_answer(&e, &gateway(), "me.pem", None);
+        assert_eq!(code, 502);
+        assert_eq!(
+            line,
+            "modgate agent: the gateway at https://gw.corp:8443 presented a certificate the \
+             agent does not trust: UnknownIssuer (pass --ca with the CA that issued it)"
+        );
+    }
+
+    #[test]
+    fn connection_failures_and_timeouts() {
+        let refused = chained(
+            ErrorType::ConnectRefused,
+            "Fail to connect to addr: 127.0.0.1:8443",
+            Error::because(
+                ErrorType::ConnectRefused,
+                "Fail to connect to 127.0.0.1:8443",
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            ),
+        );
+        let cases = [
+            (
+                refused,
+                502,
+                "modgate agent: cannot connect to the gateway at https://gw.corp:8443: connection \
+                 refused",
+            ),
+            (
+                *Error::explain(ErrorType::ConnectTimedout, "connecting"),
+                504,
+                "modgate agent: cannot connect to the gateway at https://gw.corp:8443: timed out",
+            ),
+            (
+                *Error::explain(ErrorType::TLSHandshakeTimedout, "handshake"),
+                504,
+                "modgate agent: the TLS handshake with the gateway at https://gw.corp:8443 timed \
+                 out",
+            ),
+            (
+                *Error::explain(ErrorType::ReadTimedout, "while reading h2 header"),
+                504,
+                "modgate agent: the gateway at https://gw.corp:8443 did not answer in time \
+                 (while reading h2 header)",
+            ),
+            (
+                *Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    "cannot resolve gw.corp: no such host",
+                ),
+                502,
+                "modgate agent: cannot connect to the gateway at https://gw.corp:8443: cannot \
+                 resolve gw.corp: no such host",
+            ),
+            (
+                *Error::new(ErrorType::ConnectionClosed),
+                502,
+                "modgate agent: the gateway at https://gw.corp:8443 closed the connection without \
+                 an answer",
+            ),
+        ];
+        for (e, code, line) in cases {
+            assert_eq!(
+                no_answer(&e, &gateway(), "me.pem", None),
+                (code, line.to_string())
+            );
+        }
+    }
 }

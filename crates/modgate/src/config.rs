@@ -7,6 +7,10 @@
 //! `gateway.yaml:14:18: routes[1].chain[0]: unknown upstream "corp-athen" (defined: golang)`.
 //! Cross-references need to know the upstream names before the routes are read, so loading runs
 //! two passes over the text: a lenient one that only collects `upstreams`, then the strict one.
+//! Before either, the text is parsed as plain YAML: a structural slip (a mis-indented line) is
+//! reported where the parser first sees it, with the parser's own words, rather than as a
+//! consequence a typed pass stumbles on earlier or later (a missing field, a key read as an
+//! upstream, an "unknown upstream" because pass 1 could not read the upstreams).
 //! This file holds only the file format; `crate::gateway` turns it into the runtime model.
 
 use std::cell::RefCell;
@@ -43,10 +47,11 @@ pub const MAX_CHAIN_LEN: usize = 8;
 pub struct ConfigError(String);
 
 /// What the loader knows while deserializing: where relative file paths start and which
-/// upstreams exist (name → private).
+/// upstreams exist (name → private; `None` when pass 1 could not read them, and the strict
+/// pass reports why at the upstreams themselves).
 struct LoadContext {
     base_dir: PathBuf,
-    upstreams: BTreeMap<String, bool>,
+    upstreams: Option<BTreeMap<String, bool>>,
 }
 
 thread_local! {
@@ -470,31 +475,43 @@ pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<GatewayConfig,
         #[serde(default)]
         private: bool,
     }
-    // Pass 1: the upstream names; any error here is reported precisely by pass 2.
-    let names: UpstreamNames = serde_yaml_ng::from_str(text).unwrap_or_default();
+    // Pass 0: the YAML structure alone, to its end.
+    if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+        return Err(indentation_hint(format_yaml_error(origin, &e)));
+    }
+    // Pass 1: the upstream names. If they cannot be read, references to them are not checked:
+    // the strict pass reports the upstreams' own error wherever it is in the file.
+    let names = serde_yaml_ng::from_str::<UpstreamNames>(text).ok();
     let ctx = LoadContext {
         base_dir: base_dir.to_path_buf(),
-        upstreams: names
-            .upstreams
-            .into_iter()
-            .map(|(k, v)| (k, v.private))
-            .collect(),
+        upstreams: names.map(|n| {
+            n.upstreams
+                .into_iter()
+                .map(|(k, v)| (k, v.private))
+                .collect()
+        }),
     };
     CONTEXT.with(|c| *c.borrow_mut() = Some(ctx));
     let result: Result<GatewayConfig, _> = serde_yaml_ng::from_str(text);
     CONTEXT.with(|c| *c.borrow_mut() = None);
-    let config = result.map_err(|e| format_yaml_error(origin, &e))?;
+    let config = result.map_err(|e| misplaced_upstream_key(format_yaml_error(origin, &e)))?;
     check_whole(&config).map_err(|m| ConfigError(format!("{origin}: {m}")))?;
     Ok(config)
 }
 
-/// Renders a serde_yaml_ng error as `origin:line:col: path: message`.
+/// Renders a serde_yaml_ng error as `origin:line:col: path: message`. The parser's own
+/// messages name their position in the text (`did not find expected key at line 47 column 4,
+/// while parsing a block mapping at line 45 column 3`): the position already leads the line, and
+/// the structure being parsed is said in parentheses.
 fn format_yaml_error(origin: &str, e: &serde_yaml_ng::Error) -> ConfigError {
     let text = e.to_string();
     match e.location() {
         Some(loc) => {
-            let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-            let message = text.strip_suffix(&suffix).unwrap_or(&text);
+            let at = format!(" at line {} column {}", loc.line(), loc.column());
+            let message = match text.split_once(&format!("{at}, ")) {
+                Some((problem, context)) => format!("{problem} ({context})"),
+                None => text.strip_suffix(&at).unwrap_or(&text).to_string(),
+            };
             ConfigError(format!(
                 "{origin}:{}:{}: {message}",
                 loc.line(),
@@ -502,6 +519,65 @@ fn format_yaml_error(origin: &str, e: &serde_yaml_ng::Error) -> ConfigError {
             ))
         }
         None => ConfigError(format!("{origin}: {text}")),
+    }
+}
+
+/// The parser's messages that an indentation slip causes, for [`indentation_hint`].
+const INDENTATION_SYMPTOMS: &[&str] = &[
+    ": did not find expected key",
+    ": did not find expected '-' indicator",
+    ": mapping values are not allowed in this context",
+];
+
+/// A structural error the parser reports where a mis-indented line breaks the structure (that
+/// line or the next): says where to look.
+fn indentation_hint(e: ConfigError) -> ConfigError {
+    if INDENTATION_SYMPTOMS.iter().any(|m| e.0.contains(m)) {
+        ConfigError(format!(
+            "{}; check the indentation of this line and the one above",
+            e.0
+        ))
+    } else {
+        e
+    }
+}
+
+/// The keys of an upstream's settings, for [`misplaced_upstream_key`].
+const UPSTREAM_KEYS: &[&str] = &[
+    "url",
+    "private",
+    "ca",
+    "client_cert",
+    "host",
+    "sni",
+    "http2",
+    "connect_timeout",
+    "read_timeout",
+    "write_timeout",
+    "idle_timeout",
+    "h2_ping_interval",
+    "max_h2_streams",
+    "tcp_keepalive",
+    "forward_identity",
+    "cache_scope",
+    "forward_set_cookie",
+];
+
+/// An error about an upstream named like an upstream setting (`upstreams.read_timeout: …`) is
+/// almost always a setting indented like an upstream name: says so.
+fn misplaced_upstream_key(e: ConfigError) -> ConfigError {
+    let key = UPSTREAM_KEYS.iter().find(|k| {
+        [":", ".", "["]
+            .iter()
+            .any(|end| e.0.contains(&format!(": upstreams.{k}{end}")))
+    });
+    match key {
+        Some(k) => ConfigError(format!(
+            "{} (`{k}` is an upstream setting, not an upstream name: is it indented less than \
+             the settings of its upstream?)",
+            e.0
+        )),
+        None => e,
     }
 }
 
@@ -928,7 +1004,10 @@ impl<'de> Deserialize<'de> for RouteConfig {
             let public: Vec<&str> = chain
                 .iter()
                 .filter(|s| {
-                    with_context(|c| c.upstreams.get(&s.upstream) == Some(&false)).unwrap_or(false)
+                    with_context(|c| {
+                        c.upstreams.as_ref().and_then(|u| u.get(&s.upstream)) == Some(&false)
+                    })
+                    .unwrap_or(false)
                 })
                 .map(|s| s.upstream.as_str())
                 .collect();
@@ -958,11 +1037,11 @@ impl<'de> Deserialize<'de> for RouteConfig {
 /// Resolves an upstream reference against the names collected in pass 1.
 fn check_upstream_ref(name: &str) -> Result<(), String> {
     let known = with_context(|c| {
-        (
-            c.upstreams.contains_key(name),
-            c.upstreams.keys().cloned().collect::<Vec<_>>(),
-        )
-    });
+        c.upstreams
+            .as_ref()
+            .map(|u| (u.contains_key(name), u.keys().cloned().collect::<Vec<_>>()))
+    })
+    .flatten();
     match known {
         Some((true, _)) | None => Ok(()),
         Some((false, names)) if names.is_empty() => Err(format!(
@@ -1115,6 +1194,89 @@ routes:
         assert!(e.starts_with("gateway.yaml:10:"), "{e}");
         assert!(e.contains("routes[0]"), "{e}");
         assert!(e.contains("unknown field `privat`"), "{e}");
+    }
+
+    #[test]
+    fn indentation_slips_are_reported_where_the_parser_sees_them() {
+        // A route's key dedented: the parser's error at that line, not `missing field`.
+        let e = err(&MINIMAL.replace("    chain: [corp]\n", "  chain: [corp]\n"));
+        assert_eq!(
+            e,
+            "gateway.yaml:9:3: did not find expected '-' indicator (while parsing a block \
+             collection at line 7 column 3); check the indentation of this line and the one above"
+        );
+        // An upstream's key dedented below a flow mapping that then continues.
+        let text = MINIMAL.replace(
+            "  golang: { url: \"https://proxy.golang.org\" }\n",
+            "  golang:\n    url: \"https://proxy.golang.org\"\n  read_timeout: 60s\n    \
+             idle_timeout: 90s\n",
+        );
+        let e = err(&text);
+        assert!(
+            e.starts_with(
+                "gateway.yaml:7:17: mapping values are not allowed in this context; check the \
+                 indentation"
+            ),
+            "{e}"
+        );
+        // A slip after the routes: never an `unknown upstream` about the routes above it.
+        let e = err(&format!(
+            "{MINIMAL}access:\n  default: allow\n   roles: []\n"
+        ));
+        assert!(e.starts_with("gateway.yaml:18:9: mapping values"), "{e}");
+        assert!(!e.contains("unknown upstream"), "{e}");
+    }
+
+    #[test]
+    fn unreadable_upstreams_are_reported_at_the_upstreams() {
+        // Routes first, then an upstream that is not a mapping: pass 1 cannot read the names,
+        // and the error is the upstream's own, not the route's reference to it.
+        let text = "\
+listeners:
+  - { name: plain, address: \"127.0.0.1:8080\" }
+routes:
+  - { name: public, match: { prefix: \"\" }, chain: [golang] }
+upstreams:
+  golang: \"https://proxy.golang.org\"
+";
+        let e = err(text);
+        assert!(
+            e.starts_with("gateway.yaml:6:11: upstreams.golang: "),
+            "{e}"
+        );
+        assert!(!e.contains("unknown upstream"), "{e}");
+    }
+
+    #[test]
+    fn a_setting_indented_as_an_upstream_name_is_called_one() {
+        let text = MINIMAL.replace(
+            "  corp: { url: \"http://10.0.0.1:3000/athens/\", private: true }\n",
+            "  corp:\n    url: \"http://10.0.0.1:3000/athens/\"\n  forward_identity:\n    \
+             dn: true\n",
+        );
+        let e = err(&text);
+        assert!(e.starts_with("gateway.yaml:"), "{e}");
+        assert!(e.contains("upstreams.forward_identity"), "{e}");
+        assert!(
+            e.ends_with(
+                "(`forward_identity` is an upstream setting, not an upstream name: is it \
+                 indented less than the settings of its upstream?)"
+            ),
+            "{e}"
+        );
+        // The list of settings is the one serde knows.
+        let e = err(&MINIMAL.replace(
+            "golang: { url: \"https://proxy.golang.org\" }",
+            "golang: { url: \"https://proxy.golang.org\", zzz: 1 }",
+        ));
+        let listed: Vec<&str> = e
+            .split_once("expected one of ")
+            .map(|(_, l)| l)
+            .unwrap_or("")
+            .split(", ")
+            .map(|k| k.trim_matches('`'))
+            .collect();
+        assert_eq!(listed, UPSTREAM_KEYS, "{e}");
     }
 
     #[test]

@@ -177,6 +177,9 @@ pub struct RequestIdentity {
     pub principals: Vec<String>,
     /// The labels of `principals` the deciding rule applied through.
     pub matched: Vec<String>,
+    /// Credentials that were presented and refused (the request was then refused too): what
+    /// the audit record names besides the principal, which they never became.
+    pub attempt: Option<Attempt>,
 }
 
 impl Default for RequestIdentity {
@@ -187,8 +190,63 @@ impl Default for RequestIdentity {
             verify: VerifyState::None,
             principals: Vec::new(),
             matched: Vec::new(),
+            attempt: None,
         }
     }
+}
+
+/// Credentials a request presented that were not accepted, as far as they may be recorded: the
+/// user name of Basic credentials; of a bearer token, only that there was one. Never a
+/// password or a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Basic credentials for this user name (cut to [`Attempt::MAX_USER`] characters).
+    User(String),
+    /// A bearer token.
+    Token,
+}
+
+impl Attempt {
+    /// The longest attempted user name recorded; longer ones are cut (and end in `…`).
+    pub const MAX_USER: usize = 128;
+
+    /// What a set of presented credentials may record.
+    pub fn of(presented: &Presented) -> Attempt {
+        match presented {
+            Presented::Basic { user, .. } => {
+                let mut name: String = user.chars().take(Attempt::MAX_USER).collect();
+                if user.chars().count() > Attempt::MAX_USER {
+                    name.push('…');
+                }
+                Attempt::User(name)
+            }
+            Presented::Bearer { .. } => Attempt::Token,
+        }
+    }
+
+    /// The source and name the audit record gives for a request that presented nothing else.
+    pub fn audit_source_and_name(&self) -> (&'static str, &str) {
+        match self {
+            Attempt::User(name) => (PrincipalSource::Basic.as_str(), name),
+            Attempt::Token => (PrincipalSource::Token.as_str(), "(unknown token)"),
+        }
+    }
+
+    /// `<source>:<name>`, as the audit record's `principals` lists it beside a certificate.
+    pub fn label(&self) -> String {
+        let (source, name) = self.audit_source_and_name();
+        format!("{source}:{name}")
+    }
+}
+
+/// A request whose credentials or certificate did not establish an identity: why, and what it
+/// presented, for the audit record.
+#[derive(Debug)]
+pub struct Unresolved {
+    pub error: IdentityError,
+    /// The identity as far as it went: a verified certificate's principal (else anonymous),
+    /// with the refused credentials in [`RequestIdentity::attempt`].
+    pub presented: RequestIdentity,
 }
 
 impl RequestIdentity {
@@ -576,12 +634,16 @@ async fn expensive_check(
 ///
 /// Password hashes cost tens of milliseconds to check (on a cache miss), so the check runs on
 /// the blocking pool, not on the proxy's event loop.
+///
+/// A refusal carries what the request presented ([`Unresolved::presented`]): a verified
+/// certificate's identity and the user name of refused Basic credentials (of a refused token,
+/// only that there was one), for the audit record.
 pub async fn resolve(
     session: &mut Session,
     settings: &IdentitySettings,
     tls: Option<&ReloadableTls>,
     authenticator: Arc<modgate_identity::Authenticator>,
-) -> Result<RequestIdentity, IdentityError> {
+) -> Result<RequestIdentity, Unresolved> {
     let client_ip: Option<IpAddr> = session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -593,7 +655,10 @@ pub async fn resolve(
         session
             .req_header_mut()
             .remove_header(&http::header::AUTHORIZATION);
-        return Err(e);
+        return Err(Unresolved {
+            error: e,
+            presented: id,
+        });
     }
     let trusted = client_ip.is_some_and(|ip| settings.trusted.contains(&ip));
     if trusted {
@@ -625,16 +690,39 @@ pub async fn resolve(
     // meant for another service, say): the request stays anonymous rather than failing.
     let configured = authenticator.users().is_some() || authenticator.tokens().is_some();
     if let Some(value) = authorization.filter(|_| configured) {
-        let value = value.map_err(|_| IdentityError::Malformed("not ASCII".into()))?;
-        let presented = modgate_identity::credentials::parse_authorization(&value)
-            .map_err(|e| IdentityError::Malformed(e.to_string()))?;
+        let parsed = value
+            .map_err(|_| IdentityError::Malformed("not ASCII".into()))
+            .and_then(|v| {
+                modgate_identity::credentials::parse_authorization(&v)
+                    .map_err(|e| IdentityError::Malformed(e.to_string()))
+            });
+        let presented = match parsed {
+            Ok(p) => p,
+            Err(error) => {
+                return Err(Unresolved {
+                    error,
+                    presented: id,
+                })
+            }
+        };
+        let attempt = Attempt::of(&presented);
         // Tokens and recently verified passwords cost no hash and never wait; only password
         // hashes are admitted, bounded and rate limited.
-        let authenticated = match authenticator.verify_cheap(&presented) {
-            Some(r) => r.map_err(IdentityError::BadCredentials)?,
-            None => expensive_check(authenticator, presented, client_ip).await?,
+        let checked = match authenticator.verify_cheap(&presented) {
+            Some(r) => r.map_err(IdentityError::BadCredentials),
+            None => expensive_check(authenticator, presented, client_ip).await,
         };
-        add_credentials(&mut id.principal, &authenticated);
+        match checked {
+            Ok(authenticated) => add_credentials(&mut id.principal, &authenticated),
+            Err(error) => {
+                // Who the credentials claimed to be is recorded; they establish nothing.
+                id.attempt = Some(attempt);
+                return Err(Unresolved {
+                    error,
+                    presented: id,
+                });
+            }
+        }
     }
     Ok(id)
 }
@@ -789,8 +877,33 @@ impl ExplainIdentity {
 
 #[cfg(test)]
 mod tests {
-    use super::{cache_identity, header_safe, principal_parts};
+    use super::{cache_identity, header_safe, principal_parts, Attempt};
+    use modgate_identity::credentials::Presented;
     use modgate_policy::{CertFields, Principal, PrincipalSource};
+
+    #[test]
+    fn an_attempt_keeps_the_user_name_and_no_secret() {
+        let basic = Presented::Basic {
+            user: "alice".into(),
+            password: "s3cret".into(),
+        };
+        assert_eq!(Attempt::of(&basic), Attempt::User("alice".into()));
+        assert_eq!(Attempt::of(&basic).label(), "basic:alice");
+        let bearer = Presented::Bearer {
+            token: "mgt_secret".into(),
+        };
+        assert_eq!(Attempt::of(&bearer), Attempt::Token);
+        assert!(!Attempt::of(&bearer).label().contains("mgt_"));
+        let long = Presented::Basic {
+            user: "é".repeat(300),
+            password: String::new(),
+        };
+        let Attempt::User(name) = Attempt::of(&long) else {
+            panic!("a user");
+        };
+        assert_eq!(name.chars().count(), Attempt::MAX_USER + 1);
+        assert!(name.ends_with('…'));
+    }
 
     fn cert(cn: &str, fingerprint: &str) -> Principal {
         Principal {

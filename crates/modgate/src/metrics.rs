@@ -628,6 +628,64 @@ impl Collector for ProcessCollector {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Events: what the request path records, one function per event, so callers say what happened
+// and never touch label order (each is a no-op when metrics are disabled).
+
+/// A request was answered (or given up on) with `status`.
+pub fn request_finished(listener: &str, route: &str, kind: &str, status: u16, seconds: f64) {
+    if let Some(m) = metrics() {
+        m.requests
+            .with_label_values(&[listener, route, kind, &status.to_string()])
+            .inc();
+        m.duration.with_label_values(&[kind]).observe(seconds);
+    }
+}
+
+/// The access policy decided a module request on `route`.
+pub fn access_decided(route: &str, effect: &str, rule: &str) {
+    if let Some(m) = metrics() {
+        m.decisions.with_label_values(&[route, effect, rule]).inc();
+    }
+}
+
+/// A request could not be given an identity (`reason`: the auth-failure label).
+pub fn auth_failed(reason: &str) {
+    if let Some(m) = metrics() {
+        m.auth_failures.with_label_values(&[reason]).inc();
+    }
+}
+
+/// One attempt at an upstream ended with `outcome` (the attempt-outcome label).
+pub fn upstream_attempted(upstream: &str, outcome: &str) {
+    if let Some(m) = metrics() {
+        m.upstream_attempts
+            .with_label_values(&[upstream, outcome])
+            .inc();
+    }
+}
+
+/// The cache took part in a request this way (the cache-outcome label).
+pub fn cache_looked_up(outcome: &str) {
+    if let Some(m) = metrics() {
+        m.cache_lookups.with_label_values(&[outcome]).inc();
+    }
+}
+
+/// A stale answer was served because the upstream failed.
+pub fn stale_served() {
+    if let Some(m) = metrics() {
+        m.stale_served.inc();
+    }
+}
+
+/// Changed upstream bytes of `artifact` were refused.
+pub fn integrity_refused(artifact: &str) {
+    if let Some(m) = metrics() {
+        m.integrity_refusals.with_label_values(&[artifact]).inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

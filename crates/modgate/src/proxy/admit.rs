@@ -129,6 +129,9 @@ pub enum Refusal {
     /// A private module's checksum lookup: never sent to a public database (404 sends `go`
     /// to its GONOSUMDB handling).
     PrivateLookup(String),
+    /// A refusal whose message ends with a hint for the client (the `.netrc` entry the go
+    /// command would need, see [`netrc_hint`]); everything else is the inner refusal's.
+    Hinted { refusal: Box<Refusal>, hint: String },
 }
 
 impl Refusal {
@@ -155,6 +158,7 @@ impl Refusal {
             Refusal::BadRequest(_) => 400,
             Refusal::BadPath(e) => e.status(),
             Refusal::NotFound(_) | Refusal::PrivateLookup(_) => 404,
+            Refusal::Hinted { refusal, .. } => refusal.status(),
         }
     }
 
@@ -172,6 +176,7 @@ impl Refusal {
             | Refusal::PrivateLookup(m) => m.clone(),
             Refusal::Method { message, .. } => message.clone(),
             Refusal::BadPath(e) => e.to_string(),
+            Refusal::Hinted { refusal, hint } => format!("{}; {hint}", refusal.message()),
         }
     }
 
@@ -185,6 +190,7 @@ impl Refusal {
             }
             Refusal::Identity(IdentityError::Busy) => vec![("Retry-After", "1".into())],
             Refusal::Method { allow, .. } => vec![("Allow", (*allow).to_string())],
+            Refusal::Hinted { refusal, .. } => refusal.headers(),
             r if r.status() == 401 => vec![("WWW-Authenticate", BASIC_CHALLENGE.to_string())],
             _ => Vec::new(),
         }
@@ -193,6 +199,7 @@ impl Refusal {
     /// The decision the audit record carries.
     pub fn audit(&self) -> AuditDecision {
         match self {
+            Refusal::Hinted { refusal, .. } => refusal.audit(),
             Refusal::Identity(_) | Refusal::IdentityRequired => AuditDecision::Unauthenticated,
             Refusal::Denied {
                 anonymous: true, ..
@@ -209,6 +216,7 @@ impl Refusal {
         match self {
             Refusal::Identity(e) => Some(e.reason()),
             Refusal::IdentityRequired => Some("missing"),
+            Refusal::Hinted { refusal, .. } => refusal.auth_failure(),
             _ => None,
         }
     }
@@ -267,6 +275,76 @@ fn denied(decision: &Decision, identity: &RequestIdentity, what: &str) -> Refusa
 
 /// Decides what happens to a request whose identity is `identity`.
 pub fn admit(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admission {
+    let mut admission = decide(scope, inbound, identity);
+    // An anonymous 401 asks for credentials: tell the go command what its `.netrc` needs.
+    let hint = match (&admission.verdict, scope.listener) {
+        (
+            Verdict::Refuse(
+                Refusal::IdentityRequired
+                | Refusal::Denied {
+                    anonymous: true, ..
+                },
+            ),
+            Some(listener),
+        ) => netrc_hint(scope.gateway, listener, inbound),
+        _ => None,
+    };
+    if let Some(hint) = hint {
+        admission.verdict = match admission.verdict {
+            Verdict::Refuse(r) => Verdict::Refuse(Refusal::Hinted {
+                refusal: Box::new(r),
+                hint,
+            }),
+            other => other,
+        };
+    }
+    admission
+}
+
+/// `User-Agent` prefix of the go command (it sends Go's default).
+const GO_USER_AGENT: &str = "Go-http-client/";
+
+/// What the go command's `.netrc` lookup needs, for an anonymous 401 it got: credentials go
+/// only over https, and the `machine` it looks for is the host *and port* of its GOPROXY URL
+/// (the Host it sent; `cmd/go/internal/auth` matches the URL's host with its port). `None`
+/// for other clients (curl, for one, matches `machine` without the port) and when the gateway
+/// has no users file (no `.netrc` entry could help).
+fn netrc_hint(gateway: &Gateway, listener: &ListenerRuntime, inbound: &Inbound) -> Option<String> {
+    let head = inbound.head;
+    let agent = head.headers.get(http::header::USER_AGENT)?.to_str().ok()?;
+    if !agent.starts_with(GO_USER_AGENT) || gateway.auth.current.load().users().is_none() {
+        return None;
+    }
+    let via_proxy = inbound
+        .peer
+        .is_some_and(|ip| listener.identity.trusted.contains(&ip));
+    if listener.tls.is_none() && !via_proxy {
+        return Some("the go command sends .netrc credentials over https only".into());
+    }
+    let host = head
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| head.uri.authority().map(|a| a.as_str()))
+        // Echoed back: only what a host[:port] is made of.
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 260
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        });
+    Some(match host {
+        Some(h) => format!(
+            "for .netrc, the go command looks for \"machine {h}\" (host and port as in GOPROXY)"
+        ),
+        None => {
+            "for .netrc, the go command looks for \"machine <host>:<port>\" as in GOPROXY".into()
+        }
+    })
+}
+
+/// [`admit`] without the client hints.
+fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admission {
     let gateway = scope.gateway;
     let head = inbound.head;
     let anonymous = identity.principal.is_anonymous();

@@ -212,9 +212,7 @@ impl Guard {
                     message: message.clone(),
                 },
             );
-            if let Some(m) = metrics::metrics() {
-                m.integrity_refusals.with_label_values(&[a.as_str()]).inc();
-            }
+            metrics::integrity_refused(a.as_str());
         }
         log::error!("integrity: {message}");
         self.refusal = Some(message);

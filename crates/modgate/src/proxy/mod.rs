@@ -116,12 +116,8 @@ impl GatewayProxy {
     /// Settles the attempt at the cursor's step (counted by upstream and outcome); returns
     /// whether the chain moved on.
     fn settle(&self, ctx: &mut RequestCtx, outcome: Outcome) -> bool {
-        if let Some(m) = metrics::metrics() {
-            if let Some(up) = ctx.cursor.current(ctx.chain()) {
-                m.upstream_attempts
-                    .with_label_values(&[up.name.as_str(), outcome.label()])
-                    .inc();
-            }
+        if let Some(up) = ctx.cursor.current(ctx.chain()) {
+            metrics::upstream_attempted(&up.name, outcome.label());
         }
         let chain = chain_of(&ctx.model, ctx.target.route);
         ctx.cursor.settle(chain, outcome)
@@ -140,11 +136,9 @@ impl GatewayProxy {
             .decision
             .as_ref()
             .filter(|_| admission.request.is_some());
-        if let (Some(d), Some(m)) = (module_decision, metrics::metrics()) {
+        if let Some(d) = module_decision {
             let route = ctx.route_of(admission.route).unwrap_or("-");
-            m.decisions
-                .with_label_values(&[route, d.effect.as_str(), d.rule.as_str()])
-                .inc();
+            metrics::access_decided(route, d.effect.as_str(), &d.rule);
         }
         ctx.target = Target {
             kind: admission.kind,
@@ -219,8 +213,8 @@ impl GatewayProxy {
     }
 
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, r: &Refusal) -> Result<()> {
-        if let (Some(reason), Some(m)) = (r.auth_failure(), metrics::metrics()) {
-            m.auth_failures.with_label_values(&[reason]).inc();
+        if let Some(reason) = r.auth_failure() {
+            metrics::auth_failed(reason);
         }
         endpoints::refuse(session, &mut ctx.record, r).await
     }
@@ -412,7 +406,11 @@ impl ProxyHttp for GatewayProxy {
                     };
                     admit::admit(&scope, &inbound, &ctx.identity)
                 }
-                Err(e) => Admission::refused(Refusal::Identity(e)),
+                Err(failed) => {
+                    // The audit record names what was presented (a user name, never a secret).
+                    ctx.identity = failed.presented;
+                    Admission::refused(Refusal::Identity(failed.error))
+                }
             };
         self.apply(session, ctx, admission).await
     }
@@ -470,9 +468,7 @@ impl ProxyHttp for GatewayProxy {
             && ctx.cache_plan.as_ref().is_some_and(|p| !p.immutable());
         if serve {
             ctx.served_stale = true;
-            if let Some(m) = metrics::metrics() {
-                m.stale_served.inc();
-            }
+            metrics::stale_served();
         }
         serve
     }
@@ -780,19 +776,13 @@ impl ProxyHttp for GatewayProxy {
         let route = ctx.route().map(|r| r.name.clone());
         let route_label = route.as_deref().unwrap_or("-");
         let elapsed = ctx.started.elapsed();
-        if let Some(m) = metrics::metrics() {
-            m.requests
-                .with_label_values(&[
-                    ctx.listener.name.as_str(),
-                    route_label,
-                    kind,
-                    &status.to_string(),
-                ])
-                .inc();
-            m.duration
-                .with_label_values(&[kind])
-                .observe(elapsed.as_secs_f64());
-        }
+        metrics::request_finished(
+            &ctx.listener.name,
+            route_label,
+            kind,
+            status,
+            elapsed.as_secs_f64(),
+        );
         let client = session
             .client_addr()
             .map(|a| a.to_string())
@@ -843,8 +833,8 @@ impl ProxyHttp for GatewayProxy {
             );
         }
         let cache = ctx.cache_outcome(session);
-        if let (Some(outcome), Some(m)) = (cache, metrics::metrics()) {
-            m.cache_lookups.with_label_values(&[outcome.as_str()]).inc();
+        if let Some(outcome) = cache {
+            metrics::cache_looked_up(outcome.as_str());
         }
         if ctx.record.enabled {
             let trace = ctx.trace.take();

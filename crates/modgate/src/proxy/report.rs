@@ -1,5 +1,6 @@
 //! What a finished request reports: how the cache took part ([`CacheOutcome`]), the audit
-//! record's contents, and the access-log line. Built from the request's state types; the
+//! record's contents (refused credentials included: the user name, never a secret), and the
+//! access-log line. Built from the request's state types; the
 //! proxy's `logging` phase hands them to the metrics, the log and the recorder.
 
 use modgate_policy::Decision;
@@ -126,13 +127,31 @@ pub fn audit_record(
     out.trace_id = f.trace_id;
     out.listener = f.listener.to_string();
     out.client_addr = f.client;
+    // Refused credentials (the request was refused for them) are named: alone, as the source
+    // and name; beside a certificate, in `principals`. Never the password or the token.
+    let (source, name, principals) = match &identity.attempt {
+        Some(a) if p.is_anonymous() => {
+            let (source, name) = a.audit_source_and_name();
+            (source, name.to_string(), identity.principals.clone())
+        }
+        Some(a) => (
+            p.source.as_str(),
+            p.name.clone(),
+            vec![format!("{}:{}", p.source.as_str(), p.name), a.label()],
+        ),
+        None => (
+            p.source.as_str(),
+            p.name.clone(),
+            identity.principals.clone(),
+        ),
+    };
     out.identity = AuditIdentity {
-        source: p.source.as_str().to_string(),
-        name: p.name.clone(),
+        source: source.to_string(),
+        name,
         dn: cert.map(|c| c.subject_dn.clone()),
         fingerprint: cert.map(|c| c.fingerprint_sha256.clone()),
         serial: cert.map(|c| c.serial_hex.clone()),
-        principals: identity.principals.clone(),
+        principals,
         matched: (!identity.matched.is_empty()).then(|| identity.matched.join(",")),
     };
     out.roles = target
@@ -245,6 +264,71 @@ mod tests {
         assert_eq!(r.upstream.as_deref(), Some("a"));
         assert_eq!(r.cache.as_deref(), Some("miss"));
         assert_eq!(r.route.as_deref(), Some("all"));
+    }
+
+    #[test]
+    fn refused_credentials_are_named_but_never_their_secret() {
+        use crate::identity::Attempt;
+        use modgate_policy::{Principal, PrincipalSource};
+        let record = |identity: &RequestIdentity| {
+            let mut record = Record {
+                enabled: true,
+                decision: AuditDecision::Unauthenticated,
+                reason: Some("the credentials sent were not accepted".into()),
+            };
+            audit_record(
+                finished(401, None),
+                identity,
+                &Target::default(),
+                &Cursor::default(),
+                &mut record,
+            )
+            .identity
+        };
+        let alone = RequestIdentity {
+            attempt: Some(Attempt::User("alice".into())),
+            ..RequestIdentity::default()
+        };
+        let id = record(&alone);
+        assert_eq!((id.source.as_str(), id.name.as_str()), ("basic", "alice"));
+        assert!(id.principals.is_empty());
+
+        let token = RequestIdentity {
+            attempt: Some(Attempt::Token),
+            ..RequestIdentity::default()
+        };
+        let id = record(&token);
+        assert_eq!(
+            (id.source.as_str(), id.name.as_str()),
+            ("token", "(unknown token)")
+        );
+
+        // Beside a certificate, the certificate stays the identity; both are listed.
+        let with_cert = RequestIdentity {
+            principal: Principal {
+                source: PrincipalSource::Certificate,
+                name: "agent-7".into(),
+                cert: None,
+                user: None,
+                token: None,
+                groups: Vec::new(),
+            },
+            attempt: Some(Attempt::User("alice".into())),
+            ..RequestIdentity::default()
+        };
+        let id = record(&with_cert);
+        assert_eq!(
+            (id.source.as_str(), id.name.as_str()),
+            ("certificate", "agent-7")
+        );
+        assert_eq!(id.principals, ["certificate:agent-7", "basic:alice"]);
+
+        // Nothing refused: the principal as it is.
+        let id = record(&RequestIdentity::default());
+        assert_eq!(
+            (id.source.as_str(), id.name.as_str()),
+            ("anonymous", "anonymous")
+        );
     }
 
     #[test]

@@ -573,3 +573,188 @@ fn identity_refusals_map_to_status_and_metric() {
     assert_eq!(Refusal::IdentityRequired.auth_failure(), Some("missing"));
     assert_eq!(Refusal::BadRequest(String::new()).auth_failure(), None);
 }
+
+/// A world whose gateway has a users file, with listeners behind a trusted front proxy
+/// (`10.0.0.0/8`): the go command's anonymous 401s there carry a `.netrc` hint.
+fn netrc_world(dir: &Path) -> World {
+    let hash = bcrypt::hash("pw", 4).expect("bcrypt");
+    std::fs::write(dir.join("users"), format!("alice:{hash}\n")).expect("users file");
+    let text = CONFIG.replace(
+        "upstreams:\n",
+        "  - { name: edge, address: \"127.0.0.1:7072\", trusted_proxies: [\"10.0.0.0/8\"] }\n  \
+         - name: edge-strict\n    address: \"127.0.0.1:7073\"\n    \
+         trusted_proxies: [\"10.0.0.0/8\"]\n    require_identity: true\n\
+         auth: { users_file: users }\nupstreams:\n",
+    );
+    let config = config::parse(&text, "test.yaml", dir).expect("config");
+    let gateway = Gateway::new(&config).expect("gateway");
+    let listener = |name: &str| {
+        let l = config
+            .listeners
+            .iter()
+            .find(|l| l.name.0 == name)
+            .expect("listener");
+        listener_runtime(l, &[], None)
+    };
+    World {
+        gateway,
+        ttl: TtlConfig::default(),
+        plain: listener("edge"),
+        strict: listener("edge-strict"),
+    }
+}
+
+#[test]
+fn anonymous_401s_tell_the_go_command_what_its_netrc_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = netrc_world(dir.path());
+    let plain_strict = world().strict;
+    let edge = Some(&w.plain);
+    let edge_strict = Some(&w.strict);
+    const GO: &str = "Go-http-client/2.0";
+    const LIST: &str = "/corp.example.com/open/@v/list";
+    const DENIED: &str = "anonymous may not read corp.example.com/open (list): no role grants \
+                          access to private route \"corp\" (rule private-default)";
+    const REQUIRED: &str = "authentication required: present a client certificate (modgate \
+                            agent) or .netrc credentials";
+    const MACHINE: &str = "; for .netrc, the go command looks for \"machine gw.corp:8443\" \
+                           (host and port as in GOPROXY)";
+    // (listener, peer, User-Agent, Host, identity, the whole message)
+    type Case<'a> = (
+        Option<&'a ListenerRuntime>,
+        &'a str,
+        &'a str,
+        &'a str,
+        RequestIdentity,
+        String,
+    );
+    let cases: Vec<Case> = vec![
+        // Through the trusted front proxy: the machine the go command looks for is the Host
+        // it sent, port included.
+        (
+            edge,
+            "10.0.0.1",
+            GO,
+            "gw.corp:8443",
+            anonymous(),
+            format!("{DENIED}{MACHINE}"),
+        ),
+        (
+            edge_strict,
+            "10.0.0.1",
+            "Go-http-client/1.1",
+            "gw.corp:8443",
+            anonymous(),
+            format!("{REQUIRED}{MACHINE}"),
+        ),
+        (
+            edge,
+            "10.0.0.1",
+            GO,
+            "gw.corp",
+            anonymous(),
+            format!(
+                "{DENIED}; for .netrc, the go command looks for \"machine gw.corp\" (host and \
+                 port as in GOPROXY)"
+            ),
+        ),
+        // A Host that is not a host[:port] is not echoed.
+        (
+            edge,
+            "10.0.0.1",
+            GO,
+            "gw.corp/\"x\"",
+            anonymous(),
+            format!(
+                "{DENIED}; for .netrc, the go command looks for \"machine <host>:<port>\" as \
+                 in GOPROXY"
+            ),
+        ),
+        // Plain HTTP straight from the client: the go command never sends .netrc there.
+        (
+            Some(&plain_strict),
+            "10.0.0.1",
+            GO,
+            "gw.corp:8080",
+            anonymous(),
+            format!("{REQUIRED}; the go command sends .netrc credentials over https only"),
+        ),
+        (
+            edge,
+            "192.0.2.1",
+            GO,
+            "gw.corp:8080",
+            anonymous(),
+            format!("{DENIED}; the go command sends .netrc credentials over https only"),
+        ),
+        // Not the go command (curl matches `machine` without the port): no hint.
+        (
+            edge,
+            "10.0.0.1",
+            "curl/8.5.0",
+            "gw.corp:8443",
+            anonymous(),
+            DENIED.to_string(),
+        ),
+        (
+            edge,
+            "10.0.0.1",
+            "",
+            "gw.corp:8443",
+            anonymous(),
+            DENIED.to_string(),
+        ),
+        // Not anonymous: a 403, no hint.
+        (
+            edge,
+            "10.0.0.1",
+            GO,
+            "gw.corp:8443",
+            user("bob"),
+            "bob may not read corp.example.com/open (list): no role grants access to private \
+             route \"corp\" (rule private-default)"
+                .to_string(),
+        ),
+        // `modgate explain` asks about no client.
+        (
+            None,
+            "10.0.0.1",
+            GO,
+            "gw.corp:8443",
+            anonymous(),
+            DENIED.to_string(),
+        ),
+    ];
+    for (listener, peer, agent, host, id, message) in cases {
+        let mut headers = vec![("Host", host)];
+        if !agent.is_empty() {
+            headers.push(("User-Agent", agent));
+        }
+        let h = head("GET", LIST, &headers);
+        let a = run(&w, listener, &h, peer, &id);
+        let r = refusal(&a);
+        let what = format!("{agent:?} {host:?} from {peer}: {r:?}");
+        assert_eq!(r.message(), message, "{what}");
+        assert!(!r.message().contains('\n'), "{what}");
+        let anonymous = id.principal.is_anonymous();
+        assert_eq!(r.status(), if anonymous { 401 } else { 403 }, "{what}");
+        if anonymous {
+            assert_eq!(
+                r.headers(),
+                vec![("WWW-Authenticate", BASIC_CHALLENGE.to_string())],
+                "{what}"
+            );
+            assert_eq!(r.audit(), AuditDecision::Unauthenticated, "{what}");
+        }
+    }
+    // The hint changes nothing else: the missing identity is still counted as missing.
+    let h = head("GET", LIST, &[("Host", "gw.corp:8443"), ("User-Agent", GO)]);
+    let a = run(&w, Some(&w.strict), &h, "10.0.0.1", &anonymous());
+    assert!(matches!(refusal(&a), Refusal::Hinted { .. }));
+    assert_eq!(refusal(&a).auth_failure(), Some("missing"));
+    // Without a users file no `.netrc` entry could help: no hint.
+    let w = world();
+    let h = head("GET", LIST, &[("Host", "gw.corp:8080"), ("User-Agent", GO)]);
+    let a = run(&w, Some(&w.strict), &h, "10.0.0.1", &anonymous());
+    assert_eq!(refusal(&a).message(), REQUIRED);
+}
