@@ -53,6 +53,12 @@ pub enum ClientAuth {
     None,
 }
 
+impl std::fmt::Display for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl ClientAuth {
     fn as_str(&self) -> &'static str {
         match self {
@@ -73,6 +79,61 @@ pub enum CrlScope {
     /// Every certificate of the chain except the trust anchor: each intermediate needs a CRL
     /// from its issuer too.
     Chain,
+}
+
+/// A setting value spelled in a configuration file (`required`, `end-entity`, `http`, ...).
+fn parse_word<T: Copy>(s: &str, what: &str, words: &[(&str, T)]) -> Result<T, String> {
+    words
+        .iter()
+        .find(|(w, _)| *w == s)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let all: Vec<&str> = words.iter().map(|(w, _)| *w).collect();
+            format!("unknown {what} {s:?} (use {})", all.join(", "))
+        })
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+    /// `none`, `optional` or `required`.
+    fn from_str(s: &str) -> Result<ClientAuth, String> {
+        parse_word(
+            s,
+            "client_auth",
+            &[
+                ("none", ClientAuth::None),
+                ("optional", ClientAuth::Optional),
+                ("required", ClientAuth::Required),
+            ],
+        )
+    }
+}
+
+impl std::str::FromStr for CrlScope {
+    type Err = String;
+    /// `end-entity` or `chain`.
+    fn from_str(s: &str) -> Result<CrlScope, String> {
+        parse_word(
+            s,
+            "crl_scope",
+            &[
+                ("end-entity", CrlScope::EndEntity),
+                ("chain", CrlScope::Chain),
+            ],
+        )
+    }
+}
+
+impl std::str::FromStr for RefuseIn {
+    type Err = String;
+    /// `http` or `handshake`.
+    fn from_str(s: &str) -> Result<RefuseIn, String> {
+        parse_word(
+            s,
+            "refuse_in",
+            &[("http", RefuseIn::Http), ("handshake", RefuseIn::Handshake)],
+        )
+    }
 }
 
 /// The files of one TLS listener.

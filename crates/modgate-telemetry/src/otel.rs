@@ -118,6 +118,14 @@ impl OtlpProtocol {
     }
 }
 
+impl std::str::FromStr for OtlpProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<OtlpProtocol, String> {
+        OtlpProtocol::parse(s)
+            .ok_or_else(|| format!("unknown OTLP protocol {s:?} (use grpc or http/protobuf)"))
+    }
+}
+
 impl fmt::Display for OtlpProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -38,8 +38,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::RootCertStore;
 use tokio::io::AsyncReadExt;
 
-use crate::config::UpstreamUrl;
 use crate::tls;
+use crate::upstream::UpstreamUrl;
 use crate::upstream::{GatewayClient, Upstream};
 
 /// How `modgate agent` was asked to run.

@@ -24,8 +24,6 @@ use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::http::ResponseHeader;
 
-use crate::config::{CacheConfig, RouteCacheConfig, TtlConfig};
-
 /// "Forever" for immutable artifacts.
 const IMMUTABLE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
@@ -40,12 +38,16 @@ pub struct CacheRuntime {
 
 impl CacheRuntime {
     /// Opens the disk cache (blocking: scans the directory) and the ledger.
-    pub fn open(c: &CacheConfig) -> anyhow::Result<CacheRuntime> {
-        let storage = DiskCache::open(c.disk())
-            .map_err(|e| anyhow::anyhow!("cache {}: {e}", c.dir.0.display()))?;
-        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(c.lock_timeout.0));
-        let ledger_path = c.ledger_path();
-        let ledger = Ledger::open(&ledger_path)
+    pub fn open(
+        disk: modgate_cache::DiskCacheConfig,
+        lock_timeout: Duration,
+        ledger_path: &std::path::Path,
+    ) -> anyhow::Result<CacheRuntime> {
+        let dir = disk.root.clone();
+        let storage =
+            DiskCache::open(disk).map_err(|e| anyhow::anyhow!("cache {}: {e}", dir.display()))?;
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_timeout));
+        let ledger = Ledger::open(ledger_path)
             .map_err(|e| anyhow::anyhow!("ledger {}: {e}", ledger_path.display()))?;
         Ok(CacheRuntime {
             storage,
@@ -53,6 +55,51 @@ impl CacheRuntime {
             ledger: Arc::new(ledger),
             quarantine: Quarantine::default(),
         })
+    }
+}
+
+/// Cache lifetimes by kind (`cache.ttl`), at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttls {
+    /// `list`, `@latest` and version-query `.info`.
+    pub mutable: Duration,
+    /// 404 / 410 answers.
+    pub not_found: Duration,
+    /// How long past freshness a mutable answer is still served when the upstream fails.
+    pub stale_if_error: Duration,
+    /// A checksum database's signed `latest` tree.
+    pub sumdb_latest: Duration,
+}
+
+impl Default for Ttls {
+    fn default() -> Self {
+        Ttls {
+            mutable: Duration::from_secs(60),
+            not_found: Duration::from_secs(30),
+            stale_if_error: Duration::from_secs(24 * 3600),
+            sumdb_latest: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A route's cache settings (`routes[].cache`), at run time: overrides of [`Ttls`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteCache {
+    /// `false`: the route's answers are not cached.
+    pub enabled: bool,
+    pub mutable: Option<Duration>,
+    pub not_found: Option<Duration>,
+    pub stale_if_error: Option<Duration>,
+}
+
+impl Default for RouteCache {
+    fn default() -> Self {
+        RouteCache {
+            enabled: true,
+            mutable: None,
+            not_found: None,
+            stale_if_error: None,
+        }
     }
 }
 
@@ -100,13 +147,13 @@ impl CachePlan {
     pub fn module(
         route: &str,
         req: &ModuleRequest,
-        ttl: &TtlConfig,
-        r: &RouteCacheConfig,
+        ttl: &Ttls,
+        r: &RouteCache,
     ) -> Option<CachePlan> {
         if !r.enabled {
             return None;
         }
-        let mutable = r.mutable.unwrap_or(ttl.mutable).0;
+        let mutable = r.mutable.unwrap_or(ttl.mutable);
         Some(CachePlan {
             namespace: format!("route:{route}"),
             path: req.upstream_path(),
@@ -115,35 +162,35 @@ impl CachePlan {
             } else {
                 mutable
             },
-            not_found: r.not_found.unwrap_or(ttl.not_found).0,
+            not_found: r.not_found.unwrap_or(ttl.not_found),
             stale_if_error: if req.is_immutable() {
                 Duration::ZERO
             } else {
-                r.stale_if_error.unwrap_or(ttl.stale_if_error).0
+                r.stale_if_error.unwrap_or(ttl.stale_if_error)
             },
         })
     }
 
     /// The plan for a checksum-database request.
-    pub fn sumdb(s: &SumdbRequest, ttl: &TtlConfig) -> Option<CachePlan> {
+    pub fn sumdb(s: &SumdbRequest, ttl: &Ttls) -> Option<CachePlan> {
         let fresh = match &s.endpoint {
             SumdbEndpoint::Supported => return None,
-            SumdbEndpoint::Latest => ttl.sumdb_latest.0,
-            SumdbEndpoint::Lookup { .. } => ttl.mutable.0,
+            SumdbEndpoint::Latest => ttl.sumdb_latest,
+            SumdbEndpoint::Lookup { .. } => ttl.mutable,
             SumdbEndpoint::Tile { .. } => match s.tile() {
                 Some(t) if !t.is_partial() => IMMUTABLE,
-                _ => ttl.mutable.0,
+                _ => ttl.mutable,
             },
         };
         Some(CachePlan {
             namespace: format!("sumdb:{}", s.name),
             path: s.upstream_path(),
             fresh,
-            not_found: ttl.not_found.0,
+            not_found: ttl.not_found,
             stale_if_error: if fresh >= IMMUTABLE {
                 Duration::ZERO
             } else {
-                ttl.stale_if_error.0
+                ttl.stale_if_error
             },
         })
     }

@@ -25,16 +25,17 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::tls::{self, ClientCertKey, PemBundle};
+pub use crate::upstream::{Fallthrough, UpstreamUrl};
 
 mod access;
 mod cache;
 mod identity;
 
 pub use access::AccessConfig;
-pub use cache::{CacheConfig, RouteCacheConfig, TtlConfig};
+pub use cache::{CacheConfig, RouteCacheConfig};
 pub use identity::{
     AuditConfig, AuditOutput, AuthConfig, CertFormat, CidrValue, ForwardIdentityConfig,
-    ForwardNames, ForwardedInput, ListenerTls, OtlpProtocolValue, TelemetryConfig,
+    ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
 };
 
 /// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused
@@ -119,6 +120,13 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+impl LogConfig {
+    /// Installs these settings in the process logger.
+    pub fn apply(&self) {
+        crate::logging::configure(self.format == LogFormat::Json, self.level.0);
+    }
 }
 
 /// The most verbose level logged.
@@ -390,25 +398,6 @@ pub struct ChainStep {
     pub on: Fallthrough,
 }
 
-/// When a chain moves on from a step to the next one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Fallthrough {
-    /// Only on 404/410, like `,` in `GOPROXY`.
-    NotFound,
-    /// On 404/410, any other error status, timeouts and connection failures, like `|`.
-    AnyError,
-}
-
-impl fmt::Display for Fallthrough {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Fallthrough::NotFound => "not-found",
-            Fallthrough::AnyError => "any-error",
-        })
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Loading
 
@@ -670,6 +659,26 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // Value types that validate themselves while being read
 
+/// A domain value spelled as a word in the file (`required`, `end-entity`, `grpc`, ...): parsed
+/// by the domain type's own `FromStr`, so the file format needs no mirror enum, and checked
+/// where it is written.
+pub(crate) fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
+    from_str_with(d, "a setting value", |s| s.parse())
+}
+
+/// [`parsed`] for an optional value.
+pub(crate) fn parsed_some<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
+    parsed(d).map(Some)
+}
+
 /// Reads a string and converts it *inside* the visitor: serde_yaml_ng marks an error raised
 /// there with the string's own line, column and path (an error raised after the string has
 /// been returned is marked with the enclosing mapping's position instead).
@@ -829,80 +838,6 @@ impl<'de> Deserialize<'de> for DurationValue {
             }
         }
         d.deserialize_any(V)
-    }
-}
-
-/// An upstream base URL: `http(s)://host[:port][/path/prefix]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// Path prefix without a trailing slash (`""` for none).
-    pub path: String,
-}
-
-impl UpstreamUrl {
-    /// Parses and validates an upstream URL.
-    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
-        let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            Some(other) => {
-                return Err(format!(
-                    "{s:?}: scheme {other:?} is not supported (use http or https)"
-                ))
-            }
-            None => return Err(format!("{s:?} needs a scheme (http:// or https://)")),
-        };
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("{s:?} has no host"))?;
-        if authority.as_str().contains('@') {
-            return Err(format!(
-                "{s:?}: credentials in upstream URLs are not supported"
-            ));
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        if host.is_empty() {
-            return Err(format!("{s:?} has no host"));
-        }
-        if uri.query().is_some() {
-            return Err(format!("{s:?}: a query string is not allowed"));
-        }
-        let path = uri.path().trim_end_matches('/').to_string();
-        Ok(UpstreamUrl {
-            tls,
-            host: host.to_string(),
-            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
-            path,
-        })
-    }
-
-    /// The `Host` header value for this URL: host, plus the port when it is not the default.
-    pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        let default_port = if self.tls { 443 } else { 80 };
-        if self.port == default_port {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-}
-
-impl fmt::Display for UpstreamUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "https" } else { "http" };
-        write!(f, "{scheme}://{}{}", self.authority(), self.path)
     }
 }
 
@@ -1074,7 +1009,7 @@ impl<'de> Deserialize<'de> for ChainStep {
                 #[serde(deny_unknown_fields)]
                 struct Step {
                     upstream: String,
-                    #[serde(default = "default_on")]
+                    #[serde(default = "default_on", deserialize_with = "parsed")]
                     on: Fallthrough,
                 }
                 fn default_on() -> Fallthrough {
@@ -1379,9 +1314,22 @@ upstreams:
             "client_auth: sometimes, client_ca: {d}/ca.pem"
         )));
         assert!(
-            e.contains("client_auth") && e.contains("unknown variant"),
+            e.contains("tls.client_auth")
+                && e.contains("unknown client_auth \"sometimes\" (use none, optional, required)"),
             "{e}"
         );
+        // Every domain word is parsed by its own type, at its own position.
+        let e = err(&with_tls(&format!(
+            "client_auth: optional, client_ca: {d}/ca.pem, crl_scope: leaf"
+        )));
+        assert!(
+            e.contains("tls.crl_scope") && e.contains("use end-entity, chain"),
+            "{e}"
+        );
+        let e = err(&with_tls(&format!(
+            "client_auth: required, client_ca: {d}/ca.pem, refuse_in: tcp"
+        )));
+        assert!(e.contains("use http, handshake"), "{e}");
         // A missing CA in a list is reported at its own position.
         let e = err(&with_tls(&format!(
             "client_auth: optional, client_ca: [{d}/ca.pem, {d}/nope.pem]"

@@ -7,11 +7,10 @@ use std::fmt::Write;
 use modgate_policy::{AccessRequest, Principal, Route};
 use modgate_protocol::{escape_path, escape_version, ModuleRequest, RequestKind};
 
-use crate::config::Fallthrough;
 use crate::gateway::Gateway;
 use crate::identity::RequestIdentity;
 use crate::proxy::admit::{admit, Inbound, Refusal, Scope, Verdict};
-use crate::upstream::Chain;
+use crate::upstream::{Chain, Fallthrough};
 
 /// What `explain` found: the text to print, and whether the request would be refused by the
 /// access policy (`modgate explain` exits 1 then).
@@ -65,7 +64,7 @@ pub fn explain(
         Ok(r) => r.into_parts().0,
         Err(e) => return Err(format!("{path}: {e}")),
     };
-    let ttl = crate::config::TtlConfig::default();
+    let ttl = crate::cache::Ttls::default();
     let scope = Scope {
         gateway,
         ttl: &ttl,

@@ -59,7 +59,7 @@ impl Gateway {
                 name: r.name.clone(),
                 pattern: r.pattern.clone(),
                 private: r.private,
-                target: Chain::new(steps, r.cache),
+                target: Chain::new(steps, r.cache.runtime()),
             });
         }
         let routes = RouteTable::new(routes).context("routes")?;

@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-use crate::config::{LogConfig, LogFormat};
-
 /// The target of the one access line per request.
 pub const ACCESS: &str = "modgate::access";
 
@@ -43,12 +41,13 @@ fn level() -> LevelFilter {
     }
 }
 
-/// Applies `log:` from the configuration (at start and on every reload).
-pub fn configure(c: &LogConfig) {
-    JSON.store(c.format == LogFormat::Json, Ordering::Relaxed);
+/// Applies the configuration's `log:` (at start and on every reload): JSON lines or text, and
+/// the most verbose level (unless `RUST_LOG` decides).
+pub fn configure(json: bool, level: LevelFilter) {
+    JSON.store(json, Ordering::Relaxed);
     if !FROM_ENV.load(Ordering::Relaxed) {
-        LEVEL.store(c.level.0 as usize, Ordering::Relaxed);
-        log::set_max_level(c.level.0);
+        LEVEL.store(level as usize, Ordering::Relaxed);
+        log::set_max_level(level);
     }
 }
 

@@ -18,7 +18,8 @@ use http::HeaderName;
 use modgate_identity::{CidrSet, PreparedTls, ReloadableTls};
 use serde::Serialize;
 
-use crate::config::{self, GatewayConfig, ListenerConfig, TtlConfig};
+use crate::cache::Ttls;
+use crate::config::{self, GatewayConfig, ListenerConfig};
 use crate::gateway::Gateway;
 use crate::identity::IdentitySettings;
 use crate::metrics;
@@ -51,7 +52,7 @@ pub struct Model {
     /// Request-time settings by listener name.
     pub listeners: BTreeMap<String, Arc<ListenerRuntime>>,
     /// Cache lifetimes by kind (used only when a cache is configured).
-    pub ttl: TtlConfig,
+    pub ttl: Ttls,
     pub recorder: Arc<Recorder>,
     /// The file this was built from (what the next reload is compared with).
     pub config: Arc<GatewayConfig>,
@@ -121,7 +122,11 @@ impl Model {
                 (l.name.0.clone(), Arc::new(runtime))
             })
             .collect();
-        let ttl = config.cache.as_ref().map(|c| c.ttl).unwrap_or_default();
+        let ttl = config
+            .cache
+            .as_ref()
+            .map(|c| c.ttl.runtime())
+            .unwrap_or_default();
         let model = Model {
             generation,
             gateway,
@@ -464,7 +469,10 @@ impl Live {
             old.recorder.audit.reopen();
             old.recorder.clone()
         } else {
-            Arc::new(Recorder::start(&config.audit, &config.telemetry)?)
+            Arc::new(Recorder::start(
+                config.audit.sink(),
+                config.telemetry.otel(),
+            )?)
         };
         let config = Arc::new(config);
         let model = Model::build(config, old.generation + 1, &self.tls, recorder)?;

@@ -5,13 +5,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use modgate_telemetry::{
-    AuditDecision, AuditLog, AuditRecord, AuditSinkConfig, OtelConfig, OtlpProtocol, RequestSpan,
-    Telemetry,
+    AuditDecision, AuditLog, AuditRecord, AuditSinkConfig, OtelConfig, RequestSpan, Telemetry,
 };
 use opentelemetry::{Context, KeyValue};
 use pingora::http::RequestHeader;
 
-use crate::config::{AuditConfig, AuditOutput, OtlpProtocolValue, TelemetryConfig};
 use crate::metrics;
 
 /// The trace a request belongs to.
@@ -41,25 +39,9 @@ pub struct Recorder {
 impl Recorder {
     /// Opens the audit sink and starts the span exporter (a collector that is down does not
     /// stop modgate: spans are counted as dropped).
-    pub fn start(audit: &AuditConfig, telemetry: &TelemetryConfig) -> anyhow::Result<Recorder> {
-        let sink = match &audit.output {
-            AuditOutput::Stdout => AuditSinkConfig::Stdout,
-            AuditOutput::File(p) => AuditSinkConfig::File(p.clone()),
-            AuditOutput::Off => AuditSinkConfig::Off,
-        };
+    pub fn start(sink: AuditSinkConfig, otel: OtelConfig) -> anyhow::Result<Recorder> {
         let audit = AuditLog::start(sink).map_err(|e| anyhow::anyhow!("audit: {e}"))?;
-        let cfg = OtelConfig {
-            endpoint: telemetry.otlp_endpoint.clone(),
-            protocol: telemetry.otlp_protocol.map(|p| match p {
-                OtlpProtocolValue::Grpc => OtlpProtocol::Grpc,
-                OtlpProtocolValue::HttpProtobuf => OtlpProtocol::HttpProtobuf,
-            }),
-            service_name: telemetry.service_name.clone(),
-            sample_ratio: telemetry.sample_ratio,
-            timeout: telemetry.timeout.0,
-            headers: Vec::new(),
-        };
-        let telemetry = Telemetry::start(cfg).map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
+        let telemetry = Telemetry::start(otel).map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
         if telemetry.is_none() {
             log::info!("OpenTelemetry export off (no telemetry.otlp_endpoint, no OTEL_EXPORTER_OTLP_ENDPOINT)");
         }

@@ -120,7 +120,7 @@ impl Reloader {
         let report = self.live.reload();
         let model = self.live.current();
         if report.applied {
-            crate::logging::configure(&model.config.log);
+            model.config.log.apply();
             for (name, tls) in self.live.tls() {
                 publish_expiry(name, tls);
                 log::info!("listener {name}: TLS material reloaded (SIGHUP)");

@@ -10,10 +10,7 @@ use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora::utils::tls::CertKey;
 use pingora::{Error, ErrorType};
 
-use crate::config::{
-    DurationValue, Fallthrough, ForwardIdentityConfig, TcpKeepaliveConfig, UpstreamConfig,
-    UpstreamUrl,
-};
+use crate::config::{DurationValue, ForwardIdentityConfig, TcpKeepaliveConfig, UpstreamConfig};
 use crate::tls::{ClientCertKey, PemBundle};
 
 /// How long a resolved upstream address is reused before it is looked up again.
@@ -188,6 +185,118 @@ impl Upstream {
     }
 }
 
+/// An upstream base URL: `http(s)://host[:port][/path/prefix]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash (`""` for none).
+    pub path: String,
+}
+
+impl UpstreamUrl {
+    /// Parses and validates an upstream URL.
+    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            Some(other) => {
+                return Err(format!(
+                    "{s:?}: scheme {other:?} is not supported (use http or https)"
+                ))
+            }
+            None => return Err(format!("{s:?} needs a scheme (http:// or https://)")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{s:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "{s:?}: credentials in upstream URLs are not supported"
+            ));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("{s:?} has no host"));
+        }
+        if uri.query().is_some() {
+            return Err(format!("{s:?}: a query string is not allowed"));
+        }
+        let path = uri.path().trim_end_matches('/').to_string();
+        Ok(UpstreamUrl {
+            tls,
+            host: host.to_string(),
+            port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+            path,
+        })
+    }
+
+    /// The `Host` header value for this URL: host, plus the port when it is not the default.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.path)
+    }
+}
+
+/// When a chain moves on from a step to the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallthrough {
+    /// Only on 404/410, like `,` in `GOPROXY`.
+    NotFound,
+    /// On 404/410, any other error status, timeouts and connection failures, like `|`.
+    AnyError,
+}
+
+impl Fallthrough {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fallthrough::NotFound => "not-found",
+            Fallthrough::AnyError => "any-error",
+        }
+    }
+}
+
+impl std::fmt::Display for Fallthrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Fallthrough {
+    type Err = String;
+    /// `not-found` or `any-error`.
+    fn from_str(s: &str) -> Result<Fallthrough, String> {
+        match s {
+            "not-found" => Ok(Fallthrough::NotFound),
+            "any-error" => Ok(Fallthrough::AnyError),
+            _ => Err(format!(
+                "unknown fall-through {s:?} (use not-found, any-error)"
+            )),
+        }
+    }
+}
+
 /// One step of a chain at run time.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -199,13 +308,13 @@ pub struct Step {
 #[derive(Debug, Clone)]
 pub struct Chain {
     pub steps: Vec<Step>,
-    pub cache: crate::config::RouteCacheConfig,
+    pub cache: crate::cache::RouteCache,
     /// Some step's upstream has `cache_scope: per-identity`, so answers are cached per identity.
     pub per_identity_cache: bool,
 }
 
 impl Chain {
-    pub fn new(steps: Vec<Step>, cache: crate::config::RouteCacheConfig) -> Chain {
+    pub fn new(steps: Vec<Step>, cache: crate::cache::RouteCache) -> Chain {
         let per_identity_cache = steps.iter().any(|s| s.upstream.per_identity_cache);
         Chain {
             steps,
@@ -253,7 +362,7 @@ mod tests {
                     on: Fallthrough::AnyError,
                 },
             ],
-            crate::config::RouteCacheConfig::default(),
+            crate::cache::RouteCache::default(),
         );
         assert!(!chain.per_identity_cache);
         assert!(chain.falls_through(0, true));

@@ -41,9 +41,8 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::UpstreamUrl;
 use crate::tls;
-use crate::upstream::{GatewayClient, Upstream};
+use crate::upstream::{GatewayClient, Upstream, UpstreamUrl};
 
 /// Environment variable holding the password for `--netrc-user`.
 pub const PASSWORD_ENV: &str = "MODGATE_WARM_PASSWORD";

@@ -109,6 +109,30 @@ impl Default for TtlConfig {
     }
 }
 
+impl TtlConfig {
+    /// The run-time form.
+    pub fn runtime(&self) -> crate::cache::Ttls {
+        crate::cache::Ttls {
+            mutable: self.mutable.0,
+            not_found: self.not_found.0,
+            stale_if_error: self.stale_if_error.0,
+            sumdb_latest: self.sumdb_latest.0,
+        }
+    }
+}
+
+impl RouteCacheConfig {
+    /// The run-time form.
+    pub fn runtime(&self) -> crate::cache::RouteCache {
+        crate::cache::RouteCache {
+            enabled: self.enabled,
+            mutable: self.mutable.map(|d| d.0),
+            not_found: self.not_found.map(|d| d.0),
+            stale_if_error: self.stale_if_error.map(|d| d.0),
+        }
+    }
+}
+
 /// Per-route overrides of [`TtlConfig`] (`routes[].cache`).
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use modgate_identity::{Cidr, ClientAuth, CrlScope, RefuseIn, TlsFiles};
+use modgate_telemetry::OtlpProtocol;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::{from_str_with, resolve_path, CertFile, DurationValue, KeyFile};
+use super::{from_str_with, parsed, parsed_some, resolve_path, CertFile, DurationValue, KeyFile};
 use crate::tls;
 
 /// One value or a list of values (`client_ca: ca.pem` or `client_ca: [a.pem, b.pem]`).
@@ -55,39 +56,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
-}
-
-/// How a listener asks for client certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClientAuthMode {
-    /// No client certificate is requested.
-    #[default]
-    None,
-    /// A certificate is requested; connections without one are served anonymously, but a
-    /// certificate that does not verify fails the handshake.
-    Optional,
-    /// The handshake fails without a certificate that verifies.
-    Required,
-}
-
-impl From<ClientAuthMode> for ClientAuth {
-    fn from(m: ClientAuthMode) -> ClientAuth {
-        match m {
-            ClientAuthMode::None => ClientAuth::None,
-            ClientAuthMode::Optional => ClientAuth::Optional,
-            ClientAuthMode::Required => ClientAuth::Required,
-        }
-    }
-}
-
-/// Which certificates of a client chain are checked against the CRLs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CrlScopeValue {
-    #[default]
-    EndEntity,
-    Chain,
 }
 
 /// A listener's TLS settings, loaded and known to work.
@@ -138,40 +106,34 @@ impl<'de> Deserialize<'de> for CaFile {
 struct RawListenerTls {
     cert: CertFile,
     key: KeyFile,
-    #[serde(default)]
-    client_auth: ClientAuthMode,
+    #[serde(default, deserialize_with = "parsed")]
+    client_auth: ClientAuth,
     #[serde(default)]
     client_ca: OneOrMany<CaFile>,
     #[serde(default)]
     crl: OneOrMany<ExistingFile>,
-    #[serde(default)]
-    crl_scope: CrlScopeValue,
+    #[serde(default, deserialize_with = "parsed")]
+    crl_scope: CrlScope,
     #[serde(default)]
     allow_unknown_revocation: bool,
     /// `http` (default): a missing or unacceptable client certificate gets an HTTP 403 naming
     /// the problem; `handshake`: the TLS handshake fails with an alert instead.
-    #[serde(default)]
-    refuse_in: RefuseInValue,
+    #[serde(default = "http_refusals", deserialize_with = "parsed")]
+    refuse_in: RefuseIn,
     watch: Option<DurationValue>,
 }
 
-/// `tls.refuse_in`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum RefuseInValue {
-    #[default]
-    Http,
-    Handshake,
+/// `tls.refuse_in` defaults to HTTP refusals in the gateway (the library's default is the
+/// handshake).
+fn http_refusals() -> RefuseIn {
+    RefuseIn::Http
 }
 
 impl RawListenerTls {
     fn check(self) -> Result<ListenerTls, String> {
-        let asks = self.client_auth != ClientAuthMode::None;
+        let asks = self.client_auth != ClientAuth::None;
         if asks && self.client_ca.0.is_empty() {
-            let mode = match self.client_auth {
-                ClientAuthMode::Required => "required",
-                _ => "optional",
-            };
+            let mode = self.client_auth;
             return Err(format!(
                 "client_auth: {mode} needs client_ca: the CA bundle(s) that issue client certificates"
             ));
@@ -190,18 +152,12 @@ impl RawListenerTls {
         let files = TlsFiles {
             cert: self.cert.0,
             key: self.key.0,
-            client_auth: self.client_auth.into(),
+            client_auth: self.client_auth,
             client_ca: self.client_ca.0.into_iter().map(|c| c.0).collect(),
             crl: self.crl.0.into_iter().map(|c| c.0).collect(),
-            crl_scope: match self.crl_scope {
-                CrlScopeValue::EndEntity => CrlScope::EndEntity,
-                CrlScopeValue::Chain => CrlScope::Chain,
-            },
+            crl_scope: self.crl_scope,
             allow_unknown_revocation: self.allow_unknown_revocation,
-            refuse_in: match self.refuse_in {
-                RefuseInValue::Http => RefuseIn::Http,
-                RefuseInValue::Handshake => RefuseIn::Handshake,
-            },
+            refuse_in: self.refuse_in,
         };
         modgate_identity::tls::validate(&files).map_err(|e| e.to_string())?;
         Ok(ListenerTls {
@@ -412,21 +368,15 @@ pub struct AuditConfig {
     pub output: AuditOutput,
 }
 
-/// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum OtlpProtocolValue {
-    #[serde(rename = "grpc")]
-    Grpc,
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-}
-
-impl fmt::Display for OtlpProtocolValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            OtlpProtocolValue::Grpc => "grpc",
-            OtlpProtocolValue::HttpProtobuf => "http/protobuf",
-        })
+impl AuditConfig {
+    /// The audit sink these settings name.
+    pub fn sink(&self) -> modgate_telemetry::AuditSinkConfig {
+        use modgate_telemetry::AuditSinkConfig;
+        match &self.output {
+            AuditOutput::Stdout => AuditSinkConfig::Stdout,
+            AuditOutput::File(p) => AuditSinkConfig::File(p.clone()),
+            AuditOutput::Off => AuditSinkConfig::Off,
+        }
     }
 }
 
@@ -435,11 +385,26 @@ impl fmt::Display for OtlpProtocolValue {
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
-    pub otlp_protocol: Option<OtlpProtocolValue>,
+    #[serde(deserialize_with = "parsed_some")]
+    pub otlp_protocol: Option<OtlpProtocol>,
     pub service_name: String,
     /// Fraction of requests that get a server span (deny spans are always sent).
     pub sample_ratio: f64,
     pub timeout: DurationValue,
+}
+
+impl TelemetryConfig {
+    /// The span exporter's settings (unset fields fall back to `OTEL_EXPORTER_OTLP_*`).
+    pub fn otel(&self) -> modgate_telemetry::OtelConfig {
+        modgate_telemetry::OtelConfig {
+            endpoint: self.otlp_endpoint.clone(),
+            protocol: self.otlp_protocol,
+            service_name: self.service_name.clone(),
+            sample_ratio: self.sample_ratio,
+            timeout: self.timeout.0,
+            headers: Vec::new(),
+        }
+    }
 }
 
 impl Default for TelemetryConfig {

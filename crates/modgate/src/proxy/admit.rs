@@ -13,8 +13,7 @@ use modgate_policy::{AccessRequest, Decision};
 use modgate_protocol::{GoProxyRequest, ModuleRequest, RequestError, RequestKind, SumdbEndpoint};
 use modgate_telemetry::AuditDecision;
 
-use crate::cache::{self, CachePlan};
-use crate::config::TtlConfig;
+use crate::cache::{self, CachePlan, Ttls};
 use crate::gateway::Gateway;
 use crate::identity::{self, IdentityError, RequestIdentity};
 use crate::model::ListenerRuntime;
@@ -32,7 +31,7 @@ pub const BASIC_CHALLENGE: &str = "Basic realm=\"modgate\"";
 /// What a request is decided against.
 pub struct Scope<'a> {
     pub gateway: &'a Gateway,
-    pub ttl: &'a TtlConfig,
+    pub ttl: &'a Ttls,
     /// Whether the gateway has a cache (plans and ledger keys are made only then).
     pub caching: bool,
     /// The listener the request came in on; `None` for `modgate explain`, which asks about a

@@ -219,7 +219,9 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Fallthrough, RouteCacheConfig, UpstreamConfig};
+    use crate::cache::RouteCache;
+    use crate::config::UpstreamConfig;
+    use crate::upstream::Fallthrough;
     use crate::upstream::Step;
 
     fn upstream(name: &str) -> Arc<Upstream> {
@@ -237,7 +239,7 @@ mod tests {
                     on: *on,
                 })
                 .collect(),
-            RouteCacheConfig::default(),
+            RouteCache::default(),
         )
     }
 

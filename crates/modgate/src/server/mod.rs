@@ -153,7 +153,7 @@ pub fn probe_bind(addr: std::net::SocketAddr) -> std::io::Result<()> {
 /// Starts every listener and serves until the process is told to stop, then flushes the
 /// audit log and pending spans.
 pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
-    crate::logging::configure(&config.log);
+    config.log.apply();
     if !options.upgrade {
         // Pingora binds inside its service threads, retries for half a minute and then panics
         // them, leaving a process without listeners; find a taken address before anything
@@ -169,7 +169,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     hold_sighup();
     let cache = match &config.cache {
         Some(c) => {
-            let rt = CacheRuntime::open(c)?;
+            let rt = CacheRuntime::open(c.disk(), c.lock_timeout.0, &c.ledger_path())?;
             let stats = rt.storage.stats();
             log::info!(
                 "cache {}: {} object(s), {} bytes; ledger {}: {} record(s)",
@@ -193,7 +193,10 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             tls.insert(l.name.0.clone(), material);
         }
     }
-    let recorder = Arc::new(Recorder::start(&config.audit, &config.telemetry)?);
+    let recorder = Arc::new(Recorder::start(
+        config.audit.sink(),
+        config.telemetry.otel(),
+    )?);
     let conf = server_conf(&config);
     let status = crate::reload::status_path(std::path::Path::new(&config.server.pid_file));
     let config = Arc::new(config);

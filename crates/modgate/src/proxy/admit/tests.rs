@@ -41,7 +41,7 @@ access:
 
 struct World {
     gateway: Gateway,
-    ttl: TtlConfig,
+    ttl: Ttls,
     plain: ListenerRuntime,
     strict: ListenerRuntime,
 }
@@ -59,7 +59,7 @@ fn world() -> World {
     };
     World {
         gateway,
-        ttl: TtlConfig::default(),
+        ttl: Ttls::default(),
         plain: listener("plain"),
         strict: listener("strict"),
     }
@@ -598,7 +598,7 @@ fn netrc_world(dir: &Path) -> World {
     };
     World {
         gateway,
-        ttl: TtlConfig::default(),
+        ttl: Ttls::default(),
         plain: listener("edge"),
         strict: listener("edge-strict"),
     }
