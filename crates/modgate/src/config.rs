@@ -25,14 +25,14 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::tls::{self, ClientCertKey, PemBundle};
-pub use crate::upstream::{Fallthrough, UpstreamUrl};
+pub use crate::upstream::{Fallthrough, UpstreamKind, UpstreamUrl};
 
 mod access;
 mod cache;
 mod identity;
 
 pub use access::AccessConfig;
-pub use cache::{CacheConfig, RouteCacheConfig};
+pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
 pub use identity::{
     AuditConfig, AuditOutput, AuthConfig, CertFormat, CidrValue, ForwardIdentityConfig,
     ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
@@ -193,6 +193,12 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     /// Idle upstream connections kept per worker thread.
     pub upstream_pool_size: usize,
+    /// Where `kind: git` upstreams keep their bare mirrors (default: `git/` in the cache
+    /// directory, else a private per-instance directory).
+    pub git_dir: Option<cache::PathValue>,
+    /// A git configuration file every git command of the gateway reads (`url.*.insteadOf`,
+    /// `http.proxy`, `http.sslCAInfo`, ...); none by default.
+    pub git_config: Option<cache::PathValue>,
 }
 
 impl Default for ServerSettings {
@@ -206,7 +212,16 @@ impl Default for ServerSettings {
             pid_file: String::new(),
             upgrade_sock: String::new(),
             upstream_pool_size: 128,
+            git_dir: None,
+            git_config: None,
         }
+    }
+}
+
+impl GatewayConfig {
+    /// The Unix socket of the gateway's git origin (beside the upgrade socket, as private).
+    pub fn git_origin_sock(&self) -> String {
+        format!("{}.git", self.server.upgrade_sock)
     }
 }
 
@@ -315,7 +330,19 @@ pub struct TcpKeepaliveConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
+    /// `proxy` (default): a GOPROXY server; `git`: a Git host, whose modules modgate builds
+    /// itself (`url` is then the host's base URL).
+    #[serde(default, deserialize_with = "parsed")]
+    pub kind: UpstreamKind,
     pub url: UpstreamUrl,
+    /// `kind: git`: the repository root's import path, as path elements and `{name}`
+    /// captures, e.g. `git.corp.example/{group}/{repo}`.
+    pub module: Option<String>,
+    /// `kind: git`: the repository's path under `url`, over the captures of `module`, e.g.
+    /// `{group}/{repo}.git`.
+    pub repo: Option<String>,
+    /// `kind: git`: what the gateway authenticates to the Git host with.
+    pub credential: Option<GitCredentialConfig>,
     /// Private upstreams may serve private routes; public ones never see a private path.
     #[serde(default)]
     pub private: bool,
@@ -357,6 +384,25 @@ pub struct UpstreamConfig {
     /// that sets a cookie is never cached either way).
     #[serde(default)]
     pub forward_set_cookie: bool,
+}
+
+/// The gateway's own credential for a Git host: exactly one of these. Secrets are read from
+/// files or the environment when the configuration is loaded (and again on every reload), are
+/// sent to the upstream's host only, and never appear in a log or a process's arguments.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitCredentialConfig {
+    /// A file holding a token, sent as `Authorization: Bearer <token>`.
+    pub token_file: Option<cache::PathValue>,
+    /// An environment variable holding such a token.
+    pub token_env: Option<String>,
+    /// A file holding `user:password`, sent as `Authorization: Basic`.
+    pub basic_file: Option<cache::PathValue>,
+    /// A file holding a whole `Authorization` value (e.g. `token abc` for Gitea).
+    pub header_file: Option<cache::PathValue>,
+    /// A client certificate (PEM) presented to the Git host, with `key`.
+    pub cert: Option<cache::PathValue>,
+    pub key: Option<cache::PathValue>,
 }
 
 /// How an upstream's answers are shared through the cache.

@@ -10,9 +10,142 @@ use arc_swap::ArcSwap;
 use modgate_policy::{AccessPolicy, Route, RouteTable};
 use modgate_protocol::RequestParser;
 
+use crate::config;
 use crate::config::GatewayConfig;
+use crate::gitorigin::{self, GitUpstream, RootTemplate};
 use crate::reload::AuthState;
-use crate::upstream::{Chain, Step, Upstream};
+use crate::upstream::{Chain, Step, Upstream, UpstreamKind};
+use modgate_git::{Credential, Secret};
+
+/// Reads a secret from a file (one line; surrounding whitespace dropped).
+fn secret_file(what: &str, p: &config::PathValue) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(&p.0)
+        .map_err(|e| anyhow::anyhow!("{what} {}: {e}", p.0.display()))?;
+    let value = text.trim().to_string();
+    anyhow::ensure!(!value.is_empty(), "{what} {} is empty", p.0.display());
+    anyhow::ensure!(
+        !value.contains(['\r', '\n']),
+        "{what} {} holds more than one line",
+        p.0.display()
+    );
+    Ok(value)
+}
+
+/// The credential a git upstream presents, read now (a reload reads it again).
+fn git_credential(c: &config::GitCredentialConfig) -> anyhow::Result<Credential> {
+    use base64::Engine;
+    let given = [
+        c.token_file.is_some(),
+        c.token_env.is_some(),
+        c.basic_file.is_some(),
+        c.header_file.is_some(),
+        c.cert.is_some() || c.key.is_some(),
+    ];
+    anyhow::ensure!(
+        given.iter().filter(|g| **g).count() == 1,
+        "credential: give exactly one of token_file, token_env, basic_file, header_file, or \\
+         cert with key"
+    );
+    let header = if let Some(p) = &c.token_file {
+        format!("Bearer {}", secret_file("credential.token_file", p)?)
+    } else if let Some(var) = &c.token_env {
+        let token = std::env::var(var)
+            .map_err(|_| anyhow::anyhow!("credential.token_env: ${var} is not set"))?;
+        format!("Bearer {}", token.trim())
+    } else if let Some(p) = &c.basic_file {
+        let pair = secret_file("credential.basic_file", p)?;
+        anyhow::ensure!(
+            pair.contains(':'),
+            "credential.basic_file {}: expected user:password",
+            p.0.display()
+        );
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    } else if let Some(p) = &c.header_file {
+        secret_file("credential.header_file", p)?
+    } else {
+        let (Some(cert), Some(key)) = (&c.cert, &c.key) else {
+            anyhow::bail!("credential: cert and key go together");
+        };
+        crate::tls::read_certs(&cert.0).map_err(anyhow::Error::msg)?;
+        crate::tls::read_key(&key.0).map_err(anyhow::Error::msg)?;
+        return Ok(Credential::ClientCertificate {
+            cert: cert.0.clone(),
+            key: key.0.clone(),
+        });
+    };
+    Ok(Credential::Authorization(Secret::new(header)))
+}
+
+/// The `kind: git` upstreams of a configuration, checked and with their credentials read.
+fn git_upstreams(
+    config: &GatewayConfig,
+    ttl: &crate::cache::Ttls,
+) -> anyhow::Result<BTreeMap<String, Arc<GitUpstream>>> {
+    let mut out = BTreeMap::new();
+    for (name, c) in &config.upstreams {
+        if c.kind != UpstreamKind::Git {
+            anyhow::ensure!(
+                c.module.is_none() && c.repo.is_none() && c.credential.is_none(),
+                "upstream {name:?}: module, repo and credential are for kind: git"
+            );
+            continue;
+        }
+        let what = |m: &str| format!("upstream {name:?} (kind: git): {m}");
+        anyhow::ensure!(
+            c.private,
+            what("it serves private modules: set private: true")
+        );
+        let module = c.module.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(what(
+                "module: the repository root's import path template is required"
+            ))
+        })?;
+        let root = RootTemplate::parse(module)
+            .map_err(|e| anyhow::anyhow!(what(&format!("module: {e}"))))?;
+        let repo = c.repo.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(what("repo: the repository path template is required"))
+        })?;
+        let repo = format!(
+            "{}/{}",
+            c.url.to_string().trim_end_matches('/'),
+            repo.trim_start_matches('/')
+        );
+        // Every name the repository template uses must be captured by the module template.
+        let probe: gitorigin::Captures = root
+            .names()
+            .map(|n| (n.to_string(), "x".to_string()))
+            .collect();
+        gitorigin::expand(&repo, &probe)
+            .map_err(|e| anyhow::anyhow!(what(&format!("repo: {e}"))))?;
+        let credential = match &c.credential {
+            Some(cc) => {
+                Some(git_credential(cc).map_err(|e| anyhow::anyhow!(what(&e.to_string())))?)
+            }
+            None => None,
+        };
+        out.insert(
+            name.clone(),
+            Arc::new(GitUpstream {
+                name: name.clone(),
+                root,
+                repo,
+                credential,
+                refresh: ttl.mutable,
+            }),
+        );
+    }
+    for (name, c) in &config.sumdb {
+        anyhow::ensure!(
+            c.kind == UpstreamKind::Proxy,
+            "sumdb {:?}: a checksum database is served by a proxy, not kind: git",
+            name.0
+        );
+    }
+    Ok(out)
+}
 
 /// Routing and access state shared by all listeners.
 pub struct Gateway {
@@ -25,6 +158,8 @@ pub struct Gateway {
     pub auth: Arc<AuthState>,
     /// Checksum databases proxied at `/sumdb/<name>/`, by name.
     pub sumdbs: BTreeMap<String, Arc<Upstream>>,
+    /// `kind: git` upstreams by name, for the git origin (credentials read).
+    pub git: BTreeMap<String, Arc<GitUpstream>>,
 }
 
 impl Gateway {
@@ -35,7 +170,13 @@ impl Gateway {
         let upstreams: BTreeMap<String, Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|(name, c)| (name.clone(), Arc::new(Upstream::from_config(name, c))))
+            .map(|(name, c)| {
+                let u = match c.kind {
+                    UpstreamKind::Git => Upstream::git(name, c, &config.git_origin_sock()),
+                    UpstreamKind::Proxy => Upstream::from_config(name, c),
+                };
+                (name.clone(), Arc::new(u))
+            })
             .collect();
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in config.routes.iter() {
@@ -69,7 +210,14 @@ impl Gateway {
             .iter()
             .map(|(name, c)| (name.0.clone(), Arc::new(Upstream::from_config(&name.0, c))))
             .collect();
+        let ttl = config
+            .cache
+            .as_ref()
+            .map(|c| c.ttl.runtime())
+            .unwrap_or_default();
+        let git = git_upstreams(config, &ttl)?;
         Ok(Gateway {
+            git,
             parser,
             routes,
             sumdbs,

@@ -19,6 +19,7 @@ mod config;
 mod conn;
 mod explain;
 mod gateway;
+mod gitorigin;
 mod identity;
 mod local;
 mod logging;

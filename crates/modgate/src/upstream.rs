@@ -34,6 +34,9 @@ pub struct Upstream {
     pub forward_set_cookie: bool,
     /// Last resolved address of a host name (unused for IP literals).
     resolved: Mutex<Option<(Instant, SocketAddr)>>,
+    /// `kind: git`: reached through the gateway's own git origin on this Unix socket, under
+    /// `/<name>`, instead of at `url`.
+    origin: Option<String>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -79,7 +82,11 @@ impl Upstream {
     /// sent anything), verified, HTTP/2 negotiated on https.
     pub fn gateway_client(name: &str, c: GatewayClient) -> Upstream {
         let config = UpstreamConfig {
+            kind: UpstreamKind::Proxy,
             url: c.url,
+            module: None,
+            repo: None,
+            credential: None,
             private: true,
             ca: c.ca,
             client_cert: c.client_cert,
@@ -134,12 +141,29 @@ impl Upstream {
             per_identity_cache: c.cache_scope == crate::config::CacheScope::PerIdentity,
             forward_set_cookie: c.forward_set_cookie,
             resolved: Mutex::new(None),
+            origin: None,
         }
+    }
+
+    /// A `kind: git` upstream: served by the gateway's git origin listening on `sock`.
+    pub fn git(name: &str, c: &UpstreamConfig, sock: &str) -> Upstream {
+        let mut u = Upstream::from_config(name, c);
+        u.origin = Some(sock.to_string());
+        u.host_header = "modgate-git-origin".into();
+        u.private = true;
+        u.forward = None;
+        u.options.alpn = ALPN::H1;
+        u.options.ca = None;
+        u.client_cert = None;
+        u
     }
 
     /// The path to request upstream for a canonical GOPROXY path (`/mod/@v/v1.0.0.zip`).
     pub fn request_path(&self, proxy_path: &str) -> String {
-        format!("{}{}", self.url.path, proxy_path)
+        match &self.origin {
+            Some(_) => format!("/{}{}", self.name, proxy_path),
+            None => format!("{}{}", self.url.path, proxy_path),
+        }
     }
 
     /// Resolves the upstream host (cached for [`DNS_TTL`]).
@@ -177,6 +201,11 @@ impl Upstream {
 
     /// A Pingora peer for one request to this upstream.
     pub async fn peer(&self) -> Result<Box<HttpPeer>, Box<Error>> {
+        if let Some(sock) = &self.origin {
+            let mut peer = HttpPeer::new_uds(sock, false, String::new())?;
+            peer.options = self.options.clone();
+            return Ok(Box::new(peer));
+        }
         let addr = self.address().await?;
         let mut peer = HttpPeer::new(addr, self.url.tls, self.sni.clone());
         peer.options = self.options.clone();
@@ -256,6 +285,28 @@ impl std::fmt::Display for UpstreamUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = if self.tls { "https" } else { "http" };
         write!(f, "{scheme}://{}{}", self.authority(), self.path)
+    }
+}
+
+/// What an upstream is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamKind {
+    /// A GOPROXY server.
+    #[default]
+    Proxy,
+    /// A Git host: modgate builds the module answers itself (`gitorigin`).
+    Git,
+}
+
+impl std::str::FromStr for UpstreamKind {
+    type Err = String;
+    /// `proxy` or `git`.
+    fn from_str(s: &str) -> Result<UpstreamKind, String> {
+        match s {
+            "proxy" => Ok(UpstreamKind::Proxy),
+            "git" => Ok(UpstreamKind::Git),
+            _ => Err(format!("unknown upstream kind {s:?} (use proxy, git)")),
+        }
     }
 }
 

@@ -228,6 +228,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         )
         .with_context(|| format!("listener {:?}", listener.name.0))?;
     }
+    add_git_origin(&mut server, live.clone(), &config);
     let reloader = Reloader {
         live: live.clone(),
         watch: config
@@ -299,6 +300,33 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     finish();
     drop(pid_file);
     Ok(())
+}
+
+/// The git origin: the GOPROXY server of `kind: git` upstreams, on a private Unix socket
+/// (always started, so a reload can add git upstreams).
+fn add_git_origin(server: &mut Server, live: Arc<Live>, config: &GatewayConfig) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = config
+        .server
+        .git_dir
+        .as_ref()
+        .map(|p| p.0.clone())
+        .or_else(|| config.cache.as_ref().map(|c| c.dir.0.join("git")))
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(format!("{}.mirrors", config.git_origin_sock()))
+        });
+    let options = modgate_git::GitOptions {
+        global_config: config.server.git_config.as_ref().map(|p| p.0.clone()),
+        ..modgate_git::GitOptions::default()
+    };
+    let origin = crate::gitorigin::GitOrigin::new(live, modgate_git::Mirrors::new(dir, options));
+    let mut service = Service::new("modgate git origin".into(), origin);
+    service.add_uds(
+        &config.git_origin_sock(),
+        Some(std::fs::Permissions::from_mode(0o600)),
+    );
+    service.threads = Some(1);
+    server.add_service(service);
 }
 
 fn add_listener(

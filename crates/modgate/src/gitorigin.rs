@@ -1,0 +1,326 @@
+//! The origin of `kind: git` upstreams: a GOPROXY server inside the gateway process, on a
+//! private Unix socket, that answers from Git repositories with `modgate-git` (byte-identical to
+//! what `go` computes with `GOPROXY=direct`).
+//!
+//! A git upstream is reached like any other upstream — an `HttpPeer`, here on that socket — so
+//! what is built from Git takes the same path as an upstream proxy's bytes: the route and its
+//! RBAC decision, the chain with its failover, the cache with coalesced misses and
+//! stale-if-error, the first-seen ledger, the audit record. The origin only maps
+//! `/<upstream>/<escaped module>/@v/…` to a repository and asks `modgate-git`, on the blocking
+//! pool (every operation is a few short git subprocesses).
+//!
+//! Module path → repository: a template of path elements (`git.corp.example/{group}/{repo}`)
+//! matches the repository root's import path at the start of the module path; its named
+//! captures fill the repository URL template (`https://git.corp.example/{group}/{repo}.git`).
+//! `modgate-git` then works out a subdirectory and a `/vN` suffix from the rest, as Go does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use modgate_git::{Credential, GitError, Mirrors, ModuleSource};
+use modgate_protocol::{GoProxyRequest, RequestKind, RequestParser};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::model::Live;
+
+/// One element of a module-path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Element {
+    Literal(String),
+    /// `{name}`: any one path element, captured as `name`.
+    Capture(String),
+}
+
+/// The import path of a repository's root, as a template over path elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootTemplate {
+    elements: Vec<Element>,
+}
+
+/// The captures of a matched template, by name.
+pub type Captures = BTreeMap<String, String>;
+
+impl RootTemplate {
+    /// Parses `host/{group}/{repo}`: `/`-separated elements, each a literal or one `{name}`.
+    pub fn parse(s: &str) -> Result<RootTemplate, String> {
+        let mut elements = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, e) in s.split('/').enumerate() {
+            if e.is_empty() {
+                return Err(format!("{s:?}: empty path element"));
+            }
+            let element = match e.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                Some(name) => {
+                    if name.is_empty()
+                        || !name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                    {
+                        return Err(format!(
+                            "{s:?}: capture {{{name}}} must be a name of letters, digits, _ or -"
+                        ));
+                    }
+                    if !seen.insert(name.to_string()) {
+                        return Err(format!("{s:?}: capture {{{name}}} appears twice"));
+                    }
+                    if i == 0 {
+                        return Err(format!(
+                            "{s:?}: the first element (the host) must be literal"
+                        ));
+                    }
+                    Element::Capture(name.to_string())
+                }
+                None if e.contains('{') || e.contains('}') => {
+                    return Err(format!(
+                        "{s:?}: element {e:?}: a capture is a whole element, like {{repo}}"
+                    ))
+                }
+                None => Element::Literal(e.to_string()),
+            };
+            elements.push(element);
+        }
+        Ok(RootTemplate { elements })
+    }
+
+    /// The names this template captures.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.elements.iter().filter_map(|e| match e {
+            Element::Capture(n) => Some(n.as_str()),
+            Element::Literal(_) => None,
+        })
+    }
+
+    /// Matches the start of `module`: the repository root's import path and the captures.
+    pub fn root_of(&self, module: &str) -> Option<(String, Captures)> {
+        let parts: Vec<&str> = module.split('/').collect();
+        if parts.len() < self.elements.len() {
+            return None;
+        }
+        let mut captures = Captures::new();
+        for (e, p) in self.elements.iter().zip(&parts) {
+            match e {
+                Element::Literal(l) if l == p => {}
+                Element::Literal(_) => return None,
+                Element::Capture(name) => {
+                    captures.insert(name.clone(), (*p).to_string());
+                }
+            }
+        }
+        Some((parts[..self.elements.len()].join("/"), captures))
+    }
+}
+
+/// Fills `{name}` in `template` from `captures`; every name must be captured.
+pub fn expand(template: &str, captures: &Captures) -> Result<String, String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| format!("{template:?}: unclosed {{"))?;
+        let name = &after[..close];
+        let value = captures.get(name).ok_or_else(|| {
+            format!("{template:?}: {{{name}}} is not captured by the module template")
+        })?;
+        out.push_str(value);
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("{template:?}: unmatched }}"));
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A `kind: git` upstream at run time.
+pub struct GitUpstream {
+    pub name: String,
+    /// The repository root's import path.
+    pub root: RootTemplate,
+    /// The repository URL, over the root's captures.
+    pub repo: String,
+    /// What the gateway authenticates to the host with (read from its file or variable when
+    /// the model was built; a reload reads it again).
+    pub credential: Option<Credential>,
+    /// Refs are asked of the host again when older than this (the mutable TTL).
+    pub refresh: Duration,
+}
+
+impl std::fmt::Debug for GitUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitUpstream")
+            .field("name", &self.name)
+            .field("repo", &self.repo)
+            .field("credential", &self.credential.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the origin answers: status and body.
+#[derive(Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn ok(content_type: &'static str, body: Vec<u8>) -> Answer {
+        Answer {
+            status: 200,
+            content_type,
+            body,
+        }
+    }
+
+    fn error(status: u16, message: String) -> Answer {
+        Answer {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{message}\n").into_bytes(),
+        }
+    }
+}
+
+/// The in-process origin of every git upstream.
+pub struct GitOrigin {
+    live: Arc<Live>,
+    mirrors: Arc<Mirrors>,
+}
+
+impl GitOrigin {
+    pub fn new(live: Arc<Live>, mirrors: Mirrors) -> GitOrigin {
+        GitOrigin {
+            live,
+            mirrors: Arc::new(mirrors),
+        }
+    }
+
+    async fn answer(&self, path_and_query: &str) -> Answer {
+        let Some((name, rest)) = path_and_query
+            .strip_prefix('/')
+            .and_then(|p| p.split_once('/'))
+        else {
+            return Answer::error(404, "not a git upstream path".into());
+        };
+        let model = self.live.current();
+        let Some(up) = model.gateway.git.get(name).cloned() else {
+            return Answer::error(404, format!("no git upstream {name:?}"));
+        };
+        let parsed = match RequestParser::new("").and_then(|p| p.parse(&format!("/{rest}"))) {
+            Ok(GoProxyRequest::Module(r)) => r,
+            Ok(_) => return Answer::error(404, "not a module request".into()),
+            Err(e) => return Answer::error(e.status(), e.to_string()),
+        };
+        let Some((root, captures)) = up.root.root_of(&parsed.module) else {
+            return Answer::error(
+                404,
+                format!(
+                    "{}: not a module of git upstream {} (its repositories are {:?})",
+                    parsed.module, up.name, up.repo
+                ),
+            );
+        };
+        let url = match expand(&up.repo, &captures) {
+            Ok(u) => u,
+            Err(e) => return Answer::error(502, e),
+        };
+        let mirrors = self.mirrors.clone();
+        let work = move || -> Result<Answer, GitError> {
+            let repo = mirrors.repo(&url, up.credential.clone())?;
+            let m = ModuleSource::new(repo, &root, &parsed.module)?.with_max_age(up.refresh);
+            let version = parsed.version.as_ref().map(|v| v.as_str().to_string());
+            Ok(match (parsed.kind, version) {
+                (RequestKind::List, _) => {
+                    Answer::ok("text/plain; charset=utf-8", m.list()?.into_bytes())
+                }
+                (RequestKind::Latest, _) => Answer::ok("application/json", m.latest()?.to_json()),
+                (RequestKind::Info, Some(v)) => {
+                    Answer::ok("application/json", m.info(&v)?.to_json())
+                }
+                (RequestKind::Mod, Some(v)) => {
+                    Answer::ok("text/plain; charset=utf-8", m.go_mod(&v)?)
+                }
+                (RequestKind::Zip, Some(v)) => Answer::ok("application/zip", m.zip(&v)?),
+                _ => Answer::error(404, "not a module request".into()),
+            })
+        };
+        match tokio::task::spawn_blocking(work).await {
+            Ok(Ok(a)) => a,
+            // Go's own words, as a proxy answers them: 404 makes `go` try the next proxy.
+            Ok(Err(e)) if e.is_not_found() => Answer::error(404, e.to_string()),
+            Ok(Err(e)) => {
+                log::warn!("git upstream {name}: {e}");
+                Answer::error(502, e.to_string())
+            }
+            Err(e) => Answer::error(500, format!("git upstream {name}: {e}")),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for GitOrigin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let target = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let a = self.answer(&target).await;
+        let length = a.body.len();
+        Response::builder()
+            .status(a.status)
+            .header("Content-Type", a.content_type)
+            .header("Content-Length", length)
+            .body(a.body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_the_repository_root_at_the_start() {
+        let t = RootTemplate::parse("git.corp.example/{group}/{repo}").expect("template");
+        assert_eq!(t.names().collect::<Vec<_>>(), ["group", "repo"]);
+        let (root, c) = t
+            .root_of("git.corp.example/platform/tools/sub/v2")
+            .expect("match");
+        assert_eq!(root, "git.corp.example/platform/tools");
+        assert_eq!(c["group"], "platform");
+        assert_eq!(c["repo"], "tools");
+        assert_eq!(
+            expand("https://git.corp.example/{group}/{repo}.git", &c).expect("url"),
+            "https://git.corp.example/platform/tools.git"
+        );
+        assert!(t.root_of("git.corp.example/platform").is_none());
+        assert!(t.root_of("other.example/platform/tools").is_none());
+    }
+
+    #[test]
+    fn bad_templates_are_refused() {
+        for bad in [
+            "",
+            "git.corp.example//{repo}",
+            "{host}/x",
+            "git.corp.example/{a}/{a}",
+            "git.corp.example/x{repo}",
+            "git.corp.example/{re po}",
+        ] {
+            assert!(RootTemplate::parse(bad).is_err(), "{bad:?}");
+        }
+        let c = Captures::from([("repo".to_string(), "x".to_string())]);
+        assert!(expand("https://h/{group}.git", &c).is_err());
+        assert!(expand("https://h/{repo.git", &c).is_err());
+        assert!(expand("https://h/repo}.git", &c).is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! Private modules straight from a Git host (issue 10, part A), against a real smart-HTTP Git
+//! host (git's own `git http-backend`, testkit `GitHost`) that requires the gateway's token:
+//!
+//! - the oracle: for every module version of the test repositories (release tags, a
+//!   subdirectory module with `sub/vX.Y.Z` tags, a branch query answered with a
+//!   pseudo-version), `go mod download -json` through modgate and with `GOPROXY=direct` against
+//!   the host give identical `Version`, `Sum`, `GoModSum`, `.mod` bytes and `.info` (`Version`,
+//!   `Time`, `Origin` but its `URL`: the gateway reaches the host at its own address), and
+//!   `go list -m -versions` identical lists;
+//! - the client holds no git credential: the host only ever sees the gateway's token, and the
+//!   token is never in a modgate log;
+//! - RBAC applies on the module path: a denied module is refused (401 for this anonymous
+//!   client) naming the rule, and nothing of it is fetched from the host.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use modgate_testkit::{free_addr, Gateway, GitHost, GoEnv, WorkTree};
+
+const HOST: &str = "git.corp.example";
+const TOKEN: &str = "s3cret-gateway-token";
+/// 2024-03-15 10:11:12 UTC and later commit times.
+const T0: i64 = 1_710_497_472;
+
+fn go_mod(module: &str) -> String {
+    format!("module {module}\n\ngo 1.21\n")
+}
+
+/// `group/repo`: v1.0.0, v1.1.0, a commit after it on `main`; a `sub/` module tagged
+/// `sub/v0.1.0`. `group/secret`: v1.0.0 (denied by the policy).
+fn make_repos(host: &GitHost) {
+    let repo: WorkTree = host.create_repo("group/repo").expect("repo");
+    repo.write("go.mod", go_mod(&format!("{HOST}/group/repo")).as_bytes())
+        .expect("write");
+    repo.write("lib.go", b"package repo\n\nconst V = 1\n")
+        .expect("write");
+    repo.write("LICENSE", b"MIT\n").expect("write");
+    repo.commit("v1.0.0", T0).expect("commit");
+    repo.tag("v1.0.0").expect("tag");
+    repo.write("lib.go", b"package repo\n\nconst V = 2\n")
+        .expect("write");
+    repo.write(
+        "sub/go.mod",
+        go_mod(&format!("{HOST}/group/repo/sub")).as_bytes(),
+    )
+    .expect("write");
+    repo.write("sub/sub.go", b"package sub\n").expect("write");
+    repo.commit("v1.1.0 and sub", T0 + 3600).expect("commit");
+    repo.tag("v1.1.0").expect("tag");
+    repo.tag("sub/v0.1.0").expect("tag");
+    repo.write("lib.go", b"package repo\n\nconst V = 3\n")
+        .expect("write");
+    repo.commit("untagged", T0 + 7200).expect("commit");
+    repo.push().expect("push");
+
+    let secret = host.create_repo("group/secret").expect("repo");
+    secret
+        .write("go.mod", go_mod(&format!("{HOST}/group/secret")).as_bytes())
+        .expect("write");
+    secret.write("s.go", b"package secret\n").expect("write");
+    secret.commit("v1.0.0", T0).expect("commit");
+    secret.tag("v1.0.0").expect("tag");
+    secret.push().expect("push");
+}
+
+/// `go` in direct mode against the host (through it as an HTTP proxy for the fake host name),
+/// with the token as git's extra header — the oracle.
+fn direct(host: &GitHost) -> GoEnv {
+    let proxy = host.proxy_url();
+    let mut env = GoEnv::new("direct");
+    env.set("GOPRIVATE", HOST)
+        .set("GONOSUMDB", HOST)
+        .set("GOINSECURE", HOST)
+        .set("GOFLAGS", "-mod=mod")
+        .set("HTTP_PROXY", &proxy)
+        .set("http_proxy", &proxy)
+        .set("HTTPS_PROXY", &proxy)
+        .set("GIT_CONFIG_NOSYSTEM", "1");
+    let git_config = env.work().join("oracle.gitconfig");
+    std::fs::write(
+        &git_config,
+        format!("[http]\n\textraHeader = Authorization: Bearer {TOKEN}\n"),
+    )
+    .expect("gitconfig");
+    env.set("GIT_CONFIG_GLOBAL", &git_config.to_string_lossy());
+    env.write_main_module(&[]);
+    env
+}
+
+/// `go` through modgate, with no git credential and no access to the host. `GONOSUMDB` keeps
+/// the private paths away from the checksum database; `GOPRIVATE` alone would also make `go`
+/// bypass the proxy (it implies `GONOPROXY`).
+fn through(gateway: SocketAddr) -> GoEnv {
+    let mut env = GoEnv::new(&format!("http://{gateway}"));
+    env.set("GONOSUMDB", HOST)
+        .set("GOINSECURE", HOST)
+        .set("GOFLAGS", "-mod=mod")
+        .set("GIT_CONFIG_NOSYSTEM", "1")
+        .set("GIT_CONFIG_GLOBAL", "/dev/null");
+    env.write_main_module(&[]);
+    env
+}
+
+/// What `go mod download -json` reports for one module version, with its cached `.info` (all
+/// of it but `Origin.URL`: modgate reaches the host at its own address, the direct client
+/// through a host name) and the bytes of its `.mod`.
+#[derive(Debug, PartialEq, Eq)]
+struct Downloaded {
+    version: String,
+    sum: String,
+    go_mod_sum: String,
+    info: serde_json::Value,
+    go_mod: String,
+}
+
+fn download(env: &GoEnv, target: &str) -> Downloaded {
+    let run = env.go(&["mod", "download", "-json", target]);
+    run.expect_ok(&format!("go mod download {target}"));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout()).expect("json");
+    let read = |key: &str| {
+        let path = v[key].as_str().unwrap_or_else(|| panic!("{key} in {v}"));
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    Downloaded {
+        version: v["Version"].as_str().expect("Version").to_string(),
+        sum: v["Sum"].as_str().expect("Sum").to_string(),
+        go_mod_sum: v["GoModSum"].as_str().expect("GoModSum").to_string(),
+        info: {
+            let mut info: serde_json::Value =
+                serde_json::from_str(&read("Info")).expect("info json");
+            if let Some(o) = info.get_mut("Origin").and_then(|o| o.as_object_mut()) {
+                o.remove("URL");
+            }
+            info
+        },
+        go_mod: read("GoMod"),
+    }
+}
+
+fn versions(env: &GoEnv, module: &str) -> serde_json::Value {
+    let run = env.go(&["list", "-m", "-versions", "-json", module]);
+    run.expect_ok(&format!("go list -m -versions {module}"));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout()).expect("json");
+    v["Versions"].clone()
+}
+
+fn gateway_config(addr: SocketAddr, host: &GitHost, dir: &Path) -> String {
+    std::fs::write(dir.join("git.token"), format!("{TOKEN}\n")).expect("token");
+    format!(
+        r#"server:
+  git_dir: "{mirrors}"
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  corp-git:
+    kind: git
+    url: "{url}"
+    module: "{HOST}/{{group}}/{{repo}}"
+    repo: "{{group}}/{{repo}}.git"
+    private: true
+    credential: {{ token_file: "{token}" }}
+routes:
+  - {{ name: git, match: {{ prefix: {HOST} }}, chain: [corp-git], private: true }}
+access:
+  default: deny
+  roles:
+    - name: everyone
+      members: [ anonymous ]
+      rules:
+        - {{ id: git-secret, deny: {{ prefix: {HOST}/group/secret }} }}
+        - {{ id: git-read, allow: {{ prefix: {HOST} }} }}
+"#,
+        url = host.url(),
+        mirrors = dir.join("mirrors").display(),
+        token = dir.join("git.token").display(),
+    )
+}
+
+#[test]
+fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
+    if !modgate_testkit::go_bin().exists() {
+        eprintln!("skipped: no go at {}", modgate_testkit::go_bin().display());
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    make_repos(&host);
+
+    // The oracle: the go command itself, straight from the host.
+    let targets = [
+        format!("{HOST}/group/repo@v1.0.0"),
+        format!("{HOST}/group/repo@v1.1.0"),
+        format!("{HOST}/group/repo/sub@v0.1.0"),
+        format!("{HOST}/group/repo@main"),
+    ];
+    let oracle = direct(&host);
+    let expected: Vec<Downloaded> = targets.iter().map(|t| download(&oracle, t)).collect();
+    let expected_versions = versions(&oracle, &format!("{HOST}/group/repo"));
+    assert!(
+        expected[3].version.starts_with("v1.1.1-0.20240315121112-"),
+        "{:?}",
+        expected[3]
+    );
+
+    // The same through modgate, whose client has no credential and no route to the host.
+    host.clear_requests();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let config = gateway_config(addr, &host, dir.path());
+    let gw = Gateway::start(&config, addr);
+    let env = through(addr);
+    for (target, want) in targets.iter().zip(&expected) {
+        let run = env.go(&["mod", "download", "-json", target]);
+        if !run.ok() {
+            panic!(
+                "{target}: {}\n--- modgate log ---\n{}",
+                run.stdout(),
+                gw.log()
+            );
+        }
+        let got = download(&env, target);
+        assert_eq!(
+            &got, want,
+            "{target} through modgate differs from GOPROXY=direct"
+        );
+    }
+    assert_eq!(
+        versions(&env, &format!("{HOST}/group/repo")),
+        expected_versions
+    );
+
+    // The host saw only the gateway's credential, and the gateway never logged it.
+    let seen = host.requests();
+    assert!(!seen.is_empty());
+    for r in &seen {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str()),
+            "{r:?}"
+        );
+    }
+    assert!(!gw.log().contains(TOKEN), "the token is in the log");
+
+    // RBAC on the module path: denied, with the rule; nothing of it fetched.
+    host.clear_requests();
+    let run = env.go(&["mod", "download", &format!("{HOST}/group/secret@v1.0.0")]);
+    assert!(!run.ok(), "a denied module downloaded");
+    let err = run.stderr();
+    // Anonymous: a 401, so that a client with credentials would send them.
+    assert!(err.contains("401 Unauthorized"), "{err}");
+    assert!(err.contains("denied by rule \"git-secret\""), "{err}");
+    assert!(
+        host.requests().iter().all(|r| !r.target.contains("secret")),
+        "{:?}",
+        host.requests()
+    );
+}
