@@ -579,7 +579,11 @@ fn indentation_hint(e: ConfigError) -> ConfigError {
 
 /// The keys of an upstream's settings, for [`misplaced_upstream_key`].
 const UPSTREAM_KEYS: &[&str] = &[
+    "kind",
     "url",
+    "module",
+    "repo",
+    "credential",
     "private",
     "ca",
     "client_cert",
