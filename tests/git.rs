@@ -10,12 +10,17 @@
 //! - the client holds no git credential: the host only ever sees the gateway's token, and the
 //!   token is never in a modgate log;
 //! - RBAC applies on the module path: a denied module is refused (401 for this anonymous
-//!   client) naming the rule, and nothing of it is fetched from the host.
+//!   client) naming the rule, and nothing of it is fetched from the host;
+//! - `?go-get=1` (issue 10, part B): a path under a git upstream's repository gets the
+//!   `go-import` page naming the gateway as the module proxy of the repository root (denied:
+//!   refused; elsewhere: 404), and the real `go` in direct mode, reaching the fake host name
+//!   through the gateway as its HTTP proxy, follows it back to the gateway and downloads the
+//!   module.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use modgate_testkit::{free_addr, Gateway, GitHost, GoEnv, WorkTree};
+use modgate_testkit::{free_addr, request, Gateway, GitHost, GoEnv, WorkTree};
 
 const HOST: &str = "git.corp.example";
 const TOKEN: &str = "s3cret-gateway-token";
@@ -245,6 +250,45 @@ fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
         );
     }
     assert!(!gw.log().contains(TOKEN), "the token is in the log");
+
+    // ?go-get=1: the page sends direct-mode clients back here, for the repository root.
+    let page = request(
+        addr,
+        "GET",
+        &format!("/{HOST}/group/repo/sub?go-get=1"),
+        &[],
+    )
+    .expect("go-get");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(
+        page.text().contains(&format!(
+            "<meta name=\"go-import\" content=\"{HOST}/group/repo mod http://{addr}\">"
+        )),
+        "{}",
+        page.text()
+    );
+    let denied =
+        request(addr, "GET", &format!("/{HOST}/group/secret?go-get=1"), &[]).expect("go-get");
+    assert_eq!(denied.status, 401, "{}", denied.text());
+    assert!(denied.text().contains("git-secret"), "{}", denied.text());
+    let elsewhere = request(addr, "GET", "/example.com/x?go-get=1", &[]).expect("go-get");
+    assert_eq!(elsewhere.status, 404, "{}", elsewhere.text());
+    // The real go in direct mode, whose requests for the host name reach the gateway (as an
+    // HTTP proxy here; a DNS name for the gateway in real life), comes back through the
+    // module proxy protocol and gets the same bytes.
+    let mut direct_via_page = GoEnv::new("direct");
+    let proxy = format!("http://{addr}");
+    direct_via_page
+        .set("GOPRIVATE", HOST)
+        .set("GOINSECURE", HOST)
+        .set("HTTP_PROXY", &proxy)
+        .set("http_proxy", &proxy)
+        .set("HTTPS_PROXY", &proxy)
+        .set("GIT_CONFIG_NOSYSTEM", "1")
+        .set("GIT_CONFIG_GLOBAL", "/dev/null");
+    direct_via_page.write_main_module(&[]);
+    let got = download(&direct_via_page, &targets[1]);
+    assert_eq!(got, expected[1], "go-get → mod → modgate");
 
     // RBAC on the module path: denied, with the rule; nothing of it fetched.
     host.clear_requests();

@@ -196,6 +196,9 @@ pub struct ServerSettings {
     /// Where `kind: git` upstreams keep their bare mirrors (default: `git/` in the cache
     /// directory, else a private per-instance directory).
     pub git_dir: Option<cache::PathValue>,
+    /// The gateway's own base URL as clients reach it (`https://modgate.corp`), for the
+    /// `?go-get=1` answers; default: the scheme of the listener and the request's `Host`.
+    pub public_url: Option<UpstreamUrl>,
     /// A git configuration file every git command of the gateway reads (`url.*.insteadOf`,
     /// `http.proxy`, `http.sslCAInfo`, ...); none by default.
     pub git_config: Option<cache::PathValue>,
@@ -214,6 +217,7 @@ impl Default for ServerSettings {
             upstream_pool_size: 128,
             git_dir: None,
             git_config: None,
+            public_url: None,
         }
     }
 }

@@ -160,6 +160,8 @@ pub struct Gateway {
     pub sumdbs: BTreeMap<String, Arc<Upstream>>,
     /// `kind: git` upstreams by name, for the git origin (credentials read).
     pub git: BTreeMap<String, Arc<GitUpstream>>,
+    /// `server.public_url`, without a trailing slash.
+    pub public_url: Option<String>,
 }
 
 impl Gateway {
@@ -217,6 +219,11 @@ impl Gateway {
             .unwrap_or_default();
         let git = git_upstreams(config, &ttl)?;
         Ok(Gateway {
+            public_url: config
+                .server
+                .public_url
+                .as_ref()
+                .map(|u| u.to_string().trim_end_matches('/').to_string()),
             git,
             parser,
             routes,

@@ -92,6 +92,14 @@ pub enum Verdict {
 pub enum Local {
     /// `/sumdb/<name>/supported` for a proxied database: 200, empty.
     SumdbSupported,
+    /// `<import path>?go-get=1` under a git upstream's repository: the page that sends `go` in
+    /// direct mode back to this gateway as the module proxy of `root`.
+    GoImport {
+        /// The repository root's import path.
+        root: String,
+        /// The gateway's GOPROXY base URL.
+        proxy: String,
+    },
     /// `POST /admin/cache/purge?target=…`: purge a module (or one version) from the cache.
     Purge {
         target: String,
@@ -380,6 +388,14 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
         return admission.refuse(Refusal::BadRequest("GOPROXY requests have no body".into()));
     }
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    // A request in absolute form (`GET http://git.corp.example/group/repo?go-get=1`, what a
+    // client configured with this gateway as its HTTP proxy sends) names the host it is for.
+    let absolute = head
+        .uri
+        .host()
+        .filter(|_| target.contains("go-get="))
+        .map(|h| format!("/{h}{target}"));
+    let target = absolute.as_deref().unwrap_or(target);
     let parsed = match gateway.parser.parse(target) {
         Ok(p) => p,
         Err(e) => return admission.refuse(Refusal::BadPath(e)),
@@ -389,9 +405,23 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
         ..admission
     };
     match parsed {
-        GoProxyRequest::GoGet { import_path } => admission.refuse(Refusal::NotFound(format!(
-            "{import_path}: modgate does not serve ?go-get=1 pages"
-        ))),
+        GoProxyRequest::GoGet { import_path } => {
+            // A path without a host (`/group/repo?go-get=1`) is for the host the client named:
+            // the gateway serving a vanity host name, or reached as an HTTP proxy.
+            let first = import_path.split('/').next().unwrap_or("");
+            let host = inbound
+                .head
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+                .filter(|h| !first.contains('.') && h.contains('.'));
+            let import_path = match host {
+                Some(h) => format!("{h}/{import_path}"),
+                None => import_path,
+            };
+            go_get(scope, inbound, identity, admission, &import_path)
+        }
         GoProxyRequest::Sumdb(s) => {
             let Some(db) = gateway.sumdbs.get(&s.name) else {
                 // 404 on `supported` tells `go` to use the database directly.
@@ -518,6 +548,92 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             admission
         }
     }
+}
+
+/// `?go-get=1` for an import path: answered for paths under a git upstream's repositories
+/// (RBAC applies: denied is 403, or 401 for anonymous), 404 for everything else.
+fn go_get(
+    scope: &Scope,
+    inbound: &Inbound,
+    identity: &RequestIdentity,
+    mut admission: Admission,
+    import_path: &str,
+) -> Admission {
+    let gateway = scope.gateway;
+    let not_served = |why: &str| {
+        Refusal::NotFound(format!(
+            "{import_path}: no ?go-get=1 page here ({why}); use this gateway as GOPROXY"
+        ))
+    };
+    let Some(m) = gateway.routes.lookup(import_path) else {
+        return admission.refuse(not_served("no route"));
+    };
+    admission.route = Some(m.index);
+    let root = m.route.target.steps.iter().find_map(|s| {
+        let git = gateway.git.get(&s.upstream.name)?;
+        git.root.root_of(import_path).map(|(root, _)| root)
+    });
+    let Some(root) = root else {
+        return admission.refuse(not_served("not in a repository of a git upstream"));
+    };
+    let decision = gateway.access.decide(
+        &identity.principal,
+        &AccessRequest {
+            module: import_path,
+            kind: RequestKind::GoGet,
+            version: None,
+            route: &m.route.name,
+            private_route: m.route.private,
+        },
+    );
+    let refusal = (!decision.is_allowed())
+        .then(|| denied(&decision, identity, &format!("{import_path} (go-get)")));
+    admission.decision = Some(decision);
+    if let Some(r) = refusal {
+        return admission.refuse(r);
+    }
+    let base = match &gateway.public_url {
+        Some(u) => u.clone(),
+        None => {
+            let head = inbound.head;
+            let host = head
+                .uri
+                .authority()
+                .map(|a| a.as_str().to_string())
+                .or_else(|| {
+                    head.headers
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            let tls = scope.listener.is_some_and(|l| l.tls.is_some());
+            format!("{}://{host}", if tls { "https" } else { "http" })
+        }
+    };
+    admission.verdict = Verdict::Answer(Local::GoImport {
+        root,
+        proxy: format!("{base}{}", gateway.parser.prefix()),
+    });
+    admission
+}
+
+/// The HTML page of a `?go-get=1` answer (values escaped for an attribute).
+pub fn go_import_page(root: &str, proxy: &str) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta name=\"go-import\" content=\"{} mod {}\"></head>\n\
+         <body>go get {}: served by the module proxy {}</body></html>\n",
+        esc(root),
+        esc(proxy),
+        esc(root),
+        esc(proxy)
+    )
 }
 
 /// `POST /admin/cache/purge?target=MODULE[@VERSION]` from a loopback peer on an admin

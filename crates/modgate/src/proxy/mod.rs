@@ -156,6 +156,12 @@ impl GatewayProxy {
                 self.refuse(session, ctx, &r).await?;
                 Ok(true)
             }
+            Verdict::Answer(Local::GoImport { root, proxy }) => {
+                ctx.record.decision = AuditDecision::Allow;
+                let page = admit::go_import_page(&root, &proxy);
+                respond::ok(session, "text/html; charset=utf-8", Bytes::from(page)).await?;
+                Ok(true)
+            }
             Verdict::Answer(Local::SumdbSupported) => {
                 ctx.record.decision = AuditDecision::Allow;
                 respond::ok(session, "text/plain; charset=utf-8", Bytes::new()).await?;

@@ -206,7 +206,7 @@ fn refusals_carry_status_message_headers_and_audit() {
             &[],
             &alice,
             404,
-            "does not serve ?go-get=1 pages",
+            "no ?go-get=1 page here (not in a repository of a git upstream)",
             None,
             AuditDecision::Error,
         ),
