@@ -304,3 +304,96 @@ fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
         host.requests()
     );
 }
+
+/// Templated module-proxy upstreams (issue 10, part D): a fixture imitating GitLab's
+/// per-project Go proxy (served under `/api/v4/projects/<group>%2F<project>/packages/go`,
+/// refusing requests without the project token) is reached through an upstream whose URL is a
+/// template over the module path's captures, with the gateway's token; the client's own
+/// `Authorization` never reaches it.
+#[test]
+fn a_templated_upstream_reaches_per_project_endpoints_with_the_project_token() {
+    const GL: &str = "gitlab.corp.example";
+    const PROJECT_TOKEN: &str = "glpat-project-token";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let modules =
+        [
+            modgate_testkit::ModuleVersion::new(&format!("{GL}/platform/go-tools"), "v1.2.0")
+                .expect("module"),
+        ];
+    let prefix = "/api/v4/projects/platform%2Fgo-tools/packages/go";
+    let gitlab = rt
+        .block_on(modgate_testkit::FixtureProxy::start_with(
+            &modules, prefix, None,
+        ))
+        .expect("fixture");
+    gitlab.mark_private();
+    gitlab.require_header("authorization", &format!("Bearer {PROJECT_TOKEN}"));
+    // Without the token the fixture refuses, as GitLab does.
+    // `url()` carries the prefix; the gateway is given the origin and the template.
+    let origin = gitlab
+        .url()
+        .split('/')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("/");
+    let fixture_addr: SocketAddr = origin.trim_start_matches("http://").parse().expect("addr");
+    let direct = request(
+        fixture_addr,
+        "GET",
+        &format!("{prefix}/{GL}/platform/go-tools/@v/list"),
+        &[],
+    )
+    .expect("direct");
+    assert_eq!(direct.status, 401);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("gl.token"), PROJECT_TOKEN).expect("token");
+    let addr = free_addr();
+    let config = format!(
+        r#"listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  gitlab:
+    url: "{base}/api/v4/projects/{{group}}%2F{{project}}/packages/go"
+    module: "{GL}/{{group}}/{{project}}"
+    private: true
+    credential: {{ token_file: "{token}" }}
+routes:
+  - {{ name: gitlab, match: {{ prefix: {GL} }}, chain: [gitlab], private: true }}
+access:
+  default: deny
+  roles:
+    - {{ name: everyone, members: [ anonymous ], rules: [ {{ id: gl-read, allow: {{ prefix: {GL} }} }} ] }}
+"#,
+        base = origin,
+        token = dir.path().join("gl.token").display(),
+    );
+    let gw = Gateway::start(&config, addr);
+    let env = through(addr);
+    let got = download(&env, &format!("{GL}/platform/go-tools@v1.2.0"));
+    assert_eq!(got.version, "v1.2.0");
+    // A client's own Authorization is replaced by the gateway's.
+    let r = request(
+        addr,
+        "GET",
+        &format!("/{GL}/platform/go-tools/@v/list"),
+        &[("Authorization", "Bearer client-secret")],
+    )
+    .expect("list");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = gitlab.requests();
+    assert!(seen.len() >= 4, "{seen:?}");
+    for q in &seen[1..] {
+        assert!(q.path.starts_with(prefix), "{q:?}");
+        assert_eq!(
+            q.header("authorization"),
+            Some(format!("Bearer {PROJECT_TOKEN}").as_str()),
+            "{q:?}"
+        );
+    }
+    assert!(!gw.log().contains(PROJECT_TOKEN));
+}

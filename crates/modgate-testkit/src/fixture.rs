@@ -59,6 +59,9 @@ struct State {
     /// Other bodies by request-path prefix, served when a request header contains a value:
     /// (prefix, header name, substring, body).
     variants: Vec<(String, String, String, Vec<u8>)>,
+    /// A header every request must carry with exactly this value (else `401`), like GitLab's
+    /// per-project Go proxy and its project token.
+    required: Option<(String, String)>,
     /// `Content-Length` announced to HEAD requests by request-path prefix.
     head_lengths: Vec<(String, u64)>,
 }
@@ -231,6 +234,14 @@ impl FixtureProxy {
         }
     }
 
+    /// Makes every request without header `name` set to exactly `value` a `401` (nothing is
+    /// served), like GitLab's per-project Go proxy without its project token.
+    pub fn require_header(&self, name: &str, value: &str) {
+        if let Ok(mut st) = self.state.lock() {
+            st.required = Some((name.to_ascii_lowercase(), value.to_string()));
+        }
+    }
+
     /// Makes every request whose path (after the fixture's prefix) starts with `path_prefix`
     /// behave as given; `""` applies to all requests. Later calls take precedence.
     pub fn set_behaviour(&self, path_prefix: &str, b: Behaviour) {
@@ -382,6 +393,15 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             let mut fixed = None;
             let mut hang = false;
             let mut answer = None;
+            let refused = st
+                .required
+                .as_ref()
+                .is_some_and(|(h, v)| recorded.header(h) != Some(v.as_str()));
+            let behaviour = if refused {
+                Some(Behaviour::Status(401))
+            } else {
+                behaviour
+            };
             match behaviour {
                 Some(Behaviour::Status(s)) => fixed = Some(s),
                 Some(Behaviour::Delay(d)) => delay = Some(d),

@@ -280,7 +280,8 @@ impl ProxyHttp for AgentProxy {
             .unwrap_or_else(|| "/".into());
         let uri: http::Uri = self
             .gateway
-            .request_path(&target)
+            .request_path(&target, None)
+            .map_err(|e| Error::explain(ErrorType::InternalError, e))?
             .parse()
             .map_err(|e| Error::because(ErrorType::InternalError, "building gateway URI", e))?;
         upstream_request.set_uri(uri);

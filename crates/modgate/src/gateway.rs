@@ -31,8 +31,17 @@ fn secret_file(what: &str, p: &config::PathValue) -> anyhow::Result<String> {
     Ok(value)
 }
 
-/// The credential a git upstream presents, read now (a reload reads it again).
-fn git_credential(c: &config::GitCredentialConfig) -> anyhow::Result<Credential> {
+/// An upstream's credential as read: an `Authorization` value, or a client certificate.
+enum CredentialValue {
+    Header(String),
+    ClientCertificate {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
+}
+
+/// The credential an upstream presents, read now (a reload reads it again).
+fn read_credential(c: &config::GitCredentialConfig) -> anyhow::Result<CredentialValue> {
     use base64::Engine;
     let given = [
         c.token_file.is_some(),
@@ -43,7 +52,7 @@ fn git_credential(c: &config::GitCredentialConfig) -> anyhow::Result<Credential>
     ];
     anyhow::ensure!(
         given.iter().filter(|g| **g).count() == 1,
-        "credential: give exactly one of token_file, token_env, basic_file, header_file, or \\
+        "credential: give exactly one of token_file, token_env, basic_file, header_file, or \
          cert with key"
     );
     let header = if let Some(p) = &c.token_file {
@@ -71,12 +80,47 @@ fn git_credential(c: &config::GitCredentialConfig) -> anyhow::Result<Credential>
         };
         crate::tls::read_certs(&cert.0).map_err(anyhow::Error::msg)?;
         crate::tls::read_key(&key.0).map_err(anyhow::Error::msg)?;
-        return Ok(Credential::ClientCertificate {
+        return Ok(CredentialValue::ClientCertificate {
             cert: cert.0.clone(),
             key: key.0.clone(),
         });
     };
-    Ok(Credential::Authorization(Secret::new(header)))
+    Ok(CredentialValue::Header(header))
+}
+
+/// A module-proxy upstream's URL template and credential: `{name}` in the URL's path is filled,
+/// percent-encoded, from the captures of `module`; the credential is sent as `Authorization`.
+fn proxy_extras(
+    name: &str,
+    c: &config::UpstreamConfig,
+) -> anyhow::Result<(Option<RootTemplate>, Option<String>)> {
+    let what = |m: &str| anyhow::anyhow!("upstream {name:?}: {m}");
+    anyhow::ensure!(c.repo.is_none(), what("repo is for kind: git"));
+    let module = match &c.module {
+        Some(m) => Some(RootTemplate::parse(m).map_err(|e| what(&format!("module: {e}")))?),
+        None => None,
+    };
+    if c.url.path.contains('{') {
+        let Some(m) = &module else {
+            return Err(what(
+                "url: {captures} in the path need module: the template they are captured by",
+            ));
+        };
+        let probe: gitorigin::Captures = m.names().map(|n| (n.to_string(), "x".into())).collect();
+        gitorigin::expand(&c.url.path, &probe).map_err(|e| what(&format!("url: {e}")))?;
+    }
+    let header = match &c.credential {
+        None => None,
+        Some(cc) => match read_credential(cc).map_err(|e| what(&e.to_string()))? {
+            CredentialValue::Header(h) => Some(h),
+            CredentialValue::ClientCertificate { .. } => {
+                return Err(what(
+                    "credential: a module proxy's client certificate is client_cert",
+                ))
+            }
+        },
+    };
+    Ok((module, header))
 }
 
 /// The `kind: git` upstreams of a configuration, checked and with their credentials read.
@@ -87,10 +131,6 @@ fn git_upstreams(
     let mut out = BTreeMap::new();
     for (name, c) in &config.upstreams {
         if c.kind != UpstreamKind::Git {
-            anyhow::ensure!(
-                c.module.is_none() && c.repo.is_none() && c.credential.is_none(),
-                "upstream {name:?}: module, repo and credential are for kind: git"
-            );
             continue;
         }
         let what = |m: &str| format!("upstream {name:?} (kind: git): {m}");
@@ -121,9 +161,14 @@ fn git_upstreams(
         gitorigin::expand(&repo, &probe)
             .map_err(|e| anyhow::anyhow!(what(&format!("repo: {e}"))))?;
         let credential = match &c.credential {
-            Some(cc) => {
-                Some(git_credential(cc).map_err(|e| anyhow::anyhow!(what(&e.to_string())))?)
-            }
+            Some(cc) => Some(
+                match read_credential(cc).map_err(|e| anyhow::anyhow!(what(&e.to_string())))? {
+                    CredentialValue::Header(h) => Credential::Authorization(Secret::new(h)),
+                    CredentialValue::ClientCertificate { cert, key } => {
+                        Credential::ClientCertificate { cert, key }
+                    }
+                },
+            ),
             None => None,
         };
         out.insert(
@@ -175,11 +220,14 @@ impl Gateway {
             .map(|(name, c)| {
                 let u = match c.kind {
                     UpstreamKind::Git => Upstream::git(name, c, &config.git_origin_sock()),
-                    UpstreamKind::Proxy => Upstream::from_config(name, c),
+                    UpstreamKind::Proxy => {
+                        let (module, credential) = proxy_extras(name, c)?;
+                        Upstream::from_config(name, c).with_template(module, credential)
+                    }
                 };
-                (name.clone(), Arc::new(u))
+                Ok((name.clone(), Arc::new(u)))
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for r in config.routes.iter() {
             let mut steps = Vec::with_capacity(r.chain.len());

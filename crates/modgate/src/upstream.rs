@@ -11,6 +11,7 @@ use pingora::utils::tls::CertKey;
 use pingora::{Error, ErrorType};
 
 use crate::config::{DurationValue, ForwardIdentityConfig, TcpKeepaliveConfig, UpstreamConfig};
+use crate::gitorigin::RootTemplate;
 use crate::tls::{ClientCertKey, PemBundle};
 
 /// How long a resolved upstream address is reused before it is looked up again.
@@ -37,6 +38,10 @@ pub struct Upstream {
     /// `kind: git`: reached through the gateway's own git origin on this Unix socket, under
     /// `/<name>`, instead of at `url`.
     origin: Option<String>,
+    /// The module template whose captures fill `{name}` in the URL's path.
+    template: Option<RootTemplate>,
+    /// The gateway's own `Authorization` for this upstream (never a client's; never logged).
+    credential: Option<String>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -142,7 +147,26 @@ impl Upstream {
             forward_set_cookie: c.forward_set_cookie,
             resolved: Mutex::new(None),
             origin: None,
+            template: None,
+            credential: None,
         }
+    }
+
+    /// A module proxy whose URL path is a template over `module`'s captures (GitLab's
+    /// `/api/v4/projects/{group}%2F{project}/packages/go`), and the credential it is sent.
+    pub fn with_template(
+        mut self,
+        template: Option<RootTemplate>,
+        credential: Option<String>,
+    ) -> Upstream {
+        self.template = template;
+        self.credential = credential;
+        self
+    }
+
+    /// The gateway's own `Authorization` value for this upstream.
+    pub fn credential(&self) -> Option<&str> {
+        self.credential.as_deref()
     }
 
     /// A `kind: git` upstream: served by the gateway's git origin listening on `sock`.
@@ -159,11 +183,33 @@ impl Upstream {
     }
 
     /// The path to request upstream for a canonical GOPROXY path (`/mod/@v/v1.0.0.zip`).
-    pub fn request_path(&self, proxy_path: &str) -> String {
-        match &self.origin {
-            Some(_) => format!("/{}{}", self.name, proxy_path),
-            None => format!("{}{}", self.url.path, proxy_path),
+    /// `module` fills a templated URL path; a module the template does not match cannot be
+    /// asked of this upstream.
+    pub fn request_path(&self, proxy_path: &str, module: Option<&str>) -> Result<String, String> {
+        if self.origin.is_some() {
+            return Ok(format!("/{}{}", self.name, proxy_path));
         }
+        if !self.url.path.contains('{') {
+            return Ok(format!("{}{}", self.url.path, proxy_path));
+        }
+        let (Some(t), Some(m)) = (&self.template, module) else {
+            return Err(format!(
+                "upstream {}: its URL needs a module path",
+                self.name
+            ));
+        };
+        let (_, captures) = t.root_of(m).ok_or_else(|| {
+            format!(
+                "upstream {}: module {m} does not match its module template",
+                self.name
+            )
+        })?;
+        let encoded: crate::gitorigin::Captures = captures
+            .into_iter()
+            .map(|(k, v)| (k, encode_segment(&v)))
+            .collect();
+        let base = crate::gitorigin::expand(&self.url.path, &encoded)?;
+        Ok(format!("{base}{proxy_path}"))
     }
 
     /// Resolves the upstream host (cached for [`DNS_TTL`]).
@@ -227,7 +273,40 @@ pub struct UpstreamUrl {
 impl UpstreamUrl {
     /// Parses and validates an upstream URL.
     pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
-        let uri: http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        // `{name}` captures (a templated module proxy) may appear in the path only: checked
+        // with each one replaced by a plain segment, the template kept as the path.
+        let path_start = s
+            .find("://")
+            .map(|i| i + 3)
+            .and_then(|i| s[i..].find('/').map(|j| i + j))
+            .unwrap_or(s.len());
+        if s[..path_start].contains(['{', '}']) {
+            return Err(format!(
+                "{s:?}: {{captures}} may appear in the URL's path only"
+            ));
+        }
+        let template = s[path_start..].contains('{');
+        let plain = if template {
+            let mut out = String::new();
+            let mut depth = false;
+            for ch in s.chars() {
+                match ch {
+                    '{' if !depth => depth = true,
+                    '}' if depth => {
+                        depth = false;
+                        out.push('x');
+                    }
+                    _ if depth => {}
+                    c => out.push(c),
+                }
+            }
+            out
+        } else {
+            s.to_string()
+        };
+        let uri: http::Uri = plain
+            .parse()
+            .map_err(|e| format!("{s:?} is not a URL: {e}"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -256,7 +335,11 @@ impl UpstreamUrl {
         if uri.query().is_some() {
             return Err(format!("{s:?}: a query string is not allowed"));
         }
-        let path = uri.path().trim_end_matches('/').to_string();
+        let path = if template {
+            s[path_start..].trim_end_matches('/').to_string()
+        } else {
+            uri.path().trim_end_matches('/').to_string()
+        };
         Ok(UpstreamUrl {
             tls,
             host: host.to_string(),
@@ -286,6 +369,21 @@ impl std::fmt::Display for UpstreamUrl {
         let scheme = if self.tls { "https" } else { "http" };
         write!(f, "{scheme}://{}{}", self.authority(), self.path)
     }
+}
+
+/// Percent-encodes a captured path element for a URL path segment (RFC 3986 unreserved
+/// characters stay; a module path element holds nothing else but `~`, `!`-escaped letters are
+/// not involved: captures are of the decoded module path).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// What an upstream is.
@@ -424,9 +522,36 @@ mod tests {
         assert!(!chain.falls_through(2, true));
         assert!(!chain.falls_through(2, false));
         assert_eq!(
-            chain.steps[0].upstream.request_path("/m.org/@v/list"),
-            "/a/m.org/@v/list"
+            chain.steps[0].upstream.request_path("/m.org/@v/list", None),
+            Ok("/a/m.org/@v/list".to_string())
         );
         assert_eq!(chain.steps[0].upstream.host_header, "127.0.0.1:1");
+    }
+
+    #[test]
+    fn templated_urls_fill_captures_percent_encoded() {
+        let url = "https://gitlab.corp/api/v4/projects/{group}%2F{project}/packages/go";
+        let text = format!("url: \"{url}\"\n");
+        let cfg: UpstreamConfig = serde_yaml_ng::from_str(&text).expect("upstream");
+        assert_eq!(cfg.url.host, "gitlab.corp");
+        assert_eq!(
+            cfg.url.path,
+            "/api/v4/projects/{group}%2F{project}/packages/go"
+        );
+        let t = RootTemplate::parse("gitlab.corp/{group}/{project}").expect("template");
+        let u = Upstream::from_config("gl", &cfg).with_template(Some(t), Some("Bearer t".into()));
+        assert_eq!(
+            u.request_path("/gitlab.corp/platform/go~tools/sub/@v/list", Some("gitlab.corp/platform/go~tools/sub")),
+            Ok("/api/v4/projects/platform%2Fgo~tools/packages/go/gitlab.corp/platform/go~tools/sub/@v/list".to_string())
+        );
+        assert_eq!(u.credential(), Some("Bearer t"));
+        assert!(u
+            .request_path("/x/@v/list", Some("other.example/x"))
+            .is_err());
+        assert!(u.request_path("/x/@v/list", None).is_err());
+        assert_eq!(encode_segment("a b/ü"), "a%20b%2F%C3%BC");
+        // Captures only in the path.
+        assert!(UpstreamUrl::parse("https://{host}.corp/x").is_err());
+        assert!(UpstreamUrl::parse("https://gitlab.corp/{a}").is_ok());
     }
 }

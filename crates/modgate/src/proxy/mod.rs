@@ -537,11 +537,15 @@ impl ProxyHttp for GatewayProxy {
             return Error::e_explain(ErrorType::InternalError, "no upstream for this request");
         };
         let path = match (&ctx.sumdb_path, &ctx.target.request) {
-            (Some(path), _) => upstream.request_path(path),
-            (None, Some(req)) => upstream.request_path(&req.upstream_path()),
+            (Some(path), _) => upstream.request_path(path, None),
+            (None, Some(req)) => upstream.request_path(&req.upstream_path(), Some(&req.module)),
             (None, None) => {
                 return Error::e_explain(ErrorType::InternalError, "no request to forward")
             }
+        };
+        let path = match path {
+            Ok(p) => p,
+            Err(e) => return Error::e_explain(ErrorType::InternalError, e),
         };
         let uri: http::Uri = path
             .parse()
@@ -562,6 +566,10 @@ impl ProxyHttp for GatewayProxy {
         }
         upstream_request.insert_header("Host", upstream.host_header.as_str())?;
         upstream_request.insert_header("User-Agent", USER_AGENT)?;
+        // The gateway's own credential for this upstream (every client's was dropped above).
+        if let Some(credential) = upstream.credential() {
+            upstream_request.insert_header("Authorization", credential)?;
+        }
         // GOPROXY reads have no body. Saying so keeps Pingora from framing an HTTP/2 client's
         // request (no Content-Length, END_STREAM on an empty DATA frame) as a chunked body,
         // whose terminator a keep-alive HTTP/1.1 upstream would read as the next request.
