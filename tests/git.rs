@@ -15,7 +15,10 @@
 //!   `go-import` page naming the gateway as the module proxy of the repository root (denied:
 //!   refused; elsewhere: 404), and the real `go` in direct mode, reaching the fake host name
 //!   through the gateway as its HTTP proxy, follows it back to the gateway and downloads the
-//!   module.
+//!   module;
+//! - git smart HTTP (part C): `git clone` through the gateway over protocol v2 and v0 with no
+//!   credential of the client's (the host only ever sees the gateway's token); a denied
+//!   repository is refused; a push is refused with a reason and never reaches the host.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -289,6 +292,92 @@ fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
     direct_via_page.write_main_module(&[]);
     let got = download(&direct_via_page, &targets[1]);
     assert_eq!(got, expected[1], "go-get → mod → modgate");
+
+    // git smart HTTP through the gateway (part C): a clone with no credential of the client's,
+    // over protocol v2 and v0; the host sees only the gateway's token.
+    host.clear_requests();
+    let clones = tempfile::tempdir().expect("tempdir");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(clones.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", clones.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .expect("git")
+    };
+    for (dir, version) in [("v2", "2"), ("v0", "0")] {
+        let out = git(&[
+            "-c",
+            &format!("protocol.version={version}"),
+            "clone",
+            "-q",
+            &format!("http://{addr}/{HOST}/group/repo.git"),
+            dir,
+        ]);
+        assert!(
+            out.status.success(),
+            "clone over v{version}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            gw.log()
+        );
+        let tags = git(&["-C", dir, "tag"]);
+        let tags = String::from_utf8_lossy(&tags.stdout).to_string();
+        assert!(
+            tags.contains("v1.1.0") && tags.contains("sub/v0.1.0"),
+            "{tags}"
+        );
+    }
+    let seen = host.requests();
+    assert!(seen.iter().any(|r| r.method == "POST"), "{seen:?}");
+    for r in &seen {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str()),
+            "{r:?}"
+        );
+    }
+    // A denied repository, and a push: refused with a reason, nothing reaches the host.
+    host.clear_requests();
+    let out = git(&[
+        "clone",
+        "-q",
+        &format!("http://{addr}/{HOST}/group/secret.git"),
+        "secret",
+    ]);
+    assert!(!out.status.success(), "a denied repository was cloned");
+    // Anonymous: a 401 with the Basic challenge, which makes git ask for credentials.
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("could not read Username") || err.contains("401"),
+        "{err}"
+    );
+    assert!(
+        gw.log().contains(&format!(
+            "GET /{HOST}/group/secret.git/info/refs?service=git-upload-pack HTTP/1.1 401"
+        )),
+        "{}",
+        gw.log()
+    );
+    let out = git(&["-C", "v2", "push", "-q", "origin", "HEAD:refs/heads/pushed"]);
+    assert!(!out.status.success(), "a push went through");
+    assert!(host.requests().is_empty(), "{:?}", host.requests());
+    let push = request(
+        addr,
+        "GET",
+        &format!("/{HOST}/group/repo.git/info/refs?service=git-receive-pack"),
+        &[],
+    )
+    .expect("push refs");
+    assert_eq!(push.status, 403, "{}", push.text());
+    assert!(
+        push.text().contains("pushes are not accepted"),
+        "{}",
+        push.text()
+    );
 
     // RBAC on the module path: denied, with the rule; nothing of it fetched.
     host.clear_requests();

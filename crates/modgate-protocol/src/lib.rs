@@ -23,6 +23,7 @@
 
 pub mod error;
 pub mod escape;
+mod githttp;
 pub mod gosum;
 pub mod request;
 pub mod sumdb;
@@ -33,6 +34,7 @@ pub use escape::{
     check_file_path, check_import_path, check_path, check_path_major, escape_path, escape_version,
     split_path_version, unescape_path, unescape_version,
 };
+pub use githttp::{parse_git_request, GitEndpoint, GitRequest, GitService};
 pub use gosum::{
     dedupe, parse_go_mod_requires, parse_go_sum, parse_module_list, GoSumError, GoSumErrorKind,
     ModVersion,

@@ -48,11 +48,13 @@ pub enum RequestKind {
     SumdbTile,
     /// `<import path>?go-get=1`
     GoGet,
+    /// git smart HTTP: `<repository>/info/refs?service=…` and `<repository>/git-upload-pack`
+    Git,
 }
 
 impl RequestKind {
     /// All kinds, in declaration order.
-    pub const ALL: [RequestKind; 10] = [
+    pub const ALL: [RequestKind; 11] = [
         RequestKind::List,
         RequestKind::Info,
         RequestKind::Mod,
@@ -63,11 +65,12 @@ impl RequestKind {
         RequestKind::SumdbLookup,
         RequestKind::SumdbTile,
         RequestKind::GoGet,
+        RequestKind::Git,
     ];
 
     /// The kind's name: `list`, `info`, `mod`, `zip`, `latest`,
-    /// `sumdb-supported`, `sumdb-latest`, `sumdb-lookup`, `sumdb-tile` or
-    /// `go-get`.
+    /// `sumdb-supported`, `sumdb-latest`, `sumdb-lookup`, `sumdb-tile`,
+    /// `go-get` or `git`.
     pub fn as_str(&self) -> &'static str {
         match self {
             RequestKind::List => "list",
@@ -80,6 +83,7 @@ impl RequestKind {
             RequestKind::SumdbLookup => "sumdb-lookup",
             RequestKind::SumdbTile => "sumdb-tile",
             RequestKind::GoGet => "go-get",
+            RequestKind::Git => "git",
         }
     }
 }
@@ -92,7 +96,7 @@ impl fmt::Display for RequestKind {
 
 /// An unknown [`RequestKind`] name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown request kind {} (expected one of list, info, mod, zip, latest, sumdb-supported, sumdb-latest, sumdb-lookup, sumdb-tile, go-get)", go_quote(.0))]
+#[error("unknown request kind {} (expected one of list, info, mod, zip, latest, sumdb-supported, sumdb-latest, sumdb-lookup, sumdb-tile, go-get, git)", go_quote(.0))]
 pub struct ParseRequestKindError(pub String);
 
 impl FromStr for RequestKind {

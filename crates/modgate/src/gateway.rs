@@ -207,6 +207,9 @@ pub struct Gateway {
     pub git: BTreeMap<String, Arc<GitUpstream>>,
     /// `server.public_url`, without a trailing slash.
     pub public_url: Option<String>,
+    /// The Git host of each `kind: git` upstream, as an HTTP upstream carrying the gateway's
+    /// credential, for the git smart HTTP proxy.
+    pub git_hosts: BTreeMap<String, Arc<Upstream>>,
 }
 
 impl Gateway {
@@ -266,7 +269,24 @@ impl Gateway {
             .map(|c| c.ttl.runtime())
             .unwrap_or_default();
         let git = git_upstreams(config, &ttl)?;
+        let mut git_hosts = BTreeMap::new();
+        for (name, c) in config
+            .upstreams
+            .iter()
+            .filter(|(_, c)| c.kind == UpstreamKind::Git)
+        {
+            let header = match &c.credential {
+                Some(cc) => match read_credential(cc)? {
+                    CredentialValue::Header(h) => Some(h),
+                    CredentialValue::ClientCertificate { .. } => None,
+                },
+                None => None,
+            };
+            let host = Upstream::from_config(name, c).with_template(None, header);
+            git_hosts.insert(name.clone(), Arc::new(host));
+        }
         Ok(Gateway {
+            git_hosts,
             public_url: config
                 .server
                 .public_url

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use http::Method;
 use modgate_ledger::Artifact;
 use modgate_policy::{AccessRequest, Decision};
-use modgate_protocol::{GoProxyRequest, ModuleRequest, RequestError, RequestKind, SumdbEndpoint};
+use modgate_protocol::{
+    parse_git_request, GitEndpoint, GitRequest, GitService, GoProxyRequest, ModuleRequest,
+    RequestError, RequestKind, SumdbEndpoint,
+};
 use modgate_telemetry::AuditDecision;
 
 use crate::cache::{self, CachePlan, Ttls};
@@ -53,6 +56,8 @@ pub struct Admission {
     pub kind: Option<RequestKind>,
     /// The module request, once the path parsed as one (also for refusals, for the record).
     pub request: Option<ModuleRequest>,
+    /// A git smart HTTP request's repository (its import path) and service.
+    pub git: Option<(String, &'static str)>,
     /// The index of the route the request matched (also a private route a checksum lookup
     /// was refused for).
     pub route: Option<usize>,
@@ -75,6 +80,12 @@ pub enum Verdict {
         cache_plan: Option<CachePlan>,
         /// The ledger entry an exact version answers to (artifact, version).
         ledger_key: Option<(Artifact, String)>,
+    },
+    /// git smart HTTP, forwarded to the repository's Git host with the gateway's credential.
+    Git {
+        host: Arc<Upstream>,
+        /// The path (and query) to ask the host for.
+        path: String,
     },
     /// Forwarded to a proxied checksum database.
     Sumdb {
@@ -136,6 +147,8 @@ pub enum Refusal {
     /// A private module's checksum lookup: never sent to a public database (404 sends `go`
     /// to its GONOSUMDB handling).
     PrivateLookup(String),
+    /// A `git push`: the gateway serves reads only.
+    Push(String),
     /// A refusal whose message ends with a hint for the client (the `.netrc` entry the go
     /// command would need, see [`netrc_hint`]); everything else is the inner refusal's.
     Hinted { refusal: Box<Refusal>, hint: String },
@@ -165,6 +178,7 @@ impl Refusal {
             Refusal::BadRequest(_) => 400,
             Refusal::BadPath(e) => e.status(),
             Refusal::NotFound(_) | Refusal::PrivateLookup(_) => 404,
+            Refusal::Push(_) => 403,
             Refusal::Hinted { refusal, .. } => refusal.status(),
         }
     }
@@ -180,7 +194,8 @@ impl Refusal {
             Refusal::NotLocal(m)
             | Refusal::BadRequest(m)
             | Refusal::NotFound(m)
-            | Refusal::PrivateLookup(m) => m.clone(),
+            | Refusal::PrivateLookup(m)
+            | Refusal::Push(m) => m.clone(),
             Refusal::Method { message, .. } => message.clone(),
             Refusal::BadPath(e) => e.to_string(),
             Refusal::Hinted { refusal, hint } => format!("{}; {hint}", refusal.message()),
@@ -213,7 +228,8 @@ impl Refusal {
             } => AuditDecision::Unauthenticated,
             Refusal::Denied {
                 anonymous: false, ..
-            } => AuditDecision::Deny,
+            }
+            | Refusal::Push(_) => AuditDecision::Deny,
             _ => AuditDecision::Error,
         }
     }
@@ -235,6 +251,7 @@ impl Admission {
             verdict,
             kind: None,
             request: None,
+            git: None,
             route: None,
             decision: None,
             principals: Vec::new(),
@@ -369,6 +386,11 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
         }
     }
 
+    let path = head.uri.path();
+    let path = path.strip_prefix(gateway.parser.prefix()).unwrap_or(path);
+    if let Some(g) = parse_git_request(path, head.uri.query()) {
+        return admit_git(scope, identity, admission, head, g);
+    }
     let method = &head.method;
     if method != Method::GET && method != Method::HEAD {
         return admission.refuse(Refusal::Method {
@@ -548,6 +570,83 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             admission
         }
     }
+}
+
+/// git smart HTTP for a repository of a git upstream: clone and fetch forwarded to the Git host
+/// with the gateway's credential, RBAC on the repository's import path; pushes refused.
+fn admit_git(
+    scope: &Scope,
+    identity: &RequestIdentity,
+    mut admission: Admission,
+    head: &http::request::Parts,
+    g: GitRequest,
+) -> Admission {
+    let gateway = scope.gateway;
+    admission.kind = Some(RequestKind::Git);
+    admission.git = Some((g.import_path.clone(), g.service.as_str()));
+    if g.service == GitService::ReceivePack {
+        return admission.refuse(Refusal::Push(format!(
+            "{}: pushes are not accepted through modgate (it serves reads); push to the Git host",
+            g.import_path
+        )));
+    }
+    let (want, allow) = match g.endpoint {
+        GitEndpoint::InfoRefs => (Method::GET, "GET"),
+        GitEndpoint::Rpc => (Method::POST, "POST"),
+    };
+    if head.method != want {
+        return admission.refuse(Refusal::Method {
+            message: format!("{}: use {allow} for this git endpoint", g.import_path),
+            allow,
+        });
+    }
+    let not_here =
+        |why: &str| Refusal::NotFound(format!("{}: not a repository here ({why})", g.import_path));
+    let Some(m) = gateway.routes.lookup(&g.import_path) else {
+        return admission.refuse(not_here("no route"));
+    };
+    admission.route = Some(m.index);
+    let found = m.route.target.steps.iter().find_map(|s| {
+        let git = gateway.git.get(&s.upstream.name)?;
+        let (root, captures) = git.root.root_of(&g.import_path)?;
+        (root == g.import_path).then_some((git.clone(), captures))
+    });
+    let Some((git, captures)) = found else {
+        return admission.refuse(not_here("not the root of a git upstream's repository"));
+    };
+    let decision = gateway.access.decide(
+        &identity.principal,
+        &AccessRequest {
+            module: &g.import_path,
+            kind: RequestKind::Git,
+            version: None,
+            route: &m.route.name,
+            private_route: m.route.private,
+        },
+    );
+    let refusal = (!decision.is_allowed())
+        .then(|| denied(&decision, identity, &format!("{} (git)", g.import_path)));
+    admission.decision = Some(decision);
+    if let Some(r) = refusal {
+        return admission.refuse(r);
+    }
+    let (Some(host), Ok(url)) = (
+        gateway.git_hosts.get(&git.name),
+        crate::gitorigin::expand(&git.repo, &captures),
+    ) else {
+        return admission.refuse(not_here("its git upstream has no host"));
+    };
+    let repo_path = url
+        .parse::<http::Uri>()
+        .map(|u| u.path().to_string())
+        .unwrap_or_default();
+    let base = host.url.path.as_str();
+    let relative = repo_path.strip_prefix(base).unwrap_or(&repo_path);
+    admission.verdict = Verdict::Git {
+        host: host.clone(),
+        path: g.host_path(relative),
+    };
+    admission
 }
 
 /// `?go-get=1` for an import path: answered for paths under a git upstream's repositories

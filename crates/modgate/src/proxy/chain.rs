@@ -91,25 +91,25 @@ pub struct Attempt {
 /// Where a request is along its chain.
 #[derive(Debug, Default)]
 pub struct Cursor {
-    /// A checksum-database request's one upstream (it has no chain).
-    sumdb: Option<Arc<Upstream>>,
+    /// The one upstream of a request that has no chain (a checksum database, a Git host).
+    single: Option<Arc<Upstream>>,
     step: usize,
     attempts: Vec<Attempt>,
 }
 
 impl Cursor {
-    /// The cursor of a checksum-database request.
-    pub fn sumdb(db: Arc<Upstream>) -> Cursor {
+    /// The cursor of a request with one upstream and no chain.
+    pub fn single(upstream: Arc<Upstream>) -> Cursor {
         Cursor {
-            sumdb: Some(db),
+            single: Some(upstream),
             ..Cursor::default()
         }
     }
 
     /// The upstream of the current step.
     pub fn current(&self, chain: Option<&Chain>) -> Option<Arc<Upstream>> {
-        if let Some(db) = &self.sumdb {
-            return Some(db.clone());
+        if let Some(u) = &self.single {
+            return Some(u.clone());
         }
         chain
             .and_then(|c| c.steps.get(self.step))
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_sumdb_cursor_has_one_upstream_and_no_next_step() {
-        let mut c = Cursor::sumdb(upstream("sum"));
+        let mut c = Cursor::single(upstream("sum"));
         assert_eq!(
             c.current(None).map(|u| u.name.clone()).as_deref(),
             Some("sum")

@@ -78,6 +78,16 @@ pub const USER_AGENT: &str = concat!("modgate/", env!("CARGO_PKG_VERSION"));
 /// checked against the ledger.
 const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate"];
 const CONDITIONAL_HEADERS: &[&str] = &["if-none-match", "if-modified-since"];
+/// What git smart HTTP needs besides (the body's framing and encoding, the protocol version);
+/// the client's `Authorization` is never among them: the gateway sends its own.
+const GIT_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "transfer-encoding",
+    "accept",
+    "git-protocol",
+];
 
 /// The error type that tells the retry loop to move to the next chain step.
 const FALLTHROUGH: ErrorType = ErrorType::Custom("modgate: next chain step");
@@ -142,6 +152,7 @@ impl GatewayProxy {
         }
         ctx.target = Target {
             kind: admission.kind,
+            git: admission.git.clone(),
             request: admission.request,
             route: admission.route,
             decision: admission.decision,
@@ -204,14 +215,21 @@ impl GatewayProxy {
                 ctx.cache_plan = cache_plan;
                 Ok(false)
             }
+            Verdict::Git { host, path } => {
+                ctx.record.decision = AuditDecision::Allow;
+                ctx.cursor = Cursor::single(host);
+                ctx.single_path = Some(path);
+                ctx.git = true;
+                Ok(false)
+            }
             Verdict::Sumdb {
                 db,
                 path,
                 cache_plan,
             } => {
                 ctx.record.decision = AuditDecision::Allow;
-                ctx.cursor = Cursor::sumdb(db);
-                ctx.sumdb_path = Some(path);
+                ctx.cursor = Cursor::single(db);
+                ctx.single_path = Some(path);
                 ctx.cache_plan = cache_plan;
                 Ok(false)
             }
@@ -238,8 +256,10 @@ pub struct RequestCtx {
     identity: RequestIdentity,
     target: Target,
     cursor: Cursor,
-    /// A checksum-database request: the path to ask the database for.
-    sumdb_path: Option<String>,
+    /// A request with one upstream (checksum database, Git host): the path to ask it for.
+    single_path: Option<String>,
+    /// A git smart HTTP request (its body and git headers go to the host).
+    git: bool,
     guard: integrity::Guard,
     /// How this request is cached (None: not cached).
     cache_plan: Option<CachePlan>,
@@ -282,12 +302,15 @@ impl RequestCtx {
 
     /// What the request was for, in a client-facing failure message.
     fn what(&self) -> String {
+        if let Some((repo, service)) = &self.target.git {
+            return format!("{repo} ({service})");
+        }
         match (&self.target.request, &self.cursor.current(None)) {
             (Some(r), _) => admit::describe(r),
             (None, Some(db)) => format!(
                 "checksum database {} {}",
                 db.name,
-                self.sumdb_path.as_deref().unwrap_or("")
+                self.single_path.as_deref().unwrap_or("")
             ),
             (None, None) => "request".to_string(),
         }
@@ -342,7 +365,8 @@ impl ProxyHttp for GatewayProxy {
             identity: RequestIdentity::default(),
             target: Target::default(),
             cursor: Cursor::default(),
-            sumdb_path: None,
+            single_path: None,
+            git: false,
             guard: integrity::Guard::default(),
             cache_plan: None,
             served_stale: false,
@@ -536,7 +560,7 @@ impl ProxyHttp for GatewayProxy {
         let Some(upstream) = ctx.upstream() else {
             return Error::e_explain(ErrorType::InternalError, "no upstream for this request");
         };
-        let path = match (&ctx.sumdb_path, &ctx.target.request) {
+        let path = match (&ctx.single_path, &ctx.target.request) {
             (Some(path), _) => upstream.request_path(path, None),
             (None, Some(req)) => upstream.request_path(&req.upstream_path(), Some(&req.module)),
             (None, None) => {
@@ -552,12 +576,14 @@ impl ProxyHttp for GatewayProxy {
             .map_err(|e| Error::because(ErrorType::InternalError, "building upstream URI", e))?;
         upstream_request.set_uri(uri);
         let exact = ctx.guard.exact();
+        let git = ctx.git;
         let drop: Vec<HeaderName> = upstream_request
             .headers
             .keys()
             .filter(|n| {
                 !(FORWARDED_HEADERS.contains(&n.as_str())
-                    || (!exact && CONDITIONAL_HEADERS.contains(&n.as_str())))
+                    || (!exact && CONDITIONAL_HEADERS.contains(&n.as_str()))
+                    || (git && GIT_HEADERS.contains(&n.as_str())))
             })
             .cloned()
             .collect();
@@ -572,8 +598,11 @@ impl ProxyHttp for GatewayProxy {
         }
         // GOPROXY reads have no body. Saying so keeps Pingora from framing an HTTP/2 client's
         // request (no Content-Length, END_STREAM on an empty DATA frame) as a chunked body,
-        // whose terminator a keep-alive HTTP/1.1 upstream would read as the next request.
-        upstream_request.insert_header("Content-Length", "0")?;
+        // whose terminator a keep-alive HTTP/1.1 upstream would read as the next request. A git
+        // request's body (the negotiation) streams through with its own framing.
+        if !git {
+            upstream_request.insert_header("Content-Length", "0")?;
+        }
         if let Some(forward) = &upstream.forward {
             let roles = ctx
                 .target

@@ -86,6 +86,8 @@ pub struct Target {
     pub decision: Option<Decision>,
     /// An admin cache purge's module (and version).
     pub purge: Option<(String, Option<String>)>,
+    /// A git smart HTTP request's repository (import path) and service.
+    pub git: Option<(String, &'static str)>,
 }
 
 /// What the audit record will say, filled in as the request goes.
@@ -166,6 +168,10 @@ pub fn audit_record(
         out.version = r.version.as_ref().map(|v| v.as_str().to_string());
     }
     out.kind = target.kind.map(|k| k.as_str().to_string());
+    if let Some((repo, service)) = &target.git {
+        out.event = Some((*service).to_string());
+        out.module = Some(repo.clone());
+    }
     if let Some((module, version)) = &target.purge {
         out.event = Some("cache-purge".into());
         out.module = Some(module.clone());
