@@ -61,6 +61,76 @@ fn make_repos(host: &GitHost) {
     repo.commit("untagged", T0 + 7200).expect("commit");
     repo.push().expect("push");
 
+    // `group/shapes`: the repository shapes Go's rules distinguish — a `/v2` module in a
+    // subdirectory, a subdirectory module that gets the root LICENSE, and in the root module a
+    // vendor directory, a nested module and a symlink (all left out of its zip).
+    let shapes = host.create_repo("group/shapes").expect("repo");
+    shapes
+        .write("go.mod", go_mod(&format!("{HOST}/group/shapes")).as_bytes())
+        .expect("write");
+    shapes.write("LICENSE", b"Apache-2.0\n").expect("write");
+    shapes.write("a.go", b"package shapes\n").expect("write");
+    shapes
+        .write("vendor/example.com/dep/dep.go", b"package dep\n")
+        .expect("write");
+    shapes
+        .write(
+            "nested/go.mod",
+            go_mod(&format!("{HOST}/group/shapes/nested")).as_bytes(),
+        )
+        .expect("write");
+    shapes
+        .write("nested/n.go", b"package nested\n")
+        .expect("write");
+    shapes.symlink("link.go", "a.go").expect("symlink");
+    shapes
+        .write(
+            "v2/go.mod",
+            go_mod(&format!("{HOST}/group/shapes/v2")).as_bytes(),
+        )
+        .expect("write");
+    shapes.write("v2/b.go", b"package shapes\n").expect("write");
+    shapes
+        .write(
+            "tools/go.mod",
+            go_mod(&format!("{HOST}/group/shapes/tools")).as_bytes(),
+        )
+        .expect("write");
+    shapes
+        .write("tools/t.go", b"package tools\n")
+        .expect("write");
+    shapes.commit("shapes", T0 + 60).expect("commit");
+    shapes.tag("v1.0.0").expect("tag");
+    shapes.tag("v2.0.0").expect("tag");
+    shapes.tag("tools/v0.2.0").expect("tag");
+    shapes.push().expect("push");
+
+    // `group/major`: v1 on main, then `/v2` by go.mod path on a major branch.
+    let major = host.create_repo("group/major").expect("repo");
+    major
+        .write("go.mod", go_mod(&format!("{HOST}/group/major")).as_bytes())
+        .expect("write");
+    major.write("m.go", b"package major\n").expect("write");
+    major.commit("v1", T0 + 120).expect("commit");
+    major.tag("v1.0.0").expect("tag");
+    major.branch("v2").expect("branch");
+    major
+        .write(
+            "go.mod",
+            go_mod(&format!("{HOST}/group/major/v2")).as_bytes(),
+        )
+        .expect("write");
+    major.commit("v2", T0 + 180).expect("commit");
+    major.tag("v2.1.0").expect("tag");
+    major.push().expect("push");
+
+    // `group/legacy`: no go.mod, tagged v3.0.0: `v3.0.0+incompatible`.
+    let legacy = host.create_repo("group/legacy").expect("repo");
+    legacy.write("l.go", b"package legacy\n").expect("write");
+    legacy.commit("legacy", T0 + 240).expect("commit");
+    legacy.tag("v3.0.0").expect("tag");
+    legacy.push().expect("push");
+
     let secret = host.create_repo("group/secret").expect("repo");
     secret
         .write("go.mod", go_mod(&format!("{HOST}/group/secret")).as_bytes())
@@ -205,10 +275,25 @@ fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
         format!("{HOST}/group/repo@v1.1.0"),
         format!("{HOST}/group/repo/sub@v0.1.0"),
         format!("{HOST}/group/repo@main"),
+        format!("{HOST}/group/shapes@v1.0.0"),
+        format!("{HOST}/group/shapes/v2@v2.0.0"),
+        format!("{HOST}/group/shapes/tools@v0.2.0"),
+        format!("{HOST}/group/major@v1.0.0"),
+        format!("{HOST}/group/major/v2@v2.1.0"),
+        format!("{HOST}/group/legacy@v3.0.0+incompatible"),
     ];
     let oracle = direct(&host);
     let expected: Vec<Downloaded> = targets.iter().map(|t| download(&oracle, t)).collect();
-    let expected_versions = versions(&oracle, &format!("{HOST}/group/repo"));
+    let listed = [
+        "group/repo",
+        "group/shapes",
+        "group/major/v2",
+        "group/legacy",
+    ];
+    let expected_versions: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|m| versions(&oracle, &format!("{HOST}/{m}")))
+        .collect();
     assert!(
         expected[3].version.starts_with("v1.1.1-0.20240315121112-"),
         "{:?}",
@@ -237,10 +322,28 @@ fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
             "{target} through modgate differs from GOPROXY=direct"
         );
     }
-    assert_eq!(
-        versions(&env, &format!("{HOST}/group/repo")),
-        expected_versions
-    );
+    for (m, want) in listed.iter().zip(&expected_versions) {
+        assert_eq!(&versions(&env, &format!("{HOST}/{m}")), want, "{m}");
+    }
+    // The real go builds a program importing the private modules, through modgate.
+    let work = env.work();
+    std::fs::write(
+        work.join("main.go"),
+        format!(
+            "package main\n\nimport (\n\t_ \"{HOST}/group/repo/sub\"\n\trepo \"{HOST}/group/repo\"\n)\n\n\
+             func main() {{ println(repo.V) }}\n"
+        ),
+    )
+    .expect("main.go");
+    let get = env.go(&[
+        "get",
+        &format!("{HOST}/group/repo@v1.1.0"),
+        &format!("{HOST}/group/repo/sub@v0.1.0"),
+    ]);
+    get.expect_ok("go get");
+    let build = env.go(&["build", "-o", "app", "."]);
+    build.expect_ok("go build");
+    assert!(work.join("app").exists());
 
     // The host saw only the gateway's credential, and the gateway never logged it.
     let seen = host.requests();
