@@ -589,3 +589,57 @@ access:
     }
     assert!(!gw.log().contains(PROJECT_TOKEN));
 }
+
+/// Figures for `docs/performance.md` (not a test: run on purpose, with a release binary):
+/// `MODGATE_BIN=target/release/modgate cargo test -p modgate-e2e --test git -- --ignored
+/// --nocapture git_download_figures`. Cold `go mod download` of a private module straight from
+/// the Git host (`GOPROXY=direct`), cold through modgate (empty gateway cache, mirror cloned
+/// on first use), and warm through modgate (the gateway's cache holds it; the client's module
+/// cache is empty each time). Medians of 5 rounds, wall time of the `go` command.
+#[test]
+#[ignore]
+fn git_download_figures() {
+    use std::time::Instant;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    make_repos(&host);
+    let target = format!("{HOST}/group/repo@v1.1.0");
+    let time = |env: &GoEnv| {
+        let t = Instant::now();
+        env.go(&["mod", "download", &target]).expect_ok("download");
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let rounds = 5;
+    let direct_ms = median((0..rounds).map(|_| time(&direct(&host))).collect());
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for _ in 0..rounds {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("cache")).expect("cache dir");
+        let addr = free_addr();
+        let config = gateway_config(addr, &host, dir.path()).replace(
+            "listeners:",
+            &format!(
+                "cache:\n  dir: \"{}\"\nlisteners:",
+                dir.path().join("cache").display()
+            ),
+        );
+        let _gw = Gateway::start(&config, addr);
+        cold.push(time(&through(addr)));
+        warm.push(time(&through(addr)));
+    }
+    println!(
+        "go mod download {target}: direct {direct_ms:.0} ms, modgate cold {:.0} ms, modgate warm {:.0} ms",
+        median(cold),
+        median(warm)
+    );
+}

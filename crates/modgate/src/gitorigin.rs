@@ -188,10 +188,16 @@ impl Answer {
     }
 }
 
+/// How many git operations run at once against one upstream's host (the rest wait their
+/// turn): a burst of cold module fetches must not become a burst of clones on the Git host.
+const PER_HOST_CONCURRENCY: usize = 8;
+
 /// The in-process origin of every git upstream.
 pub struct GitOrigin {
     live: Arc<Live>,
     mirrors: Arc<Mirrors>,
+    /// One bound per git upstream.
+    turns: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl GitOrigin {
@@ -199,6 +205,7 @@ impl GitOrigin {
         GitOrigin {
             live,
             mirrors: Arc::new(mirrors),
+            turns: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -250,6 +257,19 @@ impl GitOrigin {
                 (RequestKind::Zip, Some(v)) => Answer::ok("application/zip", m.zip(&v)?),
                 _ => Answer::error(404, "not a module request".into()),
             })
+        };
+        let turns = self
+            .turns
+            .lock()
+            .map(|mut t| {
+                t.entry(name.to_string())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_HOST_CONCURRENCY)))
+                    .clone()
+            })
+            .ok();
+        let _turn = match &turns {
+            Some(t) => t.acquire().await.ok(),
+            None => None,
         };
         match tokio::task::spawn_blocking(work).await {
             Ok(Ok(a)) => a,
