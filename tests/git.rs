@@ -643,3 +643,136 @@ fn git_download_figures() {
         median(warm)
     );
 }
+
+/// On a listener that requires client certificates: `git clone` presents one (`http.sslCert` /
+/// `http.sslKey`) and works; an identity without the role gets 403 on all three paths — the
+/// module proxy, `?go-get=1` and git — and each denial is audited.
+#[test]
+fn client_certificates_on_all_three_paths() {
+    use modgate_testkit::{curl, ClientSpec, Pki};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    make_repos(&host);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    pki.client("alice", &ClientSpec::new("alice", 0x601));
+    pki.client("bob", &ClientSpec::new("bob", 0x602));
+    std::fs::write(dir.path().join("git.token"), TOKEN).expect("token");
+    let audit = dir.path().join("audit.log");
+    let addr = free_addr();
+    let config = format!(
+        r#"audit: {{ output: "{audit}" }}
+server:
+  git_dir: "{mirrors}"
+listeners:
+  - name: mtls
+    address: "{addr}"
+    tls: {{ cert: server.pem, key: server.key, client_auth: required, client_ca: root.pem }}
+upstreams:
+  corp-git:
+    kind: git
+    url: "{url}"
+    module: "{HOST}/{{group}}/{{repo}}"
+    repo: "{{group}}/{{repo}}.git"
+    private: true
+    credential: {{ token_file: git.token }}
+routes:
+  - {{ name: git, match: {{ prefix: {HOST} }}, chain: [corp-git], private: true }}
+access:
+  roles:
+    - name: devs
+      members: [ {{ cn: alice }} ]
+      rules: [ {{ id: git-read, allow: {{ prefix: {HOST} }} }} ]
+"#,
+        audit = audit.display(),
+        mirrors = dir.path().join("mirrors").display(),
+        url = host.url(),
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+    let base = format!("https://localhost:{}", addr.port());
+    let resolve = format!("localhost:{}:127.0.0.1", addr.port());
+    let ca = pki.path("ca-bundle.pem");
+    let ca = ca.to_string_lossy();
+    let git = |who: &str, args: &[&str], cwd: &Path| {
+        let cert = pki.path(&format!("{who}.pem"));
+        let key = pki.path(&format!("{who}.key"));
+        std::process::Command::new("git")
+            .arg("-c")
+            .arg(format!("http.sslCert={}", cert.display()))
+            .arg("-c")
+            .arg(format!("http.sslKey={}", key.display()))
+            .arg("-c")
+            .arg(format!("http.sslCAInfo={ca}"))
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", cwd)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_SSL_NO_VERIFY", "")
+            .output()
+            .expect("git")
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    // git resolves `localhost` itself; the server certificate names it.
+    let repo_url = format!("{base}/{HOST}/group/repo.git");
+    let out = git("alice", &["clone", "-q", &repo_url, "alice"], work.path());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    let out = git("bob", &["clone", "-q", &repo_url, "bob"], work.path());
+    assert!(!out.status.success(), "bob cloned");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let curl_as = |who: &str, path: &str| {
+        let cert = pki.path(&format!("{who}.pem"));
+        let key = pki.path(&format!("{who}.key"));
+        curl(&[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            "--cert",
+            &cert.to_string_lossy(),
+            "--key",
+            &key.to_string_lossy(),
+            &format!("{base}{path}"),
+        ])
+    };
+    let module = curl_as("bob", &format!("/{HOST}/group/repo/@v/list"));
+    assert_eq!(module.status, 403, "{module:?}");
+    assert!(module.body.contains("bob may not read"), "{module:?}");
+    let page = curl_as("bob", &format!("/{HOST}/group/repo?go-get=1"));
+    assert_eq!(page.status, 403, "{page:?}");
+    let ok = curl_as("alice", &format!("/{HOST}/group/repo/@v/list"));
+    assert_eq!(
+        (ok.status, ok.body.as_str()),
+        (200, "v1.0.0\nv1.1.0\n"),
+        "{ok:?}"
+    );
+    // Every denial of bob's is in the audit log, with his certificate.
+    let text = std::fs::read_to_string(&audit).expect("audit");
+    let denials: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["identity"]["name"] == "bob" && r["decision"] == "deny")
+        .collect();
+    for kind in ["git", "list", "go-get"] {
+        assert!(
+            denials.iter().any(|r| r["kind"] == kind),
+            "no audited {kind} denial: {denials:#?}"
+        );
+    }
+}

@@ -410,14 +410,6 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
         return admission.refuse(Refusal::BadRequest("GOPROXY requests have no body".into()));
     }
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    // A request in absolute form (`GET http://git.corp.example/group/repo?go-get=1`, what a
-    // client configured with this gateway as its HTTP proxy sends) names the host it is for.
-    let absolute = head
-        .uri
-        .host()
-        .filter(|_| target.contains("go-get="))
-        .map(|h| format!("/{h}{target}"));
-    let target = absolute.as_deref().unwrap_or(target);
     let parsed = match gateway.parser.parse(target) {
         Ok(p) => p,
         Err(e) => return admission.refuse(Refusal::BadPath(e)),
