@@ -837,7 +837,7 @@ async fn expired_lists_are_served_stale_when_the_upstream_fails_or_dies() {
     let gw = Gw::start(
         &one_route(
             &relay.url(),
-            "{ mutable: 1s, not_found: 1s, stale_if_error: 1h }",
+            "{ mutable: 1s, not_found: 1s, stale_if_error: 1h, stale_while_revalidate: 0s }",
         ),
         &CacheSpec::new(cache_dir.path()),
     );
@@ -902,6 +902,69 @@ async fn expired_lists_are_served_stale_when_the_upstream_fails_or_dies() {
         gw.metric(r#"modgate_cache_requests_total{outcome="stale-if-error"}"#),
         4.0
     );
+}
+
+/// Stale-while-revalidate (issue 11): a list past its TTL is answered at once from the cache
+/// while one background refresh asks the upstream; the next request gets the refreshed list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_lists_are_served_at_once_while_one_refresh_runs() {
+    const SWR: &str = "example.com/swr";
+    let v1 = module(SWR, "v1.0.0");
+    let fixture = FixtureProxy::start(std::slice::from_ref(&v1))
+        .await
+        .expect("fixture");
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(
+        &one_route(
+            &fixture.url(),
+            "{ mutable: 1s, stale_while_revalidate: 1h }",
+        ),
+        &CacheSpec::new(cache_dir.path()),
+    );
+    let list = format!("/{SWR}/@v/list");
+    assert_eq!(gw.expect_body(&list, b"v1.0.0\n"), "miss");
+    assert_eq!(gets(&fixture, &list), 1);
+    fixture.add(&module(SWR, "v1.1.0")).expect("add");
+    std::thread::sleep(Duration::from_millis(1100));
+    // The upstream is slow now: the stale answer does not wait for it.
+    fixture.set_behaviour(&list, Behaviour::Delay(Duration::from_millis(500)));
+    let started = std::time::Instant::now();
+    assert_eq!(gw.expect_body(&list, b"v1.0.0\n"), "stale-updating");
+    let served_in = started.elapsed();
+    // One background refresh reaches the upstream.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gets(&fixture, &list) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background refresh"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Then the refreshed list is what everyone gets, from the cache.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = gw.get(&list);
+        if r.text() == "v1.0.0\nv1.1.0\n" {
+            assert_eq!(cache_header(&r), "hit");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never landed: {}",
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        gets(&fixture, &list),
+        2,
+        "one refresh, however many requests"
+    );
+    assert!(
+        served_in < Duration::from_millis(500),
+        "the stale answer waited for the upstream: {served_in:?}"
+    );
+    assert!(gw.metric(r#"modgate_cache_requests_total{outcome="stale-updating"}"#) >= 1.0);
 }
 
 const NEG: &str = "example.com/negative";
@@ -1259,7 +1322,7 @@ async fn an_any_error_step_is_tried_before_a_stale_answer() {
     let body = format!(
         "upstreams:\n  a: {{ url: \"{}\", read_timeout: 1s }}\n  b: {{ url: \"{}\", read_timeout: 1s }}\n\
          routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [{{ upstream: a, on: any-error }}, b], \
-         cache: {{ mutable: 1s }} }}\n",
+         cache: {{ mutable: 1s, stale_while_revalidate: 0s }} }}\n",
         a.url(),
         b.url()
     );

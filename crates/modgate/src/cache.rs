@@ -67,6 +67,8 @@ pub struct Ttls {
     pub not_found: Duration,
     /// How long past freshness a mutable answer is still served when the upstream fails.
     pub stale_if_error: Duration,
+    /// How long past freshness a mutable answer is served while one background refresh runs.
+    pub stale_while_revalidate: Duration,
     /// A checksum database's signed `latest` tree.
     pub sumdb_latest: Duration,
 }
@@ -77,6 +79,7 @@ impl Default for Ttls {
             mutable: Duration::from_secs(60),
             not_found: Duration::from_secs(30),
             stale_if_error: Duration::from_secs(24 * 3600),
+            stale_while_revalidate: Duration::from_secs(3600),
             sumdb_latest: Duration::from_secs(30),
         }
     }
@@ -90,6 +93,7 @@ pub struct RouteCache {
     pub mutable: Option<Duration>,
     pub not_found: Option<Duration>,
     pub stale_if_error: Option<Duration>,
+    pub stale_while_revalidate: Option<Duration>,
 }
 
 impl Default for RouteCache {
@@ -99,6 +103,7 @@ impl Default for RouteCache {
             mutable: None,
             not_found: None,
             stale_if_error: None,
+            stale_while_revalidate: None,
         }
     }
 }
@@ -116,6 +121,10 @@ pub struct CachePlan {
     pub not_found: Duration,
     /// How long past freshness a 200 may still be served when the upstream fails.
     pub stale_if_error: Duration,
+    /// How long past freshness a 200 is served while one background refresh runs (zero for
+    /// immutable answers and for answers kept per identity: a background refresh has no
+    /// identity to key them by).
+    pub stale_while_revalidate: Duration,
 }
 
 impl CachePlan {
@@ -131,6 +140,7 @@ impl CachePlan {
     /// Keeps the answer apart per identity (an upstream with `cache_scope: per-identity`):
     /// the identity, hashed, joins the namespace, so purging a module still finds every copy.
     pub fn per_identity(mut self, identity: &str) -> CachePlan {
+        self.stale_while_revalidate = Duration::ZERO;
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(identity.as_bytes());
         let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
@@ -168,6 +178,12 @@ impl CachePlan {
             } else {
                 r.stale_if_error.unwrap_or(ttl.stale_if_error)
             },
+            stale_while_revalidate: if req.is_immutable() {
+                Duration::ZERO
+            } else {
+                r.stale_while_revalidate
+                    .unwrap_or(ttl.stale_while_revalidate)
+            },
         })
     }
 
@@ -191,6 +207,11 @@ impl CachePlan {
                 Duration::ZERO
             } else {
                 ttl.stale_if_error
+            },
+            stale_while_revalidate: if fresh >= IMMUTABLE {
+                Duration::ZERO
+            } else {
+                ttl.stale_while_revalidate
             },
         })
     }
@@ -228,7 +249,12 @@ impl CachePlan {
         } else {
             0
         };
-        RespCacheable::Cacheable(CacheMeta::new(now + fresh, now, 0, sie, resp.clone()))
+        let swr = if resp.status.as_u16() == 200 {
+            u32::try_from(self.stale_while_revalidate.as_secs()).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        RespCacheable::Cacheable(CacheMeta::new(now + fresh, now, swr, sie, resp.clone()))
     }
 }
 

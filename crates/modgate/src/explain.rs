@@ -70,6 +70,7 @@ pub fn explain(
         ttl: &ttl,
         caching: true,
         listener: None,
+        refresh: false,
     };
     let identity = RequestIdentity {
         principal: principal.clone(),

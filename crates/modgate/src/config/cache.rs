@@ -94,6 +94,9 @@ pub struct TtlConfig {
     pub not_found: DurationValue,
     /// A mutable answer past its TTL is still served this long when the upstream fails.
     pub stale_if_error: DurationValue,
+    /// A mutable answer past its TTL is served at once for this long while one background
+    /// refresh asks the upstream (`0s`: every request after the TTL waits for the upstream).
+    pub stale_while_revalidate: DurationValue,
     /// A checksum database's signed `latest` tree.
     pub sumdb_latest: DurationValue,
 }
@@ -104,6 +107,7 @@ impl Default for TtlConfig {
             mutable: DurationValue(Duration::from_secs(60)),
             not_found: DurationValue(Duration::from_secs(30)),
             stale_if_error: DurationValue(Duration::from_secs(24 * 3600)),
+            stale_while_revalidate: DurationValue(Duration::from_secs(3600)),
             sumdb_latest: DurationValue(Duration::from_secs(30)),
         }
     }
@@ -116,6 +120,7 @@ impl TtlConfig {
             mutable: self.mutable.0,
             not_found: self.not_found.0,
             stale_if_error: self.stale_if_error.0,
+            stale_while_revalidate: self.stale_while_revalidate.0,
             sumdb_latest: self.sumdb_latest.0,
         }
     }
@@ -129,6 +134,7 @@ impl RouteCacheConfig {
             mutable: self.mutable.map(|d| d.0),
             not_found: self.not_found.map(|d| d.0),
             stale_if_error: self.stale_if_error.map(|d| d.0),
+            stale_while_revalidate: self.stale_while_revalidate.map(|d| d.0),
         }
     }
 }
@@ -143,6 +149,7 @@ pub struct RouteCacheConfig {
     pub mutable: Option<DurationValue>,
     pub not_found: Option<DurationValue>,
     pub stale_if_error: Option<DurationValue>,
+    pub stale_while_revalidate: Option<DurationValue>,
 }
 
 fn yes() -> bool {

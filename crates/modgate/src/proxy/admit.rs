@@ -40,6 +40,9 @@ pub struct Scope<'a> {
     /// The listener the request came in on; `None` for `modgate explain`, which asks about a
     /// module request as such (no listener requirement, no admin endpoint).
     pub listener: Option<&'a ListenerRuntime>,
+    /// A background refresh of a cached answer (stale-while-revalidate), made by the gateway
+    /// for a request that was itself admitted: it carries no identity and is not decided again.
+    pub refresh: bool,
 }
 
 /// The request as received: its head and the address of the connection's peer.
@@ -275,6 +278,16 @@ impl Admission {
     }
 }
 
+/// The decision of a background refresh: the request that caused it was admitted.
+fn refresh_decision() -> Decision {
+    Decision {
+        effect: modgate_policy::Effect::Allow,
+        roles: Vec::new(),
+        rule: "refresh".into(),
+        reason: "background refresh of a cached answer for an admitted request".into(),
+    }
+}
+
 /// What a request names, for a denial: `module@version (.kind)`, or the module's `list` /
 /// `@latest`.
 pub fn describe(req: &ModuleRequest) -> String {
@@ -376,7 +389,7 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
         cache_plan: None,
         ledger_key: None,
     });
-    if let Some(l) = scope.listener {
+    if let Some(l) = scope.listener.filter(|_| !scope.refresh) {
         if l.require_identity && anonymous {
             return admission.refuse(Refusal::IdentityRequired);
         }
@@ -471,7 +484,7 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             // module (rules for that module apply), `latest` and tiles about no module (only
             // rules whose pattern matches every path, e.g. `prefix: ""`, apply). A rule may
             // name them with `kinds: [sumdb]`.
-            if gateway.access_configured {
+            if gateway.access_configured && !scope.refresh {
                 let (module, version) = match &s.endpoint {
                     SumdbEndpoint::Lookup { module, version } => {
                         (module.as_str(), Some(version.as_str()))
@@ -527,7 +540,11 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
                 route: &route.name,
                 private_route: route.private,
             };
-            let decision = gateway.access.decide(&identity.principal, &access);
+            let decision = if scope.refresh {
+                refresh_decision()
+            } else {
+                gateway.access.decide(&identity.principal, &access)
+            };
             let mut attributed = identity.clone();
             identity::attribute(&mut attributed, &decision, |p| {
                 gateway.access.decide(p, &access)

@@ -393,6 +393,24 @@ impl ProxyHttp for GatewayProxy {
         // answered in order on the same connection, instead of being dropped with the
         // connection (HTTP/2 and TLS-less h2c ignore this).
         session.as_downstream_mut().set_pipelining_enabled(true);
+        if session.subrequest_ctx.is_some() {
+            // Pingora's background refresh of a stale cached answer (stale-while-revalidate),
+            // for a request admitted a moment ago: no identity to resolve, nothing to decide
+            // again, nothing a client sees, no audit record (the request it serves has one).
+            let scope = Scope {
+                gateway: &ctx.model.gateway,
+                ttl: &ctx.model.ttl,
+                caching: self.cache.is_some(),
+                listener: Some(&ctx.listener),
+                refresh: true,
+            };
+            let inbound = Inbound {
+                head: session.req_header(),
+                peer: None,
+            };
+            let admission = admit::admit(&scope, &inbound, &ctx.identity);
+            return self.apply(session, ctx, admission).await;
+        }
         // A connection whose client certificate is missing (where required), unreadable or
         // not accepted is refused whatever it asks for, health and metrics included.
         let tls = ctx.listener.tls.as_deref();
@@ -425,6 +443,7 @@ impl ProxyHttp for GatewayProxy {
                         ttl: &ctx.model.ttl,
                         caching: self.cache.is_some(),
                         listener: Some(&ctx.listener),
+                        refresh: false,
                     };
                     let peer = session
                         .client_addr()
@@ -493,9 +512,15 @@ impl ProxyHttp for GatewayProxy {
         // answers (list, @latest): an exact version is never stale.
         // A chain step that may fall through (`any-error`) gets its chance first: the next
         // upstream is asked before a stale answer is.
-        let serve = error.is_some()
-            && !ctx.cursor.has_next(ctx.chain())
-            && ctx.cache_plan.as_ref().is_some_and(|p| !p.immutable());
+        let Some(plan) = ctx.cache_plan.as_ref().filter(|p| !p.immutable()) else {
+            return false;
+        };
+        if error.is_none() {
+            // Stale-while-revalidate (Pingora has checked the answer's window): the stale answer
+            // now, one background refresh for everyone.
+            return !plan.stale_while_revalidate.is_zero();
+        }
+        let serve = !ctx.cursor.has_next(ctx.chain());
         if serve {
             ctx.served_stale = true;
             metrics::stale_served();

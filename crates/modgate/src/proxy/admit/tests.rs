@@ -104,6 +104,7 @@ fn run(
         ttl: &w.ttl,
         caching: true,
         listener,
+        refresh: false,
     };
     let peer: IpAddr = peer.parse().expect("ip");
     admit(
@@ -375,6 +376,7 @@ fn without_a_cache_there_is_no_plan_and_no_ledger_key() {
         ttl: &w.ttl,
         caching: false,
         listener: Some(&w.plain),
+        refresh: false,
     };
     let h = head("GET", "/example.com/pub/@v/v1.0.0.zip", &[]);
     let a = admit(
@@ -544,6 +546,85 @@ fn the_admin_endpoint_is_local_role_bound_and_validated() {
     let a = purge("POST", "?target=x", &[], "10.0.0.1", &root);
     assert_eq!(refusal(&a).status(), 405);
     assert!(refusal(&a).message().contains("GOPROXY"));
+}
+
+#[test]
+fn a_background_refresh_is_not_decided_again() {
+    let w = world();
+    // A module alice may read: refreshed without an identity, and still forwarded with the
+    // same cache plan (the key carries no identity).
+    let h = head("GET", "/corp.example.com/open/@v/list", &[]);
+    let scope = Scope {
+        gateway: &w.gateway,
+        ttl: &w.ttl,
+        caching: true,
+        listener: Some(&w.strict),
+        refresh: true,
+    };
+    let a = admit(
+        &scope,
+        &Inbound {
+            head: &h,
+            peer: None,
+        },
+        &anonymous(),
+    );
+    match &a.verdict {
+        Verdict::Forward {
+            cache_plan: Some(p),
+            ..
+        } => assert_eq!(p.primary(), "route:corp|/corp.example.com/open/@v/list"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        a.decision.as_ref().map(|d| d.rule.as_str()),
+        Some("refresh")
+    );
+    // Not a request a client can make: the same request without the flag is refused.
+    let scope = Scope {
+        refresh: false,
+        ..scope
+    };
+    assert!(admit(
+        &scope,
+        &Inbound {
+            head: &h,
+            peer: None
+        },
+        &anonymous()
+    )
+    .is_refused());
+}
+
+#[test]
+fn stale_while_revalidate_only_for_shared_mutable_answers() {
+    let w = world();
+    let alice = user("alice");
+    let plan = |target: &str| match run(
+        &w,
+        Some(&w.plain),
+        &head("GET", target, &[]),
+        "10.0.0.1",
+        &alice,
+    )
+    .verdict
+    {
+        Verdict::Forward {
+            cache_plan: Some(p),
+            ..
+        } => p,
+        other => panic!("{other:?}"),
+    };
+    assert!(!plan("/example.com/pub/@v/list")
+        .stale_while_revalidate
+        .is_zero());
+    assert!(plan("/example.com/pub/@v/v1.0.0.zip")
+        .stale_while_revalidate
+        .is_zero());
+    // Kept per identity: a background refresh has no identity to key it by.
+    assert!(plan("/team.example.com/x/@v/list")
+        .stale_while_revalidate
+        .is_zero());
 }
 
 #[test]
