@@ -193,6 +193,9 @@ pub struct ServerSettings {
     pub upgrade_sock: String,
     /// Idle upstream connections kept per worker thread.
     pub upstream_pool_size: usize,
+    /// Most threads of each listener's blocking pool (disk cache reads and writes, password
+    /// hashes, git): a burst of large downloads queues instead of growing memory with threads.
+    pub max_blocking_threads: usize,
     /// Where `kind: git` upstreams keep their bare mirrors (default: `git/` in the cache
     /// directory, else a private per-instance directory).
     pub git_dir: Option<cache::PathValue>,
@@ -215,6 +218,7 @@ impl Default for ServerSettings {
             pid_file: String::new(),
             upgrade_sock: String::new(),
             upstream_pool_size: 128,
+            max_blocking_threads: 16,
             git_dir: None,
             git_config: None,
             public_url: None,
