@@ -271,16 +271,23 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
                 &s.shutdown_timeout,
                 &s.pid_file,
                 &s.upgrade_sock,
-                s.upstream_pool_size
+                s.upstream_pool_size,
+                s.max_blocking_threads,
+                s.git_dir.as_ref().map(|p| &p.0),
+                s.git_config.as_ref().map(|p| &p.0),
             )
         )
     };
     if process(&old.server) != process(&new.server) {
         upgrade.push(
             "server: process settings (threads, pid_file, upgrade_sock, grace_period, \
-             shutdown_timeout, upstream_pool_size) changed"
+             shutdown_timeout, upstream_pool_size, max_blocking_threads, git_dir, git_config) \
+             changed"
                 .to_string(),
         );
+    }
+    if old.server.public_url != new.server.public_url {
+        live.push("server.public_url changed".to_string());
     }
     fn listeners(c: &GatewayConfig) -> BTreeMap<String, &ListenerConfig> {
         c.listeners.iter().map(|l| (l.name.0.clone(), l)).collect()
