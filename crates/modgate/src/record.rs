@@ -32,6 +32,8 @@ impl Trace {
 /// The audit log and the span exporter.
 pub struct Recorder {
     pub audit: AuditLog,
+    /// The audit log writes somewhere (not `output: off`).
+    audit_on: bool,
     telemetry: Option<Telemetry>,
     stopped: AtomicBool,
 }
@@ -40,6 +42,7 @@ impl Recorder {
     /// Opens the audit sink and starts the span exporter (a collector that is down does not
     /// stop modgate: spans are counted as dropped).
     pub fn start(sink: AuditSinkConfig, otel: OtelConfig) -> anyhow::Result<Recorder> {
+        let audit_on = !matches!(sink, AuditSinkConfig::Off);
         let audit = AuditLog::start(sink).map_err(|e| anyhow::anyhow!("audit: {e}"))?;
         let telemetry = Telemetry::start(otel).map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
         if telemetry.is_none() {
@@ -47,6 +50,7 @@ impl Recorder {
         }
         Ok(Recorder {
             audit,
+            audit_on,
             telemetry,
             stopped: AtomicBool::new(false),
         })
@@ -77,6 +81,12 @@ impl Recorder {
             span,
             upstream_traceparent,
         }
+    }
+
+    /// Whether a finished request's record goes anywhere (an audit log or spans): with both
+    /// off, the record is not even built.
+    pub fn wants_records(&self) -> bool {
+        self.audit_on || self.telemetry.is_some()
     }
 
     /// Writes the audit record and, for a refusal, the deny span.

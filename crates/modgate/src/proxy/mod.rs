@@ -862,7 +862,9 @@ impl ProxyHttp for GatewayProxy {
             .unwrap_or_default();
         let req = session.req_header();
         let error = e.map(short_error);
-        if crate::logging::json() {
+        // With the access line filtered out (log.level warn, RUST_LOG), it is not formatted.
+        let access = log::log_enabled!(target: crate::logging::ACCESS, log::Level::Info);
+        if access && crate::logging::json() {
             let line = serde_json::json!({
                 "listener": ctx.listener.name,
                 "client": client,
@@ -878,7 +880,7 @@ impl ProxyHttp for GatewayProxy {
                 "error": error,
             });
             log::info!(target: crate::logging::ACCESS, "{line}");
-        } else {
+        } else if access {
             log::info!(
                 target: crate::logging::ACCESS,
                 "{} {} {} {} {} {:?} {} route={} upstreams=[{}] {}ms{}{}",
@@ -904,7 +906,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(outcome) = cache {
             metrics::cache_looked_up(outcome.as_str());
         }
-        if ctx.record.enabled {
+        if ctx.record.enabled && ctx.model.recorder.wants_records() {
             let trace = ctx.trace.take();
             let finished = Finished {
                 listener: &ctx.listener.name,
