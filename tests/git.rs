@@ -345,6 +345,15 @@ fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
     build.expect_ok("go build");
     assert!(work.join("app").exists());
 
+    // The mirrors hold private repositories: only the gateway's user may enter.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("mirrors"))
+            .expect("mirrors")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    }
     // The host saw only the gateway's credential, and the gateway never logged it.
     let seen = host.requests();
     assert!(!seen.is_empty());

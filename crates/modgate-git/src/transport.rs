@@ -136,8 +136,13 @@ pub(crate) fn credential_config(
     url: &str,
     credential: Option<&Credential>,
 ) -> Vec<(String, String)> {
-    // Never let git ask anyone or anything else for credentials.
-    let mut pairs = vec![("credential.helper".to_owned(), String::new())];
+    // Never let git ask anyone or anything else for credentials, and never follow a
+    // redirect: git matches `http.<url>.*` once, against the URL it was given, and then sends
+    // the header to wherever a redirect moved the repository.
+    let mut pairs = vec![
+        ("credential.helper".to_owned(), String::new()),
+        ("http.followRedirects".to_owned(), "false".to_owned()),
+    ];
     let scope = url_scope(url);
     match credential {
         None => {}

@@ -89,6 +89,9 @@ pub fn parse_git_request(path: &str, query: Option<&str>) -> Option<GitRequest> 
         return None;
     }
     let import_path = repo.strip_suffix(".git").unwrap_or(repo).to_string();
+    // A repository is named by a module path (Go's rules: no `;`, `\`, `@`, `:`, no element
+    // ending in a dot, ...): a Git host's server may read anything else its own way.
+    crate::escape::check_path(&import_path).ok()?;
     Some(GitRequest {
         repo: repo.to_string(),
         import_path,
@@ -150,6 +153,10 @@ mod tests {
             ("/h.example/%2e%2e/git-upload-pack", None),
             ("h.example/r.git/git-upload-pack", None),
             ("/h.example/r.git/objects/info/packs", None),
+            ("/h.example/secret;a/x.git/git-upload-pack", None),
+            ("/h.example/x\\..\\y/r.git/git-upload-pack", None),
+            ("/h.example/x@y:z/r.git/git-upload-pack", None),
+            ("/h.example/secret./x.git/git-upload-pack", None),
         ] {
             assert_eq!(parse_git_request(path, query), None, "{path} {query:?}");
         }

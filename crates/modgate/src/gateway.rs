@@ -138,6 +138,10 @@ fn git_upstreams(
             c.private,
             what("it serves private modules: set private: true")
         );
+        anyhow::ensure!(
+            c.forward_identity.is_none(),
+            what("forward_identity: a Git host is not told who asked (the gateway asks it)")
+        );
         let module = c.module.as_deref().ok_or_else(|| {
             anyhow::anyhow!(what(
                 "module: the repository root's import path template is required"

@@ -229,8 +229,8 @@ impl GitOrigin {
             return Answer::error(
                 404,
                 format!(
-                    "{}: not a module of git upstream {} (its repositories are {:?})",
-                    parsed.module, up.name, up.repo
+                    "{}: not a module of git upstream {}",
+                    parsed.module, up.name
                 ),
             );
         };

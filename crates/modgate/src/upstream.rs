@@ -164,6 +164,13 @@ impl Upstream {
         self
     }
 
+    /// Whether the server behind this upstream names repositories or projects without regard
+    /// to case (Git hosts, GitLab's per-project proxy): access decisions for its modules must
+    /// hold for the lower-cased spelling too.
+    pub fn folds_case(&self) -> bool {
+        self.origin.is_some() || self.template.is_some()
+    }
+
     /// The gateway's own `Authorization` value for this upstream.
     pub fn credential(&self) -> Option<&str> {
         self.credential.as_deref()

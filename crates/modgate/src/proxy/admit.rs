@@ -288,6 +288,35 @@ fn refresh_decision() -> Decision {
     }
 }
 
+/// The access decision for a module path on `route`. When the route reaches a server that
+/// names repositories without regard to case (a Git host), another spelling of a denied path
+/// must not get through: the lower-cased spelling is decided too, and its denial wins.
+fn decide_access(
+    gateway: &Gateway,
+    identity: &RequestIdentity,
+    route: &modgate_policy::Route<crate::upstream::Chain>,
+    access: &AccessRequest,
+) -> Decision {
+    let decision = gateway.access.decide(&identity.principal, access);
+    let folds = route.target.steps.iter().any(|s| s.upstream.folds_case());
+    if !folds || !decision.is_allowed() || !access.module.chars().any(|c| c.is_ascii_uppercase()) {
+        return decision;
+    }
+    let lower = access.module.to_ascii_lowercase();
+    let folded = gateway.access.decide(
+        &identity.principal,
+        &AccessRequest {
+            module: &lower,
+            ..*access
+        },
+    );
+    if folded.is_allowed() {
+        decision
+    } else {
+        folded
+    }
+}
+
 /// What a request names, for a denial: `module@version (.kind)`, or the module's `list` /
 /// `@latest`.
 pub fn describe(req: &ModuleRequest) -> String {
@@ -442,7 +471,12 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
                 .get(http::header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
-                .filter(|h| !first.contains('.') && h.contains('.'));
+                .filter(|h| {
+                    !first.contains('.')
+                        && h.contains('.')
+                        && h.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+                });
             let import_path = match host {
                 Some(h) => format!("{h}/{import_path}"),
                 None => import_path,
@@ -543,7 +577,7 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             let decision = if scope.refresh {
                 refresh_decision()
             } else {
-                gateway.access.decide(&identity.principal, &access)
+                decide_access(gateway, identity, route, &access)
             };
             let mut attributed = identity.clone();
             identity::attribute(&mut attributed, &decision, |p| {
@@ -623,8 +657,10 @@ fn admit_git(
     let Some((git, captures)) = found else {
         return admission.refuse(not_here("not the root of a git upstream's repository"));
     };
-    let decision = gateway.access.decide(
-        &identity.principal,
+    let decision = decide_access(
+        gateway,
+        identity,
+        m.route,
         &AccessRequest {
             module: &g.import_path,
             kind: RequestKind::Git,
@@ -645,10 +681,9 @@ fn admit_git(
     ) else {
         return admission.refuse(not_here("its git upstream has no host"));
     };
-    let repo_path = url
-        .parse::<http::Uri>()
-        .map(|u| u.path().to_string())
-        .unwrap_or_default();
+    let Ok(repo_path) = url.parse::<http::Uri>().map(|u| u.path().to_string()) else {
+        return admission.refuse(not_here("its repository URL does not parse"));
+    };
     let base = host.url.path.as_str();
     let relative = repo_path.strip_prefix(base).unwrap_or(&repo_path);
     admission.verdict = Verdict::Git {
@@ -684,8 +719,10 @@ fn go_get(
     let Some(root) = root else {
         return admission.refuse(not_served("not in a repository of a git upstream"));
     };
-    let decision = gateway.access.decide(
-        &identity.principal,
+    let decision = decide_access(
+        gateway,
+        identity,
+        m.route,
         &AccessRequest {
             module: import_path,
             kind: RequestKind::GoGet,
@@ -715,6 +752,18 @@ fn go_get(
                         .map(str::to_string)
                 })
                 .unwrap_or_default();
+            // Named in the page only if it is a host name (and port): never anything else a
+            // client wrote there.
+            let plain_host = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !plain_host {
+                return admission.refuse(Refusal::BadRequest(
+                    "?go-get=1: the request's Host is not a host name (or set server.public_url)"
+                        .into(),
+                ));
+            }
             let tls = scope.listener.is_some_and(|l| l.tls.is_some());
             format!("{}://{host}", if tls { "https" } else { "http" })
         }

@@ -652,7 +652,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        let outcome = Outcome::of_status(status, ctx.guard.exact());
+        // An exact version, and git smart HTTP, are accepted only as a 200 (a Git host's
+        // redirect would send the client to another host, with its address).
+        let outcome = Outcome::of_status(status, ctx.guard.exact() || ctx.git);
         match outcome {
             Outcome::Answered(_) => {
                 self.settle(ctx, outcome);

@@ -316,6 +316,19 @@ fn add_git_origin(server: &mut Server, live: Arc<Live>, config: &GatewayConfig) 
         .unwrap_or_else(|| {
             std::path::PathBuf::from(format!("{}.mirrors", config.git_origin_sock()))
         });
+    // The mirrors hold private repositories fetched with the gateway's credential: only this
+    // user may enter the directory.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let made = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir);
+        let private = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        if let Err(e) = made.and(private) {
+            log::warn!("git mirrors {}: cannot make it private: {e}", dir.display());
+        }
+    }
     let options = modgate_git::GitOptions {
         global_config: config.server.git_config.as_ref().map(|p| p.0.clone()),
         ..modgate_git::GitOptions::default()

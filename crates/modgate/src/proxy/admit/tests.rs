@@ -839,3 +839,118 @@ fn anonymous_401s_tell_the_go_command_what_its_netrc_needs() {
     let a = run(&w, Some(&w.strict), &h, "10.0.0.1", &anonymous());
     assert_eq!(refusal(&a).message(), REQUIRED);
 }
+
+/// A gateway with a git upstream (Git hosts resolve repository names case-insensitively, and
+/// some servers read `;` or `\` in paths their own way).
+fn git_world() -> World {
+    let text = r#"
+listeners:
+  - { name: plain, address: "127.0.0.1:7070" }
+upstreams:
+  corp-git:
+    kind: git
+    url: "https://git.corp.example"
+    module: "git.corp.example/{group}/{repo}"
+    repo: "{group}/{repo}.git"
+    private: true
+routes:
+  - { name: git, match: { prefix: git.corp.example }, chain: [corp-git], private: true }
+access:
+  default: deny
+  roles:
+    - name: devs
+      members: [ { user: alice } ]
+      rules:
+        - { id: git-secret, deny: { prefix: git.corp.example/secret } }
+        - { id: git-read, allow: { prefix: git.corp.example } }
+"#;
+    let config = config::parse(text, "test.yaml", Path::new("/tmp")).expect("config");
+    let gateway = Gateway::new(&config).expect("gateway");
+    let l = config.listeners.iter().next().expect("listener");
+    World {
+        gateway,
+        ttl: Ttls::default(),
+        plain: listener_runtime(l, &[], None),
+        strict: listener_runtime(l, &[], None),
+    }
+}
+
+#[test]
+fn other_spellings_of_a_denied_repository_are_denied_too() {
+    let w = git_world();
+    let alice = user("alice");
+    for (method, target) in [
+        // The module proxy protocol: `!s!e!c!r!e!t` is `SECRET`.
+        ("GET", "/git.corp.example/!s!e!c!r!e!t/x/@v/list"),
+        ("GET", "/git.corp.example/!secret/x/@v/v1.0.0.zip"),
+        // git smart HTTP, and ?go-get=1.
+        (
+            "GET",
+            "/git.corp.example/SECRET/x.git/info/refs?service=git-upload-pack",
+        ),
+        ("POST", "/git.corp.example/Secret/x/git-upload-pack"),
+        ("GET", "/git.corp.example/SECRET/x?go-get=1"),
+    ] {
+        let h = head(method, target, &[]);
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+        let r = refusal(&a);
+        assert_eq!(r.status(), 403, "{target}: {r:?}");
+        assert!(
+            r.message().contains("git-secret"),
+            "{target}: {}",
+            r.message()
+        );
+    }
+    // The allowed spelling still works.
+    let h = head(
+        "GET",
+        "/git.corp.example/open/x.git/info/refs?service=git-upload-pack",
+        &[],
+    );
+    assert!(!run(&w, Some(&w.plain), &h, "10.0.0.1", &alice).is_refused());
+}
+
+#[test]
+fn git_paths_that_are_not_module_paths_are_not_forwarded() {
+    let w = git_world();
+    let alice = user("alice");
+    for target in [
+        "/git.corp.example/secret;a/x.git/info/refs?service=git-upload-pack",
+        "/git.corp.example/team/x\\..\\..\\secret\\x.git/info/refs?service=git-upload-pack",
+        "/git.corp.example/x@y:z/r.git/info/refs?service=git-upload-pack",
+        "/git.corp.example/secret./x.git/info/refs?service=git-upload-pack",
+    ] {
+        let h = head("GET", target, &[]);
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+        assert!(
+            !matches!(a.verdict, Verdict::Git { .. }),
+            "{target} forwarded: {:?}",
+            a.verdict
+        );
+    }
+}
+
+#[test]
+fn a_go_get_page_names_only_a_real_host() {
+    let w = git_world();
+    let alice = user("alice");
+    let page = |host: &str| {
+        let h = head(
+            "GET",
+            "/git.corp.example/open/x?go-get=1",
+            &[("Host", host)],
+        );
+        run(&w, Some(&w.plain), &h, "10.0.0.1", &alice).verdict
+    };
+    match page("modgate.corp.example:8443") {
+        Verdict::Answer(Local::GoImport { root, proxy }) => {
+            assert_eq!(root, "git.corp.example/open/x");
+            assert_eq!(proxy, "http://modgate.corp.example:8443");
+        }
+        other => panic!("{other:?}"),
+    }
+    match page("h.example  mod https://evil.example/x") {
+        Verdict::Refuse(r) => assert_eq!(r.status(), 400, "{r:?}"),
+        other => panic!("{other:?}"),
+    }
+}
