@@ -1538,6 +1538,9 @@ async fn audit_lines_record_every_decision_and_survive_rotation() {
         let headers: &[(&str, &str)] = if i == 0 { &[("traceparent", &tp)] } else { &[] };
         let r = w.get_with(who, path, headers);
         assert_eq!(r.status, *status, "{path}: {}", r.text());
+        // Records are written in batches per worker thread, ordered per request, not across
+        // requests: wait for this one before the next, so the file follows the sequence.
+        wait_for_lines(&audit, i + 1, &w.gateway);
     }
     assert_eq!(w.get(&ALICE, "/healthz").status, 200);
 

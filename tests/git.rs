@@ -772,16 +772,26 @@ access:
         "{ok:?}"
     );
     // Every denial of bob's is in the audit log, with his certificate.
-    let text = std::fs::read_to_string(&audit).expect("audit");
-    let denials: Vec<serde_json::Value> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["identity"]["name"] == "bob" && r["decision"] == "deny")
-        .collect();
-    for kind in ["git", "list", "go-get"] {
+    // The audit log is written in batches: wait (bounded) for the three denials to land.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        let denials: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["identity"]["name"] == "bob" && r["decision"] == "deny")
+            .collect();
+        let missing: Vec<&str> = ["git", "list", "go-get"]
+            .into_iter()
+            .filter(|kind| !denials.iter().any(|r| r["kind"] == *kind))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            denials.iter().any(|r| r["kind"] == kind),
-            "no audited {kind} denial: {denials:#?}"
+            std::time::Instant::now() < deadline,
+            "no audited {missing:?} denial: {denials:#?}"
         );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -297,30 +297,31 @@ pub fn validate_glob_list(globs: &str) -> Result<(), BadPattern> {
 /// elements of `target`; a target with fewer elements does not match it.
 /// Malformed globs never match.
 pub fn match_prefix_patterns(globs: &str, target: &str) -> bool {
-    for glob in glob_elements(globs) {
-        // A glob with N+1 path elements (N slashes) needs to be matched
-        // against the first N+1 path elements of target, which end just
-        // before the N+1'th slash.
-        let mut n = glob.bytes().filter(|&b| b == b'/').count();
-        let mut prefix = target;
-        for (i, b) in target.bytes().enumerate() {
-            if b == b'/' {
-                if n == 0 {
-                    prefix = &target[..i];
-                    break;
-                }
-                n -= 1;
+    glob_elements(globs).any(|glob| match_prefix_pattern(glob, target))
+}
+
+/// One element of [`match_prefix_patterns`]: whether the glob `glob` (already trimmed of its
+/// trailing `/`) matches a path prefix of `target`.
+pub(crate) fn match_prefix_pattern(glob: &str, target: &str) -> bool {
+    // A glob with N+1 path elements (N slashes) needs to be matched
+    // against the first N+1 path elements of target, which end just
+    // before the N+1'th slash.
+    let mut n = glob.bytes().filter(|&b| b == b'/').count();
+    let mut prefix = target;
+    for (i, b) in target.bytes().enumerate() {
+        if b == b'/' {
+            if n == 0 {
+                prefix = &target[..i];
+                break;
             }
-        }
-        if n > 0 {
-            // Not enough prefix elements.
-            continue;
-        }
-        if path_match(glob, prefix) == Ok(true) {
-            return true;
+            n -= 1;
         }
     }
-    false
+    if n > 0 {
+        // Not enough prefix elements.
+        return false;
+    }
+    path_match(glob, prefix) == Ok(true)
 }
 
 #[cfg(test)]

@@ -11,9 +11,12 @@
 #![warn(missing_docs)]
 
 pub mod glob;
+mod index;
 pub mod pattern;
 pub mod rbac;
 pub mod route;
+#[cfg(test)]
+mod test_strategies;
 
 pub use glob::{match_prefix_patterns, path_match, validate_glob_list, BadPattern};
 pub use pattern::{Pattern, PatternError, REGEX_SIZE_LIMIT};

@@ -105,6 +105,10 @@ use thiserror::Error;
 use crate::glob::path_match;
 use crate::pattern::Pattern;
 
+mod compiled;
+
+use compiled::{Compiled, Decisive};
+
 /// Rule id reported when no rule applies and the route is public.
 pub const DEFAULT_RULE: &str = "default";
 
@@ -808,9 +812,11 @@ impl VersionRange {
     /// every constraint. Queries, shorthand versions and other build
     /// metadata never match.
     pub fn contains(&self, version: &str) -> bool {
-        if canonical_version(version).as_deref() != Some(version) {
-            return false;
-        }
+        canonical_version(version).as_deref() == Some(version) && self.contains_canonical(version)
+    }
+
+    /// [`VersionRange::contains`] for a version already known to be canonical.
+    fn contains_canonical(&self, version: &str) -> bool {
         self.constraints
             .iter()
             .all(|c| c.op.accepts(compare_semver(version, &c.version)))
@@ -1036,6 +1042,8 @@ pub struct AccessPolicy {
     roles: Vec<Role>,
     default_public: Effect,
     default_private: Effect,
+    /// Indexes over `roles`' bindings and rules, built once with the policy.
+    compiled: Compiled,
 }
 
 impl AccessPolicy {
@@ -1062,10 +1070,12 @@ impl AccessPolicy {
             validate_bindings(role)?;
             validate_rules(role, &mut rule_ids)?;
         }
+        let compiled = Compiled::new(&roles);
         Ok(AccessPolicy {
             roles,
             default_public,
             default_private: Effect::Deny,
+            compiled,
         })
     }
 
@@ -1076,6 +1086,7 @@ impl AccessPolicy {
             roles: Vec::new(),
             default_public: Effect::Allow,
             default_private: Effect::Allow,
+            compiled: Compiled::default(),
         }
     }
 
@@ -1097,14 +1108,41 @@ impl AccessPolicy {
 
     /// The roles whose bindings match the principal, in policy order.
     pub fn roles_for(&self, p: &Principal) -> Vec<&Role> {
-        self.held_roles(p)
+        self.compiled
+            .held(&self.roles, p)
             .into_iter()
-            .map(|(role, _)| role)
+            .filter_map(|(role, _)| self.roles.get(role))
             .collect()
     }
 
     /// Decides whether the principal may make the request.
+    ///
+    /// Goes through the policy's indexes: only the bindings that can match
+    /// the principal and the rules that can apply to the module are tried.
+    /// The answer is the one [`AccessPolicy::explain`] reports, which tries
+    /// every binding and rule of the held roles in order.
     pub fn decide(&self, p: &Principal, req: &AccessRequest<'_>) -> Decision {
+        let held: Vec<usize> = self
+            .compiled
+            .held(&self.roles, p)
+            .into_iter()
+            .map(|(role, _)| role)
+            .collect();
+        let names = held
+            .iter()
+            .filter_map(|&r| self.roles.get(r))
+            .map(|role| role.name.clone())
+            .collect();
+        match self.compiled.decisive(&self.roles, &held, req) {
+            Decisive::Rule(role, rule) => by_rule(names, role, rule),
+            Decisive::None => self.fallback(names, req),
+        }
+    }
+
+    /// [`AccessPolicy::decide`] by trying every binding and rule in order:
+    /// the reference the compiled decision is tested against.
+    #[cfg(test)]
+    fn decide_linear(&self, p: &Principal, req: &AccessRequest<'_>) -> Decision {
         self.decision(&self.held_roles(p), req)
     }
 

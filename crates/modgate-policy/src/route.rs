@@ -1,10 +1,16 @@
 //! The ordered route table: maps a decoded module path to the first route
 //! whose pattern matches it, and finds routes that can never match.
+//!
+//! Lookups go through a [`PathIndex`] compiled when the table is built (a trie
+//! of element prefixes, globs filed under their literal leading elements), so
+//! their cost does not grow with the number of routes; the answer is the one a
+//! scan of the routes in order gives (the property tests below compare them).
 
 use std::collections::HashMap;
 
 use thiserror::Error;
 
+use crate::index::{PathIndex, Slot};
 use crate::pattern::{prefix_matches, Pattern};
 
 /// One named route: module paths matching `pattern` are served by `target`.
@@ -68,6 +74,8 @@ impl<T> Copy for RouteMatch<'_, T> {}
 #[derive(Debug, Clone)]
 pub struct RouteTable<T> {
     routes: Vec<Route<T>>,
+    /// Every route's pattern, filed under the route's index.
+    index: PathIndex,
 }
 
 impl<T> RouteTable<T> {
@@ -87,12 +95,29 @@ impl<T> RouteTable<T> {
             }
             seen.insert(&route.name, index);
         }
-        Ok(RouteTable { routes })
+        let index = PathIndex::new(
+            routes
+                .iter()
+                .enumerate()
+                .map(|(i, route)| (Slot::try_from(i).unwrap_or(Slot::MAX), &route.pattern)),
+        );
+        Ok(RouteTable { routes, index })
     }
 
     /// The first route whose pattern matches the decoded module path, or
     /// `None` when no route matches.
     pub fn lookup(&self, module: &str) -> Option<RouteMatch<'_, T>> {
+        let [slot] = self.index.query::<1>(module, |_| Some(0));
+        let index = usize::try_from(slot?).ok()?;
+        self.routes
+            .get(index)
+            .map(|route| RouteMatch { index, route })
+    }
+
+    /// [`RouteTable::lookup`] by trying every route in order: the reference
+    /// the compiled lookup is tested against.
+    #[cfg(test)]
+    fn lookup_linear(&self, module: &str) -> Option<RouteMatch<'_, T>> {
         self.routes
             .iter()
             .enumerate()
@@ -163,6 +188,8 @@ fn covers(earlier: &Pattern, later: &Pattern) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_strategies::{module, pattern};
+    use proptest::prelude::*;
 
     fn route(name: &str, pattern: Pattern) -> Route<u32> {
         Route {
@@ -289,5 +316,65 @@ mod tests {
         ])
         .unwrap();
         assert!(t.shadowed_routes().is_empty());
+    }
+
+    #[test]
+    fn compiled_lookup_corner_cases() {
+        let t = RouteTable::new(vec![
+            route("star-host", Pattern::glob("*.corp.example.com").unwrap()),
+            route("class-slash", Pattern::Glob("a[/]b".into())),
+            route("escaped-slash", Pattern::glob("x/a\\/b").unwrap()),
+            route("alt", Pattern::regex("corp\\.example\\.com/a|b").unwrap()),
+            route("opt", Pattern::regex("corp\\.example\\.com/ab?").unwrap()),
+            route("raw-prefix", Pattern::Prefix("q//".into())),
+            route("comment", Pattern::regex("z/y(?x)#(\n|zz#)\n").unwrap()),
+            route("corp", prefix("corp.example.com")),
+        ])
+        .unwrap();
+        for (module, want) in [
+            ("git.corp.example.com/x", Some(0)),
+            ("corp.example.com", Some(7)),
+            ("a/b", Some(1)),
+            ("x/a/b/c", Some(2)),
+            ("b", Some(3)),
+            ("corp.example.com/a", Some(3)),
+            ("corp.example.com/ab", Some(4)),
+            ("q/", Some(5)),
+            ("q//x", Some(5)),
+            ("q/x", None),
+            ("zz", Some(6)),
+            ("z/y", Some(6)),
+            ("", None),
+        ] {
+            assert_eq!(t.lookup(module).map(|m| m.index), want, "{module:?}");
+            assert_eq!(t.lookup_linear(module).map(|m| m.index), want, "{module:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The compiled lookup answers exactly like trying every route in order.
+        #[test]
+        fn compiled_lookup_equals_linear(
+            patterns in prop::collection::vec(pattern(), 0..40),
+            modules in prop::collection::vec(module(), 1..16),
+        ) {
+            let routes = patterns
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| route(&format!("r{i}"), p))
+                .collect();
+            let t = RouteTable::new(routes).unwrap();
+            for m in &modules {
+                prop_assert_eq!(
+                    t.lookup(m).map(|r| r.index),
+                    t.lookup_linear(m).map(|r| r.index),
+                    "module {:?} in {:?}",
+                    m,
+                    t.routes().iter().map(|r| r.pattern.to_string()).collect::<Vec<_>>()
+                );
+            }
+        }
     }
 }

@@ -1315,3 +1315,225 @@ proptest! {
         let _ = ValueMatch::fingerprint(&s);
     }
 }
+
+// ----- the compiled decision against the linear one ------------------------
+
+/// Identity values principals and matchers are drawn from, so that bindings match often.
+const IDS: &[&str] = &[
+    "dev",
+    "ops",
+    "team-1",
+    "Example Corp",
+    "spiffe://corp.example/team-1/runner",
+    "spiffe://corp.example/ci/x",
+    "CN=a,O=Example Corp",
+];
+
+/// Matcher values: the identity values, and globs over them (anchored and not).
+const VALUES: &[&str] = &[
+    "dev",
+    "ops",
+    "team-1",
+    "Example Corp",
+    "spiffe://corp.example/team-1/runner",
+    "spiffe://corp.example/team-1/*",
+    "spiffe://corp.example/*/x",
+    "spiffe://*",
+    "team-?",
+    "*",
+    "[de]ev",
+    "CN=a,O=Example Corp",
+    "CN=*",
+];
+
+const FIELD_NAMES: &[&str] = &[
+    "cn",
+    "o",
+    "ou",
+    "dn",
+    "san-dns",
+    "san-email",
+    "san-uri",
+    "spiffe",
+    "user",
+    "token",
+    "group",
+];
+
+/// Fingerprints in the forms principals and matchers may spell them.
+const FPS: &[&str] = &[
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF",
+    "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
+];
+
+fn matcher() -> impl Strategy<Value = Matcher> {
+    prop_oneof![
+        8 => (prop::sample::select(FIELD_NAMES), prop::sample::select(VALUES))
+            .prop_map(|(k, v)| m(k, v)),
+        1 => prop::sample::select(FPS).prop_map(|f| m("fingerprint", f)),
+        1 => prop::sample::select(vec![Matcher::Any, Matcher::Authenticated, Matcher::Anonymous]),
+    ]
+}
+
+fn compiled_rule() -> impl Strategy<Value = (bool, Vec<Pattern>, Option<u16>, Option<usize>)> {
+    (
+        any::<bool>(),
+        prop::collection::vec(crate::test_strategies::pattern(), 1..3),
+        prop::option::of(any::<u16>()),
+        prop::option::of(0..RANGES.len()),
+    )
+}
+
+fn compiled_policy() -> impl Strategy<Value = AccessPolicy> {
+    let role = (
+        prop::collection::vec(prop::collection::vec(matcher(), 1..3), 0..3),
+        prop::collection::vec(compiled_rule(), 0..6),
+    );
+    (prop::collection::vec(role, 0..8), any::<bool>()).prop_filter_map(
+        "valid policy",
+        |(roles, default_allow)| {
+            let roles = roles
+                .into_iter()
+                .enumerate()
+                .map(|(ri, (bindings, rules))| Role {
+                    name: format!("role{ri}"),
+                    bindings: bindings.into_iter().map(Binding::new).collect(),
+                    rules: rules
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (deny, patterns, mask, range))| Rule {
+                            id: format!("r{ri}-{i}"),
+                            effect: if deny { Effect::Deny } else { Effect::Allow },
+                            patterns,
+                            kinds: mask.map(|m| kinds_from_mask(m | 1)),
+                            versions: range.map(|r| VersionRange::parse(RANGES[r]).unwrap()),
+                        })
+                        .collect(),
+                })
+                .collect();
+            let default = if default_allow {
+                Effect::Allow
+            } else {
+                Effect::Deny
+            };
+            AccessPolicy::new(roles, default).ok()
+        },
+    )
+}
+
+fn compiled_principal() -> impl Strategy<Value = Principal> {
+    let ids = || prop::collection::vec(prop::sample::select(IDS).prop_map(str::to_owned), 0..3);
+    let one = || prop::option::of(prop::sample::select(IDS).prop_map(str::to_owned));
+    let cert = (
+        (one(), ids(), ids(), prop::sample::select(IDS)),
+        (ids(), ids(), one(), prop::sample::select(FPS)),
+    )
+        .prop_map(
+            |((cn, o, ou, dn), (san_uri, san_dns, spiffe, fp))| CertFields {
+                subject_dn: dn.to_owned(),
+                cn,
+                o,
+                ou,
+                san_dns,
+                san_email: Vec::new(),
+                san_uri,
+                spiffe,
+                fingerprint_sha256: fp.to_owned(),
+            },
+        );
+    (
+        prop::sample::select(vec![
+            PrincipalSource::Anonymous,
+            PrincipalSource::Certificate,
+            PrincipalSource::Basic,
+            PrincipalSource::Token,
+            PrincipalSource::Forwarded,
+        ]),
+        prop::option::of(cert),
+        one(),
+        one(),
+        ids(),
+    )
+        .prop_map(|(source, cert, user, token, groups)| Principal {
+            source,
+            name: "p".into(),
+            cert,
+            user,
+            token,
+            groups,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The compiled decision (and role membership) is the linear one: same effect, rule,
+    /// reason and roles.
+    #[test]
+    fn compiled_decide_equals_linear(
+        policy in compiled_policy(),
+        principals in prop::collection::vec(compiled_principal(), 1..4),
+        modules in prop::collection::vec(crate::test_strategies::module(), 1..6),
+        kind in prop::sample::select(RequestKind::ALL.to_vec()),
+        version in prop::sample::select(VERSIONS.to_vec()),
+        private_route in any::<bool>(),
+    ) {
+        for p in &principals {
+            let linear: Vec<&str> =
+                policy.held_roles(p).iter().map(|(r, _)| r.name.as_str()).collect();
+            let compiled: Vec<&str> =
+                policy.roles_for(p).iter().map(|r| r.name.as_str()).collect();
+            prop_assert_eq!(&compiled, &linear);
+            for module in &modules {
+                let request = AccessRequest { module, kind, version, route: "r", private_route };
+                prop_assert_eq!(policy.decide(p, &request), policy.decide_linear(p, &request));
+            }
+        }
+    }
+}
+
+#[test]
+fn compiled_members_pick_the_first_binding_and_the_rarest_key() {
+    // Every role's first binding shares `o`; the index files them by `ou`, and a role whose
+    // earlier binding matches through a glob still reports that binding.
+    let roles = (0..3)
+        .map(|i| {
+            role(
+                &format!("team-{i}"),
+                vec![
+                    binding(vec![m(
+                        "spiffe",
+                        &format!("spiffe://corp.example/team-{i}/*"),
+                    )]),
+                    binding(vec![m("o", "Corp"), m("ou", &format!("team-{i}"))]),
+                ],
+                vec![rule(
+                    &format!("read-{i}"),
+                    Effect::Allow,
+                    &["corp.example.com"],
+                )],
+            )
+        })
+        .collect();
+    let policy = AccessPolicy::new(roles, Effect::Deny).unwrap();
+    let mut fields = cert_fields();
+    fields.o = vec!["Corp".into()];
+    fields.ou = vec!["team-1".into(), "team-2".into()];
+    fields.spiffe = Some("spiffe://corp.example/team-2/runner".into());
+    let p = Principal {
+        cert: Some(fields),
+        ..cert_principal()
+    };
+    let e = policy.explain(&p, &zip("corp.example.com/x"));
+    let held: Vec<(&str, usize)> = e
+        .roles
+        .iter()
+        .map(|r| (r.role.as_str(), r.binding))
+        .collect();
+    assert_eq!(held, [("team-1", 1), ("team-2", 0)]);
+    let d = policy.decide(&p, &zip("corp.example.com/x"));
+    assert_eq!(d, e.decision);
+    assert_eq!(d.roles, ["team-1", "team-2"]);
+    assert_eq!(d.rule, "read-1");
+}
