@@ -141,19 +141,27 @@ fn make_repos(host: &GitHost) {
     secret.push().expect("push");
 }
 
-/// `go` in direct mode against the host (through it as an HTTP proxy for the fake host name),
-/// with the token as git's extra header — the oracle.
-fn direct(host: &GitHost) -> GoEnv {
-    let proxy = host.proxy_url();
+/// `go` in direct mode for the private host, whose requests for the host name go through
+/// `proxy` (an HTTP proxy; `go` and git both honour it).
+fn direct_via(proxy: &str) -> GoEnv {
     let mut env = GoEnv::new("direct");
     env.set("GOPRIVATE", HOST)
         .set("GONOSUMDB", HOST)
         .set("GOINSECURE", HOST)
         .set("GOFLAGS", "-mod=mod")
-        .set("HTTP_PROXY", &proxy)
-        .set("http_proxy", &proxy)
-        .set("HTTPS_PROXY", &proxy)
-        .set("GIT_CONFIG_NOSYSTEM", "1");
+        .set("HTTP_PROXY", proxy)
+        .set("http_proxy", proxy)
+        .set("HTTPS_PROXY", proxy)
+        .set("GIT_CONFIG_NOSYSTEM", "1")
+        .set("GIT_CONFIG_GLOBAL", "/dev/null");
+    env.write_main_module(&[]);
+    env
+}
+
+/// `go` in direct mode against the host (through it as an HTTP proxy for the fake host name),
+/// with the token as git's extra header — the oracle.
+fn direct(host: &GitHost) -> GoEnv {
+    let mut env = direct_via(&host.proxy_url());
     let git_config = env.work().join("oracle.gitconfig");
     std::fs::write(
         &git_config,
@@ -161,7 +169,6 @@ fn direct(host: &GitHost) -> GoEnv {
     )
     .expect("gitconfig");
     env.set("GIT_CONFIG_GLOBAL", &git_config.to_string_lossy());
-    env.write_main_module(&[]);
     env
 }
 
@@ -391,17 +398,7 @@ fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
     // The real go in direct mode, whose requests for the host name reach the gateway (as an
     // HTTP proxy here; a DNS name for the gateway in real life), comes back through the
     // module proxy protocol and gets the same bytes.
-    let mut direct_via_page = GoEnv::new("direct");
-    let proxy = format!("http://{addr}");
-    direct_via_page
-        .set("GOPRIVATE", HOST)
-        .set("GOINSECURE", HOST)
-        .set("HTTP_PROXY", &proxy)
-        .set("http_proxy", &proxy)
-        .set("HTTPS_PROXY", &proxy)
-        .set("GIT_CONFIG_NOSYSTEM", "1")
-        .set("GIT_CONFIG_GLOBAL", "/dev/null");
-    direct_via_page.write_main_module(&[]);
+    let direct_via_page = direct_via(&format!("http://{addr}"));
     let got = download(&direct_via_page, &targets[1]);
     assert_eq!(got, expected[1], "go-get → mod → modgate");
 
