@@ -464,13 +464,14 @@ fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
         err.contains("could not read Username") || err.contains("401"),
         "{err}"
     );
-    assert!(
-        gw.log().contains(&format!(
-            "GET /{HOST}/group/secret.git/info/refs?service=git-upload-pack HTTP/1.1 401"
-        )),
-        "{}",
-        gw.log()
-    );
+    // The access line is written after the answer: wait for it (bounded).
+    let line =
+        format!("GET /{HOST}/group/secret.git/info/refs?service=git-upload-pack HTTP/1.1 401");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !gw.log().contains(&line) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(gw.log().contains(&line), "{}", gw.log());
     let out = git(&["-C", "v2", "push", "-q", "origin", "HEAD:refs/heads/pushed"]);
     assert!(!out.status.success(), "a push went through");
     assert!(host.requests().is_empty(), "{:?}", host.requests());
