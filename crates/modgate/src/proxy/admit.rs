@@ -670,7 +670,19 @@ fn admit_git(
         },
     );
     let refusal = (!decision.is_allowed())
-        .then(|| denied(&decision, identity, &format!("{} (git)", g.import_path)));
+        .then(|| denied(&decision, identity, &format!("{} (git)", g.import_path)))
+        .or_else(|| {
+            // A clone carries every module and version of the repository: refused when any
+            // rule the identity holds denies something inside it.
+            denied_inside(gateway, identity, &g.import_path).map(|rule| Refusal::Denied {
+                message: format!(
+                    "{} may not clone {}: rule {rule:?} denies part of it (fetch modules \
+                     through the module proxy instead)",
+                    identity.principal.name, g.import_path
+                ),
+                anonymous: identity.principal.is_anonymous(),
+            })
+        });
     admission.decision = Some(decision);
     if let Some(r) = refusal {
         return admission.refuse(r);
@@ -691,6 +703,40 @@ fn admit_git(
         path: g.host_path(relative),
     };
     admission
+}
+
+/// The id of a deny rule, of a role the identity holds, that reaches inside the repository
+/// `root` — a module below it, or a version range or kind limit on it — whatever kinds it
+/// names: what a decision on the root alone cannot see. Prefixes and globs are judged exactly (a glob with
+/// more elements than `root` reaches inside when its leading elements match `root`); a regex
+/// that matches a path inside `root` by the probe `root/…` is taken to reach inside.
+fn denied_inside(gateway: &Gateway, identity: &RequestIdentity, root: &str) -> Option<String> {
+    use modgate_policy::{Effect, Pattern};
+    let depth = root.split('/').count();
+    let inside = format!("{root}/");
+    let reaches = |p: &Pattern| match p {
+        Pattern::Prefix(prefix) => prefix.starts_with(&inside),
+        Pattern::Glob(list) => list.split(',').any(|g| {
+            let elements: Vec<&str> = g.split('/').collect();
+            elements.len() > depth
+                && Pattern::glob(&elements[..depth].join("/")).is_ok_and(|p| p.matches(root))
+        }),
+        Pattern::Regex(..) => p.matches(&format!("{root}/_")),
+    };
+    gateway
+        .access
+        .roles_for(&identity.principal)
+        .into_iter()
+        .flat_map(|role| role.rules.iter())
+        .filter(|r| r.effect == Effect::Deny)
+        // Whatever its kinds: a clone carries zips, `.mod`s and history alike. A deny on the
+        // root limited to kinds or versions is not seen by the root's git decision either.
+        .find(|r| {
+            r.patterns.iter().any(|p| {
+                reaches(p) || ((r.versions.is_some() || r.kinds.is_some()) && p.matches(root))
+            })
+        })
+        .map(|r| r.id.clone())
 }
 
 /// `?go-get=1` for an import path: answered for paths under a git upstream's repositories

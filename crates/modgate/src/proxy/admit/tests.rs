@@ -862,6 +862,14 @@ access:
       members: [ { user: alice } ]
       rules:
         - { id: git-secret, deny: { prefix: git.corp.example/secret } }
+        - { id: git-nested, deny: { prefix: git.corp.example/team/repo/internal } }
+        - { id: git-glob, deny: { glob: "git.corp.example/team/tools/*/keys" } }
+        - id: git-old
+          deny: { prefix: git.corp.example/team/legacy }
+          versions: "<v2.0.0"
+        - id: git-zips
+          deny: { prefix: git.corp.example/team/zipless }
+          kinds: [zip]
         - { id: git-read, allow: { prefix: git.corp.example } }
 "#;
     let config = config::parse(text, "test.yaml", Path::new("/tmp")).expect("config");
@@ -953,4 +961,36 @@ fn a_go_get_page_names_only_a_real_host() {
         Verdict::Refuse(r) => assert_eq!(r.status(), 400, "{r:?}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_clone_is_refused_when_the_repository_holds_something_denied() {
+    let w = git_world();
+    let alice = user("alice");
+    let clone = |repo: &str| {
+        let h = head(
+            "GET",
+            &format!("/git.corp.example/{repo}.git/info/refs?service=git-upload-pack"),
+            &[],
+        );
+        run(&w, Some(&w.plain), &h, "10.0.0.1", &alice)
+    };
+    // A deny on a nested module, a glob reaching inside, a version range: a clone would carry
+    // them all, so it is refused, naming the rule.
+    for (repo, rule) in [
+        ("team/repo", "git-nested"),
+        ("team/tools", "git-glob"),
+        ("team/legacy", "git-old"),
+        ("team/zipless", "git-zips"),
+    ] {
+        let a = clone(repo);
+        let r = refusal(&a);
+        assert_eq!(r.status(), 403, "{repo}: {r:?}");
+        assert!(r.message().contains(rule), "{repo}: {}", r.message());
+    }
+    // The module proxy still serves what is allowed inside them.
+    let h = head("GET", "/git.corp.example/team/repo/@v/list", &[]);
+    assert!(!run(&w, Some(&w.plain), &h, "10.0.0.1", &alice).is_refused());
+    // A repository with nothing denied inside clones.
+    assert!(matches!(clone("team/other").verdict, Verdict::Git { .. }));
 }
