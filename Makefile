@@ -7,7 +7,7 @@ APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
 
 
-.PHONY: all run test order-check deps go-toolchain build build-release certs check lint fuzz-check fmt unit e2e bench load clean
+.PHONY: all run test order-check deps go-toolchain build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
 
 all: build
 
@@ -81,8 +81,14 @@ test: order-check lint fuzz-check unit e2e
 order-check:
 	@./tests/make-order.sh
 
-## bench: criterion micro-benchmarks (figures in docs/performance.md)
+## bench: modgate and nginx side by side over TLS 1.3 + HTTP/2 (issue 11): cached small hits with
+## logs on and off, zips; medians of 3 alternating rounds. Installs nginx and h2load if missing.
+## Not part of `test`. Settings at the top of benches/bench.sh; figures in docs/performance.md.
 bench: deps
+	./benches/bench.sh
+
+## bench-micro: criterion micro-benchmarks (figures in docs/performance.md)
+bench-micro: deps
 	$(CARGO) bench -p modgate-benches
 
 ## load: modgate and nginx (proxy_cache) side by side under wrk, and peak RSS while a 256 MiB
