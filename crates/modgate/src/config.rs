@@ -227,6 +227,14 @@ impl Default for ServerSettings {
 }
 
 impl GatewayConfig {
+    /// The cache lifetimes in force (the defaults when there is no cache).
+    pub fn ttls(&self) -> crate::cache::Ttls {
+        self.cache
+            .as_ref()
+            .map(|c| c.ttl.runtime())
+            .unwrap_or_default()
+    }
+
     /// The Unix socket of the gateway's git origin (beside the upgrade socket, as private).
     pub fn git_origin_sock(&self) -> String {
         format!("{}.git", self.server.upgrade_sock)

@@ -123,12 +123,17 @@ fn proxy_extras(
     Ok((module, header))
 }
 
-/// The `kind: git` upstreams of a configuration, checked and with their credentials read.
+/// `kind: git` upstreams by name.
+type GitUpstreams = BTreeMap<String, Arc<GitUpstream>>;
+
+/// The `kind: git` upstreams of a configuration, checked and with their credentials read (once),
+/// and each one's Git host as an HTTP upstream carrying the same credential (smart HTTP proxy).
 fn git_upstreams(
     config: &GatewayConfig,
     ttl: &crate::cache::Ttls,
-) -> anyhow::Result<BTreeMap<String, Arc<GitUpstream>>> {
+) -> anyhow::Result<(GitUpstreams, BTreeMap<String, Arc<Upstream>>)> {
     let mut out = BTreeMap::new();
+    let mut hosts = BTreeMap::new();
     for (name, c) in &config.upstreams {
         if c.kind != UpstreamKind::Git {
             continue;
@@ -164,17 +169,27 @@ fn git_upstreams(
             .collect();
         gitorigin::expand(&repo, &probe)
             .map_err(|e| anyhow::anyhow!(what(&format!("repo: {e}"))))?;
-        let credential = match &c.credential {
-            Some(cc) => Some(
-                match read_credential(cc).map_err(|e| anyhow::anyhow!(what(&e.to_string())))? {
-                    CredentialValue::Header(h) => Credential::Authorization(Secret::new(h)),
-                    CredentialValue::ClientCertificate { cert, key } => {
-                        Credential::ClientCertificate { cert, key }
-                    }
-                },
-            ),
+        let value = match &c.credential {
+            Some(cc) => {
+                Some(read_credential(cc).map_err(|e| anyhow::anyhow!(what(&e.to_string())))?)
+            }
             None => None,
         };
+        // The Git host itself, for the smart HTTP proxy, with the same credential (read once).
+        let header = match &value {
+            Some(CredentialValue::Header(h)) => Some(h.clone()),
+            _ => None,
+        };
+        hosts.insert(
+            name.clone(),
+            Arc::new(Upstream::from_config(name, c).with_template(None, header)),
+        );
+        let credential = value.map(|v| match v {
+            CredentialValue::Header(h) => Credential::Authorization(Secret::new(h)),
+            CredentialValue::ClientCertificate { cert, key } => {
+                Credential::ClientCertificate { cert, key }
+            }
+        });
         out.insert(
             name.clone(),
             Arc::new(GitUpstream {
@@ -193,7 +208,7 @@ fn git_upstreams(
             name.0
         );
     }
-    Ok(out)
+    Ok((out, hosts))
 }
 
 /// Routing and access state shared by all listeners.
@@ -267,28 +282,7 @@ impl Gateway {
             .iter()
             .map(|(name, c)| (name.0.clone(), Arc::new(Upstream::from_config(&name.0, c))))
             .collect();
-        let ttl = config
-            .cache
-            .as_ref()
-            .map(|c| c.ttl.runtime())
-            .unwrap_or_default();
-        let git = git_upstreams(config, &ttl)?;
-        let mut git_hosts = BTreeMap::new();
-        for (name, c) in config
-            .upstreams
-            .iter()
-            .filter(|(_, c)| c.kind == UpstreamKind::Git)
-        {
-            let header = match &c.credential {
-                Some(cc) => match read_credential(cc)? {
-                    CredentialValue::Header(h) => Some(h),
-                    CredentialValue::ClientCertificate { .. } => None,
-                },
-                None => None,
-            };
-            let host = Upstream::from_config(name, c).with_template(None, header);
-            git_hosts.insert(name.clone(), Arc::new(host));
-        }
+        let (git, git_hosts) = git_upstreams(config, &config.ttls())?;
         Ok(Gateway {
             git_hosts,
             public_url: config

@@ -195,18 +195,24 @@ const PER_HOST_CONCURRENCY: usize = 8;
 /// The in-process origin of every git upstream.
 pub struct GitOrigin {
     live: Arc<Live>,
+    /// Paths under an upstream's name are canonical GOPROXY paths (no prefix).
+    parser: RequestParser,
     mirrors: Arc<Mirrors>,
     /// One bound per git upstream.
     turns: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 impl GitOrigin {
-    pub fn new(live: Arc<Live>, mirrors: Mirrors) -> GitOrigin {
-        GitOrigin {
+    pub fn new(
+        live: Arc<Live>,
+        mirrors: Mirrors,
+    ) -> Result<GitOrigin, modgate_protocol::RequestError> {
+        Ok(GitOrigin {
             live,
+            parser: RequestParser::new("")?,
             mirrors: Arc::new(mirrors),
             turns: std::sync::Mutex::new(BTreeMap::new()),
-        }
+        })
     }
 
     async fn answer(&self, path_and_query: &str) -> Answer {
@@ -220,7 +226,7 @@ impl GitOrigin {
         let Some(up) = model.gateway.git.get(name).cloned() else {
             return Answer::error(404, format!("no git upstream {name:?}"));
         };
-        let parsed = match RequestParser::new("").and_then(|p| p.parse(&format!("/{rest}"))) {
+        let parsed = match self.parser.parse(&format!("/{rest}")) {
             Ok(GoProxyRequest::Module(r)) => r,
             Ok(_) => return Answer::error(404, "not a module request".into()),
             Err(e) => return Answer::error(e.status(), e.to_string()),

@@ -638,10 +638,12 @@ async fn expensive_check(
 /// A refusal carries what the request presented ([`Unresolved::presented`]): a verified
 /// certificate's identity and the user name of refused Basic credentials (of a refused token,
 /// only that there was one), for the audit record.
+///
+/// The connection's certificate is taken as judged: the caller has run [`connection_refusal`]
+/// (the proxy does, before anything else, so that health and metrics are covered too).
 pub async fn resolve(
     session: &mut Session,
     settings: &IdentitySettings,
-    tls: Option<&ReloadableTls>,
     authenticator: Arc<modgate_identity::Authenticator>,
 ) -> Result<RequestIdentity, Unresolved> {
     let client_ip: Option<IpAddr> = session
@@ -650,16 +652,6 @@ pub async fn resolve(
         .map(|a| a.ip());
     let mut id = RequestIdentity::default();
     let peer = peer_cert(session);
-    if let Some(e) = connection_refusal(session, tls) {
-        strip_identity_headers(session, settings);
-        session
-            .req_header_mut()
-            .remove_header(&http::header::AUTHORIZATION);
-        return Err(Unresolved {
-            error: e,
-            presented: id,
-        });
-    }
     let trusted = client_ip.is_some_and(|ip| settings.trusted.contains(&ip));
     if trusted {
         if let Some((pc, verify)) = forwarded_identity(session, settings) {

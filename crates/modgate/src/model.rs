@@ -122,11 +122,7 @@ impl Model {
                 (l.name.0.clone(), Arc::new(runtime))
             })
             .collect();
-        let ttl = config
-            .cache
-            .as_ref()
-            .map(|c| c.ttl.runtime())
-            .unwrap_or_default();
+        let ttl = config.ttls();
         let model = Model {
             generation,
             gateway,

@@ -467,15 +467,20 @@ pub struct Chain {
     pub cache: crate::cache::RouteCache,
     /// Some step's upstream has `cache_scope: per-identity`, so answers are cached per identity.
     pub per_identity_cache: bool,
+    /// Some step reaches a server that names repositories without regard to case (see
+    /// [`Upstream::folds_case`]).
+    pub folds_case: bool,
 }
 
 impl Chain {
     pub fn new(steps: Vec<Step>, cache: crate::cache::RouteCache) -> Chain {
         let per_identity_cache = steps.iter().any(|s| s.upstream.per_identity_cache);
+        let folds_case = steps.iter().any(|s| s.upstream.folds_case());
         Chain {
             steps,
             cache,
             per_identity_cache,
+            folds_case,
         }
     }
 
@@ -491,14 +496,20 @@ impl Chain {
     }
 }
 
+/// A plain upstream at `http://127.0.0.1:1/<name>`, for tests.
+#[cfg(test)]
+pub(crate) fn test_upstream(name: &str) -> Arc<Upstream> {
+    let text = format!("url: \"http://127.0.0.1:1/{name}\"\n");
+    let cfg: UpstreamConfig = serde_yaml_ng::from_str(&text).expect("upstream");
+    Arc::new(Upstream::from_config(name, &cfg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn upstream(name: &str) -> Arc<Upstream> {
-        let text = format!("url: \"http://127.0.0.1:1/{name}\"\n");
-        let cfg: UpstreamConfig = serde_yaml_ng::from_str(&text).expect("upstream");
-        Arc::new(Upstream::from_config(name, &cfg))
+        test_upstream(name)
     }
 
     #[test]

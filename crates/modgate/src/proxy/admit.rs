@@ -18,6 +18,7 @@ use modgate_telemetry::AuditDecision;
 
 use crate::cache::{self, CachePlan, Ttls};
 use crate::gateway::Gateway;
+use crate::gitorigin::{Captures, GitUpstream};
 use crate::identity::{self, IdentityError, RequestIdentity};
 use crate::model::ListenerRuntime;
 use crate::upstream::Upstream;
@@ -298,8 +299,10 @@ fn decide_access(
     access: &AccessRequest,
 ) -> Decision {
     let decision = gateway.access.decide(&identity.principal, access);
-    let folds = route.target.steps.iter().any(|s| s.upstream.folds_case());
-    if !folds || !decision.is_allowed() || !access.module.chars().any(|c| c.is_ascii_uppercase()) {
+    if !route.target.folds_case
+        || !decision.is_allowed()
+        || !access.module.chars().any(|c| c.is_ascii_uppercase())
+    {
         return decision;
     }
     let lower = access.module.to_ascii_lowercase();
@@ -645,30 +648,20 @@ fn admit_git(
     }
     let not_here =
         |why: &str| Refusal::NotFound(format!("{}: not a repository here ({why})", g.import_path));
-    let Some(m) = gateway.routes.lookup(&g.import_path) else {
-        return admission.refuse(not_here("no route"));
-    };
-    admission.route = Some(m.index);
-    let found = m.route.target.steps.iter().find_map(|s| {
-        let git = gateway.git.get(&s.upstream.name)?;
-        let (root, captures) = git.root.root_of(&g.import_path)?;
-        (root == g.import_path).then_some((git.clone(), captures))
-    });
-    let Some((git, captures)) = found else {
-        return admission.refuse(not_here("not the root of a git upstream's repository"));
-    };
-    let decision = decide_access(
-        gateway,
+    let found = git_repository(
+        scope,
         identity,
-        m.route,
-        &AccessRequest {
-            module: &g.import_path,
-            kind: RequestKind::Git,
-            version: None,
-            route: &m.route.name,
-            private_route: m.route.private,
-        },
+        &mut admission,
+        &g.import_path,
+        RequestKind::Git,
     );
+    let (git, root, captures, decision) = match found {
+        Ok(found) => found,
+        Err(why) => return admission.refuse(not_here(why)),
+    };
+    if root != g.import_path {
+        return admission.refuse(not_here("not the root of a git upstream's repository"));
+    }
     let refusal = (!decision.is_allowed())
         .then(|| denied(&decision, identity, &format!("{} (git)", g.import_path)))
         .or_else(|| {
@@ -739,6 +732,45 @@ fn denied_inside(gateway: &Gateway, identity: &RequestIdentity, root: &str) -> O
         .map(|r| r.id.clone())
 }
 
+/// The git upstream whose repository holds `import_path` (on the route that matches it), the
+/// repository root's import path and captures, and the access decision for `kind` on
+/// `import_path`; or why there is none. Sets the admission's route.
+fn git_repository(
+    scope: &Scope,
+    identity: &RequestIdentity,
+    admission: &mut Admission,
+    import_path: &str,
+    kind: RequestKind,
+) -> Result<(Arc<GitUpstream>, String, Captures, Decision), &'static str> {
+    let gateway = scope.gateway;
+    let m = gateway.routes.lookup(import_path).ok_or("no route")?;
+    admission.route = Some(m.index);
+    let (git, root, captures) = m
+        .route
+        .target
+        .steps
+        .iter()
+        .find_map(|s| {
+            let git = gateway.git.get(&s.upstream.name)?;
+            let (root, captures) = git.root.root_of(import_path)?;
+            Some((git.clone(), root, captures))
+        })
+        .ok_or("not in a repository of a git upstream")?;
+    let decision = decide_access(
+        gateway,
+        identity,
+        m.route,
+        &AccessRequest {
+            module: import_path,
+            kind,
+            version: None,
+            route: &m.route.name,
+            private_route: m.route.private,
+        },
+    );
+    Ok((git, root, captures, decision))
+}
+
 /// `?go-get=1` for an import path: answered for paths under a git upstream's repositories
 /// (RBAC applies: denied is 403, or 401 for anonymous), 404 for everything else.
 fn go_get(
@@ -754,29 +786,17 @@ fn go_get(
             "{import_path}: no ?go-get=1 page here ({why}); use this gateway as GOPROXY"
         ))
     };
-    let Some(m) = gateway.routes.lookup(import_path) else {
-        return admission.refuse(not_served("no route"));
-    };
-    admission.route = Some(m.index);
-    let root = m.route.target.steps.iter().find_map(|s| {
-        let git = gateway.git.get(&s.upstream.name)?;
-        git.root.root_of(import_path).map(|(root, _)| root)
-    });
-    let Some(root) = root else {
-        return admission.refuse(not_served("not in a repository of a git upstream"));
-    };
-    let decision = decide_access(
-        gateway,
+    let found = git_repository(
+        scope,
         identity,
-        m.route,
-        &AccessRequest {
-            module: import_path,
-            kind: RequestKind::GoGet,
-            version: None,
-            route: &m.route.name,
-            private_route: m.route.private,
-        },
+        &mut admission,
+        import_path,
+        RequestKind::GoGet,
     );
+    let (_, root, _, decision) = match found {
+        Ok(found) => found,
+        Err(why) => return admission.refuse(not_served(why)),
+    };
     let refusal = (!decision.is_allowed())
         .then(|| denied(&decision, identity, &format!("{import_path} (go-get)")));
     admission.decision = Some(decision);

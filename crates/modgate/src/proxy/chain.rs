@@ -220,15 +220,8 @@ impl Cursor {
 mod tests {
     use super::*;
     use crate::cache::RouteCache;
-    use crate::config::UpstreamConfig;
-    use crate::upstream::Fallthrough;
-    use crate::upstream::Step;
-
-    fn upstream(name: &str) -> Arc<Upstream> {
-        let text = format!("url: \"http://127.0.0.1:1/{name}\"\n");
-        let cfg: UpstreamConfig = serde_yaml_ng::from_str(&text).expect("upstream");
-        Arc::new(Upstream::from_config(name, &cfg))
-    }
+    use crate::upstream::test_upstream as upstream;
+    use crate::upstream::{Fallthrough, Step};
 
     fn chain(steps: &[(&str, Fallthrough)]) -> Chain {
         Chain::new(

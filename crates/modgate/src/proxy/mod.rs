@@ -435,7 +435,7 @@ impl ProxyHttp for GatewayProxy {
 
         let authenticator = ctx.model.gateway.auth.current.load_full();
         let admission =
-            match identity::resolve(session, &ctx.listener.identity, tls, authenticator).await {
+            match identity::resolve(session, &ctx.listener.identity, authenticator).await {
                 Ok(id) => {
                     ctx.identity = id;
                     let scope = Scope {

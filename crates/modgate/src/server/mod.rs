@@ -229,7 +229,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         )
         .with_context(|| format!("listener {:?}", listener.name.0))?;
     }
-    add_git_origin(&mut server, live.clone(), &config);
+    add_git_origin(&mut server, live.clone(), &config)?;
     let reloader = Reloader {
         live: live.clone(),
         watch: config
@@ -305,7 +305,11 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
 
 /// The git origin: the GOPROXY server of `kind: git` upstreams, on a private Unix socket
 /// (always started, so a reload can add git upstreams).
-fn add_git_origin(server: &mut Server, live: Arc<Live>, config: &GatewayConfig) {
+fn add_git_origin(
+    server: &mut Server,
+    live: Arc<Live>,
+    config: &GatewayConfig,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let dir = config
         .server
@@ -333,7 +337,7 @@ fn add_git_origin(server: &mut Server, live: Arc<Live>, config: &GatewayConfig) 
         global_config: config.server.git_config.as_ref().map(|p| p.0.clone()),
         ..modgate_git::GitOptions::default()
     };
-    let origin = crate::gitorigin::GitOrigin::new(live, modgate_git::Mirrors::new(dir, options));
+    let origin = crate::gitorigin::GitOrigin::new(live, modgate_git::Mirrors::new(dir, options))?;
     let mut service = Service::new("modgate git origin".into(), origin);
     service.add_uds(
         &config.git_origin_sock(),
@@ -341,6 +345,7 @@ fn add_git_origin(server: &mut Server, live: Arc<Live>, config: &GatewayConfig) 
     );
     service.threads = Some(1);
     server.add_service(service);
+    Ok(())
 }
 
 fn add_listener(

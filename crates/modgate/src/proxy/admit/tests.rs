@@ -47,13 +47,19 @@ struct World {
 }
 
 fn world() -> World {
-    let config = config::parse(CONFIG, "test.yaml", Path::new("/tmp")).expect("config");
+    world_of(CONFIG)
+}
+
+/// The world of a configuration with a `plain` listener (`strict` too, or `plain` again).
+fn world_of(text: &str) -> World {
+    let config = config::parse(text, "test.yaml", Path::new("/tmp")).expect("config");
     let gateway = Gateway::new(&config).expect("gateway");
     let listener = |name: &str| {
         let l = config
             .listeners
             .iter()
             .find(|l| l.name.0 == name)
+            .or_else(|| config.listeners.iter().next())
             .expect("listener");
         listener_runtime(l, &[], None)
     };
@@ -872,15 +878,7 @@ access:
           kinds: [zip]
         - { id: git-read, allow: { prefix: git.corp.example } }
 "#;
-    let config = config::parse(text, "test.yaml", Path::new("/tmp")).expect("config");
-    let gateway = Gateway::new(&config).expect("gateway");
-    let l = config.listeners.iter().next().expect("listener");
-    World {
-        gateway,
-        ttl: Ttls::default(),
-        plain: listener_runtime(l, &[], None),
-        strict: listener_runtime(l, &[], None),
-    }
+    world_of(text)
 }
 
 #[test]
