@@ -17,6 +17,9 @@
 //! - Re-tag: an upstream that swaps a zip's bytes (different length: refused before any byte;
 //!   same length: cut off before the end) is refused and quarantined; the ledger keeps the
 //!   original; a gateway that cached the original keeps serving it.
+//! - A hot hit (a fresh memory-tier object answered without Pingora's cache phase) sends the
+//!   same head and body as a hit read from disk through Pingora; HEAD, ranges and conditions
+//!   take the normal path.
 //! - The key includes the route: a module moved from the public route to a private one gets
 //!   its own entries from its own upstream, and the public entries stay as they were.
 
@@ -537,6 +540,140 @@ async fn a_miss_then_hits_with_identical_bytes_and_one_upstream_request() {
     };
     assert_eq!(outcome(&zip), ["miss", "hit", "hit"], "{lines:#?}");
     assert_eq!(outcome(&zip11), ["miss", "hit"]);
+}
+
+const HOTPATH: &str = "example.com/hotpath";
+
+/// A raw HTTP/1.1 GET on a fresh connection: the response head's lines (the status line first,
+/// in the order sent) and the body.
+fn raw_get(addr: SocketAddr, path: &str) -> (Vec<String>, Vec<u8>) {
+    let received = AtomicUsize::new(0);
+    let data = raw_get_counting(addr, path, &received);
+    let end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path}: no response head in {} bytes", data.len()));
+    let head = String::from_utf8_lossy(&data[..end])
+        .split("\r\n")
+        .map(str::to_string)
+        .collect();
+    (head, data[end + 4..].to_vec())
+}
+
+/// The head without its `Age` and `Date` lines (the values that may differ between two hits a
+/// second apart), and the `Age` value; it must have a `Date`.
+fn without_age(head: &[String]) -> (Vec<String>, Option<u64>) {
+    let mut age = None;
+    let mut date = false;
+    let rest = head
+        .iter()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            if let Some(v) = l.strip_prefix("age:") {
+                age = v.trim().parse().ok();
+                return false;
+            }
+            date |= l.starts_with("date:");
+            !l.starts_with("date:")
+        })
+        .cloned()
+        .collect();
+    assert!(date, "no Date in {head:?}");
+    (rest, age)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_hit_answers_exactly_what_the_disk_path_answers() {
+    let v1 = module(HOTPATH, "v1.0.0").file("h.go", b"package hotpath\n");
+    let fixture = FixtureProxy::start(std::slice::from_ref(&v1))
+        .await
+        .expect("fixture");
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let spec = CacheSpec::new(cache_dir.path());
+    let body = one_route(&fixture.url(), "");
+    let artifacts: Vec<(String, Vec<u8>)> = vec![
+        (at(HOTPATH, "v1.0.0", "info"), v1.info()),
+        (at(HOTPATH, "v1.0.0", "mod"), v1.mod_file()),
+        (at(HOTPATH, "v1.0.0", "zip"), zip_of(&v1)),
+        (format!("/{HOTPATH}/@v/list"), b"v1.0.0\n".to_vec()),
+        (format!("/{HOTPATH}/@latest"), v1.info()),
+    ];
+    let gw = Gw::start(&body, &spec);
+    for (path, bytes) in &artifacts {
+        assert_eq!(gw.expect_body(path, bytes), "miss", "{path}");
+    }
+    gw.stop();
+
+    // After a restart the memory tier is empty: the first hit is read from disk through
+    // Pingora's cache phase (and fills the memory tier), the second is a hot hit.
+    let gw = Gw::start(&body, &spec);
+    let hot = "modgate_cache_hot_hits_total";
+    for (n, (path, bytes)) in artifacts.iter().enumerate() {
+        let (disk_head, disk_body) = raw_get(gw.addr, path);
+        assert_eq!(
+            gw.metric(hot),
+            n as f64,
+            "{path}: the first hit is not a hot one"
+        );
+        let (hot_head, hot_body) = raw_get(gw.addr, path);
+        assert_eq!(
+            gw.metric(hot),
+            (n + 1) as f64,
+            "{path}: the second hit is a hot one"
+        );
+        assert_eq!(&disk_body, bytes, "{path}: disk-path body");
+        assert_eq!(&hot_body, bytes, "{path}: hot-hit body");
+        let (disk_rest, disk_age) = without_age(&disk_head);
+        let (hot_rest, hot_age) = without_age(&hot_head);
+        assert_eq!(disk_rest, hot_rest, "{path}: heads differ");
+        assert!(
+            disk_age.is_some() && hot_age.is_some(),
+            "{path}: Age on both"
+        );
+        let has = |name: &str| {
+            hot_rest
+                .iter()
+                .any(|l| l.to_ascii_lowercase().starts_with(&format!("{name}:")))
+        };
+        assert!(
+            has("content-length") && has("accept-ranges"),
+            "{hot_rest:?}"
+        );
+        assert!(
+            hot_rest.contains(&"X-Modgate-Cache: hit".to_string()),
+            "{hot_rest:?}"
+        );
+    }
+
+    // What a hot hit would answer differently goes the normal way: HEAD (to the upstream), a
+    // range (206 from the cache), a condition (answered by Pingora's hit path).
+    let info = &artifacts[0].0;
+    let before = gw.metric(hot);
+    let heads_before = heads(&fixture, info);
+    assert_eq!(gw.head(info).status, 200);
+    assert_eq!(heads(&fixture, info), heads_before + 1);
+    let ranged = request(gw.addr, "GET", info, &[("Range", "bytes=0-3")]).expect("range");
+    assert_eq!(ranged.status, 206, "{}", ranged.text());
+    assert_eq!(ranged.body, artifacts[0].1[..4].to_vec());
+    assert_eq!(gw.metric(hot), before, "HEAD and Range are no hot hits");
+    let cond = request(gw.addr, "GET", info, &[("If-None-Match", "\"other\"")]).expect("GET");
+    assert_eq!(cond.status, 200);
+    assert_eq!(cond.body, artifacts[0].1);
+    assert_eq!(gw.metric(hot), before, "a conditional GET is no hot hit");
+    assert_eq!(
+        fixture.request_count(),
+        artifacts.len() + 1,
+        "all hits but the HEAD"
+    );
+
+    // Every hit, hot or not, is audited as a hit.
+    let lines = gw.audit(2 * artifacts.len() + 3);
+    let hits = lines
+        .iter()
+        .filter(|l| l["method"] == "GET" && l["cache"] == "hit")
+        .count();
+    assert_eq!(hits, 2 * artifacts.len() + 2, "{lines:#?}");
+    gw.stop();
 }
 
 const KEPT: &str = "example.com/kept";

@@ -44,6 +44,7 @@ pub(crate) struct Counters {
     pub objects: AtomicU64,
     pub bytes: AtomicU64,
     pub hits_memory: AtomicU64,
+    pub hits_hot: AtomicU64,
     pub hits_disk: AtomicU64,
     pub hits_partial: AtomicU64,
     pub misses: AtomicU64,
@@ -67,6 +68,8 @@ pub struct CacheStats {
     pub memory_bytes: u64,
     /// Lookups answered from memory (includes hits that populated the memory tier on this lookup).
     pub hits_memory: u64,
+    /// Of those, hot hits ([`DiskCache::hot_hit`]): answered without Pingora's cache phase.
+    pub hits_hot: u64,
     /// Lookups answered by streaming from a disk file.
     pub hits_disk: u64,
     /// Lookups answered from a write still in progress.
@@ -337,6 +340,7 @@ impl DiskCache {
             memory_objects: memory_objects as u64,
             memory_bytes: memory_bytes as u64,
             hits_memory: get(&c.hits_memory),
+            hits_hot: get(&c.hits_hot),
             hits_disk: get(&c.hits_disk),
             hits_partial: get(&c.hits_partial),
             misses: get(&c.misses),

@@ -10,7 +10,9 @@
 //! * **Streaming.** Hits are read in chunks of at most 64 KiB (configurable), so memory stays
 //!   flat for any body size; single and multipart ranges seek. Writes in progress can be streamed
 //!   by other readers (Pingora's streaming partial writes), like `MemCache` does.
-//! * **Memory tier.** Bodies up to 256 KiB are also kept in a byte-budgeted LRU map.
+//! * **Memory tier.** Bodies up to 256 KiB are also kept in a byte-budgeted LRU map. A fresh
+//!   object there can be answered as a hot hit ([`DiskCache::hot_hit`]): head decoded once,
+//!   no Pingora cache phase.
 //! * **Budget.** Pingora's [`simple_lru::Manager`](pingora::cache::eviction::simple_lru::Manager)
 //!   ([`DiskCache::eviction_manager`]) evicts beyond `max_disk_bytes`; its state is saved into
 //!   the cache root ([`DiskCache::save_state`], [`PersistService`]) and, at open, restored and
@@ -53,6 +55,7 @@ mod disk;
 mod error;
 pub mod format;
 mod hit;
+mod hot;
 mod memtier;
 mod miss;
 mod persist;
@@ -62,5 +65,6 @@ pub use config::DiskCacheConfig;
 pub use disk::{CacheStats, DiskCache, ObjectInfo, PurgeReport};
 pub use error::CacheError;
 pub use hit::{DiskHit, MemHit, PartialHit};
+pub use hot::{HotHit, HotMeta};
 pub use miss::DiskMissHandler;
 pub use persist::PersistService;

@@ -1,9 +1,10 @@
 //! The in-memory tier: a byte-budgeted LRU map from combined key hash to small complete objects
 //! (body plus serialized meta), consulted before the disk.
 
+use crate::hot::HotMeta;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Pingora's serialized meta: (internal meta, response header).
 pub(crate) type SerializedMeta = (Vec<u8>, Vec<u8>);
@@ -25,9 +26,28 @@ pub(crate) struct MemObject {
     pub meta_ino: u64,
     /// Weight reported to the eviction manager (body plus meta file bytes).
     pub weight: usize,
+    /// The meta decoded for hot hits, the first time one asks (`None` inside: undecodable).
+    pub decoded: OnceLock<Option<Arc<HotMeta>>>,
 }
 
 impl MemObject {
+    pub(crate) fn new(
+        meta: SerializedMeta,
+        body: Bytes,
+        gen: u64,
+        meta_ino: u64,
+        weight: usize,
+    ) -> MemObject {
+        MemObject {
+            meta,
+            body,
+            gen,
+            meta_ino,
+            weight,
+            decoded: OnceLock::new(),
+        }
+    }
+
     fn cost(&self) -> usize {
         self.body.len() + self.meta.0.len() + self.meta.1.len() + ENTRY_OVERHEAD
     }
@@ -128,13 +148,8 @@ impl MemTier {
             return;
         };
         let old = &slot.obj;
-        let obj = MemObject {
-            meta,
-            body: old.body.clone(),
-            gen: old.gen,
-            meta_ino,
-            weight: old.weight,
-        };
+        // a new meta: decoded again by the next hot hit
+        let obj = MemObject::new(meta, old.body.clone(), old.gen, meta_ino, old.weight);
         // re-inserting keeps the accounting exact; the entry becomes most recently used
         self.insert(hash, obj);
     }
@@ -150,13 +165,13 @@ mod tests {
     use super::*;
 
     fn obj(len: usize) -> MemObject {
-        MemObject {
-            meta: (vec![0; 10], vec![0; 10]),
-            body: Bytes::from(vec![1; len]),
-            gen: 1,
-            meta_ino: 1,
-            weight: len,
-        }
+        MemObject::new(
+            (vec![0; 10], vec![0; 10]),
+            Bytes::from(vec![1; len]),
+            1,
+            1,
+            len,
+        )
     }
 
     #[test]

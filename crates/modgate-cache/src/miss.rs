@@ -222,13 +222,13 @@ impl DiskMissHandler {
         match small {
             Some(body) => cache.remember(
                 &self.hash,
-                MemObject {
-                    meta: (header.meta_internal, header.meta_header),
-                    body: Bytes::from(body),
+                MemObject::new(
+                    (header.meta_internal, header.meta_header),
+                    Bytes::from(body),
                     gen,
-                    meta_ino: ino,
+                    ino,
                     weight,
-                },
+                ),
             ),
             None => {
                 lock(&cache.mem).remove(&self.hash);

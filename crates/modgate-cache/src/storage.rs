@@ -113,16 +113,16 @@ impl DiskCache {
                     let weight = committed.weight();
                     self.remember(
                         hash,
-                        MemObject {
-                            meta: (
+                        MemObject::new(
+                            (
                                 committed.header.meta_internal.clone(),
                                 committed.header.meta_header.clone(),
                             ),
-                            body: body.clone(),
+                            body.clone(),
                             gen,
-                            meta_ino: committed.meta_ino,
+                            committed.meta_ino,
                             weight,
-                        },
+                        ),
                     );
                     self.counters.hits_memory.fetch_add(1, Ordering::Relaxed);
                     let hit = MemHit::new(body, self.config.read_chunk_bytes, weight);

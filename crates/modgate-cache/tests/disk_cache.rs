@@ -943,3 +943,66 @@ async fn persist_service_saves_periodically_and_at_shutdown() {
         .join("eviction/simple_lru.data.deadbeef.tmp")
         .exists());
 }
+
+#[tokio::test]
+async fn hot_hits_serve_fresh_memory_objects_and_step_aside_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = open(config(dir.path()));
+    let now = SystemTime::now();
+    let (small, large, absent) = (key("/h/@v/v1.info"), key("/h/@v/v1.zip"), key("/h/x"));
+    fill(cache, &small, b"{\"Version\":\"v1\"}", 100).await;
+    let large_body = body(2 * MIB, 3);
+    fill(cache, &large, &large_body, 64 * KIB).await;
+
+    // the same head and body as the normal lookup, plus the Age a hit carries
+    let hot = cache
+        .hot_hit(&small, now)
+        .expect("a fresh memory object is hot");
+    assert_eq!(&hot.body[..], b"{\"Version\":\"v1\"}");
+    let head = hot.head(now + Duration::from_secs(5));
+    let (m, _) = cache
+        .lookup(&small, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    for (name, value) in m.headers() {
+        assert_eq!(head.headers.get(name), Some(value), "{name}");
+    }
+    let age: u64 = head.headers["age"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("number");
+    assert!((4..=6).contains(&age), "age {age}");
+    assert_eq!(head.version, http::Version::HTTP_11);
+    assert_eq!(cache.stats().hits_hot, 1);
+
+    // not in memory (too large), not stored, or stale: the normal path answers
+    assert!(cache.hot_hit(&large, now).is_none());
+    assert!(cache.hot_hit(&absent, now).is_none());
+    assert!(cache
+        .hot_hit(&small, now + Duration::from_secs(2 * 3600))
+        .is_none());
+
+    // a new meta is decoded again: expiring it ends hot hits at once
+    let compact = small.to_compact();
+    cache
+        .expire(PurgeTarget::Active(&compact), &span())
+        .await
+        .expect("expire");
+    assert!(cache
+        .hot_hit(&small, SystemTime::now() + Duration::from_secs(1))
+        .is_none());
+
+    // a purge by another process (the CLI) is noticed
+    let fresh = key("/h/@v/v2.info");
+    fill(cache, &fresh, b"{}", 100).await;
+    assert!(cache.hot_hit(&fresh, SystemTime::now()).is_some());
+    let cli = open(config(dir.path()));
+    assert_eq!(
+        cli.purge_prefix("goproxy|/h/@v/v2").expect("purge").objects,
+        1
+    );
+    assert!(cache.hot_hit(&fresh, SystemTime::now()).is_none());
+    assert_eq!(cache.stats().hits_hot, 2);
+}

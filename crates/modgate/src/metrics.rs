@@ -47,6 +47,7 @@ pub struct Metrics {
     pub cert_not_after: IntGaugeVec,
     pub cache_lookups: IntCounterVec,
     pub stale_served: IntCounter,
+    pub hot_hits: IntCounter,
     pub integrity_refusals: IntCounterVec,
     pub checks_throttled: IntCounterVec,
     pub connections_cut: IntCounterVec,
@@ -174,6 +175,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "modgate_cache_stale_served_total",
         "Stale answers served because the upstream failed (stale-if-error)",
     )?;
+    let hot_hits = IntCounter::new(
+        "modgate_cache_hot_hits_total",
+        "Cache hits answered from memory without Pingora's cache phase (also counted as hits)",
+    )?;
     let integrity_refusals = IntCounterVec::new(
         Opts::new(
             "modgate_integrity_refusals_total",
@@ -183,6 +188,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(cache_lookups.clone()))?;
     registry.register(Box::new(stale_served.clone()))?;
+    registry.register(Box::new(hot_hits.clone()))?;
     registry.register(Box::new(integrity_refusals.clone()))?;
     registry.register(Box::new(decisions.clone()))?;
     registry.register(Box::new(auth_failures.clone()))?;
@@ -226,6 +232,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         cert_not_after,
         cache_lookups,
         stale_served,
+        hot_hits,
         integrity_refusals,
     })
 }
@@ -676,6 +683,13 @@ pub fn cache_looked_up(outcome: &str) {
 pub fn stale_served() {
     if let Some(m) = metrics() {
         m.stale_served.inc();
+    }
+}
+
+/// A cache hit was answered from memory without Pingora's cache phase.
+pub fn hot_hit() {
+    if let Some(m) = metrics() {
+        m.hot_hits.inc();
     }
 }
 

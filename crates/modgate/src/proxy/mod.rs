@@ -236,6 +236,35 @@ impl GatewayProxy {
         }
     }
 
+    /// Answers an admitted, cacheable request from a fresh memory-tier object when the normal
+    /// cache path would answer it with the same whole stored response: a plain GET (no range,
+    /// no condition: those take Pingora's path). The head is the stored one prepared once
+    /// ([`modgate_cache::HotMeta`]) plus its `Age`, then the range filter and `response_filter`
+    /// as on any hit.
+    /// Returns whether the request was answered.
+    async fn serve_hot(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let (Some(c), Some(plan)) = (self.cache.as_deref(), ctx.cache_plan.as_ref()) else {
+            return Ok(false);
+        };
+        if ctx.git || !hot_eligible(session.req_header()) {
+            return Ok(false);
+        }
+        let now = std::time::SystemTime::now();
+        let Some(hit) = c.storage.hot_hit(&plan.key(), now) else {
+            return Ok(false);
+        };
+        ctx.hot = true;
+        metrics::hot_hit();
+        let mut head = hit.head(now);
+        // As Pingora's hit path: the range filter (a memory hit can seek; with no Range header it
+        // only adds `Accept-Ranges`), then response_filter.
+        self.range_header_filter(session, &mut head, ctx);
+        self.response_filter(session, &mut head, ctx).await?;
+        session.write_response_header(head, false).await?;
+        session.write_response_body(Some(hit.body), true).await?;
+        Ok(true)
+    }
+
     async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, r: &Refusal) -> Result<()> {
         if let Some(reason) = r.auth_failure() {
             metrics::auth_failed(reason);
@@ -265,6 +294,8 @@ pub struct RequestCtx {
     cache_plan: Option<CachePlan>,
     /// A stale answer was served because the upstream failed.
     served_stale: bool,
+    /// Answered as a hot hit (a fresh memory-tier object, without Pingora's cache phase).
+    hot: bool,
     record: Record,
     trace: Option<Trace>,
 }
@@ -293,6 +324,9 @@ impl RequestCtx {
     /// How the cache took part; `None` when the request was not cacheable.
     fn cache_outcome(&self, session: &Session) -> Option<CacheOutcome> {
         self.cache_plan.as_ref()?;
+        if self.hot {
+            return Some(CacheOutcome::Hit);
+        }
         Some(CacheOutcome::of(
             session.cache.phase(),
             self.served_stale,
@@ -315,6 +349,23 @@ impl RequestCtx {
             (None, None) => "request".to_string(),
         }
     }
+}
+
+/// Request headers that make Pingora's hit path answer something other than the whole stored
+/// response (a range, a 304, a 412): such requests are never hot hits.
+const NOT_HOT_HEADERS: &[http::HeaderName] = &[
+    http::header::RANGE,
+    http::header::IF_RANGE,
+    http::header::IF_NONE_MATCH,
+    http::header::IF_MODIFIED_SINCE,
+    http::header::IF_MATCH,
+    http::header::IF_UNMODIFIED_SINCE,
+];
+
+/// Whether a request may be answered as a hot hit: a GET (a HEAD takes the normal path) with
+/// none of [`NOT_HOT_HEADERS`].
+fn hot_eligible(req: &RequestHeader) -> bool {
+    req.method == Method::GET && !NOT_HOT_HEADERS.iter().any(|h| req.headers.contains_key(h))
 }
 
 /// The chain of route `index` in `model`.
@@ -370,6 +421,7 @@ impl ProxyHttp for GatewayProxy {
             guard: integrity::Guard::default(),
             cache_plan: None,
             served_stale: false,
+            hot: false,
             record: Record::default(),
             trace: None,
         }
@@ -461,7 +513,10 @@ impl ProxyHttp for GatewayProxy {
                     Admission::refused(Refusal::Identity(failed.error))
                 }
             };
-        self.apply(session, ctx, admission).await
+        if self.apply(session, ctx, admission).await? {
+            return Ok(true);
+        }
+        self.serve_hot(session, ctx).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -721,8 +776,12 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if ctx.listener.debug_headers {
-            if ctx.cache_plan.is_some() && session.cache.enabled() {
-                let outcome = CacheOutcome::of(session.cache.phase(), ctx.served_stale, false);
+            if ctx.cache_plan.is_some() && (ctx.hot || session.cache.enabled()) {
+                let outcome = if ctx.hot {
+                    CacheOutcome::Hit
+                } else {
+                    CacheOutcome::of(session.cache.phase(), ctx.served_stale, false)
+                };
                 upstream_response.insert_header("X-Modgate-Cache", outcome.as_str())?;
             }
             if let Some(route) = ctx.route() {

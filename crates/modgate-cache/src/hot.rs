@@ -1,0 +1,129 @@
+//! Hot hits: a fresh object of the memory tier answered without Pingora's cache phase. Its
+//! response head is decoded once per stored meta (not per hit, as `CacheMeta::deserialize`
+//! would) and kept prepared the way Pingora prepares a cache hit's head, so the proxy only adds
+//! the `Age` and writes head and body.
+//!
+//! A hot hit is the same lookup as [`Storage::lookup`](pingora::cache::Storage::lookup)'s
+//! memory step: a write in progress is preferred (so no hot hit then), the meta file on disk must
+//! still be the one the copy came from (a purge by another process is noticed), and the access
+//! is reported to the eviction manager with the same weight.
+
+use crate::disk::{lock, DiskCache};
+use bytes::Bytes;
+use pingora::cache::eviction::CacheEntryKey;
+use pingora::cache::key::CacheHashKey;
+use pingora::cache::{CacheKey, CacheMeta};
+use pingora::http::ResponseHeader;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A stored meta, decoded for hot hits.
+#[derive(Debug)]
+pub struct HotMeta {
+    /// The stored response head as Pingora serves a cache hit: HTTP/1.1, and
+    /// `Transfer-Encoding: chunked` when there is no `Content-Length`. No `Age` yet.
+    head: ResponseHeader,
+    /// Fresh until then (inclusive, as `CacheMeta::is_fresh`).
+    fresh_until: SystemTime,
+    /// What the `Age` counts from (`CacheMeta::epoch`).
+    epoch: SystemTime,
+}
+
+impl HotMeta {
+    /// Decodes a serialized meta; `None` when it does not decode (the normal path then reports
+    /// it).
+    pub(crate) fn decode(internal: &[u8], header: &[u8]) -> Option<HotMeta> {
+        let meta = CacheMeta::deserialize(internal, header).ok()?;
+        Some(HotMeta::of(&meta))
+    }
+
+    /// From a decoded meta.
+    pub fn of(meta: &CacheMeta) -> HotMeta {
+        let mut head = meta.response_header_copy();
+        head.set_version(http::Version::HTTP_11);
+        // Pingora's cache_hit_header: a body without a length is sent chunked
+        let no_body = matches!(head.status.as_u16(), 204 | 304);
+        if !no_body
+            && !head.status.is_informational()
+            && head.headers.get(http::header::CONTENT_LENGTH).is_none()
+        {
+            // a header name and value that are always valid
+            let _ = head.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+        }
+        HotMeta {
+            head,
+            fresh_until: meta.fresh_until(),
+            epoch: meta.epoch(),
+        }
+    }
+
+    /// Whether the object may be served without revalidation at `now`.
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        self.fresh_until >= now
+    }
+}
+
+/// A fresh object answered from memory.
+#[derive(Debug, Clone)]
+pub struct HotHit {
+    meta: Arc<HotMeta>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl HotHit {
+    /// The response head to send at `now`: the stored head with its `Age` (RFC 9111 §4, as
+    /// Pingora adds it to every hit).
+    pub fn head(&self, now: SystemTime) -> Box<ResponseHeader> {
+        let mut head = Box::new(self.meta.head.clone());
+        let age = now.duration_since(self.meta.epoch).unwrap_or_default();
+        // a number is always a valid header value
+        let _ = head.insert_header(http::header::AGE, age.as_secs());
+        head
+    }
+}
+
+impl DiskCache {
+    /// A fresh object of the memory tier for `key` at `now`, with its access reported to the
+    /// eviction manager; `None` sends the request down the normal path (a write in progress, not
+    /// in memory, purged on disk, stale, or a meta that does not decode).
+    pub fn hot_hit(&self, key: &CacheKey, now: SystemTime) -> Option<HotHit> {
+        let hash = key.combined();
+        if lock(&self.inflight)
+            .get(&hash)
+            .is_some_and(|writes| writes.iter().any(|w| w.is_readable()))
+        {
+            return None;
+        }
+        let obj = lock(&self.mem).get(&hash)?;
+        let on_disk = std::fs::metadata(self.meta_path(&hash))
+            .map(|m| m.ino())
+            .ok();
+        if on_disk != Some(obj.meta_ino) {
+            lock(&self.mem).remove(&hash);
+            return None;
+        }
+        let meta = obj
+            .decoded
+            .get_or_init(|| HotMeta::decode(&obj.meta.0, &obj.meta.1).map(Arc::new))
+            .clone()?;
+        if !meta.is_fresh(now) {
+            return None;
+        }
+        self.counters.hits_memory.fetch_add(1, Ordering::Relaxed);
+        self.counters.hits_hot.fetch_add(1, Ordering::Relaxed);
+        let entry = CacheEntryKey::key_only(key.to_compact());
+        pingora::cache::eviction::EvictionManager::access(
+            &self.eviction,
+            &entry,
+            obj.weight,
+            meta.fresh_until,
+        );
+        Some(HotHit {
+            meta,
+            body: obj.body.clone(),
+        })
+    }
+}
