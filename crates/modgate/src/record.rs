@@ -3,6 +3,7 @@
 //! W3C trace context carried from the client to the upstream.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use modgate_telemetry::{
     AuditDecision, AuditLog, AuditRecord, AuditSinkConfig, OtelConfig, RequestSpan, Telemetry,
@@ -18,14 +19,23 @@ pub struct Trace {
     pub trace_id: String,
     cx: Context,
     span: Option<RequestSpan>,
-    upstream_traceparent: Option<String>,
+    /// Made the first time an upstream is asked (most requests are cache hits and never need it):
+    /// the same value for every attempt of the request.
+    upstream_traceparent: OnceLock<Option<String>>,
 }
 
 impl Trace {
     /// The `traceparent` to send upstream: modgate's span when the request is sampled, the
     /// client's own when it sent a valid one, else one carrying the request's (audit) trace id.
     pub fn upstream_traceparent(&self) -> Option<String> {
-        self.upstream_traceparent.clone()
+        self.upstream_traceparent
+            .get_or_init(|| {
+                self.span
+                    .as_ref()
+                    .map(|s| s.traceparent())
+                    .or_else(|| Telemetry::traceparent_for_upstream(&self.cx))
+            })
+            .clone()
     }
 }
 
@@ -68,18 +78,14 @@ impl Recorder {
                 &[KeyValue::new("http.request.method", req.method.to_string())],
             )
         });
-        // modgate's own span when sampled; else the client's header unchanged; else (no valid
-        // header from the client) the request's trace id, unsampled, so the upstream's logs
-        // can be matched with the audit record.
-        let upstream_traceparent = span
-            .as_ref()
-            .map(|s| s.traceparent())
-            .or_else(|| Telemetry::traceparent_for_upstream(&cx));
+        // The upstream's traceparent: modgate's own span when sampled; else the client's header
+        // unchanged; else (no valid header from the client) the request's trace id, unsampled,
+        // so the upstream's logs can be matched with the audit record.
         Trace {
             trace_id: span.as_ref().map(|s| s.trace_id()).unwrap_or(trace_id),
             cx,
             span,
-            upstream_traceparent,
+            upstream_traceparent: OnceLock::new(),
         }
     }
 
