@@ -37,7 +37,7 @@ fn record(i: u64) -> AuditRecord {
             principals: Vec::new(),
             matched: None,
         },
-        roles: vec!["ci".into()],
+        roles: vec!["ci".to_string()].into(),
         method: "GET".into(),
         path: "/github.com/aws/aws-sdk-go-v2/service/s3/@v/v1.58.2.info".into(),
         module: Some("github.com/aws/aws-sdk-go-v2/service/s3".into()),

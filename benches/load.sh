@@ -12,7 +12,7 @@
 # 2. A large zip (BIG_MIB, default 256 MiB) through modgate and nginx with curl: a miss, a hit,
 #    and a miss read by a slow client; the peak RSS (VmHWM) of each server during each transfer.
 #
-# Everything listens on 127.0.0.1. The origin is a second nginx serving generated fixture files.
+# Everything listens on 127.0.0.1; every wrk, h2load and curl is bounded by a timeout. The origin is a second nginx serving generated fixture files.
 # Pinning (taskset): the server under test on CPUs 1..THREADS, wrk / h2load / curl and the origin
 # on the others; with no spare CPU nothing is pinned. On a 2-core machine use THREADS=1.
 # Settings (environment):
@@ -29,6 +29,7 @@
 #   H2_STREAMS=8  port both speak it
 #   ORIGIN_PORT=18601 NGINX_PORT=18602 MODGATE_PORT=18603 NGINX_H2C_PORT=18604
 #   KEEP=1        keep the work directory (configs, logs, caches)
+#   BUILD=0       use target/release/modgate as it is (no cargo build)
 #
 # The modgate cache runs with `fsync: false` (a throwaway cache; it only changes the cost of a
 # miss, never of a hit). nginx serves cached files with `sendfile on` and `tcp_nopush off`
@@ -57,81 +58,25 @@ MODULE=example.com/bench
 
 case $LOGS in file | off) ;; *) echo "LOGS must be file or off" >&2; exit 2 ;; esac
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"   # log/die, need_tools, build_modgate, pinning, PIDS and cleanup, /proc
 
 # ---------------------------------------------------------------------------------------------
-# Prerequisites
-SUDO=""
-[ "$(id -u)" = 0 ] || SUDO=sudo
-export PATH="$PATH:/usr/sbin:/sbin"
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v curl >/dev/null || need+=(curl)
-command -v python3 >/dev/null || need+=(python3)
-command -v taskset >/dev/null || need+=(util-linux)
-command -v pgrep >/dev/null || need+=(procps)
-if [ ${#need[@]} -gt 0 ]; then
-  log "installing ${need[*]}"
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-NGINX=$(command -v nginx)
-
-log "building modgate (release)"
-(cd "$ROOT" && cargo build --release -p modgate)
-MODGATE="$ROOT/target/release/modgate"
-
-for p in "$ORIGIN_PORT" "$NGINX_PORT" "$MODGATE_PORT" "$NGINX_H2C_PORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    die "127.0.0.1:$p is already in use (set ORIGIN_PORT / NGINX_PORT / MODGATE_PORT)"
-  fi
-done
-
-# ---------------------------------------------------------------------------------------------
-# CPU pinning: the servers under test on their own core(s), wrk and the origin on the rest.
-NCPU=$(nproc)
-if [ "$NCPU" -gt "$THREADS" ]; then
-  SERVER_CPUS=$(seq -s, 1 "$THREADS")
-  LOADER_CPUS=0
-  [ "$NCPU" -gt $((THREADS + 1)) ] && LOADER_CPUS="0,$(seq -s, $((THREADS + 1)) $((NCPU - 1)))"
-  PINNING="servers on CPU $SERVER_CPUS, wrk and the origin on CPU $LOADER_CPUS"
-else
-  SERVER_CPUS=$(seq -s, 0 $((NCPU - 1)))
-  LOADER_CPUS=$SERVER_CPUS
-  PINNING="not pinned: $NCPU CPUs for $THREADS server threads plus the loader"
-fi
-
-# ---------------------------------------------------------------------------------------------
-# Work directory and cleanup
-W=$(mktemp -d /tmp/modgate-load.XXXXXX)
-PIDS=()
-cleanup() {
-  local rc=$?
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ "$KEEP" = 1 ]; then log "kept $W"; else rm -rf "$W"; fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# Prerequisites, build, pinning (the servers under test on their own core(s), wrk and the origin
+# on the rest), work directory (removed and every started process stopped on exit).
+need_tools "${COMMON_TOOLS[@]}" wrk:wrk
+build_modgate
+check_ports "$ORIGIN_PORT" "$NGINX_PORT" "$MODGATE_PORT" "$NGINX_H2C_PORT"
+compute_pinning wrk
+make_workdir modgate-load
 
 # ---------------------------------------------------------------------------------------------
 # Fixture origin: a module with a few versions, each a valid module zip.
 log "generating fixture module in $W/origin"
 python3 "$ROOT/benches/gen_modules.py" "$W/origin" "$MODULE" "$BIG_MIB"
 
-mkdir -p "$W/tmp" "$W/nginx-cache" "$W/modgate-cache"
-NGINX_USER=""
-[ "$(id -u)" = 0 ] && NGINX_USER="user root;"
-TEMP_PATHS="client_body_temp_path $W/tmp/body; proxy_temp_path $W/tmp/proxy;
-  fastcgi_temp_path $W/tmp/fastcgi; uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;"
+mkdir -p "$W/nginx-cache" "$W/modgate-cache"
+nginx_common
 
 cat >"$W/origin.conf" <<EOF
 $NGINX_USER
@@ -220,6 +165,7 @@ server:
 listeners:
   - name: bench
     address: "127.0.0.1:$MODGATE_PORT"
+    debug_headers: true   # X-Modgate-Cache: the warm-up checks that the second request is a hit
 upstreams:
   origin:
     url: "http://127.0.0.1:$ORIGIN_PORT"
@@ -236,15 +182,6 @@ EOF
 
 # ---------------------------------------------------------------------------------------------
 # Start the three servers.
-wait_http() { # url pid
-  for _ in $(seq 100); do
-    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
-
 "$NGINX" -t -q -p "$W" -e "$W/origin-startup.log" -c "$W/origin.conf"
 "$NGINX" -t -q -p "$W" -e "$W/nginx-startup.log" -c "$W/nginx.conf"
 "$MODGATE" check "$W/modgate.yaml" >/dev/null
@@ -262,24 +199,12 @@ PIDS+=("$MODGATE_PID")
 ORIGIN="http://127.0.0.1:$ORIGIN_PORT"
 MG="http://127.0.0.1:$MODGATE_PORT"
 NX="http://127.0.0.1:$NGINX_PORT"
-wait_http "$ORIGIN/$MODULE/@v/list" "$ORIGIN_PID" || die "origin nginx did not start ($W/origin-error.log)"
-wait_http "$NX/$MODULE/@v/list" "$NGINX_PID" || die "nginx did not start ($W/nginx-error.log)"
-wait_http "$MG/healthz" "$MODGATE_PID" || die "modgate did not start: $(tail -5 "$W/modgate.stderr")"
+wait_up "$ORIGIN/$MODULE/@v/list" "$ORIGIN_PID" || die "origin nginx did not start ($W/origin-error.log)"
+wait_up "$NX/$MODULE/@v/list" "$NGINX_PID" || die "nginx did not start ($W/nginx-error.log)"
+wait_up "$MG/healthz" "$MODGATE_PID" || die "modgate did not start: $(tail -5 "$W/modgate.stderr")"
 
 # ---------------------------------------------------------------------------------------------
-# Helpers: processes of a server, memory, CPU time.
-server_pids() { # master pid -> itself and its children (nginx workers, cache manager)
-  echo "$1"
-  pgrep -P "$1" || true
-}
-status_kib() { # pid field -> kB
-  awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
-}
-sum_status_kib() { # master field
-  local s=0 v
-  for p in $(server_pids "$1"); do v=$(status_kib "$p" "$2"); s=$((s + ${v:-0})); done
-  echo "$s"
-}
+# Helpers (server_pids, status_kib, sum/max_status_kib, reset_hwm, cpu_ticks, mib, ratio: lib.sh).
 sum_pss_kib() { # master
   local s=0 v
   for p in $(server_pids "$1"); do
@@ -288,24 +213,6 @@ sum_pss_kib() { # master
   done
   echo "$s"
 }
-reset_hwm() { # master: VmHWM := VmRSS (Linux clear_refs "5")
-  for p in $(server_pids "$1"); do echo 5 >"/proc/$p/clear_refs" 2>/dev/null || true; done
-}
-max_status_kib() { # master field -> largest over the processes
-  local m=0 v
-  for p in $(server_pids "$1"); do v=$(status_kib "$p" "$2"); [ "${v:-0}" -gt "$m" ] && m=$v; done
-  echo "$m"
-}
-cpu_ticks() { # master -> utime+stime of it and its children, in clock ticks
-  local s=0 v
-  for p in $(server_pids "$1"); do
-    v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-    s=$((s + ${v:-0}))
-  done
-  echo "$s"
-}
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 # ---------------------------------------------------------------------------------------------
 # Warm both caches and check that both serve the origin's bytes from cache.
@@ -317,11 +224,11 @@ CASES=(
 log "warming both caches"
 for c in "${CASES[@]}" "mod|/$MODULE/@v/v1.2.0.mod" "list|/$MODULE/@v/list"; do
   path=${c#*|}
-  want=$(curl -fsS "$ORIGIN$path" | sha256sum)
+  want=$(curl -fsS --max-time 60 "$ORIGIN$path" | sha256sum)
   for base in "$MG" "$NX"; do
-    curl -fsS -o /dev/null "$base$path"
+    curl -fsS --max-time 60 -o /dev/null "$base$path"
     sleep 0.2
-    got=$(curl -fsS -D "$W/h" "$base$path" | sha256sum)
+    got=$(curl -fsS --max-time 60 -D "$W/h" "$base$path" | sha256sum)
     [ "$got" = "$want" ] || die "$base$path: body differs from the origin's"
     state=$(tr -d '\r' <"$W/h" | awk -F': ' 'tolower($1) == "x-modgate-cache" || tolower($1) == "x-cache-status" { print $2 }')
     case $state in hit | HIT) ;; *) die "$base$path: second request was not a cache hit (${state:-no header})" ;; esac
@@ -337,12 +244,13 @@ lat_ms() { # "250.00us" -> ms
     if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
     printf "%.3f", n }'
 }
-TICK=$(getconf CLK_TCK)
 run_wrk() { # name master url -> "rps p50 p99 cpu% cpu-us-per-request errors"
   local name=$1 master=$2 url=$3 out t0 t1
-  taskset -c "$LOADER_CPUS" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
+  timeout -k 5 $((WARMUP + 30)) taskset -c "$LOADER_CPUS" wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null ||
+    die "wrk (warm-up) failed or was stopped after $((WARMUP + 30))s on $url"
   t0=$(cpu_ticks "$master")
-  out=$(taskset -c "$LOADER_CPUS" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url")
+  out=$(timeout -k 5 $((DURATION + 30)) taskset -c "$LOADER_CPUS" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url") ||
+    die "wrk failed or was stopped after $((DURATION + 30))s on $url"
   t1=$(cpu_ticks "$master")
   printf '%s\n' "$out" >"$W/wrk-$name.txt"
   local rps p50 p99 errs cpu n per
@@ -358,9 +266,11 @@ run_wrk() { # name master url -> "rps p50 p99 cpu% cpu-us-per-request errors"
 
 run_h2load() { # name master url -> "rps p50 p99 cpu% cpu-us-per-request errors"
   local name=$1 master=$2 url=$3 out t0 t1 lf="$W/h2load-$1.log"
-  taskset -c "$LOADER_CPUS" h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$WARMUP" "$url" >/dev/null
+  timeout -k 5 $((WARMUP + 30)) taskset -c "$LOADER_CPUS" h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$WARMUP" "$url" >/dev/null ||
+    die "h2load (warm-up) failed or was stopped after $((WARMUP + 30))s on $url"
   t0=$(cpu_ticks "$master")
-  out=$(taskset -c "$LOADER_CPUS" h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$DURATION" --log-file="$lf" "$url")
+  out=$(timeout -k 5 $((DURATION + 30)) taskset -c "$LOADER_CPUS" h2load -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -D "$DURATION" --log-file="$lf" "$url") ||
+    die "h2load failed or was stopped after $((DURATION + 30))s on $url"
   t1=$(cpu_ticks "$master")
   printf '%s\n' "$out" >"$W/h2load-$name.txt"
   grep -q 'Application protocol: h2c' <<<"$out" || die "$url: h2load did not speak h2c"
@@ -441,7 +351,7 @@ if [ "$BIG_MIB" -gt 0 ]; then
     local before out state code size speed hwm hdr="$W/big-headers"
     reset_hwm "$master"
     before=$(max_status_kib "$master" VmRSS)
-    out=$(taskset -c "$LOADER_CPUS" curl -sS "$@" -o /dev/null -D "$hdr" \
+    out=$(taskset -c "$LOADER_CPUS" curl -sS --max-time 600 "$@" -o /dev/null -D "$hdr" \
       -w '%{http_code} %{size_download} %{speed_download}' "$base$path")
     read -r code size speed <<<"$out"
     hwm=$(max_status_kib "$master" VmHWM)

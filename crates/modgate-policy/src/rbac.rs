@@ -97,6 +97,7 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use modgate_protocol::version::{canonical_version, compare_semver, is_valid_semver};
 use modgate_protocol::RequestKind;
@@ -270,7 +271,7 @@ impl fmt::Display for PrincipalSource {
 
 /// The identity fields of a client certificate (or of forwarded
 /// certificate headers), as extracted by the gateway.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CertFields {
     /// The subject distinguished name, as rendered by the gateway
     /// (e.g. `CN=build-1,OU=ci,O=Corp`).
@@ -297,7 +298,7 @@ pub struct CertFields {
 /// Who is asking, as the policy sees it. Plain data: the gateway fills it
 /// from a TLS certificate, a basic-auth user, a bearer token or trusted
 /// forwarded headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal {
     /// How the principal was authenticated.
     pub source: PrincipalSource,
@@ -928,8 +929,8 @@ pub struct Decision {
     /// Allow or deny.
     pub effect: Effect,
     /// Names of the roles whose bindings matched the principal, in policy
-    /// order.
-    pub roles: Vec<String>,
+    /// order (shared by every decision for the same principal).
+    pub roles: Arc<[String]>,
     /// The decisive rule id, or [`DEFAULT_RULE`] / [`PRIVATE_DEFAULT_RULE`].
     pub rule: String,
     /// Human-readable one-line reason, without a trailing period.
@@ -1044,6 +1045,53 @@ pub struct AccessPolicy {
     default_private: Effect,
     /// Indexes over `roles`' bindings and rules, built once with the policy.
     compiled: Compiled,
+    /// The roles each recent principal holds (a principal's roles depend on it alone).
+    held: HeldCache,
+}
+
+/// The roles one principal holds, by index and by name.
+#[derive(Debug)]
+struct Held {
+    roles: Vec<usize>,
+    names: Arc<[String]>,
+}
+
+/// How many distinct principals' roles are remembered; the cache is emptied when it is full.
+const HELD_CACHE_MAX: usize = 4096;
+
+/// Principals' held roles, remembered so that a principal's repeated requests (every stream of
+/// a connection, every request of a CI job) skip the membership tests. Keyed by the whole
+/// principal, compared by equality: a hit is exactly the principal that was computed. A clone
+/// of the policy starts empty.
+#[derive(Debug, Default)]
+struct HeldCache {
+    map: RwLock<HashMap<Principal, Arc<Held>, foldhash::fast::RandomState>>,
+}
+
+impl Clone for HeldCache {
+    fn clone(&self) -> HeldCache {
+        HeldCache::default()
+    }
+}
+
+impl HeldCache {
+    fn get(&self, p: &Principal) -> Option<Arc<Held>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(p).cloned()
+    }
+
+    fn insert(&self, p: &Principal, held: Arc<Held>) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= HELD_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(p.clone(), held);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 impl AccessPolicy {
@@ -1076,6 +1124,7 @@ impl AccessPolicy {
             default_public,
             default_private: Effect::Deny,
             compiled,
+            held: HeldCache::default(),
         })
     }
 
@@ -1087,6 +1136,7 @@ impl AccessPolicy {
             default_public: Effect::Allow,
             default_private: Effect::Allow,
             compiled: Compiled::default(),
+            held: HeldCache::default(),
         }
     }
 
@@ -1122,21 +1172,38 @@ impl AccessPolicy {
     /// The answer is the one [`AccessPolicy::explain`] reports, which tries
     /// every binding and rule of the held roles in order.
     pub fn decide(&self, p: &Principal, req: &AccessRequest<'_>) -> Decision {
-        let held: Vec<usize> = self
+        let held = self.held(p);
+        match self.compiled.decisive(&self.roles, &held.roles, req) {
+            Decisive::Rule(role, rule) => by_rule(held.names.clone(), role, rule),
+            Decisive::None => self.fallback(held.names.clone(), req),
+        }
+    }
+
+    /// The roles `p` holds: remembered per principal, computed through the binding index the
+    /// first time.
+    fn held(&self, p: &Principal) -> Arc<Held> {
+        if let Some(held) = self.held.get(p) {
+            return held;
+        }
+        let roles: Vec<usize> = self
             .compiled
             .held(&self.roles, p)
             .into_iter()
             .map(|(role, _)| role)
             .collect();
-        let names = held
+        let names: Vec<String> = roles
             .iter()
             .filter_map(|&r| self.roles.get(r))
             .map(|role| role.name.clone())
             .collect();
-        match self.compiled.decisive(&self.roles, &held, req) {
-            Decisive::Rule(role, rule) => by_rule(names, role, rule),
-            Decisive::None => self.fallback(names, req),
+        let held = Arc::new(Held {
+            roles,
+            names: names.into(),
+        });
+        if !self.roles.is_empty() {
+            self.held.insert(p, held.clone());
         }
+        held
     }
 
     /// [`AccessPolicy::decide`] by trying every binding and rule in order:
@@ -1194,7 +1261,7 @@ impl AccessPolicy {
     }
 
     fn decision(&self, held: &[(&Role, usize)], req: &AccessRequest<'_>) -> Decision {
-        let names = held.iter().map(|(role, _)| role.name.clone()).collect();
+        let names: Arc<[String]> = held.iter().map(|(role, _)| role.name.clone()).collect();
         let mut first_allow = None;
         for (role, rule) in applicable_rules(held, req) {
             match rule.effect {
@@ -1210,7 +1277,7 @@ impl AccessPolicy {
         }
     }
 
-    fn fallback(&self, roles: Vec<String>, req: &AccessRequest<'_>) -> Decision {
+    fn fallback(&self, roles: Arc<[String]>, req: &AccessRequest<'_>) -> Decision {
         if req.private_route {
             let effect = self.default_private;
             let mut reason = format!("no role grants access to private route {:?}", req.route);
@@ -1246,7 +1313,7 @@ fn applicable_rules<'p, 'r>(
     })
 }
 
-fn by_rule(roles: Vec<String>, role: &Role, rule: &Rule) -> Decision {
+fn by_rule(roles: Arc<[String]>, role: &Role, rule: &Rule) -> Decision {
     let verb = match rule.effect {
         Effect::Allow => "allowed",
         Effect::Deny => "denied",

@@ -124,8 +124,8 @@ pub struct AuditRecord {
     pub client_addr: String,
     /// The authenticated (or anonymous) identity.
     pub identity: AuditIdentity,
-    /// Roles granted to the identity.
-    pub roles: Vec<String>,
+    /// Roles granted to the identity (shared with the access decision, not copied).
+    pub roles: std::sync::Arc<[String]>,
     /// HTTP method.
     pub method: String,
     /// The raw request target.
@@ -765,7 +765,7 @@ mod tests {
                 principals: Vec::new(),
                 matched: None,
             },
-            roles: vec!["reader".into()],
+            roles: vec!["reader".to_string()].into(),
             method: "GET".into(),
             path: format!("/example.com/m/@v/v1.0.{i}.zip"),
             module: Some("example.com/m".into()),

@@ -12,6 +12,7 @@
 //! operate on the cache and the integrity ledger.
 
 mod agent;
+mod alloc;
 mod cache;
 mod certs;
 mod commands;

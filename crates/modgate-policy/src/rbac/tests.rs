@@ -469,7 +469,7 @@ fn allow_by_rule() {
         d,
         Decision {
             effect: Effect::Allow,
-            roles: vec!["readers".into(), "quarantine".into()],
+            roles: vec!["readers".to_string(), "quarantine".to_string()].into(),
             rule: "read-corp".into(),
             reason: "allowed by rule \"read-corp\" of role \"readers\"".into(),
         }
@@ -755,7 +755,7 @@ fn private_and_public_defaults() {
             d,
             Decision {
                 effect: Effect::Deny,
-                roles: vec![],
+                roles: Vec::new().into(),
                 rule: PRIVATE_DEFAULT_RULE.into(),
                 reason: "no role grants access to private route \"corp\"".into(),
             }
@@ -803,16 +803,16 @@ fn anonymous_access() {
     let anon = Principal::anonymous();
     let d = policy.decide(&anon, &zip("github.com/x/y"));
     assert_eq!(
-        (d.rule.as_str(), d.roles.clone()),
+        (d.rule.as_str(), d.roles.to_vec()),
         ("public-read", vec!["public".to_string()])
     );
     let d = policy.decide(&anon, &zip("corp.example.com/x"));
     assert_eq!((d.effect, d.rule.as_str()), (Effect::Deny, "default"));
-    assert!(d.roles == ["public"]);
+    assert!(d.roles[..] == ["public"]);
     // An authenticated user does not hold the anonymous-only role.
     let d = policy.decide(&user("a", &["g"]), &zip("github.com/x/y"));
     assert_eq!(d.rule, "staff-read");
-    assert_eq!(d.roles, ["staff"]);
+    assert_eq!(d.roles[..], ["staff"]);
 }
 
 #[test]
@@ -1261,7 +1261,7 @@ proptest! {
         prop_assert_eq!(Some(decision.rule.clone()), first_deny);
         prop_assert!(explanation.rules.iter().any(|r| r.rule == "catch-all"));
         let held: Vec<String> = explanation.roles.iter().map(|r| r.role.clone()).collect();
-        prop_assert_eq!(&decision.roles, &held);
+        prop_assert_eq!(&decision.roles[..], &held[..]);
     }
 
     #[test]
@@ -1487,6 +1487,8 @@ proptest! {
             prop_assert_eq!(&compiled, &linear);
             for module in &modules {
                 let request = AccessRequest { module, kind, version, route: "r", private_route };
+                // the first decision for `p` computes its roles, the next ones reuse them
+                prop_assert_eq!(policy.decide(p, &request), policy.decide_linear(p, &request));
                 prop_assert_eq!(policy.decide(p, &request), policy.decide_linear(p, &request));
             }
         }
@@ -1534,6 +1536,54 @@ fn compiled_members_pick_the_first_binding_and_the_rarest_key() {
     assert_eq!(held, [("team-1", 1), ("team-2", 0)]);
     let d = policy.decide(&p, &zip("corp.example.com/x"));
     assert_eq!(d, e.decision);
-    assert_eq!(d.roles, ["team-1", "team-2"]);
+    assert_eq!(d.roles[..], ["team-1", "team-2"]);
     assert_eq!(d.rule, "read-1");
+}
+
+#[test]
+fn remembered_roles_are_keyed_by_the_whole_principal() {
+    let policy = AccessPolicy::new(
+        vec![
+            role(
+                "devs",
+                vec![binding(vec![m("group", "devs")])],
+                vec![rule("devs-read", Effect::Allow, &["corp.example.com/"])],
+            ),
+            role(
+                "ops",
+                vec![binding(vec![m("group", "ops")])],
+                vec![rule("ops-deny", Effect::Deny, &["corp.example.com/secret"])],
+            ),
+        ],
+        Effect::Deny,
+    )
+    .expect("policy");
+    let r = zip("corp.example.com/secret/x");
+    let dev = user("alice", &["devs"]);
+    // the same name with one more group is another principal: never the remembered answer
+    let dev_ops = user("alice", &["devs", "ops"]);
+    for _ in 0..2 {
+        let d = policy.decide(&dev, &r);
+        assert_eq!((d.effect, d.rule.as_str()), (Effect::Allow, "devs-read"));
+        assert_eq!(d.roles[..], ["devs"]);
+        let d = policy.decide(&dev_ops, &r);
+        assert_eq!((d.effect, d.rule.as_str()), (Effect::Deny, "ops-deny"));
+        assert_eq!(d.roles[..], ["devs", "ops"]);
+    }
+    assert_eq!(policy.held.len(), 2);
+    // a certificate principal with the same name holds nothing here
+    let mut cert = cert_principal();
+    cert.name = "alice".into();
+    assert!(policy.decide(&cert, &r).roles.is_empty());
+    assert_eq!(policy.held.len(), 3);
+    // a copy of the policy starts with nothing remembered
+    assert_eq!(policy.clone().held.len(), 0);
+
+    // bounded: the cache is emptied when full, and answers stay right
+    for i in 0..(super::HELD_CACHE_MAX + 10) {
+        let p = user(&format!("u{i}"), &["ops"]);
+        assert_eq!(policy.decide(&p, &r).effect, Effect::Deny);
+    }
+    assert!(policy.held.len() <= super::HELD_CACHE_MAX);
+    assert_eq!(policy.decide(&dev, &r).effect, Effect::Allow);
 }

@@ -283,7 +283,7 @@ impl Admission {
 fn refresh_decision() -> Decision {
     Decision {
         effect: modgate_policy::Effect::Allow,
-        roles: Vec::new(),
+        roles: Vec::new().into(),
         rule: "refresh".into(),
         reason: "background refresh of a cached answer for an admitted request".into(),
     }

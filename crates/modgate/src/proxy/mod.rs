@@ -688,7 +688,7 @@ impl ProxyHttp for GatewayProxy {
                 .target
                 .decision
                 .as_ref()
-                .map(|d| d.roles.as_slice())
+                .map(|d| &d.roles[..])
                 .unwrap_or(&[]);
             for (name, value) in identity::forward_headers(forward, &ctx.identity, roles) {
                 upstream_request.insert_header(name, value)?;
