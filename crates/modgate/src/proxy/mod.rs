@@ -48,7 +48,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, Method};
 use modgate_telemetry::AuditDecision;
-use pingora::cache::{CacheKey, RespCacheable};
+use pingora::cache::{CacheKey, CachePhase, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -588,6 +588,16 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
+        // A miss that took the cache lock just after another request committed the object (its
+        // lookup ran before that write finished, its lock request after the lock was let go):
+        // Pingora does not look again, so without this it would fetch the object a second time.
+        // Answered from memory instead (Pingora then drops the lock).
+        if session.cache.enabled()
+            && session.cache.phase() == CachePhase::Miss
+            && self.serve_hot(session, ctx).await?
+        {
+            return Ok(false);
+        }
         // Not in the cache: changed bytes already refused for this artifact are not fetched
         // again until an operator accepts them.
         let refused = self.cache.as_deref().and_then(|c| ctx.guard.quarantined(c));
