@@ -13,6 +13,8 @@
 //! - stale-if-error: an expired `list` / `@latest` is served stale when the upstream answers
 //!   503, times out or is killed; an exact version is answered from the cache with the upstream
 //!   dead; a version never cached is a 502.
+//! - stale-while-revalidate: an expired `list` is answered at once and refreshed once in the
+//!   background, for HTTP/1.1 and HTTP/2 requests alike.
 //! - 404 / 410 answers are cached for the route's `not_found` TTL and asked again after it.
 //! - Re-tag: an upstream that swaps a zip's bytes (different length: refused before any byte;
 //!   same length: cut off before the end) is refused and quarantined; the ledger keeps the
@@ -1102,6 +1104,62 @@ async fn expired_lists_are_served_at_once_while_one_refresh_runs() {
         "the stale answer waited for the upstream: {served_in:?}"
     );
     assert!(gw.metric(r#"modgate_cache_requests_total{outcome="stale-updating"}"#) >= 1.0);
+}
+
+/// `go` talks HTTP/2 to an https GOPROXY: the background refresh must happen for an HTTP/2
+/// request too (Pingora builds it from the request's HTTP/1 form, which has no `HTTP/2`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http2_request_for_an_expired_list_starts_the_refresh_too() {
+    const SWR2: &str = "example.com/swr2";
+    let v1 = module(SWR2, "v1.0.0");
+    let fixture = FixtureProxy::start(std::slice::from_ref(&v1))
+        .await
+        .expect("fixture");
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gw::start(
+        &one_route(
+            &fixture.url(),
+            "{ mutable: 1s, stale_while_revalidate: 1h }",
+        ),
+        &CacheSpec::new(cache_dir.path()),
+    );
+    let list = format!("/{SWR2}/@v/list");
+    let url = format!("http://{}{list}", gw.addr);
+    let h2 = |what: &str| {
+        let r = modgate_testkit::curl(&["--http2-prior-knowledge", &url]);
+        assert_eq!(r.http_version, "2", "{what}: {r:?}");
+        assert_eq!(r.status, 200, "{what}: {r:?}");
+        r
+    };
+    assert_eq!(h2("first").body, "v1.0.0\n");
+    assert_eq!(gets(&fixture, &list), 1);
+    fixture.add(&module(SWR2, "v1.1.0")).expect("add");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(h2("stale").body, "v1.0.0\n");
+    let stale = r#"modgate_cache_requests_total{outcome="stale-updating"}"#;
+    assert_eq!(gw.metric(stale), 1.0);
+    // One background refresh reaches the upstream, and then everyone gets the new list.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = h2("after");
+        if r.body == "v1.0.0\nv1.1.0\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refresh after an HTTP/2 request: {} upstream request(s)\n{}",
+            gets(&fixture, &list),
+            gw.gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(gets(&fixture, &list), 2, "one refresh");
+    // The access line keeps the client's protocol.
+    assert!(
+        gw.gateway.log().contains("HTTP/2.0 200"),
+        "{}",
+        gw.gateway.log()
+    );
 }
 
 const NEG: &str = "example.com/negative";

@@ -296,6 +296,9 @@ pub struct RequestCtx {
     served_stale: bool,
     /// Answered as a hot hit (a fresh memory-tier object, without Pingora's cache phase).
     hot: bool,
+    /// The client's HTTP version, when the request header's had to change (see
+    /// `should_serve_stale`).
+    client_version: Option<http::Version>,
     record: Record,
     trace: Option<Trace>,
 }
@@ -422,6 +425,7 @@ impl ProxyHttp for GatewayProxy {
             cache_plan: None,
             served_stale: false,
             hot: false,
+            client_version: None,
             record: Record::default(),
             trace: None,
         }
@@ -559,7 +563,7 @@ impl ProxyHttp for GatewayProxy {
 
     fn should_serve_stale(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
         error: Option<&Error>,
     ) -> bool {
@@ -573,7 +577,17 @@ impl ProxyHttp for GatewayProxy {
         if error.is_none() {
             // Stale-while-revalidate (Pingora has checked the answer's window): the stale answer
             // now, one background refresh for everyone.
-            return !plan.stale_while_revalidate.is_zero();
+            let swr = !plan.stale_while_revalidate.is_zero();
+            if swr && session.req_header().version == http::Version::HTTP_2 {
+                // Pingora 0.9.1 builds the refresh from this request's HTTP/1 form, and an
+                // `HTTP/2` request line does not parse: the refresh never ran and an HTTP/2
+                // client (`go` over https) got the stale answer until the window closed. The
+                // request line is what changes; the answer still goes out over HTTP/2, and the
+                // access line keeps the client's version.
+                ctx.client_version.get_or_insert(http::Version::HTTP_2);
+                session.req_header_mut().set_version(http::Version::HTTP_11);
+            }
+            return swr;
         }
         let serve = !ctx.cursor.has_next(ctx.chain());
         if serve {
@@ -942,7 +956,7 @@ impl ProxyHttp for GatewayProxy {
                 "identity": ctx.identity.principal.name,
                 "method": req.method.as_str(),
                 "uri": req.uri.to_string(),
-                "version": format!("{:?}", req.version),
+                "version": format!("{:?}", ctx.client_version.unwrap_or(req.version)),
                 "status": status,
                 "route": route_label,
                 "upstreams": ctx.cursor.log_summary(),
@@ -960,7 +974,7 @@ impl ProxyHttp for GatewayProxy {
                 ctx.identity.principal.name,
                 req.method,
                 req.uri,
-                req.version,
+                ctx.client_version.unwrap_or(req.version),
                 status,
                 route_label,
                 ctx.cursor.log_summary(),
