@@ -99,7 +99,8 @@ impl HandleHit for MemHit {
     }
 }
 
-/// A hit streamed from a committed body file with positioned reads of at most `chunk` bytes.
+/// A hit streamed from a committed body file with positioned reads of at most `chunk` bytes
+/// (from the page cache on the calling thread when it holds them, else on the blocking pool).
 ///
 /// A full sequential read of a body that was not verified before serving is checksummed as it
 /// goes; a mismatch (or a body that shrank under us) fails the read that would have completed the
@@ -170,14 +171,20 @@ impl HandleHit for DiskHit {
             return Ok(None);
         }
         let n = (self.end - self.pos).min(self.chunk);
-        let (file, pos) = (self.file.clone(), self.pos);
-        let read = tokio::task::spawn_blocking(move || {
-            // n <= chunk <= 16 MiB
-            let mut buf = vec![0u8; n as usize];
-            file.read_exact_at(&mut buf, pos).map(|()| buf)
-        })
-        .await
-        .map_err(|e| to_pingora(CacheError::Task(e.to_string())))?;
+        // What the page cache holds is read here at once; the rest on the blocking pool.
+        // n <= chunk <= 16 MiB
+        let read = match crate::nowait::read_cached(&self.file, self.pos, n as usize) {
+            Ok(Some(buf)) => Ok(buf),
+            _ => {
+                let (file, pos) = (self.file.clone(), self.pos);
+                tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n as usize];
+                    file.read_exact_at(&mut buf, pos).map(|()| buf)
+                })
+                .await
+                .map_err(|e| to_pingora(CacheError::Task(e.to_string())))?
+            }
+        };
         let buf = match read {
             Ok(buf) => buf,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
@@ -191,6 +198,7 @@ impl HandleHit for DiskHit {
                 )))
             }
         };
+        let n = buf.len() as u64;
         self.pos += n;
         if let Some(crc) = &mut self.crc {
             crc.update(&buf);

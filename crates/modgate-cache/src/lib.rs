@@ -58,6 +58,7 @@ mod hit;
 mod hot;
 mod memtier;
 mod miss;
+mod nowait;
 mod persist;
 mod storage;
 
