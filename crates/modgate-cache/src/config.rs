@@ -23,9 +23,10 @@ pub struct DiskCacheConfig {
     pub memory_budget_bytes: usize,
     /// Maximum size of each chunk a hit handler returns.
     pub read_chunk_bytes: usize,
-    /// Bodies up to this size have their checksum verified before the first byte is served; larger
-    /// bodies are verified while they stream (a mismatch fails the last read, so the response is
-    /// aborted rather than completed with bad bytes).
+    /// Bodies up to this size have their checksum verified before the first byte of their first
+    /// hit in this process is served (later hits of the same object, and larger bodies, are
+    /// verified while they stream: a mismatch fails the last read, so the response is aborted
+    /// rather than completed with bad bytes, and the object is removed).
     pub verify_before_serve_max_bytes: u64,
     /// fsync files and directories when committing (turn off only for tests or throwaway caches).
     pub fsync: bool,

@@ -167,6 +167,9 @@ pub struct DiskCache {
     pub(crate) mem: Mutex<MemTier>,
     pub(crate) inflight: Mutex<HashMap<String, Vec<Arc<Inflight>>>>,
     stripes: Vec<Mutex<()>>,
+    /// Bodies (hash → generation) this process has verified whole before serving: later hits
+    /// of the same generation are checked while they stream instead of read twice.
+    pub(crate) verified: Mutex<HashMap<String, u64>>,
     next_gen: AtomicU64,
     pub(crate) counters: Counters,
 }
@@ -220,6 +223,7 @@ impl DiskCache {
             )),
             inflight: Mutex::new(HashMap::new()),
             stripes,
+            verified: Mutex::new(HashMap::new()),
             next_gen: AtomicU64::new(seed),
             counters: Counters::default(),
             objects,

@@ -4,7 +4,8 @@
 //! * **Crash safety.** A body streams into a temp file next to its final place; `finish` fsyncs
 //!   it, renames it, then writes the meta file (temp, fsync, rename: the commit point) and fsyncs
 //!   the directory. A lookup validates the meta checksum, the key, the body length and the body
-//!   CRC-32 (before serving for bodies up to 1 MiB by default, while streaming above that);
+//!   CRC-32 (before the first hit in this process for bodies up to 1 MiB by default, else while
+//!   streaming: a mismatch fails the read that would complete the body);
 //!   anything invalid is logged, deleted and reported as a miss. Opening the cache deletes temp
 //!   files, incomplete objects and orphan bodies. See [`format`](mod@format) for the layout.
 //! * **Streaming.** Hits are read in chunks of at most 64 KiB (configurable), so memory stays

@@ -50,6 +50,9 @@ fn deserialize(meta: &SerializedMeta) -> Result<CacheMeta, CacheError> {
 
 type Found = Option<(CacheMeta, HitHandler)>;
 
+/// How many verified bodies are remembered (emptied when full: they are verified again).
+const VERIFIED_MAX: usize = 65_536;
+
 impl DiskCache {
     /// A write in progress for `hash` that new readers may stream.
     fn readable_inflight(&self, hash: &str) -> Option<Arc<Inflight>> {
@@ -105,7 +108,12 @@ impl DiskCache {
         };
         let len = committed.header.body_len;
         let keep = lock(&self.mem).accepts(len);
-        let verify = keep || len <= self.config.verify_before_serve_max_bytes;
+        // A small body is verified whole before its first hit in this process; later hits of the
+        // same generation are checksummed as they stream (a mismatch still fails the read that
+        // would complete the body), instead of reading it twice.
+        let verify = keep
+            || (len <= self.config.verify_before_serve_max_bytes
+                && lock(&self.verified).get(hash) != Some(&gen));
         if verify {
             match self.verify_body(&committed, keep) {
                 Ok(Some(body)) => {
@@ -128,7 +136,13 @@ impl DiskCache {
                     let hit = MemHit::new(body, self.config.read_chunk_bytes, weight);
                     return Ok(Some((meta, Box::new(hit))));
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    let mut verified = lock(&self.verified);
+                    if verified.len() >= VERIFIED_MAX {
+                        verified.clear();
+                    }
+                    verified.insert(hash.to_string(), gen);
+                }
                 Err(e @ CacheError::Corrupt { .. }) => {
                     self.drop_corrupt(hash, Some(gen), Some(key), &e);
                     return Ok(None);

@@ -1006,3 +1006,43 @@ async fn hot_hits_serve_fresh_memory_objects_and_step_aside_otherwise() {
     assert!(cache.hot_hit(&fresh, SystemTime::now()).is_none());
     assert_eq!(cache.stats().hits_hot, 2);
 }
+
+#[tokio::test]
+async fn a_small_body_verified_once_is_checked_while_it_streams_afterwards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.memory_budget_bytes = 0; // go to disk every time
+    c.memory_object_max_bytes = 0;
+    c.verify_before_serve_max_bytes = 64 * KIB as u64;
+    let cache = open(c);
+    let k = key("/v/@v/v1.zip");
+    let data = body(10_000, 4);
+    fill(cache, &k, &data, 4096).await;
+    // the first hit verifies the whole body before serving; the next ones stream it once
+    for _ in 0..3 {
+        assert_eq!(body_of(cache, &k).await.expect("hit"), data);
+    }
+    // changed on disk after that (same length): the hit is given out, but the read that would
+    // complete the body fails and the object is removed
+    let p = body_file(dir.path(), &k);
+    let mut bytes = fs::read(&p).expect("read");
+    bytes[4321] ^= 0x10;
+    fs::write(&p, bytes).expect("write");
+    let (_, mut h) = cache
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("verified before: served while checked");
+    let mut served = 0;
+    let err = loop {
+        match h.read_body().await {
+            Ok(Some(b)) => served += b.len(),
+            Ok(None) => panic!("a changed body was served whole"),
+            Err(e) => break e,
+        }
+    };
+    assert!(served < data.len(), "{served} bytes");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(object_files(dir.path(), &k).is_empty());
+    assert!(cache.lookup(&k, &span()).await.expect("lookup").is_none());
+}
