@@ -117,6 +117,10 @@ pub struct DiskHit {
     chunk: u64,
     /// Running CRC while reading the whole body from the start; `None` once verified or seeked.
     crc: Option<crc32fast::Hasher>,
+    /// A body small enough to be verified before serving that this hit did not verify (it was
+    /// verified by an earlier hit): a seek (a range) is then verified whole before its first
+    /// byte, since a range's bytes cannot be checked as they stream.
+    check_on_seek: bool,
     expected_crc: u32,
     weight: usize,
 }
@@ -145,8 +149,41 @@ impl DiskHit {
             pos: 0,
             end: len,
             crc: (!verified).then(crc32fast::Hasher::new),
+            check_on_seek: !verified && len <= cache.config.verify_before_serve_max_bytes,
             expected_crc,
             weight,
+        }
+    }
+
+    /// Reads the whole body on the blocking pool and compares its checksum (a seeked hit of a
+    /// small body that an earlier hit verified).
+    async fn verify_whole(&mut self) -> pingora::Result<()> {
+        let (file, len, chunk) = (self.file.clone(), self.len, self.chunk);
+        let sum = tokio::task::spawn_blocking(move || {
+            let mut crc = crc32fast::Hasher::new();
+            let mut buf = vec![0u8; usize::try_from(chunk.min(len)).unwrap_or(0)];
+            let mut pos = 0u64;
+            while pos < len {
+                let n = usize::try_from((len - pos).min(chunk)).unwrap_or(0);
+                file.read_exact_at(&mut buf[..n], pos)?;
+                crc.update(&buf[..n]);
+                pos += n as u64;
+            }
+            Ok::<u32, io::Error>(crc.finalize())
+        })
+        .await
+        .map_err(|e| to_pingora(CacheError::Task(e.to_string())))?;
+        match sum {
+            Ok(sum) if sum == self.expected_crc => Ok(()),
+            Ok(_) => Err(self.corrupt("body checksum mismatch").await),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(self.corrupt("body file shrank while being read").await)
+            }
+            Err(e) => Err(to_pingora(CacheError::io(
+                "read",
+                self.cache.meta_path(&self.hash),
+                e,
+            ))),
         }
     }
 
@@ -169,6 +206,10 @@ impl HandleHit for DiskHit {
     async fn read_body(&mut self) -> pingora::Result<Option<Bytes>> {
         if self.pos >= self.end {
             return Ok(None);
+        }
+        if self.crc.is_none() && self.check_on_seek {
+            self.check_on_seek = false;
+            self.verify_whole().await?;
         }
         let n = (self.end - self.pos).min(self.chunk);
         // What the page cache holds is read here at once; the rest on the blocking pool.

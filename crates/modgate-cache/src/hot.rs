@@ -49,7 +49,11 @@ impl HotMeta {
             && !head.status.is_informational()
             && head.headers.get(http::header::CONTENT_LENGTH).is_none()
         {
-            // a header name and value that are always valid
+            // Pingora adds the Age before this header: a placeholder keeps that order (each hit
+            // replaces its value in place). Header names and values that are always valid.
+            if !head.headers.contains_key(http::header::AGE) {
+                let _ = head.insert_header(http::header::AGE, "0");
+            }
             let _ = head.insert_header(http::header::TRANSFER_ENCODING, "chunked");
         }
         HotMeta {

@@ -7,13 +7,17 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The kernel, file system or a seccomp filter refused `RWF_NOWAIT` once: do not ask again.
+static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
 
 /// Up to `len` bytes of `file` at `offset` if the page cache has them now: `Some` (possibly
 /// fewer bytes than asked, never empty), or `None` when the read would wait for the disk, is
 /// at end of file, or the kernel or file system cannot do it (the caller then reads the blocking
 /// way, which also tells a shrunk file apart).
 pub(crate) fn read_cached(file: &File, offset: u64, len: usize) -> io::Result<Option<Vec<u8>>> {
-    if len == 0 {
+    if len == 0 || UNSUPPORTED.load(Ordering::Relaxed) {
         return Ok(None);
     }
     let Ok(offset) = libc::off_t::try_from(offset) else {
@@ -30,7 +34,11 @@ pub(crate) fn read_cached(file: &File, offset: u64, len: usize) -> io::Result<Op
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.raw_os_error() {
-            Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => Ok(None),
+            Some(libc::EAGAIN) => Ok(None),
+            Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL | libc::EPERM) => {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
             _ => Err(e),
         };
     }

@@ -1046,3 +1046,39 @@ async fn a_small_body_verified_once_is_checked_while_it_streams_afterwards() {
     assert!(object_files(dir.path(), &k).is_empty());
     assert!(cache.lookup(&k, &span()).await.expect("lookup").is_none());
 }
+
+#[tokio::test]
+async fn a_range_of_a_small_body_verified_earlier_is_verified_again_before_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = config(dir.path());
+    c.memory_budget_bytes = 0;
+    c.memory_object_max_bytes = 0;
+    c.verify_before_serve_max_bytes = 64 * KIB as u64;
+    let cache = open(c);
+    let k = key("/r/@v/v1.zip");
+    let data = body(10_000, 5);
+    fill(cache, &k, &data, 4096).await;
+    assert_eq!(body_of(cache, &k).await.expect("hit"), data); // verified whole
+                                                              // an intact range is served
+    let (_, mut h) = cache
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    h.seek(100, Some(200)).expect("seek");
+    assert_eq!(read_all(&mut h).await.0, data[100..200]);
+    // changed on disk: the range is refused before its first byte and the object removed
+    let p = body_file(dir.path(), &k);
+    let mut bytes = fs::read(&p).expect("read");
+    bytes[10] ^= 0x01;
+    fs::write(&p, bytes).expect("write");
+    let (_, mut h) = cache
+        .lookup(&k, &span())
+        .await
+        .expect("lookup")
+        .expect("hit");
+    h.seek(0, Some(100)).expect("seek");
+    let err = h.read_body().await.expect_err("a changed body's range");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    assert!(object_files(dir.path(), &k).is_empty());
+}

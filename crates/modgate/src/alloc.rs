@@ -5,28 +5,40 @@
 //! that (docs/performance.md has the before and after). mimalloc's defaults keep freed memory
 //! for a while and commit whole arenas eagerly, which let a gateway streaming 64 large zips at
 //! once peak at 70 MiB against glibc's 39 MiB; purging at once and committing arenas on demand
-//! brings it back to glibc's figure. `MIMALLOC_*` environment variables, when set, win.
+//! brings it back to glibc's figure. `MIMALLOC_*` environment variables, when set, win. (libmimalloc-sys builds mimalloc v3.)
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc v2's `mi_option_arena_eager_commit` (`mimalloc.h`, `mi_option_e`).
+/// `mi_option_arena_eager_commit` (`mimalloc.h`, `mi_option_e`: the same number in v2 and in
+/// v3, which libmimalloc-sys builds by default). Not among the crate's named constants.
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-/// mimalloc v2's `mi_option_purge_delay`, in milliseconds.
+/// `mi_option_purge_delay`, in milliseconds (v3's default: 1000).
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Applies the memory-return settings, unless the environment chose its own. It must run
 /// before the first allocation (the first arena is reserved then, with the setting in force), so
 /// it runs as an ELF constructor, before Rust's runtime starts, and allocates nothing.
 fn tune() {
-    for (option, env, value) in [
-        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY", 0),
-        (ARENA_EAGER_COMMIT, c"MIMALLOC_ARENA_EAGER_COMMIT", 0),
+    // each option with its name and the older name mimalloc also reads
+    for (option, env, legacy, value) in [
+        (
+            PURGE_DELAY,
+            c"MIMALLOC_PURGE_DELAY",
+            c"MIMALLOC_RESET_DELAY",
+            0,
+        ),
+        (
+            ARENA_EAGER_COMMIT,
+            c"MIMALLOC_ARENA_EAGER_COMMIT",
+            c"MIMALLOC_EAGER_REGION_COMMIT",
+            0,
+        ),
     ] {
         // SAFETY: getenv reads the environment without allocating; nothing modifies it this
         // early. mi_option_set only stores an integer in mimalloc's option table.
         unsafe {
-            if libc::getenv(env.as_ptr()).is_null() {
+            if libc::getenv(env.as_ptr()).is_null() && libc::getenv(legacy.as_ptr()).is_null() {
                 libmimalloc_sys::mi_option_set(option, value);
             }
         }
@@ -54,13 +66,17 @@ mod tests {
                 libmimalloc_sys::mi_option_get(super::ARENA_EAGER_COMMIT),
             )
         };
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
+            && std::env::var_os("MIMALLOC_RESET_DELAY").is_none()
+        {
             assert_eq!(purge, 0);
         }
-        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
+        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none()
+            && std::env::var_os("MIMALLOC_EAGER_REGION_COMMIT").is_none()
+        {
             assert_eq!(eager, 0);
         }
-        // the neighbours keep their documented defaults: the numbering is v2's
+        // the neighbours keep their documented defaults: the numbering is mimalloc.h's
         // SAFETY: as above.
         let (eager_commit, numa) = unsafe {
             (

@@ -48,7 +48,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, Method};
 use modgate_telemetry::AuditDecision;
-use pingora::cache::{CacheKey, CachePhase, RespCacheable};
+use pingora::cache::{CacheKey, CachePhase, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -242,7 +242,16 @@ impl GatewayProxy {
     /// ([`modgate_cache::HotMeta`]) plus its `Age`, then the range filter and `response_filter`
     /// as on any hit.
     /// Returns whether the request was answered.
-    async fn serve_hot(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    ///
+    /// `holding_lock`: the request holds the cache write lock as a miss (`proxy_upstream_filter`);
+    /// the cache is turned off before anything is written, so the lock is let go at once and
+    /// the requests waiting on it look again, however slowly this client reads.
+    async fn serve_hot(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        holding_lock: bool,
+    ) -> Result<bool> {
         let (Some(c), Some(plan)) = (self.cache.as_deref(), ctx.cache_plan.as_ref()) else {
             return Ok(false);
         };
@@ -253,6 +262,9 @@ impl GatewayProxy {
         let Some(hit) = c.storage.hot_hit(&plan.key(), now) else {
             return Ok(false);
         };
+        if holding_lock && session.cache.enabled() {
+            session.cache.disable(NoCacheReason::DeclinedToUpstream);
+        }
         ctx.hot = true;
         metrics::hot_hit();
         let mut head = hit.head(now);
@@ -260,8 +272,15 @@ impl GatewayProxy {
         // only adds `Accept-Ranges`), then response_filter.
         self.range_header_filter(session, &mut head, ctx);
         self.response_filter(session, &mut head, ctx).await?;
-        session.write_response_header(head, false).await?;
-        session.write_response_body(Some(hit.body), true).await?;
+        // A failed write is the client's (as on Pingora's hit path), never an upstream's.
+        session
+            .write_response_header(head, false)
+            .await
+            .map_err(|e| e.into_down())?;
+        session
+            .write_response_body(Some(hit.body), true)
+            .await
+            .map_err(|e| e.into_down())?;
         Ok(true)
     }
 
@@ -520,7 +539,7 @@ impl ProxyHttp for GatewayProxy {
         if self.apply(session, ctx, admission).await? {
             return Ok(true);
         }
-        self.serve_hot(session, ctx).await
+        self.serve_hot(session, ctx, false).await
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -608,7 +627,7 @@ impl ProxyHttp for GatewayProxy {
         // Answered from memory instead (Pingora then drops the lock).
         if session.cache.enabled()
             && session.cache.phase() == CachePhase::Miss
-            && self.serve_hot(session, ctx).await?
+            && self.serve_hot(session, ctx, true).await?
         {
             return Ok(false);
         }
