@@ -5,6 +5,7 @@
 use crate::config::DiskCacheConfig;
 use crate::error::CacheError;
 use crate::format::{self, FileKind, ObjectHeader};
+use crate::generation::{self, Generation};
 use crate::memtier::{MemObject, MemTier, SerializedMeta};
 use crate::miss::Inflight;
 use pingora::cache::eviction::{simple_lru, CacheEntryKey, CacheEntryKeyRef, EvictionManager};
@@ -170,6 +171,8 @@ pub struct DiskCache {
     /// Bodies (hash → generation) this process has verified whole before serving: later hits
     /// of the same generation are checked while they stream instead of read twice.
     pub(crate) verified: Mutex<HashMap<String, u64>>,
+    /// The change generation shared with the other processes using this directory.
+    pub(crate) generation: Generation,
     next_gen: AtomicU64,
     pub(crate) counters: Counters,
 }
@@ -208,6 +211,9 @@ impl DiskCache {
 
         remove_temp_files(&state_dir);
         let found = scan_objects(&objects)?;
+        let generation = Generation::open(&config.root);
+        // the scan may have removed objects another process holds in memory
+        generation.bump();
         let order = load_lru_order(&state_dir_str);
 
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
@@ -224,6 +230,7 @@ impl DiskCache {
             inflight: Mutex::new(HashMap::new()),
             stripes,
             verified: Mutex::new(HashMap::new()),
+            generation,
             next_gen: AtomicU64::new(seed),
             counters: Counters::default(),
             objects,
@@ -590,7 +597,28 @@ impl DiskCache {
                 Err(e) => log::warn!("cannot remove {}: {e}", entry.path().display()),
             }
         }
+        if removed.meta {
+            self.generation.bump();
+        }
         removed
+    }
+
+    /// Whether the meta file on disk is still the one `obj` was read from (a purge or a new
+    /// write by another process replaces or deletes it): free while the shared change
+    /// generation has not moved since the object was last seen, else one `statx`.
+    pub(crate) fn still_current(&self, hash: &str, obj: &MemObject) -> bool {
+        let g = self.generation.get();
+        if g != generation::UNCHECKED && obj.checked.load(Ordering::Relaxed) == g {
+            return true;
+        }
+        let on_disk = fs::metadata(self.meta_path(hash)).map(|m| m.ino()).ok();
+        if on_disk != Some(obj.meta_ino) {
+            return false;
+        }
+        if g != generation::UNCHECKED {
+            obj.checked.store(g, Ordering::Relaxed);
+        }
+        true
     }
 
     /// An object failed validation: log, delete it if the meta still names generation `gen` (or
@@ -691,6 +719,7 @@ impl DiskCache {
             let final_path = dir.join(format::meta_name(hash));
             let old_len = fs::metadata(&final_path).ok().map(|m| m.len());
             fs::rename(&tmp, &final_path).map_err(|e| CacheError::io("rename", &final_path, e))?;
+            self.generation.bump();
             self.sync_dir(&dir)?;
             Ok((ino, old_len, bytes.len() as u64))
         })();

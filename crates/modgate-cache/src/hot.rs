@@ -5,8 +5,9 @@
 //!
 //! A hot hit is the same lookup as [`Storage::lookup`](pingora::cache::Storage::lookup)'s
 //! memory step: a write in progress is preferred (so no hot hit then), the meta file on disk must
-//! still be the one the copy came from (a purge by another process is noticed), and the access
-//! is reported to the eviction manager with the same weight.
+//! still be the one the copy came from (a purge by another process is noticed: checked when the
+//! shared change generation moved), and the access is reported to the eviction manager with the
+//! same weight.
 
 use crate::disk::{lock, DiskCache};
 use bytes::Bytes;
@@ -14,7 +15,6 @@ use pingora::cache::eviction::CacheEntryKey;
 use pingora::cache::key::CacheHashKey;
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::http::ResponseHeader;
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -102,10 +102,7 @@ impl DiskCache {
             return None;
         }
         let obj = lock(&self.mem).get(&hash)?;
-        let on_disk = std::fs::metadata(self.meta_path(&hash))
-            .map(|m| m.ino())
-            .ok();
-        if on_disk != Some(obj.meta_ino) {
+        if !self.still_current(&hash, &obj) {
             lock(&self.mem).remove(&hash);
             return None;
         }

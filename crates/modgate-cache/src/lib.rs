@@ -55,6 +55,7 @@ mod config;
 mod disk;
 mod error;
 pub mod format;
+mod generation;
 mod hit;
 mod hot;
 mod memtier;

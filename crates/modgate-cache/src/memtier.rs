@@ -4,6 +4,7 @@
 use crate::hot::HotMeta;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 /// Pingora's serialized meta: (internal meta, response header).
@@ -28,6 +29,9 @@ pub(crate) struct MemObject {
     pub weight: usize,
     /// The meta decoded for hot hits, the first time one asks (`None` inside: undecodable).
     pub decoded: OnceLock<Option<Arc<HotMeta>>>,
+    /// The shared change generation at which the meta file was last seen to be this copy's
+    /// (see `DiskCache::still_current`).
+    pub checked: AtomicU64,
 }
 
 impl MemObject {
@@ -45,6 +49,7 @@ impl MemObject {
             meta_ino,
             weight,
             decoded: OnceLock::new(),
+            checked: AtomicU64::new(crate::generation::UNCHECKED),
         }
     }
 

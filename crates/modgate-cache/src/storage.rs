@@ -15,7 +15,6 @@ use pingora::cache::storage::{HitHandler, MissHandler, PurgeOutcome, PurgeTarget
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::{CacheKey, CacheMeta, PurgeType, Storage};
 use std::any::Any;
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -66,11 +65,9 @@ impl DiskCache {
     /// A memory-tier hit, if the meta file on disk is still the one the copy came from.
     fn memory_lookup(&self, hash: &str) -> Option<(CacheMeta, HitHandler)> {
         let obj = lock(&self.mem).get(hash)?;
-        let on_disk = std::fs::metadata(self.meta_path(hash))
-            .map(|m| m.ino())
-            .ok();
+        let current = self.still_current(hash, &obj);
         let meta = match deserialize(&obj.meta) {
-            Ok(meta) if on_disk == Some(obj.meta_ino) => meta,
+            Ok(meta) if current => meta,
             _ => {
                 lock(&self.mem).remove(hash);
                 return None;

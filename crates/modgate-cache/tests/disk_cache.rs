@@ -1082,3 +1082,44 @@ async fn a_range_of_a_small_body_verified_earlier_is_verified_again_before_servi
     assert!(err.to_string().contains("checksum"), "{err}");
     assert!(object_files(dir.path(), &k).is_empty());
 }
+
+#[tokio::test]
+async fn another_process_changes_are_seen_without_a_check_per_hit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // both open before anything is cached: opening is not what tells the gateway
+    let gateway = open(config(dir.path()));
+    let cli = open(config(dir.path()));
+    let (purged, expired) = (key("/g/@v/v1.info"), key("/g/@v/v2.info"));
+    fill(gateway, &purged, b"{\"v\":1}", 100).await;
+    fill(gateway, &expired, b"{\"v\":2}", 100).await;
+    for _ in 0..3 {
+        // checked once, then trusted while nothing changes on disk
+        assert!(gateway.hot_hit(&purged, SystemTime::now()).is_some());
+        assert!(gateway.hot_hit(&expired, SystemTime::now()).is_some());
+        assert!(body_of(gateway, &purged).await.is_some());
+    }
+    // a purge by the other process: the next hot hit and the next lookup see it
+    assert_eq!(
+        cli.purge_prefix("goproxy|/g/@v/v1").expect("purge").objects,
+        1
+    );
+    assert!(gateway.hot_hit(&purged, SystemTime::now()).is_none());
+    assert!(gateway
+        .lookup(&purged, &span())
+        .await
+        .expect("lookup")
+        .is_none());
+    // an expiry by the other process rewrites the meta: no longer fresh here either
+    let compact = expired.to_compact();
+    cli.expire(PurgeTarget::Active(&compact), &span())
+        .await
+        .expect("expire");
+    let later = SystemTime::now() + Duration::from_secs(1);
+    assert!(gateway.hot_hit(&expired, later).is_none());
+    let (m, _) = gateway
+        .lookup(&expired, &span())
+        .await
+        .expect("lookup")
+        .expect("still stored");
+    assert!(!m.is_fresh(later));
+}
