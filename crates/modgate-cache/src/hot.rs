@@ -10,6 +10,7 @@
 //! same weight.
 
 use crate::disk::{lock, DiskCache};
+use crate::miss::WriteState;
 use bytes::Bytes;
 use pingora::cache::eviction::CacheEntryKey;
 use pingora::cache::key::CacheHashKey;
@@ -17,7 +18,7 @@ use pingora::cache::{CacheKey, CacheMeta};
 use pingora::http::ResponseHeader;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// A stored meta, decoded for hot hits.
 #[derive(Debug)]
@@ -90,6 +91,43 @@ impl HotHit {
 }
 
 impl DiskCache {
+    /// [`DiskCache::hot_hit`] for a request about to fetch `key` from upstream: when another
+    /// request is writing that object right now, wait (at most `wait`) for its write to end and
+    /// answer from what it committed, rather than fetching the object a second time. `None`:
+    /// no such write, the write failed, took too long, or left nothing in memory.
+    pub async fn hot_hit_after_write(&self, key: &CacheKey, wait: Duration) -> Option<HotHit> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let hash = key.combined();
+        // every turn either returns or waits for the write's state to change; bounded by the
+        // deadline in any case
+        for _ in 0..1000 {
+            let Some(write) = self.readable_inflight(&hash) else {
+                return self.hot_hit(key, SystemTime::now());
+            };
+            let mut state = write.state.clone();
+            drop(write);
+            let ended = match tokio::time::timeout_at(
+                deadline,
+                state.wait_for(|s| !matches!(s, WriteState::Partial(_))),
+            )
+            .await
+            {
+                Ok(Ok(s)) => Some(*s),
+                Ok(Err(_)) => None,    // the writer is gone: look again
+                Err(_) => return None, // waited long enough
+            };
+            if ended == Some(WriteState::Failed) {
+                return None;
+            }
+            // complete: the commit (rename, memory tier) follows at once
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+        }
+        None
+    }
+
     /// A fresh object of the memory tier for `key` at `now`, with its access reported to the
     /// eviction manager; `None` sends the request down the normal path (a write in progress, not
     /// in memory, purged on disk, stale, or a meta that does not decode).

@@ -54,7 +54,7 @@ const VERIFIED_MAX: usize = 65_536;
 
 impl DiskCache {
     /// A write in progress for `hash` that new readers may stream.
-    fn readable_inflight(&self, hash: &str) -> Option<Arc<Inflight>> {
+    pub(crate) fn readable_inflight(&self, hash: &str) -> Option<Arc<Inflight>> {
         lock(&self.inflight)
             .get(hash)?
             .iter()

@@ -258,10 +258,18 @@ impl GatewayProxy {
         if ctx.git || !hot_eligible(session.req_header()) {
             return Ok(false);
         }
-        let now = std::time::SystemTime::now();
-        let Some(hit) = c.storage.hot_hit(&plan.key(), now) else {
+        let key = plan.key();
+        let hit = if holding_lock {
+            // another request may be writing the object right now (Pingora lets the lock go
+            // once a write streams): its result, rather than a second upstream fetch
+            c.storage.hot_hit_after_write(&key, HOT_WRITE_WAIT).await
+        } else {
+            c.storage.hot_hit(&key, std::time::SystemTime::now())
+        };
+        let Some(hit) = hit else {
             return Ok(false);
         };
+        let now = std::time::SystemTime::now();
         if holding_lock && session.cache.enabled() {
             session.cache.disable(NoCacheReason::DeclinedToUpstream);
         }
@@ -372,6 +380,10 @@ impl RequestCtx {
         }
     }
 }
+
+/// How long a miss holding the cache lock waits for another request's write of the same object
+/// before fetching it itself.
+const HOT_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Request headers that make Pingora's hit path answer something other than the whole stored
 /// response (a range, a 304, a 412): such requests are never hot hits.
@@ -621,10 +633,11 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        // A miss that took the cache lock just after another request committed the object (its
-        // lookup ran before that write finished, its lock request after the lock was let go):
-        // Pingora does not look again, so without this it would fetch the object a second time.
-        // Answered from memory instead (Pingora then drops the lock).
+        // A miss that took the cache lock after another request's write of the object began or
+        // ended (its lookup ran before that write was visible, its lock request after Pingora
+        // let the lock go, which it does once a write streams): Pingora does not look again, so
+        // without this it would fetch the object a second time. Answered from memory instead,
+        // after that write ends (Pingora then drops the lock).
         if session.cache.enabled()
             && session.cache.phase() == CachePhase::Miss
             && self.serve_hot(session, ctx, true).await?
