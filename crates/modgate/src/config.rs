@@ -274,6 +274,10 @@ pub struct ListenerConfig {
     /// Most concurrent HTTP/2 streams per client connection.
     #[serde(default = "default_h2_streams")]
     pub h2_max_concurrent_streams: u32,
+    /// Bytes one HTTP/2 stream may queue for its client before the gateway waits for the client
+    /// to take them (bounds memory under many concurrent large downloads).
+    #[serde(default = "default_h2_send_buffer")]
+    pub h2_send_buffer: crate::config::cache::ByteSize,
     /// Close an HTTP/2 connection idle for this long.
     pub h2_idle_timeout: Option<DurationValue>,
     /// HTTP/1.1 keep-alive idle timeout.
@@ -310,6 +314,10 @@ pub struct ListenerConfig {
 fn default_true() -> bool {
     true
 }
+fn default_h2_send_buffer() -> crate::config::cache::ByteSize {
+    crate::config::cache::ByteSize(128 << 10)
+}
+
 fn default_h2_streams() -> u32 {
     100
 }
@@ -665,6 +673,13 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
         if l.idle_timeout.0.is_zero() || l.header_timeout.0.is_zero() {
             return Err(format!(
                 "listeners[{i}]: idle_timeout and header_timeout must be longer than 0s"
+            ));
+        }
+        // h2 panics above u32::MAX; below a frame's worth every write waits
+        if !(16 << 10..=1 << 30).contains(&l.h2_send_buffer.0) {
+            return Err(format!(
+                "listeners[{i}].h2_send_buffer: {} bytes; must be between 16KiB and 1GiB",
+                l.h2_send_buffer.0
             ));
         }
         for (j, c) in l.trusted_proxies.iter().enumerate() {
@@ -1166,6 +1181,27 @@ routes:
       - { upstream: golang, on: any-error }
       - corp
 ";
+
+    #[test]
+    fn h2_send_buffer_has_a_default_and_bounds() {
+        let c = parse_str(MINIMAL).expect("valid");
+        assert_eq!(c.listeners[0].h2_send_buffer.0, 128 << 10);
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "address: \"127.0.0.1:8080\" }",
+                &format!("address: \"127.0.0.1:8080\", h2_send_buffer: {v} }}"),
+            )
+        };
+        let c = parse_str(&with("1MiB")).expect("valid");
+        assert_eq!(c.listeners[0].h2_send_buffer.0, 1 << 20);
+        for bad in ["1KiB", "2GiB"] {
+            let e = err(&with(bad));
+            assert!(
+                e.contains("h2_send_buffer") && e.contains("16KiB"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     #[test]
     fn minimal_config_loads() {

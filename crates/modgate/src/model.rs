@@ -309,6 +309,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
                 (
                     l.http2,
                     l.h2_max_concurrent_streams,
+                    l.h2_send_buffer.0,
                     &l.h2_idle_timeout,
                     l.keepalive_requests,
                     &l.tcp_keepalive,

@@ -368,6 +368,9 @@ fn add_listener(
     app.server_options = Some(options);
     let mut h2 = default_h2_options();
     h2.max_concurrent_streams(l.h2_max_concurrent_streams);
+    // h2's default is about 400 KB per stream: with 64 clients on a large zip those queues were
+    // most of the gateway's memory (docs/performance.md, Memory)
+    h2.max_send_buffer_size(usize::try_from(l.h2_send_buffer.0).unwrap_or(usize::MAX));
     app.h2_options = Some(h2);
     let limits = Limits {
         deadlines: Deadlines {
