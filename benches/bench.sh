@@ -207,28 +207,7 @@ for f in "$CERT" "$KEY" "$CA"; do [ -s "$f" ] || die "modgate certs wrote no $f"
 
 nginx_common
 # The origin logs every request, so a run can show that it was all cache hits.
-cat >"$W/origin.conf" <<EOF
-$NGINX_USER
-daemon off;
-worker_processes 1;
-pid $W/origin.pid;
-error_log $W/origin-error.log warn;
-events { worker_connections 4096; }
-http {
-  $TEMP_PATHS
-  log_format tiny '\$request';
-  access_log $W/origin-access.log tiny;
-  sendfile on;
-  keepalive_requests 1000000;
-  default_type application/octet-stream;
-  types { application/json info; text/plain mod; application/zip zip; }
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT;
-    root $W/origin;
-    location / { try_files \$uri =404; }
-  }
-}
-EOF
+write_origin_conf "log_format tiny '\$request'; access_log $W/origin-access.log tiny;" ""
 "$NGINX" -t -q -p "$W" -e "$W/origin-startup.log" -c "$W/origin.conf"
 taskset -c "$LOADER_CPUS" "$NGINX" -p "$W" -e "$W/origin-startup.log" -c "$W/origin.conf" &
 ORIGIN_PID=$!

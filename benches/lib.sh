@@ -9,6 +9,7 @@
 #   stop_pid PID / forget_pid PID  stop one started process / drop it from PIDS
 #   wait_up URL PID [curl opts]    waits (10 s at most) for URL to answer 2xx while PID lives
 #   nginx_common                   sets NGINX_USER and TEMP_PATHS for nginx configs under W
+#   write_origin_conf LOG EXTRA    $W/origin.conf: nginx serving $W/origin on ORIGIN_PORT
 #   server_pids, cpu_ticks, status_kib, sum_status_kib, max_status_kib, reset_hwm, mib,
 #   median, ratio                  /proc readings and arithmetic
 #
@@ -137,6 +138,31 @@ nginx_common() { # -> NGINX, NGINX_USER, TEMP_PATHS (temporary files under $W/tm
   [ "$(id -u)" = 0 ] && NGINX_USER="user root;"
   TEMP_PATHS="client_body_temp_path $W/tmp/body; proxy_temp_path $W/tmp/proxy;
   fastcgi_temp_path $W/tmp/fastcgi; uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;"
+}
+
+write_origin_conf() { # access-log directive, extra http directives (after nginx_common)
+  cat >"$W/origin.conf" <<EOF
+$NGINX_USER
+daemon off;
+worker_processes 1;
+pid $W/origin.pid;
+error_log $W/origin-error.log warn;
+events { worker_connections 4096; }
+http {
+  $TEMP_PATHS
+  $1
+  sendfile on;
+  $2
+  keepalive_requests 1000000;
+  default_type application/octet-stream;
+  types { application/json info; text/plain mod; application/zip zip; }
+  server {
+    listen 127.0.0.1:$ORIGIN_PORT;
+    root $W/origin;
+    location / { try_files \$uri =404; }
+  }
+}
+EOF
 }
 
 # ---------------------------------------------------------------------------------------------

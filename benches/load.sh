@@ -78,28 +78,7 @@ python3 "$ROOT/benches/gen_modules.py" "$W/origin" "$MODULE" "$BIG_MIB"
 mkdir -p "$W/nginx-cache" "$W/modgate-cache"
 nginx_common
 
-cat >"$W/origin.conf" <<EOF
-$NGINX_USER
-daemon off;
-worker_processes 1;
-pid $W/origin.pid;
-error_log $W/origin-error.log warn;
-events { worker_connections 4096; }
-http {
-  $TEMP_PATHS
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  default_type application/octet-stream;
-  types { application/json info; text/plain mod; application/zip zip; }
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT;
-    root $W/origin;
-    location / { try_files \$uri =404; }
-  }
-}
-EOF
+write_origin_conf "access_log off;" "tcp_nopush on;"
 
 if [ "$LOGS" = file ]; then
   NGINX_ACCESS="access_log $W/nginx-access.log;"

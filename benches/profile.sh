@@ -16,7 +16,8 @@
 # run) and its peak RSS. With PERF=1, `perf record -e cpu-clock --call-graph dwarf` samples
 # modgate during the measured run and `perf report` summaries are written next to it; the
 # work directory is kept then. Settings: DURATION=8 WARMUP=2 LOGS=on|off PERF=0 KEEP=0
-# PORT=18713 ORIGIN_PORT=18711.
+# PORT=18713 ORIGIN_PORT=18711 BUILD=1 (0: target/release/modgate as it is). benches/lib.sh
+# holds what it shares with bench.sh and load.sh.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,53 +32,29 @@ URLPATH=${URLPATH:-example.com/bench/@v/v1.0.0.info}
 CIPHER=TLS_AES_128_GCM_SHA256
 export PATH="$PATH:/usr/sbin:/sbin"
 
+THREADS=1
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"   # log/warn/die, build_modgate, pinning, PIDS and cleanup, nginx config
 for tool in nginx h2load curl python3 taskset; do
-  command -v "$tool" >/dev/null || { echo "profile.sh: $tool is missing (make bench installs it)" >&2; exit 2; }
+  command -v "$tool" >/dev/null || die "$tool is missing (make bench installs it)"
 done
-[ "$PERF" = 1 ] && ! command -v perf >/dev/null && { echo "profile.sh: perf is missing" >&2; exit 2; }
-if [ -z "${MODGATE_BIN:-}" ]; then
-  (cd "$ROOT" && cargo build --release -p modgate)
-  MODGATE_BIN="$ROOT/target/release/modgate"
+[ "$PERF" = 1 ] && ! command -v perf >/dev/null && die "perf is missing"
+if [ -n "${MODGATE_BIN:-}" ]; then
+  MODGATE=$MODGATE_BIN
+else
+  build_modgate
 fi
-[ "$(nproc)" -ge 2 ] || { echo "profile.sh: needs 2 CPUs (server and loader apart)" >&2; exit 2; }
-
-W=$(mktemp -d /tmp/modgate-profile.XXXXXX)
-PIDS=()
-cleanup() {
-  local rc=$?
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  if [ "$KEEP" = 1 ] || [ "$PERF" = 1 ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+check_ports "$PORT" "$ORIGIN_PORT"
+compute_pinning h2load
+[ "$PINNED" = 1 ] || die "needs 2 CPUs (server and loader apart)"
+[ "$PERF" = 1 ] && KEEP=1
+make_workdir modgate-profile
 
 python3 "$ROOT/benches/gen_modules.py" "$W/origin" example.com/bench 0 >/dev/null
-"$MODGATE_BIN" certs --out "$W/certs" >/dev/null
-mkdir -p "$W/tmp"
-USER_LINE=""
-[ "$(id -u)" = 0 ] && USER_LINE="user root;"
-cat >"$W/origin.conf" <<EOF
-$USER_LINE
-daemon off;
-worker_processes 1;
-pid $W/origin.pid;
-error_log $W/origin-error.log warn;
-events { worker_connections 4096; }
-http {
-  client_body_temp_path $W/tmp/b; proxy_temp_path $W/tmp/p; fastcgi_temp_path $W/tmp/f;
-  uwsgi_temp_path $W/tmp/u; scgi_temp_path $W/tmp/s;
-  access_log off;
-  default_type application/octet-stream;
-  types { application/json info; text/plain mod; application/zip zip; }
-  server { listen 127.0.0.1:$ORIGIN_PORT; root $W/origin; location / { try_files \$uri =404; } }
-}
-EOF
-taskset -c 0 nginx -p "$W" -e "$W/origin-startup.log" -c "$W/origin.conf" &
+"$MODGATE" certs --out "$W/certs" >/dev/null
+nginx_common
+write_origin_conf "access_log off;" ""
+taskset -c "$LOADER_CPUS" "$NGINX" -p "$W" -e "$W/origin-startup.log" -c "$W/origin.conf" &
 PIDS+=($!)
 
 audit="$W/audit.log" level=info
@@ -113,7 +90,7 @@ log:
   level: $level
 EOF
 unset RUST_LOG
-taskset -c 1 "$MODGATE_BIN" run -c "$W/modgate.yaml" >"$W/modgate.stdout" 2>"$W/modgate.log" &
+taskset -c "$SERVER_CPUS" "$MODGATE" run -c "$W/modgate.yaml" >"$W/modgate.stdout" 2>"$W/modgate.log" &
 MP=$!
 PIDS+=("$MP")
 URL="https://127.0.0.1:$PORT/$URLPATH"
@@ -125,7 +102,7 @@ done
 for _ in 1 2 3; do curl -fsS -o /dev/null --cacert "$W/certs/ca.pem" "$URL"; done
 
 load() { # seconds
-  timeout -k 5 $(($1 + 30)) taskset -c 0 h2load -t1 -c32 -m8 --tls13-ciphers="$CIPHER" -D "$1" "$URL"
+  timeout -k 5 $(($1 + 30)) taskset -c "$LOADER_CPUS" h2load -t1 -c32 -m8 --tls13-ciphers="$CIPHER" -D "$1" "$URL"
 }
 load "$WARMUP" >/dev/null
 ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$MP/stat"; }
@@ -150,5 +127,5 @@ if [ "$PERF" = 1 ]; then
     | grep -v '^#' | grep -v '^$' | head -60 >"$W/perf-self.txt"
   perf report -i "$W/perf.data" --children --sort symbol --stdio -g none --percent-limit 1 \
     2>/dev/null | grep '%' >"$W/perf-children.txt"
-  echo "perf profile: $W/perf.data (summaries: $W/perf-self.txt, $W/perf-children.txt)"
+  log "perf profile: $W/perf.data (summaries: $W/perf-self.txt, $W/perf-children.txt)"
 fi
