@@ -1043,12 +1043,10 @@ async fn expired_lists_are_served_stale_when_the_upstream_fails_or_dies() {
     );
 }
 
-/// Stale-while-revalidate (issue 11): a list past its TTL is answered at once from the cache
-/// while one background refresh asks the upstream; the next request gets the refreshed list.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn expired_lists_are_served_at_once_while_one_refresh_runs() {
-    const SWR: &str = "example.com/swr";
-    let v1 = module(SWR, "v1.0.0");
+/// A gateway in front of a fixture holding `module@v1.0.0`, whose route keeps lists fresh for
+/// 1 s and serves them stale for an hour while one refresh runs (the tempdir is the cache's).
+async fn swr_gateway(module_path: &str) -> (FixtureProxy, tempfile::TempDir, Gw) {
+    let v1 = module(module_path, "v1.0.0");
     let fixture = FixtureProxy::start(std::slice::from_ref(&v1))
         .await
         .expect("fixture");
@@ -1060,6 +1058,15 @@ async fn expired_lists_are_served_at_once_while_one_refresh_runs() {
         ),
         &CacheSpec::new(cache_dir.path()),
     );
+    (fixture, cache_dir, gw)
+}
+
+/// Stale-while-revalidate (issue 11): a list past its TTL is answered at once from the cache
+/// while one background refresh asks the upstream; the next request gets the refreshed list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_lists_are_served_at_once_while_one_refresh_runs() {
+    const SWR: &str = "example.com/swr";
+    let (fixture, _cache_dir, gw) = swr_gateway(SWR).await;
     let list = format!("/{SWR}/@v/list");
     assert_eq!(gw.expect_body(&list, b"v1.0.0\n"), "miss");
     assert_eq!(gets(&fixture, &list), 1);
@@ -1111,18 +1118,7 @@ async fn expired_lists_are_served_at_once_while_one_refresh_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_http2_request_for_an_expired_list_starts_the_refresh_too() {
     const SWR2: &str = "example.com/swr2";
-    let v1 = module(SWR2, "v1.0.0");
-    let fixture = FixtureProxy::start(std::slice::from_ref(&v1))
-        .await
-        .expect("fixture");
-    let cache_dir = tempfile::tempdir().expect("tempdir");
-    let gw = Gw::start(
-        &one_route(
-            &fixture.url(),
-            "{ mutable: 1s, stale_while_revalidate: 1h }",
-        ),
-        &CacheSpec::new(cache_dir.path()),
-    );
+    let (fixture, _cache_dir, gw) = swr_gateway(SWR2).await;
     let list = format!("/{SWR2}/@v/list");
     let url = format!("http://{}{list}", gw.addr);
     let h2 = |what: &str| {

@@ -118,6 +118,25 @@ async fn hit(cache: &'static DiskCache, k: &CacheKey) -> Option<(CacheMeta, HitH
     found
 }
 
+/// Flip bits of one byte of a file in place (same length).
+fn flip(path: &Path, at: usize, bits: u8) {
+    let mut bytes = fs::read(path).expect("read");
+    bytes[at] ^= bits;
+    fs::write(path, bytes).expect("write");
+}
+
+/// Read a hit that must fail before it ends: the bytes served before the error, and the error.
+async fn read_until_error(hit: &mut HitHandler) -> (usize, Box<pingora::Error>) {
+    let mut served = 0;
+    loop {
+        match hit.read_body().await {
+            Ok(Some(b)) => served += b.len(),
+            Ok(None) => panic!("a corrupt body must not end normally"),
+            Err(e) => return (served, e),
+        }
+    }
+}
+
 async fn body_of(cache: &'static DiskCache, k: &CacheKey) -> Option<Vec<u8>> {
     let (_, mut h) = hit(cache, k).await?;
     Some(read_all(&mut h).await.0)
@@ -440,10 +459,7 @@ async fn corrupt_objects_are_misses_and_are_removed() {
     // flipped bytes, small body: caught before the first byte is served
     let flipped = key("/f/@v/v1.zip");
     fill(cache, &flipped, &body(10_000, 2), 4096).await;
-    let p = body_file(dir.path(), &flipped);
-    let mut bytes = fs::read(&p).expect("read");
-    bytes[1234] ^= 0xff;
-    fs::write(&p, bytes).expect("write");
+    flip(&body_file(dir.path(), &flipped), 1234, 0xff);
     assert!(cache
         .lookup(&flipped, &span())
         .await
@@ -455,23 +471,13 @@ async fn corrupt_objects_are_misses_and_are_removed() {
     let large = key("/l/@v/v1.zip");
     let data = body(300 * KIB, 3);
     fill(cache, &large, &data, 64 * KIB).await;
-    let p = body_file(dir.path(), &large);
-    let mut bytes = fs::read(&p).expect("read");
-    bytes[100] ^= 0x01;
-    fs::write(&p, bytes).expect("write");
+    flip(&body_file(dir.path(), &large), 100, 0x01);
     let (_, mut h) = cache
         .lookup(&large, &span())
         .await
         .expect("lookup")
         .expect("length still matches, so it is served");
-    let mut served = 0;
-    let err = loop {
-        match h.read_body().await {
-            Ok(Some(b)) => served += b.len(),
-            Ok(None) => panic!("a corrupt body must not end normally"),
-            Err(e) => break e,
-        }
-    };
+    let (served, err) = read_until_error(&mut h).await;
     assert!(served < data.len());
     assert!(err.to_string().contains("checksum"), "{err}");
     assert!(object_files(dir.path(), &large).is_empty());
@@ -1024,23 +1030,13 @@ async fn a_small_body_verified_once_is_checked_while_it_streams_afterwards() {
     }
     // changed on disk after that (same length): the hit is given out, but the read that would
     // complete the body fails and the object is removed
-    let p = body_file(dir.path(), &k);
-    let mut bytes = fs::read(&p).expect("read");
-    bytes[4321] ^= 0x10;
-    fs::write(&p, bytes).expect("write");
+    flip(&body_file(dir.path(), &k), 4321, 0x10);
     let (_, mut h) = cache
         .lookup(&k, &span())
         .await
         .expect("lookup")
         .expect("verified before: served while checked");
-    let mut served = 0;
-    let err = loop {
-        match h.read_body().await {
-            Ok(Some(b)) => served += b.len(),
-            Ok(None) => panic!("a changed body was served whole"),
-            Err(e) => break e,
-        }
-    };
+    let (served, err) = read_until_error(&mut h).await;
     assert!(served < data.len(), "{served} bytes");
     assert!(err.to_string().contains("checksum"), "{err}");
     assert!(object_files(dir.path(), &k).is_empty());
@@ -1068,10 +1064,7 @@ async fn a_range_of_a_small_body_verified_earlier_is_verified_again_before_servi
     h.seek(100, Some(200)).expect("seek");
     assert_eq!(read_all(&mut h).await.0, data[100..200]);
     // changed on disk: the range is refused before its first byte and the object removed
-    let p = body_file(dir.path(), &k);
-    let mut bytes = fs::read(&p).expect("read");
-    bytes[10] ^= 0x01;
-    fs::write(&p, bytes).expect("write");
+    flip(&body_file(dir.path(), &k), 10, 0x01);
     let (_, mut h) = cache
         .lookup(&k, &span())
         .await
