@@ -27,6 +27,15 @@ fn config(root: &Path) -> DiskCacheConfig {
     c
 }
 
+/// No memory tier (every hit reads the disk); bodies up to 64 KiB verified before serving.
+fn disk_only(root: &Path) -> DiskCacheConfig {
+    let mut c = config(root);
+    c.memory_budget_bytes = 0;
+    c.memory_object_max_bytes = 0;
+    c.verify_before_serve_max_bytes = 64 * KIB as u64;
+    c
+}
+
 fn open(c: DiskCacheConfig) -> &'static DiskCache {
     DiskCache::open(c).expect("cache opens")
 }
@@ -435,11 +444,7 @@ async fn an_unfinished_write_is_never_visible_and_is_cleaned_up() {
 #[tokio::test]
 async fn corrupt_objects_are_misses_and_are_removed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = config(dir.path());
-    c.memory_budget_bytes = 0; // go to disk every time
-    c.memory_object_max_bytes = 0;
-    c.verify_before_serve_max_bytes = 64 * KIB as u64;
-    let cache = open(c);
+    let cache = open(disk_only(dir.path()));
 
     // truncated body
     let truncated = key("/t/@v/v1.zip");
@@ -1016,11 +1021,7 @@ async fn hot_hits_serve_fresh_memory_objects_and_step_aside_otherwise() {
 #[tokio::test]
 async fn a_small_body_verified_once_is_checked_while_it_streams_afterwards() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = config(dir.path());
-    c.memory_budget_bytes = 0; // go to disk every time
-    c.memory_object_max_bytes = 0;
-    c.verify_before_serve_max_bytes = 64 * KIB as u64;
-    let cache = open(c);
+    let cache = open(disk_only(dir.path()));
     let k = key("/v/@v/v1.zip");
     let data = body(10_000, 4);
     fill(cache, &k, &data, 4096).await;
@@ -1046,11 +1047,7 @@ async fn a_small_body_verified_once_is_checked_while_it_streams_afterwards() {
 #[tokio::test]
 async fn a_range_of_a_small_body_verified_earlier_is_verified_again_before_serving() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = config(dir.path());
-    c.memory_budget_bytes = 0;
-    c.memory_object_max_bytes = 0;
-    c.verify_before_serve_max_bytes = 64 * KIB as u64;
-    let cache = open(c);
+    let cache = open(disk_only(dir.path()));
     let k = key("/r/@v/v1.zip");
     let data = body(10_000, 5);
     fill(cache, &k, &data, 4096).await;
