@@ -12,11 +12,14 @@
 //!                   trusted proxy, basic / bearer; identity headers stripped); admit::admit
 //!                   (listener requirements, admin endpoint, method, body, GOPROXY path
 //!                   `!`-decoded, route, RBAC, checksum databases, cache plan, ledger key) →
-//!                   Answer (endpoints) | Refuse (endpoints::refuse) | Forward | Sumdb
+//!                   Answer (endpoints) | Refuse (endpoints::refuse) | Forward | Sumdb;
+//!                   serve_hot: a plain GET of a fresh memory-tier object answered here
 //!  request_cache_filter / cache_key_callback ─ cache on for planned GETs, key = route + path
-//!  proxy_upstream_filter ─ (cache miss) integrity::Guard::quarantined → 502
-//!  response_cache_filter / should_serve_stale ─ TTL by kind and route; stale-if-error for
-//!                   mutable answers once the chain has no next step
+//!  proxy_upstream_filter ─ (cache miss) serve_hot again, after a concurrent write of the same
+//!                   object if there is one; integrity::Guard::quarantined → 502
+//!  response_cache_filter / should_serve_stale ─ TTL by kind and route; stale-while-revalidate
+//!                   (an HTTP/2 request line made HTTP/1.1 for Pingora's refresh); stale-if-error
+//!                   for mutable answers once the chain has no next step
 //!  upstream_peer ── Cursor::current → peer (a step whose host does not resolve falls through
 //!                   on `any-error`)
 //!  upstream_request_filter ─ canonical encoded path, Host, User-Agent; every other client
