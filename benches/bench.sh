@@ -271,37 +271,9 @@ http {
   }
 }
 EOF
-  cat >"$d/modgate.yaml" <<EOF
-server:
-  threads: $THREADS
-  pid_file: $d/modgate.pid
-  upgrade_sock: $d/modgate_upgrade.sock
-  grace_period: 1s
-  shutdown_timeout: 1s
-listeners:
-  - name: bench
-    address: "127.0.0.1:$MODGATE_PORT"
-    tls:
-      cert: $CERT
-      key: $KEY
-      client_auth: optional
-      client_ca: $CA
-upstreams:
-  origin:
-    url: "http://127.0.0.1:$ORIGIN_PORT"
-routes:
-  - name: all
-    match: { prefix: "" }
-    chain: [origin]
-cache:
-  dir: $d/modgate-cache
-  max_object_size: ${MAX_OBJECT_MIB}MiB   # the default (600MiB) unless BIG_MIB needs more
-  fsync: false          # throwaway bench cache: only the miss path is affected
-audit:
-  output: $audit
-log:
-  level: $level
-EOF
+  write_modgate_conf "$d/modgate.yaml" "$d" "$MODGATE_PORT" "$audit" "$level" \
+    "$(tls_listener_yaml "$CERT" "$KEY" "$CA")" \
+    "  max_object_size: ${MAX_OBJECT_MIB}MiB   # the default (600MiB) unless BIG_MIB needs more"
   "$NGINX" -t -q -p "$W" -e "$d/nginx-startup.log" -c "$d/nginx.conf"
   "$MODGATE" check "$d/modgate.yaml" >/dev/null
 }

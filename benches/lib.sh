@@ -10,6 +10,8 @@
 #   wait_up URL PID [curl opts]    waits (10 s at most) for URL to answer 2xx while PID lives
 #   nginx_common                   sets NGINX_USER and TEMP_PATHS for nginx configs under W
 #   write_origin_conf LOG EXTRA    $W/origin.conf: nginx serving $W/origin on ORIGIN_PORT
+#   write_modgate_conf FILE DIR PORT AUDIT LEVEL LISTENER CACHE
+#                                  a modgate config: one listener, one route to the origin
 #   server_pids, cpu_ticks, status_kib, sum_status_kib, max_status_kib, reset_hwm, mib,
 #   median, ratio                  /proc readings and arithmetic
 #
@@ -163,6 +165,42 @@ http {
   }
 }
 EOF
+}
+
+write_modgate_conf() { # file dir port audit-output log-level ("": none) listener-yaml cache-yaml
+  local file=$1 dir=$2 port=$3 audit=$4 level=$5 listener=$6 cache=$7 logs=""
+  [ -n "$level" ] && logs=$'log:\n  level: '"$level"
+  cat >"$file" <<EOF
+server:
+  threads: $THREADS
+  pid_file: $dir/modgate.pid
+  upgrade_sock: $dir/modgate_upgrade.sock
+  grace_period: 1s
+  shutdown_timeout: 1s
+listeners:
+  - name: bench
+    address: "127.0.0.1:$port"
+$listener
+upstreams:
+  origin:
+    url: "http://127.0.0.1:$ORIGIN_PORT"
+routes:
+  - name: all
+    match: { prefix: "" }
+    chain: [origin]
+cache:
+  dir: $dir/modgate-cache
+  fsync: false          # throwaway bench cache: only the miss path is affected
+$cache
+audit:
+  output: $audit
+$logs
+EOF
+}
+
+# The listener's TLS settings of both side-by-side benchmarks (client certificates optional).
+tls_listener_yaml() { # cert key ca
+  printf '    tls:\n      cert: %s\n      key: %s\n      client_auth: optional\n      client_ca: %s' "$1" "$2" "$3"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -134,30 +134,8 @@ http {
 }
 EOF
 
-cat >"$W/modgate.yaml" <<EOF
-server:
-  threads: $THREADS
-  pid_file: $W/modgate.pid
-  upgrade_sock: $W/modgate_upgrade.sock
-  grace_period: 1s
-  shutdown_timeout: 1s
-listeners:
-  - name: bench
-    address: "127.0.0.1:$MODGATE_PORT"
-    debug_headers: true   # X-Modgate-Cache: the warm-up checks that the second request is a hit
-upstreams:
-  origin:
-    url: "http://127.0.0.1:$ORIGIN_PORT"
-routes:
-  - name: all
-    match: { prefix: "" }
-    chain: [origin]
-cache:
-  dir: $W/modgate-cache
-  fsync: false          # throwaway bench cache: only the miss path is affected
-audit:
-  output: $AUDIT_OUTPUT
-EOF
+write_modgate_conf "$W/modgate.yaml" "$W" "$MODGATE_PORT" "$AUDIT_OUTPUT" "" \
+  "    debug_headers: true   # X-Modgate-Cache: the warm-up checks that the second request is a hit" ""
 
 # ---------------------------------------------------------------------------------------------
 # Start the three servers.

@@ -59,46 +59,14 @@ PIDS+=($!)
 
 audit="$W/audit.log" level=info
 [ "$LOGS" = off ] && audit=off level=warn
-cat >"$W/modgate.yaml" <<EOF
-server:
-  threads: 1
-  pid_file: $W/modgate.pid
-  upgrade_sock: $W/modgate_upgrade.sock
-  grace_period: 1s
-  shutdown_timeout: 1s
-listeners:
-  - name: bench
-    address: "127.0.0.1:$PORT"
-    tls:
-      cert: $W/certs/server.pem
-      key: $W/certs/server.key
-      client_auth: optional
-      client_ca: $W/certs/ca.pem
-upstreams:
-  origin:
-    url: "http://127.0.0.1:$ORIGIN_PORT"
-routes:
-  - name: all
-    match: { prefix: "" }
-    chain: [origin]
-cache:
-  dir: $W/cache
-  fsync: false
-audit:
-  output: $audit
-log:
-  level: $level
-EOF
+write_modgate_conf "$W/modgate.yaml" "$W" "$PORT" "$audit" "$level" \
+  "$(tls_listener_yaml "$W/certs/server.pem" "$W/certs/server.key" "$W/certs/ca.pem")" ""
 unset RUST_LOG
 taskset -c "$SERVER_CPUS" "$MODGATE" run -c "$W/modgate.yaml" >"$W/modgate.stdout" 2>"$W/modgate.log" &
 MP=$!
 PIDS+=("$MP")
 URL="https://127.0.0.1:$PORT/$URLPATH"
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null --cacert "$W/certs/ca.pem" "$URL" 2>/dev/null && break
-  kill -0 "$MP" 2>/dev/null || { echo "modgate did not start: $(tail -3 "$W/modgate.log")" >&2; exit 1; }
-  sleep 0.1
-done
+wait_up "$URL" "$MP" --cacert "$W/certs/ca.pem" || die "modgate did not start: $(tail -3 "$W/modgate.log")"
 for _ in 1 2 3; do curl -fsS -o /dev/null --cacert "$W/certs/ca.pem" "$URL"; done
 
 load() { # seconds
