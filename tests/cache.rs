@@ -584,27 +584,60 @@ fn without_age(head: &[String]) -> (Vec<String>, Option<u64>) {
     (rest, age)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hot_hit_answers_exactly_what_the_disk_path_answers() {
-    let v1 = module(HOTPATH, "v1.0.0").file("h.go", b"package hotpath\n");
-    let fixture = FixtureProxy::start(std::slice::from_ref(&v1))
+/// A module cached by a gateway that was then stopped: the fixture serving `m`, the cache
+/// directory, its spec, the gateway config body, and the artifacts (`.info`, `.mod`, `.zip`,
+/// `list`, then `extra`) with their bytes, each fetched once (a miss) before the stop.
+struct Cached {
+    fixture: FixtureProxy,
+    _dir: tempfile::TempDir,
+    spec: CacheSpec,
+    body: String,
+    artifacts: Vec<(String, Vec<u8>)>,
+}
+
+async fn cached_then_stopped(m: &ModuleVersion, extra: Vec<(String, Vec<u8>)>) -> Cached {
+    let fixture = FixtureProxy::start(std::slice::from_ref(m))
         .await
         .expect("fixture");
-    let cache_dir = tempfile::tempdir().expect("tempdir");
-    let spec = CacheSpec::new(cache_dir.path());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = CacheSpec::new(dir.path());
     let body = one_route(&fixture.url(), "");
-    let artifacts: Vec<(String, Vec<u8>)> = vec![
-        (at(HOTPATH, "v1.0.0", "info"), v1.info()),
-        (at(HOTPATH, "v1.0.0", "mod"), v1.mod_file()),
-        (at(HOTPATH, "v1.0.0", "zip"), zip_of(&v1)),
-        (format!("/{HOTPATH}/@v/list"), b"v1.0.0\n".to_vec()),
-        (format!("/{HOTPATH}/@latest"), v1.info()),
+    let (path, version) = (m.path.as_str(), m.version.as_str());
+    let mut artifacts: Vec<(String, Vec<u8>)> = vec![
+        (at(path, version, "info"), m.info()),
+        (at(path, version, "mod"), m.mod_file()),
+        (at(path, version, "zip"), zip_of(m)),
+        (
+            format!("/{path}/@v/list"),
+            format!("{version}\n").into_bytes(),
+        ),
     ];
+    artifacts.extend(extra);
     let gw = Gw::start(&body, &spec);
     for (path, bytes) in &artifacts {
         assert_eq!(gw.expect_body(path, bytes), "miss", "{path}");
     }
     gw.stop();
+    Cached {
+        fixture,
+        _dir: dir,
+        spec,
+        body,
+        artifacts,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_hit_answers_exactly_what_the_disk_path_answers() {
+    let v1 = module(HOTPATH, "v1.0.0").file("h.go", b"package hotpath\n");
+    let latest = vec![(format!("/{HOTPATH}/@latest"), v1.info())];
+    let Cached {
+        fixture,
+        _dir,
+        spec,
+        body,
+        artifacts,
+    } = cached_then_stopped(&v1, latest).await;
 
     // After a restart the memory tier is empty: the first hit is read from disk through
     // Pingora's cache phase (and fills the memory tier), the second is a hot hit.
@@ -684,24 +717,13 @@ const KEPT: &str = "example.com/kept";
 async fn a_restarted_gateway_answers_from_its_cache_and_ledger() {
     let m = module(KEPT, "v1.0.0").file("k.go", b"package kept\n");
     let zip = zip_of(&m);
-    let fixture = FixtureProxy::start(std::slice::from_ref(&m))
-        .await
-        .expect("fixture");
-    let cache_dir = tempfile::tempdir().expect("tempdir");
-    let spec = CacheSpec::new(cache_dir.path());
-    let body = one_route(&fixture.url(), "");
-    let artifacts: Vec<(String, Vec<u8>)> = vec![
-        (at(KEPT, "v1.0.0", "info"), m.info()),
-        (at(KEPT, "v1.0.0", "mod"), m.mod_file()),
-        (at(KEPT, "v1.0.0", "zip"), zip.clone()),
-        (format!("/{KEPT}/@v/list"), b"v1.0.0\n".to_vec()),
-    ];
-
-    let gw = Gw::start(&body, &spec);
-    for (path, bytes) in &artifacts {
-        assert_eq!(gw.expect_body(path, bytes), "miss", "{path}");
-    }
-    gw.stop();
+    let Cached {
+        fixture,
+        _dir,
+        spec,
+        body,
+        artifacts,
+    } = cached_then_stopped(&m, Vec::new()).await;
     let upstream_before = fixture.request_count();
     assert_eq!(upstream_before, artifacts.len());
 
