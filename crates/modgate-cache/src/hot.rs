@@ -102,7 +102,7 @@ impl DiskCache {
         // deadline in any case
         for _ in 0..1000 {
             let Some(write) = self.readable_inflight(&hash) else {
-                return self.hot_hit(key, SystemTime::now());
+                return self.hot_hit_hashed(&hash, key, SystemTime::now());
             };
             let mut state = write.state.clone();
             drop(write);
@@ -132,16 +132,17 @@ impl DiskCache {
     /// eviction manager; `None` sends the request down the normal path (a write in progress, not
     /// in memory, purged on disk, stale, or a meta that does not decode).
     pub fn hot_hit(&self, key: &CacheKey, now: SystemTime) -> Option<HotHit> {
-        let hash = key.combined();
-        if lock(&self.inflight)
-            .get(&hash)
-            .is_some_and(|writes| writes.iter().any(|w| w.is_readable()))
-        {
+        self.hot_hit_hashed(&key.combined(), key, now)
+    }
+
+    /// [`DiskCache::hot_hit`] with the key's hash already made.
+    fn hot_hit_hashed(&self, hash: &str, key: &CacheKey, now: SystemTime) -> Option<HotHit> {
+        if self.readable_inflight(hash).is_some() {
             return None;
         }
-        let obj = lock(&self.mem).get(&hash)?;
-        if !self.still_current(&hash, &obj) {
-            lock(&self.mem).remove(&hash);
+        let obj = lock(&self.mem).get(hash)?;
+        if !self.still_current(hash, &obj) {
+            lock(&self.mem).remove(hash);
             return None;
         }
         let meta = obj
