@@ -16,7 +16,8 @@
 # run) and its peak RSS. With PERF=1, `perf record -e cpu-clock --call-graph dwarf` samples
 # modgate during the measured run and `perf report` summaries are written next to it; the
 # work directory is kept then. Settings: DURATION=8 WARMUP=2 LOGS=on|off PERF=0 KEEP=0
-# PORT=18713 ORIGIN_PORT=18711 BUILD=1 (0: target/release/modgate as it is). benches/lib.sh
+# PORT=18713 ORIGIN_PORT=18711 BUILD=1 (0: target/release/modgate as it is), CACHE_YAML (lines
+# added to modgate's cache: section, e.g. CACHE_YAML='  memory_object_max: 2MiB'). benches/lib.sh
 # holds what it shares with bench.sh and load.sh.
 set -euo pipefail
 
@@ -60,7 +61,8 @@ PIDS+=($!)
 audit="$W/audit.log" level=info
 [ "$LOGS" = off ] && audit=off level=warn
 write_modgate_conf "$W/modgate.yaml" "$W" "$PORT" "$audit" "$level" \
-  "$(tls_listener_yaml "$W/certs/server.pem" "$W/certs/server.key" "$W/certs/ca.pem")" ""
+  "$(tls_listener_yaml "$W/certs/server.pem" "$W/certs/server.key" "$W/certs/ca.pem")" \
+  "${CACHE_YAML:-}"
 unset RUST_LOG
 taskset -c "$SERVER_CPUS" "$MODGATE" run -c "$W/modgate.yaml" >"$W/modgate.stdout" 2>"$W/modgate.log" &
 MP=$!
@@ -76,7 +78,7 @@ load "$WARMUP" >/dev/null
 ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$MP/stat"; }
 t0=$(ticks)
 if [ "$PERF" = 1 ]; then
-  perf record -q -e cpu-clock -F 400 --call-graph dwarf,32768 -p "$MP" -o "$W/perf.data" \
+  perf record -q -e cpu-clock -F "${PERF_HZ:-400}" --call-graph dwarf,32768 -p "$MP" -o "$W/perf.data" \
     -- sleep "$DURATION" 2>/dev/null &
   PERF_PID=$!
 fi

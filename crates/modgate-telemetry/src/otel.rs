@@ -772,6 +772,12 @@ impl Telemetry {
     /// carrying a fresh random trace id, which [`Telemetry::trace_id_for`] and every span of
     /// the request then share.
     pub fn extract(traceparent: Option<&str>, tracestate: Option<&str>) -> Context {
+        if traceparent.is_none() {
+            // Without a traceparent there is no remote context (a tracestate alone is ignored
+            // by the propagator): skip building its header map.
+            return Context::new()
+                .with_value(RootTraceId(RandomIdGenerator::default().new_trace_id()));
+        }
         let mut map = HashMap::new();
         if let Some(tp) = traceparent {
             map.insert("traceparent".to_string(), tp.to_string());
@@ -1244,6 +1250,12 @@ mod tests {
             assert!(up.starts_with(&format!("00-{id}-")), "{up}");
             assert!(up.ends_with("-00"), "{up}");
         }
+        // A tracestate without a traceparent is no remote context: a root trace, and no
+        // tracestate goes upstream.
+        let cx = Telemetry::extract(None, Some("vendor=x"));
+        assert!(!cx.span().span_context().is_valid());
+        assert_eq!(Telemetry::trace_id_for(&cx).len(), 32);
+        assert_eq!(Telemetry::tracestate_for_upstream(&cx), None);
         assert_eq!(Telemetry::traceparent_for_upstream(&Context::new()), None);
         assert_eq!(Telemetry::trace_id_for(&Context::new()).len(), 32);
     }

@@ -101,12 +101,18 @@ impl Recorder {
             log::error!("audit record not written: {e}");
         }
         let Some(trace) = trace else { return };
-        let attrs = span_attributes(&record);
+        let denied = matches!(
+            record.decision,
+            AuditDecision::Deny | AuditDecision::Unauthenticated
+        );
+        // The attributes only go to spans: not built when no span will carry them.
+        let attrs = if trace.span.is_some() || (denied && self.telemetry.is_some()) {
+            span_attributes(&record)
+        } else {
+            Vec::new()
+        };
         if let Some(t) = &self.telemetry {
-            if matches!(
-                record.decision,
-                AuditDecision::Deny | AuditDecision::Unauthenticated
-            ) {
+            if denied {
                 // Under modgate's own request span when there is one, else under the client's.
                 let parent = trace
                     .span

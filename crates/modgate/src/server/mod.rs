@@ -55,6 +55,7 @@ fn server_conf(config: &GatewayConfig) -> ServerConf {
         graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.0.as_secs()),
         upstream_keepalive_pool_size: s.upstream_pool_size,
         max_blocking_threads: Some(s.max_blocking_threads.max(1)),
+        work_stealing: s.work_stealing,
         ..ServerConf::default()
     }
 }
