@@ -467,6 +467,17 @@ const HITS: &str = "example.com/hits";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_miss_then_hits_with_identical_bytes_and_one_upstream_request() {
+    miss_then_hits("").await;
+}
+
+/// The same with the work-stealing scheduler, where the integrity check at the end of a miss
+/// runs in `block_in_place` (inline with the default per-thread schedulers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_miss_then_hits_with_the_work_stealing_scheduler() {
+    miss_then_hits("server:\n  work_stealing: true\n").await;
+}
+
+async fn miss_then_hits(server: &str) {
     let v1 = module(HITS, "v1.0.0");
     let v11 = module(HITS, "v1.1.0");
     let fixture = FixtureProxy::start(&[v1.clone(), v11.clone()])
@@ -474,7 +485,7 @@ async fn a_miss_then_hits_with_identical_bytes_and_one_upstream_request() {
         .expect("fixture");
     let cache_dir = tempfile::tempdir().expect("tempdir");
     let gw = Gw::start(
-        &one_route(&fixture.url(), ""),
+        &format!("{server}{}", one_route(&fixture.url(), "")),
         &CacheSpec::new(cache_dir.path()),
     );
 
