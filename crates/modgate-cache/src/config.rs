@@ -37,14 +37,14 @@ pub struct DiskCacheConfig {
 
 impl DiskCacheConfig {
     /// Defaults: 10 GiB on disk, 1 GiB maximum object, memory tier of 64 MiB for bodies up to
-    /// 256 KiB, 64 KiB read chunks, verify bodies up to 1 MiB before serving, fsync on, streaming
-    /// partial writes on.
+    /// 2 MiB (those above 256 KiB sharing half of it), 64 KiB read chunks, verify bodies up to
+    /// 1 MiB before serving, fsync on, streaming partial writes on.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         DiskCacheConfig {
             root: root.into(),
             max_disk_bytes: 10 << 30,
             max_object_bytes: 1 << 30,
-            memory_object_max_bytes: 256 << 10,
+            memory_object_max_bytes: 2 << 20,
             memory_budget_bytes: 64 << 20,
             read_chunk_bytes: 64 << 10,
             verify_before_serve_max_bytes: 1 << 20,

@@ -11,7 +11,8 @@
 //! * **Streaming.** Hits are read in chunks of at most 64 KiB (configurable), so memory stays
 //!   flat for any body size; single and multipart ranges seek. Writes in progress can be streamed
 //!   by other readers (Pingora's streaming partial writes), like `MemCache` does.
-//! * **Memory tier.** Bodies up to 256 KiB are also kept in a byte-budgeted LRU map. A fresh
+//! * **Memory tier.** Bodies up to 2 MiB are also kept in a byte-budgeted LRU map, those above
+//!   256 KiB within half of its budget (so zips never push small answers out). A fresh
 //!   object there can be answered as a hot hit ([`DiskCache::hot_hit`]): head decoded once,
 //!   no Pingora cache phase.
 //! * **Budget.** Pingora's [`simple_lru::Manager`](pingora::cache::eviction::simple_lru::Manager)

@@ -1,5 +1,10 @@
 //! The in-memory tier: a byte-budgeted LRU map from combined key hash to small complete objects
 //! (body plus serialized meta), consulted before the disk.
+//!
+//! Bodies above [`LARGE_FROM`] (zips, in practice) may take at most half of the budget between
+//! them, and make room among themselves first: a job downloading many zips cycles through that
+//! half instead of pushing the `.info` / `.mod` / `list` answers every build asks for out of
+//! memory.
 
 use crate::hot::HotMeta;
 use bytes::Bytes;
@@ -12,6 +17,9 @@ pub(crate) type SerializedMeta = (Vec<u8>, Vec<u8>);
 
 /// Fixed per-entry overhead charged against the budget (map slots, key, Arc).
 const ENTRY_OVERHEAD: usize = 128;
+
+/// Bodies larger than this are "large": together they may take at most half the budget.
+pub(crate) const LARGE_FROM: usize = 256 << 10;
 
 /// A complete object held in memory.
 #[derive(Debug)]
@@ -62,6 +70,7 @@ struct Slot {
     obj: Arc<MemObject>,
     tick: u64,
     cost: usize,
+    large: bool,
 }
 
 /// The LRU map. Not synchronized: the cache keeps it behind a mutex.
@@ -69,9 +78,13 @@ pub(crate) struct MemTier {
     budget: usize,
     max_object: usize,
     slots: HashMap<String, Slot>,
+    /// Every entry by last use.
     order: BTreeMap<u64, String>,
+    /// The large entries by last use (also in `order`).
+    large_order: BTreeMap<u64, String>,
     tick: u64,
     bytes: usize,
+    large_bytes: usize,
 }
 
 impl MemTier {
@@ -82,14 +95,18 @@ impl MemTier {
             max_object,
             slots: HashMap::new(),
             order: BTreeMap::new(),
+            large_order: BTreeMap::new(),
             tick: 0,
             bytes: 0,
+            large_bytes: 0,
         }
     }
 
     /// Whether a body of `len` bytes may be kept in memory.
     pub(crate) fn accepts(&self, len: u64) -> bool {
-        self.budget > 0 && len <= self.max_object as u64
+        self.budget > 0
+            && len <= self.max_object as u64
+            && (len <= LARGE_FROM as u64 || len < (self.budget / 2) as u64)
     }
 
     fn next_tick(&mut self) -> u64 {
@@ -101,37 +118,58 @@ impl MemTier {
     pub(crate) fn get(&mut self, hash: &str) -> Option<Arc<MemObject>> {
         let tick = self.next_tick();
         let slot = self.slots.get_mut(hash)?;
-        self.order.remove(&slot.tick);
+        if let Some(key) = self.order.remove(&slot.tick) {
+            if slot.large {
+                self.large_order.remove(&slot.tick);
+                self.large_order.insert(tick, key.clone());
+            }
+            self.order.insert(tick, key);
+        }
         slot.tick = tick;
-        self.order.insert(tick, hash.to_string());
         Some(slot.obj.clone())
     }
 
-    /// Insert or replace, then evict least recently used entries beyond the budget.
+    /// Insert or replace, then evict least recently used entries beyond the budget (large
+    /// entries beyond their half first, among themselves).
     pub(crate) fn insert(&mut self, hash: &str, obj: MemObject) {
         self.remove(hash);
         if !self.accepts(obj.body.len() as u64) {
             return;
         }
+        let large = obj.body.len() > LARGE_FROM;
         let cost = obj.cost();
+        if large && cost > self.budget / 2 {
+            return;
+        }
         let tick = self.next_tick();
         self.order.insert(tick, hash.to_string());
+        if large {
+            self.large_order.insert(tick, hash.to_string());
+            self.large_bytes += cost;
+        }
         self.slots.insert(
             hash.to_string(),
             Slot {
                 obj: Arc::new(obj),
                 tick,
                 cost,
+                large,
             },
         );
         self.bytes += cost;
-        while self.bytes > self.budget {
-            let Some((_, victim)) = self.order.pop_first() else {
+        while self.large_bytes > self.budget / 2 {
+            let Some((_, victim)) = self.large_order.first_key_value() else {
                 break;
             };
-            if let Some(slot) = self.slots.remove(&victim) {
-                self.bytes -= slot.cost;
-            }
+            let victim = victim.clone();
+            self.remove(&victim);
+        }
+        while self.bytes > self.budget {
+            let Some((_, victim)) = self.order.first_key_value() else {
+                break;
+            };
+            let victim = victim.clone();
+            self.remove(&victim);
         }
     }
 
@@ -141,6 +179,10 @@ impl MemTier {
             Some(slot) => {
                 self.order.remove(&slot.tick);
                 self.bytes -= slot.cost;
+                if slot.large {
+                    self.large_order.remove(&slot.tick);
+                    self.large_bytes -= slot.cost;
+                }
                 true
             }
             None => false,
@@ -204,6 +246,54 @@ mod tests {
         let mut off = MemTier::new(0, 0);
         off.insert("a", obj(0));
         assert_eq!(off.usage(), (0, 0));
+    }
+
+    #[test]
+    fn large_bodies_share_half_the_budget_and_make_room_among_themselves() {
+        let small = obj(1000).cost();
+        let large = obj(LARGE_FROM + 1).cost();
+        // Room for four large bodies in all, two in their half.
+        let mut t = MemTier::new(4 * large, LARGE_FROM * 2);
+        t.insert("s1", obj(1000));
+        t.insert("s2", obj(1000));
+        t.insert("z1", obj(LARGE_FROM + 1));
+        t.insert("z2", obj(LARGE_FROM + 1));
+        assert!(t.get("z1").is_some()); // z2 is now the least recent large entry
+        t.insert("z3", obj(LARGE_FROM + 1));
+        assert!(
+            t.get("z2").is_none(),
+            "the least recent large entry goes first"
+        );
+        assert!(t.get("z1").is_some() && t.get("z3").is_some());
+        // Ten more zips never push the small answers out.
+        for i in 0..10 {
+            t.insert(&format!("y{i}"), obj(LARGE_FROM + 1));
+        }
+        assert!(t.get("s1").is_some() && t.get("s2").is_some());
+        assert_eq!(t.usage(), (4, 2 * small + 2 * large));
+        assert!(t.large_bytes <= t.budget / 2);
+        // A large body bigger than half the budget is not kept; a body at LARGE_FROM is small.
+        let mut t = MemTier::new(2 * large - 1, LARGE_FROM * 4);
+        t.insert("big", obj(LARGE_FROM + 1));
+        assert!(t.get("big").is_none());
+        t.insert("edge", obj(LARGE_FROM));
+        assert!(t.get("edge").is_some());
+        // Small entries evict large ones by age when the whole budget is full.
+        let mut t = MemTier::new(large + 2 * small, LARGE_FROM * 2);
+        t.insert("z", obj(LARGE_FROM + 1));
+        assert!(t.get("z").is_none(), "more than half the budget");
+        let mut t = MemTier::new(2 * large + small, LARGE_FROM * 2);
+        t.insert("z", obj(LARGE_FROM + 1));
+        t.insert("s", obj(1000));
+        for i in 0..(large / small + 1) {
+            t.insert(&format!("s{i}"), obj(1000));
+        }
+        assert!(
+            t.get("z").is_none(),
+            "the oldest entry goes when the budget is full"
+        );
+        assert_eq!(t.large_bytes, 0);
+        assert!(t.bytes <= t.budget);
     }
 
     #[test]

@@ -21,9 +21,11 @@ fn span() -> SpanHandle {
     Span::inactive().handle()
 }
 
+/// Bodies above 256 KiB stay out of the memory tier (the tests' "large" bodies are 300 KiB).
 fn config(root: &Path) -> DiskCacheConfig {
     let mut c = DiskCacheConfig::new(root);
     c.max_disk_bytes = 512 * MIB;
+    c.memory_object_max_bytes = 256 * KIB;
     c
 }
 
@@ -953,6 +955,32 @@ async fn persist_service_saves_periodically_and_at_shutdown() {
         .path()
         .join("eviction/simple_lru.data.deadbeef.tmp")
         .exists());
+}
+
+#[tokio::test]
+async fn by_default_a_one_mib_zip_is_a_hot_hit_and_zips_keep_to_half_the_memory_tier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = DiskCacheConfig::new(dir.path());
+    c.memory_budget_bytes = 8 * MIB;
+    let cache = open(c);
+    let now = SystemTime::now();
+    let info = key("/m/@v/v1.info");
+    fill(cache, &info, b"{\"Version\":\"v1\"}", 100).await;
+    for i in 0..8u8 {
+        let zip = key(&format!("/m/@v/v1.{i}.zip"));
+        let data = body(MIB, i);
+        fill(cache, &zip, &data, 64 * KIB).await;
+        let hot = cache.hot_hit(&zip, now).expect("a 1 MiB zip is hot");
+        assert_eq!(&hot.body[..], &data[..]);
+    }
+    // Eight 1 MiB zips in an 8 MiB tier: the last three fit in their half, and the .info
+    // answer was never pushed out.
+    let stats = cache.stats();
+    assert_eq!(stats.memory_objects, 4, "{stats:?}");
+    assert!(stats.memory_bytes <= 4 * MIB as u64 + 4096, "{stats:?}");
+    assert!(cache.hot_hit(&info, now).is_some());
+    assert!(cache.hot_hit(&key("/m/@v/v1.0.zip"), now).is_none());
+    assert!(cache.hot_hit(&key("/m/@v/v1.7.zip"), now).is_some());
 }
 
 #[tokio::test]

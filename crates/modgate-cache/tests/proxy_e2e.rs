@@ -212,6 +212,7 @@ fn pingora_proxy_serves_misses_hits_ranges_and_evicts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = DiskCacheConfig::new(dir.path());
     config.max_disk_bytes = 3 * 1024 * 1024; // the 2 MiB object plus a few 300 KB ones
+    config.memory_object_max_bytes = 256 * 1024; // the 300 KB ones are disk hits
     let cache = DiskCache::open(config).expect("open");
     let (origin, hits) = start_origin();
     let port = free_port();

@@ -193,7 +193,7 @@ fn default_memory() -> ByteSize {
     ByteSize(64 << 20)
 }
 fn default_memory_object() -> ByteSize {
-    ByteSize(256 << 10)
+    ByteSize(2 << 20)
 }
 fn default_lock_timeout() -> DurationValue {
     DurationValue(Duration::from_secs(60))
