@@ -92,6 +92,7 @@
 #   ORIGIN_PORT=18611 NGINX_PORT=18612 MODGATE_PORT=18613
 #   KEEP=1             keep the work directory (configs, logs, h2load and go outputs)
 #   BUILD=0            use target/release/modgate as it is (no cargo build)
+#   WORK_STEALING=true modgate's server.work_stealing (false: one scheduler per worker thread)
 #
 # Everything listens on 127.0.0.1. Every h2load, curl and go is bounded by a timeout, every loop
 # by a count. Every process started here is stopped on exit (benches/lib.sh).
@@ -802,7 +803,7 @@ cat <<EOF
 Machine: $NCPU CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r).
 Load average at start $LOAD_START, at end $LOAD_END. modgate $REV,
 $($NGINX -v 2>&1 | sed 's/^nginx version: //'), $(h2load --version | head -1)$(gomod_on && echo ", $("$GO_BIN" version | awk '{ print $3 }')").
-Pinning: $PINNING; THREADS=$THREADS (modgate server.threads = nginx worker_processes).
+Pinning: $PINNING; THREADS=$THREADS (modgate server.threads = nginx worker_processes); modgate server.work_stealing: ${WORK_STEALING:-true}.
 TLS 1.3 ($CIPHER), client certificates optional (none presented). Sections: $SECTIONS
 (all but small in logging mode $EXTRA_MODE only).
 h2load -t1: ${WARMUP}s warm-up, then ${DURATION}s measured; $ROUNDS rounds, servers alternating;

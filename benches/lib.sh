@@ -167,12 +167,14 @@ http {
 EOF
 }
 
+# modgate's server.work_stealing is WORK_STEALING (default true, modgate's default).
 write_modgate_conf() { # file dir port audit-output log-level ("": none) listener-yaml cache-yaml
   local file=$1 dir=$2 port=$3 audit=$4 level=$5 listener=$6 cache=$7 logs=""
   [ -n "$level" ] && logs=$'log:\n  level: '"$level"
   cat >"$file" <<EOF
 server:
   threads: $THREADS
+  work_stealing: ${WORK_STEALING:-true}
   pid_file: $dir/modgate.pid
   upgrade_sock: $dir/modgate_upgrade.sock
   grace_period: 1s

@@ -17,7 +17,8 @@
 # modgate during the measured run and `perf report` summaries are written next to it; the
 # work directory is kept then. Settings: DURATION=8 WARMUP=2 LOGS=on|off PERF=0 KEEP=0
 # PORT=18713 ORIGIN_PORT=18711 BUILD=1 (0: target/release/modgate as it is), CACHE_YAML (lines
-# added to modgate's cache: section, e.g. CACHE_YAML='  memory_object_max: 2MiB'). benches/lib.sh
+# added to modgate's cache: section, e.g. CACHE_YAML='  memory_object_max: 2MiB'), WORK_STEALING
+# (modgate's server.work_stealing, default true), PERF_HZ=400. benches/lib.sh
 # holds what it shares with bench.sh and load.sh.
 set -euo pipefail
 

@@ -470,11 +470,11 @@ async fn a_miss_then_hits_with_identical_bytes_and_one_upstream_request() {
     miss_then_hits("").await;
 }
 
-/// The same with the work-stealing scheduler, where the integrity check at the end of a miss
-/// runs in `block_in_place` (inline with the default per-thread schedulers).
+/// The same with one scheduler per worker thread, where the integrity check at the end of a
+/// miss runs inline (in `block_in_place` with the default work-stealing scheduler).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_miss_then_hits_with_the_work_stealing_scheduler() {
-    miss_then_hits("server:\n  work_stealing: true\n").await;
+async fn a_miss_then_hits_with_one_scheduler_per_thread() {
+    miss_then_hits("server:\n  work_stealing: false\n").await;
 }
 
 async fn miss_then_hits(server: &str) {

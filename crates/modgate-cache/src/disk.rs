@@ -171,6 +171,8 @@ pub struct DiskCache {
     /// Bodies (hash → generation) this process has verified whole before serving: later hits
     /// of the same generation are checked while they stream instead of read twice.
     pub(crate) verified: Mutex<HashMap<String, u64>>,
+    /// Large bodies being read whole to enter the memory tier (see `DiskCache::large_load`).
+    pub(crate) large_loads: Mutex<crate::storage::LargeLoads>,
     /// The change generation shared with the other processes using this directory.
     pub(crate) generation: Generation,
     next_gen: AtomicU64,
@@ -230,6 +232,7 @@ impl DiskCache {
             inflight: Mutex::new(HashMap::new()),
             stripes,
             verified: Mutex::new(HashMap::new()),
+            large_loads: Mutex::new(Default::default()),
             generation,
             next_gen: AtomicU64::new(seed),
             counters: Counters::default(),

@@ -13,7 +13,7 @@ use crate::disk::{lock, DiskCache};
 use crate::miss::WriteState;
 use bytes::Bytes;
 use pingora::cache::eviction::CacheEntryKey;
-use pingora::cache::key::CacheHashKey;
+use pingora::cache::key::{CacheHashKey, CompactCacheKey};
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::http::ResponseHeader;
 use std::sync::atomic::Ordering;
@@ -97,12 +97,13 @@ impl DiskCache {
     /// no such write, the write failed, took too long, or left nothing in memory.
     pub async fn hot_hit_after_write(&self, key: &CacheKey, wait: Duration) -> Option<HotHit> {
         let deadline = tokio::time::Instant::now() + wait;
-        let hash = key.combined();
+        let compact = key.to_compact();
+        let hash = compact.combined();
         // every turn either returns or waits for the write's state to change; bounded by the
         // deadline in any case
         for _ in 0..1000 {
             let Some(write) = self.readable_inflight(&hash) else {
-                return self.hot_hit_hashed(&hash, key, SystemTime::now());
+                return self.hot_hit_hashed(&hash, compact, SystemTime::now());
             };
             let mut state = write.state.clone();
             drop(write);
@@ -132,11 +133,18 @@ impl DiskCache {
     /// eviction manager; `None` sends the request down the normal path (a write in progress, not
     /// in memory, purged on disk, stale, or a meta that does not decode).
     pub fn hot_hit(&self, key: &CacheKey, now: SystemTime) -> Option<HotHit> {
-        self.hot_hit_hashed(&key.combined(), key, now)
+        // The key is hashed once (`to_compact`); the compact key's hash is that same hash.
+        let compact = key.to_compact();
+        self.hot_hit_hashed(&compact.combined(), compact, now)
     }
 
-    /// [`DiskCache::hot_hit`] with the key's hash already made.
-    fn hot_hit_hashed(&self, hash: &str, key: &CacheKey, now: SystemTime) -> Option<HotHit> {
+    /// [`DiskCache::hot_hit`] with the key hashed (`hash` is `compact.combined()`).
+    fn hot_hit_hashed(
+        &self,
+        hash: &str,
+        compact: CompactCacheKey,
+        now: SystemTime,
+    ) -> Option<HotHit> {
         if self.readable_inflight(hash).is_some() {
             return None;
         }
@@ -154,7 +162,7 @@ impl DiskCache {
         }
         self.counters.hits_memory.fetch_add(1, Ordering::Relaxed);
         self.counters.hits_hot.fetch_add(1, Ordering::Relaxed);
-        let entry = CacheEntryKey::key_only(key.to_compact());
+        let entry = CacheEntryKey::key_only(compact);
         pingora::cache::eviction::EvictionManager::access(
             &self.eviction,
             &entry,

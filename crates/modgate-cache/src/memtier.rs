@@ -106,7 +106,17 @@ impl MemTier {
     pub(crate) fn accepts(&self, len: u64) -> bool {
         self.budget > 0
             && len <= self.max_object as u64
-            && (len <= LARGE_FROM as u64 || len < (self.budget / 2) as u64)
+            && (len <= LARGE_FROM as u64 || Self::large_fits(len, self.budget))
+    }
+
+    /// Whether a large body of `len` bytes fits in the half of `budget` large bodies share.
+    fn large_fits(len: u64, budget: usize) -> bool {
+        len.saturating_add(ENTRY_OVERHEAD as u64) <= (budget / 2) as u64
+    }
+
+    /// The budget bodies above [`LARGE_FROM`] share.
+    pub(crate) fn large_budget(&self) -> usize {
+        self.budget / 2
     }
 
     fn next_tick(&mut self) -> u64 {
@@ -138,9 +148,6 @@ impl MemTier {
         }
         let large = obj.body.len() > LARGE_FROM;
         let cost = obj.cost();
-        if large && cost > self.budget / 2 {
-            return;
-        }
         let tick = self.next_tick();
         self.order.insert(tick, hash.to_string());
         if large {
@@ -157,10 +164,15 @@ impl MemTier {
             },
         );
         self.bytes += cost;
+        // The entry just inserted is the most recent: it is never its own victim here (its
+        // meta can take it slightly past the half, which the whole budget then bounds).
         while self.large_bytes > self.budget / 2 {
             let Some((_, victim)) = self.large_order.first_key_value() else {
                 break;
             };
+            if victim == hash {
+                break;
+            }
             let victim = victim.clone();
             self.remove(&victim);
         }
@@ -272,16 +284,20 @@ mod tests {
         assert!(t.get("s1").is_some() && t.get("s2").is_some());
         assert_eq!(t.usage(), (4, 2 * small + 2 * large));
         assert!(t.large_bytes <= t.budget / 2);
-        // A large body bigger than half the budget is not kept; a body at LARGE_FROM is small.
-        let mut t = MemTier::new(2 * large - 1, LARGE_FROM * 4);
+        // A large body bigger than half the budget is not kept (and not accepted, so a disk
+        // hit does not read it whole for nothing); a body at LARGE_FROM is small.
+        let mut t = MemTier::new(2 * (LARGE_FROM + ENTRY_OVERHEAD) - 2, LARGE_FROM * 4);
+        assert!(!t.accepts(LARGE_FROM as u64 + 1));
         t.insert("big", obj(LARGE_FROM + 1));
         assert!(t.get("big").is_none());
         t.insert("edge", obj(LARGE_FROM));
         assert!(t.get("edge").is_some());
-        // Small entries evict large ones by age when the whole budget is full.
-        let mut t = MemTier::new(large + 2 * small, LARGE_FROM * 2);
+        // One accepted large body is kept even when its meta takes it past the half.
+        let mut t = MemTier::new(2 * (LARGE_FROM + 1 + ENTRY_OVERHEAD), LARGE_FROM * 2);
+        assert!(t.accepts(LARGE_FROM as u64 + 1));
         t.insert("z", obj(LARGE_FROM + 1));
-        assert!(t.get("z").is_none(), "more than half the budget");
+        assert!(t.get("z").is_some(), "kept: it does not evict itself");
+        // Small entries evict large ones by age when the whole budget is full.
         let mut t = MemTier::new(2 * large + small, LARGE_FROM * 2);
         t.insert("z", obj(LARGE_FROM + 1));
         t.insert("s", obj(1000));

@@ -5,7 +5,7 @@
 use crate::disk::{lock, DiskCache};
 use crate::error::{to_pingora, CacheError};
 use crate::hit::{DiskHit, MemHit, PartialHit};
-use crate::memtier::{MemObject, SerializedMeta};
+use crate::memtier::{MemObject, SerializedMeta, LARGE_FROM};
 use crate::miss::{DiskMissHandler, Inflight};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -77,6 +77,26 @@ impl DiskCache {
         Some((meta, Box::new(hit)))
     }
 
+    /// Leave to read a large body (above [`LARGE_FROM`]) whole into the memory tier, until the
+    /// returned guard drops: one request at a time per body, and such reads together within the
+    /// large half of the tier's budget. `None`: the hit streams from disk instead. So a burst
+    /// of hits on zips not (yet, or no longer) in memory holds at most that half in copies,
+    /// not one copy per request.
+    pub(crate) fn large_load(&self, hash: &str, len: u64) -> Option<LargeLoad<'_>> {
+        let budget = lock(&self.mem).large_budget() as u64;
+        let mut loads = lock(&self.large_loads);
+        if loads.hashes.contains(hash) || loads.bytes.saturating_add(len) > budget {
+            return None;
+        }
+        loads.hashes.insert(hash.to_string());
+        loads.bytes += len;
+        Some(LargeLoad {
+            cache: self,
+            hash: hash.to_string(),
+            len,
+        })
+    }
+
     /// Open, validate and (for small bodies) verify a committed object. Blocking.
     fn disk_lookup(&'static self, hash: &str, key: &CompactCacheKey) -> Result<Found, CacheError> {
         let committed = {
@@ -104,7 +124,14 @@ impl DiskCache {
             }
         };
         let len = committed.header.body_len;
-        let keep = lock(&self.mem).accepts(len);
+        let mut keep = lock(&self.mem).accepts(len);
+        let _load = if keep && len > LARGE_FROM as u64 {
+            let load = self.large_load(hash, len);
+            keep = load.is_some();
+            load
+        } else {
+            None
+        };
         // A small body is verified whole before its first hit in this process; later hits of the
         // same generation are checksummed as they stream (a mismatch still fails the read that
         // would complete the body), instead of reading it twice.
@@ -168,6 +195,28 @@ impl DiskCache {
         self.counters.hits_partial.fetch_add(1, Ordering::Relaxed);
         let hit = PartialHit::new(w, self.config.read_chunk_bytes);
         Ok(Some((meta, Box::new(hit))))
+    }
+}
+
+/// The large bodies being read whole into the memory tier, and their bytes.
+#[derive(Debug, Default)]
+pub(crate) struct LargeLoads {
+    hashes: std::collections::HashSet<String>,
+    bytes: u64,
+}
+
+/// One large body being read whole (see [`DiskCache::large_load`]); ends on drop.
+pub(crate) struct LargeLoad<'a> {
+    cache: &'a DiskCache,
+    hash: String,
+    len: u64,
+}
+
+impl Drop for LargeLoad<'_> {
+    fn drop(&mut self) {
+        let mut loads = lock(&self.cache.large_loads);
+        loads.hashes.remove(&self.hash);
+        loads.bytes = loads.bytes.saturating_sub(self.len);
     }
 }
 
@@ -329,5 +378,38 @@ impl Storage for DiskCache {
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DiskCacheConfig;
+
+    #[test]
+    fn large_bodies_are_read_whole_by_one_request_at_a_time_within_half_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = DiskCacheConfig::new(dir.path());
+        c.memory_budget_bytes = 8 << 20;
+        let cache = DiskCache::open(c).expect("open");
+        let mib = 1u64 << 20;
+        let a = cache.large_load("a", mib).expect("first read of a");
+        assert!(
+            cache.large_load("a", mib).is_none(),
+            "a second read of a streams"
+        );
+        let b = cache.large_load("b", 2 * mib).expect("b");
+        assert!(
+            cache.large_load("c", 2 * mib).is_none(),
+            "past half the budget"
+        );
+        let c1 = cache.large_load("c", mib).expect("exactly half");
+        drop(a);
+        let a2 = cache
+            .large_load("a", mib)
+            .expect("a again once the first read ended");
+        drop((a2, b, c1));
+        let loads = lock(&cache.large_loads);
+        assert!(loads.hashes.is_empty() && loads.bytes == 0, "{loads:?}");
     }
 }

@@ -970,6 +970,7 @@ async fn by_default_a_one_mib_zip_is_a_hot_hit_and_zips_keep_to_half_the_memory_
         let zip = key(&format!("/m/@v/v1.{i}.zip"));
         let data = body(MIB, i);
         fill(cache, &zip, &data, 64 * KIB).await;
+        assert_eq!(body_of(cache, &zip).await.expect("hit"), data);
         let hot = cache.hot_hit(&zip, now).expect("a 1 MiB zip is hot");
         assert_eq!(&hot.body[..], &data[..]);
     }

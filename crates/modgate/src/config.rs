@@ -182,10 +182,12 @@ impl<'de> Deserialize<'de> for SumdbName {
 pub struct ServerSettings {
     /// Worker threads per listener service.
     pub threads: usize,
-    /// `false` (default): each worker thread runs its own scheduler, as nginx's workers do;
-    /// the HTTP/2 responses a pass over a connection's streams produces leave in one TLS
-    /// record and one send (small cached hits: about a quarter less CPU). `true`: tokio's
-    /// work-stealing scheduler, where idle threads take queued tasks from busy ones.
+    /// `true` (default): tokio's work-stealing scheduler; blocking steps on a worker thread
+    /// (the integrity check and ledger write at the end of a miss) hand the thread's other
+    /// tasks to another thread. `false`: one scheduler per worker thread, as nginx's workers;
+    /// the HTTP/2 answers of one pass over a connection leave in one TLS record and one send
+    /// (small cached hits: about a quarter less CPU), but those blocking steps then hold every
+    /// other request of their thread.
     pub work_stealing: bool,
     /// Optional path prefix the GOPROXY protocol is served under (e.g. `/goproxy`).
     pub path_prefix: String,
@@ -216,7 +218,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             threads: 2,
-            work_stealing: false,
+            work_stealing: true,
             path_prefix: String::new(),
             grace_period: DurationValue(Duration::from_secs(30)),
             shutdown_timeout: DurationValue(Duration::from_secs(10)),
@@ -1221,9 +1223,9 @@ routes:
         assert_eq!(corp.url.port, 3000);
         assert!(!corp.url.tls);
         assert_eq!(c.server.threads, 2);
-        assert!(!c.server.work_stealing);
-        let c = parse_str(&format!("server:\n  work_stealing: true\n{MINIMAL}")).expect("valid");
         assert!(c.server.work_stealing);
+        let c = parse_str(&format!("server:\n  work_stealing: false\n{MINIMAL}")).expect("valid");
+        assert!(!c.server.work_stealing);
     }
 
     fn err(text: &str) -> String {
