@@ -185,9 +185,8 @@ pub struct ServerSettings {
     /// `true` (default): tokio's work-stealing scheduler; blocking steps on a worker thread
     /// (the integrity check and ledger write at the end of a miss) hand the thread's other
     /// tasks to another thread. `false`: one scheduler per worker thread, as nginx's workers;
-    /// the HTTP/2 answers of one pass over a connection leave in one TLS record and one send
-    /// (small cached hits: about a quarter less CPU), but those blocking steps then hold every
-    /// other request of their thread.
+    /// less scheduling overhead (small cached hits: about a fifth less CPU), but those
+    /// blocking steps then hold every other request of their thread.
     pub work_stealing: bool,
     /// Optional path prefix the GOPROXY protocol is served under (e.g. `/goproxy`).
     pub path_prefix: String,

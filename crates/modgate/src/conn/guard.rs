@@ -4,6 +4,10 @@
 //! read timeouts are per read, so a client trickling one byte at a time, or sending nothing,
 //! would hold a connection for ever; here a cut connection reads as closed, after a best-effort
 //! `408` naming the reason when it was cut half-way through HTTP/1.1 request headers.
+//!
+//! On an HTTP/2 connection it also coalesces flushes ([`FlushBatch`]): the first flush after a
+//! write yields to the other ready tasks once, so the answers of every stream served in that
+//! pass leave in one TLS record and one `send` instead of one each.
 
 use std::fmt;
 use std::future::Future;
@@ -44,7 +48,47 @@ pub struct GuardedStream {
     cut: Option<Cut>,
     listener: Arc<str>,
     header_timeout: Duration,
+    flush: FlushBatch,
     _permit: Permit,
+}
+
+/// Flush coalescing for an HTTP/2 connection.
+///
+/// Pingora spawns one task per HTTP/2 stream; the stream task that answers wakes the
+/// connection task, and tokio's work-stealing scheduler runs a task woken that way next (its
+/// LIFO slot), before the other streams of the same read have answered: the connection task
+/// then flushes that one answer (a TLS record and a `send` each, 0.44 per request under
+/// `h2load -m8`). Here the first flush after a write returns `Pending` once and wakes its own
+/// task, which tokio reschedules at the back of the run queue (a task woken while it runs
+/// yields): the other ready stream tasks answer first and the next flush sends them all.
+/// Bounded: a flush is put off at most once, and a flush that the socket holds up is not put
+/// off again. The per-thread scheduler (`server.work_stealing: false`) already runs tasks in
+/// this order; the yield costs it one extra poll per flush.
+#[derive(Debug, Default)]
+struct FlushBatch {
+    /// An HTTP/2 connection (TLS with ALPN h2).
+    on: bool,
+    /// Bytes were written since the last completed flush.
+    dirty: bool,
+    /// This flush was already put off once.
+    deferred: bool,
+}
+
+impl FlushBatch {
+    /// Whether to put this flush off (and wake the task to come back for it).
+    fn defer(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.on || !self.dirty || self.deferred {
+            return false;
+        }
+        self.deferred = true;
+        cx.waker().wake_by_ref();
+        true
+    }
+
+    fn flushed(&mut self) {
+        self.dirty = false;
+        self.deferred = false;
+    }
 }
 
 impl fmt::Debug for GuardedStream {
@@ -163,11 +207,22 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.flush.dirty |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        if this.flush.defer(cx) {
+            return Poll::Pending;
+        }
+        let flushed = Pin::new(&mut this.inner).poll_flush(cx);
+        if flushed.is_ready() {
+            this.flush.flushed();
+        }
+        flushed
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -179,7 +234,10 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.flush.dirty |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -366,6 +424,7 @@ where
             }
         };
         let _open = OpenGauge::new(&self.open);
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let guarded = GuardedStream {
             inner: stream,
             clock: Arc::new(Mutex::new(Clock::new(
@@ -376,6 +435,10 @@ where
             cut: None,
             listener: self.listener.clone(),
             header_timeout: self.limits.deadlines.headers,
+            flush: FlushBatch {
+                on: h2,
+                ..FlushBatch::default()
+            },
             _permit: permit,
         };
         let stream: Box<dyn IO> = Box::new(guarded);
@@ -384,5 +447,59 @@ where
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    struct CountWakes(AtomicUsize);
+
+    impl Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_flush_after_a_write_is_put_off_once_and_wakes_its_task() {
+        let wakes = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut f = FlushBatch {
+            on: true,
+            ..FlushBatch::default()
+        };
+        // Nothing written: nothing to hold back.
+        assert!(!f.defer(&mut cx));
+        f.dirty = true;
+        assert!(f.defer(&mut cx), "the first flush after a write yields");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "and wakes its task");
+        assert!(
+            !f.defer(&mut cx),
+            "the flush it comes back for goes through"
+        );
+        // A flush the socket holds up (not completed) is not put off again, even after more
+        // writes; a completed one starts over.
+        f.dirty = true;
+        assert!(!f.defer(&mut cx));
+        f.flushed();
+        assert!(!f.defer(&mut cx), "clean after a completed flush");
+        f.dirty = true;
+        assert!(f.defer(&mut cx));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        // Not HTTP/2: never held back.
+        let mut h1 = FlushBatch {
+            dirty: true,
+            ..FlushBatch::default()
+        };
+        assert!(!h1.defer(&mut cx));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
     }
 }
