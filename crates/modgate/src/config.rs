@@ -682,6 +682,13 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
                 "listeners[{i}]: idle_timeout and header_timeout must be longer than 0s"
             ));
         }
+        // Pingora closes an h2 connection the moment it is idle when this is 0, before the
+        // last answer's flush (which the connection guard may put off by one turn) goes out.
+        if l.h2_idle_timeout.is_some_and(|t| t.0.is_zero()) {
+            return Err(format!(
+                "listeners[{i}].h2_idle_timeout must be longer than 0s (leave it out for none)"
+            ));
+        }
         // h2 panics above u32::MAX; below a frame's worth every write waits
         if !(16 << 10..=1 << 30).contains(&l.h2_send_buffer.0) {
             return Err(format!(
@@ -1208,6 +1215,23 @@ routes:
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn h2_idle_timeout_is_longer_than_zero() {
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "address: \"127.0.0.1:8080\" }",
+                &format!("address: \"127.0.0.1:8080\", h2_idle_timeout: {v} }}"),
+            )
+        };
+        let c = parse_str(&with("30s")).expect("valid");
+        assert_eq!(
+            c.listeners[0].h2_idle_timeout.map(|d| d.0),
+            Some(Duration::from_secs(30))
+        );
+        let e = err(&with("0s"));
+        assert!(e.contains("h2_idle_timeout must be longer than 0s"), "{e}");
     }
 
     #[test]

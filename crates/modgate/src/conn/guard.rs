@@ -6,8 +6,8 @@
 //! `408` naming the reason when it was cut half-way through HTTP/1.1 request headers.
 //!
 //! On an HTTP/2 connection it also coalesces flushes ([`FlushBatch`]): the first flush after a
-//! write yields to the other ready tasks once, so the answers of every stream served in that
-//! pass leave in one TLS record and one `send` instead of one each.
+//! small write yields to the other ready tasks once, so the answers of every stream served in
+//! that pass leave in one `send` instead of one each.
 
 use std::fmt;
 use std::future::Future;
@@ -57,27 +57,37 @@ pub struct GuardedStream {
 /// Pingora spawns one task per HTTP/2 stream; the stream task that answers wakes the
 /// connection task, and tokio's work-stealing scheduler runs a task woken that way next (its
 /// LIFO slot), before the other streams of the same read have answered: the connection task
-/// then flushes that one answer (a TLS record and a `send` each, 0.44 per request under
-/// `h2load -m8`). Here the first flush after a write returns `Pending` once and wakes its own
-/// task, which tokio reschedules at the back of the run queue (a task woken while it runs
-/// yields): the other ready stream tasks answer first and the next flush sends them all.
-/// Bounded: a flush is put off at most once, and a flush that the socket holds up is not put
-/// off again. The per-thread scheduler (`server.work_stealing: false`) already runs tasks in
-/// this order; the yield costs it one extra poll per flush.
+/// then flushes that one answer (a `send` each, 0.44 per request under `h2load -m8`). Here the
+/// first flush after a small write returns `Pending` once and wakes its own task, which tokio
+/// reschedules at the back of the run queue (a task woken while it runs yields): the other
+/// ready stream tasks answer first and the next flush sends them all (each answer is still its
+/// own TLS record: tokio-rustls seals every write). Bounded: a flush is put off at most once,
+/// a flush that the socket holds up is not put off again, and a flush after
+/// [`FlushBatch::SMALL`] bytes or more (a download's DATA frames) is never put off, since
+/// those writes reach the socket anyway. The per-thread scheduler (`server.work_stealing:
+/// false`) already runs tasks in this order; the yield costs it one extra poll per flush.
 #[derive(Debug, Default)]
 struct FlushBatch {
     /// An HTTP/2 connection (TLS with ALPN h2).
     on: bool,
-    /// Bytes were written since the last completed flush.
-    dirty: bool,
+    /// Bytes written since the last completed flush.
+    written: usize,
     /// This flush was already put off once.
     deferred: bool,
 }
 
 impl FlushBatch {
+    /// Writes since the last flush at least this large are flushed at once: one default-sized
+    /// HTTP/2 DATA frame.
+    const SMALL: usize = 16 << 10;
+
+    fn wrote(&mut self, n: usize) {
+        self.written = self.written.saturating_add(n);
+    }
+
     /// Whether to put this flush off (and wake the task to come back for it).
     fn defer(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.on || !self.dirty || self.deferred {
+        if !self.on || self.written == 0 || self.written >= Self::SMALL || self.deferred {
             return false;
         }
         self.deferred = true;
@@ -86,7 +96,7 @@ impl FlushBatch {
     }
 
     fn flushed(&mut self) {
-        self.dirty = false;
+        self.written = 0;
         self.deferred = false;
     }
 }
@@ -209,7 +219,9 @@ impl AsyncWrite for GuardedStream {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let written = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.flush.dirty |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        if let Poll::Ready(Ok(n)) = written {
+            this.flush.wrote(n);
+        }
         written
     }
 
@@ -236,7 +248,9 @@ impl AsyncWrite for GuardedStream {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.flush.dirty |= matches!(written, Poll::Ready(Ok(n)) if n > 0);
+        if let Poll::Ready(Ok(n)) = written {
+            this.flush.wrote(n);
+        }
         written
     }
 
@@ -478,7 +492,7 @@ mod tests {
         };
         // Nothing written: nothing to hold back.
         assert!(!f.defer(&mut cx));
-        f.dirty = true;
+        f.wrote(300);
         assert!(f.defer(&mut cx), "the first flush after a write yields");
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "and wakes its task");
         assert!(
@@ -487,16 +501,21 @@ mod tests {
         );
         // A flush the socket holds up (not completed) is not put off again, even after more
         // writes; a completed one starts over.
-        f.dirty = true;
+        f.wrote(300);
         assert!(!f.defer(&mut cx));
         f.flushed();
         assert!(!f.defer(&mut cx), "clean after a completed flush");
-        f.dirty = true;
+        f.wrote(300);
         assert!(f.defer(&mut cx));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        // A download's frames are flushed at once.
+        f.flushed();
+        f.wrote(FlushBatch::SMALL);
+        assert!(!f.defer(&mut cx), "a DATA frame's worth goes out at once");
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
         // Not HTTP/2: never held back.
         let mut h1 = FlushBatch {
-            dirty: true,
+            written: 300,
             ..FlushBatch::default()
         };
         assert!(!h1.defer(&mut cx));
