@@ -174,14 +174,19 @@ impl MemTier {
                 break;
             }
             let victim = victim.clone();
-            self.remove(&victim);
+            if !self.remove(&victim) {
+                // not in the map (cannot happen): drop the stray order entry, never spin
+                self.large_order.pop_first();
+            }
         }
         while self.bytes > self.budget {
             let Some((_, victim)) = self.order.first_key_value() else {
                 break;
             };
             let victim = victim.clone();
-            self.remove(&victim);
+            if !self.remove(&victim) {
+                self.order.pop_first();
+            }
         }
     }
 
