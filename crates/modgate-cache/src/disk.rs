@@ -771,32 +771,24 @@ impl DiskCache {
         keep: bool,
     ) -> Result<Option<Vec<u8>>, CacheError> {
         let len = c.header.body_len;
-        let chunk = self.config.read_chunk_bytes as u64;
         let mut kept = if keep {
             Vec::with_capacity(usize::try_from(len).unwrap_or(0))
         } else {
             Vec::new()
         };
-        let mut buf = vec![0u8; usize::try_from(chunk.min(len)).unwrap_or(0)];
-        let mut crc = crc32fast::Hasher::new();
-        let mut pos = 0u64;
-        while pos < len {
-            let n = usize::try_from((len - pos).min(chunk)).unwrap_or(0);
-            let buf = &mut buf[..n];
-            c.body.read_exact_at(buf, pos).map_err(|e| {
-                if e.kind() == io::ErrorKind::UnexpectedEof {
-                    CacheError::corrupt(self.meta_path(&c.header.hash_hex()), "body truncated")
-                } else {
-                    CacheError::io("read", self.meta_path(&c.header.hash_hex()), e)
-                }
-            })?;
-            crc.update(buf);
+        let crc = body_crc(&c.body, len, self.config.read_chunk_bytes as u64, |buf| {
             if keep {
                 kept.extend_from_slice(buf);
             }
-            pos += n as u64;
-        }
-        if crc.finalize() != c.header.body_crc {
+        })
+        .map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                CacheError::corrupt(self.meta_path(&c.header.hash_hex()), "body truncated")
+            } else {
+                CacheError::io("read", self.meta_path(&c.header.hash_hex()), e)
+            }
+        })?;
+        if crc != c.header.body_crc {
             return Err(CacheError::corrupt(
                 self.meta_path(&c.header.hash_hex()),
                 "body checksum mismatch",
@@ -804,6 +796,28 @@ impl DiskCache {
         }
         Ok(keep.then_some(kept))
     }
+}
+
+/// The CRC-32 of the first `len` bytes of `file`, read in chunks of at most `chunk` bytes, each
+/// also given to `each`; an `UnexpectedEof` error when the file is shorter. Blocking.
+pub(crate) fn body_crc(
+    file: &File,
+    len: u64,
+    chunk: u64,
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<u32> {
+    let mut buf = vec![0u8; usize::try_from(chunk.min(len)).unwrap_or(0)];
+    let mut crc = crc32fast::Hasher::new();
+    let mut pos = 0u64;
+    while pos < len {
+        let n = usize::try_from((len - pos).min(chunk)).unwrap_or(0);
+        let buf = &mut buf[..n];
+        file.read_exact_at(buf, pos)?;
+        crc.update(buf);
+        each(buf);
+        pos += n as u64;
+    }
+    Ok(crc.finalize())
 }
 
 /// Read and decode a meta file: (header, file length, inode). `Ok(None)` if it does not exist;

@@ -52,7 +52,8 @@ impl Generation {
             Ok(m) => Generation { map: Some(m) },
             Err(e) => {
                 log::warn!(
-                    "disk cache: no shared change generation ({}: {e}); memory hits check the meta file each time",
+                    "disk cache: no shared change generation ({}: {e}); memory hits check the \
+                     meta file each time",
                     path.display()
                 );
                 Generation { map: None }

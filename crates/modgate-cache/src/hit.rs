@@ -159,20 +159,10 @@ impl DiskHit {
     /// small body that an earlier hit verified).
     async fn verify_whole(&mut self) -> pingora::Result<()> {
         let (file, len, chunk) = (self.file.clone(), self.len, self.chunk);
-        let sum = tokio::task::spawn_blocking(move || {
-            let mut crc = crc32fast::Hasher::new();
-            let mut buf = vec![0u8; usize::try_from(chunk.min(len)).unwrap_or(0)];
-            let mut pos = 0u64;
-            while pos < len {
-                let n = usize::try_from((len - pos).min(chunk)).unwrap_or(0);
-                file.read_exact_at(&mut buf[..n], pos)?;
-                crc.update(&buf[..n]);
-                pos += n as u64;
-            }
-            Ok::<u32, io::Error>(crc.finalize())
-        })
-        .await
-        .map_err(|e| to_pingora(CacheError::Task(e.to_string())))?;
+        let sum =
+            tokio::task::spawn_blocking(move || crate::disk::body_crc(&file, len, chunk, |_| {}))
+                .await
+                .map_err(|e| to_pingora(CacheError::Task(e.to_string())))?;
         match sum {
             Ok(sum) if sum == self.expected_crc => Ok(()),
             Ok(_) => Err(self.corrupt("body checksum mismatch").await),

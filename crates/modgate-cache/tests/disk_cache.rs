@@ -1081,7 +1081,8 @@ async fn a_range_of_a_small_body_verified_earlier_is_verified_again_before_servi
     let data = body(10_000, 5);
     fill(cache, &k, &data, 4096).await;
     assert_eq!(body_of(cache, &k).await.expect("hit"), data); // verified whole
-                                                              // an intact range is served
+
+    // an intact range is served
     let (_, mut h) = cache
         .lookup(&k, &span())
         .await

@@ -278,8 +278,8 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
     if process(&old.server) != process(&new.server) {
         upgrade.push(
             "server: process settings (threads, work_stealing, pid_file, upgrade_sock, \
-             grace_period, shutdown_timeout, upstream_pool_size, max_blocking_threads, git_dir, git_config) \
-             changed"
+             grace_period, shutdown_timeout, upstream_pool_size, max_blocking_threads, git_dir, \
+             git_config) changed"
                 .to_string(),
         );
     }
