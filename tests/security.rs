@@ -1529,11 +1529,30 @@ fn connections_are_capped_per_source_and_per_listener() {
         let req = format!("GET {HELD} HTTP/1.1\r\nHost: x\r\n\r\n");
         s.write_all(req.as_bytes()).expect("write");
     };
+    // A held request that reached the upstream was on an admitted connection: wait for that
+    // rather than a fixed time (a slow machine may not have accepted them yet).
+    let held = |n: usize| {
+        let since = Instant::now();
+        while up
+            .public
+            .requests()
+            .iter()
+            .filter(|r| r.path == HELD)
+            .count()
+            < n
+        {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "{n} held requests never reached the upstream"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
     let mut a1 = from([127, 0, 0, 1]);
     keep_busy(&mut a1);
     let mut a2 = from([127, 0, 0, 1]);
     keep_busy(&mut a2);
-    std::thread::sleep(Duration::from_millis(100));
+    held(2);
     let mut a3 = from([127, 0, 0, 1]);
     let (text, _) = read_until_closed(&mut a3, Duration::from_secs(3));
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
@@ -1543,7 +1562,7 @@ fn connections_are_capped_per_source_and_per_listener() {
     );
     let mut b1 = from([127, 0, 0, 2]);
     keep_busy(&mut b1);
-    std::thread::sleep(Duration::from_millis(100));
+    held(3);
     let mut c1 = from([127, 0, 0, 3]);
     let (text, _) = read_until_closed(&mut c1, Duration::from_secs(3));
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
