@@ -7,16 +7,31 @@ APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
 
 
-.PHONY: all run test order-check deps go-toolchain build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
+.PHONY: all run test order-check rust deps go-toolchain build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
 
 all: build
 
-## deps: build prerequisites (cmake for zlib-ng; curl and python3 — whose `ssl` module resumes
-## TLS sessions — for tests) from Debian
-deps:
+## rust: cargo, rustc, clippy and rustfmt. With none on PATH, Debian's own current toolchain is
+## installed: bookworm's cargo-web/rustc-web (1.96 from its security updates; cargo-web installs
+## /usr/bin/cargo). An older cargo than RUST_MIN stops here with the command that fixes it.
+RUST_MIN := 1.85
+RUST_DEBIAN := cargo-web rustc-web rust-web-clippy rustfmt-web
+rust:
+	@command -v $(CARGO) >/dev/null 2>&1 || { \
+	  echo "make: no $(CARGO) on PATH: installing Debian's Rust toolchain ($(RUST_DEBIAN))"; \
+	  $(APT) update -qq && $(APT) install -y -qq $(RUST_DEBIAN); }
+	@v=$$($(CARGO) --version | cut -d' ' -f2); \
+	  [ "$$(printf '%s\n%s\n' $(RUST_MIN) "$$v" | sort -V | head -n1)" = $(RUST_MIN) ] || { \
+	  echo "make: $(CARGO) $$v is older than $(RUST_MIN); install a newer one:" >&2; \
+	  echo "  sudo apt-get install -t bookworm-security $(RUST_DEBIAN)   (or: rustup update stable)" >&2; \
+	  exit 2; }
+
+## deps: build prerequisites (the Rust toolchain; cmake for zlib-ng; git, curl and python3 —
+## whose `ssl` module resumes TLS sessions — for tests) from Debian
+deps: rust
 	@command -v cmake >/dev/null && command -v curl >/dev/null && command -v python3 >/dev/null \
-	  && [ -d /etc/ssl/certs ] || { \
-	  $(APT) update -qq && $(APT) install -y -qq cmake curl python3 ca-certificates; }
+	  && command -v git >/dev/null && [ -d /etc/ssl/certs ] || { \
+	  $(APT) update -qq && $(APT) install -y -qq cmake curl git python3 ca-certificates; }
 
 ## go-toolchain: the real `go` client (Go 1.23 from bookworm-backports) for end-to-end tests
 go-toolchain:
