@@ -74,18 +74,26 @@ fuzz-check: deps
 	$(CARGO) check --manifest-path $(FUZZ_DIR)/Cargo.toml --no-default-features --bins \
 	  --target-dir $(CURDIR)/target/fuzz-check
 
-## unit: the testkit's checksum-database tests run the real `go`, so the toolchain comes first
+## Tests that need a real tool (`go`, `git`) fail when it is missing under CI=true (never skip
+## silently) and tally themselves in $(TALLY_DIR); `tally` prints how many ran the real `go`.
+TALLY_DIR := $(CURDIR)/target/tally
+
+## unit: the testkit's and modgate-git's oracle tests run the real `go`, so the toolchain comes
+## first
 unit: deps go-toolchain
-	$(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
+	rm -rf $(TALLY_DIR)/unit
+	MODGATE_TALLY_DIR=$(TALLY_DIR)/unit $(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
+	@./tests/tally.sh $(TALLY_DIR)/unit unit
 
 ## e2e: the real modgate binary with the real go command, curl and fixture upstreams. Every
 ## fixture upstream logs each request it receives into $(CANARY_DIR); the canary test runs last
 ## and fails if any fixture not marked private saw a corp.example.com path.
 CANARY_DIR := $(CURDIR)/target/canary
 e2e: deps go-toolchain build
-	rm -rf $(CANARY_DIR)
-	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
+	rm -rf $(CANARY_DIR) $(TALLY_DIR)/e2e
+	MODGATE_TALLY_DIR=$(TALLY_DIR)/e2e MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
 	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e --test canary -- --nocapture
+	@./tests/tally.sh $(TALLY_DIR)/e2e e2e
 
 ## test: everything CI runs. order-check first: on a fresh machine every install step must come
 ## before the first test that needs it.

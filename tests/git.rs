@@ -263,8 +263,7 @@ access:
 
 #[test]
 fn go_gets_private_modules_from_git_through_modgate_exactly_as_direct() {
-    if !modgate_testkit::go_bin().exists() {
-        eprintln!("skipped: no go at {}", modgate_testkit::go_bin().display());
+    if modgate_testkit::require_go().is_none() {
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
