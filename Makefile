@@ -27,11 +27,13 @@ rust:
 	  exit 2; }
 
 ## deps: build prerequisites (the Rust toolchain; cmake for zlib-ng; git, curl and python3 —
-## whose `ssl` module resumes TLS sessions — for tests) from Debian
+## whose `ssl` module resumes TLS sessions — and systemd-analyze, which checks the shipped unit,
+## for tests) from Debian
 deps: rust
 	@command -v cmake >/dev/null && command -v curl >/dev/null && command -v python3 >/dev/null \
-	  && command -v git >/dev/null && [ -d /etc/ssl/certs ] || { \
-	  $(APT) update -qq && $(APT) install -y -qq cmake curl git python3 ca-certificates; }
+	  && command -v git >/dev/null && command -v systemd-analyze >/dev/null \
+	  && [ -d /etc/ssl/certs ] || { \
+	  $(APT) update -qq && $(APT) install -y -qq cmake curl git python3 systemd ca-certificates; }
 
 ## go-toolchain: the real `go` client (Go 1.23 from bookworm-backports) for end-to-end tests
 go-toolchain:

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 plan=$(make -n test GO_BIN=/nonexistent/go CARGO=/nonexistent/cargo 2>&1 | grep -v '^make')
 line_of() { grep -n -m1 -e "$1" <<<"$plan" | cut -d: -f1; }
 go_install=$(line_of 'install -y -qq -t bookworm-backports golang-1.23-go')
-deps=$(line_of 'install -y -qq cmake curl git python3')
+deps=$(line_of 'install -y -qq cmake curl git python3 systemd')
 rust_install=$(line_of 'install -y -qq $(RUST_DEBIAN)\|install -y -qq cargo-web rustc-web')
 first_cargo=$(line_of '^/nonexistent/cargo \(fmt\|clippy\|build\|test\|check\)')
 first_test=$(line_of '^/nonexistent/cargo test\|cargo test')
