@@ -272,6 +272,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
                 s.max_blocking_threads,
                 s.git_dir.as_ref().map(|p| &p.0),
                 s.git_config.as_ref().map(|p| &p.0),
+                (&s.git_not_found_ttl, &s.git_miss_refresh),
             )
         )
     };
@@ -279,7 +280,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         upgrade.push(
             "server: process settings (threads, work_stealing, pid_file, upgrade_sock, \
              grace_period, shutdown_timeout, upstream_pool_size, max_blocking_threads, git_dir, \
-             git_config) changed"
+             git_config, git_not_found_ttl, git_miss_refresh) changed"
                 .to_string(),
         );
     }
