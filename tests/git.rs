@@ -1177,4 +1177,16 @@ fn a_mirrors_directory_that_is_not_ours_alone_stops_the_gateway() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o700, "{}", gw.log());
+
+    // Taken over while running: a reload is refused, naming it.
+    if std::os::unix::fs::chown(&mirrors, Some(65534), None).is_ok() {
+        let out = gw.reload();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{said}");
+        assert!(said.contains("owned by uid 65534"), "{said}");
+    }
 }

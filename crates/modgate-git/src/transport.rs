@@ -704,6 +704,11 @@ impl Mirror {
         state.refs = Some(Arc::clone(&refs));
         state.refreshed_at = Some(Instant::now());
         state.listed_at = Some(started);
+        // It exists now: an expired "not found" must not make `Mirrors::repo` drop this mirror.
+        self.missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.runner.url);
         Ok(refs)
     }
 

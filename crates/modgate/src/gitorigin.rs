@@ -466,6 +466,36 @@ mod tests {
     }
 
     #[test]
+    fn git_failures_become_go_not_found_answers_or_502() {
+        let missing = GitError::RepositoryNotFound {
+            url: "https://git.corp.example/g/nope.git".into(),
+            detail: "fatal: repository 'https://git.corp.example/g/nope.git/' not found".into(),
+        };
+        let a = Answer::failed("corp", "git.corp.example/g/nope/sub", &missing);
+        let text = String::from_utf8_lossy(&a.body).to_string();
+        assert_eq!((a.status, a.no_store), (404, false));
+        assert!(text.starts_with("module git.corp.example/g/nope/sub: repository https://git.corp.example/g/nope.git not found"), "{text}");
+        let unknown = GitError::UnknownRevision {
+            module: "git.corp.example/g/r".into(),
+            rev: "v1.2.0".into(),
+        };
+        let a = Answer::failed("corp", "git.corp.example/g/r", &unknown);
+        assert_eq!((a.status, a.no_store), (404, true));
+        let invalid = GitError::InvalidVersion {
+            module: "git.corp.example/g/r".into(),
+            version: "v3.0.0".into(),
+            detail: "module contains a go.mod file".into(),
+        };
+        assert_eq!(Answer::failed("corp", "m", &invalid).status, 404);
+        let down = GitError::Git {
+            command: "ls-remote".into(),
+            status: "exit 128".into(),
+            stderr: "fatal: unable to access: Failed to connect".into(),
+        };
+        assert_eq!(Answer::failed("corp", "m", &down).status, 502);
+    }
+
+    #[test]
     fn bad_templates_are_refused() {
         for bad in [
             "",

@@ -469,6 +469,9 @@ impl Live {
                 .map_err(|e| anyhow::anyhow!("listener {}: tls: {e}", l.name.0))?;
             prepared.push((handle.clone(), p));
         }
+        // The running git origin's mirrors (`git_dir` changes need an upgrade) must still be a
+        // directory of ours alone: a reload refuses to go on over one someone else took.
+        crate::gitorigin::check_mirrors_dir(&crate::gitorigin::mirrors_dir(&old.config))?;
         let recorder = if debug_eq(&old.config.audit, &config.audit)
             && debug_eq(&old.config.telemetry, &config.telemetry)
         {
