@@ -70,7 +70,8 @@ impl ModuleSource {
     /// The module `module_path` of the repository `mirror`, whose root has
     /// the import path `code_root` (e.g. `git.corp.example/group/repo` for
     /// `git.corp.example/group/repo/sub/v2`). Refs are refreshed from the
-    /// host when older than 30 seconds (see [`with_max_age`](Self::with_max_age)).
+    /// host when older than 30 seconds (see [`with_max_age`](Self::with_max_age)), and
+    /// again (rate-limited) when a revision asked for is not in them.
     pub fn new(
         mirror: Arc<Mirror>,
         code_root: &str,

@@ -17,7 +17,12 @@
 //! commits Go refuses to resolve), and the remote's `HEAD` as `git
 //! ls-remote` reports it. A refresh is one `git ls-remote` and, only when
 //! the refs changed, one incremental `git fetch --prune`; concurrent
-//! refreshes of one mirror are coalesced (see [`Mirror::refresh`]).
+//! refreshes of one mirror are coalesced (see [`Mirror::refresh`]). A
+//! revision the refs lack gets one more listing that started after the
+//! question, rate-limited per mirror ([`Mirror::refresh_after`]). A
+//! repository the host does not have is [`GitError::RepositoryNotFound`],
+//! remembered for [`GitOptions::not_found_ttl`], and leaves no mirror;
+//! mirrors are made without git's template (no hook samples).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
