@@ -647,7 +647,12 @@ impl Mirror {
             }
             return self.refresh_locked(&mut state);
         }
-        self.refresh(Duration::ZERO)
+        // Not reached (the second pass always answers or refreshes); never a listing out of turn.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &state.refs {
+            Some(refs) => Ok(Arc::clone(refs)),
+            None => self.refresh_locked(&mut state),
+        }
     }
 
     /// Lists the host's refs and fetches what changed, with the state
