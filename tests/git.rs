@@ -792,3 +792,398 @@ access:
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 18: Go parity and cost of git upstreams (items 6, 7, 13, 14, 15).
+
+/// A one-commit repository with a go.mod (or none), tagged `tags`, pushed.
+fn small_repo(host: &GitHost, name: &str, with_go_mod: bool, tags: &[&str]) -> WorkTree {
+    let repo = host.create_repo(name).expect("repo");
+    if with_go_mod {
+        repo.write("go.mod", go_mod(&format!("{HOST}/{name}")).as_bytes())
+            .expect("write");
+    }
+    repo.write("a.go", b"package a\n").expect("write");
+    repo.commit("first", T0).expect("commit");
+    for t in tags {
+        repo.tag(t).expect("tag");
+    }
+    repo.push().expect("push");
+    repo
+}
+
+/// Host requests (through any form of target) that name `repo`.
+fn host_requests_for(host: &GitHost, repo: &str) -> usize {
+    host.requests()
+        .iter()
+        .filter(|r| r.target.contains(&format!("/{repo}.git/")))
+        .count()
+}
+
+#[test]
+fn a_repository_the_git_host_lacks_is_a_404_that_fails_over_and_costs_nothing() {
+    if modgate_testkit::require_go().is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    small_repo(&host, "group/repo", true, &["v1.0.0"]);
+    // Another proxy has a module whose repository the Git host lacks.
+    let other = rt
+        .block_on(modgate_testkit::FixtureProxy::start(&[
+            modgate_testkit::ModuleVersion::new(&format!("{HOST}/group/elsewhere"), "v1.0.0")
+                .expect("module"),
+            modgate_testkit::ModuleVersion::new(&format!("{HOST}/solo/elsewhere"), "v1.0.0")
+                .expect("module"),
+        ]))
+        .expect("fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("git.token"), format!("{TOKEN}\n")).expect("token");
+    let mirrors = dir.path().join("mirrors");
+    let addr = free_addr();
+    let config = format!(
+        r#"server:
+  git_dir: "{mirrors}"
+  git_not_found_ttl: 60s
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  corp-git:
+    kind: git
+    url: "{url}"
+    module: "{HOST}/{{group}}/{{repo}}"
+    repo: "{{group}}/{{repo}}.git"
+    private: true
+    credential: {{ token_file: "{token}" }}
+  other: {{ url: "{other}", private: true }}
+routes:
+  - {{ name: solo, match: {{ prefix: {HOST}/solo }}, chain: [corp-git], private: true }}
+  - {{ name: git, match: {{ prefix: {HOST} }}, chain: [corp-git, other], private: true }}
+access:
+  default: deny
+  roles:
+    - name: everyone
+      members: [ anonymous ]
+      rules:
+        - {{ id: git-read, allow: {{ prefix: {HOST} }} }}
+"#,
+        url = host.url(),
+        mirrors = mirrors.display(),
+        token = dir.path().join("git.token").display(),
+        other = other.url(),
+    );
+    let gw = Gateway::start(&config, addr);
+
+    // Not found, with the reason: the module and the repository.
+    let r = request(addr, "GET", &format!("/{HOST}/solo/nope/@v/list"), &[]).expect("get");
+    assert_eq!(r.status, 404, "{}\n{}", r.text(), gw.log());
+    assert!(
+        r.text().contains(&format!("{HOST}/solo/nope")) && r.text().contains("not found"),
+        "{}",
+        r.text()
+    );
+    let asked = host_requests_for(&host, "solo/nope");
+    assert!(asked >= 1, "the host was never asked");
+    // Remembered: another module of the same repository does not ask the host again.
+    let r = request(addr, "GET", &format!("/{HOST}/solo/nope/sub/@v/list"), &[]).expect("get");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(
+        host_requests_for(&host, "solo/nope"),
+        asked,
+        "an unknown repository was asked for again within git_not_found_ttl"
+    );
+    // Nothing left on disk for it.
+    let left: Vec<String> = std::fs::read_dir(&mirrors)
+        .expect("mirrors")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("nope"))
+        .collect();
+    assert!(left.is_empty(), "an unknown repository left {left:?}");
+
+    // A not-found chain step goes on to the next upstream.
+    let r = request(
+        addr,
+        "GET",
+        &format!("/{HOST}/group/elsewhere/@v/v1.0.0.mod"),
+        &[],
+    )
+    .expect("get");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.log());
+    // And the go command goes on to its next proxy.
+    let mut env = through(addr);
+    env.set("GOPROXY", &format!("http://{addr},{}", other.url()));
+    let run = env.go(&[
+        "mod",
+        "download",
+        "-json",
+        &format!("{HOST}/solo/elsewhere@v1.0.0"),
+    ]);
+    assert!(run.ok(), "{}{}\n{}", run.stdout(), run.stderr(), gw.log());
+
+    // A mirror of a real repository holds no hook samples.
+    let r = request(addr, "GET", &format!("/{HOST}/group/repo/@v/list"), &[]).expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(&mirrors)
+        .expect("mirrors")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.join("HEAD").is_file())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(!kept[0].join("hooks").exists(), "hook samples in {kept:?}");
+}
+
+#[test]
+fn a_pre_modules_major_version_resolves_to_incompatible_as_with_direct() {
+    if modgate_testkit::require_go().is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    small_repo(&host, "group/legacy", false, &["v3.0.0"]);
+    small_repo(&host, "group/modern", true, &["v3.0.0"]);
+    let target = format!("{HOST}/group/legacy@v3.0.0");
+    let want = download(&direct(&host), &target);
+    assert_eq!(want.version, "v3.0.0+incompatible");
+
+    // A proxy upstream gets the question too.
+    let upstream = rt
+        .block_on(modgate_testkit::FixtureProxy::start(&[
+            modgate_testkit::ModuleVersion::new("proxied.example.com/m", "v1.0.0").expect("module"),
+        ]))
+        .expect("fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let config = gateway_config(addr, &host, dir.path())
+        .replace(
+            "upstreams:\n",
+            &format!("upstreams:\n  plain-proxy: {{ url: \"{}\" }}\n", upstream.url()),
+        )
+        .replace(
+            "routes:\n",
+            "routes:\n  - { name: proxied, match: { prefix: proxied.example.com }, chain: [plain-proxy] }\n",
+        )
+        .replace(
+            "        - { id: git-read",
+            "        - { id: proxied, allow: { prefix: proxied.example.com } }\n        - { id: git-read",
+        );
+    let gw = Gateway::start(&config, addr);
+    let got = download(&through(addr), &target);
+    assert_eq!(got, want, "through modgate differs from GOPROXY=direct");
+
+    // The proxy protocol: `.info` answers the +incompatible version; a repository with a
+    // go.mod has no v3 at that path (not found, Go's words, never a 400).
+    let r = request(
+        addr,
+        "GET",
+        &format!("/{HOST}/group/legacy/@v/v3.0.0.info"),
+        &[],
+    )
+    .expect("get");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.log());
+    assert!(
+        r.text().contains("\"Version\":\"v3.0.0+incompatible\""),
+        "{}",
+        r.text()
+    );
+    let r = request(
+        addr,
+        "GET",
+        &format!("/{HOST}/group/modern/@v/v3.0.0.info"),
+        &[],
+    )
+    .expect("get");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        r.text().contains("module path must match major version"),
+        "{}",
+        r.text()
+    );
+    let r = request(addr, "GET", "/proxied.example.com/m/@v/v2.0.0.info", &[]).expect("get");
+    assert_ne!(r.status, 400, "{}", r.text());
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .any(|q| q.path.ends_with("/proxied.example.com/m/@v/v2.0.0.info")),
+        "the proxy upstream was not asked"
+    );
+}
+
+#[test]
+fn a_pushed_tag_is_found_at_once_and_a_purge_refreshes_the_list() {
+    if modgate_testkit::require_go().is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    let repo = small_repo(&host, "group/fresh", true, &["v1.0.0"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    // A cache with the default lifetimes (a minute for lists, 30 s for not-found answers).
+    let config = gateway_config(addr, &host, dir.path()).replace(
+        "listeners:\n",
+        &format!(
+            "cache:\n  dir: \"{}\"\nlisteners:\n",
+            dir.path().join("cache").display()
+        ),
+    );
+    let gw = Gateway::start(&config, addr);
+    let env = through(addr);
+    let module = format!("{HOST}/group/fresh");
+    assert_eq!(versions(&env, &module), serde_json::json!(["v1.0.0"]));
+    let info = format!("/{module}/@v/v1.1.0.info");
+    let r = request(addr, "GET", &info, &[]).expect("get");
+    assert_eq!(r.status, 404, "{}", r.text());
+
+    // Pushed now: `go` direct would see it at once, so must `go` through modgate.
+    repo.write("a.go", b"package a\n\n// v1.1.0\n")
+        .expect("write");
+    repo.commit("second", T0 + 60).expect("commit");
+    repo.tag("v1.1.0").expect("tag");
+    repo.push().expect("push");
+    let run = env.go(&["mod", "download", "-json", &format!("{module}@v1.1.0")]);
+    assert!(run.ok(), "{}{}\n{}", run.stdout(), run.stderr(), gw.log());
+    let r = request(addr, "GET", &info, &[]).expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A tag nobody asked for yet: the list may lag for its lifetime, `cache purge` ends that.
+    repo.write("a.go", b"package a\n\n// v1.2.0\n")
+        .expect("write");
+    repo.commit("third", T0 + 120).expect("commit");
+    repo.tag("v1.2.0").expect("tag");
+    repo.push().expect("push");
+    let out = modgate_testkit::modgate(&[
+        "cache",
+        "purge",
+        &module,
+        "-c",
+        &gw.config_path.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = request(addr, "GET", &format!("/{module}/@v/list"), &[]).expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "v1.0.0\nv1.1.0\nv1.2.0\n", "{}", gw.log());
+}
+
+/// Runs `modgate run` on `config` and expects it to refuse to start within a bounded time.
+fn refuses_to_start(config: &str, dir: &Path) -> String {
+    let path = dir.join("gateway.yaml");
+    let d = dir.display();
+    let config = config.replace(
+        "server:\n",
+        &format!("server:\n  pid_file: {d}/modgate.pid\n  upgrade_sock: {d}/upgrade.sock\n"),
+    );
+    std::fs::write(&path, config).expect("config");
+    let mut child = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("modgate");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let out = child.wait_with_output().expect("output");
+            assert!(!status.success(), "modgate ran");
+            return format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("modgate started with a mirrors directory that is not its own");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_mirrors_directory_that_is_not_ours_alone_stops_the_gateway() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mirrors = dir.path().join("mirrors");
+    let addr = free_addr();
+    let config = gateway_config(addr, &host, dir.path());
+
+    // Another user's directory (pre-created to read what the gateway fetches).
+    std::fs::create_dir(&mirrors).expect("mkdir");
+    std::fs::set_permissions(&mirrors, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    match std::os::unix::fs::chown(&mirrors, Some(65534), Some(65534)) {
+        Ok(()) => {
+            let said = refuses_to_start(&config, dir.path());
+            assert!(
+                said.contains(&mirrors.display().to_string())
+                    && said.contains("owned by uid 65534")
+                    && said.contains("mode 0755"),
+                "{said}"
+            );
+        }
+        Err(e) if !modgate_testkit::in_ci() => {
+            eprintln!("SKIPPED the other-owner case (needs root to give a directory away): {e}");
+        }
+        Err(e) => panic!("needs root to give a directory away: {e}"),
+    }
+    std::fs::remove_dir(&mirrors).expect("rmdir");
+
+    // A symbolic link, even to a private directory of ours.
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).expect("mkdir");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::os::unix::fs::symlink(&real, &mirrors).expect("symlink");
+    let said = refuses_to_start(&config, dir.path());
+    assert!(said.contains("symbolic link"), "{said}");
+    std::fs::remove_file(&mirrors).expect("rm");
+
+    // Ours but open to others: made private, and the gateway starts.
+    std::fs::create_dir(&mirrors).expect("mkdir");
+    std::fs::set_permissions(&mirrors, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let gw = Gateway::start(&config, addr);
+    let mode = std::fs::metadata(&mirrors)
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "{}", gw.log());
+
+    // Taken over while running: a reload is refused, naming it.
+    if std::os::unix::fs::chown(&mirrors, Some(65534), None).is_ok() {
+        let out = gw.reload();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{said}");
+        assert!(said.contains("owned by uid 65534"), "{said}");
+    }
+}

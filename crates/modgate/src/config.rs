@@ -211,6 +211,12 @@ pub struct ServerSettings {
     /// A git configuration file every git command of the gateway reads (`url.*.insteadOf`,
     /// `http.proxy`, `http.sslCAInfo`, ...); none by default.
     pub git_config: Option<cache::PathValue>,
+    /// How long a git upstream remembers that the Git host has no such repository (requests
+    /// for it meanwhile are answered 404 without asking the host; default 5s, `0s`: not kept).
+    pub git_not_found_ttl: DurationValue,
+    /// A version a git mirror lacks makes it ask the host again before answering "unknown
+    /// revision", at most once per this interval per repository (default 1s).
+    pub git_miss_refresh: DurationValue,
 }
 
 impl Default for ServerSettings {
@@ -228,6 +234,8 @@ impl Default for ServerSettings {
             max_blocking_threads: 16,
             git_dir: None,
             git_config: None,
+            git_not_found_ttl: DurationValue(Duration::from_secs(5)),
+            git_miss_refresh: DurationValue(Duration::from_secs(1)),
             public_url: None,
         }
     }

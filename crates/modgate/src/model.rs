@@ -272,6 +272,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
                 s.max_blocking_threads,
                 s.git_dir.as_ref().map(|p| &p.0),
                 s.git_config.as_ref().map(|p| &p.0),
+                (&s.git_not_found_ttl, &s.git_miss_refresh),
             )
         )
     };
@@ -279,7 +280,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         upgrade.push(
             "server: process settings (threads, work_stealing, pid_file, upgrade_sock, \
              grace_period, shutdown_timeout, upstream_pool_size, max_blocking_threads, git_dir, \
-             git_config) changed"
+             git_config, git_not_found_ttl, git_miss_refresh) changed"
                 .to_string(),
         );
     }
@@ -468,6 +469,9 @@ impl Live {
                 .map_err(|e| anyhow::anyhow!("listener {}: tls: {e}", l.name.0))?;
             prepared.push((handle.clone(), p));
         }
+        // The running git origin's mirrors (`git_dir` changes need an upgrade) must still be a
+        // directory of ours alone: a reload refuses to go on over one someone else took.
+        crate::gitorigin::check_mirrors_dir(&crate::gitorigin::mirrors_dir(&old.config))?;
         let recorder = if debug_eq(&old.config.audit, &config.audit)
             && debug_eq(&old.config.telemetry, &config.telemetry)
         {

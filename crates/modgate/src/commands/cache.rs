@@ -1,7 +1,8 @@
 //! `modgate cache`, run beside (or without) a live gateway on the same directories:
 //!
 //! - `purge MODULE[@VERSION]`: removes the module's cached answers on every route (a running
-//!   gateway notices on its next lookup); audited.
+//!   gateway notices on its next lookup), and asks the git mirrors of the module's repository
+//!   to list the Git host again on their next use (new tags); audited.
 //! - `verify [--purge]`: re-hashes every cached exact-version artifact and compares it with the
 //!   ledger; reports (and with `--purge` removes) mismatches, with progress on stderr. Exit 1
 //!   when anything disagrees.
@@ -27,6 +28,10 @@ pub fn purge(config: &GatewayConfig, what: &str) -> Outcome {
         "purged {} object(s), {} bytes for {what}",
         report.objects, report.bytes
     );
+    // New tags of a git upstream's repository: its mirror lists the host again on next use.
+    for line in crate::gitorigin::request_mirror_refresh(config, &module) {
+        println!("{line}");
+    }
     let actor = Actor::current();
     audit_event(
         config,

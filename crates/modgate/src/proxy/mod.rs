@@ -197,6 +197,7 @@ impl GatewayProxy {
                     session,
                     &mut ctx.record,
                     c,
+                    self.live.current().config.clone(),
                     &target,
                     &module,
                     version.as_deref(),

@@ -312,30 +312,14 @@ fn add_git_origin(
     config: &GatewayConfig,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = config
-        .server
-        .git_dir
-        .as_ref()
-        .map(|p| p.0.clone())
-        .or_else(|| config.cache.as_ref().map(|c| c.dir.0.join("git")))
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(format!("{}.mirrors", config.git_origin_sock()))
-        });
     // The mirrors hold private repositories fetched with the gateway's credential: only this
-    // user may enter the directory.
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        let made = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir);
-        let private = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-        if let Err(e) = made.and(private) {
-            log::warn!("git mirrors {}: cannot make it private: {e}", dir.display());
-        }
-    }
+    // user may enter the directory, else the gateway does not start.
+    let dir = crate::gitorigin::mirrors_dir(config);
+    crate::gitorigin::check_mirrors_dir(&dir)?;
     let options = modgate_git::GitOptions {
         global_config: config.server.git_config.as_ref().map(|p| p.0.clone()),
+        not_found_ttl: config.server.git_not_found_ttl.0,
+        miss_refresh_interval: config.server.git_miss_refresh.0,
         ..modgate_git::GitOptions::default()
     };
     let origin = crate::gitorigin::GitOrigin::new(live, modgate_git::Mirrors::new(dir, options))?;
