@@ -1164,8 +1164,16 @@ fn a_mirrors_directory_that_is_not_ours_alone_stops_the_gateway() {
     assert!(said.contains("symbolic link"), "{said}");
     std::fs::remove_file(&mirrors).expect("rm");
 
-    // Ours but open to others: made private, and the gateway starts.
+    // Ours but writable by others (who may have planted something in it): refused.
     std::fs::create_dir(&mirrors).expect("mkdir");
+    std::fs::set_permissions(&mirrors, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let said = refuses_to_start(&config, dir.path());
+    assert!(
+        said.contains("mode 0777") && said.contains("may write"),
+        "{said}"
+    );
+
+    // Ours and only readable by others: made private, and the gateway starts.
     std::fs::set_permissions(&mirrors, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let gw = Gateway::start(&config, addr);
     let mode = std::fs::metadata(&mirrors)

@@ -224,8 +224,14 @@ pub fn check_mirrors_dir(dir: &Path) -> anyhow::Result<()> {
             "is owned by uid {}, not by this process's uid {euid}",
             meta.uid()
         ))
+    } else if mode & 0o022 != 0 {
+        // Writable by others: they may have planted mirrors, hooks or links in it already.
+        Some(format!(
+            "has mode {mode:04o}: group or others may write in it"
+        ))
     } else if mode & 0o077 != 0 {
-        // Ours: tighten it rather than refuse (a directory made by an older version or umask).
+        // Ours and only readable by others (a directory made by an older version or a umask):
+        // nothing can have been put in it but by us, so tighten it rather than refuse.
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).err().map(
             |e| format!("has mode {mode:04o} (group or others may enter) and cannot be made private: {e}"),
         )
