@@ -18,6 +18,7 @@
 //! | 12 | checksum-database reads follow the access policy | `sumdb_endpoints_follow_the_access_policy` |
 //! | 13 | request headers have a deadline, silent connections are closed, connections are capped per listener and per source | `trickled_headers_are_cut_with_408`, `silent_and_idle_connections_are_closed`, `a_slow_upstream_is_not_a_slow_client`, `connections_are_capped_per_source_and_per_listener` |
 //! | 14 | pipelined requests are answered in order; a body is never a request | `pipelined_requests_never_hang`, `a_declared_body_is_never_read_as_the_next_request` |
+//! | 15 | `modgate agent` lends its certificate only to its own user (and users it names) | `the_agent_lends_its_certificate_to_its_own_user_only` |
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -1595,4 +1596,161 @@ fn connections_are_capped_per_source_and_per_listener() {
         ),
         1.0
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 15. The agent lends its certificate only to its own user
+
+/// The uid this test runs as (`id -u`).
+fn own_uid() -> u32 {
+    let out = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("id");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("uid")
+}
+
+/// `curl URL` run as the unprivileged user `nobody` (uid 65534) through `setpriv`, or as this
+/// test's own user: (status, body).
+fn curl_as(nobody: bool, url: &str) -> (u16, String) {
+    let mut c = if nobody {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl"]);
+        c
+    } else {
+        std::process::Command::new("curl")
+    };
+    let out = c
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("setpriv / curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.trim().parse().unwrap_or(0),
+        format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// A running `modgate agent`, killed when dropped.
+struct Agent {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `modgate agent` for the HTTPS `gateway` with `dir`'s `client.pem` and `ca.pem`, and
+/// waits until it answers its own user.
+fn start_agent(dir: &std::path::Path, gateway: &str, extra: &[&str]) -> (Agent, SocketAddr) {
+    let listen = free_addr();
+    let log = dir.join(format!("agent-{}.log", listen.port()));
+    let out = std::fs::File::create(&log).expect("agent log");
+    let err = out.try_clone().expect("agent log");
+    let child = std::process::Command::new(modgate_testkit::modgate_bin())
+        .arg("agent")
+        .args(["--gateway", gateway, "--listen", &listen.to_string()])
+        .arg("--cert")
+        .arg(dir.join("client.pem"))
+        .arg("--key")
+        .arg(dir.join("client.key"))
+        .arg("--ca")
+        .arg(dir.join("ca.pem"))
+        .arg("--pid-file")
+        .arg(dir.join(format!("agent-{}.pid", listen.port())))
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start modgate agent");
+    let mut agent = Agent { child, log };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = agent.child.try_wait() {
+            panic!(
+                "modgate agent exited ({status}):\n{}",
+                std::fs::read_to_string(&agent.log).unwrap_or_default()
+            );
+        }
+        if let Ok(r) = modgate_testkit::client::get(listen, "/agent/healthz") {
+            if r.status == 200 {
+                return (agent, listen);
+            }
+        }
+        assert!(Instant::now() < deadline, "modgate agent did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_agent_lends_its_certificate_to_its_own_user_only() {
+    // A second user is needed: root becomes `nobody` for its requests.
+    if own_uid() != 0 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test must run as root in CI (it switches to uid 65534)"
+        );
+        eprintln!("SKIPPED the_agent_lends_its_certificate_to_its_own_user_only: not root");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    modgate_testkit::make_certs(dir.path(), "agent test CA", "agent-owner");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The "gateway": HTTPS, requiring a client certificate from the CA, recording requests.
+    let gateway = rt
+        .block_on(modgate_testkit::FixtureProxy::start_with(
+            &[ModuleVersion::new("example.com/pub", "v1.0.0").expect("module")],
+            "",
+            Some(modgate_testkit::FixtureTls {
+                cert_pem: dir.path().join("server.pem"),
+                key_pem: dir.path().join("server.key"),
+                client_ca_pem: Some(dir.path().join("ca.pem")),
+            }),
+        ))
+        .expect("gateway fixture");
+    let (agent, listen) = start_agent(dir.path(), &gateway.url(), &[]);
+    let url = format!("http://{listen}{PUBLIC_INFO}");
+
+    // The agent's own user fetches with the certificate.
+    let (code, body) = curl_as(false, &url);
+    assert_eq!(code, 200, "{body}");
+    let seen = gateway.request_count();
+
+    // Another local user is refused, told why, and nothing reaches the gateway.
+    let (code, body) = curl_as(true, &url);
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains(
+            "modgate agent: this agent lends the client certificate of user 0 (root) to that \
+             user only, and this connection is from user 65534 (nobody)"
+        ) && body.contains("--allow-user"),
+        "{body}"
+    );
+    let (code, body) = curl_as(true, &format!("http://{listen}/agent/healthz"));
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        gateway.request_count(),
+        seen,
+        "a refused request was forwarded"
+    );
+    drop(agent);
+
+    // Sharing is deliberate: `--allow-user nobody` lends it to that user too.
+    let (_shared, listen) = start_agent(dir.path(), &gateway.url(), &["--allow-user", "nobody"]);
+    let (code, body) = curl_as(true, &format!("http://{listen}{PUBLIC_INFO}"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(gateway.request_count(), seen + 1);
 }

@@ -26,6 +26,7 @@ mod local;
 mod logging;
 mod metrics;
 mod model;
+mod peer;
 mod proxy;
 mod record;
 mod reload;
@@ -142,6 +143,10 @@ enum Command {
         /// Allow a non-loopback --listen address.
         #[arg(long)]
         allow_remote: bool,
+        /// Also lend the certificate to this local user (name or uid; repeatable). By default
+        /// only the agent's own user (and root) may use it; other users get a 403.
+        #[arg(long = "allow-user", value_name = "USER")]
+        allow_users: Vec<String>,
         /// PID file.
         #[arg(long, default_value = "/tmp/modgate-agent.pid")]
         pid_file: String,
@@ -299,6 +304,7 @@ fn main() -> ExitCode {
             server_name,
             watch,
             allow_remote,
+            allow_users,
             pid_file,
         } => finish(
             "modgate agent",
@@ -311,6 +317,7 @@ fn main() -> ExitCode {
                 server_name,
                 watch: Duration::try_from_secs_f64(watch).unwrap_or(Duration::from_secs(2)),
                 allow_remote,
+                allow_users,
                 pid_file,
             }),
         ),
