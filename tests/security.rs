@@ -19,6 +19,7 @@
 //! | 13 | request headers have a deadline, silent connections are closed, connections are capped per listener and per source | `trickled_headers_are_cut_with_408`, `silent_and_idle_connections_are_closed`, `a_slow_upstream_is_not_a_slow_client`, `connections_are_capped_per_source_and_per_listener` |
 //! | 14 | pipelined requests are answered in order; a body is never a request | `pipelined_requests_never_hang`, `a_declared_body_is_never_read_as_the_next_request` |
 //! | 15 | `modgate agent` lends its certificate only to its own user (and users it names) | `the_agent_lends_its_certificate_to_its_own_user_only` |
+//! | 16 | the per-instance runtime directory is a real directory, ours and private, or nothing is run or signalled through it | `a_planted_runtime_directory_is_refused` |
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -1753,4 +1754,143 @@ fn the_agent_lends_its_certificate_to_its_own_user_only() {
     let (code, body) = curl_as(true, &format!("http://{listen}{PUBLIC_INFO}"));
     assert_eq!(code, 200, "{body}");
     assert_eq!(gateway.request_count(), seen + 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16. The per-instance runtime directory is a real directory, ours and private
+
+/// Starts `modgate run -c cfg` with `XDG_RUNTIME_DIR=runtime` and waits until it exits or
+/// serves on `addr`: (exit code, or `None` when it served (then it is stopped), output).
+fn run_briefly(
+    cfg: &std::path::Path,
+    runtime: &std::path::Path,
+    addr: SocketAddr,
+) -> (Option<i32>, String) {
+    let out = tempfile::NamedTempFile::new().expect("tempfile");
+    let mut child = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["run", "-c"])
+        .arg(cfg)
+        .env("XDG_RUNTIME_DIR", runtime)
+        .stdout(std::process::Stdio::null())
+        .stderr(out.reopen().expect("reopen"))
+        .spawn()
+        .expect("spawn modgate run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        if modgate_testkit::client::get(addr, "/healthz").is_ok() {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "modgate neither served nor exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        code,
+        std::fs::read_to_string(out.path()).unwrap_or_default(),
+    )
+}
+
+/// The default pid file of the gateway run from `cfg` in `dir` (as `modgate` names it: the
+/// first 6 bytes of the SHA-256 of the file's absolute path).
+fn default_pid_file(dir: &std::path::Path, cfg: &std::path::Path) -> std::path::PathBuf {
+    use sha2::Digest;
+    let absolute = std::fs::canonicalize(cfg).expect("canonical path");
+    let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    let id: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("gateway-{id}.pid"))
+}
+
+#[test]
+fn a_planted_runtime_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let cfg = work.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server: {{ grace_period: 1s, shutdown_timeout: 1s }}\nlisteners:\n  - {{ name: \
+             plain, address: \"{addr}\" }}\nupstreams:\n  u: {{ url: \"http://127.0.0.1:9\" \
+             }}\nroutes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [u] }}\n"
+        ),
+    )
+    .expect("write gateway.yaml");
+    let own = runtime.path().join("modgate");
+    // Another local user plants a symlink to a directory of their choosing.
+    let elsewhere = runtime.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::os::unix::fs::symlink(&elsewhere, &own).expect("symlink");
+    let (code, err) = run_briefly(&cfg, runtime.path(), addr);
+    assert_eq!(
+        code,
+        Some(2),
+        "run used a symlinked runtime directory: {err}"
+    );
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).expect("list").count(),
+        0,
+        "something was written through the symlink"
+    );
+
+    // `modgate reload` finds a pid file through it: it must not signal the process named there.
+    let mut victim = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    std::fs::write(
+        default_pid_file(&elsewhere, &cfg),
+        format!("{}\n", victim.id()),
+    )
+    .expect("plant pid file");
+    let out = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["reload", "--timeout", "1", "-c"])
+        .arg(&cfg)
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .output()
+        .expect("reload");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let survived = victim.try_wait().expect("try_wait").is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(survived, "reload signalled the planted pid: {err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+
+    // A real directory that others may read, or that another user owns, is refused too.
+    std::fs::remove_file(&own).expect("remove symlink");
+    std::fs::create_dir(&own).expect("mkdir");
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+    let (code, err) = run_briefly(&cfg, runtime.path(), addr);
+    assert_eq!(
+        code,
+        Some(2),
+        "run used a group-readable runtime directory: {err}"
+    );
+    assert!(err.contains("group or others"), "{err}");
+    if own_uid() == 0 {
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::os::unix::fs::chown(&own, Some(65534), Some(65534)).expect("chown");
+        let (code, err) = run_briefly(&cfg, runtime.path(), addr);
+        assert_eq!(
+            code,
+            Some(2),
+            "run used another user's runtime directory: {err}"
+        );
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        std::os::unix::fs::chown(&own, Some(0), Some(0)).expect("chown");
+    }
+    // Ours and private: served.
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (code, err) = run_briefly(&cfg, runtime.path(), addr);
+    assert_eq!(code, None, "a private runtime directory was refused: {err}");
 }

@@ -60,7 +60,22 @@ pub struct AgentOptions {
     pub allow_remote: bool,
     /// Users (names or uids) besides the agent's own who may use it.
     pub allow_users: Vec<String>,
-    pub pid_file: String,
+    /// `None`: [`default_pid_file`].
+    pub pid_file: Option<String>,
+}
+
+/// The agent's own pid file in the per-user runtime directory, one per listen address (two
+/// agents never share one): `agent-127.0.0.1-7070.pid`.
+pub fn default_pid_file(listen: SocketAddr) -> PathBuf {
+    let mut name = String::new();
+    for c in listen.to_string().chars() {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            name.push(c);
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    crate::config::instance_dir().join(format!("agent-{}.pid", name.trim_end_matches('-')))
 }
 
 /// Headers that describe one hop and are not passed on.
@@ -664,10 +679,15 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
 
     crate::server::probe_bind(o.listen)
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", o.listen))?;
+    let pid_file = o
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| default_pid_file(o.listen).to_string_lossy().into_owned());
+    crate::server::private_parent(Path::new(&pid_file), "remove it, or pass --pid-file")?;
     let conf = ServerConf {
         threads: 1,
-        pid_file: o.pid_file.clone(),
-        upgrade_sock: format!("{}.upgrade.sock", o.pid_file),
+        pid_file: pid_file.clone(),
+        upgrade_sock: format!("{pid_file}.upgrade.sock"),
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
@@ -703,7 +723,7 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         o.listen,
         o.cert.display()
     );
-    let pid_file = crate::server::PidFile::write(&o.pid_file);
+    let pid_file = crate::server::PidFile::write(&pid_file);
     server.run(pingora::server::RunArgs::default());
     drop(pid_file);
     Ok(())
@@ -720,6 +740,21 @@ mod tests {
     /// An error as Pingora builds it: `outer` with `inner` as its cause.
     fn chained(outer: ErrorType, context: &str, inner: Box<Error>) -> Error {
         *Error::because(outer, context.to_string(), inner)
+    }
+
+    #[test]
+    fn each_listen_address_has_its_own_default_pid_file() {
+        let name = |a: &str| {
+            default_pid_file(a.parse().expect("addr"))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            name("127.0.0.1:7070").as_deref(),
+            Some("agent-127.0.0.1-7070.pid")
+        );
+        assert_eq!(name("[::1]:7071").as_deref(), Some("agent-1-7071.pid"));
+        assert_ne!(name("127.0.0.1:7070"), name("127.0.0.2:7070"));
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod proxy;
 mod record;
 mod reload;
 mod respond;
+mod rundir;
 mod server;
 mod tls;
 mod upstream;
@@ -85,9 +86,13 @@ enum Command {
     /// report what changed. Exit 0: applied; 1: refused (the old configuration stays in force,
     /// the reason is printed); 2: no running gateway answered.
     Reload {
-        /// Configuration file (the running gateway's; its server.pid_file is used).
-        #[arg(short, long, default_value = "gateway.yaml")]
-        config: PathBuf,
+        /// Configuration file (the running gateway's; its server.pid_file is used; also
+        /// accepted as the only argument).
+        #[arg(short, long = "config", value_name = "CONFIG")]
+        config_flag: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(value_name = "FILE", conflicts_with = "config_flag")]
+        config: Option<PathBuf>,
         /// How long to wait for the gateway's answer, in seconds.
         #[arg(long, default_value_t = 15.0)]
         timeout: f64,
@@ -147,9 +152,10 @@ enum Command {
         /// only the agent's own user (and root) may use it; other users get a 403.
         #[arg(long = "allow-user", value_name = "USER")]
         allow_users: Vec<String>,
-        /// PID file.
-        #[arg(long, default_value = "/tmp/modgate-agent.pid")]
-        pid_file: String,
+        /// PID file (default: agent-<listen address>.pid in the per-user runtime directory,
+        /// $XDG_RUNTIME_DIR/modgate or /tmp/modgate-<uid>, so agents never share one).
+        #[arg(long)]
+        pid_file: Option<String>,
     },
     /// Write a development CA, server and client certificates as PEM files. A CA already in
     /// the directory is kept and signs whatever is missing (so `--client NAME` issues another
@@ -270,7 +276,14 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|| PathBuf::from("gateway.yaml"));
             finish("modgate", commands::check::check(&config))
         }
-        Command::Reload { config, timeout } => {
+        Command::Reload {
+            config_flag,
+            config,
+            timeout,
+        } => {
+            let config = config_flag
+                .or(config)
+                .unwrap_or_else(|| PathBuf::from("gateway.yaml"));
             finish("modgate", commands::reload::reload(&config, timeout))
         }
         Command::Explain {
