@@ -27,6 +27,7 @@ mod logging;
 mod metrics;
 mod model;
 mod peer;
+mod preflight;
 mod proxy;
 mod record;
 mod reload;
@@ -81,6 +82,11 @@ enum Command {
         /// Configuration file.
         #[arg(value_name = "FILE", conflicts_with = "config_flag")]
         config: Option<PathBuf>,
+        /// Resolve the file's relative paths from DIR, where the file will be installed,
+        /// instead of the file's own directory (for checking a copy, e.g. Ansible's
+        /// `validate: modgate check --base-dir /etc/modgate %s`).
+        #[arg(long, value_name = "DIR")]
+        base_dir: Option<PathBuf>,
     },
     /// Make the running gateway re-read its configuration (SIGHUP through its pid file) and
     /// report what changed. Exit 0: applied; 1: refused (the old configuration stays in force,
@@ -270,11 +276,15 @@ fn main() -> ExitCode {
         Command::Check {
             config_flag,
             config,
+            base_dir,
         } => {
             let config = config_flag
                 .or(config)
                 .unwrap_or_else(|| PathBuf::from("gateway.yaml"));
-            finish("modgate", commands::check::check(&config))
+            finish(
+                "modgate",
+                commands::check::check(&config, base_dir.as_deref()),
+            )
         }
         Command::Reload {
             config_flag,
