@@ -1649,10 +1649,21 @@ impl Drop for Agent {
     }
 }
 
-/// Starts `modgate agent` for the HTTPS `gateway` with `dir`'s `client.pem` and `ca.pem`, and
-/// waits until it answers its own user.
-fn start_agent(dir: &std::path::Path, gateway: &str, extra: &[&str]) -> (Agent, SocketAddr) {
-    let listen = free_addr();
+/// A free port on the IPv6 loopback address.
+fn free_addr_v6() -> SocketAddr {
+    std::net::TcpListener::bind("[::1]:0")
+        .and_then(|l| l.local_addr())
+        .expect("the IPv6 loopback address [::1] is needed")
+}
+
+/// Starts `modgate agent` on `listen` for the HTTPS `gateway` with `dir`'s `client.pem` and
+/// `ca.pem`, and waits until it answers its own user.
+fn start_agent(
+    dir: &std::path::Path,
+    gateway: &str,
+    listen: SocketAddr,
+    extra: &[&str],
+) -> (Agent, SocketAddr) {
     let log = dir.join(format!("agent-{}.log", listen.port()));
     let out = std::fs::File::create(&log).expect("agent log");
     let err = out.try_clone().expect("agent log");
@@ -1722,7 +1733,7 @@ fn the_agent_lends_its_certificate_to_its_own_user_only() {
             }),
         ))
         .expect("gateway fixture");
-    let (agent, listen) = start_agent(dir.path(), &gateway.url(), &[]);
+    let (agent, listen) = start_agent(dir.path(), &gateway.url(), free_addr(), &[]);
     let url = format!("http://{listen}{PUBLIC_INFO}");
 
     // The agent's own user fetches with the certificate.
@@ -1749,11 +1760,31 @@ fn the_agent_lends_its_certificate_to_its_own_user_only() {
     );
     drop(agent);
 
+    // The same over IPv6 (the kernel's other table, /proc/net/tcp6).
+    let (agent, listen) = start_agent(dir.path(), &gateway.url(), free_addr_v6(), &[]);
+    let url = format!("http://{listen}{PUBLIC_INFO}");
+    let (code, body) = curl_as(false, &url);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = curl_as(true, &url);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("from user 65534 (nobody)"), "{body}");
+    assert_eq!(
+        gateway.request_count(),
+        seen + 1,
+        "a refused request was forwarded"
+    );
+    drop(agent);
+
     // Sharing is deliberate: `--allow-user nobody` lends it to that user too.
-    let (_shared, listen) = start_agent(dir.path(), &gateway.url(), &["--allow-user", "nobody"]);
+    let (_shared, listen) = start_agent(
+        dir.path(),
+        &gateway.url(),
+        free_addr(),
+        &["--allow-user", "nobody"],
+    );
     let (code, body) = curl_as(true, &format!("http://{listen}{PUBLIC_INFO}"));
     assert_eq!(code, 200, "{body}");
-    assert_eq!(gateway.request_count(), seen + 1);
+    assert_eq!(gateway.request_count(), seen + 2);
 }
 
 // ---------------------------------------------------------------------------------------------
