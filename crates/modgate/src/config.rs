@@ -486,13 +486,19 @@ pub struct ChainStep {
 // ---------------------------------------------------------------------------------------------
 // Loading
 
-/// Reads and validates a config file.
+/// Reads and validates a config file; relative paths in it are relative to its directory.
 pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    load_from(path, None)
+}
+
+/// Like [`load`], with relative paths resolved from `base_dir` when given (`check --base-dir`:
+/// a copy of the file checked where it will be installed).
+pub fn load_from(path: &Path, base_dir: Option<&Path>) -> Result<GatewayConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-    let base_dir = path
-        .parent()
+    let base_dir = base_dir
         .map(Path::to_path_buf)
+        .or_else(|| path.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
     let mut config = parse(&text, &path.display().to_string(), &base_dir)?;
     let (pid_file, upgrade_sock) = instance_paths(path);

@@ -86,15 +86,13 @@ pub fn explain(
     );
     let request = match (&admission.verdict, admission.request.as_ref()) {
         (_, Some(r)) => r.clone(),
+        // Bad input, not an answer: a deploy script must not read a typo as "allowed".
         (Verdict::Refuse(r @ Refusal::BadPath(_)), None) => {
-            return Ok(Explained {
-                denied: false,
-                text: format!(
-                    "request:  GET {path}\ndecision: {} {} (never forwarded)\n",
-                    r.status(),
-                    r.message()
-                ),
-            })
+            return Err(format!(
+                "GET {path}: the gateway answers {} {} (never forwarded)",
+                r.status(),
+                r.message().trim_end()
+            ))
         }
         _ => return Err(format!("{path} is not a module request")),
     };

@@ -53,8 +53,9 @@ impl Recorder {
     /// stop modgate: spans are counted as dropped).
     pub fn start(sink: AuditSinkConfig, otel: OtelConfig) -> anyhow::Result<Recorder> {
         let audit_on = !matches!(sink, AuditSinkConfig::Off);
-        let audit = AuditLog::start(sink).map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+        // The exporter first: it touches no file, so a refusal leaves no new audit file.
         let telemetry = Telemetry::start(otel).map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
+        let audit = AuditLog::start(sink).map_err(|e| anyhow::anyhow!("audit: {e}"))?;
         if telemetry.is_none() {
             log::info!("OpenTelemetry export off (no telemetry.otlp_endpoint, no OTEL_EXPORTER_OTLP_ENDPOINT)");
         }
