@@ -71,6 +71,9 @@ pub struct DiskMissHandler {
     tag: [u8; 8],
     /// `Content-Length` of the stored header, if any: the body must match it to be committed.
     expected_len: Option<u64>,
+    /// Bytes of the filesystem's free space still promised to this write (its length, less
+    /// what it has written), given back as it writes and when it ends.
+    reserved: u64,
     written: u64,
     crc: crc32fast::Hasher,
     /// The body while it is small enough for the memory tier.
@@ -81,7 +84,8 @@ pub struct DiskMissHandler {
 }
 
 impl DiskMissHandler {
-    /// Create the temp file and register the write. Blocking.
+    /// Check that the object fits on the filesystem (reserving its length), create the temp
+    /// file and register the write. Blocking.
     pub(crate) fn start(
         cache: &'static DiskCache,
         hash: String,
@@ -90,16 +94,27 @@ impl DiskMissHandler {
         meta: SerializedMeta,
         expected_len: Option<u64>,
     ) -> Result<DiskMissHandler, CacheError> {
+        let reserved = cache.reserve_space(expected_len)?;
         let id = cache.next_gen();
         let dir = cache.dir_of(&hash);
-        fs::create_dir_all(&dir).map_err(|e| CacheError::io("create directory", &dir, e))?;
         let temp_path = dir.join(format::body_temp_name(&hash, id));
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&temp_path)
-            .map_err(|e| CacheError::io("create", &temp_path, e))?;
+        let created = fs::create_dir_all(&dir)
+            .map_err(|e| CacheError::io("create directory", &dir, e))
+            .and_then(|()| {
+                fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&temp_path)
+                    .map_err(|e| CacheError::io("create", &temp_path, e))
+            });
+        let file = match created {
+            Ok(f) => f,
+            Err(e) => {
+                cache.release_space(reserved);
+                return Err(e);
+            }
+        };
         let (tx, rx) = watch::channel(WriteState::Partial(0));
         let inflight = Arc::new(Inflight {
             id,
@@ -123,6 +138,7 @@ impl DiskMissHandler {
             temp_path,
             tag: id.to_be_bytes(),
             expected_len,
+            reserved,
             written: 0,
             crc: crc32fast::Hasher::new(),
             small,
@@ -130,6 +146,11 @@ impl DiskMissHandler {
             failed: false,
             done: false,
         })
+    }
+
+    /// The object this write is for, in log lines: its primary key text.
+    fn what(&self) -> String {
+        String::from_utf8_lossy(&self.primary_key).into_owned()
     }
 
     fn fail(&mut self) {
@@ -250,6 +271,8 @@ impl DiskMissHandler {
             .counters
             .writes_abandoned
             .fetch_add(1, Ordering::Relaxed);
+        self.cache
+            .note_write_failure(&self.what(), &e, "the answer was sent but is not kept");
         if self.cache.config.streaming_partial_write {
             log::error!("disk cache: not storing {}: {e}", self.hash);
             Ok(MissFinishType::Created(0))
@@ -291,8 +314,16 @@ impl HandleMiss for DiskMissHandler {
             .and_then(|r| r);
             if let Err(e) = result {
                 self.fail();
+                self.cache.note_write_failure(
+                    &self.what(),
+                    &e,
+                    "the write is abandoned and the request streaming it is cut",
+                );
                 return Err(to_pingora(e));
             }
+            let done = self.reserved.min(data.len() as u64);
+            self.reserved -= done;
+            self.cache.release_space(done);
             self.crc.update(&data);
             if let Some(small) = &mut self.small {
                 if new_len <= self.cache.config.memory_object_max_bytes as u64 {
@@ -353,6 +384,7 @@ impl HandleMiss for DiskMissHandler {
 
 impl Drop for DiskMissHandler {
     fn drop(&mut self) {
+        self.cache.release_space(std::mem::take(&mut self.reserved));
         if !self.done {
             self.cache
                 .counters

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     pub stale_served: IntCounter,
     pub hot_hits: IntCounter,
+    pub cache_write_failures: IntCounterVec,
     pub integrity_refusals: IntCounterVec,
     pub checks_throttled: IntCounterVec,
     pub connections_cut: IntCounterVec,
@@ -179,6 +180,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "modgate_cache_hot_hits_total",
         "Cache hits answered from memory without Pingora's cache phase (also counted as hits)",
     )?;
+    let cache_write_failures = IntCounterVec::new(
+        Opts::new(
+            "modgate_cache_write_failures_total",
+            "Answers the cache could not store, by reason: no_space (its filesystem is full: \
+             refused before the first byte, the answer then comes from the upstream uncached) or \
+             io (another error of its filesystem)",
+        ),
+        &["reason"],
+    )?;
     let integrity_refusals = IntCounterVec::new(
         Opts::new(
             "modgate_integrity_refusals_total",
@@ -189,6 +199,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(cache_lookups.clone()))?;
     registry.register(Box::new(stale_served.clone()))?;
     registry.register(Box::new(hot_hits.clone()))?;
+    registry.register(Box::new(cache_write_failures.clone()))?;
     registry.register(Box::new(integrity_refusals.clone()))?;
     registry.register(Box::new(decisions.clone()))?;
     registry.register(Box::new(auth_failures.clone()))?;
@@ -233,6 +244,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         cache_lookups,
         stale_served,
         hot_hits,
+        cache_write_failures,
         integrity_refusals,
     })
 }
@@ -337,6 +349,9 @@ pub fn prime(model: &Model) {
     for outcome in cache_outcomes() {
         m.cache_lookups.with_label_values(&[outcome.as_str()]);
     }
+    for reason in CACHE_WRITE_FAILURES {
+        m.cache_write_failures.with_label_values(&[reason]);
+    }
     for artifact in Artifact::ALL {
         m.integrity_refusals.with_label_values(&[artifact.as_str()]);
     }
@@ -425,7 +440,7 @@ fn auth_failure_reasons() -> Vec<&'static str> {
 }
 
 /// Every value of the `outcome` label of `modgate_cache_requests_total`.
-fn cache_outcomes() -> [CacheOutcome; 13] {
+fn cache_outcomes() -> [CacheOutcome; 14] {
     let _every = |o: CacheOutcome| match o {
         CacheOutcome::Off
         | CacheOutcome::Uninitialized
@@ -439,7 +454,8 @@ fn cache_outcomes() -> [CacheOutcome; 13] {
         | CacheOutcome::Revalidated
         | CacheOutcome::RevalidatedNoCache
         | CacheOutcome::StaleIfError
-        | CacheOutcome::Refused => (),
+        | CacheOutcome::Refused
+        | CacheOutcome::NotStored => (),
     };
     [
         CacheOutcome::Off,
@@ -455,6 +471,7 @@ fn cache_outcomes() -> [CacheOutcome; 13] {
         CacheOutcome::RevalidatedNoCache,
         CacheOutcome::StaleIfError,
         CacheOutcome::Refused,
+        CacheOutcome::NotStored,
     ]
 }
 
@@ -686,6 +703,19 @@ pub fn stale_served() {
     }
 }
 
+/// The `reason` labels of `modgate_cache_write_failures_total`.
+const CACHE_WRITE_FAILURES: [&str; 2] = ["no_space", "io"];
+
+/// Brings `modgate_cache_write_failures_total` up to the cache's own counts (kept by the
+/// storage, which sees every failure, including those after the answer was sent).
+pub fn cache_write_failures(no_space: u64, io: u64) {
+    if let Some(m) = metrics() {
+        for (reason, total) in CACHE_WRITE_FAILURES.iter().zip([no_space, io]) {
+            sync_counter(&m.cache_write_failures.with_label_values(&[reason]), total);
+        }
+    }
+}
+
 /// A cache hit was answered from memory without Pingora's cache phase.
 pub fn hot_hit() {
     if let Some(m) = metrics() {
@@ -774,7 +804,7 @@ mod tests {
         let mut cache: Vec<&str> = cache_outcomes().iter().map(|o| o.as_str()).collect();
         cache.sort_unstable();
         cache.dedup();
-        assert_eq!(cache.len(), 13);
+        assert_eq!(cache.len(), 14);
         assert_eq!(
             cut_reasons(),
             ["idle", "headers", "listener_limit", "source_limit"]

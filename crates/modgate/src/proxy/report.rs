@@ -31,6 +31,9 @@ pub enum CacheOutcome {
     StaleIfError,
     /// Changed upstream bytes: neither served nor stored.
     Refused,
+    /// The cache could not store the answer (its filesystem is full or failing): the answer
+    /// came from the upstream, and is not kept.
+    NotStored,
 }
 
 impl CacheOutcome {
@@ -43,6 +46,9 @@ impl CacheOutcome {
             return CacheOutcome::Refused;
         }
         match phase {
+            CachePhase::Disabled(pingora::cache::NoCacheReason::StorageError) => {
+                CacheOutcome::NotStored
+            }
             CachePhase::Disabled(_) => CacheOutcome::Off,
             CachePhase::Uninit => CacheOutcome::Uninitialized,
             CachePhase::Bypass => CacheOutcome::Bypass,
@@ -72,6 +78,7 @@ impl CacheOutcome {
             CacheOutcome::RevalidatedNoCache => "revalidated-nocache",
             CacheOutcome::StaleIfError => "stale-if-error",
             CacheOutcome::Refused => "refused",
+            CacheOutcome::NotStored => "not-stored",
         }
     }
 }
