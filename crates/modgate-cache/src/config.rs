@@ -33,6 +33,11 @@ pub struct DiskCacheConfig {
     /// writes in progress were promised; otherwise it is not stored (the answer goes to the
     /// client without the cache).
     pub min_free_bytes: u64,
+    /// When the filesystem fills up during a write (a body of unknown length, or another
+    /// process filling the disk), the rest of the body is held in memory for the readers of
+    /// that write — among them the request being answered — and not stored; this bounds those
+    /// bytes for all writes together. Beyond it such a request is cut off.
+    pub max_spill_bytes: u64,
     /// fsync files and directories when committing (turn off only for tests or throwaway caches).
     pub fsync: bool,
     /// Report `support_streaming_partial_write() == true` to Pingora: readers (including the
@@ -54,6 +59,7 @@ impl DiskCacheConfig {
             read_chunk_bytes: 64 << 10,
             verify_before_serve_max_bytes: 1 << 20,
             min_free_bytes: 1 << 20,
+            max_spill_bytes: 64 << 20,
             fsync: true,
             streaming_partial_write: true,
         }

@@ -249,6 +249,8 @@ pub struct DiskCache {
     reserved: AtomicU64,
     /// Serializes "does it fit?" with the reservation that follows.
     space: Mutex<()>,
+    /// Bytes of bodies held in memory because the filesystem filled up during their write.
+    pub(crate) spilled: AtomicU64,
     /// Rate limit of the write-failure warning: when it was last logged, and how many were
     /// not logged since.
     failure_log: Mutex<(Option<std::time::Instant>, u64)>,
@@ -296,18 +298,17 @@ impl DiskCache {
             .ok_or_else(|| CacheError::Config("cache root must be valid UTF-8".into()))?
             .to_string();
 
+        let generation = Generation::open(&config.root);
+        // An inspection neither cleans up nor admits anything: no scan, no LRU state.
         let (found, order) = if scan {
             remove_temp_files(&state_dir);
-            (scan_objects(&config.root, &objects)?, None)
-        } else {
-            (Vec::new(), Some(Vec::new()))
-        };
-        let generation = Generation::open(&config.root);
-        if scan {
+            let found = scan_objects(&config.root, &objects)?;
             // the scan may have removed objects another process holds in memory
             generation.bump();
-        }
-        let order = order.unwrap_or_else(|| load_lru_order(&state_dir_str));
+            (found, load_lru_order(&state_dir_str))
+        } else {
+            (Vec::new(), Vec::new())
+        };
 
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         let seed = SystemTime::now()
@@ -329,6 +330,7 @@ impl DiskCache {
             counters: Counters::default(),
             reserved: AtomicU64::new(0),
             space: Mutex::new(()),
+            spilled: AtomicU64::new(0),
             failure_log: Mutex::new((None, 0)),
             objects,
             state_dir: state_dir_str,

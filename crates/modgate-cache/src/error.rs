@@ -55,6 +55,16 @@ pub enum CacheError {
         /// Bytes free on the filesystem, less what writes in progress have been promised.
         available: u64,
     },
+    /// The filesystem filled up during a write and the rest of the body would exceed what may
+    /// be held in memory for its readers.
+    #[error(
+        "cache filesystem is full and the rest of the body exceeds the {limit} bytes that may be \
+         held in memory meanwhile"
+    )]
+    SpillFull {
+        /// `max_spill_bytes`.
+        limit: u64,
+    },
     /// The body that was written does not have the length the response header announced.
     #[error("cache body has {written} bytes but Content-Length says {expected}")]
     LengthMismatch {
@@ -99,7 +109,7 @@ impl CacheError {
     /// object, which is no fault of the object or of the upstream.
     pub fn is_no_space(&self) -> bool {
         match self {
-            CacheError::NoSpace { .. } => true,
+            CacheError::NoSpace { .. } | CacheError::SpillFull { .. } => true,
             CacheError::Io { source, .. } => is_no_space_io(source),
             _ => false,
         }
@@ -110,7 +120,10 @@ impl CacheError {
     pub fn is_storage_failure(&self) -> bool {
         matches!(
             self,
-            CacheError::NoSpace { .. } | CacheError::Io { .. } | CacheError::Task(_)
+            CacheError::NoSpace { .. }
+                | CacheError::SpillFull { .. }
+                | CacheError::Io { .. }
+                | CacheError::Task(_)
         )
     }
 

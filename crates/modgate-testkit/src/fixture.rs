@@ -59,9 +59,8 @@ struct State {
     /// Other bodies by request-path prefix, served when a request header contains a value:
     /// (prefix, header name, substring, body).
     variants: Vec<(String, String, String, Vec<u8>)>,
-    /// A header every request must carry with exactly this value (else `401`), like GitLab's
-    /// per-project Go proxy and its project token.
-    /// A header every request must carry with this value, and the status of those that do not.
+    /// A header every request must carry with exactly this value, and the status of those that
+    /// do not (`401` like GitLab's per-project Go proxy without its project token).
     required: Option<(String, String, u16)>,
     /// `Content-Length` announced to HEAD requests by request-path prefix.
     head_lengths: Vec<(String, u64)>,
