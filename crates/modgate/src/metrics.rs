@@ -709,6 +709,20 @@ const CACHE_WRITE_FAILURES: [&str; 2] = ["no_space", "io"];
 /// Brings `modgate_cache_write_failures_total` up to the cache's own counts (kept by the
 /// storage, which sees every failure, including those after the answer was sent).
 pub fn cache_write_failures(no_space: u64, io: u64) {
+    // called for every request: the labelled series are only looked up when a count moved
+    static SEEN: [std::sync::atomic::AtomicU64; 2] = [
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    ];
+    let moved = [no_space, io]
+        .iter()
+        .zip(&SEEN)
+        .fold(false, |moved, (total, seen)| {
+            seen.fetch_max(*total, std::sync::atomic::Ordering::Relaxed) < *total || moved
+        });
+    if !moved {
+        return;
+    }
     if let Some(m) = metrics() {
         for (reason, total) in CACHE_WRITE_FAILURES.iter().zip([no_space, io]) {
             sync_counter(&m.cache_write_failures.with_label_values(&[reason]), total);
