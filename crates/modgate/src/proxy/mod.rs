@@ -442,12 +442,22 @@ fn short_error(e: &Error) -> String {
 fn cache_failure(e: &Error) -> Option<&modgate_cache::CacheError> {
     let mut e = e;
     // Pingora may wrap the storage's error in another of its own (a few levels at most).
+    // A cause is kept as given: the error itself, or boxed.
     for _ in 0..8 {
         let cause = e.cause.as_deref()?;
-        if let Some(c) = cause.downcast_ref::<modgate_cache::CacheError>() {
+        let found = cause
+            .downcast_ref::<modgate_cache::CacheError>()
+            .or_else(|| {
+                cause
+                    .downcast_ref::<Box<modgate_cache::CacheError>>()
+                    .map(|b| &**b)
+            });
+        if let Some(c) = found {
             return c.is_storage_failure().then_some(c);
         }
-        e = cause.downcast_ref::<Error>()?;
+        e = cause
+            .downcast_ref::<Error>()
+            .or_else(|| cause.downcast_ref::<Box<Error>>().map(|b| &**b))?;
     }
     None
 }
@@ -1202,5 +1212,48 @@ impl ProxyHttp for GatewayProxy {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // `logging` writes one line per request, errors included.
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modgate_cache::CacheError;
+
+    fn no_space() -> CacheError {
+        CacheError::NoSpace {
+            path: "/var/cache/modgate/objects".into(),
+            needed: 10,
+            available: 1,
+        }
+    }
+
+    #[test]
+    fn the_cache_s_own_failure_is_found_behind_pingora_s_errors() {
+        let direct = Error::because(ErrorType::InternalError, "modgate-cache", no_space());
+        assert!(cache_failure(&direct).is_some_and(|c| c.is_no_space()));
+        let wrapped = Error::because(ErrorType::InternalError, "while caching", direct);
+        assert!(cache_failure(&wrapped).is_some_and(|c| c.is_no_space()));
+        // the object's fault, or no cache at all: not the cache failing
+        let too_large = Error::because(
+            ErrorType::InternalError,
+            "modgate-cache",
+            CacheError::TooLarge { size: 2, limit: 1 },
+        );
+        assert!(cache_failure(&too_large).is_none());
+        let upstream = Error::explain(ErrorType::ConnectRefused, "upstream down");
+        assert!(cache_failure(&upstream).is_none());
+    }
+
+    #[test]
+    fn content_length_unless_chunked() {
+        let mut resp = ResponseHeader::build(200, None).expect("header");
+        assert_eq!(content_length(&resp), None);
+        resp.insert_header("Content-Length", "1234")
+            .expect("header");
+        assert_eq!(content_length(&resp), Some(1234));
+        resp.insert_header("Transfer-Encoding", "chunked")
+            .expect("header");
+        assert_eq!(content_length(&resp), None);
     }
 }
