@@ -362,7 +362,10 @@ impl DiskMissHandler {
         self.cache
             .note_write_failure(&self.what(), &e, "the answer was sent but is not kept");
         if self.cache.config.streaming_partial_write {
-            log::error!("disk cache: not storing {}: {e}", self.hash);
+            if !e.is_storage_failure() {
+                // (a failure of the filesystem was just logged, rate-limited)
+                log::error!("disk cache: not storing {}: {e}", self.hash);
+            }
             Ok(MissFinishType::Created(0))
         } else {
             Err(to_pingora(e))
