@@ -6,7 +6,7 @@ use std::fmt;
 use regex::{Regex, RegexBuilder};
 use thiserror::Error;
 
-use crate::glob::{first_bad_glob, glob_elements, match_prefix_patterns};
+use crate::glob::{first_bad_glob, glob_elements, match_prefix_patterns, path_match};
 
 /// Upper bound on the compiled size (and lazy-DFA cache) of a regex pattern,
 /// so a hostile configuration cannot make the gateway allocate unbounded
@@ -130,6 +130,40 @@ impl Pattern {
         }
     }
 
+    /// Whether the pattern could match `root` or some module path below it (`root/…`): what
+    /// a clone of the repository whose root is `root` carries, whatever nested modules its
+    /// history holds. With `case_insensitive` (a host that folds the case of repository
+    /// names) letters compare without regard to case.
+    ///
+    /// Prefixes and globs are compared element by element (a glob matches the first elements
+    /// of a path; those past `root`'s can be anything). A regex is decided on its automaton:
+    /// the lazy DFA of the anchored expression is fed `root` and then `/`, and every state
+    /// reachable from there is visited for a match. The answer errs only towards `true`:
+    /// a regex whose automaton cannot be explored within [`REGEX_SIZE_LIMIT`] (or that the
+    /// lazy DFA cannot decide, such as a Unicode word boundary) could match.
+    pub fn may_match_within(&self, root: &str, case_insensitive: bool) -> bool {
+        let fold = |s: &str| {
+            if case_insensitive {
+                s.to_lowercase()
+            } else {
+                s.to_owned()
+            }
+        };
+        match self {
+            Pattern::Prefix(p) => {
+                let (p, root) = (fold(p), fold(root));
+                prefix_matches(&p, &root) || p.starts_with(&format!("{root}/"))
+            }
+            Pattern::Glob(list) => {
+                let root = fold(root);
+                glob_elements(list).any(|g| glob_may_match_within(&fold(g), &root))
+            }
+            Pattern::Regex(re) => {
+                regex_may_match_within(re.as_str(), root, case_insensitive).unwrap_or(true)
+            }
+        }
+    }
+
     /// The pattern kind: `"prefix"`, `"glob"` or `"regex"`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -171,6 +205,91 @@ pub(crate) fn prefix_matches(p: &str, module: &str) -> bool {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
     }
+}
+
+/// Whether one glob of a list could match `root` or a path below it: a glob with N
+/// elements matches the first N elements of a path; those of them within `root` must match
+/// `root`'s, the others lie below it and could be anything. A malformed element could match
+/// (it never reaches here from [`Pattern::glob`], which refuses it).
+fn glob_may_match_within(glob: &str, root: &str) -> bool {
+    glob.split('/')
+        .zip(root.split('/'))
+        .all(|(g, r)| path_match(g, r) != Ok(false))
+}
+
+/// Most lazy-DFA states [`regex_may_match_within`] visits before it answers "could match".
+const MAX_REACHABLE_STATES: usize = 20_000;
+
+/// Whether the anchored regex `anchored` (`^(?:…)$`) matches `root` or some `root/…`: its
+/// lazy DFA fed `root`, then `/`, then every byte class from every state reached, breadth
+/// first, looking for a state that matches at the end of the input. `None` when that cannot
+/// be decided within the limits (the DFA's cache full or cleared, a quit state, too many
+/// states, a build error): the caller takes it as "could match".
+fn regex_may_match_within(anchored: &str, root: &str, case_insensitive: bool) -> Option<bool> {
+    use regex_automata::hybrid::dfa::DFA;
+    use regex_automata::hybrid::LazyStateID;
+    use regex_automata::nfa::thompson;
+    use regex_automata::util::{start, syntax};
+    use regex_automata::Anchored;
+
+    let dfa = DFA::builder()
+        .syntax(syntax::Config::new().case_insensitive(case_insensitive))
+        .thompson(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+        .configure(DFA::config().cache_capacity(REGEX_SIZE_LIMIT))
+        .build(anchored)
+        .ok()?;
+    let mut cache = dfa.create_cache();
+    // A state ID is valid only until the cache is cleared: give up at the first clear.
+    let step = |cache: &mut regex_automata::hybrid::dfa::Cache,
+                sid: LazyStateID,
+                byte: Option<u8>|
+     -> Option<LazyStateID> {
+        let next = match byte {
+            Some(b) => dfa.next_state(cache, sid, b).ok()?,
+            None => dfa.next_eoi_state(cache, sid).ok()?,
+        };
+        (cache.clear_count() == 0 && !next.is_quit() && !next.is_unknown()).then_some(next)
+    };
+    let start = start::Config::new().anchored(Anchored::Yes);
+    let mut sid = dfa.start_state(&mut cache, &start).ok()?;
+    for &b in root.as_bytes() {
+        sid = step(&mut cache, sid, Some(b))?;
+        if sid.is_dead() {
+            return Some(false);
+        }
+    }
+    // `root` itself.
+    if step(&mut cache, sid, None)?.is_match() {
+        return Some(true);
+    }
+    let below = step(&mut cache, sid, Some(b'/'))?;
+    let classes: Vec<u8> = dfa
+        .byte_classes()
+        .representatives(0..=255)
+        .filter_map(|u| u.as_u8())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let mut queue = std::collections::VecDeque::new();
+    if !below.is_dead() {
+        seen.insert(below);
+        queue.push_back(below);
+    }
+    while let Some(sid) = queue.pop_front() {
+        if sid.is_match() || step(&mut cache, sid, None)?.is_match() {
+            return Some(true);
+        }
+        for &b in &classes {
+            let next = step(&mut cache, sid, Some(b))?;
+            if next.is_dead() || !seen.insert(next) {
+                continue;
+            }
+            if seen.len() > MAX_REACHABLE_STATES {
+                return None;
+            }
+            queue.push_back(next);
+        }
+    }
+    Some(false)
 }
 
 fn build_regex(re: &str) -> Result<Regex, regex::Error> {
@@ -336,6 +455,63 @@ mod tests {
             "regex \"^.*$\""
         );
         assert_eq!(Pattern::regex("a|b").unwrap().text(), "a|b");
+    }
+
+    #[test]
+    fn what_may_match_within_a_repository() {
+        const ROOT: &str = "git.corp.example/team/open";
+        // (pattern, matches within ROOT as spelled, … with case folded for ROOT in upper case)
+        let cases = [
+            (Pattern::prefix("git.corp.example/team/open/internal"), true),
+            (Pattern::prefix("git.corp.example/team/open"), true),
+            (Pattern::prefix("git.corp.example/team"), true),
+            (Pattern::prefix(""), true),
+            (Pattern::prefix("git.corp.example/team/opener"), false),
+            (
+                Pattern::prefix("git.corp.example/team/other/internal"),
+                false,
+            ),
+            (Pattern::glob("git.corp.example/team/open/internal"), true),
+            (Pattern::glob("git.corp.example/*/open/*/keys"), true),
+            (Pattern::glob("other.example,git.corp.example/*/o?en"), true),
+            (Pattern::glob("git.corp.example/team/closed/*"), false),
+            (Pattern::glob("git.corp.example/team/op"), false),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open/internal(/.*)?"),
+                true,
+            ),
+            (Pattern::regex(r".*/internal"), true),
+            (Pattern::regex(r"git\.corp\.example/team/open"), true),
+            (Pattern::regex(r"git\.corp\.example/.*/keys/[a-z]+"), true),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open-[a-z]+"),
+                false,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/[a-n]+(/.*)?"),
+                false,
+            ),
+            (Pattern::regex(r"[a-z.]+/team"), false),
+            (Pattern::regex(r"(?i)GIT\.corp\.example/TEAM/open/x"), true),
+        ];
+        for (p, want) in cases {
+            let p = p.expect("pattern");
+            assert_eq!(p.may_match_within(ROOT, false), want, "{p}");
+            // Every spelling a case-folding host takes for the same repository, the same.
+            for root in ["git.corp.example/team/OPEN", "Git.Corp.Example/Team/Open"] {
+                assert_eq!(p.may_match_within(root, true), want, "{p} within {root}");
+            }
+        }
+        // As spelled, an upper-case spelling escapes a lower-case pattern; folded it does not.
+        let p = Pattern::regex(r"git\.corp\.example/team/open/internal(/.*)?").expect("regex");
+        assert!(!p.may_match_within("git.corp.example/team/Open", false));
+        let p = Pattern::prefix("git.corp.example/team/open/internal").expect("prefix");
+        assert!(!p.may_match_within("git.corp.example/team/OPEN", false));
+        let p = Pattern::prefix("git.corp.example/Team/Open/internal").expect("prefix");
+        assert!(p.may_match_within("git.corp.example/team/open", true));
+        // A regex whose automaton the lazy DFA cannot decide could match (fails closed).
+        let p = Pattern::regex(r"git\.corp\.example/team/zzz\b.*").expect("regex");
+        assert!(p.may_match_within(ROOT, false));
     }
 
     fn elem() -> impl Strategy<Value = String> {

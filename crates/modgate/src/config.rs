@@ -380,6 +380,10 @@ pub struct UpstreamConfig {
     /// `kind: git`: the repository's path under `url`, over the captures of `module`, e.g.
     /// `{group}/{repo}.git`.
     pub repo: Option<String>,
+    /// `kind: git`: suffixes the Git host folds onto a repository's name (default `.git` and
+    /// `.wiki`; `.git` always applies): access to `group/repo.git` is decided as access to
+    /// `group/repo` too.
+    pub repo_aliases: Option<Vec<String>>,
     /// `kind: git`: what the gateway authenticates to the Git host with.
     pub credential: Option<GitCredentialConfig>,
     /// Private upstreams may serve private routes; public ones never see a private path.
