@@ -1363,3 +1363,100 @@ access:
         gw.log()
     );
 }
+
+/// Issue 18, item 10: what a version rule means. `versions: "=v1.0.0"` judges the version
+/// string requested, and a pseudo-version of the same commit is another version string (Go
+/// accepts it, and so does the git origin): it is not denied by the range. A `commits:` rule
+/// denies the commit itself under every pseudo-version and commit-hash query that names it.
+#[test]
+fn a_commit_rule_denies_every_pseudo_version_of_a_commit_a_version_rule_does_not() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    let mut released = Vec::new();
+    for name in ["pinned", "fixed"] {
+        let repo = host.create_repo(&format!("group/{name}")).expect("repo");
+        repo.write("go.mod", go_mod(&format!("{HOST}/group/{name}")).as_bytes())
+            .expect("write");
+        repo.write("p.go", b"package p\n").expect("write");
+        let hash = repo.commit("v1.0.0", T0).expect("commit");
+        repo.tag("v1.0.0").expect("tag");
+        repo.write("p.go", b"package p\n\nconst Later = 1\n")
+            .expect("write");
+        let later = repo.commit("later", T0 + 60).expect("commit");
+        repo.push().expect("push");
+        released.push((hash, later));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("git.token"), format!("{TOKEN}\n")).expect("token");
+    let addr = free_addr();
+    let config = format!(
+        r#"server:
+  git_dir: "{mirrors}"
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  corp-git:
+    kind: git
+    url: "{url}"
+    module: "{HOST}/{{group}}/{{repo}}"
+    repo: "{{group}}/{{repo}}.git"
+    private: true
+    credential: {{ token_file: "{token}" }}
+routes:
+  - {{ name: git, match: {{ prefix: {HOST} }}, chain: [corp-git], private: true }}
+access:
+  default: deny
+  roles:
+    - name: everyone
+      members: [ anonymous ]
+      rules:
+        - {{ id: pinned-v1, deny: {{ prefix: {HOST}/group/pinned }}, versions: "=v1.0.0" }}
+        - {{ id: fixed-v1, deny: {{ prefix: {HOST}/group/fixed }}, versions: "=v1.0.0" }}
+        - {{ id: fixed-v1-commit, deny: {{ prefix: {HOST}/group/fixed }}, commits: ["{commit}"] }}
+        - {{ id: git-read, allow: {{ prefix: {HOST} }} }}
+"#,
+        url = host.url(),
+        mirrors = dir.path().join("mirrors").display(),
+        token = dir.path().join("git.token").display(),
+        commit = released[1].0,
+    );
+    let gw = Gateway::start(&config, addr);
+    let get = |path: &str| {
+        let r = request(addr, "GET", &format!("/{HOST}/{path}"), &[]).expect("request");
+        let text: String = r.text().chars().take(300).collect();
+        (r.status, text)
+    };
+    // The pseudo-version of the commit v1.0.0 names (its time is T0).
+    let pseudo = |hash: &str| format!("v0.0.0-20240315101112-{}", &hash[..12]);
+    for (name, (_, later)) in ["pinned", "fixed"].iter().zip(&released) {
+        let (status, text) = get(&format!("group/{name}/@v/v1.0.0.zip"));
+        assert_eq!(status, 401, "{name}@v1.0.0: {text}");
+        // Other commits are not denied; the `.info` Origin says which commit a version is.
+        let later_pseudo = format!("v1.0.1-0.20240315101212-{}", &later[..12]);
+        let (status, text) = get(&format!("group/{name}/@v/{later_pseudo}.info"));
+        assert_eq!(status, 200, "{name}@{later_pseudo}: {text}\n{}", gw.log());
+        assert!(text.contains(later.as_str()), "{text}");
+    }
+    // The documented meaning of `versions:`: the same commit under a pseudo-version is
+    // another version string, and the range does not deny it.
+    let (status, text) = get(&format!("group/pinned/@v/{}.zip", pseudo(&released[0].0)));
+    assert_eq!(status, 200, "pinned pseudo-version: {text}\n{}", gw.log());
+    // A commits rule denies it: under its pseudo-version, and queried by hash (long or short).
+    let hash = &released[1].0;
+    for path in [
+        format!("group/fixed/@v/{}.zip", pseudo(hash)),
+        format!("group/fixed/@v/{}.info", pseudo(hash)),
+        format!("group/fixed/@v/{}.mod", pseudo(hash)),
+        format!("group/fixed/@v/{hash}.info"),
+        format!("group/fixed/@v/{}.info", &hash[..8]),
+    ] {
+        let (status, text) = get(&path);
+        assert_eq!(status, 401, "{path}: {text}");
+        assert!(text.contains("fixed-v1-commit"), "{path}: {text}");
+    }
+}
