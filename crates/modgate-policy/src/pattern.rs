@@ -164,6 +164,20 @@ impl Pattern {
         }
     }
 
+    /// Whether the pattern matches `root` and every module path below it (`root/…`): an
+    /// allow that covers everything a clone of the repository `root` carries. A prefix or a
+    /// glob that matches `root` matches every path below it. A regex is decided on its lazy
+    /// DFA: fed `root`, it must match there, and every state reachable by a module path's
+    /// bytes below it (elements of letters, digits and `-._~`, joined by `/`) must match at
+    /// the end of an element. Errs only towards `false` (cannot tell: does not cover).
+    pub fn matches_all_within(&self, root: &str) -> bool {
+        match self {
+            Pattern::Prefix(p) => prefix_matches(p, root),
+            Pattern::Glob(g) => match_prefix_patterns(g, root),
+            Pattern::Regex(re) => regex_matches_all_within(re.as_str(), root).unwrap_or(false),
+        }
+    }
+
     /// The pattern kind: `"prefix"`, `"glob"` or `"regex"`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -290,6 +304,67 @@ fn regex_may_match_within(anchored: &str, root: &str, case_insensitive: bool) ->
         }
     }
     Some(false)
+}
+
+/// Whether the anchored regex `anchored` matches `root` and every module path below it; `None`
+/// when that cannot be decided within the limits (see [`regex_may_match_within`]).
+fn regex_matches_all_within(anchored: &str, root: &str) -> Option<bool> {
+    use regex_automata::hybrid::dfa::{Cache, DFA};
+    use regex_automata::hybrid::LazyStateID;
+    use regex_automata::nfa::thompson;
+    use regex_automata::util::start;
+    use regex_automata::Anchored;
+
+    let dfa = DFA::builder()
+        .thompson(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+        .configure(DFA::config().cache_capacity(REGEX_SIZE_LIMIT))
+        .build(anchored)
+        .ok()?;
+    let mut cache = dfa.create_cache();
+    let step = |cache: &mut Cache, sid: LazyStateID, byte: Option<u8>| -> Option<LazyStateID> {
+        let next = match byte {
+            Some(b) => dfa.next_state(cache, sid, b).ok()?,
+            None => dfa.next_eoi_state(cache, sid).ok()?,
+        };
+        (cache.clear_count() == 0 && !next.is_quit() && !next.is_unknown()).then_some(next)
+    };
+    let start = start::Config::new().anchored(Anchored::Yes);
+    let mut sid = dfa.start_state(&mut cache, &start).ok()?;
+    for &b in root.as_bytes() {
+        sid = step(&mut cache, sid, Some(b))?;
+    }
+    if !step(&mut cache, sid, None)?.is_match() {
+        return Some(false);
+    }
+    // The bytes of a module path element (Go's `module.CheckPath`).
+    let element: Vec<u8> = (0..=u8::MAX)
+        .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b))
+        .collect();
+    // States after a `/` (where a path cannot end and no `/` may follow) and within an element.
+    let after_slash = step(&mut cache, sid, Some(b'/'))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut queue = std::collections::VecDeque::new();
+    seen.insert((after_slash, true));
+    queue.push_back((after_slash, true));
+    while let Some((sid, slash)) = queue.pop_front() {
+        if sid.is_dead() {
+            return Some(false);
+        }
+        if !slash && !step(&mut cache, sid, None)?.is_match() {
+            return Some(false);
+        }
+        let slash_byte: &[u8] = if slash { &[] } else { b"/" };
+        for &b in element.iter().chain(slash_byte) {
+            let next = (step(&mut cache, sid, Some(b))?, b == b'/');
+            if seen.insert(next) {
+                if seen.len() > MAX_REACHABLE_STATES {
+                    return None;
+                }
+                queue.push_back(next);
+            }
+        }
+    }
+    Some(true)
 }
 
 fn build_regex(re: &str) -> Result<Regex, regex::Error> {
@@ -512,6 +587,49 @@ mod tests {
         // A regex whose automaton the lazy DFA cannot decide could match (fails closed).
         let p = Pattern::regex(r"git\.corp\.example/team/zzz\b.*").expect("regex");
         assert!(p.may_match_within(ROOT, false));
+    }
+
+    #[test]
+    fn what_matches_everything_within_a_repository() {
+        const ROOT: &str = "git.corp.example/team/open";
+        for (p, want) in [
+            (Pattern::prefix("git.corp.example/team/open"), true),
+            (Pattern::prefix("git.corp.example"), true),
+            (Pattern::prefix(""), true),
+            (
+                Pattern::prefix("git.corp.example/team/open/internal"),
+                false,
+            ),
+            (Pattern::glob("git.corp.example/*/open"), true),
+            (Pattern::glob("git.corp.example/team/open/*"), false),
+            (Pattern::regex(r"git\.corp\.example/team/open(/.*)?"), true),
+            (Pattern::regex(r"git\.corp\.example/.*"), true),
+            (Pattern::regex(r".*"), true),
+            (Pattern::regex(r"git\.corp\.example/team/open"), false),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open(/[a-z]+)*"),
+                false,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open(/[a-z]+)?"),
+                false,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open(/[^i].*)?"),
+                false,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open(/[-.\w~]+)*"),
+                true,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/(open|x)(/.*)?"),
+                true,
+            ),
+        ] {
+            let p = p.expect("pattern");
+            assert_eq!(p.matches_all_within(ROOT), want, "{p}");
+        }
     }
 
     fn elem() -> impl Strategy<Value = String> {

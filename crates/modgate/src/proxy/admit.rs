@@ -714,6 +714,17 @@ fn admit_git(
                 ),
                 anonymous: identity.principal.is_anonymous(),
             })
+        })
+        .or_else(|| {
+            not_covered(gateway, identity, route, &g.import_path).map(|spelling| Refusal::Denied {
+                message: format!(
+                    "{} may not clone {}: rule {:?} allows {spelling} but no rule allows \
+                         every module path inside it (fetch modules through the module proxy \
+                         instead)",
+                    identity.principal.name, g.import_path, decision.rule
+                ),
+                anonymous: identity.principal.is_anonymous(),
+            })
         });
     admission.decision = Some(decision);
     if let Some(r) = refusal {
@@ -769,6 +780,49 @@ fn denied_inside(
                 .any(|p| spelled.iter().any(|s| p.may_match_within(s, folds_case)))
         })
         .map(|r| r.id.clone())
+}
+
+/// A spelling of the repository `root` inside which not every module path is allowed, when
+/// the route's default denies: the module proxy refuses what no rule allows, and a clone would
+/// carry it. Covered means an allow rule of a role the identity holds, not limited to
+/// versions or commits and allowing kind `git`, has a pattern matching the root and every
+/// path below it ([`Pattern::matches_all_within`](modgate_policy::Pattern::matches_all_within):
+/// always so for a prefix or glob that matches the root; for a regex, decided on its
+/// automaton). `None` when every spelling is covered or the default allows.
+fn not_covered(
+    gateway: &Gateway,
+    identity: &RequestIdentity,
+    route: &modgate_policy::Route<crate::upstream::Chain>,
+    root: &str,
+) -> Option<String> {
+    use modgate_policy::Effect;
+    let access = &gateway.access;
+    let default = if route.private {
+        access.default_private()
+    } else {
+        access.default_public()
+    };
+    if default == Effect::Allow {
+        return None;
+    }
+    let allows: Vec<&modgate_policy::Rule> = access
+        .roles_for(&identity.principal)
+        .into_iter()
+        .flat_map(|role| role.rules.iter())
+        .filter(|r| {
+            r.effect == Effect::Allow
+                && r.versions.is_none()
+                && r.commits.is_none()
+                && r.kinds
+                    .as_ref()
+                    .is_none_or(|k| k.contains(&RequestKind::Git))
+        })
+        .collect();
+    spellings(gateway, route, root).into_iter().find(|s| {
+        !allows
+            .iter()
+            .any(|r| r.patterns.iter().any(|p| p.matches_all_within(s)))
+    })
 }
 
 /// The git upstream whose repository holds `import_path` (on the route that matches it), the

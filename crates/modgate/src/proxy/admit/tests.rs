@@ -1027,6 +1027,11 @@ access:
       rules:
         - { id: any-internal, deny: { regex: '.*/internal' } }
         - { id: bob-read, allow: { prefix: git.corp.example } }
+    - name: narrow
+      members: [ { user: carol } ]
+      rules:
+        - { id: narrow-root, allow: { regex: 'git\.corp\.example/team/narrow' } }
+        - { id: wide-tree, allow: { regex: 'git\.corp\.example/team/wide(/.*)?' } }
 "#;
     world_of(text)
 }
@@ -1268,5 +1273,61 @@ access:
             },
         };
         assert!(refused.contains("repo_aliases"), "{aliases}: {refused}");
+    }
+}
+
+#[test]
+fn a_clone_is_refused_unless_everything_inside_it_is_allowed() {
+    // Under a denying default, what no rule allows is refused on the module proxy; a clone
+    // would carry it, so the allow must cover everything inside the repository.
+    let w = alias_world();
+    let carol = user("carol");
+    let req = |target: &str| {
+        let h = head("GET", target, &[]);
+        run(&w, Some(&w.plain), &h, "10.0.0.1", &carol)
+    };
+    assert!(req("/git.corp.example/team/narrow/internal/@v/list").is_refused());
+    assert!(!req("/git.corp.example/team/narrow/@v/list").is_refused());
+    for target in [
+        "/git.corp.example/team/narrow.git/info/refs?service=git-upload-pack",
+        "/git.corp.example/team/narrow/git-upload-pack",
+    ] {
+        let h = head(
+            if target.contains("info/refs") {
+                "GET"
+            } else {
+                "POST"
+            },
+            target,
+            &[],
+        );
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &carol);
+        let r = refusal(&a);
+        assert_eq!(r.status(), 403, "{target}: {r:?}");
+        assert!(
+            r.message().contains("narrow-root"),
+            "{target}: {}",
+            r.message()
+        );
+    }
+    for target in [
+        "/git.corp.example/team/wide.git/info/refs?service=git-upload-pack",
+        "/git.corp.example/team/wide/git-upload-pack",
+    ] {
+        let h = head(
+            if target.contains("info/refs") {
+                "GET"
+            } else {
+                "POST"
+            },
+            target,
+            &[],
+        );
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &carol);
+        assert!(
+            matches!(a.verdict, Verdict::Git { .. }),
+            "{target}: {:?}",
+            a.verdict
+        );
     }
 }
