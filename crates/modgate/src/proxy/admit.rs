@@ -335,7 +335,9 @@ fn decide_access(
     access: &AccessRequest,
 ) -> Decision {
     let decision = gateway.access.decide(principal, access);
-    if !decision.is_allowed() {
+    // Only a route to a server that resolves names its own way (every git upstream, a
+    // templated proxy) has other spellings.
+    if !decision.is_allowed() || !route.target.folds_case {
         return decision;
     }
     for other in spellings(gateway, route, access.module).iter().skip(1) {
