@@ -1319,6 +1319,8 @@ access:
         ("group/secret.git.git", "git-secret"),
         ("group/secret.git", "git-secret"),
         ("group/open.git", "open-internal"),
+        ("group/Open.git", "open-internal"),
+        ("group/OPEN", "open-internal"),
         ("group/open.wiki.git", "open-internal"),
     ] {
         let out = git(&["clone", "-q", &format!("http://{addr}/{HOST}/{repo}"), "c"]);
@@ -1340,7 +1342,7 @@ access:
     assert!(
         host.requests()
             .iter()
-            .all(|r| !r.target.contains("secret") && !r.target.contains("open")),
+            .all(|r| !r.target.contains("secret") && !r.target.to_lowercase().contains("open")),
         "{:?}",
         host.requests()
     );
