@@ -666,5 +666,46 @@ mod tests {
             if let Ok(p) = Pattern::glob(&s) { let _ = p.matches(&m); }
             if let Ok(p) = Pattern::regex(&s) { let _ = p.matches(&m); }
         }
+
+        /// Soundness of the clone checks: a pattern that matches the root or a path below it
+        /// may match within it (as spelled, and in any case when folding); one said to match
+        /// all within it matches every path below it.
+        #[test]
+        fn within_answers_agree_with_matches(
+            root in prop::collection::vec("[a-cA-C]{1,3}", 1..4),
+            below in prop::collection::vec("[a-cA-C._-]{1,3}", 0..3),
+            spec in prop::collection::vec(
+                prop_oneof![
+                    Just("a".to_string()), Just("b".to_string()), Just("[a-b]".to_string()),
+                    Just(".*".to_string()), Just("[^/]+".to_string()), Just("/".to_string()),
+                    Just("(/.*)?".to_string()), Just("A".to_string()), Just("c?".to_string()),
+                ],
+                1..8,
+            ),
+            kind in 0..3u8,
+        ) {
+            let root = root.join("/");
+            let path = if below.is_empty() {
+                root.clone()
+            } else {
+                format!("{root}/{}", below.join("/"))
+            };
+            let text = spec.concat();
+            let pattern = match kind {
+                0 => Pattern::regex(&text),
+                1 => Pattern::prefix(&text.replace(['[', ']', '(', ')', '?', '*', '^', '+', '.'], "")),
+                _ => Pattern::glob(&text.replace(['(', ')', '+', '.'], "")),
+            };
+            let Ok(p) = pattern else { return Ok(()) };
+            if p.matches(&path) {
+                prop_assert!(p.may_match_within(&root, false), "{p} matches {path}");
+            }
+            if p.matches(&path.to_lowercase()) || p.matches(&path.to_uppercase()) {
+                prop_assert!(p.may_match_within(&root, true), "{p} matches a case of {path}");
+            }
+            if p.matches_all_within(&root) {
+                prop_assert!(p.matches(&path), "{p} said to cover {root}, not {path}");
+            }
+        }
     }
 }
