@@ -234,128 +234,126 @@ fn glob_may_match_within(glob: &str, root: &str) -> bool {
 /// Most lazy-DFA states [`regex_may_match_within`] visits before it answers "could match".
 const MAX_REACHABLE_STATES: usize = 20_000;
 
+/// The lazy DFA of an anchored pattern regex, walked one byte at a time. Every step gives up
+/// (`None`) on anything the walk cannot be sure of: a cache that had to be cleared (state IDs
+/// from before a clear are no longer valid), a quit state, a build or search error.
+struct Walk {
+    dfa: regex_automata::hybrid::dfa::DFA,
+    cache: regex_automata::hybrid::dfa::Cache,
+}
+
+type StateId = regex_automata::hybrid::LazyStateID;
+
+impl Walk {
+    fn new(anchored: &str, case_insensitive: bool) -> Option<Walk> {
+        use regex_automata::hybrid::dfa::DFA;
+        use regex_automata::nfa::thompson;
+        use regex_automata::util::syntax;
+        let dfa = DFA::builder()
+            .syntax(syntax::Config::new().case_insensitive(case_insensitive))
+            .thompson(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+            .configure(DFA::config().cache_capacity(REGEX_SIZE_LIMIT))
+            .build(anchored)
+            .ok()?;
+        let cache = dfa.create_cache();
+        Some(Walk { dfa, cache })
+    }
+
+    /// The state after `bytes` from the anchored start.
+    fn feed(&mut self, bytes: &[u8]) -> Option<StateId> {
+        use regex_automata::util::start;
+        use regex_automata::Anchored;
+        let start = start::Config::new().anchored(Anchored::Yes);
+        let mut sid = self.dfa.start_state(&mut self.cache, &start).ok()?;
+        for &b in bytes {
+            sid = self.step(sid, Some(b))?;
+        }
+        Some(sid)
+    }
+
+    /// The state after `byte` (`None`: the end of the input).
+    fn step(&mut self, sid: StateId, byte: Option<u8>) -> Option<StateId> {
+        let next = match byte {
+            Some(b) => self.dfa.next_state(&mut self.cache, sid, b).ok()?,
+            None => self.dfa.next_eoi_state(&mut self.cache, sid).ok()?,
+        };
+        (self.cache.clear_count() == 0 && !next.is_quit() && !next.is_unknown()).then_some(next)
+    }
+
+    /// Whether the input read so far (ending in state `sid`) matches.
+    fn accepts(&mut self, sid: StateId) -> Option<bool> {
+        Some(sid.is_match() || self.step(sid, None)?.is_match())
+    }
+}
+
 /// Whether the anchored regex `anchored` (`^(?:…)$`) matches `root` or some `root/…`: its
 /// lazy DFA fed `root`, then `/`, then every byte class from every state reached, breadth
 /// first, looking for a state that matches at the end of the input. `None` when that cannot
-/// be decided within the limits (the DFA's cache full or cleared, a quit state, too many
-/// states, a build error): the caller takes it as "could match".
+/// be decided within the limits (see [`Walk`], or more than [`MAX_REACHABLE_STATES`]
+/// states): the caller takes it as "could match".
 fn regex_may_match_within(anchored: &str, root: &str, case_insensitive: bool) -> Option<bool> {
-    use regex_automata::hybrid::dfa::DFA;
-    use regex_automata::hybrid::LazyStateID;
-    use regex_automata::nfa::thompson;
-    use regex_automata::util::{start, syntax};
-    use regex_automata::Anchored;
-
-    let dfa = DFA::builder()
-        .syntax(syntax::Config::new().case_insensitive(case_insensitive))
-        .thompson(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
-        .configure(DFA::config().cache_capacity(REGEX_SIZE_LIMIT))
-        .build(anchored)
-        .ok()?;
-    let mut cache = dfa.create_cache();
-    // A state ID is valid only until the cache is cleared: give up at the first clear.
-    let step = |cache: &mut regex_automata::hybrid::dfa::Cache,
-                sid: LazyStateID,
-                byte: Option<u8>|
-     -> Option<LazyStateID> {
-        let next = match byte {
-            Some(b) => dfa.next_state(cache, sid, b).ok()?,
-            None => dfa.next_eoi_state(cache, sid).ok()?,
-        };
-        (cache.clear_count() == 0 && !next.is_quit() && !next.is_unknown()).then_some(next)
-    };
-    let start = start::Config::new().anchored(Anchored::Yes);
-    let mut sid = dfa.start_state(&mut cache, &start).ok()?;
-    for &b in root.as_bytes() {
-        sid = step(&mut cache, sid, Some(b))?;
-        if sid.is_dead() {
-            return Some(false);
-        }
+    let mut walk = Walk::new(anchored, case_insensitive)?;
+    let at_root = walk.feed(root.as_bytes())?;
+    if at_root.is_dead() {
+        return Some(false);
     }
-    // `root` itself.
-    if step(&mut cache, sid, None)?.is_match() {
+    if walk.accepts(at_root)? {
         return Some(true);
     }
-    let below = step(&mut cache, sid, Some(b'/'))?;
-    let classes: Vec<u8> = dfa
+    let below = walk.step(at_root, Some(b'/'))?;
+    let classes: Vec<u8> = walk
+        .dfa
         .byte_classes()
         .representatives(0..=255)
         .filter_map(|u| u.as_u8())
         .collect();
-    let mut seen = std::collections::HashSet::new();
-    let mut queue = std::collections::VecDeque::new();
-    if !below.is_dead() {
-        seen.insert(below);
-        queue.push_back(below);
-    }
+    let mut seen = std::collections::HashSet::from([below]);
+    let mut queue = std::collections::VecDeque::from([below]);
     while let Some(sid) = queue.pop_front() {
-        if sid.is_match() || step(&mut cache, sid, None)?.is_match() {
+        if sid.is_dead() {
+            continue;
+        }
+        if walk.accepts(sid)? {
             return Some(true);
         }
         for &b in &classes {
-            let next = step(&mut cache, sid, Some(b))?;
-            if next.is_dead() || !seen.insert(next) {
-                continue;
+            let next = walk.step(sid, Some(b))?;
+            if seen.insert(next) {
+                if seen.len() > MAX_REACHABLE_STATES {
+                    return None;
+                }
+                queue.push_back(next);
             }
-            if seen.len() > MAX_REACHABLE_STATES {
-                return None;
-            }
-            queue.push_back(next);
         }
     }
     Some(false)
 }
 
-/// Whether the anchored regex `anchored` matches `root` and every module path below it; `None`
-/// when that cannot be decided within the limits (see [`regex_may_match_within`]).
+/// Whether the anchored regex `anchored` matches `root` and every module path below it: its
+/// lazy DFA fed `root` must match, and so must every state reached from `root/` by whole
+/// elements of module-path bytes joined by `/`. `None` when that cannot be decided within
+/// the limits: the caller takes it as "does not cover".
 fn regex_matches_all_within(anchored: &str, root: &str) -> Option<bool> {
-    use regex_automata::hybrid::dfa::{Cache, DFA};
-    use regex_automata::hybrid::LazyStateID;
-    use regex_automata::nfa::thompson;
-    use regex_automata::util::start;
-    use regex_automata::Anchored;
-
-    let dfa = DFA::builder()
-        .thompson(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
-        .configure(DFA::config().cache_capacity(REGEX_SIZE_LIMIT))
-        .build(anchored)
-        .ok()?;
-    let mut cache = dfa.create_cache();
-    let step = |cache: &mut Cache, sid: LazyStateID, byte: Option<u8>| -> Option<LazyStateID> {
-        let next = match byte {
-            Some(b) => dfa.next_state(cache, sid, b).ok()?,
-            None => dfa.next_eoi_state(cache, sid).ok()?,
-        };
-        (cache.clear_count() == 0 && !next.is_quit() && !next.is_unknown()).then_some(next)
-    };
-    let start = start::Config::new().anchored(Anchored::Yes);
-    let mut sid = dfa.start_state(&mut cache, &start).ok()?;
-    for &b in root.as_bytes() {
-        sid = step(&mut cache, sid, Some(b))?;
-    }
-    if !step(&mut cache, sid, None)?.is_match() {
+    let mut walk = Walk::new(anchored, false)?;
+    let at_root = walk.feed(root.as_bytes())?;
+    if !walk.accepts(at_root)? {
         return Some(false);
     }
     // The bytes of a module path element (Go's `module.CheckPath`).
     let element: Vec<u8> = (0..=u8::MAX)
         .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b))
         .collect();
-    // States after a `/` (where a path cannot end and no `/` may follow) and within an element.
-    let after_slash = step(&mut cache, sid, Some(b'/'))?;
-    let mut seen = std::collections::HashSet::new();
-    let mut queue = std::collections::VecDeque::new();
-    seen.insert((after_slash, true));
-    queue.push_back((after_slash, true));
+    // (state, just after a `/`): there a path cannot end and no `/` may follow.
+    let first = (walk.step(at_root, Some(b'/'))?, true);
+    let mut seen = std::collections::HashSet::from([first]);
+    let mut queue = std::collections::VecDeque::from([first]);
     while let Some((sid, slash)) = queue.pop_front() {
-        if sid.is_dead() {
-            return Some(false);
-        }
-        if !slash && !step(&mut cache, sid, None)?.is_match() {
+        if sid.is_dead() || (!slash && !walk.accepts(sid)?) {
             return Some(false);
         }
         let slash_byte: &[u8] = if slash { &[] } else { b"/" };
         for &b in element.iter().chain(slash_byte) {
-            let next = (step(&mut cache, sid, Some(b))?, b == b'/');
+            let next = (walk.step(sid, Some(b))?, b == b'/');
             if seen.insert(next) {
                 if seen.len() > MAX_REACHABLE_STATES {
                     return None;
