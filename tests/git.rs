@@ -1195,3 +1195,270 @@ fn a_mirrors_directory_that_is_not_ours_alone_stops_the_gateway() {
         assert!(said.contains("owned by uid 65534"), "{said}");
     }
 }
+
+/// Issue 18, items 1 and 2, against the real Git host: a Git host serves a repository under
+/// other spellings (`git http-backend` — like GitHub, GitLab and Gitea — answers `group/secret`
+/// for `group/secret.git`), so with a `repo: "{group}/{repo}"` template the module path
+/// `…/group/secret.git` reaches the repository `group/secret`. A deny on `…/group/secret` must
+/// hold for that spelling on the module proxy (its zip), `?go-get=1` and a clone of
+/// `secret.git.git`. And a clone carries every nested module: a regex deny on a nested module
+/// (`…/group/open/internal(/.*)?`) refuses the clone of `group/open`, while the module proxy
+/// still serves `group/open` itself.
+#[test]
+fn a_host_alias_of_a_denied_repository_is_denied_on_every_path() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    let secret = host.create_repo("group/secret").expect("repo");
+    secret
+        .write("go.mod", go_mod(&format!("{HOST}/group/secret")).as_bytes())
+        .expect("write");
+    secret.write("s.go", b"package secret\n").expect("write");
+    secret.commit("v1.0.0", T0).expect("commit");
+    secret.tag("v1.0.0").expect("tag");
+    secret.push().expect("push");
+    let open = host.create_repo("group/open").expect("repo");
+    open.write("go.mod", go_mod(&format!("{HOST}/group/open")).as_bytes())
+        .expect("write");
+    open.write("o.go", b"package open\n").expect("write");
+    open.write(
+        "internal/go.mod",
+        go_mod(&format!("{HOST}/group/open/internal")).as_bytes(),
+    )
+    .expect("write");
+    open.write("internal/i.go", b"package internal\n")
+        .expect("write");
+    open.commit("v1.0.0", T0).expect("commit");
+    open.tag("v1.0.0").expect("tag");
+    open.tag("internal/v1.0.0").expect("tag");
+    open.push().expect("push");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("git.token"), format!("{TOKEN}\n")).expect("token");
+    let addr = free_addr();
+    let config = format!(
+        r#"server:
+  git_dir: "{mirrors}"
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  corp-git:
+    kind: git
+    url: "{url}"
+    module: "{HOST}/{{group}}/{{repo}}"
+    repo: "{{group}}/{{repo}}"
+    private: true
+    credential: {{ token_file: "{token}" }}
+routes:
+  - {{ name: git, match: {{ prefix: {HOST} }}, chain: [corp-git], private: true }}
+access:
+  default: deny
+  roles:
+    - name: everyone
+      members: [ anonymous ]
+      rules:
+        - {{ id: git-secret, deny: {{ prefix: {HOST}/group/secret }} }}
+        - {{ id: open-internal, deny: {{ regex: '{host_re}/group/open/internal(/.*)?' }} }}
+        - {{ id: git-read, allow: {{ prefix: {HOST} }} }}
+"#,
+        url = host.url(),
+        mirrors = dir.path().join("mirrors").display(),
+        token = dir.path().join("git.token").display(),
+        host_re = HOST.replace('.', "\\."),
+    );
+    let gw = Gateway::start(&config, addr);
+
+    // The module proxy: the allowed repository's zip is served (so the host answers this
+    // template), the alias spelling of the denied one is refused naming the rule.
+    let zip = |module: &str| {
+        request(addr, "GET", &format!("/{HOST}/{module}/@v/v1.0.0.zip"), &[]).expect("zip")
+    };
+    let allowed = zip("group/open");
+    assert_eq!(allowed.status, 200, "{}\n{}", allowed.text(), gw.log());
+    for module in [
+        "group/secret.git",
+        "group/secret.wiki",
+        "group/secret.git/x",
+    ] {
+        let r = zip(module);
+        let text: String = r.text().chars().take(300).collect();
+        assert_eq!(r.status, 401, "{module}: {text}");
+        assert!(r.text().contains("git-secret"), "{module}: {}", r.text());
+    }
+    let page = request(
+        addr,
+        "GET",
+        &format!("/{HOST}/group/secret.git?go-get=1"),
+        &[],
+    )
+    .expect("go-get");
+    assert_eq!(page.status, 401, "{}", page.text());
+    assert!(page.text().contains("git-secret"), "{}", page.text());
+
+    // git smart HTTP: a clone of the alias is refused, so is a clone of a repository holding
+    // a module a regex denies; the repository with nothing denied in it clones.
+    host.clear_requests();
+    let clones = tempfile::tempdir().expect("tempdir");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(clones.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", clones.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .expect("git")
+    };
+    for (repo, rule) in [
+        ("group/secret.git.git", "git-secret"),
+        ("group/secret.git", "git-secret"),
+        ("group/open.git", "open-internal"),
+        ("group/Open.git", "open-internal"),
+        ("group/OPEN", "open-internal"),
+        ("group/open.wiki.git", "open-internal"),
+    ] {
+        let out = git(&["clone", "-q", &format!("http://{addr}/{HOST}/{repo}"), "c"]);
+        assert!(
+            !out.status.success(),
+            "{repo} was cloned: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let refs = request(
+            addr,
+            "GET",
+            &format!("/{HOST}/{repo}/info/refs?service=git-upload-pack"),
+            &[],
+        )
+        .expect("info/refs");
+        assert_eq!(refs.status, 401, "{repo}: {}", refs.text());
+        assert!(refs.text().contains(rule), "{repo}: {}", refs.text());
+    }
+    assert!(
+        host.requests()
+            .iter()
+            .all(|r| !r.target.contains("secret") && !r.target.to_lowercase().contains("open")),
+        "{:?}",
+        host.requests()
+    );
+    let secret_allowed = host.create_repo("group/tools").expect("repo");
+    secret_allowed
+        .write("go.mod", go_mod(&format!("{HOST}/group/tools")).as_bytes())
+        .expect("write");
+    secret_allowed.commit("v1.0.0", T0).expect("commit");
+    secret_allowed.push().expect("push");
+    let out = git(&[
+        "clone",
+        "-q",
+        &format!("http://{addr}/{HOST}/group/tools.git"),
+        "tools",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+}
+
+/// Issue 18, item 10: what a version rule means. `versions: "=v1.0.0"` judges the version
+/// string requested, and a pseudo-version of the same commit is another version string (Go
+/// accepts it, and so does the git origin): it is not denied by the range. A `commits:` rule
+/// denies the commit itself under every pseudo-version and commit-hash query that names it.
+#[test]
+fn a_commit_rule_denies_every_pseudo_version_of_a_commit_a_version_rule_does_not() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    let mut released = Vec::new();
+    for name in ["pinned", "fixed"] {
+        let repo = host.create_repo(&format!("group/{name}")).expect("repo");
+        repo.write("go.mod", go_mod(&format!("{HOST}/group/{name}")).as_bytes())
+            .expect("write");
+        repo.write("p.go", b"package p\n").expect("write");
+        let hash = repo.commit("v1.0.0", T0).expect("commit");
+        repo.tag("v1.0.0").expect("tag");
+        repo.write("p.go", b"package p\n\nconst Later = 1\n")
+            .expect("write");
+        let later = repo.commit("later", T0 + 60).expect("commit");
+        repo.push().expect("push");
+        released.push((hash, later));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("git.token"), format!("{TOKEN}\n")).expect("token");
+    let addr = free_addr();
+    let config = format!(
+        r#"server:
+  git_dir: "{mirrors}"
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  corp-git:
+    kind: git
+    url: "{url}"
+    module: "{HOST}/{{group}}/{{repo}}"
+    repo: "{{group}}/{{repo}}.git"
+    private: true
+    credential: {{ token_file: "{token}" }}
+routes:
+  - {{ name: git, match: {{ prefix: {HOST} }}, chain: [corp-git], private: true }}
+access:
+  default: deny
+  roles:
+    - name: everyone
+      members: [ anonymous ]
+      rules:
+        - {{ id: pinned-v1, deny: {{ prefix: {HOST}/group/pinned }}, versions: "=v1.0.0" }}
+        - {{ id: fixed-v1, deny: {{ prefix: {HOST}/group/fixed }}, versions: "=v1.0.0" }}
+        - {{ id: fixed-v1-commit, deny: {{ prefix: {HOST}/group/fixed }}, commits: ["{commit}"] }}
+        - {{ id: git-read, allow: {{ prefix: {HOST} }} }}
+"#,
+        url = host.url(),
+        mirrors = dir.path().join("mirrors").display(),
+        token = dir.path().join("git.token").display(),
+        commit = released[1].0,
+    );
+    let gw = Gateway::start(&config, addr);
+    let get = |path: &str| {
+        let r = request(addr, "GET", &format!("/{HOST}/{path}"), &[]).expect("request");
+        let text: String = r.text().chars().take(300).collect();
+        (r.status, text)
+    };
+    // The pseudo-version of the commit v1.0.0 names (its time is T0).
+    let pseudo = |hash: &str| format!("v0.0.0-20240315101112-{}", &hash[..12]);
+    for (name, (_, later)) in ["pinned", "fixed"].iter().zip(&released) {
+        let (status, text) = get(&format!("group/{name}/@v/v1.0.0.zip"));
+        assert_eq!(status, 401, "{name}@v1.0.0: {text}");
+        // Other commits are not denied; the `.info` Origin says which commit a version is.
+        let later_pseudo = format!("v1.0.1-0.20240315101212-{}", &later[..12]);
+        let (status, text) = get(&format!("group/{name}/@v/{later_pseudo}.info"));
+        assert_eq!(status, 200, "{name}@{later_pseudo}: {text}\n{}", gw.log());
+        assert!(text.contains(later.as_str()), "{text}");
+    }
+    // The documented meaning of `versions:`: the same commit under a pseudo-version is
+    // another version string, and the range does not deny it.
+    let (status, text) = get(&format!("group/pinned/@v/{}.zip", pseudo(&released[0].0)));
+    assert_eq!(status, 200, "pinned pseudo-version: {text}\n{}", gw.log());
+    // A commits rule denies it: under its pseudo-version, and queried by hash (long or short).
+    let hash = &released[1].0;
+    for path in [
+        format!("group/fixed/@v/{}.zip", pseudo(hash)),
+        format!("group/fixed/@v/{}.info", pseudo(hash)),
+        format!("group/fixed/@v/{}.mod", pseudo(hash)),
+        format!("group/fixed/@v/{hash}.info"),
+        format!("group/fixed/@v/{}.info", &hash[..8]),
+    ] {
+        let (status, text) = get(&path);
+        assert_eq!(status, 401, "{path}: {text}");
+        assert!(text.contains("fixed-v1-commit"), "{path}: {text}");
+    }
+}

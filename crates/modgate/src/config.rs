@@ -380,6 +380,10 @@ pub struct UpstreamConfig {
     /// `kind: git`: the repository's path under `url`, over the captures of `module`, e.g.
     /// `{group}/{repo}.git`.
     pub repo: Option<String>,
+    /// `kind: git`: suffixes the Git host folds onto a repository's name (default `.git` and
+    /// `.wiki`; `.git` always applies): access to `group/repo.git` is decided as access to
+    /// `group/repo` too.
+    pub repo_aliases: Option<Vec<String>>,
     /// `kind: git`: what the gateway authenticates to the Git host with.
     pub credential: Option<GitCredentialConfig>,
     /// Private upstreams may serve private routes; public ones never see a private path.
@@ -628,6 +632,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "url",
     "module",
     "repo",
+    "repo_aliases",
     "credential",
     "private",
     "ca",
@@ -1519,6 +1524,8 @@ upstreams:
             ("      members: [{}]\n", "needs at least one of"),
             ("      members: [any]\n      rules: [{ allow: { prefix: a.org }, versions: \"~v1\" }]\n", "rules[0].versions"),
             ("      members: [any]\n      rules: [{ allow: { prefix: a.org }, kinds: [tile] }]\n", "unknown request kind"),
+            ("      members: [any]\n      rules: [{ deny: { prefix: a.org }, commits: [abc123] }]\n", "invalid commit \"abc123\""),
+            ("      members: [any]\n      rules: [{ deny: { prefix: a.org }, commits: [\"05db99cda9e5\"], versions: \"=v1.0.0\" }]\n", "not both"),
             ("      members: [any]\n      rules: [{ allow: { prefix: a.org }, deny: { prefix: b.org } }]\n", "not both"),
             ("      members: [any]\n      rules: [{ id: a, allow: { prefix: a.org } }, { id: a, allow: { prefix: b.org } }]\n", "\"a\""),
         ];

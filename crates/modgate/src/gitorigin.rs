@@ -116,6 +116,47 @@ impl RootTemplate {
     }
 }
 
+impl RootTemplate {
+    /// The repository a Git host resolves `module` to, as a module path: `module` with every
+    /// alias suffix (`.git`, `.wiki`, …; repeatedly, so `x.git.git` is `x`) stripped from each
+    /// captured element of its root. Hosts serve `group/repo.git` (and a wiki as
+    /// `group/repo.wiki`) as `group/repo`, so a decision on `group/repo` must hold for those
+    /// spellings too. Literal elements compare without regard to case (a lower-cased spelling
+    /// of the path has its canonical form as well). `None` when `module` is not under the
+    /// template or nothing is stripped.
+    pub fn canonical(&self, module: &str, aliases: &[String]) -> Option<String> {
+        let mut parts: Vec<&str> = module.split('/').collect();
+        if parts.len() < self.elements.len() {
+            return None;
+        }
+        let mut changed = false;
+        for (e, p) in self.elements.iter().zip(parts.iter_mut()) {
+            match e {
+                Element::Literal(l) if l.eq_ignore_ascii_case(p) => {}
+                Element::Literal(_) => return None,
+                Element::Capture(_) => {
+                    while let Some(stem) = aliases
+                        .iter()
+                        .find_map(|a| p.strip_suffix(a.as_str()).filter(|s| !s.is_empty()))
+                    {
+                        *p = stem;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed.then(|| parts.join("/"))
+    }
+}
+
+/// The suffixes a Git host folds onto a repository's name when `repo_aliases` is not set:
+/// `.git` (every host) and `.wiki` (a repository's wiki on GitHub, GitLab and Gitea, readable
+/// by whoever reads the repository).
+pub const DEFAULT_REPO_ALIASES: [&str; 2] = [".git", ".wiki"];
+
+/// The suffix every Git host folds onto a repository's name: always an alias.
+pub const GIT_SUFFIX: &str = ".git";
+
 /// Fills `{name}` in `template` from `captures`; every name must be captured.
 pub fn expand(template: &str, captures: &Captures) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
@@ -262,6 +303,9 @@ pub struct GitUpstream {
     pub credential: Option<Credential>,
     /// Refs are asked of the host again when older than this (the mutable TTL).
     pub refresh: Duration,
+    /// Suffixes the host folds onto a repository's name (`.git` always among them): access
+    /// is decided for the repository they name too ([`RootTemplate::canonical`]).
+    pub aliases: Vec<String>,
 }
 
 impl std::fmt::Debug for GitUpstream {
@@ -499,6 +543,50 @@ mod tests {
             stderr: "fatal: unable to access: Failed to connect".into(),
         };
         assert_eq!(Answer::failed("corp", "m", &down).status, 502);
+    }
+
+    #[test]
+    fn alias_spellings_have_the_repository_as_canonical_form() {
+        let t = RootTemplate::parse("git.corp.example/{group}/{repo}").expect("template");
+        let aliases: Vec<String> = DEFAULT_REPO_ALIASES.iter().map(|s| s.to_string()).collect();
+        for (module, want) in [
+            (
+                "git.corp.example/team/secret.git",
+                Some("git.corp.example/team/secret"),
+            ),
+            (
+                "git.corp.example/team/secret.wiki",
+                Some("git.corp.example/team/secret"),
+            ),
+            (
+                "git.corp.example/team/secret.git.git",
+                Some("git.corp.example/team/secret"),
+            ),
+            (
+                "git.corp.example/team/secret.wiki.git",
+                Some("git.corp.example/team/secret"),
+            ),
+            (
+                "git.corp.example/team.git/secret.git/x.git/v2",
+                Some("git.corp.example/team/secret/x.git/v2"),
+            ),
+            (
+                "GIT.corp.example/team/secret.git",
+                Some("GIT.corp.example/team/secret"),
+            ),
+            ("git.corp.example/team/secret", None),
+            ("git.corp.example/team/.git", None),
+            ("git.corp.example/team/git", None),
+            ("git.corp.example/team/secret.GIT", None),
+            ("git.corp.example/team", None),
+            ("other.example/team/secret.git", None),
+        ] {
+            assert_eq!(t.canonical(module, &aliases).as_deref(), want, "{module}");
+        }
+        assert_eq!(
+            t.canonical("git.corp.example/team/secret.wiki", &[".git".into()]),
+            None
+        );
     }
 
     #[test]
