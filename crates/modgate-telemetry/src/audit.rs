@@ -23,7 +23,7 @@
 //! - Every hand-over (full buffer, timer, reopen, shutdown) takes a buffer's contents and
 //!   queues them while holding that buffer's lock, and the writer writes the queue in order:
 //!   this is what keeps each thread's lines in order across batches.
-//! - The call never blocks on I/O and never drops a record; the price is that a writer slower
+//! - The call never blocks on I/O and never drops a record itself; the price is that a writer slower
 //!   than the request rate grows memory until it catches up (the queue is unbounded).
 //! - [`AuditLog::reopen`] (SIGHUP after logrotate) hands every thread's buffer over, then asks
 //!   the writer to close and reopen the file by path in append mode, creating it with mode
@@ -43,13 +43,21 @@
 //! what the kernel had not written back, as before. Lines go to standard output in the same
 //! batches.
 //!
-//! A write error (disk full, …) is logged when it first occurs (and again after writes
-//! recover and fail anew); records written while the file is failing are lost.
+//! A sink that fails (disk full, …) does not stop the gateway: the records the writer cannot
+//! write are lost and counted ([`AuditLog::lost_records`], [`AuditOptions::on_lost`]), and
+//! [`AuditLog::writable`] is false until a write succeeds again, so a caller that must refuse
+//! what it cannot audit can (modgate's `audit.fail_mode: closed`). Each write of the
+//! writer's batch is checked: a write that stops part-way through a line never leaves that
+//! partial line behind (a file is cut back to its last whole line; on standard output, which
+//! cannot be cut, the rest of the line is written first when writes work again), so once space
+//! returns every line of the file is still one whole JSON record. The failure is logged once
+//! when it starts, then at most every [`FAILURE_LOG_INTERVAL`] with the records lost since,
+//! and once when writes recover.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -273,6 +281,28 @@ pub enum AuditError {
     WriterPanicked,
 }
 
+/// Called with the number of records just lost (the sink failed to take them).
+pub type LostHook = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How the log behaves when its sink fails.
+#[derive(Clone, Default)]
+pub struct AuditOptions {
+    /// The caller refuses requests while records cannot be written (`fail_mode: closed`);
+    /// the log says so when writes fail. Otherwise requests go on and their records are lost.
+    pub fail_closed: bool,
+    /// Told of every lost record (e.g. to count them in a metric).
+    pub on_lost: Option<LostHook>,
+}
+
+impl std::fmt::Debug for AuditOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditOptions")
+            .field("fail_closed", &self.fail_closed)
+            .field("on_lost", &self.on_lost.is_some())
+            .finish()
+    }
+}
+
 /// A thread's buffer is handed to the writer as one batch once it holds this many bytes.
 pub const BATCH_BYTES: usize = 32 * 1024;
 
@@ -324,6 +354,15 @@ struct Shared {
     buffers: Mutex<Vec<Arc<ThreadBuf>>>,
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// The last write to the sink failed (set and cleared by the writer).
+    failing: AtomicBool,
+    /// Records that could not be written.
+    lost: AtomicU64,
+    /// Told each time records are lost, with how many.
+    on_lost: Option<LostHook>,
+    /// The site refuses requests while records cannot be written (only changes what the log
+    /// says; the refusing is the caller's, see [`AuditLog::writable`]).
+    fail_closed: bool,
 }
 
 /// This thread's buffer for one log.
@@ -346,7 +385,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(options: AuditOptions) -> Shared {
         Shared {
             id: NEXT_LOG_ID.fetch_add(1, Ordering::Relaxed),
             closed: AtomicBool::new(false),
@@ -354,6 +393,10 @@ impl Shared {
             buffers: Mutex::new(Vec::new()),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            failing: AtomicBool::new(false),
+            lost: AtomicU64::new(0),
+            on_lost: options.on_lost,
+            fail_closed: options.fail_closed,
         }
     }
 
@@ -529,43 +572,65 @@ impl Shared {
     }
 }
 
+/// Where the writer's lines go. No buffer of modgate's own in front of the file: the writer
+/// already hands over whole batches, and a write that fails half-way must be undone at a line
+/// boundary, which needs to know exactly which bytes reached the file.
 enum Sink {
-    Stdout(BufWriter<io::Stdout>),
-    File { path: PathBuf, out: BufWriter<File> },
+    Stdout(io::Stdout),
+    File { path: PathBuf, file: File },
 }
 
 impl Sink {
-    fn writer(&mut self) -> &mut dyn Write {
+    fn name(&self) -> String {
         match self {
-            Sink::Stdout(w) => w,
-            Sink::File { out, .. } => out,
+            Sink::Stdout(_) => "stdout".into(),
+            Sink::File { path, .. } => path.display().to_string(),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::File { file, .. } => file.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.writer().flush()
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File { .. } => Ok(()),
+        }
+    }
+
+    /// Takes back the last `n` bytes written (a torn line): `Ok(false)` where that cannot be
+    /// done (standard output).
+    fn take_back(&mut self, n: u64) -> io::Result<bool> {
+        match self {
+            Sink::Stdout(_) => Ok(false),
+            Sink::File { file, .. } => {
+                let len = file.metadata()?.len();
+                file.set_len(len.saturating_sub(n))?;
+                Ok(true)
+            }
+        }
     }
 
     fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
         match self {
             Sink::Stdout(_) => Ok(()),
-            Sink::File { out, .. } => out.get_ref().sync_all(),
+            Sink::File { file, .. } => file.sync_all(),
         }
     }
 
     fn reopen(&mut self) {
-        let Sink::File { path, out } = self else {
+        let Sink::File { path, file } = self else {
             return;
         };
-        if let Err(e) = out.flush() {
-            log::error!("audit log {}: flush before reopen: {e}", path.display());
-        }
         match open_append(path) {
             Ok(f) => {
-                // Replacing the BufWriter drops (closes) the old file after its buffer was
-                // flushed above.
-                *out = BufWriter::new(f);
+                // Replacing the handle closes the old file (nothing of ours is buffered).
+                *file = f;
                 log::info!("audit log {} reopened", path.display());
             }
             Err(e) => log::error!(
@@ -573,6 +638,186 @@ impl Sink {
                 path.display()
             ),
         }
+    }
+}
+
+/// Writes `data` whole, or says how many of its bytes were written before the error.
+fn write_counted(sink: &mut Sink, data: &[u8]) -> Result<(), (usize, io::Error)> {
+    let mut done = 0;
+    while done < data.len() {
+        match sink.write(&data[done..]) {
+            Ok(0) => return Err((done, io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((done, e)),
+        }
+    }
+    sink.flush().map_err(|e| (done, e))
+}
+
+fn count_lines(data: &[u8]) -> u64 {
+    data.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// How long a failing audit sink stays quiet in the log after saying it fails: one line when
+/// writes start failing, then at most one line per interval (with the records lost since),
+/// and one when they recover.
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// An outage of the sink: since when, and what was lost.
+struct Outage {
+    since: Instant,
+    logged: Instant,
+    lost: u64,
+    unlogged: u64,
+}
+
+/// The writer thread's end: writes whole lines or none, takes a torn line back, counts the
+/// records that could not be written and says so in the log without flooding it.
+struct LineWriter {
+    sink: Sink,
+    shared: Arc<Shared>,
+    /// The rest of a line cut short on a sink that cannot take bytes back (standard
+    /// output): written first next time, so that line is completed rather than glued to the
+    /// next one.
+    tail: Vec<u8>,
+    /// A torn line could not be taken back: the next write starts on a line of its own.
+    newline_first: bool,
+    outage: Option<Outage>,
+}
+
+impl LineWriter {
+    fn new(sink: Sink, shared: Arc<Shared>) -> LineWriter {
+        LineWriter {
+            sink,
+            shared,
+            tail: Vec::new(),
+            newline_first: false,
+            outage: None,
+        }
+    }
+
+    /// Writes `data` (whole lines). A write that fails part-way leaves no partial line: the
+    /// torn line's bytes are taken back (files), or completed on the next write (standard
+    /// output). Records that could not be written are counted as lost.
+    fn commit(&mut self, data: &[u8]) {
+        if data.is_empty() && self.tail.is_empty() && !self.newline_first {
+            return;
+        }
+        if !self.tail.is_empty() {
+            match write_counted(&mut self.sink, &self.tail) {
+                Ok(()) => self.tail.clear(),
+                Err((k, e)) => {
+                    self.tail.drain(..k);
+                    return self.lose(count_lines(data), &e);
+                }
+            }
+        }
+        if self.newline_first {
+            if let Err((_, e)) = write_counted(&mut self.sink, b"\n") {
+                return self.lose(count_lines(data), &e);
+            }
+            self.newline_first = false;
+        }
+        let Err((k, e)) = write_counted(&mut self.sink, data) else {
+            return self.recovered();
+        };
+        let boundary = data[..k]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let mut lost_from = boundary;
+        if k > boundary {
+            match self.sink.take_back((k - boundary) as u64) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let end = data[k..]
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(data.len(), |i| k + i + 1);
+                    self.tail.extend_from_slice(&data[k..end]);
+                    lost_from = end;
+                }
+                Err(te) => {
+                    log::error!(
+                        "audit log {}: cannot take back a partly written record ({te}); the \
+                         next record starts on a new line",
+                        self.sink.name()
+                    );
+                    self.newline_first = true;
+                }
+            }
+        }
+        self.lose(count_lines(&data[lost_from..]), &e);
+    }
+
+    fn lose(&mut self, n: u64, e: &io::Error) {
+        self.shared.failing.store(true, Ordering::SeqCst);
+        if n > 0 {
+            self.shared.lost.fetch_add(n, Ordering::Relaxed);
+            if let Some(hook) = &self.shared.on_lost {
+                hook(n);
+            }
+        }
+        let now = Instant::now();
+        let name = self.sink.name();
+        match &mut self.outage {
+            None => {
+                let policy = if self.shared.fail_closed {
+                    "requests are refused until a record can be written (audit fail_mode: closed)"
+                } else {
+                    "requests are still served and their records lost (audit fail_mode: open)"
+                };
+                log::error!(
+                    "audit log {name}: write failed: {e}; {policy}; {n} record(s) lost so far \
+                     (this is logged again at most every {}s while it lasts)",
+                    FAILURE_LOG_INTERVAL.as_secs()
+                );
+                self.outage = Some(Outage {
+                    since: now,
+                    logged: now,
+                    lost: n,
+                    unlogged: 0,
+                });
+            }
+            Some(o) => {
+                o.lost += n;
+                o.unlogged += n;
+                if now.duration_since(o.logged) >= FAILURE_LOG_INTERVAL {
+                    log::error!(
+                        "audit log {name}: still failing ({e}): {} more record(s) lost, {} in \
+                         the last {}s",
+                        o.unlogged,
+                        o.lost,
+                        now.duration_since(o.since).as_secs()
+                    );
+                    o.logged = now;
+                    o.unlogged = 0;
+                }
+            }
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(o) = self.outage.take() {
+            self.shared.failing.store(false, Ordering::SeqCst);
+            log::warn!(
+                "audit log {}: writes recovered after {}s; {} record(s) were lost",
+                self.sink.name(),
+                o.since.elapsed().as_secs(),
+                o.lost
+            );
+        }
+    }
+
+    /// The last write of all: flush and fsync. A line still incomplete is lost.
+    fn finish(&mut self) -> io::Result<()> {
+        self.commit(&[]);
+        if !self.tail.is_empty() {
+            self.tail.clear();
+            self.lose(1, &io::Error::other("a record was still incomplete at shutdown"));
+        }
+        self.sink.sync()
     }
 }
 
@@ -633,23 +878,23 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// Opens the sink and starts the writer thread (no thread for [`AuditSinkConfig::Off`]).
     pub fn start(cfg: AuditSinkConfig) -> Result<AuditLog, AuditError> {
+        AuditLog::start_with(cfg, AuditOptions::default())
+    }
+
+    /// [`AuditLog::start`] with what to do when the sink fails.
+    pub fn start_with(cfg: AuditSinkConfig, options: AuditOptions) -> Result<AuditLog, AuditError> {
         let sink = match cfg {
             AuditSinkConfig::Off => return Ok(AuditLog { inner: None }),
-            AuditSinkConfig::Stdout => {
-                Sink::Stdout(BufWriter::with_capacity(2 * BATCH_BYTES, io::stdout()))
-            }
+            AuditSinkConfig::Stdout => Sink::Stdout(io::stdout()),
             AuditSinkConfig::File(path) => {
-                let f = open_append(&path).map_err(|source| AuditError::Open {
+                let file = open_append(&path).map_err(|source| AuditError::Open {
                     path: path.clone(),
                     source,
                 })?;
-                Sink::File {
-                    path,
-                    out: BufWriter::with_capacity(2 * BATCH_BYTES, f),
-                }
+                Sink::File { path, file }
             }
         };
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(options));
         let for_writer = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("modgate-audit".into())
@@ -682,6 +927,22 @@ impl AuditLog {
             Some(inner) => inner.shared.record(rec),
             None => Ok(()),
         }
+    }
+
+    /// Whether records reach the sink: false from a failed write until a write succeeds again
+    /// (always true for a disabled log). A site that must not serve what it cannot audit
+    /// refuses requests while this is false.
+    pub fn writable(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(|i| !i.shared.failing.load(Ordering::SeqCst))
+    }
+
+    /// Records lost so far: accepted by [`AuditLog::record`] but not written (the sink failed).
+    pub fn lost_records(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |i| i.shared.lost.load(Ordering::Relaxed))
     }
 
     /// Asks the writer to close and reopen the file by path (after logrotate moved it).
@@ -718,18 +979,11 @@ impl Drop for CloseOnExit {
     }
 }
 
-fn writer_loop(mut sink: Sink, shared: Arc<Shared>) -> io::Result<()> {
+fn writer_loop(sink: Sink, shared: Arc<Shared>) -> io::Result<()> {
     let _close = CloseOnExit(Arc::clone(&shared));
-    let mut failing = false;
-    let mut write_batch = |sink: &mut Sink, batch: &[u8]| match sink.writer().write_all(batch) {
-        Ok(()) => failing = false,
-        Err(e) => {
-            if !failing {
-                log::error!("audit log write failed (records are being lost): {e}");
-            }
-            failing = true;
-        }
-    };
+    let mut writer = LineWriter::new(sink, Arc::clone(&shared));
+    // What one wake-up writes, in one system call where it fits.
+    let mut out: Vec<u8> = Vec::with_capacity(4 * BATCH_BYTES);
     let mut deadline = None;
     // The first record is taken at once.
     let mut last_take = Instant::now()
@@ -741,18 +995,29 @@ fn writer_loop(mut sink: Sink, shared: Arc<Shared>) -> io::Result<()> {
         for msg in shared.next_batch(&mut deadline, last_take, &mut done) {
             match msg {
                 Msg::Batch(b) => {
-                    write_batch(&mut sink, &b);
+                    if out.len() + b.len() > 4 * BATCH_BYTES {
+                        writer.commit(&out);
+                        out.clear();
+                    }
+                    if out.is_empty() && b.len() > 4 * BATCH_BYTES {
+                        writer.commit(&b);
+                    } else {
+                        out.extend_from_slice(&b);
+                    }
                     done.push(b);
                 }
-                Msg::Reopen => sink.reopen(),
+                Msg::Reopen => {
+                    writer.commit(&out);
+                    out.clear();
+                    writer.sink.reopen();
+                }
                 // Anything queued after it in this batch is still written.
                 Msg::Shutdown => stop = true,
             }
         }
         // Make what we have visible.
-        if let Err(e) = sink.flush() {
-            log::error!("audit log flush failed: {e}");
-        }
+        writer.commit(&out);
+        out.clear();
         let now = Instant::now();
         if !stop && deadline.is_some_and(|d| now >= d) {
             // Clear before taking, so a record after its buffer is taken re-arms the timer.
@@ -762,7 +1027,7 @@ fn writer_loop(mut sink: Sink, shared: Arc<Shared>) -> io::Result<()> {
             shared.hand_over_all();
         }
     }
-    sink.sync()
+    writer.finish()
 }
 
 #[cfg(test)]
