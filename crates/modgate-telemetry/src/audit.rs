@@ -577,7 +577,13 @@ impl Shared {
 /// boundary, which needs to know exactly which bytes reached the file.
 enum Sink {
     Stdout(io::Stdout),
-    File { path: PathBuf, file: File },
+    File {
+        path: PathBuf,
+        file: File,
+    },
+    /// A device of limited room, for the tests.
+    #[cfg(test)]
+    Mem(tests::MemSink),
 }
 
 impl Sink {
@@ -585,6 +591,8 @@ impl Sink {
         match self {
             Sink::Stdout(_) => "stdout".into(),
             Sink::File { path, .. } => path.display().to_string(),
+            #[cfg(test)]
+            Sink::Mem(_) => "memory".into(),
         }
     }
 
@@ -592,6 +600,8 @@ impl Sink {
         match self {
             Sink::Stdout(w) => w.write(buf),
             Sink::File { file, .. } => file.write(buf),
+            #[cfg(test)]
+            Sink::Mem(m) => m.write(buf),
         }
     }
 
@@ -599,6 +609,8 @@ impl Sink {
         match self {
             Sink::Stdout(w) => w.flush(),
             Sink::File { .. } => Ok(()),
+            #[cfg(test)]
+            Sink::Mem(_) => Ok(()),
         }
     }
 
@@ -612,14 +624,16 @@ impl Sink {
                 file.set_len(len.saturating_sub(n))?;
                 Ok(true)
             }
+            #[cfg(test)]
+            Sink::Mem(m) => m.take_back(n),
         }
     }
 
     fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
         match self {
-            Sink::Stdout(_) => Ok(()),
             Sink::File { file, .. } => file.sync_all(),
+            _ => Ok(()),
         }
     }
 
@@ -815,7 +829,10 @@ impl LineWriter {
         self.commit(&[]);
         if !self.tail.is_empty() {
             self.tail.clear();
-            self.lose(1, &io::Error::other("a record was still incomplete at shutdown"));
+            self.lose(
+                1,
+                &io::Error::other("a record was still incomplete at shutdown"),
+            );
         }
         self.sink.sync()
     }
@@ -1535,6 +1552,172 @@ mod tests {
         assert_complete_and_ordered(&lines(&pa), &[10]);
         assert_complete_and_ordered(&lines(&pb), &[0, 10]);
         assert_complete_and_ordered(&lines(&pc), &[1]);
+    }
+
+    /// A device holding what was written, with `room` bytes left; `cuttable`: whether bytes
+    /// can be taken back (a file) or not (a pipe).
+    #[derive(Clone)]
+    pub(super) struct MemSink {
+        pub data: Arc<Mutex<Vec<u8>>>,
+        pub room: Arc<std::sync::atomic::AtomicUsize>,
+        pub cuttable: bool,
+    }
+
+    impl MemSink {
+        fn new(room: usize, cuttable: bool) -> MemSink {
+            MemSink {
+                data: Arc::default(),
+                room: Arc::new(room.into()),
+                cuttable,
+            }
+        }
+
+        pub(super) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let room = self.room.load(Ordering::SeqCst);
+            if room == 0 {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = buf.len().min(room);
+            self.room.fetch_sub(n, Ordering::SeqCst);
+            lock(&self.data).extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        pub(super) fn take_back(&mut self, n: u64) -> io::Result<bool> {
+            if !self.cuttable {
+                return Ok(false);
+            }
+            let mut d = lock(&self.data);
+            let keep = d.len().saturating_sub(n as usize);
+            self.room.fetch_add(d.len() - keep, Ordering::SeqCst);
+            d.truncate(keep);
+            Ok(true)
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8(lock(&self.data).clone()).expect("utf-8")
+        }
+    }
+
+    fn line(i: usize) -> Vec<u8> {
+        let mut l = serde_json::to_vec(&tagged(0, i)).expect("json");
+        l.push(b'\n');
+        l
+    }
+
+    /// Every line parses, and the records are exactly `want` in order.
+    fn assert_lines(text: &str, want: &[usize]) {
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "partial line: {text:?}"
+        );
+        let got: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("invalid JSON line ({e}): {l}"));
+                tag_of(&v).1
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    fn writer_on(mem: &MemSink, lost: &Arc<AtomicU64>) -> LineWriter {
+        let seen = Arc::clone(lost);
+        let shared = Arc::new(Shared::new(AuditOptions {
+            fail_closed: false,
+            on_lost: Some(Arc::new(move |n| {
+                seen.fetch_add(n, Ordering::SeqCst);
+            })),
+        }));
+        LineWriter::new(Sink::Mem(mem.clone()), shared)
+    }
+
+    #[test]
+    fn a_full_file_loses_whole_records_counted_and_never_a_partial_line() {
+        let (l0, l1, l2, l3) = (line(0), line(1), line(2), line(3));
+        // Room for record 0 and half of record 1.
+        let mem = MemSink::new(l0.len() + l1.len() / 2, true);
+        let hooked = Arc::new(AtomicU64::new(0));
+        let mut w = writer_on(&mem, &hooked);
+        w.commit(&[l0.clone(), l1.clone(), l2.clone()].concat());
+        assert_lines(&mem.text(), &[0]);
+        assert!(
+            w.shared.failing.load(Ordering::SeqCst),
+            "not marked failing"
+        );
+        assert_eq!(w.shared.lost.load(Ordering::SeqCst), 2);
+        assert_eq!(hooked.load(Ordering::SeqCst), 2);
+        // Still full: record 3 is lost too, and counted.
+        mem.room.store(0, Ordering::SeqCst);
+        w.commit(&l3);
+        assert_eq!(w.shared.lost.load(Ordering::SeqCst), 3);
+        // Space returns: the next record follows the last whole line.
+        mem.room.store(1 << 20, Ordering::SeqCst);
+        w.commit(&line(4));
+        assert!(
+            !w.shared.failing.load(Ordering::SeqCst),
+            "recovery not seen"
+        );
+        assert_lines(&mem.text(), &[0, 4]);
+        assert_eq!(hooked.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_torn_line_on_a_pipe_is_completed_when_writes_recover() {
+        let (l0, l1, l2) = (line(0), line(1), line(2));
+        let mem = MemSink::new(l0.len() + 7, false);
+        let hooked = Arc::new(AtomicU64::new(0));
+        let mut w = writer_on(&mem, &hooked);
+        w.commit(&[l0, l1, l2].concat());
+        // Record 1 is half out and will be completed; record 2 is lost.
+        assert_eq!(w.shared.lost.load(Ordering::SeqCst), 1);
+        mem.room.store(1 << 20, Ordering::SeqCst);
+        w.commit(&line(3));
+        assert_lines(&mem.text(), &[0, 1, 3]);
+        // A line still incomplete at the end is lost, and counted.
+        let l4 = line(4);
+        mem.room.store(5, Ordering::SeqCst);
+        w.commit(&l4);
+        let _ = w.finish();
+        assert_eq!(hooked.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_full_device_through_the_writer_thread_counts_every_record() {
+        // /dev/full fails every write with ENOSPC: every record is lost, and counted.
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "/dev/full missing under CI"
+            );
+            return;
+        }
+        let hooked = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&hooked);
+        let log = AuditLog::start_with(
+            AuditSinkConfig::File(full.to_path_buf()),
+            AuditOptions {
+                fail_closed: true,
+                on_lost: Some(Arc::new(move |n| {
+                    seen.fetch_add(n, Ordering::SeqCst);
+                })),
+            },
+        )
+        .expect("start");
+        assert!(log.writable());
+        for i in 0..50 {
+            log.record(&sample(i)).expect("record");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while log.writable() {
+            assert!(std::time::Instant::now() < deadline, "never failing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = log.shutdown();
+        assert_eq!(log.lost_records(), 50);
+        assert_eq!(hooked.load(Ordering::SeqCst), 50);
     }
 
     #[test]

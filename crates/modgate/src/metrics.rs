@@ -55,6 +55,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub config_last_success: Gauge,
+    pub audit_lost: IntCounter,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -136,6 +137,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "modgate_config_last_reload_success_timestamp_seconds",
         "When the configuration in force was applied (Unix time)",
     )?;
+    let audit_lost = IntCounter::new(
+        "modgate_audit_records_lost_total",
+        "Audit records that could not be written (a full or failing audit disk); with \
+         audit.fail_mode: open the requests were served anyway",
+    )?;
+    registry.register(Box::new(audit_lost.clone()))?;
     registry.register(Box::new(config_reloads.clone()))?;
     registry.register(Box::new(config_generation.clone()))?;
     registry.register(Box::new(config_last_success.clone()))?;
@@ -226,6 +233,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         config_reloads,
         config_generation,
         config_last_success,
+        audit_lost,
         reloads,
         spans_dropped,
         spans_exported,
@@ -249,6 +257,13 @@ pub fn metrics() -> Option<&'static Metrics> {
             }
         })
         .as_ref()
+}
+
+/// Counts audit records the audit writer could not write (called from its thread).
+pub fn audit_records_lost(n: u64) {
+    if let Some(m) = metrics() {
+        m.audit_lost.inc_by(n);
+    }
 }
 
 /// Brings a counter up to a total kept elsewhere (an atomic owned by another crate).

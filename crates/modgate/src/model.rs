@@ -474,10 +474,7 @@ impl Live {
             old.recorder.audit.reopen();
             old.recorder.clone()
         } else {
-            Arc::new(Recorder::start(
-                config.audit.sink(),
-                config.telemetry.otel(),
-            )?)
+            Arc::new(Recorder::start(&config.audit, config.telemetry.otel())?)
         };
         let config = Arc::new(config);
         let model = Model::build(config, old.generation + 1, &self.tls, recorder)?;

@@ -510,6 +510,9 @@ impl ProxyHttp for GatewayProxy {
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str());
+        if target == "/metrics" {
+            ctx.model.recorder.sync_metrics();
+        }
         if let (None, Some((content_type, body))) =
             (&refused, endpoints::unaudited(target, ctx.listener.metrics))
         {
@@ -551,6 +554,11 @@ impl ProxyHttp for GatewayProxy {
                     Admission::refused(Refusal::Identity(failed.error))
                 }
             };
+        // `audit.fail_mode: closed`: nothing is served while it could not be audited.
+        if let Some(why) = ctx.model.recorder.unaudited_refusal() {
+            endpoints::error(session, &mut ctx.record, 503, why).await?;
+            return Ok(true);
+        }
         if self.apply(session, ctx, admission).await? {
             return Ok(true);
         }

@@ -195,10 +195,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             tls.insert(l.name.0.clone(), material);
         }
     }
-    let recorder = Arc::new(Recorder::start(
-        config.audit.sink(),
-        config.telemetry.otel(),
-    )?);
+    let recorder = Arc::new(Recorder::start(&config.audit, config.telemetry.otel())?);
     let conf = server_conf(&config);
     let status = crate::reload::status_path(std::path::Path::new(&config.server.pid_file));
     let config = Arc::new(config);

@@ -1,0 +1,342 @@
+//! What the gateway records when things go wrong (issue 18), against the real binary:
+//! - a full audit filesystem (a real tmpfs, filled): with `audit.fail_mode: open` requests
+//!   are served, every lost record is counted in `modgate_audit_records_lost_total` (exactly:
+//!   lines written plus records lost is the number of audited requests), the failure is logged
+//!   once rather than per write, and after space returns every line of the file is whole JSON;
+//!   with `fail_mode: closed` requests are refused with a 503 that says why, until a record can
+//!   be written again; a gateway stopped while the disk is full leaves no half-record at the
+//!   end of the file for the next process to glue its first record to.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use modgate_testkit::{free_addr, get, metric, FixtureProxy, Gateway, ModuleVersion};
+
+const INFO: &str = "/example.com/pub/@v/v1.0.0.info";
+const LOST: &str = "modgate_audit_records_lost_total";
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (`mount` syntax, `256k`). `None` when this machine cannot
+    /// (not root): a failure under `CI=true`, else the test says it skips.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "cannot mount a tmpfs (the test needs root): {why}"
+                );
+                eprintln!("SKIPPED: cannot mount a tmpfs (the test needs root): {why}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the filesystem: a file written until the disk says it is full.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let chunk = vec![0u8; 4096];
+        for _ in 0..1_000_000 {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        let _ = f.write(b"x"); // the last bytes of a partly filled page
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+struct World {
+    gw: Gateway,
+    addr: SocketAddr,
+    _upstream: FixtureProxy,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn world(extra: &str) -> World {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let modules = [ModuleVersion::new("example.com/pub", "v1.0.0").expect("module")];
+    let upstream = rt.block_on(FixtureProxy::start(&modules)).expect("fixture");
+    let addr = free_addr();
+    let config = format!(
+        "listeners:\n  - {{ name: plain, address: \"{addr}\", metrics: true }}\n\
+         upstreams:\n  up: {{ url: \"{}\" }}\n\
+         routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [up] }}\n{extra}",
+        upstream.url()
+    );
+    let gw = Gateway::start(&config, addr);
+    World {
+        gw,
+        addr,
+        _upstream: upstream,
+        _rt: rt,
+    }
+}
+
+/// The audit file's lines; every one must be a whole JSON object.
+fn audit_lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the audit file ends in a partial line: {:?}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("audit line {} is not JSON ({e}): {l}", i + 1))
+        })
+        .collect()
+}
+
+fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until every one of `audited` records is accounted for: written as a line
+/// or counted lost. Returns (lines, lost).
+fn settle(addr: SocketAddr, path: &Path, audited: usize) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lost = metric(addr, LOST) as usize;
+        let lines = line_count(path);
+        if lines + lost >= audited {
+            return (lines, lost);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "records unaccounted for: {lines} line(s) + {lost} lost < {audited} audited"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// ERROR lines about the audit log in the process log.
+fn audit_errors(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("ERROR") && l.contains("audit"))
+        .collect()
+}
+
+#[test]
+fn a_full_audit_disk_fail_open_serves_counts_every_lost_record_and_leaves_whole_lines() {
+    let Some(fs) = Tmpfs::mount("256k") else {
+        return;
+    };
+    let audit = fs.path().join("audit.log");
+    let w = world(&format!("audit: {{ output: \"{}\" }}\n", audit.display()));
+    let mut audited = 0;
+    for _ in 0..5 {
+        assert_eq!(get(w.addr, INFO).expect("fetch").status, 200);
+        audited += 1;
+    }
+    assert_eq!(settle(w.addr, &audit, audited), (5, 0));
+
+    let filler = fs.fill();
+    // Fail open: the full disk does not stop requests.
+    for i in 0..60 {
+        let r = get(w.addr, INFO).expect("fetch");
+        assert_eq!(
+            r.status,
+            200,
+            "request {i} on a full audit disk: {}",
+            r.text()
+        );
+        audited += 1;
+    }
+    let (lines, lost) = settle(w.addr, &audit, audited);
+    assert!(
+        lost > 0,
+        "nothing counted lost on a full disk ({lines} lines)"
+    );
+    assert_eq!(lines + lost, audited, "the counter is not exact");
+
+    // Space returns: later records land, each on a line of its own.
+    std::fs::remove_file(&filler).expect("free the tmpfs");
+    for _ in 0..5 {
+        assert_eq!(get(w.addr, INFO).expect("fetch").status, 200);
+        audited += 1;
+    }
+    let (lines, lost_after) = settle(w.addr, &audit, audited);
+    assert_eq!(lost_after, lost, "records lost after space returned");
+    let records = audit_lines(&audit);
+    assert_eq!(records.len(), lines);
+    assert_eq!(lines + lost, audited);
+    assert!(records.iter().all(|r| r["path"] == INFO));
+
+    // Said once (when writes started failing), not per write; and the recovery is logged.
+    let log = w.gw.log();
+    let errors = audit_errors(&log);
+    assert!(
+        !errors.is_empty() && errors.len() <= 2,
+        "{} ERROR line(s) about the audit log:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+    assert!(errors[0].contains("fail_mode: open"), "{}", errors[0]);
+    assert!(log.contains("writes recovered"), "{log}");
+}
+
+#[test]
+fn a_full_audit_disk_fail_closed_refuses_with_a_reason_until_records_can_be_written() {
+    let Some(fs) = Tmpfs::mount("256k") else {
+        return;
+    };
+    let audit = fs.path().join("audit.log");
+    let w = world(&format!(
+        "audit: {{ output: \"{}\", fail_mode: closed }}\n",
+        audit.display()
+    ));
+    let mut audited = 0;
+    for _ in 0..3 {
+        assert_eq!(get(w.addr, INFO).expect("fetch").status, 200);
+        audited += 1;
+    }
+    assert_eq!(settle(w.addr, &audit, audited), (3, 0));
+
+    let filler = fs.fill();
+    // The first failed write closes the gate: within a few requests every answer is a 503
+    // that says why.
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = get(w.addr, INFO).expect("fetch");
+        audited += 1;
+        if r.status == 503 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        // Let the writer try the record before the next request (bounded).
+        settle(w.addr, &audit, audited);
+    }
+    let refused = refused.expect("never refused on a full audit disk");
+    assert!(
+        refused.text().contains("cannot write its audit log")
+            && refused.text().contains("fail_mode: closed"),
+        "{}",
+        refused.text()
+    );
+    for _ in 0..5 {
+        let r = get(w.addr, INFO).expect("fetch");
+        audited += 1;
+        assert_eq!(r.status, 503, "served while the audit disk is full");
+    }
+    let (lines, lost) = settle(w.addr, &audit, audited);
+    assert_eq!(lines + lost, audited);
+
+    // Space returns: the refused requests' own records are the writes that find out, and
+    // requests are served again.
+    std::fs::remove_file(&filler).expect("free the tmpfs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = get(w.addr, INFO).expect("fetch");
+        audited += 1;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still refused after space returned"
+        );
+        settle(w.addr, &audit, audited);
+    }
+    let (lines, lost_after) = settle(w.addr, &audit, audited);
+    assert_eq!(lost_after, lost);
+    assert_eq!(lines + lost, audited);
+    let records = audit_lines(&audit);
+    let refusals: Vec<_> = records.iter().filter(|r| r["status"] == 503).collect();
+    assert!(!refusals.is_empty(), "no refusal recorded after recovery");
+    assert!(refusals.iter().all(|r| r["decision"] == "error"
+        && r["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("audit log"))));
+    let errors = audit_errors(&w.gw.log()).len();
+    assert!(errors <= 2, "{errors} ERROR lines about the audit log");
+}
+
+#[test]
+fn a_gateway_stopped_on_a_full_audit_disk_leaves_no_partial_line_for_the_next_one() {
+    let Some(fs) = Tmpfs::mount("256k") else {
+        return;
+    };
+    let audit = fs.path().join("audit.log");
+    let extra = format!("audit: {{ output: \"{}\" }}\n", audit.display());
+    let mut w = world(&extra);
+    for _ in 0..3 {
+        assert_eq!(get(w.addr, INFO).expect("fetch").status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while line_count(&audit) < 3 {
+        assert!(Instant::now() < deadline, "records never written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let filler = fs.fill();
+    for _ in 0..20 {
+        assert_eq!(get(w.addr, INFO).expect("fetch").status, 200);
+    }
+    // Stopped while the disk is still full: what it could not write must not end the file
+    // with half a record.
+    w.gw.signal("TERM");
+    assert!(w.gw.wait_exit(Duration::from_secs(30)).is_some());
+    let before = audit_lines(&audit).len();
+    std::fs::remove_file(&filler).expect("free the tmpfs");
+    // The next process appends to the same file: each of its records is a line of its own.
+    let w2 = world(&extra);
+    for _ in 0..3 {
+        assert_eq!(get(w2.addr, INFO).expect("fetch").status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while line_count(&audit) < before + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the new process's records never written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let records = audit_lines(&audit);
+    assert!(records.iter().all(|r| r["path"] == INFO));
+}
