@@ -5,7 +5,10 @@
 //!   once rather than per write, and after space returns every line of the file is whole JSON;
 //!   with `fail_mode: closed` requests are refused with a 503 that says why, until a record can
 //!   be written again; a gateway stopped while the disk is full leaves no half-record at the
-//!   end of the file for the next process to glue its first record to.
+//!   end of the file for the next process to glue its first record to;
+//! - a transfer the upstream cuts mid-body is audited as `incomplete`, with the bytes the
+//!   client got and why (not as a clean 200);
+//! - an HTTP/1.1 keep-alive answer given during the SIGTERM drain says `Connection: close`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -339,4 +342,189 @@ fn a_gateway_stopped_on_a_full_audit_disk_leaves_no_partial_line_for_the_next_on
     }
     let records = audit_lines(&audit);
     assert!(records.iter().all(|r| r["path"] == INFO));
+}
+
+/// An upstream that answers every request `200` with a `Content-Length` of `total` bytes, sends
+/// `sent` of them and closes the connection. Serves until dropped.
+struct CuttingUpstream {
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingUpstream {
+    fn start(total: usize, sent: usize) -> CuttingUpstream {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\n\
+                     Content-Length: {total}\r\n\r\n"
+                );
+                let _ = s.write_all(answer.as_bytes());
+                let _ = s.write_all(&vec![b'z'; sent]);
+                let _ = s.flush();
+                // Dropped: the body ends short of its Content-Length.
+            }
+        });
+        CuttingUpstream { addr, stop }
+    }
+}
+
+impl Drop for CuttingUpstream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The audit record of `path` in `file`, waiting for it (bounded).
+fn audit_record_of(file: &Path, path: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if let Some(r) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["path"] == path)
+        {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit record for {path}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_transfer_the_upstream_cuts_is_audited_as_cut_with_the_bytes_sent_and_why() {
+    let up = CuttingUpstream::start(200_000, 100_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = dir.path().join("audit.log");
+    let addr = free_addr();
+    let config = format!(
+        "listeners:\n  - {{ name: plain, address: \"{addr}\" }}\n\
+         upstreams:\n  up: {{ url: \"http://{}\" }}\n\
+         routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [up] }}\n\
+         audit: {{ output: \"{}\" }}\n",
+        up.addr,
+        audit.display()
+    );
+    let _gw = Gateway::start(&config, addr);
+    let zip = "/example.com/cut/@v/v1.0.0.zip";
+    // The client sees a 200 whose body stops short (or an error): either way not the whole.
+    if let Ok(r) = get(addr, zip) {
+        assert!(r.body.len() < 200_000, "the whole body arrived");
+    }
+    let record = audit_record_of(&audit, zip);
+    assert_eq!(record["incomplete"], true, "{record}");
+    let bytes = record["bytes"].as_u64().expect("bytes");
+    assert!(bytes > 0 && bytes < 200_000, "{record}");
+    let reason = record["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cut") && reason.contains(&bytes.to_string()),
+        "{record}"
+    );
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` body from `s`: (head, body).
+fn read_one_response(s: &mut std::net::TcpStream) -> (String, Vec<u8>) {
+    use std::io::Read;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).expect("read the answer");
+        assert!(n > 0, "connection closed before an answer: {data:?}");
+        data.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    while data.len() < head_end + len {
+        let n = s.read(&mut buf).expect("read the body");
+        assert!(n > 0, "body cut");
+        data.extend_from_slice(&buf[..n]);
+    }
+    (head, data[head_end..head_end + len].to_vec())
+}
+
+#[test]
+fn a_keepalive_answer_during_the_drain_says_connection_close() {
+    use std::io::Write;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let modules = [ModuleVersion::new("example.com/pub", "v1.0.0").expect("module")];
+    let upstream = rt.block_on(FixtureProxy::start(&modules)).expect("fixture");
+    let addr = free_addr();
+    let config = format!(
+        "server:\n  grace_period: 60s\n  shutdown_timeout: 60s\n\
+         listeners:\n  - {{ name: plain, address: \"{addr}\" }}\n\
+         upstreams:\n  up: {{ url: \"{}\" }}\n\
+         routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [up] }}\n",
+        upstream.url()
+    );
+    let mut gw = Gateway::start(&config, addr);
+    // A keep-alive connection: one answer before the drain says keep-alive...
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let req = format!("GET {INFO} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    let (head, _) = read_one_response(&mut s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    // ...the next is in flight (held by the upstream) when SIGTERM arrives.
+    upstream.set_behaviour(
+        INFO,
+        modgate_testkit::Behaviour::Delay(Duration::from_millis(1500)),
+    );
+    let before = upstream.request_count();
+    s.write_all(req.as_bytes()).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.request_count() == before {
+        assert!(Instant::now() < deadline, "never reached the upstream");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    gw.signal("TERM");
+    let (head, body) = read_one_response(&mut s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!body.is_empty());
+    assert!(
+        head.contains("connection: close"),
+        "an answer during the drain did not say Connection: close:\n{head}"
+    );
+    assert_eq!(
+        gw.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        gw.log()
+    );
 }

@@ -162,6 +162,10 @@ pub struct AuditRecord {
     pub status: u16,
     /// Response body bytes sent to the client.
     pub bytes: u64,
+    /// The answer was cut before its end (the upstream or the client went away mid-body):
+    /// `status` is what the client was told first, `bytes` what it got, `reason` why.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
     /// Total request duration in milliseconds.
     pub duration_ms: f64,
     /// Upstream the request was forwarded to, if any.
@@ -1079,6 +1083,7 @@ mod tests {
             reason: Some("blocked".into()),
             status: 403,
             bytes: 12,
+            incomplete: false,
             duration_ms: 1.5,
             upstream: None,
             cache: Some("none".into()),

@@ -478,7 +478,8 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        session.set_keepalive(Some(ctx.listener.keepalive_secs));
+        // Draining: this connection closes after this answer, and the answer says so.
+        session.set_keepalive((!shutdown::draining()).then_some(ctx.listener.keepalive_secs));
         // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous answer is
         // answered in order on the same connection, instead of being dropped with the
         // connection (HTTP/2 and TLS-less h2c ignore this).
@@ -842,6 +843,10 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if shutdown::draining() {
+            // A drain that began while this request was in flight.
+            session.set_keepalive(None);
+        }
         if ctx.listener.debug_headers {
             if ctx.cache_plan.is_some() && (ctx.hot || session.cache.enabled()) {
                 let outcome = if ctx.hot {
@@ -923,6 +928,15 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if session.response_written().is_some() {
+            // The answer had begun: the client was told a status, then the transfer failed.
+            let by = match e.esource() {
+                ErrorSource::Downstream => "by the client",
+                ErrorSource::Upstream => "by the upstream",
+                _ => "by the gateway",
+            };
+            ctx.record.cut = Some(format!("{by} ({})", short_error(e)));
+        }
         if *e.esource() == ErrorSource::Downstream {
             let code = match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,

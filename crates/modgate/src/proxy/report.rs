@@ -97,6 +97,8 @@ pub struct Record {
     pub enabled: bool,
     pub decision: AuditDecision,
     pub reason: Option<String>,
+    /// The answer's header went out and then the transfer failed: by whom and how.
+    pub cut: Option<String>,
 }
 
 /// The facts of a finished request the record needs beside the state types.
@@ -192,6 +194,9 @@ pub fn audit_record(
         // Changed upstream bytes (refused now or quarantined earlier): the reason is the
         // refusal, not the upstream's 200 (and the header may already have gone out).
         out.reason = Some(refusal.to_string());
+    } else if let Some(cut) = record.cut.take() {
+        out.incomplete = true;
+        out.reason = Some(format!("transfer cut after {} bytes: {cut}", f.bytes));
     } else if out.decision == AuditDecision::Allow && f.status >= 500 {
         out.reason = cursor.last_outcome().map(|o| o.describe());
     }
@@ -258,6 +263,7 @@ mod tests {
             enabled: true,
             decision: AuditDecision::Allow,
             reason: None,
+            cut: None,
         };
         let r = audit_record(
             finished(504, None),
@@ -281,6 +287,7 @@ mod tests {
                 enabled: true,
                 decision: AuditDecision::Unauthenticated,
                 reason: Some("the credentials sent were not accepted".into()),
+                cut: None,
             };
             audit_record(
                 finished(401, None),
@@ -338,11 +345,35 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_transfer_says_so_with_the_bytes_sent() {
+        let mut record = Record {
+            enabled: true,
+            decision: AuditDecision::Allow,
+            reason: None,
+            cut: Some("by the upstream (ConnectionClosed)".into()),
+        };
+        let r = audit_record(
+            finished(200, None),
+            &RequestIdentity::default(),
+            &Target::default(),
+            &Cursor::default(),
+            &mut record,
+        );
+        assert!(r.incomplete);
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("transfer cut after 10 bytes: by the upstream (ConnectionClosed)")
+        );
+        assert_eq!(r.status, 200);
+    }
+
+    #[test]
     fn an_integrity_refusal_is_the_reason_even_after_a_200() {
         let mut record = Record {
             enabled: true,
             decision: AuditDecision::Allow,
             reason: Some("other".into()),
+            cut: None,
         };
         let r = audit_record(
             finished(200, Some("changed upstream")),

@@ -6,7 +6,7 @@
 //! shutting the service down; and the early exit runs the same finish as every other orderly
 //! exit: LRU state saved, audit log flushed, spans exported, pid file removed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,17 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// How often the drain looks at the in-flight count.
 const POLL: Duration = Duration::from_millis(25);
+
+/// Set when a drain begins (SIGTERM, or a SIGQUIT hand-off): from then on every answer tells
+/// an HTTP/1.1 client `Connection: close`, since the process is about to close the connection
+/// (without it, a keep-alive client would send its next request on a connection that closes
+/// unanswered).
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the process is draining (see [`DRAINING`]).
+pub fn draining() -> bool {
+    DRAINING.load(Ordering::SeqCst)
+}
 
 /// Requests being served, across every listener.
 #[derive(Default)]
@@ -98,6 +109,7 @@ impl Signals {
     /// has been in flight for [`QUIET`], or leaves the rest to Pingora when the grace period
     /// runs out first.
     fn drain(&self, why: &'static str, delay: Duration) {
+        DRAINING.store(true, Ordering::SeqCst);
         let inflight = self.inflight.clone();
         let finish = self.finish.clone();
         let deadline = Instant::now() + delay + self.grace;
