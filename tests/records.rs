@@ -528,3 +528,145 @@ fn a_keepalive_answer_during_the_drain_says_connection_close() {
         gw.log()
     );
 }
+
+/// Lines of the process log at ERROR or WARN (text format: `[time LEVEL target] …`).
+fn loud_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect()
+}
+
+#[test]
+fn ordinary_traffic_logs_no_error_or_warning() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let modules = [
+        ModuleVersion::new("example.com/pub", "v1.0.0").expect("module"),
+        ModuleVersion::new("example.com/other", "v1.2.0").expect("module"),
+    ];
+    let upstream = rt.block_on(FixtureProxy::start(&modules)).expect("fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    modgate_testkit::make_certs(dir.path(), "noise test CA", "noise-client");
+    let cache = dir.path().join("cache");
+    let tls = free_addr();
+    let config = format!(
+        "listeners:\n  - name: tls\n    address: \"{tls}\"\n    \
+         tls: {{ cert: server.pem, key: server.key }}\n\
+         upstreams:\n  up: {{ url: \"{}\" }}\n\
+         routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [up] }}\n\
+         cache:\n  dir: \"{}\"\n",
+        upstream.url(),
+        cache.display()
+    );
+    let gw = Gateway::start_in(dir, &config, tls);
+    let ca = gw.dir.path().join("ca.pem");
+    // HTTP/2 clients that connect and close without a request (health probes, pools).
+    for _ in 0..3 {
+        let out = Command::new("openssl")
+            .args(["s_client", "-alpn", "h2", "-connect", &tls.to_string()])
+            .arg("-CAfile")
+            .arg(&ca)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl s_client (install openssl)");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("ALPN protocol: h2"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // One `modgate warm` over HTTPS (HTTP/2).
+    let list = gw.dir.path().join("modules.txt");
+    std::fs::write(&list, "example.com/pub@v1.0.0\nexample.com/other@v1.2.0\n").expect("list");
+    let out = Command::new(modgate_testkit::modgate_bin())
+        .args(["warm", "--gateway", &format!("https://{tls}"), "--ca"])
+        .arg(&ca)
+        .arg("--list")
+        .arg(&list)
+        .output()
+        .expect("modgate warm");
+    assert!(
+        out.status.success(),
+        "warm failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every request of the warm has its access line before the log is judged.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gw.log().matches("modgate::access").count() < 6 {
+        assert!(
+            Instant::now() < deadline,
+            "access lines missing:\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = gw.log();
+    let loud = loud_lines(&log);
+    assert!(
+        loud.is_empty(),
+        "ordinary traffic logged {} ERROR/WARN line(s):\n{}",
+        loud.len(),
+        loud.join("\n")
+    );
+    // A first start has no saved LRU state, and that is not worth a line at INFO either.
+    assert!(!log.contains("no usable LRU state"), "{log}");
+}
+
+#[test]
+fn a_request_cut_at_the_end_of_the_grace_period_is_logged_and_audited() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let modules = [ModuleVersion::new("example.com/pub", "v1.0.0").expect("module")];
+    let upstream = rt.block_on(FixtureProxy::start(&modules)).expect("fixture");
+    upstream.set_behaviour(INFO, modgate_testkit::Behaviour::Hang);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = dir.path().join("audit.log");
+    let addr = free_addr();
+    let config = format!(
+        "server:\n  grace_period: 1s\n  shutdown_timeout: 1s\n\
+         listeners:\n  - {{ name: plain, address: \"{addr}\" }}\n\
+         upstreams:\n  up: {{ url: \"{}\", read_timeout: 60s }}\n\
+         routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [up] }}\n\
+         audit: {{ output: \"{}\" }}\n",
+        upstream.url(),
+        audit.display()
+    );
+    let mut gw = Gateway::start(&config, addr);
+    let held = std::thread::spawn(move || get(addr, INFO));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while upstream.request_count() == 0 {
+        assert!(Instant::now() < deadline, "never reached the upstream");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    gw.signal("TERM");
+    assert!(
+        gw.wait_exit(Duration::from_secs(30)).is_some(),
+        "{}",
+        gw.log()
+    );
+    let _ = held.join();
+    let log = gw.log();
+    assert!(
+        log.contains("1 request(s) still in flight at the end of the grace period"),
+        "{log}"
+    );
+    let access = log
+        .lines()
+        .find(|l| l.contains("modgate::access") && l.contains(INFO))
+        .unwrap_or_else(|| panic!("no access line for the cut request:\n{log}"));
+    assert!(access.contains("cut"), "{access}");
+    let record = audit_record_of(&audit, INFO);
+    assert_eq!(record["incomplete"], true, "{record}");
+    assert!(
+        record["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("grace period")),
+        "{record}"
+    );
+}

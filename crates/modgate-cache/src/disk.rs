@@ -1022,6 +1022,12 @@ fn scan_objects(objects: &Path) -> Result<Vec<Found>, CacheError> {
 /// LRU order.
 fn load_lru_order(state_dir: &str) -> Vec<CacheEntryKey> {
     let scratch = simple_lru::Manager::new(0);
+    // Pingora's own file name for the state. None yet (a first start): nothing to say.
+    let saved = Path::new(state_dir).join("simple_lru.data");
+    if !saved.exists() {
+        log::debug!("disk cache: no saved LRU state in {state_dir} yet; ordering by age");
+        return Vec::new();
+    }
     match run_off_thread(scratch.load(state_dir)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

@@ -521,6 +521,13 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
         ctx.record.enabled = true;
+        ctx.record.seen = Some(Box::new(report::Seen {
+            client: session
+                .client_addr()
+                .map_or_else(|| "-".into(), |a| a.to_string()),
+            method: session.req_header().method.to_string(),
+            path: target.to_string(),
+        }));
         ctx.trace = Some(ctx.model.recorder.begin(session.req_header()));
         if let Some(e) = refused {
             let admission = Admission::refused(Refusal::Identity(e));
@@ -847,6 +854,7 @@ impl ProxyHttp for GatewayProxy {
             // A drain that began while this request was in flight.
             session.set_keepalive(None);
         }
+        ctx.record.status_sent = upstream_response.status.as_u16();
         if ctx.listener.debug_headers {
             if ctx.cache_plan.is_some() && (ctx.hot || session.cache.enabled()) {
                 let outcome = if ctx.hot {
@@ -975,6 +983,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.record.finished = true;
         if let Some(g) = crate::conn::guarded(session.as_downstream().stream()) {
             g.request_finished();
         }

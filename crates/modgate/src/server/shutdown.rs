@@ -19,6 +19,9 @@ use tokio::signal::unix::{signal, SignalKind};
 /// to get its request header in.
 const QUIET: Duration = Duration::from_millis(300);
 
+/// How long before the grace period ends the drain says what is still in flight.
+const FINAL_WORD: Duration = Duration::from_millis(200);
+
 /// How often the drain looks at the in-flight count.
 const POLL: Duration = Duration::from_millis(25);
 
@@ -112,7 +115,11 @@ impl Signals {
         DRAINING.store(true, Ordering::SeqCst);
         let inflight = self.inflight.clone();
         let finish = self.finish.clone();
-        let deadline = Instant::now() + delay + self.grace;
+        // Pingora sleeps the grace period in whole seconds, then stops its runtimes (cutting
+        // what is left) and the process exits: the count is said a little before that, or the
+        // exit could come first.
+        let grace = Duration::from_secs(self.grace.as_secs());
+        let deadline = Instant::now() + delay + grace.saturating_sub(FINAL_WORD);
         let spawned = std::thread::Builder::new()
             .name("modgate-drain".into())
             .spawn(move || {
@@ -134,10 +141,15 @@ impl Signals {
                     }
                     std::thread::sleep(POLL);
                 }
-                log::info!(
-                    "{why}: {} request(s) still in flight at the end of the grace period",
-                    inflight.count()
-                );
+                let left = inflight.count();
+                if left > 0 {
+                    log::warn!(
+                        "{why}: {left} request(s) still in flight at the end of the grace \
+                         period: they are cut (each gets its access line and audit record)"
+                    );
+                } else {
+                    log::info!("{why}: the grace period ends");
+                }
             });
         if let Err(e) = spawned {
             log::warn!("{why}: cannot watch the drain ({e}); waiting the whole grace period");
