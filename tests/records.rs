@@ -8,7 +8,13 @@
 //!   end of the file for the next process to glue its first record to;
 //! - a transfer the upstream cuts mid-body is audited as `incomplete`, with the bytes the
 //!   client got and why (not as a clean 200);
-//! - an HTTP/1.1 keep-alive answer given during the SIGTERM drain says `Connection: close`.
+//! - an HTTP/1.1 keep-alive answer given during the SIGTERM drain says `Connection: close`;
+//! - ordinary traffic (HTTP/2 clients that connect and close, a `modgate warm` over HTTP/2, a
+//!   first start with a cache) logs no ERROR or WARN line;
+//! - a request still in flight when the grace period ends gets an access line and an
+//!   `incomplete` audit record, and the drain says it cuts it;
+//! - spans dropped for a collector that is down are said in the log and counted on `/metrics`
+//!   at the next scrape, without waiting for a request.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -669,4 +675,33 @@ fn a_request_cut_at_the_end_of_the_grace_period_is_logged_and_audited() {
             .is_some_and(|r| r.contains("grace period")),
         "{record}"
     );
+}
+
+#[test]
+fn spans_dropped_for_a_collector_that_is_down_are_said_and_counted_at_the_next_scrape() {
+    // A port nothing listens on: the collector is down.
+    let collector = free_addr();
+    let w = world(&format!(
+        "telemetry: {{ otlp_endpoint: \"http://{collector}\", sample_ratio: 1.0, timeout: 1s }}\n"
+    ));
+    assert_eq!(get(w.addr, INFO).expect("fetch").status, 200);
+    // No request after it: only scrapes (not requests) must show the drop.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(w.addr, "modgate_otel_spans_dropped_total") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped span never showed on /metrics:\n{}",
+            w.gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.gw.log().contains("OTLP span export failed") {
+        assert!(
+            Instant::now() < deadline,
+            "the drop is silent:\n{}",
+            w.gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
