@@ -705,3 +705,109 @@ fn spans_dropped_for_a_collector_that_is_down_are_said_and_counted_at_the_next_s
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn cache_tier_git_refresh_and_route_latency_metrics_exist_and_move() {
+    const HOST: &str = "git.corp.example";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let modules: Vec<ModuleVersion> = (0..8)
+        .map(|i| ModuleVersion::new(&format!("example.com/m{i}"), "v1.0.0").expect("module"))
+        .collect();
+    let upstream = rt.block_on(FixtureProxy::start(&modules)).expect("fixture");
+    let host = rt
+        .block_on(modgate_testkit::GitHost::start(&[HOST]))
+        .expect("git host");
+    host.allow_anonymous();
+    let repo = host.create_repo("group/repo").expect("repo");
+    repo.write("go.mod", format!("module {HOST}/group/repo\n\ngo 1.21\n"))
+        .expect("write");
+    repo.write("lib.go", b"package repo\n").expect("write");
+    repo.commit("v1.0.0", 1_710_497_472).expect("commit");
+    repo.tag("v1.0.0").expect("tag");
+    repo.push().expect("push");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let config = format!(
+        "server:\n  git_dir: \"{mirrors}\"\n\
+         listeners:\n  - {{ name: plain, address: \"{addr}\", metrics: true }}\n\
+         upstreams:\n  up: {{ url: \"{up}\" }}\n  \
+         corp-git: {{ kind: git, url: \"{git}\", module: \"{HOST}/{{group}}/{{repo}}\", \
+         repo: \"{{group}}/{{repo}}.git\", private: true }}\n\
+         routes:\n  - {{ name: git, match: {{ prefix: {HOST} }}, chain: [corp-git], \
+         private: true }}\n  \
+         - {{ name: all, match: {{ prefix: \"\" }}, chain: [up] }}\n\
+         access:\n  default: allow\n  roles:\n    - name: everyone\n      \
+         members: [ anonymous ]\n      rules:\n        \
+         - {{ id: git-read, allow: {{ prefix: {HOST} }} }}\n\
+         cache:\n  dir: \"{cache}\"\n  memory: 1KiB\n  memory_object_max: 512B\n",
+        mirrors = dir.path().join("mirrors").display(),
+        up = upstream.url(),
+        git = host.url(),
+        cache = dir.path().join("cache").display(),
+    );
+    let gw = Gateway::start(&config, addr);
+    let m = |series: &str| metric(addr, series);
+    let text = get(addr, "/metrics").expect("metrics").text();
+    for name in [
+        "modgate_cache_objects{tier=\"memory\"}",
+        "modgate_cache_objects{tier=\"disk\"}",
+        "modgate_cache_bytes{tier=\"disk\"}",
+        "modgate_cache_evictions_total{tier=\"memory\"}",
+        "modgate_cache_evictions_total{tier=\"disk\"}",
+        "modgate_git_mirror_refreshes_total{result=\"ok\"}",
+        "modgate_git_mirror_refreshes_total{result=\"error\"}",
+        "modgate_git_mirror_refresh_duration_seconds_count",
+        "modgate_route_request_duration_seconds_count{route=\"all\",status_class=\"2xx\"}",
+        "modgate_audit_records_lost_total",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} is not on /metrics before any request"
+        );
+    }
+    // Eight cached answers through a memory tier that holds a few: the disk tier fills, the
+    // memory tier evicts.
+    for i in 0..8 {
+        let r = get(addr, &format!("/example.com/m{i}/@v/v1.0.0.info")).expect("fetch");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m("modgate_cache_objects{tier=\"disk\"}") < 8.0 {
+        assert!(Instant::now() < deadline, "disk objects never counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(m("modgate_cache_bytes{tier=\"disk\"}") > 0.0);
+    assert!(m("modgate_cache_objects{tier=\"memory\"}") > 0.0);
+    assert!(m("modgate_cache_bytes{tier=\"memory\"}") > 0.0);
+    assert!(
+        m("modgate_cache_evictions_total{tier=\"memory\"}") >= 1.0,
+        "no memory eviction counted:\n{}",
+        get(addr, "/metrics").expect("metrics").text()
+    );
+    assert!(
+        m("modgate_route_request_duration_seconds_count{route=\"all\",status_class=\"2xx\"}")
+            >= 8.0
+    );
+    // A Git module: one refresh that works; an unknown repository: one that fails.
+    let r = get(addr, &format!("/{HOST}/group/repo/@v/v1.0.0.info")).expect("fetch");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(m("modgate_git_mirror_refreshes_total{result=\"ok\"}") >= 1.0);
+    assert!(m("modgate_git_mirror_refresh_duration_seconds_count") >= 1.0);
+    let r = get(addr, &format!("/{HOST}/group/nothing/@v/v1.0.0.info")).expect("fetch");
+    assert!(r.status >= 400, "{}", r.text());
+    assert!(
+        m("modgate_git_mirror_refreshes_total{result=\"error\"}") >= 1.0,
+        "{}",
+        gw.log()
+    );
+    let class = if r.status >= 500 { "5xx" } else { "4xx" };
+    assert!(
+        m(&format!(
+            "modgate_route_request_duration_seconds_count{{route=\"git\",status_class=\"{class}\"}}"
+        )) >= 1.0
+    );
+}

@@ -87,6 +87,8 @@ pub struct CacheStats {
     pub purged: u64,
     /// Objects removed because the eviction manager chose them.
     pub evicted: u64,
+    /// Objects the memory tier dropped to stay within its budget (they stay on disk).
+    pub memory_evicted: u64,
     /// Bytes tracked by the eviction manager.
     pub eviction_tracked_bytes: u64,
     /// Items tracked by the eviction manager.
@@ -346,7 +348,11 @@ impl DiskCache {
     /// A snapshot of the counters.
     pub fn stats(&self) -> CacheStats {
         let c = &self.counters;
-        let (memory_objects, memory_bytes) = lock(&self.mem).usage();
+        let (memory_objects, memory_bytes, memory_evicted) = {
+            let mem = lock(&self.mem);
+            let (objects, bytes) = mem.usage();
+            (objects, bytes, mem.evicted())
+        };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CacheStats {
             objects: get(&c.objects),
@@ -363,6 +369,7 @@ impl DiskCache {
             corrupt_removed: get(&c.corrupt_removed),
             purged: get(&c.purged),
             evicted: get(&c.evicted),
+            memory_evicted,
             eviction_tracked_bytes: self.eviction.total_size() as u64,
             eviction_tracked_items: self.eviction.total_items() as u64,
         }

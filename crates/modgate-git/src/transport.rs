@@ -530,6 +530,7 @@ impl Mirror {
         }
         self.ensure_init()?;
         state.host_round_trips += 1;
+        let mut timing = crate::observe::Timing::start();
         let listed = self.runner.run(
             &self.dir,
             &GitCommand {
@@ -570,6 +571,7 @@ impl Mirror {
         let refs = Arc::new(refs);
         state.refs = Some(Arc::clone(&refs));
         state.refreshed_at = Some(Instant::now());
+        timing.succeeded();
         Ok(refs)
     }
 

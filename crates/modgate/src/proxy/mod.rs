@@ -513,6 +513,9 @@ impl ProxyHttp for GatewayProxy {
             .map_or("/", |p| p.as_str());
         if target == "/metrics" {
             ctx.model.recorder.sync_metrics();
+            if let Some(c) = &self.cache {
+                metrics::cache_tiers(&c.storage.stats());
+            }
         }
         if let (None, Some((content_type, body))) =
             (&refused, endpoints::unaudited(target, ctx.listener.metrics))
