@@ -1005,10 +1005,19 @@ impl ProxyHttp for GatewayProxy {
             status,
             elapsed.as_secs_f64(),
         );
-        let client = session
-            .client_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".into());
+        // What request_filter kept for a request cut before this phase, used here instead of
+        // formatting it again.
+        let seen = ctx.record.seen.take();
+        let (client, seen_path) = match seen {
+            Some(s) => (s.client, Some(s.path)),
+            None => (
+                session
+                    .client_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                None,
+            ),
+        };
         let trace_id = ctx
             .trace
             .as_ref()
@@ -1066,12 +1075,14 @@ impl ProxyHttp for GatewayProxy {
                 listener: &ctx.listener.name,
                 client,
                 method: session.req_header().method.to_string(),
-                path: session
-                    .req_header()
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_default(),
+                path: seen_path.unwrap_or_else(|| {
+                    session
+                        .req_header()
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default()
+                }),
                 route: route.as_deref(),
                 status,
                 bytes: session.body_bytes_sent() as u64,
