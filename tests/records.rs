@@ -386,7 +386,15 @@ impl CuttingUpstream {
                      Content-Length: {total}\r\n\r\n"
                 );
                 let _ = s.write_all(answer.as_bytes());
-                let _ = s.write_all(&vec![b'z'; sent]);
+                let chunk = vec![b'z'; 64 * 1024];
+                let mut left = sent;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if s.write_all(&chunk[..n]).is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
                 let _ = s.flush();
                 // Dropped: the body ends short of its Content-Length.
             }
@@ -810,4 +818,46 @@ fn cache_tier_git_refresh_and_route_latency_metrics_exist_and_move() {
             "modgate_route_request_duration_seconds_count{{route=\"git\",status_class=\"{class}\"}}"
         )) >= 1.0
     );
+}
+
+#[test]
+fn a_client_that_goes_away_mid_zip_is_audited_as_a_cut_transfer() {
+    use std::io::{Read, Write};
+    const TOTAL: usize = 256 << 20;
+    let up = CuttingUpstream::start(TOTAL, TOTAL);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let audit = dir.path().join("audit.log");
+    let addr = free_addr();
+    let config = format!(
+        "listeners:\n  - {{ name: plain, address: \"{addr}\" }}\n\
+         upstreams:\n  up: {{ url: \"http://{}\" }}\n\
+         routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [up] }}\n\
+         audit: {{ output: \"{}\" }}\n",
+        up.addr,
+        audit.display()
+    );
+    let _gw = Gateway::start(&config, addr);
+    let zip = "/example.com/big/@v/v1.0.0.zip";
+    {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let req = format!("GET {zip} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).expect("send");
+        let mut got = 0;
+        let mut buf = [0u8; 65536];
+        while got < 1 << 20 {
+            let n = s.read(&mut buf).expect("read");
+            assert!(n > 0, "the answer ended early");
+            got += n;
+        }
+        // The client goes away after 1 MiB of 256.
+    }
+    let record = audit_record_of(&audit, zip);
+    assert_eq!(record["incomplete"], true, "{record}");
+    assert_eq!(record["status"], 200, "{record}");
+    let bytes = record["bytes"].as_u64().expect("bytes");
+    assert!(bytes < TOTAL as u64, "{record}");
+    let reason = record["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("by the client"), "{record}");
 }
