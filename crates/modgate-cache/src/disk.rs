@@ -154,6 +154,8 @@ pub struct CacheStats {
     /// Bytes of the filesystem promised to writes in progress (their lengths, less what they
     /// have written).
     pub reserved_bytes: u64,
+    /// Objects the memory tier dropped to stay within its budget (they stay on disk).
+    pub memory_evicted: u64,
     /// Bytes tracked by the eviction manager.
     pub eviction_tracked_bytes: u64,
     /// Items tracked by the eviction manager.
@@ -444,7 +446,11 @@ impl DiskCache {
     /// A snapshot of the counters.
     pub fn stats(&self) -> CacheStats {
         let c = &self.counters;
-        let (memory_objects, memory_bytes) = lock(&self.mem).usage();
+        let (memory_objects, memory_bytes, memory_evicted) = {
+            let mem = lock(&self.mem);
+            let (objects, bytes) = mem.usage();
+            (objects, bytes, mem.evicted())
+        };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CacheStats {
             objects: get(&c.objects),
@@ -464,6 +470,7 @@ impl DiskCache {
             write_failures_no_space: get(&c.write_failures_no_space),
             write_failures_io: get(&c.write_failures_io),
             reserved_bytes: get(&self.reserved),
+            memory_evicted,
             eviction_tracked_bytes: self.eviction.total_size() as u64,
             eviction_tracked_items: self.eviction.total_items() as u64,
         }
@@ -1236,6 +1243,12 @@ fn scan_objects(root: &Path, objects: &Path) -> Result<Vec<Found>, CacheError> {
 /// LRU order.
 fn load_lru_order(state_dir: &str) -> Vec<CacheEntryKey> {
     let scratch = simple_lru::Manager::new(0);
+    // Pingora's own file name for the state. None yet (a first start): nothing to say.
+    let saved = Path::new(state_dir).join("simple_lru.data");
+    if !saved.exists() {
+        log::debug!("disk cache: no saved LRU state in {state_dir} yet; ordering by age");
+        return Vec::new();
+    }
     match run_off_thread(scratch.load(state_dir)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

@@ -666,6 +666,7 @@ impl Mirror {
         state.host_round_trips += 1;
         let started = Instant::now();
         state.attempted_at = Some(started);
+        let mut timing = crate::observe::Timing::start();
         let listed = self.runner.run(
             &self.dir,
             &GitCommand {
@@ -719,6 +720,7 @@ impl Mirror {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.runner.url);
+        timing.succeeded();
         Ok(refs)
     }
 

@@ -34,8 +34,8 @@ mod identity;
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
 pub use identity::{
-    AuditConfig, AuditOutput, AuthConfig, CertFormat, CidrValue, ForwardIdentityConfig,
-    ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
+    AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CertFormat, CidrValue,
+    ForwardIdentityConfig, ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
 };
 
 /// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused

@@ -7,7 +7,8 @@
 //! - lowers the level of Pingora's ERROR lines about ordinary client behaviour — a client that
 //!   closed or was cut half-way through its request headers, a failed or abandoned TLS
 //!   handshake (port scans, health probes, clients without the required certificate) — and of
-//!   its WARN about a missing header-compression dictionary at every start, so that ERROR and
+//!   its WARN about a missing header-compression dictionary at every start, and of the lines
+//!   ordinary HTTP/2 traffic produces ([`ordinary_traffic`]), so that ERROR and
 //!   WARN stay meaningful to whoever is paged by them.
 
 use std::io::Write;
@@ -54,6 +55,9 @@ pub fn configure(json: bool, level: LevelFilter) {
 /// The level a Pingora ERROR/WARN line deserves, when it is about the client (or about an
 /// optional feature) rather than the gateway.
 fn demoted(message: &str) -> Option<Level> {
+    if let Some(level) = ordinary_traffic(message) {
+        return Some(level);
+    }
     if message.contains("while reading request headers") {
         return Some(Level::Debug);
     }
@@ -63,6 +67,25 @@ fn demoted(message: &str) -> Option<Level> {
         return Some(Level::Info);
     }
     if message.starts_with("no header compression dictionary loaded") {
+        return Some(Level::Debug);
+    }
+    None
+}
+
+/// Pingora's ERROR/WARN lines that ordinary traffic produces (issue 18): an HTTP/2 client that
+/// connects and closes without a request (health probes, connection pools, `openssl s_client`),
+/// any other failed HTTP/2 handshake (the client's doing), and a request body's end arriving
+/// after the body was already complete (every HTTP/2 request forwarded to an HTTP/1.1
+/// upstream).
+fn ordinary_traffic(message: &str) -> Option<Level> {
+    if message.starts_with("H2 handshake error") {
+        return Some(if message.contains("before reading preface") {
+            Level::Debug
+        } else {
+            Level::Info
+        });
+    }
+    if message.starts_with("Upstream body is already finished") {
         return Some(Level::Debug);
     }
     None
@@ -193,6 +216,25 @@ mod tests {
         assert_eq!(demoted("Downstream handshake timeout"), Some(Level::Info));
         assert_eq!(
             demoted("no header compression dictionary loaded - use set_compression_dict_content()"),
+            Some(Level::Debug)
+        );
+    }
+
+    #[test]
+    fn ordinary_traffic_is_not_an_error() {
+        assert_eq!(
+            demoted(
+                "H2 handshake error  HandshakeError context: while h2 handshaking with client \
+                 cause: connection closed before reading preface"
+            ),
+            Some(Level::Debug)
+        );
+        assert_eq!(
+            demoted("H2 handshake error  HandshakeError cause: invalid preface"),
+            Some(Level::Info)
+        );
+        assert_eq!(
+            demoted("Upstream body is already finished. Nothing to write"),
             Some(Level::Debug)
         );
     }

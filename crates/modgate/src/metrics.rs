@@ -21,8 +21,8 @@ use modgate_protocol::RequestKind;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::conn::caps::Over;
@@ -56,6 +56,13 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub config_last_success: Gauge,
+    pub audit_lost: IntCounter,
+    pub route_duration: HistogramVec,
+    pub cache_objects: IntGaugeVec,
+    pub cache_bytes: IntGaugeVec,
+    pub cache_evictions: IntCounterVec,
+    pub git_refreshes: IntCounterVec,
+    pub git_refresh_duration: Histogram,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -137,6 +144,69 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "modgate_config_last_reload_success_timestamp_seconds",
         "When the configuration in force was applied (Unix time)",
     )?;
+    let audit_lost = IntCounter::new(
+        "modgate_audit_records_lost_total",
+        "Audit records that could not be written (a full or failing audit disk); with \
+         audit.fail_mode: open the requests were served anyway",
+    )?;
+    registry.register(Box::new(audit_lost.clone()))?;
+    let route_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "modgate_route_request_duration_seconds",
+            "Time from request to the end of the response, by route and status class (2xx, \
+             4xx, …; none: no answer was sent)",
+        )
+        .buckets(vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]),
+        &["route", "status_class"],
+    )?;
+    let cache_objects = IntGaugeVec::new(
+        Opts::new(
+            "modgate_cache_objects",
+            "Objects held by each cache tier (memory, disk), at the scrape",
+        ),
+        &["tier"],
+    )?;
+    let cache_bytes = IntGaugeVec::new(
+        Opts::new(
+            "modgate_cache_bytes",
+            "Bytes held by each cache tier (memory: bytes charged to its budget; disk: bodies \
+             and meta files), at the scrape",
+        ),
+        &["tier"],
+    )?;
+    let cache_evictions = IntCounterVec::new(
+        Opts::new(
+            "modgate_cache_evictions_total",
+            "Objects evicted to stay within each tier's budget (memory: max_memory_bytes, the \
+             object stays on disk; disk: max_disk_bytes)",
+        ),
+        &["tier"],
+    )?;
+    let git_refreshes = IntCounterVec::new(
+        Opts::new(
+            "modgate_git_mirror_refreshes_total",
+            "Git mirror refreshes that asked the host (ls-remote, and a fetch when refs \
+             changed), by result: ok or error",
+        ),
+        &["result"],
+    )?;
+    let git_refresh_duration = Histogram::with_opts(
+        HistogramOpts::new(
+            "modgate_git_mirror_refresh_duration_seconds",
+            "Time a Git mirror refresh that asked the host took",
+        )
+        .buckets(vec![
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]),
+    )?;
+    registry.register(Box::new(route_duration.clone()))?;
+    registry.register(Box::new(cache_objects.clone()))?;
+    registry.register(Box::new(cache_bytes.clone()))?;
+    registry.register(Box::new(cache_evictions.clone()))?;
+    registry.register(Box::new(git_refreshes.clone()))?;
+    registry.register(Box::new(git_refresh_duration.clone()))?;
     registry.register(Box::new(config_reloads.clone()))?;
     registry.register(Box::new(config_generation.clone()))?;
     registry.register(Box::new(config_last_success.clone()))?;
@@ -237,6 +307,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         config_reloads,
         config_generation,
         config_last_success,
+        audit_lost,
+        route_duration,
+        cache_objects,
+        cache_bytes,
+        cache_evictions,
+        git_refreshes,
+        git_refresh_duration,
         reloads,
         spans_dropped,
         spans_exported,
@@ -261,6 +338,13 @@ pub fn metrics() -> Option<&'static Metrics> {
             }
         })
         .as_ref()
+}
+
+/// Counts audit records the audit writer could not write (called from its thread).
+pub fn audit_records_lost(n: u64) {
+    if let Some(m) = metrics() {
+        m.audit_lost.inc_by(n);
+    }
 }
 
 /// Brings a counter up to a total kept elsewhere (an atomic owned by another crate).
@@ -336,6 +420,23 @@ pub fn prime(model: &Model) {
     }
     for kind in RequestKind::ALL.iter().map(|k| k.as_str()).chain(["other"]) {
         m.duration.with_label_values(&[kind]);
+    }
+    let route_names = model.config.routes.iter().map(|r| r.name.as_str());
+    for route in route_names.chain(["-"]) {
+        for class in ["2xx", "3xx", "4xx", "5xx"] {
+            m.route_duration.with_label_values(&[route, class]);
+        }
+    }
+    if model.config.cache.is_some() {
+        for tier in ["memory", "disk"] {
+            m.cache_objects.with_label_values(&[tier]);
+            m.cache_bytes.with_label_values(&[tier]);
+            m.cache_evictions.with_label_values(&[tier]);
+        }
+    }
+    modgate_git::observe_refreshes(git_refreshed);
+    for result in ["ok", "error"] {
+        m.git_refreshes.with_label_values(&[result]);
     }
     for reason in auth_failure_reasons() {
         m.auth_failures.with_label_values(&[reason]);
@@ -663,6 +764,54 @@ pub fn request_finished(listener: &str, route: &str, kind: &str, status: u16, se
             .with_label_values(&[listener, route, kind, &status.to_string()])
             .inc();
         m.duration.with_label_values(&[kind]).observe(seconds);
+        m.route_duration
+            .with_label_values(&[route, status_class(status)])
+            .observe(seconds);
+    }
+}
+
+/// The `status_class` label: `2xx`, `4xx`, …; `none` when no answer was sent (status 0).
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// The cache tiers' sizes and evictions, at a scrape.
+pub fn cache_tiers(stats: &modgate_cache::CacheStats) {
+    if let Some(m) = metrics() {
+        for (tier, objects, bytes, evicted) in [
+            (
+                "memory",
+                stats.memory_objects,
+                stats.memory_bytes,
+                stats.memory_evicted,
+            ),
+            ("disk", stats.objects, stats.bytes, stats.evicted),
+        ] {
+            m.cache_objects
+                .with_label_values(&[tier])
+                .set(i64::try_from(objects).unwrap_or(i64::MAX));
+            m.cache_bytes
+                .with_label_values(&[tier])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            sync_counter(&m.cache_evictions.with_label_values(&[tier]), evicted);
+        }
+    }
+}
+
+/// A Git mirror refresh that asked the host ended (the git crate's refresh observer).
+pub fn git_refreshed(took: Duration, ok: bool) {
+    if let Some(m) = metrics() {
+        m.git_refreshes
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        m.git_refresh_duration.observe(took.as_secs_f64());
     }
 }
 

@@ -486,13 +486,15 @@ impl Live {
         let same_recorder = debug_eq(&old.config.audit, &config.audit)
             && debug_eq(&old.config.telemetry, &config.telemetry);
         let config = Arc::new(config);
-        let sinks = (config.audit.sink(), config.telemetry.otel());
-        let model = Model::build(config, old.generation + 1, &self.tls, || {
+        let model = Model::build(config.clone(), old.generation + 1, &self.tls, || {
             if same_recorder {
                 old.recorder.audit.reopen();
                 Ok(old.recorder.clone())
             } else {
-                Ok(Arc::new(Recorder::start(sinks.0, sinks.1)?))
+                Ok(Arc::new(Recorder::start(
+                    &config.audit,
+                    config.telemetry.otel(),
+                )?))
             }
         })?;
         for w in model.gateway.warnings() {

@@ -529,7 +529,8 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        session.set_keepalive(Some(ctx.listener.keepalive_secs));
+        // Draining: this connection closes after this answer, and the answer says so.
+        session.set_keepalive((!shutdown::draining()).then_some(ctx.listener.keepalive_secs));
         // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous answer is
         // answered in order on the same connection, instead of being dropped with the
         // connection (HTTP/2 and TLS-less h2c ignore this).
@@ -591,6 +592,12 @@ impl ProxyHttp for GatewayProxy {
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str());
+        if target == "/metrics" {
+            ctx.model.recorder.sync_metrics();
+            if let Some(c) = &self.cache {
+                metrics::cache_tiers(&c.storage.stats());
+            }
+        }
         if let (None, Some((content_type, body))) =
             (&refused, endpoints::unaudited(target, ctx.listener.metrics))
         {
@@ -598,6 +605,13 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
         ctx.record.enabled = true;
+        ctx.record.seen = Some(Box::new(report::Seen {
+            client: session
+                .client_addr()
+                .map_or_else(|| "-".into(), |a| a.to_string()),
+            method: session.req_header().method.to_string(),
+            path: target.to_string(),
+        }));
         ctx.trace = Some(ctx.model.recorder.begin(session.req_header()));
         if let Some(e) = refused {
             let admission = Admission::refused(Refusal::Identity(e));
@@ -632,6 +646,11 @@ impl ProxyHttp for GatewayProxy {
                     Admission::refused(Refusal::Identity(failed.error))
                 }
             };
+        // `audit.fail_mode: closed`: nothing is served while it could not be audited.
+        if let Some(why) = ctx.model.recorder.unaudited_refusal() {
+            endpoints::error(session, &mut ctx.record, 503, why).await?;
+            return Ok(true);
+        }
         if self.apply(session, ctx, admission).await? {
             return Ok(true);
         }
@@ -942,6 +961,11 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if shutdown::draining() {
+            // A drain that began while this request was in flight.
+            session.set_keepalive(None);
+        }
+        ctx.record.status_sent = upstream_response.status.as_u16();
         if ctx.listener.debug_headers {
             let not_stored = ctx.cache_outcome(session) == Some(CacheOutcome::NotStored);
             if ctx.cache_plan.is_some() && (ctx.hot || session.cache.enabled() || not_stored) {
@@ -1036,6 +1060,15 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if session.response_written().is_some() {
+            // The answer had begun: the client was told a status, then the transfer failed.
+            let by = match e.esource() {
+                ErrorSource::Downstream => "by the client",
+                ErrorSource::Upstream => "by the upstream",
+                _ => "by the gateway",
+            };
+            ctx.record.cut = Some(format!("{by} ({})", short_error(e)));
+        }
         if *e.esource() == ErrorSource::Downstream {
             let code = match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
@@ -1091,6 +1124,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.record.finished = true;
         if let Some(g) = crate::conn::guarded(session.as_downstream().stream()) {
             g.request_finished();
         }
@@ -1109,10 +1143,19 @@ impl ProxyHttp for GatewayProxy {
             status,
             elapsed.as_secs_f64(),
         );
-        let client = session
-            .client_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".into());
+        // What request_filter kept for a request cut before this phase, used here instead of
+        // formatting it again.
+        let seen = ctx.record.seen.take();
+        let (client, seen_path) = match seen {
+            Some(s) => (s.client, Some(s.path)),
+            None => (
+                session
+                    .client_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                None,
+            ),
+        };
         let trace_id = ctx
             .trace
             .as_ref()
@@ -1180,12 +1223,14 @@ impl ProxyHttp for GatewayProxy {
                 listener: &ctx.listener.name,
                 client,
                 method: session.req_header().method.to_string(),
-                path: session
-                    .req_header()
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_default(),
+                path: seen_path.unwrap_or_else(|| {
+                    session
+                        .req_header()
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default()
+                }),
                 route: route.as_deref(),
                 status,
                 bytes: session.body_bytes_sent() as u64,

@@ -218,7 +218,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let model = Model::build(config.clone(), 1, &tls, || {
         Ok(Arc::new(Recorder::start(
-            config.audit.sink(),
+            &config.audit,
             config.telemetry.otel(),
         )?))
     })?;
