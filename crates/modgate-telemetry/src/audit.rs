@@ -624,7 +624,19 @@ impl Sink {
         match self {
             Sink::Stdout(_) => Ok(false),
             Sink::File { file, .. } => {
+                // Only our own bytes: the file may have another writer (the recorder a reload
+                // replaced, `modgate cache purge`, the other process of an upgrade). After an
+                // append our offset is the end of what we wrote; if the file has grown past
+                // it, truncating would cut another writer's record, so the torn line is left
+                // to be ended with a newline instead.
+                use std::io::Seek;
+                let ours = file.stream_position()?;
                 let len = file.metadata()?.len();
+                if len != ours {
+                    return Err(io::Error::other(format!(
+                        "another writer appended after it ({len} bytes, ours end at {ours})"
+                    )));
+                }
                 file.set_len(len.saturating_sub(n))?;
                 Ok(true)
             }

@@ -193,11 +193,13 @@ pub fn mirrors_dir(config: &GatewayConfig) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(format!("{}.mirrors", config.git_origin_sock())))
 }
 
-/// Asks every git mirror that serves `module` (by the configured `kind: git` upstreams) to
-/// refresh from its host on its next use (`modgate cache purge`): the repositories asked, or
-/// why one could not be. Nothing is fetched here; a mirror not made yet needs nothing.
-pub fn request_mirror_refresh(config: &GatewayConfig, module: &str) -> Vec<String> {
-    let mirrors = Mirrors::new(mirrors_dir(config), modgate_git::GitOptions::default());
+/// Asks every git mirror in `dir` that serves `module` (by the configured `kind: git`
+/// upstreams) to refresh from its host on its next use (`modgate cache purge`): the
+/// repositories asked, or why one could not be. Nothing is fetched here; a mirror not made yet
+/// needs nothing. A running gateway passes the directory its origin started with (a changed
+/// `git_dir` waits for an upgrade).
+pub fn request_mirror_refresh(config: &GatewayConfig, dir: &Path, module: &str) -> Vec<String> {
+    let mirrors = Mirrors::new(dir.to_path_buf(), modgate_git::GitOptions::default());
     let mut done = Vec::new();
     for (name, c) in &config.upstreams {
         let (Some(template), Some(repo)) = (c.module.as_deref(), c.repo.as_deref()) else {
@@ -232,11 +234,64 @@ pub fn request_mirror_refresh(config: &GatewayConfig, module: &str) -> Vec<Strin
     done
 }
 
-/// Refuses a mirrors directory that is not ours alone: the mirrors hold private repositories,
-/// so the directory must be a real directory (not a symlink) owned by this process's user with
-/// no group or other access. Creates it (mode 0700) when missing.
-pub fn check_mirrors_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+/// Why the mirrors directory `meta` describes is not ours alone to write in: a symlink,
+/// not a directory, another user's, or writable by group or others (who may have planted
+/// mirrors, hooks or links in it). Changes nothing.
+fn not_ours(meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.file_type().is_symlink() {
+        Some("is a symbolic link".to_string())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_string())
+    } else if meta.uid() != euid {
+        Some(format!(
+            "is owned by uid {}, not by this process's uid {euid}",
+            meta.uid()
+        ))
+    } else if mode & 0o022 != 0 {
+        Some(format!(
+            "has mode {mode:04o}: group or others may write in it"
+        ))
+    } else {
+        None
+    }
+}
+
+fn mirrors_refusal(dir: &Path, meta: &std::fs::Metadata, problem: &str) -> anyhow::Error {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    anyhow::anyhow!(
+        "git mirrors directory {} {problem} (owner uid {}, mode {:04o}): it holds private \
+         repositories, so it must be a directory of this user's with no group or other \
+         access; remove it or set server.git_dir",
+        dir.display(),
+        meta.uid(),
+        meta.permissions().mode() & 0o7777
+    )
+}
+
+/// Checks, changing nothing, that an existing mirrors directory is ours alone to write in
+/// ([`not_ours`]); a missing one is fine (it is made private when first needed). For
+/// `modgate check` and for a reload, which must not create or change anything on disk.
+pub fn verify_mirrors_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) => match not_ours(&meta) {
+            Some(p) => Err(mirrors_refusal(dir, &meta, &p)),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => anyhow::bail!("git mirrors {}: {e}", dir.display()),
+    }
+}
+
+/// Makes the mirrors directory ready at start: created (mode 0700) when missing, refused
+/// when it is not ours alone ([`not_ours`]), and made `0700` when it is ours and others may
+/// only read it (made by an older version or a umask: nothing can be in it but what we put
+/// there).
+pub fn prepare_mirrors_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             anyhow::anyhow!(
@@ -253,42 +308,22 @@ pub fn check_mirrors_dir(dir: &Path) -> anyhow::Result<()> {
     }
     let meta = std::fs::symlink_metadata(dir)
         .map_err(|e| anyhow::anyhow!("git mirrors {}: {e}", dir.display()))?;
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let mode = meta.permissions().mode() & 0o7777;
-    let problem = if meta.file_type().is_symlink() {
-        Some("is a symbolic link".to_string())
-    } else if !meta.is_dir() {
-        Some("is not a directory".to_string())
-    } else if meta.uid() != euid {
-        Some(format!(
-            "is owned by uid {}, not by this process's uid {euid}",
-            meta.uid()
-        ))
-    } else if mode & 0o022 != 0 {
-        // Writable by others: they may have planted mirrors, hooks or links in it already.
-        Some(format!(
-            "has mode {mode:04o}: group or others may write in it"
-        ))
-    } else if mode & 0o077 != 0 {
-        // Ours and only readable by others (a directory made by an older version or a umask):
-        // nothing can have been put in it but by us, so tighten it rather than refuse.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).err().map(
-            |e| format!("has mode {mode:04o} (group or others may enter) and cannot be made private: {e}"),
-        )
-    } else {
-        None
-    };
-    match problem {
-        None => Ok(()),
-        Some(p) => anyhow::bail!(
-            "git mirrors directory {} {p} (owner uid {}, mode {mode:04o}): it holds private \
-             repositories, so it must be a directory of this user's with no group or other \
-             access; remove it or set server.git_dir",
-            dir.display(),
-            meta.uid()
-        ),
+    if let Some(p) = not_ours(&meta) {
+        return Err(mirrors_refusal(dir, &meta, &p));
     }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).map_err(
+            |e| {
+                mirrors_refusal(
+                    dir,
+                    &meta,
+                    &format!("may be entered by group or others and cannot be made private: {e}"),
+                )
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// A `kind: git` upstream at run time.

@@ -396,6 +396,11 @@ impl Live {
     }
 
     /// The model in force now.
+    /// The configuration this process started with (its sockets, storage and directories).
+    pub fn started(&self) -> &GatewayConfig {
+        &self.started
+    }
+
     pub fn current(&self) -> Arc<Model> {
         self.current.load_full()
     }
@@ -481,7 +486,7 @@ impl Live {
         }
         // The running git origin's mirrors (`git_dir` changes need an upgrade) must still be a
         // directory of ours alone: a reload refuses to go on over one someone else took.
-        crate::gitorigin::check_mirrors_dir(&crate::gitorigin::mirrors_dir(&old.config))?;
+        crate::gitorigin::verify_mirrors_dir(&crate::gitorigin::mirrors_dir(&self.started))?;
         // The recorder last: a refused reload opens (creates) no new audit file.
         let same_recorder = debug_eq(&old.config.audit, &config.audit)
             && debug_eq(&old.config.telemetry, &config.telemetry);

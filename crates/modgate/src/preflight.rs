@@ -119,6 +119,11 @@ pub fn problems(config: &GatewayConfig) -> Vec<String> {
     if let Some(g) = &config.server.git_dir {
         dir("server.git_dir", &g.0);
     }
+    // What `run` refuses about an existing mirrors directory (another user's, a symlink,
+    // writable by others), wherever it is.
+    if let Err(e) = crate::gitorigin::verify_mirrors_dir(&crate::gitorigin::mirrors_dir(config)) {
+        out.push(format!("{e:#}"));
+    }
     if let AuditOutput::File(f) = &config.audit.output {
         if let Err(e) = appendable_file(f) {
             out.push(format!("audit.output {}: {e}", f.display()));

@@ -32,7 +32,11 @@ pub fn purge(config: &GatewayConfig, what: &str) -> Outcome {
         report.objects, report.bytes
     );
     // New tags of a git upstream's repository: its mirror lists the host again on next use.
-    for line in crate::gitorigin::request_mirror_refresh(config, &module) {
+    for line in crate::gitorigin::request_mirror_refresh(
+        config,
+        &crate::gitorigin::mirrors_dir(config),
+        &module,
+    ) {
         println!("{line}");
     }
     let actor = Actor::current();

@@ -202,6 +202,7 @@ impl GatewayProxy {
                     &mut ctx.record,
                     c,
                     self.live.current().config.clone(),
+                    crate::gitorigin::mirrors_dir(self.live.started()),
                     &target,
                     &module,
                     version.as_deref(),
@@ -1060,6 +1061,10 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        // An answer given here during a drain closes its connection, as every other does.
+        if shutdown::draining() {
+            session.set_keepalive(None);
+        }
         if session.response_written().is_some() {
             // The answer had begun: the client was told a status, then the transfer failed.
             let by = match e.esource() {
@@ -1136,13 +1141,17 @@ impl ProxyHttp for GatewayProxy {
         let route = ctx.route().map(|r| r.name.clone());
         let route_label = route.as_deref().unwrap_or("-");
         let elapsed = ctx.started.elapsed();
-        metrics::request_finished(
-            &ctx.listener.name,
-            route_label,
-            kind,
-            status,
-            elapsed.as_secs_f64(),
-        );
+        // A background refresh (a subrequest) answered no client: it is not a request of the
+        // request counters and latency (its outcome shows in the cache counters).
+        if session.subrequest_ctx.is_none() {
+            metrics::request_finished(
+                &ctx.listener.name,
+                route_label,
+                kind,
+                status,
+                elapsed.as_secs_f64(),
+            );
+        }
         // What request_filter kept for a request cut before this phase, used here instead of
         // formatting it again.
         let seen = ctx.record.seen.take();

@@ -215,6 +215,10 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     }
     let conf = server_conf(&config);
     let status = crate::reload::status_path(std::path::Path::new(&config.server.pid_file));
+    // The mirrors hold private repositories fetched with the gateway's credential: only this
+    // user may enter the directory, else the gateway does not start — decided before the
+    // model opens (creates) the audit file.
+    crate::gitorigin::prepare_mirrors_dir(&crate::gitorigin::mirrors_dir(&config))?;
     let config = Arc::new(config);
     let model = Model::build(config.clone(), 1, &tls, || {
         Ok(Arc::new(Recorder::start(
@@ -326,10 +330,8 @@ fn add_git_origin(
     config: &GatewayConfig,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    // The mirrors hold private repositories fetched with the gateway's credential: only this
-    // user may enter the directory, else the gateway does not start.
+    // Made ready (ours alone) in `run` before anything else opened.
     let dir = crate::gitorigin::mirrors_dir(config);
-    crate::gitorigin::check_mirrors_dir(&dir)?;
     let options = modgate_git::GitOptions {
         global_config: config.server.git_config.as_ref().map(|p| p.0.clone()),
         not_found_ttl: config.server.git_not_found_ttl.0,
