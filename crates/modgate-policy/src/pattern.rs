@@ -178,6 +178,21 @@ impl Pattern {
         }
     }
 
+    /// The pattern with letters compared without regard to case, for a server that folds
+    /// the case of names (a Git host): a prefix or glob lower-cased (ASCII, as module paths
+    /// are; match it against a lower-cased path), a regex made case-insensitive with the flag
+    /// in its text (`^(?:(?i:r))$`, so the policy's index, which reads the text, sees it). A
+    /// regex whose case-insensitive form exceeds [`REGEX_SIZE_LIMIT`] stays as it is (`None`).
+    pub fn case_folded(&self) -> Option<Pattern> {
+        match self {
+            Pattern::Prefix(p) => Some(Pattern::Prefix(p.to_ascii_lowercase())),
+            Pattern::Glob(g) => Some(Pattern::Glob(g.to_ascii_lowercase())),
+            Pattern::Regex(_) => build_regex(&format!("^(?:(?i:{}))$", self.text()))
+                .ok()
+                .map(Pattern::Regex),
+        }
+    }
+
     /// The pattern kind: `"prefix"`, `"glob"` or `"regex"`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -705,5 +720,35 @@ mod tests {
                 prop_assert!(p.matches(&path), "{p} said to cover {root}, not {path}");
             }
         }
+    }
+
+    #[test]
+    fn case_folded_patterns_match_lower_cased_paths_of_any_spelling() {
+        let cases = [
+            (
+                Pattern::prefix("git.corp.example/Team/Secret"),
+                "git.corp.example/team/secret/sub",
+            ),
+            (
+                Pattern::glob("git.corp.example/Team/*"),
+                "git.corp.example/team/glob",
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/Team/Rx(/.*)?"),
+                "git.corp.example/team/rx/internal",
+            ),
+            (Pattern::regex("a|B"), "b"),
+        ];
+        for (p, lower) in cases {
+            let p = p.expect("pattern");
+            assert!(!p.matches(lower), "{p:?} is case-sensitive");
+            let folded = p.case_folded().expect("folds");
+            assert!(folded.matches(lower), "{folded:?} on {lower}");
+            assert_eq!(folded.case_folded().map(|f| f.matches(lower)), Some(true));
+        }
+        // Folding never makes a pattern match a path it could not match in some spelling.
+        let p = Pattern::regex("x/[A-Z]+").expect("pattern");
+        let folded = p.case_folded().expect("folds");
+        assert!(folded.matches("x/abc") && !folded.matches("x/1"));
     }
 }

@@ -1214,6 +1214,41 @@ impl AccessPolicy {
         })
     }
 
+    /// The same policy for a server that folds the case of names (a Git host): every rule's
+    /// patterns compare letters without regard to case ([`Pattern::case_folded`]); ask it
+    /// about a lower-cased module path. A gateway consults it for denials only, so a rule
+    /// written `Team/Secret` also denies `team/secret` there; a regex too large to fold keeps
+    /// its case (it then denies what it denied before).
+    pub fn case_folded(&self) -> AccessPolicy {
+        let roles: Vec<Role> = self
+            .roles
+            .iter()
+            .map(|role| Role {
+                rules: role
+                    .rules
+                    .iter()
+                    .map(|rule| Rule {
+                        patterns: rule
+                            .patterns
+                            .iter()
+                            .map(|p| p.case_folded().unwrap_or_else(|| p.clone()))
+                            .collect(),
+                        ..rule.clone()
+                    })
+                    .collect(),
+                ..role.clone()
+            })
+            .collect();
+        let compiled = Compiled::new(&roles);
+        AccessPolicy {
+            roles,
+            default_public: self.default_public,
+            default_private: self.default_private,
+            compiled,
+            held: HeldCache::default(),
+        }
+    }
+
     /// The policy for a configuration without an access section: no roles,
     /// and every request allowed (private routes included).
     pub fn default_allow() -> AccessPolicy {

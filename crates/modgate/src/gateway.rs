@@ -253,6 +253,11 @@ pub struct Gateway {
     pub parser: RequestParser,
     pub routes: RouteTable<Chain>,
     pub access: AccessPolicy,
+    /// The same policy with letters of patterns compared without regard to case
+    /// ([`AccessPolicy::case_folded`]): asked, about lower-cased paths, for denials on routes
+    /// to servers that fold case (Git hosts), so a rule written `Team/Secret` holds for every
+    /// spelling such a host resolves to the same repository.
+    pub access_folded: AccessPolicy,
     /// Whether `gateway.yaml` has an `access:` section.
     pub access_configured: bool,
     /// The credential files, reloadable.
@@ -332,6 +337,7 @@ impl Gateway {
             routes,
             sumdbs,
             access: config.access.policy.clone(),
+            access_folded: config.access.policy.case_folded(),
             access_configured: config.access.configured,
             auth: Arc::new(AuthState {
                 current: ArcSwap::from_pointee(authenticator),

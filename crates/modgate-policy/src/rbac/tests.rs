@@ -1675,3 +1675,60 @@ fn a_commit_rule_names_its_commit_under_every_pseudo_version_and_hash_query() {
         Some("v1.0.0")
     )));
 }
+
+// ----- case-folded policies (a Git host's view) ----------------------------
+
+#[test]
+fn a_case_folded_policy_denies_every_spelling_of_rules_written_in_upper_case() {
+    let pat = |p: Result<Pattern, crate::PatternError>| p.unwrap();
+    let deny = |id: &str, p: Pattern| Rule {
+        patterns: vec![p],
+        ..rule(id, Effect::Deny, &["x"])
+    };
+    let rules = vec![
+        deny("p", pat(Pattern::prefix("git.corp.example/Team/Secret"))),
+        deny("g", pat(Pattern::glob("git.corp.example/Team/Glob*"))),
+        // Three regexes: through the policy index's RegexSet as well.
+        deny(
+            "r1",
+            pat(Pattern::regex(r"git\.corp\.example/Team/Rx(/.*)?")),
+        ),
+        deny("r2", pat(Pattern::regex(r".*/Internal"))),
+        deny(
+            "r3",
+            pat(Pattern::regex(r"git\.corp\.example/Other/[A-Z]+")),
+        ),
+        rule("read", Effect::Allow, &["git.corp.example"]),
+    ];
+    let policy = AccessPolicy::new(
+        vec![role("devs", vec![binding(vec![m("user", "alice")])], rules)],
+        Effect::Deny,
+    )
+    .unwrap();
+    let folded = policy.case_folded();
+    let alice = user("alice", &[]);
+    for (path, id) in [
+        ("git.corp.example/team/secret", "p"),
+        ("git.corp.example/team/secret/v2", "p"),
+        ("git.corp.example/team/globbed", "g"),
+        ("git.corp.example/team/rx/sub", "r1"),
+        ("git.corp.example/team/open/internal", "r2"),
+        ("git.corp.example/other/abc", "r3"),
+    ] {
+        assert!(
+            policy.decide(&alice, &zip(path)).is_allowed(),
+            "{path}: case-sensitive"
+        );
+        let d = folded.decide(&alice, &zip(path));
+        assert!(!d.is_allowed(), "{path}");
+        assert_eq!(d.rule, id, "{path}");
+        assert_eq!(
+            folded.decide_linear(&alice, &zip(path)).rule,
+            d.rule,
+            "{path}: the index agrees with the linear reference"
+        );
+    }
+    assert!(folded
+        .decide(&alice, &zip("git.corp.example/team/open"))
+        .is_allowed());
+}

@@ -324,6 +324,34 @@ fn spellings(
     out
 }
 
+/// The route of `module`. Route patterns compare case as Go does, but a route to a server
+/// that folds case (a Git host) — or a private route — also owns the other case spellings of
+/// its paths: `git.corp.example/TEAM/secret` is the private repository `team/secret` to the
+/// host, so it must neither fall through to a public route (its name would leave the network)
+/// nor escape the private route's policy. When the lower-cased path lands on such a route and
+/// the path as spelled does not, that route is the one.
+fn route_for<'g>(
+    gateway: &'g Gateway,
+    module: &str,
+) -> Option<modgate_policy::RouteMatch<'g, crate::upstream::Chain>> {
+    let spelled = gateway.routes.lookup(module);
+    if !module.bytes().any(|b| b.is_ascii_uppercase()) {
+        return spelled;
+    }
+    let lower = module.to_ascii_lowercase();
+    match gateway.routes.lookup(&lower) {
+        Some(l)
+            if spelled.as_ref().is_none_or(|m| m.index != l.index)
+                && (l.route.private
+                    || l.route.target.folds_case
+                    || l.route.target.steps.iter().any(|s| s.upstream.private)) =>
+        {
+            Some(l)
+        }
+        _ => spelled,
+    }
+}
+
 /// The access decision for a module path on `route`, made for every spelling that reaches
 /// the same module there ([`spellings`]): another spelling of a denied path must not get
 /// through, so the first denial of any spelling wins. The one place every path kind (module
@@ -340,11 +368,28 @@ fn decide_access(
     if !decision.is_allowed() || !route.target.folds_case {
         return decision;
     }
-    for other in spellings(gateway, route, access.module).iter().skip(1) {
+    let spelled = spellings(gateway, route, access.module);
+    for other in spelled.iter().skip(1) {
         let folded = gateway.access.decide(
             principal,
             &AccessRequest {
                 module: other,
+                ..*access
+            },
+        );
+        if !folded.is_allowed() {
+            return folded;
+        }
+    }
+    // Rules are written with letters in either case (`github.com/Azure/…`), and the host
+    // resolves every case spelling to one repository: each spelling, lower-cased, is also
+    // asked of the case-folded policy, for denials only.
+    for other in &spelled {
+        let lower = other.to_ascii_lowercase();
+        let folded = gateway.access_folded.decide(
+            principal,
+            &AccessRequest {
+                module: &lower,
                 ..*access
             },
         );
@@ -537,7 +582,7 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
                 SumdbEndpoint::Lookup { module, .. } => {
                     // A private module's name never leaves the intranet, not even to ask for
                     // its checksum.
-                    if let Some(m) = gateway.routes.lookup(module) {
+                    if let Some(m) = route_for(gateway, module) {
                         let private = m.route.private
                             || m.route.target.steps.iter().any(|s| s.upstream.private);
                         if private {
@@ -598,7 +643,7 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             admission
         }
         GoProxyRequest::Module(req) => {
-            let Some(m) = gateway.routes.lookup(&req.module) else {
+            let Some(m) = route_for(gateway, &req.module) else {
                 let message = format!("no route for module {}", req.module);
                 admission.request = Some(req);
                 return admission.refuse(Refusal::NotFound(message));
@@ -838,7 +883,7 @@ fn git_repository<'g>(
     kind: RequestKind,
 ) -> Result<Repository<'g>, &'static str> {
     let gateway = scope.gateway;
-    let m = gateway.routes.lookup(import_path).ok_or("no route")?;
+    let m = route_for(gateway, import_path).ok_or("no route")?;
     admission.route = Some(m.index);
     let (git, root, captures) = m
         .route

@@ -1331,3 +1331,139 @@ fn a_clone_is_refused_unless_everything_inside_it_is_allowed() {
         );
     }
 }
+
+/// a deny written with the host's own capitalisation (GitHub-style `Team/Secret`)
+/// must hold for every case spelling the Git host folds onto that repository.
+#[test]
+fn a_deny_written_in_upper_case_holds_for_the_lower_case_spelling() {
+    let text = r#"
+listeners:
+  - { name: plain, address: "127.0.0.1:7070" }
+upstreams:
+  corp-git:
+    kind: git
+    url: "https://git.corp.example"
+    module: "git.corp.example/{group}/{repo}"
+    repo: "{group}/{repo}.git"
+    private: true
+routes:
+  - { name: git, match: { prefix: git.corp.example }, chain: [corp-git], private: true }
+access:
+  default: deny
+  roles:
+    - name: devs
+      members: [ { user: alice } ]
+      rules:
+        - { id: upper-prefix, deny: { prefix: git.corp.example/Team/Secret } }
+        - { id: upper-regex, deny: { regex: 'git\.corp\.example/Team/Rx(/.*)?' } }
+        - { id: upper-glob, deny: { glob: 'git.corp.example/Team/Glob' } }
+        - { id: git-read, allow: { prefix: git.corp.example } }
+"#;
+    let w = world_of(text);
+    let alice = user("alice");
+    let mut served = Vec::new();
+    for target in [
+        "/git.corp.example/!team/!secret/@v/v1.0.0.zip",
+        "/git.corp.example/team/secret/@v/v1.0.0.zip",
+        "/git.corp.example/team/secret/@v/list",
+        "/git.corp.example/team/secret?go-get=1",
+        "/git.corp.example/team/secret.git/@v/v1.0.0.zip",
+        "/git.corp.example/team/rx/@v/v1.0.0.zip",
+        "/git.corp.example/team/glob/@v/v1.0.0.zip",
+        "/git.corp.example/team/secret.git/info/refs?service=git-upload-pack",
+    ] {
+        let h = head("GET", target, &[]);
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+        if !a.is_refused() {
+            served.push(target);
+        }
+    }
+    assert!(served.is_empty(), "served: {served:#?}");
+}
+
+/// more spellings, all refused. (`open/internal.git` is a different directory
+/// of the repository than `open/internal`, so it is rightly not folded.)
+#[test]
+fn more_spellings_of_a_denied_repository() {
+    let w = alias_world();
+    let alice = user("alice");
+    let mut served = Vec::new();
+    for (method, target) in [
+        ("GET", "/git.corp.example/team/secret.git/v2/@v/v2.0.0.zip"),
+        ("GET", "/git.corp.example/team/!secret.!g!i!t/@v/list"),
+        ("GET", "/git.corp.example/team/secret.wiki.wiki/@v/list"),
+        ("GET", "/git.corp.example/!t!e!a!m.git/secret/@v/list"),
+        ("GET", "/git.corp.example/team.wiki/secret.git/@v/list"),
+        ("GET", "/git.corp.example/team/secre%74/@v/list"),
+        ("GET", "/git.corp.example/team/secret%2egit/@v/list"),
+        ("GET", "/git.corp.example/team/x/../secret/@v/list"),
+        ("GET", "/git.corp.example/team/./secret/@v/list"),
+        ("GET", "/git.corp.example//team/secret/@v/list"),
+        ("GET", "/git.corp.example/team/secret/@v/v0.0.0-20200101000000-abcdefabcdef.zip"),
+        ("GET", "/git.corp.example/team/secret/@v/master.info"),
+        ("POST", "/git.corp.example/team/SECRET.GIT/git-upload-pack"),
+        ("GET", "/git.corp.example/team/secret.GIT.git/info/refs?service=git-upload-pack"),
+        ("GET", "/git.corp.example/team/secret.git/info/refs?service=git-upload-pack&service=x"),
+        ("GET", "/git.corp.example/team/secret.git/./info/refs?service=git-upload-pack"),
+        ("GET", "/git.corp.example/team/open/../secret/info/refs?service=git-upload-pack"),
+        ("GET", "/git.corp.example/team/secret.wiki/info/refs?service=git-upload-pack"),
+        ("GET", "/git.corp.example/TEAM/Secret.Wiki.Git/info/refs?service=git-upload-pack"),
+        ("GET", "/git.corp.example/team/OPEN/INTERNAL/@v/list"),
+        ("GET", "/git.corp.example/team/rx/INTERNAL/@v/list"),
+        ("GET", "/git.corp.example/team/rx.git/internal/@v/list"),
+        ("GET", "/git.corp.example/team/globbed/x/KEYS/@v/list"),
+    ] {
+        let h = head(method, target, &[("Host", "gw.example")]);
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+        if !a.is_refused() {
+            served.push(format!("{method} {target} -> {:?}", a.verdict));
+        }
+    }
+    assert!(served.is_empty(), "served: {served:#?}");
+}
+
+/// a private git route matched below the host: another case spelling of the group
+/// (which the Git host folds onto the same group) misses the private route and goes to the
+/// public one (a private module path sent to the public proxy and checksum database).
+#[test]
+fn a_case_spelling_does_not_leave_a_private_git_route() {
+    let text = r#"
+listeners:
+  - { name: plain, address: "127.0.0.1:7070" }
+upstreams:
+  public: { url: "http://127.0.0.1:9001" }
+  corp-git:
+    kind: git
+    url: "https://git.corp.example"
+    module: "git.corp.example/{group}/{repo}"
+    repo: "{group}/{repo}.git"
+    private: true
+routes:
+  - { name: team, match: { prefix: git.corp.example/team }, chain: [corp-git], private: true }
+  - { name: public, match: { prefix: "" }, chain: [public] }
+sumdb:
+  sum.golang.org: { url: "http://127.0.0.1:9004" }
+access:
+  default: allow
+  roles:
+    - name: devs
+      members: [ { user: alice } ]
+      rules:
+        - { id: team-read, allow: { prefix: git.corp.example/team } }
+"#;
+    let w = world_of(text);
+    let alice = user("alice");
+    let mut leaked = Vec::new();
+    for target in [
+        "/git.corp.example/!t!e!a!m/secret/@v/list",
+        "/sumdb/sum.golang.org/lookup/git.corp.example/!t!e!a!m/secret@v1.0.0",
+    ] {
+        let h = head("GET", target, &[]);
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+        if !a.is_refused() {
+            let route = a.route.map(|i| w.gateway.routes.routes()[i].name.clone());
+            leaked.push(format!("{target} -> route {route:?} {:?}", a.verdict));
+        }
+    }
+    assert!(leaked.is_empty(), "{leaked:#?}");
+}
