@@ -54,7 +54,7 @@ impl Tmpfs {
                     Err(e) => e.to_string(),
                 };
                 assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
+                    !modgate_testkit::in_ci(),
                     "cannot mount a tmpfs (the test needs root): {why}"
                 );
                 eprintln!("SKIPPED: cannot mount a tmpfs (the test needs root): {why}");

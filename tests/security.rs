@@ -1708,7 +1708,7 @@ fn the_agent_lends_its_certificate_to_its_own_user_only() {
     // A second user is needed: root becomes `nobody` for its requests.
     if own_uid() != 0 {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !modgate_testkit::in_ci(),
             "this test must run as root in CI (it switches to uid 65534)"
         );
         eprintln!("SKIPPED the_agent_lends_its_certificate_to_its_own_user_only: not root");
