@@ -60,6 +60,7 @@ fn policy() -> AccessPolicy {
                     ],
                     kinds: None,
                     versions: None,
+                    commits: None,
                 })
                 .collect(),
         });
@@ -75,6 +76,7 @@ fn policy() -> AccessPolicy {
             patterns: vec![Pattern::prefix("corp.example.com").expect("prefix")],
             kinds: None,
             versions: None,
+            commits: None,
         }],
     });
     AccessPolicy::new(roles, Effect::Deny).expect("policy")

@@ -49,6 +49,7 @@ fn record(i: u64) -> AuditRecord {
         reason: None,
         status: 200,
         bytes: 54,
+        incomplete: false,
         duration_ms: 0.42,
         upstream: None,
         cache: Some("hit".into()),

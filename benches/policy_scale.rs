@@ -130,6 +130,7 @@ fn policy() -> AccessPolicy {
                     ],
                     kinds: None,
                     versions: None,
+                    commits: None,
                 },
                 Rule {
                     id: format!("team-{r}.secrets"),
@@ -140,6 +141,7 @@ fn policy() -> AccessPolicy {
                     ],
                     kinds: None,
                     versions: None,
+                    commits: None,
                 },
                 Rule {
                     id: format!("team-{r}.neighbour-meta"),
@@ -156,6 +158,7 @@ fn policy() -> AccessPolicy {
                         RequestKind::Latest,
                     ]),
                     versions: None,
+                    commits: None,
                 },
                 Rule {
                     id: format!("team-{r}.org"),
@@ -166,6 +169,7 @@ fn policy() -> AccessPolicy {
                     .expect("regex")],
                     kinds: None,
                     versions: None,
+                    commits: None,
                 },
                 Rule {
                     id: format!("team-{r}.no-prerelease"),
@@ -175,6 +179,7 @@ fn policy() -> AccessPolicy {
                     ],
                     kinds: None,
                     versions: Some(VersionRange::parse("<v1.0.0").expect("range")),
+                    commits: None,
                 },
             ],
         })

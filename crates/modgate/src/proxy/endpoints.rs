@@ -55,8 +55,7 @@ pub async fn purge(
     session: &mut Session,
     record: &mut Record,
     c: &CacheRuntime,
-    config: std::sync::Arc<crate::config::GatewayConfig>,
-    mirrors: std::path::PathBuf,
+    refresh_mirrors: impl FnOnce(&str) -> Vec<String> + Send + 'static,
     target: &str,
     module: &str,
     version: Option<&str>,
@@ -64,7 +63,7 @@ pub async fn purge(
     let storage = c.storage;
     let (m, v) = (module.to_string(), version.map(str::to_string));
     let result = tokio::task::spawn_blocking(move || {
-        for line in crate::gitorigin::request_mirror_refresh(&config, &mirrors, &m) {
+        for line in refresh_mirrors(&m) {
             log::info!("cache-purge of {m}: {line}");
         }
         cache::purge_module(storage, &m, v.as_deref())

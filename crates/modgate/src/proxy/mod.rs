@@ -201,8 +201,13 @@ impl GatewayProxy {
                     session,
                     &mut ctx.record,
                     c,
-                    self.live.current().config.clone(),
-                    crate::gitorigin::mirrors_dir(self.live.started()),
+                    {
+                        // The repositories of the model in force, in the directory the
+                        // origin started with (a changed git_dir waits for an upgrade).
+                        let config = self.live.current().config.clone();
+                        let dir = crate::gitorigin::mirrors_dir(self.live.started());
+                        move |m: &str| crate::gitorigin::request_mirror_refresh(&config, &dir, m)
+                    },
                     &target,
                     &module,
                     version.as_deref(),

@@ -1399,15 +1399,36 @@ fn more_spellings_of_a_denied_repository() {
         ("GET", "/git.corp.example/team/x/../secret/@v/list"),
         ("GET", "/git.corp.example/team/./secret/@v/list"),
         ("GET", "/git.corp.example//team/secret/@v/list"),
-        ("GET", "/git.corp.example/team/secret/@v/v0.0.0-20200101000000-abcdefabcdef.zip"),
+        (
+            "GET",
+            "/git.corp.example/team/secret/@v/v0.0.0-20200101000000-abcdefabcdef.zip",
+        ),
         ("GET", "/git.corp.example/team/secret/@v/master.info"),
         ("POST", "/git.corp.example/team/SECRET.GIT/git-upload-pack"),
-        ("GET", "/git.corp.example/team/secret.GIT.git/info/refs?service=git-upload-pack"),
-        ("GET", "/git.corp.example/team/secret.git/info/refs?service=git-upload-pack&service=x"),
-        ("GET", "/git.corp.example/team/secret.git/./info/refs?service=git-upload-pack"),
-        ("GET", "/git.corp.example/team/open/../secret/info/refs?service=git-upload-pack"),
-        ("GET", "/git.corp.example/team/secret.wiki/info/refs?service=git-upload-pack"),
-        ("GET", "/git.corp.example/TEAM/Secret.Wiki.Git/info/refs?service=git-upload-pack"),
+        (
+            "GET",
+            "/git.corp.example/team/secret.GIT.git/info/refs?service=git-upload-pack",
+        ),
+        (
+            "GET",
+            "/git.corp.example/team/secret.git/info/refs?service=git-upload-pack&service=x",
+        ),
+        (
+            "GET",
+            "/git.corp.example/team/secret.git/./info/refs?service=git-upload-pack",
+        ),
+        (
+            "GET",
+            "/git.corp.example/team/open/../secret/info/refs?service=git-upload-pack",
+        ),
+        (
+            "GET",
+            "/git.corp.example/team/secret.wiki/info/refs?service=git-upload-pack",
+        ),
+        (
+            "GET",
+            "/git.corp.example/TEAM/Secret.Wiki.Git/info/refs?service=git-upload-pack",
+        ),
         ("GET", "/git.corp.example/team/OPEN/INTERNAL/@v/list"),
         ("GET", "/git.corp.example/team/rx/INTERNAL/@v/list"),
         ("GET", "/git.corp.example/team/rx.git/internal/@v/list"),
