@@ -1,6 +1,6 @@
 //! The connection guard in front of a listener's HTTP service: [`GuardedApp`] admits each
-//! accepted connection against the listener's caps and wraps its stream in a
-//! [`GuardedStream`], which enforces the [`Clock`]'s deadlines on every read. Pingora's own
+//! accepted connection against the listener's caps (called at accept by [`super::accept`],
+//! before any TLS handshake) and wraps its stream in a [`GuardedStream`], which enforces the [`Clock`]'s deadlines on every read. Pingora's own
 //! read timeouts are per read, so a client trickling one byte at a time, or sending nothing,
 //! would hold a connection for ever; here a cut connection reads as closed, after a best-effort
 //! `408` naming the reason when it was cut half-way through HTTP/1.1 request headers.
@@ -22,15 +22,15 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::Stream;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use pingora::protocols::{Stream, IO};
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::caps::{Counter, Permit};
+use super::caps::{Counter, Over, Permit};
 use super::deadline::{Clock, Cut, Deadlines};
 
 /// What a listener's guard enforces.
@@ -42,6 +42,8 @@ pub struct Limits {
 
 /// A client stream whose reads end (as end-of-stream) once its clock's deadline passes.
 pub struct GuardedStream {
+    /// The connection's place (declared first: dropped before the socket closes).
+    place: Option<Place>,
     inner: Stream,
     clock: Arc<Mutex<Clock>>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -49,7 +51,14 @@ pub struct GuardedStream {
     listener: Arc<str>,
     header_timeout: Duration,
     flush: FlushBatch,
+}
+
+/// What an open connection holds: its place under the caps and its count in
+/// `modgate_connections_open`. Given back when the server shuts the connection down, before the
+/// client can see it close: a client that reconnects at once must find its place free.
+struct Place {
     _permit: Permit,
+    _open: OpenGauge,
 }
 
 /// Flush coalescing for an HTTP/2 connection.
@@ -238,6 +247,7 @@ impl AsyncWrite for GuardedStream {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.place = None;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -262,6 +272,7 @@ impl AsyncWrite for GuardedStream {
 #[async_trait]
 impl Shutdown for GuardedStream {
     async fn shutdown(&mut self) {
+        self.place = None;
         Shutdown::shutdown(&mut *self.inner).await
     }
 }
@@ -355,15 +366,9 @@ impl<A> GuardedApp<A> {
     }
 }
 
-fn peer_ip(stream: &Stream) -> Option<IpAddr> {
-    let digest = stream.get_socket_digest()?;
-    let addr = digest.peer_addr()?.as_inet()?;
-    Some(addr.ip())
-}
-
 /// A complete HTTP/1.1 answer that closes the connection: `status` (a status line tail, which
 /// may carry further header lines) and a one-line plain-text reason.
-fn plain_answer(status: &str, reason: &str) -> String {
+pub(super) fn plain_answer(status: &str, reason: &str) -> String {
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{reason}\n",
@@ -372,7 +377,7 @@ fn plain_answer(status: &str, reason: &str) -> String {
 }
 
 /// Tells a refused HTTP/1.1 client why, without waiting on it for long.
-async fn refuse(stream: &mut Stream, message: &str) {
+pub(super) async fn refuse(stream: &mut Stream, message: &str) {
     let answer = plain_answer("503 Service Unavailable\r\nRetry-After: 1", message);
     let write = async {
         stream.write_all(answer.as_bytes()).await?;
@@ -402,44 +407,30 @@ impl Drop for OpenGauge {
     }
 }
 
-#[async_trait]
-impl<A> ServerApp for GuardedApp<A>
+impl<A> GuardedApp<A>
 where
     A: ServerApp + Send + Sync + 'static,
 {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        if stream.as_any().is::<GuardedStream>() {
-            // Handed back for reuse: already admitted and guarded.
-            return self.inner.process_new(stream, shutdown).await;
-        }
-        let permit = match self.counter.admit(peer_ip(&stream)) {
-            Ok(p) => p,
-            Err(over) => {
-                if let Some(m) = crate::metrics::metrics() {
-                    m.connections_cut
-                        .with_label_values(&[&self.listener, over.label()])
-                        .inc();
-                }
-                log::debug!(
-                    "listener {}: refusing a connection: {}",
-                    self.listener,
-                    over.label()
-                );
-                if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                    Shutdown::shutdown(&mut *stream).await;
-                } else {
-                    refuse(&mut stream, over.message()).await;
-                }
-                return None;
-            }
-        };
-        let _open = OpenGauge::new(&self.open);
+    /// The listener's name (the `listener` label of its metrics).
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
+    /// Admits a connection from `source` against the listener's caps (at accept, before any
+    /// handshake).
+    pub fn admit(&self, source: Option<IpAddr>) -> Result<Permit, Over> {
+        self.counter.admit(source)
+    }
+
+    /// Serves an admitted connection (its handshake done) until it closes; `permit` holds its
+    /// place until then.
+    pub async fn serve(&self, stream: Stream, permit: Permit, shutdown: &ShutdownWatch) {
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let guarded = GuardedStream {
+            place: Some(Place {
+                _permit: permit,
+                _open: OpenGauge::new(&self.open),
+            }),
             inner: stream,
             clock: Arc::new(Mutex::new(Clock::new(
                 self.limits.deadlines,
@@ -453,13 +444,16 @@ where
                 on: h2,
                 ..FlushBatch::default()
             },
-            _permit: permit,
         };
-        let stream: Box<dyn IO> = Box::new(guarded);
-        self.inner.process_new(stream, shutdown).await
+        let mut next: Option<Stream> = Some(Box::new(guarded));
+        // Pingora hands a kept-alive HTTP/1.1 connection back for its next request.
+        while let Some(stream) = next {
+            next = self.inner.process_new(stream, shutdown).await;
+        }
     }
 
-    async fn cleanup(&self) {
+    /// Pingora's clean-up of the application, once the listener stops.
+    pub async fn cleanup(&self) {
         self.inner.cleanup().await
     }
 }
