@@ -28,7 +28,10 @@ use pingora::protocols::{
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
+
+/// Bytes of writes held until a flush: Pingora's own listener buffers 1460 (one TCP segment).
+const WRITE_BUFFER: usize = 1460;
 
 use super::caps::{Counter, Over, Permit};
 use super::deadline::{Clock, Cut, Deadlines};
@@ -44,7 +47,9 @@ pub struct Limits {
 pub struct GuardedStream {
     /// The connection's place (declared first: dropped before the socket closes).
     place: Option<Place>,
-    inner: Stream,
+    /// The connection, behind a small write buffer: the socket under it has none (see
+    /// [`super::accept`]), and an answer's head and a short body should leave in one `send`.
+    inner: BufWriter<Stream>,
     clock: Arc<Mutex<Clock>>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     cut: Option<Cut>,
@@ -148,7 +153,7 @@ impl GuardedStream {
         log::debug!(
             "listener {}: closing connection {}: {}",
             self.listener,
-            self.inner.id(),
+            self.inner.get_ref().id(),
             why.label()
         );
         true
@@ -273,49 +278,50 @@ impl AsyncWrite for GuardedStream {
 impl Shutdown for GuardedStream {
     async fn shutdown(&mut self) {
         self.place = None;
-        Shutdown::shutdown(&mut *self.inner).await
+        let _ = self.inner.flush().await;
+        Shutdown::shutdown(&mut **self.inner.get_mut()).await
     }
 }
 
 impl UniqueID for GuardedStream {
     fn id(&self) -> UniqueIDType {
-        self.inner.id()
+        self.inner.get_ref().id()
     }
 }
 
 impl Ssl for GuardedStream {
     fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
+        self.inner.get_ref().get_ssl()
     }
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
+        self.inner.get_ref().get_ssl_digest()
     }
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
+        self.inner.get_ref().selected_alpn_proto()
     }
 }
 
 impl GetTimingDigest for GuardedStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
+        self.inner.get_ref().get_timing_digest()
     }
     fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
+        self.inner.get_ref().get_read_pending_time()
     }
     fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
+        self.inner.get_ref().get_write_pending_time()
     }
 }
 
 impl GetProxyDigest for GuardedStream {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
+        self.inner.get_ref().get_proxy_digest()
     }
 }
 
 impl GetSocketDigest for GuardedStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
+        self.inner.get_ref().get_socket_digest()
     }
 }
 
@@ -324,10 +330,10 @@ impl Peek for GuardedStream {
     /// Pingora peeks for the h2c preface before it reads: the same deadline applies.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         let Some((at, why)) = self.with_clock(|c| c.deadline()) else {
-            return self.inner.try_peek(buf).await;
+            return self.inner.get_mut().try_peek(buf).await;
         };
         let at = tokio::time::Instant::from_std(at);
-        match tokio::time::timeout_at(at, self.inner.try_peek(buf)).await {
+        match tokio::time::timeout_at(at, self.inner.get_mut().try_peek(buf)).await {
             Ok(peeked) => peeked,
             Err(_) => {
                 self.record_cut(why);
@@ -431,7 +437,7 @@ where
                 _permit: permit,
                 _open: OpenGauge::new(&self.open),
             }),
-            inner: stream,
+            inner: BufWriter::with_capacity(WRITE_BUFFER, stream),
             clock: Arc::new(Mutex::new(Clock::new(
                 self.limits.deadlines,
                 Instant::now(),
