@@ -531,15 +531,32 @@ access:
     }
     let statuses = flood_statuses.into_inner().expect("statuses");
     assert_eq!(statuses.len(), 120);
+    // None of the flood got in. A flood request may also wait out its 5 s turn for a hash and
+    // get the documented `503` (docs/configuration.md): on a loaded machine (two CPU hogs, a
+    // debug build: 1.5 s per bcrypt check) only a handful of checks end within the flood, before
+    // the failure burst is spent. That bounds the waiting; it stalls no one else (above).
     assert!(
-        statuses.iter().all(|s| *s == 401 || *s == 429),
+        statuses.iter().all(|s| matches!(*s, 401 | 429 | 503)),
         "flood answers: {statuses:?}"
     );
-    assert!(
-        statuses.contains(&429),
-        "no wrong-password request was rate limited: {statuses:?}"
+    // The failures are rate limited: once the address's burst of 10 failed checks is spent, a
+    // wrong password is refused without a hash, told why and when to come back. The flood spent
+    // part of the burst (one token comes back every 6 s); bounded attempts spend the rest.
+    let wrong = format!("Basic {}", b64("alice:wrong-again"));
+    let mut answers = Vec::new();
+    let r = loop {
+        let r = modgate_testkit::request(addr, "GET", SECRET_INFO, &[("Authorization", &wrong)])
+            .expect("wrong password");
+        answers.push(r.status);
+        if r.status == 429 || answers.len() >= 20 {
+            break r;
+        }
+        assert_eq!(r.status, 401, "{}", r.text());
+    };
+    assert_eq!(
+        r.status, 429,
+        "never rate limited: flood {statuses:?}, then {answers:?}"
     );
-    // The 429s are counted.
     let metrics = modgate_testkit::get(addr, "/metrics")
         .expect("metrics")
         .text();
@@ -549,18 +566,6 @@ access:
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(throttled >= 1.0, "no throttle metric:\n{metrics}");
-    // A throttled client is told why and when to come back.
-    let r = modgate_testkit::request(
-        addr,
-        "GET",
-        SECRET_INFO,
-        &[(
-            "Authorization",
-            &format!("Basic {}", b64("alice:wrong-again")),
-        )],
-    )
-    .expect("throttled");
-    assert_eq!(r.status, 429, "{}", r.text());
     assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
     assert!(r.text().contains("too many failed"), "{}", r.text());
     drop(gw);
