@@ -238,8 +238,14 @@ impl Log for Demoting {
     }
 
     fn log(&self, record: &Record<'_>) {
+        let pingora_alarm = record.level() <= Level::Warn && record.target().starts_with("pingora");
+        // Nothing is formatted for a line that is not written (only a Pingora ERROR/WARN may be
+        // lowered, which needs its text).
+        if !pingora_alarm && !self.passes(record.metadata()) {
+            return;
+        }
         let text = record.args().to_string();
-        let level = if record.level() <= Level::Warn && record.target().starts_with("pingora") {
+        let level = if pingora_alarm {
             demoted(&text).unwrap_or(record.level())
         } else {
             record.level()
