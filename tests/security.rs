@@ -1755,17 +1755,33 @@ fn caps_and_a_handshake_deadline_apply_before_tls() {
          max_connections_per_source: 5 }}\n  - {{ name: ops, address: \"{ops}\", metrics: true }}\n{}",
         routes_yaml(&up, "{ identity: true }")
     );
+    let ca = dir.path().join("ca.pem");
     let _gw = Gateway::start_in(dir, &config, ops);
+    // A TLS client is served (the handshake and HTTP go through the new accept loop).
+    let client = modgate_testkit::TlsClient::new(&ca);
+    let r = client
+        .get(addr, SERVER_NAME, "/healthz", &[])
+        .expect("healthz over TLS");
+    assert_eq!(r.status, 200, "{}", r.text());
     let mut silent: Vec<std::net::TcpStream> = (0..20)
         .map(|_| connect_from([127, 0, 0, 2], addr).expect("connect"))
         .collect();
-    let over = wait_metric(
-        ops,
-        "modgate_connections_cut_total{listener=\"tls\",reason=\"source_limit\"}",
-        |v| v >= 15.0,
-    );
+    let source_limit = "modgate_connections_cut_total{listener=\"tls\",reason=\"source_limit\"}";
+    let over = wait_metric(ops, source_limit, |v| v >= 15.0);
     assert_eq!(over, 15.0);
-    // The five admitted ones are closed once their handshake is overdue.
+    // A TLS client over the cap is told why, after a short handshake in the refusal lane.
+    silent.extend((0..5).map(|_| connect_from([127, 0, 0, 1], addr).expect("connect")));
+    let r = client
+        .get(addr, SERVER_NAME, "/healthz", &[])
+        .expect("an answer over the cap");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("too many connections from your address"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(metric(ops, source_limit), 16.0);
+    // The ten admitted ones are closed once their handshake is overdue.
     for s in silent.iter_mut() {
         let (_, took) = read_until_closed(s, Duration::from_secs(20));
         assert!(took < Duration::from_secs(15), "open for {took:?}");
@@ -1774,8 +1790,8 @@ fn caps_and_a_handshake_deadline_apply_before_tls() {
         wait_metric(
             ops,
             "modgate_connections_cut_total{listener=\"tls\",reason=\"handshake\"}",
-            |v| v >= 5.0
+            |v| v >= 10.0
         ),
-        5.0
+        10.0
     );
 }
