@@ -1540,8 +1540,8 @@ fn silent_and_idle_connections_are_closed() {
 }
 
 /// Issue 18, item 9: an HTTP/2 connection that goes quiet after a request is closed by default
-/// (`h2_idle_timeout` defaults to the listener's `idle_timeout`), so a few addresses cannot hold
-/// a listener's places for ever.
+/// (`h2_idle_timeout` defaults to the listener's `idle_timeout` + `header_timeout`), so a few
+/// addresses cannot hold a listener's places for ever.
 #[test]
 fn idle_http2_connections_close_by_default() {
     use std::io::Write;

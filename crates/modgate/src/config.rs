@@ -286,7 +286,7 @@ pub struct ListenerConfig {
     #[serde(default = "default_h2_send_buffer")]
     pub h2_send_buffer: crate::config::cache::ByteSize,
     /// Close an HTTP/2 connection with no request for this long (the listener's
-    /// `idle_timeout` when absent).
+    /// `idle_timeout` plus `header_timeout` when absent).
     pub h2_idle_timeout: Option<DurationValue>,
     /// Close a TLS connection whose handshake is not done this long after it was accepted.
     #[serde(default = "default_handshake_timeout")]
@@ -699,7 +699,7 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
         // last answer's flush (which the connection guard may put off by one turn) goes out.
         if l.h2_idle_timeout.is_some_and(|t| t.0.is_zero()) {
             return Err(format!(
-                "listeners[{i}].h2_idle_timeout must be longer than 0s (leave it out for the listener's idle_timeout)"
+                "listeners[{i}].h2_idle_timeout must be longer than 0s (leave it out for idle_timeout + header_timeout)"
             ));
         }
         // h2 panics above u32::MAX; below a frame's worth every write waits

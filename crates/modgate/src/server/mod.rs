@@ -368,8 +368,15 @@ fn add_listener(
     let mut options = HttpServerOptions::default();
     options.h2c = l.http2 && l.tls.is_none();
     options.keepalive_request_limit = l.keepalive_requests;
-    // An idle HTTP/2 connection lives no longer than an idle HTTP/1.1 one unless configured.
-    options.h2_idle_timeout = Some(l.h2_idle_timeout.unwrap_or(l.idle_timeout).0);
+    // Unless configured, an HTTP/2 connection goes no longer without a request than an
+    // HTTP/1.1 one can (silent for idle_timeout, then header_timeout to complete its headers).
+    // Longer than header_timeout, so that before its first request the guard's header deadline
+    // (counted from the preface's first byte) cuts it first, and counts the cut.
+    options.h2_idle_timeout = Some(
+        l.h2_idle_timeout
+            .map(|d| d.0)
+            .unwrap_or(l.idle_timeout.0 + l.header_timeout.0),
+    );
     app.server_options = Some(options);
     let mut h2 = default_h2_options();
     h2.max_concurrent_streams(l.h2_max_concurrent_streams);
