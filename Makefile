@@ -7,16 +7,33 @@ APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
 
 
-.PHONY: all run test order-check deps go-toolchain build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
+.PHONY: all run test order-check rust deps go-toolchain build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
 
 all: build
 
-## deps: build prerequisites (cmake for zlib-ng; curl and python3 — whose `ssl` module resumes
-## TLS sessions — for tests) from Debian
-deps:
+## rust: cargo, rustc, clippy and rustfmt. With none on PATH, Debian's own current toolchain is
+## installed: bookworm's cargo-web/rustc-web (1.96 from its security updates; cargo-web installs
+## /usr/bin/cargo). An older cargo than RUST_MIN stops here with the command that fixes it.
+RUST_MIN := 1.85
+RUST_DEBIAN := cargo-web rustc-web rust-web-clippy rustfmt-web
+rust:
+	@command -v $(CARGO) >/dev/null 2>&1 || { \
+	  echo "make: no $(CARGO) on PATH: installing Debian's Rust toolchain ($(RUST_DEBIAN))"; \
+	  $(APT) update -qq && $(APT) install -y -qq $(RUST_DEBIAN); }
+	@v=$$($(CARGO) --version | cut -d' ' -f2); \
+	  [ "$$(printf '%s\n%s\n' $(RUST_MIN) "$$v" | sort -V | head -n1)" = $(RUST_MIN) ] || { \
+	  echo "make: $(CARGO) $$v is older than $(RUST_MIN); install a newer one:" >&2; \
+	  echo "  sudo apt-get install -t bookworm-security $(RUST_DEBIAN)   (or: rustup update stable)" >&2; \
+	  exit 2; }
+
+## deps: build prerequisites (the Rust toolchain; cmake for zlib-ng; git, curl and python3 —
+## whose `ssl` module resumes TLS sessions — and systemd-analyze, which checks the shipped unit,
+## for tests) from Debian
+deps: rust
 	@command -v cmake >/dev/null && command -v curl >/dev/null && command -v python3 >/dev/null \
+	  && command -v git >/dev/null && command -v systemd-analyze >/dev/null \
 	  && [ -d /etc/ssl/certs ] || { \
-	  $(APT) update -qq && $(APT) install -y -qq cmake curl python3 ca-certificates; }
+	  $(APT) update -qq && $(APT) install -y -qq cmake curl git python3 systemd ca-certificates; }
 
 ## go-toolchain: the real `go` client (Go 1.23 from bookworm-backports) for end-to-end tests
 go-toolchain:
@@ -59,18 +76,26 @@ fuzz-check: deps
 	$(CARGO) check --manifest-path $(FUZZ_DIR)/Cargo.toml --no-default-features --bins \
 	  --target-dir $(CURDIR)/target/fuzz-check
 
-## unit: the testkit's checksum-database tests run the real `go`, so the toolchain comes first
+## Tests that need a real tool (`go`, `git`) fail when it is missing under CI=true (never skip
+## silently) and tally themselves in $(TALLY_DIR); `tally` prints how many ran the real `go`.
+TALLY_DIR := $(CURDIR)/target/tally
+
+## unit: the testkit's and modgate-git's oracle tests run the real `go`, so the toolchain comes
+## first
 unit: deps go-toolchain
-	$(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
+	rm -rf $(TALLY_DIR)/unit
+	MODGATE_TALLY_DIR=$(TALLY_DIR)/unit $(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
+	@./tests/tally.sh $(TALLY_DIR)/unit unit
 
 ## e2e: the real modgate binary with the real go command, curl and fixture upstreams. Every
 ## fixture upstream logs each request it receives into $(CANARY_DIR); the canary test runs last
 ## and fails if any fixture not marked private saw a corp.example.com path.
 CANARY_DIR := $(CURDIR)/target/canary
 e2e: deps go-toolchain build
-	rm -rf $(CANARY_DIR)
-	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
+	rm -rf $(CANARY_DIR) $(TALLY_DIR)/e2e
+	MODGATE_TALLY_DIR=$(TALLY_DIR)/e2e MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
 	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e --test canary -- --nocapture
+	@./tests/tally.sh $(TALLY_DIR)/e2e e2e
 
 ## test: everything CI runs. order-check first: on a fresh machine every install step must come
 ## before the first test that needs it.

@@ -489,3 +489,70 @@ fn per_instance_pid_files_do_not_collide_and_reload_finds_its_gateway() {
         .count();
     assert_eq!(left, 0, "pid files left behind");
 }
+
+/// `check` opens what `run` will open (like `nginx -t`): a cache directory that cannot be
+/// created and an audit file that cannot be written are refused by `check`, not first by `run`.
+#[test]
+fn check_refuses_what_run_cannot_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A regular file where a directory is needed: no user, root included, can create below it.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").expect("write");
+    for (extra, needle) in [
+        (
+            format!("cache:\n  dir: \"{}/cache\"\n", file.display()),
+            "cache.dir",
+        ),
+        (
+            format!("audit:\n  output: \"{}/audit.jsonl\"\n", file.display()),
+            "audit.output",
+        ),
+        (
+            format!(
+                "audit:\n  output: \"{}/no-such-dir/audit.jsonl\"\n",
+                dir.path().display()
+            ),
+            "audit.output",
+        ),
+    ] {
+        let cfg = dir.path().join("gateway.yaml");
+        std::fs::write(&cfg, format!("{BASE}{extra}")).expect("write");
+        let (ok, out, err) = run(&["check", &cfg.to_string_lossy()]);
+        assert!(!ok, "check accepted {extra}: {out}");
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    // Nothing was created by checking.
+    assert!(!dir.path().join("no-such-dir").exists());
+    // What can be opened passes, and check creates nothing: the cache directory is left for run.
+    let cfg = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{BASE}cache:\n  dir: \"{0}/cache\"\naudit:\n  output: \"{0}/audit.jsonl\"\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write");
+    let (ok, out, err) = run(&["check", &cfg.to_string_lossy()]);
+    assert!(ok, "{out}{err}");
+    assert!(!dir.path().join("cache").exists());
+    assert!(!dir.path().join("audit.jsonl").exists());
+}
+
+/// Checking a copy of the file elsewhere (Ansible's `validate:` writes a temporary file) with
+/// `--base-dir` resolves its relative paths where the file will be installed.
+#[test]
+fn check_of_a_copy_resolves_relative_paths_from_base_dir() {
+    let installed = tempfile::tempdir().expect("tempdir");
+    std::fs::write(installed.path().join("users"), "").expect("users file");
+    let yaml = format!("{BASE}auth:\n  users_file: users\n");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let copy = elsewhere.path().join("tmp-validate.yaml");
+    std::fs::write(&copy, &yaml).expect("write");
+    let (ok, _, err) = run(&["check", &copy.to_string_lossy()]);
+    assert!(!ok, "the copy's users file resolved next to the copy?");
+    assert!(err.contains("users"), "{err}");
+    let base = installed.path().to_string_lossy().to_string();
+    let (ok, out, err) = run(&["check", "--base-dir", &base, &copy.to_string_lossy()]);
+    assert!(ok, "{out}{err}");
+}

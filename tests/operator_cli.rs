@@ -7,7 +7,10 @@
 //! - `modgate passwd`: the password from standard input (never argv), one users-file line that
 //!   a gateway started with it accepts for Basic credentials (groups included), names the file
 //!   could not carry refused with exit 2.
-//! - The exit-status policy where it changed: `run` that cannot start exits 2.
+//! - The exit-status policy where it changed: `run` that cannot start exits 2; `explain` of a
+//!   request the gateway answers 400 exits 2, never 0; `run --upgrade` with no running gateway
+//!   exits 2 at once, saying so.
+//! - `modgate agent` instances each get their own default pid file.
 
 use std::io::Write;
 use std::path::Path;
@@ -465,4 +468,134 @@ fn explain_cert_judges_the_certificate_like_the_listeners() {
         // The policy part is still explained.
         assert!(t.contains("decision: allow"), "{t}");
     }
+}
+
+/// A minimal gateway.yaml listening on `addr`.
+fn minimal(addr: std::net::SocketAddr) -> String {
+    format!(
+        "server: {{ grace_period: 1s, shutdown_timeout: 1s }}\nlisteners:\n  - {{ name: plain, \
+         address: \"{addr}\" }}\nupstreams:\n  u: {{ url: \"http://127.0.0.1:9\" }}\nroutes:\n  \
+         - {{ name: all, match: {{ prefix: \"\" }}, chain: [u] }}\n"
+    )
+}
+
+/// A typo in the version is bad input (2), not "allowed" (0): a deploy script must not read
+/// it as a yes.
+#[test]
+fn explain_of_a_malformed_request_is_bad_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("gateway.yaml");
+    std::fs::write(&cfg, minimal(free_addr())).expect("write");
+    let cfg = cfg.display().to_string();
+    let out = modgate(&["explain", "example.com/m@vbad", "-c", &cfg]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("400"), "{}", text(&out));
+    let out = modgate(&["explain", "example.com/m@v1.0.0", "-c", &cfg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+/// `run --upgrade` with no gateway to take over from stops at once with status 2 and says why
+/// (not Pingora's "Bootstrap failed on error: EAGAIN" with status 1 after seconds).
+#[test]
+fn run_upgrade_without_a_running_gateway_exits_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("gateway.yaml");
+    let yaml = minimal(free_addr()).replace(
+        "server: {",
+        &format!(
+            "server: {{ pid_file: \"{0}/modgate.pid\", upgrade_sock: \"{0}/upgrade.sock\",",
+            dir.path().display()
+        ),
+    );
+    std::fs::write(&cfg, yaml).expect("write");
+    let started = std::time::Instant::now();
+    let out = modgate(&["run", "--upgrade", "-c", &cfg.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no running modgate to take the listening sockets over from"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Two agents started without `--pid-file` each get their own, in the private per-user
+/// directory.
+#[test]
+fn agents_get_their_own_default_pid_files() {
+    let runtime = tempfile::tempdir().expect("tempdir");
+    let certs = tempfile::tempdir().expect("tempdir");
+    modgate_testkit::make_certs(certs.path(), "agent CA", "me");
+    let start = |listen: std::net::SocketAddr| {
+        Command::new(modgate_bin())
+            .arg("agent")
+            .args([
+                "--gateway",
+                "https://127.0.0.1:9",
+                "--listen",
+                &listen.to_string(),
+            ])
+            .arg("--cert")
+            .arg(certs.path().join("client.pem"))
+            .arg("--key")
+            .arg(certs.path().join("client.key"))
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent")
+    };
+    let (a, b) = (free_addr(), free_addr());
+    let mut agents = [start(a), start(b)];
+    let own = runtime.path().join("modgate");
+    let pid_files = || -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = std::fs::read_dir(&own)
+            .map(|d| {
+                d.filter_map(|e| {
+                    let p = e.ok()?.path();
+                    let name = p.file_name()?.to_string_lossy().to_string();
+                    name.ends_with(".pid").then(|| {
+                        Some((name, std::fs::read_to_string(&p).ok()?.trim().to_string()))
+                    })?
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while pid_files().len() < 2 {
+        for c in agents.iter_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("an agent exited ({status}); pid files: {:?}", pid_files());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            for c in agents.iter_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            panic!("two agents did not write two pid files: {:?}", pid_files());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let files = pid_files();
+    let mut pids: Vec<String> = files.iter().map(|(_, p)| p.clone()).collect();
+    pids.sort();
+    let mut expected: Vec<String> = agents.iter().map(|c| c.id().to_string()).collect();
+    expected.sort();
+    for c in agents.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(pids, expected, "{files:?}");
+    assert!(
+        files.iter().any(|(n, _)| n.contains(&a.port().to_string())),
+        "{files:?}"
+    );
 }

@@ -548,3 +548,182 @@ fn a_graceful_upgrade_adds_a_listener_without_failing_a_request() {
     );
     assert!(counts.iter().all(|c| *c > 2), "{counts:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The operator's reload (issue 18): what a refused reload leaves, what the report says.
+
+/// A gateway with one plain listener in front of one fixture upstream.
+struct Small {
+    gw: Gateway,
+    plain: SocketAddr,
+    upstream: String,
+    _fixture: FixtureProxy,
+    _rt: tokio::runtime::Runtime,
+}
+
+/// The gateway.yaml of [`small`]: the listener on `plain`, and `extra` (audit, auth...) added.
+fn small_text(plain: SocketAddr, upstream: &str, extra: &str) -> String {
+    format!(
+        "listeners:\n  - {{ name: plain, address: \"{plain}\" }}\n\
+         upstreams:\n  u: {{ url: \"{upstream}\" }}\n\
+         routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [u] }}\n{extra}"
+    )
+}
+
+fn small(extra: &str) -> Small {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fixture = rt
+        .block_on(FixtureProxy::start(&modules()))
+        .expect("fixture");
+    let plain = free_addr();
+    let upstream = fixture.url();
+    let gw = Gateway::start(&small_text(plain, &upstream, extra), plain);
+    Small {
+        gw,
+        plain,
+        upstream,
+        _fixture: fixture,
+        _rt: rt,
+    }
+}
+
+fn output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A reload refused because a file it names does not load leaves no trace on disk: the new
+/// audit file it names is not created.
+#[test]
+fn a_refused_reload_changes_nothing_on_disk() {
+    let w = small("audit:\n  output: \"@DIR@/audit-a.jsonl\"\n");
+    let dir = w.gw.dir.path().to_path_buf();
+    // The users file exists (the file is valid) but does not load (the model cannot be built).
+    std::fs::write(dir.join("bad-users"), "alice\n").expect("write users");
+    w.gw.write_config(&small_text(
+        w.plain,
+        &w.upstream,
+        "audit:\n  output: \"@DIR@/audit-b.jsonl\"\nauth:\n  users_file: \"@DIR@/bad-users\"\n",
+    ));
+    let out = w.gw.reload();
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    assert!(output(&out).contains("bad-users:1"), "{}", output(&out));
+    assert!(
+        !dir.join("audit-b.jsonl").exists(),
+        "a refused reload created the audit file it names"
+    );
+    let r = get(w.plain, PUBLIC_INFO).expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// `modgate reload FILE` is accepted like `check FILE`; a file that does not parse is refused
+/// by the gateway that runs it (found through the pid file the file names), never reported as
+/// "no running gateway".
+#[test]
+fn reload_takes_the_file_as_argument_and_finds_the_gateway_of_a_broken_file() {
+    let w = small("");
+    let path = w.gw.config_path.to_string_lossy().to_string();
+    let out = modgate_testkit::modgate(&["reload", &path]);
+    assert_eq!(out.status.code(), Some(0), "{}", output(&out));
+    assert!(
+        output(&out).contains("reloaded: generation 2"),
+        "{}",
+        output(&out)
+    );
+    // Unparseable YAML (an unclosed flow sequence); its server.pid_file line is intact.
+    let text = std::fs::read_to_string(&w.gw.config_path).expect("read");
+    std::fs::write(&w.gw.config_path, format!("{text}broken: [\n")).expect("write");
+    let out = modgate_testkit::modgate(&["reload", &path]);
+    let said = output(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(!said.contains("no running gateway"), "{said}");
+    assert!(
+        said.contains("reload refused, generation 2 stays in force"),
+        "{said}"
+    );
+}
+
+/// What needs an upgrade is judged against the sockets the process holds, not the previous
+/// file: a change that needs one is named again on the next reload, and reverting it is not a
+/// change.
+#[test]
+fn needs_upgrade_is_judged_against_the_running_sockets() {
+    let w = small("");
+    let moved = free_addr();
+    let path = w.gw.config_path.to_string_lossy().to_string();
+    let moved_text = small_text(moved, &w.upstream, "");
+    w.gw.write_config(&moved_text);
+    let needs = format!(
+        "not applied: listener plain: address changed ({} → {moved})",
+        w.plain
+    );
+    for round in 0..2 {
+        let out = modgate_testkit::modgate(&["reload", "-c", &path]);
+        assert_eq!(out.status.code(), Some(0), "{}", output(&out));
+        assert!(
+            output(&out).contains(&needs),
+            "round {round}: {}",
+            output(&out)
+        );
+    }
+    w.gw.write_config(&small_text(w.plain, &w.upstream, ""));
+    let out = modgate_testkit::modgate(&["reload", "-c", &path]);
+    assert_eq!(out.status.code(), Some(0), "{}", output(&out));
+    assert!(!output(&out).contains("not applied"), "{}", output(&out));
+}
+
+/// `tls.watch` added by a reload watches from then on: a rotated certificate is picked up
+/// without another SIGHUP.
+#[test]
+fn tls_watch_added_by_a_reload_takes_effect() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let fixture = rt
+        .block_on(FixtureProxy::start(&modules()))
+        .expect("fixture");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::generate(dir.path());
+    let (plain, tls) = (free_addr(), free_addr());
+    let text = |watch: &str| {
+        small_text(plain, &fixture.url(), "").replace(
+            "\nupstreams:",
+            &format!(
+                "\n  - {{ name: tls, address: \"{tls}\", tls: {{ cert: server.pem, key: \
+                 server.key{watch} }} }}\nupstreams:"
+            ),
+        )
+    };
+    let gw = Gateway::start_in(dir, &text(""), plain);
+    gw.write_config(&text(", watch: 200ms"));
+    let out = gw.reload();
+    assert_eq!(out.status.code(), Some(0), "{}", output(&out));
+    let before = gw
+        .log()
+        .matches("TLS material reloaded (files changed)")
+        .count();
+    pki.rotate_server();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw
+        .log()
+        .matches("TLS material reloaded (files changed)")
+        .count()
+        == before
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the watch added by the reload never saw the rotated certificate:\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

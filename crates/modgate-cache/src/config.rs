@@ -28,6 +28,16 @@ pub struct DiskCacheConfig {
     /// verified while they stream: a mismatch fails the last read, so the response is aborted
     /// rather than completed with bad bytes, and the object is removed).
     pub verify_before_serve_max_bytes: u64,
+    /// Bytes always left free on the cache's filesystem: an object is stored only if its length
+    /// (known from `Content-Length`, else 0) plus this fits in the free space less what
+    /// writes in progress were promised; otherwise it is not stored (the answer goes to the
+    /// client without the cache).
+    pub min_free_bytes: u64,
+    /// When the filesystem fills up during a write (a body of unknown length, or another
+    /// process filling the disk), the rest of the body is held in memory for the readers of
+    /// that write — among them the request being answered — and not stored; this bounds those
+    /// bytes for all writes together. Beyond it such a request is cut off.
+    pub max_spill_bytes: u64,
     /// fsync files and directories when committing (turn off only for tests or throwaway caches).
     pub fsync: bool,
     /// Report `support_streaming_partial_write() == true` to Pingora: readers (including the
@@ -38,7 +48,7 @@ pub struct DiskCacheConfig {
 impl DiskCacheConfig {
     /// Defaults: 10 GiB on disk, 1 GiB maximum object, memory tier of 64 MiB for bodies up to
     /// 2 MiB (those above 256 KiB sharing half of it), 64 KiB read chunks, verify bodies up to
-    /// 1 MiB before serving, fsync on, streaming partial writes on.
+    /// 1 MiB before serving, keep 1 MiB of the filesystem free, fsync on, streaming partial writes on.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         DiskCacheConfig {
             root: root.into(),
@@ -48,6 +58,8 @@ impl DiskCacheConfig {
             memory_budget_bytes: 64 << 20,
             read_chunk_bytes: 64 << 10,
             verify_before_serve_max_bytes: 1 << 20,
+            min_free_bytes: 1 << 20,
+            max_spill_bytes: 64 << 20,
             fsync: true,
             streaming_partial_write: true,
         }

@@ -26,6 +26,63 @@ const STRIPES: usize = 64;
 const OBJECTS_DIR: &str = "objects";
 /// Sub-directory of the root holding the eviction manager's saved state.
 const EVICTION_DIR: &str = "eviction";
+/// Fewer free inodes than this: the filesystem is taken as full (an object needs a temp file,
+/// a body and a meta file, and a fan-out directory may be new).
+const MIN_FREE_INODES: u64 = 16;
+/// At most one write-failure warning per this interval.
+const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether an object of `len` bytes (`None`: unknown, taken as 0) fits in `free` bytes of which
+/// `reserved` are promised to writes in progress, keeping `min_free` free. `Err((needed,
+/// available))` when it does not.
+fn fits(free: u64, reserved: u64, len: Option<u64>, min_free: u64) -> Result<(), (u64, u64)> {
+    let available = free.saturating_sub(reserved);
+    let needed = len.unwrap_or(0).saturating_add(min_free);
+    if needed > available || needed == u64::MAX {
+        return Err((needed, available));
+    }
+    Ok(())
+}
+
+/// What `statvfs` says about a filesystem, in bytes and inodes available to unprivileged users.
+struct FsStat {
+    bytes_free: u64,
+    files: u64,
+    files_free: u64,
+}
+
+/// `statvfs(2)` of the filesystem holding `path`.
+fn statvfs(path: &Path) -> Result<FsStat, CacheError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        CacheError::io(
+            "statvfs",
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
+        )
+    })?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: c_path is a valid NUL-terminated string and st points to writable memory of the
+    // right type; statvfs fills it completely when it returns 0.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(CacheError::io("statvfs", path, io::Error::last_os_error()));
+    }
+    // SAFETY: statvfs returned 0, so st is initialized.
+    let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    let (bavail, frsize, files, favail) = (
+        st.f_bavail as u64,
+        st.f_frsize as u64,
+        st.f_files as u64,
+        st.f_favail as u64,
+    );
+    Ok(FsStat {
+        bytes_free: bavail.saturating_mul(frsize),
+        files,
+        files_free: favail,
+    })
+}
 
 /// Lock a mutex, recovering the data if a panicking thread poisoned it (every critical section
 /// here leaves the data consistent between statements).
@@ -54,6 +111,8 @@ pub(crate) struct Counters {
     pub corrupt_removed: AtomicU64,
     pub purged: AtomicU64,
     pub evicted: AtomicU64,
+    pub write_failures_no_space: AtomicU64,
+    pub write_failures_io: AtomicU64,
 }
 
 /// A snapshot of the cache's counters, see [`DiskCache::stats`].
@@ -87,6 +146,16 @@ pub struct CacheStats {
     pub purged: u64,
     /// Objects removed because the eviction manager chose them.
     pub evicted: u64,
+    /// Objects not stored because the cache's filesystem had no room for them (refused before
+    /// the first byte, or `ENOSPC` / `EDQUOT` while writing).
+    pub write_failures_no_space: u64,
+    /// Objects not stored because of another I/O error of the cache's filesystem.
+    pub write_failures_io: u64,
+    /// Bytes of the filesystem promised to writes in progress (their lengths, less what they
+    /// have written).
+    pub reserved_bytes: u64,
+    /// Objects the memory tier dropped to stay within its budget (they stay on disk).
+    pub memory_evicted: u64,
     /// Bytes tracked by the eviction manager.
     pub eviction_tracked_bytes: u64,
     /// Items tracked by the eviction manager.
@@ -177,6 +246,16 @@ pub struct DiskCache {
     pub(crate) generation: Generation,
     next_gen: AtomicU64,
     pub(crate) counters: Counters,
+    /// Bytes promised to writes in progress whose length is known, not yet written: taken off
+    /// the filesystem's free space when deciding whether another object fits.
+    reserved: AtomicU64,
+    /// Serializes "does it fit?" with the reservation that follows.
+    space: Mutex<()>,
+    /// Bytes of bodies held in memory because the filesystem filled up during their write.
+    pub(crate) spilled: AtomicU64,
+    /// Rate limit of the write-failure warning: when it was last logged, and how many were
+    /// not logged since.
+    failure_log: Mutex<(Option<std::time::Instant>, u64)>,
 }
 
 impl std::fmt::Debug for DiskCache {
@@ -196,10 +275,20 @@ impl DiskCache {
     /// loads the saved LRU state and re-admits what is on disk, evicting down to the budget.
     /// Call it at start-up, before the Pingora server runs (or from `spawn_blocking`).
     pub fn open(config: DiskCacheConfig) -> Result<&'static DiskCache, CacheError> {
-        Ok(Box::leak(Box::new(Self::open_owned(config)?)))
+        Ok(Box::leak(Box::new(Self::open_owned(config, true)?)))
     }
 
-    fn open_owned(config: DiskCacheConfig) -> Result<DiskCache, CacheError> {
+    /// Open the cache at `config.root` to look at it and act on single objects (list, verify,
+    /// purge) without the start-up scan: nothing is removed at open (no temp files, which may be
+    /// a running gateway's writes in progress, and no torn objects, which an inspection must
+    /// report rather than silently drop), and nothing is admitted to the eviction manager.
+    /// For `modgate cache verify` and `purge`, beside a running gateway. Leaked like
+    /// [`DiskCache::open`].
+    pub fn inspect(config: DiskCacheConfig) -> Result<&'static DiskCache, CacheError> {
+        Ok(Box::leak(Box::new(Self::open_owned(config, false)?)))
+    }
+
+    fn open_owned(config: DiskCacheConfig, scan: bool) -> Result<DiskCache, CacheError> {
         config.validate()?;
         let objects = config.root.join(OBJECTS_DIR);
         let state_dir = config.root.join(EVICTION_DIR);
@@ -211,12 +300,17 @@ impl DiskCache {
             .ok_or_else(|| CacheError::Config("cache root must be valid UTF-8".into()))?
             .to_string();
 
-        remove_temp_files(&state_dir);
-        let found = scan_objects(&objects)?;
         let generation = Generation::open(&config.root);
-        // the scan may have removed objects another process holds in memory
-        generation.bump();
-        let order = load_lru_order(&state_dir_str);
+        // An inspection neither cleans up nor admits anything: no scan, no LRU state.
+        let (found, order) = if scan {
+            remove_temp_files(&state_dir);
+            let found = scan_objects(&config.root, &objects)?;
+            // the scan may have removed objects another process holds in memory
+            generation.bump();
+            (found, load_lru_order(&state_dir_str))
+        } else {
+            (Vec::new(), Vec::new())
+        };
 
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         let seed = SystemTime::now()
@@ -236,11 +330,17 @@ impl DiskCache {
             generation,
             next_gen: AtomicU64::new(seed),
             counters: Counters::default(),
+            reserved: AtomicU64::new(0),
+            space: Mutex::new(()),
+            spilled: AtomicU64::new(0),
+            failure_log: Mutex::new((None, 0)),
             objects,
             state_dir: state_dir_str,
             config,
         };
-        cache.rebuild(found, order);
+        if scan {
+            cache.rebuild(found, order);
+        }
         Ok(cache)
     }
 
@@ -346,7 +446,11 @@ impl DiskCache {
     /// A snapshot of the counters.
     pub fn stats(&self) -> CacheStats {
         let c = &self.counters;
-        let (memory_objects, memory_bytes) = lock(&self.mem).usage();
+        let (memory_objects, memory_bytes, memory_evicted) = {
+            let mem = lock(&self.mem);
+            let (objects, bytes) = mem.usage();
+            (objects, bytes, mem.evicted())
+        };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CacheStats {
             objects: get(&c.objects),
@@ -363,9 +467,111 @@ impl DiskCache {
             corrupt_removed: get(&c.corrupt_removed),
             purged: get(&c.purged),
             evicted: get(&c.evicted),
+            write_failures_no_space: get(&c.write_failures_no_space),
+            write_failures_io: get(&c.write_failures_io),
+            reserved_bytes: get(&self.reserved),
+            memory_evicted,
             eviction_tracked_bytes: self.eviction.total_size() as u64,
             eviction_tracked_items: self.eviction.total_items() as u64,
         }
+    }
+
+    /// Bytes the filesystem holding the cache has free for new objects: what an unprivileged
+    /// writer may still use (`statvfs`'s `f_bavail`), 0 when it has no free inodes left.
+    pub fn free_bytes(&self) -> Result<u64, CacheError> {
+        let stat = statvfs(&self.objects)?;
+        if stat.files > 0 && stat.files_free < MIN_FREE_INODES {
+            return Ok(0);
+        }
+        Ok(stat.bytes_free)
+    }
+
+    /// Whether a new object of `len` bytes (`None`: unknown) fits on the cache's filesystem,
+    /// keeping `min_free_bytes` free and the bytes promised to writes in progress. Call it
+    /// before storing an answer; a refusal is counted and logged (naming `what`, the object),
+    /// and the answer should then go to the client without being stored.
+    pub fn check_space(&self, what: &str, len: Option<u64>) -> Result<(), CacheError> {
+        let _space = lock(&self.space);
+        let result = self.fits_locked(len);
+        if let Err(e) = &result {
+            self.note_write_failure(what, e, "answering from the upstream without storing it");
+        }
+        result
+    }
+
+    fn fits_locked(&self, len: Option<u64>) -> Result<(), CacheError> {
+        let free = self.free_bytes()?;
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        fits(free, reserved, len, self.config.min_free_bytes).map_err(|(needed, available)| {
+            CacheError::NoSpace {
+                path: self.objects.clone(),
+                needed,
+                available,
+            }
+        })
+    }
+
+    /// [`DiskCache::check_space`] for a write about to start, reserving its length (if known)
+    /// until [`DiskCache::release_space`]: the bytes reserved. Not counted or logged here.
+    pub(crate) fn reserve_space(&self, len: Option<u64>) -> Result<u64, CacheError> {
+        let _space = lock(&self.space);
+        self.fits_locked(len)?;
+        let n = len.unwrap_or(0);
+        self.reserved.fetch_add(n, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Give back `n` reserved bytes (written, or no longer needed).
+    pub(crate) fn release_space(&self, n: u64) {
+        saturating_sub(&self.reserved, n);
+    }
+
+    /// An object could not be stored because of the cache's filesystem (no space, an I/O error):
+    /// counted, and logged naming the cache, the object and what happens to the request — at
+    /// most one line every 10 s (with how many were not logged), so a full disk does not flood
+    /// the log. Other failures (too large, a short body, a purge) are the object's and are not
+    /// counted here.
+    pub(crate) fn note_write_failure(&self, what: &str, e: &CacheError, consequence: &str) {
+        if !e.is_storage_failure() {
+            return;
+        }
+        let counter = if e.is_no_space() {
+            &self.counters.write_failures_no_space
+        } else {
+            &self.counters.write_failures_io
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        let mut last = lock(&self.failure_log);
+        if last
+            .0
+            .is_some_and(|t| now.duration_since(t) < FAILURE_LOG_EVERY)
+        {
+            last.1 += 1;
+            return;
+        }
+        let more = std::mem::take(&mut last.1);
+        last.0 = Some(now);
+        drop(last);
+        let more = if more > 0 {
+            format!(" ({more} more such failure(s) not logged in the last 10 s)")
+        } else {
+            String::new()
+        };
+        log::warn!(
+            "disk cache {}: not storing {what}: {e}; {consequence}{more}",
+            self.config.root.display()
+        );
+    }
+
+    /// Objects not stored for want of space, and for another I/O error of the filesystem, so
+    /// far (without the locking of [`DiskCache::stats`]).
+    pub fn write_failures(&self) -> (u64, u64) {
+        let c = &self.counters;
+        (
+            c.write_failures_no_space.load(Ordering::Relaxed),
+            c.write_failures_io.load(Ordering::Relaxed),
+        )
     }
 
     /// Every committed object (reads each meta file; blocking, use `spawn_blocking` in async
@@ -913,8 +1119,9 @@ fn remove_temp_files(dir: &Path) {
 
 /// Start-up scan: delete temp files, objects that are not whole (undecodable meta, missing or
 /// short body) and bodies no meta refers to; return the valid objects. Only lengths are checked
-/// here; checksums are checked when an object is read.
-fn scan_objects(objects: &Path) -> Result<Vec<Found>, CacheError> {
+/// here; checksums are checked when an object is read. Each object removed is logged with its
+/// key and what was wrong with it.
+fn scan_objects(root: &Path, objects: &Path) -> Result<Vec<Found>, CacheError> {
     let mut found = Vec::new();
     let (mut temps, mut invalid, mut orphans) = (0u64, 0u64, 0u64);
     let remove = |p: &Path| {
@@ -957,6 +1164,7 @@ fn scan_objects(objects: &Path) -> Result<Vec<Found>, CacheError> {
         }
         for (hash, path) in metas {
             let mut own = bodies.remove(&hash).unwrap_or_default();
+            // the object, or (what it is, what is wrong with it)
             let valid = match read_meta_file(&path) {
                 Ok(Some((h, meta_len, _))) if h.hash_hex() == hash => {
                     let body = own
@@ -968,7 +1176,7 @@ fn scan_objects(objects: &Path) -> Result<Vec<Found>, CacheError> {
                             let mtime = fs::metadata(&path)
                                 .and_then(|m| m.modified())
                                 .unwrap_or(UNIX_EPOCH);
-                            Some(Found {
+                            Ok(Found {
                                 hash: hash.clone(),
                                 key: h.key,
                                 weight: usize::try_from(h.body_len.saturating_add(meta_len))
@@ -976,19 +1184,32 @@ fn scan_objects(objects: &Path) -> Result<Vec<Found>, CacheError> {
                                 mtime,
                             })
                         }
-                        None => None,
+                        None => {
+                            let what = String::from_utf8_lossy(&h.primary_key).into_owned();
+                            let why = match own.iter().find(|(gen, _, _)| *gen == h.gen) {
+                                Some((_, len, _)) => {
+                                    format!("body has {len} bytes, meta says {}", h.body_len)
+                                }
+                                None => "body file missing".to_string(),
+                            };
+                            Err(Some((what, why)))
+                        }
                     }
                 }
-                Ok(_) => None,
-                Err(e) => {
-                    log::warn!("disk cache: {e}");
-                    None
-                }
+                Ok(Some(_)) => Err(Some((hash.clone(), "meta belongs to another key".into()))),
+                Ok(None) => Err(None), // gone meanwhile
+                Err(e) => Err(Some((hash.clone(), e.to_string()))),
             };
             match valid {
-                Some(f) => found.push(f),
-                None => {
-                    log::warn!("disk cache: removing incomplete object {}", path.display());
+                Ok(f) => found.push(f),
+                Err(why) => {
+                    if let Some((what, why)) = why {
+                        log::warn!(
+                            "disk cache {}: removing incomplete object {what} ({}): {why}",
+                            root.display(),
+                            path.display()
+                        );
+                    }
                     remove(&path);
                     invalid += 1;
                 }
@@ -1022,6 +1243,12 @@ fn scan_objects(objects: &Path) -> Result<Vec<Found>, CacheError> {
 /// LRU order.
 fn load_lru_order(state_dir: &str) -> Vec<CacheEntryKey> {
     let scratch = simple_lru::Manager::new(0);
+    // Pingora's own file name for the state. None yet (a first start): nothing to say.
+    let saved = Path::new(state_dir).join("simple_lru.data");
+    if !saved.exists() {
+        log::debug!("disk cache: no saved LRU state in {state_dir} yet; ordering by age");
+        return Vec::new();
+    }
     match run_off_thread(scratch.load(state_dir)) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -1057,4 +1284,33 @@ where
         .join()
         .map_err(|_| CacheError::Task("helper thread panicked".into()))?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_object_fits_with_the_reserve_and_the_promises_left_free() {
+        // 10 MiB free, 1 MiB kept free, nothing promised: up to 9 MiB fits.
+        let (free, min) = (10 << 20, 1 << 20);
+        assert_eq!(fits(free, 0, Some(9 << 20), min), Ok(()));
+        assert_eq!(
+            fits(free, 0, Some((9 << 20) + 1), min),
+            Err(((10 << 20) + 1, 10 << 20))
+        );
+        // 4 MiB promised to writes in progress: 5 MiB is the most.
+        assert_eq!(fits(free, 4 << 20, Some(5 << 20), min), Ok(()));
+        assert!(fits(free, 4 << 20, Some((5 << 20) + 1), min).is_err());
+        // unknown length: only the reserve must be left
+        assert_eq!(fits(free, 9 << 20, None, min), Ok(()));
+        assert_eq!(
+            fits(free, (9 << 20) + 1, None, min),
+            Err((1 << 20, (1 << 20) - 1))
+        );
+        // promises beyond what is free (another process filled the disk): nothing fits
+        assert!(fits(1, u64::MAX, Some(1), 0).is_err());
+        assert!(fits(0, 5, Some(1), 0).is_err());
+        assert!(fits(u64::MAX, 0, Some(u64::MAX), 1).is_err(), "no overflow");
+    }
 }

@@ -41,6 +41,30 @@ pub enum CacheError {
         /// The configured maximum.
         limit: u64,
     },
+    /// The cache's filesystem cannot take the object: too little free space for its length
+    /// (or, for a body of unknown length, less than the configured reserve).
+    #[error(
+        "cache filesystem at {} is full: {available} bytes free for new objects, {needed} needed",
+        path.display()
+    )]
+    NoSpace {
+        /// The cache's object directory.
+        path: PathBuf,
+        /// Bytes the object would take, plus the reserve kept free.
+        needed: u64,
+        /// Bytes free on the filesystem, less what writes in progress have been promised.
+        available: u64,
+    },
+    /// The filesystem filled up during a write and the rest of the body would exceed what may
+    /// be held in memory for its readers.
+    #[error(
+        "cache filesystem is full and the rest of the body exceeds the {limit} bytes that may be \
+         held in memory meanwhile"
+    )]
+    SpillFull {
+        /// `max_spill_bytes`.
+        limit: u64,
+    },
     /// The body that was written does not have the length the response header announced.
     #[error("cache body has {written} bytes but Content-Length says {expected}")]
     LengthMismatch {
@@ -81,6 +105,28 @@ impl CacheError {
         }
     }
 
+    /// Whether this is the filesystem being out of space (or quota): the cache cannot hold the
+    /// object, which is no fault of the object or of the upstream.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            CacheError::NoSpace { .. } | CacheError::SpillFull { .. } => true,
+            CacheError::Io { source, .. } => is_no_space_io(source),
+            _ => false,
+        }
+    }
+
+    /// Whether storing failed for a reason of the cache's own (its filesystem: no space, an I/O
+    /// error), as opposed to the object (too large, a short body) or a purge.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            CacheError::NoSpace { .. }
+                | CacheError::SpillFull { .. }
+                | CacheError::Io { .. }
+                | CacheError::Task(_)
+        )
+    }
+
     /// Shorthand for [`CacheError::Corrupt`].
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         CacheError::Corrupt {
@@ -88,6 +134,11 @@ impl CacheError {
             reason: reason.into(),
         }
     }
+}
+
+/// `ENOSPC` or `EDQUOT`.
+pub(crate) fn is_no_space_io(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 /// Wrap a [`CacheError`] into the error type the Pingora traits return.

@@ -312,7 +312,19 @@ impl HandleHit for PartialHit {
                 WriteState::Partial(n) | WriteState::Complete(n) => n,
             };
             if available > self.pos {
-                let n = (available - self.pos).min(self.chunk);
+                // past where the filesystem filled up, the body is in memory
+                let spilled_from = self.inflight.spilled_from();
+                if spilled_from.is_some_and(|from| self.pos >= from) {
+                    let Some(b) = self.inflight.read_spilled(self.pos, self.chunk) else {
+                        return Err(to_pingora(CacheError::WriteClosed(
+                            "the part of the write held in memory is missing",
+                        )));
+                    };
+                    self.pos += b.len() as u64;
+                    return Ok(Some(b));
+                }
+                let end = spilled_from.map_or(available, |from| from.min(available));
+                let n = (end - self.pos).min(self.chunk);
                 let (file, pos) = (self.inflight.file.clone(), self.pos);
                 let buf = tokio::task::spawn_blocking(move || {
                     let mut buf = vec![0u8; n as usize];

@@ -8,6 +8,13 @@
 //!   streaming: a mismatch fails the read that would complete the body);
 //!   anything invalid is logged, deleted and reported as a miss. Opening the cache deletes temp
 //!   files, incomplete objects and orphan bodies. See [`format`](mod@format) for the layout.
+//! * **A full filesystem.** A write starts only if the object's length (when known) plus
+//!   `min_free_bytes` fits in the free space less what writes in progress were promised
+//!   ([`DiskCache::check_space`]); a refusal is a storage error before any byte, on which
+//!   Pingora passes the answer through uncached. If the filesystem still fills up mid-write, the
+//!   write is given up and the rest of the body is held in memory for its readers (bounded by
+//!   `max_spill_bytes`). Such failures are counted ([`CacheStats::write_failures_no_space`]) and
+//!   logged, at most one line every 10 s.
 //! * **Streaming.** Hits are read in chunks of at most 64 KiB (configurable), so memory stays
 //!   flat for any body size; single and multipart ranges seek. Writes in progress can be streamed
 //!   by other readers (Pingora's streaming partial writes), like `MemCache` does.

@@ -85,6 +85,8 @@ pub(crate) struct MemTier {
     tick: u64,
     bytes: usize,
     large_bytes: usize,
+    /// Entries dropped to stay within the budget, since start.
+    evicted: u64,
 }
 
 impl MemTier {
@@ -99,6 +101,7 @@ impl MemTier {
             tick: 0,
             bytes: 0,
             large_bytes: 0,
+            evicted: 0,
         }
     }
 
@@ -174,7 +177,9 @@ impl MemTier {
                 break;
             }
             let victim = victim.clone();
-            if !self.remove(&victim) {
+            if self.remove(&victim) {
+                self.evicted += 1;
+            } else {
                 // not in the map (cannot happen): drop the stray order entry, never spin
                 self.large_order.pop_first();
             }
@@ -184,7 +189,9 @@ impl MemTier {
                 break;
             };
             let victim = victim.clone();
-            if !self.remove(&victim) {
+            if self.remove(&victim) {
+                self.evicted += 1;
+            } else {
                 self.order.pop_first();
             }
         }
@@ -222,6 +229,11 @@ impl MemTier {
     pub(crate) fn usage(&self) -> (usize, usize) {
         (self.slots.len(), self.bytes)
     }
+
+    /// Entries evicted for the budget since start.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted
+    }
 }
 
 #[cfg(test)]
@@ -250,8 +262,10 @@ mod tests {
         assert!(t.get("b").is_none());
         assert!(t.get("a").is_some() && t.get("c").is_some() && t.get("d").is_some());
         assert_eq!(t.usage(), (3, cost * 3));
+        assert_eq!(t.evicted(), 1, "b was evicted for the budget");
         assert!(t.remove("a"));
         assert_eq!(t.usage(), (2, cost * 2));
+        assert_eq!(t.evicted(), 1, "a removal is not an eviction");
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Writes: [`DiskMissHandler`] streams a response body into a temp file next to its final place,
 //! then `finish` fsyncs it, renames it, and commits the meta file. Writes in progress are
 //! registered as [`Inflight`] so readers can stream them (Pingora's streaming partial writes).
+//!
+//! When the filesystem fills up half-way (`ENOSPC`, `EDQUOT`: a body of unknown length, or a
+//! disk filled by someone else), the write is given up but its readers — the request being
+//! answered among them, which Pingora serves from this write — are not: the rest of the body
+//! is held in memory for them ([`Spill`], within `max_spill_bytes` for all writes together),
+//! and the object is never committed.
 
 use crate::disk::{lock, read_meta_file, saturating_sub, DiskCache};
 use crate::error::{to_pingora, CacheError};
@@ -13,8 +19,8 @@ use pingora::cache::storage::{HandleMiss, MissFinishType};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// Progress of a write as seen by readers of the partial object.
@@ -40,6 +46,42 @@ pub(crate) struct Inflight {
     pub state: watch::Receiver<WriteState>,
     /// Set by an invalidating purge: do not commit, and do not hand out to new readers.
     doomed: AtomicBool,
+    /// The body from where the filesystem filled up on, held in memory for the readers.
+    spill: Mutex<Option<Spill>>,
+    /// The cache's count of bytes held in spills, given back when this write is gone.
+    spilled_total: &'static AtomicU64,
+}
+
+/// The part of a body the filesystem had no room for: chunks from offset `from` on.
+pub(crate) struct Spill {
+    from: u64,
+    /// (offset, bytes), in order and contiguous.
+    chunks: Vec<(u64, Bytes)>,
+    bytes: u64,
+}
+
+impl Spill {
+    /// Up to `max` bytes from `pos` (at or beyond `from`), if they are here.
+    fn read(&self, pos: u64, max: u64) -> Option<Bytes> {
+        let i = self
+            .chunks
+            .partition_point(|(start, b)| start + b.len() as u64 <= pos);
+        let (start, b) = self.chunks.get(i)?;
+        let skip = usize::try_from(pos.checked_sub(*start)?).ok()?;
+        let n = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .min(b.len() - skip);
+        Some(b.slice(skip..skip + n))
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        let spill = self.spill.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = spill {
+            crate::disk::saturating_sub(self.spilled_total, s.bytes);
+        }
+    }
 }
 
 impl Inflight {
@@ -57,6 +99,16 @@ impl Inflight {
     pub(crate) fn is_readable(&self) -> bool {
         !self.is_doomed() && *self.state.borrow() != WriteState::Failed
     }
+
+    /// Where the body continues in memory rather than in the file, if it does.
+    pub(crate) fn spilled_from(&self) -> Option<u64> {
+        lock(&self.spill).as_ref().map(|s| s.from)
+    }
+
+    /// Up to `max` bytes at `pos` of the part held in memory.
+    pub(crate) fn read_spilled(&self, pos: u64, max: u64) -> Option<Bytes> {
+        lock(&self.spill).as_ref()?.read(pos, max)
+    }
 }
 
 /// Pingora's [`HandleMiss`] for the disk cache.
@@ -71,6 +123,9 @@ pub struct DiskMissHandler {
     tag: [u8; 8],
     /// `Content-Length` of the stored header, if any: the body must match it to be committed.
     expected_len: Option<u64>,
+    /// Bytes of the filesystem's free space still promised to this write (its length, less
+    /// what it has written), given back as it writes and when it ends.
+    reserved: u64,
     written: u64,
     crc: crc32fast::Hasher,
     /// The body while it is small enough for the memory tier.
@@ -78,10 +133,13 @@ pub struct DiskMissHandler {
     eof: bool,
     failed: bool,
     done: bool,
+    /// The filesystem filled up: the rest goes to the [`Spill`], nothing is committed.
+    spilled: bool,
 }
 
 impl DiskMissHandler {
-    /// Create the temp file and register the write. Blocking.
+    /// Check that the object fits on the filesystem (reserving its length), create the temp
+    /// file and register the write. Blocking.
     pub(crate) fn start(
         cache: &'static DiskCache,
         hash: String,
@@ -90,16 +148,27 @@ impl DiskMissHandler {
         meta: SerializedMeta,
         expected_len: Option<u64>,
     ) -> Result<DiskMissHandler, CacheError> {
+        let reserved = cache.reserve_space(expected_len)?;
         let id = cache.next_gen();
         let dir = cache.dir_of(&hash);
-        fs::create_dir_all(&dir).map_err(|e| CacheError::io("create directory", &dir, e))?;
         let temp_path = dir.join(format::body_temp_name(&hash, id));
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&temp_path)
-            .map_err(|e| CacheError::io("create", &temp_path, e))?;
+        let created = fs::create_dir_all(&dir)
+            .map_err(|e| CacheError::io("create directory", &dir, e))
+            .and_then(|()| {
+                fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&temp_path)
+                    .map_err(|e| CacheError::io("create", &temp_path, e))
+            });
+        let file = match created {
+            Ok(f) => f,
+            Err(e) => {
+                cache.release_space(reserved);
+                return Err(e);
+            }
+        };
         let (tx, rx) = watch::channel(WriteState::Partial(0));
         let inflight = Arc::new(Inflight {
             id,
@@ -107,6 +176,8 @@ impl DiskMissHandler {
             file: Arc::new(file),
             state: rx,
             doomed: AtomicBool::new(false),
+            spill: Mutex::new(None),
+            spilled_total: &cache.spilled,
         });
         lock(&cache.inflight)
             .entry(hash.clone())
@@ -123,13 +194,51 @@ impl DiskMissHandler {
             temp_path,
             tag: id.to_be_bytes(),
             expected_len,
+            reserved,
             written: 0,
             crc: crc32fast::Hasher::new(),
             small,
             eof: false,
             failed: false,
             done: false,
+            spilled: false,
         })
+    }
+
+    /// The object this write is for, in log lines: its primary key text.
+    fn what(&self) -> String {
+        String::from_utf8_lossy(&self.primary_key).into_owned()
+    }
+
+    /// Keep `data` (at offset `written`) in memory for the readers; the first time, the write is
+    /// given up (not committed, not offered to new readers, its reservation returned).
+    fn spill(&mut self, data: &Bytes) -> Result<(), CacheError> {
+        let n = data.len() as u64;
+        let limit = self.cache.config.max_spill_bytes;
+        let total = &self.cache.spilled;
+        if total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                t.checked_add(n).filter(|&after| after <= limit)
+            })
+            .is_err()
+        {
+            return Err(CacheError::SpillFull { limit });
+        }
+        let mut spill = lock(&self.inflight.spill);
+        let spill = spill.get_or_insert_with(|| Spill {
+            from: self.written,
+            chunks: Vec::new(),
+            bytes: 0,
+        });
+        spill.chunks.push((self.written, data.clone()));
+        spill.bytes += n;
+        if !self.spilled {
+            self.spilled = true;
+            self.inflight.doom();
+            self.small = None;
+            self.cache.release_space(std::mem::take(&mut self.reserved));
+        }
+        Ok(())
     }
 
     fn fail(&mut self) {
@@ -250,8 +359,13 @@ impl DiskMissHandler {
             .counters
             .writes_abandoned
             .fetch_add(1, Ordering::Relaxed);
+        self.cache
+            .note_write_failure(&self.what(), &e, "the answer was sent but is not kept");
         if self.cache.config.streaming_partial_write {
-            log::error!("disk cache: not storing {}: {e}", self.hash);
+            if !e.is_storage_failure() {
+                // (a failure of the filesystem was just logged, rate-limited)
+                log::error!("disk cache: not storing {}: {e}", self.hash);
+            }
             Ok(MissFinishType::Created(0))
         } else {
             Err(to_pingora(e))
@@ -277,7 +391,17 @@ impl HandleMiss for DiskMissHandler {
                 limit: self.cache.config.max_object_bytes,
             }));
         }
-        if !data.is_empty() {
+        if !data.is_empty() && self.spilled {
+            if let Err(e) = self.spill(&data) {
+                self.fail();
+                log::warn!(
+                    "disk cache {}: {}: {e}; the request streaming it is cut",
+                    self.cache.config.root.display(),
+                    self.what()
+                );
+                return Err(to_pingora(e));
+            }
+        } else if !data.is_empty() {
             let file = self.inflight.file.clone();
             let offset = self.written;
             let chunk = data.clone();
@@ -289,18 +413,44 @@ impl HandleMiss for DiskMissHandler {
             .await
             .map_err(|e| CacheError::Task(e.to_string()))
             .and_then(|r| r);
-            if let Err(e) = result {
-                self.fail();
-                return Err(to_pingora(e));
-            }
-            self.crc.update(&data);
-            if let Some(small) = &mut self.small {
-                if new_len <= self.cache.config.memory_object_max_bytes as u64 {
-                    small.extend_from_slice(&data);
-                } else {
-                    self.small = None;
+            match result {
+                Ok(()) => {
+                    let done = self.reserved.min(data.len() as u64);
+                    self.reserved -= done;
+                    self.cache.release_space(done);
+                    self.crc.update(&data);
+                    if let Some(small) = &mut self.small {
+                        if new_len <= self.cache.config.memory_object_max_bytes as u64 {
+                            small.extend_from_slice(&data);
+                        } else {
+                            self.small = None;
+                        }
+                    }
+                }
+                Err(e) if e.is_no_space() && self.cache.config.streaming_partial_write => {
+                    let spilled = self.spill(&data);
+                    let consequence = match &spilled {
+                        Ok(()) => "the rest of the answer is held in memory for its readers",
+                        Err(_) => "the request streaming it is cut (too much held in memory)",
+                    };
+                    self.cache.note_write_failure(&self.what(), &e, consequence);
+                    if let Err(e) = spilled {
+                        self.fail();
+                        return Err(to_pingora(e));
+                    }
+                }
+                Err(e) => {
+                    self.fail();
+                    self.cache.note_write_failure(
+                        &self.what(),
+                        &e,
+                        "the write is abandoned and the request streaming it is cut",
+                    );
+                    return Err(to_pingora(e));
                 }
             }
+        }
+        if !data.is_empty() {
             self.written = new_len;
         }
         if eof {
@@ -330,6 +480,16 @@ impl HandleMiss for DiskMissHandler {
         // Pingora may finish without an eof write (HttpTask::Done): the body is complete now
         self.tx.send_replace(WriteState::Complete(self.written));
         self.eof = true;
+        if self.spilled {
+            // served whole from the file and memory; not stored (counted and logged when the
+            // filesystem filled up)
+            self.done = true;
+            self.cache
+                .counters
+                .writes_abandoned
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(MissFinishType::Created(0));
+        }
         let crc = std::mem::replace(&mut self.crc, crc32fast::Hasher::new()).finalize();
         let small = self.small.take();
         let (mut handler, result) = tokio::task::spawn_blocking(move || {
@@ -353,6 +513,7 @@ impl HandleMiss for DiskMissHandler {
 
 impl Drop for DiskMissHandler {
     fn drop(&mut self) {
+        self.cache.release_space(std::mem::take(&mut self.reserved));
         if !self.done {
             self.cache
                 .counters
@@ -374,5 +535,34 @@ impl Drop for DiskMissHandler {
                 self.temp_path.display()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spill_reads_across_its_chunks_from_where_the_file_ended() {
+        let spill = Spill {
+            from: 100,
+            chunks: vec![
+                (100, Bytes::from_static(b"abcd")),
+                (104, Bytes::from_static(b"ef")),
+                (106, Bytes::from_static(b"ghijk")),
+            ],
+            bytes: 11,
+        };
+        assert_eq!(spill.read(100, 64).as_deref(), Some(&b"abcd"[..]));
+        assert_eq!(spill.read(102, 64).as_deref(), Some(&b"cd"[..]));
+        assert_eq!(spill.read(104, 1).as_deref(), Some(&b"e"[..]));
+        assert_eq!(spill.read(105, 64).as_deref(), Some(&b"f"[..]));
+        assert_eq!(spill.read(107, 3).as_deref(), Some(&b"hij"[..]));
+        assert_eq!(spill.read(110, 64).as_deref(), Some(&b"k"[..]));
+        assert!(spill.read(111, 64).is_none(), "past the end");
+        assert!(
+            spill.read(99, 64).is_none(),
+            "before the spill: in the file"
+        );
     }
 }

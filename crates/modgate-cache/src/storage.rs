@@ -294,12 +294,24 @@ impl Storage for DiskCache {
         let hash = key.combined();
         let compact = key.to_compact();
         let primary = key.primary_key().to_vec();
-        let handler = blocking(move || {
+        let what = String::from_utf8_lossy(&primary).into_owned();
+        let started = blocking(move || {
             DiskMissHandler::start(self, hash, compact, primary, serialized, expected_len)
         })
-        .await
-        .map_err(to_pingora)?;
-        Ok(Box::new(handler))
+        .await;
+        match started {
+            Ok(handler) => Ok(Box::new(handler)),
+            Err(e) => {
+                // Pingora does not store the answer then, and sends it on from the upstream
+                // (no body has been read from the cache yet).
+                self.note_write_failure(
+                    &what,
+                    &e,
+                    "answering from the upstream without storing it",
+                );
+                Err(to_pingora(e))
+            }
+        }
     }
 
     async fn purge(

@@ -29,6 +29,19 @@ pub enum GitError {
         rev: String,
     },
 
+    /// The Git host has no such repository (git's "repository '…' not
+    /// found" over HTTP, "does not appear to be a git repository" over
+    /// ssh/file, hosts' "Repository not found"): Go's `notExistError`, a
+    /// 404 for the GOPROXY protocol, so `,direct` and `on: not-found`
+    /// chains go on to the next source.
+    #[error("repository {url} not found on the Git host: {detail}")]
+    RepositoryNotFound {
+        /// The repository URL (never carries credentials: see `check_url`).
+        url: String,
+        /// A bounded excerpt of what git said.
+        detail: String,
+    },
+
     /// The revision exists but is not a valid version of this module, or
     /// the module does not exist at it (missing go.mod, wrong major
     /// version, ...), in Go's words: a 404 for the GOPROXY protocol.
@@ -112,7 +125,9 @@ impl GitError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            GitError::UnknownRevision { .. } | GitError::InvalidVersion { .. }
+            GitError::UnknownRevision { .. }
+                | GitError::InvalidVersion { .. }
+                | GitError::RepositoryNotFound { .. }
         )
     }
 
@@ -125,6 +140,20 @@ impl GitError {
     }
 }
 
+/// Whether git's standard error (of `ls-remote`) says the repository does
+/// not exist, as opposed to the host failing or refusing the credential:
+/// git's own words over HTTP (the host answered 404/410 to `info/refs`), over
+/// ssh and `file://` (`does not appear to be a git repository`), and the
+/// words GitHub, GitLab and Gitea print over ssh.
+pub(crate) fn says_repository_missing(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    (s.contains("fatal: repository '") && s.contains("' not found"))
+        || s.contains("does not appear to be a git repository")
+        || s.contains("repository not found")
+        || s.contains("repository does not exist")
+        || s.contains("the project you were looking for could not be found")
+}
+
 /// At most this many bytes of a subprocess's standard error are kept.
 pub(crate) const STDERR_EXCERPT: usize = 2048;
 
@@ -133,4 +162,30 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(STDERR_EXCERPT)];
     let text = String::from_utf8_lossy(cut);
     text.trim().replace('\n', "; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_repositories_are_told_from_failures() {
+        for missing in [
+            "fatal: repository 'http://127.0.0.1:4000/g/nope.git/' not found",
+            "fatal: '/srv/git/nope.git' does not appear to be a git repository; fatal: Could not read from remote repository.",
+            "ERROR: Repository not found.; fatal: Could not read from remote repository.",
+            "remote: ERROR: The project you were looking for could not be found or you don't have permission to view it.",
+            "Gitea: Repository does not exist",
+        ] {
+            assert!(says_repository_missing(missing), "{missing}");
+        }
+        for failure in [
+            "fatal: unable to access 'http://127.0.0.1:1/x.git/': Failed to connect to 127.0.0.1 port 1",
+            "fatal: could not read Username for 'https://h.example': terminal prompts disabled",
+            "fatal: Authentication failed for 'https://h.example/g/r.git/'",
+            "remote: Internal Server Error",
+        ] {
+            assert!(!says_repository_missing(failure), "{failure}");
+        }
+    }
 }

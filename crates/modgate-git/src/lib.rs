@@ -50,11 +50,13 @@
 pub mod error;
 pub mod info;
 pub mod modzip;
+pub mod observe;
 pub mod rules;
 pub mod source;
 pub mod transport;
 
 pub use error::GitError;
 pub use info::{Origin, RevInfo};
+pub use observe::observe_refreshes;
 pub use source::ModuleSource;
 pub use transport::{Credential, GitOptions, Mirror, Mirrors, Refs, Secret};

@@ -28,7 +28,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Read, Seek, Write};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use modgate_protocol::{
     canonical_version, compare_semver, is_pseudo_version, is_valid_semver, semver_major,
@@ -70,7 +70,8 @@ impl ModuleSource {
     /// The module `module_path` of the repository `mirror`, whose root has
     /// the import path `code_root` (e.g. `git.corp.example/group/repo` for
     /// `git.corp.example/group/repo/sub/v2`). Refs are refreshed from the
-    /// host when older than 30 seconds (see [`with_max_age`](Self::with_max_age)).
+    /// host when older than 30 seconds (see [`with_max_age`](Self::with_max_age)), and
+    /// again (rate-limited) when a revision asked for is not in them.
     pub fn new(
         mirror: Arc<Mirror>,
         code_root: &str,
@@ -95,12 +96,53 @@ impl ModuleSource {
     }
 
     fn session(&self) -> Result<Session<'_>, GitError> {
-        Ok(Session {
+        Ok(self.session_with(self.mirror.refresh(self.max_age)?))
+    }
+
+    fn session_with(&self, refs: Arc<Refs>) -> Session<'_> {
+        Session {
             src: self,
-            refs: self.mirror.refresh(self.max_age)?,
+            refs,
             stats: RefCell::new(HashMap::new()),
             files: RefCell::new(HashMap::new()),
-        })
+        }
+    }
+
+    /// A session whose refs have `version` ([`Session::require_version`]),
+    /// refreshed once on a miss as [`fresh_on_miss`](Self::fresh_on_miss)
+    /// does.
+    fn session_for(&self, version: &str) -> Result<Session<'_>, GitError> {
+        let asked = Instant::now();
+        let s = self.session()?;
+        match s.require_version(version) {
+            Ok(()) => Ok(s),
+            Err(GitError::UnknownRevision { .. }) => {
+                let interval = self.mirror.runner.options.miss_refresh_interval;
+                let s = self.session_with(self.mirror.refresh_after(asked, interval)?);
+                s.require_version(version)?;
+                Ok(s)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Runs `op` on the refs; if it finds no such revision, asks the host
+    /// again (a tag pushed a moment ago: `go` in direct mode would see it)
+    /// and runs it once more. The refresh is shared and rate-limited per
+    /// repository ([`Mirror::refresh_after`]).
+    fn fresh_on_miss<T>(
+        &self,
+        op: impl Fn(&Session<'_>) -> Result<T, GitError>,
+    ) -> Result<T, GitError> {
+        let asked = Instant::now();
+        match op(&self.session()?) {
+            Err(GitError::UnknownRevision { .. }) => {
+                let interval = self.mirror.runner.options.miss_refresh_interval;
+                let refs = self.mirror.refresh_after(asked, interval)?;
+                op(&self.session_with(refs))
+            }
+            other => other,
+        }
     }
 
     /// The module's release versions (`codeRepo.Versions("")`), sorted.
@@ -137,7 +179,7 @@ impl ModuleSource {
         if rev == "latest" {
             return self.latest();
         }
-        self.session()?.stat(rev)
+        self.fresh_on_miss(|s| s.stat(rev))
     }
 
     /// The `.info` answer for `query`: for a canonical version, the bytes
@@ -154,8 +196,7 @@ impl ModuleSource {
 
     /// The `.mod` answer for a canonical version (`codeRepo.GoMod`).
     pub fn go_mod(&self, version: &str) -> Result<Vec<u8>, GitError> {
-        let s = self.session()?;
-        s.require_version(version)?;
+        let s = self.session_for(version)?;
         let (rev, dir, gomod) = s.find_dir(version)?;
         if let Some(gomod) = gomod {
             return Ok(gomod);
@@ -176,8 +217,7 @@ impl ModuleSource {
 
     /// Writes the `.zip` for a canonical version to `sink` (`codeRepo.Zip`).
     pub fn zip_to<W: Write + Seek>(&self, version: &str, sink: W) -> Result<W, GitError> {
-        let s = self.session()?;
-        s.require_version(version)?;
+        let s = self.session_for(version)?;
         let (rev, subdir, _) = s.find_dir(version)?;
         let hash = s.host_stat(&rev)?.name;
         let zip_err = |detail: String| GitError::Zip {

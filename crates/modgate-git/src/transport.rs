@@ -17,7 +17,12 @@
 //! commits Go refuses to resolve), and the remote's `HEAD` as `git
 //! ls-remote` reports it. A refresh is one `git ls-remote` and, only when
 //! the refs changed, one incremental `git fetch --prune`; concurrent
-//! refreshes of one mirror are coalesced (see [`Mirror::refresh`]).
+//! refreshes of one mirror are coalesced (see [`Mirror::refresh`]). A
+//! revision the refs lack gets one more listing that started after the
+//! question, rate-limited per mirror ([`Mirror::refresh_after`]). A
+//! repository the host does not have is [`GitError::RepositoryNotFound`],
+//! remembered for [`GitOptions::not_found_ttl`], and leaves no mirror;
+//! mirrors are made without git's template (no hook samples).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -29,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{excerpt, GitError};
+use crate::error::{excerpt, says_repository_missing, GitError};
 use crate::rules::parse_ls_remote;
 
 /// A secret value that never prints.
@@ -81,6 +86,15 @@ pub struct GitOptions {
     pub network_timeout: Duration,
     /// Deadline of commands that only read the mirror.
     pub local_timeout: Duration,
+    /// How long "the host has no such repository" is remembered: requests
+    /// for an unknown repository within this time are answered without
+    /// asking the host again (and leave nothing on disk).
+    pub not_found_ttl: Duration,
+    /// A revision the mirror lacks makes it ask the host again before the
+    /// answer is "unknown revision", but at most once per this interval per
+    /// repository (a later miss waits for the next turn instead of being
+    /// answered from refs older than its question).
+    pub miss_refresh_interval: Duration,
 }
 
 impl Default for GitOptions {
@@ -90,6 +104,8 @@ impl Default for GitOptions {
             global_config: None,
             network_timeout: Duration::from_secs(300),
             local_timeout: Duration::from_secs(60),
+            not_found_ttl: Duration::from_secs(5),
+            miss_refresh_interval: Duration::from_secs(1),
         }
     }
 }
@@ -411,8 +427,18 @@ struct RefreshState {
     /// the coalescing test.
     host_round_trips: u64,
     refreshed_at: Option<Instant>,
+    /// When the `ls-remote` behind `refs` started: refs that answer a
+    /// question asked at `t` must come from a listing started after `t`.
+    listed_at: Option<Instant>,
+    /// When the host was last asked, successfully or not (the rate limit
+    /// of refreshes caused by misses).
+    attempted_at: Option<Instant>,
     fetched: bool,
 }
+
+/// Repositories the host said it does not have, by URL: when it said so
+/// and git's words.
+type Missing = Mutex<HashMap<String, (Instant, String)>>;
 
 /// A bare mirror of one repository, shared by every module in it.
 #[derive(Debug)]
@@ -420,6 +446,7 @@ pub struct Mirror {
     pub(crate) runner: GitRunner,
     pub(crate) dir: PathBuf,
     state: Mutex<RefreshState>,
+    missing: Arc<Missing>,
 }
 
 /// The set of mirrors under one cache directory: one [`Mirror`] per
@@ -430,6 +457,7 @@ pub struct Mirrors {
     root: PathBuf,
     options: GitOptions,
     repos: Mutex<HashMap<String, Arc<Mirror>>>,
+    missing: Arc<Missing>,
 }
 
 impl Mirrors {
@@ -439,14 +467,38 @@ impl Mirrors {
             root: root.into(),
             options,
             repos: Mutex::new(HashMap::new()),
+            missing: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     /// The mirror of `url`, authenticated with `credential` from now on
     /// (a rotated credential replaces the old one).
+    ///
+    /// A repository the host said it does not have less than
+    /// [`GitOptions::not_found_ttl`] ago is answered with
+    /// [`GitError::RepositoryNotFound`] at once, and the mirrors of unknown
+    /// repositories are forgotten (memory stays bounded by the real
+    /// repositories plus those asked for within the time).
     pub fn repo(&self, url: &str, credential: Option<Credential>) -> Result<Arc<Mirror>, GitError> {
         check_url(url)?;
         let mut repos = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        {
+            let mut missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, detail)) = missing.get(url) {
+                if at.elapsed() < self.options.not_found_ttl {
+                    repos.remove(url);
+                    return Err(GitError::RepositoryNotFound {
+                        url: url.to_owned(),
+                        detail: detail.clone(),
+                    });
+                }
+            }
+            if !repos.contains_key(url) {
+                repos.retain(|u, _| !missing.contains_key(u));
+                let ttl = self.options.not_found_ttl;
+                missing.retain(|_, (at, _)| at.elapsed() < ttl);
+            }
+        }
         if let Some(m) = repos.get(url) {
             *m.runner
                 .credential
@@ -462,11 +514,40 @@ impl Mirrors {
             },
             dir: self.root.join(mirror_dir_name(url)),
             state: Mutex::new(RefreshState::default()),
+            missing: Arc::clone(&self.missing),
         });
         repos.insert(url.to_owned(), Arc::clone(&mirror));
         Ok(mirror)
     }
+
+    /// Asks for `url`'s mirror to be refreshed from the host on its next
+    /// use, whatever the age of its refs (`modgate cache purge`): forgets a
+    /// remembered "not found" and leaves a marker file in the mirror, which
+    /// a gateway process reading the same directory also honours. `Ok(false)`
+    /// when there is no mirror of `url` yet (nothing to refresh).
+    pub fn request_refresh(&self, url: &str) -> Result<bool, GitError> {
+        check_url(url)?;
+        self.missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(url);
+        let dir = self.root.join(mirror_dir_name(url));
+        if !dir.join("HEAD").is_file() {
+            return Ok(false);
+        }
+        let marker = dir.join(REFRESH_MARKER);
+        std::fs::write(&marker, b"").map_err(|source| GitError::Io {
+            what: "cannot ask for a refresh of the mirror with",
+            path: marker,
+            source,
+        })?;
+        Ok(true)
+    }
 }
+
+/// A file in a mirror that asks for its refs to be listed again on its next
+/// use (written by [`Mirrors::request_refresh`], removed by the refresh).
+const REFRESH_MARKER: &str = "modgate-refresh-requested";
 
 /// A readable, collision-free directory name for a URL.
 fn mirror_dir_name(url: &str) -> String {
@@ -514,7 +595,8 @@ impl Mirror {
     }
 
     /// The refs, refreshed from the host if the last refresh is older than
-    /// `max_age`.
+    /// `max_age` (or a refresh was asked for with
+    /// [`Mirrors::request_refresh`]).
     ///
     /// Coalescing: the refresh runs with the mirror's lock held, so at most
     /// one `ls-remote`/`fetch` per mirror is in flight; callers arriving
@@ -524,12 +606,67 @@ impl Mirror {
         let asked = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let (Some(refs), Some(at)) = (&state.refs, state.refreshed_at) {
-            if at >= asked || at.elapsed() < max_age {
+            if (at >= asked || at.elapsed() < max_age) && !self.dir.join(REFRESH_MARKER).exists() {
                 return Ok(Arc::clone(refs));
             }
         }
+        self.refresh_locked(&mut state)
+    }
+
+    /// The refs as listed by an `ls-remote` that started after `asked` (a
+    /// revision was not found in refs listed before the question): at most
+    /// one such refresh per `min_interval` per mirror, shared by every miss
+    /// waiting for it. Waits at most `min_interval` for its turn; if that
+    /// refresh fails, the refs held are returned (the miss stays a miss).
+    pub fn refresh_after(
+        &self,
+        asked: Instant,
+        min_interval: Duration,
+    ) -> Result<Arc<Refs>, GitError> {
+        // Bounded: each pass either answers, refreshes, or sleeps until the
+        // turn of a refresh that starts after `asked`.
+        for _ in 0..4 {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some(refs), Some(listed)) = (&state.refs, state.listed_at) {
+                if listed >= asked {
+                    return Ok(Arc::clone(refs));
+                }
+            }
+            if let (Some(refs), Some(tried)) = (&state.refs, state.attempted_at) {
+                if tried >= asked {
+                    // A refresh after the question failed: nothing newer.
+                    return Ok(Arc::clone(refs));
+                }
+                let turn = tried + min_interval;
+                let now = Instant::now();
+                if now < turn {
+                    drop(state);
+                    std::thread::sleep(turn - now);
+                    continue;
+                }
+            }
+            return self.refresh_locked(&mut state);
+        }
+        // Not reached (the second pass always answers or refreshes); never a listing out of turn.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &state.refs {
+            Some(refs) => Ok(Arc::clone(refs)),
+            None => self.refresh_locked(&mut state),
+        }
+    }
+
+    /// Lists the host's refs and fetches what changed, with the state
+    /// locked.
+    fn refresh_locked(&self, state: &mut RefreshState) -> Result<Arc<Refs>, GitError> {
+        if let Some(e) = self.known_missing() {
+            return Err(e);
+        }
         self.ensure_init()?;
+        let _ = std::fs::remove_file(self.dir.join(REFRESH_MARKER));
         state.host_round_trips += 1;
+        let started = Instant::now();
+        state.attempted_at = Some(started);
+        let mut timing = crate::observe::Timing::start();
         let listed = self.runner.run(
             &self.dir,
             &GitCommand {
@@ -540,7 +677,14 @@ impl Mirror {
                 ok_codes: &[0],
             },
             Sink::Memory,
-        )?;
+        );
+        let listed = match listed {
+            Ok(listed) => listed,
+            Err(GitError::Git { stderr, .. }) if says_repository_missing(&stderr) => {
+                return Err(self.record_missing(state, stderr));
+            }
+            Err(e) => return Err(e),
+        };
         let refs = Refs {
             map: parse_ls_remote(&String::from_utf8_lossy(&listed.stdout)),
         };
@@ -570,7 +714,44 @@ impl Mirror {
         let refs = Arc::new(refs);
         state.refs = Some(Arc::clone(&refs));
         state.refreshed_at = Some(Instant::now());
+        state.listed_at = Some(started);
+        // It exists now: an expired "not found" must not make `Mirrors::repo` drop this mirror.
+        self.missing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.runner.url);
+        timing.succeeded();
         Ok(refs)
+    }
+
+    /// The remembered "not found" of this repository, if still fresh.
+    fn known_missing(&self) -> Option<GitError> {
+        let missing = self.missing.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, detail) = missing.get(&self.runner.url)?;
+        (at.elapsed() < self.runner.options.not_found_ttl).then(|| GitError::RepositoryNotFound {
+            url: self.runner.url.clone(),
+            detail: detail.clone(),
+        })
+    }
+
+    /// The host has no such repository: removes the mirror if it holds
+    /// nothing (a repository that vanished keeps what was fetched), then
+    /// remembers the answer for [`GitOptions::not_found_ttl`].
+    fn record_missing(&self, state: &mut RefreshState, stderr: String) -> GitError {
+        if state.refs.is_none() && mirror_is_empty(&self.dir) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            state.fetched = false;
+        }
+        if !self.runner.options.not_found_ttl.is_zero() {
+            self.missing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(self.runner.url.clone(), (Instant::now(), stderr.clone()));
+        }
+        GitError::RepositoryNotFound {
+            url: self.runner.url.clone(),
+            detail: stderr,
+        }
     }
 
     /// Creates the bare repository on first use (atomically: built in a
@@ -601,7 +782,9 @@ impl Mirror {
         })?;
         let url = self.runner.url.clone();
         let steps: [Vec<&str>; 2] = [
-            vec!["init", "--bare", "--quiet"],
+            // No template: no hook samples, no description (a mirror is
+            // only objects, refs and config).
+            vec!["init", "--bare", "--quiet", "--template="],
             vec!["remote", "add", "origin", "--", &url],
         ];
         for args in steps {
@@ -636,6 +819,20 @@ impl Mirror {
     ) -> Result<RunOutput, GitError> {
         self.runner.run(&self.dir, cmd, Sink::File(file))
     }
+}
+
+/// Whether a mirror holds no refs and no objects (it was made for a
+/// repository that was never fetched).
+fn mirror_is_empty(dir: &Path) -> bool {
+    let empty = |p: PathBuf| {
+        std::fs::read_dir(p)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    };
+    !dir.join("packed-refs").exists()
+        && empty(dir.join("refs").join("heads"))
+        && empty(dir.join("refs").join("tags"))
+        && empty(dir.join("objects").join("pack"))
 }
 
 /// Appends Go's archive attributes to `info/attributes` unless present.

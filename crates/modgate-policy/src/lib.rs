@@ -21,8 +21,8 @@ mod test_strategies;
 pub use glob::{match_prefix_patterns, path_match, validate_glob_list, BadPattern};
 pub use pattern::{Pattern, PatternError, REGEX_SIZE_LIMIT};
 pub use rbac::{
-    AccessPolicy, AccessRequest, Binding, CertFields, Decision, Effect, Explanation, Matcher,
-    Principal, PrincipalSource, RbacError, Role, RoleMatch, Rule, RuleMatch, ValueMatch,
+    AccessPolicy, AccessRequest, Binding, CertFields, CommitSet, Decision, Effect, Explanation,
+    Matcher, Principal, PrincipalSource, RbacError, Role, RoleMatch, Rule, RuleMatch, ValueMatch,
     VersionRange, DEFAULT_RULE, PRIVATE_DEFAULT_RULE,
 };
 pub use route::{Route, RouteMatch, RouteTable, RouteTableError};

@@ -6,7 +6,7 @@ use std::fmt;
 use regex::{Regex, RegexBuilder};
 use thiserror::Error;
 
-use crate::glob::{first_bad_glob, glob_elements, match_prefix_patterns};
+use crate::glob::{first_bad_glob, glob_elements, match_prefix_patterns, path_match};
 
 /// Upper bound on the compiled size (and lazy-DFA cache) of a regex pattern,
 /// so a hostile configuration cannot make the gateway allocate unbounded
@@ -130,6 +130,54 @@ impl Pattern {
         }
     }
 
+    /// Whether the pattern could match `root` or some module path below it (`root/…`): what
+    /// a clone of the repository whose root is `root` carries, whatever nested modules its
+    /// history holds. With `case_insensitive` (a host that folds the case of repository
+    /// names) letters compare without regard to case.
+    ///
+    /// Prefixes and globs are compared element by element (a glob matches the first elements
+    /// of a path; those past `root`'s can be anything). A regex is decided on its automaton:
+    /// the lazy DFA of the anchored expression is fed `root` and then `/`, and every state
+    /// reachable from there is visited for a match. The answer errs only towards `true`:
+    /// a regex whose automaton cannot be explored within [`REGEX_SIZE_LIMIT`] (or that the
+    /// lazy DFA cannot decide, such as a Unicode word boundary) could match.
+    pub fn may_match_within(&self, root: &str, case_insensitive: bool) -> bool {
+        let fold = |s: &str| {
+            if case_insensitive {
+                s.to_lowercase()
+            } else {
+                s.to_owned()
+            }
+        };
+        match self {
+            Pattern::Prefix(p) => {
+                let (p, root) = (fold(p), fold(root));
+                prefix_matches(&p, &root) || p.starts_with(&format!("{root}/"))
+            }
+            Pattern::Glob(list) => {
+                let root = fold(root);
+                glob_elements(list).any(|g| glob_may_match_within(&fold(g), &root))
+            }
+            Pattern::Regex(re) => {
+                regex_may_match_within(re.as_str(), root, case_insensitive).unwrap_or(true)
+            }
+        }
+    }
+
+    /// Whether the pattern matches `root` and every module path below it (`root/…`): an
+    /// allow that covers everything a clone of the repository `root` carries. A prefix or a
+    /// glob that matches `root` matches every path below it. A regex is decided on its lazy
+    /// DFA: fed `root`, it must match there, and every state reachable by a module path's
+    /// bytes below it (elements of letters, digits and `-._~`, joined by `/`) must match at
+    /// the end of an element. Errs only towards `false` (cannot tell: does not cover).
+    pub fn matches_all_within(&self, root: &str) -> bool {
+        match self {
+            Pattern::Prefix(p) => prefix_matches(p, root),
+            Pattern::Glob(g) => match_prefix_patterns(g, root),
+            Pattern::Regex(re) => regex_matches_all_within(re.as_str(), root).unwrap_or(false),
+        }
+    }
+
     /// The pattern kind: `"prefix"`, `"glob"` or `"regex"`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -171,6 +219,150 @@ pub(crate) fn prefix_matches(p: &str, module: &str) -> bool {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
     }
+}
+
+/// Whether one glob of a list could match `root` or a path below it: a glob with N
+/// elements matches the first N elements of a path; those of them within `root` must match
+/// `root`'s, the others lie below it and could be anything. A malformed element could match
+/// (it never reaches here from [`Pattern::glob`], which refuses it).
+fn glob_may_match_within(glob: &str, root: &str) -> bool {
+    glob.split('/')
+        .zip(root.split('/'))
+        .all(|(g, r)| path_match(g, r) != Ok(false))
+}
+
+/// Most lazy-DFA states [`regex_may_match_within`] visits before it answers "could match".
+const MAX_REACHABLE_STATES: usize = 20_000;
+
+/// The lazy DFA of an anchored pattern regex, walked one byte at a time. Every step gives up
+/// (`None`) on anything the walk cannot be sure of: a cache that had to be cleared (state IDs
+/// from before a clear are no longer valid), a quit state, a build or search error.
+struct Walk {
+    dfa: regex_automata::hybrid::dfa::DFA,
+    cache: regex_automata::hybrid::dfa::Cache,
+}
+
+type StateId = regex_automata::hybrid::LazyStateID;
+
+impl Walk {
+    fn new(anchored: &str, case_insensitive: bool) -> Option<Walk> {
+        use regex_automata::hybrid::dfa::DFA;
+        use regex_automata::nfa::thompson;
+        use regex_automata::util::syntax;
+        let dfa = DFA::builder()
+            .syntax(syntax::Config::new().case_insensitive(case_insensitive))
+            .thompson(thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+            .configure(DFA::config().cache_capacity(REGEX_SIZE_LIMIT))
+            .build(anchored)
+            .ok()?;
+        let cache = dfa.create_cache();
+        Some(Walk { dfa, cache })
+    }
+
+    /// The state after `bytes` from the anchored start.
+    fn feed(&mut self, bytes: &[u8]) -> Option<StateId> {
+        use regex_automata::util::start;
+        use regex_automata::Anchored;
+        let start = start::Config::new().anchored(Anchored::Yes);
+        let mut sid = self.dfa.start_state(&mut self.cache, &start).ok()?;
+        for &b in bytes {
+            sid = self.step(sid, Some(b))?;
+        }
+        Some(sid)
+    }
+
+    /// The state after `byte` (`None`: the end of the input).
+    fn step(&mut self, sid: StateId, byte: Option<u8>) -> Option<StateId> {
+        let next = match byte {
+            Some(b) => self.dfa.next_state(&mut self.cache, sid, b).ok()?,
+            None => self.dfa.next_eoi_state(&mut self.cache, sid).ok()?,
+        };
+        (self.cache.clear_count() == 0 && !next.is_quit() && !next.is_unknown()).then_some(next)
+    }
+
+    /// Whether the input read so far (ending in state `sid`) matches.
+    fn accepts(&mut self, sid: StateId) -> Option<bool> {
+        Some(sid.is_match() || self.step(sid, None)?.is_match())
+    }
+}
+
+/// Whether the anchored regex `anchored` (`^(?:…)$`) matches `root` or some `root/…`: its
+/// lazy DFA fed `root`, then `/`, then every byte class from every state reached, breadth
+/// first, looking for a state that matches at the end of the input. `None` when that cannot
+/// be decided within the limits (see [`Walk`], or more than [`MAX_REACHABLE_STATES`]
+/// states): the caller takes it as "could match".
+fn regex_may_match_within(anchored: &str, root: &str, case_insensitive: bool) -> Option<bool> {
+    let mut walk = Walk::new(anchored, case_insensitive)?;
+    let at_root = walk.feed(root.as_bytes())?;
+    if at_root.is_dead() {
+        return Some(false);
+    }
+    if walk.accepts(at_root)? {
+        return Some(true);
+    }
+    let below = walk.step(at_root, Some(b'/'))?;
+    let classes: Vec<u8> = walk
+        .dfa
+        .byte_classes()
+        .representatives(0..=255)
+        .filter_map(|u| u.as_u8())
+        .collect();
+    let mut seen = std::collections::HashSet::from([below]);
+    let mut queue = std::collections::VecDeque::from([below]);
+    while let Some(sid) = queue.pop_front() {
+        if sid.is_dead() {
+            continue;
+        }
+        if walk.accepts(sid)? {
+            return Some(true);
+        }
+        for &b in &classes {
+            let next = walk.step(sid, Some(b))?;
+            if seen.insert(next) {
+                if seen.len() > MAX_REACHABLE_STATES {
+                    return None;
+                }
+                queue.push_back(next);
+            }
+        }
+    }
+    Some(false)
+}
+
+/// Whether the anchored regex `anchored` matches `root` and every module path below it: its
+/// lazy DFA fed `root` must match, and so must every state reached from `root/` by whole
+/// elements of module-path bytes joined by `/`. `None` when that cannot be decided within
+/// the limits: the caller takes it as "does not cover".
+fn regex_matches_all_within(anchored: &str, root: &str) -> Option<bool> {
+    let mut walk = Walk::new(anchored, false)?;
+    let at_root = walk.feed(root.as_bytes())?;
+    if !walk.accepts(at_root)? {
+        return Some(false);
+    }
+    // The bytes of a module path element (Go's `module.CheckPath`).
+    let element: Vec<u8> = (0..=u8::MAX)
+        .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b))
+        .collect();
+    // (state, just after a `/`): there a path cannot end and no `/` may follow.
+    let first = (walk.step(at_root, Some(b'/'))?, true);
+    let mut seen = std::collections::HashSet::from([first]);
+    let mut queue = std::collections::VecDeque::from([first]);
+    while let Some((sid, slash)) = queue.pop_front() {
+        if sid.is_dead() || (!slash && !walk.accepts(sid)?) {
+            return Some(false);
+        }
+        let slash_byte: &[u8] = if slash { &[] } else { b"/" };
+        for &b in element.iter().chain(slash_byte) {
+            let next = (walk.step(sid, Some(b))?, b == b'/');
+            if seen.insert(next) {
+                if seen.len() > MAX_REACHABLE_STATES {
+                    return None;
+                }
+                queue.push_back(next);
+            }
+        }
+    }
+    Some(true)
 }
 
 fn build_regex(re: &str) -> Result<Regex, regex::Error> {
@@ -338,6 +530,106 @@ mod tests {
         assert_eq!(Pattern::regex("a|b").unwrap().text(), "a|b");
     }
 
+    #[test]
+    fn what_may_match_within_a_repository() {
+        const ROOT: &str = "git.corp.example/team/open";
+        // (pattern, matches within ROOT as spelled, … with case folded for ROOT in upper case)
+        let cases = [
+            (Pattern::prefix("git.corp.example/team/open/internal"), true),
+            (Pattern::prefix("git.corp.example/team/open"), true),
+            (Pattern::prefix("git.corp.example/team"), true),
+            (Pattern::prefix(""), true),
+            (Pattern::prefix("git.corp.example/team/opener"), false),
+            (
+                Pattern::prefix("git.corp.example/team/other/internal"),
+                false,
+            ),
+            (Pattern::glob("git.corp.example/team/open/internal"), true),
+            (Pattern::glob("git.corp.example/*/open/*/keys"), true),
+            (Pattern::glob("other.example,git.corp.example/*/o?en"), true),
+            (Pattern::glob("git.corp.example/team/closed/*"), false),
+            (Pattern::glob("git.corp.example/team/op"), false),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open/internal(/.*)?"),
+                true,
+            ),
+            (Pattern::regex(r".*/internal"), true),
+            (Pattern::regex(r"git\.corp\.example/team/open"), true),
+            (Pattern::regex(r"git\.corp\.example/.*/keys/[a-z]+"), true),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open-[a-z]+"),
+                false,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/[a-n]+(/.*)?"),
+                false,
+            ),
+            (Pattern::regex(r"[a-z.]+/team"), false),
+            (Pattern::regex(r"(?i)GIT\.corp\.example/TEAM/open/x"), true),
+        ];
+        for (p, want) in cases {
+            let p = p.expect("pattern");
+            assert_eq!(p.may_match_within(ROOT, false), want, "{p}");
+            // Every spelling a case-folding host takes for the same repository, the same.
+            for root in ["git.corp.example/team/OPEN", "Git.Corp.Example/Team/Open"] {
+                assert_eq!(p.may_match_within(root, true), want, "{p} within {root}");
+            }
+        }
+        // As spelled, an upper-case spelling escapes a lower-case pattern; folded it does not.
+        let p = Pattern::regex(r"git\.corp\.example/team/open/internal(/.*)?").expect("regex");
+        assert!(!p.may_match_within("git.corp.example/team/Open", false));
+        let p = Pattern::prefix("git.corp.example/team/open/internal").expect("prefix");
+        assert!(!p.may_match_within("git.corp.example/team/OPEN", false));
+        let p = Pattern::prefix("git.corp.example/Team/Open/internal").expect("prefix");
+        assert!(p.may_match_within("git.corp.example/team/open", true));
+        // A regex whose automaton the lazy DFA cannot decide could match (fails closed).
+        let p = Pattern::regex(r"git\.corp\.example/team/zzz\b.*").expect("regex");
+        assert!(p.may_match_within(ROOT, false));
+    }
+
+    #[test]
+    fn what_matches_everything_within_a_repository() {
+        const ROOT: &str = "git.corp.example/team/open";
+        for (p, want) in [
+            (Pattern::prefix("git.corp.example/team/open"), true),
+            (Pattern::prefix("git.corp.example"), true),
+            (Pattern::prefix(""), true),
+            (
+                Pattern::prefix("git.corp.example/team/open/internal"),
+                false,
+            ),
+            (Pattern::glob("git.corp.example/*/open"), true),
+            (Pattern::glob("git.corp.example/team/open/*"), false),
+            (Pattern::regex(r"git\.corp\.example/team/open(/.*)?"), true),
+            (Pattern::regex(r"git\.corp\.example/.*"), true),
+            (Pattern::regex(r".*"), true),
+            (Pattern::regex(r"git\.corp\.example/team/open"), false),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open(/[a-z]+)*"),
+                false,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open(/[a-z]+)?"),
+                false,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open(/[^i].*)?"),
+                false,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/open(/[-.\w~]+)*"),
+                true,
+            ),
+            (
+                Pattern::regex(r"git\.corp\.example/team/(open|x)(/.*)?"),
+                true,
+            ),
+        ] {
+            let p = p.expect("pattern");
+            assert_eq!(p.matches_all_within(ROOT), want, "{p}");
+        }
+    }
+
     fn elem() -> impl Strategy<Value = String> {
         // Module-path-ish elements; '/' excluded by construction.
         "[a-zA-Z0-9._~+-]{1,12}"
@@ -371,6 +663,47 @@ mod tests {
             if let Ok(p) = Pattern::prefix(&s) { let _ = p.matches(&m); }
             if let Ok(p) = Pattern::glob(&s) { let _ = p.matches(&m); }
             if let Ok(p) = Pattern::regex(&s) { let _ = p.matches(&m); }
+        }
+
+        /// Soundness of the clone checks: a pattern that matches the root or a path below it
+        /// may match within it (as spelled, and in any case when folding); one said to match
+        /// all within it matches every path below it.
+        #[test]
+        fn within_answers_agree_with_matches(
+            root in prop::collection::vec("[a-cA-C]{1,3}", 1..4),
+            below in prop::collection::vec("[a-cA-C._-]{1,3}", 0..3),
+            spec in prop::collection::vec(
+                prop_oneof![
+                    Just("a".to_string()), Just("b".to_string()), Just("[a-b]".to_string()),
+                    Just(".*".to_string()), Just("[^/]+".to_string()), Just("/".to_string()),
+                    Just("(/.*)?".to_string()), Just("A".to_string()), Just("c?".to_string()),
+                ],
+                1..8,
+            ),
+            kind in 0..3u8,
+        ) {
+            let root = root.join("/");
+            let path = if below.is_empty() {
+                root.clone()
+            } else {
+                format!("{root}/{}", below.join("/"))
+            };
+            let text = spec.concat();
+            let pattern = match kind {
+                0 => Pattern::regex(&text),
+                1 => Pattern::prefix(&text.replace(['[', ']', '(', ')', '?', '*', '^', '+', '.'], "")),
+                _ => Pattern::glob(&text.replace(['(', ')', '+', '.'], "")),
+            };
+            let Ok(p) = pattern else { return Ok(()) };
+            if p.matches(&path) {
+                prop_assert!(p.may_match_within(&root, false), "{p} matches {path}");
+            }
+            if p.matches(&path.to_lowercase()) || p.matches(&path.to_uppercase()) {
+                prop_assert!(p.may_match_within(&root, true), "{p} matches a case of {path}");
+            }
+            if p.matches_all_within(&root) {
+                prop_assert!(p.matches(&path), "{p} said to cover {root}, not {path}");
+            }
         }
     }
 }

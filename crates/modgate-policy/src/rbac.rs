@@ -24,9 +24,14 @@
 //! * A [`Rule`] applies to a request when any of its module [`Pattern`]s
 //!   matches the decoded module path, **and** its `kinds` (if given)
 //!   contain the request kind, **and** its [`VersionRange`] (if given)
-//!   contains the request version. A request without an exact canonical
+//!   contains the request version, **and** its [`CommitSet`] (if given) is
+//!   named by the request version. A request without an exact canonical
 //!   semantic version (`list`, `@latest`, a query such as `master`, or a
 //!   non-canonical `v1.2`) never matches a rule that has a version range.
+//!   A range judges the version *string*: a pseudo-version of a release's
+//!   commit is another version; a commit set names the commit itself in
+//!   pseudo-versions and hash queries (not in tags, whose string does not
+//!   say which commit they are).
 //!
 //! # Decision
 //!
@@ -63,6 +68,7 @@
 //!         patterns: vec![Pattern::prefix("corp.example.com")?],
 //!         kinds: None,
 //!         versions: None,
+//!         commits: None,
 //!     }],
 //! };
 //! let policy = AccessPolicy::new(vec![readers], Effect::Deny)?;
@@ -99,7 +105,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
-use modgate_protocol::version::{canonical_version, compare_semver, is_valid_semver};
+use modgate_protocol::version::{
+    canonical_version, compare_semver, is_pseudo_version, is_valid_semver,
+};
 use modgate_protocol::RequestKind;
 use thiserror::Error;
 
@@ -155,6 +163,12 @@ pub enum RbacError {
         range: String,
         /// What is wrong with it.
         reason: String,
+    },
+    /// A commit in a rule's `commits` is not a commit hash (prefix).
+    #[error("invalid commit {value:?}: want a commit hash or its first 12 or more hex digits")]
+    BadCommit {
+        /// The value as given.
+        value: String,
     },
     /// A role has an empty name.
     #[error("role at index {index} has an empty name")]
@@ -853,6 +867,71 @@ impl fmt::Display for VersionRange {
     }
 }
 
+/// The commits a rule is limited to, by hash: `[0-9a-f]`, at least 12 digits (the revision
+/// a pseudo-version carries), compared in lower case.
+///
+/// A request names a commit when its version is a pseudo-version whose revision (its last
+/// 12 hex digits) begins the hash, or is a query of four or more hex digits that begins it
+/// (or that it begins: a full hash queried). A release or prerelease tag that points at the
+/// commit does not name it: the version string does not say which commit it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitSet {
+    hashes: Vec<String>,
+}
+
+/// The shortest commit a [`CommitSet`] takes: the revision length of a pseudo-version.
+pub const MIN_COMMIT_LEN: usize = 12;
+
+/// The shortest hex query [`CommitSet::names`] takes as a commit (git's own minimum
+/// abbreviation).
+const MIN_QUERY_LEN: usize = 4;
+
+impl CommitSet {
+    /// Builds the set; every value must be at least [`MIN_COMMIT_LEN`] hex digits (at most
+    /// 64, a SHA-256 object name).
+    pub fn parse<S: AsRef<str>>(values: &[S]) -> Result<CommitSet, RbacError> {
+        let mut hashes = Vec::with_capacity(values.len());
+        for v in values {
+            let v = v.as_ref();
+            let valid = (MIN_COMMIT_LEN..=64).contains(&v.len())
+                && v.bytes().all(|b| b.is_ascii_hexdigit());
+            if !valid {
+                return Err(RbacError::BadCommit {
+                    value: v.to_owned(),
+                });
+            }
+            hashes.push(v.to_ascii_lowercase());
+        }
+        if hashes.is_empty() {
+            return Err(RbacError::BadCommit {
+                value: String::new(),
+            });
+        }
+        Ok(CommitSet { hashes })
+    }
+
+    /// Whether the requested `version` names one of the commits (see [`CommitSet`]).
+    pub fn names(&self, version: &str) -> bool {
+        let rev = if is_pseudo_version(version) {
+            let main = version.split('+').next().unwrap_or(version);
+            main.rsplit('-').next().unwrap_or("").to_ascii_lowercase()
+        } else if version.len() >= MIN_QUERY_LEN && version.bytes().all(|b| b.is_ascii_hexdigit()) {
+            version.to_ascii_lowercase()
+        } else {
+            return false;
+        };
+        self.hashes
+            .iter()
+            .any(|h| h.starts_with(&rev) || rev.starts_with(h.as_str()))
+    }
+}
+
+impl fmt::Display for CommitSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hashes.join(", "))
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Requests, rules and roles
 
@@ -886,6 +965,9 @@ pub struct Rule {
     /// Versions the rule is limited to; `None` means any request, with or
     /// without a version.
     pub versions: Option<VersionRange>,
+    /// Commits the rule is limited to (requests whose version names one, see
+    /// [`CommitSet`]); `None` means any request.
+    pub commits: Option<CommitSet>,
 }
 
 impl Rule {
@@ -899,6 +981,10 @@ impl Rule {
                 .versions
                 .as_ref()
                 .is_none_or(|r| req.version.is_some_and(|v| r.contains(v)))
+            && self
+                .commits
+                .as_ref()
+                .is_none_or(|c| req.version.is_some_and(|v| c.names(v)))
     }
 }
 

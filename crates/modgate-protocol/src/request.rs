@@ -120,7 +120,9 @@ pub struct ModuleRequest {
     /// [`RequestKind::Mod`], [`RequestKind::Zip`], [`RequestKind::Latest`].
     pub kind: RequestKind,
     /// The decoded version: `Some` for info/mod/zip (always canonical for
-    /// mod/zip), `None` for list/latest.
+    /// mod/zip), `None` for list/latest. An `.info` for `vN.x.y` (N ≥ 2) of
+    /// a path without a `/vN` suffix is a [`Version::Query`]: it may resolve
+    /// to `vN.x.y+incompatible`.
     pub version: Option<Version>,
 }
 
@@ -532,7 +534,7 @@ fn classify(path: &str) -> Result<GoProxyRequest, RequestError> {
         None => None,
         Some(ev) => {
             let v = unescape_version(ev).map_err(RequestError::InvalidVersion)?;
-            let version = Version::parse(&v);
+            let mut version = Version::parse(&v);
             if !version.is_canonical() && kind != RequestKind::Info {
                 return Err(RequestError::NonCanonicalVersion {
                     module,
@@ -544,7 +546,16 @@ fn classify(path: &str) -> Result<GoProxyRequest, RequestError> {
                 // check_path succeeded, so the split always succeeds.
                 let major = split_path_version(&module).map_or("", |(_, m)| m);
                 if let Err(error) = check_path_major(&v, major) {
-                    return Err(RequestError::VersionMismatch { module, error });
+                    if kind == RequestKind::Info && major.is_empty() {
+                        // `vN.x.y` (N ≥ 2) of a path without `/vN` is no version of the module,
+                        // but it is a query the go command sends (`go get m@v3.0.0`) and that
+                        // resolves to `vN.x.y+incompatible` for a repository without go.mod
+                        // (`codeRepo.Stat`; `proxyRepo.Stat` accepts that other version): ask
+                        // the upstream, as for a branch name.
+                        version = Version::Query(v);
+                    } else {
+                        return Err(RequestError::VersionMismatch { module, error });
+                    }
                 }
             }
             Some(version)
@@ -703,6 +714,21 @@ mod tests {
                 ..
             })
         ));
+        // `v20.10.0` of a pre-modules path is a query for `v20.10.0+incompatible` (`.info`
+        // only: `go` never asks for the `.mod`/`.zip` of a version that is not the module's).
+        let m = module(p.parse("/github.com/docker/docker/@v/v20.10.0.info"));
+        assert_eq!(m.version, Some(Version::Query("v20.10.0".into())));
+        assert!(!m.is_immutable());
+        assert_eq!(
+            m.upstream_path(),
+            "/github.com/docker/docker/@v/v20.10.0.info"
+        );
+        let m = module(p.parse("/github.com/docker/docker/@v/v3.0.0-rc.1.info"));
+        assert_eq!(m.version, Some(Version::Query("v3.0.0-rc.1".into())));
+        assert!(p
+            .parse("/github.com/docker/docker/@v/v20.10.0.zip")
+            .is_err());
+        assert!(p.parse("/gopkg.in/yaml.v2/@v/v3.0.0.info").is_err());
         module(p.parse("/gopkg.in/yaml.v2/@v/v2.4.0.zip"));
         module(p.parse("/gopkg.in/check.v1/@v/v0.0.0-20161208181325-20d25e280405.mod"));
         module(p.parse("/example.com/m/v2/@v/v2.1.0.info"));
@@ -735,9 +761,19 @@ mod tests {
                 "example.com/m/v2@v1.0.0: invalid version: should be v2, not v1",
             ),
             (
-                "/example.com/m/@v/v2.0.0.info",
+                "/example.com/m/@v/v2.0.0.zip",
                 400,
                 "example.com/m@v2.0.0: invalid version: should be v0 or v1, not v2",
+            ),
+            (
+                "/example.com/m/@v/v2.0.0.mod",
+                400,
+                "example.com/m@v2.0.0: invalid version: should be v0 or v1, not v2",
+            ),
+            (
+                "/example.com/m/v2/@v/v3.0.0.info",
+                400,
+                "example.com/m/v2@v3.0.0: invalid version: should be v2, not v3",
             ),
             (
                 "/gopkg.in/yaml.v2/@v/v3.0.0.zip",
@@ -1401,13 +1437,19 @@ mod tests {
                     .then(|| Version::parse(&v)),
             };
             let parsed = root().parse(&m.upstream_path());
+            let mismatch = m.version.as_ref().is_some_and(|ver| ver.is_canonical() && check_path_major(&v, major).is_err());
             let bad = match &m.version {
                 None => false,
-                Some(ver) if ver.is_canonical() => check_path_major(&v, major).is_err(),
+                Some(_) if mismatch => kind != RequestKind::Info || !major.is_empty(),
+                Some(ver) if ver.is_canonical() => false,
                 Some(_) => kind != RequestKind::Info,
             };
             if bad {
                 prop_assert_eq!(parsed.map_err(|e| e.status()), Err(400));
+            } else if mismatch {
+                // A query that may resolve to `+incompatible`.
+                let query = ModuleRequest { version: Some(Version::Query(v.clone())), ..m };
+                prop_assert_eq!(parsed, Ok(GoProxyRequest::Module(query)));
             } else {
                 prop_assert_eq!(parsed, Ok(GoProxyRequest::Module(m)));
             }

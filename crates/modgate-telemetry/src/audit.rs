@@ -23,7 +23,7 @@
 //! - Every hand-over (full buffer, timer, reopen, shutdown) takes a buffer's contents and
 //!   queues them while holding that buffer's lock, and the writer writes the queue in order:
 //!   this is what keeps each thread's lines in order across batches.
-//! - The call never blocks on I/O and never drops a record; the price is that a writer slower
+//! - The call never blocks on I/O and never drops a record itself; the price is that a writer slower
 //!   than the request rate grows memory until it catches up (the queue is unbounded).
 //! - [`AuditLog::reopen`] (SIGHUP after logrotate) hands every thread's buffer over, then asks
 //!   the writer to close and reopen the file by path in append mode, creating it with mode
@@ -43,13 +43,21 @@
 //! what the kernel had not written back, as before. Lines go to standard output in the same
 //! batches.
 //!
-//! A write error (disk full, …) is logged when it first occurs (and again after writes
-//! recover and fail anew); records written while the file is failing are lost.
+//! A sink that fails (disk full, …) does not stop the gateway: the records the writer cannot
+//! write are lost and counted ([`AuditLog::lost_records`], [`AuditOptions::on_lost`]), and
+//! [`AuditLog::writable`] is false until a write succeeds again, so a caller that must refuse
+//! what it cannot audit can (modgate's `audit.fail_mode: closed`). Each write of the
+//! writer's batch is checked: a write that stops part-way through a line never leaves that
+//! partial line behind (a file is cut back to its last whole line; on standard output, which
+//! cannot be cut, the rest of the line is written first when writes work again), so once space
+//! returns every line of the file is still one whole JSON record. The failure is logged once
+//! when it starts, then at most every [`FAILURE_LOG_INTERVAL`] with the records lost since,
+//! and once when writes recover.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -154,6 +162,10 @@ pub struct AuditRecord {
     pub status: u16,
     /// Response body bytes sent to the client.
     pub bytes: u64,
+    /// The answer was cut before its end (the upstream or the client went away mid-body):
+    /// `status` is what the client was told first, `bytes` what it got, `reason` why.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
     /// Total request duration in milliseconds.
     pub duration_ms: f64,
     /// Upstream the request was forwarded to, if any.
@@ -273,6 +285,28 @@ pub enum AuditError {
     WriterPanicked,
 }
 
+/// Called with the number of records just lost (the sink failed to take them).
+pub type LostHook = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// How the log behaves when its sink fails.
+#[derive(Clone, Default)]
+pub struct AuditOptions {
+    /// The caller refuses requests while records cannot be written (`fail_mode: closed`);
+    /// the log says so when writes fail. Otherwise requests go on and their records are lost.
+    pub fail_closed: bool,
+    /// Told of every lost record (e.g. to count them in a metric).
+    pub on_lost: Option<LostHook>,
+}
+
+impl std::fmt::Debug for AuditOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditOptions")
+            .field("fail_closed", &self.fail_closed)
+            .field("on_lost", &self.on_lost.is_some())
+            .finish()
+    }
+}
+
 /// A thread's buffer is handed to the writer as one batch once it holds this many bytes.
 pub const BATCH_BYTES: usize = 32 * 1024;
 
@@ -324,6 +358,15 @@ struct Shared {
     buffers: Mutex<Vec<Arc<ThreadBuf>>>,
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// The last write to the sink failed (set and cleared by the writer).
+    failing: AtomicBool,
+    /// Records that could not be written.
+    lost: AtomicU64,
+    /// Told each time records are lost, with how many.
+    on_lost: Option<LostHook>,
+    /// The site refuses requests while records cannot be written (only changes what the log
+    /// says; the refusing is the caller's, see [`AuditLog::writable`]).
+    fail_closed: bool,
 }
 
 /// This thread's buffer for one log.
@@ -346,7 +389,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(options: AuditOptions) -> Shared {
         Shared {
             id: NEXT_LOG_ID.fetch_add(1, Ordering::Relaxed),
             closed: AtomicBool::new(false),
@@ -354,6 +397,10 @@ impl Shared {
             buffers: Mutex::new(Vec::new()),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            failing: AtomicBool::new(false),
+            lost: AtomicU64::new(0),
+            on_lost: options.on_lost,
+            fail_closed: options.fail_closed,
         }
     }
 
@@ -529,43 +576,79 @@ impl Shared {
     }
 }
 
+/// Where the writer's lines go. No buffer of modgate's own in front of the file: the writer
+/// already hands over whole batches, and a write that fails half-way must be undone at a line
+/// boundary, which needs to know exactly which bytes reached the file.
 enum Sink {
-    Stdout(BufWriter<io::Stdout>),
-    File { path: PathBuf, out: BufWriter<File> },
+    Stdout(io::Stdout),
+    File {
+        path: PathBuf,
+        file: File,
+    },
+    /// A device of limited room, for the tests.
+    #[cfg(test)]
+    Mem(tests::MemSink),
 }
 
 impl Sink {
-    fn writer(&mut self) -> &mut dyn Write {
+    fn name(&self) -> String {
         match self {
-            Sink::Stdout(w) => w,
-            Sink::File { out, .. } => out,
+            Sink::Stdout(_) => "stdout".into(),
+            Sink::File { path, .. } => path.display().to_string(),
+            #[cfg(test)]
+            Sink::Mem(_) => "memory".into(),
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout(w) => w.write(buf),
+            Sink::File { file, .. } => file.write(buf),
+            #[cfg(test)]
+            Sink::Mem(m) => m.write(buf),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.writer().flush()
+        match self {
+            Sink::Stdout(w) => w.flush(),
+            Sink::File { .. } => Ok(()),
+            #[cfg(test)]
+            Sink::Mem(_) => Ok(()),
+        }
+    }
+
+    /// Takes back the last `n` bytes written (a torn line): `Ok(false)` where that cannot be
+    /// done (standard output).
+    fn take_back(&mut self, n: u64) -> io::Result<bool> {
+        match self {
+            Sink::Stdout(_) => Ok(false),
+            Sink::File { file, .. } => {
+                let len = file.metadata()?.len();
+                file.set_len(len.saturating_sub(n))?;
+                Ok(true)
+            }
+            #[cfg(test)]
+            Sink::Mem(m) => m.take_back(n),
+        }
     }
 
     fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
         match self {
-            Sink::Stdout(_) => Ok(()),
-            Sink::File { out, .. } => out.get_ref().sync_all(),
+            Sink::File { file, .. } => file.sync_all(),
+            _ => Ok(()),
         }
     }
 
     fn reopen(&mut self) {
-        let Sink::File { path, out } = self else {
+        let Sink::File { path, file } = self else {
             return;
         };
-        if let Err(e) = out.flush() {
-            log::error!("audit log {}: flush before reopen: {e}", path.display());
-        }
         match open_append(path) {
             Ok(f) => {
-                // Replacing the BufWriter drops (closes) the old file after its buffer was
-                // flushed above.
-                *out = BufWriter::new(f);
+                // Replacing the handle closes the old file (nothing of ours is buffered).
+                *file = f;
                 log::info!("audit log {} reopened", path.display());
             }
             Err(e) => log::error!(
@@ -573,6 +656,189 @@ impl Sink {
                 path.display()
             ),
         }
+    }
+}
+
+/// Writes `data` whole, or says how many of its bytes were written before the error.
+fn write_counted(sink: &mut Sink, data: &[u8]) -> Result<(), (usize, io::Error)> {
+    let mut done = 0;
+    while done < data.len() {
+        match sink.write(&data[done..]) {
+            Ok(0) => return Err((done, io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((done, e)),
+        }
+    }
+    sink.flush().map_err(|e| (done, e))
+}
+
+fn count_lines(data: &[u8]) -> u64 {
+    data.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// How long a failing audit sink stays quiet in the log after saying it fails: one line when
+/// writes start failing, then at most one line per interval (with the records lost since),
+/// and one when they recover.
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// An outage of the sink: since when, and what was lost.
+struct Outage {
+    since: Instant,
+    logged: Instant,
+    lost: u64,
+    unlogged: u64,
+}
+
+/// The writer thread's end: writes whole lines or none, takes a torn line back, counts the
+/// records that could not be written and says so in the log without flooding it.
+struct LineWriter {
+    sink: Sink,
+    shared: Arc<Shared>,
+    /// The rest of a line cut short on a sink that cannot take bytes back (standard
+    /// output): written first next time, so that line is completed rather than glued to the
+    /// next one.
+    tail: Vec<u8>,
+    /// A torn line could not be taken back: the next write starts on a line of its own.
+    newline_first: bool,
+    outage: Option<Outage>,
+}
+
+impl LineWriter {
+    fn new(sink: Sink, shared: Arc<Shared>) -> LineWriter {
+        LineWriter {
+            sink,
+            shared,
+            tail: Vec::new(),
+            newline_first: false,
+            outage: None,
+        }
+    }
+
+    /// Writes `data` (whole lines). A write that fails part-way leaves no partial line: the
+    /// torn line's bytes are taken back (files), or completed on the next write (standard
+    /// output). Records that could not be written are counted as lost.
+    fn commit(&mut self, data: &[u8]) {
+        if data.is_empty() && self.tail.is_empty() && !self.newline_first {
+            return;
+        }
+        if !self.tail.is_empty() {
+            match write_counted(&mut self.sink, &self.tail) {
+                Ok(()) => self.tail.clear(),
+                Err((k, e)) => {
+                    self.tail.drain(..k);
+                    return self.lose(count_lines(data), &e);
+                }
+            }
+        }
+        if self.newline_first {
+            if let Err((_, e)) = write_counted(&mut self.sink, b"\n") {
+                return self.lose(count_lines(data), &e);
+            }
+            self.newline_first = false;
+        }
+        let Err((k, e)) = write_counted(&mut self.sink, data) else {
+            return self.recovered();
+        };
+        let boundary = data[..k]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let mut lost_from = boundary;
+        if k > boundary {
+            match self.sink.take_back((k - boundary) as u64) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let end = data[k..]
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(data.len(), |i| k + i + 1);
+                    self.tail.extend_from_slice(&data[k..end]);
+                    lost_from = end;
+                }
+                Err(te) => {
+                    log::error!(
+                        "audit log {}: cannot take back a partly written record ({te}); the \
+                         next record starts on a new line",
+                        self.sink.name()
+                    );
+                    self.newline_first = true;
+                }
+            }
+        }
+        self.lose(count_lines(&data[lost_from..]), &e);
+    }
+
+    fn lose(&mut self, n: u64, e: &io::Error) {
+        self.shared.failing.store(true, Ordering::SeqCst);
+        if n > 0 {
+            self.shared.lost.fetch_add(n, Ordering::Relaxed);
+            if let Some(hook) = &self.shared.on_lost {
+                hook(n);
+            }
+        }
+        let now = Instant::now();
+        let name = self.sink.name();
+        match &mut self.outage {
+            None => {
+                let policy = if self.shared.fail_closed {
+                    "requests are refused until a record can be written (audit fail_mode: closed)"
+                } else {
+                    "requests are still served and their records lost (audit fail_mode: open)"
+                };
+                log::error!(
+                    "audit log {name}: write failed: {e}; {policy}; {n} record(s) lost so far \
+                     (this is logged again at most every {}s while it lasts)",
+                    FAILURE_LOG_INTERVAL.as_secs()
+                );
+                self.outage = Some(Outage {
+                    since: now,
+                    logged: now,
+                    lost: n,
+                    unlogged: 0,
+                });
+            }
+            Some(o) => {
+                o.lost += n;
+                o.unlogged += n;
+                if now.duration_since(o.logged) >= FAILURE_LOG_INTERVAL {
+                    log::error!(
+                        "audit log {name}: still failing ({e}): {} more record(s) lost, {} in \
+                         the last {}s",
+                        o.unlogged,
+                        o.lost,
+                        now.duration_since(o.since).as_secs()
+                    );
+                    o.logged = now;
+                    o.unlogged = 0;
+                }
+            }
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(o) = self.outage.take() {
+            self.shared.failing.store(false, Ordering::SeqCst);
+            log::warn!(
+                "audit log {}: writes recovered after {}s; {} record(s) were lost",
+                self.sink.name(),
+                o.since.elapsed().as_secs(),
+                o.lost
+            );
+        }
+    }
+
+    /// The last write of all: flush and fsync. A line still incomplete is lost.
+    fn finish(&mut self) -> io::Result<()> {
+        self.commit(&[]);
+        if !self.tail.is_empty() {
+            self.tail.clear();
+            self.lose(
+                1,
+                &io::Error::other("a record was still incomplete at shutdown"),
+            );
+        }
+        self.sink.sync()
     }
 }
 
@@ -633,23 +899,23 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// Opens the sink and starts the writer thread (no thread for [`AuditSinkConfig::Off`]).
     pub fn start(cfg: AuditSinkConfig) -> Result<AuditLog, AuditError> {
+        AuditLog::start_with(cfg, AuditOptions::default())
+    }
+
+    /// [`AuditLog::start`] with what to do when the sink fails.
+    pub fn start_with(cfg: AuditSinkConfig, options: AuditOptions) -> Result<AuditLog, AuditError> {
         let sink = match cfg {
             AuditSinkConfig::Off => return Ok(AuditLog { inner: None }),
-            AuditSinkConfig::Stdout => {
-                Sink::Stdout(BufWriter::with_capacity(2 * BATCH_BYTES, io::stdout()))
-            }
+            AuditSinkConfig::Stdout => Sink::Stdout(io::stdout()),
             AuditSinkConfig::File(path) => {
-                let f = open_append(&path).map_err(|source| AuditError::Open {
+                let file = open_append(&path).map_err(|source| AuditError::Open {
                     path: path.clone(),
                     source,
                 })?;
-                Sink::File {
-                    path,
-                    out: BufWriter::with_capacity(2 * BATCH_BYTES, f),
-                }
+                Sink::File { path, file }
             }
         };
-        let shared = Arc::new(Shared::new());
+        let shared = Arc::new(Shared::new(options));
         let for_writer = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("modgate-audit".into())
@@ -682,6 +948,22 @@ impl AuditLog {
             Some(inner) => inner.shared.record(rec),
             None => Ok(()),
         }
+    }
+
+    /// Whether records reach the sink: false from a failed write until a write succeeds again
+    /// (always true for a disabled log). A site that must not serve what it cannot audit
+    /// refuses requests while this is false.
+    pub fn writable(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(|i| !i.shared.failing.load(Ordering::SeqCst))
+    }
+
+    /// Records lost so far: accepted by [`AuditLog::record`] but not written (the sink failed).
+    pub fn lost_records(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map_or(0, |i| i.shared.lost.load(Ordering::Relaxed))
     }
 
     /// Asks the writer to close and reopen the file by path (after logrotate moved it).
@@ -718,18 +1000,11 @@ impl Drop for CloseOnExit {
     }
 }
 
-fn writer_loop(mut sink: Sink, shared: Arc<Shared>) -> io::Result<()> {
+fn writer_loop(sink: Sink, shared: Arc<Shared>) -> io::Result<()> {
     let _close = CloseOnExit(Arc::clone(&shared));
-    let mut failing = false;
-    let mut write_batch = |sink: &mut Sink, batch: &[u8]| match sink.writer().write_all(batch) {
-        Ok(()) => failing = false,
-        Err(e) => {
-            if !failing {
-                log::error!("audit log write failed (records are being lost): {e}");
-            }
-            failing = true;
-        }
-    };
+    let mut writer = LineWriter::new(sink, Arc::clone(&shared));
+    // What one wake-up writes, in one system call where it fits.
+    let mut out: Vec<u8> = Vec::with_capacity(4 * BATCH_BYTES);
     let mut deadline = None;
     // The first record is taken at once.
     let mut last_take = Instant::now()
@@ -741,18 +1016,29 @@ fn writer_loop(mut sink: Sink, shared: Arc<Shared>) -> io::Result<()> {
         for msg in shared.next_batch(&mut deadline, last_take, &mut done) {
             match msg {
                 Msg::Batch(b) => {
-                    write_batch(&mut sink, &b);
+                    if out.len() + b.len() > 4 * BATCH_BYTES {
+                        writer.commit(&out);
+                        out.clear();
+                    }
+                    if out.is_empty() && b.len() > 4 * BATCH_BYTES {
+                        writer.commit(&b);
+                    } else {
+                        out.extend_from_slice(&b);
+                    }
                     done.push(b);
                 }
-                Msg::Reopen => sink.reopen(),
+                Msg::Reopen => {
+                    writer.commit(&out);
+                    out.clear();
+                    writer.sink.reopen();
+                }
                 // Anything queued after it in this batch is still written.
                 Msg::Shutdown => stop = true,
             }
         }
         // Make what we have visible.
-        if let Err(e) = sink.flush() {
-            log::error!("audit log flush failed: {e}");
-        }
+        writer.commit(&out);
+        out.clear();
         let now = Instant::now();
         if !stop && deadline.is_some_and(|d| now >= d) {
             // Clear before taking, so a record after its buffer is taken re-arms the timer.
@@ -762,7 +1048,7 @@ fn writer_loop(mut sink: Sink, shared: Arc<Shared>) -> io::Result<()> {
             shared.hand_over_all();
         }
     }
-    sink.sync()
+    writer.finish()
 }
 
 #[cfg(test)]
@@ -797,6 +1083,7 @@ mod tests {
             reason: Some("blocked".into()),
             status: 403,
             bytes: 12,
+            incomplete: false,
             duration_ms: 1.5,
             upstream: None,
             cache: Some("none".into()),
@@ -1270,6 +1557,172 @@ mod tests {
         assert_complete_and_ordered(&lines(&pa), &[10]);
         assert_complete_and_ordered(&lines(&pb), &[0, 10]);
         assert_complete_and_ordered(&lines(&pc), &[1]);
+    }
+
+    /// A device holding what was written, with `room` bytes left; `cuttable`: whether bytes
+    /// can be taken back (a file) or not (a pipe).
+    #[derive(Clone)]
+    pub(super) struct MemSink {
+        pub data: Arc<Mutex<Vec<u8>>>,
+        pub room: Arc<std::sync::atomic::AtomicUsize>,
+        pub cuttable: bool,
+    }
+
+    impl MemSink {
+        fn new(room: usize, cuttable: bool) -> MemSink {
+            MemSink {
+                data: Arc::default(),
+                room: Arc::new(room.into()),
+                cuttable,
+            }
+        }
+
+        pub(super) fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let room = self.room.load(Ordering::SeqCst);
+            if room == 0 {
+                return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = buf.len().min(room);
+            self.room.fetch_sub(n, Ordering::SeqCst);
+            lock(&self.data).extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        pub(super) fn take_back(&mut self, n: u64) -> io::Result<bool> {
+            if !self.cuttable {
+                return Ok(false);
+            }
+            let mut d = lock(&self.data);
+            let keep = d.len().saturating_sub(n as usize);
+            self.room.fetch_add(d.len() - keep, Ordering::SeqCst);
+            d.truncate(keep);
+            Ok(true)
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8(lock(&self.data).clone()).expect("utf-8")
+        }
+    }
+
+    fn line(i: usize) -> Vec<u8> {
+        let mut l = serde_json::to_vec(&tagged(0, i)).expect("json");
+        l.push(b'\n');
+        l
+    }
+
+    /// Every line parses, and the records are exactly `want` in order.
+    fn assert_lines(text: &str, want: &[usize]) {
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "partial line: {text:?}"
+        );
+        let got: Vec<usize> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("invalid JSON line ({e}): {l}"));
+                tag_of(&v).1
+            })
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    fn writer_on(mem: &MemSink, lost: &Arc<AtomicU64>) -> LineWriter {
+        let seen = Arc::clone(lost);
+        let shared = Arc::new(Shared::new(AuditOptions {
+            fail_closed: false,
+            on_lost: Some(Arc::new(move |n| {
+                seen.fetch_add(n, Ordering::SeqCst);
+            })),
+        }));
+        LineWriter::new(Sink::Mem(mem.clone()), shared)
+    }
+
+    #[test]
+    fn a_full_file_loses_whole_records_counted_and_never_a_partial_line() {
+        let (l0, l1, l2, l3) = (line(0), line(1), line(2), line(3));
+        // Room for record 0 and half of record 1.
+        let mem = MemSink::new(l0.len() + l1.len() / 2, true);
+        let hooked = Arc::new(AtomicU64::new(0));
+        let mut w = writer_on(&mem, &hooked);
+        w.commit(&[l0.clone(), l1.clone(), l2.clone()].concat());
+        assert_lines(&mem.text(), &[0]);
+        assert!(
+            w.shared.failing.load(Ordering::SeqCst),
+            "not marked failing"
+        );
+        assert_eq!(w.shared.lost.load(Ordering::SeqCst), 2);
+        assert_eq!(hooked.load(Ordering::SeqCst), 2);
+        // Still full: record 3 is lost too, and counted.
+        mem.room.store(0, Ordering::SeqCst);
+        w.commit(&l3);
+        assert_eq!(w.shared.lost.load(Ordering::SeqCst), 3);
+        // Space returns: the next record follows the last whole line.
+        mem.room.store(1 << 20, Ordering::SeqCst);
+        w.commit(&line(4));
+        assert!(
+            !w.shared.failing.load(Ordering::SeqCst),
+            "recovery not seen"
+        );
+        assert_lines(&mem.text(), &[0, 4]);
+        assert_eq!(hooked.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_torn_line_on_a_pipe_is_completed_when_writes_recover() {
+        let (l0, l1, l2) = (line(0), line(1), line(2));
+        let mem = MemSink::new(l0.len() + 7, false);
+        let hooked = Arc::new(AtomicU64::new(0));
+        let mut w = writer_on(&mem, &hooked);
+        w.commit(&[l0, l1, l2].concat());
+        // Record 1 is half out and will be completed; record 2 is lost.
+        assert_eq!(w.shared.lost.load(Ordering::SeqCst), 1);
+        mem.room.store(1 << 20, Ordering::SeqCst);
+        w.commit(&line(3));
+        assert_lines(&mem.text(), &[0, 1, 3]);
+        // A line still incomplete at the end is lost, and counted.
+        let l4 = line(4);
+        mem.room.store(5, Ordering::SeqCst);
+        w.commit(&l4);
+        let _ = w.finish();
+        assert_eq!(hooked.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_full_device_through_the_writer_thread_counts_every_record() {
+        // /dev/full fails every write with ENOSPC: every record is lost, and counted.
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "/dev/full missing under CI"
+            );
+            return;
+        }
+        let hooked = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&hooked);
+        let log = AuditLog::start_with(
+            AuditSinkConfig::File(full.to_path_buf()),
+            AuditOptions {
+                fail_closed: true,
+                on_lost: Some(Arc::new(move |n| {
+                    seen.fetch_add(n, Ordering::SeqCst);
+                })),
+            },
+        )
+        .expect("start");
+        assert!(log.writable());
+        for i in 0..50 {
+            log.record(&sample(i)).expect("record");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while log.writable() {
+            assert!(std::time::Instant::now() < deadline, "never failing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = log.shutdown();
+        assert_eq!(log.lost_records(), 50);
+        assert_eq!(hooked.load(Ordering::SeqCst), 50);
     }
 
     #[test]

@@ -9,8 +9,8 @@ pub mod audit;
 pub mod otel;
 
 pub use audit::{
-    rfc3339_millis, AuditDecision, AuditError, AuditIdentity, AuditLog, AuditRecord,
-    AuditSinkConfig,
+    rfc3339_millis, AuditDecision, AuditError, AuditIdentity, AuditLog, AuditOptions, AuditRecord,
+    AuditSinkConfig, LostHook,
 };
 pub use otel::{
     resolve, Context, KeyValue, OtelConfig, OtelError, OtlpProtocol, RequestSpan, ResolvedExporter,

@@ -451,6 +451,59 @@ struct Counters {
     dropped: AtomicU64,
     /// Spans accepted by `BoundedProcessor` and not yet handed to an export.
     queued: AtomicUsize,
+    /// Export failures, as said in the log.
+    outage: Mutex<ExportOutage>,
+}
+
+/// How long a failing export stays quiet in the log after saying so: a WARN when exports start
+/// failing, then at most one per interval (with the spans dropped since), an INFO when they
+/// work again.
+pub const EXPORT_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The export failures since the last success.
+#[derive(Debug, Default)]
+struct ExportOutage {
+    /// When the failure was last logged; `None`: exports work.
+    logged: Option<std::time::Instant>,
+    /// Spans dropped since then.
+    unlogged: u64,
+}
+
+impl Counters {
+    /// Counts an export's outcome and says in the log when exports start or stop failing.
+    fn settle(&self, spans: u64, result: &OTelSdkResult) {
+        let mut outage = lock(&self.outage);
+        match result {
+            Ok(()) => {
+                self.exported.fetch_add(spans, Ordering::Relaxed);
+                if outage.logged.take().is_some() {
+                    log::info!(
+                        "OTLP span export works again ({} span(s) dropped in all)",
+                        self.dropped.load(Ordering::Relaxed)
+                    );
+                }
+            }
+            Err(e) => {
+                let dropped = self.dropped.fetch_add(spans, Ordering::Relaxed) + spans;
+                outage.unlogged += spans;
+                let now = std::time::Instant::now();
+                let due = outage
+                    .logged
+                    .is_none_or(|t| now.duration_since(t) >= EXPORT_FAILURE_LOG_INTERVAL);
+                if due {
+                    log::warn!(
+                        "OTLP span export failed ({e}): {} span(s) dropped ({dropped} in all; \
+                         counted in modgate_otel_spans_dropped_total; said again at most every \
+                         {}s while it lasts)",
+                        outage.unlogged,
+                        EXPORT_FAILURE_LOG_INTERVAL.as_secs()
+                    );
+                    outage.logged = Some(now);
+                    outage.unlogged = 0;
+                }
+            }
+        }
+    }
 }
 
 /// Runs the wrapped exporter's futures on the telemetry runtime and counts outcomes.
@@ -488,12 +541,7 @@ impl<E: SpanExporter + 'static> SpanExporter for RuntimeExporter<E> {
                     "export task did not complete: {e}"
                 ))),
             };
-            let counter = if result.is_ok() {
-                &counters.exported
-            } else {
-                &counters.dropped
-            };
-            counter.fetch_add(n as u64, Ordering::Relaxed);
+            counters.settle(n as u64, &result);
             result
         }
     }
@@ -1449,5 +1497,22 @@ mod tests {
             started.elapsed()
         );
         assert_eq!(t.dropped_spans(), 1);
+    }
+    #[test]
+    fn export_failures_are_said_once_then_rate_limited_and_recovery_is_noticed() {
+        let c = Counters::default();
+        let failed: OTelSdkResult = Err(OTelSdkError::InternalFailure("refused".into()));
+        c.settle(3, &failed);
+        let first = lock(&c.outage).logged.expect("the first failure is logged");
+        c.settle(2, &failed);
+        {
+            let o = lock(&c.outage);
+            assert_eq!(o.logged, Some(first), "logged again within the interval");
+            assert_eq!(o.unlogged, 2);
+        }
+        assert_eq!(c.dropped.load(Ordering::Relaxed), 5);
+        c.settle(4, &Ok(()));
+        assert!(lock(&c.outage).logged.is_none(), "recovery not noticed");
+        assert_eq!(c.exported.load(Ordering::Relaxed), 4);
     }
 }

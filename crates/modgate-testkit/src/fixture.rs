@@ -59,9 +59,9 @@ struct State {
     /// Other bodies by request-path prefix, served when a request header contains a value:
     /// (prefix, header name, substring, body).
     variants: Vec<(String, String, String, Vec<u8>)>,
-    /// A header every request must carry with exactly this value (else `401`), like GitLab's
-    /// per-project Go proxy and its project token.
-    required: Option<(String, String)>,
+    /// A header every request must carry with exactly this value, and the status of those that
+    /// do not (`401` like GitLab's per-project Go proxy without its project token).
+    required: Option<(String, String, u16)>,
     /// `Content-Length` announced to HEAD requests by request-path prefix.
     head_lengths: Vec<(String, u64)>,
 }
@@ -237,8 +237,14 @@ impl FixtureProxy {
     /// Makes every request without header `name` set to exactly `value` a `401` (nothing is
     /// served), like GitLab's per-project Go proxy without its project token.
     pub fn require_header(&self, name: &str, value: &str) {
+        self.require_header_status(name, value, 401);
+    }
+
+    /// Like [`FixtureProxy::require_header`], answering `status` instead (a private upstream
+    /// that answers 404 or 403 to callers it does not know).
+    pub fn require_header_status(&self, name: &str, value: &str, status: u16) {
         if let Ok(mut st) = self.state.lock() {
-            st.required = Some((name.to_ascii_lowercase(), value.to_string()));
+            st.required = Some((name.to_ascii_lowercase(), value.to_string(), status));
         }
     }
 
@@ -396,11 +402,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
             let refused = st
                 .required
                 .as_ref()
-                .is_some_and(|(h, v)| recorded.header(h) != Some(v.as_str()));
-            let behaviour = if refused {
-                Some(Behaviour::Status(401))
-            } else {
-                behaviour
+                .filter(|(h, v, _)| recorded.header(h) != Some(v.as_str()))
+                .map(|(_, _, status)| *status);
+            let behaviour = match refused {
+                Some(status) => Some(Behaviour::Status(status)),
+                None => behaviour,
             };
             match behaviour {
                 Some(Behaviour::Status(s)) => fixed = Some(s),

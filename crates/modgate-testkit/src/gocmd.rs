@@ -5,17 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `go` binary: `$GO`, else Debian's Go 1.23, else `go` on PATH.
-pub fn go_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("GO") {
-        return PathBuf::from(p);
-    }
-    let debian = PathBuf::from("/usr/lib/go-1.23/bin/go");
-    if debian.exists() {
-        return debian;
-    }
-    PathBuf::from("go")
-}
+use crate::tools::go_bin;
 
 /// A sealed Go environment in a temporary directory.
 pub struct GoEnv {
@@ -116,6 +106,7 @@ impl GoEnv {
 
     /// Runs `go <args>` in `dir`.
     pub fn go_in(&self, dir: &Path, args: &[&str]) -> GoRun {
+        crate::tools::tally("go");
         let mut cmd = Command::new(go_bin());
         cmd.args(args).current_dir(dir).env_clear();
         cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
@@ -124,7 +115,7 @@ impl GoEnv {
         }
         let output = cmd.output().unwrap_or_else(|e| {
             panic!(
-                "cannot run {}: {e} (install golang-1.23-go)",
+                "cannot run {}: {e} (install it: make go-toolchain)",
                 go_bin().display()
             )
         });

@@ -15,12 +15,13 @@ pub mod process;
 pub mod resume;
 pub mod sumdb;
 pub mod tlsclient;
+pub mod tools;
 
 pub use canary::{CanaryLog, Role};
 pub use client::{curl, get, metric, raw_request, request, CurlResult, Response};
 pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};
 pub use githost::{GitHost, GitHostError, GitRequest, WorkTree};
-pub use gocmd::{go_bin, GoEnv, GoRun};
+pub use gocmd::{GoEnv, GoRun};
 pub use module::{ModuleError, ModuleVersion};
 pub use otlp::{OtlpReceiver, ReceivedRequest, ReceivedSpan};
 pub use pki::{fingerprint_sha256, ClientSpec, Issuer, Pki};
@@ -28,3 +29,4 @@ pub use process::{free_addr, free_port, make_certs, modgate, modgate_bin, Gatewa
 pub use resume::{Resumed, ResumingClient};
 pub use sumdb::{SumDb, SumDbResponse, SumDbServer};
 pub use tlsclient::{TlsClient, TlsClientError, TlsResponse, TlsSession};
+pub use tools::{go_bin, in_ci, require, require_go};

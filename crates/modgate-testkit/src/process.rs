@@ -215,6 +215,23 @@ impl Gateway {
         text
     }
 
+    /// Waits (at most `timeout`) until the log contains `needle`; panics with the log if it
+    /// never does. Returns the log.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log never showed {needle:?} within {timeout:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Replaces the instance's gateway.yaml (atomically, as a deploy tool would) with `config`,
     /// rendered like the one it started with. Nothing is reloaded until asked.
     pub fn write_config(&self, config: &str) {

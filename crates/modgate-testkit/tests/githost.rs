@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use modgate_testkit::{go_bin, raw_request, GitHost, GoEnv, WorkTree};
+use modgate_testkit::{raw_request, GitHost, GoEnv, WorkTree};
 
 const HOST: &str = "git.corp.example";
 const T0: i64 = 1_600_000_000;
@@ -469,8 +469,7 @@ async fn required_authorization() {
 /// `git-upload-pack` requests in absolute form. About 0.1 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_mod_download_direct_through_the_proxy() {
-    if !go_bin().exists() {
-        eprintln!("skipping: {} not installed", go_bin().display());
+    if modgate_testkit::require_go().is_none() {
         return;
     }
     let host = GitHost::start(&[HOST]).await.expect("start");

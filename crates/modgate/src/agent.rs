@@ -18,6 +18,12 @@
 //! key) is logged and the previous certificate stays in use. Pingora keys its connection pool
 //! by the client certificate, so connections made with an old certificate are simply no longer
 //! reused.
+//!
+//! Loopback TCP carries no credential, and any local user can connect to the agent's port: the
+//! agent lends the certificate only to the user it runs as (and root, who can read the key file
+//! anyway), plus the users named with `--allow-user`. It finds the user owning the client end of
+//! each connection in the kernel's socket table ([`crate::peer`]) and refuses anyone else, or a
+//! connection whose owner cannot be found, with a `403` that says why, before forwarding.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,7 +58,24 @@ pub struct AgentOptions {
     pub server_name: Option<String>,
     pub watch: Duration,
     pub allow_remote: bool,
-    pub pid_file: String,
+    /// Users (names or uids) besides the agent's own who may use it.
+    pub allow_users: Vec<String>,
+    /// `None`: [`default_pid_file`].
+    pub pid_file: Option<String>,
+}
+
+/// The agent's own pid file in the per-user runtime directory, one per listen address (two
+/// agents never share one): `agent-127.0.0.1-7070.pid`.
+pub fn default_pid_file(listen: SocketAddr) -> PathBuf {
+    let mut name = String::new();
+    for c in listen.to_string().chars() {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            name.push(c);
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    crate::config::instance_dir().join(format!("agent-{}.pid", name.trim_end_matches('-')))
 }
 
 /// Headers that describe one hop and are not passed on.
@@ -170,6 +193,46 @@ pub struct AgentProxy {
     cert: Arc<UserCert>,
     /// `Host` values a client of this agent sends (any, with `--allow-remote`).
     allowed_hosts: Vec<String>,
+    /// Who may borrow the certificate: the agent's own user, root, and these.
+    users: Users,
+}
+
+/// The local users the agent lends the certificate to.
+pub struct Users {
+    /// The agent's own (effective) uid.
+    pub owner: u32,
+    /// Named with `--allow-user`.
+    pub allowed: Vec<u32>,
+    /// `--allow-remote`: peers on other hosts (whose owner this host cannot know) are served.
+    pub remote: bool,
+}
+
+impl Users {
+    /// Why a connection from `client` to our `server` address may not use the certificate;
+    /// `None` when it may. Root is always allowed: it can read the key file and the agent's
+    /// memory, so refusing it would protect nothing.
+    fn refusal(&self, client: SocketAddr, server: SocketAddr) -> Option<String> {
+        self.judge(client, crate::peer::owner(client, server))
+    }
+
+    /// The decision for a peer at `client` owned by `uid` (`None`: no local socket found).
+    fn judge(&self, client: SocketAddr, uid: Option<u32>) -> Option<String> {
+        match uid {
+            Some(uid) if uid == 0 || uid == self.owner || self.allowed.contains(&uid) => None,
+            Some(uid) => Some(format!(
+                "modgate agent: this agent lends the client certificate of user {} to that user \
+                 only, and this connection is from user {} (its owner can share it with \
+                 --allow-user)",
+                crate::peer::describe(self.owner),
+                crate::peer::describe(uid)
+            )),
+            None if self.remote && !client.ip().is_loopback() => None,
+            None => Some(format!(
+                "modgate agent: cannot tell which user the connection from {client} belongs to, \
+                 so the client certificate is not lent to it"
+            )),
+        }
+    }
 }
 
 /// How long the handshake probe waits for the gateway's verdict once its side is done, and for
@@ -238,6 +301,20 @@ impl ProxyHttp for AgentProxy {
         // The agent lends the user's certificate to whoever can reach it. A web page can reach
         // a loopback port too (DNS rebinding, fetch from a browser): only GOPROXY reads from
         // a client that names this agent's own address are forwarded.
+        // Only its own user may borrow the certificate (checked first: another user learns
+        // nothing else from this agent).
+        let peer = match (
+            session.client_addr().and_then(|a| a.as_inet()),
+            session.server_addr().and_then(|a| a.as_inet()),
+        ) {
+            (Some(client), Some(server)) => self.users.refusal(*client, *server),
+            _ => Some("modgate agent: cannot tell who is connecting (not a TCP connection)".into()),
+        };
+        if let Some(line) = peer {
+            log::warn!("agent: refused: {line}");
+            answer(session, 403, &line).await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let refusal =
             if let Some(r) = crate::local::refusal(req, &self.allowed_hosts, "modgate agent") {
@@ -555,6 +632,17 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
             o.listen
         );
     }
+    let allowed = o
+        .allow_users
+        .iter()
+        .map(|u| crate::peer::resolve_user(u).map_err(|e| anyhow::anyhow!("--allow-user: {e}")))
+        .collect::<anyhow::Result<Vec<u32>>>()?;
+    let users = Users {
+        // SAFETY: geteuid(2) cannot fail and touches no memory.
+        owner: unsafe { libc::geteuid() },
+        allowed,
+        remote: o.allow_remote,
+    };
     let url = UpstreamUrl::parse(&o.gateway).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(
         url.tls,
@@ -591,10 +679,15 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
 
     crate::server::probe_bind(o.listen)
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", o.listen))?;
+    let pid_file = o
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| default_pid_file(o.listen).to_string_lossy().into_owned());
+    crate::server::private_parent(Path::new(&pid_file), "remove it, or pass --pid-file")?;
     let conf = ServerConf {
         threads: 1,
-        pid_file: o.pid_file.clone(),
-        upgrade_sock: format!("{}.upgrade.sock", o.pid_file),
+        pid_file: pid_file.clone(),
+        upgrade_sock: format!("{pid_file}.upgrade.sock"),
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
@@ -614,6 +707,7 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
             } else {
                 crate::local::allowed_hosts(o.listen)
             },
+            users,
         },
         "modgate agent",
     );
@@ -629,7 +723,7 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         o.listen,
         o.cert.display()
     );
-    let pid_file = crate::server::PidFile::write(&o.pid_file);
+    let pid_file = crate::server::PidFile::write(&pid_file);
     server.run(pingora::server::RunArgs::default());
     drop(pid_file);
     Ok(())
@@ -646,6 +740,54 @@ mod tests {
     /// An error as Pingora builds it: `outer` with `inner` as its cause.
     fn chained(outer: ErrorType, context: &str, inner: Box<Error>) -> Error {
         *Error::because(outer, context.to_string(), inner)
+    }
+
+    #[test]
+    fn each_listen_address_has_its_own_default_pid_file() {
+        let name = |a: &str| {
+            default_pid_file(a.parse().expect("addr"))
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            name("127.0.0.1:7070").as_deref(),
+            Some("agent-127.0.0.1-7070.pid")
+        );
+        assert_eq!(name("[::1]:7071").as_deref(), Some("agent-1-7071.pid"));
+        assert_ne!(name("127.0.0.1:7070"), name("127.0.0.2:7070"));
+    }
+
+    #[test]
+    fn only_the_owner_root_and_named_users_borrow_the_certificate() {
+        let users = Users {
+            owner: 1000,
+            allowed: vec![1001],
+            remote: false,
+        };
+        let lo: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        for uid in [0, 1000, 1001] {
+            assert_eq!(users.judge(lo, Some(uid)), None, "uid {uid}");
+        }
+        let r = users.judge(lo, Some(1002)).expect("refused");
+        assert!(
+            r.contains("lends the client certificate of user 1000")
+                && r.contains("this connection is from user 1002")
+                && r.contains("--allow-user"),
+            "{r}"
+        );
+        // Fail closed when the owner cannot be found.
+        let r = users.judge(lo, None).expect("refused");
+        assert!(r.contains("cannot tell which user"), "{r}");
+        let far: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+        assert!(users.judge(far, None).is_some());
+        // --allow-remote: a peer on another host is served; a local one is still judged.
+        let remote = Users {
+            remote: true,
+            ..users
+        };
+        assert_eq!(remote.judge(far, None), None);
+        assert!(remote.judge(lo, None).is_some());
+        assert!(remote.judge(far, Some(1002)).is_some());
     }
 
     #[test]

@@ -34,8 +34,8 @@ mod identity;
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
 pub use identity::{
-    AuditConfig, AuditOutput, AuthConfig, CertFormat, CidrValue, ForwardIdentityConfig,
-    ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
+    AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CertFormat, CidrValue,
+    ForwardIdentityConfig, ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
 };
 
 /// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused
@@ -211,6 +211,12 @@ pub struct ServerSettings {
     /// A git configuration file every git command of the gateway reads (`url.*.insteadOf`,
     /// `http.proxy`, `http.sslCAInfo`, ...); none by default.
     pub git_config: Option<cache::PathValue>,
+    /// How long a git upstream remembers that the Git host has no such repository (requests
+    /// for it meanwhile are answered 404 without asking the host; default 5s, `0s`: not kept).
+    pub git_not_found_ttl: DurationValue,
+    /// A version a git mirror lacks makes it ask the host again before answering "unknown
+    /// revision", at most once per this interval per repository (default 1s).
+    pub git_miss_refresh: DurationValue,
 }
 
 impl Default for ServerSettings {
@@ -228,6 +234,8 @@ impl Default for ServerSettings {
             max_blocking_threads: 16,
             git_dir: None,
             git_config: None,
+            git_not_found_ttl: DurationValue(Duration::from_secs(5)),
+            git_miss_refresh: DurationValue(Duration::from_secs(1)),
             public_url: None,
         }
     }
@@ -380,6 +388,10 @@ pub struct UpstreamConfig {
     /// `kind: git`: the repository's path under `url`, over the captures of `module`, e.g.
     /// `{group}/{repo}.git`.
     pub repo: Option<String>,
+    /// `kind: git`: suffixes the Git host folds onto a repository's name (default `.git` and
+    /// `.wiki`; `.git` always applies): access to `group/repo.git` is decided as access to
+    /// `group/repo` too.
+    pub repo_aliases: Option<Vec<String>>,
     /// `kind: git`: what the gateway authenticates to the Git host with.
     pub credential: Option<GitCredentialConfig>,
     /// Private upstreams may serve private routes; public ones never see a private path.
@@ -486,13 +498,19 @@ pub struct ChainStep {
 // ---------------------------------------------------------------------------------------------
 // Loading
 
-/// Reads and validates a config file.
+/// Reads and validates a config file; relative paths in it are relative to its directory.
 pub fn load(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    load_from(path, None)
+}
+
+/// Like [`load`], with relative paths resolved from `base_dir` when given (`check --base-dir`:
+/// a copy of the file checked where it will be installed).
+pub fn load_from(path: &Path, base_dir: Option<&Path>) -> Result<GatewayConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-    let base_dir = path
-        .parent()
+    let base_dir = base_dir
         .map(Path::to_path_buf)
+        .or_else(|| path.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
     let mut config = parse(&text, &path.display().to_string(), &base_dir)?;
     let (pid_file, upgrade_sock) = instance_paths(path);
@@ -622,6 +640,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "url",
     "module",
     "repo",
+    "repo_aliases",
     "credential",
     "private",
     "ca",
@@ -1518,6 +1537,8 @@ upstreams:
             ("      members: [{}]\n", "needs at least one of"),
             ("      members: [any]\n      rules: [{ allow: { prefix: a.org }, versions: \"~v1\" }]\n", "rules[0].versions"),
             ("      members: [any]\n      rules: [{ allow: { prefix: a.org }, kinds: [tile] }]\n", "unknown request kind"),
+            ("      members: [any]\n      rules: [{ deny: { prefix: a.org }, commits: [abc123] }]\n", "invalid commit \"abc123\""),
+            ("      members: [any]\n      rules: [{ deny: { prefix: a.org }, commits: [\"05db99cda9e5\"], versions: \"=v1.0.0\" }]\n", "not both"),
             ("      members: [any]\n      rules: [{ allow: { prefix: a.org }, deny: { prefix: b.org } }]\n", "not both"),
             ("      members: [any]\n      rules: [{ id: a, allow: { prefix: a.org } }, { id: a, allow: { prefix: b.org } }]\n", "\"a\""),
         ];

@@ -86,15 +86,13 @@ pub fn explain(
     );
     let request = match (&admission.verdict, admission.request.as_ref()) {
         (_, Some(r)) => r.clone(),
+        // Bad input, not an answer: a deploy script must not read a typo as "allowed".
         (Verdict::Refuse(r @ Refusal::BadPath(_)), None) => {
-            return Ok(Explained {
-                denied: false,
-                text: format!(
-                    "request:  GET {path}\ndecision: {} {} (never forwarded)\n",
-                    r.status(),
-                    r.message()
-                ),
-            })
+            return Err(format!(
+                "GET {path}: the gateway answers {} {} (never forwarded)",
+                r.status(),
+                r.message().trim_end()
+            ))
         }
         _ => return Err(format!("{path} is not a module request")),
     };
@@ -130,6 +128,30 @@ pub fn explain(
     if let Some(m) = admission.route.and_then(|i| gateway.routes.routes().get(i)) {
         let index = admission.route.unwrap_or(0);
         describe_route(&mut out, gateway, m, index, &request, principal);
+        // The rules above judge the path as spelled; on a Git host's route the decision is
+        // also made for the spellings the host reads as the same repository.
+        let spelled = gateway.access.decide(
+            principal,
+            &AccessRequest {
+                module: &request.module,
+                kind: request.kind,
+                version: request.version.as_ref().map(|v| v.as_str()),
+                route: &m.name,
+                private_route: m.private,
+            },
+        );
+        if let Some(d) = admission
+            .decision
+            .as_ref()
+            .filter(|d| d.rule != spelled.rule)
+        {
+            let _ = writeln!(
+                out,
+                "spelling: the host reads {} as another spelling too (case, or a repository \
+                 alias such as .git): rule {} ({})",
+                request.module, d.rule, d.reason
+            );
+        }
     } else {
         let _ = writeln!(out, "route:    none matches");
     }
@@ -267,4 +289,56 @@ fn describe_route(
     }
     let d = &explanation.decision;
     let _ = writeln!(out, "rule:     {} ({})", d.rule, d.reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alias_spelling_is_explained_by_the_rule_that_decides_it() {
+        let text = r#"
+listeners:
+  - { name: plain, address: "127.0.0.1:7070" }
+upstreams:
+  corp-git:
+    kind: git
+    url: "https://git.corp.example"
+    module: "git.corp.example/{group}/{repo}"
+    repo: "{group}/{repo}"
+    private: true
+routes:
+  - { name: git, match: { prefix: git.corp.example }, chain: [corp-git], private: true }
+access:
+  roles:
+    - name: devs
+      members: [ any ]
+      rules:
+        - { id: git-secret, deny: { prefix: git.corp.example/team/secret } }
+        - { id: git-read, allow: { prefix: git.corp.example } }
+"#;
+        let config =
+            crate::config::parse(text, "test.yaml", std::path::Path::new("/tmp")).expect("config");
+        let gateway = Gateway::new(&config).expect("gateway");
+        let e = explain(
+            &gateway,
+            "",
+            "git.corp.example/team/secret.git@v1.0.0",
+            None,
+            &Principal::anonymous(),
+        )
+        .expect("explained");
+        assert!(e.denied, "{}", e.text);
+        assert!(e.text.contains("spelling: "), "{}", e.text);
+        assert!(e.text.contains("rule git-secret"), "{}", e.text);
+        let e = explain(
+            &gateway,
+            "",
+            "git.corp.example/team/open.git@v1.0.0",
+            None,
+            &Principal::anonymous(),
+        )
+        .expect("explained");
+        assert!(!e.denied && !e.text.contains("spelling: "), "{}", e.text);
+    }
 }

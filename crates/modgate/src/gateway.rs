@@ -95,6 +95,10 @@ fn proxy_extras(
     c: &config::UpstreamConfig,
 ) -> anyhow::Result<(Option<RootTemplate>, Option<String>)> {
     let what = |m: &str| anyhow::anyhow!("upstream {name:?}: {m}");
+    anyhow::ensure!(
+        c.repo_aliases.is_none(),
+        what("repo_aliases is for kind: git")
+    );
     anyhow::ensure!(c.repo.is_none(), what("repo is for kind: git"));
     let module = match &c.module {
         Some(m) => Some(RootTemplate::parse(m).map_err(|e| what(&format!("module: {e}")))?),
@@ -121,6 +125,36 @@ fn proxy_extras(
         },
     };
     Ok((module, header))
+}
+
+/// A git upstream's repository aliases: `.git` and those configured (default
+/// [`gitorigin::DEFAULT_REPO_ALIASES`]), each a `.` and the characters of a path element.
+fn repo_aliases(configured: Option<&[String]>) -> Result<Vec<String>, String> {
+    let mut out = vec![gitorigin::GIT_SUFFIX.to_string()];
+    let listed: Vec<String> = match configured {
+        Some(list) => list.to_vec(),
+        None => gitorigin::DEFAULT_REPO_ALIASES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    for a in listed {
+        let valid = a.len() > 1
+            && a.starts_with('.')
+            && a[1..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~'));
+        if !valid {
+            return Err(format!(
+                "repo_aliases: {a:?} is not a name suffix (want a '.' then letters, digits, \
+                 '.', '-', '_' or '~', like \".wiki\")"
+            ));
+        }
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    Ok(out)
 }
 
 /// `kind: git` upstreams by name.
@@ -184,6 +218,8 @@ fn git_upstreams(
             name.clone(),
             Arc::new(Upstream::from_config(name, c).with_template(None, header)),
         );
+        let aliases =
+            repo_aliases(c.repo_aliases.as_deref()).map_err(|e| anyhow::anyhow!(what(&e)))?;
         let credential = value.map(|v| match v {
             CredentialValue::Header(h) => Credential::Authorization(Secret::new(h)),
             CredentialValue::ClientCertificate { cert, key } => {
@@ -198,6 +234,7 @@ fn git_upstreams(
                 repo,
                 credential,
                 refresh: ttl.mutable,
+                aliases,
             }),
         );
     }

@@ -15,6 +15,7 @@
 //! `modgate-git` then works out a subdirectory and a `/vN` suffix from the rest, as Go does.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use modgate_protocol::{GoProxyRequest, RequestKind, RequestParser};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::config::GatewayConfig;
 use crate::model::Live;
 
 /// One element of a module-path template.
@@ -114,6 +116,47 @@ impl RootTemplate {
     }
 }
 
+impl RootTemplate {
+    /// The repository a Git host resolves `module` to, as a module path: `module` with every
+    /// alias suffix (`.git`, `.wiki`, …; repeatedly, so `x.git.git` is `x`) stripped from each
+    /// captured element of its root. Hosts serve `group/repo.git` (and a wiki as
+    /// `group/repo.wiki`) as `group/repo`, so a decision on `group/repo` must hold for those
+    /// spellings too. Literal elements compare without regard to case (a lower-cased spelling
+    /// of the path has its canonical form as well). `None` when `module` is not under the
+    /// template or nothing is stripped.
+    pub fn canonical(&self, module: &str, aliases: &[String]) -> Option<String> {
+        let mut parts: Vec<&str> = module.split('/').collect();
+        if parts.len() < self.elements.len() {
+            return None;
+        }
+        let mut changed = false;
+        for (e, p) in self.elements.iter().zip(parts.iter_mut()) {
+            match e {
+                Element::Literal(l) if l.eq_ignore_ascii_case(p) => {}
+                Element::Literal(_) => return None,
+                Element::Capture(_) => {
+                    while let Some(stem) = aliases
+                        .iter()
+                        .find_map(|a| p.strip_suffix(a.as_str()).filter(|s| !s.is_empty()))
+                    {
+                        *p = stem;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed.then(|| parts.join("/"))
+    }
+}
+
+/// The suffixes a Git host folds onto a repository's name when `repo_aliases` is not set:
+/// `.git` (every host) and `.wiki` (a repository's wiki on GitHub, GitLab and Gitea, readable
+/// by whoever reads the repository).
+pub const DEFAULT_REPO_ALIASES: [&str; 2] = [".git", ".wiki"];
+
+/// The suffix every Git host folds onto a repository's name: always an alias.
+pub const GIT_SUFFIX: &str = ".git";
+
 /// Fills `{name}` in `template` from `captures`; every name must be captured.
 pub fn expand(template: &str, captures: &Captures) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
@@ -138,6 +181,116 @@ pub fn expand(template: &str, captures: &Captures) -> Result<String, String> {
     Ok(out)
 }
 
+/// Where the git mirrors live: `server.git_dir`, else `git/` in the cache directory, else a
+/// per-instance directory beside the origin's socket.
+pub fn mirrors_dir(config: &GatewayConfig) -> PathBuf {
+    config
+        .server
+        .git_dir
+        .as_ref()
+        .map(|p| p.0.clone())
+        .or_else(|| config.cache.as_ref().map(|c| c.dir.0.join("git")))
+        .unwrap_or_else(|| PathBuf::from(format!("{}.mirrors", config.git_origin_sock())))
+}
+
+/// Asks every git mirror that serves `module` (by the configured `kind: git` upstreams) to
+/// refresh from its host on its next use (`modgate cache purge`): the repositories asked, or
+/// why one could not be. Nothing is fetched here; a mirror not made yet needs nothing.
+pub fn request_mirror_refresh(config: &GatewayConfig, module: &str) -> Vec<String> {
+    let mirrors = Mirrors::new(mirrors_dir(config), modgate_git::GitOptions::default());
+    let mut done = Vec::new();
+    for (name, c) in &config.upstreams {
+        let (Some(template), Some(repo)) = (c.module.as_deref(), c.repo.as_deref()) else {
+            continue;
+        };
+        if c.kind != crate::config::UpstreamKind::Git {
+            continue;
+        }
+        let Some((_, captures)) = RootTemplate::parse(template)
+            .ok()
+            .and_then(|t| t.root_of(module))
+        else {
+            continue;
+        };
+        // As `gateway::git_upstreams` builds the repository URL.
+        let url = format!(
+            "{}/{}",
+            c.url.to_string().trim_end_matches('/'),
+            repo.trim_start_matches('/')
+        );
+        let Ok(url) = expand(&url, &captures) else {
+            continue;
+        };
+        match mirrors.request_refresh(&url) {
+            Ok(true) => done.push(format!(
+                "git mirror of {url} ({name}) refreshes on next use"
+            )),
+            Ok(false) => {}
+            Err(e) => done.push(format!("git mirror of {url} ({name}): {e}")),
+        }
+    }
+    done
+}
+
+/// Refuses a mirrors directory that is not ours alone: the mirrors hold private repositories,
+/// so the directory must be a real directory (not a symlink) owned by this process's user with
+/// no group or other access. Creates it (mode 0700) when missing.
+pub fn check_mirrors_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            anyhow::anyhow!(
+                "git mirrors {}: cannot create {}: {e}",
+                dir.display(),
+                parent.display()
+            )
+        })?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => anyhow::bail!("git mirrors {}: cannot create it: {e}", dir.display()),
+    }
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| anyhow::anyhow!("git mirrors {}: {e}", dir.display()))?;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let mode = meta.permissions().mode() & 0o7777;
+    let problem = if meta.file_type().is_symlink() {
+        Some("is a symbolic link".to_string())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_string())
+    } else if meta.uid() != euid {
+        Some(format!(
+            "is owned by uid {}, not by this process's uid {euid}",
+            meta.uid()
+        ))
+    } else if mode & 0o022 != 0 {
+        // Writable by others: they may have planted mirrors, hooks or links in it already.
+        Some(format!(
+            "has mode {mode:04o}: group or others may write in it"
+        ))
+    } else if mode & 0o077 != 0 {
+        // Ours and only readable by others (a directory made by an older version or a umask):
+        // nothing can have been put in it but by us, so tighten it rather than refuse.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)).err().map(
+            |e| format!("has mode {mode:04o} (group or others may enter) and cannot be made private: {e}"),
+        )
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(p) => anyhow::bail!(
+            "git mirrors directory {} {p} (owner uid {}, mode {mode:04o}): it holds private \
+             repositories, so it must be a directory of this user's with no group or other \
+             access; remove it or set server.git_dir",
+            dir.display(),
+            meta.uid()
+        ),
+    }
+}
+
 /// A `kind: git` upstream at run time.
 pub struct GitUpstream {
     pub name: String,
@@ -150,6 +303,9 @@ pub struct GitUpstream {
     pub credential: Option<Credential>,
     /// Refs are asked of the host again when older than this (the mutable TTL).
     pub refresh: Duration,
+    /// Suffixes the host folds onto a repository's name (`.git` always among them): access
+    /// is decided for the repository they name too ([`RootTemplate::canonical`]).
+    pub aliases: Vec<String>,
 }
 
 impl std::fmt::Debug for GitUpstream {
@@ -168,6 +324,9 @@ struct Answer {
     status: u16,
     content_type: &'static str,
     body: Vec<u8>,
+    /// `Cache-Control: no-store`: the gateway must not keep it (a revision the repository does
+    /// not have yet: a tag pushed a moment later must be found at once).
+    no_store: bool,
 }
 
 impl Answer {
@@ -176,6 +335,7 @@ impl Answer {
             status: 200,
             content_type,
             body,
+            no_store: false,
         }
     }
 
@@ -184,6 +344,29 @@ impl Answer {
             status,
             content_type: "text/plain; charset=utf-8",
             body: format!("{message}\n").into_bytes(),
+            no_store: false,
+        }
+    }
+
+    /// The answer to a failed git operation. Not-found answers are `404` with Go's words (the
+    /// go command then tries the next proxy, `,direct`, and `on: not-found` chains go on): an
+    /// unknown repository names the module and the repository, and is kept briefly by the
+    /// gateway's cache (`ttl.not_found`) as by the origin (`server.git_not_found_ttl`); an
+    /// unknown revision is not kept at all (the origin asked the host again before saying so).
+    fn failed(upstream: &str, module: &str, e: &GitError) -> Answer {
+        match e {
+            GitError::RepositoryNotFound { .. } => {
+                Answer::error(404, format!("module {module}: {e}"))
+            }
+            GitError::UnknownRevision { .. } => Answer {
+                no_store: true,
+                ..Answer::error(404, e.to_string())
+            },
+            e if e.is_not_found() => Answer::error(404, e.to_string()),
+            e => {
+                log::warn!("git upstream {upstream}: {e}");
+                Answer::error(502, e.to_string())
+            }
         }
     }
 }
@@ -245,6 +428,7 @@ impl GitOrigin {
             Err(e) => return Answer::error(502, e),
         };
         let mirrors = self.mirrors.clone();
+        let module = parsed.module.clone();
         let work = move || -> Result<Answer, GitError> {
             let repo = mirrors.repo(&url, up.credential.clone())?;
             let m = ModuleSource::new(repo, &root, &parsed.module)?.with_max_age(up.refresh);
@@ -279,12 +463,7 @@ impl GitOrigin {
         };
         match tokio::task::spawn_blocking(work).await {
             Ok(Ok(a)) => a,
-            // Go's own words, as a proxy answers them: 404 makes `go` try the next proxy.
-            Ok(Err(e)) if e.is_not_found() => Answer::error(404, e.to_string()),
-            Ok(Err(e)) => {
-                log::warn!("git upstream {name}: {e}");
-                Answer::error(502, e.to_string())
-            }
+            Ok(Err(e)) => Answer::failed(name, &module, &e),
             Err(e) => Answer::error(500, format!("git upstream {name}: {e}")),
         }
     }
@@ -301,10 +480,14 @@ impl ServeHttp for GitOrigin {
             .to_string();
         let a = self.answer(&target).await;
         let length = a.body.len();
-        Response::builder()
+        let mut builder = Response::builder()
             .status(a.status)
             .header("Content-Type", a.content_type)
-            .header("Content-Length", length)
+            .header("Content-Length", length);
+        if a.no_store {
+            builder = builder.header("Cache-Control", "no-store");
+        }
+        builder
             .body(a.body)
             .unwrap_or_else(|_| Response::new(Vec::new()))
     }
@@ -330,6 +513,80 @@ mod tests {
         );
         assert!(t.root_of("git.corp.example/platform").is_none());
         assert!(t.root_of("other.example/platform/tools").is_none());
+    }
+
+    #[test]
+    fn git_failures_become_go_not_found_answers_or_502() {
+        let missing = GitError::RepositoryNotFound {
+            url: "https://git.corp.example/g/nope.git".into(),
+            detail: "fatal: repository 'https://git.corp.example/g/nope.git/' not found".into(),
+        };
+        let a = Answer::failed("corp", "git.corp.example/g/nope/sub", &missing);
+        let text = String::from_utf8_lossy(&a.body).to_string();
+        assert_eq!((a.status, a.no_store), (404, false));
+        assert!(text.starts_with("module git.corp.example/g/nope/sub: repository https://git.corp.example/g/nope.git not found"), "{text}");
+        let unknown = GitError::UnknownRevision {
+            module: "git.corp.example/g/r".into(),
+            rev: "v1.2.0".into(),
+        };
+        let a = Answer::failed("corp", "git.corp.example/g/r", &unknown);
+        assert_eq!((a.status, a.no_store), (404, true));
+        let invalid = GitError::InvalidVersion {
+            module: "git.corp.example/g/r".into(),
+            version: "v3.0.0".into(),
+            detail: "module contains a go.mod file".into(),
+        };
+        assert_eq!(Answer::failed("corp", "m", &invalid).status, 404);
+        let down = GitError::Git {
+            command: "ls-remote".into(),
+            status: "exit 128".into(),
+            stderr: "fatal: unable to access: Failed to connect".into(),
+        };
+        assert_eq!(Answer::failed("corp", "m", &down).status, 502);
+    }
+
+    #[test]
+    fn alias_spellings_have_the_repository_as_canonical_form() {
+        let t = RootTemplate::parse("git.corp.example/{group}/{repo}").expect("template");
+        let aliases: Vec<String> = DEFAULT_REPO_ALIASES.iter().map(|s| s.to_string()).collect();
+        for (module, want) in [
+            (
+                "git.corp.example/team/secret.git",
+                Some("git.corp.example/team/secret"),
+            ),
+            (
+                "git.corp.example/team/secret.wiki",
+                Some("git.corp.example/team/secret"),
+            ),
+            (
+                "git.corp.example/team/secret.git.git",
+                Some("git.corp.example/team/secret"),
+            ),
+            (
+                "git.corp.example/team/secret.wiki.git",
+                Some("git.corp.example/team/secret"),
+            ),
+            (
+                "git.corp.example/team.git/secret.git/x.git/v2",
+                Some("git.corp.example/team/secret/x.git/v2"),
+            ),
+            (
+                "GIT.corp.example/team/secret.git",
+                Some("GIT.corp.example/team/secret"),
+            ),
+            ("git.corp.example/team/secret", None),
+            ("git.corp.example/team/.git", None),
+            ("git.corp.example/team/git", None),
+            ("git.corp.example/team/secret.GIT", None),
+            ("git.corp.example/team", None),
+            ("other.example/team/secret.git", None),
+        ] {
+            assert_eq!(t.canonical(module, &aliases).as_deref(), want, "{module}");
+        }
+        assert_eq!(
+            t.canonical("git.corp.example/team/secret.wiki", &[".git".into()]),
+            None
+        );
     }
 
     #[test]

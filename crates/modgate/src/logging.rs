@@ -7,7 +7,8 @@
 //! - lowers the level of Pingora's ERROR lines about ordinary client behaviour — a client that
 //!   closed or was cut half-way through its request headers, a failed or abandoned TLS
 //!   handshake (port scans, health probes, clients without the required certificate) — and of
-//!   its WARN about a missing header-compression dictionary at every start, so that ERROR and
+//!   its WARN about a missing header-compression dictionary at every start, and of the lines
+//!   ordinary HTTP/2 traffic produces ([`ordinary_traffic`]), so that ERROR and
 //!   WARN stay meaningful to whoever is paged by them;
 //! - redacts credentials from every line, whatever its level and origin ([`redact`]): Pingora
 //!   dumps each upstream request's headers at `debug` (the gateway's `Authorization` for an
@@ -58,6 +59,9 @@ pub fn configure(json: bool, level: LevelFilter) {
 /// The level a Pingora ERROR/WARN line deserves, when it is about the client (or about an
 /// optional feature) rather than the gateway.
 fn demoted(message: &str) -> Option<Level> {
+    if let Some(level) = ordinary_traffic(message) {
+        return Some(level);
+    }
     if message.contains("while reading request headers") {
         return Some(Level::Debug);
     }
@@ -202,6 +206,25 @@ pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
     }
     out.push_str(&text[at..]);
     std::borrow::Cow::Owned(out)
+}
+
+/// Pingora's ERROR/WARN lines that ordinary traffic produces (issue 18): an HTTP/2 client that
+/// connects and closes without a request (health probes, connection pools, `openssl s_client`),
+/// any other failed HTTP/2 handshake (the client's doing), and a request body's end arriving
+/// after the body was already complete (every HTTP/2 request forwarded to an HTTP/1.1
+/// upstream).
+fn ordinary_traffic(message: &str) -> Option<Level> {
+    if message.starts_with("H2 handshake error") {
+        return Some(if message.contains("before reading preface") {
+            Level::Debug
+        } else {
+            Level::Info
+        });
+    }
+    if message.starts_with("Upstream body is already finished") {
+        return Some(Level::Debug);
+    }
+    None
 }
 
 /// One log line as JSON: time, level, target, and the message (or, for the access line whose
@@ -350,19 +373,14 @@ mod tests {
             "{out}"
         );
         // Escaped wire bytes, any case, any scheme (a `header_file` value has none).
-        let wire = r#"Writing request header: b"GET / HTTP/1.1
-Authorization: custom-9x
-Host: h
-""#;
+        let wire = r#"Writing request header: b"GET / HTTP/1.1\r\nAuthorization: custom-9x\r\nHost: h\r\n""#;
         let out = redact(wire);
         assert!(!out.contains("custom-9x"), "{out}");
-        assert!(
-            out.contains(
-                r"Host: h
-"
-            ),
-            "{out}"
-        );
+        assert!(out.contains(r"Host: h\r\n"), "{out}");
+        // The same on the wire, with real line ends.
+        let out = redact("GET / HTTP/1.1\r\nAuthorization: custom-9x\r\nHost: h\r\n");
+        assert!(!out.contains("custom-9x"), "{out}");
+        assert!(out.contains("Host: h\r\n"), "{out}");
         // Raw lines, proxy credentials, cookies.
         for (line, secret) in [
             (
@@ -407,6 +425,25 @@ Host: h
                 redact(line)
             );
         }
+    }
+
+    #[test]
+    fn ordinary_traffic_is_not_an_error() {
+        assert_eq!(
+            demoted(
+                "H2 handshake error  HandshakeError context: while h2 handshaking with client \
+                 cause: connection closed before reading preface"
+            ),
+            Some(Level::Debug)
+        );
+        assert_eq!(
+            demoted("H2 handshake error  HandshakeError cause: invalid preface"),
+            Some(Level::Info)
+        );
+        assert_eq!(
+            demoted("Upstream body is already finished. Nothing to write"),
+            Some(Level::Debug)
+        );
     }
 
     #[test]

@@ -26,10 +26,13 @@ mod local;
 mod logging;
 mod metrics;
 mod model;
+mod peer;
+mod preflight;
 mod proxy;
 mod record;
 mod reload;
 mod respond;
+mod rundir;
 mod server;
 mod tls;
 mod upstream;
@@ -79,14 +82,23 @@ enum Command {
         /// Configuration file.
         #[arg(value_name = "FILE", conflicts_with = "config_flag")]
         config: Option<PathBuf>,
+        /// Resolve the file's relative paths from DIR, where the file will be installed,
+        /// instead of the file's own directory (for checking a copy, e.g. Ansible's
+        /// `validate: modgate check --base-dir /etc/modgate %s`).
+        #[arg(long, value_name = "DIR")]
+        base_dir: Option<PathBuf>,
     },
     /// Make the running gateway re-read its configuration (SIGHUP through its pid file) and
     /// report what changed. Exit 0: applied; 1: refused (the old configuration stays in force,
     /// the reason is printed); 2: no running gateway answered.
     Reload {
-        /// Configuration file (the running gateway's; its server.pid_file is used).
-        #[arg(short, long, default_value = "gateway.yaml")]
-        config: PathBuf,
+        /// Configuration file (the running gateway's; its server.pid_file is used; also
+        /// accepted as the only argument).
+        #[arg(short, long = "config", value_name = "CONFIG")]
+        config_flag: Option<PathBuf>,
+        /// Configuration file.
+        #[arg(value_name = "FILE", conflicts_with = "config_flag")]
+        config: Option<PathBuf>,
         /// How long to wait for the gateway's answer, in seconds.
         #[arg(long, default_value_t = 15.0)]
         timeout: f64,
@@ -142,9 +154,14 @@ enum Command {
         /// Allow a non-loopback --listen address.
         #[arg(long)]
         allow_remote: bool,
-        /// PID file.
-        #[arg(long, default_value = "/tmp/modgate-agent.pid")]
-        pid_file: String,
+        /// Also lend the certificate to this local user (name or uid; repeatable). By default
+        /// only the agent's own user (and root) may use it; other users get a 403.
+        #[arg(long = "allow-user", value_name = "USER")]
+        allow_users: Vec<String>,
+        /// PID file (default: agent-<listen address>.pid in the per-user runtime directory,
+        /// $XDG_RUNTIME_DIR/modgate or /tmp/modgate-<uid>, so agents never share one).
+        #[arg(long)]
+        pid_file: Option<String>,
     },
     /// Write a development CA, server and client certificates as PEM files. A CA already in
     /// the directory is kept and signs whatever is missing (so `--client NAME` issues another
@@ -259,13 +276,24 @@ fn main() -> ExitCode {
         Command::Check {
             config_flag,
             config,
+            base_dir,
         } => {
             let config = config_flag
                 .or(config)
                 .unwrap_or_else(|| PathBuf::from("gateway.yaml"));
-            finish("modgate", commands::check::check(&config))
+            finish(
+                "modgate",
+                commands::check::check(&config, base_dir.as_deref()),
+            )
         }
-        Command::Reload { config, timeout } => {
+        Command::Reload {
+            config_flag,
+            config,
+            timeout,
+        } => {
+            let config = config_flag
+                .or(config)
+                .unwrap_or_else(|| PathBuf::from("gateway.yaml"));
             finish("modgate", commands::reload::reload(&config, timeout))
         }
         Command::Explain {
@@ -299,6 +327,7 @@ fn main() -> ExitCode {
             server_name,
             watch,
             allow_remote,
+            allow_users,
             pid_file,
         } => finish(
             "modgate agent",
@@ -311,6 +340,7 @@ fn main() -> ExitCode {
                 server_name,
                 watch: Duration::try_from_secs_f64(watch).unwrap_or(Duration::from_secs(2)),
                 allow_remote,
+                allow_users,
                 pid_file,
             }),
         ),

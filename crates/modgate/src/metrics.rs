@@ -21,8 +21,8 @@ use modgate_protocol::RequestKind;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::conn::caps::Over;
@@ -48,6 +48,7 @@ pub struct Metrics {
     pub cache_lookups: IntCounterVec,
     pub stale_served: IntCounter,
     pub hot_hits: IntCounter,
+    pub cache_write_failures: IntCounterVec,
     pub integrity_refusals: IntCounterVec,
     pub checks_throttled: IntCounterVec,
     pub connections_cut: IntCounterVec,
@@ -55,6 +56,13 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub config_last_success: Gauge,
+    pub audit_lost: IntCounter,
+    pub route_duration: HistogramVec,
+    pub cache_objects: IntGaugeVec,
+    pub cache_bytes: IntGaugeVec,
+    pub cache_evictions: IntCounterVec,
+    pub git_refreshes: IntCounterVec,
+    pub git_refresh_duration: Histogram,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -138,6 +146,69 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "modgate_config_last_reload_success_timestamp_seconds",
         "When the configuration in force was applied (Unix time)",
     )?;
+    let audit_lost = IntCounter::new(
+        "modgate_audit_records_lost_total",
+        "Audit records that could not be written (a full or failing audit disk); with \
+         audit.fail_mode: open the requests were served anyway",
+    )?;
+    registry.register(Box::new(audit_lost.clone()))?;
+    let route_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "modgate_route_request_duration_seconds",
+            "Time from request to the end of the response, by route and status class (2xx, \
+             4xx, …; none: no answer was sent)",
+        )
+        .buckets(vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]),
+        &["route", "status_class"],
+    )?;
+    let cache_objects = IntGaugeVec::new(
+        Opts::new(
+            "modgate_cache_objects",
+            "Objects held by each cache tier (memory, disk), at the scrape",
+        ),
+        &["tier"],
+    )?;
+    let cache_bytes = IntGaugeVec::new(
+        Opts::new(
+            "modgate_cache_bytes",
+            "Bytes held by each cache tier (memory: bytes charged to its budget; disk: bodies \
+             and meta files), at the scrape",
+        ),
+        &["tier"],
+    )?;
+    let cache_evictions = IntCounterVec::new(
+        Opts::new(
+            "modgate_cache_evictions_total",
+            "Objects evicted to stay within each tier's budget (memory: max_memory_bytes, the \
+             object stays on disk; disk: max_disk_bytes)",
+        ),
+        &["tier"],
+    )?;
+    let git_refreshes = IntCounterVec::new(
+        Opts::new(
+            "modgate_git_mirror_refreshes_total",
+            "Git mirror refreshes that asked the host (ls-remote, and a fetch when refs \
+             changed), by result: ok or error",
+        ),
+        &["result"],
+    )?;
+    let git_refresh_duration = Histogram::with_opts(
+        HistogramOpts::new(
+            "modgate_git_mirror_refresh_duration_seconds",
+            "Time a Git mirror refresh that asked the host took",
+        )
+        .buckets(vec![
+            0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]),
+    )?;
+    registry.register(Box::new(route_duration.clone()))?;
+    registry.register(Box::new(cache_objects.clone()))?;
+    registry.register(Box::new(cache_bytes.clone()))?;
+    registry.register(Box::new(cache_evictions.clone()))?;
+    registry.register(Box::new(git_refreshes.clone()))?;
+    registry.register(Box::new(git_refresh_duration.clone()))?;
     registry.register(Box::new(config_reloads.clone()))?;
     registry.register(Box::new(config_generation.clone()))?;
     registry.register(Box::new(config_last_success.clone()))?;
@@ -181,6 +252,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "modgate_cache_hot_hits_total",
         "Cache hits answered from memory without Pingora's cache phase (also counted as hits)",
     )?;
+    let cache_write_failures = IntCounterVec::new(
+        Opts::new(
+            "modgate_cache_write_failures_total",
+            "Answers the cache could not store, by reason: no_space (its filesystem is full: \
+             refused before the first byte, the answer then comes from the upstream uncached) or \
+             io (another error of its filesystem)",
+        ),
+        &["reason"],
+    )?;
     let integrity_refusals = IntCounterVec::new(
         Opts::new(
             "modgate_integrity_refusals_total",
@@ -191,6 +271,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(cache_lookups.clone()))?;
     registry.register(Box::new(stale_served.clone()))?;
     registry.register(Box::new(hot_hits.clone()))?;
+    registry.register(Box::new(cache_write_failures.clone()))?;
     registry.register(Box::new(integrity_refusals.clone()))?;
     registry.register(Box::new(decisions.clone()))?;
     registry.register(Box::new(auth_failures.clone()))?;
@@ -228,6 +309,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         config_reloads,
         config_generation,
         config_last_success,
+        audit_lost,
+        route_duration,
+        cache_objects,
+        cache_bytes,
+        cache_evictions,
+        git_refreshes,
+        git_refresh_duration,
         reloads,
         spans_dropped,
         spans_exported,
@@ -235,6 +323,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         cache_lookups,
         stale_served,
         hot_hits,
+        cache_write_failures,
         integrity_refusals,
     })
 }
@@ -251,6 +340,13 @@ pub fn metrics() -> Option<&'static Metrics> {
             }
         })
         .as_ref()
+}
+
+/// Counts audit records the audit writer could not write (called from its thread).
+pub fn audit_records_lost(n: u64) {
+    if let Some(m) = metrics() {
+        m.audit_lost.inc_by(n);
+    }
 }
 
 /// Brings a counter up to a total kept elsewhere (an atomic owned by another crate).
@@ -327,6 +423,23 @@ pub fn prime(model: &Model) {
     for kind in RequestKind::ALL.iter().map(|k| k.as_str()).chain(["other"]) {
         m.duration.with_label_values(&[kind]);
     }
+    let route_names = model.config.routes.iter().map(|r| r.name.as_str());
+    for route in route_names.chain(["-"]) {
+        for class in ["2xx", "3xx", "4xx", "5xx"] {
+            m.route_duration.with_label_values(&[route, class]);
+        }
+    }
+    if model.config.cache.is_some() {
+        for tier in ["memory", "disk"] {
+            m.cache_objects.with_label_values(&[tier]);
+            m.cache_bytes.with_label_values(&[tier]);
+            m.cache_evictions.with_label_values(&[tier]);
+        }
+    }
+    modgate_git::observe_refreshes(git_refreshed);
+    for result in ["ok", "error"] {
+        m.git_refreshes.with_label_values(&[result]);
+    }
     for reason in auth_failure_reasons() {
         m.auth_failures.with_label_values(&[reason]);
     }
@@ -338,6 +451,9 @@ pub fn prime(model: &Model) {
     }
     for outcome in cache_outcomes() {
         m.cache_lookups.with_label_values(&[outcome.as_str()]);
+    }
+    for reason in CACHE_WRITE_FAILURES {
+        m.cache_write_failures.with_label_values(&[reason]);
     }
     for artifact in Artifact::ALL {
         m.integrity_refusals.with_label_values(&[artifact.as_str()]);
@@ -427,7 +543,7 @@ fn auth_failure_reasons() -> Vec<&'static str> {
 }
 
 /// Every value of the `outcome` label of `modgate_cache_requests_total`.
-fn cache_outcomes() -> [CacheOutcome; 13] {
+fn cache_outcomes() -> [CacheOutcome; 14] {
     let _every = |o: CacheOutcome| match o {
         CacheOutcome::Off
         | CacheOutcome::Uninitialized
@@ -441,7 +557,8 @@ fn cache_outcomes() -> [CacheOutcome; 13] {
         | CacheOutcome::Revalidated
         | CacheOutcome::RevalidatedNoCache
         | CacheOutcome::StaleIfError
-        | CacheOutcome::Refused => (),
+        | CacheOutcome::Refused
+        | CacheOutcome::NotStored => (),
     };
     [
         CacheOutcome::Off,
@@ -457,6 +574,7 @@ fn cache_outcomes() -> [CacheOutcome; 13] {
         CacheOutcome::RevalidatedNoCache,
         CacheOutcome::StaleIfError,
         CacheOutcome::Refused,
+        CacheOutcome::NotStored,
     ]
 }
 
@@ -648,6 +766,54 @@ pub fn request_finished(listener: &str, route: &str, kind: &str, status: u16, se
             .with_label_values(&[listener, route, kind, &status.to_string()])
             .inc();
         m.duration.with_label_values(&[kind]).observe(seconds);
+        m.route_duration
+            .with_label_values(&[route, status_class(status)])
+            .observe(seconds);
+    }
+}
+
+/// The `status_class` label: `2xx`, `4xx`, …; `none` when no answer was sent (status 0).
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// The cache tiers' sizes and evictions, at a scrape.
+pub fn cache_tiers(stats: &modgate_cache::CacheStats) {
+    if let Some(m) = metrics() {
+        for (tier, objects, bytes, evicted) in [
+            (
+                "memory",
+                stats.memory_objects,
+                stats.memory_bytes,
+                stats.memory_evicted,
+            ),
+            ("disk", stats.objects, stats.bytes, stats.evicted),
+        ] {
+            m.cache_objects
+                .with_label_values(&[tier])
+                .set(i64::try_from(objects).unwrap_or(i64::MAX));
+            m.cache_bytes
+                .with_label_values(&[tier])
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            sync_counter(&m.cache_evictions.with_label_values(&[tier]), evicted);
+        }
+    }
+}
+
+/// A Git mirror refresh that asked the host ended (the git crate's refresh observer).
+pub fn git_refreshed(took: Duration, ok: bool) {
+    if let Some(m) = metrics() {
+        m.git_refreshes
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+        m.git_refresh_duration.observe(took.as_secs_f64());
     }
 }
 
@@ -685,6 +851,33 @@ pub fn cache_looked_up(outcome: &str) {
 pub fn stale_served() {
     if let Some(m) = metrics() {
         m.stale_served.inc();
+    }
+}
+
+/// The `reason` labels of `modgate_cache_write_failures_total`.
+const CACHE_WRITE_FAILURES: [&str; 2] = ["no_space", "io"];
+
+/// Brings `modgate_cache_write_failures_total` up to the cache's own counts (kept by the
+/// storage, which sees every failure, including those after the answer was sent).
+pub fn cache_write_failures(no_space: u64, io: u64) {
+    // called for every request: the labelled series are only looked up when a count moved
+    static SEEN: [std::sync::atomic::AtomicU64; 2] = [
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    ];
+    let moved = [no_space, io]
+        .iter()
+        .zip(&SEEN)
+        .fold(false, |moved, (total, seen)| {
+            seen.fetch_max(*total, std::sync::atomic::Ordering::Relaxed) < *total || moved
+        });
+    if !moved {
+        return;
+    }
+    if let Some(m) = metrics() {
+        for (reason, total) in CACHE_WRITE_FAILURES.iter().zip([no_space, io]) {
+            sync_counter(&m.cache_write_failures.with_label_values(&[reason]), total);
+        }
     }
 }
 
@@ -776,7 +969,7 @@ mod tests {
         let mut cache: Vec<&str> = cache_outcomes().iter().map(|o| o.as_str()).collect();
         cache.sort_unstable();
         cache.dedup();
-        assert_eq!(cache.len(), 13);
+        assert_eq!(cache.len(), 14);
         assert_eq!(
             cut_reasons(),
             ["idle", "headers", "listener_limit", "source_limit"]

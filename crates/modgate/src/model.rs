@@ -104,15 +104,17 @@ pub fn listener_runtime(
 
 impl Model {
     /// Builds the model of a validated configuration. `tls` holds each running TLS listener's
-    /// material (already loaded for this configuration); `recorder` the audit/telemetry
-    /// recorder to use.
+    /// material (already loaded for this configuration); `recorder` makes the audit/telemetry
+    /// recorder to use, called only once everything else has loaded: a configuration refused
+    /// for any other reason opens (creates) no audit file.
     pub fn build(
         config: Arc<GatewayConfig>,
         generation: u64,
         tls: &BTreeMap<String, Arc<ReloadableTls>>,
-        recorder: Arc<Recorder>,
+        recorder: impl FnOnce() -> anyhow::Result<Arc<Recorder>>,
     ) -> anyhow::Result<Model> {
         let gateway = Arc::new(Gateway::new(&config)?);
+        let recorder = recorder()?;
         let strip = identity_header_names(&config);
         let listeners = config
             .listeners
@@ -272,6 +274,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
                 s.max_blocking_threads,
                 s.git_dir.as_ref().map(|p| &p.0),
                 s.git_config.as_ref().map(|p| &p.0),
+                (&s.git_not_found_ttl, &s.git_miss_refresh),
             )
         )
     };
@@ -279,7 +282,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         upgrade.push(
             "server: process settings (threads, work_stealing, pid_file, upgrade_sock, \
              grace_period, shutdown_timeout, upstream_pool_size, max_blocking_threads, git_dir, \
-             git_config) changed"
+             git_config, git_not_found_ttl, git_miss_refresh) changed"
                 .to_string(),
         );
     }
@@ -362,6 +365,9 @@ pub struct Live {
     config_path: PathBuf,
     /// The TLS material of each running TLS listener (the acceptors consult these).
     tls: BTreeMap<String, Arc<ReloadableTls>>,
+    /// The configuration this process started with: what its sockets, threads, storage and
+    /// process files were made from, and so what "needs an upgrade" is judged against.
+    started: Arc<GatewayConfig>,
     /// One reload at a time; counts attempts.
     reloading: Mutex<u64>,
     last: Mutex<ReloadReport>,
@@ -376,6 +382,7 @@ impl Live {
         let generation = model.generation;
         publish_generation(generation, true);
         Live {
+            started: model.config.clone(),
             current: ArcSwap::from_pointee(model),
             config_path,
             tls,
@@ -456,7 +463,11 @@ impl Live {
     #[allow(clippy::type_complexity)]
     fn try_reload(&self, old: &Model) -> anyhow::Result<(Model, Vec<String>, Vec<String>)> {
         let config = config::load(&self.config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (mut changes, needs_upgrade) = diff(&old.config, &config);
+        // What changed since the model in force; what the process cannot apply, since it
+        // started (a change that needs an upgrade is named until one is done, and reverting it
+        // is no change).
+        let (mut changes, _) = diff(&old.config, &config);
+        let (_, needs_upgrade) = diff(&self.started, &config);
         // Load every running TLS listener's material for the new settings first: a file that
         // does not load refuses the whole reload before anything changes.
         let mut prepared: Vec<(Arc<ReloadableTls>, PreparedTls)> = Vec::new();
@@ -469,19 +480,24 @@ impl Live {
                 .map_err(|e| anyhow::anyhow!("listener {}: tls: {e}", l.name.0))?;
             prepared.push((handle.clone(), p));
         }
-        let recorder = if debug_eq(&old.config.audit, &config.audit)
-            && debug_eq(&old.config.telemetry, &config.telemetry)
-        {
-            old.recorder.audit.reopen();
-            old.recorder.clone()
-        } else {
-            Arc::new(Recorder::start(
-                config.audit.sink(),
-                config.telemetry.otel(),
-            )?)
-        };
+        // The running git origin's mirrors (`git_dir` changes need an upgrade) must still be a
+        // directory of ours alone: a reload refuses to go on over one someone else took.
+        crate::gitorigin::check_mirrors_dir(&crate::gitorigin::mirrors_dir(&old.config))?;
+        // The recorder last: a refused reload opens (creates) no new audit file.
+        let same_recorder = debug_eq(&old.config.audit, &config.audit)
+            && debug_eq(&old.config.telemetry, &config.telemetry);
         let config = Arc::new(config);
-        let model = Model::build(config, old.generation + 1, &self.tls, recorder)?;
+        let model = Model::build(config.clone(), old.generation + 1, &self.tls, || {
+            if same_recorder {
+                old.recorder.audit.reopen();
+                Ok(old.recorder.clone())
+            } else {
+                Ok(Arc::new(Recorder::start(
+                    &config.audit,
+                    config.telemetry.otel(),
+                )?))
+            }
+        })?;
         for w in model.gateway.warnings() {
             log::warn!("{w}");
         }

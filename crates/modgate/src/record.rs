@@ -3,14 +3,16 @@
 //! W3C trace context carried from the client to the upstream.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use modgate_telemetry::{
-    AuditDecision, AuditLog, AuditRecord, AuditSinkConfig, OtelConfig, RequestSpan, Telemetry,
+    AuditDecision, AuditLog, AuditOptions, AuditRecord, AuditSinkConfig, OtelConfig, RequestSpan,
+    Telemetry,
 };
 use opentelemetry::{Context, KeyValue};
 use pingora::http::RequestHeader;
 
+use crate::config::{AuditConfig, AuditFailMode};
 use crate::metrics;
 
 /// The trace a request belongs to.
@@ -44,6 +46,8 @@ pub struct Recorder {
     pub audit: AuditLog,
     /// The audit log writes somewhere (not `output: off`).
     audit_on: bool,
+    /// `audit.fail_mode: closed`: requests are refused while records cannot be written.
+    fail_closed: bool,
     telemetry: Option<Telemetry>,
     stopped: AtomicBool,
 }
@@ -51,16 +55,25 @@ pub struct Recorder {
 impl Recorder {
     /// Opens the audit sink and starts the span exporter (a collector that is down does not
     /// stop modgate: spans are counted as dropped).
-    pub fn start(sink: AuditSinkConfig, otel: OtelConfig) -> anyhow::Result<Recorder> {
+    pub fn start(audit: &AuditConfig, otel: OtelConfig) -> anyhow::Result<Recorder> {
+        let sink = audit.sink();
         let audit_on = !matches!(sink, AuditSinkConfig::Off);
-        let audit = AuditLog::start(sink).map_err(|e| anyhow::anyhow!("audit: {e}"))?;
+        // The exporter first: it touches no file, so a refusal leaves no new audit file.
         let telemetry = Telemetry::start(otel).map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
+        let fail_closed = audit_on && audit.fail_mode == AuditFailMode::Closed;
+        let options = AuditOptions {
+            fail_closed,
+            on_lost: Some(Arc::new(metrics::audit_records_lost)),
+        };
+        let audit =
+            AuditLog::start_with(sink, options).map_err(|e| anyhow::anyhow!("audit: {e}"))?;
         if telemetry.is_none() {
             log::info!("OpenTelemetry export off (no telemetry.otlp_endpoint, no OTEL_EXPORTER_OTLP_ENDPOINT)");
         }
         Ok(Recorder {
             audit,
             audit_on,
+            fail_closed,
             telemetry,
             stopped: AtomicBool::new(false),
         })
@@ -86,6 +99,26 @@ impl Recorder {
             cx,
             span,
             upstream_traceparent: OnceLock::new(),
+        }
+    }
+
+    /// Why a request must be refused before it is served, if it must: with `audit.fail_mode:
+    /// closed`, while the audit log cannot be written (from its first failed write until a
+    /// write succeeds again; the refused requests' own records are the writes that find out).
+    pub fn unaudited_refusal(&self) -> Option<String> {
+        (self.fail_closed && !self.audit.writable()).then(|| {
+            "the gateway cannot write its audit log (a full or failing disk), and this site \
+             refuses what it cannot audit (audit.fail_mode: closed); try again later"
+                .to_string()
+        })
+    }
+
+    /// Brings the span export counters up to date (at each scrape, not only at the next
+    /// request).
+    pub fn sync_metrics(&self) {
+        if let (Some(t), Some(m)) = (&self.telemetry, metrics::metrics()) {
+            metrics::sync_counter(&m.spans_dropped, t.dropped_spans());
+            metrics::sync_counter(&m.spans_exported, t.exported_spans());
         }
     }
 

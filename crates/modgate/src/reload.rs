@@ -4,7 +4,9 @@
 //! settings, each listener's request settings, TLS material and `client_auth` mode — and the
 //! new runtime model replaces the old one at once ([`crate::model::Live::reload`]), or nothing
 //! changes. The audit file is reopened (for logrotate). Listeners with `tls.watch` are also
-//! checked for changed TLS files at that interval (material only, not the rest of the file).
+//! checked for changed TLS files at that interval (material only, not the rest of the file);
+//! which listeners are watched, and how often, follows the configuration in force, so a watch
+//! added or removed by a reload takes effect.
 //!
 //! Each reload's outcome is logged, counted (`modgate_config_reloads_total{result}`), and
 //! written beside the pid file (`<pid_file>.reload`, JSON) for `modgate reload` to report.
@@ -49,9 +51,11 @@ fn write_status(path: &Path, report: &ReloadReport) {
         p.push(".tmp");
         PathBuf::from(p)
     };
+    // Never through a symlink planted at the temporary name; the rename replaces (never
+    // follows) one planted at the report's own name.
     let written = serde_json::to_vec_pretty(report)
         .map_err(std::io::Error::other)
-        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|bytes| crate::rundir::write_nofollow(&tmp, &bytes))
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         log::warn!("reload status not written to {}: {e}", path.display());
@@ -61,8 +65,6 @@ fn write_status(path: &Path, report: &ReloadReport) {
 /// The background service that reloads on SIGHUP and watches TLS files.
 pub struct Reloader {
     pub live: Arc<Live>,
-    /// `tls.watch` interval by listener name.
-    pub watch: Vec<(String, Duration)>,
     pub cache: Option<Arc<crate::cache::CacheRuntime>>,
     /// The status file `modgate reload` reads.
     pub status: PathBuf,
@@ -109,6 +111,35 @@ fn reload_tls(listener: &str, tls: &ReloadableTls, why: &str) {
             count(&format!("tls:{listener}"), "error");
         }
     }
+}
+
+/// The running TLS listeners whose files the configuration in force asks to watch
+/// (`tls.watch`), with their intervals: read again after every reload, so a watch added or
+/// removed by a reload takes effect.
+fn watched_listeners(live: &Live) -> Vec<(String, Arc<ReloadableTls>, Duration)> {
+    live.current()
+        .config
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let every = l.tls.as_ref()?.watch?;
+            Some((l.name.0.clone(), live.tls().get(&l.name.0)?.clone(), every))
+        })
+        .collect()
+}
+
+/// How often to look at the watched files: the shortest interval asked for (hourly, doing
+/// nothing, when none is).
+fn tick_every(watched: &[(String, Arc<ReloadableTls>, Duration)]) -> tokio::time::Interval {
+    let every = watched
+        .iter()
+        .map(|(_, _, d)| *d)
+        .min()
+        .unwrap_or(Duration::from_secs(3600))
+        .max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 impl Reloader {
@@ -187,33 +218,23 @@ impl BackgroundService for Reloader {
             }
         };
         write_status(&self.status, &self.live.last_report());
-        let tick_every = self
-            .watch
-            .iter()
-            .map(|(_, d)| *d)
-            .min()
-            .unwrap_or(Duration::from_secs(3600))
-            .max(Duration::from_millis(100));
         for (name, tls) in self.live.tls() {
             publish_expiry(name, tls);
         }
-        let watched: Vec<(String, Arc<ReloadableTls>)> = self
-            .watch
-            .iter()
-            .filter_map(|(name, _)| Some((name.clone(), self.live.tls().get(name)?.clone())))
-            .collect();
-        let mut last: Vec<Stamps> = watched.iter().map(|(_, t)| stamps(t)).collect();
-        let mut tick = tokio::time::interval(tick_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watched = watched_listeners(&self.live);
+        let mut last: Vec<Stamps> = watched.iter().map(|(_, t, _)| stamps(t)).collect();
+        let mut tick = tick_every(&watched);
         loop {
             tokio::select! {
                 _ = hup.recv() => {
                     // Blocks while files are read: this service's own runtime, not a listener's.
                     self.reload_all();
-                    last = watched.iter().map(|(_, t)| stamps(t)).collect();
+                    watched = watched_listeners(&self.live);
+                    last = watched.iter().map(|(_, t, _)| stamps(t)).collect();
+                    tick = tick_every(&watched);
                 }
                 _ = tick.tick() => {
-                    for ((name, t), prev) in watched.iter().zip(last.iter_mut()) {
+                    for ((name, t, _), prev) in watched.iter().zip(last.iter_mut()) {
                         let now = stamps(t);
                         if now != *prev {
                             *prev = now;

@@ -91,6 +91,7 @@ impl Upstream {
             url: c.url,
             module: None,
             repo: None,
+            repo_aliases: None,
             credential: None,
             private: true,
             ca: c.ca,

@@ -331,6 +331,11 @@ impl Compiled {
                     return None;
                 }
             }
+            if let Some(commits) = &rule.commits {
+                if !commits.names(req.version?) {
+                    return None;
+                }
+            }
             Some(match rule.effect {
                 Effect::Deny => 0,
                 Effect::Allow => 1,

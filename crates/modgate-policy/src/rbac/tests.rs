@@ -78,12 +78,14 @@ fn rule(id: &str, effect: Effect, prefixes: &[&str]) -> Rule {
             .collect(),
         kinds: None,
         versions: None,
+        commits: None,
     }
 }
 
 fn ranged(id: &str, effect: Effect, prefix: &str, range: &str) -> Rule {
     Rule {
         versions: Some(VersionRange::parse(range).unwrap()),
+        commits: None,
         ..rule(id, effect, &[prefix])
     }
 }
@@ -1159,6 +1161,7 @@ fn build_rule(id: String, (deny, prefix, mask, range): RuleSpec) -> Rule {
     Rule {
         kinds: mask.map(|m| kinds_from_mask(m | 1)),
         versions: range.map(|r| VersionRange::parse(RANGES[r]).unwrap()),
+        commits: None,
         ..rule(&id, effect, &[PREFIXES[prefix]])
     }
 }
@@ -1408,6 +1411,7 @@ fn compiled_policy() -> impl Strategy<Value = AccessPolicy> {
                             patterns,
                             kinds: mask.map(|m| kinds_from_mask(m | 1)),
                             versions: range.map(|r| VersionRange::parse(RANGES[r]).unwrap()),
+                            commits: None,
                         })
                         .collect(),
                 })
@@ -1586,4 +1590,88 @@ fn remembered_roles_are_keyed_by_the_whole_principal() {
     }
     assert!(policy.held.len() <= super::HELD_CACHE_MAX);
     assert_eq!(policy.decide(&dev, &r).effect, Effect::Allow);
+}
+
+#[test]
+fn a_commit_rule_names_its_commit_under_every_pseudo_version_and_hash_query() {
+    const HASH: &str = "05db99cda9e5f3b1c2d3e4f5a6b7c8d9e0f1a2b3";
+    let commits = CommitSet::parse(&[HASH]).expect("commits");
+    for version in [
+        "v0.0.0-20240315101112-05db99cda9e5",
+        "v1.0.1-0.20240315101112-05db99cda9e5",
+        "v1.2.0-pre.0.20240315101112-05db99cda9e5",
+        "v2.0.1-0.20240315101112-05db99cda9e5+incompatible",
+        HASH,
+        "05DB99CDA9E5",
+        "05db99cd",
+        "05db",
+    ] {
+        assert!(commits.names(version), "{version}");
+    }
+    for version in [
+        "v1.0.0",
+        "v0.0.0-20240315101112-05db99cda9e6",
+        "05d",
+        "05db99cda9e5ff",
+        "main",
+        "v1.0.0-rc.1",
+    ] {
+        assert!(!commits.names(version), "{version}");
+    }
+    for bad in ["05db99cda9e", "05db99cda9eZ", "", &"a".repeat(65)] {
+        assert_eq!(
+            CommitSet::parse(&[bad]),
+            Err(RbacError::BadCommit { value: bad.into() })
+        );
+    }
+
+    // In a policy: the commit rule denies the commit's pseudo-versions; a version rule on
+    // its tag does not (the version string is judged), and neither denies other versions.
+    let policy = AccessPolicy::new(
+        vec![role(
+            "r",
+            vec![binding(vec![Matcher::Any])],
+            vec![
+                Rule {
+                    commits: Some(commits.clone()),
+                    ..rule("no-commit", Effect::Deny, &["corp.example.com/lib"])
+                },
+                ranged("no-v1", Effect::Deny, "corp.example.com/tag", "=v1.0.0"),
+                rule("read", Effect::Allow, &["corp.example.com"]),
+            ],
+        )],
+        Effect::Deny,
+    )
+    .expect("policy");
+    let anon = Principal::anonymous();
+    let decide = |module: &str, version: Option<&str>| {
+        policy
+            .decide(&anon, &req(module, RequestKind::Zip, version))
+            .rule
+    };
+    let pseudo = "v0.0.0-20240315101112-05db99cda9e5";
+    assert_eq!(decide("corp.example.com/lib", Some(pseudo)), "no-commit");
+    assert_eq!(
+        decide("corp.example.com/lib", Some("05db99cd")),
+        "no-commit"
+    );
+    assert_eq!(decide("corp.example.com/lib", Some("v1.0.0")), "read");
+    assert_eq!(decide("corp.example.com/lib", None), "read");
+    assert_eq!(decide("corp.example.com/tag", Some("v1.0.0")), "no-v1");
+    assert_eq!(decide("corp.example.com/tag", Some(pseudo)), "read");
+    // Rule::applies agrees with the compiled decision.
+    let r = Rule {
+        commits: Some(commits),
+        ..rule("c", Effect::Deny, &["corp.example.com/lib"])
+    };
+    assert!(r.applies(&req(
+        "corp.example.com/lib",
+        RequestKind::Info,
+        Some(pseudo)
+    )));
+    assert!(!r.applies(&req(
+        "corp.example.com/lib",
+        RequestKind::Info,
+        Some("v1.0.0")
+    )));
 }

@@ -1,10 +1,14 @@
 //! `modgate cache`, run beside (or without) a live gateway on the same directories:
 //!
 //! - `purge MODULE[@VERSION]`: removes the module's cached answers on every route (a running
-//!   gateway notices on its next lookup); audited.
+//!   gateway notices on its next lookup), and asks the git mirrors of the module's repository
+//!   to list the Git host again on their next use (new tags); audited.
 //! - `verify [--purge]`: re-hashes every cached exact-version artifact and compares it with the
-//!   ledger; reports (and with `--purge` removes) mismatches, with progress on stderr. Exit 1
-//!   when anything disagrees.
+//!   ledger; reports (and with `--purge` removes) mismatches and torn objects (a body cut short
+//!   or corrupt), with progress on stderr. Exit 1 when anything disagrees.
+//!
+//! Both open the cache without its start-up scan ([`DiskCache::inspect`]): nothing is removed
+//! behind the report's back, and a running gateway's writes in progress are left alone.
 
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
@@ -21,12 +25,16 @@ use crate::config::GatewayConfig;
 pub fn purge(config: &GatewayConfig, what: &str) -> Outcome {
     let c = cache_config(config)?;
     let (module, version) = target(what)?;
-    let cache = DiskCache::open(c.disk())?;
+    let cache = DiskCache::inspect(c.disk())?;
     let report = purge_module(cache, &module, version.as_deref())?;
     println!(
         "purged {} object(s), {} bytes for {what}",
         report.objects, report.bytes
     );
+    // New tags of a git upstream's repository: its mirror lists the host again on next use.
+    for line in crate::gitorigin::request_mirror_refresh(config, &module) {
+        println!("{line}");
+    }
     let actor = Actor::current();
     audit_event(
         config,
@@ -48,7 +56,7 @@ struct Finding {
 /// `modgate cache verify`: success when every cached artifact agrees with the ledger.
 pub fn verify(config: &GatewayConfig, purge: bool) -> Outcome {
     let c = cache_config(config)?;
-    let cache = DiskCache::open(c.disk())?;
+    let cache = DiskCache::inspect(c.disk())?;
     let ledger = Ledger::open(&c.ledger_path())?;
     let objects: Vec<ObjectInfo> = cache
         .list_objects()?

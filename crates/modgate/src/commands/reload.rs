@@ -10,7 +10,7 @@ use crate::model::ReloadReport;
 use crate::{config, reload};
 
 fn read_report(path: &Path) -> Option<ReloadReport> {
-    let bytes = std::fs::read(path).ok()?;
+    let bytes = crate::rundir::read_nofollow(path).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -38,18 +38,39 @@ fn print_report(r: &ReloadReport) -> Exit {
 }
 
 /// The pid file a configuration names, read leniently: a file `check` refuses still names the
-/// process it is meant for (the per-instance default when it names none).
+/// process it is meant for — as YAML when it parses, else from its `pid_file:` line — and the
+/// per-instance default when it names none.
 fn pid_file_of(path: &Path) -> PathBuf {
-    std::fs::read_to_string(path)
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
         .ok()
-        .and_then(|text| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).ok())
         .and_then(|v| {
             v.get("server")?
                 .get("pid_file")?
                 .as_str()
                 .map(PathBuf::from)
         })
+        .or_else(|| pid_file_line(&text).map(PathBuf::from))
         .unwrap_or_else(|| config::instance_paths(path).0)
+}
+
+/// The value of the first `pid_file:` key in text that is not valid YAML (block or flow style,
+/// quoted or not).
+fn pid_file_line(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let line = line.split(" #").next().unwrap_or(line);
+        let at = line.find("pid_file:")?;
+        let before = line[..at].trim_end();
+        if !(before.is_empty() || before.ends_with(['{', ',', ':'])) {
+            return None;
+        }
+        let rest = line[at + "pid_file:".len()..].trim_start();
+        let value = match rest.chars().next()? {
+            q @ ('"' | '\'') => rest[1..].split(q).next()?,
+            _ => rest.split([',', '}']).next()?.trim_end(),
+        };
+        (!value.is_empty()).then(|| value.to_string())
+    })
 }
 
 /// Signals the process named by the file's pid file and waits for that process's own report:
@@ -71,13 +92,35 @@ pub fn reload(path: &Path, timeout_secs: f64) -> Outcome {
         }
     };
     let pid_file = pid_file.as_path();
-    let pid = match std::fs::read_to_string(pid_file)
-        .map_err(|e| e.to_string())
-        .and_then(|t| t.trim().parse::<i32>().map_err(|e| e.to_string()))
+    // The default per-user directory must be ours and private: a planted one would name a
+    // process of someone else's choosing.
+    if let Some(dir) = pid_file
+        .parent()
+        .filter(|d| *d == config::instance_dir() && std::fs::symlink_metadata(d).is_ok())
     {
+        crate::rundir::verify(dir, "remove it and restart the gateway")?;
+    }
+    let pid = match crate::rundir::read_nofollow(pid_file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            String::from_utf8_lossy(&t)
+                .trim()
+                .parse::<i32>()
+                .map_err(|e| e.to_string())
+        }) {
         Ok(p) if p > 0 => p,
         Ok(p) => {
             eprintln!("modgate: {}: bad pid {p}", pid_file.display());
+            return Ok(refused_here("no running gateway was told"));
+        }
+        Err(e) if local_error.is_some() => {
+            // The file does not load, so where its gateway keeps its pid file is a guess:
+            // say so rather than that no gateway runs.
+            eprintln!(
+                "modgate: cannot tell which gateway runs this file: it does not load, and the pid \
+                 file it seems to name, {}, cannot be read ({e})",
+                pid_file.display()
+            );
             return Ok(refused_here("no running gateway was told"));
         }
         Err(e) => {
@@ -116,4 +159,25 @@ pub fn reload(path: &Path, timeout_secs: f64) -> Outcome {
         "pid {pid} did not report a reload within {timeout_secs}s (see its log; {})",
         status.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pid_file_line_of_a_file_that_does_not_parse() {
+        let block = "server:\n  pid_file: /run/modgate/modgate.pid   # ours\nlisteners: [\n";
+        assert_eq!(
+            pid_file_line(block).as_deref(),
+            Some("/run/modgate/modgate.pid")
+        );
+        let flow = "server: { threads: 2, pid_file: \"/run/m.pid\", grace_period: 1s }\n\t: x";
+        assert_eq!(pid_file_line(flow).as_deref(), Some("/run/m.pid"));
+        let single = "server: {pid_file: '/a b/m.pid'}";
+        assert_eq!(pid_file_line(single).as_deref(), Some("/a b/m.pid"));
+        assert_eq!(pid_file_line("server:\n  my_pid_file: /x\n"), None);
+        assert_eq!(pid_file_line("# pid_file: /x\n"), None);
+        assert_eq!(pid_file_line("server:\n  pid_file:\n"), None);
+    }
 }

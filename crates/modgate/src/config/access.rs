@@ -21,7 +21,7 @@
 //! Every value is compiled while read, so a bad glob or version range is reported at its line.
 
 use modgate_policy::{
-    AccessPolicy, Binding, Effect, Matcher, Role, Rule, ValueMatch, VersionRange,
+    AccessPolicy, Binding, CommitSet, Effect, Matcher, Role, Rule, ValueMatch, VersionRange,
 };
 use modgate_protocol::RequestKind;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -101,6 +101,7 @@ struct RawRule {
     deny: Option<OneOrMany<MatchSpec>>,
     kinds: Option<Vec<KindValue>>,
     versions: Option<RangeValue>,
+    commits: Option<CommitsValue>,
 }
 
 /// A request kind a rule may be limited to (`sumdb` stands for every checksum-database read).
@@ -151,6 +152,18 @@ impl<'de> Deserialize<'de> for RangeValue {
                 .map(RangeValue)
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+/// A rule's `commits`: commit hashes (12 or more hex digits), checked while read.
+struct CommitsValue(CommitSet);
+
+impl<'de> Deserialize<'de> for CommitsValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        CommitSet::parse(&list)
+            .map(CommitsValue)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -266,6 +279,12 @@ fn compile_rule(role: &str, index: usize, raw: RawRule) -> Result<Rule, String> 
     if specs.is_empty() {
         return Err(format!("rule {id:?}: needs at least one pattern"));
     }
+    if raw.versions.is_some() && raw.commits.is_some() {
+        return Err(format!(
+            "rule {id:?}: give versions or commits, not both (a version rule judges the version \
+             string, a commit rule the commit a pseudo-version or hash names: write two rules)"
+        ));
+    }
     let patterns = specs
         .into_iter()
         .map(|s| s.into_pattern().map_err(|e| format!("rule {id:?}: {e}")))
@@ -276,6 +295,7 @@ fn compile_rule(role: &str, index: usize, raw: RawRule) -> Result<Rule, String> 
         patterns,
         kinds: raw.kinds.map(|k| k.into_iter().flat_map(|k| k.0).collect()),
         versions: raw.versions.map(|v| v.0),
+        commits: raw.commits.map(|c| c.0),
     })
 }
 

@@ -366,6 +366,18 @@ impl<'de> Deserialize<'de> for AuditOutput {
 pub struct AuditConfig {
     /// `stdout` (default), `off`, or a file (reopened on SIGHUP, for logrotate).
     pub output: AuditOutput,
+    /// What happens to requests while records cannot be written (a full disk).
+    pub fail_mode: AuditFailMode,
+}
+
+/// `audit.fail_mode`: serve and lose the records (`open`, the default: an audit disk that
+/// fills must not stop `go` builds), or refuse with 503 what cannot be audited (`closed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFailMode {
+    #[default]
+    Open,
+    Closed,
 }
 
 impl AuditConfig {

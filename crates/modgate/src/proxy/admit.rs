@@ -289,35 +289,70 @@ fn refresh_decision() -> Decision {
     }
 }
 
-/// The access decision for a module path on `route`. When the route reaches a server that
-/// names repositories without regard to case (a Git host), another spelling of a denied path
-/// must not get through: the lower-cased spelling is decided too, and its denial wins.
+/// Every spelling of `module` that reaches the same thing on `route`, the path as spelled
+/// first: on a route to a server that names repositories without regard to case (a Git host)
+/// its lower-cased form, and under a git upstream's repository template the canonical form of
+/// each (the repository a host resolves `x.git`, `x.wiki`, … to: [`RootTemplate::canonical`]).
+///
+/// [`RootTemplate::canonical`]: crate::gitorigin::RootTemplate::canonical
+fn spellings(
+    gateway: &Gateway,
+    route: &modgate_policy::Route<crate::upstream::Chain>,
+    module: &str,
+) -> Vec<String> {
+    let mut out = vec![module.to_string()];
+    let add = |out: &mut Vec<String>, s: String| {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    if route.target.folds_case {
+        add(&mut out, module.to_ascii_lowercase());
+    }
+    for git in route
+        .target
+        .steps
+        .iter()
+        .filter_map(|s| gateway.git.get(&s.upstream.name))
+    {
+        for spelled in out.clone() {
+            if let Some(c) = git.root.canonical(&spelled, &git.aliases) {
+                add(&mut out, c);
+            }
+        }
+    }
+    out
+}
+
+/// The access decision for a module path on `route`, made for every spelling that reaches
+/// the same module there ([`spellings`]): another spelling of a denied path must not get
+/// through, so the first denial of any spelling wins. The one place every path kind (module
+/// requests, `?go-get=1`, git smart HTTP) is decided.
 fn decide_access(
     gateway: &Gateway,
-    identity: &RequestIdentity,
+    principal: &modgate_policy::Principal,
     route: &modgate_policy::Route<crate::upstream::Chain>,
     access: &AccessRequest,
 ) -> Decision {
-    let decision = gateway.access.decide(&identity.principal, access);
-    if !route.target.folds_case
-        || !decision.is_allowed()
-        || !access.module.chars().any(|c| c.is_ascii_uppercase())
-    {
+    let decision = gateway.access.decide(principal, access);
+    // Only a route to a server that resolves names its own way (every git upstream, a
+    // templated proxy) has other spellings.
+    if !decision.is_allowed() || !route.target.folds_case {
         return decision;
     }
-    let lower = access.module.to_ascii_lowercase();
-    let folded = gateway.access.decide(
-        &identity.principal,
-        &AccessRequest {
-            module: &lower,
-            ..*access
-        },
-    );
-    if folded.is_allowed() {
-        decision
-    } else {
-        folded
+    for other in spellings(gateway, route, access.module).iter().skip(1) {
+        let folded = gateway.access.decide(
+            principal,
+            &AccessRequest {
+                module: other,
+                ..*access
+            },
+        );
+        if !folded.is_allowed() {
+            return folded;
+        }
     }
+    decision
 }
 
 /// What a request names, for a denial: `module@version (.kind)`, or the module's `list` /
@@ -580,11 +615,11 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             let decision = if scope.refresh {
                 refresh_decision()
             } else {
-                decide_access(gateway, identity, route, &access)
+                decide_access(gateway, &identity.principal, route, &access)
             };
             let mut attributed = identity.clone();
             identity::attribute(&mut attributed, &decision, |p| {
-                gateway.access.decide(p, &access)
+                decide_access(gateway, p, route, &access)
             });
             admission.principals = attributed.principals;
             admission.matched = attributed.matched;
@@ -655,7 +690,13 @@ fn admit_git(
         &g.import_path,
         RequestKind::Git,
     );
-    let (git, root, captures, decision) = match found {
+    let Repository {
+        git,
+        route,
+        root,
+        captures,
+        decision,
+    } = match found {
         Ok(found) => found,
         Err(why) => return admission.refuse(not_here(why)),
     };
@@ -667,11 +708,22 @@ fn admit_git(
         .or_else(|| {
             // A clone carries every module and version of the repository: refused when any
             // rule the identity holds denies something inside it.
-            denied_inside(gateway, identity, &g.import_path).map(|rule| Refusal::Denied {
+            denied_inside(gateway, identity, route, &g.import_path).map(|rule| Refusal::Denied {
                 message: format!(
                     "{} may not clone {}: rule {rule:?} denies part of it (fetch modules \
                      through the module proxy instead)",
                     identity.principal.name, g.import_path
+                ),
+                anonymous: identity.principal.is_anonymous(),
+            })
+        })
+        .or_else(|| {
+            not_covered(gateway, identity, route, &g.import_path).map(|spelling| Refusal::Denied {
+                message: format!(
+                    "{} may not clone {}: rule {:?} allows {spelling} but no rule allows \
+                         every module path inside it (fetch modules through the module proxy \
+                         instead)",
+                    identity.principal.name, g.import_path, decision.rule
                 ),
                 anonymous: identity.principal.is_anonymous(),
             })
@@ -698,24 +750,24 @@ fn admit_git(
     admission
 }
 
-/// The id of a deny rule, of a role the identity holds, that reaches inside the repository
-/// `root` — a module below it, or a version range or kind limit on it — whatever kinds it
-/// names: what a decision on the root alone cannot see. Prefixes and globs are judged exactly (a glob with
-/// more elements than `root` reaches inside when its leading elements match `root`); a regex
-/// that matches a path inside `root` by the probe `root/…` is taken to reach inside.
-fn denied_inside(gateway: &Gateway, identity: &RequestIdentity, root: &str) -> Option<String> {
-    use modgate_policy::{Effect, Pattern};
-    let depth = root.split('/').count();
-    let inside = format!("{root}/");
-    let reaches = |p: &Pattern| match p {
-        Pattern::Prefix(prefix) => prefix.starts_with(&inside),
-        Pattern::Glob(list) => list.split(',').any(|g| {
-            let elements: Vec<&str> = g.split('/').collect();
-            elements.len() > depth
-                && Pattern::glob(&elements[..depth].join("/")).is_ok_and(|p| p.matches(root))
-        }),
-        Pattern::Regex(..) => p.matches(&format!("{root}/_")),
-    };
+/// The id of a deny rule, of a role the identity holds, that could match the repository
+/// `root` or anything inside it — a module below it, or a version range or kind limit on
+/// it — whatever kinds it names: what a decision on the root alone cannot see. Decided for
+/// every spelling of the root ([`spellings`]), without regard to case on a case-folding route,
+/// by [`Pattern::may_match_within`](modgate_policy::Pattern::may_match_within): prefixes and
+/// globs element by element, a regex on its automaton (every path it could match below the
+/// root, not a probe path). Any deny that could match inside refuses the clone: a clone
+/// carries every commit of every ref, so every nested module path the history ever held, and
+/// what it holds can change between this decision and the clone.
+fn denied_inside(
+    gateway: &Gateway,
+    identity: &RequestIdentity,
+    route: &modgate_policy::Route<crate::upstream::Chain>,
+    root: &str,
+) -> Option<String> {
+    use modgate_policy::Effect;
+    let folds_case = route.target.folds_case;
+    let spelled = spellings(gateway, route, root);
     gateway
         .access
         .roles_for(&identity.principal)
@@ -725,23 +777,66 @@ fn denied_inside(gateway: &Gateway, identity: &RequestIdentity, root: &str) -> O
         // Whatever its kinds: a clone carries zips, `.mod`s and history alike. A deny on the
         // root limited to kinds or versions is not seen by the root's git decision either.
         .find(|r| {
-            r.patterns.iter().any(|p| {
-                reaches(p) || ((r.versions.is_some() || r.kinds.is_some()) && p.matches(root))
-            })
+            r.patterns
+                .iter()
+                .any(|p| spelled.iter().any(|s| p.may_match_within(s, folds_case)))
         })
         .map(|r| r.id.clone())
+}
+
+/// A spelling of the repository `root` inside which not every module path is allowed, when
+/// the route's default denies: the module proxy refuses what no rule allows, and a clone would
+/// carry it. Covered means an allow rule of a role the identity holds, not limited to
+/// versions or commits and allowing kind `git`, has a pattern matching the root and every
+/// path below it ([`Pattern::matches_all_within`](modgate_policy::Pattern::matches_all_within):
+/// always so for a prefix or glob that matches the root; for a regex, decided on its
+/// automaton). `None` when every spelling is covered or the default allows.
+fn not_covered(
+    gateway: &Gateway,
+    identity: &RequestIdentity,
+    route: &modgate_policy::Route<crate::upstream::Chain>,
+    root: &str,
+) -> Option<String> {
+    use modgate_policy::Effect;
+    let access = &gateway.access;
+    let default = if route.private {
+        access.default_private()
+    } else {
+        access.default_public()
+    };
+    if default == Effect::Allow {
+        return None;
+    }
+    let allows: Vec<&modgate_policy::Rule> = access
+        .roles_for(&identity.principal)
+        .into_iter()
+        .flat_map(|role| role.rules.iter())
+        .filter(|r| {
+            r.effect == Effect::Allow
+                && r.versions.is_none()
+                && r.commits.is_none()
+                && r.kinds
+                    .as_ref()
+                    .is_none_or(|k| k.contains(&RequestKind::Git))
+        })
+        .collect();
+    spellings(gateway, route, root).into_iter().find(|s| {
+        !allows
+            .iter()
+            .any(|r| r.patterns.iter().any(|p| p.matches_all_within(s)))
+    })
 }
 
 /// The git upstream whose repository holds `import_path` (on the route that matches it), the
 /// repository root's import path and captures, and the access decision for `kind` on
 /// `import_path`; or why there is none. Sets the admission's route.
-fn git_repository(
-    scope: &Scope,
+fn git_repository<'g>(
+    scope: &Scope<'g>,
     identity: &RequestIdentity,
     admission: &mut Admission,
     import_path: &str,
     kind: RequestKind,
-) -> Result<(Arc<GitUpstream>, String, Captures, Decision), &'static str> {
+) -> Result<Repository<'g>, &'static str> {
     let gateway = scope.gateway;
     let m = gateway.routes.lookup(import_path).ok_or("no route")?;
     admission.route = Some(m.index);
@@ -758,7 +853,7 @@ fn git_repository(
         .ok_or("not in a repository of a git upstream")?;
     let decision = decide_access(
         gateway,
-        identity,
+        &identity.principal,
         m.route,
         &AccessRequest {
             module: import_path,
@@ -768,7 +863,24 @@ fn git_repository(
             private_route: m.route.private,
         },
     );
-    Ok((git, root, captures, decision))
+    Ok(Repository {
+        git,
+        route: m.route,
+        root,
+        captures,
+        decision,
+    })
+}
+
+/// What [`git_repository`] finds for an import path.
+struct Repository<'g> {
+    git: Arc<GitUpstream>,
+    route: &'g modgate_policy::Route<crate::upstream::Chain>,
+    /// The repository root's import path.
+    root: String,
+    captures: Captures,
+    /// The access decision on the import path.
+    decision: Decision,
 }
 
 /// `?go-get=1` for an import path: answered for paths under a git upstream's repositories
@@ -793,7 +905,7 @@ fn go_get(
         import_path,
         RequestKind::GoGet,
     );
-    let (_, root, _, decision) = match found {
+    let Repository { root, decision, .. } = match found {
         Ok(found) => found,
         Err(why) => return admission.refuse(not_served(why)),
     };

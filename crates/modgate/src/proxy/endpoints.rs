@@ -49,19 +49,26 @@ pub async fn error(
 }
 
 /// `POST /admin/cache/purge?target=MODULE[@VERSION]`, admitted: what `modgate cache purge`
-/// does, for a running gateway; audited with the caller's identity.
+/// does, for a running gateway (including asking the module's git mirrors to refresh);
+/// audited with the caller's identity.
 pub async fn purge(
     session: &mut Session,
     record: &mut Record,
     c: &CacheRuntime,
+    config: std::sync::Arc<crate::config::GatewayConfig>,
     target: &str,
     module: &str,
     version: Option<&str>,
 ) -> Result<()> {
     let storage = c.storage;
     let (m, v) = (module.to_string(), version.map(str::to_string));
-    let result =
-        tokio::task::spawn_blocking(move || cache::purge_module(storage, &m, v.as_deref())).await;
+    let result = tokio::task::spawn_blocking(move || {
+        for line in crate::gitorigin::request_mirror_refresh(&config, &m) {
+            log::info!("cache-purge of {m}: {line}");
+        }
+        cache::purge_module(storage, &m, v.as_deref())
+    })
+    .await;
     let report = match result {
         Ok(Ok(report)) => report,
         Ok(Err(e)) => return error(session, record, 500, format!("purge failed: {e:#}")).await,

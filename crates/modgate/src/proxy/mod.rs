@@ -42,6 +42,7 @@ pub mod admit;
 pub mod chain;
 mod endpoints;
 mod integrity;
+mod refresh;
 pub mod report;
 
 use std::sync::Arc;
@@ -103,6 +104,8 @@ pub struct GatewayProxy {
     /// This listener's settings at start-up: used if a reload's model lacks the listener.
     initial: Arc<ListenerRuntime>,
     cache: Option<Arc<CacheRuntime>>,
+    /// Identities handed from requests to the background refreshes they start.
+    refreshes: refresh::Handovers,
 }
 
 impl GatewayProxy {
@@ -123,6 +126,7 @@ impl GatewayProxy {
             inflight,
             initial,
             cache,
+            refreshes: refresh::Handovers::default(),
         })
     }
 
@@ -197,6 +201,7 @@ impl GatewayProxy {
                     session,
                     &mut ctx.record,
                     c,
+                    self.live.current().config.clone(),
                     &target,
                     &module,
                     version.as_deref(),
@@ -324,6 +329,9 @@ pub struct RequestCtx {
     cache_plan: Option<CachePlan>,
     /// A stale answer was served because the upstream failed.
     served_stale: bool,
+    /// Why the cache did not store this answer when it could not (its filesystem is full or
+    /// failing): for the audit record's reason.
+    not_stored: Option<String>,
     /// Answered as a hot hit (a fresh memory-tier object, without Pingora's cache phase).
     hot: bool,
     /// The client's HTTP version, when the request header's had to change (see
@@ -359,6 +367,9 @@ impl RequestCtx {
         self.cache_plan.as_ref()?;
         if self.hot {
             return Some(CacheOutcome::Hit);
+        }
+        if self.not_stored.is_some() {
+            return Some(CacheOutcome::NotStored);
         }
         Some(CacheOutcome::of(
             session.cache.phase(),
@@ -426,6 +437,45 @@ fn short_error(e: &Error) -> String {
     }
 }
 
+/// The cache's own failure (its filesystem full or failing) behind a Pingora error, if that is
+/// what it is: never the upstream's.
+fn cache_failure(e: &Error) -> Option<&modgate_cache::CacheError> {
+    let mut e = e;
+    // Pingora may wrap the storage's error in another of its own (a few levels at most).
+    // A cause is kept as given: the error itself, or boxed.
+    for _ in 0..8 {
+        let cause = e.cause.as_deref()?;
+        let found = cause
+            .downcast_ref::<modgate_cache::CacheError>()
+            .or_else(|| {
+                cause
+                    .downcast_ref::<Box<modgate_cache::CacheError>>()
+                    .map(|b| &**b)
+            });
+        if let Some(c) = found {
+            return c.is_storage_failure().then_some(c);
+        }
+        e = cause
+            .downcast_ref::<Error>()
+            .or_else(|| cause.downcast_ref::<Box<Error>>().map(|b| &**b))?;
+    }
+    None
+}
+
+/// The `Content-Length` of an answer, unless `Transfer-Encoding` overrides it.
+fn content_length(resp: &ResponseHeader) -> Option<u64> {
+    if resp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    resp.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn failure(e: &Error) -> Outcome {
     if is_timeout(e) {
         Outcome::Timeout(short_error(e))
@@ -458,6 +508,7 @@ impl ProxyHttp for GatewayProxy {
             guard: integrity::Guard::default(),
             cache_plan: None,
             served_stale: false,
+            not_stored: None,
             hot: false,
             client_version: None,
             record: Record::default(),
@@ -478,15 +529,17 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        session.set_keepalive(Some(ctx.listener.keepalive_secs));
+        // Draining: this connection closes after this answer, and the answer says so.
+        session.set_keepalive((!shutdown::draining()).then_some(ctx.listener.keepalive_secs));
         // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous answer is
         // answered in order on the same connection, instead of being dropped with the
         // connection (HTTP/2 and TLS-less h2c ignore this).
         session.as_downstream_mut().set_pipelining_enabled(true);
         if session.subrequest_ctx.is_some() {
             // Pingora's background refresh of a stale cached answer (stale-while-revalidate),
-            // for a request admitted a moment ago: no identity to resolve, nothing to decide
-            // again, nothing a client sees, no audit record (the request it serves has one).
+            // for a request admitted a moment ago: nothing to decide again, nothing a client
+            // sees, no audit record (the request it serves has one). It asks the upstream as
+            // that request would have: with the identity (and roles) it handed over.
             let scope = Scope {
                 gateway: &ctx.model.gateway,
                 ttl: &ctx.model.ttl,
@@ -499,7 +552,36 @@ impl ProxyHttp for GatewayProxy {
                 peer: None,
             };
             let admission = admit::admit(&scope, &inbound, &ctx.identity);
-            return self.apply(session, ctx, admission).await;
+            if self.apply(session, ctx, admission).await? {
+                return Ok(true);
+            }
+            let inherited = ctx
+                .cache_plan
+                .as_ref()
+                .and_then(|p| self.refreshes.take(&p.primary()));
+            if let Some(h) = &inherited {
+                ctx.identity = h.identity.clone();
+                if h.decision.is_some() {
+                    ctx.target.decision = h.decision.clone();
+                }
+            }
+            let forwards_identity = ctx
+                .chain()
+                .is_some_and(|c| c.steps.iter().any(|s| s.upstream.forward.is_some()));
+            if inherited.is_none() && forwards_identity {
+                // Without the identity the upstream would be asked as nobody, and might answer
+                // as it answers strangers: the stale answer stays, and the next request
+                // starts another refresh.
+                respond::text(
+                    session,
+                    503,
+                    "refresh skipped: no identity to ask with",
+                    &[],
+                )
+                .await?;
+                return Ok(true);
+            }
+            return Ok(false);
         }
         // A connection whose client certificate is missing (where required), unreadable or
         // not accepted is refused whatever it asks for, health and metrics included.
@@ -510,6 +592,12 @@ impl ProxyHttp for GatewayProxy {
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str());
+        if target == "/metrics" {
+            ctx.model.recorder.sync_metrics();
+            if let Some(c) = &self.cache {
+                metrics::cache_tiers(&c.storage.stats());
+            }
+        }
         if let (None, Some((content_type, body))) =
             (&refused, endpoints::unaudited(target, ctx.listener.metrics))
         {
@@ -517,6 +605,13 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
         ctx.record.enabled = true;
+        ctx.record.seen = Some(Box::new(report::Seen {
+            client: session
+                .client_addr()
+                .map_or_else(|| "-".into(), |a| a.to_string()),
+            method: session.req_header().method.to_string(),
+            path: target.to_string(),
+        }));
         ctx.trace = Some(ctx.model.recorder.begin(session.req_header()));
         if let Some(e) = refused {
             let admission = Admission::refused(Refusal::Identity(e));
@@ -551,6 +646,11 @@ impl ProxyHttp for GatewayProxy {
                     Admission::refused(Refusal::Identity(failed.error))
                 }
             };
+        // `audit.fail_mode: closed`: nothing is served while it could not be audited.
+        if let Some(why) = ctx.model.recorder.unaudited_refusal() {
+            endpoints::error(session, &mut ctx.record, 503, why).await?;
+            return Ok(true);
+        }
         if self.apply(session, ctx, admission).await? {
             return Ok(true);
         }
@@ -585,14 +685,31 @@ impl ProxyHttp for GatewayProxy {
 
     fn response_cache_filter(
         &self,
-        _session: &Session,
+        session: &Session,
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
-        Ok(match &ctx.cache_plan {
-            Some(plan) => plan.cacheable(resp),
-            None => RespCacheable::Uncacheable(pingora::cache::NoCacheReason::NeverEnabled),
-        })
+        let Some(plan) = &ctx.cache_plan else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        if session.subrequest_ctx.is_some() && resp.status != http::StatusCode::OK {
+            // A background refresh replaces a good answer only with a good answer: a 404 may
+            // be how an upstream answers a caller it does not take for the one it knows, and
+            // is left for a request of a client to find (the stale answer stays meanwhile).
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::OriginNotCache));
+        }
+        let cacheable = plan.cacheable(resp);
+        // An answer the cache's filesystem cannot hold is not stored, and goes to the client
+        // from the upstream as an uncached one would (checked by the ledger all the same): a
+        // full cache never fails a request. Pingora would give the request up if a write
+        // failed once the client is being served from the cache.
+        if let (RespCacheable::Cacheable(_), Some(c)) = (&cacheable, self.cache.as_deref()) {
+            if let Err(e) = c.storage.check_space(&plan.primary(), content_length(resp)) {
+                ctx.not_stored = Some(format!("not stored in the cache: {e}"));
+                return Ok(RespCacheable::Uncacheable(NoCacheReason::StorageError));
+            }
+        }
+        Ok(cacheable)
     }
 
     fn should_serve_stale(
@@ -612,6 +729,16 @@ impl ProxyHttp for GatewayProxy {
             // Stale-while-revalidate (Pingora has checked the answer's window): the stale answer
             // now, one background refresh for everyone.
             let swr = !plan.stale_while_revalidate.is_zero();
+            if swr {
+                // Pingora may start the refresh now: it asks the upstream as this request.
+                let inherited = refresh::Inherited {
+                    identity: ctx.identity.clone(),
+                    decision: ctx.target.decision.clone(),
+                };
+                if !self.refreshes.put(&plan.primary(), inherited) {
+                    log::debug!("too many refreshes pending: this one goes without an identity");
+                }
+            }
             if swr && session.req_header().version == http::Version::HTTP_2 {
                 // Pingora 0.9.1 builds the refresh from this request's HTTP/1 form, and an
                 // `HTTP/2` request line does not parse: the refresh never ran and an HTTP/2
@@ -834,10 +961,18 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if shutdown::draining() {
+            // A drain that began while this request was in flight.
+            session.set_keepalive(None);
+        }
+        ctx.record.status_sent = upstream_response.status.as_u16();
         if ctx.listener.debug_headers {
-            if ctx.cache_plan.is_some() && (ctx.hot || session.cache.enabled()) {
+            let not_stored = ctx.cache_outcome(session) == Some(CacheOutcome::NotStored);
+            if ctx.cache_plan.is_some() && (ctx.hot || session.cache.enabled() || not_stored) {
                 let outcome = if ctx.hot {
                     CacheOutcome::Hit
+                } else if not_stored {
+                    CacheOutcome::NotStored
                 } else {
                     CacheOutcome::of(session.cache.phase(), ctx.served_stale, false)
                 };
@@ -887,6 +1022,16 @@ impl ProxyHttp for GatewayProxy {
             e.set_retry(true);
             return e;
         }
+        if let Some(cause) = cache_failure(&e) {
+            // The cache failed while the answer streamed through it: the upstream answered,
+            // and is neither blamed nor asked again.
+            ctx.not_stored = Some(format!(
+                "the cache failed while storing the answer: {cause}"
+            ));
+            let mut e = e;
+            e.set_retry(false);
+            return e;
+        }
         let mut e = e.more_context(format!("Peer: {peer}"));
         if session.response_written().is_some() {
             // Part of the answer is already on its way to the client: nothing can be retried.
@@ -915,6 +1060,15 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if session.response_written().is_some() {
+            // The answer had begun: the client was told a status, then the transfer failed.
+            let by = match e.esource() {
+                ErrorSource::Downstream => "by the client",
+                ErrorSource::Upstream => "by the upstream",
+                _ => "by the gateway",
+            };
+            ctx.record.cut = Some(format!("{by} ({})", short_error(e)));
+        }
         if *e.esource() == ErrorSource::Downstream {
             let code = match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
@@ -925,6 +1079,23 @@ impl ProxyHttp for GatewayProxy {
             }
             return FailToProxy {
                 error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
+        if let Some(cause) = cache_failure(e) {
+            // Not the upstream's doing: say so (when nothing was sent yet).
+            let message = format!(
+                "{}: the gateway's cache failed while storing the answer ({cause}); try again",
+                ctx.what()
+            );
+            ctx.not_stored.get_or_insert_with(|| message.clone());
+            if session.response_written().is_none() {
+                if let Err(err) = respond::text(session, 503, &message, &[]).await {
+                    log::debug!("could not send error response: {err}");
+                }
+            }
+            return FailToProxy {
+                error_code: 503,
                 can_reuse_downstream: false,
             };
         }
@@ -953,6 +1124,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.record.finished = true;
         if let Some(g) = crate::conn::guarded(session.as_downstream().stream()) {
             g.request_finished();
         }
@@ -971,10 +1143,19 @@ impl ProxyHttp for GatewayProxy {
             status,
             elapsed.as_secs_f64(),
         );
-        let client = session
-            .client_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "-".into());
+        // What request_filter kept for a request cut before this phase, used here instead of
+        // formatting it again.
+        let seen = ctx.record.seen.take();
+        let (client, seen_path) = match seen {
+            Some(s) => (s.client, Some(s.path)),
+            None => (
+                session
+                    .client_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                None,
+            ),
+        };
         let trace_id = ctx
             .trace
             .as_ref()
@@ -1026,18 +1207,30 @@ impl ProxyHttp for GatewayProxy {
         if let Some(outcome) = cache {
             metrics::cache_looked_up(outcome.as_str());
         }
+        if let Some(c) = self.cache.as_deref() {
+            let (no_space, io) = c.storage.write_failures();
+            metrics::cache_write_failures(no_space, io);
+        }
+        if cache == Some(CacheOutcome::NotStored) || ctx.not_stored.is_some() {
+            let why = ctx.not_stored.take().unwrap_or_else(|| {
+                "not stored in the cache: its storage failed (see the log)".to_string()
+            });
+            ctx.record.reason.get_or_insert(why);
+        }
         if ctx.record.enabled && ctx.model.recorder.wants_records() {
             let trace = ctx.trace.take();
             let finished = Finished {
                 listener: &ctx.listener.name,
                 client,
                 method: session.req_header().method.to_string(),
-                path: session
-                    .req_header()
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_default(),
+                path: seen_path.unwrap_or_else(|| {
+                    session
+                        .req_header()
+                        .uri
+                        .path_and_query()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default()
+                }),
                 route: route.as_deref(),
                 status,
                 bytes: session.body_bytes_sent() as u64,
@@ -1064,5 +1257,48 @@ impl ProxyHttp for GatewayProxy {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // `logging` writes one line per request, errors included.
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modgate_cache::CacheError;
+
+    fn no_space() -> CacheError {
+        CacheError::NoSpace {
+            path: "/var/cache/modgate/objects".into(),
+            needed: 10,
+            available: 1,
+        }
+    }
+
+    #[test]
+    fn the_cache_s_own_failure_is_found_behind_pingora_s_errors() {
+        let direct = Error::because(ErrorType::InternalError, "modgate-cache", no_space());
+        assert!(cache_failure(&direct).is_some_and(|c| c.is_no_space()));
+        let wrapped = Error::because(ErrorType::InternalError, "while caching", direct);
+        assert!(cache_failure(&wrapped).is_some_and(|c| c.is_no_space()));
+        // the object's fault, or no cache at all: not the cache failing
+        let too_large = Error::because(
+            ErrorType::InternalError,
+            "modgate-cache",
+            CacheError::TooLarge { size: 2, limit: 1 },
+        );
+        assert!(cache_failure(&too_large).is_none());
+        let upstream = Error::explain(ErrorType::ConnectRefused, "upstream down");
+        assert!(cache_failure(&upstream).is_none());
+    }
+
+    #[test]
+    fn content_length_unless_chunked() {
+        let mut resp = ResponseHeader::build(200, None).expect("header");
+        assert_eq!(content_length(&resp), None);
+        resp.insert_header("Content-Length", "1234")
+            .expect("header");
+        assert_eq!(content_length(&resp), Some(1234));
+        resp.insert_header("Transfer-Encoding", "chunked")
+            .expect("header");
+        assert_eq!(content_length(&resp), None);
     }
 }

@@ -31,6 +31,9 @@ pub enum CacheOutcome {
     StaleIfError,
     /// Changed upstream bytes: neither served nor stored.
     Refused,
+    /// The cache could not store the answer (its filesystem is full or failing): the answer
+    /// came from the upstream, and is not kept.
+    NotStored,
 }
 
 impl CacheOutcome {
@@ -43,6 +46,9 @@ impl CacheOutcome {
             return CacheOutcome::Refused;
         }
         match phase {
+            CachePhase::Disabled(pingora::cache::NoCacheReason::StorageError) => {
+                CacheOutcome::NotStored
+            }
             CachePhase::Disabled(_) => CacheOutcome::Off,
             CachePhase::Uninit => CacheOutcome::Uninitialized,
             CachePhase::Bypass => CacheOutcome::Bypass,
@@ -72,6 +78,7 @@ impl CacheOutcome {
             CacheOutcome::RevalidatedNoCache => "revalidated-nocache",
             CacheOutcome::StaleIfError => "stale-if-error",
             CacheOutcome::Refused => "refused",
+            CacheOutcome::NotStored => "not-stored",
         }
     }
 }
@@ -97,6 +104,82 @@ pub struct Record {
     pub enabled: bool,
     pub decision: AuditDecision,
     pub reason: Option<String>,
+    /// The answer's header went out and then the transfer failed: by whom and how.
+    pub cut: Option<String>,
+    /// What the request was, kept for a request that never reaches the `logging` phase.
+    pub seen: Option<Box<Seen>>,
+    /// The status of the answer whose header went out (proxied answers), 0 before.
+    pub status_sent: u16,
+    /// The `logging` phase ran (the access line and the record are written).
+    pub finished: bool,
+}
+
+/// The request line and client of an audited request.
+pub struct Seen {
+    pub client: String,
+    pub method: String,
+    pub path: String,
+}
+
+/// A request whose future is dropped before its `logging` phase — still in flight when the
+/// grace period of a shutdown ended and Pingora stopped its runtime (or a phase panicked) —
+/// still gets its access line and its audit record, saying it was cut.
+impl Drop for super::RequestCtx {
+    fn drop(&mut self) {
+        if self.record.finished || !self.record.enabled {
+            return;
+        }
+        let Some(seen) = self.record.seen.take() else {
+            return;
+        };
+        let elapsed = self.started.elapsed();
+        let route = self.route().map(|r| r.name.clone());
+        let status = self.record.status_sent;
+        let why = "by the gateway: it stopped before the answer ended (the shutdown's grace \
+                   period was over); bytes sent unknown";
+        log::info!(
+            target: crate::logging::ACCESS,
+            "{} {} {} {} {} - {} route={} upstreams=[{}] {}ms error=cut {why}",
+            self.listener.name,
+            seen.client,
+            self.identity.principal.name,
+            seen.method,
+            seen.path,
+            status,
+            route.as_deref().unwrap_or("-"),
+            self.cursor.log_summary(),
+            elapsed.as_millis(),
+        );
+        if !self.model.recorder.wants_records() {
+            return;
+        }
+        self.record.cut = Some(why.to_string());
+        let trace = self.trace.take();
+        let finished = Finished {
+            listener: &self.listener.name,
+            client: seen.client,
+            method: seen.method,
+            path: seen.path,
+            route: route.as_deref(),
+            status,
+            bytes: 0,
+            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            trace_id: trace
+                .as_ref()
+                .map(|t| t.trace_id.clone())
+                .unwrap_or_default(),
+            cache: None,
+            integrity_refusal: None,
+        };
+        let record = audit_record(
+            finished,
+            &self.identity,
+            &self.target,
+            &self.cursor,
+            &mut self.record,
+        );
+        self.model.recorder.finish(trace, record);
+    }
 }
 
 /// The facts of a finished request the record needs beside the state types.
@@ -192,6 +275,9 @@ pub fn audit_record(
         // Changed upstream bytes (refused now or quarantined earlier): the reason is the
         // refusal, not the upstream's 200 (and the header may already have gone out).
         out.reason = Some(refusal.to_string());
+    } else if let Some(cut) = record.cut.take() {
+        out.incomplete = true;
+        out.reason = Some(format!("transfer cut after {} bytes: {cut}", f.bytes));
     } else if out.decision == AuditDecision::Allow && f.status >= 500 {
         out.reason = cursor.last_outcome().map(|o| o.describe());
     }
@@ -258,6 +344,8 @@ mod tests {
             enabled: true,
             decision: AuditDecision::Allow,
             reason: None,
+            cut: None,
+            ..Record::default()
         };
         let r = audit_record(
             finished(504, None),
@@ -281,6 +369,8 @@ mod tests {
                 enabled: true,
                 decision: AuditDecision::Unauthenticated,
                 reason: Some("the credentials sent were not accepted".into()),
+                cut: None,
+                ..Record::default()
             };
             audit_record(
                 finished(401, None),
@@ -338,11 +428,37 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_transfer_says_so_with_the_bytes_sent() {
+        let mut record = Record {
+            enabled: true,
+            decision: AuditDecision::Allow,
+            reason: None,
+            cut: Some("by the upstream (ConnectionClosed)".into()),
+            ..Record::default()
+        };
+        let r = audit_record(
+            finished(200, None),
+            &RequestIdentity::default(),
+            &Target::default(),
+            &Cursor::default(),
+            &mut record,
+        );
+        assert!(r.incomplete);
+        assert_eq!(
+            r.reason.as_deref(),
+            Some("transfer cut after 10 bytes: by the upstream (ConnectionClosed)")
+        );
+        assert_eq!(r.status, 200);
+    }
+
+    #[test]
     fn an_integrity_refusal_is_the_reason_even_after_a_200() {
         let mut record = Record {
             enabled: true,
             decision: AuditDecision::Allow,
             reason: Some("other".into()),
+            cut: None,
+            ..Record::default()
         };
         let r = audit_record(
             finished(200, Some("changed upstream")),

@@ -92,7 +92,8 @@ impl PidFile {
             return None;
         }
         let path = std::path::PathBuf::from(path);
-        match std::fs::write(&path, format!("{}\n", std::process::id())) {
+        let pid = format!("{}\n", std::process::id());
+        match crate::rundir::write_nofollow(&path, pid.as_bytes()) {
             Ok(()) => Some(PidFile(path)),
             Err(e) => {
                 log::warn!("pid file {} not written: {e}", path.display());
@@ -104,8 +105,8 @@ impl PidFile {
 
 /// Removes the pid file at `path` if it still names this process.
 fn remove_pid_file(path: &std::path::Path) {
-    let ours = std::fs::read_to_string(path)
-        .map(|t| t.trim() == std::process::id().to_string())
+    let ours = crate::rundir::read_nofollow(path)
+        .map(|t| String::from_utf8_lossy(&t).trim() == std::process::id().to_string())
         .unwrap_or(false);
     if ours {
         let _ = std::fs::remove_file(path);
@@ -119,32 +120,45 @@ impl Drop for PidFile {
 }
 
 /// Creates the per-user directory of the pid file / upgrade socket (`0700`) when it is the
-/// default one, and refuses one that another user owns (they could replace the socket).
-fn private_parent(file: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let Some(dir) = file.parent() else {
-        return Ok(());
+/// default one, and refuses one that is a symlink, another user's, or open to others (they
+/// could replace the socket, or have `modgate reload` signal a process of their choosing).
+pub fn private_parent(file: &std::path::Path, hint: &str) -> anyhow::Result<()> {
+    match file.parent() {
+        Some(dir) if dir == crate::config::instance_dir() => crate::rundir::ensure(dir, hint),
+        _ => Ok(()),
+    }
+}
+
+/// What to do about an unusable default runtime directory, for `modgate run`.
+pub const RUNTIME_HINT: &str = "remove it, or set server.pid_file and server.upgrade_sock";
+
+/// The running process an upgrade takes the listening sockets over from: the one named by the
+/// pid file, alive.
+fn old_process(pid_file: &str) -> anyhow::Result<i32> {
+    let none = |why: String| {
+        anyhow::anyhow!(
+            "--upgrade: no running modgate to take the listening sockets over from ({why}); \
+             start it without --upgrade"
+        )
     };
-    if dir != crate::config::instance_dir() {
-        return Ok(());
+    if pid_file.is_empty() {
+        return Err(none("no server.pid_file".into()));
     }
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let text = crate::rundir::read_nofollow(std::path::Path::new(pid_file))
+        .map_err(|e| none(format!("pid file {pid_file}: {e}")))?;
+    let pid = String::from_utf8_lossy(&text)
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| none(format!("pid file {pid_file} holds no pid")))?;
+    // SAFETY: kill(2) with signal 0 only checks that the process exists; no memory effects.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !alive {
+        return Err(none(format!("pid {pid} from {pid_file} is not running")));
     }
-    let meta = std::fs::metadata(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-    // SAFETY: getuid(2) cannot fail and touches no memory.
-    let uid = unsafe { libc::getuid() };
-    anyhow::ensure!(
-        meta.uid() == uid && meta.mode() & 0o022 == 0,
-        "{} is owned by another user or writable by others: remove it, or set server.pid_file \
-         and server.upgrade_sock",
-        dir.display()
-    );
-    Ok(())
+    Ok(pid)
 }
 
 /// Whether `addr` can be listened on now (std binds with `SO_REUSEADDR`, as Pingora does, so
@@ -159,7 +173,11 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     config.log.apply();
     let nofile = crate::conn::fds::init();
     log::info!("open-files limit {nofile}");
-    if !options.upgrade {
+    if options.upgrade {
+        // Pingora waits for sockets that no process will send, then exits 1 with
+        // "Bootstrap failed on error: EAGAIN": say at once that there is nothing to take over.
+        old_process(&config.server.pid_file)?;
+    } else {
         // Pingora binds inside its service threads, retries for half a minute and then panics
         // them, leaving a process without listeners; find a taken address before anything
         // starts (an upgrade takes the sockets over instead).
@@ -169,7 +187,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         }
     }
     for f in [&config.server.pid_file, &config.server.upgrade_sock] {
-        private_parent(std::path::Path::new(f))?;
+        private_parent(std::path::Path::new(f), RUNTIME_HINT)?;
     }
     hold_sighup();
     let cache = match &config.cache {
@@ -198,14 +216,15 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             tls.insert(l.name.0.clone(), material);
         }
     }
-    let recorder = Arc::new(Recorder::start(
-        config.audit.sink(),
-        config.telemetry.otel(),
-    )?);
     let conf = server_conf(&config);
     let status = crate::reload::status_path(std::path::Path::new(&config.server.pid_file));
     let config = Arc::new(config);
-    let model = Model::build(config.clone(), 1, &tls, recorder)?;
+    let model = Model::build(config.clone(), 1, &tls, || {
+        Ok(Arc::new(Recorder::start(
+            &config.audit,
+            config.telemetry.otel(),
+        )?))
+    })?;
     for w in model.gateway.warnings() {
         log::warn!("{w}");
     }
@@ -236,11 +255,6 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     add_git_origin(&mut server, live.clone(), &config)?;
     let reloader = Reloader {
         live: live.clone(),
-        watch: config
-            .listeners
-            .iter()
-            .filter_map(|l| Some((l.name.0.clone(), l.tls.as_ref()?.watch?)))
-            .collect(),
         cache: cache.clone(),
         status,
     };
@@ -315,30 +329,14 @@ fn add_git_origin(
     config: &GatewayConfig,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = config
-        .server
-        .git_dir
-        .as_ref()
-        .map(|p| p.0.clone())
-        .or_else(|| config.cache.as_ref().map(|c| c.dir.0.join("git")))
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(format!("{}.mirrors", config.git_origin_sock()))
-        });
     // The mirrors hold private repositories fetched with the gateway's credential: only this
-    // user may enter the directory.
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        let made = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir);
-        let private = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-        if let Err(e) = made.and(private) {
-            log::warn!("git mirrors {}: cannot make it private: {e}", dir.display());
-        }
-    }
+    // user may enter the directory, else the gateway does not start.
+    let dir = crate::gitorigin::mirrors_dir(config);
+    crate::gitorigin::check_mirrors_dir(&dir)?;
     let options = modgate_git::GitOptions {
         global_config: config.server.git_config.as_ref().map(|p| p.0.clone()),
+        not_found_ttl: config.server.git_not_found_ttl.0,
+        miss_refresh_interval: config.server.git_miss_refresh.0,
         ..modgate_git::GitOptions::default()
     };
     let origin = crate::gitorigin::GitOrigin::new(live, modgate_git::Mirrors::new(dir, options))?;

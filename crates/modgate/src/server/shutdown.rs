@@ -6,7 +6,7 @@
 //! shutting the service down; and the early exit runs the same finish as every other orderly
 //! exit: LRU state saved, audit log flushed, spans exported, pid file removed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,22 @@ use tokio::signal::unix::{signal, SignalKind};
 /// to get its request header in.
 const QUIET: Duration = Duration::from_millis(300);
 
+/// How long before the grace period ends the drain says what is still in flight.
+const FINAL_WORD: Duration = Duration::from_millis(200);
+
 /// How often the drain looks at the in-flight count.
 const POLL: Duration = Duration::from_millis(25);
+
+/// Set when a drain begins (SIGTERM, or a SIGQUIT hand-off): from then on every answer tells
+/// an HTTP/1.1 client `Connection: close`, since the process is about to close the connection
+/// (without it, a keep-alive client would send its next request on a connection that closes
+/// unanswered).
+static DRAINING: AtomicBool = AtomicBool::new(false);
+
+/// Whether the process is draining (see [`DRAINING`]).
+pub fn draining() -> bool {
+    DRAINING.load(Ordering::SeqCst)
+}
 
 /// Requests being served, across every listener.
 #[derive(Default)]
@@ -98,9 +112,14 @@ impl Signals {
     /// has been in flight for [`QUIET`], or leaves the rest to Pingora when the grace period
     /// runs out first.
     fn drain(&self, why: &'static str, delay: Duration) {
+        DRAINING.store(true, Ordering::SeqCst);
         let inflight = self.inflight.clone();
         let finish = self.finish.clone();
-        let deadline = Instant::now() + delay + self.grace;
+        // Pingora sleeps the grace period in whole seconds, then stops its runtimes (cutting
+        // what is left) and the process exits: the count is said a little before that, or the
+        // exit could come first.
+        let grace = Duration::from_secs(self.grace.as_secs());
+        let deadline = Instant::now() + delay + grace.saturating_sub(FINAL_WORD);
         let spawned = std::thread::Builder::new()
             .name("modgate-drain".into())
             .spawn(move || {
@@ -122,10 +141,15 @@ impl Signals {
                     }
                     std::thread::sleep(POLL);
                 }
-                log::info!(
-                    "{why}: {} request(s) still in flight at the end of the grace period",
-                    inflight.count()
-                );
+                let left = inflight.count();
+                if left > 0 {
+                    log::warn!(
+                        "{why}: {left} request(s) still in flight at the end of the grace \
+                         period: they are cut (each gets its access line and audit record)"
+                    );
+                } else {
+                    log::info!("{why}: the grace period ends");
+                }
             });
         if let Err(e) = spawned {
             log::warn!("{why}: cannot watch the drain ({e}); waiting the whole grace period");

@@ -992,3 +992,342 @@ fn a_clone_is_refused_when_the_repository_holds_something_denied() {
     // A repository with nothing denied inside clones.
     assert!(matches!(clone("team/other").verdict, Verdict::Git { .. }));
 }
+
+/// A git upstream whose repository template has no `.git` (the host folds `x`, `x.git` and,
+/// for a wiki, `x.wiki` onto one repository), a deny on a repository, denies of every pattern
+/// kind on modules nested inside repositories, and a second identity holding a deny regex
+/// that reaches inside every repository.
+fn alias_world() -> World {
+    let text = r#"
+listeners:
+  - { name: plain, address: "127.0.0.1:7070" }
+upstreams:
+  corp-git:
+    kind: git
+    url: "https://git.corp.example"
+    module: "git.corp.example/{group}/{repo}"
+    repo: "{group}/{repo}"
+    private: true
+routes:
+  - { name: git, match: { prefix: git.corp.example }, chain: [corp-git], private: true }
+access:
+  default: deny
+  roles:
+    - name: devs
+      members: [ { user: alice } ]
+      rules:
+        - { id: git-secret, deny: { prefix: git.corp.example/team/secret } }
+        - { id: open-internal, deny: { prefix: git.corp.example/team/open/internal } }
+        - { id: globbed-internal, deny: { glob: "git.corp.example/team/globbed/*/keys" } }
+        - { id: rx-internal, deny: { regex: 'git\.corp\.example/team/rx/internal(/.*)?' } }
+        - { id: rx-sibling, deny: { regex: 'git\.corp\.example/team/other-[a-z]+' } }
+        - { id: git-read, allow: { prefix: git.corp.example } }
+    - name: strict
+      members: [ { user: bob } ]
+      rules:
+        - { id: any-internal, deny: { regex: '.*/internal' } }
+        - { id: bob-read, allow: { prefix: git.corp.example } }
+    - name: narrow
+      members: [ { user: carol } ]
+      rules:
+        - { id: narrow-root, allow: { regex: 'git\.corp\.example/team/narrow' } }
+        - { id: wide-tree, allow: { regex: 'git\.corp\.example/team/wide(/.*)?' } }
+"#;
+    world_of(text)
+}
+
+/// Every path kind a repository is reached by, for a spelling of `team/<repo>` (as the module
+/// path is written; `!x` is the GOPROXY escape of `X`).
+fn every_path(repo: &str) -> Vec<(&'static str, String)> {
+    let escaped: String = repo
+        .chars()
+        .flat_map(|c| {
+            if c.is_ascii_uppercase() {
+                vec!['!', c.to_ascii_lowercase()]
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    let base = "/git.corp.example/team";
+    vec![
+        ("GET", format!("{base}/{escaped}/@v/list")),
+        ("GET", format!("{base}/{escaped}/@latest")),
+        ("GET", format!("{base}/{escaped}/@v/v1.0.0.info")),
+        ("GET", format!("{base}/{escaped}/@v/v1.0.0.mod")),
+        ("GET", format!("{base}/{escaped}/@v/v1.0.0.zip")),
+        ("GET", format!("{base}/{escaped}/sub/@v/v1.0.0.zip")),
+        ("GET", format!("{base}/{repo}?go-get=1")),
+        ("GET", format!("{base}/{repo}/sub?go-get=1")),
+        (
+            "GET",
+            format!("{base}/{repo}.git/info/refs?service=git-upload-pack"),
+        ),
+        (
+            "GET",
+            format!("{base}/{repo}/info/refs?service=git-upload-pack"),
+        ),
+        ("POST", format!("{base}/{repo}.git/git-upload-pack")),
+        ("POST", format!("{base}/{repo}/git-upload-pack")),
+    ]
+}
+
+#[test]
+fn every_spelling_a_git_host_folds_onto_a_denied_repository_is_denied_on_every_path() {
+    let w = alias_world();
+    let alice = user("alice");
+    for spelling in [
+        "secret",
+        "secret.git",
+        "secret.wiki",
+        "secret.git.git",
+        "secret.wiki.git",
+        "Secret.git",
+        "SECRET.GIT",
+        "secret.Git",
+        "SECRET.Wiki",
+    ] {
+        for (method, target) in every_path(spelling) {
+            let h = head(method, &target, &[]);
+            let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+            let r = refusal(&a);
+            assert_eq!(r.status(), 403, "{method} {target}: {r:?}");
+            assert!(
+                r.message().contains("git-secret"),
+                "{method} {target}: {}",
+                r.message()
+            );
+            assert_eq!(r.audit(), AuditDecision::Deny, "{target}");
+        }
+    }
+    // Nested module paths under an alias are decided as the repository's own.
+    for target in [
+        "/git.corp.example/team/open.git/internal/@v/list",
+        "/git.corp.example/team/!open.git/internal/@v/v1.0.0.zip",
+        "/git.corp.example/team/open.wiki/internal/x/@v/list",
+        "/git.corp.example/team/open.git/internal?go-get=1",
+    ] {
+        let h = head("GET", target, &[]);
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+        let r = refusal(&a);
+        assert!(
+            r.message().contains("open-internal"),
+            "{target}: {}",
+            r.message()
+        );
+    }
+    // What is allowed stays allowed under every spelling: a repository whose name merely
+    // contains an alias, and the aliases of an allowed repository on the module proxy.
+    for target in [
+        "/git.corp.example/team/secretive/@v/list",
+        "/git.corp.example/team/git/@v/list",
+        "/git.corp.example/team/open.git/@v/list",
+        "/git.corp.example/team/!open.wiki/@v/list",
+        "/git.corp.example/team/tools.git/info/refs?service=git-upload-pack",
+    ] {
+        let h = head("GET", target, &[]);
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+        assert!(!a.is_refused(), "{target}: {:?}", a.verdict);
+    }
+}
+
+#[test]
+fn a_clone_is_refused_when_any_deny_could_match_inside_it_for_every_spelling() {
+    let w = alias_world();
+    let clone = |who: &RequestIdentity, repo: &str| {
+        let h = head(
+            "GET",
+            &format!("/git.corp.example/team/{repo}/info/refs?service=git-upload-pack"),
+            &[],
+        );
+        run(&w, Some(&w.plain), &h, "10.0.0.1", who)
+    };
+    let alice = user("alice");
+    for (repo, rule) in [
+        ("open", "open-internal"),
+        ("globbed", "globbed-internal"),
+        ("rx", "rx-internal"),
+    ] {
+        let upper = repo.to_ascii_uppercase();
+        let mut title = repo.to_string();
+        title[..1].make_ascii_uppercase();
+        for spelling in [
+            repo.to_string(),
+            format!("{repo}.git"),
+            format!("{repo}.git.git"),
+            format!("{title}.git"),
+            upper.clone(),
+            format!("{upper}.GIT.git"),
+            format!("{repo}.wiki.git"),
+        ] {
+            let a = clone(&alice, &spelling);
+            let r = refusal(&a);
+            assert_eq!(r.status(), 403, "{spelling}: {r:?}");
+            assert!(r.message().contains(rule), "{spelling}: {}", r.message());
+        }
+        // The module proxy still serves the repository's own module.
+        let h = head(
+            "GET",
+            &format!("/git.corp.example/team/{repo}/@v/list"),
+            &[],
+        );
+        assert!(
+            !run(&w, Some(&w.plain), &h, "10.0.0.1", &alice).is_refused(),
+            "{repo}"
+        );
+    }
+    // A regex that cannot match inside the repository does not refuse its clone.
+    for spelling in ["other.git", "Other.git", "other"] {
+        assert!(
+            matches!(clone(&alice, spelling).verdict, Verdict::Git { .. }),
+            "{spelling}"
+        );
+    }
+    // A regex that reaches inside every repository refuses every clone, while the module
+    // proxy serves what it does not match.
+    let bob = user("bob");
+    for spelling in ["other.git", "OTHER.git", "tools"] {
+        let a = clone(&bob, spelling);
+        assert!(
+            refusal(&a).message().contains("any-internal"),
+            "{spelling}: {}",
+            refusal(&a).message()
+        );
+    }
+    let h = head("GET", "/git.corp.example/team/other/@v/list", &[]);
+    assert!(!run(&w, Some(&w.plain), &h, "10.0.0.1", &bob).is_refused());
+}
+
+#[test]
+fn the_forwarded_clone_names_the_repository_as_spelled() {
+    // The alias goes to the host as written (the host resolves it): only the decision folds.
+    let w = alias_world();
+    let h = head(
+        "GET",
+        "/git.corp.example/team/tools.git/info/refs?service=git-upload-pack",
+        &[],
+    );
+    match run(&w, Some(&w.plain), &h, "10.0.0.1", &user("alice")).verdict {
+        Verdict::Git { path, .. } => {
+            assert_eq!(path, "/team/tools/info/refs?service=git-upload-pack")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn repo_aliases_are_configured_per_git_upstream_and_git_always_applies() {
+    let text = |aliases: &str, kind: &str| {
+        format!(
+            r#"
+listeners:
+  - {{ name: plain, address: "127.0.0.1:7070" }}
+upstreams:
+  corp-git:
+    {kind}
+    url: "https://git.corp.example"
+    module: "git.corp.example/{{group}}/{{repo}}"
+    repo: "{{group}}/{{repo}}"
+    private: true
+    repo_aliases: {aliases}
+routes:
+  - {{ name: git, match: {{ prefix: git.corp.example }}, chain: [corp-git], private: true }}
+access:
+  default: deny
+  roles:
+    - name: devs
+      members: [ {{ user: alice }} ]
+      rules:
+        - {{ id: git-secret, deny: {{ prefix: git.corp.example/team/secret }} }}
+        - {{ id: git-read, allow: {{ prefix: git.corp.example }} }}
+"#
+        )
+    };
+    let w = world_of(&text(r#"[".mirror"]"#, "kind: git"));
+    let alice = user("alice");
+    let list = |repo: &str| {
+        let h = head(
+            "GET",
+            &format!("/git.corp.example/team/{repo}/@v/list"),
+            &[],
+        );
+        run(&w, Some(&w.plain), &h, "10.0.0.1", &alice).is_refused()
+    };
+    assert!(list("secret.mirror"));
+    assert!(list("secret.git"));
+    // Not listed: `.wiki` is another repository's name here.
+    assert!(!list("secret.wiki"));
+    // Refused: a suffix that is not one, and aliases on a module proxy.
+    for (aliases, kind) in [
+        (r#"["wiki"]"#, "kind: git"),
+        (r#"[".a/b"]"#, "kind: git"),
+        (r#"["."]"#, "kind: git"),
+        (r#"[".wiki"]"#, "kind: proxy"),
+    ] {
+        let config = config::parse(&text(aliases, kind), "test.yaml", Path::new("/tmp"));
+        let refused = match config {
+            Err(e) => e.to_string(),
+            Ok(c) => match Gateway::new(&c) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{aliases} on {kind} accepted"),
+            },
+        };
+        assert!(refused.contains("repo_aliases"), "{aliases}: {refused}");
+    }
+}
+
+#[test]
+fn a_clone_is_refused_unless_everything_inside_it_is_allowed() {
+    // Under a denying default, what no rule allows is refused on the module proxy; a clone
+    // would carry it, so the allow must cover everything inside the repository.
+    let w = alias_world();
+    let carol = user("carol");
+    let req = |target: &str| {
+        let h = head("GET", target, &[]);
+        run(&w, Some(&w.plain), &h, "10.0.0.1", &carol)
+    };
+    assert!(req("/git.corp.example/team/narrow/internal/@v/list").is_refused());
+    assert!(!req("/git.corp.example/team/narrow/@v/list").is_refused());
+    for target in [
+        "/git.corp.example/team/narrow.git/info/refs?service=git-upload-pack",
+        "/git.corp.example/team/narrow/git-upload-pack",
+    ] {
+        let h = head(
+            if target.contains("info/refs") {
+                "GET"
+            } else {
+                "POST"
+            },
+            target,
+            &[],
+        );
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &carol);
+        let r = refusal(&a);
+        assert_eq!(r.status(), 403, "{target}: {r:?}");
+        assert!(
+            r.message().contains("narrow-root"),
+            "{target}: {}",
+            r.message()
+        );
+    }
+    for target in [
+        "/git.corp.example/team/wide.git/info/refs?service=git-upload-pack",
+        "/git.corp.example/team/wide/git-upload-pack",
+    ] {
+        let h = head(
+            if target.contains("info/refs") {
+                "GET"
+            } else {
+                "POST"
+            },
+            target,
+            &[],
+        );
+        let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &carol);
+        assert!(
+            matches!(a.verdict, Verdict::Git { .. }),
+            "{target}: {:?}",
+            a.verdict
+        );
+    }
+}
