@@ -527,19 +527,24 @@ fn no_credential_reaches_the_log_at_any_level() {
         .block_on(modgate_testkit::FixtureProxy::start(&[module]))
         .expect("fixture");
     proxy.mark_private();
-    proxy.require_header("authorization", &format!("Bearer {PROXY_TOKEN}"));
+    // A `header_file` credential: the whole value, in a scheme the redaction does not know.
+    proxy.require_header("authorization", &format!("Key {PROXY_TOKEN}"));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("proxy.token"), PROXY_TOKEN).expect("token");
+    std::fs::write(
+        dir.path().join("proxy.header"),
+        format!("Key {PROXY_TOKEN}"),
+    )
+    .expect("header");
     let addr = free_addr();
     let config = gateway_config(addr, &host, dir.path())
         .replace(
             "upstreams:\n",
             &format!(
                 "upstreams:\n  corp-proxy:\n    url: \"{}\"\n    private: true\n    \
-                 credential: {{ token_file: \"{}\" }}\n",
+                 credential: {{ header_file: \"{}\" }}\n",
                 proxy.url(),
-                dir.path().join("proxy.token").display()
+                dir.path().join("proxy.header").display()
             ),
         )
         .replace(

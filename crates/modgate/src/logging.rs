@@ -120,9 +120,14 @@ fn secret_ranges(text: &str) -> Vec<(usize, usize)> {
         let mut from = 0;
         while let Some(at) = lower[from..].find(name).map(|i| i + from) {
             from = at + name.len();
-            // A name, not the tail of a longer one (`x-authorization-hint`).
+            // A name, not the tail of a longer one (`x-authorization-hint`); after an escaped
+            // line end (`\r\n` in `Debug` bytes) it starts a header.
             let before = at.checked_sub(1).map(|i| bytes[i]);
-            if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            let escaped_line_end =
+                at >= 2 && bytes[at - 2] == b'\\' && matches!(bytes[at - 1], b'n' | b'r' | b't');
+            if !escaped_line_end
+                && before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
                 continue;
             }
             let mut i = from;
