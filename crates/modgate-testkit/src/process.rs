@@ -123,16 +123,58 @@ impl Gateway {
 
     /// Like [`Gateway::start`] in a given directory (which may already hold certificates).
     pub fn start_in(dir: tempfile::TempDir, config: &str, ready_addr: SocketAddr) -> Gateway {
+        Self::start_in_env(dir, config, ready_addr, &[("RUST_LOG", "info")], None)
+    }
+
+    /// Like [`Gateway::start`] with at most `nofile` open files (soft and hard limit, set with
+    /// util-linux `prlimit` before the binary starts).
+    pub fn start_with_nofile(config: &str, ready_addr: SocketAddr, nofile: u64) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in_env(
+            dir,
+            config,
+            ready_addr,
+            &[("RUST_LOG", "info")],
+            Some(nofile),
+        )
+    }
+
+    /// Like [`Gateway::start`] with these environment variables (`RUST_LOG` is `info` unless
+    /// given; an empty `RUST_LOG` lets the configuration's `log.level` decide).
+    pub fn start_env(config: &str, ready_addr: SocketAddr, env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut all = vec![("RUST_LOG", "info")];
+        all.extend_from_slice(env);
+        Self::start_in_env(dir, config, ready_addr, &all, None)
+    }
+
+    fn start_in_env(
+        dir: tempfile::TempDir,
+        config: &str,
+        ready_addr: SocketAddr,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Gateway {
         let text = render_config(dir.path(), config);
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, &text).expect("write gateway.yaml");
         let log_path = dir.path().join("modgate.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let log2 = log.try_clone().expect("log file");
-        let child = Command::new(modgate_bin())
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(modgate_bin());
+                c
+            }
+            None => Command::new(modgate_bin()),
+        };
+        let child = command
             .args(["run", "-c"])
             .arg(&config_path)
-            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2))
             .spawn()

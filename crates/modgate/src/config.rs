@@ -293,8 +293,12 @@ pub struct ListenerConfig {
     /// to take them (bounds memory under many concurrent large downloads).
     #[serde(default = "default_h2_send_buffer")]
     pub h2_send_buffer: crate::config::cache::ByteSize,
-    /// Close an HTTP/2 connection idle for this long.
+    /// Close an HTTP/2 connection with no request for this long (the listener's
+    /// `idle_timeout` plus `header_timeout` when absent).
     pub h2_idle_timeout: Option<DurationValue>,
+    /// Close a TLS connection whose handshake is not done this long after it was accepted.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout: DurationValue,
     /// HTTP/1.1 keep-alive idle timeout.
     #[serde(default = "default_keepalive")]
     pub keepalive_timeout: DurationValue,
@@ -338,6 +342,10 @@ fn default_h2_streams() -> u32 {
 }
 fn default_idle_timeout() -> DurationValue {
     DurationValue(Duration::from_secs(60))
+}
+
+fn default_handshake_timeout() -> DurationValue {
+    DurationValue(Duration::from_secs(10))
 }
 
 fn default_header_timeout() -> DurationValue {
@@ -696,6 +704,11 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
                 l.name.0
             ));
         }
+        if l.handshake_timeout.0.is_zero() {
+            return Err(format!(
+                "listeners[{i}].handshake_timeout must be longer than 0s"
+            ));
+        }
         if l.idle_timeout.0.is_zero() || l.header_timeout.0.is_zero() {
             return Err(format!(
                 "listeners[{i}]: idle_timeout and header_timeout must be longer than 0s"
@@ -705,7 +718,7 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
         // last answer's flush (which the connection guard may put off by one turn) goes out.
         if l.h2_idle_timeout.is_some_and(|t| t.0.is_zero()) {
             return Err(format!(
-                "listeners[{i}].h2_idle_timeout must be longer than 0s (leave it out for none)"
+                "listeners[{i}].h2_idle_timeout must be longer than 0s (leave it out for idle_timeout + header_timeout)"
             ));
         }
         // h2 panics above u32::MAX; below a frame's worth every write waits

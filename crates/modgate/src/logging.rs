@@ -9,7 +9,11 @@
 //!   handshake (port scans, health probes, clients without the required certificate) — and of
 //!   its WARN about a missing header-compression dictionary at every start, and of the lines
 //!   ordinary HTTP/2 traffic produces ([`ordinary_traffic`]), so that ERROR and
-//!   WARN stay meaningful to whoever is paged by them.
+//!   WARN stay meaningful to whoever is paged by them;
+//! - redacts credentials from every line, whatever its level and origin ([`redact`]): Pingora
+//!   dumps each upstream request's headers at `debug` (the gateway's `Authorization` for an
+//!   upstream with a `credential:` and for the git smart-HTTP proxy), and no secret, the
+//!   gateway's or a client's, may reach the log at any level.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -72,6 +76,143 @@ fn demoted(message: &str) -> Option<Level> {
     None
 }
 
+/// Header names whose values are secrets (matched case-insensitively, as a header name: the
+/// name is followed by `:` or `=`, possibly after a closing quote).
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "private-token",
+    "job-token",
+    "deploy-token",
+];
+
+/// Authentication schemes whose next word is a secret, wherever they appear.
+const SCHEMES: &[&str] = &["bearer ", "basic ", "token "];
+
+/// What replaces a secret.
+const REDACTED: &str = "[redacted]";
+
+/// Whether `c` ends a header value in the forms a log line carries it: a `Debug` map
+/// (`"authorization": "Bearer x"`), raw or escaped wire bytes (`Authorization: x\r\n`), JSON.
+fn ends_value(c: char) -> bool {
+    matches!(
+        c,
+        '"' | '\\' | '\r' | '\n' | '}' | ']' | '\'' | ',' | ';' | '&'
+    )
+}
+
+/// Whether `c` may be part of a credential token after an authentication scheme (RFC 7235
+/// token68, plus what `Debug` and URL forms keep).
+fn token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '+' | '/' | '=' | '%' | ':')
+}
+
+/// The byte ranges of `text` that hold secrets: header values after [`SECRET_HEADERS`],
+/// tokens after [`SCHEMES`], and the password of `scheme://user:password@host`.
+fn secret_ranges(text: &str) -> Vec<(usize, usize)> {
+    let lower = text.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let mut out = Vec::new();
+    for name in SECRET_HEADERS {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(name).map(|i| i + from) {
+            from = at + name.len();
+            // A name, not the tail of a longer one (`x-authorization-hint`); after an escaped
+            // line end (`\r\n` in `Debug` bytes) it starts a header.
+            let before = at.checked_sub(1).map(|i| bytes[i]);
+            let escaped_line_end =
+                at >= 2 && bytes[at - 2] == b'\\' && matches!(bytes[at - 1], b'n' | b'r' | b't');
+            if !escaped_line_end
+                && before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                continue;
+            }
+            let mut i = from;
+            if bytes.get(i) == Some(&b'"') {
+                i += 1;
+            }
+            if !matches!(bytes.get(i), Some(b':') | Some(b'=')) {
+                continue;
+            }
+            i += 1;
+            while matches!(bytes.get(i), Some(b' ') | Some(b'\t')) {
+                i += 1;
+            }
+            if bytes.get(i) == Some(&b'"') {
+                i += 1;
+            }
+            let end = text[i..]
+                .char_indices()
+                .find(|(_, c)| ends_value(*c))
+                .map_or(text.len(), |(j, _)| i + j);
+            if end > i {
+                out.push((i, end));
+            }
+        }
+    }
+    for scheme in SCHEMES {
+        let mut from = 0;
+        while let Some(at) = lower[from..].find(scheme).map(|i| i + from) {
+            from = at + scheme.len();
+            let before = at.checked_sub(1).map(|i| bytes[i]);
+            if before.is_some_and(|b| b.is_ascii_alphanumeric()) {
+                continue;
+            }
+            let start = from;
+            let end = text[start..]
+                .char_indices()
+                .find(|(_, c)| !token_char(*c))
+                .map_or(text.len(), |(j, _)| start + j);
+            // `Basic realm="…"` is a challenge, not a credential.
+            let word = &lower[start..end];
+            if end > start && !word.starts_with("realm=") {
+                out.push((start, end));
+            }
+        }
+    }
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("://").map(|i| i + from) {
+        from = at + 3;
+        let authority_end = text[from..]
+            .char_indices()
+            .find(|(_, c)| matches!(c, '/' | '?' | '#' | ' ' | '"' | '\'' | '>' | '\n'))
+            .map_or(text.len(), |(j, _)| from + j);
+        let authority = &text[from..authority_end];
+        if let Some(userinfo_end) = authority.rfind('@') {
+            if let Some(colon) = authority[..userinfo_end].find(':') {
+                out.push((from + colon + 1, from + userinfo_end));
+            }
+        }
+    }
+    out
+}
+
+/// `text` with every secret it holds replaced by `[redacted]` (borrowed when there is none).
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    let mut ranges = secret_ranges(text);
+    if ranges.is_empty() {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    ranges.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, end) in ranges {
+        if end <= at {
+            continue;
+        }
+        out.push_str(&text[at..start.max(at)]);
+        if start >= at {
+            out.push_str(REDACTED);
+        }
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    std::borrow::Cow::Owned(out)
+}
+
 /// Pingora's ERROR/WARN lines that ordinary traffic produces (issue 18): an HTTP/2 client that
 /// connects and closes without a request (health probes, connection pools, `openssl s_client`),
 /// any other failed HTTP/2 handshake (the client's doing), and a request body's end arriving
@@ -125,30 +266,36 @@ impl Log for Demoting {
     }
 
     fn log(&self, record: &Record<'_>) {
-        let lowered = (record.level() <= Level::Warn && record.target().starts_with("pingora"))
-            .then(|| record.args().to_string())
-            .and_then(|text| demoted(&text).map(|level| (level, text)));
-        if let Some((level, text)) = lowered {
-            let metadata = Metadata::builder()
-                .level(level)
-                .target(record.target())
-                .build();
-            if self.passes(&metadata) {
-                self.inner.log(
-                    &Record::builder()
-                        .metadata(metadata)
-                        .args(format_args!("{text}"))
-                        .module_path(record.module_path())
-                        .file(record.file())
-                        .line(record.line())
-                        .build(),
-                );
-            }
+        let pingora_alarm = record.level() <= Level::Warn && record.target().starts_with("pingora");
+        // Nothing is formatted for a line that is not written (only a Pingora ERROR/WARN may be
+        // lowered, which needs its text).
+        if !pingora_alarm && !self.passes(record.metadata()) {
             return;
         }
-        if self.passes(record.metadata()) {
-            self.inner.log(record);
+        let text = record.args().to_string();
+        let level = if pingora_alarm {
+            demoted(&text).unwrap_or(record.level())
+        } else {
+            record.level()
+        };
+        let metadata = Metadata::builder()
+            .level(level)
+            .target(record.target())
+            .build();
+        if !self.passes(&metadata) {
+            return;
         }
+        // Every line, whatever its level or origin: no secret reaches the log.
+        let text = redact(&text);
+        self.inner.log(
+            &Record::builder()
+                .metadata(metadata)
+                .args(format_args!("{text}"))
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
     }
 
     fn flush(&self) {
@@ -218,6 +365,71 @@ mod tests {
             demoted("no header compression dictionary loaded - use set_compression_dict_content()"),
             Some(Level::Debug)
         );
+    }
+
+    #[test]
+    fn credentials_are_redacted_in_every_form_a_line_carries_them() {
+        // Pingora's `Debug` of a request header (an http::HeaderMap).
+        let debug = r#"Sending header to upstream RequestHeader { base: Parts { method: GET, uri: /x, version: HTTP/1.1, headers: {"host": "h", "authorization": "Bearer s3cret-1", "accept": "*/*"} } }"#;
+        let out = redact(debug);
+        assert!(!out.contains("s3cret-1"), "{out}");
+        assert!(
+            out.contains(r#""authorization": "[redacted]", "accept": "*/*""#),
+            "{out}"
+        );
+        // Escaped wire bytes, any case, any scheme (a `header_file` value has none).
+        let wire = r#"Writing request header: b"GET / HTTP/1.1\r\nAuthorization: custom-9x\r\nHost: h\r\n""#;
+        let out = redact(wire);
+        assert!(!out.contains("custom-9x"), "{out}");
+        assert!(out.contains(r"Host: h\r\n"), "{out}");
+        // The same on the wire, with real line ends.
+        let out = redact("GET / HTTP/1.1\r\nAuthorization: custom-9x\r\nHost: h\r\n");
+        assert!(!out.contains("custom-9x"), "{out}");
+        assert!(out.contains("Host: h\r\n"), "{out}");
+        // Raw lines, proxy credentials, cookies.
+        for (line, secret) in [
+            (
+                "proxy-authorization: Basic dXNlcjpwYXNz\r\n",
+                "dXNlcjpwYXNz",
+            ),
+            ("cookie: session=abc123; other=1", "abc123"),
+            ("PRIVATE-TOKEN: glpat-xyz", "glpat-xyz"),
+            (
+                "the token was Bearer eyJhbGciOi.J9.x_y in a message",
+                "eyJhbGciOi",
+            ),
+            (
+                "clone https://user:hunter2@git.example/r.git failed",
+                "hunter2",
+            ),
+        ] {
+            let out = redact(line);
+            assert!(!out.contains(secret), "{line} → {out}");
+            assert!(out.contains(REDACTED), "{line} → {out}");
+        }
+        // JSON access objects keep their shape.
+        let json = r#"{"status":401,"authorization":"Bearer abc.def","path":"/x"}"#;
+        let out = redact(json);
+        assert!(!out.contains("abc.def"), "{out}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("still JSON");
+    }
+
+    #[test]
+    fn lines_without_secrets_are_left_alone() {
+        for line in [
+            "GET /example.com/pub/@v/list HTTP/1.1 200",
+            "anonymous 401: WWW-Authenticate: Basic realm=\"modgate\"",
+            "the credentials sent were not accepted",
+            "x-authorization-hint: fine",
+            "upstream https://git.example/r.git (user@host is not a password)",
+            "basic",
+        ] {
+            assert!(
+                matches!(redact(line), std::borrow::Cow::Borrowed(_)),
+                "{line} → {}",
+                redact(line)
+            );
+        }
     }
 
     #[test]

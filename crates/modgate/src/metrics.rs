@@ -118,7 +118,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "modgate_connections_cut_total",
             "Client connections closed by the gateway, by listener and reason: idle (nothing sent \
              within idle_timeout), headers (request headers not complete within header_timeout), \
-             listener_limit or source_limit (max_connections, max_connections_per_source)",
+             listener_limit or source_limit (max_connections, max_connections_per_source, \
+             counted at accept), handshake (TLS handshake not done within handshake_timeout), \
+             fd_limit (the process near its open-files limit)",
         ),
         &["listener", "reason"],
     )?;

@@ -319,6 +319,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
                     &l.tcp_keepalive,
                     &l.idle_timeout,
                     &l.header_timeout,
+                    &l.handshake_timeout,
                     l.max_connections,
                     l.max_connections_per_source
                 )

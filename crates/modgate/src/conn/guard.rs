@@ -1,6 +1,6 @@
 //! The connection guard in front of a listener's HTTP service: [`GuardedApp`] admits each
-//! accepted connection against the listener's caps and wraps its stream in a
-//! [`GuardedStream`], which enforces the [`Clock`]'s deadlines on every read. Pingora's own
+//! accepted connection against the listener's caps (called at accept by [`super::accept`],
+//! before any TLS handshake) and wraps its stream in a [`GuardedStream`], which enforces the [`Clock`]'s deadlines on every read. Pingora's own
 //! read timeouts are per read, so a client trickling one byte at a time, or sending nothing,
 //! would hold a connection for ever; here a cut connection reads as closed, after a best-effort
 //! `408` naming the reason when it was cut half-way through HTTP/1.1 request headers.
@@ -22,15 +22,18 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::Stream;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use pingora::protocols::{Stream, IO};
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 
-use super::caps::{Counter, Permit};
+/// Bytes of writes held until a flush: Pingora's own listener buffers 1460 (one TCP segment).
+const WRITE_BUFFER: usize = 1460;
+
+use super::caps::{Counter, Over, Permit};
 use super::deadline::{Clock, Cut, Deadlines};
 
 /// What a listener's guard enforces.
@@ -42,14 +45,25 @@ pub struct Limits {
 
 /// A client stream whose reads end (as end-of-stream) once its clock's deadline passes.
 pub struct GuardedStream {
-    inner: Stream,
+    /// The connection's place (declared first: dropped before the socket closes).
+    place: Option<Place>,
+    /// The connection, behind a small write buffer: the socket under it has none (see
+    /// [`super::accept`]), and an answer's head and a short body should leave in one `send`.
+    inner: BufWriter<Stream>,
     clock: Arc<Mutex<Clock>>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     cut: Option<Cut>,
     listener: Arc<str>,
     header_timeout: Duration,
     flush: FlushBatch,
+}
+
+/// What an open connection holds: its place under the caps and its count in
+/// `modgate_connections_open`. Given back when the server shuts the connection down, before the
+/// client can see it close: a client that reconnects at once must find its place free.
+struct Place {
     _permit: Permit,
+    _open: OpenGauge,
 }
 
 /// Flush coalescing for an HTTP/2 connection.
@@ -139,7 +153,7 @@ impl GuardedStream {
         log::debug!(
             "listener {}: closing connection {}: {}",
             self.listener,
-            self.inner.id(),
+            self.inner.get_ref().id(),
             why.label()
         );
         true
@@ -238,6 +252,7 @@ impl AsyncWrite for GuardedStream {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.place = None;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -262,49 +277,51 @@ impl AsyncWrite for GuardedStream {
 #[async_trait]
 impl Shutdown for GuardedStream {
     async fn shutdown(&mut self) {
-        Shutdown::shutdown(&mut *self.inner).await
+        self.place = None;
+        let _ = self.inner.flush().await;
+        Shutdown::shutdown(&mut **self.inner.get_mut()).await
     }
 }
 
 impl UniqueID for GuardedStream {
     fn id(&self) -> UniqueIDType {
-        self.inner.id()
+        self.inner.get_ref().id()
     }
 }
 
 impl Ssl for GuardedStream {
     fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
+        self.inner.get_ref().get_ssl()
     }
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
+        self.inner.get_ref().get_ssl_digest()
     }
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
+        self.inner.get_ref().selected_alpn_proto()
     }
 }
 
 impl GetTimingDigest for GuardedStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
+        self.inner.get_ref().get_timing_digest()
     }
     fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
+        self.inner.get_ref().get_read_pending_time()
     }
     fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
+        self.inner.get_ref().get_write_pending_time()
     }
 }
 
 impl GetProxyDigest for GuardedStream {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
+        self.inner.get_ref().get_proxy_digest()
     }
 }
 
 impl GetSocketDigest for GuardedStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
+        self.inner.get_ref().get_socket_digest()
     }
 }
 
@@ -313,10 +330,10 @@ impl Peek for GuardedStream {
     /// Pingora peeks for the h2c preface before it reads: the same deadline applies.
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         let Some((at, why)) = self.with_clock(|c| c.deadline()) else {
-            return self.inner.try_peek(buf).await;
+            return self.inner.get_mut().try_peek(buf).await;
         };
         let at = tokio::time::Instant::from_std(at);
-        match tokio::time::timeout_at(at, self.inner.try_peek(buf)).await {
+        match tokio::time::timeout_at(at, self.inner.get_mut().try_peek(buf)).await {
             Ok(peeked) => peeked,
             Err(_) => {
                 self.record_cut(why);
@@ -355,15 +372,9 @@ impl<A> GuardedApp<A> {
     }
 }
 
-fn peer_ip(stream: &Stream) -> Option<IpAddr> {
-    let digest = stream.get_socket_digest()?;
-    let addr = digest.peer_addr()?.as_inet()?;
-    Some(addr.ip())
-}
-
 /// A complete HTTP/1.1 answer that closes the connection: `status` (a status line tail, which
 /// may carry further header lines) and a one-line plain-text reason.
-fn plain_answer(status: &str, reason: &str) -> String {
+pub(super) fn plain_answer(status: &str, reason: &str) -> String {
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n{reason}\n",
@@ -372,7 +383,7 @@ fn plain_answer(status: &str, reason: &str) -> String {
 }
 
 /// Tells a refused HTTP/1.1 client why, without waiting on it for long.
-async fn refuse(stream: &mut Stream, message: &str) {
+pub(super) async fn refuse(stream: &mut Stream, message: &str) {
     let answer = plain_answer("503 Service Unavailable\r\nRetry-After: 1", message);
     let write = async {
         stream.write_all(answer.as_bytes()).await?;
@@ -402,45 +413,31 @@ impl Drop for OpenGauge {
     }
 }
 
-#[async_trait]
-impl<A> ServerApp for GuardedApp<A>
+impl<A> GuardedApp<A>
 where
     A: ServerApp + Send + Sync + 'static,
 {
-    async fn process_new(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        if stream.as_any().is::<GuardedStream>() {
-            // Handed back for reuse: already admitted and guarded.
-            return self.inner.process_new(stream, shutdown).await;
-        }
-        let permit = match self.counter.admit(peer_ip(&stream)) {
-            Ok(p) => p,
-            Err(over) => {
-                if let Some(m) = crate::metrics::metrics() {
-                    m.connections_cut
-                        .with_label_values(&[&self.listener, over.label()])
-                        .inc();
-                }
-                log::debug!(
-                    "listener {}: refusing a connection: {}",
-                    self.listener,
-                    over.label()
-                );
-                if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                    Shutdown::shutdown(&mut *stream).await;
-                } else {
-                    refuse(&mut stream, over.message()).await;
-                }
-                return None;
-            }
-        };
-        let _open = OpenGauge::new(&self.open);
+    /// The listener's name (the `listener` label of its metrics).
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
+    /// Admits a connection from `source` against the listener's caps (at accept, before any
+    /// handshake).
+    pub fn admit(&self, source: Option<IpAddr>) -> Result<Permit, Over> {
+        self.counter.admit(source)
+    }
+
+    /// Serves an admitted connection (its handshake done) until it closes; `permit` holds its
+    /// place until then.
+    pub async fn serve(&self, stream: Stream, permit: Permit, shutdown: &ShutdownWatch) {
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let guarded = GuardedStream {
-            inner: stream,
+            place: Some(Place {
+                _permit: permit,
+                _open: OpenGauge::new(&self.open),
+            }),
+            inner: BufWriter::with_capacity(WRITE_BUFFER, stream),
             clock: Arc::new(Mutex::new(Clock::new(
                 self.limits.deadlines,
                 Instant::now(),
@@ -453,13 +450,16 @@ where
                 on: h2,
                 ..FlushBatch::default()
             },
-            _permit: permit,
         };
-        let stream: Box<dyn IO> = Box::new(guarded);
-        self.inner.process_new(stream, shutdown).await
+        let mut next: Option<Stream> = Some(Box::new(guarded));
+        // Pingora hands a kept-alive HTTP/1.1 connection back for its next request.
+        while let Some(stream) = next {
+            next = self.inner.process_new(stream, shutdown).await;
+        }
     }
 
-    async fn cleanup(&self) {
+    /// Pingora's clean-up of the application, once the listener stops.
+    pub async fn cleanup(&self) {
         self.inner.cleanup().await
     }
 }

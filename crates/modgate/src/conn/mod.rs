@@ -1,9 +1,13 @@
 //! Client connections before and between requests: per-listener deadlines (nothing sent, request
 //! headers too slow) and caps on open connections (per listener, per source address). The
-//! pure rules live in [`deadline`] and [`caps`]; [`guard`] applies them to Pingora's streams.
+//! pure rules live in [`deadline`], [`caps`] and [`fds`]; [`accept`] applies the caps and the
+//! descriptor reserve at accept and bounds TLS handshakes; [`guard`] applies the deadlines to
+//! Pingora's streams.
 
+pub mod accept;
 pub mod caps;
 pub mod deadline;
+pub mod fds;
 pub mod guard;
 
 pub use caps::Caps;

@@ -20,7 +20,6 @@ use anyhow::Context;
 use modgate_identity::ReloadableTls;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::TcpSocketOptions;
 use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -30,6 +29,8 @@ use pingora::services::listening::Service;
 
 use crate::cache::CacheRuntime;
 use crate::config::{GatewayConfig, ListenerConfig};
+use crate::conn::accept::{AcceptOptions, ListenerService};
+use crate::conn::fds::Class;
 use crate::conn::{Caps, Deadlines, GuardedApp, Limits};
 use crate::identity::HandshakeCapture;
 use crate::model::{Live, Model};
@@ -170,6 +171,8 @@ pub fn probe_bind(addr: std::net::SocketAddr) -> std::io::Result<()> {
 /// audit log and pending spans.
 pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     config.log.apply();
+    let nofile = crate::conn::fds::init();
+    log::info!("open-files limit {nofile}");
     if options.upgrade {
         // Pingora waits for sockets that no process will send, then exits 1 with
         // "Bootstrap failed on error: EAGAIN": say at once that there is nothing to take over.
@@ -365,7 +368,15 @@ fn add_listener(
     let mut options = HttpServerOptions::default();
     options.h2c = l.http2 && l.tls.is_none();
     options.keepalive_request_limit = l.keepalive_requests;
-    options.h2_idle_timeout = l.h2_idle_timeout.map(|d| d.0);
+    // Unless configured, an HTTP/2 connection goes no longer without a request than an
+    // HTTP/1.1 one can (silent for idle_timeout, then header_timeout to complete its headers).
+    // Longer than header_timeout, so that before its first request the guard's header deadline
+    // (counted from the preface's first byte) cuts it first, and counts the cut.
+    options.h2_idle_timeout = Some(
+        l.h2_idle_timeout
+            .map(|d| d.0)
+            .unwrap_or(l.idle_timeout.0 + l.header_timeout.0),
+    );
     app.server_options = Some(options);
     let mut h2 = default_h2_options();
     h2.max_concurrent_streams(l.h2_max_concurrent_streams);
@@ -383,14 +394,7 @@ fn add_listener(
             source: l.max_connections_per_source,
         },
     };
-    let mut service = Service::new(
-        format!("modgate listener {}", l.name.0),
-        GuardedApp::new(app, &l.name.0, limits),
-    );
-    let mut socket = TcpSocketOptions::default();
-    socket.tcp_keepalive = l.tcp_keepalive.as_ref().map(tcp_keepalive);
-    let address = l.address.0.to_string();
-    match (&l.tls, material) {
+    let tls = match (&l.tls, material) {
         (Some(_), Some(material)) => {
             let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCapture))
                 .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?;
@@ -401,11 +405,29 @@ fn add_listener(
             if l.http2 {
                 settings.enable_h2();
             }
-            service.add_tls_with_settings(&address, Some(socket), settings);
+            Some(settings)
         }
-        _ => service.add_tcp_with_settings(&address, socket),
-    }
-    service.threads = Some(threads.max(1));
+        _ => None,
+    };
+    // Operator listeners may use half of the descriptor reserve: `/healthz` and `/metrics`
+    // answer there while client listeners are refused for want of descriptors.
+    let class = if l.admin || l.metrics {
+        Class::Operator
+    } else {
+        Class::Client
+    };
+    let service = ListenerService::new(
+        format!("modgate listener {}", l.name.0),
+        GuardedApp::new(app, &l.name.0, limits),
+        AcceptOptions {
+            address: l.address.0.to_string(),
+            tls,
+            keepalive: l.tcp_keepalive.as_ref().map(tcp_keepalive),
+            handshake_timeout: l.handshake_timeout.0,
+            class,
+            threads: threads.max(1),
+        },
+    );
     server.add_service(service);
     Ok(())
 }
