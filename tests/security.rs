@@ -1989,6 +1989,155 @@ fn the_agent_lends_its_certificate_to_its_own_user_only() {
     assert_eq!(gateway.request_count(), seen + 2);
 }
 
+/// Whether a test that needs root (it switches to uid 65534) can run: it fails in CI when not
+/// root, and says it skipped otherwise.
+fn root_or_skip(test: &str) -> bool {
+    if own_uid() == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} must run as root in CI (it switches to uid 65534)"
+    );
+    eprintln!("SKIPPED {test}: not root");
+    false
+}
+
+/// An HTTPS "gateway" fixture requiring a client certificate from `dir`'s CA.
+fn agent_gateway(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> FixtureProxy {
+    modgate_testkit::make_certs(dir, "agent test CA", "agent-owner");
+    rt.block_on(FixtureProxy::start_with(
+        &[ModuleVersion::new("example.com/pub", "v1.0.0").expect("module")],
+        "",
+        Some(modgate_testkit::FixtureTls {
+            cert_pem: dir.join("server.pem"),
+            key_pem: dir.join("server.key"),
+            client_ca_pem: Some(dir.join("ca.pem")),
+        }),
+    ))
+    .expect("gateway fixture")
+}
+
+/// With `--allow-remote` on a dual-stack `[::]` listener, another local user connects through
+/// IPv4 loopback (seen as `::ffff:127.0.0.1`) and half-closes its socket after sending the
+/// request: the socket is then in FIN_WAIT2, not ESTABLISHED. It is still that user's socket:
+/// judged, refused, nothing forwarded.
+#[test]
+fn a_half_closed_local_client_is_not_taken_for_a_remote_one() {
+    if !root_or_skip("a_half_closed_local_client_is_not_taken_for_a_remote_one") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let gateway = agent_gateway(&rt, dir.path());
+    let port = free_addr().port();
+    let wild: SocketAddr = format!("[::]:{port}").parse().expect("addr");
+    let (_agent, _) = start_agent(dir.path(), &gateway.url(), wild, &["--allow-remote"]);
+    let seen = gateway.request_count();
+    let (code, body) = curl_as(true, &format!("http://127.0.0.1:{port}{PUBLIC_INFO}"));
+    assert_eq!(code, 403, "{body}");
+    // The same user, half-closing after its request (bounded by a socket timeout).
+    let script = format!(
+        "import socket\n\
+         s=socket.create_connection(('127.0.0.1',{port}),timeout=20)\n\
+         s.sendall(b'GET {PUBLIC_INFO} HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         s.shutdown(socket.SHUT_WR)\n\
+         d=b''\n\
+         while True:\n\
+         \x20   c=s.recv(65536)\n\
+         \x20   if not c: break\n\
+         \x20   d+=c\n\
+         print(d.decode(errors='replace'))\n"
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            // (Not a per-user shim from PATH: `nobody` may not be able to run it.)
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("setpriv python3");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("half-closed client's answer:\n{text}");
+    assert_eq!(
+        gateway.request_count(),
+        seen,
+        "forwarded for another user: {text}"
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 403") && text.contains("from user 65534 (nobody)"),
+        "the half-closed client of another user was not refused as that user: {text}"
+    );
+}
+
+/// This host's IPv6 link-local address (from `/proc/net/if_inet6`, scope `20`) with its
+/// interface name, for a URL: `fe80::…%25eth0`.
+fn link_local_address() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    table.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(3) != Some(&"20") || f.get(5) == Some(&"lo") {
+            return None;
+        }
+        let hex = f.first()?;
+        let mut bytes = [0u8; 16];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+        }
+        Some(format!(
+            "{}%25{}",
+            std::net::Ipv6Addr::from(bytes),
+            f.get(5)?
+        ))
+    })
+}
+
+/// With `--allow-remote` on `[::]`, another local user connects through this host's own IPv6
+/// link-local address: the peer address carries a scope id the kernel's socket table does not,
+/// and the address is not loopback. The connection is still found to be that user's (and
+/// would be refused as local if it were not): refused, nothing forwarded.
+#[test]
+fn a_local_user_through_a_link_local_address_is_judged() {
+    if !root_or_skip("a_local_user_through_a_link_local_address_is_judged") {
+        return;
+    }
+    let Some(link_local) = link_local_address() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "an IPv6 link-local address is needed in CI"
+        );
+        eprintln!("SKIPPED a_local_user_through_a_link_local_address_is_judged: none");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let gateway = agent_gateway(&rt, dir.path());
+    let port = free_addr().port();
+    let wild: SocketAddr = format!("[::]:{port}").parse().expect("addr");
+    let (_agent, _) = start_agent(dir.path(), &gateway.url(), wild, &["--allow-remote"]);
+    let seen = gateway.request_count();
+    let (code, body) = curl_as(true, &format!("http://[{link_local}]:{port}{PUBLIC_INFO}"));
+    assert_eq!(
+        code, 403,
+        "another local user borrowed the certificate: {body}"
+    );
+    assert!(body.contains("from user 65534 (nobody)"), "{body}");
+    assert_eq!(gateway.request_count(), seen, "forwarded for another user");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 16. The per-instance runtime directory is a real directory, ours and private
 
