@@ -2276,3 +2276,104 @@ fn a_planted_runtime_directory_is_refused() {
     let (code, err) = run_briefly(&cfg, runtime.path(), addr);
     assert_eq!(code, None, "a private runtime directory was refused: {err}");
 }
+
+/// A stale pid file (the gateway was killed with `kill -9` and its pid reused) names a process
+/// that is not the gateway: `modgate reload` must not signal it, and `run --upgrade` must not
+/// take it for a gateway to take over from. Only the process that holds the pid file's lock is
+/// the gateway.
+#[test]
+fn a_stale_pid_file_naming_another_process_is_not_signalled() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let pid_file = work.path().join("modgate.pid");
+    let cfg = work.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server: {{ grace_period: 1s, shutdown_timeout: 1s, pid_file: \"{}\", upgrade_sock: \
+             \"{}\" }}\nlisteners:\n  - {{ name: plain, address: \"{addr}\" }}\nupstreams:\n  u: \
+             {{ url: \"http://127.0.0.1:9\" }}\nroutes:\n  - {{ name: all, match: {{ prefix: \
+             \"\" }}, chain: [u] }}\n",
+            pid_file.display(),
+            work.path().join("upgrade.sock").display()
+        ),
+    )
+    .expect("write gateway.yaml");
+    // `sleep` ignores nothing: SIGHUP would end it.
+    let mut victim = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    std::fs::write(&pid_file, format!("{}\n", victim.id())).expect("plant pid file");
+    let out = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["reload", "--timeout", "1", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("reload");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let survived = victim.try_wait().expect("try_wait").is_none();
+    let upgrade = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["run", "--upgrade", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("run --upgrade");
+    let upgrade_err = String::from_utf8_lossy(&upgrade.stderr).to_string();
+    let still = victim.try_wait().expect("try_wait").is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(
+        survived,
+        "reload signalled the pid of a stale pid file: {err}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("names pid {},", victim.id()))
+            && err.contains("not a modgate gateway"),
+        "{err}"
+    );
+    assert!(
+        still,
+        "run --upgrade signalled the stale pid: {upgrade_err}"
+    );
+    assert_eq!(upgrade.status.code(), Some(2), "{upgrade_err}");
+    assert!(
+        upgrade_err.contains("no running modgate to take the listening sockets over from")
+            && upgrade_err.contains("not a modgate gateway"),
+        "{upgrade_err}"
+    );
+
+    // A real gateway of this file holds its pid file: reloaded.
+    let out_file = tempfile::NamedTempFile::new().expect("tempfile");
+    let mut gateway = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(out_file.reopen().expect("reopen"))
+        .spawn()
+        .expect("spawn modgate run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while modgate_testkit::client::get(addr, "/healthz").is_err() {
+        if let Ok(Some(status)) = gateway.try_wait() {
+            panic!(
+                "modgate run exited ({status}): {}",
+                std::fs::read_to_string(out_file.path()).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "modgate did not serve");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["reload", "--timeout", "20", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("reload");
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
