@@ -2377,3 +2377,98 @@ fn a_stale_pid_file_naming_another_process_is_not_signalled() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `modgate check` refuses the planted runtime directories `run` refuses (when the pid file and
+/// upgrade socket are the defaults in it), with the same reason, and creates nothing.
+#[test]
+fn check_refuses_a_planted_runtime_directory_as_run_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = work.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server: {{ grace_period: 1s, shutdown_timeout: 1s }}\nlisteners:\n  - {{ name: \
+             plain, address: \"{}\" }}\nupstreams:\n  u: {{ url: \"http://127.0.0.1:9\" \
+             }}\nroutes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [u] }}\n",
+            free_addr()
+        ),
+    )
+    .expect("write gateway.yaml");
+    let check = || {
+        let out = std::process::Command::new(modgate_testkit::modgate_bin())
+            .args(["check", "-c"])
+            .arg(&cfg)
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .output()
+            .expect("check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let own = runtime.path().join("modgate");
+    // Absent: run would create it; check passes and creates nothing.
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!own.exists(), "check created the runtime directory");
+    // A symlink to a directory of another user's choosing.
+    let elsewhere = runtime.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::os::unix::fs::symlink(&elsewhere, &own).expect("symlink");
+    let (code, err) = check();
+    assert_eq!(
+        code,
+        Some(1),
+        "check passed a symlinked runtime directory: {err}"
+    );
+    assert!(
+        err.contains("symbolic link") && err.contains("set server.pid_file"),
+        "{err}"
+    );
+    // Open to others.
+    std::fs::remove_file(&own).expect("remove symlink");
+    std::fs::create_dir(&own).expect("mkdir");
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (code, err) = check();
+    assert_eq!(
+        code,
+        Some(1),
+        "check passed an open runtime directory: {err}"
+    );
+    assert!(err.contains("group or others"), "{err}");
+    if own_uid() == 0 {
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::os::unix::fs::chown(&own, Some(65534), Some(65534)).expect("chown");
+        let (code, err) = check();
+        assert_eq!(
+            code,
+            Some(1),
+            "check passed another user's runtime directory: {err}"
+        );
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        std::os::unix::fs::chown(&own, Some(0), Some(0)).expect("chown");
+    }
+    // Ours and private: passes.
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
+    // With the pid file and upgrade socket set elsewhere, the default directory is not used.
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "server: {",
+            &format!(
+                "server: {{ pid_file: \"{0}/m.pid\", upgrade_sock: \"{0}/m.sock\",",
+                work.path().display()
+            ),
+        ),
+    )
+    .expect("write");
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
+}
