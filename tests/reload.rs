@@ -547,6 +547,16 @@ fn a_graceful_upgrade_adds_a_listener_without_failing_a_request() {
         failures.len()
     );
     assert!(counts.iter().all(|c| *c > 2), "{counts:?}");
+    // The new process holds the pid file it wrote (the old one's lock was on the file it
+    // replaced): `modgate reload` finds and signals it.
+    let out = w.gw.reload();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1989,6 +1989,155 @@ fn the_agent_lends_its_certificate_to_its_own_user_only() {
     assert_eq!(gateway.request_count(), seen + 2);
 }
 
+/// Whether a test that needs root (it switches to uid 65534) can run: it fails in CI when not
+/// root, and says it skipped otherwise.
+fn root_or_skip(test: &str) -> bool {
+    if own_uid() == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} must run as root in CI (it switches to uid 65534)"
+    );
+    eprintln!("SKIPPED {test}: not root");
+    false
+}
+
+/// An HTTPS "gateway" fixture requiring a client certificate from `dir`'s CA.
+fn agent_gateway(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> FixtureProxy {
+    modgate_testkit::make_certs(dir, "agent test CA", "agent-owner");
+    rt.block_on(FixtureProxy::start_with(
+        &[ModuleVersion::new("example.com/pub", "v1.0.0").expect("module")],
+        "",
+        Some(modgate_testkit::FixtureTls {
+            cert_pem: dir.join("server.pem"),
+            key_pem: dir.join("server.key"),
+            client_ca_pem: Some(dir.join("ca.pem")),
+        }),
+    ))
+    .expect("gateway fixture")
+}
+
+/// With `--allow-remote` on a dual-stack `[::]` listener, another local user connects through
+/// IPv4 loopback (seen as `::ffff:127.0.0.1`) and half-closes its socket after sending the
+/// request: the socket is then in FIN_WAIT2, not ESTABLISHED. It is still that user's socket:
+/// judged, refused, nothing forwarded.
+#[test]
+fn a_half_closed_local_client_is_not_taken_for_a_remote_one() {
+    if !root_or_skip("a_half_closed_local_client_is_not_taken_for_a_remote_one") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let gateway = agent_gateway(&rt, dir.path());
+    let port = free_addr().port();
+    let wild: SocketAddr = format!("[::]:{port}").parse().expect("addr");
+    let (_agent, _) = start_agent(dir.path(), &gateway.url(), wild, &["--allow-remote"]);
+    let seen = gateway.request_count();
+    let (code, body) = curl_as(true, &format!("http://127.0.0.1:{port}{PUBLIC_INFO}"));
+    assert_eq!(code, 403, "{body}");
+    // The same user, half-closing after its request (bounded by a socket timeout).
+    let script = format!(
+        "import socket\n\
+         s=socket.create_connection(('127.0.0.1',{port}),timeout=20)\n\
+         s.sendall(b'GET {PUBLIC_INFO} HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         s.shutdown(socket.SHUT_WR)\n\
+         d=b''\n\
+         while True:\n\
+         \x20   c=s.recv(65536)\n\
+         \x20   if not c: break\n\
+         \x20   d+=c\n\
+         print(d.decode(errors='replace'))\n"
+    );
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            // (Not a per-user shim from PATH: `nobody` may not be able to run it.)
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .expect("setpriv python3");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!("half-closed client's answer:\n{text}");
+    assert_eq!(
+        gateway.request_count(),
+        seen,
+        "forwarded for another user: {text}"
+    );
+    assert!(
+        text.starts_with("HTTP/1.1 403") && text.contains("from user 65534 (nobody)"),
+        "the half-closed client of another user was not refused as that user: {text}"
+    );
+}
+
+/// This host's IPv6 link-local address (from `/proc/net/if_inet6`, scope `20`) with its
+/// interface name, for a URL: `fe80::…%25eth0`.
+fn link_local_address() -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    table.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(3) != Some(&"20") || f.get(5) == Some(&"lo") {
+            return None;
+        }
+        let hex = f.first()?;
+        let mut bytes = [0u8; 16];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+        }
+        Some(format!(
+            "{}%25{}",
+            std::net::Ipv6Addr::from(bytes),
+            f.get(5)?
+        ))
+    })
+}
+
+/// With `--allow-remote` on `[::]`, another local user connects through this host's own IPv6
+/// link-local address: the peer address carries a scope id the kernel's socket table does not,
+/// and the address is not loopback. The connection is still found to be that user's (and
+/// would be refused as local if it were not): refused, nothing forwarded.
+#[test]
+fn a_local_user_through_a_link_local_address_is_judged() {
+    if !root_or_skip("a_local_user_through_a_link_local_address_is_judged") {
+        return;
+    }
+    let Some(link_local) = link_local_address() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "an IPv6 link-local address is needed in CI"
+        );
+        eprintln!("SKIPPED a_local_user_through_a_link_local_address_is_judged: none");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let gateway = agent_gateway(&rt, dir.path());
+    let port = free_addr().port();
+    let wild: SocketAddr = format!("[::]:{port}").parse().expect("addr");
+    let (_agent, _) = start_agent(dir.path(), &gateway.url(), wild, &["--allow-remote"]);
+    let seen = gateway.request_count();
+    let (code, body) = curl_as(true, &format!("http://[{link_local}]:{port}{PUBLIC_INFO}"));
+    assert_eq!(
+        code, 403,
+        "another local user borrowed the certificate: {body}"
+    );
+    assert!(body.contains("from user 65534 (nobody)"), "{body}");
+    assert_eq!(gateway.request_count(), seen, "forwarded for another user");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 16. The per-instance runtime directory is a real directory, ours and private
 
@@ -2126,4 +2275,200 @@ fn a_planted_runtime_directory_is_refused() {
     std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
     let (code, err) = run_briefly(&cfg, runtime.path(), addr);
     assert_eq!(code, None, "a private runtime directory was refused: {err}");
+}
+
+/// A stale pid file (the gateway was killed with `kill -9` and its pid reused) names a process
+/// that is not the gateway: `modgate reload` must not signal it, and `run --upgrade` must not
+/// take it for a gateway to take over from. Only the process that holds the pid file's lock is
+/// the gateway.
+#[test]
+fn a_stale_pid_file_naming_another_process_is_not_signalled() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let pid_file = work.path().join("modgate.pid");
+    let cfg = work.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server: {{ grace_period: 1s, shutdown_timeout: 1s, pid_file: \"{}\", upgrade_sock: \
+             \"{}\" }}\nlisteners:\n  - {{ name: plain, address: \"{addr}\" }}\nupstreams:\n  u: \
+             {{ url: \"http://127.0.0.1:9\" }}\nroutes:\n  - {{ name: all, match: {{ prefix: \
+             \"\" }}, chain: [u] }}\n",
+            pid_file.display(),
+            work.path().join("upgrade.sock").display()
+        ),
+    )
+    .expect("write gateway.yaml");
+    // `sleep` ignores nothing: SIGHUP would end it.
+    let mut victim = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("sleep");
+    std::fs::write(&pid_file, format!("{}\n", victim.id())).expect("plant pid file");
+    let out = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["reload", "--timeout", "1", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("reload");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let survived = victim.try_wait().expect("try_wait").is_none();
+    let upgrade = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["run", "--upgrade", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("run --upgrade");
+    let upgrade_err = String::from_utf8_lossy(&upgrade.stderr).to_string();
+    let still = victim.try_wait().expect("try_wait").is_none();
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert!(
+        survived,
+        "reload signalled the pid of a stale pid file: {err}"
+    );
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("names pid {},", victim.id()))
+            && err.contains("not a modgate gateway"),
+        "{err}"
+    );
+    assert!(
+        still,
+        "run --upgrade signalled the stale pid: {upgrade_err}"
+    );
+    assert_eq!(upgrade.status.code(), Some(2), "{upgrade_err}");
+    assert!(
+        upgrade_err.contains("no running modgate to take the listening sockets over from")
+            && upgrade_err.contains("not a modgate gateway"),
+        "{upgrade_err}"
+    );
+
+    // A real gateway of this file holds its pid file: reloaded.
+    let out_file = tempfile::NamedTempFile::new().expect("tempfile");
+    let mut gateway = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(out_file.reopen().expect("reopen"))
+        .spawn()
+        .expect("spawn modgate run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while modgate_testkit::client::get(addr, "/healthz").is_err() {
+        if let Ok(Some(status)) = gateway.try_wait() {
+            panic!(
+                "modgate run exited ({status}): {}",
+                std::fs::read_to_string(out_file.path()).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "modgate did not serve");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = std::process::Command::new(modgate_testkit::modgate_bin())
+        .args(["reload", "--timeout", "20", "-c"])
+        .arg(&cfg)
+        .output()
+        .expect("reload");
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `modgate check` refuses the planted runtime directories `run` refuses (when the pid file and
+/// upgrade socket are the defaults in it), with the same reason, and creates nothing.
+#[test]
+fn check_refuses_a_planted_runtime_directory_as_run_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let runtime = tempfile::tempdir().expect("tempdir");
+    let work = tempfile::tempdir().expect("tempdir");
+    let cfg = work.path().join("gateway.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "server: {{ grace_period: 1s, shutdown_timeout: 1s }}\nlisteners:\n  - {{ name: \
+             plain, address: \"{}\" }}\nupstreams:\n  u: {{ url: \"http://127.0.0.1:9\" \
+             }}\nroutes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [u] }}\n",
+            free_addr()
+        ),
+    )
+    .expect("write gateway.yaml");
+    let check = || {
+        let out = std::process::Command::new(modgate_testkit::modgate_bin())
+            .args(["check", "-c"])
+            .arg(&cfg)
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .output()
+            .expect("check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let own = runtime.path().join("modgate");
+    // Absent: run would create it; check passes and creates nothing.
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!own.exists(), "check created the runtime directory");
+    // A symlink to a directory of another user's choosing.
+    let elsewhere = runtime.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("mkdir");
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::os::unix::fs::symlink(&elsewhere, &own).expect("symlink");
+    let (code, err) = check();
+    assert_eq!(
+        code,
+        Some(1),
+        "check passed a symlinked runtime directory: {err}"
+    );
+    assert!(
+        err.contains("symbolic link") && err.contains("set server.pid_file"),
+        "{err}"
+    );
+    // Open to others.
+    std::fs::remove_file(&own).expect("remove symlink");
+    std::fs::create_dir(&own).expect("mkdir");
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (code, err) = check();
+    assert_eq!(
+        code,
+        Some(1),
+        "check passed an open runtime directory: {err}"
+    );
+    assert!(err.contains("group or others"), "{err}");
+    if own_uid() == 0 {
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::os::unix::fs::chown(&own, Some(65534), Some(65534)).expect("chown");
+        let (code, err) = check();
+        assert_eq!(
+            code,
+            Some(1),
+            "check passed another user's runtime directory: {err}"
+        );
+        assert!(err.contains("owned by uid 65534"), "{err}");
+        std::os::unix::fs::chown(&own, Some(0), Some(0)).expect("chown");
+    }
+    // Ours and private: passes.
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
+    // With the pid file and upgrade socket set elsewhere, the default directory is not used.
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let text = std::fs::read_to_string(&cfg).expect("read");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "server: {",
+            &format!(
+                "server: {{ pid_file: \"{0}/m.pid\", upgrade_sock: \"{0}/m.sock\",",
+                work.path().display()
+            ),
+        ),
+    )
+    .expect("write");
+    let (code, err) = check();
+    assert_eq!(code, Some(0), "{err}");
 }

@@ -212,11 +212,25 @@ impl Users {
     /// `None` when it may. Root is always allowed: it can read the key file and the agent's
     /// memory, so refusing it would protect nothing.
     fn refusal(&self, client: SocketAddr, server: SocketAddr) -> Option<String> {
-        self.judge(client, crate::peer::owner(client, server))
+        let uid = crate::peer::owner(client, server);
+        // Only an unknown owner with --allow-remote needs to know whether the peer is here.
+        let here = uid.is_none()
+            && self.remote
+            && match crate::peer::host_addresses() {
+                Ok(host) => crate::peer::on_this_host(client.ip(), server.ip(), &host),
+                Err(e) => {
+                    // Fail closed: without the list, the peer may be a local user.
+                    log::warn!("cannot list this host's addresses: {e}");
+                    true
+                }
+            };
+        self.judge(client, uid, here)
     }
 
-    /// The decision for a peer at `client` owned by `uid` (`None`: no local socket found).
-    fn judge(&self, client: SocketAddr, uid: Option<u32>) -> Option<String> {
+    /// The decision for a peer at `client` owned by `uid` (`None`: no local socket found);
+    /// `here`: the peer's address is one of this host's (a local user whose socket was not
+    /// found, never a remote host).
+    fn judge(&self, client: SocketAddr, uid: Option<u32>, here: bool) -> Option<String> {
         match uid {
             Some(uid) if uid == 0 || uid == self.owner || self.allowed.contains(&uid) => None,
             Some(uid) => Some(format!(
@@ -226,7 +240,12 @@ impl Users {
                 crate::peer::describe(self.owner),
                 crate::peer::describe(uid)
             )),
-            None if self.remote && !client.ip().is_loopback() => None,
+            None if self.remote
+                && !here
+                && !crate::peer::canonical_ip(client.ip()).is_loopback() =>
+            {
+                None
+            }
             None => Some(format!(
                 "modgate agent: cannot tell which user the connection from {client} belongs to, \
                  so the client certificate is not lent to it"
@@ -766,9 +785,9 @@ mod tests {
         };
         let lo: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
         for uid in [0, 1000, 1001] {
-            assert_eq!(users.judge(lo, Some(uid)), None, "uid {uid}");
+            assert_eq!(users.judge(lo, Some(uid), true), None, "uid {uid}");
         }
-        let r = users.judge(lo, Some(1002)).expect("refused");
+        let r = users.judge(lo, Some(1002), true).expect("refused");
         assert!(
             r.contains("lends the client certificate of user 1000")
                 && r.contains("this connection is from user 1002")
@@ -776,18 +795,53 @@ mod tests {
             "{r}"
         );
         // Fail closed when the owner cannot be found.
-        let r = users.judge(lo, None).expect("refused");
+        let r = users.judge(lo, None, true).expect("refused");
         assert!(r.contains("cannot tell which user"), "{r}");
         let far: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
-        assert!(users.judge(far, None).is_some());
+        assert!(users.judge(far, None, false).is_some());
         // --allow-remote: a peer on another host is served; a local one is still judged.
         let remote = Users {
             remote: true,
             ..users
         };
-        assert_eq!(remote.judge(far, None), None);
-        assert!(remote.judge(lo, None).is_some());
-        assert!(remote.judge(far, Some(1002)).is_some());
+        assert_eq!(remote.judge(far, None, false), None);
+        assert!(remote.judge(lo, None, false).is_some());
+        assert!(remote.judge(far, Some(1002), false).is_some());
+    }
+
+    /// With `--allow-remote` on a dual-stack listener, a local client on 127.0.0.1 is seen as
+    /// `::ffff:127.0.0.1` (which `Ipv6Addr::is_loopback` does not call loopback): when its
+    /// owner is not found it is refused, not taken for a remote host's.
+    #[test]
+    fn a_local_ipv4_mapped_peer_whose_owner_is_not_found_is_not_remote() {
+        let users = Users {
+            owner: 1000,
+            allowed: vec![],
+            remote: true,
+        };
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().expect("addr");
+        assert!(
+            users.judge(mapped, None, false).is_some(),
+            "a loopback peer (IPv4-mapped) with no owner found was lent the certificate"
+        );
+        let mapped_far: SocketAddr = "[::ffff:192.0.2.7]:40000".parse().expect("addr");
+        assert_eq!(users.judge(mapped_far, None, false), None);
+    }
+
+    /// With `--allow-remote`, a peer at one of this host's own addresses (its LAN address,
+    /// its link-local one) is a local user: when its owner is not found it is refused.
+    #[test]
+    fn a_peer_at_an_address_of_this_host_whose_owner_is_not_found_is_refused() {
+        let users = Users {
+            owner: 1000,
+            allowed: vec![],
+            remote: true,
+        };
+        let here: SocketAddr = "192.0.2.2:40000".parse().expect("addr");
+        let r = users.judge(here, None, true).expect("refused");
+        assert!(r.contains("cannot tell which user"), "{r}");
+        assert_eq!(users.judge(here, None, false), None);
+        assert_eq!(users.judge(here, Some(1000), true), None);
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! `nginx -t`, but leaving no file or directory behind, so a check run as another user, root
 //! included, cannot leave a directory the service then cannot write): the cache directory and
 //! the ledger's (created with their parents), the git mirrors directory, and the audit file
-//! (created in an existing directory). Each problem is named with the setting it comes from.
+//! (created in an existing directory), and the per-user runtime directory when the pid file or
+//! upgrade socket is its default there (refused as `run` refuses it: a symlink, another
+//! user's, or open to others, [`crate::rundir::verify`]). Each problem is named with the
+//! setting it comes from.
 //!
 //! Writability is asked of the kernel with `access(2)`, for the user running `check`: run it as
 //! the service's user for the answer that matters.
@@ -123,6 +126,21 @@ pub fn problems(config: &GatewayConfig) -> Vec<String> {
     // writable by others), wherever it is.
     if let Err(e) = crate::gitorigin::verify_mirrors_dir(&crate::gitorigin::mirrors_dir(config)) {
         out.push(format!("{e:#}"));
+    }
+    // The default runtime directory, judged as `run` judges it before creating anything in
+    // it (`server::private_parent`); when absent, `run` creates it.
+    let runtime = crate::config::instance_dir();
+    let defaults = [&config.server.pid_file, &config.server.upgrade_sock]
+        .iter()
+        .any(|f| Path::new(f.as_str()).parent() == Some(runtime.as_path()));
+    if defaults {
+        if std::fs::symlink_metadata(&runtime).is_ok() {
+            if let Err(e) = crate::rundir::verify(&runtime, crate::server::RUNTIME_HINT) {
+                out.push(format!("{e:#}"));
+            }
+        } else if let Err(e) = creatable_dir(&runtime) {
+            out.push(format!("runtime directory {}: {e}", runtime.display()));
+        }
     }
     if let AuditOutput::File(f) = &config.audit.output {
         if let Err(e) = appendable_file(f) {

@@ -6,6 +6,13 @@
 //! the directory is created `0700` when absent and, when present, used only if it is a real
 //! directory (never followed through a symlink), owned by this process's user, and closed to
 //! group and others; its files are opened with `O_NOFOLLOW`.
+//!
+//! A pid file alone does not prove that the process it names is the gateway: after a `kill -9`
+//! the file stays and its pid can be reused by any process. So the gateway holds a `fcntl`
+//! write lock on its pid file for as long as it runs ([`write_locked_pid`]), and a pid is taken
+//! for the gateway's only when the file's lock holder is that pid ([`running_pid`]). The file is
+//! written under another name and renamed into place, so the new process of a graceful upgrade
+//! locks its own file while the old one still holds the lock on the file it replaces.
 
 use std::fs::File;
 use std::io::Read;
@@ -88,6 +95,109 @@ pub fn write_nofollow(path: &Path, text: &[u8]) -> std::io::Result<()> {
     f.write_all(text)
 }
 
+/// Writes this process's pid to `path` (never through a symlink) and returns the open file,
+/// which holds a `fcntl` write lock on it: the lock lasts while the file stays open in this
+/// process (and ends with the process). Locks of `fcntl` are released when the process closes
+/// any descriptor of the file, so nothing else in the process may open it while it runs.
+pub fn write_locked_pid(path: &Path) -> std::io::Result<File> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let pid = std::process::id();
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the pid file path names no file"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{pid}.tmp"));
+    let tmp = path.with_file_name(tmp_name);
+    // A leftover of an earlier process with this pid (never followed: unlink removes a link).
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let written = (|| {
+        let lock = whole_file_lock(libc::F_WRLCK);
+        // SAFETY: F_SETLK reads the flock struct, valid for the call, on a descriptor we own.
+        if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        f.write_all(format!("{pid}\n").as_bytes())?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(f)
+}
+
+/// A lock request of type `kind` on the whole file.
+fn whole_file_lock(kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value, completed below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = 0;
+    lock.l_len = 0;
+    lock
+}
+
+/// Why a pid file does not name a running gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum PidFileError {
+    /// It cannot be opened or read.
+    #[error("{0}")]
+    Read(std::io::Error),
+    /// It holds no pid.
+    #[error("holds no pid ({0:?})")]
+    Bad(String),
+    /// The pid it names does not hold its lock: a stale file, the pid perhaps reused.
+    #[error(
+        "names pid {pid}, which is not a modgate gateway holding that file ({}); a stale pid \
+         file (a gateway killed without cleaning up, its pid reused?): no process was signalled",
+        match holder {
+            Some(h) => format!("its lock is held by pid {h}"),
+            None => "no process holds its lock".to_string(),
+        }
+    )]
+    NotHolder { pid: i32, holder: Option<i32> },
+}
+
+/// The pid of the gateway that runs with the pid file `path`: the pid the file names, if that
+/// process holds the file's lock ([`write_locked_pid`]).
+pub fn running_pid(path: &Path) -> Result<i32, PidFileError> {
+    use std::os::fd::AsRawFd;
+    let mut f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(PidFileError::Read)?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(PidFileError::Read)?;
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let pid = match text.parse::<i32>() {
+        Ok(p) if p > 0 => p,
+        _ => return Err(PidFileError::Bad(text)),
+    };
+    let mut lock = whole_file_lock(libc::F_WRLCK);
+    // SAFETY: F_GETLK fills in the flock struct, valid for the call, on a descriptor we own.
+    if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut lock) } != 0 {
+        return Err(PidFileError::Read(std::io::Error::last_os_error()));
+    }
+    let holder = (i32::from(lock.l_type) != libc::F_UNLCK).then_some(lock.l_pid);
+    if holder == Some(pid) {
+        Ok(pid)
+    } else {
+        Err(PidFileError::NotHolder { pid, holder })
+    }
+}
+
 /// Reads `path` without following a symlink at `path`.
 pub fn read_nofollow(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut f = File::options()
@@ -148,5 +258,35 @@ mod tests {
         write_nofollow(&plain, b"42\n").expect("write");
         write_nofollow(&plain, b"7\n").expect("rewrite");
         assert_eq!(read_nofollow(&plain).expect("read"), b"7\n");
+    }
+
+    #[test]
+    fn a_pid_file_names_the_gateway_only_while_its_process_holds_the_lock() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("gateway.pid");
+        // A pid file nobody holds (a process's own locks never show in its F_GETLK, so the
+        // holder's side is covered end to end, by `modgate reload` of a running gateway).
+        std::fs::write(&path, "1\n").expect("write");
+        let e = running_pid(&path).expect_err("no holder");
+        assert!(e.to_string().contains("no process holds its lock"), "{e}");
+        assert!(e.to_string().contains("names pid 1,"), "{e}");
+        write_nofollow(&path, b"nonsense\n").expect("write");
+        assert!(matches!(running_pid(&path), Err(PidFileError::Bad(_))));
+        assert!(matches!(
+            running_pid(&tmp.path().join("absent.pid")),
+            Err(PidFileError::Read(_))
+        ));
+        // Written by us: the file names us, the lock is ours, and no temporary file is left.
+        let held = write_locked_pid(&path).expect("write");
+        assert_eq!(
+            read_nofollow(&path).expect("read"),
+            format!("{}\n", std::process::id()).into_bytes()
+        );
+        assert_eq!(std::fs::read_dir(tmp.path()).expect("list").count(), 1);
+        drop(held);
+        // Through a symlink: refused.
+        let link = tmp.path().join("link.pid");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
+        assert!(running_pid(&link).is_err());
     }
 }

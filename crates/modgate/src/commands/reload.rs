@@ -100,17 +100,19 @@ pub fn reload(path: &Path, timeout_secs: f64) -> Outcome {
     {
         crate::rundir::verify(dir, "remove it and restart the gateway")?;
     }
-    let pid = match crate::rundir::read_nofollow(pid_file)
-        .map_err(|e| e.to_string())
-        .and_then(|t| {
-            String::from_utf8_lossy(&t)
-                .trim()
-                .parse::<i32>()
-                .map_err(|e| e.to_string())
-        }) {
-        Ok(p) if p > 0 => p,
-        Ok(p) => {
-            eprintln!("modgate: {}: bad pid {p}", pid_file.display());
+    // Only the process holding the pid file's lock is the gateway: a stale file's pid may have
+    // been reused by any process, which must not be signalled.
+    let pid = match crate::rundir::running_pid(pid_file) {
+        Ok(p) => p,
+        Err(e @ crate::rundir::PidFileError::Bad(_)) => {
+            eprintln!("modgate: {}: {e}", pid_file.display());
+            return Ok(refused_here("no running gateway was told"));
+        }
+        Err(e @ crate::rundir::PidFileError::NotHolder { .. }) => {
+            eprintln!(
+                "modgate: no running gateway: pid file {} {e}",
+                pid_file.display()
+            );
             return Ok(refused_here("no running gateway was told"));
         }
         Err(e) if local_error.is_some() => {

@@ -82,9 +82,11 @@ fn hold_sighup() {
     }
 }
 
-/// The process's pid file: written before serving, removed on exit unless another process
-/// (the new one of a graceful upgrade) has written its own since.
-pub struct PidFile(std::path::PathBuf);
+/// The process's pid file: written before serving and locked while the process runs (the lock
+/// is what proves to `modgate reload` that the pid is this gateway's, see
+/// [`crate::rundir::running_pid`]), removed on exit unless another process (the new one of a
+/// graceful upgrade) has written its own since.
+pub struct PidFile(std::path::PathBuf, #[allow(dead_code)] std::fs::File);
 
 impl PidFile {
     pub fn write(path: &str) -> Option<PidFile> {
@@ -92,9 +94,8 @@ impl PidFile {
             return None;
         }
         let path = std::path::PathBuf::from(path);
-        let pid = format!("{}\n", std::process::id());
-        match crate::rundir::write_nofollow(&path, pid.as_bytes()) {
-            Ok(()) => Some(PidFile(path)),
+        match crate::rundir::write_locked_pid(&path) {
+            Ok(f) => Some(PidFile(path, f)),
             Err(e) => {
                 log::warn!("pid file {} not written: {e}", path.display());
                 None
@@ -144,21 +145,10 @@ fn old_process(pid_file: &str) -> anyhow::Result<i32> {
     if pid_file.is_empty() {
         return Err(none("no server.pid_file".into()));
     }
-    let text = crate::rundir::read_nofollow(std::path::Path::new(pid_file))
-        .map_err(|e| none(format!("pid file {pid_file}: {e}")))?;
-    let pid = String::from_utf8_lossy(&text)
-        .trim()
-        .parse::<i32>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| none(format!("pid file {pid_file} holds no pid")))?;
-    // SAFETY: kill(2) with signal 0 only checks that the process exists; no memory effects.
-    let alive = unsafe { libc::kill(pid, 0) } == 0
-        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if !alive {
-        return Err(none(format!("pid {pid} from {pid_file} is not running")));
-    }
-    Ok(pid)
+    // Alive and the gateway of this pid file: the holder of its lock, not merely a process
+    // with the pid a stale file names.
+    crate::rundir::running_pid(std::path::Path::new(pid_file))
+        .map_err(|e| none(format!("pid file {pid_file}: {e}")))
 }
 
 /// Whether `addr` can be listened on now (std binds with `SO_REUSEADDR`, as Pingora does, so
