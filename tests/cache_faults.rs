@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use modgate_ledger::{Artifact, Ledger};
 use modgate_testkit::{
-    free_addr, get, metric, modgate, request, FixtureProxy, Gateway, GoEnv, ModuleVersion,
+    free_addr, get, metric, modgate, request, FixtureProxy, Gateway, GoEnv, ModuleVersion, Tmpfs,
 };
 use sha2::{Digest, Sha256};
 
@@ -83,66 +83,6 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 // 22. A full cache filesystem
 // ---------------------------------------------------------------------------------------------
 
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (`mount -t tmpfs -o size=…`). `None` (after saying why) when
-    /// this machine cannot mount one; under `CI=true` that is a failure, never a skip.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .output();
-        let why = match out {
-            Ok(o) if o.status.success() => return Some(Tmpfs { dir }),
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        if modgate_testkit::in_ci() {
-            panic!("cannot mount a tmpfs for the full-filesystem test (needs root): {why}");
-        }
-        eprintln!("SKIPPED (not CI): cannot mount a tmpfs (needs root): {why}");
-        None
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Free bytes for an unprivileged writer (`df`'s "Avail").
-    fn available(&self) -> u64 {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(self.path())
-            .output()
-            .expect("df");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .expect("df output")
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 /// A cache whose filesystem cannot hold an object (or anything at all) never fails the
 /// request: the answer streams from the upstream, checked by the ledger, and the cache (not the
 /// upstream) is named in the metric, the log and the audit record. Watched failing first:
@@ -153,7 +93,7 @@ async fn a_full_cache_filesystem_bypasses_the_cache_and_never_fails_the_request(
     if modgate_testkit::require_go().is_none() {
         return;
     }
-    let Some(fs) = Tmpfs::mount("2m") else {
+    let Some(fs) = Tmpfs::mount("2m", 0o700) else {
         return;
     };
     let big = ModuleVersion::new(BIG, "v1.0.0")
@@ -359,7 +299,7 @@ fn chunked_upstream(body: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
 /// names the cache. Watched failing first: the transfer was cut after about 1 MiB.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_of_unknown_length_that_fills_the_cache_disk_is_still_served_whole() {
-    let Some(fs) = Tmpfs::mount("2m") else {
+    let Some(fs) = Tmpfs::mount("2m", 0o700) else {
         return;
     };
     let mut body = Vec::new();

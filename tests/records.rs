@@ -17,80 +17,14 @@
 //!   at the next scrape, without waiting for a request.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use modgate_testkit::{free_addr, get, metric, FixtureProxy, Gateway, ModuleVersion};
+use modgate_testkit::{free_addr, get, metric, FixtureProxy, Gateway, ModuleVersion, Tmpfs};
 
 const INFO: &str = "/example.com/pub/@v/v1.0.0.info";
 const LOST: &str = "modgate_audit_records_lost_total";
-
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (`mount` syntax, `256k`). `None` when this machine cannot
-    /// (not root): a failure under `CI=true`, else the test says it skips.
-    fn mount(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs { dir }),
-            other => {
-                let why = match other {
-                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                    Err(e) => e.to_string(),
-                };
-                assert!(
-                    !modgate_testkit::in_ci(),
-                    "cannot mount a tmpfs (the test needs root): {why}"
-                );
-                eprintln!("SKIPPED: cannot mount a tmpfs (the test needs root): {why}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fills the filesystem: a file written until the disk says it is full.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
-        let path = self.path().join("filler");
-        let mut f = std::fs::File::create(&path).expect("filler");
-        let chunk = vec![0u8; 4096];
-        for _ in 0..1_000_000 {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-                Err(e) => panic!("filling the tmpfs: {e}"),
-            }
-        }
-        let _ = f.write(b"x"); // the last bytes of a partly filled page
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
 
 struct World {
     gw: Gateway,
@@ -173,7 +107,7 @@ fn audit_errors(log: &str) -> Vec<&str> {
 
 #[test]
 fn a_full_audit_disk_fail_open_serves_counts_every_lost_record_and_leaves_whole_lines() {
-    let Some(fs) = Tmpfs::mount("256k") else {
+    let Some(fs) = Tmpfs::mount("256k", 0o755) else {
         return;
     };
     let audit = fs.path().join("audit.log");
@@ -232,7 +166,7 @@ fn a_full_audit_disk_fail_open_serves_counts_every_lost_record_and_leaves_whole_
 
 #[test]
 fn a_full_audit_disk_fail_closed_refuses_with_a_reason_until_records_can_be_written() {
-    let Some(fs) = Tmpfs::mount("256k") else {
+    let Some(fs) = Tmpfs::mount("256k", 0o755) else {
         return;
     };
     let audit = fs.path().join("audit.log");
@@ -309,7 +243,7 @@ fn a_full_audit_disk_fail_closed_refuses_with_a_reason_until_records_can_be_writ
 
 #[test]
 fn a_gateway_stopped_on_a_full_audit_disk_leaves_no_partial_line_for_the_next_one() {
-    let Some(fs) = Tmpfs::mount("256k") else {
+    let Some(fs) = Tmpfs::mount("256k", 0o755) else {
         return;
     };
     let audit = fs.path().join("audit.log");

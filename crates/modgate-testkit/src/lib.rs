@@ -15,6 +15,7 @@ pub mod process;
 pub mod resume;
 pub mod sumdb;
 pub mod tlsclient;
+pub mod tmpfs;
 pub mod tools;
 
 pub use canary::{CanaryLog, Role};
@@ -29,4 +30,5 @@ pub use process::{free_addr, free_port, make_certs, modgate, modgate_bin, Gatewa
 pub use resume::{Resumed, ResumingClient};
 pub use sumdb::{SumDb, SumDbResponse, SumDbServer};
 pub use tlsclient::{TlsClient, TlsClientError, TlsResponse, TlsSession};
+pub use tmpfs::Tmpfs;
 pub use tools::{go_bin, in_ci, require, require_go};
