@@ -338,13 +338,17 @@ fn route_for<'g>(
     if !module.bytes().any(|b| b.is_ascii_uppercase()) {
         return spelled;
     }
+    let private = |m: &modgate_policy::RouteMatch<'g, crate::upstream::Chain>| {
+        m.route.private || m.route.target.steps.iter().any(|s| s.upstream.private)
+    };
     let lower = module.to_ascii_lowercase();
     match gateway.routes.lookup(&lower) {
+        // Never away from a private route: only towards one, or towards a case-folding route
+        // from a public one.
         Some(l)
             if spelled.as_ref().is_none_or(|m| m.index != l.index)
-                && (l.route.private
-                    || l.route.target.folds_case
-                    || l.route.target.steps.iter().any(|s| s.upstream.private)) =>
+                && (private(&l)
+                    || (l.route.target.folds_case && !spelled.as_ref().is_some_and(private))) =>
         {
             Some(l)
         }

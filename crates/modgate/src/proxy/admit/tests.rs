@@ -1443,9 +1443,9 @@ fn more_spellings_of_a_denied_repository() {
     assert!(served.is_empty(), "served: {served:#?}");
 }
 
-/// a private git route matched below the host: another case spelling of the group
-/// (which the Git host folds onto the same group) misses the private route and goes to the
-/// public one (a private module path sent to the public proxy and checksum database).
+/// A private git route matched below the host: another case spelling of the group (which the
+/// Git host folds onto the same group) must not miss the private route and go to the public
+/// one (a private module path sent to the public proxy and checksum database; second review).
 #[test]
 fn a_case_spelling_does_not_leave_a_private_git_route() {
     let text = r#"
@@ -1487,4 +1487,47 @@ access:
         }
     }
     assert!(leaked.is_empty(), "{leaked:#?}");
+}
+
+/// The case rule never moves a path away from a private route: a private route written with
+/// capitals keeps its own spelling even when the lower-cased path would match a public route
+/// to a case-folding host.
+#[test]
+fn a_case_spelling_never_moves_a_path_off_a_private_route() {
+    let text = r#"
+listeners:
+  - { name: plain, address: "127.0.0.1:7070" }
+upstreams:
+  hub:
+    kind: git
+    url: "https://git.corp.example"
+    module: "git.corp.example/{group}/{repo}"
+    repo: "{group}/{repo}.git"
+  corp-git:
+    kind: git
+    url: "https://git.corp.example"
+    module: "git.corp.example/{group}/{repo}"
+    repo: "{group}/{repo}.git"
+    private: true
+routes:
+  - { name: mine, match: { prefix: git.corp.example/MyCorp }, chain: [corp-git], private: true }
+  - { name: hub, match: { prefix: git.corp.example }, chain: [hub] }
+access:
+  default: allow
+  roles:
+    - name: devs
+      members: [ { user: alice } ]
+      rules:
+        - { id: all, allow: { prefix: git.corp.example } }
+"#;
+    let w = world_of(text);
+    let alice = user("alice");
+    let name = |a: &Admission| a.route.map(|i| w.gateway.routes.routes()[i].name.clone());
+    let h = head("GET", "/git.corp.example/!my!corp/x/@v/list", &[]);
+    let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+    assert_eq!(name(&a).as_deref(), Some("mine"), "{:?}", a.verdict);
+    // A public spelling stays public.
+    let h = head("GET", "/git.corp.example/!other/x/@v/list", &[]);
+    let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
+    assert_eq!(name(&a).as_deref(), Some("hub"), "{:?}", a.verdict);
 }
