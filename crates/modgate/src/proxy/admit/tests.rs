@@ -1491,7 +1491,7 @@ access:
 
 /// The case rule never moves a path away from a private route: a private route written with
 /// capitals keeps its own spelling even when the lower-cased path would match a public route
-/// to a case-folding host.
+/// to a case-folding server (a templated per-project proxy).
 #[test]
 fn a_case_spelling_never_moves_a_path_off_a_private_route() {
     let text = r#"
@@ -1499,10 +1499,8 @@ listeners:
   - { name: plain, address: "127.0.0.1:7070" }
 upstreams:
   hub:
-    kind: git
-    url: "https://git.corp.example"
+    url: "http://127.0.0.1:9001/projects/{group}%2F{repo}"
     module: "git.corp.example/{group}/{repo}"
-    repo: "{group}/{repo}.git"
   corp-git:
     kind: git
     url: "https://git.corp.example"
