@@ -173,25 +173,46 @@ fn secret_ranges(text: &str) -> Vec<(usize, usize)> {
             }
         }
     }
-    let mut from = 0;
-    while let Some(at) = lower[from..].find("://").map(|i| i + from) {
-        from = at + 3;
+    out.extend(userinfo(text));
+    out
+}
+
+/// Whether `text` holds anything [`secret_ranges`] looks for: one case-insensitive pass of
+/// one automaton over every header name and scheme, and a URL with userinfo, so the common
+/// line (an access line, whose HTTP/2 URI is absolute; a lifecycle message) costs a scan and
+/// no allocation.
+fn may_hold_secrets(text: &str) -> bool {
+    static TRIGGERS: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(SECRET_HEADERS.iter().chain(SCHEMES))
+                .ok()
+        });
+    // Without the automaton (it cannot fail to build for these words), every line is scanned.
+    TRIGGERS.as_ref().is_none_or(|ac| ac.is_match(text)) || userinfo(text).next().is_some()
+}
+
+/// The byte ranges of the passwords of `scheme://user:password@host` URLs in `text`.
+fn userinfo(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    text.match_indices("://").filter_map(move |(at, _)| {
+        let from = at + 3;
         let authority_end = text[from..]
             .char_indices()
             .find(|(_, c)| matches!(c, '/' | '?' | '#' | ' ' | '"' | '\'' | '>' | '\n'))
             .map_or(text.len(), |(j, _)| from + j);
         let authority = &text[from..authority_end];
-        if let Some(userinfo_end) = authority.rfind('@') {
-            if let Some(colon) = authority[..userinfo_end].find(':') {
-                out.push((from + colon + 1, from + userinfo_end));
-            }
-        }
-    }
-    out
+        let userinfo_end = authority.rfind('@')?;
+        let colon = authority[..userinfo_end].find(':')?;
+        Some((from + colon + 1, from + userinfo_end))
+    })
 }
 
 /// `text` with every secret it holds replaced by `[redacted]` (borrowed when there is none).
 pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    if !may_hold_secrets(text) {
+        return std::borrow::Cow::Borrowed(text);
+    }
     let mut ranges = secret_ranges(text);
     if ranges.is_empty() {
         return std::borrow::Cow::Borrowed(text);
@@ -346,6 +367,32 @@ pub fn init() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_without_a_trigger_is_passed_through_and_every_trigger_is_looked_at() {
+        for plain in [
+            "public 10.0.0.1:5000 anonymous GET /example.com/x/@v/v1.0.0.info HTTP/1.1 200",
+            "public 10.0.0.1:5000 anonymous GET https://gw:8443/example.com/x/@v/v1.0.0.info \
+             HTTP/2.0 200 route=all upstreams=[a: 200] 0ms",
+        ] {
+            assert!(!may_hold_secrets(plain), "{plain}");
+            assert!(matches!(redact(plain), std::borrow::Cow::Borrowed(_)));
+        }
+        for line in [
+            "AUTHORIZATION: Bearer abc",
+            "x: basic dXNlcjpwYXNz",
+            "Cookie=s3cret;",
+            "https://u:pw@host/",
+            "Private-Token: glpat-1",
+        ] {
+            assert!(may_hold_secrets(line), "{line}");
+            assert!(
+                redact(line).contains("[redacted]"),
+                "{line}: {}",
+                redact(line)
+            );
+        }
+    }
 
     #[test]
     fn client_behaviour_is_not_an_error() {
