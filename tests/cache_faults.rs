@@ -66,6 +66,21 @@ fn audit_records(dir: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The audit records, once at least `n` of them are for `path`: a record is written after its
+/// answer has gone out, so a test that just got the answer waits for it (bounded).
+fn audit_records_for(dir: &Path, path: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let records = audit_records(dir);
+        if records.iter().filter(|r| r["path"] == path).count() >= n
+            || std::time::Instant::now() >= deadline
+        {
+            return records;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Incompressible, reproducible bytes (xorshift), so a zip of them is as large as they are.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -204,7 +219,7 @@ audit: {{ output: audit.jsonl }}
             && l.contains("not storing")),
         "no log line names the cache:\n{log}"
     );
-    let records = audit_records(gw.dir.path());
+    let records = audit_records_for(gw.dir.path(), zip_path.as_str(), 2);
     let zips: Vec<&serde_json::Value> = records
         .iter()
         .filter(|r| r["path"] == zip_path.as_str())

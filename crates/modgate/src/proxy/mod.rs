@@ -602,6 +602,10 @@ impl ProxyHttp for GatewayProxy {
             ctx.model.recorder.sync_metrics();
             if let Some(c) = &self.cache {
                 metrics::cache_tiers(&c.storage.stats());
+                // Counted by the storage when it refuses a write, before the answer streams:
+                // a scrape sees it at once, not only after the next request ends.
+                let (no_space, io) = c.storage.write_failures();
+                metrics::cache_write_failures(no_space, io);
             }
         }
         if let (None, Some((content_type, body))) =
