@@ -1341,8 +1341,17 @@ async fn an_upstream_that_swaps_a_zip_is_refused_and_the_ledger_keeps_the_origin
         sha256(&b2_zip),
         n = b1_zip.len(),
     );
-    let (status, length, got) = split_raw(&data);
-    if status == 200 {
+    // On a loaded machine the whole body can be checked before the buffered head leaves: the
+    // connection is then cut with nothing sent (what `go` reports as an unexpected EOF until
+    // misses are verified before they are served, issue 22).
+    let (status, length, got) = if data.is_empty() {
+        (0, None, &data[..])
+    } else {
+        split_raw(&data)
+    };
+    if status == 0 {
+        assert!(got.is_empty());
+    } else if status == 200 {
         // The usual case: the head and part of the body were on their way.
         assert_eq!(length, Some(b2_zip.len()));
         assert!(
@@ -1414,7 +1423,8 @@ async fn an_upstream_that_swaps_a_zip_is_refused_and_the_ledger_keeps_the_origin
     for (line, (path, status, reason)) in lines.iter().zip([
         (&a_path, 502, &expected),
         (&a_path, 502, &expected),
-        (&b_path, status, &expected_b),
+        // Cut with nothing sent: the gateway had written (into its buffer) a 200 head.
+        (&b_path, if status == 0 { 200 } else { status }, &expected_b),
         (&b_path, 502, &expected_b),
     ]) {
         assert_eq!(line["path"], path.as_str(), "{line:#}");
