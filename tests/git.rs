@@ -230,7 +230,31 @@ fn versions(env: &GoEnv, module: &str) -> serde_json::Value {
 }
 
 fn gateway_config(addr: SocketAddr, host: &GitHost, dir: &Path) -> String {
+    git_gateway_config(
+        addr,
+        host,
+        dir,
+        "{group}/{repo}.git",
+        &format!("- {{ id: git-secret, deny: {{ prefix: {HOST}/group/secret }} }}"),
+    )
+}
+
+/// A gateway for the test Git host: the `corp-git` upstream (repository URL template `repo`,
+/// the gateway's token), one private route for the host, and under a denying default the
+/// anonymous role's `rules` (YAML list items, one per line) before `git-read`, which allows the
+/// host. Writes the token file in `dir`; mirrors go to `dir/mirrors`.
+fn git_gateway_config(
+    addr: SocketAddr,
+    host: &GitHost,
+    dir: &Path,
+    repo: &str,
+    rules: &str,
+) -> String {
     std::fs::write(dir.join("git.token"), format!("{TOKEN}\n")).expect("token");
+    let rules: String = rules
+        .lines()
+        .map(|l| format!("        {}\n", l.trim()))
+        .collect();
     format!(
         r#"server:
   git_dir: "{mirrors}"
@@ -241,7 +265,7 @@ upstreams:
     kind: git
     url: "{url}"
     module: "{HOST}/{{group}}/{{repo}}"
-    repo: "{{group}}/{{repo}}.git"
+    repo: "{repo}"
     private: true
     credential: {{ token_file: "{token}" }}
 routes:
@@ -252,8 +276,7 @@ access:
     - name: everyone
       members: [ anonymous ]
       rules:
-        - {{ id: git-secret, deny: {{ prefix: {HOST}/group/secret }} }}
-        - {{ id: git-read, allow: {{ prefix: {HOST} }} }}
+{rules}        - {{ id: git-read, allow: {{ prefix: {HOST} }} }}
 "#,
         url = host.url(),
         mirrors = dir.join("mirrors").display(),
@@ -1356,37 +1379,17 @@ fn a_host_alias_of_a_denied_repository_is_denied_on_every_path() {
     open.push().expect("push");
 
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("git.token"), format!("{TOKEN}\n")).expect("token");
     let addr = free_addr();
-    let config = format!(
-        r#"server:
-  git_dir: "{mirrors}"
-listeners:
-  - {{ name: plain, address: "{addr}" }}
-upstreams:
-  corp-git:
-    kind: git
-    url: "{url}"
-    module: "{HOST}/{{group}}/{{repo}}"
-    repo: "{{group}}/{{repo}}"
-    private: true
-    credential: {{ token_file: "{token}" }}
-routes:
-  - {{ name: git, match: {{ prefix: {HOST} }}, chain: [corp-git], private: true }}
-access:
-  default: deny
-  roles:
-    - name: everyone
-      members: [ anonymous ]
-      rules:
-        - {{ id: git-secret, deny: {{ prefix: {HOST}/group/secret }} }}
-        - {{ id: open-internal, deny: {{ regex: '{host_re}/group/open/internal(/.*)?' }} }}
-        - {{ id: git-read, allow: {{ prefix: {HOST} }} }}
-"#,
-        url = host.url(),
-        mirrors = dir.path().join("mirrors").display(),
-        token = dir.path().join("git.token").display(),
-        host_re = HOST.replace('.', "\\."),
+    let host_re = HOST.replace('.', "\\.");
+    let config = git_gateway_config(
+        addr,
+        &host,
+        dir.path(),
+        "{group}/{repo}",
+        &format!(
+            "- {{ id: git-secret, deny: {{ prefix: {HOST}/group/secret }} }}\n\
+             - {{ id: open-internal, deny: {{ regex: '{host_re}/group/open/internal(/.*)?' }} }}"
+        ),
     );
     let gw = Gateway::start(&config, addr);
 
@@ -1512,38 +1515,18 @@ fn a_commit_rule_denies_every_pseudo_version_of_a_commit_a_version_rule_does_not
         released.push((hash, later));
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("git.token"), format!("{TOKEN}\n")).expect("token");
     let addr = free_addr();
-    let config = format!(
-        r#"server:
-  git_dir: "{mirrors}"
-listeners:
-  - {{ name: plain, address: "{addr}" }}
-upstreams:
-  corp-git:
-    kind: git
-    url: "{url}"
-    module: "{HOST}/{{group}}/{{repo}}"
-    repo: "{{group}}/{{repo}}.git"
-    private: true
-    credential: {{ token_file: "{token}" }}
-routes:
-  - {{ name: git, match: {{ prefix: {HOST} }}, chain: [corp-git], private: true }}
-access:
-  default: deny
-  roles:
-    - name: everyone
-      members: [ anonymous ]
-      rules:
-        - {{ id: pinned-v1, deny: {{ prefix: {HOST}/group/pinned }}, versions: "=v1.0.0" }}
-        - {{ id: fixed-v1, deny: {{ prefix: {HOST}/group/fixed }}, versions: "=v1.0.0" }}
-        - {{ id: fixed-v1-commit, deny: {{ prefix: {HOST}/group/fixed }}, commits: ["{commit}"] }}
-        - {{ id: git-read, allow: {{ prefix: {HOST} }} }}
-"#,
-        url = host.url(),
-        mirrors = dir.path().join("mirrors").display(),
-        token = dir.path().join("git.token").display(),
-        commit = released[1].0,
+    let commit = &released[1].0;
+    let config = git_gateway_config(
+        addr,
+        &host,
+        dir.path(),
+        "{group}/{repo}.git",
+        &format!(
+            "- {{ id: pinned-v1, deny: {{ prefix: {HOST}/group/pinned }}, versions: \"=v1.0.0\" }}\n\
+             - {{ id: fixed-v1, deny: {{ prefix: {HOST}/group/fixed }}, versions: \"=v1.0.0\" }}\n\
+             - {{ id: fixed-v1-commit, deny: {{ prefix: {HOST}/group/fixed }}, commits: [\"{commit}\"] }}"
+        ),
     );
     let gw = Gateway::start(&config, addr);
     let get = |path: &str| {
