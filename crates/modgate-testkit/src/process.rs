@@ -38,23 +38,34 @@ pub fn modgate(args: &[&str]) -> Output {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the test then binds it).
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by default),
+/// where fixtures and clients bind port 0: a port handed out here and then released would
+/// otherwise be the next one the kernel gives such a socket of a concurrent test, and the
+/// gateway started on it could not listen (while its readiness probe reached that socket).
 pub fn free_port() -> u16 {
-    // The kernel may hand the same ephemeral port out again as soon as the probe socket is
-    // closed, so two calls for one config could collide: never return a port this process
-    // already handed out.
+    // Ports this process already handed out are never given again.
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    for _ in 0..64 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("no free port on 127.0.0.1");
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    use std::hash::{BuildHasher, Hasher};
+    let seed = std::collections::hash_map::RandomState::new();
+    for attempt in 0u32..4096 {
+        let mut h = seed.build_hasher();
+        h.write_u32(attempt);
+        h.write_u32(std::process::id());
+        let port = (LOW + (h.finish() % u64::from(SPAN)) as u32) as u16;
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
         }
+        given.push(port);
+        return port;
     }
-    panic!("no fresh free port on 127.0.0.1 after 64 tries");
+    panic!(
+        "no free port on 127.0.0.1 in {LOW}..{} after 4096 tries",
+        LOW + SPAN
+    );
 }
 
 /// A free `127.0.0.1:<port>` address for a listener in a test's gateway.yaml.
