@@ -114,6 +114,7 @@ fn identity(c: &mut Criterion) {
         version: Some("v1.4.2"),
         route: "corp",
         private_route: true,
+        commit: None,
     };
     c.bench_function("rbac_decide_41_roles", |b| {
         b.iter(|| policy.decide(black_box(&principal), black_box(&req)))

@@ -230,6 +230,7 @@ fn access(c: &mut Criterion) {
         version: Some("v1.4.2"),
         route: "corp",
         private_route: true,
+        commit: None,
     };
     let cases: [(&str, &Principal, AccessRequest<'_>, &str); 6] = [
         (

@@ -1563,3 +1563,77 @@ fn a_commit_rule_denies_every_pseudo_version_of_a_commit_a_version_rule_does_not
         assert!(text.contains("fixed-v1-commit"), "{path}: {text}");
     }
 }
+
+/// Issue 18, item 10, for tags: a `commits:` rule also denies a release tag that points at
+/// the commit. The gateway learns the tag's commit from the `.info` Origin hash (here its
+/// own git origin's, as Go writes it) before it answers, for `.info`, `.mod` and `.zip`, and
+/// the reason names the commit; the real `go` prints it. Another tag of the same commit is
+/// denied too, a tag of another commit is served.
+#[test]
+fn a_commit_rule_denies_a_tag_that_points_at_the_commit() {
+    if modgate_testkit::require_go().is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    let repo = host.create_repo("group/tagged").expect("repo");
+    repo.write("go.mod", go_mod(&format!("{HOST}/group/tagged")).as_bytes())
+        .expect("write");
+    repo.write("p.go", b"package p\n").expect("write");
+    let bad = repo.commit("the denied commit", T0).expect("commit");
+    repo.tag("v1.0.0").expect("tag");
+    repo.tag("v1.0.1").expect("tag");
+    repo.write("p.go", b"package p\n\nconst Fixed = 1\n")
+        .expect("write");
+    let good = repo.commit("fixed", T0 + 60).expect("commit");
+    repo.tag("v1.1.0").expect("tag");
+    repo.push().expect("push");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let config = git_gateway_config(
+        addr,
+        &host,
+        dir.path(),
+        "{group}/{repo}.git",
+        &format!(
+            "- {{ id: bad-commit, deny: {{ prefix: {HOST}/group/tagged }}, commits: [\"{}\"] }}",
+            &bad[..16]
+        ),
+    );
+    let gw = Gateway::start(&config, addr);
+    let get = |path: &str| {
+        let r =
+            request(addr, "GET", &format!("/{HOST}/group/tagged/@v/{path}"), &[]).expect("request");
+        let text: String = r.text().chars().take(400).collect();
+        (r.status, text)
+    };
+    for path in ["v1.0.0.zip", "v1.0.0.mod", "v1.0.0.info", "v1.0.1.zip"] {
+        let (status, text) = get(path);
+        assert_eq!(status, 401, "{path}: {text}\n{}", gw.log());
+        assert!(text.contains("bad-commit"), "{path}: {text}");
+        assert!(text.contains(&format!("at commit {bad}")), "{path}: {text}");
+    }
+    let (status, text) = get("v1.1.0.zip");
+    assert_eq!(status, 200, "v1.1.0: {text}\n{}", gw.log());
+    let (status, text) = get("v1.1.0.info");
+    assert_eq!(status, 200, "v1.1.0: {text}");
+    assert!(text.contains(good.as_str()), "{text}");
+
+    // The real client: the tag of the denied commit fails with the reason, the other builds.
+    let env = through(addr);
+    let run = env.go(&["mod", "download", &format!("{HOST}/group/tagged@v1.0.0")]);
+    assert!(!run.ok(), "{}", run.stdout());
+    assert!(
+        run.stderr().contains("bad-commit") && run.stderr().contains(&bad[..12]),
+        "{}",
+        run.stderr()
+    );
+    let fixed = download(&env, &format!("{HOST}/group/tagged@v1.1.0"));
+    assert_eq!(fixed.version, "v1.1.0");
+}

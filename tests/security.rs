@@ -20,13 +20,14 @@
 //! | 14 | pipelined requests are answered in order; a body is never a request | `pipelined_requests_never_hang`, `a_declared_body_is_never_read_as_the_next_request` |
 //! | 15 | `modgate agent` lends its certificate only to its own user (and users it names) | `the_agent_lends_its_certificate_to_its_own_user_only` |
 //! | 16 | the per-instance runtime directory is a real directory, ours and private, or nothing is run or signalled through it | `a_planted_runtime_directory_is_refused` |
+//! | 17 | a rule limited to `commits` judges a tag by the commit its upstream `.info` names, asked as the request would ask, and fails closed | `a_commit_rule_judges_a_tag_by_the_commit_the_upstream_names` (and `tests/git.rs`: `a_commit_rule_denies_a_tag_that_points_at_the_commit`) |
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use modgate_testkit::{
-    free_addr, metric, ClientSpec, FixtureProxy, Gateway, Issuer, ModuleVersion, Pki, Resumed,
-    ResumingClient, TlsClient,
+    free_addr, metric, Behaviour, ClientSpec, FixtureProxy, Gateway, Issuer, ModuleVersion, Pki,
+    Resumed, ResumingClient, TlsClient,
 };
 
 const SERVER_NAME: &str = "localhost";
@@ -2471,4 +2472,126 @@ fn check_refuses_a_planted_runtime_directory_as_run_does() {
     .expect("write");
     let (code, err) = check();
     assert_eq!(code, Some(0), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 17. Rules limited to `commits` judge tags by the commit the upstream names (issue 18, item 10)
+
+/// A tag's commit comes from the upstream's `.info` (`Origin.Hash`), asked along the route's
+/// chain (a first step without the module falls through) with the identity the upstream is
+/// told about the client: this upstream answers 404 to anyone else, so a resolution asked as
+/// nobody would find nothing. A tag at the denied commit is refused with the commit named; a
+/// tag at another commit is served; a `.info` that names no commit leaves the tag to the other
+/// rules (what the upstream does not say cannot be judged); an upstream that fails is a 502
+/// and a chain without the `.info` a 404, never a guess. A resolved tag is asked once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_rule_judges_a_tag_by_the_commit_the_upstream_names() {
+    const M: &str = "corp.example.com/lib";
+    const BAD: &str = "05db99cda9e5f3b1c2d3e4f5a6b7c8d9e0f1a2b3";
+    const GOOD: &str = "77aa99cda9e5f3b1c2d3e4f5a6b7c8d9e0f1a2b3";
+    const TOKEN: &str = "mgt_0c2e6a4d8b1f3e5a7c9d0b2f4e6a8c1d";
+    let versions = ["v1.0.0", "v1.1.0", "v1.2.0", "v1.3.0", "v1.4.0"];
+    let modules: Vec<ModuleVersion> = versions
+        .iter()
+        .map(|v| ModuleVersion::new(M, v).expect("module"))
+        .collect();
+    let empty = FixtureProxy::start(&[]).await.expect("fixture");
+    empty.mark_private();
+    let corp = FixtureProxy::start(&modules).await.expect("fixture");
+    corp.mark_private();
+    corp.require_header_status("x-modgate-identity", "token:alice", 404);
+    let info = |v: &str, hash: &str| {
+        format!(
+            r#"{{"Version":"{v}","Time":"2024-03-15T10:11:12Z","Origin":{{"VCS":"git","URL":"https://git.corp.example/lib","Ref":"refs/tags/{v}","Hash":"{hash}"}}}}"#
+        )
+        .into_bytes()
+    };
+    corp.set_file(&format!("/{M}/@v/v1.0.0.info"), info("v1.0.0", BAD));
+    corp.set_file(&format!("/{M}/@v/v1.1.0.info"), info("v1.1.0", GOOD));
+    // v1.2.0: the fixture's own `.info`, without Origin.
+    corp.set_behaviour(&format!("/{M}/@v/v1.3.0.info"), Behaviour::Status(500));
+    corp.set_behaviour(&format!("/{M}/@v/v1.4.0.info"), Behaviour::Status(404));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("tokens"), token_line("alice", TOKEN)).expect("tokens");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  first: {{ url: "{first}", private: true }}
+  corp:
+    url: "{corp}"
+    private: true
+    forward_identity: {{ identity: true }}
+routes:
+  - {{ name: corp, match: {{ prefix: corp.example.com }}, chain: [first, corp], private: true }}
+auth:
+  tokens_file: tokens
+access:
+  roles:
+    - name: devs
+      members: [ {{ token: alice }} ]
+      rules:
+        - {{ id: bad-commit, deny: {{ prefix: {M} }}, commits: ["{bad}"] }}
+        - {{ id: read, allow: {{ prefix: corp.example.com }} }}
+"#,
+        first = empty.url(),
+        corp = corp.url(),
+        bad = &BAD[..12],
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+    let bearer = format!("Bearer {TOKEN}");
+    let get = |file: &str| {
+        let r = modgate_testkit::request(
+            addr,
+            "GET",
+            &format!("/{M}/@v/{file}"),
+            &[("Authorization", bearer.as_str())],
+        )
+        .expect("request");
+        (r.status, r.text())
+    };
+    for file in ["v1.0.0.zip", "v1.0.0.mod", "v1.0.0.zip", "v1.0.0.info"] {
+        let (status, text) = get(file);
+        assert_eq!(status, 403, "{file}: {text}\n{}", gw.log());
+        assert_eq!(
+            text.trim(),
+            format!(
+                "modgate: alice may not read {M}@v1.0.0 (.{}) at commit {BAD}: denied by rule \
+                 \"bad-commit\" of role \"devs\"",
+                file.rsplit('.').next().unwrap_or_default()
+            ),
+            "{file}"
+        );
+    }
+    for file in ["v1.1.0.zip", "v1.2.0.zip", "v1.2.0.mod"] {
+        let (status, text) = get(file);
+        assert_eq!(status, 200, "{file}: {text}\n{}", gw.log());
+    }
+    let (status, text) = get("v1.3.0.zip");
+    assert_eq!(status, 502, "{text}\n{}", gw.log());
+    assert!(
+        text.contains(&format!("cannot learn which commit {M}@v1.3.0 is")),
+        "{text}"
+    );
+    let (status, text) = get("v1.4.0.zip");
+    assert_eq!(status, 404, "{text}\n{}", gw.log());
+    assert!(text.contains("not found upstream"), "{text}");
+    // Neither failure let the zip through: the upstream was never asked for it.
+    let asked: Vec<String> = corp.requests().into_iter().map(|r| r.path).collect();
+    for zip in ["v1.0.0.zip", "v1.3.0.zip", "v1.4.0.zip"] {
+        assert!(!asked.iter().any(|p| p.ends_with(zip)), "{zip}: {asked:?}");
+    }
+    // Each tag's `.info` was asked once (the commit is remembered), through the first step.
+    let infos = asked.iter().filter(|p| p.ends_with("/v1.0.0.info")).count();
+    assert_eq!(infos, 1, "{asked:?}");
+    assert!(
+        empty
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/v1.0.0.info")),
+        "the first step was asked first"
+    );
 }

@@ -86,6 +86,7 @@
 //!     version: Some("v1.2.3"),
 //!     route: "corp",
 //!     private_route: true,
+//!     commit: None,
 //! };
 //! assert!(policy.decide(&alice, &req).is_allowed());
 //!
@@ -872,8 +873,11 @@ impl fmt::Display for VersionRange {
 ///
 /// A request names a commit when its version is a pseudo-version whose revision (its last
 /// 12 hex digits) begins the hash, or is a query of four or more hex digits that begins it
-/// (or that it begins: a full hash queried). A release or prerelease tag that points at the
-/// commit does not name it: the version string does not say which commit it is.
+/// (or that it begins: a full hash queried), or when the commit its version points at is
+/// known ([`AccessRequest::commit`]: the gateway asks the upstream's `.info` for the
+/// `Origin.Hash` of a release or prerelease tag before deciding) and is one of the hashes.
+/// The version string of a tag does not say which commit it is; where the upstream does not
+/// say either, a tag does not name the commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitSet {
     hashes: Vec<String>,
@@ -908,6 +912,22 @@ impl CommitSet {
             });
         }
         Ok(CommitSet { hashes })
+    }
+
+    /// Whether the request names one of the commits (see [`CommitSet`]): its `version`,
+    /// or the `commit` that version is known to point at.
+    pub fn names_request(&self, version: Option<&str>, commit: Option<&str>) -> bool {
+        if let Some(commit) = commit.filter(|c| c.len() >= MIN_COMMIT_LEN) {
+            let commit = commit.to_ascii_lowercase();
+            if self
+                .hashes
+                .iter()
+                .any(|h| commit.starts_with(h.as_str()) || h.starts_with(&commit))
+            {
+                return true;
+            }
+        }
+        version.is_some_and(|v| self.names(v))
     }
 
     /// Whether the requested `version` names one of the commits (see [`CommitSet`]).
@@ -949,6 +969,9 @@ pub struct AccessRequest<'a> {
     pub route: &'a str,
     /// Whether that route is private.
     pub private_route: bool,
+    /// The commit the version is known to point at (full hex object name), when the gateway
+    /// resolved it for a rule with `commits` ([`AccessPolicy::depends_on_commit`]).
+    pub commit: Option<&'a str>,
 }
 
 /// An allow or deny statement about module paths.
@@ -984,7 +1007,7 @@ impl Rule {
             && self
                 .commits
                 .as_ref()
-                .is_none_or(|c| req.version.is_some_and(|v| c.names(v)))
+                .is_none_or(|c| c.names_request(req.version, req.commit))
     }
 }
 
@@ -1133,6 +1156,16 @@ pub struct AccessPolicy {
     compiled: Compiled,
     /// The roles each recent principal holds (a principal's roles depend on it alone).
     held: HeldCache,
+    /// Whether any rule is limited to `commits` (most policies have none: then no request
+    /// waits for a commit to be resolved).
+    commit_rules: bool,
+}
+
+/// Whether any rule of `roles` is limited to `commits`.
+fn has_commit_rules(roles: &[Role]) -> bool {
+    roles
+        .iter()
+        .any(|role| role.rules.iter().any(|rule| rule.commits.is_some()))
 }
 
 /// The roles one principal holds, by index and by name.
@@ -1205,12 +1238,14 @@ impl AccessPolicy {
             validate_rules(role, &mut rule_ids)?;
         }
         let compiled = Compiled::new(&roles);
+        let commit_rules = has_commit_rules(&roles);
         Ok(AccessPolicy {
             roles,
             default_public,
             default_private: Effect::Deny,
             compiled,
             held: HeldCache::default(),
+            commit_rules,
         })
     }
 
@@ -1246,6 +1281,7 @@ impl AccessPolicy {
             default_private: self.default_private,
             compiled,
             held: HeldCache::default(),
+            commit_rules: self.commit_rules,
         }
     }
 
@@ -1258,6 +1294,7 @@ impl AccessPolicy {
             default_private: Effect::Allow,
             compiled: Compiled::default(),
             held: HeldCache::default(),
+            commit_rules: false,
         }
     }
 
@@ -1284,6 +1321,33 @@ impl AccessPolicy {
             .into_iter()
             .filter_map(|(role, _)| self.roles.get(role))
             .collect()
+    }
+
+    /// Whether the decision for `req` could depend on the commit its version points at: a
+    /// role `p` holds has a rule limited to `commits` that would otherwise apply (pattern and
+    /// kind), and the version is a tag (release or prerelease, not a pseudo-version) whose
+    /// commit is not known yet. The gateway then resolves the commit before deciding.
+    pub fn depends_on_commit(&self, p: &Principal, req: &AccessRequest<'_>) -> bool {
+        let Some(version) = req.version.filter(|_| self.commit_rules) else {
+            return false;
+        };
+        if req.commit.is_some()
+            || is_pseudo_version(version)
+            || canonical_version(version).as_deref() != Some(version)
+        {
+            return false;
+        }
+        let held = self.held(p);
+        held.roles
+            .iter()
+            .filter_map(|&r| self.roles.get(r))
+            .any(|role| {
+                role.rules.iter().any(|rule| {
+                    rule.commits.is_some()
+                        && rule.patterns.iter().any(|pat| pat.matches(req.module))
+                        && rule.kinds.as_ref().is_none_or(|k| k.contains(&req.kind))
+                })
+            })
     }
 
     /// Decides whether the principal may make the request.

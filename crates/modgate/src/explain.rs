@@ -81,6 +81,7 @@ pub fn explain(
         &Inbound {
             head: &head,
             peer: None,
+            commit: None,
         },
         &identity,
     );
@@ -125,6 +126,15 @@ pub fn explain(
             "mutable (list, @latest or a version query)"
         }
     );
+    if admission.commit_needed {
+        let _ = writeln!(
+            out,
+            "commit:   a rule limited to commits applies to this tag; the gateway asks the \
+             upstream's .info which commit it is (Origin.Hash) and decides with it (a .info \
+             that names none leaves the tag to the other rules; a missing one is a 404, a \
+             failing upstream a 502). Below: the decision for a commit no rule names."
+        );
+    }
     if let Some(m) = admission.route.and_then(|i| gateway.routes.routes().get(i)) {
         let index = admission.route.unwrap_or(0);
         describe_route(&mut out, gateway, m, index, &request, principal);
@@ -138,6 +148,7 @@ pub fn explain(
                 version: request.version.as_ref().map(|v| v.as_str()),
                 route: &m.name,
                 private_route: m.private,
+                commit: None,
             },
         );
         if let Some(d) = admission
@@ -260,6 +271,7 @@ fn describe_route(
             version: request.version.as_ref().map(|v| v.as_str()),
             route: &route.name,
             private_route: route.private,
+            commit: None,
         },
     );
     if explanation.roles.is_empty() {

@@ -332,7 +332,7 @@ impl Compiled {
                 }
             }
             if let Some(commits) = &rule.commits {
-                if !commits.names(req.version?) {
+                if !commits.names_request(req.version, req.commit) {
                     return None;
                 }
             }

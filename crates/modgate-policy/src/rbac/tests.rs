@@ -112,12 +112,14 @@ fn req<'a>(module: &'a str, kind: RequestKind, version: Option<&'a str>) -> Acce
         version,
         route: "corp",
         private_route: false,
+        commit: None,
     }
 }
 
 fn private(r: AccessRequest<'_>) -> AccessRequest<'_> {
     AccessRequest {
         private_route: true,
+        commit: None,
         ..r
     }
 }
@@ -1248,7 +1250,7 @@ proptest! {
         } else {
             user("p", &groups)
         };
-        let request = AccessRequest { module, kind, version, route: "r", private_route };
+        let request = AccessRequest { module, kind, version, route: "r", private_route, commit: None };
 
         let explanation = policy.explain(&principal, &request);
         let decision = policy.decide(&principal, &request);
@@ -1284,6 +1286,7 @@ proptest! {
             version: version.as_deref(),
             route: "r",
             private_route,
+            commit: None,
         };
         let e = policy.explain(&principal, &request);
         let d = policy.decide(&principal, &request);
@@ -1490,7 +1493,7 @@ proptest! {
                 policy.roles_for(p).iter().map(|r| r.name.as_str()).collect();
             prop_assert_eq!(&compiled, &linear);
             for module in &modules {
-                let request = AccessRequest { module, kind, version, route: "r", private_route };
+                let request = AccessRequest { module, kind, version, route: "r", private_route, commit: None };
                 // the first decision for `p` computes its roles, the next ones reuse them
                 prop_assert_eq!(policy.decide(p, &request), policy.decide_linear(p, &request));
                 prop_assert_eq!(policy.decide(p, &request), policy.decide_linear(p, &request));
@@ -1674,6 +1677,153 @@ fn a_commit_rule_names_its_commit_under_every_pseudo_version_and_hash_query() {
         RequestKind::Info,
         Some("v1.0.0")
     )));
+}
+
+#[test]
+fn a_commit_rule_judges_a_tag_by_the_commit_it_is_known_to_point_at() {
+    const HASH: &str = "05db99cda9e5f3b1c2d3e4f5a6b7c8d9e0f1a2b3";
+    let commits = CommitSet::parse(&["05db99cda9e5f3"]).expect("commits");
+    assert!(commits.names_request(Some("v1.0.0"), Some(HASH)));
+    assert!(commits.names_request(Some("v1.0.0"), Some(&HASH.to_ascii_uppercase())));
+    assert!(!commits.names_request(Some("v1.0.0"), None));
+    assert!(!commits.names_request(
+        Some("v1.0.0"),
+        Some("05db99cda9e6f3b1c2d3e4f5a6b7c8d9e0f1a2b3")
+    ));
+    // A commit too short to be an object name names nothing.
+    assert!(!commits.names_request(Some("v1.0.0"), Some("05db")));
+
+    let policy = AccessPolicy::new(
+        vec![
+            role(
+                "r",
+                vec![binding(vec![Matcher::Any])],
+                vec![
+                    Rule {
+                        commits: Some(commits.clone()),
+                        kinds: Some(vec![RequestKind::Zip, RequestKind::Mod]),
+                        ..rule("no-commit", Effect::Deny, &["corp.example.com/lib"])
+                    },
+                    rule("read", Effect::Allow, &["corp.example.com"]),
+                ],
+            ),
+            role(
+                "alice-only",
+                vec![binding(vec![m("user", "alice")])],
+                vec![Rule {
+                    commits: Some(commits),
+                    ..rule("alice-commit", Effect::Deny, &["corp.example.com/alice"])
+                }],
+            ),
+        ],
+        Effect::Deny,
+    )
+    .expect("policy");
+    let anon = Principal::anonymous();
+    fn with<'a>(
+        module: &'a str,
+        kind: RequestKind,
+        version: &'a str,
+        commit: Option<&'a str>,
+    ) -> AccessRequest<'a> {
+        AccessRequest {
+            commit,
+            ..req(module, kind, Some(version))
+        }
+    }
+    let lib_zip = with(
+        "corp.example.com/lib",
+        RequestKind::Zip,
+        "v1.0.0",
+        Some(HASH),
+    );
+    assert_eq!(policy.decide(&anon, &lib_zip).rule, "no-commit");
+    let other = Some("1111111111111111111111111111111111111111");
+    let lib_other = with("corp.example.com/lib", RequestKind::Zip, "v1.0.0", other);
+    assert_eq!(policy.decide(&anon, &lib_other).rule, "read");
+    // Rule::applies agrees with the compiled decision.
+    let r = &policy.roles()[0].rules[0];
+    assert!(r.applies(&lib_zip));
+    assert!(!r.applies(&lib_other));
+
+    // When the decision waits for the commit: a tag whose commit is unknown, under a commit
+    // rule the principal holds, of a kind the rule covers.
+    let depends = |p: &Principal, module: &str, kind: RequestKind, version: &str| {
+        policy.depends_on_commit(p, &with(module, kind, version, None))
+    };
+    assert!(depends(
+        &anon,
+        "corp.example.com/lib",
+        RequestKind::Zip,
+        "v1.0.0"
+    ));
+    assert!(depends(
+        &anon,
+        "corp.example.com/lib/sub",
+        RequestKind::Mod,
+        "v1.2.0-rc.1"
+    ));
+    assert!(depends(
+        &anon,
+        "corp.example.com/lib",
+        RequestKind::Zip,
+        "v2.0.0+incompatible"
+    ));
+    // Not for a kind the rule leaves out, another module, a pseudo-version (it names its
+    // commit itself), a query, or a commit already known.
+    assert!(!depends(
+        &anon,
+        "corp.example.com/lib",
+        RequestKind::Info,
+        "v1.0.0"
+    ));
+    assert!(!depends(
+        &anon,
+        "corp.example.com/other",
+        RequestKind::Zip,
+        "v1.0.0"
+    ));
+    assert!(!depends(
+        &anon,
+        "corp.example.com/lib",
+        RequestKind::Zip,
+        "v0.0.0-20240315101112-05db99cda9e5"
+    ));
+    assert!(!depends(
+        &anon,
+        "corp.example.com/lib",
+        RequestKind::Zip,
+        "main"
+    ));
+    assert!(!policy.depends_on_commit(&anon, &lib_zip));
+    // Only rules of roles the principal holds count.
+    assert!(!depends(
+        &anon,
+        "corp.example.com/alice",
+        RequestKind::Zip,
+        "v1.0.0"
+    ));
+    let alice = user("alice", &[]);
+    assert!(depends(
+        &alice,
+        "corp.example.com/alice",
+        RequestKind::Zip,
+        "v1.0.0"
+    ));
+    // A policy without commit rules never waits.
+    let plain = AccessPolicy::new(
+        vec![role(
+            "r",
+            vec![binding(vec![Matcher::Any])],
+            vec![rule("read", Effect::Allow, &["corp.example.com"])],
+        )],
+        Effect::Deny,
+    )
+    .expect("policy");
+    assert!(!plain.depends_on_commit(
+        &anon,
+        &with("corp.example.com/lib", RequestKind::Zip, "v1.0.0", None)
+    ));
 }
 
 // ----- case-folded policies (a Git host's view) ----------------------------

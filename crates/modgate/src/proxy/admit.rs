@@ -50,6 +50,9 @@ pub struct Scope<'a> {
 pub struct Inbound<'a> {
     pub head: &'a http::request::Parts,
     pub peer: Option<IpAddr>,
+    /// The commit the requested version points at, once resolved for a rule limited to
+    /// `commits` ([`Admission::commit_needed`]); `None` at first.
+    pub commit: Option<&'a str>,
 }
 
 /// What admission decided, with what the audit record and metrics need whatever the verdict.
@@ -71,6 +74,10 @@ pub struct Admission {
     /// and those the decision came through.
     pub principals: Vec<String>,
     pub matched: Vec<String>,
+    /// The decision could depend on the commit the requested tag points at (a rule limited
+    /// to `commits` would otherwise apply, and `Inbound::commit` was not given): the gateway
+    /// resolves the commit from the upstream's `.info` and admits the request again with it.
+    pub commit_needed: bool,
 }
 
 /// What happens to the request.
@@ -153,6 +160,9 @@ pub enum Refusal {
     PrivateLookup(String),
     /// A `git push`: the gateway serves reads only.
     Push(String),
+    /// A rule limited to `commits` could decide the request, and the commit its tag points
+    /// at could not be learnt from the upstream (502: the upstream failed, not the client).
+    CommitUnknown(String),
     /// A refusal whose message ends with a hint for the client (the `.netrc` entry the go
     /// command would need, see [`netrc_hint`]); everything else is the inner refusal's.
     Hinted { refusal: Box<Refusal>, hint: String },
@@ -183,6 +193,7 @@ impl Refusal {
             Refusal::BadPath(e) => e.status(),
             Refusal::NotFound(_) | Refusal::PrivateLookup(_) => 404,
             Refusal::Push(_) => 403,
+            Refusal::CommitUnknown(_) => 502,
             Refusal::Hinted { refusal, .. } => refusal.status(),
         }
     }
@@ -199,7 +210,8 @@ impl Refusal {
             | Refusal::BadRequest(m)
             | Refusal::NotFound(m)
             | Refusal::PrivateLookup(m)
-            | Refusal::Push(m) => m.clone(),
+            | Refusal::Push(m)
+            | Refusal::CommitUnknown(m) => m.clone(),
             Refusal::Method { message, .. } => message.clone(),
             Refusal::BadPath(e) => e.to_string(),
             Refusal::Hinted { refusal, hint } => format!("{}; {hint}", refusal.message()),
@@ -260,6 +272,7 @@ impl Admission {
             decision: None,
             principals: Vec::new(),
             matched: Vec::new(),
+            commit_needed: false,
         }
     }
 
@@ -402,6 +415,39 @@ fn decide_access(
         }
     }
     decision
+}
+
+/// Whether the decision [`decide_access`] makes could depend on the commit the requested
+/// version points at, for any spelling it decides.
+fn depends_on_commit(
+    gateway: &Gateway,
+    principal: &modgate_policy::Principal,
+    route: &modgate_policy::Route<crate::upstream::Chain>,
+    access: &AccessRequest,
+) -> bool {
+    if gateway.access.depends_on_commit(principal, access) {
+        return true;
+    }
+    if !route.target.folds_case {
+        return false;
+    }
+    let spelled = spellings(gateway, route, access.module);
+    spelled.iter().any(|other| {
+        let lower = other.to_ascii_lowercase();
+        gateway.access.depends_on_commit(
+            principal,
+            &AccessRequest {
+                module: other,
+                ..*access
+            },
+        ) || gateway.access_folded.depends_on_commit(
+            principal,
+            &AccessRequest {
+                module: &lower,
+                ..*access
+            },
+        )
+    })
 }
 
 /// What a request names, for a denial: `module@version (.kind)`, or the module's `list` /
@@ -621,6 +667,7 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
                         version,
                         route: &route,
                         private_route: false,
+                        commit: None,
                     },
                 );
                 let refusal = (!decision.is_allowed()).then(|| {
@@ -660,11 +707,22 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
                 version: req.version.as_ref().map(|v| v.as_str()),
                 route: &route.name,
                 private_route: route.private,
+                commit: inbound.commit,
             };
             let decision = if scope.refresh {
                 refresh_decision()
             } else {
-                decide_access(gateway, &identity.principal, route, &access)
+                let decision = decide_access(gateway, &identity.principal, route, &access);
+                // A deny rule already decided: a commit could only add rules, and a deny
+                // overrides, so nothing is asked upstream for a refused request.
+                let by_default = [
+                    modgate_policy::DEFAULT_RULE,
+                    modgate_policy::PRIVATE_DEFAULT_RULE,
+                ]
+                .contains(&decision.rule.as_str());
+                admission.commit_needed = (decision.is_allowed() || by_default)
+                    && depends_on_commit(gateway, &identity.principal, route, &access);
+                decision
             };
             let mut attributed = identity.clone();
             identity::attribute(&mut attributed, &decision, |p| {
@@ -693,7 +751,12 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
                     ledger_key,
                 };
             } else {
-                admission.verdict = Verdict::Refuse(denied(&decision, identity, &describe(&req)));
+                let mut what = describe(&req);
+                if let Some(commit) = inbound.commit {
+                    // A tag denied by the commit it points at: say which commit.
+                    what.push_str(&format!(" at commit {commit}"));
+                }
+                admission.verdict = Verdict::Refuse(denied(&decision, identity, &what));
             }
             admission.request = Some(req);
             admission.decision = Some(decision);
@@ -910,6 +973,7 @@ fn git_repository<'g>(
             version: None,
             route: &m.route.name,
             private_route: m.route.private,
+            commit: None,
         },
     );
     Ok(Repository {

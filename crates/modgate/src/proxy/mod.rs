@@ -40,6 +40,7 @@
 
 pub mod admit;
 pub mod chain;
+mod commits;
 mod endpoints;
 mod integrity;
 mod refresh;
@@ -106,6 +107,8 @@ pub struct GatewayProxy {
     cache: Option<Arc<CacheRuntime>>,
     /// Identities handed from requests to the background refreshes they start.
     refreshes: refresh::Handovers,
+    /// Which commit a tag points at, for rules limited to `commits`.
+    commits: commits::Commits,
 }
 
 impl GatewayProxy {
@@ -127,7 +130,61 @@ impl GatewayProxy {
             initial,
             cache,
             refreshes: refresh::Handovers::default(),
+            commits: commits::Commits::default(),
         })
+    }
+
+    /// The commit the tag `admission` asks for points at, from its route's chain
+    /// ([`commits::Commits::resolve`]); `Ok(None)` when the upstream's `.info` does not say.
+    /// Fails closed: a chain without the version's `.info` is a 404 (the request is not
+    /// forwarded on a guess), a chain that fails is a 502.
+    async fn commit_of(
+        &self,
+        ctx: &RequestCtx,
+        admission: &Admission,
+    ) -> Result<Option<String>, Refusal> {
+        let (Some(req), Some(index)) = (&admission.request, admission.route) else {
+            return Ok(None);
+        };
+        let Some(route) = ctx.model.gateway.routes.routes().get(index) else {
+            return Ok(None);
+        };
+        let roles = admission
+            .decision
+            .as_ref()
+            .map(|d| &d.roles[..])
+            .unwrap_or(&[]);
+        let identity = &ctx.identity;
+        let headers = |u: &Upstream| match &u.forward {
+            Some(f) => identity::forward_headers(f, identity, roles),
+            None => Vec::new(),
+        };
+        let version = req.version.as_ref().map_or("", |v| v.as_str());
+        match self
+            .commits
+            .resolve(&route.name, route.private, &route.target, req, &headers)
+            .await
+        {
+            Ok(commits::Resolved::Commit(c)) => Ok(Some(c)),
+            Ok(commits::Resolved::Untold) => {
+                log::debug!(
+                    "{}@{version}: the upstream's .info names no commit; rules limited to \
+                     commits cannot judge this tag",
+                    req.module
+                );
+                Ok(None)
+            }
+            Ok(commits::Resolved::NotFound) => Err(Refusal::NotFound(format!(
+                "{}@{version}: not found upstream (its .info, which names the commit a rule \
+                 limited to commits is checked against, is missing)",
+                req.module
+            ))),
+            Err(why) => Err(Refusal::CommitUnknown(format!(
+                "cannot learn which commit {}@{version} is, to check the rules limited to \
+                 commits: {why}",
+                req.module
+            ))),
+        }
     }
 
     /// Settles the attempt at the cursor's step (counted by upstream and outcome); returns
@@ -556,6 +613,7 @@ impl ProxyHttp for GatewayProxy {
             let inbound = Inbound {
                 head: session.req_header(),
                 peer: None,
+                commit: None,
             };
             let admission = admit::admit(&scope, &inbound, &ctx.identity);
             if self.apply(session, ctx, admission).await? {
@@ -647,8 +705,29 @@ impl ProxyHttp for GatewayProxy {
                     let inbound = Inbound {
                         head: session.req_header(),
                         peer,
+                        commit: None,
                     };
-                    admit::admit(&scope, &inbound, &ctx.identity)
+                    let admission = admit::admit(&scope, &inbound, &ctx.identity);
+                    if admission.commit_needed {
+                        // A rule limited to `commits` could decide this tag: learn its commit
+                        // from the upstream, then decide again with it.
+                        match self.commit_of(ctx, &admission).await {
+                            Ok(Some(commit)) => {
+                                let inbound = Inbound {
+                                    commit: Some(&commit),
+                                    ..inbound
+                                };
+                                admit::admit(&scope, &inbound, &ctx.identity)
+                            }
+                            Ok(None) => admission,
+                            Err(refusal) => Admission {
+                                verdict: admit::Verdict::Refuse(refusal),
+                                ..admission
+                            },
+                        }
+                    } else {
+                        admission
+                    }
                 }
                 Err(failed) => {
                     // The audit record names what was presented (a user name, never a secret).

@@ -118,6 +118,7 @@ fn run(
         &Inbound {
             head,
             peer: Some(peer),
+            commit: None,
         },
         id,
     )
@@ -390,6 +391,7 @@ fn without_a_cache_there_is_no_plan_and_no_ledger_key() {
         &Inbound {
             head: &h,
             peer: None,
+            commit: None,
         },
         &anonymous(),
     );
@@ -572,6 +574,7 @@ fn a_background_refresh_is_not_decided_again() {
         &Inbound {
             head: &h,
             peer: None,
+            commit: None,
         },
         &anonymous(),
     );
@@ -595,7 +598,8 @@ fn a_background_refresh_is_not_decided_again() {
         &scope,
         &Inbound {
             head: &h,
-            peer: None
+            peer: None,
+            commit: None,
         },
         &anonymous()
     )
@@ -1528,4 +1532,80 @@ access:
     let h = head("GET", "/git.corp.example/!other/x/@v/list", &[]);
     let a = run(&w, Some(&w.plain), &h, "10.0.0.1", &alice);
     assert_eq!(name(&a).as_deref(), Some("hub"), "{:?}", a.verdict);
+}
+
+/// Issue 18, item 10: a tag under a rule limited to `commits` waits for its commit
+/// (`commit_needed`), and admitted again with the commit it is denied, with the commit named;
+/// a pseudo-version names its commit itself; other modules and kinds the rule leaves out never
+/// wait.
+#[test]
+fn a_tag_under_a_commit_rule_is_decided_with_its_commit() {
+    const HASH: &str = "05db99cda9e5f3b1c2d3e4f5a6b7c8d9e0f1a2b3";
+    let text = CONFIG.replace(
+        "        - { id: corp-secret, deny: { prefix: corp.example.com/secret } }\n",
+        "        - { id: corp-secret, deny: { prefix: corp.example.com/secret } }\n        \
+         - { id: bad-commit, deny: { prefix: corp.example.com/open/lib }, kinds: [mod, zip], \
+         commits: [\"05db99cda9e5\"] }\n        \
+         - { id: secret-commit, deny: { prefix: corp.example.com/secret }, \
+         commits: [\"05db99cda9e5\"] }\n",
+    );
+    let w = world_of(&text);
+    let alice = user("alice");
+    let scope = Scope {
+        gateway: &w.gateway,
+        ttl: &w.ttl,
+        caching: true,
+        listener: Some(&w.plain),
+        refresh: false,
+    };
+    let ask = |target: &str, commit: Option<&str>| {
+        let h = head("GET", target, &[]);
+        admit(
+            &scope,
+            &Inbound {
+                head: &h,
+                peer: None,
+                commit,
+            },
+            &alice,
+        )
+    };
+    let tag = "/corp.example.com/open/lib/@v/v1.0.0.zip";
+    let first = ask(tag, None);
+    assert!(first.commit_needed);
+    assert!(
+        matches!(first.verdict, Verdict::Forward { .. }),
+        "{first:?}"
+    );
+    let again = ask(tag, Some(HASH));
+    assert!(!again.commit_needed);
+    let r = refusal(&again);
+    assert_eq!(r.status(), 403);
+    assert!(
+        r.message()
+            .contains(&format!("v1.0.0 (.zip) at commit {HASH}"))
+            && r.message().contains("bad-commit"),
+        "{}",
+        r.message()
+    );
+    let elsewhere = ask(tag, Some("1111111111111111111111111111111111111111"));
+    assert!(matches!(elsewhere.verdict, Verdict::Forward { .. }));
+    for target in [
+        "/corp.example.com/open/lib/@v/v0.0.0-20240315101112-05db99cda9e5.zip",
+        "/corp.example.com/open/lib/@v/v1.0.0.info",
+        "/corp.example.com/open/other/@v/v1.0.0.zip",
+        "/corp.example.com/open/lib/@v/list",
+    ] {
+        assert!(!ask(target, None).commit_needed, "{target}");
+    }
+    // A request a deny rule already refuses asks nothing upstream: no commit can allow it.
+    let secret = ask("/corp.example.com/secret/@v/v1.0.0.zip", None);
+    assert!(!secret.commit_needed);
+    assert_eq!(refusal(&secret).status(), 403);
+    // The pseudo-version of the commit is denied without any resolution.
+    let pseudo = ask(
+        "/corp.example.com/open/lib/@v/v0.0.0-20240315101112-05db99cda9e5.zip",
+        None,
+    );
+    assert_eq!(refusal(&pseudo).status(), 403);
 }
