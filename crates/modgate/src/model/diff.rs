@@ -289,4 +289,249 @@ routes:
         let (live, _) = diff(&parse(&with_access("allow")), &parse(&with_access("deny")));
         assert_eq!(live, ["role \"devs\" changed"]);
     }
+
+    /// Which list a change lands in.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Class {
+        Live,
+        Upgrade,
+    }
+    use Class::{Live as L, Upgrade as U};
+
+    /// A field of `T`, the list a change to it must land in, and such a change.
+    type Case<T> = (&'static str, Class, fn(&mut T));
+
+    /// A configuration with every section present, written in a directory of its own (the
+    /// listener's TLS files, the credential file).
+    struct Sample {
+        _dir: tempfile::TempDir,
+        text: String,
+    }
+
+    impl Sample {
+        fn new() -> Sample {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let req = crate::certs::CertRequest {
+                out: dir.path(),
+                hosts: &[],
+                ca_name: "test CA",
+                client_name: "alice",
+                force: false,
+            };
+            crate::certs::generate(&req).expect("certs");
+            std::fs::write(dir.path().join("users"), "").expect("users file");
+            let d = dir.path().display();
+            let text = format!(
+                r#"
+listeners:
+  - name: public
+    address: "127.0.0.1:8443"
+    tls: {{ cert: {d}/server.pem, key: {d}/server.key }}
+  - {{ name: admin, address: "127.0.0.1:9090", metrics: true }}
+upstreams:
+  a: {{ url: "http://127.0.0.1:9001" }}
+  b: {{ url: "http://127.0.0.1:9002" }}
+routes:
+  - {{ name: corp, match: {{ prefix: corp.example.com }}, chain: [a] }}
+  - {{ name: all, match: {{ prefix: "" }}, chain: [b] }}
+auth:
+  users_file: {d}/users
+access:
+  default: deny
+  roles:
+    - name: devs
+      members: [ any ]
+      rules:
+        - {{ id: r, allow: {{ prefix: corp.example.com }} }}
+cache:
+  dir: {d}/cache
+sumdb:
+  sum.golang.org: {{ url: "https://sum.golang.org" }}
+"#
+            );
+            Sample { _dir: dir, text }
+        }
+
+        fn parse(&self) -> GatewayConfig {
+            parse(&self.text)
+        }
+    }
+
+    /// The field names of a value's derived `Debug`: every field the cases must cover.
+    fn field_names(v: &impl Debug) -> Vec<String> {
+        format!("{v:#?}")
+            .lines()
+            .filter_map(|l| {
+                let (name, _) = l.strip_prefix("    ")?.split_once(": ")?;
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    .then(|| name.to_string())
+            })
+            .collect()
+    }
+
+    /// Checks that `cases` name every field of the part of the sample `part` picks, and that a
+    /// change to each lands in its list and in no other; returns what is wrong.
+    fn classify<T: Debug>(
+        what: &str,
+        sample: &Sample,
+        part: fn(&mut GatewayConfig) -> &mut T,
+        cases: &[Case<T>],
+    ) -> Vec<String> {
+        let base = sample.parse();
+        let mut wrong = Vec::new();
+        let fields = field_names(part(&mut sample.parse()));
+        let named: Vec<&str> = cases.iter().map(|c| c.0).collect();
+        for f in fields.iter().filter(|f| !named.contains(&f.as_str())) {
+            wrong.push(format!("{what}.{f}: no case changes it"));
+        }
+        for n in named.iter().filter(|n| !fields.iter().any(|f| f == *n)) {
+            wrong.push(format!("{what}.{n}: a case for no such field"));
+        }
+        for (field, class, change) in cases {
+            let mut new = sample.parse();
+            change(part(&mut new));
+            let (live, upgrade) = diff(&base, &new);
+            let landed = match (live.is_empty(), upgrade.is_empty()) {
+                (false, true) => Some(L),
+                (true, false) => Some(U),
+                _ => None,
+            };
+            if landed != Some(*class) {
+                wrong.push(format!(
+                    "{what}.{field}: should be {class:?} only; live {live:?}, upgrade {upgrade:?}"
+                ));
+            }
+        }
+        wrong
+    }
+
+    fn cache_of(c: &mut GatewayConfig) -> &mut config::CacheConfig {
+        c.cache.as_mut().expect("the sample has a cache")
+    }
+
+    fn secs(n: u64) -> config::DurationValue {
+        config::DurationValue(std::time::Duration::from_secs(n))
+    }
+
+    fn path(p: &str) -> Option<config::PathValue> {
+        Some(config::PathValue(p.into()))
+    }
+
+    /// Every field of the file, changed alone, is reported: applied live or needing an upgrade,
+    /// never both, never neither. A field added to the file format fails here until it has a
+    /// case (the field names come from `Debug`) and the diff reports it.
+    #[test]
+    fn every_field_is_classified() {
+        let sample = Sample::new();
+        let mut wrong = Vec::new();
+        let whole: &[Case<GatewayConfig>] = &[
+            ("server", U, |c| c.server.threads += 1),
+            ("listeners", U, |c| drop(c.listeners.0.pop())),
+            ("upstreams", L, |c| {
+                let u = c.upstreams.get_mut("a").expect("upstream a");
+                u.url = config::UpstreamUrl::parse("http://127.0.0.1:9003").expect("url");
+            }),
+            ("routes", L, |c| c.routes.0.swap(0, 1)),
+            ("auth", L, |c| c.auth.users_file = None),
+            ("access", L, |c| c.access.configured = false),
+            ("audit", L, |c| {
+                c.audit.fail_mode = config::AuditFailMode::Closed
+            }),
+            ("telemetry", L, |c| c.telemetry.sample_ratio = 0.5),
+            ("cache", U, |c| c.cache = None),
+            ("sumdb", L, |c| c.sumdb.clear()),
+            ("log", L, |c| {
+                c.log.level = config::LogLevel(log::LevelFilter::Trace)
+            }),
+        ];
+        wrong.extend(classify("gateway", &sample, |c| c, whole));
+        let server: &[Case<config::ServerSettings>] = &[
+            ("threads", U, |s| s.threads += 1),
+            ("work_stealing", U, |s| s.work_stealing = !s.work_stealing),
+            ("path_prefix", L, |s| s.path_prefix = "/goproxy".into()),
+            ("grace_period", U, |s| s.grace_period = secs(99)),
+            ("shutdown_timeout", U, |s| s.shutdown_timeout = secs(99)),
+            ("pid_file", U, |s| s.pid_file = "/tmp/other.pid".into()),
+            ("upgrade_sock", U, |s| {
+                s.upgrade_sock = "/tmp/other.sock".into()
+            }),
+            ("upstream_pool_size", U, |s| s.upstream_pool_size += 1),
+            ("max_blocking_threads", U, |s| s.max_blocking_threads += 1),
+            ("git_dir", U, |s| s.git_dir = path("/tmp/git")),
+            ("public_url", L, |s| {
+                s.public_url =
+                    Some(config::UpstreamUrl::parse("https://modgate.example").expect("url"))
+            }),
+            ("git_config", U, |s| s.git_config = path("/tmp/gitconfig")),
+            ("git_not_found_ttl", U, |s| s.git_not_found_ttl = secs(99)),
+            ("git_miss_refresh", U, |s| s.git_miss_refresh = secs(99)),
+        ];
+        wrong.extend(classify("server", &sample, |c| &mut c.server, server));
+        let listener: &[Case<ListenerConfig>] = &[
+            ("name", U, |l| l.name = config::Name("renamed".into())),
+            ("address", U, |l| l.address.0.set_port(8444)),
+            ("tls", L, |l| {
+                l.tls.as_mut().expect("tls").watch = Some(secs(7).0)
+            }),
+            ("tls", U, |l| l.tls = None),
+            ("require_identity", L, |l| l.require_identity = true),
+            ("trusted_proxies", L, |l| {
+                let cidr = modgate_identity::Cidr::parse_canonical("10.0.0.0/8").expect("cidr");
+                l.trusted_proxies.push(config::CidrValue(cidr))
+            }),
+            ("trusted_proxies_force", L, |l| {
+                l.trusted_proxies_force = true
+            }),
+            ("debug_headers", L, |l| l.debug_headers = true),
+            ("forwarded_headers", L, |l| {
+                l.forwarded_headers.cert.0 = http::HeaderName::from_static("x-other-cert")
+            }),
+            ("http2", U, |l| l.http2 = !l.http2),
+            ("h2_max_concurrent_streams", U, |l| {
+                l.h2_max_concurrent_streams += 1
+            }),
+            ("h2_send_buffer", U, |l| l.h2_send_buffer.0 += 1),
+            ("h2_idle_timeout", U, |l| l.h2_idle_timeout = Some(secs(99))),
+            ("handshake_timeout", U, |l| l.handshake_timeout = secs(99)),
+            ("keepalive_timeout", L, |l| l.keepalive_timeout = secs(99)),
+            ("keepalive_requests", U, |l| l.keepalive_requests = Some(7)),
+            ("idle_timeout", U, |l| l.idle_timeout = secs(99)),
+            ("header_timeout", U, |l| l.header_timeout = secs(99)),
+            ("max_connections", U, |l| l.max_connections += 1),
+            ("max_connections_per_source", U, |l| {
+                l.max_connections_per_source += 1
+            }),
+            ("tcp_keepalive", U, |l| {
+                l.tcp_keepalive = Some(config::TcpKeepaliveConfig {
+                    idle: secs(1),
+                    interval: secs(1),
+                    count: 3,
+                })
+            }),
+            ("metrics", L, |l| l.metrics = true),
+            ("admin", L, |l| l.admin = true),
+        ];
+        wrong.extend(classify(
+            "listener",
+            &sample,
+            |c| &mut c.listeners.0[0],
+            listener,
+        ));
+        let cache: &[Case<config::CacheConfig>] = &[
+            ("dir", U, |c| {
+                c.dir = config::PathValue("/tmp/other-cache".into())
+            }),
+            ("max_size", U, |c| c.max_size.0 += 1),
+            ("max_object_size", U, |c| c.max_object_size.0 += 1),
+            ("memory", U, |c| c.memory.0 += 1),
+            ("memory_object_max", U, |c| c.memory_object_max.0 += 1),
+            ("lock_timeout", U, |c| c.lock_timeout = secs(99)),
+            ("ttl", L, |c| c.ttl.mutable = secs(99)),
+            ("ledger", U, |c| c.ledger = path("/tmp/other-ledger.sqlite")),
+            ("fsync", U, |c| c.fsync = !c.fsync),
+        ];
+        wrong.extend(classify("cache", &sample, cache_of, cache));
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
 }
