@@ -1,18 +1,32 @@
 //! Compares two configurations field by field ([`diff`]): what a reload applies to the
 //! running gateway, and what only a graceful upgrade (`modgate run --upgrade`) can change
 //! (listener sockets, threads, the cache's storage, the process files).
+//!
+//! The comparison is typed and exhaustive. Each struct whose fields fall on both sides (the
+//! file, `server:`, a listener, `cache:`) is taken apart with a full pattern, no `..`, and
+//! every field is bound and put on one side: a field added to the file format does not build
+//! until it is placed here (a missing field fails the pattern; one bound and left unused fails
+//! the lint). What is compared whole (a route, an upstream, a role, the access policy, `auth`,
+//! `audit`, `telemetry`, `log`, a listener's TLS, the TTLs) derives `PartialEq`, so its new
+//! fields are compared with it; the few types that cannot derive it compare by what they were
+//! written from (a regex by its source, a policy by its roles and defaults, an upstream client
+//! certificate by its file).
+
+// A field bound in a pattern below and compared nowhere is an error, not a warning.
+#![deny(unused_variables)]
 
 use std::collections::BTreeMap;
-use std::fmt::Debug;
+use std::net::SocketAddr;
 
-use crate::config::{self, GatewayConfig, ListenerConfig};
+use modgate_policy::Role;
 
-pub(super) fn debug_eq<T: Debug>(a: &T, b: &T) -> bool {
-    format!("{a:?}") == format!("{b:?}")
-}
+use crate::config::{
+    AccessConfig, CacheConfig, GatewayConfig, ListenerConfig, ListenerTls, RouteConfig,
+    ServerSettings, SumdbName, UpstreamConfig, UpstreamUrl,
+};
 
 /// Named entries added, removed and changed between two maps.
-fn diff_named<T: Debug>(
+fn diff_named<T: PartialEq>(
     what: &str,
     old: &BTreeMap<String, T>,
     new: &BTreeMap<String, T>,
@@ -21,7 +35,7 @@ fn diff_named<T: Debug>(
     for (name, n) in new {
         match old.get(name) {
             None => out.push(format!("{what} {name:?} added")),
-            Some(o) if !debug_eq(o, n) => out.push(format!("{what} {name:?} changed")),
+            Some(o) if o != n => out.push(format!("{what} {name:?} changed")),
             _ => {}
         }
     }
@@ -30,76 +44,243 @@ fn diff_named<T: Debug>(
     }
 }
 
+fn routes_by_name(routes: &[RouteConfig]) -> BTreeMap<String, &RouteConfig> {
+    routes.iter().map(|r| (r.name.clone(), r)).collect()
+}
+
+fn route_order(routes: &[RouteConfig]) -> Vec<&str> {
+    routes.iter().map(|r| r.name.as_str()).collect()
+}
+
+fn sumdbs_by_name(
+    sumdb: &BTreeMap<SumdbName, UpstreamConfig>,
+) -> BTreeMap<String, &UpstreamConfig> {
+    sumdb.iter().map(|(k, v)| (k.0.clone(), v)).collect()
+}
+
+fn roles_by_name(access: &AccessConfig) -> BTreeMap<String, &Role> {
+    access
+        .policy
+        .roles()
+        .iter()
+        .map(|r| (r.name.clone(), r))
+        .collect()
+}
+
+fn listeners_by_name(listeners: &[ListenerConfig]) -> BTreeMap<String, &ListenerConfig> {
+    listeners.iter().map(|l| (l.name.0.clone(), l)).collect()
+}
+
+/// `server:` by what a reload does with each field.
+struct ServerSides<'a, P> {
+    /// Applied live, each named on its own.
+    path_prefix: &'a str,
+    public_url: Option<&'a UpstreamUrl>,
+    /// The process's own (threads, scheduler, shutdown, files, pools, the git origin): an
+    /// upgrade.
+    process: P,
+}
+
+fn server_sides(s: &ServerSettings) -> ServerSides<'_, impl PartialEq + '_> {
+    let ServerSettings {
+        path_prefix,
+        public_url,
+        threads,
+        work_stealing,
+        grace_period,
+        shutdown_timeout,
+        pid_file,
+        upgrade_sock,
+        upstream_pool_size,
+        max_blocking_threads,
+        git_dir,
+        git_config,
+        git_not_found_ttl,
+        git_miss_refresh,
+    } = s;
+    ServerSides {
+        path_prefix,
+        public_url: public_url.as_ref(),
+        process: (
+            threads,
+            work_stealing,
+            grace_period,
+            shutdown_timeout,
+            pid_file,
+            upgrade_sock,
+            upstream_pool_size,
+            max_blocking_threads,
+            git_dir,
+            git_config,
+            git_not_found_ttl,
+            git_miss_refresh,
+        ),
+    }
+}
+
+/// One listener by what a reload does with each field.
+struct ListenerSides<'a, C, R> {
+    /// The socket is bound to it: an upgrade.
+    address: SocketAddr,
+    /// Turning TLS on or off needs an upgrade; its settings (files, client certificates,
+    /// watch) apply live.
+    tls: Option<&'a ListenerTls>,
+    /// How connections are accepted and kept (HTTP/2, timeouts, caps): an upgrade.
+    connection: C,
+    /// How requests are served (identity, trusted proxies, headers, endpoints): live.
+    request: R,
+}
+
+fn listener_sides(
+    l: &ListenerConfig,
+) -> ListenerSides<'_, impl PartialEq + '_, impl PartialEq + '_> {
+    let ListenerConfig {
+        // The key: the two files' listeners are paired by name (a new name is a listener
+        // added, and one gone is removed).
+        name: _,
+        address,
+        tls,
+        http2,
+        h2_max_concurrent_streams,
+        h2_send_buffer,
+        h2_idle_timeout,
+        handshake_timeout,
+        keepalive_requests,
+        tcp_keepalive,
+        idle_timeout,
+        header_timeout,
+        max_connections,
+        max_connections_per_source,
+        require_identity,
+        trusted_proxies,
+        trusted_proxies_force,
+        debug_headers,
+        forwarded_headers,
+        keepalive_timeout,
+        metrics,
+        admin,
+    } = l;
+    ListenerSides {
+        address: address.0,
+        tls: tls.as_ref(),
+        connection: (
+            http2,
+            h2_max_concurrent_streams,
+            h2_send_buffer,
+            h2_idle_timeout,
+            handshake_timeout,
+            keepalive_requests,
+            tcp_keepalive,
+            idle_timeout,
+            header_timeout,
+            max_connections,
+            max_connections_per_source,
+        ),
+        request: (
+            require_identity,
+            trusted_proxies,
+            trusted_proxies_force,
+            debug_headers,
+            forwarded_headers,
+            keepalive_timeout,
+            metrics,
+            admin,
+        ),
+    }
+}
+
+/// `cache:` by what a reload does with each field.
+struct CacheSides<T, S> {
+    /// Applied live.
+    ttl: T,
+    /// The storage the process opened (directory, sizes, lock, ledger, fsync): an upgrade.
+    storage: S,
+}
+
+fn cache_sides(c: &CacheConfig) -> CacheSides<impl PartialEq + '_, impl PartialEq + '_> {
+    let CacheConfig {
+        dir,
+        max_size,
+        max_object_size,
+        memory,
+        memory_object_max,
+        lock_timeout,
+        ttl,
+        // Compared as the ledger file in force (`ledger_path`: unset is the default file in
+        // `dir`), so writing out the default changes nothing.
+        ledger: _,
+        fsync,
+    } = c;
+    CacheSides {
+        ttl,
+        storage: (
+            dir,
+            max_size,
+            max_object_size,
+            memory,
+            memory_object_max,
+            lock_timeout,
+            c.ledger_path(),
+            fsync,
+        ),
+    }
+}
+
 /// Compares two configurations: (changes a reload applies, changes that need an upgrade).
 pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<String>) {
     let mut live = Vec::new();
     let mut upgrade = Vec::new();
-    let by_name = |c: &GatewayConfig| -> BTreeMap<String, String> {
-        c.routes
-            .iter()
-            .map(|r| (r.name.clone(), format!("{r:?}")))
-            .collect()
-    };
-    let (old_routes, new_routes) = (by_name(old), by_name(new));
+    // Each section of the new file, compared with the old file's below: all apply live but
+    // `cache`, `server` and `listeners`, which are taken apart field by field.
+    let GatewayConfig {
+        routes,
+        upstreams,
+        sumdb,
+        access,
+        auth,
+        audit,
+        telemetry,
+        log,
+        cache,
+        server,
+        listeners,
+    } = new;
+    let (old_routes, new_routes) = (routes_by_name(&old.routes), routes_by_name(routes));
     diff_named("route", &old_routes, &new_routes, &mut live);
-    let order = |c: &GatewayConfig| c.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
-    if old_routes.keys().eq(new_routes.keys()) && order(old) != order(new) {
+    if old_routes.keys().eq(new_routes.keys()) && route_order(&old.routes) != route_order(routes) {
         live.push("routes reordered".to_string());
     }
-    diff_named("upstream", &old.upstreams, &new.upstreams, &mut live);
-    let sumdbs = |c: &GatewayConfig| -> BTreeMap<String, String> {
-        c.sumdb
-            .iter()
-            .map(|(k, v)| (k.0.clone(), format!("{v:?}")))
-            .collect()
-    };
-    diff_named("sumdb", &sumdbs(old), &sumdbs(new), &mut live);
-    let roles = |c: &GatewayConfig| -> BTreeMap<String, String> {
-        c.access
-            .policy
-            .roles()
-            .iter()
-            .map(|r| (r.name.clone(), format!("{r:?}")))
-            .collect()
-    };
-    let (old_roles, new_roles) = (roles(old), roles(new));
+    diff_named("upstream", &old.upstreams, upstreams, &mut live);
+    diff_named(
+        "sumdb",
+        &sumdbs_by_name(&old.sumdb),
+        &sumdbs_by_name(sumdb),
+        &mut live,
+    );
+    let (old_roles, new_roles) = (roles_by_name(&old.access), roles_by_name(access));
     diff_named("role", &old_roles, &new_roles, &mut live);
-    if old_roles == new_roles && !debug_eq(&old.access, &new.access) {
+    if old_roles == new_roles && old.access != *access {
         live.push("access policy changed".to_string());
     }
-    if !debug_eq(&old.auth, &new.auth) {
+    if old.auth != *auth {
         live.push("auth settings changed".to_string());
     }
-    if !debug_eq(&old.audit, &new.audit) {
+    if old.audit != *audit {
         live.push("audit settings changed".to_string());
     }
-    if !debug_eq(&old.telemetry, &new.telemetry) {
+    if old.telemetry != *telemetry {
         live.push("telemetry settings changed".to_string());
     }
-    if old.log != new.log {
+    if old.log != *log {
         live.push("log settings changed".to_string());
     }
-    match (&old.cache, &new.cache) {
+    match (&old.cache, cache) {
         (Some(o), Some(n)) => {
-            if !debug_eq(&o.ttl, &n.ttl) {
+            let (o, n) = (cache_sides(o), cache_sides(n));
+            if o.ttl != n.ttl {
                 live.push("cache TTLs changed".to_string());
             }
-            let storage = |c: &config::CacheConfig| {
-                format!(
-                    "{:?}",
-                    (
-                        &c.dir,
-                        c.max_size,
-                        c.max_object_size,
-                        c.memory,
-                        c.memory_object_max,
-                        &c.lock_timeout,
-                        c.ledger_path(),
-                        c.fsync
-                    )
-                )
-            };
-            if storage(o) != storage(n) {
+            if o.storage != n.storage {
                 upgrade.push(
                     "cache: storage settings (dir, sizes, lock, ledger, fsync) changed".to_string(),
                 );
@@ -108,28 +289,11 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         (None, None) => {}
         _ => upgrade.push("cache: added or removed".to_string()),
     }
-    if old.server.path_prefix != new.server.path_prefix {
+    let (o, n) = (server_sides(&old.server), server_sides(server));
+    if o.path_prefix != n.path_prefix {
         live.push("server.path_prefix changed".to_string());
     }
-    let process = |s: &config::ServerSettings| {
-        format!(
-            "{:?}",
-            (
-                s.threads,
-                s.work_stealing,
-                &s.grace_period,
-                &s.shutdown_timeout,
-                &s.pid_file,
-                &s.upgrade_sock,
-                s.upstream_pool_size,
-                s.max_blocking_threads,
-                s.git_dir.as_ref().map(|p| &p.0),
-                s.git_config.as_ref().map(|p| &p.0),
-                (&s.git_not_found_ttl, &s.git_miss_refresh),
-            )
-        )
-    };
-    if process(&old.server) != process(&new.server) {
+    if o.process != n.process {
         upgrade.push(
             "server: process settings (threads, work_stealing, pid_file, upgrade_sock, \
              grace_period, shutdown_timeout, upstream_pool_size, max_blocking_threads, git_dir, \
@@ -137,70 +301,38 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
                 .to_string(),
         );
     }
-    if old.server.public_url != new.server.public_url {
+    if o.public_url != n.public_url {
         live.push("server.public_url changed".to_string());
     }
-    fn listeners(c: &GatewayConfig) -> BTreeMap<String, &ListenerConfig> {
-        c.listeners.iter().map(|l| (l.name.0.clone(), l)).collect()
-    }
-    let (old_l, new_l) = (listeners(old), listeners(new));
+    let (old_l, new_l) = (
+        listeners_by_name(&old.listeners),
+        listeners_by_name(listeners),
+    );
     for (name, n) in &new_l {
         let Some(o) = old_l.get(name) else {
             upgrade.push(format!("listener {name}: added"));
             continue;
         };
-        if o.address.0 != n.address.0 {
+        let (o, n) = (listener_sides(o), listener_sides(n));
+        if o.address != n.address {
             upgrade.push(format!(
                 "listener {name}: address changed ({} → {})",
-                o.address.0, n.address.0
+                o.address, n.address
             ));
         }
         if o.tls.is_some() != n.tls.is_some() {
             upgrade.push(format!("listener {name}: TLS turned on or off"));
         }
-        let socket = |l: &ListenerConfig| {
-            format!(
-                "{:?}",
-                (
-                    l.http2,
-                    l.h2_max_concurrent_streams,
-                    l.h2_send_buffer.0,
-                    &l.h2_idle_timeout,
-                    l.keepalive_requests,
-                    &l.tcp_keepalive,
-                    &l.idle_timeout,
-                    &l.header_timeout,
-                    &l.handshake_timeout,
-                    l.max_connections,
-                    l.max_connections_per_source
-                )
-            )
-        };
-        if socket(o) != socket(n) {
+        if o.connection != n.connection {
             upgrade.push(format!(
                 "listener {name}: connection settings (http2, h2_*, keepalive_requests, \
                  tcp_keepalive, idle/header timeouts, connection caps) changed"
             ));
         }
-        if !debug_eq(&o.tls, &n.tls) && o.tls.is_some() && n.tls.is_some() {
+        if o.tls != n.tls && o.tls.is_some() && n.tls.is_some() {
             live.push(format!("listener {name}: TLS settings changed"));
         }
-        let request = |l: &ListenerConfig| {
-            format!(
-                "{:?}",
-                (
-                    l.require_identity,
-                    &l.trusted_proxies,
-                    l.trusted_proxies_force,
-                    l.debug_headers,
-                    &l.forwarded_headers,
-                    &l.keepalive_timeout,
-                    l.metrics,
-                    l.admin
-                )
-            )
-        };
-        if request(o) != request(n) {
+        if o.request != n.request {
             live.push(format!("listener {name}: request settings changed"));
         }
     }
@@ -212,7 +344,10 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Debug;
     use std::path::Path;
+
+    use crate::config;
 
     use super::*;
 

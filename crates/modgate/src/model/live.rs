@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use modgate_identity::{PreparedTls, ReloadableTls};
 use serde::Serialize;
 
-use super::diff::{debug_eq, diff};
+use super::diff::diff;
 use super::Model;
 use crate::config::{self, GatewayConfig};
 use crate::metrics;
@@ -164,8 +164,8 @@ impl Live {
         // directory of ours alone: a reload refuses to go on over one someone else took.
         crate::gitorigin::verify_mirrors_dir(&crate::gitorigin::mirrors_dir(&self.started))?;
         // The recorder last: a refused reload opens (creates) no new audit file.
-        let same_recorder = debug_eq(&old.config.audit, &config.audit)
-            && debug_eq(&old.config.telemetry, &config.telemetry);
+        let same_recorder =
+            old.config.audit == config.audit && old.config.telemetry == config.telemetry;
         let config = Arc::new(config);
         let model = Model::build(config.clone(), old.generation + 1, &self.tls, || {
             if same_recorder {
