@@ -66,6 +66,23 @@ pub enum Pattern {
     Regex(Regex),
 }
 
+/// Patterns are equal when written alike; a regex compares by its source (the compiled
+/// automaton has no equality, and one source always compiles to the same matcher).
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        match (self, other) {
+            (Pattern::Prefix(a), Pattern::Prefix(b)) | (Pattern::Glob(a), Pattern::Glob(b)) => {
+                a == b
+            }
+            (Pattern::Regex(a), Pattern::Regex(b)) => a.as_str() == b.as_str(),
+            // Listed in full, so that a new kind of pattern must say how it compares.
+            (Pattern::Prefix(_) | Pattern::Glob(_) | Pattern::Regex(_), _) => false,
+        }
+    }
+}
+
+impl Eq for Pattern {}
+
 impl Pattern {
     /// An element-boundary prefix: `corp.example.com` matches
     /// `corp.example.com` and `corp.example.com/x/y` but not
@@ -496,6 +513,16 @@ mod tests {
         // Multi-line mode inside the user's group cannot loosen the anchors.
         let m = Pattern::regex("(?m)a").unwrap();
         assert!(!m.matches("a\nb"));
+    }
+
+    #[test]
+    fn patterns_are_equal_when_written_alike() {
+        let re = |r: &str| Pattern::regex(r).expect("regex");
+        assert_eq!(re("corp/.*"), re("corp/.*"));
+        assert_ne!(re("corp/.*"), re("corp/.+"));
+        assert_eq!(Pattern::prefix("corp/").ok(), Pattern::prefix("corp").ok());
+        assert_ne!(Pattern::prefix("corp").ok(), Pattern::glob("corp").ok());
+        assert_ne!(Pattern::glob("corp").ok(), Some(re("corp")));
     }
 
     #[test]

@@ -975,7 +975,7 @@ pub struct AccessRequest<'a> {
 }
 
 /// An allow or deny statement about module paths.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     /// Identifier, unique across the policy; reported in decisions.
     pub id: String,
@@ -1012,7 +1012,7 @@ impl Rule {
 }
 
 /// A named set of rules and the principals holding them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Role {
     /// Unique, non-empty role name.
     pub name: String,
@@ -1212,6 +1212,25 @@ impl HeldCache {
         self.map.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
+
+/// Policies are equal when they hold the same roles, in the same order, and the same defaults:
+/// the indexes are built from the roles, and the principals' held roles are a cache.
+impl PartialEq for AccessPolicy {
+    fn eq(&self, other: &AccessPolicy) -> bool {
+        let AccessPolicy {
+            roles,
+            default_public,
+            default_private,
+            compiled: _,
+            held: _,
+        } = self;
+        *roles == other.roles
+            && *default_public == other.default_public
+            && *default_private == other.default_private
+    }
+}
+
+impl Eq for AccessPolicy {}
 
 impl AccessPolicy {
     /// Builds a policy. Requests no rule decides are denied on private

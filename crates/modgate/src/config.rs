@@ -365,7 +365,7 @@ fn default_keepalive() -> DurationValue {
 }
 
 /// TCP keepalive settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpKeepaliveConfig {
     pub idle: DurationValue,
@@ -374,7 +374,7 @@ pub struct TcpKeepaliveConfig {
 }
 
 /// One upstream GOPROXY server.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `proxy` (default): a GOPROXY server; `git`: a Git host, whose modules modgate builds
@@ -440,7 +440,7 @@ pub struct UpstreamConfig {
 /// The gateway's own credential for a Git host: exactly one of these. Secrets are read from
 /// files or the environment when the configuration is loaded (and again on every reload), are
 /// sent to the upstream's host only, and never appear in a log or a process's arguments.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GitCredentialConfig {
     /// A file holding a token, sent as `Authorization: Bearer <token>`.
@@ -478,7 +478,7 @@ fn default_upstream_h2_streams() -> usize {
 }
 
 /// One routing rule.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct RouteConfig {
     pub name: String,
     pub pattern: Pattern,
@@ -489,7 +489,7 @@ pub struct RouteConfig {
 }
 
 /// One step of an upstream chain.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChainStep {
     pub upstream: String,
     pub on: Fallthrough,

@@ -30,6 +30,20 @@ impl std::fmt::Debug for ClientCertKey {
     }
 }
 
+/// Compared by the file it was read from, as its `Debug` shows it (the certificates and key read
+/// from it are neither printed nor compared): a reload reports an upstream whose `client_cert`
+/// names another file, and re-reads the files every time either way.
+impl PartialEq for ClientCertKey {
+    fn eq(&self, other: &ClientCertKey) -> bool {
+        let ClientCertKey {
+            cert_path,
+            certs: _,
+            key: _,
+        } = self;
+        *cert_path == other.cert_path
+    }
+}
+
 impl ClientCertKey {
     /// The Pingora form of this pair for `HttpPeer::client_cert_key`.
     pub fn to_cert_key(&self) -> CertKey {
@@ -38,7 +52,7 @@ impl ClientCertKey {
 }
 
 /// The certificates of a CA bundle file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PemBundle {
     certs: Vec<Vec<u8>>,
 }

@@ -1548,6 +1548,29 @@ fn compiled_members_pick_the_first_binding_and_the_rarest_key() {
 }
 
 #[test]
+fn policies_are_equal_by_their_roles_and_defaults_not_what_they_remember() {
+    let make = |effect: Effect, default: Effect| {
+        AccessPolicy::new(
+            vec![role(
+                "devs",
+                vec![binding(vec![m("group", "devs")])],
+                vec![rule("devs-read", effect, &["corp.example.com/"])],
+            )],
+            default,
+        )
+        .expect("policy")
+    };
+    let policy = make(Effect::Allow, Effect::Deny);
+    let fresh = make(Effect::Allow, Effect::Deny);
+    // A decision fills the remembered roles of one policy only.
+    policy.decide(&user("alice", &["devs"]), &zip("corp.example.com/x"));
+    assert_eq!(policy.held.len(), 1);
+    assert_eq!(policy, fresh);
+    assert_ne!(policy, make(Effect::Deny, Effect::Deny));
+    assert_ne!(policy, make(Effect::Allow, Effect::Allow));
+}
+
+#[test]
 fn remembered_roles_are_keyed_by_the_whole_principal() {
     let policy = AccessPolicy::new(
         vec![

@@ -32,7 +32,7 @@ use super::identity::OneOrMany;
 use super::{from_str_with, MatchSpec, Name};
 
 /// The whole section, compiled.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct AccessConfig {
     /// Whether the file had an `access:` section at all.
     pub configured: bool,

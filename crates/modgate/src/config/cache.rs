@@ -69,7 +69,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 }
 
 /// A file or directory path (relative to the config file).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PathValue(pub PathBuf);
 
 impl<'de> Deserialize<'de> for PathValue {
@@ -85,7 +85,7 @@ impl<'de> Deserialize<'de> for PathValue {
 }
 
 /// How long answers are kept.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TtlConfig {
     /// `list`, `@latest` and version-query `.info`: fresh this long, then asked again.
@@ -140,7 +140,7 @@ impl RouteCacheConfig {
 }
 
 /// Per-route overrides of [`TtlConfig`] (`routes[].cache`).
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteCacheConfig {
     /// `false` turns caching off for the route.

@@ -59,7 +59,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 }
 
 /// A listener's TLS settings, loaded and known to work.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerTls {
     pub files: TlsFiles,
     /// Also reload when the files change, checking at this interval (SIGHUP always reloads).
@@ -74,7 +74,7 @@ impl ListenerTls {
 
 /// A path to a file that must exist and be readable (its contents are checked by whoever
 /// uses it).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExistingFile(pub PathBuf);
 
 impl<'de> Deserialize<'de> for ExistingFile {
@@ -186,7 +186,7 @@ impl<'de> Deserialize<'de> for ListenerTls {
 }
 
 /// A CIDR block such as `10.0.0.0/8` or `::1/128`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CidrValue(pub Cidr);
 
 impl<'de> Deserialize<'de> for CidrValue {
@@ -219,7 +219,7 @@ fn header(name: &'static str) -> HeaderNameValue {
 
 /// The headers a trusted front proxy uses to tell modgate about the client certificate it
 /// verified.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardedInput {
     /// The client certificate, URL-escaped PEM (nginx `$ssl_client_escaped_cert`) or base64 DER.
@@ -238,7 +238,7 @@ impl Default for ForwardedInput {
 }
 
 /// The credential files for basic auth (`.netrc`) and bearer tokens.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `name:bcrypt-or-argon2-hash[:group,...]` per line.
@@ -272,7 +272,7 @@ pub enum CertFormat {
 }
 
 /// Header names for what is forwarded upstream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardNames {
     pub cert: HeaderNameValue,
@@ -320,7 +320,7 @@ impl ForwardNames {
 }
 
 /// What an upstream is told about the client (nothing unless configured).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardIdentityConfig {
     pub cert: CertFormat,
@@ -339,7 +339,7 @@ pub struct ForwardIdentityConfig {
 }
 
 /// Where audit records go.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub enum AuditOutput {
     #[default]
     Stdout,
@@ -361,7 +361,7 @@ impl<'de> Deserialize<'de> for AuditOutput {
 }
 
 /// `audit:` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// `stdout` (default), `off`, or a file (reopened on SIGHUP, for logrotate).
@@ -393,7 +393,7 @@ impl AuditConfig {
 }
 
 /// `telemetry:` section; the standard `OTEL_EXPORTER_OTLP_*` variables fill what is not set.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
