@@ -1223,6 +1223,8 @@ impl PartialEq for AccessPolicy {
             default_private,
             compiled: _,
             held: _,
+            // Derived from `roles`.
+            commit_rules: _,
         } = self;
         *roles == other.roles
             && *default_public == other.default_public
