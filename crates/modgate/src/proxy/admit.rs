@@ -286,6 +286,40 @@ impl Admission {
         self
     }
 
+    /// How a forwarded answer is cached (None: not cached, or not forwarded).
+    pub fn cache_plan(&self) -> Option<&CachePlan> {
+        match &self.verdict {
+            Verdict::Forward { cache_plan, .. } | Verdict::Sumdb { cache_plan, .. } => {
+                cache_plan.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    /// The path to ask the one upstream of a request without a chain (a checksum database,
+    /// a Git host).
+    pub fn single_path(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Git { path, .. } | Verdict::Sumdb { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// A git smart HTTP request, forwarded (its body and git headers go to the host).
+    pub fn is_git(&self) -> bool {
+        matches!(self.verdict, Verdict::Git { .. })
+    }
+
+    /// An admin cache purge's module (and version), when that is what was admitted.
+    pub fn purge(&self) -> Option<(&str, Option<&str>)> {
+        match &self.verdict {
+            Verdict::Answer(Local::Purge {
+                module, version, ..
+            }) => Some((module, version.as_deref())),
+            _ => None,
+        }
+    }
+
     #[cfg(test)]
     pub fn is_refused(&self) -> bool {
         matches!(self.verdict, Verdict::Refuse(_))

@@ -14,7 +14,7 @@ use crate::respond;
 
 impl GatewayProxy {
     pub(super) fn enable_cache(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        if let (Some(c), Some(_)) = (&self.cache, &ctx.cache_plan) {
+        if let (Some(c), Some(_)) = (&self.cache, ctx.cache_plan()) {
             // HEAD is answered by the upstream: a cached HEAD would have no body to serve GETs.
             if session.req_header().method == Method::GET {
                 session.cache.enable(
@@ -33,7 +33,7 @@ impl GatewayProxy {
     }
 
     pub(super) fn cache_key(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        match &ctx.cache_plan {
+        match ctx.cache_plan() {
             Some(plan) => Ok(plan.key()),
             None => Error::e_explain(ErrorType::InternalError, "cache enabled without a plan"),
         }
@@ -45,7 +45,7 @@ impl GatewayProxy {
         resp: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<RespCacheable> {
-        let Some(plan) = &ctx.cache_plan else {
+        let Some(plan) = ctx.cache_plan() else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
         if session.subrequest_ctx.is_some() && resp.status != http::StatusCode::OK {
@@ -78,7 +78,7 @@ impl GatewayProxy {
         // answers (list, @latest): an exact version is never stale.
         // A chain step that may fall through (`any-error`) gets its chance first: the next
         // upstream is asked before a stale answer is.
-        let Some(plan) = ctx.cache_plan.as_ref().filter(|p| !p.immutable()) else {
+        let Some(plan) = ctx.cache_plan().filter(|p| !p.immutable()) else {
             return false;
         };
         if error.is_none() {
@@ -89,7 +89,7 @@ impl GatewayProxy {
                 // Pingora may start the refresh now: it asks the upstream as this request.
                 let inherited = refresh::Inherited {
                     identity: ctx.identity.clone(),
-                    decision: ctx.target.decision.clone(),
+                    decision: ctx.decision().cloned(),
                 };
                 if !self.refreshes.put(&plan.primary(), inherited) {
                     log::debug!("too many refreshes pending: this one goes without an identity");

@@ -24,7 +24,12 @@ impl GatewayProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let kind = ctx.target.kind.map(|k| k.as_str()).unwrap_or("other");
+        let kind = ctx
+            .admission
+            .as_ref()
+            .and_then(|a| a.kind)
+            .map(|k| k.as_str())
+            .unwrap_or("other");
         let route = ctx.route().map(|r| r.name.clone());
         let route_label = route.as_deref().unwrap_or("-");
         let elapsed = ctx.started.elapsed();
@@ -142,7 +147,7 @@ impl GatewayProxy {
             let record = report::audit_record(
                 finished,
                 &ctx.identity,
-                &ctx.target,
+                ctx.admission.as_ref(),
                 &ctx.cursor,
                 &mut ctx.record,
             );

@@ -21,7 +21,7 @@ impl GatewayProxy {
         if let Some(up) = ctx.cursor.current(ctx.chain()) {
             metrics::upstream_attempted(&up.name, outcome.label());
         }
-        let chain = chain_of(&ctx.model, ctx.target.route);
+        let chain = chain_of(&ctx.model, ctx.admission.as_ref().and_then(|a| a.route));
         ctx.cursor.settle(chain, outcome)
     }
 
@@ -66,7 +66,7 @@ impl GatewayProxy {
         let status = upstream_response.status.as_u16();
         // An exact version, and git smart HTTP, are accepted only as a 200 (a Git host's
         // redirect would send the client to another host, with its address).
-        let outcome = Outcome::of_status(status, ctx.guard.exact() || ctx.git);
+        let outcome = Outcome::of_status(status, ctx.guard.exact() || ctx.git());
         match outcome {
             Outcome::Answered(_) => {
                 self.settle(ctx, outcome);

@@ -46,7 +46,7 @@ impl GatewayProxy {
         let Some(upstream) = ctx.upstream() else {
             return Error::e_explain(ErrorType::InternalError, "no upstream for this request");
         };
-        let path = match (&ctx.single_path, &ctx.target.request) {
+        let path = match (ctx.single_path(), ctx.module_request()) {
             (Some(path), _) => upstream.request_path(path, None),
             (None, Some(req)) => upstream.request_path(&req.upstream_path(), Some(&req.module)),
             (None, None) => {
@@ -62,7 +62,7 @@ impl GatewayProxy {
             .map_err(|e| Error::because(ErrorType::InternalError, "building upstream URI", e))?;
         upstream_request.set_uri(uri);
         let exact = ctx.guard.exact();
-        let git = ctx.git;
+        let git = ctx.git();
         let drop: Vec<HeaderName> = upstream_request
             .headers
             .keys()
@@ -90,12 +90,7 @@ impl GatewayProxy {
             upstream_request.insert_header("Content-Length", "0")?;
         }
         if let Some(forward) = &upstream.forward {
-            let roles = ctx
-                .target
-                .decision
-                .as_ref()
-                .map(|d| &d.roles[..])
-                .unwrap_or(&[]);
+            let roles = ctx.decision().map(|d| &d.roles[..]).unwrap_or(&[]);
             for (name, value) in identity::forward_headers(forward, &ctx.identity, roles) {
                 upstream_request.insert_header(name, value)?;
             }
@@ -119,7 +114,7 @@ impl GatewayProxy {
         ctx.record.status_sent = upstream_response.status.as_u16();
         if ctx.listener.debug_headers {
             let not_stored = ctx.cache_outcome(session) == Some(CacheOutcome::NotStored);
-            if ctx.cache_plan.is_some() && (ctx.hot || session.cache.enabled() || not_stored) {
+            if ctx.cache_plan().is_some() && (ctx.hot || session.cache.enabled() || not_stored) {
                 let outcome = if ctx.hot {
                     CacheOutcome::Hit
                 } else if not_stored {

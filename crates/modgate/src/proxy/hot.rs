@@ -27,10 +27,10 @@ impl GatewayProxy {
         ctx: &mut RequestCtx,
         holding_lock: bool,
     ) -> Result<bool> {
-        let (Some(c), Some(plan)) = (self.cache.as_deref(), ctx.cache_plan.as_ref()) else {
+        let (Some(c), Some(plan)) = (self.cache.as_deref(), ctx.cache_plan()) else {
             return Ok(false);
         };
-        if ctx.git || !hot_eligible(session.req_header()) {
+        if ctx.git() || !hot_eligible(session.req_header()) {
             return Ok(false);
         }
         let key = plan.key();

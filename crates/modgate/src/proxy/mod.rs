@@ -65,9 +65,10 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, Result};
 
+use self::admit::Admission;
 use self::chain::Cursor;
-use self::report::{Record, Target};
-use crate::cache::{CachePlan, CacheRuntime};
+use self::report::Record;
+use crate::cache::CacheRuntime;
 use crate::identity::RequestIdentity;
 use crate::model::{ListenerRuntime, Live, Model};
 use crate::record::Trace;
@@ -121,15 +122,13 @@ pub struct RequestCtx {
     listener: Arc<ListenerRuntime>,
     started: Instant,
     identity: RequestIdentity,
-    target: Target,
+    /// What admission decided, whole: what the request is for (kind, module request, route,
+    /// decision) and its verdict (the cache plan, the one upstream and path of a checksum
+    /// database or Git host). `None` until the request is admitted (and for the unaudited
+    /// endpoints).
+    admission: Option<Admission>,
     cursor: Cursor,
-    /// A request with one upstream (checksum database, Git host): the path to ask it for.
-    single_path: Option<String>,
-    /// A git smart HTTP request (its body and git headers go to the host).
-    git: bool,
     guard: integrity::Guard,
-    /// How this request is cached (None: not cached).
-    cache_plan: Option<CachePlan>,
     /// A stale answer was served because the upstream failed.
     served_stale: bool,
     /// Why the cache did not store this answer when it could not (its filesystem is full or

@@ -3,11 +3,10 @@
 //! access-log line. Built from the request's state types; the
 //! proxy's `logging` phase hands them to the metrics, the log and the recorder.
 
-use modgate_policy::Decision;
-use modgate_protocol::{ModuleRequest, RequestKind};
 use modgate_telemetry::{AuditDecision, AuditIdentity, AuditRecord};
 use pingora::cache::CachePhase;
 
+use super::admit::Admission;
 use super::chain::Cursor;
 use crate::identity::RequestIdentity;
 
@@ -81,20 +80,6 @@ impl CacheOutcome {
             CacheOutcome::NotStored => "not-stored",
         }
     }
-}
-
-/// What the request was for, once admitted (kept for the record whatever the verdict).
-#[derive(Default)]
-pub struct Target {
-    pub kind: Option<RequestKind>,
-    pub request: Option<ModuleRequest>,
-    /// Index of the matched route in the model's route table.
-    pub route: Option<usize>,
-    pub decision: Option<Decision>,
-    /// An admin cache purge's module (and version).
-    pub purge: Option<(String, Option<String>)>,
-    /// A git smart HTTP request's repository (import path) and service.
-    pub git: Option<(String, &'static str)>,
 }
 
 /// What the audit record will say, filled in as the request goes.
@@ -174,7 +159,7 @@ impl Drop for super::RequestCtx {
         let record = audit_record(
             finished,
             &self.identity,
-            &self.target,
+            self.admission.as_ref(),
             &self.cursor,
             &mut self.record,
         );
@@ -202,7 +187,7 @@ pub struct Finished<'a> {
 pub fn audit_record(
     f: Finished,
     identity: &RequestIdentity,
-    target: &Target,
+    admission: Option<&Admission>,
     cursor: &Cursor,
     record: &mut Record,
 ) -> AuditRecord {
@@ -239,30 +224,29 @@ pub fn audit_record(
         principals,
         matched: (!identity.matched.is_empty()).then(|| identity.matched.join(",")),
     };
-    out.roles = target
-        .decision
-        .as_ref()
-        .map(|d| d.roles.clone())
-        .unwrap_or_default();
+    let decision = admission.and_then(|a| a.decision.as_ref());
+    out.roles = decision.map(|d| d.roles.clone()).unwrap_or_default();
     out.method = f.method;
     out.path = f.path;
-    if let Some(r) = &target.request {
+    if let Some(r) = admission.and_then(|a| a.request.as_ref()) {
         out.module = Some(r.module.clone());
         out.version = r.version.as_ref().map(|v| v.as_str().to_string());
     }
-    out.kind = target.kind.map(|k| k.as_str().to_string());
-    if let Some((repo, service)) = &target.git {
+    out.kind = admission
+        .and_then(|a| a.kind)
+        .map(|k| k.as_str().to_string());
+    if let Some((repo, service)) = admission.and_then(|a| a.git.as_ref()) {
         out.event = Some((*service).to_string());
         out.module = Some(repo.clone());
     }
-    if let Some((module, version)) = &target.purge {
+    if let Some((module, version)) = admission.and_then(Admission::purge) {
         out.event = Some("cache-purge".into());
-        out.module = Some(module.clone());
-        out.version = version.clone();
+        out.module = Some(module.to_string());
+        out.version = version.map(str::to_string);
     }
     out.route = f.route.map(str::to_string);
     out.decision = record.decision;
-    if let Some(d) = &target.decision {
+    if let Some(d) = decision {
         out.rule = Some(d.rule.clone());
         if !d.is_allowed() {
             out.reason = Some(d.reason.clone());
@@ -350,7 +334,7 @@ mod tests {
         let r = audit_record(
             finished(504, None),
             &RequestIdentity::default(),
-            &Target::default(),
+            None,
             &cursor,
             &mut record,
         );
@@ -375,7 +359,7 @@ mod tests {
             audit_record(
                 finished(401, None),
                 identity,
-                &Target::default(),
+                None,
                 &Cursor::default(),
                 &mut record,
             )
@@ -439,7 +423,7 @@ mod tests {
         let r = audit_record(
             finished(200, None),
             &RequestIdentity::default(),
-            &Target::default(),
+            None,
             &Cursor::default(),
             &mut record,
         );
@@ -463,7 +447,7 @@ mod tests {
         let r = audit_record(
             finished(200, Some("changed upstream")),
             &RequestIdentity::default(),
-            &Target::default(),
+            None,
             &Cursor::default(),
             &mut record,
         );

@@ -8,7 +8,7 @@ use pingora::Result;
 
 use super::admit::{self, Admission, Inbound, Local, Refusal, Scope, Verdict};
 use super::chain::Cursor;
-use super::report::{self, Target};
+use super::report::{self, Record};
 use super::{commits, endpoints, integrity, GatewayProxy, RequestCtx};
 use crate::identity;
 use crate::metrics;
@@ -50,13 +50,12 @@ impl GatewayProxy {
                 return Ok(true);
             }
             let inherited = ctx
-                .cache_plan
-                .as_ref()
+                .cache_plan()
                 .and_then(|p| self.refreshes.take(&p.primary()));
             if let Some(h) = &inherited {
                 ctx.identity = h.identity.clone();
-                if h.decision.is_some() {
-                    ctx.target.decision = h.decision.clone();
+                if let (Some(d), Some(a)) = (&h.decision, ctx.admission.as_mut()) {
+                    a.decision = Some(d.clone());
                 }
             }
             let forwards_identity = ctx
@@ -229,8 +228,8 @@ impl GatewayProxy {
         }
     }
 
-    /// Takes in what admission decided; answers it when modgate answers it itself.
-    /// Returns whether the request was answered.
+    /// Takes in what admission decided (kept whole in the context); answers it when modgate
+    /// answers it itself. Returns whether the request was answered.
     pub(super) async fn apply(
         &self,
         session: &mut Session,
@@ -246,26 +245,19 @@ impl GatewayProxy {
             let route = ctx.route_of(admission.route).unwrap_or("-");
             metrics::access_decided(route, d.effect.as_str(), &d.rule);
         }
-        ctx.target = Target {
-            kind: admission.kind,
-            git: admission.git.clone(),
-            request: admission.request,
-            route: admission.route,
-            decision: admission.decision,
-            purge: None,
-        };
         if !admission.principals.is_empty() {
-            ctx.identity.principals = admission.principals;
-            ctx.identity.matched = admission.matched;
+            ctx.identity.principals = admission.principals.clone();
+            ctx.identity.matched = admission.matched.clone();
         }
-        match admission.verdict {
+        let admission = ctx.admission.insert(admission);
+        match &admission.verdict {
             Verdict::Refuse(r) => {
-                self.refuse(session, ctx, &r).await?;
+                refuse(session, &mut ctx.record, r).await?;
                 Ok(true)
             }
             Verdict::Answer(Local::GoImport { root, proxy }) => {
                 ctx.record.decision = AuditDecision::Allow;
-                let page = admit::go_import_page(&root, &proxy);
+                let page = admit::go_import_page(root, proxy);
                 respond::ok(session, "text/html; charset=utf-8", Bytes::from(page)).await?;
                 Ok(true)
             }
@@ -280,12 +272,12 @@ impl GatewayProxy {
                 version,
             }) => {
                 let Some(c) = self.cache.as_deref() else {
+                    // (admission refuses a purge where there is no cache)
                     let r = Refusal::NotFound("this gateway has no cache".into());
-                    self.refuse(session, ctx, &r).await?;
+                    refuse(session, &mut ctx.record, &r).await?;
+                    admission.verdict = Verdict::Refuse(r);
                     return Ok(true);
                 };
-                ctx.target.request = None;
-                ctx.target.purge = Some((module.clone(), version.clone()));
                 endpoints::purge(
                     session,
                     &mut ctx.record,
@@ -297,52 +289,32 @@ impl GatewayProxy {
                         let dir = crate::gitorigin::mirrors_dir(self.live.started());
                         move |m: &str| crate::gitorigin::request_mirror_refresh(&config, &dir, m)
                     },
-                    &target,
-                    &module,
+                    target,
+                    module,
                     version.as_deref(),
                 )
                 .await?;
                 Ok(true)
             }
-            Verdict::Forward {
-                cache_plan,
-                ledger_key,
-            } => {
+            Verdict::Forward { ledger_key, .. } => {
                 ctx.record.decision = AuditDecision::Allow;
-                let module = ctx
-                    .target
-                    .request
-                    .as_ref()
-                    .map_or("", |r| r.module.as_str());
-                ctx.guard = integrity::Guard::new(module, ledger_key);
-                ctx.cache_plan = cache_plan;
+                let module = admission.request.as_ref().map_or("", |r| r.module.as_str());
+                ctx.guard = integrity::Guard::new(module, ledger_key.clone());
                 Ok(false)
             }
-            Verdict::Git { host, path } => {
+            Verdict::Git { host: one, .. } | Verdict::Sumdb { db: one, .. } => {
                 ctx.record.decision = AuditDecision::Allow;
-                ctx.cursor = Cursor::single(host);
-                ctx.single_path = Some(path);
-                ctx.git = true;
-                Ok(false)
-            }
-            Verdict::Sumdb {
-                db,
-                path,
-                cache_plan,
-            } => {
-                ctx.record.decision = AuditDecision::Allow;
-                ctx.cursor = Cursor::single(db);
-                ctx.single_path = Some(path);
-                ctx.cache_plan = cache_plan;
+                ctx.cursor = Cursor::single(one.clone());
                 Ok(false)
             }
         }
     }
+}
 
-    async fn refuse(&self, session: &mut Session, ctx: &mut RequestCtx, r: &Refusal) -> Result<()> {
-        if let Some(reason) = r.auth_failure() {
-            metrics::auth_failed(reason);
-        }
-        endpoints::refuse(session, &mut ctx.record, r).await
+/// Answers a refusal (and counts an authentication failure).
+async fn refuse(session: &mut Session, record: &mut Record, r: &Refusal) -> Result<()> {
+    if let Some(reason) = r.auth_failure() {
+        metrics::auth_failed(reason);
     }
+    endpoints::refuse(session, record, r).await
 }
