@@ -6,7 +6,7 @@ use pingora::proxy::{FailToProxy, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
-use super::chain::Outcome;
+use super::chain::{Failure, FailureClass, Outcome};
 use super::{GatewayProxy, RequestCtx};
 use crate::respond;
 use crate::server::shutdown;
@@ -186,11 +186,12 @@ pub(super) fn cache_failure(e: &Error) -> Option<&modgate_cache::CacheError> {
     None
 }
 
+/// The outcome of an attempt that failed with `e`: a timeout, or a failure of its class.
 fn failure(e: &Error) -> Outcome {
     if is_timeout(e) {
         Outcome::Timeout(short_error(e))
     } else {
-        Outcome::Failed(short_error(e))
+        Outcome::Failed(Failure::new(FailureClass::of(e.etype()), short_error(e)))
     }
 }
 

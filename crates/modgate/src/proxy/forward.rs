@@ -8,7 +8,7 @@ use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 
-use super::chain::Outcome;
+use super::chain::{Failure, FailureClass, Outcome};
 use super::context::chain_of;
 use super::failure::{short_error, FALLTHROUGH};
 use super::{GatewayProxy, RequestCtx};
@@ -49,7 +49,9 @@ impl GatewayProxy {
             match upstream.peer().await {
                 Ok(peer) => return Ok(peer),
                 Err(e) => {
-                    if !self.settle(ctx, Outcome::Failed(short_error(&e))) {
+                    // (a failure, whatever its type: the peer could not be made)
+                    let failed = Failure::new(FailureClass::of(e.etype()), short_error(&e));
+                    if !self.settle(ctx, Outcome::Failed(failed)) {
                         return Err(e.into_up());
                     }
                 }
