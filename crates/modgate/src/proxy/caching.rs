@@ -13,6 +13,7 @@ use crate::metrics;
 use crate::respond;
 
 impl GatewayProxy {
+    /// `request_cache_filter`: the cache on for a planned GET.
     pub(super) fn enable_cache(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         if let (Some(c), Some(_)) = (&self.cache, ctx.cache_plan()) {
             // HEAD is answered by the upstream: a cached HEAD would have no body to serve GETs.
@@ -32,6 +33,7 @@ impl GatewayProxy {
         Ok(())
     }
 
+    /// `cache_key_callback`: the plan's key.
     pub(super) fn cache_key(&self, _session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
         match ctx.cache_plan() {
             Some(plan) => Ok(plan.key()),
@@ -39,6 +41,7 @@ impl GatewayProxy {
         }
     }
 
+    /// `response_cache_filter`: whether (and how long) the answer is stored.
     pub(super) fn cacheable(
         &self,
         session: &Session,
@@ -68,6 +71,7 @@ impl GatewayProxy {
         Ok(cacheable)
     }
 
+    /// `should_serve_stale`.
     pub(super) fn serve_stale(
         &self,
         session: &mut Session,
@@ -114,6 +118,7 @@ impl GatewayProxy {
         serve
     }
 
+    /// `proxy_upstream_filter`: whether the upstream is asked (false: answered here).
     pub(super) async fn before_upstream(
         &self,
         session: &mut Session,

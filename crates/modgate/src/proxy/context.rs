@@ -19,6 +19,7 @@ use crate::model::Model;
 use crate::upstream::{Chain, Upstream};
 
 impl GatewayProxy {
+    /// `new_ctx`: the context of a new request, on the model in force.
     pub(super) fn new_request_ctx(&self) -> RequestCtx {
         let model = self.live.current();
         let listener = model

@@ -15,6 +15,7 @@ use crate::server::shutdown;
 pub(super) const FALLTHROUGH: ErrorType = ErrorType::Custom("modgate: next chain step");
 
 impl GatewayProxy {
+    /// `fail_to_connect`.
     pub(super) fn connect_failed(
         &self,
         _session: &mut Session,
@@ -27,6 +28,7 @@ impl GatewayProxy {
         e
     }
 
+    /// `error_while_proxy`.
     pub(super) fn proxy_failed(
         &self,
         peer: &HttpPeer,
@@ -73,6 +75,7 @@ impl GatewayProxy {
         e
     }
 
+    /// `fail_to_proxy`: the client told why nothing could be proxied.
     pub(super) async fn answer_failure(
         &self,
         session: &mut Session,

@@ -1,15 +1,17 @@
-//! The `logging` phase: what a finished request leaves behind — the access-log line, the
-//! metrics and the audit record.
+//! What a request leaves behind: in the `logging` phase, the access-log line, the metrics and
+//! the audit record; for a request cut before that phase, its line and record all the same.
 
 use pingora::proxy::Session;
 use pingora::Error;
 
+use super::access_line::{self, AccessLine};
 use super::failure::short_error;
 use super::report::{self, CacheOutcome, Finished};
 use super::{GatewayProxy, RequestCtx};
 use crate::metrics;
 
 impl GatewayProxy {
+    /// `logging`.
     pub(super) async fn finish(
         &self,
         session: &mut Session,
@@ -57,52 +59,24 @@ impl GatewayProxy {
                 None,
             ),
         };
-        let trace_id = ctx
-            .trace
-            .as_ref()
-            .map(|t| t.trace_id.clone())
-            .unwrap_or_default();
-        let req = session.req_header();
-        let error = e.map(short_error);
         // With the access line filtered out (log.level warn, RUST_LOG), it is not formatted.
-        let access = log::log_enabled!(target: crate::logging::ACCESS, log::Level::Info);
-        if access && crate::logging::json() {
-            let line = serde_json::json!({
-                "listener": ctx.listener.name,
-                "client": client,
-                "identity": ctx.identity.principal.name,
-                "method": req.method.as_str(),
-                "uri": req.uri.to_string(),
-                "version": format!("{:?}", ctx.client_version.unwrap_or(req.version)),
-                "status": status,
-                "route": route_label,
-                "upstreams": ctx.cursor.log_summary(),
-                "duration_ms": elapsed.as_millis() as u64,
-                "trace_id": trace_id,
-                "error": error,
-            });
-            log::info!(target: crate::logging::ACCESS, "{line}");
-        } else if access {
-            log::info!(
-                target: crate::logging::ACCESS,
-                "{} {} {} {} {} {:?} {} route={} upstreams=[{}] {}ms{}{}",
-                ctx.listener.name,
-                client,
-                ctx.identity.principal.name,
-                req.method,
-                req.uri,
-                ctx.client_version.unwrap_or(req.version),
+        if access_line::enabled() {
+            let req = session.req_header();
+            AccessLine {
+                listener: &ctx.listener.name,
+                client: &client,
+                identity: &ctx.identity.principal.name,
+                method: &req.method,
+                uri: &req.uri,
+                version: ctx.client_version.unwrap_or(req.version),
                 status,
-                route_label,
-                ctx.cursor.log_summary(),
-                elapsed.as_millis(),
-                if trace_id.is_empty() {
-                    String::new()
-                } else {
-                    format!(" trace={trace_id}")
-                },
-                error.map(|e| format!(" error={e}")).unwrap_or_default()
-            );
+                route: route_label,
+                upstreams: ctx.cursor.log_summary(),
+                elapsed,
+                trace_id: ctx.trace.as_ref().map_or("", |t| t.trace_id.as_str()),
+                error: e.map(short_error),
+            }
+            .write();
         }
         let cache = ctx.cache_outcome(session);
         if let Some(outcome) = cache {
@@ -153,5 +127,63 @@ impl GatewayProxy {
             );
             ctx.model.recorder.finish(trace, record);
         }
+    }
+}
+
+/// A request whose future is dropped before its `logging` phase — still in flight when the
+/// grace period of a shutdown ended and Pingora stopped its runtime (or a phase panicked) —
+/// still gets its access line and its audit record, saying it was cut.
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        if self.record.finished || !self.record.enabled {
+            return;
+        }
+        let Some(seen) = self.record.seen.take() else {
+            return;
+        };
+        let elapsed = self.started.elapsed();
+        let route = self.route().map(|r| r.name.clone());
+        let status = self.record.status_sent;
+        let why = "by the gateway: it stopped before the answer ended (the shutdown's grace \
+                   period was over); bytes sent unknown";
+        access_line::cut(
+            &self.listener.name,
+            &seen,
+            &self.identity.principal.name,
+            status,
+            route.as_deref().unwrap_or("-"),
+            &self.cursor.log_summary(),
+            elapsed,
+            why,
+        );
+        if !self.model.recorder.wants_records() {
+            return;
+        }
+        self.record.cut = Some(why.to_string());
+        let trace = self.trace.take();
+        let finished = Finished {
+            listener: &self.listener.name,
+            client: seen.client,
+            method: seen.method,
+            path: seen.path,
+            route: route.as_deref(),
+            status,
+            bytes: 0,
+            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            trace_id: trace
+                .as_ref()
+                .map(|t| t.trace_id.clone())
+                .unwrap_or_default(),
+            cache: None,
+            integrity_refusal: None,
+        };
+        let record = report::audit_record(
+            finished,
+            &self.identity,
+            self.admission.as_ref(),
+            &self.cursor,
+            &mut self.record,
+        );
+        self.model.recorder.finish(trace, record);
     }
 }

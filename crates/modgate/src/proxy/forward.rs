@@ -25,6 +25,7 @@ impl GatewayProxy {
         ctx.cursor.settle(chain, outcome)
     }
 
+    /// `upstream_peer`: the peer of the current step (steps whose peer cannot be made are settled on the way).
     pub(super) async fn peer(
         &self,
         _session: &mut Session,
@@ -59,6 +60,7 @@ impl GatewayProxy {
         }
     }
 
+    /// `upstream_response_filter`: the upstream's answer judged.
     pub(super) async fn judge_response(
         &self,
         session: &mut Session,
@@ -106,6 +108,7 @@ impl GatewayProxy {
         }
     }
 
+    /// `upstream_response_body_filter`: the body checked as it streams.
     pub(super) fn check_body(
         &self,
         _session: &mut Session,

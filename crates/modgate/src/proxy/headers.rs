@@ -37,6 +37,7 @@ const GIT_HEADERS: &[&str] = &[
 ];
 
 impl GatewayProxy {
+    /// `upstream_request_filter`: the request the upstream gets.
     pub(super) async fn upstream_headers(
         &self,
         _session: &mut Session,
@@ -101,6 +102,7 @@ impl GatewayProxy {
         Ok(())
     }
 
+    /// `response_filter`: the headers the client gets.
     pub(super) async fn response_headers(
         &self,
         session: &mut Session,

@@ -1,43 +1,50 @@
 //! The Pingora `ProxyHttp` implementation: one request from the client to an upstream chain
-//! and back. The phases are thin: each delegates to the request's state types — the
-//! [`report::Target`] and [`admit::Admission`] (what the request is for and what was decided),
-//! the [`chain::Cursor`] (where it is along the chain), the [`integrity::Guard`] (the ledger
-//! check of an exact version), the cache plan, and the [`report::Record`].
+//! and back. The phases are thin: each is one call to a method of [`GatewayProxy`] in the file
+//! of its concern (as Pingora splits `HttpProxy`'s impl across `proxy_cache.rs`,
+//! `proxy_purge.rs`, …), and those methods delegate to the request's state types kept in
+//! [`RequestCtx`] — the [`admit::Admission`] (what the request is for and what was decided,
+//! kept whole), the [`chain::Cursor`] (where it is along the chain), the [`integrity::Guard`]
+//! (the ledger check of an exact version), and the [`report::Record`].
 //!
 //! ```text
-//!  new_ctx ──────── the runtime model in force, kept to the end of the request (a reload
-//!                   never changes a request half-way)
+//!  new_ctx ──────── context.rs: the runtime model in force, kept to the end of the request (a
+//!                   reload never changes a request half-way)
 //!  early_request_filter ─ the headers are in: the connection's header deadline is lifted
-//!  request_filter ─ endpoints::unaudited (health, metrics); identity::resolve (TLS peer,
-//!                   trusted proxy, basic / bearer; identity headers stripped); admit::admit
+//!  request_filter ─ request.rs: endpoints::unaudited (health, metrics); identity::resolve (TLS
+//!                   peer, trusted proxy, basic / bearer; identity headers stripped); admit::admit
 //!                   (listener requirements, admin endpoint, method, body, GOPROXY path
 //!                   `!`-decoded, route, RBAC, checksum databases, cache plan, ledger key) →
-//!                   Answer (endpoints) | Refuse (endpoints::refuse) | Forward | Sumdb;
-//!                   serve_hot: a plain GET of a fresh memory-tier object answered here
-//!  request_cache_filter / cache_key_callback ─ cache on for planned GETs, key = route + path
-//!  proxy_upstream_filter ─ (cache miss) serve_hot again, after a concurrent write of the same
-//!                   object if there is one; integrity::Guard::quarantined → 502
-//!  response_cache_filter / should_serve_stale ─ TTL by kind and route; stale-while-revalidate
-//!                   (an HTTP/2 request line made HTTP/1.1 for Pingora's refresh); stale-if-error
-//!                   for mutable answers once the chain has no next step
-//!  upstream_peer ── Cursor::current → peer (a step whose host does not resolve falls through
-//!                   on `any-error`)
-//!  upstream_request_filter ─ canonical encoded path, Host, User-Agent; every other client
-//!                   header dropped except an allow-list (no credentials reach an upstream);
-//!                   the upstream's configured client-certificate headers; traceparent
-//!  upstream_response_filter ─ chain::Outcome::of_status: 404/410 → next step; 5xx etc. →
-//!                   next step on `any-error`, otherwise 502 with a reason;
+//!                   Answer (endpoints) | Refuse (endpoints::refuse) | Forward | Git | Sumdb;
+//!                   hot.rs serve_hot: a plain GET of a fresh memory-tier object answered here
+//!  request_cache_filter / cache_key_callback ─ caching.rs: cache on for planned GETs, key =
+//!                   route + path
+//!  proxy_upstream_filter ─ caching.rs: (cache miss) serve_hot again, after a concurrent write
+//!                   of the same object if there is one; integrity::Guard::quarantined → 502
+//!  response_cache_filter / should_serve_stale ─ caching.rs: TTL by kind and route;
+//!                   stale-while-revalidate (an HTTP/2 request line made HTTP/1.1 for Pingora's
+//!                   refresh); stale-if-error for mutable answers once the chain has no next step
+//!  upstream_peer ── forward.rs: Cursor::current → peer (a step whose host does not resolve
+//!                   falls through on `any-error`)
+//!  upstream_request_filter ─ headers.rs: canonical encoded path, Host, User-Agent; every other
+//!                   client header dropped except an allow-list (no credentials reach an
+//!                   upstream); the upstream's configured client-certificate headers; traceparent
+//!  upstream_response_filter ─ forward.rs: chain::Outcome::of_status: 404/410 → next step;
+//!                   5xx etc. → next step on `any-error`, otherwise 502 with a reason;
 //!                   Guard::start: an encoded body or a changed size → 502
-//!  upstream_response_body_filter ─ Guard::body: hashed as it streams, checked against (or
-//!                   recorded in) the ledger; changed bytes cut off before the end
-//!  fail_to_connect / error_while_proxy ─ connect errors and timeouts: next step on
+//!  upstream_response_body_filter ─ forward.rs: Guard::body: hashed as it streams, checked
+//!                   against (or recorded in) the ledger; changed bytes cut off before the end
+//!  response_filter ─ headers.rs: debug headers; Server and (unless allowed) Set-Cookie removed
+//!  fail_to_connect / error_while_proxy ─ failure.rs: connect errors and timeouts: next step on
 //!                   `any-error`; a dead pooled connection is retried on the same step
-//!  fail_to_proxy ── 502 / 504 with Cursor::public_summary (never a silent 404)
-//!  logging ──────── one access-log line, the metrics, report::audit_record, a span for a deny
+//!  fail_to_proxy ── failure.rs: 502 / 504 with Cursor::public_summary (never a silent 404)
+//!  logging ──────── finish.rs: one access-log line (access_line.rs), the metrics,
+//!                   report::audit_record, a span for a deny; a request dropped before this
+//!                   phase gets its line and record when its context drops
 //! ```
 //! Moving on to the next step is done with Pingora's retry loop: the failing phase returns an
 //! error marked retryable and the cursor advances, and `upstream_peer` is asked again.
 
+mod access_line;
 pub mod admit;
 mod caching;
 pub mod chain;

@@ -1,7 +1,7 @@
-//! What a finished request reports: how the cache took part ([`CacheOutcome`]), the audit
-//! record's contents (refused credentials included: the user name, never a secret), and the
-//! access-log line. Built from the request's state types; the
-//! proxy's `logging` phase hands them to the metrics, the log and the recorder.
+//! What a finished request reports: how the cache took part ([`CacheOutcome`]) and the audit
+//! record's contents (refused credentials included: the user name, never a secret). Built from
+//! the request's state types; the proxy's `logging` phase (finish.rs) hands them to the
+//! metrics and the recorder.
 
 use modgate_telemetry::{AuditDecision, AuditIdentity, AuditRecord};
 use pingora::cache::CachePhase;
@@ -104,67 +104,6 @@ pub struct Seen {
     pub client: String,
     pub method: String,
     pub path: String,
-}
-
-/// A request whose future is dropped before its `logging` phase — still in flight when the
-/// grace period of a shutdown ended and Pingora stopped its runtime (or a phase panicked) —
-/// still gets its access line and its audit record, saying it was cut.
-impl Drop for super::RequestCtx {
-    fn drop(&mut self) {
-        if self.record.finished || !self.record.enabled {
-            return;
-        }
-        let Some(seen) = self.record.seen.take() else {
-            return;
-        };
-        let elapsed = self.started.elapsed();
-        let route = self.route().map(|r| r.name.clone());
-        let status = self.record.status_sent;
-        let why = "by the gateway: it stopped before the answer ended (the shutdown's grace \
-                   period was over); bytes sent unknown";
-        log::info!(
-            target: crate::logging::ACCESS,
-            "{} {} {} {} {} - {} route={} upstreams=[{}] {}ms error=cut {why}",
-            self.listener.name,
-            seen.client,
-            self.identity.principal.name,
-            seen.method,
-            seen.path,
-            status,
-            route.as_deref().unwrap_or("-"),
-            self.cursor.log_summary(),
-            elapsed.as_millis(),
-        );
-        if !self.model.recorder.wants_records() {
-            return;
-        }
-        self.record.cut = Some(why.to_string());
-        let trace = self.trace.take();
-        let finished = Finished {
-            listener: &self.listener.name,
-            client: seen.client,
-            method: seen.method,
-            path: seen.path,
-            route: route.as_deref(),
-            status,
-            bytes: 0,
-            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-            trace_id: trace
-                .as_ref()
-                .map(|t| t.trace_id.clone())
-                .unwrap_or_default(),
-            cache: None,
-            integrity_refusal: None,
-        };
-        let record = audit_record(
-            finished,
-            &self.identity,
-            self.admission.as_ref(),
-            &self.cursor,
-            &mut self.record,
-        );
-        self.model.recorder.finish(trace, record);
-    }
 }
 
 /// The facts of a finished request the record needs beside the state types.

@@ -17,6 +17,7 @@ use crate::server::shutdown;
 use crate::upstream::Upstream;
 
 impl GatewayProxy {
+    /// `request_filter`: answers the request here (returns true) or admits it to be forwarded.
     pub(super) async fn filter_request(
         &self,
         session: &mut Session,
