@@ -48,7 +48,7 @@ impl GatewayProxy {
 
 impl RequestCtx {
     /// The index of the matched route in the model's route table.
-    fn route_index(&self) -> Option<usize> {
+    pub(super) fn route_index(&self) -> Option<usize> {
         self.admission.as_ref()?.route
     }
 

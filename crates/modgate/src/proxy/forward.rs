@@ -21,7 +21,7 @@ impl GatewayProxy {
         if let Some(up) = ctx.cursor.current(ctx.chain()) {
             metrics::upstream_attempted(&up.name, outcome.label());
         }
-        let chain = chain_of(&ctx.model, ctx.admission.as_ref().and_then(|a| a.route));
+        let chain = chain_of(&ctx.model, ctx.route_index());
         ctx.cursor.settle(chain, outcome)
     }
 
