@@ -15,6 +15,8 @@
 //!                   (listener requirements, admin endpoint, method, body, GOPROXY path
 //!                   `!`-decoded, route, RBAC, checksum databases, cache plan, ledger key) →
 //!                   Answer (endpoints) | Refuse (endpoints::refuse) | Forward | Git | Sumdb;
+//!                   a tag a rule limited to commits could decide: its commit learnt from the
+//!                   route's chain (commits.rs), then admitted again with it;
 //!                   hot.rs serve_hot: a plain GET of a fresh memory-tier object answered here
 //!  request_cache_filter / cache_key_callback ─ caching.rs: cache on for planned GETs, key =
 //!                   route + path
