@@ -23,12 +23,7 @@ pub fn allowed_hosts(listen: SocketAddr) -> Vec<String> {
 /// Why a request is not one of this host's own tools talking to `listen`; `None` when it is.
 /// An empty `allowed` list accepts any `Host` (the agent's `--allow-remote`).
 pub fn refusal(req: &http::request::Parts, allowed: &[String], what: &str) -> Option<String> {
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
+    let host = crate::host::request_host(req).unwrap_or("");
     let browser = req.headers.contains_key(http::header::ORIGIN)
         || req.headers.contains_key("sec-fetch-site")
         || req.headers.contains_key("sec-fetch-mode");

@@ -21,6 +21,7 @@ mod conn;
 mod explain;
 mod gateway;
 mod gitorigin;
+mod host;
 mod identity;
 mod local;
 mod logging;

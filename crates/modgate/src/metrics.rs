@@ -494,7 +494,7 @@ fn outcome_labels() -> Vec<&'static str> {
         Outcome::NotFound(404),
         Outcome::Status(500),
         Outcome::Timeout(String::new()),
-        Outcome::Failed(String::new()),
+        Outcome::Failed(Default::default()),
     ]
     .iter()
     .map(Outcome::label)

@@ -19,6 +19,7 @@ use modgate_telemetry::AuditDecision;
 use crate::cache::{self, CachePlan, Ttls};
 use crate::gateway::Gateway;
 use crate::gitorigin::{Captures, GitUpstream};
+use crate::host::request_host;
 use crate::identity::{self, IdentityError, RequestIdentity};
 use crate::model::ListenerRuntime;
 use crate::upstream::Upstream;
@@ -286,6 +287,40 @@ impl Admission {
         self
     }
 
+    /// How a forwarded answer is cached (None: not cached, or not forwarded).
+    pub fn cache_plan(&self) -> Option<&CachePlan> {
+        match &self.verdict {
+            Verdict::Forward { cache_plan, .. } | Verdict::Sumdb { cache_plan, .. } => {
+                cache_plan.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    /// The path to ask the one upstream of a request without a chain (a checksum database,
+    /// a Git host).
+    pub fn single_path(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Git { path, .. } | Verdict::Sumdb { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// A git smart HTTP request, forwarded (its body and git headers go to the host).
+    pub fn is_git(&self) -> bool {
+        matches!(self.verdict, Verdict::Git { .. })
+    }
+
+    /// An admin cache purge's module (and version), when that is what was admitted.
+    pub fn purge(&self) -> Option<(&str, Option<&str>)> {
+        match &self.verdict {
+            Verdict::Answer(Local::Purge {
+                module, version, ..
+            }) => Some((module, version.as_deref())),
+            _ => None,
+        }
+    }
+
     #[cfg(test)]
     pub fn is_refused(&self) -> bool {
         matches!(self.verdict, Verdict::Refuse(_))
@@ -520,11 +555,7 @@ fn netrc_hint(gateway: &Gateway, listener: &ListenerRuntime, inbound: &Inbound) 
     if listener.tls.is_none() && !via_proxy {
         return Some("the go command sends .netrc credentials over https only".into());
     }
-    let host = head
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| head.uri.authority().map(|a| a.as_str()))
+    let host = request_host(head)
         // Echoed back: only what a host[:port] is made of.
         .filter(|h| {
             !h.is_empty()
@@ -598,11 +629,7 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             // A path without a host (`/group/repo?go-get=1`) is for the host the client named:
             // the gateway serving a vanity host name, or reached as an HTTP proxy.
             let first = import_path.split('/').next().unwrap_or("");
-            let host = inbound
-                .head
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
+            let host = request_host(inbound.head)
                 .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
                 .filter(|h| {
                     !first.contains('.')
@@ -1031,18 +1058,7 @@ fn go_get(
     let base = match &gateway.public_url {
         Some(u) => u.clone(),
         None => {
-            let head = inbound.head;
-            let host = head
-                .uri
-                .authority()
-                .map(|a| a.as_str().to_string())
-                .or_else(|| {
-                    head.headers
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(str::to_string)
-                })
-                .unwrap_or_default();
+            let host = request_host(inbound.head).unwrap_or_default();
             // Named in the page only if it is a host name (and port): never anything else a
             // client wrote there.
             let plain_host = !host.is_empty()

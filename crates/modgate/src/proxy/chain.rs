@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use pingora::ErrorType;
+
 use crate::upstream::{Chain, Upstream};
 
 /// What happened at one chain step.
@@ -19,7 +21,53 @@ pub enum Outcome {
     /// Timed out connecting, reading or writing.
     Timeout(String),
     /// Could not connect or the connection failed.
-    Failed(String),
+    Failed(Failure),
+}
+
+/// An attempt that could not connect, or whose connection failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failure {
+    /// What a client is told.
+    pub class: FailureClass,
+    /// The error in full (addresses included), for the log and the audit record.
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn new(class: FailureClass, detail: impl Into<String>) -> Failure {
+        Failure {
+            class,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The kinds of failure a client is told apart, from Pingora's [`ErrorType`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The connection was refused.
+    Refused,
+    /// The TLS handshake failed (or timed out).
+    Tls,
+    /// The connection was closed.
+    Closed,
+    /// Anything else.
+    #[default]
+    Other,
+}
+
+impl FailureClass {
+    /// The class of a Pingora error type.
+    pub fn of(etype: &ErrorType) -> FailureClass {
+        match etype {
+            ErrorType::ConnectRefused => FailureClass::Refused,
+            ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+            | ErrorType::TLSWantX509Lookup => FailureClass::Tls,
+            ErrorType::ConnectionClosed => FailureClass::Closed,
+            _ => FailureClass::Other,
+        }
+    }
 }
 
 impl Outcome {
@@ -51,14 +99,13 @@ impl Outcome {
     pub fn public(&self) -> String {
         match self {
             Outcome::Timeout(_) => "timed out".to_string(),
-            Outcome::Failed(e) if e.starts_with("ConnectRefused") => {
-                "failed: connection refused".to_string()
+            Outcome::Failed(f) => match f.class {
+                FailureClass::Refused => "failed: connection refused",
+                FailureClass::Tls => "failed: TLS handshake",
+                FailureClass::Closed => "failed: connection closed",
+                FailureClass::Other => "failed",
             }
-            Outcome::Failed(e) if e.starts_with("TLS") => "failed: TLS handshake".to_string(),
-            Outcome::Failed(e) if e.starts_with("ConnectionClosed") => {
-                "failed: connection closed".to_string()
-            }
-            Outcome::Failed(_) => "failed".to_string(),
+            .to_string(),
             other => other.describe(),
         }
     }
@@ -76,7 +123,7 @@ impl Outcome {
                 format!("answered {s} {reason}").trim_end().to_string()
             }
             Outcome::Timeout(e) => format!("timed out ({e})"),
-            Outcome::Failed(e) => format!("failed ({e})"),
+            Outcome::Failed(f) => format!("failed ({})", f.detail),
         }
     }
 }
@@ -142,7 +189,10 @@ impl Cursor {
     /// A pooled connection turned out dead: the same step is tried once more.
     pub fn retry_same(&mut self) {
         if let Some(a) = self.attempts.last_mut() {
-            a.outcome = Some(Outcome::Failed("reused connection closed".into()));
+            a.outcome = Some(Outcome::Failed(Failure::new(
+                FailureClass::Other,
+                "reused connection closed",
+            )));
         }
     }
 
@@ -290,7 +340,11 @@ mod tests {
         let ch = chain(&[("a", Fallthrough::AnyError), ("b", Fallthrough::AnyError)]);
         let mut c = Cursor::default();
         c.begin("a");
-        assert!(c.settle(Some(&ch), Outcome::Failed("ConnectRefused".into())));
+        let refused = Failure::new(
+            FailureClass::of(&ErrorType::ConnectRefused),
+            "ConnectRefused",
+        );
+        assert!(c.settle(Some(&ch), Outcome::Failed(refused)));
         c.begin("b");
         assert!(!c.settle(Some(&ch), Outcome::Answered(200)));
         assert_eq!(c.answering().map(|a| a.upstream.as_str()), Some("b"));
@@ -338,12 +392,26 @@ mod tests {
 
     #[test]
     fn the_client_never_sees_addresses() {
-        let o = Outcome::Failed("ConnectRefused context: 10.1.2.3:443".into());
+        let failed = |etype: ErrorType, detail: &str| {
+            Outcome::Failed(Failure::new(FailureClass::of(&etype), detail))
+        };
+        let o = failed(
+            ErrorType::ConnectRefused,
+            "ConnectRefused context: 10.1.2.3:443",
+        );
         assert_eq!(o.public(), "failed: connection refused");
         assert!(o.describe().contains("10.1.2.3"));
         let o = Outcome::Timeout("ConnectTimedout 10.1.2.3".into());
         assert_eq!(o.public(), "timed out");
-        let o = Outcome::Failed("TLSHandshakeFailure sni=x".into());
+        let o = failed(ErrorType::TLSHandshakeFailure, "TLSHandshakeFailure sni=x");
         assert_eq!(o.public(), "failed: TLS handshake");
+        let o = failed(ErrorType::TLSHandshakeTimedout, "TLSHandshakeTimedout");
+        assert_eq!(o.public(), "failed: TLS handshake");
+        let o = failed(ErrorType::ConnectionClosed, "ConnectionClosed 10.1.2.3");
+        assert_eq!(o.public(), "failed: connection closed");
+        // Classified by the error's type, never by what its text happens to start with.
+        let o = failed(ErrorType::ConnectNoRoute, "TLS-looking text 10.1.2.3");
+        assert_eq!(o.public(), "failed");
+        assert!(o.describe().contains("10.1.2.3"));
     }
 }

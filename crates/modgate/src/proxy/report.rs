@@ -1,13 +1,12 @@
-//! What a finished request reports: how the cache took part ([`CacheOutcome`]), the audit
-//! record's contents (refused credentials included: the user name, never a secret), and the
-//! access-log line. Built from the request's state types; the
-//! proxy's `logging` phase hands them to the metrics, the log and the recorder.
+//! What a finished request reports: how the cache took part ([`CacheOutcome`]) and the audit
+//! record's contents (refused credentials included: the user name, never a secret). Built from
+//! the request's state types; the proxy's `logging` phase (finish.rs) hands them to the
+//! metrics and the recorder.
 
-use modgate_policy::Decision;
-use modgate_protocol::{ModuleRequest, RequestKind};
 use modgate_telemetry::{AuditDecision, AuditIdentity, AuditRecord};
 use pingora::cache::CachePhase;
 
+use super::admit::Admission;
 use super::chain::Cursor;
 use crate::identity::RequestIdentity;
 
@@ -83,20 +82,6 @@ impl CacheOutcome {
     }
 }
 
-/// What the request was for, once admitted (kept for the record whatever the verdict).
-#[derive(Default)]
-pub struct Target {
-    pub kind: Option<RequestKind>,
-    pub request: Option<ModuleRequest>,
-    /// Index of the matched route in the model's route table.
-    pub route: Option<usize>,
-    pub decision: Option<Decision>,
-    /// An admin cache purge's module (and version).
-    pub purge: Option<(String, Option<String>)>,
-    /// A git smart HTTP request's repository (import path) and service.
-    pub git: Option<(String, &'static str)>,
-}
-
 /// What the audit record will say, filled in as the request goes.
 #[derive(Default)]
 pub struct Record {
@@ -121,67 +106,6 @@ pub struct Seen {
     pub path: String,
 }
 
-/// A request whose future is dropped before its `logging` phase — still in flight when the
-/// grace period of a shutdown ended and Pingora stopped its runtime (or a phase panicked) —
-/// still gets its access line and its audit record, saying it was cut.
-impl Drop for super::RequestCtx {
-    fn drop(&mut self) {
-        if self.record.finished || !self.record.enabled {
-            return;
-        }
-        let Some(seen) = self.record.seen.take() else {
-            return;
-        };
-        let elapsed = self.started.elapsed();
-        let route = self.route().map(|r| r.name.clone());
-        let status = self.record.status_sent;
-        let why = "by the gateway: it stopped before the answer ended (the shutdown's grace \
-                   period was over); bytes sent unknown";
-        log::info!(
-            target: crate::logging::ACCESS,
-            "{} {} {} {} {} - {} route={} upstreams=[{}] {}ms error=cut {why}",
-            self.listener.name,
-            seen.client,
-            self.identity.principal.name,
-            seen.method,
-            seen.path,
-            status,
-            route.as_deref().unwrap_or("-"),
-            self.cursor.log_summary(),
-            elapsed.as_millis(),
-        );
-        if !self.model.recorder.wants_records() {
-            return;
-        }
-        self.record.cut = Some(why.to_string());
-        let trace = self.trace.take();
-        let finished = Finished {
-            listener: &self.listener.name,
-            client: seen.client,
-            method: seen.method,
-            path: seen.path,
-            route: route.as_deref(),
-            status,
-            bytes: 0,
-            duration_ms: (elapsed.as_secs_f64() * 1e6).round() / 1e3,
-            trace_id: trace
-                .as_ref()
-                .map(|t| t.trace_id.clone())
-                .unwrap_or_default(),
-            cache: None,
-            integrity_refusal: None,
-        };
-        let record = audit_record(
-            finished,
-            &self.identity,
-            &self.target,
-            &self.cursor,
-            &mut self.record,
-        );
-        self.model.recorder.finish(trace, record);
-    }
-}
-
 /// The facts of a finished request the record needs beside the state types.
 pub struct Finished<'a> {
     pub listener: &'a str,
@@ -202,7 +126,7 @@ pub struct Finished<'a> {
 pub fn audit_record(
     f: Finished,
     identity: &RequestIdentity,
-    target: &Target,
+    admission: Option<&Admission>,
     cursor: &Cursor,
     record: &mut Record,
 ) -> AuditRecord {
@@ -239,30 +163,29 @@ pub fn audit_record(
         principals,
         matched: (!identity.matched.is_empty()).then(|| identity.matched.join(",")),
     };
-    out.roles = target
-        .decision
-        .as_ref()
-        .map(|d| d.roles.clone())
-        .unwrap_or_default();
+    let decision = admission.and_then(|a| a.decision.as_ref());
+    out.roles = decision.map(|d| d.roles.clone()).unwrap_or_default();
     out.method = f.method;
     out.path = f.path;
-    if let Some(r) = &target.request {
+    if let Some(r) = admission.and_then(|a| a.request.as_ref()) {
         out.module = Some(r.module.clone());
         out.version = r.version.as_ref().map(|v| v.as_str().to_string());
     }
-    out.kind = target.kind.map(|k| k.as_str().to_string());
-    if let Some((repo, service)) = &target.git {
+    out.kind = admission
+        .and_then(|a| a.kind)
+        .map(|k| k.as_str().to_string());
+    if let Some((repo, service)) = admission.and_then(|a| a.git.as_ref()) {
         out.event = Some((*service).to_string());
         out.module = Some(repo.clone());
     }
-    if let Some((module, version)) = &target.purge {
+    if let Some((module, version)) = admission.and_then(Admission::purge) {
         out.event = Some("cache-purge".into());
-        out.module = Some(module.clone());
-        out.version = version.clone();
+        out.module = Some(module.to_string());
+        out.version = version.map(str::to_string);
     }
     out.route = f.route.map(str::to_string);
     out.decision = record.decision;
-    if let Some(d) = &target.decision {
+    if let Some(d) = decision {
         out.rule = Some(d.rule.clone());
         if !d.is_allowed() {
             out.reason = Some(d.reason.clone());
@@ -350,7 +273,7 @@ mod tests {
         let r = audit_record(
             finished(504, None),
             &RequestIdentity::default(),
-            &Target::default(),
+            None,
             &cursor,
             &mut record,
         );
@@ -375,7 +298,7 @@ mod tests {
             audit_record(
                 finished(401, None),
                 identity,
-                &Target::default(),
+                None,
                 &Cursor::default(),
                 &mut record,
             )
@@ -439,7 +362,7 @@ mod tests {
         let r = audit_record(
             finished(200, None),
             &RequestIdentity::default(),
-            &Target::default(),
+            None,
             &Cursor::default(),
             &mut record,
         );
@@ -463,7 +386,7 @@ mod tests {
         let r = audit_record(
             finished(200, Some("changed upstream")),
             &RequestIdentity::default(),
-            &Target::default(),
+            None,
             &Cursor::default(),
             &mut record,
         );

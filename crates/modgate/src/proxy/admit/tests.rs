@@ -966,6 +966,30 @@ fn a_go_get_page_names_only_a_real_host() {
 }
 
 #[test]
+fn a_go_get_path_without_a_host_is_for_the_host_the_request_names() {
+    let w = git_world();
+    let alice = user("alice");
+    let page = |h: &http::request::Parts| run(&w, Some(&w.plain), h, "10.0.0.1", &alice).verdict;
+    // HTTP/1.1: the Host header names it.
+    let h1 = head(
+        "GET",
+        "/open/x?go-get=1",
+        &[("Host", "git.corp.example:8443")],
+    );
+    // HTTP/2 (`go` over https): `:authority` names it, and there is no Host header.
+    let h2 = head("GET", "https://git.corp.example:8443/open/x?go-get=1", &[]);
+    for h in [h1, h2] {
+        match page(&h) {
+            Verdict::Answer(Local::GoImport { root, proxy }) => {
+                assert_eq!(root, "git.corp.example/open/x", "{h:?}");
+                assert_eq!(proxy, "http://git.corp.example:8443", "{h:?}");
+            }
+            other => panic!("{h:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_clone_is_refused_when_the_repository_holds_something_denied() {
     let w = git_world();
     let alice = user("alice");

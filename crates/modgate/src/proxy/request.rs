@@ -1,0 +1,321 @@
+//! The request side: `request_filter` — the unaudited endpoints, identity, admission, and
+//! what admission decided taken into the context (answered here, refused, or forwarded).
+
+use bytes::Bytes;
+use modgate_telemetry::AuditDecision;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::admit::{self, Admission, Inbound, Local, Refusal, Scope, Verdict};
+use super::chain::Cursor;
+use super::report::{self, Record};
+use super::{commits, endpoints, integrity, GatewayProxy, RequestCtx};
+use crate::identity;
+use crate::metrics;
+use crate::respond;
+use crate::server::shutdown;
+use crate::upstream::Upstream;
+
+impl GatewayProxy {
+    /// `request_filter`: answers the request here (returns true) or admits it to be forwarded.
+    pub(super) async fn filter_request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // Draining: this connection closes after this answer, and the answer says so.
+        session.set_keepalive((!shutdown::draining()).then_some(ctx.listener.keepalive_secs));
+        // HTTP/1.1 pipelining (RFC 9112 §9.3.2): a request sent before the previous answer is
+        // answered in order on the same connection, instead of being dropped with the
+        // connection (HTTP/2 and TLS-less h2c ignore this).
+        session.as_downstream_mut().set_pipelining_enabled(true);
+        if session.subrequest_ctx.is_some() {
+            // Pingora's background refresh of a stale cached answer (stale-while-revalidate),
+            // for a request admitted a moment ago: nothing to decide again, nothing a client
+            // sees, no audit record (the request it serves has one). It asks the upstream as
+            // that request would have: with the identity (and roles) it handed over.
+            let scope = Scope {
+                gateway: &ctx.model.gateway,
+                ttl: &ctx.model.ttl,
+                caching: self.cache.is_some(),
+                listener: Some(&ctx.listener),
+                refresh: true,
+            };
+            let inbound = Inbound {
+                head: session.req_header(),
+                peer: None,
+                commit: None,
+            };
+            let admission = admit::admit(&scope, &inbound, &ctx.identity);
+            if self.apply(session, ctx, admission).await? {
+                return Ok(true);
+            }
+            let inherited = ctx
+                .cache_plan()
+                .and_then(|p| self.refreshes.take(&p.primary()));
+            if let Some(h) = &inherited {
+                ctx.identity = h.identity.clone();
+                if let (Some(d), Some(a)) = (&h.decision, ctx.admission.as_mut()) {
+                    a.decision = Some(d.clone());
+                }
+            }
+            let forwards_identity = ctx
+                .chain()
+                .is_some_and(|c| c.steps.iter().any(|s| s.upstream.forward.is_some()));
+            if inherited.is_none() && forwards_identity {
+                // Without the identity the upstream would be asked as nobody, and might answer
+                // as it answers strangers: the stale answer stays, and the next request
+                // starts another refresh.
+                respond::text(
+                    session,
+                    503,
+                    "refresh skipped: no identity to ask with",
+                    &[],
+                )
+                .await?;
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        // A connection whose client certificate is missing (where required), unreadable or
+        // not accepted is refused whatever it asks for, health and metrics included.
+        let tls = ctx.listener.tls.as_deref();
+        let refused = identity::connection_refusal(session, tls);
+        let target = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        if target == "/metrics" {
+            ctx.model.recorder.sync_metrics();
+            if let Some(c) = &self.cache {
+                metrics::cache_tiers(&c.storage.stats());
+                // Counted by the storage when it refuses a write, before the answer streams:
+                // a scrape sees it at once, not only after the next request ends.
+                let (no_space, io) = c.storage.write_failures();
+                metrics::cache_write_failures(no_space, io);
+            }
+        }
+        if let (None, Some((content_type, body))) =
+            (&refused, endpoints::unaudited(target, ctx.listener.metrics))
+        {
+            respond::ok(session, content_type, body).await?;
+            return Ok(true);
+        }
+        ctx.record.enabled = true;
+        ctx.record.seen = Some(Box::new(report::Seen {
+            client: session
+                .client_addr()
+                .map_or_else(|| "-".into(), |a| a.to_string()),
+            method: session.req_header().method.to_string(),
+            path: target.to_string(),
+        }));
+        ctx.trace = Some(ctx.model.recorder.begin(session.req_header()));
+        if let Some(e) = refused {
+            let admission = Admission::refused(Refusal::Identity(e));
+            return self.apply(session, ctx, admission).await;
+        }
+
+        let authenticator = ctx.model.gateway.auth.current.load_full();
+        let admission =
+            match identity::resolve(session, &ctx.listener.identity, authenticator).await {
+                Ok(id) => {
+                    ctx.identity = id;
+                    let scope = Scope {
+                        gateway: &ctx.model.gateway,
+                        ttl: &ctx.model.ttl,
+                        caching: self.cache.is_some(),
+                        listener: Some(&ctx.listener),
+                        refresh: false,
+                    };
+                    let peer = session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip());
+                    let inbound = Inbound {
+                        head: session.req_header(),
+                        peer,
+                        commit: None,
+                    };
+                    let admission = admit::admit(&scope, &inbound, &ctx.identity);
+                    if admission.commit_needed {
+                        // A rule limited to `commits` could decide this tag: learn its commit
+                        // from the upstream, then decide again with it.
+                        match self.commit_of(ctx, &admission).await {
+                            Ok(Some(commit)) => {
+                                let inbound = Inbound {
+                                    commit: Some(&commit),
+                                    ..inbound
+                                };
+                                admit::admit(&scope, &inbound, &ctx.identity)
+                            }
+                            Ok(None) => admission,
+                            Err(refusal) => Admission {
+                                verdict: admit::Verdict::Refuse(refusal),
+                                ..admission
+                            },
+                        }
+                    } else {
+                        admission
+                    }
+                }
+                Err(failed) => {
+                    // The audit record names what was presented (a user name, never a secret).
+                    ctx.identity = failed.presented;
+                    Admission::refused(Refusal::Identity(failed.error))
+                }
+            };
+        // `audit.fail_mode: closed`: nothing is served while it could not be audited.
+        if let Some(why) = ctx.model.recorder.unaudited_refusal() {
+            endpoints::error(session, &mut ctx.record, 503, why).await?;
+            return Ok(true);
+        }
+        if self.apply(session, ctx, admission).await? {
+            return Ok(true);
+        }
+        self.serve_hot(session, ctx, false).await
+    }
+
+    /// The commit the tag `admission` asks for points at, from its route's chain
+    /// ([`commits::Commits::resolve`]); `Ok(None)` when the upstream's `.info` does not say.
+    /// Fails closed: a chain without the version's `.info` is a 404 (the request is not
+    /// forwarded on a guess), a chain that fails is a 502.
+    async fn commit_of(
+        &self,
+        ctx: &RequestCtx,
+        admission: &Admission,
+    ) -> Result<Option<String>, Refusal> {
+        let (Some(req), Some(index)) = (&admission.request, admission.route) else {
+            return Ok(None);
+        };
+        let Some(route) = ctx.model.gateway.routes.routes().get(index) else {
+            return Ok(None);
+        };
+        let roles = admission
+            .decision
+            .as_ref()
+            .map(|d| &d.roles[..])
+            .unwrap_or(&[]);
+        let identity = &ctx.identity;
+        let headers = |u: &Upstream| match &u.forward {
+            Some(f) => identity::forward_headers(f, identity, roles),
+            None => Vec::new(),
+        };
+        let version = req.version.as_ref().map_or("", |v| v.as_str());
+        match self
+            .commits
+            .resolve(&route.name, route.private, &route.target, req, &headers)
+            .await
+        {
+            Ok(commits::Resolved::Commit(c)) => Ok(Some(c)),
+            Ok(commits::Resolved::Untold) => {
+                log::debug!(
+                    "{}@{version}: the upstream's .info names no commit; rules limited to \
+                     commits cannot judge this tag",
+                    req.module
+                );
+                Ok(None)
+            }
+            Ok(commits::Resolved::NotFound) => Err(Refusal::NotFound(format!(
+                "{}@{version}: not found upstream (its .info, which names the commit a rule \
+                 limited to commits is checked against, is missing)",
+                req.module
+            ))),
+            Err(why) => Err(Refusal::CommitUnknown(format!(
+                "cannot learn which commit {}@{version} is, to check the rules limited to \
+                 commits: {why}",
+                req.module
+            ))),
+        }
+    }
+
+    /// Takes in what admission decided (kept whole in the context); answers it when modgate
+    /// answers it itself. Returns whether the request was answered.
+    pub(super) async fn apply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        admission: Admission,
+    ) -> Result<bool> {
+        // Module requests' decisions, by route, effect and rule.
+        let module_decision = admission
+            .decision
+            .as_ref()
+            .filter(|_| admission.request.is_some());
+        if let Some(d) = module_decision {
+            let route = ctx.route_of(admission.route).unwrap_or("-");
+            metrics::access_decided(route, d.effect.as_str(), &d.rule);
+        }
+        if !admission.principals.is_empty() {
+            ctx.identity.principals = admission.principals.clone();
+            ctx.identity.matched = admission.matched.clone();
+        }
+        let admission = ctx.admission.insert(admission);
+        match &admission.verdict {
+            Verdict::Refuse(r) => {
+                refuse(session, &mut ctx.record, r).await?;
+                Ok(true)
+            }
+            Verdict::Answer(Local::GoImport { root, proxy }) => {
+                ctx.record.decision = AuditDecision::Allow;
+                let page = admit::go_import_page(root, proxy);
+                respond::ok(session, "text/html; charset=utf-8", Bytes::from(page)).await?;
+                Ok(true)
+            }
+            Verdict::Answer(Local::SumdbSupported) => {
+                ctx.record.decision = AuditDecision::Allow;
+                respond::ok(session, "text/plain; charset=utf-8", Bytes::new()).await?;
+                Ok(true)
+            }
+            Verdict::Answer(Local::Purge {
+                target,
+                module,
+                version,
+            }) => {
+                let Some(c) = self.cache.as_deref() else {
+                    // (admission refuses a purge where there is no cache)
+                    let r = Refusal::NotFound("this gateway has no cache".into());
+                    refuse(session, &mut ctx.record, &r).await?;
+                    admission.verdict = Verdict::Refuse(r);
+                    return Ok(true);
+                };
+                endpoints::purge(
+                    session,
+                    &mut ctx.record,
+                    c,
+                    {
+                        // The repositories of the model in force, in the directory the
+                        // origin started with (a changed git_dir waits for an upgrade).
+                        let config = self.live.current().config.clone();
+                        let dir = crate::gitorigin::mirrors_dir(self.live.started());
+                        move |m: &str| crate::gitorigin::request_mirror_refresh(&config, &dir, m)
+                    },
+                    target,
+                    module,
+                    version.as_deref(),
+                )
+                .await?;
+                Ok(true)
+            }
+            Verdict::Forward { ledger_key, .. } => {
+                ctx.record.decision = AuditDecision::Allow;
+                let module = admission.request.as_ref().map_or("", |r| r.module.as_str());
+                ctx.guard = integrity::Guard::new(module, ledger_key.clone());
+                Ok(false)
+            }
+            Verdict::Git { host: one, .. } | Verdict::Sumdb { db: one, .. } => {
+                ctx.record.decision = AuditDecision::Allow;
+                ctx.cursor = Cursor::single(one.clone());
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Answers a refusal (and counts an authentication failure).
+async fn refuse(session: &mut Session, record: &mut Record, r: &Refusal) -> Result<()> {
+    if let Some(reason) = r.auth_failure() {
+        metrics::auth_failed(reason);
+    }
+    endpoints::refuse(session, record, r).await
+}
