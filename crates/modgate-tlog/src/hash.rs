@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{b64, TlogError};
 
-/// The size of a [`Hash`] in bytes.
+/// The size of a [`Hash`](struct@Hash) in bytes.
 pub const HASH_SIZE: usize = 32;
 
 /// A hash identifying a log record, a subtree or a tree root.

@@ -3,7 +3,7 @@
 //! `go` command verifies (`GOSUMDB="<name>+<key id>+<key>"`). No I/O: storage, HTTP and
 //! batching belong to the caller (the gateway); this crate computes and checks.
 //!
-//! * [`hash`] — [`Hash`], RFC 6962 [`record_hash`] (`SHA-256(0x00 ‖ data)`) and [`node_hash`]
+//! * [`hash`] — [`Hash`](struct@Hash), RFC 6962 [`record_hash`] (`SHA-256(0x00 ‖ data)`) and [`node_hash`]
 //!   (`SHA-256(0x01 ‖ left ‖ right)`).
 //! * [`stored`] — the stored-hash layout ([`stored_hash_index`], [`stored_hashes`]): the hashes
 //!   a log writes when it appends record `n`, and the [`HashReader`] that reads them back.

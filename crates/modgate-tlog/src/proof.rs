@@ -15,6 +15,9 @@ pub type RecordProof = Vec<Hash>;
 /// A consistency proof between a tree and an older prefix of it.
 pub type TreeProof = Vec<Hash>;
 
+/// The largest tree size (Go's sizes are `int64`); larger sizes are refused as invalid input.
+pub const MAX_TREE_SIZE: u64 = i64::MAX as u64;
+
 /// `maxpow2`: the largest power of two `k` smaller than `n` (1 for `n ≤ 2`), with log₂ k.
 fn maxpow2(n: u64) -> (u64, u32) {
     let mut l = 0u32;
@@ -54,6 +57,9 @@ fn sub_tree_hash(mut lo: u64, hi: u64, hashes: &[Hash]) -> (Hash, &[Hash]) {
 /// `tlog.TreeHash`: the root hash of the tree of `n` records, reading at most 1 + log₂ n
 /// stored hashes from `r` in one call.
 pub fn tree_hash<R: HashReader + ?Sized>(n: u64, r: &R) -> Result<Hash, TlogError> {
+    if n > MAX_TREE_SIZE {
+        return Err(TlogError::InvalidInput("TreeHash"));
+    }
     if n == 0 {
         return Ok(EMPTY_TREE_HASH);
     }
@@ -104,7 +110,7 @@ pub fn prove_record<R: HashReader + ?Sized>(
     n: u64,
     r: &R,
 ) -> Result<RecordProof, TlogError> {
-    if n >= t {
+    if n >= t || t > MAX_TREE_SIZE {
         return Err(TlogError::InvalidInput("ProveRecord"));
     }
     let mut indexes = Vec::new();
@@ -119,7 +125,7 @@ pub fn prove_record<R: HashReader + ?Sized>(
 /// `tlog.CheckRecord`: whether `p` proves that the tree of size `t` with hash `th` has record
 /// `n` with hash `h`.
 pub fn check_record(p: &[Hash], t: u64, th: &Hash, n: u64, h: &Hash) -> Result<(), TlogError> {
-    if n >= t {
+    if n >= t || t > MAX_TREE_SIZE {
         return Err(TlogError::InvalidInput("CheckRecord"));
     }
     if run_record_proof(p, 0, t, n, h)? == *th {
@@ -197,7 +203,7 @@ fn tree_proof(lo: u64, hi: u64, n: u64, hashes: &[Hash]) -> (TreeProof, &[Hash])
 /// `tlog.ProveTree`: the proof that the tree of size `t` contains the tree of size `n` as a
 /// prefix (`1 ≤ n ≤ t`).
 pub fn prove_tree<R: HashReader + ?Sized>(t: u64, n: u64, r: &R) -> Result<TreeProof, TlogError> {
-    if n < 1 || n > t {
+    if n < 1 || n > t || t > MAX_TREE_SIZE {
         return Err(TlogError::InvalidInput("ProveTree"));
     }
     let mut indexes = Vec::new();
@@ -212,7 +218,7 @@ pub fn prove_tree<R: HashReader + ?Sized>(t: u64, n: u64, r: &R) -> Result<TreeP
 /// `tlog.CheckTree`: whether `p` proves that the tree of size `t` with hash `th` contains the
 /// tree of size `n` with hash `h` as a prefix.
 pub fn check_tree(p: &[Hash], t: u64, th: &Hash, n: u64, h: &Hash) -> Result<(), TlogError> {
-    if n < 1 || n > t {
+    if n < 1 || n > t || t > MAX_TREE_SIZE {
         return Err(TlogError::InvalidInput("CheckTree"));
     }
     let (h2, th2) = run_tree_proof(p, 0, t, n, h)?;
@@ -332,6 +338,20 @@ mod tests {
         assert_eq!(
             prove_tree(3, 0, &log),
             Err(TlogError::InvalidInput("ProveTree"))
+        );
+        // Sizes beyond Go's int64 are refused, not overflowed.
+        let h = record_hash(b"x");
+        assert_eq!(
+            check_tree(&[], u64::MAX, &h, 1, &h),
+            Err(TlogError::InvalidInput("CheckTree"))
+        );
+        assert_eq!(
+            check_record(&[], u64::MAX, &h, 0, &h),
+            Err(TlogError::InvalidInput("CheckRecord"))
+        );
+        assert_eq!(
+            tree_hash(u64::MAX, &log),
+            Err(TlogError::InvalidInput("TreeHash"))
         );
     }
 }

@@ -72,7 +72,9 @@ pub fn split_stored_hash_index(index: u64) -> (u32, u64) {
     let mut index_n = stored_hash_index(0, n);
     loop {
         // Each new record n adds 1 + trailing_zeros(n+1) hashes.
-        let x = index_n + 1 + u64::from((n + 1).trailing_zeros());
+        let x = index_n
+            .saturating_add(1)
+            .saturating_add(u64::from(n.wrapping_add(1).trailing_zeros()));
         if x > index {
             break;
         }
@@ -90,7 +92,9 @@ pub fn stored_hash_count(n: u64) -> u64 {
         return 0;
     }
     // The hashes up to the last leaf, and one per subtree that leaf completes.
-    stored_hash_index(0, n - 1) + 1 + u64::from((n - 1).trailing_ones())
+    stored_hash_index(0, n - 1)
+        .wrapping_add(1)
+        .wrapping_add(u64::from((n - 1).trailing_ones()))
 }
 
 /// `tlog.StoredHashes`: the hashes to store, from [`stored_hash_index`]`(0, n)` on, when record

@@ -161,7 +161,12 @@ fn parse_decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
 
 /// `tlog.TileForIndex`: the tile of height `h` and least width that stores the hash at
 /// `index`.
+///
+/// # Panics
+///
+/// If `h` is not in 1..=30 (Go panics too): heights are the caller's constant, never input.
 pub fn tile_for_index(h: u32, index: u64) -> Tile {
+    assert!((1..=30).contains(&h), "tile_for_index: invalid height {h}");
     tile_for_index_range(h, index).0
 }
 
@@ -222,7 +227,12 @@ pub(crate) fn tile_hash(data: &[u8]) -> Hash {
 
 /// `tlog.NewTiles`: the hash tiles of height `h` to publish when the tree grows from
 /// `old_size` to `new_size` records (full tiles completed, then the new partial one, per level).
+///
+/// # Panics
+///
+/// If `h` is not in 1..=30 (Go panics too): heights are the caller's constant, never input.
 pub fn new_tiles(h: u32, old_size: u64, new_size: u64) -> Vec<Tile> {
+    assert!((1..=30).contains(&h), "new_tiles: invalid height {h}");
     let mut tiles = Vec::new();
     let mut level = 0u32;
     while h * level < 64 && new_size >> (h * level) > 0 {

@@ -561,3 +561,96 @@ fn a_note_signed_by_go_verifies_here_and_keys_agree() {
     let tampered = go_msg.replace("\n12\n", "\n13\n");
     assert!(open(tampered.as_bytes(), &[verifier]).is_err());
 }
+
+/// What Go's `note` package says for this error (the oracle reports Go's error texts).
+fn go_text(e: &modgate_tlog::NoteError) -> String {
+    use modgate_tlog::NoteError as E;
+    match e {
+        E::MalformedNote => "malformed note".into(),
+        E::InvalidSignature { name, hash } => {
+            format!("invalid signature for key {name}+{hash:08x}")
+        }
+        E::Unverified { .. } => "note has no verifiable signatures".into(),
+        E::MalformedVerifierKey => "malformed verifier id".into(),
+        E::UnknownAlgorithm(_) => "unknown verifier algorithm".into(),
+        E::KeyHashMismatch => "invalid verifier hash".into(),
+        other => format!("(no Go counterpart: {other})"),
+    }
+}
+
+#[test]
+fn open_verdicts_equal_go_on_odd_notes_and_keys() {
+    let Some(oracle) = oracle() else { return };
+    const VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+    const SIG: &str = "— PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
+    let text = "If you think cryptography is the answer to your problem,\n\
+                then you don't know what your problem is.\n";
+    let signed = format!("{text}\n{SIG}");
+    let (_, other_vkey) = key_pair_from_seed("Other", &[5; 32]).expect("key");
+    let other_signer =
+        Signer::new(&key_pair_from_seed("Other", &[5; 32]).expect("key").0).expect("signer");
+    let other_sig = {
+        let msg = note::sign(
+            &Note {
+                text: text.into(),
+                ..Note::default()
+            },
+            &[&other_signer],
+        )
+        .expect("sign");
+        String::from_utf8(msg).expect("utf-8")[text.len() + 1..].to_string()
+    };
+    let unknown_many: String = (0..101).map(|_| other_sig.clone()).collect();
+    // A key of algorithm 2 and a key one byte short, each with the id Go would compute.
+    let odd_key = |key: Vec<u8>| format!("Odd+{:08x}+{}", note::key_hash("Odd", &key), b64(&key));
+    let cases: Vec<(String, String)> = vec![
+        (VKEY.into(), signed.clone()),
+        (VKEY.into(), signed.replace("problem,", "problem;")),
+        (VKEY.into(), format!("{text}{SIG}")),
+        (VKEY.into(), signed.replace('—', "-")),
+        (VKEY.into(), signed.trim_end().to_string()),
+        (VKEY.into(), signed.replace("then", "\tthen")),
+        (VKEY.into(), signed.replace("AnM=\n", "AnM\n")),
+        (VKEY.into(), format!("{text}\n— PeterNeumann x08go/Y=\n")),
+        (VKEY.into(), format!("{text}\n— PeterNeumann x08go/ZJ\n")),
+        (VKEY.into(), format!("{text}\n— Peter Neumann x08go/ZJ\n")),
+        (VKEY.into(), format!("{signed}{SIG}")),
+        (VKEY.into(), format!("{signed}{other_sig}")),
+        (VKEY.into(), format!("{text}\n{other_sig}")),
+        (VKEY.into(), format!("{text}\n{unknown_many}{SIG}")),
+        (VKEY.into(), format!("{text}\n\n{SIG}")),
+        (other_vkey.clone(), format!("{signed}{other_sig}")),
+        (VKEY.replace("c74f20a3", "C74F20A3"), signed.clone()),
+        (VKEY.replace("c74f20a3", "c74f20a4"), signed.clone()),
+        (VKEY.replace("c74f20a3", "c74f20a"), signed.clone()),
+        (VKEY.replace("TW", "TX"), signed.clone()),
+        (VKEY.replace("10TW", "10T"), signed.clone()),
+        (odd_key([&[2u8][..], &[7; 32]].concat()), signed.clone()),
+        (odd_key([&[1u8][..], &[7; 31]].concat()), signed.clone()),
+        ("PeterNeumann".into(), signed.clone()),
+    ];
+    let requests: Vec<Value> = cases
+        .iter()
+        .map(|(vkey, msg)| json!({ "vkey": vkey, "msg": msg }))
+        .collect();
+    let go = ask(oracle, &json!({ "open": requests }));
+    let answers = go["open"].as_array().expect("array");
+    assert_eq!(answers.len(), cases.len());
+    for ((vkey, msg), answer) in cases.iter().zip(answers) {
+        let ours = Verifier::new(vkey).and_then(|v| open(msg.as_bytes(), &[v]));
+        let what = format!("vkey {vkey:?}, note {msg:.120?}");
+        match (ours, answer.get("err").and_then(Value::as_str)) {
+            (Ok(n), None) => {
+                assert_eq!(answer["text"], n.text.as_str(), "{what}");
+                let sigs: Vec<String> = n
+                    .sigs
+                    .iter()
+                    .map(|s| format!("{}+{:08x}", s.name, s.hash))
+                    .collect();
+                assert_eq!(strings(&answer["sigs"]), sigs, "{what}");
+            }
+            (Err(e), Some(go_err)) => assert_eq!(go_text(&e), go_err, "{what}"),
+            (ours, go_err) => panic!("{what}: we say {ours:?}, Go says {go_err:?}"),
+        }
+    }
+}
