@@ -31,7 +31,7 @@ pub mod forward;
 pub mod throttle;
 pub mod tls;
 
-pub use cert::{dn_from_der, CertError, CertIdentity};
+pub use cert::{cert_from_der, dn_from_der, CertError, CertIdentity};
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use credentials::{
     parse_authorization, token_sha256_hex, AuthFailure, Authenticated, Authenticator, CacheStats,

@@ -1,6 +1,6 @@
 //! The identity `modgate explain` decides for, built as the proxy would build it.
 
-use modgate_identity::{Authenticated, CertIdentity};
+use modgate_identity::{cert_from_der, Authenticated};
 use modgate_policy::{Principal, PrincipalSource};
 
 use super::{add_credentials, cert_principal};
@@ -25,8 +25,8 @@ impl ExplainIdentity {
             let leaf = certs
                 .first()
                 .ok_or_else(|| format!("{}: no certificate", path.display()))?;
-            let id = CertIdentity::from_der(leaf.as_ref())
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let id =
+                cert_from_der(leaf.as_ref()).map_err(|e| format!("{}: {e}", path.display()))?;
             p = cert_principal(&id, PrincipalSource::Certificate);
         }
         if let Some(user) = &self.user {

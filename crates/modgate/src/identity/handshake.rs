@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use modgate_identity::{CertIdentity, ReloadableTls};
+use modgate_identity::{cert_from_der, CertIdentity, ReloadableTls};
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::proxy::Session;
@@ -94,7 +94,7 @@ impl TlsAccept for HandshakeCapture {
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         let chain = tls.peer_cert_chain_der()?;
         let leaf = chain.first()?;
-        match CertIdentity::from_der(leaf.as_ref()) {
+        match cert_from_der(leaf.as_ref()) {
             // Pingora's `SslDigestExtension::get::<T>` downcasts the stored value itself, so
             // store an `Arc<PeerCert>` (not a bare `PeerCert`) for `peer_cert` to clone cheaply.
             Ok(identity) => Some(Arc::new(Arc::new(PeerCert::new(

@@ -3,7 +3,7 @@
 //! parts a decision may have come through.
 
 use modgate_identity::{Authenticated, CertIdentity};
-use modgate_policy::{CertFields, Principal, PrincipalSource};
+use modgate_policy::{Principal, PrincipalSource};
 
 use super::RequestIdentity;
 
@@ -74,27 +74,12 @@ pub fn attribute(
         .collect();
 }
 
-/// Cert fields as the policy sees them.
-pub fn cert_fields(c: &CertIdentity) -> CertFields {
-    CertFields {
-        subject_dn: c.subject_dn.clone(),
-        cn: c.cn.clone(),
-        o: c.o.clone(),
-        ou: c.ou.clone(),
-        san_dns: c.san_dns.clone(),
-        san_email: c.san_email.clone(),
-        san_uri: c.san_uri.clone(),
-        spiffe: c.spiffe.clone(),
-        fingerprint_sha256: c.fingerprint_sha256.clone(),
-    }
-}
-
 /// Principal for a certificate.
 pub fn cert_principal(c: &CertIdentity, source: PrincipalSource) -> Principal {
     Principal {
         source,
         name: c.display_name(),
-        cert: Some(cert_fields(c)),
+        cert: Some(c.clone()),
         user: None,
         token: None,
         groups: Vec::new(),
@@ -133,16 +118,16 @@ pub fn add_credentials(p: &mut Principal, a: &Authenticated) {
 #[cfg(test)]
 mod tests {
     use super::{cache_identity, principal_parts};
-    use modgate_policy::{CertFields, Principal, PrincipalSource};
+    use modgate_policy::{CertIdentity, Principal, PrincipalSource};
 
     fn cert(cn: &str, fingerprint: &str) -> Principal {
         Principal {
             source: PrincipalSource::Certificate,
             name: cn.to_string(),
-            cert: Some(CertFields {
+            cert: Some(CertIdentity {
                 cn: Some(cn.to_string()),
                 fingerprint_sha256: fingerprint.to_string(),
-                ..CertFields::default()
+                ..CertIdentity::default()
             }),
             user: None,
             token: None,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use modgate_identity::forward::parse_forwarded_cert;
-use modgate_identity::{CertIdentity, CidrSet};
+use modgate_identity::{cert_from_der, CidrSet};
 use modgate_policy::PrincipalSource;
 use pingora::proxy::Session;
 
@@ -67,7 +67,7 @@ fn forwarded_identity(
         return None;
     }
     match parse_forwarded_cert(cert)
-        .and_then(|der| CertIdentity::from_der(&der).map(|id| PeerCert::new(vec![der], id)))
+        .and_then(|der| cert_from_der(&der).map(|id| PeerCert::new(vec![der], id)))
     {
         Ok(pc) => Some((Arc::new(pc), VerifyState::Success)),
         Err(e) => {
