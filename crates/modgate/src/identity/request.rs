@@ -19,7 +19,7 @@ pub struct RequestIdentity {
     /// Client-certificate verification result to report upstream.
     pub verify: VerifyState,
     /// When a certificate and credentials were both presented: each as `<source>:<name>`, and
-    /// the one(s) through which the deciding rule applied (see [`attribute`]).
+    /// the one(s) through which the deciding rule applied (see [`super::attribute`]).
     pub principals: Vec<String>,
     /// The labels of `principals` the deciding rule applied through.
     pub matched: Vec<String>,

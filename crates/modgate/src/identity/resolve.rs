@@ -104,7 +104,7 @@ fn forwarded_failure(session: &Session, settings: &IdentitySettings) -> Option<S
 /// certificate's identity and the user name of refused Basic credentials (of a refused token,
 /// only that there was one), for the audit record.
 ///
-/// The connection's certificate is taken as judged: the caller has run [`connection_refusal`]
+/// The connection's certificate is taken as judged: the caller has run [`super::connection_refusal`]
 /// (the proxy does, before anything else, so that health and metrics are covered too).
 pub async fn resolve(
     session: &mut Session,
