@@ -30,7 +30,7 @@ use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 pub use integrity::{artifact, mismatch_message, IntegrityCheck, IntegrityFailure};
 pub use plan::{CachePlan, RouteCache, Ttls};
 pub use purge::{cached_request, purge_module, target};
-pub use quarantine::{Quarantine, Refusal};
+pub use quarantine::{Quarantine, Quarantined};
 pub use share::unshareable;
 
 /// The cache and ledger of a running gateway.

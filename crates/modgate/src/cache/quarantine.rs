@@ -6,9 +6,10 @@ use std::sync::Mutex;
 
 use modgate_ledger::Artifact;
 
-/// A refused artifact: what was first seen and what the upstream served instead.
+/// One quarantined artifact: why its changed upstream bytes were refused (what was first seen
+/// and what the upstream served instead), the reason every later request is given.
 #[derive(Debug, Clone)]
-pub struct Refusal {
+pub struct Quarantined {
     pub message: String,
 }
 
@@ -16,11 +17,11 @@ pub struct Refusal {
 /// restarts (then the next fetch is checked against the ledger again).
 #[derive(Default)]
 pub struct Quarantine {
-    refused: Mutex<HashMap<(String, String, Artifact), Refusal>>,
+    refused: Mutex<HashMap<(String, String, Artifact), Quarantined>>,
 }
 
 impl Quarantine {
-    pub fn get(&self, module: &str, version: &str, a: Artifact) -> Option<Refusal> {
+    pub fn get(&self, module: &str, version: &str, a: Artifact) -> Option<Quarantined> {
         self.refused
             .lock()
             .ok()?
@@ -40,7 +41,7 @@ impl Quarantine {
             .unwrap_or(0)
     }
 
-    pub fn insert(&self, module: &str, version: &str, a: Artifact, r: Refusal) {
+    pub fn insert(&self, module: &str, version: &str, a: Artifact, r: Quarantined) {
         if let Ok(mut m) = self.refused.lock() {
             m.insert((module.to_string(), version.to_string(), a), r);
         }

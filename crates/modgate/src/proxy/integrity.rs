@@ -208,7 +208,7 @@ impl Guard {
                 &self.module,
                 v,
                 *a,
-                cache::Refusal {
+                cache::Quarantined {
                     message: message.clone(),
                 },
             );
