@@ -129,18 +129,22 @@ impl Drop for H1Reservation {
     }
 }
 
-/// Why an artifact from an upstream was not accepted.
-#[derive(Debug)]
+/// Why an artifact from an upstream was not accepted; its text is the whole message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IntegrityFailure {
     /// Its bytes differ from the first-seen ones: refused, and refused again until accepted.
+    #[error("{0}")]
     Changed(String),
     /// Not a valid module zip.
+    #[error("{0}")]
     Invalid(String),
     /// The ledger could not be read or written (disk full, locked): not checked, so not served.
+    #[error("{0}")]
     Ledger(String),
 }
 
 impl IntegrityFailure {
+    /// The message (also the `Display` text).
     pub fn message(&self) -> &str {
         match self {
             IntegrityFailure::Changed(m)
