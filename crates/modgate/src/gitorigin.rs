@@ -514,16 +514,23 @@ impl ServeHttp for GitOrigin {
             .map_or("/", |p| p.as_str())
             .to_string();
         let a = self.answer(&target).await;
-        let length = a.body.len();
+        a.into_response()
+    }
+}
+
+impl Answer {
+    /// The HTTP response that carries this answer.
+    fn into_response(self) -> Response<Vec<u8>> {
+        let length = self.body.len();
         let mut builder = Response::builder()
-            .status(a.status)
-            .header("Content-Type", a.content_type)
+            .status(self.status)
+            .header("Content-Type", self.content_type)
             .header("Content-Length", length);
-        if a.no_store {
+        if self.no_store {
             builder = builder.header("Cache-Control", "no-store");
         }
         builder
-            .body(a.body)
+            .body(self.body)
             .unwrap_or_else(|_| Response::new(Vec::new()))
     }
 }
