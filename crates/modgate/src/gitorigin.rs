@@ -519,7 +519,9 @@ impl ServeHttp for GitOrigin {
 }
 
 impl Answer {
-    /// The HTTP response that carries this answer.
+    /// The HTTP response that carries this answer; a `500` with the reason when it cannot be
+    /// built (a status or header value `http` refuses), never an empty `200`: the gateway
+    /// would take that for the artifact and pin its empty bytes in the ledger.
     fn into_response(self) -> Response<Vec<u8>> {
         let length = self.body.len();
         let mut builder = Response::builder()
@@ -529,10 +531,31 @@ impl Answer {
         if self.no_store {
             builder = builder.header("Cache-Control", "no-store");
         }
-        builder
-            .body(self.body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
+        match builder.body(self.body) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("git origin: an answer could not be sent: {e}");
+                fail_closed(&e)
+            }
+        }
     }
+}
+
+/// A `500` that names `reason`, built from parts that cannot be refused.
+fn fail_closed(reason: &dyn std::fmt::Display) -> Response<Vec<u8>> {
+    use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+    let body = format!("git origin: the answer could not be sent: {reason}\n").into_bytes();
+    let length = HeaderValue::from(body.len());
+    let mut r = Response::new(body);
+    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CONTENT_LENGTH, length);
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 #[cfg(test)]
@@ -629,6 +652,37 @@ mod tests {
             t.canonical("git.corp.example/team/secret.wiki", &[".git".into()]),
             None
         );
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_sent_fails_closed() {
+        let zip = b"PK\x03\x04 the bytes of a module zip".to_vec();
+        let unbuildable = [
+            // A status http cannot carry.
+            Answer {
+                status: 1000,
+                ..Answer::ok("application/zip", zip.clone())
+            },
+            // A header value http refuses.
+            Answer::ok("application/zip\n", zip.clone()),
+        ];
+        for a in unbuildable {
+            let r = a.into_response();
+            let body = String::from_utf8_lossy(r.body()).to_string();
+            assert_eq!(r.status(), 500, "{body}");
+            assert!(
+                body.starts_with("git origin: the answer could not be sent: "),
+                "{body}"
+            );
+            assert_eq!(
+                r.headers()["Content-Length"].to_str().ok(),
+                Some(body.len().to_string().as_str())
+            );
+            assert_eq!(r.headers()["Cache-Control"], "no-store");
+        }
+        let r = Answer::ok("application/zip", zip.clone()).into_response();
+        assert_eq!((r.status().as_u16(), r.body()), (200, &zip));
+        assert_eq!(r.headers()["Content-Type"], "application/zip");
     }
 
     #[test]
