@@ -406,9 +406,10 @@ impl Answer {
     }
 }
 
-/// How many git operations run at once against one upstream's host (the rest wait their
+/// How many git operations run at once for one git upstream, by its name (the rest wait their
 /// turn): a burst of cold module fetches must not become a burst of clones on the Git host.
-const PER_HOST_CONCURRENCY: usize = 8;
+/// The bound is per upstream name, not per host: two upstreams on one host have one each.
+const PER_UPSTREAM_CONCURRENCY: usize = 8;
 
 /// The in-process origin of every git upstream.
 pub struct GitOrigin {
@@ -488,7 +489,9 @@ impl GitOrigin {
             .lock()
             .map(|mut t| {
                 t.entry(name.to_string())
-                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_HOST_CONCURRENCY)))
+                    .or_insert_with(|| {
+                        Arc::new(tokio::sync::Semaphore::new(PER_UPSTREAM_CONCURRENCY))
+                    })
                     .clone()
             })
             .ok();
