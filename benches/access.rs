@@ -7,11 +7,11 @@ use std::hint::black_box;
 use std::io::Write;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use modgate_identity::{cert_from_der, CredentialKind};
 use modgate_identity::{credentials::parse_authorization, token_sha256_hex, Authenticator};
-use modgate_identity::{CertIdentity, CredentialKind};
 use modgate_policy::{
-    AccessPolicy, AccessRequest, Binding, CertFields, Effect, Matcher, Pattern, Principal,
-    PrincipalSource, Role, Rule, ValueMatch,
+    AccessPolicy, AccessRequest, Binding, Effect, Matcher, Pattern, Principal, PrincipalSource,
+    Role, Rule, ValueMatch,
 };
 use modgate_protocol::RequestKind;
 
@@ -85,25 +85,15 @@ fn policy() -> AccessPolicy {
 fn identity(c: &mut Criterion) {
     let der = client_cert_der();
     c.bench_function("cert_identity_from_der", |b| {
-        b.iter(|| CertIdentity::from_der(black_box(&der)))
+        b.iter(|| cert_from_der(black_box(&der)))
     });
 
     let policy = policy();
-    let id = CertIdentity::from_der(&der).expect("identity");
+    let id = cert_from_der(&der).expect("identity");
     let principal = Principal {
         source: PrincipalSource::Certificate,
         name: id.display_name(),
-        cert: Some(CertFields {
-            subject_dn: id.subject_dn.clone(),
-            cn: id.cn.clone(),
-            o: id.o.clone(),
-            ou: id.ou.clone(),
-            san_dns: id.san_dns.clone(),
-            san_email: id.san_email.clone(),
-            san_uri: id.san_uri.clone(),
-            spiffe: id.spiffe.clone(),
-            fingerprint_sha256: id.fingerprint_sha256.clone(),
-        }),
+        cert: Some(id.clone()),
         user: None,
         token: None,
         groups: Vec::new(),

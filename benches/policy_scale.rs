@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use modgate_policy::{
-    AccessPolicy, AccessRequest, Binding, CertFields, Effect, Matcher, Pattern, Principal,
+    AccessPolicy, AccessRequest, Binding, CertIdentity, Effect, Matcher, Pattern, Principal,
     PrincipalSource, Role, Route, RouteTable, Rule, ValueMatch, VersionRange,
 };
 use modgate_protocol::RequestKind;
@@ -212,7 +212,7 @@ fn access(c: &mut Criterion) {
     let cert = Principal {
         source: PrincipalSource::Certificate,
         name: "ci-runner-7".into(),
-        cert: Some(CertFields {
+        cert: Some(CertIdentity {
             subject_dn: "CN=ci-runner-7,OU=platform,O=Example Corp".into(),
             cn: Some("ci-runner-7".into()),
             o: vec!["Example Corp".into()],
@@ -220,7 +220,7 @@ fn access(c: &mut Criterion) {
             san_uri: vec!["spiffe://corp.example/team-17/runner-7".into()],
             spiffe: Some("spiffe://corp.example/team-17/runner-7".into()),
             fingerprint_sha256: "ab".repeat(32),
-            ..CertFields::default()
+            ..CertIdentity::default()
         }),
         ..Principal::anonymous()
     };

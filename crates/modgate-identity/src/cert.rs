@@ -1,6 +1,8 @@
 //! A client certificate turned into the identity fields that policy, logs and upstream headers
 //! use: subject and issuer as RFC 4514 strings, CN / O / OU, the subject alternative names, a
-//! SPIFFE ID, serial number, SHA-256 fingerprint and validity.
+//! SPIFFE ID, serial number, SHA-256 fingerprint and validity ([`cert_from_der`]). The fields
+//! are a [`CertIdentity`], plain data defined once in `modgate-policy` (which matches rules on
+//! them and does no I/O) and re-exported here.
 //!
 //! The certificate has normally been verified by rustls already; this module only reads it. It
 //! never panics on malformed input: every problem is a [`CertError`].
@@ -8,6 +10,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub use modgate_policy::CertIdentity;
 use sha2::{Digest, Sha256};
 use x509_parser::der_parser::asn1_rs::{Any, Class, Tag};
 use x509_parser::extensions::GeneralName;
@@ -39,135 +42,81 @@ pub enum CertError {
     Forwarded(String),
 }
 
-/// Who a certificate names. Strings are as found in the certificate, except the DN strings,
-/// which are RFC 4514 escaped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertIdentity {
-    /// Subject as an RFC 4514 string, most specific RDN first: `CN=alice,OU=dev,O=Corp`.
-    pub subject_dn: String,
-    /// Issuer as an RFC 4514 string.
-    pub issuer_dn: String,
-    /// The subject's common name (the last CN in encoding order if there are several).
-    pub cn: Option<String>,
-    /// Organization names, in encoding order.
-    pub o: Vec<String>,
-    /// Organizational unit names, in encoding order.
-    pub ou: Vec<String>,
-    /// DNS subject alternative names.
-    pub san_dns: Vec<String>,
-    /// E-mail (rfc822Name) subject alternative names.
-    pub san_email: Vec<String>,
-    /// URI subject alternative names (including the SPIFFE ID).
-    pub san_uri: Vec<String>,
-    /// IP address subject alternative names, in Rust's canonical text form (RFC 5952 for IPv6).
-    pub san_ip: Vec<String>,
-    /// The certificate's SPIFFE ID: set only when exactly one URI SAN has the `spiffe://`
-    /// scheme (an X.509-SVID carries exactly one; with several the identity is ambiguous and
-    /// none is taken).
-    pub spiffe: Option<String>,
-    /// Serial number as uppercase hex without colons or sign byte (`0A1B`), as nginx prints it.
-    pub serial_hex: String,
-    /// Lowercase hex SHA-256 of the certificate's DER.
-    pub fingerprint_sha256: String,
-    /// notAfter as Unix seconds.
-    pub not_after_unix: i64,
-    /// notBefore as Unix seconds.
-    pub not_before_unix: i64,
-}
+/// Reads the identity fields from one DER certificate.
+pub fn cert_from_der(der: &[u8]) -> Result<CertIdentity, CertError> {
+    let (rest, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| CertError::Parse(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CertError::TrailingData(rest.len()));
+    }
+    let subject = cert.subject();
+    let subject_dn = format_name(subject);
+    let issuer_dn = format_name(cert.issuer());
 
-impl CertIdentity {
-    /// Reads the identity fields from one DER certificate.
-    pub fn from_der(der: &[u8]) -> Result<CertIdentity, CertError> {
-        let (rest, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| CertError::Parse(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(CertError::TrailingData(rest.len()));
+    let mut cn = None;
+    let mut o = Vec::new();
+    let mut ou = Vec::new();
+    for attr in subject.iter_attributes() {
+        let oid = attr.attr_type().to_id_string();
+        if !matches!(oid.as_str(), OID_CN | OID_O | OID_OU) {
+            continue;
         }
-        let subject = cert.subject();
-        let subject_dn = format_name(subject);
-        let issuer_dn = format_name(cert.issuer());
-
-        let mut cn = None;
-        let mut o = Vec::new();
-        let mut ou = Vec::new();
-        for attr in subject.iter_attributes() {
-            let oid = attr.attr_type().to_id_string();
-            if !matches!(oid.as_str(), OID_CN | OID_O | OID_OU) {
-                continue;
-            }
-            let Some(value) = attr_text(attr) else {
-                continue;
-            };
-            match oid.as_str() {
-                OID_CN => cn = Some(value),
-                OID_O => o.push(value),
-                _ => ou.push(value),
-            }
-        }
-
-        let mut san_dns = Vec::new();
-        let mut san_email = Vec::new();
-        let mut san_uri = Vec::new();
-        let mut san_ip = Vec::new();
-        let san = cert
-            .subject_alternative_name()
-            .map_err(|e| CertError::Extension {
-                what: "subjectAltName",
-                reason: e.to_string(),
-            })?;
-        if let Some(san) = san {
-            for name in &san.value.general_names {
-                match name {
-                    GeneralName::DNSName(s) => san_dns.push((*s).to_string()),
-                    GeneralName::RFC822Name(s) => san_email.push((*s).to_string()),
-                    GeneralName::URI(s) => san_uri.push((*s).to_string()),
-                    GeneralName::IPAddress(b) => san_ip.push(ip_text(b)),
-                    _ => {}
-                }
-            }
-        }
-        let mut spiffe_ids = san_uri.iter().filter(|u| is_spiffe(u));
-        let spiffe = match (spiffe_ids.next(), spiffe_ids.next()) {
-            (Some(one), None) => Some(one.clone()),
-            _ => None,
+        let Some(value) = attr_text(attr) else {
+            continue;
         };
-
-        let serial_hex = serial_hex(cert.raw_serial());
-        let fingerprint_sha256 = hex_lower(&Sha256::digest(der));
-        let validity = cert.validity();
-        Ok(CertIdentity {
-            subject_dn,
-            issuer_dn,
-            cn,
-            o,
-            ou,
-            san_dns,
-            san_email,
-            san_uri,
-            san_ip,
-            spiffe,
-            serial_hex,
-            fingerprint_sha256,
-            not_after_unix: validity.not_after.timestamp(),
-            not_before_unix: validity.not_before.timestamp(),
-        })
+        match oid.as_str() {
+            OID_CN => cn = Some(value),
+            OID_O => o.push(value),
+            _ => ou.push(value),
+        }
     }
 
-    /// A short name for logs: the SPIFFE ID, else the CN, else the subject DN, else
-    /// `sha256:` and the first 16 hex digits of the fingerprint.
-    pub fn display_name(&self) -> String {
-        if let Some(id) = &self.spiffe {
-            return id.clone();
+    let mut san_dns = Vec::new();
+    let mut san_email = Vec::new();
+    let mut san_uri = Vec::new();
+    let mut san_ip = Vec::new();
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| CertError::Extension {
+            what: "subjectAltName",
+            reason: e.to_string(),
+        })?;
+    if let Some(san) = san {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(s) => san_dns.push((*s).to_string()),
+                GeneralName::RFC822Name(s) => san_email.push((*s).to_string()),
+                GeneralName::URI(s) => san_uri.push((*s).to_string()),
+                GeneralName::IPAddress(b) => san_ip.push(ip_text(b)),
+                _ => {}
+            }
         }
-        if let Some(cn) = self.cn.as_ref().filter(|c| !c.is_empty()) {
-            return cn.clone();
-        }
-        if !self.subject_dn.is_empty() {
-            return self.subject_dn.clone();
-        }
-        let prefix: String = self.fingerprint_sha256.chars().take(16).collect();
-        format!("sha256:{prefix}")
     }
+    let mut spiffe_ids = san_uri.iter().filter(|u| is_spiffe(u));
+    let spiffe = match (spiffe_ids.next(), spiffe_ids.next()) {
+        (Some(one), None) => Some(one.clone()),
+        _ => None,
+    };
+
+    let serial_hex = serial_hex(cert.raw_serial());
+    let fingerprint_sha256 = hex_lower(&Sha256::digest(der));
+    let validity = cert.validity();
+    Ok(CertIdentity {
+        subject_dn,
+        issuer_dn,
+        cn,
+        o,
+        ou,
+        san_dns,
+        san_email,
+        san_uri,
+        san_ip,
+        spiffe,
+        serial_hex,
+        fingerprint_sha256,
+        not_after_unix: validity.not_after.timestamp(),
+        not_before_unix: validity.not_before.timestamp(),
+    })
 }
 
 /// Formats a DER-encoded X.501 `Name` (a SEQUENCE of RDNs, as in a certificate's subject or a
@@ -451,7 +400,7 @@ pub(crate) mod tests {
         let key = KeyPair::generate().expect("key");
         let der = p.signed_by(&key, &issuer).expect("cert").der().to_vec();
 
-        let id = CertIdentity::from_der(&der).expect("identity");
+        let id = cert_from_der(&der).expect("identity");
         assert_eq!(id.subject_dn, "CN=alice,OU=ops,OU=dev,O=Corp,C=US");
         assert_eq!(id.issuer_dn, "O=Corp,CN=Test Root");
         assert_eq!(id.cn.as_deref(), Some("alice"));
@@ -488,7 +437,7 @@ pub(crate) mod tests {
             .push(DnType::OrganizationalUnitName, " space both ");
         p.distinguished_name
             .push(DnType::CommonName, r#"a,b+c"d\e<f>g;h=i"#);
-        let id = CertIdentity::from_der(&self_signed(p)).expect("identity");
+        let id = cert_from_der(&self_signed(p)).expect("identity");
         assert_eq!(
             id.subject_dn,
             r#"CN=a\,b\+c\"d\\e\<f\>g\;h=i,OU=\ space both\ ,O=\#hash lead"#
@@ -517,7 +466,7 @@ pub(crate) mod tests {
         );
         p.distinguished_name
             .push(DnType::CustomDnType(vec![1, 3, 6, 1, 4, 1, 99999, 1]), "x");
-        let id = CertIdentity::from_der(&self_signed(p)).expect("identity");
+        let id = cert_from_der(&self_signed(p)).expect("identity");
         assert_eq!(
             id.subject_dn,
             "1.3.6.1.4.1.99999.1=x,emailAddress=a@b.c,O=Print Co,CN=Zoë"
@@ -568,12 +517,12 @@ pub(crate) mod tests {
         let mut p = base_params();
         p.distinguished_name
             .push(DnType::OrganizationName, "Only O");
-        let id = CertIdentity::from_der(&self_signed(p)).expect("identity");
+        let id = cert_from_der(&self_signed(p)).expect("identity");
         assert_eq!(id.cn, None);
         assert_eq!(id.display_name(), "O=Only O");
 
         let p = base_params();
-        let id = CertIdentity::from_der(&self_signed(p)).expect("identity");
+        let id = cert_from_der(&self_signed(p)).expect("identity");
         assert_eq!(id.subject_dn, "");
         assert_eq!(
             id.display_name(),
@@ -589,7 +538,7 @@ pub(crate) mod tests {
             SanType::URI("spiffe://a/x".try_into().expect("uri")),
             SanType::URI("SPIFFE://a/y".try_into().expect("uri")),
         ];
-        let id = CertIdentity::from_der(&self_signed(p)).expect("identity");
+        let id = cert_from_der(&self_signed(p)).expect("identity");
         assert_eq!(id.spiffe, None);
         assert_eq!(id.display_name(), "svc");
         assert_eq!(id.san_uri.len(), 2);
@@ -606,22 +555,19 @@ pub(crate) mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(matches!(
-            CertIdentity::from_der(b"not a cert"),
+            cert_from_der(b"not a cert"),
             Err(CertError::Parse(_))
         ));
-        assert!(CertIdentity::from_der(&[]).is_err());
+        assert!(cert_from_der(&[]).is_err());
         let mut p = base_params();
         p.distinguished_name.push(DnType::CommonName, "x");
         let mut der = self_signed(p);
         der.extend_from_slice(b"junk");
-        assert_eq!(
-            CertIdentity::from_der(&der),
-            Err(CertError::TrailingData(4))
-        );
+        assert_eq!(cert_from_der(&der), Err(CertError::TrailingData(4)));
         // Every truncation fails cleanly.
         der.truncate(der.len() - 4);
         for n in 0..der.len() {
-            assert!(CertIdentity::from_der(&der[..n]).is_err());
+            assert!(cert_from_der(&der[..n]).is_err());
         }
     }
 }

@@ -248,42 +248,95 @@ impl StoredHash {
     }
 }
 
+/// A users file's stored password hash for one user (opaque; `Debug` shows only the algorithm).
 #[derive(Debug, Clone)]
-struct UserEntry {
+pub struct PasswordHash(StoredHash);
+
+/// A tokens file's SHA-256 of one token (opaque; `Debug` shows nothing of it).
+#[derive(Clone)]
+pub struct TokenDigest([u8; 32]);
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("sha256")
+    }
+}
+
+mod sealed {
+    /// What a credential file stores per name: a password hash or a token digest.
+    pub trait Secret {
+        /// The type name `Debug` shows.
+        const FILE: &'static str;
+        /// What the file's entries are, plural, for `Debug`.
+        const ENTRIES: &'static str;
+    }
+}
+
+impl sealed::Secret for PasswordHash {
+    const FILE: &'static str = "UserDb";
+    const ENTRIES: &'static str = "users";
+}
+
+impl sealed::Secret for TokenDigest {
+    const FILE: &'static str = "TokenDb";
+    const ENTRIES: &'static str = "tokens";
+}
+
+#[derive(Debug, Clone)]
+struct Entry<S> {
     name: String,
-    hash: StoredHash,
+    secret: S,
     groups: Vec<String>,
 }
 
-/// The users file: names, password hashes and groups.
+/// A credentials file: names with their secret (`S`) and groups, in file order, found by name.
+/// The users file is a [`UserDb`], the tokens file a [`TokenDb`].
 #[derive(Clone)]
-pub struct UserDb {
+pub struct CredentialDb<S> {
     path: PathBuf,
-    entries: Vec<UserEntry>,
+    entries: Vec<Entry<S>>,
     index: HashMap<String, usize>,
 }
 
-impl fmt::Debug for UserDb {
+/// The users file: names, password hashes and groups.
+pub type UserDb = CredentialDb<PasswordHash>;
+
+/// The tokens file: names, SHA-256 digests of the tokens, and groups.
+pub type TokenDb = CredentialDb<TokenDigest>;
+
+impl<S: sealed::Secret> fmt::Debug for CredentialDb<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserDb")
+        f.debug_struct(S::FILE)
             .field("path", &self.path)
-            .field("users", &self.entries.len())
+            .field(S::ENTRIES, &self.entries.len())
             .finish()
     }
 }
 
-impl UserDb {
-    /// Reads and checks a users file.
-    pub fn load(path: &Path) -> Result<UserDb, CredentialError> {
-        let text = read_secret_file(path)?;
-        UserDb::parse(path, &text)
-    }
+/// The layout of one kind of credentials file, for [`CredentialDb::parse_lines`].
+struct Layout {
+    /// How many `:`-separated fields a line has (the last, the groups, is optional).
+    fields: std::ops::RangeInclusive<usize>,
+    /// The error for a line with another count.
+    expected: &'static str,
+    /// What a repeated name is called in its error (`user`, `token name`).
+    duplicate: &'static str,
+}
 
-    /// Parses users-file text; `path` is only used in error messages.
-    pub fn parse(path: &Path, text: &str) -> Result<UserDb, CredentialError> {
-        let mut entries: Vec<UserEntry> = Vec::new();
+impl<S> CredentialDb<S> {
+    /// Parses the lines of a credentials file: for each, the name (checked, unique), the secret
+    /// fields between the name and the groups (read by `secret`, given the name and the line
+    /// number), and the optional groups. `path` is only used in error messages.
+    fn parse_lines(
+        path: &Path,
+        text: &str,
+        layout: &Layout,
+        mut secret: impl FnMut(&str, &[&str], usize) -> Result<S, String>,
+    ) -> Result<CredentialDb<S>, CredentialError> {
+        let mut entries: Vec<Entry<S>> = Vec::new();
         let mut index = HashMap::new();
         let mut first_line: HashMap<String, usize> = HashMap::new();
+        let groups_at = *layout.fields.start();
         for (line_no, line) in content_lines(text) {
             let err = |problem: String| CredentialError::Line {
                 path: path.to_path_buf(),
@@ -291,29 +344,30 @@ impl UserDb {
                 problem,
             };
             let fields: Vec<&str> = line.split(':').collect();
-            if !(2..=3).contains(&fields.len()) {
-                return Err(err("expected name:hash or name:hash:group1,group2".into()));
+            if !layout.fields.contains(&fields.len()) {
+                return Err(err(layout.expected.into()));
             }
             let name = check_name(fields[0]).map_err(&err)?;
             if let Some(first) = first_line.get(name) {
                 return Err(err(format!(
-                    "duplicate user {name:?} (first defined on line {first})"
+                    "duplicate {} {name:?} (first defined on line {first})",
+                    layout.duplicate
                 )));
             }
-            let hash = StoredHash::parse(fields[1].trim()).map_err(&err)?;
-            let groups = match fields.get(2) {
+            let secret = secret(name, &fields[1..groups_at], line_no).map_err(&err)?;
+            let groups = match fields.get(groups_at) {
                 Some(g) => parse_groups(g).map_err(&err)?,
                 None => Vec::new(),
             };
             first_line.insert(name.to_string(), line_no);
             index.insert(name.to_string(), entries.len());
-            entries.push(UserEntry {
+            entries.push(Entry {
                 name: name.to_string(),
-                hash,
+                secret,
                 groups,
             });
         }
-        Ok(UserDb {
+        Ok(CredentialDb {
             path: path.to_path_buf(),
             entries,
             index,
@@ -325,39 +379,60 @@ impl UserDb {
         &self.path
     }
 
-    /// Number of users.
+    /// Number of entries (users or tokens).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    /// Whether the file named no user.
+    /// Whether the file named nobody.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Whether a user of this name exists.
+    /// Whether a user or token of this name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
 
-    /// The groups of a user.
+    /// The groups of a user, or of the token named `name` (looked up by name, not by secret).
     pub fn groups(&self, name: &str) -> Option<&[String]> {
-        self.index
-            .get(name)
-            .and_then(|&i| self.entries.get(i))
-            .map(|e| e.groups.as_slice())
+        self.entry(name).map(|e| e.groups.as_slice())
     }
 
-    /// User names in file order.
+    /// User or token names in file order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|e| e.name.as_str())
     }
 
+    fn entry(&self, name: &str) -> Option<&Entry<S>> {
+        self.index.get(name).and_then(|&i| self.entries.get(i))
+    }
+}
+
+impl CredentialDb<PasswordHash> {
+    /// Reads and checks a users file.
+    pub fn load(path: &Path) -> Result<UserDb, CredentialError> {
+        let text = read_secret_file(path)?;
+        UserDb::parse(path, &text)
+    }
+
+    /// Parses users-file text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<UserDb, CredentialError> {
+        let layout = Layout {
+            fields: 2..=3,
+            expected: "expected name:hash or name:hash:group1,group2",
+            duplicate: "user",
+        };
+        CredentialDb::parse_lines(path, text, &layout, |_, fields, _| {
+            StoredHash::parse(fields[0].trim()).map(PasswordHash)
+        })
+    }
+
     /// Checks a password; `Err(UnknownUser)` costs about as much as a wrong password.
-    fn check(&self, user: &str, password: &str) -> Result<&UserEntry, AuthFailure> {
-        match self.index.get(user).and_then(|&i| self.entries.get(i)) {
+    fn check(&self, user: &str, password: &str) -> Result<&Entry<PasswordHash>, AuthFailure> {
+        match self.entry(user) {
             Some(entry) => {
-                if entry.hash.verify(password) {
+                if entry.secret.0.verify(password) {
                     Ok(entry)
                 } else {
                     Err(AuthFailure::BadPassword)
@@ -365,7 +440,7 @@ impl UserDb {
             }
             None => {
                 if let Some(decoy) = self.entries.first() {
-                    let _ = std::hint::black_box(decoy.hash.verify(password));
+                    let _ = std::hint::black_box(decoy.secret.0.verify(password));
                 }
                 Err(AuthFailure::UnknownUser)
             }
@@ -373,30 +448,7 @@ impl UserDb {
     }
 }
 
-#[derive(Clone)]
-struct TokenEntry {
-    name: String,
-    digest: [u8; 32],
-    groups: Vec<String>,
-}
-
-/// The tokens file: names, SHA-256 digests of the tokens, and groups.
-#[derive(Clone)]
-pub struct TokenDb {
-    path: PathBuf,
-    entries: Vec<TokenEntry>,
-}
-
-impl fmt::Debug for TokenDb {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenDb")
-            .field("path", &self.path)
-            .field("tokens", &self.entries.len())
-            .finish()
-    }
-}
-
-impl TokenDb {
+impl CredentialDb<TokenDigest> {
     /// Reads and checks a tokens file.
     pub fn load(path: &Path) -> Result<TokenDb, CredentialError> {
         let text = read_secret_file(path)?;
@@ -405,103 +457,43 @@ impl TokenDb {
 
     /// Parses tokens-file text; `path` is only used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<TokenDb, CredentialError> {
-        let mut entries: Vec<TokenEntry> = Vec::new();
-        let mut first_line: HashMap<String, usize> = HashMap::new();
+        let layout = Layout {
+            fields: 3..=4,
+            expected: "expected name:sha256:<64 hex digits> or name:sha256:<64 hex digits>:groups",
+            duplicate: "token name",
+        };
         let mut by_digest: HashMap<[u8; 32], (String, usize)> = HashMap::new();
-        for (line_no, line) in content_lines(text) {
-            let err = |problem: String| CredentialError::Line {
-                path: path.to_path_buf(),
-                line: line_no,
-                problem,
-            };
-            let fields: Vec<&str> = line.split(':').collect();
-            if !(3..=4).contains(&fields.len()) {
-                return Err(err(
-                    "expected name:sha256:<64 hex digits> or name:sha256:<64 hex digits>:groups"
-                        .into(),
+        let db = CredentialDb::parse_lines(path, text, &layout, |name, fields, line_no| {
+            if fields[0].trim() != "sha256" {
+                return Err("unknown token hash scheme (expected \"sha256\")".into());
+            }
+            let digest = parse_digest(fields[1].trim())?;
+            if let Some((other, other_line)) = by_digest.get(&digest) {
+                return Err(format!(
+                    "token of {name:?} is the same as that of {other:?} on line {other_line}"
                 ));
             }
-            let name = check_name(fields[0]).map_err(&err)?;
-            if let Some(first) = first_line.get(name) {
-                return Err(err(format!(
-                    "duplicate token name {name:?} (first defined on line {first})"
-                )));
-            }
-            if fields[1].trim() != "sha256" {
-                return Err(err("unknown token hash scheme (expected \"sha256\")".into()));
-            }
-            let digest = parse_digest(fields[2].trim()).map_err(&err)?;
-            if let Some((other, other_line)) = by_digest.get(&digest) {
-                return Err(err(format!(
-                    "token of {name:?} is the same as that of {other:?} on line {other_line}"
-                )));
-            }
-            let groups = match fields.get(3) {
-                Some(g) => parse_groups(g).map_err(&err)?,
-                None => Vec::new(),
-            };
-            first_line.insert(name.to_string(), line_no);
             by_digest.insert(digest, (name.to_string(), line_no));
-            entries.push(TokenEntry {
-                name: name.to_string(),
-                digest,
-                groups,
-            });
-        }
-        if entries.len() > u32::MAX as usize - 1 {
+            Ok(TokenDigest(digest))
+        })?;
+        if db.entries.len() > u32::MAX as usize - 1 {
             return Err(CredentialError::Line {
                 path: path.to_path_buf(),
                 line: 0,
                 problem: "too many tokens".into(),
             });
         }
-        Ok(TokenDb {
-            path: path.to_path_buf(),
-            entries,
-        })
-    }
-
-    /// The file this was read from.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the file named no token.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Whether a token of this name exists.
-    pub fn contains(&self, name: &str) -> bool {
-        self.entries.iter().any(|e| e.name == name)
-    }
-
-    /// The groups of the token named `name` (looked up by name, not by secret).
-    pub fn groups(&self, name: &str) -> Option<&[String]> {
-        self.entries
-            .iter()
-            .find(|e| e.name == name)
-            .map(|e| e.groups.as_slice())
-    }
-
-    /// Token names in file order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.iter().map(|e| e.name.as_str())
+        Ok(db)
     }
 
     /// Finds the token's entry, comparing the digest with every entry in constant time.
-    fn check(&self, token: &str) -> Option<&TokenEntry> {
+    fn check(&self, token: &str) -> Option<&Entry<TokenDigest>> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found: u32 = 0;
         for (i, entry) in self.entries.iter().enumerate() {
             // Fits: parse() caps the count below u32::MAX.
             let candidate = (i as u32).wrapping_add(1);
-            let eq = digest.ct_eq(&entry.digest);
+            let eq = digest.ct_eq(&entry.secret.0);
             found = u32::conditional_select(&found, &candidate, eq);
         }
         match found {

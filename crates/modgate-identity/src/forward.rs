@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn sans_listing() {
-        let id = CertIdentity::from_der(&cert()).expect("identity");
+        let id = crate::cert::cert_from_der(&cert()).expect("identity");
         assert_eq!(
             sans_header(&id),
             "DNS:a.example, email:a@example.com, URI:spiffe://td/a, IP:127.0.0.1, IP:::1"

@@ -31,11 +31,12 @@ pub mod forward;
 pub mod throttle;
 pub mod tls;
 
-pub use cert::{dn_from_der, CertError, CertIdentity};
+pub use cert::{cert_from_der, dn_from_der, CertError, CertIdentity};
 pub use cidr::{Cidr, CidrError, CidrSet};
 pub use credentials::{
     parse_authorization, token_sha256_hex, AuthFailure, Authenticated, Authenticator, CacheStats,
-    CredentialError, CredentialKind, Presented, TokenDb, UserDb,
+    CredentialDb, CredentialError, CredentialKind, PasswordHash, Presented, TokenDb, TokenDigest,
+    UserDb,
 };
 pub use forward::{base64_der, escaped_pem, parse_forwarded_cert, pem, sans_header, Verify};
 pub use throttle::{CheckLimiter, CheckLimits, Refused, Scope, Ticket};

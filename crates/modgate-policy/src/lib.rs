@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cert;
 pub mod glob;
 mod index;
 pub mod pattern;
@@ -18,11 +19,12 @@ pub mod route;
 #[cfg(test)]
 mod test_strategies;
 
+pub use cert::CertIdentity;
 pub use glob::{match_prefix_patterns, path_match, validate_glob_list, BadPattern};
 pub use pattern::{Pattern, PatternError, REGEX_SIZE_LIMIT};
 pub use rbac::{
-    AccessPolicy, AccessRequest, Binding, CertFields, CommitSet, Decision, Effect, Explanation,
-    Matcher, Principal, PrincipalSource, RbacError, Role, RoleMatch, Rule, RuleMatch, ValueMatch,
+    AccessPolicy, AccessRequest, Binding, CommitSet, Decision, Effect, Explanation, Matcher,
+    Principal, PrincipalSource, RbacError, Role, RoleMatch, Rule, RuleMatch, ValueMatch,
     VersionRange, DEFAULT_RULE, PRIVATE_DEFAULT_RULE,
 };
 pub use route::{Route, RouteMatch, RouteTable, RouteTableError};

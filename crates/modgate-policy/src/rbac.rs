@@ -112,6 +112,7 @@ use modgate_protocol::version::{
 use modgate_protocol::RequestKind;
 use thiserror::Error;
 
+use crate::cert::CertIdentity;
 use crate::glob::path_match;
 use crate::pattern::Pattern;
 
@@ -284,32 +285,6 @@ impl fmt::Display for PrincipalSource {
     }
 }
 
-/// The identity fields of a client certificate (or of forwarded
-/// certificate headers), as extracted by the gateway.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct CertFields {
-    /// The subject distinguished name, as rendered by the gateway
-    /// (e.g. `CN=build-1,OU=ci,O=Corp`).
-    pub subject_dn: String,
-    /// Subject common name.
-    pub cn: Option<String>,
-    /// Subject organisations.
-    pub o: Vec<String>,
-    /// Subject organisational units.
-    pub ou: Vec<String>,
-    /// DNS subject alternative names.
-    pub san_dns: Vec<String>,
-    /// E-mail (RFC 822) subject alternative names.
-    pub san_email: Vec<String>,
-    /// URI subject alternative names.
-    pub san_uri: Vec<String>,
-    /// The SPIFFE id (`spiffe://…` URI SAN), if any.
-    pub spiffe: Option<String>,
-    /// SHA-256 fingerprint of the DER certificate, in hex (any case, colons
-    /// optional).
-    pub fingerprint_sha256: String,
-}
-
 /// Who is asking, as the policy sees it. Plain data: the gateway fills it
 /// from a TLS certificate, a basic-auth user, a bearer token or trusted
 /// forwarded headers.
@@ -322,7 +297,7 @@ pub struct Principal {
     pub name: String,
     /// Certificate fields; present for [`PrincipalSource::Certificate`] and
     /// [`PrincipalSource::Forwarded`].
-    pub cert: Option<CertFields>,
+    pub cert: Option<CertIdentity>,
     /// Basic-auth user name.
     pub user: Option<String>,
     /// Bearer token *name* (never the secret).
@@ -350,7 +325,7 @@ impl Principal {
     }
 
     /// Certificate fields, unless the principal is anonymous.
-    fn cert_fields(&self) -> Option<&CertFields> {
+    fn cert_fields(&self) -> Option<&CertIdentity> {
         if self.is_anonymous() {
             return None;
         }
@@ -610,7 +585,7 @@ impl Matcher {
         }
     }
 
-    fn matches_cert(&self, c: &CertFields) -> bool {
+    fn matches_cert(&self, c: &CertIdentity) -> bool {
         match self {
             Matcher::Cn(v) => v.matches_opt(c.cn.as_ref()),
             Matcher::O(v) => v.matches_any(&c.o),

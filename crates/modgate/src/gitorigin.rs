@@ -406,9 +406,10 @@ impl Answer {
     }
 }
 
-/// How many git operations run at once against one upstream's host (the rest wait their
+/// How many git operations run at once for one git upstream, by its name (the rest wait their
 /// turn): a burst of cold module fetches must not become a burst of clones on the Git host.
-const PER_HOST_CONCURRENCY: usize = 8;
+/// The bound is per upstream name, not per host: two upstreams on one host have one each.
+const PER_UPSTREAM_CONCURRENCY: usize = 8;
 
 /// The in-process origin of every git upstream.
 pub struct GitOrigin {
@@ -488,7 +489,9 @@ impl GitOrigin {
             .lock()
             .map(|mut t| {
                 t.entry(name.to_string())
-                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(PER_HOST_CONCURRENCY)))
+                    .or_insert_with(|| {
+                        Arc::new(tokio::sync::Semaphore::new(PER_UPSTREAM_CONCURRENCY))
+                    })
                     .clone()
             })
             .ok();
@@ -514,18 +517,48 @@ impl ServeHttp for GitOrigin {
             .map_or("/", |p| p.as_str())
             .to_string();
         let a = self.answer(&target).await;
-        let length = a.body.len();
+        a.into_response()
+    }
+}
+
+impl Answer {
+    /// The HTTP response that carries this answer; a `500` with the reason when it cannot be
+    /// built (a status or header value `http` refuses), never an empty `200`: the gateway
+    /// would take that for the artifact and pin its empty bytes in the ledger.
+    fn into_response(self) -> Response<Vec<u8>> {
+        let length = self.body.len();
         let mut builder = Response::builder()
-            .status(a.status)
-            .header("Content-Type", a.content_type)
+            .status(self.status)
+            .header("Content-Type", self.content_type)
             .header("Content-Length", length);
-        if a.no_store {
+        if self.no_store {
             builder = builder.header("Cache-Control", "no-store");
         }
-        builder
-            .body(a.body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
+        match builder.body(self.body) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("git origin: an answer could not be sent: {e}");
+                fail_closed(&e)
+            }
+        }
     }
+}
+
+/// A `500` that names `reason`, built from parts that cannot be refused.
+fn fail_closed(reason: &dyn std::fmt::Display) -> Response<Vec<u8>> {
+    use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+    let body = format!("git origin: the answer could not be sent: {reason}\n").into_bytes();
+    let length = HeaderValue::from(body.len());
+    let mut r = Response::new(body);
+    *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(CONTENT_LENGTH, length);
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 #[cfg(test)]
@@ -622,6 +655,37 @@ mod tests {
             t.canonical("git.corp.example/team/secret.wiki", &[".git".into()]),
             None
         );
+    }
+
+    #[test]
+    fn an_answer_that_cannot_be_sent_fails_closed() {
+        let zip = b"PK\x03\x04 the bytes of a module zip".to_vec();
+        let unbuildable = [
+            // A status http cannot carry.
+            Answer {
+                status: 1000,
+                ..Answer::ok("application/zip", zip.clone())
+            },
+            // A header value http refuses.
+            Answer::ok("application/zip\n", zip.clone()),
+        ];
+        for a in unbuildable {
+            let r = a.into_response();
+            let body = String::from_utf8_lossy(r.body()).to_string();
+            assert_eq!(r.status(), 500, "{body}");
+            assert!(
+                body.starts_with("git origin: the answer could not be sent: "),
+                "{body}"
+            );
+            assert_eq!(
+                r.headers()["Content-Length"].to_str().ok(),
+                Some(body.len().to_string().as_str())
+            );
+            assert_eq!(r.headers()["Cache-Control"], "no-store");
+        }
+        let r = Answer::ok("application/zip", zip.clone()).into_response();
+        assert_eq!((r.status().as_u16(), r.body()), (200, &zip));
+        assert_eq!(r.headers()["Content-Type"], "application/zip");
     }
 
     #[test]

@@ -7,8 +7,8 @@ const FP: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd
 
 // ----- fixtures ------------------------------------------------------------
 
-fn cert_fields() -> CertFields {
-    CertFields {
+fn cert_fields() -> CertIdentity {
+    CertIdentity {
         subject_dn: "CN=build-42.ci.corp.example,OU=ci,OU=eng,O=Corp".into(),
         cn: Some("build-42.ci.corp.example".into()),
         o: vec!["Corp".into()],
@@ -21,6 +21,7 @@ fn cert_fields() -> CertFields {
         ],
         spiffe: Some("spiffe://corp.example/ci/builder".into()),
         fingerprint_sha256: FP.to_uppercase(),
+        ..CertIdentity::default()
     }
 }
 
@@ -1437,7 +1438,7 @@ fn compiled_principal() -> impl Strategy<Value = Principal> {
         (ids(), ids(), one(), prop::sample::select(FPS)),
     )
         .prop_map(
-            |((cn, o, ou, dn), (san_uri, san_dns, spiffe, fp))| CertFields {
+            |((cn, o, ou, dn), (san_uri, san_dns, spiffe, fp))| CertIdentity {
                 subject_dn: dn.to_owned(),
                 cn,
                 o,
@@ -1447,6 +1448,7 @@ fn compiled_principal() -> impl Strategy<Value = Principal> {
                 san_uri,
                 spiffe,
                 fingerprint_sha256: fp.to_owned(),
+                ..CertIdentity::default()
             },
         );
     (

@@ -11,13 +11,29 @@ use pingora::http::ResponseHeader;
 use crate::cache::{self, CacheRuntime, IntegrityCheck, IntegrityFailure};
 use crate::metrics;
 
-/// Why the upstream's header was refused.
-#[derive(Debug, PartialEq, Eq)]
+/// Why the upstream's header was refused; its text is the whole message (the 502's).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderRefusal {
     /// A `Content-Encoding` nobody asked for: hashing encoded bytes would pin the wrong thing.
+    #[error("{0}")]
     Encoded(String),
     /// The announced size differs from the first-seen one: changed bytes.
+    #[error("{0}")]
     Changed(String),
+}
+
+/// A header refusal as the reason of the Pingora error that answers 502.
+impl From<HeaderRefusal> for pingora::ImmutStr {
+    fn from(r: HeaderRefusal) -> Self {
+        r.to_string().into()
+    }
+}
+
+/// A refused body as the reason of the Pingora error that cuts the client off.
+impl From<IntegrityFailure> for pingora::ImmutStr {
+    fn from(f: IntegrityFailure) -> Self {
+        f.to_string().into()
+    }
 }
 
 /// Judges an upstream's 200 header for an exact version against what the ledger recorded
@@ -116,7 +132,7 @@ impl Guard {
         c: &CacheRuntime,
         resp: &ResponseHeader,
         upstream: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), HeaderRefusal> {
         let Some((a, version)) = self.key.clone() else {
             return Ok(());
         };
@@ -143,13 +159,12 @@ impl Guard {
                 self.check = Some(check);
                 Ok(())
             }
-            Err(HeaderRefusal::Encoded(message)) => {
-                self.refusal = Some(message.clone());
-                Err(message)
-            }
-            Err(HeaderRefusal::Changed(message)) => {
-                self.refuse(c, message.clone());
-                Err(message)
+            Err(refusal) => {
+                match &refusal {
+                    HeaderRefusal::Encoded(message) => self.refusal = Some(message.clone()),
+                    HeaderRefusal::Changed(message) => self.refuse(c, message.clone()),
+                }
+                Err(refusal)
             }
         }
     }
@@ -162,7 +177,7 @@ impl Guard {
         end_of_stream: bool,
         c: Option<&CacheRuntime>,
         upstream: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), IntegrityFailure> {
         let Some(check) = self.check.as_mut() else {
             return Ok(());
         };
@@ -189,13 +204,13 @@ impl Guard {
                 // reason; an invalid zip or a ledger failure is tried again next time.
                 let message = failure.message().to_string();
                 match failure {
-                    IntegrityFailure::Changed(_) => self.refuse(c, message.clone()),
+                    IntegrityFailure::Changed(_) => self.refuse(c, message),
                     IntegrityFailure::Invalid(_) | IntegrityFailure::Ledger(_) => {
                         log::error!("integrity: {message}");
-                        self.refusal = Some(message.clone());
+                        self.refusal = Some(message);
                     }
                 }
-                Err(message)
+                Err(failure)
             }
         }
     }
@@ -208,7 +223,7 @@ impl Guard {
                 &self.module,
                 v,
                 *a,
-                cache::Refusal {
+                cache::Quarantined {
                     message: message.clone(),
                 },
             );
@@ -295,6 +310,23 @@ mod tests {
         assert!(!c.pins());
         let c = judge(&[("content-length", "3")], None).expect("check");
         assert!(c.pins());
+    }
+
+    #[test]
+    fn a_refusal_reads_as_its_message_also_as_a_pingora_reason() {
+        let Err(r) = judge(&[("content-encoding", "br")], None) else {
+            panic!("refused");
+        };
+        let message = match &r {
+            HeaderRefusal::Encoded(m) => m.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(r.to_string(), message);
+        assert_eq!(pingora::ImmutStr::from(r).to_string(), message);
+        let f =
+            IntegrityFailure::Ledger("m@v1: the integrity ledger could not be consulted".into());
+        assert_eq!(f.to_string(), f.message());
+        assert_eq!(pingora::ImmutStr::from(f.clone()).to_string(), f.message());
     }
 
     #[test]

@@ -1,0 +1,65 @@
+//! The response cache and the integrity ledger at run time: which requests are cached and for
+//! how long, the cache key (which always includes the route, so a private and a public module
+//! can never share an entry), and the first-seen hash check of exact-version artifacts.
+//!
+//! | request | kept |
+//! |---|---|
+//! | exact-version `.info` / `.mod` / `.zip`, sumdb full tiles | forever (immutable) |
+//! | `list`, `@latest`, version-query `.info`, sumdb partial tiles and lookups | `ttl.mutable` (route may override), then served stale for `ttl.stale_if_error` when the upstream fails |
+//! | sumdb `latest` | `ttl.sumdb_latest` |
+//! | 404 / 410 | `ttl.not_found` |
+//!
+//! One concern per file: `plan` (lifetimes, keys, what is kept), `share` (what may be shared
+//! between requesters), `integrity` (the first-seen hash check of exact versions),
+//! `quarantine` (refused changed bytes), `purge` (removing a module's answers); this file opens
+//! the cache and the ledger.
+
+mod integrity;
+mod plan;
+mod purge;
+mod quarantine;
+mod share;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use modgate_cache::DiskCache;
+use modgate_ledger::Ledger;
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+
+pub use integrity::{artifact, mismatch_message, IntegrityCheck, IntegrityFailure};
+pub use plan::{CachePlan, RouteCache, Ttls};
+pub use purge::{cached_request, purge_module, target};
+pub use quarantine::{Quarantine, Quarantined};
+pub use share::unshareable;
+
+/// The cache and ledger of a running gateway.
+pub struct CacheRuntime {
+    pub storage: &'static DiskCache,
+    pub lock: &'static CacheKeyLockImpl,
+    pub ledger: Arc<Ledger>,
+    /// Artifacts whose upstream bytes were refused: served from cache if held, else 502.
+    pub quarantine: Quarantine,
+}
+
+impl CacheRuntime {
+    /// Opens the disk cache (blocking: scans the directory) and the ledger.
+    pub fn open(
+        disk: modgate_cache::DiskCacheConfig,
+        lock_timeout: Duration,
+        ledger_path: &std::path::Path,
+    ) -> anyhow::Result<CacheRuntime> {
+        let dir = disk.root.clone();
+        let storage =
+            DiskCache::open(disk).map_err(|e| anyhow::anyhow!("cache {}: {e}", dir.display()))?;
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_timeout));
+        let ledger = Ledger::open(ledger_path)
+            .map_err(|e| anyhow::anyhow!("ledger {}: {e}", ledger_path.display()))?;
+        Ok(CacheRuntime {
+            storage,
+            lock,
+            ledger: Arc::new(ledger),
+            quarantine: Quarantine::default(),
+        })
+    }
+}
