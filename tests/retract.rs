@@ -1,11 +1,17 @@
-//! The `retract` parser of modgate-protocol against the real `go`: for every `go.mod` below
-//! (written by hand for each form, and generated over the places a rationale comment can be),
-//! `go mod edit -json` (Go 1.23's `modfile`) and `parse_retractions` must give the same
-//! Low/High/Rationale list, and must refuse the same syntax errors. It lives here, not beside
-//! the parser, because modgate-protocol cannot depend on the testkit (which depends on it).
+//! The `retract` parser of modgate-protocol against the real `go`, twice:
+//! * for every `go.mod` below (written by hand for each form, and generated over the places a
+//!   rationale comment can be), `go mod edit -json` (Go 1.23's strict `modfile.Parse`) and
+//!   `parse_retractions` give the same Low/High/Rationale list and refuse the same syntax
+//!   errors;
+//! * for a module served by a fixture GOPROXY whose latest `go.mod` uses the lax forms `go`
+//!   accepts from a dependency, `go list -m -json -retracted` and `Retraction::contains` /
+//!   `Retractions::is_retracted` agree on every version and its rationales.
+//!
+//! It lives here, not beside the parser, because modgate-protocol cannot depend on the testkit
+//! (which depends on it).
 
-use modgate_protocol::{parse_retractions, Retraction};
-use modgate_testkit::GoEnv;
+use modgate_protocol::{parse_retractions, Retraction, Retractions};
+use modgate_testkit::{FixtureProxy, GoEnv, ModuleVersion};
 
 /// (low, high, rationale) as `go mod edit -json` prints them; `Err` with go's stderr if it
 /// refuses the file.
@@ -133,4 +139,114 @@ fn retractions_match_go_mod_edit_json() {
     }
     // The syntax-error cases were refused by both, and nothing else was.
     assert_eq!(refused, 4);
+}
+
+/// The latest `go.mod` of the module below: lax forms `go mod edit` refuses but `go` applies
+/// to a dependency (malformed directives skipped, extra tokens ignored, other directives and
+/// block kinds passed over), and rationales in every place.
+const LAX_GO_MOD: &str = "module example.com/retracting
+
+go 1.21
+
+// Reason A.
+retract v1.0.1
+retract [v1.0.2, v1.0.4] // Range B.
+retract v1.0.5 v1.0.6 // Extra tokens: only the first version.
+retract [v1.0.7
+retract `v1.0.8`
+retract \"v1.0.9\" // Quoted.
+retract v1.1 // Shorthand.
+retract (
+\t// In block.
+\tv1.2.0
+\tv1.3.0 // Own.
+\t( v1.7.0 )
+)
+// Block reason,
+// two lines.
+retract (
+\tv1.4.0
+\t[v1.5.0, v1.5.0]
+)
+exclude example.com/x v1.0.0
+replace example.com/x => ./x
+retract v1.6.0
+retract v1.6.0 // Second rationale.
+retract [v1.6.0, v1.6.9] // Third.
+retract foo (
+\tv1.0.0
+)
+";
+
+/// `go list -m -json -retracted` lists, for each version, the rationales of every retraction
+/// of the latest `go.mod` that covers it (or "retracted by module author"): the same as
+/// `parse_retractions` and `Retraction::contains` give for a dependency's `go.mod`.
+#[tokio::test(flavor = "multi_thread")]
+async fn retracted_versions_match_go_list_retracted() {
+    const M: &str = "example.com/retracting";
+    if modgate_testkit::require_go().is_none() {
+        return;
+    }
+    let versions = [
+        "v1.0.0", "v1.0.1", "v1.0.2", "v1.0.3", "v1.0.4", "v1.0.5", "v1.0.6", "v1.0.7", "v1.0.8",
+        "v1.0.9", "v1.1.0", "v1.1.1", "v1.2.0", "v1.3.0", "v1.4.0", "v1.5.0", "v1.6.0", "v1.6.5",
+        "v1.7.0", "v1.9.9",
+    ];
+    let modules: Vec<ModuleVersion> = versions
+        .iter()
+        .map(|v| ModuleVersion::new(M, v).expect("module"))
+        .collect();
+    let fixture = FixtureProxy::start(&modules).await.expect("fixture");
+    fixture.set_file(
+        &format!("/{M}/@v/v1.9.9.mod"),
+        LAX_GO_MOD.as_bytes().to_vec(),
+    );
+    let env = GoEnv::new(&fixture.url());
+    env.write_main_module(&[]);
+    let args: Vec<String> = versions.iter().map(|v| format!("{M}@{v}")).collect();
+    let mut cmd = vec!["list", "-m", "-json", "-retracted"];
+    cmd.extend(args.iter().map(String::as_str));
+    let run = env.go(&cmd);
+    run.expect_ok("go list -m -json -retracted");
+    let stdout = run.stdout();
+    let listed: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("go list JSON");
+    assert_eq!(listed.len(), versions.len(), "{stdout}");
+
+    let ours = Retractions::parse(LAX_GO_MOD).expect("parse");
+    let mut retracted = 0;
+    for entry in &listed {
+        let version = entry["Version"].as_str().expect("Version");
+        let want: Vec<String> = entry["Retracted"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let covering: Vec<&Retraction> = ours.0.iter().filter(|r| r.contains(version)).collect();
+        let mut got: Vec<String> = covering
+            .iter()
+            .filter(|r| !r.rationale.is_empty())
+            .map(|r| r.rationale.clone())
+            .collect();
+        if got.is_empty() && !covering.is_empty() {
+            got.push("retracted by module author".to_owned());
+        }
+        assert_eq!(got, want, "{M}@{version}");
+        // is_retracted agrees: some retraction iff go says retracted, with go's first reason.
+        match ours.is_retracted(version) {
+            None => assert!(want.is_empty(), "{version}"),
+            Some(r) if r.rationale.is_empty() => {
+                assert_eq!(want, ["retracted by module author"], "{version}")
+            }
+            Some(r) => assert_eq!(r.rationale, want[0], "{version}"),
+        }
+        retracted += usize::from(!want.is_empty());
+    }
+    // The fixture means something: most versions are retracted, some not.
+    assert_eq!(retracted, 13, "{stdout}");
 }
