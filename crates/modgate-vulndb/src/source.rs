@@ -1,7 +1,8 @@
 //! Where the database's files come from: a directory, or a zip holding the same layout at its
 //! root or under one top-level folder (as operators mirror `vulndb.zip`). Only the files the
 //! layout names are read (`index/*.json[.gz]`, `ID/<id>.json[.gz]` for IDs already checked by
-//! [`valid_id`](crate::osv::valid_id)), so nothing outside the layout is ever opened. Every read
+//! [`valid_id`](crate::osv::valid_id)), so nothing outside the layout is ever opened (a file of
+//! the layout that is a symbolic link is refused, not followed). Every read
 //! is bounded: a file larger than the limit, compressed or after decompression, is an error.
 
 use std::collections::HashMap;
@@ -152,11 +153,19 @@ impl Source {
         match self {
             Source::Dir(dir) => {
                 let path = dir.join(rel);
-                let file = match File::open(&path) {
-                    Ok(f) => f,
+                // A file of the layout must be the file itself: a symbolic link could make the
+                // gateway read, and serve under /vulndb/, something outside the database.
+                match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err(io_err(rel)(io::Error::other(
+                            "is a symbolic link (the database's files must be regular files)",
+                        )))
+                    }
+                    Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
                     Err(e) => return Err(io_err(rel)(e)),
-                };
+                }
+                let file = File::open(&path).map_err(io_err(rel))?;
                 let meta = file.metadata().map_err(io_err(rel))?;
                 if !meta.is_file() {
                     return Err(io_err(rel)(io::Error::other("not a regular file")));

@@ -589,6 +589,18 @@ fn inconsistent_or_half_written_databases_are_refused() {
         let e = db.expect_err(what).to_string();
         assert!(e.starts_with(want), "{what}: {e}");
     }
+    // A file of the layout that is a symbolic link (here to a file outside the database).
+    let (dir, _) = load_dir(&files);
+    let outside = dir.path().join("secret.txt");
+    std::fs::write(&outside, b"not for serving").unwrap();
+    let entry = dir.path().join("ID/GO-2024-0004.json");
+    std::fs::remove_file(&entry).unwrap();
+    std::os::unix::fs::symlink(&outside, &entry).unwrap();
+    let e = VulnDb::load(dir.path()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot read ID/GO-2024-0004.json: is a symbolic link (the database's files must be regular files)"
+    );
     // Not there at all.
     let e = VulnDb::load(Path::new("/nonexistent/vulndb")).unwrap_err();
     assert!(
