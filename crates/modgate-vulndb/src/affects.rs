@@ -150,6 +150,40 @@ pub(crate) fn intervals(events: &[Event]) -> Result<Vec<Interval>, String> {
     Ok(out)
 }
 
+/// Sorts one block's intervals by their start (from the first version first) and reports
+/// whether they are disjoint, in which case [`find`] can binary-search them.
+pub(crate) fn sort_intervals(ivs: &mut [Interval]) -> bool {
+    ivs.sort_by(|a, b| cmp_start(&a.introduced, &b.introduced));
+    ivs.windows(2).all(|w| match (&w[0].end, &w[1].introduced) {
+        (None, _) | (_, None) => false,
+        (Some(End::Fixed(hi)), Some(lo)) => compare_semver(hi, lo) != Ordering::Greater,
+        (Some(End::LastAffected(hi)), Some(lo)) => compare_semver(hi, lo) == Ordering::Less,
+    })
+}
+
+fn cmp_start(a: &Option<String>, b: &Option<String>) -> Ordering {
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(a), Some(b)) => compare_semver(a, b),
+    }
+}
+
+/// The interval of `ivs` (sorted by [`sort_intervals`]) that contains `v`: a binary search when
+/// they are `disjoint`, else the first in order.
+pub(crate) fn find<'a>(ivs: &'a [Interval], disjoint: bool, v: &str) -> Option<&'a Interval> {
+    if !disjoint {
+        return ivs.iter().find(|iv| iv.contains(v));
+    }
+    let after = ivs.partition_point(|iv| match &iv.introduced {
+        None => true,
+        Some(lo) => compare_semver(lo, v) != Ordering::Greater,
+    });
+    let candidate = ivs.get(after.checked_sub(1)?)?;
+    candidate.contains(v).then_some(candidate)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +355,50 @@ mod tests {
         assert!(!affected(&[intro("0"), fixed("0")], "v0.0.0"));
         // A leading v is tolerated.
         assert!(affected(&[intro("v1.0.0")], "v1.0.0"));
+    }
+
+    #[test]
+    fn binary_search_equals_a_scan() {
+        let probes = [
+            "v0.0.0", "v1.0.0", "v1.4.0", "v1.5.0", "v2.0.0", "v2.5.0", "v3.0.0", "v9.0.0",
+        ];
+        let cases: Vec<Vec<Interval>> = vec![
+            // Two ranges of one block, given out of order: disjoint once sorted.
+            [
+                intervals(&[intro("2.0.0"), fixed("3.0.0")]).unwrap(),
+                intervals(&[intro("0"), fixed("1.0.0"), intro("1.5.0"), fixed("2.0.0")]).unwrap(),
+            ]
+            .concat(),
+            // Overlapping ranges: not disjoint, scanned.
+            [
+                intervals(&[intro("1.0.0"), fixed("3.0.0")]).unwrap(),
+                intervals(&[intro("2.0.0")]).unwrap(),
+            ]
+            .concat(),
+            // Touching at an inclusive end: overlapping.
+            [
+                intervals(&[intro("1.0.0"), last("2.0.0")]).unwrap(),
+                intervals(&[intro("2.0.0"), fixed("2.5.0")]).unwrap(),
+            ]
+            .concat(),
+            vec![Interval::all()],
+        ];
+        let mut disjoint = Vec::new();
+        for mut ivs in cases {
+            let scan: Vec<Option<Interval>> = probes
+                .iter()
+                .map(|p| ivs.iter().find(|iv| iv.contains(p)).cloned())
+                .collect();
+            let d = sort_intervals(&mut ivs);
+            disjoint.push(d);
+            for (p, want) in probes.iter().zip(&scan) {
+                assert_eq!(find(&ivs, d, p).is_some(), want.is_some(), "{ivs:?} at {p}");
+                if let Some(found) = find(&ivs, d, p) {
+                    assert!(found.contains(p));
+                }
+            }
+        }
+        assert_eq!(disjoint, [true, false, false, true]);
     }
 
     #[test]

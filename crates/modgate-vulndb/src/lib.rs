@@ -257,7 +257,7 @@ impl VulnDb {
         for &(i, j) in hits {
             let advisory = &self.advisories[i as usize];
             let affected = &advisory.affected[j as usize];
-            let Some(interval) = affected.intervals.iter().find(|iv| iv.contains(version)) else {
+            let Some(interval) = affected.interval_containing(version) else {
                 continue;
             };
             match out.last_mut() {

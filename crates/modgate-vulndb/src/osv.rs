@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::affects::{intervals, Event, Interval};
+use crate::affects::{find, intervals, sort_intervals, Event, Interval};
 use crate::error::VulnDbError;
 use crate::time::{parse_rfc3339, DbTime};
 
@@ -143,12 +143,22 @@ pub struct ImportedPackage {
 pub struct AffectedModule {
     /// The module path (`stdlib` and `toolchain` name Go itself, not modules).
     pub module: String,
-    /// Affected intervals (an empty list never occurs: "no ranges" is one interval of all).
+    /// Affected intervals, sorted by their start (an empty list never occurs: "no ranges" is
+    /// one interval of all).
     pub intervals: Vec<Interval>,
+    /// Whether the intervals are disjoint (binary search), as they are within one range.
+    disjoint: bool,
     /// `ecosystem_specific.imports`.
     pub imports: Vec<ImportedPackage>,
     /// `affected[].severity`, if given.
     pub severity: Vec<Severity>,
+}
+
+impl AffectedModule {
+    /// The interval that contains the Go version `v`, if any.
+    pub fn interval_containing(&self, v: &str) -> Option<&Interval> {
+        find(&self.intervals, self.disjoint, v)
+    }
 }
 
 /// One advisory, checked and ready to match.
@@ -270,9 +280,11 @@ pub(crate) fn parse_entry(
                 goarch: i.goarch.unwrap_or_default(),
             })
             .collect();
+        let disjoint = sort_intervals(&mut ivs);
         affected.push(AffectedModule {
             module,
             intervals: ivs,
+            disjoint,
             imports,
             severity: severities(a.severity),
         });

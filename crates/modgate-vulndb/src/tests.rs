@@ -662,27 +662,41 @@ fn sizes_are_bounded() {
 /// the module index. The time is printed, not asserted (the suite runs on busy machines).
 #[test]
 fn a_million_version_database() {
-    let mut entries = Vec::new();
+    // Written as text: building a million `serde_json::Value`s would take longer than loading.
+    let mut files = Files(BTreeMap::new());
+    let mut vulns = Vec::new();
+    let mut modules: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for i in 0..5_000 {
-        let mut events = vec![json!({"introduced": "0"})];
+        let id = format!("GO-2024-{i:05}");
+        let module = format!("example.com/m{}", i % 1000);
+        let mut events = String::from(r#"{"introduced":"0"}"#);
         for k in 0..199 {
-            let v = format!("{}.{}.0", i % 7, k + 1);
-            events.push(if k % 2 == 0 {
-                json!({"fixed": v})
-            } else {
-                json!({"introduced": v})
-            });
+            let kind = if k % 2 == 0 { "fixed" } else { "introduced" };
+            events.push_str(&format!(r#",{{"{kind}":"{}.{}.0"}}"#, i % 7, k + 1));
         }
-        entries.push(entry(
-            &format!("GO-2024-{i:05}"),
-            json!([module(
-                &format!("example.com/m{}", i % 1000),
-                semver(Value::Array(events)),
-                json!([])
-            )]),
-        ));
+        let json = format!(
+            r#"{{"id":"{id}","modified":"2024-05-06T07:08:09Z","affected":[{{"package":{{"name":"{module}","ecosystem":"Go"}},"ranges":[{{"type":"SEMVER","events":[{events}]}}]}}]}}"#
+        );
+        files.set(&format!("ID/{id}.json"), json.as_bytes());
+        vulns.push(format!(r#"{{"id":"{id}"}}"#));
+        modules
+            .entry(module)
+            .or_default()
+            .push(format!(r#"{{"id":"{id}"}}"#));
     }
-    let files = Files::of(&entries);
+    let modules: Vec<String> = modules
+        .into_iter()
+        .map(|(m, v)| format!(r#"{{"path":"{m}","vulns":[{}]}}"#, v.join(",")))
+        .collect();
+    files.set("index/db.json", br#"{"modified":"2024-05-06T07:08:09Z"}"#);
+    files.set(
+        "index/vulns.json",
+        format!("[{}]", vulns.join(",")).as_bytes(),
+    );
+    files.set(
+        "index/modules.json",
+        format!("[{}]", modules.join(",")).as_bytes(),
+    );
     let dir = tempfile::tempdir().unwrap();
     files.write_dir(dir.path());
     let start = std::time::Instant::now();
