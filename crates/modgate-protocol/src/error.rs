@@ -268,7 +268,7 @@ pub fn go_quote_rune(c: char) -> String {
     out
 }
 
-fn is_go_printable(c: char) -> bool {
+pub(crate) fn is_go_printable(c: char) -> bool {
     if c.is_ascii() {
         return (' '..='~').contains(&c);
     }

@@ -342,7 +342,7 @@ fn lex_line(line: &str, n: usize) -> Result<Vec<Token>, GoSumError> {
 }
 
 /// Go's `strconv.Unquote` for the inside of a double-quoted string; `None` if malformed.
-fn unquote(s: &str) -> Option<String> {
+pub(crate) fn unquote(s: &str) -> Option<String> {
     let mut out = String::with_capacity(s.len());
     let mut it = s.chars();
     while let Some(c) = it.next() {

@@ -16,6 +16,8 @@
 //! * [`sumdb`] — tile paths, lookup syntax and [`SumdbRequest`].
 //! * [`gosum`] — the module versions listed by `go.sum`, `go.mod` `require`
 //!   directives and `module@version` lists ([`ModVersion`]).
+//! * [`retract`] — the `retract` directives of a `go.mod` with their rationale
+//!   ([`Retractions`]), as `go` reads a dependency's latest `go.mod`.
 //! * [`error`] — [`PathError`] and [`VersionError`] with Go's wording.
 
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod escape;
 mod githttp;
 pub mod gosum;
 pub mod request;
+pub mod retract;
 pub mod sumdb;
 pub mod version;
 
@@ -43,6 +46,7 @@ pub use request::{
     percent_decode, GoProxyRequest, ModuleRequest, ParseRequestKindError, RequestError,
     RequestKind, RequestParser, MAX_REQUEST_PATH,
 };
+pub use retract::{parse_retractions, Retraction, Retractions};
 pub use sumdb::{
     is_valid_sumdb_name, parse_tile_path, SumdbEndpoint, SumdbRequest, Tile, TileError,
 };
