@@ -48,20 +48,48 @@ use crate::tls;
 use crate::upstream::UpstreamUrl;
 use crate::upstream::{GatewayClient, Upstream};
 
-/// How `modgate agent` was asked to run.
+/// How `modgate agent` was asked to run (its command line; the field comments are the help).
+#[derive(clap::Args)]
 pub struct AgentOptions {
+    /// The gateway's URL, e.g. https://modgate.corp (with its path prefix, if any).
+    #[arg(long)]
     pub gateway: String,
+    /// Your client certificate (PEM, chain allowed); reloaded when it changes.
+    #[arg(long)]
     pub cert: PathBuf,
+    /// Your private key (PEM).
+    #[arg(long)]
     pub key: PathBuf,
+    /// CA bundle that verifies the gateway (system roots when absent).
+    #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// Where `go` connects: GOPROXY=http://<this address>.
+    #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// TLS server name to send and verify (the URL's host when absent).
+    #[arg(long)]
     pub server_name: Option<String>,
+    /// How often the certificate files are checked for renewal, in seconds.
+    #[arg(long, default_value = "2", value_parser = watch_interval)]
     pub watch: Duration,
+    /// Allow a non-loopback --listen address.
+    #[arg(long)]
     pub allow_remote: bool,
-    /// Users (names or uids) besides the agent's own who may use it.
+    /// Also lend the certificate to this local user (name or uid; repeatable). By default
+    /// only the agent's own user (and root) may use it; other users get a 403.
+    #[arg(long = "allow-user", value_name = "USER")]
     pub allow_users: Vec<String>,
-    /// `None`: [`default_pid_file`].
+    /// PID file (default: agent-<listen address>.pid in the per-user runtime directory,
+    /// $XDG_RUNTIME_DIR/modgate or /tmp/modgate-<uid>, so agents never share one).
+    #[arg(long)]
     pub pid_file: Option<String>,
+}
+
+/// `--watch SECONDS`: any float; one a `Duration` cannot hold (negative, NaN, huge) means
+/// the default 2 s.
+fn watch_interval(s: &str) -> Result<Duration, std::num::ParseFloatError> {
+    let secs: f64 = s.parse()?;
+    Ok(Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(2)))
 }
 
 /// The agent's own pid file in the per-user runtime directory, one per listen address (two

@@ -18,10 +18,17 @@ pub const DEFAULT_COST: u32 = 10;
 /// Longest standard input read (a password is one line).
 const MAX_INPUT: u64 = 4096;
 
-/// What to write.
-pub struct Request<'a> {
-    pub user: &'a str,
-    pub groups: &'a [String],
+/// What to write (the command line of `modgate passwd`; the field comments are its help).
+#[derive(clap::Args)]
+pub struct Request {
+    /// User name (no whitespace, ':' or leading '#').
+    pub user: String,
+    /// Groups, comma-separated (or repeat the flag).
+    #[arg(long, value_delimiter = ',', value_name = "GROUP,...")]
+    pub groups: Vec<String>,
+    /// bcrypt cost (work factor, 4 to 16, as the users file accepts; each step doubles the time of a check).
+    #[arg(long, default_value_t = DEFAULT_COST,
+          value_parser = clap::value_parser!(u32).range(4..=16))]
     pub cost: u32,
 }
 
@@ -87,10 +94,10 @@ fn password_from(input: &str) -> anyhow::Result<String> {
 
 /// Hashes the password and builds the users-file line, then reads it back with the gateway's
 /// own parser: the line must name exactly this user with exactly these groups.
-fn line_for(req: &Request<'_>, password: &str) -> anyhow::Result<String> {
-    check_names(req.user, req.groups)?;
+fn line_for(req: &Request, password: &str) -> anyhow::Result<String> {
+    check_names(&req.user, &req.groups)?;
     let mut groups: Vec<&str> = Vec::new();
-    for g in req.groups {
+    for g in &req.groups {
         if !groups.contains(&g.as_str()) {
             groups.push(g);
         }
@@ -104,9 +111,9 @@ fn line_for(req: &Request<'_>, password: &str) -> anyhow::Result<String> {
     let db = UserDb::parse(Path::new("<modgate passwd>"), &line)?;
     anyhow::ensure!(
         db.len() == 1
-            && db.contains(req.user)
+            && db.contains(&req.user)
             && db
-                .groups(req.user)
+                .groups(&req.user)
                 .is_some_and(|g| g.iter().map(String::as_str).eq(groups.iter().copied())),
         "the users-file parser does not read the line back as user {:?} with groups {groups:?}",
         req.user
@@ -171,10 +178,10 @@ fn read_input(user: &str) -> anyhow::Result<String> {
 }
 
 /// `modgate passwd`.
-pub fn passwd(req: &Request<'_>) -> Outcome {
+pub fn passwd(req: &Request) -> Outcome {
     // Names first: a bad one is refused before a password is asked for.
-    check_names(req.user, req.groups)?;
-    let password = password_from(&read_input(req.user)?)?;
+    check_names(&req.user, &req.groups)?;
+    let password = password_from(&read_input(&req.user)?)?;
     if password.chars().any(char::is_whitespace) {
         eprintln!(
             "modgate: warning: the password contains whitespace, which a .netrc file (where the \
@@ -191,10 +198,10 @@ mod tests {
 
     use modgate_identity::{Authenticator, Presented};
 
-    fn req<'a>(user: &'a str, groups: &'a [String]) -> Request<'a> {
+    fn req(user: &str, groups: &[String]) -> Request {
         Request {
-            user,
-            groups,
+            user: user.to_owned(),
+            groups: groups.to_vec(),
             cost: 4,
         }
     }
