@@ -122,20 +122,18 @@ fn line_for(req: &Request, password: &str) -> anyhow::Result<String> {
 }
 
 /// Turns terminal echo off for as long as it lives (when standard input is a terminal).
-struct EchoOff(Option<libc::termios>);
+struct EchoOff(Option<rustix::termios::Termios>);
 
 impl EchoOff {
     fn new() -> EchoOff {
-        // SAFETY: an all-zero termios is a valid value of the C struct; tcgetattr fills it.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: fd 0 and a pointer to a live termios.
-        if unsafe { libc::tcgetattr(0, &mut t) } != 0 {
+        use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+        let stdin = std::io::stdin();
+        let Ok(saved) = tcgetattr(&stdin) else {
             return EchoOff(None);
-        }
-        let saved = t;
-        t.c_lflag &= !libc::ECHO;
-        // SAFETY: as above; the settings are the current ones with ECHO cleared.
-        if unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) } != 0 {
+        };
+        let mut t = saved.clone();
+        t.local_modes.remove(LocalModes::ECHO);
+        if tcsetattr(&stdin, OptionalActions::Now, &t).is_err() {
             return EchoOff(None);
         }
         EchoOff(Some(saved))
@@ -145,8 +143,11 @@ impl EchoOff {
 impl Drop for EchoOff {
     fn drop(&mut self) {
         if let Some(saved) = &self.0 {
-            // SAFETY: restores settings tcgetattr returned for the same descriptor.
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                saved,
+            );
         }
     }
 }
