@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -455,6 +455,9 @@ struct RefreshState {
     /// of refreshes caused by misses).
     attempted_at: Option<Instant>,
     fetched: bool,
+    /// A refresh is talking to the host (with the state unlocked); whoever
+    /// needs the state to refresh waits on [`Mirror::refreshed`] instead.
+    refreshing: bool,
 }
 
 /// Repositories the host said it does not have, by URL: when it said so
@@ -466,7 +469,10 @@ type Missing = Mutex<HashMap<String, (Instant, String)>>;
 pub struct Mirror {
     pub(crate) runner: GitRunner,
     pub(crate) dir: PathBuf,
+    /// Locked only for short moments, never while git talks to the host.
     state: Mutex<RefreshState>,
+    /// Signalled when a refresh ends (`RefreshState::refreshing` falls).
+    refreshed: Condvar,
     missing: Arc<Missing>,
 }
 
@@ -535,6 +541,7 @@ impl Mirrors {
             },
             dir: self.root.join(mirror_dir_name(url)),
             state: Mutex::new(RefreshState::default()),
+            refreshed: Condvar::new(),
             missing: Arc::clone(&self.missing),
         });
         repos.insert(url.to_owned(), Arc::clone(&mirror));
@@ -619,19 +626,51 @@ impl Mirror {
     /// `max_age` (or a refresh was asked for with
     /// [`Mirrors::request_refresh`]).
     ///
-    /// Coalescing: the refresh runs with the mirror's lock held, so at most
-    /// one `ls-remote`/`fetch` per mirror is in flight; callers arriving
-    /// meanwhile block on the lock and then find a refresh that finished
-    /// after they asked, which they take instead of starting another.
+    /// Coalescing: at most one `ls-remote`/`fetch` per mirror is in flight
+    /// (single flight: it runs with the state unlocked and marked
+    /// `refreshing`). Callers that find fresh refs take them at once, even
+    /// during a refresh; callers that need a refresh meanwhile wait for the
+    /// one in flight and then find a refresh that finished after they asked,
+    /// which they take instead of starting another.
     pub fn refresh(&self, max_age: Duration) -> Result<Arc<Refs>, GitError> {
         let asked = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(refs), Some(at)) = (&state.refs, state.refreshed_at) {
-            if (at >= asked || at.elapsed() < max_age) && !self.dir.join(REFRESH_MARKER).exists() {
-                return Ok(Arc::clone(refs));
+        let mut state = self.lock_state();
+        loop {
+            if let (Some(refs), Some(at)) = (&state.refs, state.refreshed_at) {
+                if (at >= asked || at.elapsed() < max_age)
+                    && !self.dir.join(REFRESH_MARKER).exists()
+                {
+                    return Ok(Arc::clone(refs));
+                }
             }
+            if !state.refreshing {
+                return self.refresh_locked(state);
+            }
+            state = self.await_refresh(state);
         }
-        self.refresh_locked(&mut state)
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, RefreshState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits (the state unlocked) until no refresh is in flight.
+    fn settled(&self) -> MutexGuard<'_, RefreshState> {
+        let mut state = self.lock_state();
+        while state.refreshing {
+            state = self.await_refresh(state);
+        }
+        state
+    }
+
+    /// Waits (the state unlocked) for the refresh in flight to end.
+    fn await_refresh<'a>(
+        &self,
+        state: MutexGuard<'a, RefreshState>,
+    ) -> MutexGuard<'a, RefreshState> {
+        self.refreshed
+            .wait(state)
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The refs as listed by an `ls-remote` that started after `asked` (a
@@ -647,7 +686,7 @@ impl Mirror {
         // Bounded: each pass either answers, refreshes, or sleeps until the
         // turn of a refresh that starts after `asked`.
         for _ in 0..4 {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let state = self.settled();
             if let (Some(refs), Some(listed)) = (&state.refs, state.listed_at) {
                 if listed >= asked {
                     return Ok(Arc::clone(refs));
@@ -666,19 +705,23 @@ impl Mirror {
                     continue;
                 }
             }
-            return self.refresh_locked(&mut state);
+            return self.refresh_locked(state);
         }
         // Not reached (the second pass always answers or refreshes); never a listing out of turn.
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.settled();
         match &state.refs {
             Some(refs) => Ok(Arc::clone(refs)),
-            None => self.refresh_locked(&mut state),
+            None => self.refresh_locked(state),
         }
     }
 
-    /// Lists the host's refs and fetches what changed, with the state
-    /// locked.
-    fn refresh_locked(&self, state: &mut RefreshState) -> Result<Arc<Refs>, GitError> {
+    /// Lists the host's refs and fetches what changed: the single flight.
+    /// Called with the state locked and no refresh in flight; the state is
+    /// unlocked (marked `refreshing`) while git talks to the host.
+    fn refresh_locked(
+        &self,
+        mut state: MutexGuard<'_, RefreshState>,
+    ) -> Result<Arc<Refs>, GitError> {
         if let Some(e) = self.known_missing() {
             return Err(e);
         }
@@ -687,6 +730,12 @@ impl Mirror {
         state.host_round_trips += 1;
         let started = Instant::now();
         state.attempted_at = Some(started);
+        let (held, fetched) = (state.refs.clone(), state.fetched);
+        state.refreshing = true;
+        drop(state);
+        // Clears `refreshing` and wakes the waiters however the flight ends
+        // (a panic included), after the results are stored.
+        let flight = Flight(self);
         let mut timing = crate::observe::Timing::start();
         let listed = self.runner.run(
             &self.dir,
@@ -702,15 +751,15 @@ impl Mirror {
         let listed = match listed {
             Ok(listed) => listed,
             Err(GitError::Git { stderr, .. }) if says_repository_missing(&stderr) => {
-                return Err(self.record_missing(state, stderr));
+                return Err(self.record_missing(&mut flight.land(), stderr));
             }
             Err(e) => return Err(e),
         };
         let refs = Refs {
             map: parse_ls_remote(&String::from_utf8_lossy(&listed.stdout)),
         };
-        let changed = state.refs.as_deref() != Some(&refs);
-        if changed || !state.fetched {
+        let changed = held.as_deref() != Some(&refs);
+        if changed || !fetched {
             let mut args = vec![
                 "fetch".to_owned(),
                 "--prune".into(),
@@ -730,12 +779,14 @@ impl Mirror {
                 },
                 Sink::Memory,
             )?;
-            state.fetched = true;
+            flight.land().fetched = true;
         }
         let refs = Arc::new(refs);
+        let mut state = flight.land();
         state.refs = Some(Arc::clone(&refs));
         state.refreshed_at = Some(Instant::now());
         state.listed_at = Some(started);
+        drop(state);
         // It exists now: an expired "not found" must not make `Mirrors::repo` drop this mirror.
         self.missing
             .lock()
@@ -839,6 +890,25 @@ impl Mirror {
         file: &mut std::fs::File,
     ) -> Result<RunOutput, GitError> {
         self.runner.run(&self.dir, cmd, Sink::File(file))
+    }
+}
+
+/// The refresh in flight of a mirror: when dropped, the refresh is over
+/// (`refreshing` cleared, waiters woken).
+struct Flight<'a>(&'a Mirror);
+
+impl Flight<'_> {
+    /// The state, locked, to store what the flight found (it stays marked
+    /// `refreshing` until the flight is dropped).
+    fn land(&self) -> MutexGuard<'_, RefreshState> {
+        self.0.lock_state()
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.0.lock_state().refreshing = false;
+        self.0.refreshed.notify_all();
     }
 }
 
