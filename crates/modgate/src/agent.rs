@@ -622,32 +622,11 @@ fn untrusted_gateway(text: &str) -> Option<String> {
 /// The innermost explanation of an error: its deepest cause that is not itself a Pingora error,
 /// else the deepest context, else the error type.
 fn innermost(e: &Error) -> String {
-    let mut found: Option<String> = None;
-    let mut cur = e;
-    loop {
-        if let Some(c) = &cur.context {
-            found = Some(c.as_str().to_string());
-        }
-        match cur.cause.as_deref() {
-            Some(c) => match c
-                .downcast_ref::<Box<Error>>()
-                .map(|b| &**b)
-                .or_else(|| c.downcast_ref::<Error>())
-            {
-                Some(inner) => cur = inner,
-                None => {
-                    let text = c.to_string();
-                    // Pingora's stand-in when a connect error has no cause of its own.
-                    if !text.is_empty() && !text.starts_with("local address ") {
-                        found = Some(text);
-                    }
-                    break;
-                }
-            },
-            None => break,
-        }
-    }
-    found.unwrap_or_else(|| e.etype().as_str().to_string())
+    let chain = crate::error_chain::walk(e);
+    chain
+        .cause
+        .or(chain.context)
+        .unwrap_or_else(|| e.etype().as_str().to_string())
 }
 
 /// The CAs the handshake probe verifies the gateway with: `--ca`, else the system's (as

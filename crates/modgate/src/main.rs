@@ -18,6 +18,7 @@ mod certs;
 mod commands;
 mod config;
 mod conn;
+mod error_chain;
 mod explain;
 mod gateway;
 mod gitorigin;
