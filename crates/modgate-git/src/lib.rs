@@ -44,7 +44,8 @@
 //! choosing a pseudo-version base or a commit's canonical version),
 //! gopkg.in-style `.vN` paths beyond what the rules already carry, serving
 //! stale refs when the host is down (the gateway's cache does that), and a
-//! per-host concurrency bound (a semaphore in `Mirrors`).
+//! concurrency bound (the gateway bounds git operations per git upstream,
+//! not per host).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
