@@ -83,4 +83,37 @@ mod tests {
             }
         );
     }
+
+    /// A TLS handshake cut by the server: Pingora attaches its connect details (with the
+    /// local address) to the error; the walk reports the handshake's own words, never the
+    /// details' `local address …` stand-in.
+    #[tokio::test]
+    async fn a_cut_handshake_is_explained_by_its_own_words() {
+        use pingora::connectors::TransportConnector;
+        use pingora::upstreams::peer::HttpPeer;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            // Accept and close at once, before any TLS.
+            let _ = listener.accept().await;
+        });
+        let peer = HttpPeer::new(addr, true, "localhost".to_string());
+        let e = TransportConnector::new(None)
+            .new_stream(&peer)
+            .await
+            .expect_err("no TLS server: the handshake fails");
+        let _ = server.await;
+        assert!(e.connect_local_addr().is_some(), "no connect details: {e}");
+        let chain = walk(&e);
+        assert!(
+            !chain
+                .cause
+                .as_deref()
+                .is_some_and(|c| c.starts_with("local address ")),
+            "{chain:?}"
+        );
+        assert!(chain.context.is_some() || chain.cause.is_some(), "{e}");
+    }
 }
