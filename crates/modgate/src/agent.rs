@@ -664,8 +664,7 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         .map(|u| crate::peer::resolve_user(u).map_err(|e| anyhow::anyhow!("--allow-user: {e}")))
         .collect::<anyhow::Result<Vec<u32>>>()?;
     let users = Users {
-        // SAFETY: geteuid(2) cannot fail and touches no memory.
-        owner: unsafe { libc::geteuid() },
+        owner: rustix::process::geteuid().as_raw(),
         allowed,
         remote: o.allow_remote,
     };
