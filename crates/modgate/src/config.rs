@@ -529,8 +529,7 @@ pub fn instance_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(d) if d.is_absolute() => d.join("modgate"),
         _ => {
-            // SAFETY: getuid(2) cannot fail and touches no memory.
-            let uid = unsafe { libc::getuid() };
+            let uid = rustix::process::getuid().as_raw();
             PathBuf::from(format!("/tmp/modgate-{uid}"))
         }
     }

@@ -21,7 +21,7 @@ use crate::gateway::Gateway;
 use crate::gitorigin::{Captures, GitUpstream};
 use crate::host::request_host;
 use crate::identity::{self, IdentityError, RequestIdentity};
-use crate::model::ListenerRuntime;
+use crate::model::{ListenerRuntime, Model};
 use crate::upstream::Upstream;
 
 /// The role an identity must hold to use the admin endpoint when `access:` is configured.
@@ -45,6 +45,25 @@ pub struct Scope<'a> {
     /// A background refresh of a cached answer (stale-while-revalidate), made by the gateway
     /// for a request that was itself admitted: it carries no identity and is not decided again.
     pub refresh: bool,
+}
+
+impl<'a> Scope<'a> {
+    /// A request that came in on `listener`, decided against `model` (`refresh`: the gateway's
+    /// own background refresh of a cached answer).
+    pub fn on_listener(
+        model: &'a Model,
+        listener: &'a ListenerRuntime,
+        caching: bool,
+        refresh: bool,
+    ) -> Scope<'a> {
+        Scope {
+            gateway: &model.gateway,
+            ttl: &model.ttl,
+            caching,
+            listener: Some(listener),
+            refresh,
+        }
+    }
 }
 
 /// The request as received: its head and the address of the connection's peer.

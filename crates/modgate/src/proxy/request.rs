@@ -34,13 +34,7 @@ impl GatewayProxy {
             // for a request admitted a moment ago: nothing to decide again, nothing a client
             // sees, no audit record (the request it serves has one). It asks the upstream as
             // that request would have: with the identity (and roles) it handed over.
-            let scope = Scope {
-                gateway: &ctx.model.gateway,
-                ttl: &ctx.model.ttl,
-                caching: self.cache.is_some(),
-                listener: Some(&ctx.listener),
-                refresh: true,
-            };
+            let scope = Scope::on_listener(&ctx.model, &ctx.listener, self.cache.is_some(), true);
             let inbound = Inbound {
                 head: session.req_header(),
                 peer: None,
@@ -121,13 +115,8 @@ impl GatewayProxy {
             match identity::resolve(session, &ctx.listener.identity, authenticator).await {
                 Ok(id) => {
                     ctx.identity = id;
-                    let scope = Scope {
-                        gateway: &ctx.model.gateway,
-                        ttl: &ctx.model.ttl,
-                        caching: self.cache.is_some(),
-                        listener: Some(&ctx.listener),
-                        refresh: false,
-                    };
+                    let scope =
+                        Scope::on_listener(&ctx.model, &ctx.listener, self.cache.is_some(), false);
                     let peer = session
                         .client_addr()
                         .and_then(|a| a.as_inet())
