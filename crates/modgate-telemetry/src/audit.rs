@@ -177,6 +177,16 @@ pub struct AuditRecord {
     /// For non-request audit events (e.g. `"cache-purge"`): the event name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// Advisories of the vulnerability policy that count against the version (it was denied
+    /// for them, or let through in report mode).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub advisories: Vec<String>,
+    /// Report mode: what the version would have been denied for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_deny: Option<String>,
+    /// Waivers that kept an advisory from counting: `ID: reason (until date)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waived: Vec<String>,
 }
 
 impl AuditRecord {

@@ -30,6 +30,7 @@ pub use crate::upstream::{Fallthrough, UpstreamKind, UpstreamUrl};
 mod access;
 mod cache;
 mod identity;
+mod versions;
 
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
@@ -37,6 +38,9 @@ pub use identity::{
     AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CertFormat, CidrValue,
     ForwardIdentityConfig, ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
 };
+#[cfg(test)]
+pub use versions::parse_expiry;
+pub use versions::{AdvisoryFilter, VersionsConfig, VulnMode, VulnerabilitiesConfig, WaiverConfig};
 
 /// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused
 /// connection that turns out dead also costs a retry.
@@ -100,6 +104,9 @@ pub struct GatewayConfig {
     /// The process log (format and level; `RUST_LOG`, when set, decides the level instead).
     #[serde(default)]
     pub log: LogConfig,
+    /// Which versions anyone may build with (the vulnerability database and its policy).
+    #[serde(default)]
+    pub versions: VersionsConfig,
 }
 
 /// `log:` section.
@@ -779,6 +786,15 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
             ));
         }
     }
+    let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    let roles: Vec<&str> = config
+        .access
+        .policy
+        .roles()
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    config.versions.check(&routes, &roles)?;
     Ok(())
 }
 

@@ -38,6 +38,7 @@ mod rundir;
 mod server;
 mod tls;
 mod upstream;
+mod vulns;
 mod warm;
 
 use std::path::PathBuf;

@@ -251,6 +251,24 @@ impl GatewayProxy {
                 respond::ok(session, "text/html; charset=utf-8", Bytes::from(page)).await?;
                 Ok(true)
             }
+            Verdict::Answer(Local::VulnDb { rel }) => {
+                let file = ctx.model.gateway.vulns.as_ref().and_then(|p| {
+                    p.db.file(rel)
+                        .map(|b| (modgate_vulndb::content_type(rel), Bytes::copy_from_slice(b)))
+                });
+                match file {
+                    Some((content_type, body)) => {
+                        ctx.record.decision = AuditDecision::Allow;
+                        respond::ok(session, content_type, body).await?;
+                    }
+                    None => {
+                        let r =
+                            Refusal::NotFound("the vulnerability database has no such file".into());
+                        refuse(session, &mut ctx.record, &r).await?;
+                    }
+                }
+                Ok(true)
+            }
             Verdict::Answer(Local::SumdbSupported) => {
                 ctx.record.decision = AuditDecision::Allow;
                 respond::ok(session, "text/plain; charset=utf-8", Bytes::new()).await?;
