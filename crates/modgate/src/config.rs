@@ -40,7 +40,9 @@ pub use identity::{
 };
 #[cfg(test)]
 pub use versions::parse_expiry;
-pub use versions::{AdvisoryFilter, VersionsConfig, VulnMode, VulnerabilitiesConfig, WaiverConfig};
+pub use versions::{AdvisoryFilter, VersionsConfig, VulnMode, VulnerabilitiesConfig};
+#[cfg(test)]
+pub use versions::WaiverConfig;
 
 /// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused
 /// connection that turns out dead also costs a retry.

@@ -51,6 +51,7 @@ pub mod admit;
 mod caching;
 pub mod chain;
 mod commits;
+mod lookup;
 mod context;
 mod endpoints;
 mod failure;
@@ -95,6 +96,8 @@ pub struct GatewayProxy {
     refreshes: refresh::Handovers,
     /// Which commit a tag points at, for rules limited to `commits`.
     commits: commits::Commits,
+    /// The gateway's own reads from a route's chain before it decides.
+    lookup: lookup::Lookup,
 }
 
 impl GatewayProxy {
@@ -117,6 +120,7 @@ impl GatewayProxy {
             cache,
             refreshes: refresh::Handovers::default(),
             commits: commits::Commits::default(),
+            lookup: lookup::Lookup::default(),
         })
     }
 }

@@ -193,7 +193,14 @@ impl GatewayProxy {
         let version = req.version.as_ref().map_or("", |v| v.as_str());
         match self
             .commits
-            .resolve(&route.name, route.private, &route.target, req, &headers)
+            .resolve(
+                &self.lookup,
+                &route.name,
+                route.private,
+                &route.target,
+                req,
+                &headers,
+            )
             .await
         {
             Ok(commits::Resolved::Commit(c)) => Ok(Some(c)),
