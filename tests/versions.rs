@@ -97,7 +97,11 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
     let modules: Vec<ModuleVersion> = ["v1.0.0", "v1.1.0", "v1.2.0"]
         .iter()
         .map(|v| ModuleVersion::new(M, v).expect("module"))
-        .chain(["v0.1.0"].iter().map(|v| ModuleVersion::new(OTHER, v).expect("module")))
+        .chain(
+            ["v0.1.0"]
+                .iter()
+                .map(|v| ModuleVersion::new(OTHER, v).expect("module")),
+        )
         .collect();
     let upstream = FixtureProxy::start(&modules).await.expect("fixture");
     let dir = tempfile::tempdir().expect("tempdir");
@@ -135,14 +139,21 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
         );
     }
     assert!(
-        !upstream.requests().iter().any(|r| r.path.contains("v1.0.0")),
+        !upstream
+            .requests()
+            .iter()
+            .any(|r| r.path.contains("v1.0.0")),
         "{:?}",
         upstream.requests()
     );
     let record = audit_of(&gw, &format!("/{M}/@v/v1.0.0.info"), 403);
     assert_eq!(record["decision"], "deny", "{record}");
     assert_eq!(record["rule"], "versions.vulnerabilities", "{record}");
-    assert_eq!(record["advisories"], serde_json::json!(["GO-2024-0001"]), "{record}");
+    assert_eq!(
+        record["advisories"],
+        serde_json::json!(["GO-2024-0001"]),
+        "{record}"
+    );
     // The fixed version, a withdrawn advisory, list and @latest pass.
     for path in [
         format!("/{M}/@v/v1.1.0.zip"),
@@ -166,7 +177,10 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
     );
     let (status, text) = get(addr, &format!("/{M}/@v/v1.2.0.mod"), None);
     assert_eq!(status, 403, "{text}");
-    assert!(text.contains("GO-2024-0003") && text.contains("no fixed version"), "{text}");
+    assert!(
+        text.contains("GO-2024-0003") && text.contains("no fixed version"),
+        "{text}"
+    );
 
     // The database is served again in its layout.
     let (status, text) = get(addr, "/vulndb/index/db.json", None);
@@ -197,7 +211,11 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
         &config(addr, &upstream.url(), waiver).replace("roles: { security: off }", "mode: report"),
     );
     let out = gw.reload();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, text) = get(addr, &format!("/{M}/@v/v1.0.0.info"), Some(ALICE_TOKEN));
     assert_eq!(status, 200, "{text}\n{}", gw.log());
     let record = audit_of(&gw, &format!("/{M}/@v/v1.0.0.info"), 200);
@@ -218,13 +236,21 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
     )
     .expect("vulndb");
     let out = gw.reload();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, text) = get(addr, &format!("/{M}/@v/v1.1.0.info"), Some(ALICE_TOKEN));
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("GO-2024-0009"), "{text}");
 
     // A corrupt database is refused at reload, with the file named; the previous one stays.
-    std::fs::write(gw.dir.path().join("vulndb/index/modules.json"), b"[{\"path\":").expect("cut");
+    std::fs::write(
+        gw.dir.path().join("vulndb/index/modules.json"),
+        b"[{\"path\":",
+    )
+    .expect("cut");
     let out = gw.reload();
     assert!(!out.status.success(), "a corrupt database was accepted");
     let said = String::from_utf8_lossy(&out.stderr).to_string() + &gw.log();
@@ -232,4 +258,115 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
     let (status, text) = get(addr, &format!("/{M}/@v/v1.1.0.info"), Some(ALICE_TOKEN));
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("GO-2024-0009"), "{text}");
+}
+
+/// `versions.retractions`: the module's latest `go.mod` retracts a version and a range (with
+/// rationale comments). An explicit `go get` of a retracted version is refused with the
+/// rationale, which `go` prints; a role in report mode gets it, audited "would deny"; the
+/// latest version is served; `go list -m -versions -retracted` still lists every version (the
+/// list is not rewritten: `go` hides retracted versions itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn retracted_versions_follow_the_policy_and_the_list_is_left_to_go() {
+    const R: &str = "example.com/retr";
+    let versions = ["v1.0.0", "v1.0.1", "v1.0.2", "v1.1.0"];
+    let modules: Vec<ModuleVersion> = versions
+        .iter()
+        .map(|v| ModuleVersion::new(R, v).expect("module"))
+        .collect();
+    let upstream = FixtureProxy::start(&modules).await.expect("fixture");
+    upstream.set_file(
+        &format!("/{R}/@v/v1.1.0.mod"),
+        format!(
+            "module {R}\n\ngo 1.21\n\nretract (\n\t// The build is broken.\n\tv1.0.1\n\t\
+             [v1.0.2, v1.0.2] // Leaks credentials to the log.\n)\n"
+        )
+        .into_bytes(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("tokens"),
+        token_line("alice", ALICE_TOKEN) + &token_line("sec", SEC_TOKEN),
+    )
+    .expect("tokens");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  public: {{ url: "{up}" }}
+routes:
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+auth:
+  tokens_file: tokens
+access:
+  default: allow
+  roles:
+    - {{ name: security, members: [ {{ token: sec }} ], rules: [] }}
+versions:
+  retractions:
+    mode: enforce
+    roles: {{ security: report }}
+audit: {{ output: audit.jsonl }}
+"#,
+        up = upstream.url()
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+
+    for (v, why) in [
+        ("v1.0.1", "The build is broken."),
+        ("v1.0.2", "Leaks credentials to the log."),
+    ] {
+        let (status, text) = get(addr, &format!("/{R}/@v/{v}.zip"), Some(ALICE_TOKEN));
+        assert_eq!(status, 403, "{v}: {text}\n{}", gw.log());
+        assert!(
+            text.contains(&format!(
+                "{R}@{v} is retracted by its module (go.mod of v1.1.0): {why}"
+            )),
+            "{v}: {text}"
+        );
+    }
+    for v in ["v1.0.0", "v1.1.0"] {
+        let (status, text) = get(addr, &format!("/{R}/@v/{v}.zip"), Some(ALICE_TOKEN));
+        assert_eq!(status, 200, "{v}: {text}\n{}", gw.log());
+    }
+    let (status, _) = get(addr, &format!("/{R}/@v/v1.0.1.mod"), Some(SEC_TOKEN));
+    assert_eq!(status, 200);
+    let record = audit_of(&gw, &format!("/{R}/@v/v1.0.1.mod"), 200);
+    assert!(
+        record["would_deny"]
+            .as_str()
+            .is_some_and(|r| r.contains("The build is broken.")),
+        "{record}"
+    );
+    let record = audit_of(&gw, &format!("/{R}/@v/v1.0.1.zip"), 403);
+    assert_eq!(record["rule"], "versions.retractions", "{record}");
+    // The list and the latest go.mod were read once for all these requests.
+    let lists = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/@v/list"))
+        .count();
+    assert_eq!(lists, 1, "{:?}", upstream.requests());
+
+    if require_go().is_some() {
+        let env = GoEnv::new(&format!("http://{addr}"));
+        env.write_main_module(&[]);
+        let run = env.go(&["list", "-m", "-versions", "-retracted", "-json", R]);
+        run.expect_ok("go list -m -versions -retracted");
+        let listed: serde_json::Value = serde_json::from_str(&run.stdout()).expect("json");
+        assert_eq!(
+            listed["Versions"],
+            serde_json::json!(["v1.0.0", "v1.0.1", "v1.0.2", "v1.1.0"]),
+            "{listed}"
+        );
+        let run = env.go(&["get", &format!("{R}@v1.0.1")]);
+        assert!(!run.ok(), "{}", run.stdout());
+        assert!(
+            run.stderr().contains("is retracted by its module")
+                && run.stderr().contains("The build is broken."),
+            "{}",
+            run.stderr()
+        );
+    }
 }

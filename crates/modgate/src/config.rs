@@ -40,9 +40,11 @@ pub use identity::{
 };
 #[cfg(test)]
 pub use versions::parse_expiry;
-pub use versions::{AdvisoryFilter, VersionsConfig, VulnMode, VulnerabilitiesConfig};
 #[cfg(test)]
 pub use versions::WaiverConfig;
+pub use versions::{
+    mode_for, AdvisoryFilter, RetractionsConfig, VersionMode, VersionsConfig, VulnerabilitiesConfig,
+};
 
 /// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused
 /// connection that turns out dead also costs a retry.

@@ -273,6 +273,8 @@ pub struct Gateway {
     pub git_hosts: BTreeMap<String, Arc<Upstream>>,
     /// `versions.vulnerabilities`: the loaded database and its policy.
     pub vulns: Option<Arc<crate::vulns::VulnPolicy>>,
+    /// `versions.retractions`.
+    pub retractions: Option<crate::config::RetractionsConfig>,
 }
 
 impl Gateway {
@@ -333,6 +335,7 @@ impl Gateway {
         };
         Ok(Gateway {
             vulns,
+            retractions: config.versions.retractions.clone(),
             git_hosts,
             public_url: config
                 .server

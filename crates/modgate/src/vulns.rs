@@ -15,7 +15,7 @@ use std::sync::Arc;
 use modgate_policy::Pattern;
 use modgate_vulndb::{End, Finding, VulnDb};
 
-use crate::config::{AdvisoryFilter, VulnMode, VulnerabilitiesConfig};
+use crate::config::{AdvisoryFilter, VersionMode, VulnerabilitiesConfig};
 
 /// A waiver, ready to match.
 #[derive(Debug)]
@@ -32,9 +32,9 @@ pub struct Waiver {
 #[derive(Debug)]
 pub struct VulnPolicy {
     pub db: Arc<VulnDb>,
-    pub mode: VulnMode,
-    pub routes: BTreeMap<String, VulnMode>,
-    pub roles: BTreeMap<String, VulnMode>,
+    pub mode: VersionMode,
+    pub routes: BTreeMap<String, VersionMode>,
+    pub roles: BTreeMap<String, VersionMode>,
     pub only: Option<AdvisoryFilter>,
     pub waivers: Vec<Waiver>,
     pub serve: bool,
@@ -44,7 +44,7 @@ pub struct VulnPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Judged {
     /// `Enforce` (deny) or `Report` (allow, audit "would deny").
-    pub mode: VulnMode,
+    pub mode: VersionMode,
     /// The advisory IDs that count, sorted.
     pub ids: Vec<String>,
     /// One line for the client and the audit record.
@@ -110,12 +110,8 @@ impl VulnPolicy {
     }
 
     /// The mode for a request on `route` by an identity holding `roles`.
-    pub fn mode_for(&self, route: &str, roles: &[String]) -> VulnMode {
-        let by_role = roles.iter().filter_map(|r| self.roles.get(r)).max();
-        match by_role {
-            Some(m) => *m,
-            None => self.routes.get(route).copied().unwrap_or(self.mode),
-        }
+    pub fn mode_for(&self, route: &str, roles: &[String]) -> VersionMode {
+        crate::config::mode_for(self.mode, &self.routes, &self.roles, route, roles)
     }
 
     /// Judges `module@version` (an exact version) for an identity holding `roles` on `route`,
@@ -129,7 +125,7 @@ impl VulnPolicy {
         now: i64,
     ) -> Judgement {
         let mode = self.mode_for(route, roles);
-        if mode == VulnMode::Off {
+        if mode == VersionMode::Off {
             return Judgement::default();
         }
         // A version that is not semver is not a version the database can speak of.
@@ -261,7 +257,7 @@ mod tests {
         .expect("vulndb");
         let mut c = VulnerabilitiesConfig {
             db: PathValue(dir.to_path_buf()),
-            mode: VulnMode::Enforce,
+            mode: VersionMode::Enforce,
             routes: BTreeMap::new(),
             roles: BTreeMap::new(),
             only: None,
@@ -282,7 +278,7 @@ mod tests {
         let p = policy(dir.path(), |_| {});
         let j = p.judge(NET, "v0.20.5", "public", &[], 0);
         let judged = j.judged.expect("affected");
-        assert_eq!(judged.mode, VulnMode::Enforce);
+        assert_eq!(judged.mode, VersionMode::Enforce);
         assert_eq!(judged.ids, ["GO-2024-0001", "GO-2024-0002"]);
         assert!(
             judged.reason.starts_with(
@@ -313,18 +309,21 @@ mod tests {
     fn the_most_permissive_role_wins_then_the_route_then_the_default() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = policy(dir.path(), |c| {
-            c.routes.insert("corp".into(), VulnMode::Report);
-            c.roles.insert("security".into(), VulnMode::Off);
-            c.roles.insert("devs".into(), VulnMode::Report);
-            c.roles.insert("strict".into(), VulnMode::Enforce);
+            c.routes.insert("corp".into(), VersionMode::Report);
+            c.roles.insert("security".into(), VersionMode::Off);
+            c.roles.insert("devs".into(), VersionMode::Report);
+            c.roles.insert("strict".into(), VersionMode::Enforce);
         });
-        assert_eq!(p.mode_for("public", &[]), VulnMode::Enforce);
-        assert_eq!(p.mode_for("corp", &[]), VulnMode::Report);
-        assert_eq!(p.mode_for("public", &roles(&["devs"])), VulnMode::Report);
-        assert_eq!(p.mode_for("corp", &roles(&["strict"])), VulnMode::Enforce);
+        assert_eq!(p.mode_for("public", &[]), VersionMode::Enforce);
+        assert_eq!(p.mode_for("corp", &[]), VersionMode::Report);
+        assert_eq!(p.mode_for("public", &roles(&["devs"])), VersionMode::Report);
+        assert_eq!(
+            p.mode_for("corp", &roles(&["strict"])),
+            VersionMode::Enforce
+        );
         assert_eq!(
             p.mode_for("public", &roles(&["strict", "security"])),
-            VulnMode::Off
+            VersionMode::Off
         );
         assert_eq!(
             p.judge(NET, "v0.20.5", "public", &roles(&["security"]), 0),
@@ -334,7 +333,7 @@ mod tests {
             .judge(NET, "v0.20.5", "corp", &[], 0)
             .judged
             .expect("affected");
-        assert_eq!(report.mode, VulnMode::Report);
+        assert_eq!(report.mode, VersionMode::Report);
     }
 
     #[test]
@@ -400,7 +399,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = VulnerabilitiesConfig {
             db: PathValue(dir.path().join("missing")),
-            mode: VulnMode::Enforce,
+            mode: VersionMode::Enforce,
             routes: BTreeMap::new(),
             roles: BTreeMap::new(),
             only: None,

@@ -1,6 +1,6 @@
-//! The `versions:` section of `gateway.yaml`: which versions anyone may build with. Today its
-//! `vulnerabilities:` part — an offline Go vulnerability database and what to do with the
-//! versions its advisories affect.
+//! The `versions:` section of `gateway.yaml`: which versions anyone may build with — the
+//! versions an offline Go vulnerability database says are affected (`vulnerabilities:`), and
+//! versions their own module retracts (`retractions:`).
 //!
 //! ```yaml
 //! versions:
@@ -13,6 +13,8 @@
 //!     waivers:
 //!       - { advisory: GO-2024-2687, modules: [golang.org/x/net], reason: "INC-123: not reachable", expires: 2027-03-01 }
 //!     serve: true                        # also serve the database at /vulndb/ (govulncheck -db)
+//!   retractions:
+//!     mode: report                       # enforce | report | off, with routes: and roles: too
 //! ```
 
 use std::collections::BTreeMap;
@@ -30,6 +32,40 @@ use super::from_str_with;
 pub struct VersionsConfig {
     /// The vulnerability database and its policy (off when absent).
     pub vulnerabilities: Option<VulnerabilitiesConfig>,
+    /// Versions their own module retracts (off when absent).
+    pub retractions: Option<RetractionsConfig>,
+}
+
+/// `versions.retractions:`: versions retracted by the `retract` directives of the module's
+/// latest `go.mod` (as the go command reads them).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetractionsConfig {
+    /// What a retracted version gets by default.
+    #[serde(default)]
+    pub mode: VersionMode,
+    /// Per route name: its mode.
+    #[serde(default)]
+    pub routes: BTreeMap<String, VersionMode>,
+    /// Per role name: its mode; an identity holding several roles gets the most permissive.
+    #[serde(default)]
+    pub roles: BTreeMap<String, VersionMode>,
+}
+
+/// The mode for a request on `route` by an identity holding `held` roles: the most
+/// permissive mode of the held roles that have one (`off` over `report` over `enforce`), else
+/// the route's, else `default`.
+pub fn mode_for(
+    default: VersionMode,
+    routes: &BTreeMap<String, VersionMode>,
+    roles: &BTreeMap<String, VersionMode>,
+    route: &str,
+    held: &[String],
+) -> VersionMode {
+    match held.iter().filter_map(|r| roles.get(r)).max() {
+        Some(m) => *m,
+        None => routes.get(route).copied().unwrap_or(default),
+    }
 }
 
 /// `versions.vulnerabilities:`.
@@ -40,13 +76,13 @@ pub struct VulnerabilitiesConfig {
     pub db: PathValue,
     /// What an affected version gets by default.
     #[serde(default)]
-    pub mode: VulnMode,
+    pub mode: VersionMode,
     /// Per route name: its mode.
     #[serde(default)]
-    pub routes: BTreeMap<String, VulnMode>,
+    pub routes: BTreeMap<String, VersionMode>,
     /// Per role name: its mode; an identity holding several roles gets the most permissive.
     #[serde(default)]
-    pub roles: BTreeMap<String, VulnMode>,
+    pub roles: BTreeMap<String, VersionMode>,
     /// Which advisories count; all when absent.
     pub only: Option<AdvisoryFilter>,
     /// Exceptions, each with a reason and an expiry.
@@ -64,7 +100,7 @@ fn yes() -> bool {
 /// What a version affected by an advisory gets.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum VulnMode {
+pub enum VersionMode {
     /// Denied (403) with the advisories named.
     #[default]
     Enforce,
@@ -74,12 +110,12 @@ pub enum VulnMode {
     Off,
 }
 
-impl VulnMode {
+impl VersionMode {
     pub fn as_str(self) -> &'static str {
         match self {
-            VulnMode::Enforce => "enforce",
-            VulnMode::Report => "report",
-            VulnMode::Off => "off",
+            VersionMode::Enforce => "enforce",
+            VersionMode::Report => "report",
+            VersionMode::Off => "off",
         }
     }
 }
@@ -159,6 +195,18 @@ impl<'de> Deserialize<'de> for Expiry {
 impl VersionsConfig {
     /// Cross-references: every route and role named exists, waivers say why.
     pub fn check(&self, routes: &[&str], roles: &[&str]) -> Result<(), String> {
+        if let Some(r) = &self.retractions {
+            if let Some(route) = r.routes.keys().find(|k| !routes.contains(&k.as_str())) {
+                return Err(format!(
+                    "versions.retractions.routes: no route is named {route:?}"
+                ));
+            }
+            if let Some(role) = r.roles.keys().find(|k| !roles.contains(&k.as_str())) {
+                return Err(format!(
+                    "versions.retractions.roles: no role is named {role:?}"
+                ));
+            }
+        }
         let Some(v) = &self.vulnerabilities else {
             return Ok(());
         };

@@ -586,7 +586,7 @@ sumdb:
             ("versions", L, |c| {
                 c.versions.vulnerabilities = Some(config::VulnerabilitiesConfig {
                     db: config::PathValue("/var/lib/modgate/vulndb".into()),
-                    mode: config::VulnMode::Report,
+                    mode: config::VersionMode::Report,
                     routes: Default::default(),
                     roles: Default::default(),
                     only: None,

@@ -115,6 +115,9 @@ pub struct Admission {
     /// (`versions.vulnerabilities`), for the audit record: the advisories that count, and
     /// those waived.
     pub vulns: Option<crate::vulns::Judgement>,
+    /// What `versions.retractions` said of a retracted exact version (the mode, and why), for
+    /// the audit record.
+    pub retracted: Option<(crate::config::VersionMode, String)>,
 }
 
 /// What happens to the request.
@@ -314,6 +317,7 @@ impl Admission {
             matched: Vec::new(),
             commit_needed: false,
             vulns: None,
+            retracted: None,
         }
     }
 
@@ -836,7 +840,7 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             let vulnerable = vulns
                 .as_ref()
                 .and_then(|j| j.judged.as_ref())
-                .filter(|j| j.mode == crate::config::VulnMode::Enforce)
+                .filter(|j| j.mode == crate::config::VersionMode::Enforce)
                 .map(|j| j.reason.clone());
             admission.vulns = vulns;
             if let Some(reason) = vulnerable {

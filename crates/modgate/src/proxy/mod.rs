@@ -51,7 +51,6 @@ pub mod admit;
 mod caching;
 pub mod chain;
 mod commits;
-mod lookup;
 mod context;
 mod endpoints;
 mod failure;
@@ -60,9 +59,11 @@ mod forward;
 mod headers;
 mod hot;
 mod integrity;
+mod lookup;
 mod refresh;
 pub mod report;
 mod request;
+mod retractions;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,6 +99,8 @@ pub struct GatewayProxy {
     commits: commits::Commits,
     /// The gateway's own reads from a route's chain before it decides.
     lookup: lookup::Lookup,
+    /// Modules' retractions, learnt from their latest go.mod.
+    retracted: retractions::Retracted,
 }
 
 impl GatewayProxy {
@@ -121,6 +124,7 @@ impl GatewayProxy {
             refreshes: refresh::Handovers::default(),
             commits: commits::Commits::default(),
             lookup: lookup::Lookup::default(),
+            retracted: retractions::Retracted::default(),
         })
     }
 }

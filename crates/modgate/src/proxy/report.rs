@@ -122,6 +122,9 @@ pub struct Finished<'a> {
     pub integrity_refusal: Option<&'a str>,
 }
 
+/// The `rule` of a version refused because its module retracts it.
+pub const RETRACTION_RULE: &str = "versions.retractions";
+
 /// The `rule` of a version the vulnerability policy refused.
 pub const VULNERABILITY_RULE: &str = "versions.vulnerabilities";
 
@@ -202,12 +205,20 @@ pub fn audit_record(
             .collect();
         if let Some(judged) = &j.judged {
             out.advisories = judged.ids.clone();
-            if judged.mode == crate::config::VulnMode::Enforce {
+            if judged.mode == crate::config::VersionMode::Enforce {
                 out.rule = Some(VULNERABILITY_RULE.to_string());
                 out.reason = Some(judged.reason.clone());
             } else {
                 out.would_deny = Some(judged.reason.clone());
             }
+        }
+    }
+    if let Some((mode, reason)) = admission.and_then(|a| a.retracted.as_ref()) {
+        if *mode == crate::config::VersionMode::Enforce {
+            out.rule = Some(RETRACTION_RULE.to_string());
+            out.reason = Some(reason.clone());
+        } else {
+            out.would_deny = Some(reason.clone());
         }
     }
     if out.reason.is_none() {

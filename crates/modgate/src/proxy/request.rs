@@ -2,6 +2,7 @@
 //! what admission decided taken into the context (answered here, refused, or forwarded).
 
 use bytes::Bytes;
+use modgate_protocol::RequestKind;
 use modgate_telemetry::AuditDecision;
 use pingora::proxy::Session;
 use pingora::Result;
@@ -10,6 +11,7 @@ use super::admit::{self, Admission, Inbound, Local, Refusal, Scope, Verdict};
 use super::chain::Cursor;
 use super::report::{self, Record};
 use super::{commits, endpoints, integrity, GatewayProxy, RequestCtx};
+use crate::config::VersionMode;
 use crate::identity;
 use crate::metrics;
 use crate::respond;
@@ -154,6 +156,7 @@ impl GatewayProxy {
                     Admission::refused(Refusal::Identity(failed.error))
                 }
             };
+        let admission = self.judge_retraction(ctx, admission).await;
         // `audit.fail_mode: closed`: nothing is served while it could not be audited.
         if let Some(why) = ctx.model.recorder.unaudited_refusal() {
             endpoints::error(session, &mut ctx.record, 503, why).await?;
@@ -163,6 +166,100 @@ impl GatewayProxy {
             return Ok(true);
         }
         self.serve_hot(session, ctx, false).await
+    }
+
+    /// `versions.retractions`: an exact version its module retracts (the `retract` directives
+    /// of the module's latest `go.mod`) is refused with the author's rationale (`enforce`), or
+    /// let through and audited "would deny" (`report`). Only a request admission lets through
+    /// is judged, so a refused request asks nothing upstream.
+    async fn judge_retraction(&self, ctx: &RequestCtx, mut admission: Admission) -> Admission {
+        let gateway = &ctx.model.gateway;
+        let (Some(policy), Some(req), Some(index), Some(decision)) = (
+            &gateway.retractions,
+            &admission.request,
+            admission.route,
+            &admission.decision,
+        ) else {
+            return admission;
+        };
+        let exact = matches!(
+            req.kind,
+            RequestKind::Info | RequestKind::Mod | RequestKind::Zip
+        );
+        let Some(version) = req.version.as_ref().filter(|v| exact && v.is_canonical()) else {
+            return admission;
+        };
+        if !matches!(admission.verdict, admit::Verdict::Forward { .. }) {
+            return admission;
+        }
+        let Some(route) = gateway.routes.routes().get(index) else {
+            return admission;
+        };
+        let mode = crate::config::mode_for(
+            policy.mode,
+            &policy.routes,
+            &policy.roles,
+            &route.name,
+            &decision.roles,
+        );
+        if mode == VersionMode::Off {
+            return admission;
+        }
+        let identity = &ctx.identity;
+        let roles = &decision.roles[..];
+        let headers = |u: &Upstream| match &u.forward {
+            Some(f) => identity::forward_headers(f, identity, roles),
+            None => Vec::new(),
+        };
+        let learnt = self
+            .retracted
+            .of(
+                &self.lookup,
+                &route.name,
+                route.private,
+                &route.target,
+                &req.module,
+                &headers,
+            )
+            .await;
+        let (latest, retractions) = match learnt {
+            Ok(Some(r)) => r,
+            Ok(None) => return admission,
+            Err(why) => {
+                log::warn!(
+                    "{}: retractions unknown, {}@{} not judged by them: {why}",
+                    route.name,
+                    req.module,
+                    version.as_str()
+                );
+                return admission;
+            }
+        };
+        let Some(r) = retractions.is_retracted(version.as_str()) else {
+            return admission;
+        };
+        let why = if r.rationale.is_empty() {
+            String::from("no rationale given")
+        } else {
+            r.short_rationale().to_string()
+        };
+        let reason = format!(
+            "{}@{} is retracted by its module (go.mod of {latest}): {why}",
+            req.module,
+            version.as_str()
+        );
+        if mode == VersionMode::Enforce {
+            admission.verdict = admit::Verdict::Refuse(Refusal::Denied {
+                message: format!(
+                    "{} may not read {}: {reason}",
+                    identity.principal.name,
+                    admit::describe(req)
+                ),
+                anonymous: false,
+            });
+        }
+        admission.retracted = Some((mode, reason));
+        admission
     }
 
     /// The commit the tag `admission` asks for points at, from its route's chain
