@@ -154,15 +154,45 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
         serde_json::json!(["GO-2024-0001"]),
         "{record}"
     );
-    // The fixed version, a withdrawn advisory, list and @latest pass.
+    // The fixed version and a withdrawn advisory pass.
     for path in [
         format!("/{M}/@v/v1.1.0.zip"),
         format!("/{OTHER}/@v/v0.1.0.zip"),
-        format!("/{M}/@v/list"),
     ] {
         let (status, text) = get(addr, &path, Some(ALICE_TOKEN));
         assert_eq!(status, 200, "{path}: {text}\n{}", gw.log());
     }
+    // The list leaves out what this identity may not build with (v1.0.0; v1.2.0 is waived for
+    // devs); anonymous clients hold no waiver; the exempt role sees everything.
+    let (status, text) = get(addr, &format!("/{M}/@v/list"), Some(ALICE_TOKEN));
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "v1.1.0\nv1.2.0\n"),
+        "{}",
+        gw.log()
+    );
+    let record = audit_of(&gw, &format!("/{M}/@v/list"), 200);
+    assert_eq!(
+        record["withheld"],
+        serde_json::json!(["v1.0.0 (GO-2024-0001)"]),
+        "{record}"
+    );
+    let (status, text) = get(addr, &format!("/{M}/@v/list"), None);
+    assert_eq!((status, text.as_str()), (200, "v1.1.0\n"));
+    let (_, text) = get(addr, &format!("/{M}/@v/list"), Some(SEC_TOKEN));
+    let mut all: Vec<&str> = text.lines().collect();
+    all.sort();
+    assert_eq!(all, ["v1.0.0", "v1.1.0", "v1.2.0"]);
+    // @latest names v1.2.0 upstream: refused for anonymous clients, who get the newest version
+    // they may build with instead.
+    let (status, text) = get(addr, &format!("/{M}/@latest"), None);
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"Version\":\"v1.1.0\""), "{text}");
+    let (_, text) = get(addr, &format!("/{M}/@latest"), Some(ALICE_TOKEN));
+    assert!(text.contains("\"Version\":\"v1.2.0\""), "{text}");
+    // A withdrawn advisory withholds nothing.
+    let (status, text) = get(addr, &format!("/{OTHER}/@v/list"), None);
+    assert_eq!((status, text.as_str()), (200, "v0.1.0\n"));
     // The security role is exempt (off), and audited as allowed without advisories.
     let (status, _) = get(addr, &format!("/{M}/@v/v1.0.0.mod"), Some(SEC_TOKEN));
     assert_eq!(status, 200);
@@ -204,6 +234,11 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
         );
         let run = env.go(&["mod", "download", &format!("{M}@v1.1.0")]);
         run.expect_ok("go mod download v1.1.0");
+        // `@latest` resolves to the newest version this client may build with.
+        let run = env.go(&["list", "-m", "-json", &format!("{M}@latest")]);
+        run.expect_ok("go list -m @latest");
+        let latest: serde_json::Value = serde_json::from_str(&run.stdout()).expect("json");
+        assert_eq!(latest["Version"], "v1.1.0", "{latest}");
     }
 
     // Report mode, by reload: allowed, audited "would deny".

@@ -184,6 +184,9 @@ pub struct AuditRecord {
     /// Report mode: what the version would have been denied for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_deny: Option<String>,
+    /// Versions left out of a `list` or `@latest` answer: `version (IDs)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<String>,
     /// Waivers that kept an advisory from counting: `ID: reason (until date)`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub waived: Vec<String>,

@@ -165,6 +165,12 @@ impl VulnPolicy {
         }
     }
 
+    /// Whether versions of `module` could be withheld from an identity holding `roles` on
+    /// `route`: the mode is `enforce` and the database names the module.
+    pub fn may_withhold(&self, module: &str, route: &str, roles: &[String]) -> bool {
+        self.mode_for(route, roles) == VersionMode::Enforce && self.db.names_module(module)
+    }
+
     /// Whether `only` lets the advisory count.
     fn counts(&self, f: &Finding<'_>) -> bool {
         let Some(only) = &self.only else {

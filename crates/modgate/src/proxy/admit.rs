@@ -165,6 +165,14 @@ pub enum Local {
     /// `/vulndb/<file>`: a file of the vulnerability database the gateway loaded (the v1
     /// layout, for `govulncheck -db`), by its path relative to `/vulndb/`.
     VulnDb { rel: String },
+    /// A `list` or `@latest` answer without the versions the vulnerability policy refuses this
+    /// identity: made by the gateway from the chain's own answer.
+    Withheld {
+        content_type: &'static str,
+        body: bytes::Bytes,
+        /// What was left out, and why, for the audit record.
+        withheld: Vec<String>,
+    },
     /// `POST /admin/cache/purge?target=…`: purge a module (or one version) from the cache.
     Purge {
         target: String,

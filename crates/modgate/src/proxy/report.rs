@@ -213,6 +213,11 @@ pub fn audit_record(
             }
         }
     }
+    if let Some(super::admit::Verdict::Answer(super::admit::Local::Withheld { withheld, .. })) =
+        admission.map(|a| &a.verdict)
+    {
+        out.withheld = withheld.clone();
+    }
     if let Some((mode, reason)) = admission.and_then(|a| a.retracted.as_ref()) {
         if *mode == crate::config::VersionMode::Enforce {
             out.rule = Some(RETRACTION_RULE.to_string());

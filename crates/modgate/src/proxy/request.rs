@@ -2,13 +2,14 @@
 //! what admission decided taken into the context (answered here, refused, or forwarded).
 
 use bytes::Bytes;
-use modgate_protocol::RequestKind;
+use modgate_protocol::{ModuleRequest, RequestKind, Version};
 use modgate_telemetry::AuditDecision;
 use pingora::proxy::Session;
 use pingora::Result;
 
 use super::admit::{self, Admission, Inbound, Local, Refusal, Scope, Verdict};
 use super::chain::Cursor;
+use super::lookup::Fetched;
 use super::report::{self, Record};
 use super::{commits, endpoints, integrity, GatewayProxy, RequestCtx};
 use crate::config::VersionMode;
@@ -157,6 +158,7 @@ impl GatewayProxy {
                 }
             };
         let admission = self.judge_retraction(ctx, admission).await;
+        let admission = self.withhold(ctx, admission).await;
         // `audit.fail_mode: closed`: nothing is served while it could not be audited.
         if let Some(why) = ctx.model.recorder.unaudited_refusal() {
             endpoints::error(session, &mut ctx.record, 503, why).await?;
@@ -262,6 +264,151 @@ impl GatewayProxy {
         admission
     }
 
+    /// `list` and `@latest` for a module with advisories, asked by an identity the
+    /// vulnerability policy refuses affected versions: answered by the gateway from the chain's
+    /// own answer (not the shared cache, which holds every version) without those versions, so
+    /// that `go get m@latest` picks the newest version it may build with. `@latest` (which `go`
+    /// asks only of modules without tagged versions) naming a refused version answers the
+    /// newest version of the list that is not refused, or 404 with the reason when none is.
+    async fn withhold(&self, ctx: &RequestCtx, mut admission: Admission) -> Admission {
+        let gateway = &ctx.model.gateway;
+        let (Some(policy), Some(req), Some(index), Some(decision)) = (
+            &gateway.vulns,
+            &admission.request,
+            admission.route,
+            &admission.decision,
+        ) else {
+            return admission;
+        };
+        if !matches!(req.kind, RequestKind::List | RequestKind::Latest)
+            || !matches!(admission.verdict, admit::Verdict::Forward { .. })
+        {
+            return admission;
+        }
+        let Some(route) = gateway.routes.routes().get(index) else {
+            return admission;
+        };
+        let roles = &decision.roles[..];
+        if !policy.may_withhold(&req.module, &route.name, roles) {
+            return admission;
+        }
+        let identity = &ctx.identity;
+        let headers = |u: &Upstream| match &u.forward {
+            Some(f) => identity::forward_headers(f, identity, roles),
+            None => Vec::new(),
+        };
+        let now = admit::unix_now();
+        let refused = |v: &str| {
+            policy
+                .judge(&req.module, v, &route.name, roles, now)
+                .judged
+                .filter(|j| j.mode == VersionMode::Enforce)
+        };
+        let get = |path: String| {
+            let headers = &headers;
+            let module = req.module.clone();
+            async move {
+                self.lookup
+                    .get(
+                        &route.target,
+                        route.private,
+                        &path,
+                        &module,
+                        headers,
+                        4 << 20,
+                    )
+                    .await
+            }
+        };
+        let request = |kind: RequestKind, version: Option<&str>| ModuleRequest {
+            module: req.module.clone(),
+            kind,
+            version: version.map(Version::parse),
+        };
+        let list = match get(request(RequestKind::List, None).upstream_path()).await {
+            Ok(Fetched::Body(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(Fetched::NotFound) => String::new(),
+            Err(why) => {
+                admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
+                    "cannot list {} to leave out the versions refused for vulnerabilities: {why}",
+                    req.module
+                )));
+                return admission;
+            }
+        };
+        let mut kept = Vec::new();
+        let mut withheld = Vec::new();
+        for v in list.lines().map(str::trim).filter(|v| !v.is_empty()) {
+            match refused(v) {
+                Some(j) => withheld.push(format!("{v} ({})", j.ids.join(", "))),
+                None => kept.push(v.to_string()),
+            }
+        }
+        if req.kind == RequestKind::List {
+            let mut body = kept.join("\n");
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            admission.verdict = admit::Verdict::Answer(Local::Withheld {
+                content_type: "text/plain; charset=utf-8",
+                body: Bytes::from(body),
+                withheld,
+            });
+            return admission;
+        }
+        // @latest: the chain's answer when it may be built with, else the newest kept version.
+        let latest = match get(request(RequestKind::Latest, None).upstream_path()).await {
+            Ok(Fetched::Body(b)) => Some(b),
+            Ok(Fetched::NotFound) => None,
+            Err(why) => {
+                admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
+                    "cannot ask {}@latest: {why}",
+                    req.module
+                )));
+                return admission;
+            }
+        };
+        let named = latest.as_deref().and_then(|b| {
+            serde_json::from_slice::<serde_json::Value>(b)
+                .ok()
+                .and_then(|v| v.get("Version")?.as_str().map(str::to_owned))
+        });
+        if let (Some(body), Some(v)) = (&latest, &named) {
+            match refused(v) {
+                None => {
+                    admission.verdict = admit::Verdict::Answer(Local::Withheld {
+                        content_type: "application/json",
+                        body: Bytes::from(body.clone()),
+                        withheld,
+                    });
+                    return admission;
+                }
+                Some(j) => withheld.push(format!("{v} ({})", j.ids.join(", "))),
+            }
+        }
+        let newest = super::retractions::latest_for_retractions(&kept.join("\n"));
+        let info = match &newest {
+            Some(v) => match get(request(RequestKind::Info, Some(v)).upstream_path()).await {
+                Ok(Fetched::Body(b)) => Some(b),
+                _ => None,
+            },
+            None => None,
+        };
+        admission.verdict = match info {
+            Some(body) => admit::Verdict::Answer(Local::Withheld {
+                content_type: "application/json",
+                body: Bytes::from(body),
+                withheld,
+            }),
+            None => admit::Verdict::Refuse(Refusal::NotFound(format!(
+                "{}@latest: every version is refused for vulnerabilities ({})",
+                req.module,
+                withheld.join("; ")
+            ))),
+        };
+        admission
+    }
+
     /// The commit the tag `admission` asks for points at, from its route's chain
     /// ([`commits::Commits::resolve`]); `Ok(None)` when the upstream's `.info` does not say.
     /// Fails closed: a chain without the version's `.info` is a 404 (the request is not
@@ -353,6 +500,14 @@ impl GatewayProxy {
                 ctx.record.decision = AuditDecision::Allow;
                 let page = admit::go_import_page(root, proxy);
                 respond::ok(session, "text/html; charset=utf-8", Bytes::from(page)).await?;
+                Ok(true)
+            }
+            // (what was left out is in the audit record, from the admission)
+            Verdict::Answer(Local::Withheld {
+                content_type, body, ..
+            }) => {
+                ctx.record.decision = AuditDecision::Allow;
+                respond::ok(session, content_type, body.clone()).await?;
                 Ok(true)
             }
             Verdict::Answer(Local::VulnDb { rel }) => {
