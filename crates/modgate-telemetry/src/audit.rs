@@ -1102,6 +1102,10 @@ mod tests {
             upstream: None,
             cache: Some("none".into()),
             event: None,
+            advisories: Vec::new(),
+            would_deny: None,
+            withheld: Vec::new(),
+            waived: Vec::new(),
         }
     }
 
