@@ -297,5 +297,71 @@ fn access(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, routing, access);
+/// Issue 20: the version decisions of an exact-version request at scale — the 1,000-rule
+/// RBAC decision plus a lookup in a 5,000-advisory vulnerability database (written in the v1
+/// layout and loaded as the gateway loads it: 2,500 modules with two advisories each, three
+/// ranges per advisory). `admit` itself lives in the binary; these are the two lookups it makes
+/// for such a request (the rest is a few comparisons).
+fn versions(c: &mut Criterion) {
+    use modgate_testkit::vulndb::{write_vulndb, Advisory};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut advisories = Vec::new();
+    for m in 0..2500 {
+        let module = format!("github.com/org-{}/mod-{m}", m % 97);
+        for k in 0..2 {
+            let mut a = Advisory::new(&format!("GO-2024-{:05}", m * 2 + k), &module, "0", None);
+            a.events = vec![
+                serde_json::json!({"introduced": "0"}),
+                serde_json::json!({"fixed": format!("1.{k}.3")}),
+                serde_json::json!({"introduced": "2.0.0"}),
+                serde_json::json!({"fixed": format!("2.{k}.1")}),
+                serde_json::json!({"introduced": "3.1.0"}),
+                serde_json::json!({"fixed": "3.1.7"}),
+            ];
+            advisories.push(a);
+        }
+    }
+    write_vulndb(dir.path(), "2024-05-06T07:08:09Z", &advisories).expect("vulndb");
+    let db = modgate_vulndb::VulnDb::load(dir.path()).expect("load");
+    let policy = policy();
+    let one = user("alice", vec!["developers".into(), "team-17".into()]);
+    let req = AccessRequest {
+        module: "corp.example.com/team-17/svc-3/api",
+        kind: RequestKind::Zip,
+        version: Some("v1.4.2"),
+        route: "corp",
+        private_route: true,
+        commit: None,
+    };
+    let mut g = c.benchmark_group("versions_1000_rules_5000_advisories");
+    g.throughput(Throughput::Elements(1));
+    for (name, module, version, affected) in [
+        (
+            "module-without-advisories",
+            "github.com/other/clean",
+            "v1.2.3",
+            0,
+        ),
+        ("affected-version", "github.com/org-5/mod-1460", "v3.1.2", 2),
+        ("fixed-version", "github.com/org-5/mod-1460", "v3.1.7", 0),
+    ] {
+        assert_eq!(
+            db.affecting(module, version).expect("semver").len(),
+            affected,
+            "{name}"
+        );
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let d = policy.decide(black_box(&one), black_box(&req));
+                let found = db
+                    .affecting(black_box(module), black_box(version))
+                    .map_or(0, |f| f.len());
+                (d.effect, found)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, routing, access, versions);
 criterion_main!(benches);
