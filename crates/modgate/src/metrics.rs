@@ -2,7 +2,14 @@
 //! by upstream and outcome, request latency, access decisions, authentication failures,
 //! reloads and span export, `modgate_build_info`, and the process's CPU, memory, file
 //! descriptors and threads (read from `/proc` at each scrape). Served at `/metrics` on
-//! listeners that enable it. The only global state of the binary.
+//! listeners that enable it. The registry is process-wide (one `OnceLock`), as Prometheus's is.
+//!
+//! This file sits on the lowest floor of the binary (docs/architecture.md, "Floors of the binary
+//! crate") and imports nothing of it: the request path reports events with label values its
+//! own types produce (`Outcome::label`, `CacheOutcome::as_str`, `Refusal::auth_failure`,
+//! `Cut::label`, `Over::label`), and each concern hands over the list of every value its label
+//! takes ([`Labels`], gathered by `server::metric_labels`); the model names its listeners,
+//! routes and upstreams ([`Named`], from `Model::build`).
 //!
 //! A labelled series only exists once its label values are known, so [`prime`] creates, at 0,
 //! every series whose labels the model already names (each listener, route and upstream, and
@@ -14,9 +21,8 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use modgate_identity::{AuthFailure, Scope};
+use modgate_identity::Scope;
 use modgate_ledger::Artifact;
-use modgate_policy::{DEFAULT_RULE, PRIVATE_DEFAULT_RULE};
 use modgate_protocol::RequestKind;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -24,14 +30,6 @@ use prometheus::{
     Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::conn::caps::Over;
-use crate::conn::deadline::Cut;
-use crate::identity::IdentityError;
-use crate::model::Model;
-use crate::proxy::admit::Refusal;
-use crate::proxy::chain::Outcome;
-use crate::proxy::report::CacheOutcome;
 
 /// All metrics, registered in one registry.
 pub struct Metrics {
@@ -368,68 +366,84 @@ pub fn render() -> Vec<u8> {
     out
 }
 
-/// Creates, at 0, every series whose labels `model` already names, so they exist from the first
-/// scrape: requests of each listener (the series its health checks and scrapes count in),
-/// connections open and cut by each listener and reason, upstream attempts by each upstream
-/// and checksum database and each outcome, each route's fallback access decision, latency by
-/// request kind, every authentication-failure and throttling reason, every cache outcome,
-/// integrity refusals by artifact, configuration reloads by result, TLS and credential file
-/// reloads, and the certificate expiry of each TLS listener (its real value). Series already
-/// there keep their values. Runs for every model built (start-up and each reload).
-pub fn prime(model: &Model) {
+/// Every value of a label that a concern produces, handed over by the concern that produces it:
+/// each exports its own list (`Cut::LABELS`, `Over::LABELS`, `Outcome::labels`,
+/// `Refusal::auth_failure_labels`, `CacheOutcome::labels`), so this file, on the lowest floor,
+/// names none of their types.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    /// The `reason` labels of `modgate_connections_cut_total`.
+    pub cut_reasons: Vec<&'static str>,
+    /// The `outcome` labels of `modgate_upstream_attempts_total`.
+    pub attempt_outcomes: Vec<&'static str>,
+    /// The `reason` labels of `modgate_auth_failures_total`.
+    pub auth_failures: Vec<&'static str>,
+    /// The `outcome` labels of `modgate_cache_requests_total`.
+    pub cache_outcomes: Vec<&'static str>,
+}
+
+/// What the model being built names, for [`prime`] (gathered by `Model::build`).
+#[derive(Debug, Default)]
+pub struct Named<'a> {
+    /// Each listener, with the expiry (Unix time) of the certificate it presents if TLS.
+    pub listeners: Vec<(&'a str, Option<i64>)>,
+    /// Credential files (users or tokens) are configured.
+    pub credential_files: bool,
+    /// Each upstream and checksum database.
+    pub upstreams: Vec<&'a str>,
+    /// Each route with its fallback access decision: the effect and the rule.
+    pub routes: Vec<(&'a str, &'static str, &'static str)>,
+    /// A cache is configured.
+    pub cache: bool,
+}
+
+/// Creates, at 0, every series whose labels `named` (the model) and `labels` already name, so
+/// they exist from the first scrape: requests of each listener (the series its health checks
+/// and scrapes count in), connections open and cut by each listener and reason, upstream
+/// attempts by each upstream and checksum database and each outcome, each route's fallback
+/// access decision, latency by request kind, every authentication-failure and throttling
+/// reason, every cache outcome, integrity refusals by artifact, configuration reloads by
+/// result, TLS and credential file reloads, and the certificate expiry of each TLS listener
+/// (its real value). Series already there keep their values. Runs for every model built
+/// (start-up and each reload).
+pub fn prime(named: &Named, labels: &Labels) {
     let Some(m) = metrics() else {
         return;
     };
-    for (name, listener) in &model.listeners {
+    for (name, not_after) in &named.listeners {
         m.requests.with_label_values(&[name, "-", "other", "200"]);
         m.connections_open.with_label_values(&[name]);
-        for reason in cut_reasons() {
+        for reason in &labels.cut_reasons {
             m.connections_cut.with_label_values(&[name, reason]);
         }
-        if let Some(tls) = &listener.tls {
+        if let Some(not_after) = not_after {
             let what = format!("tls:{name}");
             for result in ["ok", "error"] {
                 m.reloads.with_label_values(&[&what, result]);
             }
-            m.cert_not_after
-                .with_label_values(&[name])
-                .set(tls.server_not_after_unix());
+            m.cert_not_after.with_label_values(&[name]).set(*not_after);
         }
     }
-    let auth = &model.config.auth;
-    if auth.users_file.is_some() || auth.tokens_file.is_some() {
+    if named.credential_files {
         m.reloads.with_label_values(&["auth", "ok"]);
     }
-    let upstreams = model
-        .config
-        .upstreams
-        .keys()
-        .chain(model.gateway.sumdbs.values().map(|u| &u.name));
-    for upstream in upstreams {
-        for outcome in outcome_labels() {
+    for upstream in &named.upstreams {
+        for outcome in &labels.attempt_outcomes {
             m.upstream_attempts.with_label_values(&[upstream, outcome]);
         }
     }
-    let access = &model.gateway.access;
-    for route in model.config.routes.iter() {
-        let (effect, rule) = if route.private {
-            (access.default_private(), PRIVATE_DEFAULT_RULE)
-        } else {
-            (access.default_public(), DEFAULT_RULE)
-        };
-        m.decisions
-            .with_label_values(&[&route.name, effect.as_str(), rule]);
+    for (route, effect, rule) in &named.routes {
+        m.decisions.with_label_values(&[route, effect, rule]);
     }
     for kind in RequestKind::ALL.iter().map(|k| k.as_str()).chain(["other"]) {
         m.duration.with_label_values(&[kind]);
     }
-    let route_names = model.config.routes.iter().map(|r| r.name.as_str());
-    for route in route_names.chain(["-"]) {
+    for route in named.routes.iter().map(|r| r.0).chain(["-"]) {
         for class in ["2xx", "3xx", "4xx", "5xx"] {
             m.route_duration.with_label_values(&[route, class]);
         }
     }
-    if model.config.cache.is_some() {
+    if named.cache {
         for tier in ["memory", "disk"] {
             m.cache_objects.with_label_values(&[tier]);
             m.cache_bytes.with_label_values(&[tier]);
@@ -440,7 +454,7 @@ pub fn prime(model: &Model) {
     for result in ["ok", "error"] {
         m.git_refreshes.with_label_values(&[result]);
     }
-    for reason in auth_failure_reasons() {
+    for reason in &labels.auth_failures {
         m.auth_failures.with_label_values(&[reason]);
     }
     for reason in ["throttled", "busy"] {
@@ -449,8 +463,8 @@ pub fn prime(model: &Model) {
                 .with_label_values(&[reason, scope.as_str()]);
         }
     }
-    for outcome in cache_outcomes() {
-        m.cache_lookups.with_label_values(&[outcome.as_str()]);
+    for outcome in &labels.cache_outcomes {
+        m.cache_lookups.with_label_values(&[outcome]);
     }
     for reason in CACHE_WRITE_FAILURES {
         m.cache_write_failures.with_label_values(&[reason]);
@@ -461,121 +475,6 @@ pub fn prime(model: &Model) {
     for result in ["applied", "refused"] {
         m.config_reloads.with_label_values(&[result]);
     }
-}
-
-// The label lists below are made from the values that produce the labels at request time.
-// Each comes with a `match` without a wildcard: a new variant fails to compile until it is
-// listed here too.
-
-/// The `reason` labels of `modgate_connections_cut_total`.
-fn cut_reasons() -> [&'static str; 4] {
-    let _every = |c: Cut, o: Over| match (c, o) {
-        (Cut::Idle | Cut::Headers, Over::Listener | Over::Source) => (),
-    };
-    [
-        Cut::Idle.label(),
-        Cut::Headers.label(),
-        Over::Listener.label(),
-        Over::Source.label(),
-    ]
-}
-
-/// The `outcome` labels of `modgate_upstream_attempts_total`.
-fn outcome_labels() -> Vec<&'static str> {
-    let _every = |o: &Outcome| match o {
-        Outcome::Answered(_)
-        | Outcome::NotFound(_)
-        | Outcome::Status(_)
-        | Outcome::Timeout(_)
-        | Outcome::Failed(_) => (),
-    };
-    [
-        Outcome::Answered(200),
-        Outcome::NotFound(404),
-        Outcome::Status(500),
-        Outcome::Timeout(String::new()),
-        Outcome::Failed(Default::default()),
-    ]
-    .iter()
-    .map(Outcome::label)
-    .collect()
-}
-
-/// The `reason` labels of `modgate_auth_failures_total`.
-fn auth_failure_reasons() -> Vec<&'static str> {
-    let _every = |e: &IdentityError, f: AuthFailure| match (e, f) {
-        (
-            IdentityError::BadCredentials(_)
-            | IdentityError::Malformed(_)
-            | IdentityError::CertificateRefused { .. }
-            | IdentityError::CertificateRequired
-            | IdentityError::Throttled { .. }
-            | IdentityError::Busy,
-            AuthFailure::UnknownUser
-            | AuthFailure::BadPassword
-            | AuthFailure::UnknownToken
-            | AuthFailure::NotConfigured,
-        ) => (),
-    };
-    let errors = [
-        IdentityError::BadCredentials(AuthFailure::UnknownUser),
-        IdentityError::BadCredentials(AuthFailure::BadPassword),
-        IdentityError::BadCredentials(AuthFailure::UnknownToken),
-        IdentityError::BadCredentials(AuthFailure::NotConfigured),
-        IdentityError::Malformed(String::new()),
-        IdentityError::CertificateRefused {
-            subject: String::new(),
-            reason: "",
-        },
-        IdentityError::CertificateRequired,
-        IdentityError::Throttled {
-            scope: Scope::Source,
-            retry_after: Duration::ZERO,
-        },
-        IdentityError::Busy,
-    ];
-    errors
-        .into_iter()
-        .map(Refusal::Identity)
-        .chain([Refusal::IdentityRequired])
-        .filter_map(|r| r.auth_failure())
-        .collect()
-}
-
-/// Every value of the `outcome` label of `modgate_cache_requests_total`.
-fn cache_outcomes() -> [CacheOutcome; 14] {
-    let _every = |o: CacheOutcome| match o {
-        CacheOutcome::Off
-        | CacheOutcome::Uninitialized
-        | CacheOutcome::Bypass
-        | CacheOutcome::Key
-        | CacheOutcome::Hit
-        | CacheOutcome::Miss
-        | CacheOutcome::Stale
-        | CacheOutcome::StaleUpdating
-        | CacheOutcome::Expired
-        | CacheOutcome::Revalidated
-        | CacheOutcome::RevalidatedNoCache
-        | CacheOutcome::StaleIfError
-        | CacheOutcome::Refused
-        | CacheOutcome::NotStored => (),
-    };
-    [
-        CacheOutcome::Off,
-        CacheOutcome::Uninitialized,
-        CacheOutcome::Bypass,
-        CacheOutcome::Key,
-        CacheOutcome::Hit,
-        CacheOutcome::Miss,
-        CacheOutcome::Stale,
-        CacheOutcome::StaleUpdating,
-        CacheOutcome::Expired,
-        CacheOutcome::Revalidated,
-        CacheOutcome::RevalidatedNoCache,
-        CacheOutcome::StaleIfError,
-        CacheOutcome::Refused,
-        CacheOutcome::NotStored,
-    ]
 }
 
 /// What `/proc/self/stat` says about the process (the fields the process metrics use).
@@ -951,29 +850,6 @@ mod tests {
         let unlimited =
             "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_max_open_files(unlimited), None);
-    }
-
-    #[test]
-    fn every_label_list_is_complete_and_distinct() {
-        let mut auth = auth_failure_reasons();
-        assert!(auth.contains(&"missing") && auth.contains(&"bad-password"));
-        let n = auth.len();
-        auth.sort_unstable();
-        auth.dedup();
-        assert_eq!(auth.len(), n, "{auth:?}");
-        assert_eq!(auth.len(), 10);
-        let mut outcomes = outcome_labels();
-        outcomes.sort_unstable();
-        outcomes.dedup();
-        assert_eq!(outcomes.len(), 5);
-        let mut cache: Vec<&str> = cache_outcomes().iter().map(|o| o.as_str()).collect();
-        cache.sort_unstable();
-        cache.dedup();
-        assert_eq!(cache.len(), 14);
-        assert_eq!(
-            cut_reasons(),
-            ["idle", "headers", "listener_limit", "source_limit"]
-        );
     }
 
     #[test]

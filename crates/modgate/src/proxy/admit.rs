@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::Method;
+use modgate_identity::AuthFailure;
 use modgate_ledger::Artifact;
 use modgate_policy::{AccessRequest, Decision};
 use modgate_protocol::{
@@ -298,6 +299,48 @@ impl Refusal {
             Refusal::Hinted { refusal, .. } => refusal.auth_failure(),
             _ => None,
         }
+    }
+
+    /// Every `reason` label of `modgate_auth_failures_total` (`match` without a wildcard: a
+    /// new identity error or credential failure fails to compile until it is listed).
+    pub fn auth_failure_labels() -> Vec<&'static str> {
+        let _every = |e: &IdentityError, f: AuthFailure| match (e, f) {
+            (
+                IdentityError::BadCredentials(_)
+                | IdentityError::Malformed(_)
+                | IdentityError::CertificateRefused { .. }
+                | IdentityError::CertificateRequired
+                | IdentityError::Throttled { .. }
+                | IdentityError::Busy,
+                AuthFailure::UnknownUser
+                | AuthFailure::BadPassword
+                | AuthFailure::UnknownToken
+                | AuthFailure::NotConfigured,
+            ) => (),
+        };
+        let errors = [
+            IdentityError::BadCredentials(AuthFailure::UnknownUser),
+            IdentityError::BadCredentials(AuthFailure::BadPassword),
+            IdentityError::BadCredentials(AuthFailure::UnknownToken),
+            IdentityError::BadCredentials(AuthFailure::NotConfigured),
+            IdentityError::Malformed(String::new()),
+            IdentityError::CertificateRefused {
+                subject: String::new(),
+                reason: "",
+            },
+            IdentityError::CertificateRequired,
+            IdentityError::Throttled {
+                scope: modgate_identity::Scope::Source,
+                retry_after: std::time::Duration::ZERO,
+            },
+            IdentityError::Busy,
+        ];
+        errors
+            .into_iter()
+            .map(Refusal::Identity)
+            .chain([Refusal::IdentityRequired])
+            .filter_map(|r| r.auth_failure())
+            .collect()
     }
 }
 
