@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use modgate_policy::{AccessPolicy, Route, RouteTable};
 use modgate_protocol::RequestParser;
 
 use crate::config;
 use crate::config::GatewayConfig;
 use crate::gitorigin::{self, GitUpstream, RootTemplate};
-use crate::reload::AuthState;
 use crate::upstream::{Chain, Step, Upstream, UpstreamKind};
 use modgate_git::{Credential, Secret};
+use modgate_identity::Authenticator;
 
 /// Reads a secret from a file (one line; surrounding whitespace dropped).
 fn secret_file(what: &str, p: &config::PathValue) -> anyhow::Result<String> {
@@ -260,8 +259,8 @@ pub struct Gateway {
     pub access_folded: AccessPolicy,
     /// Whether `gateway.yaml` has an `access:` section.
     pub access_configured: bool,
-    /// The credential files, reloadable.
-    pub auth: Arc<AuthState>,
+    /// The credential files (a reload builds a new gateway, and with it a new authenticator).
+    pub auth: Arc<Authenticator>,
     /// Checksum databases proxied at `/sumdb/<name>/`, by name.
     pub sumdbs: BTreeMap<String, Arc<Upstream>>,
     /// `kind: git` upstreams by name, for the git origin (credentials read).
@@ -346,9 +345,7 @@ impl Gateway {
             access: config.access.policy.clone(),
             access_folded: config.access.policy.case_folded(),
             access_configured: config.access.configured,
-            auth: Arc::new(AuthState {
-                current: ArcSwap::from_pointee(authenticator),
-            }),
+            auth: Arc::new(authenticator),
         })
     }
 

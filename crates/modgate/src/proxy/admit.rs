@@ -634,7 +634,7 @@ const GO_USER_AGENT: &str = "Go-http-client/";
 fn netrc_hint(gateway: &Gateway, listener: &ListenerRuntime, inbound: &Inbound) -> Option<String> {
     let head = inbound.head;
     let agent = head.headers.get(http::header::USER_AGENT)?.to_str().ok()?;
-    if !agent.starts_with(GO_USER_AGENT) || gateway.auth.current.load().users().is_none() {
+    if !agent.starts_with(GO_USER_AGENT) || gateway.auth.users().is_none() {
         return None;
     }
     let via_proxy = inbound

@@ -110,7 +110,7 @@ impl GatewayProxy {
             return self.apply(session, ctx, admission).await;
         }
 
-        let authenticator = ctx.model.gateway.auth.current.load_full();
+        let authenticator = ctx.model.gateway.auth.clone();
         let admission =
             match identity::resolve(session, &ctx.listener.identity, authenticator).await {
                 Ok(id) => {
