@@ -9,6 +9,7 @@ use anyhow::Context;
 use modgate_policy::{AccessPolicy, Route, RouteTable};
 use modgate_protocol::RequestParser;
 
+use crate::build::upstream;
 use crate::config;
 use crate::config::GatewayConfig;
 use crate::gitorigin::{self, GitUpstream, RootTemplate};
@@ -215,7 +216,7 @@ fn git_upstreams(
         };
         hosts.insert(
             name.clone(),
-            Arc::new(Upstream::from_config(name, c).with_template(None, header)),
+            Arc::new(upstream::from_config(name, c).with_template(None, header)),
         );
         let aliases =
             repo_aliases(c.repo_aliases.as_deref()).map_err(|e| anyhow::anyhow!(what(&e)))?;
@@ -284,10 +285,10 @@ impl Gateway {
             .iter()
             .map(|(name, c)| {
                 let u = match c.kind {
-                    UpstreamKind::Git => Upstream::git(name, c, &config.git_origin_sock()),
+                    UpstreamKind::Git => upstream::git(name, c, &config.git_origin_sock()),
                     UpstreamKind::Proxy => {
                         let (module, credential) = proxy_extras(name, c)?;
-                        Upstream::from_config(name, c).with_template(module, credential)
+                        upstream::from_config(name, c).with_template(module, credential)
                     }
                 };
                 Ok((name.clone(), Arc::new(u)))
@@ -323,7 +324,7 @@ impl Gateway {
         let sumdbs = config
             .sumdb
             .iter()
-            .map(|(name, c)| (name.0.clone(), Arc::new(Upstream::from_config(&name.0, c))))
+            .map(|(name, c)| (name.0.clone(), Arc::new(upstream::from_config(&name.0, c))))
             .collect();
         let (git, git_hosts) = git_upstreams(config, &config.ttls())?;
         let vulns = match &config.versions.vulnerabilities {

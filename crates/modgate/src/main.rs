@@ -13,6 +13,7 @@
 
 mod agent;
 mod alloc;
+mod build;
 mod cache;
 mod certs;
 mod commands;

@@ -27,6 +27,7 @@ use pingora::server::{RunArgs, Server};
 use self::shutdown::{InFlight, Signals};
 use pingora::services::listening::Service;
 
+use crate::build::upstream::tcp_keepalive;
 use crate::cache::CacheRuntime;
 use crate::config::{GatewayConfig, ListenerConfig};
 use crate::conn::accept::{AcceptOptions, ListenerService};
@@ -37,7 +38,6 @@ use crate::model::{Live, Model};
 use crate::proxy::GatewayProxy;
 use crate::record::Recorder;
 use crate::reload::Reloader;
-use crate::upstream::tcp_keepalive;
 
 /// Every label value the request path's concerns produce, handed to the model so each model
 /// built creates their series at 0 ([`crate::metrics::prime`]): connection cuts and cap
