@@ -182,7 +182,8 @@ impl Live {
                     Ok(old.recorder.clone())
                 } else {
                     Ok(Arc::new(Recorder::start(
-                        &config.audit,
+                        config.audit.sink(),
+                        config.audit.fail_mode == config::AuditFailMode::Closed,
                         config.telemetry.otel(),
                     )?))
                 }

@@ -29,7 +29,7 @@ use pingora::services::listening::Service;
 
 use crate::build::upstream::tcp_keepalive;
 use crate::cache::CacheRuntime;
-use crate::config::{GatewayConfig, ListenerConfig};
+use crate::config::{self, GatewayConfig, ListenerConfig};
 use crate::conn::accept::{AcceptOptions, ListenerService};
 use crate::conn::fds::Class;
 use crate::conn::{Caps, Deadlines, GuardedApp, Limits};
@@ -230,7 +230,8 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     let labels = metric_labels();
     let model = Model::build(config.clone(), 1, &tls, &labels, || {
         Ok(Arc::new(Recorder::start(
-            &config.audit,
+            config.audit.sink(),
+            config.audit.fail_mode == config::AuditFailMode::Closed,
             config.telemetry.otel(),
         )?))
     })?;
