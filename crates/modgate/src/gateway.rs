@@ -12,8 +12,8 @@ use modgate_protocol::RequestParser;
 use crate::build::upstream;
 use crate::config;
 use crate::config::GatewayConfig;
-use crate::gitorigin::{self, GitUpstream, RootTemplate};
-use crate::upstream::{Chain, Step, Upstream, UpstreamKind};
+use crate::template::{self, RootTemplate};
+use crate::upstream::{Chain, GitUpstream, Step, Upstream, UpstreamKind};
 use modgate_git::{Credential, Secret};
 use modgate_identity::Authenticator;
 
@@ -110,8 +110,8 @@ fn proxy_extras(
                 "url: {captures} in the path need module: the template they are captured by",
             ));
         };
-        let probe: gitorigin::Captures = m.names().map(|n| (n.to_string(), "x".into())).collect();
-        gitorigin::expand(&c.url.path, &probe).map_err(|e| what(&format!("url: {e}")))?;
+        let probe: template::Captures = m.names().map(|n| (n.to_string(), "x".into())).collect();
+        template::expand(&c.url.path, &probe).map_err(|e| what(&format!("url: {e}")))?;
     }
     let header = match &c.credential {
         None => None,
@@ -128,12 +128,12 @@ fn proxy_extras(
 }
 
 /// A git upstream's repository aliases: `.git` and those configured (default
-/// [`gitorigin::DEFAULT_REPO_ALIASES`]), each a `.` and the characters of a path element.
+/// [`template::DEFAULT_REPO_ALIASES`]), each a `.` and the characters of a path element.
 fn repo_aliases(configured: Option<&[String]>) -> Result<Vec<String>, String> {
-    let mut out = vec![gitorigin::GIT_SUFFIX.to_string()];
+    let mut out = vec![template::GIT_SUFFIX.to_string()];
     let listed: Vec<String> = match configured {
         Some(list) => list.to_vec(),
-        None => gitorigin::DEFAULT_REPO_ALIASES
+        None => template::DEFAULT_REPO_ALIASES
             .iter()
             .map(|s| s.to_string())
             .collect(),
@@ -197,11 +197,11 @@ fn git_upstreams(
             repo.trim_start_matches('/')
         );
         // Every name the repository template uses must be captured by the module template.
-        let probe: gitorigin::Captures = root
+        let probe: template::Captures = root
             .names()
             .map(|n| (n.to_string(), "x".to_string()))
             .collect();
-        gitorigin::expand(&repo, &probe)
+        template::expand(&repo, &probe)
             .map_err(|e| anyhow::anyhow!(what(&format!("repo: {e}"))))?;
         let value = match &c.credential {
             Some(cc) => {

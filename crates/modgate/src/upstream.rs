@@ -1,17 +1,20 @@
 //! Upstream GOPROXY servers at run time: how to reach one (address, TLS, timeouts, HTTP/2,
-//! pool settings) and the chains that routes send requests along.
+//! pool settings), `kind: git` upstreams as the git origin sees them ([`GitUpstream`]), and
+//! the chains that routes send requests along. Built from the file by `build/upstream.rs`
+//! and `gateway.rs`; nothing here imports the file format.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use modgate_git::Credential;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora::utils::tls::CertKey;
 use pingora::{Error, ErrorType};
 
 use crate::config::forward::ForwardIdentityConfig;
-use crate::gitorigin::RootTemplate;
+use crate::template::{self, RootTemplate};
 
 /// How long a resolved upstream address is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -149,11 +152,11 @@ impl Upstream {
                 self.name
             )
         })?;
-        let encoded: crate::gitorigin::Captures = captures
+        let encoded: template::Captures = captures
             .into_iter()
             .map(|(k, v)| (k, encode_segment(&v)))
             .collect();
-        let base = crate::gitorigin::expand(&self.url.path, &encoded)?;
+        let base = template::expand(&self.url.path, &encoded)?;
         Ok(format!("{base}{proxy_path}"))
     }
 
@@ -388,6 +391,33 @@ impl std::str::FromStr for Fallthrough {
                 "unknown fall-through {s:?} (use not-found, any-error)"
             )),
         }
+    }
+}
+
+/// A `kind: git` upstream at run time.
+pub struct GitUpstream {
+    pub name: String,
+    /// The repository root's import path.
+    pub root: RootTemplate,
+    /// The repository URL, over the root's captures.
+    pub repo: String,
+    /// What the gateway authenticates to the host with (read from its file or variable when
+    /// the model was built; a reload reads it again).
+    pub credential: Option<Credential>,
+    /// Refs are asked of the host again when older than this (the mutable TTL).
+    pub refresh: Duration,
+    /// Suffixes the host folds onto a repository's name (`.git` always among them): access
+    /// is decided for the repository they name too ([`RootTemplate::canonical`]).
+    pub aliases: Vec<String>,
+}
+
+impl std::fmt::Debug for GitUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitUpstream")
+            .field("name", &self.name)
+            .field("repo", &self.repo)
+            .field("credential", &self.credential.is_some())
+            .finish_non_exhaustive()
     }
 }
 

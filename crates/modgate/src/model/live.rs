@@ -166,7 +166,7 @@ impl Live {
         }
         // The running git origin's mirrors (`git_dir` changes need an upgrade) must still be a
         // directory of ours alone: a reload refuses to go on over one someone else took.
-        crate::gitorigin::verify_mirrors_dir(&crate::gitorigin::mirrors_dir(&self.started))?;
+        crate::mirrors::verify_mirrors_dir(&crate::mirrors::mirrors_dir(&self.started))?;
         // The recorder last: a refused reload opens (creates) no new audit file.
         let same_recorder =
             old.config.audit == config.audit && old.config.telemetry == config.telemetry;

@@ -19,10 +19,11 @@ use modgate_telemetry::AuditDecision;
 
 use crate::cache::{self, CachePlan, Ttls};
 use crate::gateway::Gateway;
-use crate::gitorigin::{Captures, GitUpstream};
 use crate::host::request_host;
 use crate::identity::{self, IdentityError, RequestIdentity};
 use crate::model::{ListenerRuntime, Model};
+use crate::template::Captures;
+use crate::upstream::GitUpstream;
 use crate::upstream::Upstream;
 
 /// The role an identity must hold to use the admin endpoint when `access:` is configured.
@@ -430,7 +431,7 @@ fn refresh_decision() -> Decision {
 /// its lower-cased form, and under a git upstream's repository template the canonical form of
 /// each (the repository a host resolves `x.git`, `x.wiki`, … to: [`RootTemplate::canonical`]).
 ///
-/// [`RootTemplate::canonical`]: crate::gitorigin::RootTemplate::canonical
+/// [`RootTemplate::canonical`]: crate::template::RootTemplate::canonical
 fn spellings(
     gateway: &Gateway,
     route: &modgate_policy::Route<crate::upstream::Chain>,
@@ -1007,7 +1008,7 @@ fn admit_git(
     }
     let (Some(host), Ok(url)) = (
         gateway.git_hosts.get(&git.name),
-        crate::gitorigin::expand(&git.repo, &captures),
+        crate::template::expand(&git.repo, &captures),
     ) else {
         return admission.refuse(not_here("its git upstream has no host"));
     };

@@ -301,7 +301,7 @@ impl GatewayProxy {
                         // The repositories of the model in force, in the directory the
                         // origin started with (a changed git_dir waits for an upgrade).
                         let config = self.live.current().config.clone();
-                        let dir = crate::gitorigin::mirrors_dir(self.live.started());
+                        let dir = crate::mirrors::mirrors_dir(self.live.started());
                         move |m: &str| crate::gitorigin::request_mirror_refresh(&config, &dir, m)
                     },
                     target,

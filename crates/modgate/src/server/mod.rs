@@ -225,7 +225,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     // The mirrors hold private repositories fetched with the gateway's credential: only this
     // user may enter the directory, else the gateway does not start — decided before the
     // model opens (creates) the audit file.
-    crate::gitorigin::prepare_mirrors_dir(&crate::gitorigin::mirrors_dir(&config))?;
+    crate::mirrors::prepare_mirrors_dir(&crate::mirrors::mirrors_dir(&config))?;
     let config = Arc::new(config);
     let labels = metric_labels();
     let model = Model::build(config.clone(), 1, &tls, &labels, || {
@@ -340,7 +340,7 @@ fn add_git_origin(
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     // Made ready (ours alone) in `run` before anything else opened.
-    let dir = crate::gitorigin::mirrors_dir(config);
+    let dir = crate::mirrors::mirrors_dir(config);
     let options = modgate_git::GitOptions {
         global_config: config.server.git_config.as_ref().map(|p| p.0.clone()),
         not_found_ttl: config.server.git_not_found_ttl.0,
