@@ -1,7 +1,8 @@
 //! Prometheus metrics of the gateway: requests by listener/route/kind/status, upstream attempts
 //! by upstream and outcome, request latency, access decisions, authentication failures,
 //! reloads and span export, `modgate_build_info`, and the process's CPU, memory, file
-//! descriptors and threads (read from `/proc` at each scrape). Served at `/metrics` on
+//! descriptors and threads (the prometheus crate's process collector, which reads `/proc` at
+//! each scrape). Served at `/metrics` on
 //! listeners that enable it. The registry is process-wide (one `OnceLock`), as Prometheus's is.
 //!
 //! This file sits on the lowest floor of the binary (docs/architecture.md, "Floors of the binary
@@ -24,11 +25,9 @@ use std::time::Duration;
 use modgate_identity::Scope;
 use modgate_ledger::Artifact;
 use modgate_protocol::RequestKind;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
 use prometheus::{
-    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All metrics, registered in one registry.
@@ -291,9 +290,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
     registry.register(Box::new(build_info))?;
-    if cfg!(target_os = "linux") {
-        registry.register(Box::new(ProcessCollector::new()?))?;
-    }
+    // The conventional `process_*` metrics (CPU, memory, descriptors, threads, start time),
+    // read from `/proc` at each scrape by the prometheus crate's own collector.
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     Ok(Metrics {
         registry,
         requests,
@@ -477,183 +479,6 @@ pub fn prime(named: &Named, labels: &Labels) {
     }
 }
 
-/// What `/proc/self/stat` says about the process (the fields the process metrics use).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcStat {
-    /// User and system CPU time, in clock ticks.
-    cpu_ticks: u64,
-    threads: i64,
-    /// Start time, in clock ticks after boot.
-    start_ticks: u64,
-    virtual_bytes: i64,
-    resident_pages: i64,
-}
-
-/// Parses `/proc/<pid>/stat`. The command name (field 2) is in parentheses and may itself
-/// contain spaces and parentheses, so fields are counted after the last `)`.
-fn parse_stat(text: &str) -> Option<ProcStat> {
-    let (_, rest) = text.rsplit_once(')')?;
-    // rest[0] is field 3 (state); field n is rest[n - 3].
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).copied();
-    let utime: u64 = field(14)?.parse().ok()?;
-    let stime: u64 = field(15)?.parse().ok()?;
-    Some(ProcStat {
-        cpu_ticks: utime.saturating_add(stime),
-        threads: field(20)?.parse().ok()?,
-        start_ticks: field(22)?.parse().ok()?,
-        virtual_bytes: field(23)?.parse().ok()?,
-        resident_pages: field(24)?.parse().ok()?,
-    })
-}
-
-/// Boot time (Unix seconds), the `btime` line of `/proc/stat`.
-fn parse_boot_time(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// The soft limit on open files, from `/proc/<pid>/limits`; `None` when unlimited.
-fn parse_max_open_files(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("Max open files"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|soft| soft.parse().ok())
-}
-
-/// A `sysconf` value, if the system knows it.
-fn sysconf(name: libc::c_int) -> Option<i64> {
-    // SAFETY: sysconf takes a plain integer and has no memory effects.
-    let v = unsafe { libc::sysconf(name) };
-    // `c_long` is `i64` only on 64-bit targets.
-    #[allow(clippy::useless_conversion)]
-    let v = i64::from(v);
-    (v > 0).then_some(v)
-}
-
-/// The conventional `process_*` metrics of this process, read from `/proc` each time the
-/// registry is gathered. The `prometheus` crate's `process` feature would give the same names
-/// but needs `procfs`, which modgate does not otherwise depend on.
-struct ProcessCollector {
-    descs: Vec<Desc>,
-    cpu: Counter,
-    resident: IntGauge,
-    virtual_memory: IntGauge,
-    threads: IntGauge,
-    open_fds: IntGauge,
-    max_fds: IntGauge,
-    start_time: Gauge,
-    /// Whether the start time could be read (else that series is left out).
-    start_known: bool,
-    ticks_per_second: f64,
-    page_size: i64,
-}
-
-impl ProcessCollector {
-    fn new() -> Result<ProcessCollector, prometheus::Error> {
-        let cpu = Counter::new(
-            "process_cpu_seconds_total",
-            "Total user and system CPU time spent, in seconds",
-        )?;
-        let resident = IntGauge::new("process_resident_memory_bytes", "Resident memory size")?;
-        let virtual_memory = IntGauge::new("process_virtual_memory_bytes", "Virtual memory size")?;
-        let threads = IntGauge::new("process_threads", "Number of OS threads in the process")?;
-        let open_fds = IntGauge::new("process_open_fds", "Number of open file descriptors")?;
-        let max_fds = IntGauge::new(
-            "process_max_fds",
-            "Maximum number of open file descriptors (soft limit)",
-        )?;
-        let start_time = Gauge::new(
-            "process_start_time_seconds",
-            "Start time of the process since the Unix epoch, in seconds",
-        )?;
-        let ticks_per_second = sysconf(libc::_SC_CLK_TCK).unwrap_or(100) as f64;
-        let start = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|t| parse_stat(&t))
-            .zip(
-                std::fs::read_to_string("/proc/stat")
-                    .ok()
-                    .and_then(|t| parse_boot_time(&t)),
-            )
-            .map(|(stat, boot)| boot as f64 + stat.start_ticks as f64 / ticks_per_second);
-        if let Some(s) = start {
-            start_time.set(s);
-        }
-        let mut descs = Vec::new();
-        for c in [
-            &cpu as &dyn Collector,
-            &resident,
-            &virtual_memory,
-            &threads,
-            &open_fds,
-            &max_fds,
-            &start_time,
-        ] {
-            descs.extend(c.desc().into_iter().cloned());
-        }
-        Ok(ProcessCollector {
-            descs,
-            cpu,
-            resident,
-            virtual_memory,
-            threads,
-            open_fds,
-            max_fds,
-            start_time,
-            start_known: start.is_some(),
-            ticks_per_second,
-            page_size: sysconf(libc::_SC_PAGESIZE).unwrap_or(4096),
-        })
-    }
-}
-
-impl Collector for ProcessCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut out = Vec::new();
-        let stat = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|t| parse_stat(&t));
-        if let Some(s) = stat {
-            let cpu = s.cpu_ticks as f64 / self.ticks_per_second;
-            let now = self.cpu.get();
-            if cpu > now {
-                self.cpu.inc_by(cpu - now);
-            }
-            self.resident
-                .set(s.resident_pages.saturating_mul(self.page_size));
-            self.virtual_memory.set(s.virtual_bytes);
-            self.threads.set(s.threads);
-            out.extend(self.cpu.collect());
-            out.extend(self.resident.collect());
-            out.extend(self.virtual_memory.collect());
-            out.extend(self.threads.collect());
-        }
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            // The directory being listed holds one descriptor itself.
-            let open = dir.count().saturating_sub(1);
-            self.open_fds.set(i64::try_from(open).unwrap_or(i64::MAX));
-            out.extend(self.open_fds.collect());
-        }
-        let max = std::fs::read_to_string("/proc/self/limits")
-            .ok()
-            .and_then(|t| parse_max_open_files(&t));
-        if let Some(max) = max {
-            self.max_fds.set(i64::try_from(max).unwrap_or(i64::MAX));
-            out.extend(self.max_fds.collect());
-        }
-        if self.start_known {
-            out.extend(self.start_time.collect());
-        }
-        out
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Events: what the request path records, one function per event, so callers say what happened
 // and never touch label order (each is a no-op when metrics are disabled).
@@ -797,60 +622,6 @@ pub fn integrity_refused(artifact: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_fields_are_counted_after_the_command_name() {
-        // A command name with spaces and parentheses, as a process may set it.
-        let line = "4242 (mod gate) (x)) S 1 4242 4242 0 -1 4194560 2050 0 0 0 \
-                    150 25 0 0 20 0 17 0 123456 987654321 2345 18446744073709551615 1 1 0 0 \
-                    0 0 0 4096 0 0 0 0 17 3 0 0 0 0 0\n";
-        assert_eq!(
-            parse_stat(line),
-            Some(ProcStat {
-                cpu_ticks: 175,
-                threads: 17,
-                start_ticks: 123456,
-                virtual_bytes: 987654321,
-                resident_pages: 2345,
-            })
-        );
-    }
-
-    #[test]
-    fn a_short_or_garbled_stat_is_none() {
-        assert_eq!(parse_stat(""), None);
-        assert_eq!(parse_stat("1 (modgate) S 1 2 3"), None);
-        assert_eq!(
-            parse_stat(
-                "1 (modgate) S 1 1 1 0 -1 0 0 0 0 0 x 0 0 0 20 0 1 0 1 1 1 0 1 1 0 0 0 0 0 0"
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn the_stat_of_this_process_parses() {
-        let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        if text.is_empty() {
-            return; // not Linux
-        }
-        let stat = parse_stat(&text).unwrap_or_else(|| panic!("unparsed: {text}"));
-        assert!(stat.threads >= 1 && stat.resident_pages > 0, "{stat:?}");
-    }
-
-    #[test]
-    fn boot_time_and_open_file_limit() {
-        let stat = "cpu  1 2 3 4\nintr 5\nctxt 6\nbtime 1700000000\nprocesses 7\n";
-        assert_eq!(parse_boot_time(stat), Some(1_700_000_000));
-        assert_eq!(parse_boot_time("cpu 1 2\n"), None);
-        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                      Max cpu time              unlimited            unlimited            seconds   \n\
-                      Max open files            1024                 524288               files     \n";
-        assert_eq!(parse_max_open_files(limits), Some(1024));
-        let unlimited =
-            "Max open files            unlimited            unlimited            files\n";
-        assert_eq!(parse_max_open_files(unlimited), None);
-    }
 
     #[test]
     fn process_metrics_and_build_info_are_rendered() {
