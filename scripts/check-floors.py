@@ -111,8 +111,8 @@ def strip(src):
                     j += 1
             out.append(re.sub(r"[^\n]", " ", src[i:j]))
             i = j
-        elif c == "r" and re.match(r'r#*"', src[i:]) and not re.match(r"\w", src[i - 1 : i] or " "):
-            m = re.match(r'r(#*)"', src[i:])
+        elif re.match(r'b?r#*"', src[i:]) and not re.match(r"\w", src[i - 1 : i] or " "):
+            m = re.match(r'b?r(#*)"', src[i:])
             end = src.find('"' + m.group(1), i + len(m.group(0)))
             j = n if end < 0 else end + 1 + len(m.group(1))
             out.append(re.sub(r"[^\n]", " ", src[i:j]))
