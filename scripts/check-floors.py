@@ -49,7 +49,7 @@ FLOORS = [
         ],
     ),
     (
-        "runtime types: upstreams, cache plans, identities, git origin, audit, connections",
+        "runtime types: upstreams, cache plans, identities, audit, connections, drain",
         [
             "upstream.rs",
             "cache.rs",
