@@ -64,7 +64,10 @@ check: build
 fmt:
 	$(CARGO) fmt --all
 
+## lint: formatting, clippy, and the binary crate's imports running down its floors
+## (scripts/check-floors.py; docs/architecture.md, "Floors of the binary crate")
 lint: deps
+	python3 scripts/check-floors.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -44,9 +44,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::RootCertStore;
 use tokio::io::AsyncReadExt;
 
+use crate::build::upstream::{gateway_client, GatewayClient};
 use crate::tls;
+use crate::upstream::Upstream;
 use crate::upstream::UpstreamUrl;
-use crate::upstream::{GatewayClient, Upstream};
 
 /// How `modgate agent` was asked to run (its command line; the field comments are the help).
 #[derive(clap::Args)]
@@ -680,7 +681,7 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
     };
     let cert = Arc::new(UserCert::load(&o.cert, &o.key).map_err(anyhow::Error::msg)?);
     let roots = probe_roots(o.ca.as_deref());
-    let gateway = Upstream::gateway_client(
+    let gateway = gateway_client(
         "gateway",
         GatewayClient {
             url: url.clone(),

@@ -29,14 +29,18 @@ pub use crate::upstream::{Fallthrough, UpstreamKind, UpstreamUrl};
 
 mod access;
 mod cache;
+pub mod forward;
 mod identity;
+mod text;
 mod versions;
+
+use text::from_str_with;
 
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
+pub use forward::{ForwardIdentityConfig, ForwardNames, ForwardedInput};
 pub use identity::{
-    AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CertFormat, CidrValue,
-    ForwardIdentityConfig, ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
+    AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CidrValue, ListenerTls, TelemetryConfig,
 };
 #[cfg(test)]
 pub use versions::parse_expiry;
@@ -823,27 +827,6 @@ where
     T: std::str::FromStr<Err = String>,
 {
     parsed(d).map(Some)
-}
-
-/// Reads a string and converts it *inside* the visitor: serde_yaml_ng marks an error raised
-/// there with the string's own line, column and path (an error raised after the string has
-/// been returned is marked with the enclosing mapping's position instead).
-fn from_str_with<'de, D, T, F>(d: D, expecting: &'static str, convert: F) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    F: FnOnce(&str) -> Result<T, String>,
-{
-    struct StrVisitor<F>(F, &'static str);
-    impl<T, F: FnOnce(&str) -> Result<T, String>> Visitor<'_> for StrVisitor<F> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.1)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-            (self.0)(v).map_err(E::custom)
-        }
-    }
-    d.deserialize_str(StrVisitor(convert, expecting))
 }
 
 /// A list that must have at least one element.

@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use modgate_policy::{AccessPolicy, Route, RouteTable};
 use modgate_protocol::RequestParser;
 
+use crate::build::upstream;
 use crate::config;
 use crate::config::GatewayConfig;
-use crate::gitorigin::{self, GitUpstream, RootTemplate};
-use crate::reload::AuthState;
-use crate::upstream::{Chain, Step, Upstream, UpstreamKind};
+use crate::template::{self, RootTemplate};
+use crate::upstream::{Chain, GitUpstream, Step, Upstream, UpstreamKind};
 use modgate_git::{Credential, Secret};
+use modgate_identity::Authenticator;
 
 /// Reads a secret from a file (one line; surrounding whitespace dropped).
 fn secret_file(what: &str, p: &config::PathValue) -> anyhow::Result<String> {
@@ -110,8 +110,8 @@ fn proxy_extras(
                 "url: {captures} in the path need module: the template they are captured by",
             ));
         };
-        let probe: gitorigin::Captures = m.names().map(|n| (n.to_string(), "x".into())).collect();
-        gitorigin::expand(&c.url.path, &probe).map_err(|e| what(&format!("url: {e}")))?;
+        let probe: template::Captures = m.names().map(|n| (n.to_string(), "x".into())).collect();
+        template::expand(&c.url.path, &probe).map_err(|e| what(&format!("url: {e}")))?;
     }
     let header = match &c.credential {
         None => None,
@@ -128,12 +128,12 @@ fn proxy_extras(
 }
 
 /// A git upstream's repository aliases: `.git` and those configured (default
-/// [`gitorigin::DEFAULT_REPO_ALIASES`]), each a `.` and the characters of a path element.
+/// [`template::DEFAULT_REPO_ALIASES`]), each a `.` and the characters of a path element.
 fn repo_aliases(configured: Option<&[String]>) -> Result<Vec<String>, String> {
-    let mut out = vec![gitorigin::GIT_SUFFIX.to_string()];
+    let mut out = vec![template::GIT_SUFFIX.to_string()];
     let listed: Vec<String> = match configured {
         Some(list) => list.to_vec(),
-        None => gitorigin::DEFAULT_REPO_ALIASES
+        None => template::DEFAULT_REPO_ALIASES
             .iter()
             .map(|s| s.to_string())
             .collect(),
@@ -197,11 +197,11 @@ fn git_upstreams(
             repo.trim_start_matches('/')
         );
         // Every name the repository template uses must be captured by the module template.
-        let probe: gitorigin::Captures = root
+        let probe: template::Captures = root
             .names()
             .map(|n| (n.to_string(), "x".to_string()))
             .collect();
-        gitorigin::expand(&repo, &probe)
+        template::expand(&repo, &probe)
             .map_err(|e| anyhow::anyhow!(what(&format!("repo: {e}"))))?;
         let value = match &c.credential {
             Some(cc) => {
@@ -216,7 +216,7 @@ fn git_upstreams(
         };
         hosts.insert(
             name.clone(),
-            Arc::new(Upstream::from_config(name, c).with_template(None, header)),
+            Arc::new(upstream::from_config(name, c).with_template(None, header)),
         );
         let aliases =
             repo_aliases(c.repo_aliases.as_deref()).map_err(|e| anyhow::anyhow!(what(&e)))?;
@@ -260,8 +260,8 @@ pub struct Gateway {
     pub access_folded: AccessPolicy,
     /// Whether `gateway.yaml` has an `access:` section.
     pub access_configured: bool,
-    /// The credential files, reloadable.
-    pub auth: Arc<AuthState>,
+    /// The credential files (a reload builds a new gateway, and with it a new authenticator).
+    pub auth: Arc<Authenticator>,
     /// Checksum databases proxied at `/sumdb/<name>/`, by name.
     pub sumdbs: BTreeMap<String, Arc<Upstream>>,
     /// `kind: git` upstreams by name, for the git origin (credentials read).
@@ -287,10 +287,10 @@ impl Gateway {
             .iter()
             .map(|(name, c)| {
                 let u = match c.kind {
-                    UpstreamKind::Git => Upstream::git(name, c, &config.git_origin_sock()),
+                    UpstreamKind::Git => upstream::git(name, c, &config.git_origin_sock()),
                     UpstreamKind::Proxy => {
                         let (module, credential) = proxy_extras(name, c)?;
-                        Upstream::from_config(name, c).with_template(module, credential)
+                        upstream::from_config(name, c).with_template(module, credential)
                     }
                 };
                 Ok((name.clone(), Arc::new(u)))
@@ -326,7 +326,7 @@ impl Gateway {
         let sumdbs = config
             .sumdb
             .iter()
-            .map(|(name, c)| (name.0.clone(), Arc::new(Upstream::from_config(&name.0, c))))
+            .map(|(name, c)| (name.0.clone(), Arc::new(upstream::from_config(&name.0, c))))
             .collect();
         let (git, git_hosts) = git_upstreams(config, &config.ttls())?;
         let vulns = match &config.versions.vulnerabilities {
@@ -349,9 +349,7 @@ impl Gateway {
             access: config.access.policy.clone(),
             access_folded: config.access.policy.case_folded(),
             access_configured: config.access.configured,
-            auth: Arc::new(AuthState {
-                current: ArcSwap::from_pointee(authenticator),
-            }),
+            auth: Arc::new(authenticator),
         })
     }
 

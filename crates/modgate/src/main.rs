@@ -13,6 +13,7 @@
 
 mod agent;
 mod alloc;
+mod build;
 mod cache;
 mod certs;
 mod commands;
@@ -27,6 +28,7 @@ mod identity;
 mod local;
 mod logging;
 mod metrics;
+mod mirrors;
 mod model;
 mod peer;
 mod preflight;
@@ -36,6 +38,7 @@ mod reload;
 mod respond;
 mod rundir;
 mod server;
+mod template;
 mod tls;
 mod upstream;
 mod vulns;

@@ -1,8 +1,16 @@
 //! Prometheus metrics of the gateway: requests by listener/route/kind/status, upstream attempts
 //! by upstream and outcome, request latency, access decisions, authentication failures,
 //! reloads and span export, `modgate_build_info`, and the process's CPU, memory, file
-//! descriptors and threads (read from `/proc` at each scrape). Served at `/metrics` on
-//! listeners that enable it. The only global state of the binary.
+//! descriptors and threads (the prometheus crate's process collector, which reads `/proc` at
+//! each scrape). Served at `/metrics` on
+//! listeners that enable it. The registry is process-wide (one `OnceLock`), as Prometheus's is.
+//!
+//! This file sits on the lowest floor of the binary (docs/architecture.md, "Floors of the binary
+//! crate") and imports nothing of it: the request path reports events with label values its
+//! own types produce (`Outcome::label`, `CacheOutcome::as_str`, `Refusal::auth_failure`,
+//! `Cut::label`, `Over::label`), and each concern hands over the list of every value its label
+//! takes ([`Labels`], gathered by `server::metric_labels`); the model names its listeners,
+//! routes and upstreams ([`Named`], from `Model::build`).
 //!
 //! A labelled series only exists once its label values are known, so [`prime`] creates, at 0,
 //! every series whose labels the model already names (each listener, route and upstream, and
@@ -14,24 +22,13 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use modgate_identity::{AuthFailure, Scope};
+use modgate_identity::Scope;
 use modgate_ledger::Artifact;
-use modgate_policy::{DEFAULT_RULE, PRIVATE_DEFAULT_RULE};
 use modgate_protocol::RequestKind;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
 use prometheus::{
-    Counter, Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::conn::caps::Over;
-use crate::conn::deadline::Cut;
-use crate::identity::IdentityError;
-use crate::model::Model;
-use crate::proxy::admit::Refusal;
-use crate::proxy::chain::Outcome;
-use crate::proxy::report::CacheOutcome;
 
 /// All metrics, registered in one registry.
 pub struct Metrics {
@@ -293,9 +290,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
     registry.register(Box::new(build_info))?;
-    if cfg!(target_os = "linux") {
-        registry.register(Box::new(ProcessCollector::new()?))?;
-    }
+    // The conventional `process_*` metrics (CPU, memory, descriptors, threads, start time),
+    // read from `/proc` at each scrape by the prometheus crate's own collector.
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     Ok(Metrics {
         registry,
         requests,
@@ -368,68 +368,84 @@ pub fn render() -> Vec<u8> {
     out
 }
 
-/// Creates, at 0, every series whose labels `model` already names, so they exist from the first
-/// scrape: requests of each listener (the series its health checks and scrapes count in),
-/// connections open and cut by each listener and reason, upstream attempts by each upstream
-/// and checksum database and each outcome, each route's fallback access decision, latency by
-/// request kind, every authentication-failure and throttling reason, every cache outcome,
-/// integrity refusals by artifact, configuration reloads by result, TLS and credential file
-/// reloads, and the certificate expiry of each TLS listener (its real value). Series already
-/// there keep their values. Runs for every model built (start-up and each reload).
-pub fn prime(model: &Model) {
+/// Every value of a label that a concern produces, handed over by the concern that produces it:
+/// each exports its own list (`Cut::LABELS`, `Over::LABELS`, `Outcome::labels`,
+/// `Refusal::auth_failure_labels`, `CacheOutcome::labels`), so this file, on the lowest floor,
+/// names none of their types.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    /// The `reason` labels of `modgate_connections_cut_total`.
+    pub cut_reasons: Vec<&'static str>,
+    /// The `outcome` labels of `modgate_upstream_attempts_total`.
+    pub attempt_outcomes: Vec<&'static str>,
+    /// The `reason` labels of `modgate_auth_failures_total`.
+    pub auth_failures: Vec<&'static str>,
+    /// The `outcome` labels of `modgate_cache_requests_total`.
+    pub cache_outcomes: Vec<&'static str>,
+}
+
+/// What the model being built names, for [`prime`] (gathered by `Model::build`).
+#[derive(Debug, Default)]
+pub struct Named<'a> {
+    /// Each listener, with the expiry (Unix time) of the certificate it presents if TLS.
+    pub listeners: Vec<(&'a str, Option<i64>)>,
+    /// Credential files (users or tokens) are configured.
+    pub credential_files: bool,
+    /// Each upstream and checksum database.
+    pub upstreams: Vec<&'a str>,
+    /// Each route with its fallback access decision: the effect and the rule.
+    pub routes: Vec<(&'a str, &'static str, &'static str)>,
+    /// A cache is configured.
+    pub cache: bool,
+}
+
+/// Creates, at 0, every series whose labels `named` (the model) and `labels` already name, so
+/// they exist from the first scrape: requests of each listener (the series its health checks
+/// and scrapes count in), connections open and cut by each listener and reason, upstream
+/// attempts by each upstream and checksum database and each outcome, each route's fallback
+/// access decision, latency by request kind, every authentication-failure and throttling
+/// reason, every cache outcome, integrity refusals by artifact, configuration reloads by
+/// result, TLS and credential file reloads, and the certificate expiry of each TLS listener
+/// (its real value). Series already there keep their values. Runs for every model built
+/// (start-up and each reload).
+pub fn prime(named: &Named, labels: &Labels) {
     let Some(m) = metrics() else {
         return;
     };
-    for (name, listener) in &model.listeners {
+    for (name, not_after) in &named.listeners {
         m.requests.with_label_values(&[name, "-", "other", "200"]);
         m.connections_open.with_label_values(&[name]);
-        for reason in cut_reasons() {
+        for reason in &labels.cut_reasons {
             m.connections_cut.with_label_values(&[name, reason]);
         }
-        if let Some(tls) = &listener.tls {
+        if let Some(not_after) = not_after {
             let what = format!("tls:{name}");
             for result in ["ok", "error"] {
                 m.reloads.with_label_values(&[&what, result]);
             }
-            m.cert_not_after
-                .with_label_values(&[name])
-                .set(tls.server_not_after_unix());
+            m.cert_not_after.with_label_values(&[name]).set(*not_after);
         }
     }
-    let auth = &model.config.auth;
-    if auth.users_file.is_some() || auth.tokens_file.is_some() {
+    if named.credential_files {
         m.reloads.with_label_values(&["auth", "ok"]);
     }
-    let upstreams = model
-        .config
-        .upstreams
-        .keys()
-        .chain(model.gateway.sumdbs.values().map(|u| &u.name));
-    for upstream in upstreams {
-        for outcome in outcome_labels() {
+    for upstream in &named.upstreams {
+        for outcome in &labels.attempt_outcomes {
             m.upstream_attempts.with_label_values(&[upstream, outcome]);
         }
     }
-    let access = &model.gateway.access;
-    for route in model.config.routes.iter() {
-        let (effect, rule) = if route.private {
-            (access.default_private(), PRIVATE_DEFAULT_RULE)
-        } else {
-            (access.default_public(), DEFAULT_RULE)
-        };
-        m.decisions
-            .with_label_values(&[&route.name, effect.as_str(), rule]);
+    for (route, effect, rule) in &named.routes {
+        m.decisions.with_label_values(&[route, effect, rule]);
     }
     for kind in RequestKind::ALL.iter().map(|k| k.as_str()).chain(["other"]) {
         m.duration.with_label_values(&[kind]);
     }
-    let route_names = model.config.routes.iter().map(|r| r.name.as_str());
-    for route in route_names.chain(["-"]) {
+    for route in named.routes.iter().map(|r| r.0).chain(["-"]) {
         for class in ["2xx", "3xx", "4xx", "5xx"] {
             m.route_duration.with_label_values(&[route, class]);
         }
     }
-    if model.config.cache.is_some() {
+    if named.cache {
         for tier in ["memory", "disk"] {
             m.cache_objects.with_label_values(&[tier]);
             m.cache_bytes.with_label_values(&[tier]);
@@ -440,7 +456,7 @@ pub fn prime(model: &Model) {
     for result in ["ok", "error"] {
         m.git_refreshes.with_label_values(&[result]);
     }
-    for reason in auth_failure_reasons() {
+    for reason in &labels.auth_failures {
         m.auth_failures.with_label_values(&[reason]);
     }
     for reason in ["throttled", "busy"] {
@@ -449,8 +465,8 @@ pub fn prime(model: &Model) {
                 .with_label_values(&[reason, scope.as_str()]);
         }
     }
-    for outcome in cache_outcomes() {
-        m.cache_lookups.with_label_values(&[outcome.as_str()]);
+    for outcome in &labels.cache_outcomes {
+        m.cache_lookups.with_label_values(&[outcome]);
     }
     for reason in CACHE_WRITE_FAILURES {
         m.cache_write_failures.with_label_values(&[reason]);
@@ -460,298 +476,6 @@ pub fn prime(model: &Model) {
     }
     for result in ["applied", "refused"] {
         m.config_reloads.with_label_values(&[result]);
-    }
-}
-
-// The label lists below are made from the values that produce the labels at request time.
-// Each comes with a `match` without a wildcard: a new variant fails to compile until it is
-// listed here too.
-
-/// The `reason` labels of `modgate_connections_cut_total`.
-fn cut_reasons() -> [&'static str; 4] {
-    let _every = |c: Cut, o: Over| match (c, o) {
-        (Cut::Idle | Cut::Headers, Over::Listener | Over::Source) => (),
-    };
-    [
-        Cut::Idle.label(),
-        Cut::Headers.label(),
-        Over::Listener.label(),
-        Over::Source.label(),
-    ]
-}
-
-/// The `outcome` labels of `modgate_upstream_attempts_total`.
-fn outcome_labels() -> Vec<&'static str> {
-    let _every = |o: &Outcome| match o {
-        Outcome::Answered(_)
-        | Outcome::NotFound(_)
-        | Outcome::Status(_)
-        | Outcome::Timeout(_)
-        | Outcome::Failed(_) => (),
-    };
-    [
-        Outcome::Answered(200),
-        Outcome::NotFound(404),
-        Outcome::Status(500),
-        Outcome::Timeout(String::new()),
-        Outcome::Failed(Default::default()),
-    ]
-    .iter()
-    .map(Outcome::label)
-    .collect()
-}
-
-/// The `reason` labels of `modgate_auth_failures_total`.
-fn auth_failure_reasons() -> Vec<&'static str> {
-    let _every = |e: &IdentityError, f: AuthFailure| match (e, f) {
-        (
-            IdentityError::BadCredentials(_)
-            | IdentityError::Malformed(_)
-            | IdentityError::CertificateRefused { .. }
-            | IdentityError::CertificateRequired
-            | IdentityError::Throttled { .. }
-            | IdentityError::Busy,
-            AuthFailure::UnknownUser
-            | AuthFailure::BadPassword
-            | AuthFailure::UnknownToken
-            | AuthFailure::NotConfigured,
-        ) => (),
-    };
-    let errors = [
-        IdentityError::BadCredentials(AuthFailure::UnknownUser),
-        IdentityError::BadCredentials(AuthFailure::BadPassword),
-        IdentityError::BadCredentials(AuthFailure::UnknownToken),
-        IdentityError::BadCredentials(AuthFailure::NotConfigured),
-        IdentityError::Malformed(String::new()),
-        IdentityError::CertificateRefused {
-            subject: String::new(),
-            reason: "",
-        },
-        IdentityError::CertificateRequired,
-        IdentityError::Throttled {
-            scope: Scope::Source,
-            retry_after: Duration::ZERO,
-        },
-        IdentityError::Busy,
-    ];
-    errors
-        .into_iter()
-        .map(Refusal::Identity)
-        .chain([Refusal::IdentityRequired])
-        .filter_map(|r| r.auth_failure())
-        .collect()
-}
-
-/// Every value of the `outcome` label of `modgate_cache_requests_total`.
-fn cache_outcomes() -> [CacheOutcome; 14] {
-    let _every = |o: CacheOutcome| match o {
-        CacheOutcome::Off
-        | CacheOutcome::Uninitialized
-        | CacheOutcome::Bypass
-        | CacheOutcome::Key
-        | CacheOutcome::Hit
-        | CacheOutcome::Miss
-        | CacheOutcome::Stale
-        | CacheOutcome::StaleUpdating
-        | CacheOutcome::Expired
-        | CacheOutcome::Revalidated
-        | CacheOutcome::RevalidatedNoCache
-        | CacheOutcome::StaleIfError
-        | CacheOutcome::Refused
-        | CacheOutcome::NotStored => (),
-    };
-    [
-        CacheOutcome::Off,
-        CacheOutcome::Uninitialized,
-        CacheOutcome::Bypass,
-        CacheOutcome::Key,
-        CacheOutcome::Hit,
-        CacheOutcome::Miss,
-        CacheOutcome::Stale,
-        CacheOutcome::StaleUpdating,
-        CacheOutcome::Expired,
-        CacheOutcome::Revalidated,
-        CacheOutcome::RevalidatedNoCache,
-        CacheOutcome::StaleIfError,
-        CacheOutcome::Refused,
-        CacheOutcome::NotStored,
-    ]
-}
-
-/// What `/proc/self/stat` says about the process (the fields the process metrics use).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcStat {
-    /// User and system CPU time, in clock ticks.
-    cpu_ticks: u64,
-    threads: i64,
-    /// Start time, in clock ticks after boot.
-    start_ticks: u64,
-    virtual_bytes: i64,
-    resident_pages: i64,
-}
-
-/// Parses `/proc/<pid>/stat`. The command name (field 2) is in parentheses and may itself
-/// contain spaces and parentheses, so fields are counted after the last `)`.
-fn parse_stat(text: &str) -> Option<ProcStat> {
-    let (_, rest) = text.rsplit_once(')')?;
-    // rest[0] is field 3 (state); field n is rest[n - 3].
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).copied();
-    let utime: u64 = field(14)?.parse().ok()?;
-    let stime: u64 = field(15)?.parse().ok()?;
-    Some(ProcStat {
-        cpu_ticks: utime.saturating_add(stime),
-        threads: field(20)?.parse().ok()?,
-        start_ticks: field(22)?.parse().ok()?,
-        virtual_bytes: field(23)?.parse().ok()?,
-        resident_pages: field(24)?.parse().ok()?,
-    })
-}
-
-/// Boot time (Unix seconds), the `btime` line of `/proc/stat`.
-fn parse_boot_time(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// The soft limit on open files, from `/proc/<pid>/limits`; `None` when unlimited.
-fn parse_max_open_files(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("Max open files"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|soft| soft.parse().ok())
-}
-
-/// A `sysconf` value, if the system knows it.
-fn sysconf(name: libc::c_int) -> Option<i64> {
-    // SAFETY: sysconf takes a plain integer and has no memory effects.
-    let v = unsafe { libc::sysconf(name) };
-    // `c_long` is `i64` only on 64-bit targets.
-    #[allow(clippy::useless_conversion)]
-    let v = i64::from(v);
-    (v > 0).then_some(v)
-}
-
-/// The conventional `process_*` metrics of this process, read from `/proc` each time the
-/// registry is gathered. The `prometheus` crate's `process` feature would give the same names
-/// but needs `procfs`, which modgate does not otherwise depend on.
-struct ProcessCollector {
-    descs: Vec<Desc>,
-    cpu: Counter,
-    resident: IntGauge,
-    virtual_memory: IntGauge,
-    threads: IntGauge,
-    open_fds: IntGauge,
-    max_fds: IntGauge,
-    start_time: Gauge,
-    /// Whether the start time could be read (else that series is left out).
-    start_known: bool,
-    ticks_per_second: f64,
-    page_size: i64,
-}
-
-impl ProcessCollector {
-    fn new() -> Result<ProcessCollector, prometheus::Error> {
-        let cpu = Counter::new(
-            "process_cpu_seconds_total",
-            "Total user and system CPU time spent, in seconds",
-        )?;
-        let resident = IntGauge::new("process_resident_memory_bytes", "Resident memory size")?;
-        let virtual_memory = IntGauge::new("process_virtual_memory_bytes", "Virtual memory size")?;
-        let threads = IntGauge::new("process_threads", "Number of OS threads in the process")?;
-        let open_fds = IntGauge::new("process_open_fds", "Number of open file descriptors")?;
-        let max_fds = IntGauge::new(
-            "process_max_fds",
-            "Maximum number of open file descriptors (soft limit)",
-        )?;
-        let start_time = Gauge::new(
-            "process_start_time_seconds",
-            "Start time of the process since the Unix epoch, in seconds",
-        )?;
-        let ticks_per_second = sysconf(libc::_SC_CLK_TCK).unwrap_or(100) as f64;
-        let start = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|t| parse_stat(&t))
-            .zip(
-                std::fs::read_to_string("/proc/stat")
-                    .ok()
-                    .and_then(|t| parse_boot_time(&t)),
-            )
-            .map(|(stat, boot)| boot as f64 + stat.start_ticks as f64 / ticks_per_second);
-        if let Some(s) = start {
-            start_time.set(s);
-        }
-        let mut descs = Vec::new();
-        for c in [
-            &cpu as &dyn Collector,
-            &resident,
-            &virtual_memory,
-            &threads,
-            &open_fds,
-            &max_fds,
-            &start_time,
-        ] {
-            descs.extend(c.desc().into_iter().cloned());
-        }
-        Ok(ProcessCollector {
-            descs,
-            cpu,
-            resident,
-            virtual_memory,
-            threads,
-            open_fds,
-            max_fds,
-            start_time,
-            start_known: start.is_some(),
-            ticks_per_second,
-            page_size: sysconf(libc::_SC_PAGESIZE).unwrap_or(4096),
-        })
-    }
-}
-
-impl Collector for ProcessCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let mut out = Vec::new();
-        let stat = std::fs::read_to_string("/proc/self/stat")
-            .ok()
-            .and_then(|t| parse_stat(&t));
-        if let Some(s) = stat {
-            let cpu = s.cpu_ticks as f64 / self.ticks_per_second;
-            let now = self.cpu.get();
-            if cpu > now {
-                self.cpu.inc_by(cpu - now);
-            }
-            self.resident
-                .set(s.resident_pages.saturating_mul(self.page_size));
-            self.virtual_memory.set(s.virtual_bytes);
-            self.threads.set(s.threads);
-            out.extend(self.cpu.collect());
-            out.extend(self.resident.collect());
-            out.extend(self.virtual_memory.collect());
-            out.extend(self.threads.collect());
-        }
-        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            // The directory being listed holds one descriptor itself.
-            let open = dir.count().saturating_sub(1);
-            self.open_fds.set(i64::try_from(open).unwrap_or(i64::MAX));
-            out.extend(self.open_fds.collect());
-        }
-        let max = std::fs::read_to_string("/proc/self/limits")
-            .ok()
-            .and_then(|t| parse_max_open_files(&t));
-        if let Some(max) = max {
-            self.max_fds.set(i64::try_from(max).unwrap_or(i64::MAX));
-            out.extend(self.max_fds.collect());
-        }
-        if self.start_known {
-            out.extend(self.start_time.collect());
-        }
-        out
     }
 }
 
@@ -898,83 +622,6 @@ pub fn integrity_refused(artifact: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_fields_are_counted_after_the_command_name() {
-        // A command name with spaces and parentheses, as a process may set it.
-        let line = "4242 (mod gate) (x)) S 1 4242 4242 0 -1 4194560 2050 0 0 0 \
-                    150 25 0 0 20 0 17 0 123456 987654321 2345 18446744073709551615 1 1 0 0 \
-                    0 0 0 4096 0 0 0 0 17 3 0 0 0 0 0\n";
-        assert_eq!(
-            parse_stat(line),
-            Some(ProcStat {
-                cpu_ticks: 175,
-                threads: 17,
-                start_ticks: 123456,
-                virtual_bytes: 987654321,
-                resident_pages: 2345,
-            })
-        );
-    }
-
-    #[test]
-    fn a_short_or_garbled_stat_is_none() {
-        assert_eq!(parse_stat(""), None);
-        assert_eq!(parse_stat("1 (modgate) S 1 2 3"), None);
-        assert_eq!(
-            parse_stat(
-                "1 (modgate) S 1 1 1 0 -1 0 0 0 0 0 x 0 0 0 20 0 1 0 1 1 1 0 1 1 0 0 0 0 0 0"
-            ),
-            None
-        );
-    }
-
-    #[test]
-    fn the_stat_of_this_process_parses() {
-        let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        if text.is_empty() {
-            return; // not Linux
-        }
-        let stat = parse_stat(&text).unwrap_or_else(|| panic!("unparsed: {text}"));
-        assert!(stat.threads >= 1 && stat.resident_pages > 0, "{stat:?}");
-    }
-
-    #[test]
-    fn boot_time_and_open_file_limit() {
-        let stat = "cpu  1 2 3 4\nintr 5\nctxt 6\nbtime 1700000000\nprocesses 7\n";
-        assert_eq!(parse_boot_time(stat), Some(1_700_000_000));
-        assert_eq!(parse_boot_time("cpu 1 2\n"), None);
-        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
-                      Max cpu time              unlimited            unlimited            seconds   \n\
-                      Max open files            1024                 524288               files     \n";
-        assert_eq!(parse_max_open_files(limits), Some(1024));
-        let unlimited =
-            "Max open files            unlimited            unlimited            files\n";
-        assert_eq!(parse_max_open_files(unlimited), None);
-    }
-
-    #[test]
-    fn every_label_list_is_complete_and_distinct() {
-        let mut auth = auth_failure_reasons();
-        assert!(auth.contains(&"missing") && auth.contains(&"bad-password"));
-        let n = auth.len();
-        auth.sort_unstable();
-        auth.dedup();
-        assert_eq!(auth.len(), n, "{auth:?}");
-        assert_eq!(auth.len(), 10);
-        let mut outcomes = outcome_labels();
-        outcomes.sort_unstable();
-        outcomes.dedup();
-        assert_eq!(outcomes.len(), 5);
-        let mut cache: Vec<&str> = cache_outcomes().iter().map(|o| o.as_str()).collect();
-        cache.sort_unstable();
-        cache.dedup();
-        assert_eq!(cache.len(), 14);
-        assert_eq!(
-            cut_reasons(),
-            ["idle", "headers", "listener_limit", "source_limit"]
-        );
-    }
 
     #[test]
     fn process_metrics_and_build_info_are_rendered() {

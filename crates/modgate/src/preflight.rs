@@ -113,7 +113,7 @@ pub fn problems(config: &GatewayConfig) -> Vec<String> {
     }
     // What `run` refuses about an existing mirrors directory (another user's, a symlink,
     // writable by others), wherever it is.
-    if let Err(e) = crate::gitorigin::verify_mirrors_dir(&crate::gitorigin::mirrors_dir(config)) {
+    if let Err(e) = crate::mirrors::verify_mirrors_dir(&crate::mirrors::mirrors_dir(config)) {
         out.push(format!("{e:#}"));
     }
     // The default runtime directory, judged as `run` judges it before creating anything in

@@ -12,7 +12,6 @@ use modgate_telemetry::{
 use opentelemetry::{Context, KeyValue};
 use pingora::http::RequestHeader;
 
-use crate::config::{AuditConfig, AuditFailMode};
 use crate::metrics;
 
 /// The trace a request belongs to.
@@ -54,13 +53,17 @@ pub struct Recorder {
 
 impl Recorder {
     /// Opens the audit sink and starts the span exporter (a collector that is down does not
-    /// stop modgate: spans are counted as dropped).
-    pub fn start(audit: &AuditConfig, otel: OtelConfig) -> anyhow::Result<Recorder> {
-        let sink = audit.sink();
+    /// stop modgate: spans are counted as dropped). `fail_closed`: `audit.fail_mode: closed`
+    /// (refuse requests while records cannot be written; moot when the sink is off).
+    pub fn start(
+        sink: AuditSinkConfig,
+        fail_closed: bool,
+        otel: OtelConfig,
+    ) -> anyhow::Result<Recorder> {
         let audit_on = !matches!(sink, AuditSinkConfig::Off);
         // The exporter first: it touches no file, so a refusal leaves no new audit file.
         let telemetry = Telemetry::start(otel).map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
-        let fail_closed = audit_on && audit.fail_mode == AuditFailMode::Closed;
+        let fail_closed = audit_on && fail_closed;
         let options = AuditOptions {
             fail_closed,
             on_lost: Some(Arc::new(metrics::audit_records_lost)),

@@ -17,19 +17,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use modgate_identity::{Authenticator, ReloadableTls};
+use modgate_identity::ReloadableTls;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::metrics;
 use crate::model::{Live, ReloadReport};
-
-/// The credential files in force.
-pub struct AuthState {
-    pub current: ArcSwap<Authenticator>,
-}
 
 fn count(what: &str, result: &str) {
     if let Some(m) = metrics::metrics() {

@@ -1,18 +1,20 @@
 //! Upstream GOPROXY servers at run time: how to reach one (address, TLS, timeouts, HTTP/2,
-//! pool settings) and the chains that routes send requests along.
+//! pool settings), `kind: git` upstreams as the git origin sees them ([`GitUpstream`]), and
+//! the chains that routes send requests along. Built from the file by `build/upstream.rs`
+//! and `gateway.rs`; nothing here imports the file format.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pingora::protocols::{TcpKeepalive, ALPN};
+use modgate_git::Credential;
+use pingora::protocols::ALPN;
 use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 use pingora::utils::tls::CertKey;
 use pingora::{Error, ErrorType};
 
-use crate::config::{DurationValue, ForwardIdentityConfig, TcpKeepaliveConfig, UpstreamConfig};
-use crate::gitorigin::RootTemplate;
-use crate::tls::{ClientCertKey, PemBundle};
+use crate::config::forward::ForwardIdentityConfig;
+use crate::template::{self, RootTemplate};
 
 /// How long a resolved upstream address is reused before it is looked up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -54,98 +56,35 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-pub(crate) fn tcp_keepalive(c: &TcpKeepaliveConfig) -> TcpKeepalive {
-    TcpKeepalive {
-        idle: c.idle.0,
-        interval: c.interval.0,
-        count: c.count,
-        #[cfg(target_os = "linux")]
-        user_timeout: Duration::ZERO,
-    }
-}
-
-/// How one of modgate's own client commands (`agent`, `warm`) reaches a gateway: the one
-/// upstream-peer builder is [`Upstream::from_config`], these are the settings it gets.
-pub struct GatewayClient {
+/// What an upstream is made of, filled in from its configuration by the builder
+/// (`build::upstream::from_config`).
+pub struct UpstreamParts {
+    pub name: String,
     pub url: UpstreamUrl,
-    /// CA bundle that verifies the gateway (system roots when absent).
-    pub ca: Option<PemBundle>,
-    /// The client certificate presented (the agent swaps its own in per request).
-    pub client_cert: Option<ClientCertKey>,
-    /// TLS server name sent and verified (the URL's host when absent).
-    pub sni: Option<String>,
-    /// Longest wait for any single read from the gateway.
-    pub read_timeout: Duration,
-    /// Most concurrent streams on one HTTP/2 connection.
-    pub max_h2_streams: usize,
-    /// HTTP/2 PINGs on idle connections.
-    pub h2_ping_interval: Option<Duration>,
+    pub private: bool,
+    pub host_header: String,
+    pub sni: String,
+    pub options: PeerOptions,
+    pub client_cert: Option<Arc<CertKey>>,
+    pub forward: Option<ForwardIdentityConfig>,
+    pub per_identity_cache: bool,
+    pub forward_set_cookie: bool,
 }
 
 impl Upstream {
-    /// The gateway as an upstream of one of modgate's client commands: private (it may be
-    /// sent anything), verified, HTTP/2 negotiated on https.
-    pub fn gateway_client(name: &str, c: GatewayClient) -> Upstream {
-        let config = UpstreamConfig {
-            kind: UpstreamKind::Proxy,
-            url: c.url,
-            module: None,
-            repo: None,
-            repo_aliases: None,
-            credential: None,
-            private: true,
-            ca: c.ca,
-            client_cert: c.client_cert,
-            host: None,
-            sni: c.sni,
-            http2: None,
-            connect_timeout: DurationValue(Duration::from_secs(10)),
-            read_timeout: DurationValue(c.read_timeout),
-            write_timeout: DurationValue(Duration::from_secs(60)),
-            idle_timeout: DurationValue(Duration::from_secs(60)),
-            h2_ping_interval: c.h2_ping_interval.map(DurationValue),
-            max_h2_streams: c.max_h2_streams,
-            tcp_keepalive: None,
-            forward_identity: None,
-            cache_scope: Default::default(),
-            forward_set_cookie: false,
-        };
-        Upstream::from_config(name, &config)
-    }
-
-    /// Builds the run-time form of an upstream from its configuration.
-    pub fn from_config(name: &str, c: &UpstreamConfig) -> Upstream {
-        let mut options = PeerOptions::new();
-        options.connection_timeout = Some(c.connect_timeout.0);
-        options.total_connection_timeout = Some(c.connect_timeout.0 * 2);
-        options.read_timeout = Some(c.read_timeout.0);
-        options.write_timeout = Some(c.write_timeout.0);
-        options.idle_timeout = Some(c.idle_timeout.0);
-        options.h2_ping_interval = c.h2_ping_interval.map(|d| d.0);
-        options.max_h2_streams = c.max_h2_streams.max(1);
-        options.tcp_keepalive = c.tcp_keepalive.as_ref().map(tcp_keepalive);
-        options.verify_cert = true;
-        options.verify_hostname = true;
-        options.alpn = match (c.url.tls, c.http2) {
-            // https: negotiate, preferring h2, unless told not to.
-            (true, None | Some(true)) => ALPN::H2H1,
-            (true, Some(false)) => ALPN::H1,
-            // http: h2c only by prior knowledge, when asked for.
-            (false, Some(true)) => ALPN::H2,
-            (false, None | Some(false)) => ALPN::H1,
-        };
-        options.ca = c.ca.as_ref().map(|b| b.to_ca());
+    /// An upstream reached at its URL, with no template and no credential of the gateway's.
+    pub fn new(p: UpstreamParts) -> Upstream {
         Upstream {
-            name: name.to_string(),
-            url: c.url.clone(),
-            private: c.private,
-            host_header: c.host.clone().unwrap_or_else(|| c.url.authority()),
-            sni: c.sni.clone().unwrap_or_else(|| c.url.host.clone()),
-            options,
-            client_cert: c.client_cert.as_ref().map(|k| Arc::new(k.to_cert_key())),
-            forward: c.forward_identity.clone(),
-            per_identity_cache: c.cache_scope == crate::config::CacheScope::PerIdentity,
-            forward_set_cookie: c.forward_set_cookie,
+            name: p.name,
+            url: p.url,
+            private: p.private,
+            host_header: p.host_header,
+            sni: p.sni,
+            options: p.options,
+            client_cert: p.client_cert,
+            forward: p.forward,
+            per_identity_cache: p.per_identity_cache,
+            forward_set_cookie: p.forward_set_cookie,
             resolved: Mutex::new(None),
             origin: None,
             template: None,
@@ -177,9 +116,10 @@ impl Upstream {
         self.credential.as_deref()
     }
 
-    /// A `kind: git` upstream: served by the gateway's git origin listening on `sock`.
-    pub fn git(name: &str, c: &UpstreamConfig, sock: &str) -> Upstream {
-        let mut u = Upstream::from_config(name, c);
+    /// This upstream as a `kind: git` one: served by the gateway's git origin listening on
+    /// `sock` (private, HTTP/1.1, nothing of the client forwarded).
+    pub fn through_origin(self, sock: &str) -> Upstream {
+        let mut u = self;
         u.origin = Some(sock.to_string());
         u.host_header = "modgate-git-origin".into();
         u.private = true;
@@ -212,11 +152,11 @@ impl Upstream {
                 self.name
             )
         })?;
-        let encoded: crate::gitorigin::Captures = captures
+        let encoded: template::Captures = captures
             .into_iter()
             .map(|(k, v)| (k, encode_segment(&v)))
             .collect();
-        let base = crate::gitorigin::expand(&self.url.path, &encoded)?;
+        let base = template::expand(&self.url.path, &encoded)?;
         Ok(format!("{base}{proxy_path}"))
     }
 
@@ -454,6 +394,33 @@ impl std::str::FromStr for Fallthrough {
     }
 }
 
+/// A `kind: git` upstream at run time.
+pub struct GitUpstream {
+    pub name: String,
+    /// The repository root's import path.
+    pub root: RootTemplate,
+    /// The repository URL, over the root's captures.
+    pub repo: String,
+    /// What the gateway authenticates to the host with (read from its file or variable when
+    /// the model was built; a reload reads it again).
+    pub credential: Option<Credential>,
+    /// Refs are asked of the host again when older than this (the mutable TTL).
+    pub refresh: Duration,
+    /// Suffixes the host folds onto a repository's name (`.git` always among them): access
+    /// is decided for the repository they name too ([`RootTemplate::canonical`]).
+    pub aliases: Vec<String>,
+}
+
+impl std::fmt::Debug for GitUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitUpstream")
+            .field("name", &self.name)
+            .field("repo", &self.repo)
+            .field("credential", &self.credential.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One step of a chain at run time.
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -501,13 +468,15 @@ impl Chain {
 #[cfg(test)]
 pub(crate) fn test_upstream(name: &str) -> Arc<Upstream> {
     let text = format!("url: \"http://127.0.0.1:1/{name}\"\n");
-    let cfg: UpstreamConfig = serde_yaml_ng::from_str(&text).expect("upstream");
-    Arc::new(Upstream::from_config(name, &cfg))
+    let cfg: crate::config::UpstreamConfig = serde_yaml_ng::from_str(&text).expect("upstream");
+    Arc::new(crate::build::upstream::from_config(name, &cfg))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::upstream::from_config;
+    use crate::config::UpstreamConfig;
 
     fn upstream(name: &str) -> Arc<Upstream> {
         test_upstream(name)
@@ -558,7 +527,7 @@ mod tests {
             "/api/v4/projects/{group}%2F{project}/packages/go"
         );
         let t = RootTemplate::parse("gitlab.corp/{group}/{project}").expect("template");
-        let u = Upstream::from_config("gl", &cfg).with_template(Some(t), Some("Bearer t".into()));
+        let u = from_config("gl", &cfg).with_template(Some(t), Some("Bearer t".into()));
         assert_eq!(
             u.request_path("/gitlab.corp/platform/go~tools/sub/@v/list", Some("gitlab.corp/platform/go~tools/sub")),
             Ok("/api/v4/projects/platform%2Fgo~tools/packages/go/gitlab.corp/platform/go~tools/sub/@v/list".to_string())

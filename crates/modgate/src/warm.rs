@@ -41,8 +41,9 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::build::upstream::{gateway_client, GatewayClient};
 use crate::tls;
-use crate::upstream::{GatewayClient, Upstream, UpstreamUrl};
+use crate::upstream::UpstreamUrl;
 
 /// Environment variable holding the password for `--netrc-user`.
 pub const PASSWORD_ENV: &str = "MODGATE_WARM_PASSWORD";
@@ -303,7 +304,7 @@ impl Client {
             }
             _ => None,
         };
-        let gateway = Upstream::gateway_client(
+        let gateway = gateway_client(
             "gateway",
             GatewayClient {
                 url: url.clone(),

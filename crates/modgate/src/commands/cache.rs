@@ -34,7 +34,7 @@ pub fn purge(config: &GatewayConfig, what: &str) -> Outcome {
     // New tags of a git upstream's repository: its mirror lists the host again on next use.
     for line in crate::gitorigin::request_mirror_refresh(
         config,
-        &crate::gitorigin::mirrors_dir(config),
+        &crate::mirrors::mirrors_dir(config),
         &module,
     ) {
         println!("{line}");

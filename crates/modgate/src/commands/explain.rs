@@ -67,10 +67,7 @@ fn judge_certificate(c: &GatewayConfig, pem: &Path) -> anyhow::Result<(String, O
 pub fn explain(q: Question) -> Outcome {
     let c = load_config(&q.config)?;
     let g = gateway::Gateway::new(&c)?;
-    let principal = q
-        .who
-        .principal(&g.auth.current.load())
-        .map_err(anyhow::Error::msg)?;
+    let principal = q.who.principal(&g.auth).map_err(anyhow::Error::msg)?;
     let explained = explain::explain(&g, &c.server.path_prefix, &q.target, q.kind, &principal)
         .map_err(anyhow::Error::msg)?;
     print!("{}", explained.text);

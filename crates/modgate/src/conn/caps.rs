@@ -31,6 +31,15 @@ impl Over {
         }
     }
 
+    /// Every `reason` label an over-cap refusal gives (`match` without a wildcard: a new
+    /// variant fails to compile until it is listed).
+    pub fn labels() -> [&'static str; 2] {
+        let _every = |o: Over| match o {
+            Over::Listener | Over::Source => (),
+        };
+        [Over::Listener.label(), Over::Source.label()]
+    }
+
     /// What the refused client is told.
     pub fn message(self) -> &'static str {
         match self {

@@ -32,6 +32,15 @@ impl Cut {
             Cut::Headers => "headers",
         }
     }
+
+    /// Every `reason` label a deadline cut gives (`match` without a wildcard: a new variant
+    /// fails to compile until it is listed).
+    pub fn labels() -> [&'static str; 2] {
+        let _every = |c: Cut| match c {
+            Cut::Idle | Cut::Headers => (),
+        };
+        [Cut::Idle.label(), Cut::Headers.label()]
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use http::HeaderName;
 
 use super::RequestIdentity;
-use crate::config::{CertFormat, ForwardIdentityConfig};
+use crate::config::forward::{CertFormat, ForwardIdentityConfig};
 
 /// Makes any text safe as a header value: printable ASCII is kept, everything else (controls,
 /// non-ASCII) is percent-encoded.

@@ -16,7 +16,7 @@ use super::{
     add_credentials, cert_principal, peer_cert, Attempt, IdentityError, PeerCert, RequestIdentity,
     Unresolved, VerifyState,
 };
-use crate::config::ForwardedInput;
+use crate::config::forward::ForwardedInput;
 
 /// What a listener needs to resolve identities.
 pub struct IdentitySettings {

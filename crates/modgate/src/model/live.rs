@@ -46,6 +46,8 @@ pub struct Live {
     /// One reload at a time; counts attempts.
     reloading: Mutex<u64>,
     last: Mutex<ReloadReport>,
+    /// The concerns' label values every model built is primed with.
+    labels: metrics::Labels,
 }
 
 impl Live {
@@ -53,6 +55,7 @@ impl Live {
         model: Model,
         config_path: PathBuf,
         tls: BTreeMap<String, Arc<ReloadableTls>>,
+        labels: metrics::Labels,
     ) -> Live {
         let generation = model.generation;
         publish_generation(generation, true);
@@ -61,6 +64,7 @@ impl Live {
             current: ArcSwap::from_pointee(model),
             config_path,
             tls,
+            labels,
             reloading: Mutex::new(0),
             last: Mutex::new(ReloadReport {
                 pid: std::process::id(),
@@ -162,22 +166,29 @@ impl Live {
         }
         // The running git origin's mirrors (`git_dir` changes need an upgrade) must still be a
         // directory of ours alone: a reload refuses to go on over one someone else took.
-        crate::gitorigin::verify_mirrors_dir(&crate::gitorigin::mirrors_dir(&self.started))?;
+        crate::mirrors::verify_mirrors_dir(&crate::mirrors::mirrors_dir(&self.started))?;
         // The recorder last: a refused reload opens (creates) no new audit file.
         let same_recorder =
             old.config.audit == config.audit && old.config.telemetry == config.telemetry;
         let config = Arc::new(config);
-        let model = Model::build(config.clone(), old.generation + 1, &self.tls, || {
-            if same_recorder {
-                old.recorder.audit.reopen();
-                Ok(old.recorder.clone())
-            } else {
-                Ok(Arc::new(Recorder::start(
-                    &config.audit,
-                    config.telemetry.otel(),
-                )?))
-            }
-        })?;
+        let model = Model::build(
+            config.clone(),
+            old.generation + 1,
+            &self.tls,
+            &self.labels,
+            || {
+                if same_recorder {
+                    old.recorder.audit.reopen();
+                    Ok(old.recorder.clone())
+                } else {
+                    Ok(Arc::new(Recorder::start(
+                        config.audit.sink(),
+                        config.audit.fail_mode == config::AuditFailMode::Closed,
+                        config.telemetry.otel(),
+                    )?))
+                }
+            },
+        )?;
         for w in model.gateway.warnings() {
             log::warn!("{w}");
         }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use modgate_identity::{CidrSet, ReloadableTls};
+use modgate_policy::{DEFAULT_RULE, PRIVATE_DEFAULT_RULE};
 
 use crate::cache::Ttls;
 use crate::config::{self, GatewayConfig, ListenerConfig};
@@ -107,11 +108,13 @@ impl Model {
     /// Builds the model of a validated configuration. `tls` holds each running TLS listener's
     /// material (already loaded for this configuration); `recorder` makes the audit/telemetry
     /// recorder to use, called only once everything else has loaded: a configuration refused
-    /// for any other reason opens (creates) no audit file.
+    /// for any other reason opens (creates) no audit file. `labels` are the label values of
+    /// the concerns the model's metric series are primed with ([`metrics::prime`]).
     pub fn build(
         config: Arc<GatewayConfig>,
         generation: u64,
         tls: &BTreeMap<String, Arc<ReloadableTls>>,
+        labels: &metrics::Labels,
         recorder: impl FnOnce() -> anyhow::Result<Arc<Recorder>>,
     ) -> anyhow::Result<Model> {
         let gateway = Arc::new(Gateway::new(&config)?);
@@ -134,7 +137,45 @@ impl Model {
             recorder,
             config,
         };
-        metrics::prime(&model);
+        metrics::prime(&model.named(), labels);
         Ok(model)
+    }
+
+    /// What this model names, for the metric series created at 0 ([`metrics::prime`]).
+    fn named(&self) -> metrics::Named<'_> {
+        let auth = &self.config.auth;
+        let access = &self.gateway.access;
+        metrics::Named {
+            listeners: self
+                .listeners
+                .iter()
+                .map(|(name, l)| {
+                    let not_after = l.tls.as_ref().map(|t| t.server_not_after_unix());
+                    (name.as_str(), not_after)
+                })
+                .collect(),
+            credential_files: auth.users_file.is_some() || auth.tokens_file.is_some(),
+            upstreams: self
+                .config
+                .upstreams
+                .keys()
+                .chain(self.gateway.sumdbs.values().map(|u| &u.name))
+                .map(String::as_str)
+                .collect(),
+            routes: self
+                .config
+                .routes
+                .iter()
+                .map(|route| {
+                    let (effect, rule) = if route.private {
+                        (access.default_private(), PRIVATE_DEFAULT_RULE)
+                    } else {
+                        (access.default_public(), DEFAULT_RULE)
+                    };
+                    (route.name.as_str(), effect.as_str(), rule)
+                })
+                .collect(),
+            cache: self.config.cache.is_some(),
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::Method;
+use modgate_identity::AuthFailure;
 use modgate_ledger::Artifact;
 use modgate_policy::{AccessRequest, Decision};
 use modgate_protocol::{
@@ -18,10 +19,11 @@ use modgate_telemetry::AuditDecision;
 
 use crate::cache::{self, CachePlan, Ttls};
 use crate::gateway::Gateway;
-use crate::gitorigin::{Captures, GitUpstream};
 use crate::host::request_host;
 use crate::identity::{self, IdentityError, RequestIdentity};
 use crate::model::{ListenerRuntime, Model};
+use crate::template::Captures;
+use crate::upstream::GitUpstream;
 use crate::upstream::Upstream;
 
 /// The role an identity must hold to use the admin endpoint when `access:` is configured.
@@ -310,6 +312,48 @@ impl Refusal {
             _ => None,
         }
     }
+
+    /// Every `reason` label of `modgate_auth_failures_total` (`match` without a wildcard: a
+    /// new identity error or credential failure fails to compile until it is listed).
+    pub fn auth_failure_labels() -> Vec<&'static str> {
+        let _every = |e: &IdentityError, f: AuthFailure| match (e, f) {
+            (
+                IdentityError::BadCredentials(_)
+                | IdentityError::Malformed(_)
+                | IdentityError::CertificateRefused { .. }
+                | IdentityError::CertificateRequired
+                | IdentityError::Throttled { .. }
+                | IdentityError::Busy,
+                AuthFailure::UnknownUser
+                | AuthFailure::BadPassword
+                | AuthFailure::UnknownToken
+                | AuthFailure::NotConfigured,
+            ) => (),
+        };
+        let errors = [
+            IdentityError::BadCredentials(AuthFailure::UnknownUser),
+            IdentityError::BadCredentials(AuthFailure::BadPassword),
+            IdentityError::BadCredentials(AuthFailure::UnknownToken),
+            IdentityError::BadCredentials(AuthFailure::NotConfigured),
+            IdentityError::Malformed(String::new()),
+            IdentityError::CertificateRefused {
+                subject: String::new(),
+                reason: "",
+            },
+            IdentityError::CertificateRequired,
+            IdentityError::Throttled {
+                scope: modgate_identity::Scope::Source,
+                retry_after: std::time::Duration::ZERO,
+            },
+            IdentityError::Busy,
+        ];
+        errors
+            .into_iter()
+            .map(Refusal::Identity)
+            .chain([Refusal::IdentityRequired])
+            .filter_map(|r| r.auth_failure())
+            .collect()
+    }
 }
 
 impl Admission {
@@ -399,7 +443,7 @@ fn refresh_decision() -> Decision {
 /// its lower-cased form, and under a git upstream's repository template the canonical form of
 /// each (the repository a host resolves `x.git`, `x.wiki`, … to: [`RootTemplate::canonical`]).
 ///
-/// [`RootTemplate::canonical`]: crate::gitorigin::RootTemplate::canonical
+/// [`RootTemplate::canonical`]: crate::template::RootTemplate::canonical
 fn spellings(
     gateway: &Gateway,
     route: &modgate_policy::Route<crate::upstream::Chain>,
@@ -603,7 +647,7 @@ const GO_USER_AGENT: &str = "Go-http-client/";
 fn netrc_hint(gateway: &Gateway, listener: &ListenerRuntime, inbound: &Inbound) -> Option<String> {
     let head = inbound.head;
     let agent = head.headers.get(http::header::USER_AGENT)?.to_str().ok()?;
-    if !agent.starts_with(GO_USER_AGENT) || gateway.auth.current.load().users().is_none() {
+    if !agent.starts_with(GO_USER_AGENT) || gateway.auth.users().is_none() {
         return None;
     }
     let via_proxy = inbound
@@ -976,7 +1020,7 @@ fn admit_git(
     }
     let (Some(host), Ok(url)) = (
         gateway.git_hosts.get(&git.name),
-        crate::gitorigin::expand(&git.repo, &captures),
+        crate::template::expand(&git.repo, &captures),
     ) else {
         return admission.refuse(not_here("its git upstream has no host"));
     };

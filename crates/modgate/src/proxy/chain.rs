@@ -95,6 +95,28 @@ impl Outcome {
         }
     }
 
+    /// Every `outcome` label of `modgate_upstream_attempts_total` (`match` without a wildcard:
+    /// a new variant fails to compile until it is listed).
+    pub fn labels() -> Vec<&'static str> {
+        let _every = |o: &Outcome| match o {
+            Outcome::Answered(_)
+            | Outcome::NotFound(_)
+            | Outcome::Status(_)
+            | Outcome::Timeout(_)
+            | Outcome::Failed(_) => (),
+        };
+        [
+            Outcome::Answered(200),
+            Outcome::NotFound(404),
+            Outcome::Status(500),
+            Outcome::Timeout(String::new()),
+            Outcome::Failed(Default::default()),
+        ]
+        .iter()
+        .map(Outcome::label)
+        .collect()
+    }
+
     /// What a client is told: the outcome class, never an address, port, scheme or SNI.
     pub fn public(&self) -> String {
         match self {

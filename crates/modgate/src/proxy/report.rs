@@ -11,7 +11,7 @@ use super::chain::Cursor;
 use crate::identity::RequestIdentity;
 
 /// How the cache took part in a request (the `cache` field of the audit record, the
-/// `outcome` label of `modgate_cache_lookups_total`, the `X-Modgate-Cache` header).
+/// `outcome` label of `modgate_cache_requests_total`, the `X-Modgate-Cache` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheOutcome {
     /// The cache was not used for this request.
@@ -79,6 +79,46 @@ impl CacheOutcome {
             CacheOutcome::Refused => "refused",
             CacheOutcome::NotStored => "not-stored",
         }
+    }
+
+    /// Every value of the `outcome` label of `modgate_cache_requests_total` (`match` without
+    /// a wildcard: a new variant fails to compile until it is listed).
+    pub fn labels() -> Vec<&'static str> {
+        let _every = |o: CacheOutcome| match o {
+            CacheOutcome::Off
+            | CacheOutcome::Uninitialized
+            | CacheOutcome::Bypass
+            | CacheOutcome::Key
+            | CacheOutcome::Hit
+            | CacheOutcome::Miss
+            | CacheOutcome::Stale
+            | CacheOutcome::StaleUpdating
+            | CacheOutcome::Expired
+            | CacheOutcome::Revalidated
+            | CacheOutcome::RevalidatedNoCache
+            | CacheOutcome::StaleIfError
+            | CacheOutcome::Refused
+            | CacheOutcome::NotStored => (),
+        };
+        [
+            CacheOutcome::Off,
+            CacheOutcome::Uninitialized,
+            CacheOutcome::Bypass,
+            CacheOutcome::Key,
+            CacheOutcome::Hit,
+            CacheOutcome::Miss,
+            CacheOutcome::Stale,
+            CacheOutcome::StaleUpdating,
+            CacheOutcome::Expired,
+            CacheOutcome::Revalidated,
+            CacheOutcome::RevalidatedNoCache,
+            CacheOutcome::StaleIfError,
+            CacheOutcome::Refused,
+            CacheOutcome::NotStored,
+        ]
+        .into_iter()
+        .map(CacheOutcome::as_str)
+        .collect()
     }
 }
 

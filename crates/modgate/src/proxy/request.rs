@@ -113,7 +113,7 @@ impl GatewayProxy {
             return self.apply(session, ctx, admission).await;
         }
 
-        let authenticator = ctx.model.gateway.auth.current.load_full();
+        let authenticator = ctx.model.gateway.auth.clone();
         let admission =
             match identity::resolve(session, &ctx.listener.identity, authenticator).await {
                 Ok(id) => {
@@ -553,7 +553,7 @@ impl GatewayProxy {
                         // The repositories of the model in force, in the directory the
                         // origin started with (a changed git_dir waits for an upgrade).
                         let config = self.live.current().config.clone();
-                        let dir = crate::gitorigin::mirrors_dir(self.live.started());
+                        let dir = crate::mirrors::mirrors_dir(self.live.started());
                         move |m: &str| crate::gitorigin::request_mirror_refresh(&config, &dir, m)
                     },
                     target,

@@ -27,8 +27,9 @@ use pingora::server::{RunArgs, Server};
 use self::shutdown::{InFlight, Signals};
 use pingora::services::listening::Service;
 
+use crate::build::upstream::tcp_keepalive;
 use crate::cache::CacheRuntime;
-use crate::config::{GatewayConfig, ListenerConfig};
+use crate::config::{self, GatewayConfig, ListenerConfig};
 use crate::conn::accept::{AcceptOptions, ListenerService};
 use crate::conn::fds::Class;
 use crate::conn::{Caps, Deadlines, GuardedApp, Limits};
@@ -37,7 +38,20 @@ use crate::model::{Live, Model};
 use crate::proxy::GatewayProxy;
 use crate::record::Recorder;
 use crate::reload::Reloader;
-use crate::upstream::tcp_keepalive;
+
+/// Every label value the request path's concerns produce, handed to the model so each model
+/// built creates their series at 0 ([`crate::metrics::prime`]): connection cuts and cap
+/// refusals, upstream attempt outcomes, authentication failures, cache outcomes.
+pub fn metric_labels() -> crate::metrics::Labels {
+    use crate::conn::caps::Over;
+    use crate::conn::deadline::Cut;
+    crate::metrics::Labels {
+        cut_reasons: Cut::labels().into_iter().chain(Over::labels()).collect(),
+        attempt_outcomes: crate::proxy::chain::Outcome::labels(),
+        auth_failures: crate::proxy::admit::Refusal::auth_failure_labels(),
+        cache_outcomes: crate::proxy::report::CacheOutcome::labels(),
+    }
+}
 
 /// How `modgate run` was asked to start.
 pub struct RunOptions {
@@ -211,11 +225,13 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     // The mirrors hold private repositories fetched with the gateway's credential: only this
     // user may enter the directory, else the gateway does not start — decided before the
     // model opens (creates) the audit file.
-    crate::gitorigin::prepare_mirrors_dir(&crate::gitorigin::mirrors_dir(&config))?;
+    crate::mirrors::prepare_mirrors_dir(&crate::mirrors::mirrors_dir(&config))?;
     let config = Arc::new(config);
-    let model = Model::build(config.clone(), 1, &tls, || {
+    let labels = metric_labels();
+    let model = Model::build(config.clone(), 1, &tls, &labels, || {
         Ok(Arc::new(Recorder::start(
-            &config.audit,
+            config.audit.sink(),
+            config.audit.fail_mode == config::AuditFailMode::Closed,
             config.telemetry.otel(),
         )?))
     })?;
@@ -223,7 +239,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         log::warn!("{w}");
     }
     let routes = model.gateway.routes.len();
-    let live = Arc::new(Live::new(model, options.config_path.clone(), tls));
+    let live = Arc::new(Live::new(model, options.config_path.clone(), tls, labels));
     let inflight = Arc::new(InFlight::default());
     let opt = Opt {
         upgrade: options.upgrade,
@@ -324,7 +340,7 @@ fn add_git_origin(
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     // Made ready (ours alone) in `run` before anything else opened.
-    let dir = crate::gitorigin::mirrors_dir(config);
+    let dir = crate::mirrors::mirrors_dir(config);
     let options = modgate_git::GitOptions {
         global_config: config.server.git_config.as_ref().map(|p| p.0.clone()),
         not_found_ttl: config.server.git_not_found_ttl.0,
@@ -420,4 +436,33 @@ fn add_listener(
     );
     server.add_service(service);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_list_is_complete_and_distinct() {
+        let labels = metric_labels();
+        let mut auth = labels.auth_failures.clone();
+        assert!(auth.contains(&"missing") && auth.contains(&"bad-password"));
+        let n = auth.len();
+        auth.sort_unstable();
+        auth.dedup();
+        assert_eq!(auth.len(), n, "{auth:?}");
+        assert_eq!(auth.len(), 10);
+        let mut outcomes = labels.attempt_outcomes.clone();
+        outcomes.sort_unstable();
+        outcomes.dedup();
+        assert_eq!(outcomes.len(), 5);
+        let mut cache = labels.cache_outcomes.clone();
+        cache.sort_unstable();
+        cache.dedup();
+        assert_eq!(cache.len(), 14);
+        assert_eq!(
+            labels.cut_reasons,
+            ["idle", "headers", "listener_limit", "source_limit"]
+        );
+    }
 }
