@@ -201,20 +201,33 @@ impl Limiter {
         Ok(())
     }
 
-    /// Charges `bytes` served to the identity `key` (after its answer): the next request
-    /// waits while they are not paid back. Nothing to do without a byte limit, or when the
-    /// entry was forgotten meanwhile (it was then full, or pushed out by the bound).
-    pub fn charge(&self, key: &str, limits: &Effective<'_>, bytes: u64, now: Instant) {
-        let Some(applied) = limits.bytes else { return };
+    /// Charges `bytes` served to the identity `key` under the byte `limit` that applied to its
+    /// request (after its answer): the next request waits while they are not paid back.
+    /// Nothing to do when the entry was forgotten meanwhile (pushed out by the bound).
+    pub fn charge(&self, key: &str, limit: Limit, bytes: u64, now: Instant) {
         if bytes == 0 {
             return;
         }
+        let cap = self.cap.load(std::sync::atomic::Ordering::Relaxed);
         let mut shard = self.shard(key);
+        if !shard.map.contains_key(key) {
+            // Forgotten while the answer was served (its buckets had refilled): the bytes are
+            // charged all the same, to a fresh bucket.
+            shard.make_room(cap, now);
+            shard.map.insert(
+                key.to_string(),
+                Entry {
+                    requests: None,
+                    bytes: None,
+                    seen: now,
+                },
+            );
+        }
         let Some(entry) = shard.map.get_mut(key) else {
             return;
         };
         entry.seen = entry.seen.max(now);
-        align(&mut entry.bytes, Some(applied.limit), now);
+        align(&mut entry.bytes, Some(limit), now);
         if let Some(b) = entry.bytes.as_mut() {
             b.charge(bytes as f64, now);
         }
@@ -322,7 +335,8 @@ mod tests {
         let t0 = Instant::now();
         // Whatever the size of the answer, the request that asks for it passes.
         assert!(l.admit("k", &e, t0).is_ok());
-        l.charge("k", &e, 2500, t0);
+        let limit = e.bytes.expect("a byte limit").limit;
+        l.charge("k", limit, 2500, t0);
         // 2000 in debt: 2 s.
         let over = l.admit("k", &e, t0).expect_err("in debt");
         assert_eq!(over.dimension, Dimension::Bytes);
@@ -331,6 +345,26 @@ mod tests {
         assert!(l.admit("k", &e, t0 + ms(2000)).is_ok());
         // Another identity is not in debt.
         assert!(l.admit("other", &e, t0).is_ok());
+    }
+
+    #[test]
+    fn bytes_are_charged_even_when_the_entry_was_forgotten_meanwhile() {
+        let p = limits(None, Some((1000.0, 500.0)));
+        let e = p.effective(&[], &[], false);
+        let limit = e.bytes.expect("a byte limit").limit;
+        let l = Limiter::new(1);
+        let t0 = Instant::now();
+        l.admit("k", &e, t0).expect("first");
+        // A long answer: meanwhile another identity pushed "k" out (its bucket was full).
+        l.admit("other", &e, t0 + ms(10)).expect("other");
+        assert!(l.levels("k", t0 + ms(10)).is_none());
+        l.charge("k", limit, 1500, t0 + ms(10));
+        assert_eq!(
+            l.admit("k", &e, t0 + ms(10))
+                .expect_err("in debt")
+                .dimension,
+            Dimension::Bytes
+        );
     }
 
     #[test]

@@ -31,9 +31,11 @@ mod access;
 mod cache;
 mod identity;
 mod versions;
+mod ratelimit;
 
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
+pub use ratelimit::RateLimitsConfig;
 pub use identity::{
     AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CertFormat, CidrValue,
     ForwardIdentityConfig, ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
@@ -111,6 +113,9 @@ pub struct GatewayConfig {
     /// Which versions anyone may build with (the vulnerability database and its policy).
     #[serde(default)]
     pub versions: VersionsConfig,
+    /// Requests and response bytes per identity (no limits when absent).
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
 }
 
 /// `log:` section.
@@ -780,6 +785,25 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
         return Err(format!(
             "telemetry.sample_ratio: {ratio} is not between 0 and 1"
         ));
+    }
+    for role in config.rate_limits.0.roles.keys() {
+        if !config.access.policy.roles().iter().any(|r| &r.name == role) {
+            let known: Vec<&str> = config
+                .access
+                .policy
+                .roles()
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            return Err(format!(
+                "rate_limits.roles.{role}: no role named {role:?} in access.roles (roles: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
     }
     let mut route_names = HashSet::new();
     for (i, r) in config.routes.iter().enumerate() {

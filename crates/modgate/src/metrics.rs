@@ -51,6 +51,7 @@ pub struct Metrics {
     pub cache_write_failures: IntCounterVec,
     pub integrity_refusals: IntCounterVec,
     pub checks_throttled: IntCounterVec,
+    pub rate_limited: IntCounterVec,
     pub connections_cut: IntCounterVec,
     pub connections_open: IntGaugeVec,
     pub config_reloads: IntCounterVec,
@@ -112,6 +113,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
              many running (busy, 503), by the key that was limited (source address or user)",
         ),
         &["reason", "scope"],
+    )?;
+    let rate_limited = IntCounterVec::new(
+        Opts::new(
+            "modgate_rate_limited_total",
+            "Requests refused (429) by a per-identity rate limit, by reason (requests or bytes) \
+             and by the limit that applied (default, anonymous, role:<name> or identity; never \
+             an identity's name)",
+        ),
+        &["reason", "limit"],
     )?;
     let connections_cut = IntCounterVec::new(
         Opts::new(
@@ -276,6 +286,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(decisions.clone()))?;
     registry.register(Box::new(auth_failures.clone()))?;
     registry.register(Box::new(checks_throttled.clone()))?;
+    registry.register(Box::new(rate_limited.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(spans_dropped.clone()))?;
     registry.register(Box::new(spans_exported.clone()))?;
@@ -304,6 +315,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         decisions,
         auth_failures,
         checks_throttled,
+        rate_limited,
         connections_cut,
         connections_open,
         config_reloads,
@@ -442,6 +454,19 @@ pub fn prime(model: &Model) {
     }
     for reason in auth_failure_reasons() {
         m.auth_failures.with_label_values(&[reason]);
+    }
+    let limits = &model.config.rate_limits.0;
+    if !limits.is_empty() {
+        let mut names = vec!["default".to_string(), "anonymous".to_string()];
+        names.extend(limits.roles.keys().map(|r| format!("role:{r}")));
+        if !limits.identities.is_empty() {
+            names.push("identity".to_string());
+        }
+        for reason in ["requests", "bytes"] {
+            for name in &names {
+                m.rate_limited.with_label_values(&[reason, name]);
+            }
+        }
     }
     for reason in ["throttled", "busy"] {
         for scope in [Scope::Source, Scope::User] {
@@ -821,6 +846,14 @@ pub fn git_refreshed(took: Duration, ok: bool) {
 pub fn access_decided(route: &str, effect: &str, rule: &str) {
     if let Some(m) = metrics() {
         m.decisions.with_label_values(&[route, effect, rule]).inc();
+    }
+}
+
+/// A request was refused by a rate limit (`reason`: `requests` or `bytes`; `limit`: where
+/// the limit comes from, never an identity's name).
+pub fn rate_limited(reason: &str, limit: &str) {
+    if let Some(m) = metrics() {
+        m.rate_limited.with_label_values(&[reason, limit]).inc();
     }
 }
 
