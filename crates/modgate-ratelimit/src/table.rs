@@ -160,6 +160,8 @@ impl Limiter {
         now: Instant,
     ) -> Result<(), Over<'a>> {
         if limits.is_unlimited() {
+            // Lifted: its buckets are forgotten (a limit set again starts with a full burst).
+            self.shard(key).map.remove(key);
             return Ok(());
         }
         let cap = self.cap.load(std::sync::atomic::Ordering::Relaxed);
@@ -456,11 +458,17 @@ mod tests {
         let e = higher.effective(&[], &[], false);
         assert!(l.admit("k", &e, t0 + ms(10)).is_err());
         assert!(l.admit("k", &e, t0 + ms(12)).is_ok());
-        // Lifted: no limit at all.
+        // Lifted: no limit at all, and the bucket is forgotten.
         let none = RateLimits::default();
         let e = none.effective(&[], &[], false);
         for _ in 0..100 {
-            assert!(l.admit("k", &e, t0 + ms(10)).is_ok());
+            assert!(l.admit("k", &e, t0 + ms(20)).is_ok());
         }
+        assert!(l.levels("k", t0 + ms(20)).is_none());
+        // Set again: a full burst.
+        let e = old.effective(&[], &[], false);
+        assert!(l.admit("k", &e, t0 + ms(20)).is_ok());
+        assert!(l.admit("k", &e, t0 + ms(20)).is_ok());
+        assert!(l.admit("k", &e, t0 + ms(20)).is_err());
     }
 }

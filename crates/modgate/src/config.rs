@@ -30,16 +30,16 @@ pub use crate::upstream::{Fallthrough, UpstreamKind, UpstreamUrl};
 mod access;
 mod cache;
 mod identity;
-mod versions;
 mod ratelimit;
+mod versions;
 
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
-pub use ratelimit::RateLimitsConfig;
 pub use identity::{
     AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CertFormat, CidrValue,
     ForwardIdentityConfig, ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
 };
+pub use ratelimit::RateLimitsConfig;
 #[cfg(test)]
 pub use versions::parse_expiry;
 #[cfg(test)]

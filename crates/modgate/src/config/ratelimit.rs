@@ -57,7 +57,11 @@ impl<'de> Deserialize<'de> for RateLimitsConfig {
             default: raw.default.0,
             anonymous: raw.anonymous.0,
             roles: raw.roles.into_iter().map(|(k, v)| (k, v.0)).collect(),
-            identities: raw.identities.into_iter().map(|(k, v)| (k.0, v.0)).collect(),
+            identities: raw
+                .identities
+                .into_iter()
+                .map(|(k, v)| (k.0, v.0))
+                .collect(),
             max_identities,
         }))
     }
@@ -112,7 +116,9 @@ const ZERO_RATE: &str = "a rate of 0 would refuse every request; write `unlimite
 
 fn check_rate(v: f64) -> Result<Rate, String> {
     if !v.is_finite() || v < 0.0 {
-        Err(format!("{v} is not a rate (a number above 0, or unlimited)"))
+        Err(format!(
+            "{v} is not a rate (a number above 0, or unlimited)"
+        ))
     } else if v == 0.0 {
         Err(ZERO_RATE.into())
     } else {
@@ -315,10 +321,15 @@ max_identities: 1000
                 "identities: { \"cert:x\": { requests_per_second: 1 } }",
                 "unknown identity source",
             ),
-            ("identities: { \"token:\": { requests_per_second: 1 } }", "empty"),
+            (
+                "identities: { \"token:\": { requests_per_second: 1 } }",
+                "empty",
+            ),
             ("max_identities: 0", "at least 1"),
         ] {
-            let e = parse(text).err().unwrap_or_else(|| panic!("{text}: accepted"));
+            let e = parse(text)
+                .err()
+                .unwrap_or_else(|| panic!("{text}: accepted"));
             assert!(e.contains(needle), "{text}: {e}");
         }
     }

@@ -167,6 +167,36 @@ pub fn describe(d: Dimension, a: &Applied<'_>) -> String {
     }
 }
 
+/// What `modgate explain` prints about the rate limits of `p` holding `roles`: the configured
+/// limits and where each comes from. The buckets' levels are only in the running gateway.
+pub fn explain_lines(limits: &RateLimits, p: &Principal, roles: &[&str]) -> String {
+    if limits.is_empty() {
+        return "rate:     no rate limits configured\n".to_string();
+    }
+    let e = effective_for(limits, p, roles);
+    let mut out = String::new();
+    for (d, a) in [
+        (Dimension::Requests, e.requests),
+        (Dimension::Bytes, e.bytes),
+    ] {
+        let line = match a {
+            Some(a) => format!("{} ({})", describe(d, &a), a.origin),
+            None => format!("{} unlimited", d.as_str()),
+        };
+        out.push_str(&format!("rate:     {line}\n"));
+    }
+    let keyed = if p.is_anonymous() {
+        "each source address (an IPv6 client by its /64) has its own buckets"
+    } else {
+        "this identity has its own buckets"
+    };
+    out.push_str(&format!(
+        "rate:     {keyed}; how full they are now is known only to the running gateway \
+         (modgate_rate_limited_total counts refusals)\n"
+    ));
+    out
+}
+
 /// A byte count in the largest binary unit that writes it whole, else in bytes.
 fn size(bytes: f64) -> String {
     for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
@@ -250,6 +280,40 @@ mod tests {
             "basic:alice is over its rate limit of 50MiB/s of response bytes (default); retry \
              after 1 s"
         );
+    }
+
+    #[test]
+    fn explain_names_each_limit_and_where_it_comes_from() {
+        let mut limits = RateLimits::default();
+        limits.default.requests = Setting::Limited(Limit {
+            rate: 50.0,
+            burst: 200.0,
+        });
+        limits.roles.insert(
+            "ci".into(),
+            Spec {
+                requests: Setting::Limited(Limit {
+                    rate: 500.0,
+                    burst: 500.0,
+                }),
+                bytes: Setting::Inherit,
+            },
+        );
+        let text = explain_lines(&limits, &token("bot"), &["ci"]);
+        assert!(
+            text.contains("rate:     500 requests/s (role ci)"),
+            "{text}"
+        );
+        assert!(text.contains("rate:     bytes unlimited"), "{text}");
+        assert!(text.contains("running gateway"), "{text}");
+        let text = explain_lines(&limits, &Principal::anonymous(), &[]);
+        assert!(
+            text.contains("50 requests/s, burst 200 (default)"),
+            "{text}"
+        );
+        assert!(text.contains("source address"), "{text}");
+        assert!(explain_lines(&RateLimits::default(), &token("bot"), &[])
+            .contains("no rate limits configured"));
     }
 
     #[test]
