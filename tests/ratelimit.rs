@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use modgate_testkit::{
-    fingerprint_sha256, get, request, require_go, FixtureProxy, Gateway, GoEnv, ModuleVersion,
-    Response,
+    fingerprint_sha256, get, modgate, request, require_go, FixtureProxy, Gateway, GoEnv,
+    ModuleVersion, Response,
 };
 
 const PUBLIC: &str = "example.com/pub";
@@ -324,6 +324,38 @@ fn a_burst_over_the_limit_gets_429_and_other_identities_are_unaffected() {
         assert_eq!(r.status, 429, "{}", r.text());
         assert!(Instant::now() < deadline, "still refused: {}", r.text());
     }
+}
+
+#[test]
+fn explain_names_the_limits_that_apply_and_where_they_come_from() {
+    let w = world(LIMITS);
+    let cfg = w.gw.config_path.to_string_lossy().to_string();
+    let explain = |who: &[&str]| {
+        let mut args = vec!["explain", "example.com/pub@v1.0.0", "-c", &cfg];
+        args.extend_from_slice(who);
+        let out = modgate(&args);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let ci = explain(&["--token-name", "ci-bot"]);
+    assert!(
+        ci.contains("rate:     0.001 requests/s, burst 6 (role ci)\n"),
+        "{ci}"
+    );
+    assert!(ci.contains("rate:     bytes unlimited\n"), "{ci}");
+    assert!(ci.contains("known only to the running gateway"), "{ci}");
+    let big = explain(&["--token-name", "big-bot"]);
+    assert!(big.contains("rate:     requests unlimited\n"), "{big}");
+    assert!(
+        big.contains("rate:     1B/s of response bytes (identity token:big-bot)\n"),
+        "{big}"
+    );
+    let anon = explain(&[]);
+    assert!(
+        anon.contains("0.001 requests/s, burst 2 (anonymous)"),
+        "{anon}"
+    );
+    assert!(anon.contains("each source address"), "{anon}");
 }
 
 #[test]

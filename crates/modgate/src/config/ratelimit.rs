@@ -334,6 +334,37 @@ max_identities: 1000
         }
     }
 
+    fn whole_file(section: &str) -> Result<crate::config::GatewayConfig, String> {
+        let text = format!(
+            "listeners:\n  - {{ name: plain, address: \"127.0.0.1:7070\" }}\n\
+             upstreams:\n  a: {{ url: \"http://127.0.0.1:9001\" }}\n\
+             routes:\n  - {{ name: all, match: {{ prefix: \"\" }}, chain: [a] }}\n\
+             access:\n  roles:\n    - {{ name: ci, members: [ any ] }}\n{section}"
+        );
+        crate::config::parse(&text, "gateway.yaml", std::path::Path::new("/tmp"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn errors_name_the_line_and_roles_must_exist() {
+        let ok = whole_file("rate_limits:\n  roles:\n    ci: { requests_per_second: 5 }\n")
+            .expect("valid");
+        assert_eq!(ok.rate_limits.0.roles["ci"].requests, limit(5.0, 5.0));
+        let e = whole_file("rate_limits:\n  roles:\n    ci: { requests_per_second: 0 }\n")
+            .expect_err("a zero rate");
+        assert!(
+            e.starts_with("gateway.yaml:12:32: rate_limits.roles.ci.requests_per_second: "),
+            "{e}"
+        );
+        assert!(e.contains("a rate of 0"), "{e}");
+        let e = whole_file("rate_limits:\n  roles:\n    cii: { requests_per_second: 5 }\n")
+            .expect_err("an unknown role");
+        assert!(
+            e.contains("rate_limits.roles.cii: no role named \"cii\" in access.roles (roles: ci)"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn no_section_limits_nothing() {
         assert!(RateLimitsConfig::default().0.is_empty());
