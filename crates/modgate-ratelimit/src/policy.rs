@@ -85,7 +85,8 @@ pub struct RateLimits {
     pub max_identities: usize,
 }
 
-/// The default for [`RateLimits::max_identities`]: about 10 MB of buckets at most.
+/// The default for [`RateLimits::max_identities`]: a few hundred bytes each (the key, two
+/// buckets, the map's overhead), so tens of MB at most.
 pub const DEFAULT_MAX_IDENTITIES: usize = 100_000;
 
 impl Default for RateLimits {

@@ -317,6 +317,20 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limited_refusal_is_a_429_with_retry_after_audited_as_deny() {
+        let r = Refusal::RateLimited {
+            message: "token:x is over its rate limit".into(),
+            retry_after: 0,
+        };
+        assert_eq!(r.status(), 429);
+        // Never 0: a client told 0 would come straight back.
+        assert_eq!(r.headers(), vec![("Retry-After", "1".to_string())]);
+        assert_eq!(r.audit(), modgate_telemetry::AuditDecision::Deny);
+        assert_eq!(r.message(), "token:x is over its rate limit");
+        assert_eq!(r.auth_failure(), None);
+    }
+
+    #[test]
     fn credentials_beside_a_certificate_are_labels_too() {
         let p = Principal {
             source: PrincipalSource::Certificate,
