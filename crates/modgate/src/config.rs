@@ -31,6 +31,7 @@ mod access;
 mod cache;
 pub mod forward;
 mod identity;
+mod ratelimit;
 mod text;
 mod versions;
 
@@ -42,6 +43,7 @@ pub use forward::{ForwardIdentityConfig, ForwardNames, ForwardedInput};
 pub use identity::{
     AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CidrValue, ListenerTls, TelemetryConfig,
 };
+pub use ratelimit::RateLimitsConfig;
 #[cfg(test)]
 pub use versions::parse_expiry;
 #[cfg(test)]
@@ -115,6 +117,9 @@ pub struct GatewayConfig {
     /// Which versions anyone may build with (the vulnerability database and its policy).
     #[serde(default)]
     pub versions: VersionsConfig,
+    /// Requests and response bytes per identity (no limits when absent).
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
 }
 
 /// `log:` section.
@@ -784,6 +789,25 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
         return Err(format!(
             "telemetry.sample_ratio: {ratio} is not between 0 and 1"
         ));
+    }
+    for role in config.rate_limits.0.roles.keys() {
+        if !config.access.policy.roles().iter().any(|r| &r.name == role) {
+            let known: Vec<&str> = config
+                .access
+                .policy
+                .roles()
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            return Err(format!(
+                "rate_limits.roles.{role}: no role named {role:?} in access.roles (roles: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
     }
     let mut route_names = HashSet::new();
     for (i, r) in config.routes.iter().enumerate() {

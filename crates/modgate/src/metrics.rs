@@ -48,6 +48,7 @@ pub struct Metrics {
     pub cache_write_failures: IntCounterVec,
     pub integrity_refusals: IntCounterVec,
     pub checks_throttled: IntCounterVec,
+    pub rate_limited: IntCounterVec,
     pub connections_cut: IntCounterVec,
     pub connections_open: IntGaugeVec,
     pub config_reloads: IntCounterVec,
@@ -109,6 +110,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
              many running (busy, 503), by the key that was limited (source address or user)",
         ),
         &["reason", "scope"],
+    )?;
+    let rate_limited = IntCounterVec::new(
+        Opts::new(
+            "modgate_rate_limited_total",
+            "Requests refused (429) by a per-identity rate limit, by reason (requests or bytes) \
+             and by the limit that applied (default, anonymous, role:<name> or identity; never \
+             an identity's name)",
+        ),
+        &["reason", "limit"],
     )?;
     let connections_cut = IntCounterVec::new(
         Opts::new(
@@ -273,6 +283,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(decisions.clone()))?;
     registry.register(Box::new(auth_failures.clone()))?;
     registry.register(Box::new(checks_throttled.clone()))?;
+    registry.register(Box::new(rate_limited.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(spans_dropped.clone()))?;
     registry.register(Box::new(spans_exported.clone()))?;
@@ -304,6 +315,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         decisions,
         auth_failures,
         checks_throttled,
+        rate_limited,
         connections_cut,
         connections_open,
         config_reloads,
@@ -397,6 +409,8 @@ pub struct Named<'a> {
     pub routes: Vec<(&'a str, &'static str, &'static str)>,
     /// A cache is configured.
     pub cache: bool,
+    /// The `limit` labels of `modgate_rate_limited_total` the rate limits configured name.
+    pub rate_limits: Vec<String>,
 }
 
 /// Creates, at 0, every series whose labels `named` (the model) and `labels` already name, so
@@ -458,6 +472,11 @@ pub fn prime(named: &Named, labels: &Labels) {
     }
     for reason in &labels.auth_failures {
         m.auth_failures.with_label_values(&[reason]);
+    }
+    for reason in ["requests", "bytes"] {
+        for name in &named.rate_limits {
+            m.rate_limited.with_label_values(&[reason, name]);
+        }
     }
     for reason in ["throttled", "busy"] {
         for scope in [Scope::Source, Scope::User] {
@@ -545,6 +564,14 @@ pub fn git_refreshed(took: Duration, ok: bool) {
 pub fn access_decided(route: &str, effect: &str, rule: &str) {
     if let Some(m) = metrics() {
         m.decisions.with_label_values(&[route, effect, rule]).inc();
+    }
+}
+
+/// A request was refused by a rate limit (`reason`: `requests` or `bytes`; `limit`: where
+/// the limit comes from, never an identity's name).
+pub fn rate_limited(reason: &str, limit: &str) {
+    if let Some(m) = metrics() {
+        m.rate_limited.with_label_values(&[reason, limit]).inc();
     }
 }
 

@@ -1,5 +1,6 @@
 //! `modgate explain`: which route and upstream chain a module request takes and what the
-//! access policy decides for an identity (the reasoning is in `explain.rs`). With `--cert`, the
+//! access policy decides for an identity (the reasoning is in `explain.rs`), and the rate limits
+//! that apply to it (`proxy/ratelimit.rs`). With `--cert`, the
 //! certificate is also judged as each listener that asks for client certificates would judge
 //! it: chain to the listener's CAs, validity now, revocation in its CRLs. Exit 0 allowed (or
 //! no policy question), 1 denied (by the policy, or the certificate refused by every listener
@@ -71,6 +72,16 @@ pub fn explain(q: Question) -> Outcome {
     let explained = explain::explain(&g, &c.server.path_prefix, &q.target, q.kind, &principal)
         .map_err(anyhow::Error::msg)?;
     print!("{}", explained.text);
+    let roles: Vec<&str> = g
+        .access
+        .roles_for(&principal)
+        .into_iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    print!(
+        "{}",
+        crate::proxy::ratelimit::explain_lines(&c.rate_limits.0, &principal, &roles)
+    );
     let mut refused_everywhere = false;
     if let Some(pem) = &q.who.cert {
         let (lines, accepted) = judge_certificate(&c, pem)?;

@@ -7,7 +7,7 @@
 //! every field is bound and put on one side: a field added to the file format does not build
 //! until it is placed here (a missing field fails the pattern; one bound and left unused fails
 //! the lint). What is compared whole (a route, an upstream, a role, the access policy, `auth`,
-//! `audit`, `telemetry`, `log`, a listener's TLS, the TTLs) derives `PartialEq`, so its new
+//! `audit`, `telemetry`, `log`, `rate_limits`, a listener's TLS, the TTLs) derives `PartialEq`, so its new
 //! fields are compared with it; the few types that cannot derive it compare by what they were
 //! written from (a regex by its source, a policy by its roles and defaults, an upstream client
 //! certificate by its file).
@@ -241,6 +241,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         audit,
         telemetry,
         log,
+        rate_limits,
         cache,
         server,
         listeners,
@@ -277,6 +278,9 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
     }
     if old.versions != *versions {
         live.push("versions policy changed".to_string());
+    }
+    if old.rate_limits != *rate_limits {
+        live.push("rate limits changed".to_string());
     }
     match (&old.cache, cache) {
         (Some(o), Some(n)) => {
@@ -594,6 +598,7 @@ sumdb:
                     serve: true,
                 })
             }),
+            ("rate_limits", L, |c| c.rate_limits.0.max_identities += 1),
         ];
         wrong.extend(classify("gateway", &sample, |c| c, whole));
         let server: &[Case<config::ServerSettings>] = &[

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use modgate_identity::{PreparedTls, ReloadableTls};
+use modgate_ratelimit::Limiter;
 use serde::Serialize;
 
 use super::diff::diff;
@@ -48,6 +49,9 @@ pub struct Live {
     last: Mutex<ReloadReport>,
     /// The concerns' label values every model built is primed with.
     labels: metrics::Labels,
+    /// Every identity's rate-limit buckets: kept across reloads (an unchanged limit keeps its
+    /// state; the model in force says which limits apply).
+    limiter: Limiter,
 }
 
 impl Live {
@@ -59,7 +63,9 @@ impl Live {
     ) -> Live {
         let generation = model.generation;
         publish_generation(generation, true);
+        let limiter = Limiter::new(model.config.rate_limits.0.max_identities);
         Live {
+            limiter,
             started: model.config.clone(),
             current: ArcSwap::from_pointee(model),
             config_path,
@@ -75,14 +81,19 @@ impl Live {
         }
     }
 
-    /// The model in force now.
     /// The configuration this process started with (its sockets, storage and directories).
     pub fn started(&self) -> &GatewayConfig {
         &self.started
     }
 
+    /// The model in force now.
     pub fn current(&self) -> Arc<Model> {
         self.current.load_full()
+    }
+
+    /// Every identity's rate-limit buckets.
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     /// The running listeners' TLS material.
@@ -114,6 +125,8 @@ impl Live {
         let report = match self.try_reload(&old) {
             Ok((model, changes, needs_upgrade)) => {
                 let generation = model.generation;
+                self.limiter
+                    .set_max_identities(model.config.rate_limits.0.max_identities);
                 self.current.store(Arc::new(model));
                 ReloadReport {
                     pid: std::process::id(),

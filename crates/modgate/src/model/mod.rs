@@ -176,6 +176,19 @@ impl Model {
                 })
                 .collect(),
             cache: self.config.cache.is_some(),
+            rate_limits: {
+                let limits = &self.config.rate_limits.0;
+                if limits.is_empty() {
+                    Vec::new()
+                } else {
+                    let mut names = vec!["default".to_string(), "anonymous".to_string()];
+                    names.extend(limits.roles.keys().map(|r| format!("role:{r}")));
+                    if !limits.identities.is_empty() {
+                        names.push("identity".to_string());
+                    }
+                    names
+                }
+            },
         }
     }
 }

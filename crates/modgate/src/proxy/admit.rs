@@ -216,6 +216,8 @@ pub enum Refusal {
     /// A rule limited to `commits` could decide the request, and the commit its tag points
     /// at could not be learnt from the upstream (502: the upstream failed, not the client).
     CommitUnknown(String),
+    /// The identity is over a rate limit (429 with `Retry-After`, whole seconds, at least 1).
+    RateLimited { message: String, retry_after: u64 },
     /// A refusal whose message ends with a hint for the client (the `.netrc` entry the go
     /// command would need, see [`netrc_hint`]); everything else is the inner refusal's.
     Hinted { refusal: Box<Refusal>, hint: String },
@@ -247,6 +249,7 @@ impl Refusal {
             Refusal::NotFound(_) | Refusal::PrivateLookup(_) => 404,
             Refusal::Push(_) => 403,
             Refusal::CommitUnknown(_) => 502,
+            Refusal::RateLimited { .. } => 429,
             Refusal::Hinted { refusal, .. } => refusal.status(),
         }
     }
@@ -265,7 +268,9 @@ impl Refusal {
             | Refusal::PrivateLookup(m)
             | Refusal::Push(m)
             | Refusal::CommitUnknown(m) => m.clone(),
-            Refusal::Method { message, .. } => message.clone(),
+            Refusal::Method { message, .. } | Refusal::RateLimited { message, .. } => {
+                message.clone()
+            }
             Refusal::BadPath(e) => e.to_string(),
             Refusal::Hinted { refusal, hint } => format!("{}; {hint}", refusal.message()),
         }
@@ -280,6 +285,9 @@ impl Refusal {
                 vec![("Retry-After", retry_after.as_secs().max(1).to_string())]
             }
             Refusal::Identity(IdentityError::Busy) => vec![("Retry-After", "1".into())],
+            Refusal::RateLimited { retry_after, .. } => {
+                vec![("Retry-After", (*retry_after).max(1).to_string())]
+            }
             Refusal::Method { allow, .. } => vec![("Allow", (*allow).to_string())],
             Refusal::Hinted { refusal, .. } => refusal.headers(),
             r if r.status() == 401 => vec![("WWW-Authenticate", BASIC_CHALLENGE.to_string())],
@@ -298,7 +306,8 @@ impl Refusal {
             Refusal::Denied {
                 anonymous: false, ..
             }
-            | Refusal::Push(_) => AuditDecision::Deny,
+            | Refusal::Push(_)
+            | Refusal::RateLimited { .. } => AuditDecision::Deny,
             _ => AuditDecision::Error,
         }
     }

@@ -42,6 +42,7 @@ impl GatewayProxy {
             client_version: None,
             record: Record::default(),
             trace: None,
+            rate: None,
         }
     }
 }

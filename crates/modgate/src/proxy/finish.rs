@@ -19,6 +19,7 @@ impl GatewayProxy {
         ctx: &mut RequestCtx,
     ) {
         ctx.record.finished = true;
+        self.rate_charge(session, ctx);
         if let Some(g) = crate::conn::guarded(session.as_downstream().stream()) {
             g.request_finished();
         }

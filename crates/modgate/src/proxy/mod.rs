@@ -16,7 +16,8 @@
 //!                   `!`-decoded, route, RBAC, checksum databases, cache plan, ledger key) →
 //!                   Answer (endpoints) | Refuse (endpoints::refuse) | Forward | Git | Sumdb;
 //!                   a tag a rule limited to commits could decide: its commit learnt from the
-//!                   route's chain (commits.rs), then admitted again with it;
+//!                   route's chain (commits.rs), then admitted again with it; ratelimit.rs
+//!                   rate_check: the identity's buckets (over a limit: Refuse, 429);
 //!                   hot.rs serve_hot: a plain GET of a fresh memory-tier object answered here
 //!  request_cache_filter / cache_key_callback ─ caching.rs: cache on for planned GETs, key =
 //!                   route + path
@@ -39,7 +40,8 @@
 //!  fail_to_connect / error_while_proxy ─ failure.rs: connect errors and timeouts: next step on
 //!                   `any-error`; a dead pooled connection is retried on the same step
 //!  fail_to_proxy ── failure.rs: 502 / 504 with Cursor::public_summary (never a silent 404)
-//!  logging ──────── finish.rs: one access-log line (access_line.rs), the metrics,
+//!  logging ──────── finish.rs: the body bytes charged to the identity (ratelimit.rs),
+//!                   one access-log line (access_line.rs), the metrics,
 //!                   report::audit_record, a span for a deny; a request dropped before this
 //!                   phase gets its line and record when its context drops
 //! ```
@@ -60,6 +62,7 @@ mod headers;
 mod hot;
 mod integrity;
 mod lookup;
+pub mod ratelimit;
 mod refresh;
 pub mod report;
 mod request;
@@ -158,6 +161,8 @@ pub struct RequestCtx {
     client_version: Option<http::Version>,
     record: Record,
     trace: Option<Trace>,
+    /// An admitted request under a byte limit: what `logging` charges its bytes to.
+    rate: Option<ratelimit::Ticket>,
 }
 
 #[async_trait]

@@ -1,5 +1,6 @@
-//! The request side: `request_filter` — the unaudited endpoints, identity, admission, and
-//! what admission decided taken into the context (answered here, refused, or forwarded).
+//! The request side: `request_filter` — the unaudited endpoints, identity, admission, the
+//! identity's rate limits, and what admission decided taken into the context (answered here,
+//! refused, or forwarded).
 
 use bytes::Bytes;
 use modgate_protocol::{ModuleRequest, RequestKind, Version};
@@ -157,8 +158,21 @@ impl GatewayProxy {
                     Admission::refused(Refusal::Identity(failed.error))
                 }
             };
-        let admission = self.judge_retraction(ctx, admission).await;
-        let admission = self.withhold(ctx, admission).await;
+        // The identity's rate limits, whatever admission decided (a flood of refused requests
+        // is a flood all the same): over a limit, the request is refused with a 429, and its
+        // audit record still names what it asked for. Judged before the retraction check and
+        // the withholding of `list`/`@latest`, which may ask the upstream: a request over its
+        // limit costs the upstream nothing.
+        let admission = match self.rate_check(session, ctx) {
+            Some(over) => Admission {
+                verdict: Verdict::Refuse(over),
+                ..admission
+            },
+            None => {
+                let admission = self.judge_retraction(ctx, admission).await;
+                self.withhold(ctx, admission).await
+            }
+        };
         // `audit.fail_mode: closed`: nothing is served while it could not be audited.
         if let Some(why) = ctx.model.recorder.unaudited_refusal() {
             endpoints::error(session, &mut ctx.record, 503, why).await?;
