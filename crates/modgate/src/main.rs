@@ -9,7 +9,7 @@
 //! for an identity, `agent` is a loopback GOPROXY that presents the user's client certificate
 //! to the gateway, `certs` writes a development PKI, `passwd` writes a users-file line, `warm`
 //! pre-fetches the modules of go.sum / go.mod files through a gateway, `cache` and `ledger`
-//! operate on the cache and the integrity ledger.
+//! operate on the cache and the integrity ledger, `fetched` lists what an identity fetched.
 
 mod agent;
 mod alloc;
@@ -19,6 +19,7 @@ mod commands;
 mod config;
 mod conn;
 mod explain;
+mod fetched;
 mod gateway;
 mod gitorigin;
 mod host;
@@ -214,6 +215,26 @@ enum Command {
         #[arg(short, long, default_value = "gateway.yaml", global = true)]
         config: PathBuf,
     },
+    /// List the module versions an identity was served whole (zip or mod) in a time range,
+    /// with their ledger hashes, from the index `fetched:` keeps.
+    Fetched {
+        /// Configuration file.
+        #[arg(short, long, default_value = "gateway.yaml")]
+        config: PathBuf,
+        /// The identity: its name (every source), or SOURCE:NAME (certificate:, basic:, token:,
+        /// anonymous:, forwarded:).
+        #[arg(long)]
+        identity: String,
+        /// From: RFC 3339 (2026-12-01T08:00:00Z), a date (2026-12-01), or a span ago (7d, 12h).
+        #[arg(long)]
+        since: String,
+        /// To (exclusive), as --since; default: now.
+        #[arg(long)]
+        until: Option<String>,
+        /// text, json, or cyclonedx (a CycloneDX 1.6 JSON BOM).
+        #[arg(long, default_value = "text", value_parser = ["text", "json", "cyclonedx"])]
+        format: String,
+    },
     /// Inspect the integrity ledger or accept changed bytes for a version.
     Ledger {
         #[command(subcommand)]
@@ -379,6 +400,26 @@ fn main() -> ExitCode {
             commands::load_config(&config).and_then(|c| match action {
                 CacheCommand::Purge { target } => commands::cache::purge(&c, &target),
                 CacheCommand::Verify { purge } => commands::cache::verify(&c, purge),
+            }),
+        ),
+        Command::Fetched {
+            config,
+            identity,
+            since,
+            until,
+            format,
+        } => finish(
+            "modgate",
+            commands::load_config(&config).and_then(|c| {
+                commands::fetched::fetched(
+                    &c,
+                    &fetched::Ask {
+                        identity: &identity,
+                        since: &since,
+                        until: until.as_deref(),
+                        format: &format,
+                    },
+                )
             }),
         ),
         Command::Ledger { action, config } => finish(
