@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use modgate_testkit::{
-    free_addr, make_certs, modgate, request, require, require_go, FixtureProxy, Gateway, GoEnv,
-    ModuleVersion,
+    free_addr, make_certs, metric, modgate, request, require, require_go, FixtureProxy, Gateway,
+    GoEnv, ModuleVersion,
 };
 use sha2::{Digest, Sha256};
 
@@ -57,6 +57,8 @@ struct World {
     /// The TLS listener `go` uses: it sends credentials over https only.
     tls: SocketAddr,
     config: PathBuf,
+    /// The configuration as written (with `@DIR@`), for a reload with changes.
+    text: String,
 }
 
 async fn world() -> World {
@@ -78,7 +80,7 @@ async fn world() -> World {
     let config = format!(
         r#"
 listeners:
-  - {{ name: plain, address: "{addr}", admin: true }}
+  - {{ name: plain, address: "{addr}", admin: true, metrics: true }}
   - name: tls
     address: "{tls}"
     tls: {{ cert: server.pem, key: server.key }}
@@ -106,6 +108,7 @@ fetched:
         up = upstream.url(),
     );
     let gateway = Gateway::start_in(dir, &config, addr);
+    let text = config;
     let config = gateway.dir.path().join("gateway.yaml");
     World {
         _upstream: upstream,
@@ -113,6 +116,7 @@ fetched:
         addr,
         tls,
         config,
+        text,
     }
 }
 
@@ -440,4 +444,64 @@ async fn fetched_lists_what_go_downloaded_with_its_go_sum_hashes_per_identity() 
         broken["components"][0]["type"] = "not-a-type".into();
         assert!(validate(python, &broken.to_string()).is_err());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_records_changed_by_a_reload_bounds_the_index_at_once() {
+    let w = world().await;
+    let auth = basic("alice", ALICE_PW);
+    let zip = |(m, v): (&str, &str)| {
+        let escaped = modgate_protocol::escape_path(m).expect("module path");
+        let path = format!("/{escaped}/@v/{v}.zip");
+        let r = request(w.addr, "GET", &path, &[("Authorization", &auth)]).expect("GET zip");
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+    };
+    zip(ALICES[0]);
+    wait_listed(&w, "alice", 1);
+
+    w.gateway
+        .write_config(&w.text.replace("max_records: 1000", "max_records: 2"));
+    let out = w.gateway.reload();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("fetched: retention or max_records changed"),
+        "{said}"
+    );
+
+    for m in &ALICES[1..] {
+        zip(*m);
+    }
+    // The last one fetched is recorded, and only the newest two records are kept.
+    let last = ALICES[ALICES.len() - 1];
+    let mut doc = serde_json::Value::Null;
+    for _ in 0..200 {
+        doc = fetched_json(&w, "alice");
+        if listed(&doc).contains(&(last.0.to_string(), last.1.to_string())) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let want: BTreeSet<(String, String)> = ALICES[ALICES.len() - 2..]
+        .iter()
+        .map(|(m, v)| (m.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(listed(&doc), want, "{doc}");
+    assert!(
+        metric(w.addr, "modgate_fetched_records_total{outcome=\"pruned\"}") >= 2.0,
+        "{}",
+        w.gateway.log()
+    );
+    assert_eq!(
+        metric(w.addr, "modgate_fetched_records_total{outcome=\"written\"}"),
+        ALICES.len() as f64
+    );
+    assert_eq!(
+        metric(w.addr, "modgate_fetched_records_total{outcome=\"lost\"}"),
+        0.0
+    );
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 /// Everything that can go wrong with the fetched index or a query of it.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchedError {
-    /// The directory that should hold the database could not be created.
-    #[error("cannot create the directory {path} for the fetched index: {source}")]
+    /// The database file or the directory that should hold it could not be created.
+    #[error("cannot create {path} for the fetched index: {source}")]
     CreateDir {
         /// The directory.
         path: PathBuf,

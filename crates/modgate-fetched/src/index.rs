@@ -217,13 +217,33 @@ pub fn now_ms() -> i64 {
 }
 
 impl FetchIndex {
-    /// Opens (creating it and its directory if needed) the index at `path`.
+    /// Opens (creating it and its directory if needed) the index at `path`. A new file is
+    /// created readable by its owner only (who fetched what is personal data); SQLite gives
+    /// its `-wal` and `-shm` files the same mode.
     pub fn open(path: &Path) -> Result<FetchIndex, FetchedError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|source| FetchedError::CreateDir {
                 path: parent.to_path_buf(),
                 source,
             })?;
+        }
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path);
+            match created {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(FetchedError::CreateDir {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+            }
         }
         let conn = Connection::open(path).map_err(|source| FetchedError::Open {
             path: path.to_path_buf(),
@@ -756,6 +776,11 @@ mod tests {
             let ix = FetchIndex::open(&path).expect("open");
             ix.insert(&[fetch(1, "ci", "example.com/a", "v1.0.0", Kind::Mod)])
                 .expect("insert");
+            use std::os::unix::fs::PermissionsExt;
+            for f in [path.clone(), dir.path().join("sub/fetched.sqlite-wal")] {
+                let mode = std::fs::metadata(&f).expect("stat").permissions().mode();
+                assert_eq!(mode & 0o077, 0, "{} is {mode:o}", f.display());
+            }
         }
         let ix = FetchIndex::open_existing(&path).expect("reopen");
         assert_eq!(ix.count().expect("count"), 1);
