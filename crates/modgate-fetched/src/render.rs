@@ -83,6 +83,20 @@ fn pretty(v: &Value) -> String {
     s
 }
 
+/// `s` with every control character written `\u{..}`: an identity name comes from a
+/// certificate or a credentials file, and must not start a forged line of the text output.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn h1s(set: &std::collections::BTreeSet<Hashes>) -> Vec<&str> {
     set.iter().filter_map(|h| h.h1.as_deref()).collect()
 }
@@ -91,7 +105,7 @@ fn h1s(set: &std::collections::BTreeSet<Hashes>) -> Vec<&str> {
 pub fn text(q: &Query, versions: &[VersionFetched]) -> String {
     let mut out = String::new();
     for v in versions {
-        let mut line = format!("{}@{}", v.module, v.version);
+        let mut line = format!("{}@{}", printable(&v.module), printable(&v.version));
         for (name, fetched, set) in [
             ("zip", v.zip_fetched, &v.zip),
             ("mod", v.mod_fetched, &v.module_file),
@@ -111,14 +125,14 @@ pub fn text(q: &Query, versions: &[VersionFetched]) -> String {
             v.count,
             format_rfc3339(v.first_ms),
             format_rfc3339(v.last_ms),
-            v.identities.iter().cloned().collect::<Vec<_>>().join(",")
+            printable(&v.identities.iter().cloned().collect::<Vec<_>>().join(","))
         ));
         out.push_str(&line);
     }
     out.push_str(&format!(
         "# {} module version(s) fetched by {} from {} to {}\n",
         versions.len(),
-        q.identity.label(),
+        printable(&q.identity.label()),
         format_rfc3339(q.since_ms),
         format_rfc3339(q.until_ms)
     ));
@@ -396,6 +410,12 @@ mod tests {
         );
         assert_eq!(j["identity"], "certificate:ci-7");
         assert!(Format::parse("xml").is_err());
+        // A name with a line break cannot forge a line of the text output.
+        let mut forged = version("example.com/a", "v1.0.0", true);
+        forged.identities = BTreeSet::from(["certificate:x\nexample.com/evil@v6.6.6".to_string()]);
+        let t = text(&query(), &[forged]);
+        assert_eq!(t.lines().count(), 2, "{t}");
+        assert!(t.contains("certificate:x\\u{a}example.com/evil"), "{t}");
         assert_eq!(Format::parse("cyclonedx"), Ok(Format::CycloneDx));
     }
 }
