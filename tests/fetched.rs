@@ -1,6 +1,6 @@
 //! End to end for "what each identity fetched", with the real binary and the real `go`:
 //! alice runs `go get` of fixture modules through the gateway (basic credentials in GOPROXY,
-//! over https), bob `go mod download`s another one; then `modgate fetched --identity alice`
+//! over https), bob `go mod download`s another one and one of alice's (a cache hit); then `modgate fetched --identity alice`
 //! lists exactly the versions alice's run downloaded, with the `h1:` hashes `go` computed
 //! itself (the go.sum alice's run wrote, and the `Sum` and `GoModSum` of
 //! `go mod download -json`), and none of bob's.
@@ -50,7 +50,7 @@ fn fixtures() -> Vec<ModuleVersion> {
 }
 
 struct World {
-    _upstream: FixtureProxy,
+    upstream: FixtureProxy,
     gateway: Gateway,
     /// The plain listener (admin endpoint, curl-like requests).
     addr: SocketAddr,
@@ -111,7 +111,7 @@ fetched:
     let text = config;
     let config = gateway.dir.path().join("gateway.yaml");
     World {
-        _upstream: upstream,
+        upstream,
         gateway,
         addr,
         tls,
@@ -291,8 +291,17 @@ async fn fetched_lists_what_go_downloaded_with_its_go_sum_hashes_per_identity() 
         .map(|(m, v)| (m.to_string(), v.to_string()))
         .collect();
     assert_eq!(sums.keys().cloned().collect::<BTreeSet<_>>(), want);
+    // bob downloads his own module and one of alice's, which the gateway now serves from its
+    // cache (a hit, from memory for these small files): a hit is a fetch too.
     let bob = go_as(&w, "bob", BOB_PW);
-    download(&bob, &[BOBS]);
+    let bob_sums = download(&bob, &[BOBS, ALICES[0]]);
+    let zip_gets = w
+        .upstream
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/example.com/fa/@v/v1.0.0.zip")
+        .count();
+    assert_eq!(zip_gets, 1, "bob's copy came from the cache");
     // alice only looks at this one: a HEAD of its zip and its .info are not fetches.
     let auth = basic("alice", ALICE_PW);
     for (method, ext) in [("HEAD", "zip"), ("GET", "info")] {
@@ -336,12 +345,30 @@ async fn fetched_lists_what_go_downloaded_with_its_go_sum_hashes_per_identity() 
         lines += 1;
     }
     assert_eq!(lines, 2 * ALICES.len(), "{go_sum}");
-    // bob's own listing has his module and none of alice's; his is not in hers.
-    let bobs = wait_listed(&w, "bob", 1);
+    // bob's own listing has what he fetched, with the same hashes; his is not in alice's.
+    let bobs = wait_listed(&w, "bob", 2);
     assert_eq!(
         listed(&bobs),
-        BTreeSet::from([(BOBS.0.to_string(), BOBS.1.to_string())])
+        bob_sums.keys().cloned().collect::<BTreeSet<_>>(),
+        "{bobs}"
     );
+    for v in bobs["versions"].as_array().expect("versions") {
+        let key = (
+            v["module"].as_str().expect("module").to_string(),
+            v["version"].as_str().expect("version").to_string(),
+        );
+        assert_eq!(
+            v["zip"]["hashes"][0]["h1"],
+            bob_sums[&key].0.as_str(),
+            "{v}"
+        );
+        assert_eq!(
+            v["mod"]["hashes"][0]["h1"],
+            bob_sums[&key].1.as_str(),
+            "{v}"
+        );
+        assert_eq!(v["identities"][0], "basic:bob");
+    }
     // A source that is not alice's lists nothing; the text format names each version.
     assert!(listed(&fetched_json(&w, "token:alice")).is_empty());
     let (code, text, err) = cli(&w, &["--identity", "basic:alice", "--since", "1h"]);
