@@ -54,6 +54,10 @@ fn record(i: u64) -> AuditRecord {
         upstream: None,
         cache: Some("hit".into()),
         event: None,
+        advisories: Vec::new(),
+        would_deny: None,
+        withheld: Vec::new(),
+        waived: Vec::new(),
     }
 }
 

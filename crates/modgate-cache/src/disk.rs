@@ -61,22 +61,9 @@ fn statvfs(path: &Path) -> Result<FsStat, CacheError> {
             io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
         )
     })?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: c_path is a valid NUL-terminated string and st points to writable memory of the
-    // right type; statvfs fills it completely when it returns 0.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(CacheError::io("statvfs", path, io::Error::last_os_error()));
-    }
-    // SAFETY: statvfs returned 0, so st is initialized.
-    let st = unsafe { st.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
-    let (bavail, frsize, files, favail) = (
-        st.f_bavail as u64,
-        st.f_frsize as u64,
-        st.f_files as u64,
-        st.f_favail as u64,
-    );
+    let st = rustix::fs::statvfs(c_path.as_c_str())
+        .map_err(|e| CacheError::io("statvfs", path, io::Error::from(e)))?;
+    let (bavail, frsize, files, favail) = (st.f_bavail, st.f_frsize, st.f_files, st.f_favail);
     Ok(FsStat {
         bytes_free: bavail.saturating_mul(frsize),
         files,

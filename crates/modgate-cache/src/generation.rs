@@ -10,7 +10,6 @@
 //! mapped, [`Generation::get`] is always "unknown" and every hit checks, as before.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,7 +25,7 @@ pub(crate) struct Generation {
 }
 
 struct Mapping {
-    ptr: *mut libc::c_void,
+    ptr: *mut std::ffi::c_void,
     _file: File,
 }
 
@@ -39,7 +38,7 @@ unsafe impl Sync for Mapping {}
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: ptr/len are exactly what mmap returned; nothing uses the mapping any more.
-        unsafe { libc::munmap(self.ptr, 8) };
+        let _ = unsafe { rustix::mm::munmap(self.ptr, 8) };
     }
 }
 
@@ -72,21 +71,19 @@ impl Generation {
             // two processes racing here both extend to 8 zero bytes: harmless
             file.set_len(8)?;
         }
+        use rustix::mm::{MapFlags, ProtFlags};
         // SAFETY: a fresh shared mapping of the file's first 8 bytes (the file is at least that
-        // long); checked against MAP_FAILED below.
+        // long), at an address the kernel picks (so no existing mapping is replaced).
         let ptr = unsafe {
-            libc::mmap(
+            rustix::mm::mmap(
                 std::ptr::null_mut(),
                 8,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                &file,
                 0,
             )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
+        }?;
         Ok(Mapping { ptr, _file: file })
     }
 

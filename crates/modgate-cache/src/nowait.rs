@@ -24,6 +24,8 @@ pub(crate) fn read_cached(file: &File, offset: u64, len: usize) -> io::Result<Op
         return Ok(None);
     };
     let mut buf: Vec<u8> = Vec::with_capacity(len);
+    // libc, not rustix: rustix's preadv2 reads into initialised `IoSliceMut`s, so every call
+    // would first zero `len` bytes, on the hot path this module exists to keep cheap.
     let iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: len,

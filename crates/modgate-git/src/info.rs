@@ -136,27 +136,29 @@ pub fn format_pseudo_timestamp(secs: i64) -> String {
     format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}")
 }
 
-/// Splits Unix seconds into the UTC civil date and time (the proleptic
-/// Gregorian algorithm of Howard Hinnant's `civil_from_days`).
+/// Splits Unix seconds into the UTC civil date and time (jiff's proleptic
+/// Gregorian calendar). Seconds beyond jiff's years -9999..=9999 are clamped
+/// to its bounds (Go's `MarshalJSON` refuses any year past 9999 anyway).
 fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    use jiff::civil::DateTime;
+    // `civil::DateTime` rather than `Timestamp`: the timestamp range stops a day
+    // short of 9999-12-31 (it leaves room for any offset).
+    const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
+    let dt = EPOCH
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(if secs < 0 {
+            DateTime::MIN
+        } else {
+            DateTime::MAX
+        });
+    let part = |v: i8| u32::try_from(v).unwrap_or(0);
     (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        (rem % 3600 / 60) as u32,
-        (rem % 60) as u32,
+        i64::from(dt.year()),
+        part(dt.month()),
+        part(dt.day()),
+        part(dt.hour()),
+        part(dt.minute()),
+        part(dt.second()),
     )
 }
 
@@ -172,6 +174,11 @@ mod tests {
         assert_eq!(format_rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(format_rfc3339_utc(-1), "1969-12-31T23:59:59Z");
         assert_eq!(format_pseudo_timestamp(1_700_000_000), "20231114221320");
+        assert_eq!(
+            format_rfc3339_utc(4_107_456_000 + 86_400),
+            "2100-03-01T00:00:00Z"
+        );
+        assert_eq!(format_rfc3339_utc(253_402_300_799), "9999-12-31T23:59:59Z");
     }
 
     #[test]

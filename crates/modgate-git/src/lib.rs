@@ -32,8 +32,10 @@
 //!
 //! The API is synchronous: every operation is a few short git
 //! subprocesses, so the gateway calls it on tokio's blocking pool
-//! (`spawn_blocking`); coalescing is a per-mirror lock held for the
-//! duration of a refresh (see [`Mirror::refresh`]), which needs no runtime.
+//! (`spawn_blocking`); coalescing is a per-mirror single flight (one
+//! refresh talks to the host, with the mirror's state unlocked; callers
+//! needing a refresh meanwhile wait on a condition variable for it, readers
+//! do not wait; see [`Mirror::refresh`]), which needs no runtime.
 //! Zips are built natively: git only transports and archives (`git
 //! archive` exactly as Go runs it, so `.gitattributes` conversions match),
 //! and the zip rules are applied in Rust.
@@ -42,7 +44,8 @@
 //! choosing a pseudo-version base or a commit's canonical version),
 //! gopkg.in-style `.vN` paths beyond what the rules already carry, serving
 //! stale refs when the host is down (the gateway's cache does that), and a
-//! per-host concurrency bound (a semaphore in `Mirrors`).
+//! concurrency bound (the gateway bounds git operations per git upstream,
+//! not per host).
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -24,15 +24,16 @@
 //! remembered for [`GitOptions::not_found_ttl`], and leaves no mirror;
 //! mirrors are made without git's template (no hook samples).
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{excerpt, says_repository_missing, GitError};
 use crate::rules::parse_ls_remote;
@@ -281,82 +282,94 @@ impl GitRunner {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|source| GitError::Io {
-            what: "cannot run git in",
-            path: dir.to_owned(),
-            source,
-        })?;
-        let overflow = Arc::new(AtomicBool::new(false));
-        let result = std::thread::scope(|scope| {
+        let mut command = tokio::process::Command::from(command);
+        // One thread for the whole command: its input, both outputs, the deadline and the
+        // wait are futures on a runtime of its own (the callers are blocking threads).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| GitError::Io {
+                what: "cannot run git in",
+                path: dir.to_owned(),
+                source,
+            })?;
+        let overflow = Cell::new(false);
+        let finished = runtime.block_on(async {
+            let mut child = command.spawn()?;
+            let group = child.id();
             let stdin = child.stdin.take();
-            let input = cmd.stdin;
-            if let (Some(mut pipe), Some(data)) = (stdin, input) {
-                scope.spawn(move || {
-                    let _ = pipe.write_all(data);
-                });
-            }
+            let feed = async {
+                if let (Some(mut pipe), Some(data)) = (stdin, cmd.stdin) {
+                    let _ = pipe.write_all(data).await;
+                }
+            };
             let mut stderr = child.stderr.take();
-            let err_reader = scope.spawn(move || {
+            let errors = async {
                 let mut kept = Vec::new();
                 if let Some(pipe) = stderr.as_mut() {
                     let _ = pipe
                         .take(crate::error::STDERR_EXCERPT as u64)
-                        .read_to_end(&mut kept);
-                    let _ = std::io::copy(pipe, &mut std::io::sink());
+                        .read_to_end(&mut kept)
+                        .await;
+                    let _ = tokio::io::copy(pipe, &mut tokio::io::sink()).await;
                 }
                 kept
-            });
+            };
             let mut stdout = child.stdout.take();
-            let limit = cmd.limit;
-            let flag = Arc::clone(&overflow);
-            let out_reader = scope.spawn(move || -> std::io::Result<Vec<u8>> {
-                let mut buf = Vec::new();
-                let Some(pipe) = stdout.as_mut() else {
-                    return Ok(buf);
-                };
-                let mut limited = pipe.take(limit + 1);
-                match sink {
-                    Sink::Memory => {
-                        limited.read_to_end(&mut buf)?;
-                        if buf.len() as u64 > limit {
-                            flag.store(true, Ordering::SeqCst);
-                        }
-                    }
-                    Sink::File(file) => {
-                        let n = std::io::copy(&mut limited, file)?;
-                        if n > limit {
-                            flag.store(true, Ordering::SeqCst);
-                        }
-                    }
+            let output = async {
+                let read = read_limited(stdout.as_mut(), cmd.limit, sink).await;
+                if matches!(read, Ok(Limited::Overflow)) {
+                    overflow.set(true);
+                    // No more is read: stop git now rather than at the deadline.
+                    kill_group(group);
                 }
-                Ok(buf)
-            });
-            let waited = wait_with_deadline(&mut child, timeout, &overflow);
-            let stdout = out_reader.join().unwrap_or_else(|_| Ok(Vec::new()));
-            let stderr = err_reader.join().unwrap_or_default();
-            (waited, stdout, stderr)
+                read
+            };
+            let work = async {
+                let (_, stderr, stdout) = tokio::join!(feed, errors, output);
+                (
+                    child.wait().await.ok().and_then(|s| s.code()),
+                    stdout,
+                    stderr,
+                )
+            };
+            let finished = tokio::time::timeout(timeout, work).await.ok();
+            if finished.is_none() {
+                kill_group(group);
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+            Ok(finished)
         });
-        let (waited, stdout, stderr) = result;
-        if overflow.load(Ordering::SeqCst) {
+        let finished = finished.map_err(|source| GitError::Io {
+            what: "cannot run git in",
+            path: dir.to_owned(),
+            source,
+        })?;
+        if overflow.get() {
             return Err(GitError::OutputTooLarge {
                 command: name,
                 limit: cmd.limit,
             });
         }
-        let code = match waited {
-            Waited::Exited(code) => code,
-            Waited::TimedOut => {
-                return Err(GitError::Timeout {
-                    command: name,
-                    seconds: timeout.as_secs(),
+        let Some((code, stdout, stderr)) = finished else {
+            return Err(GitError::Timeout {
+                command: name,
+                seconds: timeout.as_secs(),
+            });
+        };
+        let stdout = match stdout {
+            Ok(Limited::Read(bytes)) => bytes,
+            Ok(Limited::Overflow) => Vec::new(),
+            Err(source) => {
+                return Err(GitError::Io {
+                    what: "cannot read the output of git in",
+                    path: dir.to_owned(),
+                    source,
                 })
             }
         };
-        let stdout = stdout.map_err(|source| GitError::Io {
-            what: "cannot read the output of git in",
-            path: dir.to_owned(),
-            source,
-        })?;
         if !code.is_some_and(|c| cmd.ok_codes.contains(&c)) {
             return Err(GitError::Git {
                 command: name,
@@ -368,48 +381,56 @@ impl GitRunner {
     }
 }
 
-enum Waited {
-    Exited(Option<i32>),
-    TimedOut,
+/// What [`read_limited`] read.
+enum Limited {
+    /// All of the output (empty when it went to a file).
+    Read(Vec<u8>),
+    /// More than the limit: reading stopped there.
+    Overflow,
 }
 
-/// Polls the child until it exits, the deadline passes or its output
-/// overflows; kills its whole process group in the last two cases (git
-/// starts helpers such as `git-remote-https`).
-fn wait_with_deadline(child: &mut Child, timeout: Duration, overflow: &AtomicBool) -> Waited {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Waited::Exited(status.code()),
-            Ok(None) => {}
-            Err(_) => return Waited::Exited(None),
+/// Reads a command's standard output into memory or `sink`'s file, at most
+/// `limit` bytes of it.
+async fn read_limited(
+    pipe: Option<&mut tokio::process::ChildStdout>,
+    limit: u64,
+    sink: Sink<'_>,
+) -> std::io::Result<Limited> {
+    let Some(pipe) = pipe else {
+        return Ok(Limited::Read(Vec::new()));
+    };
+    let mut limited = pipe.take(limit + 1);
+    let mut buf = Vec::new();
+    let n = match sink {
+        Sink::Memory => limited.read_to_end(&mut buf).await? as u64,
+        Sink::File(file) => {
+            let mut chunk = vec![0u8; 64 << 10];
+            let mut total = 0u64;
+            loop {
+                let n = limited.read(&mut chunk).await?;
+                if n == 0 {
+                    break total;
+                }
+                file.write_all(&chunk[..n])?;
+                total += n as u64;
+            }
         }
-        let late = Instant::now() >= deadline;
-        if late || overflow.load(Ordering::SeqCst) {
-            kill_group(child);
-            let _ = child.wait();
-            return if late {
-                Waited::TimedOut
-            } else {
-                Waited::Exited(None)
-            };
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    };
+    Ok(if n > limit {
+        Limited::Overflow
+    } else {
+        Limited::Read(buf)
+    })
 }
 
-/// Kills the process group the child leads (it was started with
-/// `process_group(0)`, so its id is the group id).
-#[allow(unsafe_code)]
-fn kill_group(child: &mut Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill(2) with a negative pid signals the process group we
-        // created for this child; it touches no memory.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
+/// Kills the process group a child leads (it was started with
+/// `process_group(0)`, so its id is the group id; git starts helpers such as
+/// `git-remote-https`).
+fn kill_group(group: Option<u32>) {
+    let pid = group.and_then(|g| i32::try_from(g).ok());
+    if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
-    let _ = child.kill();
 }
 
 /// The refs of a repository as the go command sees them (`git ls-remote`:
@@ -434,6 +455,9 @@ struct RefreshState {
     /// of refreshes caused by misses).
     attempted_at: Option<Instant>,
     fetched: bool,
+    /// A refresh is talking to the host (with the state unlocked); whoever
+    /// needs the state to refresh waits on [`Mirror::refreshed`] instead.
+    refreshing: bool,
 }
 
 /// Repositories the host said it does not have, by URL: when it said so
@@ -445,7 +469,10 @@ type Missing = Mutex<HashMap<String, (Instant, String)>>;
 pub struct Mirror {
     pub(crate) runner: GitRunner,
     pub(crate) dir: PathBuf,
+    /// Locked only for short moments, never while git talks to the host.
     state: Mutex<RefreshState>,
+    /// Signalled when a refresh ends (`RefreshState::refreshing` falls).
+    refreshed: Condvar,
     missing: Arc<Missing>,
 }
 
@@ -514,6 +541,7 @@ impl Mirrors {
             },
             dir: self.root.join(mirror_dir_name(url)),
             state: Mutex::new(RefreshState::default()),
+            refreshed: Condvar::new(),
             missing: Arc::clone(&self.missing),
         });
         repos.insert(url.to_owned(), Arc::clone(&mirror));
@@ -598,19 +626,51 @@ impl Mirror {
     /// `max_age` (or a refresh was asked for with
     /// [`Mirrors::request_refresh`]).
     ///
-    /// Coalescing: the refresh runs with the mirror's lock held, so at most
-    /// one `ls-remote`/`fetch` per mirror is in flight; callers arriving
-    /// meanwhile block on the lock and then find a refresh that finished
-    /// after they asked, which they take instead of starting another.
+    /// Coalescing: at most one `ls-remote`/`fetch` per mirror is in flight
+    /// (single flight: it runs with the state unlocked and marked
+    /// `refreshing`). Callers that find fresh refs take them at once, even
+    /// during a refresh; callers that need a refresh meanwhile wait for the
+    /// one in flight and then find a refresh that finished after they asked,
+    /// which they take instead of starting another.
     pub fn refresh(&self, max_age: Duration) -> Result<Arc<Refs>, GitError> {
         let asked = Instant::now();
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let (Some(refs), Some(at)) = (&state.refs, state.refreshed_at) {
-            if (at >= asked || at.elapsed() < max_age) && !self.dir.join(REFRESH_MARKER).exists() {
-                return Ok(Arc::clone(refs));
+        let mut state = self.lock_state();
+        loop {
+            if let (Some(refs), Some(at)) = (&state.refs, state.refreshed_at) {
+                if (at >= asked || at.elapsed() < max_age)
+                    && !self.dir.join(REFRESH_MARKER).exists()
+                {
+                    return Ok(Arc::clone(refs));
+                }
             }
+            if !state.refreshing {
+                return self.refresh_locked(state);
+            }
+            state = self.await_refresh(state);
         }
-        self.refresh_locked(&mut state)
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, RefreshState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits (the state unlocked) until no refresh is in flight.
+    fn settled(&self) -> MutexGuard<'_, RefreshState> {
+        let mut state = self.lock_state();
+        while state.refreshing {
+            state = self.await_refresh(state);
+        }
+        state
+    }
+
+    /// Waits (the state unlocked) for the refresh in flight to end.
+    fn await_refresh<'a>(
+        &self,
+        state: MutexGuard<'a, RefreshState>,
+    ) -> MutexGuard<'a, RefreshState> {
+        self.refreshed
+            .wait(state)
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The refs as listed by an `ls-remote` that started after `asked` (a
@@ -626,7 +686,7 @@ impl Mirror {
         // Bounded: each pass either answers, refreshes, or sleeps until the
         // turn of a refresh that starts after `asked`.
         for _ in 0..4 {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let state = self.settled();
             if let (Some(refs), Some(listed)) = (&state.refs, state.listed_at) {
                 if listed >= asked {
                     return Ok(Arc::clone(refs));
@@ -645,19 +705,23 @@ impl Mirror {
                     continue;
                 }
             }
-            return self.refresh_locked(&mut state);
+            return self.refresh_locked(state);
         }
         // Not reached (the second pass always answers or refreshes); never a listing out of turn.
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.settled();
         match &state.refs {
             Some(refs) => Ok(Arc::clone(refs)),
-            None => self.refresh_locked(&mut state),
+            None => self.refresh_locked(state),
         }
     }
 
-    /// Lists the host's refs and fetches what changed, with the state
-    /// locked.
-    fn refresh_locked(&self, state: &mut RefreshState) -> Result<Arc<Refs>, GitError> {
+    /// Lists the host's refs and fetches what changed: the single flight.
+    /// Called with the state locked and no refresh in flight; the state is
+    /// unlocked (marked `refreshing`) while git talks to the host.
+    fn refresh_locked(
+        &self,
+        mut state: MutexGuard<'_, RefreshState>,
+    ) -> Result<Arc<Refs>, GitError> {
         if let Some(e) = self.known_missing() {
             return Err(e);
         }
@@ -666,6 +730,12 @@ impl Mirror {
         state.host_round_trips += 1;
         let started = Instant::now();
         state.attempted_at = Some(started);
+        let (held, fetched) = (state.refs.clone(), state.fetched);
+        state.refreshing = true;
+        drop(state);
+        // Clears `refreshing` and wakes the waiters however the flight ends
+        // (a panic included), after the results are stored.
+        let flight = Flight(self);
         let mut timing = crate::observe::Timing::start();
         let listed = self.runner.run(
             &self.dir,
@@ -681,15 +751,15 @@ impl Mirror {
         let listed = match listed {
             Ok(listed) => listed,
             Err(GitError::Git { stderr, .. }) if says_repository_missing(&stderr) => {
-                return Err(self.record_missing(state, stderr));
+                return Err(self.record_missing(&mut flight.land(), stderr));
             }
             Err(e) => return Err(e),
         };
         let refs = Refs {
             map: parse_ls_remote(&String::from_utf8_lossy(&listed.stdout)),
         };
-        let changed = state.refs.as_deref() != Some(&refs);
-        if changed || !state.fetched {
+        let changed = held.as_deref() != Some(&refs);
+        if changed || !fetched {
             let mut args = vec![
                 "fetch".to_owned(),
                 "--prune".into(),
@@ -709,12 +779,14 @@ impl Mirror {
                 },
                 Sink::Memory,
             )?;
-            state.fetched = true;
+            flight.land().fetched = true;
         }
         let refs = Arc::new(refs);
+        let mut state = flight.land();
         state.refs = Some(Arc::clone(&refs));
         state.refreshed_at = Some(Instant::now());
         state.listed_at = Some(started);
+        drop(state);
         // It exists now: an expired "not found" must not make `Mirrors::repo` drop this mirror.
         self.missing
             .lock()
@@ -818,6 +890,25 @@ impl Mirror {
         file: &mut std::fs::File,
     ) -> Result<RunOutput, GitError> {
         self.runner.run(&self.dir, cmd, Sink::File(file))
+    }
+}
+
+/// The refresh in flight of a mirror: when dropped, the refresh is over
+/// (`refreshing` cleared, waiters woken).
+struct Flight<'a>(&'a Mirror);
+
+impl Flight<'_> {
+    /// The state, locked, to store what the flight found (it stays marked
+    /// `refreshing` until the flight is dropped).
+    fn land(&self) -> MutexGuard<'_, RefreshState> {
+        self.0.lock_state()
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.0.lock_state().refreshing = false;
+        self.0.refreshed.notify_all();
     }
 }
 
@@ -975,5 +1066,59 @@ mod tests {
             .run(Path::new("/"), &GitCommand::local(&[], 1000), Sink::Memory)
             .unwrap_err();
         assert!(matches!(err, GitError::OutputTooLarge { .. }), "{err}");
+        let mut file = tempfile::tempfile().expect("tempfile");
+        let err = r
+            .run(
+                Path::new("/"),
+                &GitCommand::local(&[], 1000),
+                Sink::File(&mut file),
+            )
+            .unwrap_err();
+        assert!(matches!(err, GitError::OutputTooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn input_is_fed_and_output_read_back() {
+        let r = GitRunner {
+            options: GitOptions {
+                git: "cat".into(),
+                ..GitOptions::default()
+            },
+            url: "https://h.example/r".into(),
+            credential: Mutex::new(None),
+        };
+        let mut cmd = GitCommand::local(&[], 1000);
+        cmd.stdin = Some(b"deadbeef refs/heads/main\n");
+        let out = r.run(Path::new("/"), &cmd, Sink::Memory).expect("cat");
+        assert_eq!(out.code, Some(0));
+        assert_eq!(out.stdout, b"deadbeef refs/heads/main\n");
+        let mut file = tempfile::tempfile().expect("tempfile");
+        let out = r
+            .run(Path::new("/"), &cmd, Sink::File(&mut file))
+            .expect("cat into a file");
+        assert!(out.stdout.is_empty());
+        let mut written = String::new();
+        std::io::Seek::rewind(&mut file).expect("rewind");
+        std::io::Read::read_to_string(&mut file, &mut written).expect("read back");
+        assert_eq!(written, "deadbeef refs/heads/main\n");
+        // An exit code outside ok_codes is a failure, with git's words.
+        let r = GitRunner {
+            options: GitOptions {
+                git: "sh".into(),
+                ..GitOptions::default()
+            },
+            ..r
+        };
+        let err = r
+            .run(
+                Path::new("/"),
+                &GitCommand::local(&["-c", "echo nope >&2; exit 3"], 1000),
+                Sink::Memory,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, GitError::Git { status, stderr, .. } if status == "exit 3" && stderr.contains("nope")),
+            "{err}"
+        );
     }
 }

@@ -241,3 +241,85 @@ fn an_unknown_repository_is_asked_again_once_the_time_has_passed() {
     assert!(matches!(err, GitError::RepositoryNotFound { .. }), "{err}");
     assert!(mirror.dir().join("HEAD").is_file());
 }
+
+/// A refresh talking to the host (its `ls-remote` held until a gate file appears) blocks
+/// neither a reader of the mirror's counters nor a caller whose refs are fresh enough; callers
+/// that need a refresh meanwhile wait for that one (never two listings at once).
+#[test]
+fn a_refresh_in_flight_blocks_no_reader_and_runs_alone() {
+    let f = Fixture::new(Duration::from_secs(5), Duration::from_millis(300));
+    f.repo("g/slow");
+    let root = f.tmp.path();
+    let (gate, log, started) = (root.join("gate"), root.join("log"), root.join("started"));
+    let script = root.join("slow-git");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             if [ \"$1\" = ls-remote ]; then\n\
+               echo start >> '{log}'; : > '{started}'\n\
+               i=0; while [ ! -e '{gate}' ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done\n\
+               git \"$@\"; rc=$?; echo end >> '{log}'; exit $rc\n\
+             fi\n\
+             exec git \"$@\"\n",
+            log = log.display(),
+            started = started.display(),
+            gate = gate.display(),
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let mirrors = Mirrors::new(
+        f.mirrors_dir(),
+        GitOptions {
+            git: script,
+            global_config: Some(root.join("gitconfig")),
+            ..GitOptions::default()
+        },
+    );
+    let mirror = mirrors.repo(&Fixture::url("g/slow"), None).expect("mirror");
+    std::fs::write(&gate, b"").expect("open the gate");
+    let first = mirror.refresh(Duration::ZERO).expect("first refresh");
+    assert_eq!(mirror.host_round_trips(), 1);
+    std::fs::remove_file(&gate).expect("close the gate");
+    std::fs::remove_file(&started).expect("reset");
+
+    let mirror = &mirror;
+    std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| mirror.refresh(Duration::ZERO)))
+            .collect();
+        // Bounded wait for the flight to reach the host.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !started.exists() {
+            assert!(Instant::now() < deadline, "no refresh reached the host");
+            std::thread::yield_now();
+        }
+        // Readers answer while the listing is held (each within a bounded wait).
+        let (tx, rx) = std::sync::mpsc::channel();
+        scope.spawn(move || {
+            let trips = mirror.host_round_trips();
+            let fresh = mirror.refresh(Duration::from_secs(60));
+            let _ = tx.send((trips, fresh));
+        });
+        let answered = rx.recv_timeout(Duration::from_secs(20));
+        let gate_was_closed = !gate.exists();
+        std::fs::write(&gate, b"").expect("open the gate");
+        let (trips, fresh) = answered.expect("a reader waited for the refresh in flight");
+        assert!(gate_was_closed);
+        assert!(trips >= 2, "the flight counts as a round trip: {trips}");
+        assert!(Arc::ptr_eq(&fresh.expect("fresh refs"), &first));
+        for c in callers {
+            let refs = c.join().expect("caller").expect("refresh");
+            assert_eq!(refs.map, first.map);
+        }
+    });
+    // Never two listings at once: starts and ends alternate.
+    let lines = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<&str> = lines.lines().collect();
+    assert!(lines.len() >= 4, "{lines:?}");
+    for pair in lines.chunks(2) {
+        assert_eq!(pair, ["start", "end"], "overlapping listings: {lines:?}");
+    }
+}

@@ -348,78 +348,64 @@ impl Ledger {
         source: &str,
     ) -> Result<Check, LedgerError> {
         let obs = Observation::new(module, version, artifact, sha256, h1, size)?;
-        let key = key_of(module, version, Some(artifact));
-        let sql_err = |source| LedgerError::Sqlite {
-            op: "observe",
-            key: key.clone(),
-            source,
-        };
-
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err)?;
-        let recorded = select_entry(&tx, module, version, artifact).map_err(sql_err)?;
-        let check = match recorded {
-            None => {
-                let entry = Entry {
-                    module: module.to_owned(),
-                    version: version.to_owned(),
-                    artifact,
-                    sha256: obs.sha256,
-                    h1: obs.h1,
-                    size,
-                    first_seen_unix: now_unix(),
-                    source: source.to_owned(),
-                    accepted_by: None,
-                };
-                tx.execute(
-                    "INSERT INTO entries (module, version, artifact, sha256, h1, size,
+        self.on_record("observe", (module, version, artifact), |tx, recorded| {
+            Ok(match recorded {
+                None => {
+                    let entry = Entry {
+                        module: module.to_owned(),
+                        version: version.to_owned(),
+                        artifact,
+                        sha256: obs.sha256,
+                        h1: obs.h1,
+                        size,
+                        first_seen_unix: now_unix(),
+                        source: source.to_owned(),
+                        accepted_by: None,
+                    };
+                    tx.execute(
+                        "INSERT INTO entries (module, version, artifact, sha256, h1, size,
                                           first_seen_unix, source, accepted_by)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL)",
-                    params![
-                        entry.module,
-                        entry.version,
-                        artifact.as_str(),
-                        entry.sha256,
-                        entry.h1,
-                        obs.size,
-                        entry.first_seen_unix,
-                        entry.source,
-                    ],
-                )
-                .map_err(sql_err)?;
-                Check::FirstSeen(entry)
-            }
-            Some(recorded) => {
-                let recorded = recorded.into_entry(&key)?;
-                let h1_agrees = match (&recorded.h1, &obs.h1) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => true,
-                };
-                if recorded.sha256 == obs.sha256 && recorded.size == size && h1_agrees {
-                    let mut entry = recorded;
-                    if entry.h1.is_none() && obs.h1.is_some() {
-                        tx.execute(
-                            "UPDATE entries SET h1 = ?4
+                        params![
+                            entry.module,
+                            entry.version,
+                            artifact.as_str(),
+                            entry.sha256,
+                            entry.h1,
+                            obs.size,
+                            entry.first_seen_unix,
+                            entry.source,
+                        ],
+                    )?;
+                    Check::FirstSeen(entry)
+                }
+                Some(recorded) => {
+                    let recorded = recorded.into_entry(&tx.key)?;
+                    let h1_agrees = match (&recorded.h1, &obs.h1) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => true,
+                    };
+                    if recorded.sha256 == obs.sha256 && recorded.size == size && h1_agrees {
+                        let mut entry = recorded;
+                        if entry.h1.is_none() && obs.h1.is_some() {
+                            tx.execute(
+                                "UPDATE entries SET h1 = ?4
                              WHERE module = ?1 AND version = ?2 AND artifact = ?3",
-                            params![module, version, artifact.as_str(), obs.h1],
-                        )
-                        .map_err(sql_err)?;
-                        entry.h1 = obs.h1;
-                    }
-                    Check::Match(entry)
-                } else {
-                    Check::Mismatch {
-                        recorded,
-                        observed_sha256: obs.sha256,
-                        observed_h1: obs.h1,
+                                params![module, version, artifact.as_str(), obs.h1],
+                            )?;
+                            entry.h1 = obs.h1;
+                        }
+                        Check::Match(entry)
+                    } else {
+                        Check::Mismatch {
+                            recorded,
+                            observed_sha256: obs.sha256,
+                            observed_h1: obs.h1,
+                        }
                     }
                 }
-            }
-        };
-        tx.commit().map_err(sql_err)?;
-        Ok(check)
+            })
+        })
     }
 
     /// The record for `(module, version, artifact)`, if any.
@@ -521,79 +507,96 @@ impl Ledger {
         let obs = Observation::new(module, version, artifact, sha256, h1, size)?;
         check_text("operator", operator)?;
         check_text("reason", reason)?;
-        let key = key_of(module, version, Some(artifact));
-        let sql_err = |source| LedgerError::Sqlite {
-            op: "accept",
-            key: key.clone(),
-            source,
-        };
-
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err)?;
-        let old = select_entry(&tx, module, version, artifact).map_err(sql_err)?;
-        let now = now_unix();
-        let entry = Entry {
-            module: module.to_owned(),
-            version: version.to_owned(),
-            artifact,
-            sha256: obs.sha256,
-            h1: obs.h1,
-            size,
-            first_seen_unix: now,
-            source: old
-                .as_ref()
-                .map_or_else(|| "operator".to_owned(), |old| old.source.clone()),
-            accepted_by: Some(operator.to_owned()),
-        };
-        tx.execute(
-            "INSERT INTO history (module, version, artifact,
+        self.on_record("accept", (module, version, artifact), |tx, old| {
+            let now = now_unix();
+            let entry = Entry {
+                module: module.to_owned(),
+                version: version.to_owned(),
+                artifact,
+                sha256: obs.sha256,
+                h1: obs.h1,
+                size,
+                first_seen_unix: now,
+                source: old
+                    .as_ref()
+                    .map_or_else(|| "operator".to_owned(), |old| old.source.clone()),
+                accepted_by: Some(operator.to_owned()),
+            };
+            tx.execute(
+                "INSERT INTO history (module, version, artifact,
                  old_sha256, old_h1, old_size, old_first_seen_unix, old_source, old_accepted_by,
                  new_sha256, new_h1, new_size, operator, reason, accepted_unix)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            params![
-                module,
-                version,
-                artifact.as_str(),
-                old.as_ref().map(|o| &o.sha256),
-                old.as_ref().and_then(|o| o.h1.as_ref()),
-                old.as_ref().map(|o| o.size),
-                old.as_ref().map(|o| o.first_seen_unix),
-                old.as_ref().map(|o| &o.source),
-                old.as_ref().and_then(|o| o.accepted_by.as_ref()),
-                entry.sha256,
-                entry.h1,
-                obs.size,
-                operator,
-                reason,
-                now,
-            ],
-        )
-        .map_err(sql_err)?;
-        tx.execute(
-            "INSERT INTO entries (module, version, artifact, sha256, h1, size,
+                params![
+                    module,
+                    version,
+                    artifact.as_str(),
+                    old.as_ref().map(|o| &o.sha256),
+                    old.as_ref().and_then(|o| o.h1.as_ref()),
+                    old.as_ref().map(|o| o.size),
+                    old.as_ref().map(|o| o.first_seen_unix),
+                    old.as_ref().map(|o| &o.source),
+                    old.as_ref().and_then(|o| o.accepted_by.as_ref()),
+                    entry.sha256,
+                    entry.h1,
+                    obs.size,
+                    operator,
+                    reason,
+                    now,
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO entries (module, version, artifact, sha256, h1, size,
                                   first_seen_unix, source, accepted_by)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (module, version, artifact) DO UPDATE SET
                  sha256 = excluded.sha256, h1 = excluded.h1, size = excluded.size,
                  first_seen_unix = excluded.first_seen_unix, source = excluded.source,
                  accepted_by = excluded.accepted_by",
-            params![
-                entry.module,
-                entry.version,
-                artifact.as_str(),
-                entry.sha256,
-                entry.h1,
-                obs.size,
-                entry.first_seen_unix,
-                entry.source,
-                entry.accepted_by,
-            ],
-        )
-        .map_err(sql_err)?;
-        tx.commit().map_err(sql_err)?;
-        Ok(entry)
+                params![
+                    entry.module,
+                    entry.version,
+                    artifact.as_str(),
+                    entry.sha256,
+                    entry.h1,
+                    obs.size,
+                    entry.first_seen_unix,
+                    entry.source,
+                    entry.accepted_by,
+                ],
+            )?;
+            Ok(entry)
+        })
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction that first reads the record of
+    /// `(module, version, artifact)`, and commits it when `work` succeeds (dropped, it rolls
+    /// back); SQLite's errors are reported as `op` on that record.
+    fn on_record<T>(
+        &self,
+        op: &'static str,
+        (module, version, artifact): (&str, &str, Artifact),
+        work: impl FnOnce(&RecordTx<'_>, Option<RawEntry>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let key = key_of(module, version, Some(artifact));
+        let sql_err = |source| LedgerError::Sqlite {
+            op,
+            key: key.clone(),
+            source,
+        };
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        let recorded = select_entry(&tx, module, version, artifact).map_err(sql_err)?;
+        let tx = RecordTx {
+            tx,
+            op,
+            key: key.clone(),
+        };
+        let out = work(&tx, recorded)?;
+        tx.tx.commit().map_err(sql_err)?;
+        Ok(out)
     }
 
     /// Every acceptance recorded for any artifact of `module@version`,
@@ -639,6 +642,25 @@ impl Ledger {
             key: "entries".to_owned(),
             detail: format!("negative row count {n}"),
         })
+    }
+}
+
+/// The transaction of [`Ledger::on_record`]: statements fail as its operation on its record.
+struct RecordTx<'c> {
+    tx: rusqlite::Transaction<'c>,
+    op: &'static str,
+    key: String,
+}
+
+impl RecordTx<'_> {
+    fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, LedgerError> {
+        self.tx
+            .execute(sql, params)
+            .map_err(|source| LedgerError::Sqlite {
+                op: self.op,
+                key: self.key.clone(),
+                source,
+            })
     }
 }
 

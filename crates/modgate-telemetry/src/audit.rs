@@ -177,6 +177,19 @@ pub struct AuditRecord {
     /// For non-request audit events (e.g. `"cache-purge"`): the event name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// Advisories of the vulnerability policy that count against the version (it was denied
+    /// for them, or let through in report mode).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub advisories: Vec<String>,
+    /// Report mode: what the version would have been denied for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_deny: Option<String>,
+    /// Versions left out of a `list` or `@latest` answer: `version (IDs)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<String>,
+    /// Waivers that kept an advisory from counting: `ID: reason (until date)`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waived: Vec<String>,
 }
 
 impl AuditRecord {
@@ -195,34 +208,27 @@ impl AuditRecord {
 }
 
 /// Formats `t` as RFC 3339 UTC with millisecond precision, e.g. `2026-11-21T10:00:00.123Z`.
-/// Times before the Unix epoch are clamped to the epoch.
+/// Times before the Unix epoch are clamped to the epoch, times past jiff's last civil
+/// instant (9999-12-31T23:59:59.999) to that instant.
 pub fn rfc3339_millis(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let millis = d.subsec_millis();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
-    if y > 9999 {
-        return format!(
-            "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-            rem / 3600,
-            (rem % 3600) / 60,
-            rem % 60
-        );
-    }
+    let (dt, millis) = match utc_civil(d.as_secs()) {
+        Some(dt) => (dt, d.subsec_millis()),
+        None => (jiff::civil::DateTime::MAX, 999),
+    };
     // Digits written in place: `format!` with seven arguments cost about 0.25 µs per record.
     let mut b = *b"0000-00-00T00:00:00.000Z";
     for (range, v) in [
-        (0..4, y),
-        (5..7, m),
-        (8..10, day),
-        (11..13, rem / 3600),
-        (14..16, (rem % 3600) / 60),
-        (17..19, rem % 60),
-        (20..23, u64::from(millis)),
+        (0..4, i32::from(dt.year())),
+        (5..7, i32::from(dt.month())),
+        (8..10, i32::from(dt.day())),
+        (11..13, i32::from(dt.hour())),
+        (14..16, i32::from(dt.minute())),
+        (17..19, i32::from(dt.second())),
+        (20..23, i32::try_from(millis).unwrap_or(0)),
     ] {
-        let mut v = v;
+        // Every field is non-negative here: the year is 1970..=9999.
+        let mut v = v.unsigned_abs();
         for d in b[range].iter_mut().rev() {
             *d = b'0' + (v % 10) as u8;
             v /= 10;
@@ -231,19 +237,15 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     b.iter().map(|&c| char::from(c)).collect()
 }
 
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`, restricted to non-negative day counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+/// Unix seconds → the UTC civil date and time (jiff's proleptic Gregorian calendar);
+/// `None` past 9999-12-31T23:59:59. A `civil::DateTime` rather than a `Timestamp`: the
+/// timestamp range stops a day short of 9999-12-31 (it leaves room for any offset).
+fn utc_civil(secs: u64) -> Option<jiff::civil::DateTime> {
+    const EPOCH: jiff::civil::DateTime = jiff::civil::DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
+    let secs = i64::try_from(secs).ok()?;
+    EPOCH
+        .checked_add(jiff::SignedDuration::from_secs(secs))
+        .ok()
 }
 
 /// Where audit lines go.
@@ -1100,6 +1102,10 @@ mod tests {
             upstream: None,
             cache: Some("none".into()),
             event: None,
+            advisories: Vec::new(),
+            would_deny: None,
+            withheld: Vec::new(),
+            waived: Vec::new(),
         }
     }
 
@@ -1132,13 +1138,27 @@ mod tests {
             rfc3339_millis(UNIX_EPOCH - Duration::from_secs(5)),
             "1970-01-01T00:00:00.000Z"
         );
+        // 2100 is not a leap year; the last second jiff's civil calendar holds; past it.
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH + Duration::from_secs(4_107_456_000 + 86_400)),
+            "2100-03-01T00:00:00.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH + Duration::from_secs(253_402_300_799)),
+            "9999-12-31T23:59:59.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH + Duration::from_secs(253_402_300_800)),
+            "9999-12-31T23:59:59.999Z"
+        );
         assert_eq!(AuditRecord::now().ts.len(), 24);
         // Every millisecond of a few days and years, against the formatting it replaced.
         let days = [0u64, 59, 365, 10_957, 11_016, 19_782, 20_513, 2_932_896];
         for (i, day) in days.into_iter().enumerate() {
             for ms in (0..86_400_000u64).step_by(3_600_007 + i) {
                 let t = UNIX_EPOCH + Duration::from_millis(day * 86_400_000 + ms);
-                let (y, m, d) = civil_from_days(day);
+                let date = utc_civil(day * 86_400).expect("in range");
+                let (y, m, d) = (date.year(), date.month(), date.day());
                 let rem = ms / 1000;
                 let want = format!(
                     "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",

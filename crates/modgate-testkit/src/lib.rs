@@ -17,6 +17,7 @@ pub mod sumdb;
 pub mod tlsclient;
 pub mod tmpfs;
 pub mod tools;
+pub mod vulndb;
 
 pub use canary::{CanaryLog, Role};
 pub use client::{curl, get, metric, raw_request, request, CurlResult, Response};

@@ -273,6 +273,12 @@ impl VulnDb {
         Ok(out)
     }
 
+    /// Whether any advisory (not withdrawn) names `module`: only then can a version of it be
+    /// affected.
+    pub fn names_module(&self, module: &str) -> bool {
+        self.by_module.contains_key(module)
+    }
+
     /// Every file to serve under `/vulndb/`, by path relative to it (`index/db.json`,
     /// `index/db.json.gz`, `ID/GO-2022-0475.json.gz`, ...), in path order.
     pub fn files(&self) -> impl Iterator<Item = (&str, &Arc<[u8]>)> {

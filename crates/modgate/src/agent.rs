@@ -48,20 +48,48 @@ use crate::tls;
 use crate::upstream::UpstreamUrl;
 use crate::upstream::{GatewayClient, Upstream};
 
-/// How `modgate agent` was asked to run.
+/// How `modgate agent` was asked to run (its command line; the field comments are the help).
+#[derive(clap::Args)]
 pub struct AgentOptions {
+    /// The gateway's URL, e.g. https://modgate.corp (with its path prefix, if any).
+    #[arg(long)]
     pub gateway: String,
+    /// Your client certificate (PEM, chain allowed); reloaded when it changes.
+    #[arg(long)]
     pub cert: PathBuf,
+    /// Your private key (PEM).
+    #[arg(long)]
     pub key: PathBuf,
+    /// CA bundle that verifies the gateway (system roots when absent).
+    #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// Where `go` connects: GOPROXY=http://<this address>.
+    #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// TLS server name to send and verify (the URL's host when absent).
+    #[arg(long)]
     pub server_name: Option<String>,
+    /// How often the certificate files are checked for renewal, in seconds.
+    #[arg(long, default_value = "2", value_parser = watch_interval)]
     pub watch: Duration,
+    /// Allow a non-loopback --listen address.
+    #[arg(long)]
     pub allow_remote: bool,
-    /// Users (names or uids) besides the agent's own who may use it.
+    /// Also lend the certificate to this local user (name or uid; repeatable). By default
+    /// only the agent's own user (and root) may use it; other users get a 403.
+    #[arg(long = "allow-user", value_name = "USER")]
     pub allow_users: Vec<String>,
-    /// `None`: [`default_pid_file`].
+    /// PID file (default: agent-<listen address>.pid in the per-user runtime directory,
+    /// $XDG_RUNTIME_DIR/modgate or /tmp/modgate-<uid>, so agents never share one).
+    #[arg(long)]
     pub pid_file: Option<String>,
+}
+
+/// `--watch SECONDS`: any float; one a `Duration` cannot hold (negative, NaN, huge) means
+/// the default 2 s.
+fn watch_interval(s: &str) -> Result<Duration, std::num::ParseFloatError> {
+    let secs: f64 = s.parse()?;
+    Ok(Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(2)))
 }
 
 /// The agent's own pid file in the per-user runtime directory, one per listen address (two
@@ -594,32 +622,11 @@ fn untrusted_gateway(text: &str) -> Option<String> {
 /// The innermost explanation of an error: its deepest cause that is not itself a Pingora error,
 /// else the deepest context, else the error type.
 fn innermost(e: &Error) -> String {
-    let mut found: Option<String> = None;
-    let mut cur = e;
-    loop {
-        if let Some(c) = &cur.context {
-            found = Some(c.as_str().to_string());
-        }
-        match cur.cause.as_deref() {
-            Some(c) => match c
-                .downcast_ref::<Box<Error>>()
-                .map(|b| &**b)
-                .or_else(|| c.downcast_ref::<Error>())
-            {
-                Some(inner) => cur = inner,
-                None => {
-                    let text = c.to_string();
-                    // Pingora's stand-in when a connect error has no cause of its own.
-                    if !text.is_empty() && !text.starts_with("local address ") {
-                        found = Some(text);
-                    }
-                    break;
-                }
-            },
-            None => break,
-        }
-    }
-    found.unwrap_or_else(|| e.etype().as_str().to_string())
+    let chain = crate::error_chain::walk(e);
+    chain
+        .cause
+        .or(chain.context)
+        .unwrap_or_else(|| e.etype().as_str().to_string())
 }
 
 /// The CAs the handshake probe verifies the gateway with: `--ca`, else the system's (as
@@ -657,8 +664,7 @@ pub fn run(o: AgentOptions) -> anyhow::Result<()> {
         .map(|u| crate::peer::resolve_user(u).map_err(|e| anyhow::anyhow!("--allow-user: {e}")))
         .collect::<anyhow::Result<Vec<u32>>>()?;
     let users = Users {
-        // SAFETY: geteuid(2) cannot fail and touches no memory.
-        owner: unsafe { libc::geteuid() },
+        owner: rustix::process::geteuid().as_raw(),
         allowed,
         remote: o.allow_remote,
     };

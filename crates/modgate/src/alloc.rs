@@ -41,7 +41,8 @@ fn tune() {
         ),
     ] {
         // SAFETY: getenv reads the environment without allocating; nothing modifies it this
-        // early. mi_option_set only stores an integer in mimalloc's option table.
+        // early (libc, not std::env or rustix: this runs before main, where std's variant would
+        // allocate through the allocator being tuned, and rustix has no getenv). mi_option_set only stores an integer in mimalloc's option table.
         unsafe {
             if libc::getenv(env.as_ptr()).is_null() && libc::getenv(legacy.as_ptr()).is_null() {
                 libmimalloc_sys::mi_option_set(option, value);

@@ -31,6 +31,7 @@ mod access;
 mod cache;
 pub mod fetched;
 mod identity;
+mod versions;
 
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
@@ -38,6 +39,13 @@ pub use fetched::FetchedConfig;
 pub use identity::{
     AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CertFormat, CidrValue,
     ForwardIdentityConfig, ForwardNames, ForwardedInput, ListenerTls, TelemetryConfig,
+};
+#[cfg(test)]
+pub use versions::parse_expiry;
+#[cfg(test)]
+pub use versions::WaiverConfig;
+pub use versions::{
+    mode_for, AdvisoryFilter, RetractionsConfig, VersionMode, VersionsConfig, VulnerabilitiesConfig,
 };
 
 /// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused
@@ -104,6 +112,9 @@ pub struct GatewayConfig {
     /// The process log (format and level; `RUST_LOG`, when set, decides the level instead).
     #[serde(default)]
     pub log: LogConfig,
+    /// Which versions anyone may build with (the vulnerability database and its policy).
+    #[serde(default)]
+    pub versions: VersionsConfig,
 }
 
 /// `log:` section.
@@ -538,8 +549,7 @@ pub fn instance_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(d) if d.is_absolute() => d.join("modgate"),
         _ => {
-            // SAFETY: getuid(2) cannot fail and touches no memory.
-            let uid = unsafe { libc::getuid() };
+            let uid = rustix::process::getuid().as_raw();
             PathBuf::from(format!("/tmp/modgate-{uid}"))
         }
     }
@@ -796,6 +806,15 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
             ));
         }
     }
+    let routes: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    let roles: Vec<&str> = config
+        .access
+        .policy
+        .roles()
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    config.versions.check(&routes, &roles)?;
     Ok(())
 }
 

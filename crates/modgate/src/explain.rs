@@ -71,6 +71,7 @@ pub fn explain(
         caching: true,
         listener: None,
         refresh: false,
+        now: crate::proxy::admit::unix_now(),
     };
     let identity = RequestIdentity {
         principal: principal.clone(),
@@ -165,6 +166,29 @@ pub fn explain(
         }
     } else {
         let _ = writeln!(out, "route:    none matches");
+    }
+    if let Some(j) = &admission.vulns {
+        match &j.judged {
+            Some(judged) => {
+                let _ = writeln!(
+                    out,
+                    "vulnerabilities: {} ({}): {}",
+                    judged.ids.join(", "),
+                    judged.mode.as_str(),
+                    judged.reason
+                );
+            }
+            None => {
+                let _ = writeln!(out, "vulnerabilities: none that count");
+            }
+        }
+        for w in &j.waived {
+            let _ = writeln!(
+                out,
+                "waived:   {}: {} (until {})",
+                w.advisory, w.reason, w.expires
+            );
+        }
     }
     match &admission.verdict {
         Verdict::Forward { cache_plan, .. } => {

@@ -271,6 +271,10 @@ pub struct Gateway {
     /// The Git host of each `kind: git` upstream, as an HTTP upstream carrying the gateway's
     /// credential, for the git smart HTTP proxy.
     pub git_hosts: BTreeMap<String, Arc<Upstream>>,
+    /// `versions.vulnerabilities`: the loaded database and its policy.
+    pub vulns: Option<Arc<crate::vulns::VulnPolicy>>,
+    /// `versions.retractions`.
+    pub retractions: Option<crate::config::RetractionsConfig>,
 }
 
 impl Gateway {
@@ -325,7 +329,13 @@ impl Gateway {
             .map(|(name, c)| (name.0.clone(), Arc::new(Upstream::from_config(&name.0, c))))
             .collect();
         let (git, git_hosts) = git_upstreams(config, &config.ttls())?;
+        let vulns = match &config.versions.vulnerabilities {
+            Some(v) => Some(Arc::new(crate::vulns::VulnPolicy::load(v)?)),
+            None => None,
+        };
         Ok(Gateway {
+            vulns,
+            retractions: config.versions.retractions.clone(),
             git_hosts,
             public_url: config
                 .server

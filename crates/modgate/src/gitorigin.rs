@@ -239,8 +239,7 @@ pub fn request_mirror_refresh(config: &GatewayConfig, dir: &Path, module: &str) 
 /// mirrors, hooks or links in it). Changes nothing.
 fn not_ours(meta: &std::fs::Metadata) -> Option<String> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     let mode = meta.permissions().mode() & 0o7777;
     if meta.file_type().is_symlink() {
         Some("is a symbolic link".to_string())

@@ -98,6 +98,7 @@ pub fn on_this_host(client: IpAddr, server: IpAddr, host: &[IpAddr]) -> bool {
 /// The addresses of this host's interfaces (`getifaddrs(3)`); an error when they cannot be
 /// listed.
 pub fn host_addresses() -> std::io::Result<Vec<IpAddr>> {
+    // libc, not rustix: rustix has no getifaddrs.
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills in `head` with a list it allocates, freed below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
@@ -143,6 +144,7 @@ pub fn describe(uid: u32) -> String {
 
 /// The name of `uid` in the user database.
 fn user_name(uid: u32) -> Option<String> {
+    // libc, not rustix: rustix has no passwd-database lookup (getpwuid_r goes through NSS).
     let mut buf = vec![0 as libc::c_char; 4096];
     // SAFETY: an all-zero passwd is a valid value for getpwuid_r to fill in.
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };

@@ -18,18 +18,11 @@ use crate::config::{AuditOutput, GatewayConfig};
 
 /// Whether this user may write into (and enter) `path`, per `access(2)`.
 fn writable(path: &Path) -> Result<(), String> {
+    use rustix::fs::Access;
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| format!("{}: contains a NUL byte", path.display()))?;
-    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ))
-    }
+    rustix::fs::access(c.as_c_str(), Access::WRITE_OK | Access::EXEC_OK)
+        .map_err(|e| format!("{}: {}", path.display(), std::io::Error::from(e)))
 }
 
 /// Why the directory `dir` could not be used or created with its parents (`create_dir_all`):
@@ -71,12 +64,8 @@ pub fn appendable_file(file: &Path) -> Result<(), String> {
         Ok(_) => {
             let c = CString::new(file.as_os_str().as_bytes())
                 .map_err(|_| "contains a NUL byte".to_string())?;
-            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-            if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
-                Ok(())
-            } else {
-                Err(format!("not writable: {}", std::io::Error::last_os_error()))
-            }
+            rustix::fs::access(c.as_c_str(), rustix::fs::Access::WRITE_OK)
+                .map_err(|e| format!("not writable: {}", std::io::Error::from(e)))
         }
         Err(_) => {
             let parent = match file.parent() {

@@ -44,8 +44,7 @@ pub fn unsafe_because(meta: &std::fs::Metadata, euid: u32) -> Option<String> {
 }
 
 fn euid() -> u32 {
-    // SAFETY: geteuid(2) cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// Checks that `dir` is a private directory of this user, without creating it. `hint` says what
@@ -101,7 +100,6 @@ pub fn write_nofollow(path: &Path, text: &[u8]) -> std::io::Result<()> {
 /// any descriptor of the file, so nothing else in the process may open it while it runs.
 pub fn write_locked_pid(path: &Path) -> std::io::Result<File> {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     let pid = std::process::id();
     let name = path
         .file_name()
@@ -122,11 +120,8 @@ pub fn write_locked_pid(path: &Path) -> std::io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)?;
     let written = (|| {
-        let lock = whole_file_lock(libc::F_WRLCK);
-        // SAFETY: F_SETLK reads the flock struct, valid for the call, on a descriptor we own.
-        if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &lock) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // F_SETLK with F_WRLCK on the whole file (a process lock, which F_GETLK reports).
+        rustix::fs::fcntl_lock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
         f.write_all(format!("{pid}\n").as_bytes())?;
         std::fs::rename(&tmp, path)
     })();
@@ -137,7 +132,8 @@ pub fn write_locked_pid(path: &Path) -> std::io::Result<File> {
     Ok(f)
 }
 
-/// A lock request of type `kind` on the whole file.
+/// A lock request of type `kind` on the whole file, for `F_GETLK` (libc, not rustix: rustix's
+/// `fcntl_lock` only sets locks, and `running_pid` asks who holds one).
 fn whole_file_lock(kind: libc::c_int) -> libc::flock {
     // SAFETY: flock is plain data; all-zero is a valid value, completed below.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };

@@ -232,29 +232,8 @@ struct GetError {
 /// A Pingora error in one line: its type, the innermost context and the underlying cause,
 /// e.g. `ConnectRefused: Fail to connect to 127.0.0.1:9: Connection refused (os error 111)`.
 fn brief(e: &pingora::Error) -> String {
-    let mut context = None;
-    let mut cause = None;
-    let mut cur = e;
-    loop {
-        if let Some(c) = &cur.context {
-            context = Some(c.as_str().to_owned());
-        }
-        match cur.cause.as_deref() {
-            Some(c) => match c.downcast_ref::<pingora::BError>() {
-                Some(inner) => cur = inner,
-                None => {
-                    let text = c.to_string();
-                    // Pingora's stand-in when a connect error has no cause of its own.
-                    if !text.is_empty() && !text.starts_with("local address ") {
-                        cause = Some(text);
-                    }
-                    break;
-                }
-            },
-            None => break,
-        }
-    }
-    let parts: Vec<String> = context.into_iter().chain(cause).collect();
+    let chain = crate::error_chain::walk(e);
+    let parts: Vec<String> = chain.context.into_iter().chain(chain.cause).collect();
     if parts.is_empty() {
         e.reason_str().to_owned()
     } else {

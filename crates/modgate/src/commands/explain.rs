@@ -15,12 +15,19 @@ use super::{load_config, Exit, Outcome};
 use crate::config::GatewayConfig;
 use crate::{explain, gateway, identity};
 
-/// The request to explain and who asks.
+/// The request to explain and who asks (the command line of `modgate explain`; the field
+/// comments are its help).
+#[derive(clap::Args)]
 pub struct Question {
-    /// `MODULE[@VERSION]`.
+    /// Module path, optionally with @version (e.g. github.com/Azure/go-autorest@v14.2.0+incompatible).
     pub target: String,
+    /// Request kind: list, latest, info, mod or zip (zip when a version is given, else list).
+    #[arg(long)]
     pub kind: Option<RequestKind>,
+    /// Configuration file.
+    #[arg(short, long, default_value = "gateway.yaml")]
     pub config: PathBuf,
+    #[command(flatten)]
     pub who: identity::ExplainIdentity,
 }
 

@@ -82,14 +82,28 @@ pub fn show(config: &GatewayConfig, what: Option<&str>) -> Outcome {
     Ok(Exit::Success)
 }
 
-/// What `modgate ledger accept` is asked to record.
-pub struct Accept<'a> {
-    pub target: &'a str,
-    pub artifact: &'a str,
-    pub sha256: &'a str,
-    pub h1: Option<&'a str>,
+/// What `modgate ledger accept` is asked to record (its command line; the field comments are
+/// its help).
+#[derive(clap::Args)]
+pub struct Accept {
+    /// MODULE@VERSION.
+    pub target: String,
+    /// Which file of the version.
+    #[arg(value_parser = ["info", "mod", "zip"])]
+    pub artifact: String,
+    /// SHA-256 of the new bytes, 64 hex digits (what `sha256sum` prints).
+    #[arg(long, value_name = "HEX")]
+    pub sha256: String,
+    /// The go.sum `h1:` hash of the new bytes (.mod and .zip; a .mod's follows from its
+    /// sha256 and is filled in).
+    #[arg(long, value_name = "H1")]
+    pub h1: Option<String>,
+    /// Size of the new bytes; refused when the ledger already saw this sha256 with another.
+    #[arg(long, value_name = "BYTES")]
     pub size: u64,
-    pub reason: &'a str,
+    /// Why the change is accepted (kept in the ledger history and the audit log).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// Bytes the ledger has already seen, somewhere: what their sha256 fixes.
@@ -197,9 +211,9 @@ fn consistent_h1(
 }
 
 /// `modgate ledger accept`.
-pub fn accept(config: &GatewayConfig, a: &Accept<'_>) -> Outcome {
+pub fn accept(config: &GatewayConfig, a: &Accept) -> Outcome {
     let c = cache_config(config)?;
-    let (module, version) = target(a.target)?;
+    let (module, version) = target(&a.target)?;
     let version = version.context("give MODULE@VERSION")?;
     let artifact: Artifact = a.artifact.parse()?;
     let sha256 = a.sha256.trim().to_ascii_lowercase();
@@ -210,7 +224,7 @@ pub fn accept(config: &GatewayConfig, a: &Accept<'_>) -> Outcome {
     );
     let ledger = Ledger::open(&c.ledger_path())?;
     let known = known_as(&ledger, &module, &version, &sha256)?;
-    let h1 = consistent_h1(artifact, &sha256, a.h1, a.size, &known)?;
+    let h1 = consistent_h1(artifact, &sha256, a.h1.as_deref(), a.size, &known)?;
     let actor = Actor::current();
     let who = actor.label();
     let entry = ledger.accept(
@@ -221,7 +235,7 @@ pub fn accept(config: &GatewayConfig, a: &Accept<'_>) -> Outcome {
         h1.as_deref(),
         a.size,
         &who,
-        a.reason,
+        &a.reason,
     )?;
     println!(
         "{module}@{version} .{artifact} now pinned to sha256:{} ({} bytes), accepted by {who}",

@@ -50,8 +50,8 @@ impl Actor {
 
 /// The name of the effective uid's account (`uid <n>` when it has none).
 fn account_name() -> String {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
+    // libc, not rustix: rustix has no passwd-database lookup (getpwuid_r goes through NSS).
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     // SAFETY: an all-zero `passwd` is a valid value of the C struct (null pointers, zeros);
     // getpwuid_r only writes into it.

@@ -18,10 +18,17 @@ pub const DEFAULT_COST: u32 = 10;
 /// Longest standard input read (a password is one line).
 const MAX_INPUT: u64 = 4096;
 
-/// What to write.
-pub struct Request<'a> {
-    pub user: &'a str,
-    pub groups: &'a [String],
+/// What to write (the command line of `modgate passwd`; the field comments are its help).
+#[derive(clap::Args)]
+pub struct Request {
+    /// User name (no whitespace, ':' or leading '#').
+    pub user: String,
+    /// Groups, comma-separated (or repeat the flag).
+    #[arg(long, value_delimiter = ',', value_name = "GROUP,...")]
+    pub groups: Vec<String>,
+    /// bcrypt cost (work factor, 4 to 16, as the users file accepts; each step doubles the time of a check).
+    #[arg(long, default_value_t = DEFAULT_COST,
+          value_parser = clap::value_parser!(u32).range(4..=16))]
     pub cost: u32,
 }
 
@@ -87,10 +94,10 @@ fn password_from(input: &str) -> anyhow::Result<String> {
 
 /// Hashes the password and builds the users-file line, then reads it back with the gateway's
 /// own parser: the line must name exactly this user with exactly these groups.
-fn line_for(req: &Request<'_>, password: &str) -> anyhow::Result<String> {
-    check_names(req.user, req.groups)?;
+fn line_for(req: &Request, password: &str) -> anyhow::Result<String> {
+    check_names(&req.user, &req.groups)?;
     let mut groups: Vec<&str> = Vec::new();
-    for g in req.groups {
+    for g in &req.groups {
         if !groups.contains(&g.as_str()) {
             groups.push(g);
         }
@@ -104,9 +111,9 @@ fn line_for(req: &Request<'_>, password: &str) -> anyhow::Result<String> {
     let db = UserDb::parse(Path::new("<modgate passwd>"), &line)?;
     anyhow::ensure!(
         db.len() == 1
-            && db.contains(req.user)
+            && db.contains(&req.user)
             && db
-                .groups(req.user)
+                .groups(&req.user)
                 .is_some_and(|g| g.iter().map(String::as_str).eq(groups.iter().copied())),
         "the users-file parser does not read the line back as user {:?} with groups {groups:?}",
         req.user
@@ -115,20 +122,18 @@ fn line_for(req: &Request<'_>, password: &str) -> anyhow::Result<String> {
 }
 
 /// Turns terminal echo off for as long as it lives (when standard input is a terminal).
-struct EchoOff(Option<libc::termios>);
+struct EchoOff(Option<rustix::termios::Termios>);
 
 impl EchoOff {
     fn new() -> EchoOff {
-        // SAFETY: an all-zero termios is a valid value of the C struct; tcgetattr fills it.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: fd 0 and a pointer to a live termios.
-        if unsafe { libc::tcgetattr(0, &mut t) } != 0 {
+        use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+        let stdin = std::io::stdin();
+        let Ok(saved) = tcgetattr(&stdin) else {
             return EchoOff(None);
-        }
-        let saved = t;
-        t.c_lflag &= !libc::ECHO;
-        // SAFETY: as above; the settings are the current ones with ECHO cleared.
-        if unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) } != 0 {
+        };
+        let mut t = saved.clone();
+        t.local_modes.remove(LocalModes::ECHO);
+        if tcsetattr(&stdin, OptionalActions::Now, &t).is_err() {
             return EchoOff(None);
         }
         EchoOff(Some(saved))
@@ -138,8 +143,11 @@ impl EchoOff {
 impl Drop for EchoOff {
     fn drop(&mut self) {
         if let Some(saved) = &self.0 {
-            // SAFETY: restores settings tcgetattr returned for the same descriptor.
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                saved,
+            );
         }
     }
 }
@@ -171,10 +179,10 @@ fn read_input(user: &str) -> anyhow::Result<String> {
 }
 
 /// `modgate passwd`.
-pub fn passwd(req: &Request<'_>) -> Outcome {
+pub fn passwd(req: &Request) -> Outcome {
     // Names first: a bad one is refused before a password is asked for.
-    check_names(req.user, req.groups)?;
-    let password = password_from(&read_input(req.user)?)?;
+    check_names(&req.user, &req.groups)?;
+    let password = password_from(&read_input(&req.user)?)?;
     if password.chars().any(char::is_whitespace) {
         eprintln!(
             "modgate: warning: the password contains whitespace, which a .netrc file (where the \
@@ -191,10 +199,10 @@ mod tests {
 
     use modgate_identity::{Authenticator, Presented};
 
-    fn req<'a>(user: &'a str, groups: &'a [String]) -> Request<'a> {
+    fn req(user: &str, groups: &[String]) -> Request {
         Request {
-            user,
-            groups,
+            user: user.to_owned(),
+            groups: groups.to_vec(),
             cost: 4,
         }
     }

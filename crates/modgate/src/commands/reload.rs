@@ -138,12 +138,15 @@ pub fn reload(path: &Path, timeout_secs: f64) -> Outcome {
         .filter(|r| r.pid == pid as u32)
         .map(|r| r.attempt)
         .unwrap_or(0);
-    // SAFETY: kill(2) with a positive pid and a valid signal number has no memory effects.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+    // `running_pid` only returns a positive pid (never 0 or a group).
+    let Some(target) = rustix::process::Pid::from_raw(pid) else {
+        anyhow::bail!("pid file {} names pid {pid}", pid_file.display());
+    };
+    if let Err(e) = rustix::process::kill_process(target, rustix::process::Signal::HUP) {
         anyhow::bail!(
             "cannot signal pid {pid} (from {}): {}",
             pid_file.display(),
-            std::io::Error::last_os_error()
+            std::io::Error::from(e)
         );
     }
     // (`try_`: a NaN given as --timeout would make `from_secs_f64` panic.)

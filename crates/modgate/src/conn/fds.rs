@@ -125,36 +125,28 @@ pub fn init() -> u64 {
 }
 
 fn current_nofile() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim.rlim_cur)
+    Some(
+        rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(libc::RLIM_INFINITY),
+    )
 }
 
 /// Sets the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
 pub fn raise_nofile() -> std::io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    // rustix spells RLIM_INFINITY `None`; as a number it is the largest limit.
+    let value = |l: Option<u64>| l.unwrap_or(libc::RLIM_INFINITY);
+    let mut lim = getrlimit(Resource::Nofile);
+    if value(lim.current) < value(lim.maximum) {
+        let raised = rustix::process::Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
         };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        setrlimit(Resource::Nofile, raised)?;
         lim = raised;
     }
-    Ok(lim.rlim_cur)
+    Ok(value(lim.current))
 }
 
 #[cfg(test)]

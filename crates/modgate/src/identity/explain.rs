@@ -5,11 +5,21 @@ use modgate_policy::{Principal, PrincipalSource};
 
 use super::{add_credentials, cert_principal};
 
-/// The identity `modgate explain` decides for: a certificate file, a user or a token name.
+/// The identity `modgate explain` decides for: a certificate file, a user or a token name
+/// (flattened into its command line; the field comments are the help).
+#[derive(clap::Args)]
 pub struct ExplainIdentity {
+    /// Decide for the identity in this client certificate (PEM).
+    #[arg(long, conflicts_with_all = ["user", "token_name"])]
     pub cert: Option<std::path::PathBuf>,
+    /// Decide for this basic-auth user (groups from the users file).
+    #[arg(long, conflicts_with = "token_name")]
     pub user: Option<String>,
+    /// Decide for this bearer token name (groups from the tokens file).
+    #[arg(long)]
     pub token_name: Option<String>,
+    /// Extra group memberships to assume.
+    #[arg(long = "group")]
     pub groups: Vec<String>,
 }
 

@@ -264,6 +264,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         fetched,
         server,
         listeners,
+        versions,
     } = new;
     let (old_routes, new_routes) = (routes_by_name(&old.routes), routes_by_name(routes));
     diff_named("route", &old_routes, &new_routes, &mut live);
@@ -293,6 +294,9 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
     }
     if old.log != *log {
         live.push("log settings changed".to_string());
+    }
+    if old.versions != *versions {
+        live.push("versions policy changed".to_string());
     }
     match (&old.cache, cache) {
         (Some(o), Some(n)) => {
@@ -617,6 +621,17 @@ sumdb:
             ("sumdb", L, |c| c.sumdb.clear()),
             ("log", L, |c| {
                 c.log.level = config::LogLevel(log::LevelFilter::Trace)
+            }),
+            ("versions", L, |c| {
+                c.versions.vulnerabilities = Some(config::VulnerabilitiesConfig {
+                    db: config::PathValue("/var/lib/modgate/vulndb".into()),
+                    mode: config::VersionMode::Report,
+                    routes: Default::default(),
+                    roles: Default::default(),
+                    only: None,
+                    waivers: Vec::new(),
+                    serve: true,
+                })
             }),
         ];
         wrong.extend(classify("gateway", &sample, |c| c, whole));

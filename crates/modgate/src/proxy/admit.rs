@@ -21,7 +21,7 @@ use crate::gateway::Gateway;
 use crate::gitorigin::{Captures, GitUpstream};
 use crate::host::request_host;
 use crate::identity::{self, IdentityError, RequestIdentity};
-use crate::model::ListenerRuntime;
+use crate::model::{ListenerRuntime, Model};
 use crate::upstream::Upstream;
 
 /// The role an identity must hold to use the admin endpoint when `access:` is configured.
@@ -48,6 +48,38 @@ pub struct Scope<'a> {
     /// A background refresh of a cached answer (stale-while-revalidate), made by the gateway
     /// for a request that was itself admitted: it carries no identity and is not decided again.
     pub refresh: bool,
+    /// Now, in Unix seconds (waivers expire).
+    pub now: i64,
+}
+
+impl<'a> Scope<'a> {
+    /// A request that came in on `listener`, decided against `model` (`refresh`: the gateway's
+    /// own background refresh of a cached answer).
+    pub fn on_listener(
+        model: &'a Model,
+        listener: &'a ListenerRuntime,
+        caching: bool,
+        refresh: bool,
+    ) -> Scope<'a> {
+        Scope {
+            gateway: &model.gateway,
+            ttl: &model.ttl,
+            caching,
+            listener: Some(listener),
+            refresh,
+            now: unix_now(),
+        }
+    }
+}
+
+/// Where the loaded vulnerability database is served (under the path prefix).
+pub const VULNDB_PREFIX: &str = "/vulndb/";
+
+/// The current time in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// The request as received: its head and the address of the connection's peer.
@@ -82,6 +114,13 @@ pub struct Admission {
     /// to `commits` would otherwise apply, and `Inbound::commit` was not given): the gateway
     /// resolves the commit from the upstream's `.info` and admits the request again with it.
     pub commit_needed: bool,
+    /// What the vulnerability policy said of an exact version it let through or refused
+    /// (`versions.vulnerabilities`), for the audit record: the advisories that count, and
+    /// those waived.
+    pub vulns: Option<crate::vulns::Judgement>,
+    /// What `versions.retractions` said of a retracted exact version (the mode, and why), for
+    /// the audit record.
+    pub retracted: Option<(crate::config::VersionMode, String)>,
 }
 
 /// What happens to the request.
@@ -125,6 +164,17 @@ pub enum Local {
         root: String,
         /// The gateway's GOPROXY base URL.
         proxy: String,
+    },
+    /// `/vulndb/<file>`: a file of the vulnerability database the gateway loaded (the v1
+    /// layout, for `govulncheck -db`), by its path relative to `/vulndb/`.
+    VulnDb { rel: String },
+    /// A `list` or `@latest` answer without the versions the vulnerability policy refuses this
+    /// identity: made by the gateway from the chain's own answer.
+    Withheld {
+        content_type: &'static str,
+        body: bytes::Bytes,
+        /// What was left out, and why, for the audit record.
+        withheld: Vec<String>,
     },
     /// `POST /admin/cache/purge?target=…`: purge a module (or one version) from the cache.
     Purge {
@@ -285,12 +335,19 @@ impl Admission {
             principals: Vec::new(),
             matched: Vec::new(),
             commit_needed: false,
+            vulns: None,
+            retracted: None,
         }
     }
 
     /// An admission refused before the request was looked at (identity failures).
     pub fn refused(r: Refusal) -> Admission {
         Admission::new(Verdict::Refuse(r))
+    }
+
+    fn answer(mut self, local: Local) -> Admission {
+        self.verdict = Verdict::Answer(local);
+        self
     }
 
     fn refuse(mut self, r: Refusal) -> Admission {
@@ -637,6 +694,18 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
     if declares_body {
         return admission.refuse(Refusal::BadRequest("GOPROXY requests have no body".into()));
     }
+    if let Some(rel) = path.strip_prefix(VULNDB_PREFIX) {
+        if let Some(policy) = gateway.vulns.as_ref().filter(|p| p.serve) {
+            return match policy.db.file(rel) {
+                Some(_) => admission.answer(Local::VulnDb {
+                    rel: rel.to_string(),
+                }),
+                None => admission.refuse(Refusal::NotFound(format!(
+                    "{VULNDB_PREFIX}{rel}: the vulnerability database has no such file"
+                ))),
+            };
+        }
+    }
     let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     let parsed = match gateway.parser.parse(target) {
         Ok(p) => p,
@@ -779,7 +848,41 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             });
             admission.principals = attributed.principals;
             admission.matched = attributed.matched;
-            if decision.is_allowed() {
+            let vulns = match (&gateway.vulns, &req.version) {
+                (Some(policy), Some(v))
+                    if decision.is_allowed()
+                        && !scope.refresh
+                        && matches!(
+                            req.kind,
+                            RequestKind::Info | RequestKind::Mod | RequestKind::Zip
+                        ) =>
+                {
+                    Some(policy.judge(
+                        &req.module,
+                        v.as_str(),
+                        &route.name,
+                        &decision.roles,
+                        scope.now,
+                    ))
+                }
+                _ => None,
+            };
+            let vulnerable = vulns
+                .as_ref()
+                .and_then(|j| j.judged.as_ref())
+                .filter(|j| j.mode == crate::config::VersionMode::Enforce)
+                .map(|j| j.reason.clone());
+            admission.vulns = vulns;
+            if let Some(reason) = vulnerable {
+                admission.verdict = Verdict::Refuse(Refusal::Denied {
+                    message: format!(
+                        "{} may not read {}: {reason}",
+                        identity.principal.name,
+                        describe(&req)
+                    ),
+                    anonymous: false,
+                });
+            } else if decision.is_allowed() {
                 let cache_plan = if scope.caching {
                     match CachePlan::module(&route.name, &req, scope.ttl, &route.target.cache) {
                         Some(p) if route.target.per_identity_cache => {

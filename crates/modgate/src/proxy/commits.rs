@@ -18,24 +18,18 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use modgate_protocol::{ModuleRequest, RequestKind};
-use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
 use serde::Deserialize;
 
-use crate::upstream::{Chain, Upstream};
+use super::lookup::{Fetched, IdentityHeaders, Lookup};
+use crate::upstream::Chain;
 
 /// How many resolved tags are remembered (the memory is emptied when it is full).
 const KNOWN_MAX: usize = 65_536;
 /// How long "the upstream did not say" is remembered before asking again.
 pub const UNTOLD_TTL: Duration = Duration::from_secs(60);
-/// How long one resolution may take, all chain steps together.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest `.info` read (Go's own `.info` files are a few hundred bytes).
 const INFO_MAX: usize = 64 * 1024;
-/// `User-Agent` of the gateway's own requests.
-const USER_AGENT: &str = concat!("modgate/", env!("CARGO_PKG_VERSION"));
 
 /// What the chain said about a tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,18 +51,9 @@ enum Known {
 }
 
 /// The commit resolver shared by a listener's requests.
+#[derive(Default)]
 pub struct Commits {
-    connector: Connector,
     known: Mutex<HashMap<(String, String, String), Known>>,
-}
-
-impl Default for Commits {
-    fn default() -> Self {
-        Commits {
-            connector: Connector::new(None),
-            known: Mutex::new(HashMap::new()),
-        }
-    }
 }
 
 /// The part of a `.info` this module reads.
@@ -102,15 +87,6 @@ pub fn origin_hash(body: &[u8]) -> Result<Option<String>, String> {
     Ok(Some(hash.to_ascii_lowercase()))
 }
 
-/// One step's answer.
-enum Step {
-    Answer(Resolved),
-    /// 404/410.
-    Missing,
-    /// Anything else, with why.
-    Failed(String),
-}
-
 impl Commits {
     /// The commit `req` (an exact tag) points at, asked of `chain` for the route `route`.
     /// `headers` are the identity headers each upstream that forwards identity receives
@@ -118,11 +94,12 @@ impl Commits {
     /// public upstream may be asked.
     pub async fn resolve(
         &self,
+        lookup: &Lookup,
         route: &str,
         private: bool,
         chain: &Chain,
         req: &ModuleRequest,
-        headers: &(dyn Fn(&Upstream) -> Vec<(http::HeaderName, String)> + Sync),
+        headers: IdentityHeaders<'_>,
     ) -> Result<Resolved, String> {
         let version = req
             .version
@@ -139,37 +116,16 @@ impl Commits {
             version: req.version.clone(),
         };
         let path = info.upstream_path();
-        let asked = tokio::time::timeout(RESOLVE_TIMEOUT, async {
-            let mut failures = Vec::new();
-            for (i, step) in chain.steps.iter().enumerate() {
-                let upstream = &step.upstream;
-                if private && !upstream.private {
-                    return Err(format!(
-                        "refusing to send a private module path to public upstream {}",
-                        upstream.name
-                    ));
-                }
-                match self
-                    .ask(upstream, &path, &req.module, &headers(upstream))
-                    .await
-                {
-                    Step::Answer(r) => return Ok(r),
-                    Step::Missing if chain.falls_through(i, true) => continue,
-                    Step::Missing => return Ok(Resolved::NotFound),
-                    Step::Failed(why) => {
-                        failures.push(format!("{}: {why}", upstream.name));
-                        if !chain.falls_through(i, false) {
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(failures.join("; "))
-        })
-        .await;
-        let resolved = match asked {
-            Ok(r) => r?,
-            Err(_) => return Err(format!("no answer within {}s", RESOLVE_TIMEOUT.as_secs())),
+        let fetched = lookup
+            .get(chain, private, &path, &req.module, headers, INFO_MAX)
+            .await
+            .map_err(|e| format!("its .info: {e}"))?;
+        let resolved = match fetched {
+            Fetched::NotFound => Resolved::NotFound,
+            Fetched::Body(body) => match origin_hash(&body)? {
+                Some(hash) => Resolved::Commit(hash),
+                None => Resolved::Untold,
+            },
         };
         self.remember(key, &resolved);
         Ok(resolved)
@@ -196,92 +152,6 @@ impl Commits {
                 known.clear();
             }
             known.insert(key, value);
-        }
-    }
-
-    /// Asks one upstream for the `.info` at `path` (a canonical GOPROXY path).
-    async fn ask(
-        &self,
-        upstream: &Upstream,
-        path: &str,
-        module: &str,
-        identity: &[(http::HeaderName, String)],
-    ) -> Step {
-        let path = match upstream.request_path(path, Some(module)) {
-            Ok(p) => p,
-            Err(e) => return Step::Failed(e),
-        };
-        let peer = match upstream.peer().await {
-            Ok(p) => p,
-            Err(e) => return Step::Failed(e.to_string()),
-        };
-        let mut head = match RequestHeader::build("GET", path.as_bytes(), None) {
-            Ok(h) => h,
-            Err(e) => return Step::Failed(e.to_string()),
-        };
-        let mut set = || -> pingora::Result<()> {
-            head.insert_header("Host", upstream.host_header.as_str())?;
-            head.insert_header("User-Agent", USER_AGENT)?;
-            if let Some(credential) = upstream.credential() {
-                head.insert_header("Authorization", credential)?;
-            }
-            for (name, value) in identity {
-                head.insert_header(name.clone(), value.as_str())?;
-            }
-            Ok(())
-        };
-        if let Err(e) = set() {
-            return Step::Failed(e.to_string());
-        }
-        let (mut session, _reused) = match self.connector.get_http_session(&*peer).await {
-            Ok(s) => s,
-            Err(e) => return Step::Failed(e.to_string()),
-        };
-        let answer: pingora::Result<(u16, Option<Vec<u8>>)> = async {
-            session.write_request_header(Box::new(head)).await?;
-            session.finish_request_body().await?;
-            session.read_response_header().await?;
-            let status = session.response_header().map_or(0, |h| h.status.as_u16());
-            let mut body = Vec::new();
-            if status == 200 {
-                while let Some(chunk) = session.read_response_body().await? {
-                    let chunk: Bytes = chunk;
-                    if body.len() + chunk.len() > INFO_MAX {
-                        return Ok((status, None));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-            }
-            Ok((status, Some(body)))
-        }
-        .await;
-        match answer {
-            Ok((200, Some(body))) => {
-                self.connector
-                    .release_http_session(session, &*peer, Some(Duration::from_secs(60)))
-                    .await;
-                match origin_hash(&body) {
-                    Ok(Some(hash)) => Step::Answer(Resolved::Commit(hash)),
-                    Ok(None) => Step::Answer(Resolved::Untold),
-                    Err(why) => Step::Failed(why),
-                }
-            }
-            Ok((200, None)) => {
-                session.shutdown().await;
-                Step::Failed(format!("the .info is larger than {INFO_MAX} bytes"))
-            }
-            Ok((404 | 410, _)) => {
-                session.shutdown().await;
-                Step::Missing
-            }
-            Ok((status, _)) => {
-                session.shutdown().await;
-                Step::Failed(format!("the .info answered {status}"))
-            }
-            Err(e) => {
-                session.shutdown().await;
-                Step::Failed(e.to_string())
-            }
         }
     }
 }

@@ -59,9 +59,11 @@ mod forward;
 mod headers;
 mod hot;
 mod integrity;
+mod lookup;
 mod refresh;
 pub mod report;
 mod request;
+mod retractions;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,6 +97,10 @@ pub struct GatewayProxy {
     refreshes: refresh::Handovers,
     /// Which commit a tag points at, for rules limited to `commits`.
     commits: commits::Commits,
+    /// The gateway's own reads from a route's chain before it decides.
+    lookup: lookup::Lookup,
+    /// Modules' retractions, learnt from their latest go.mod.
+    retracted: retractions::Retracted,
 }
 
 impl GatewayProxy {
@@ -117,6 +123,8 @@ impl GatewayProxy {
             cache,
             refreshes: refresh::Handovers::default(),
             commits: commits::Commits::default(),
+            lookup: lookup::Lookup::default(),
+            retracted: retractions::Retracted::default(),
         })
     }
 }

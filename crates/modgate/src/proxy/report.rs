@@ -122,6 +122,12 @@ pub struct Finished<'a> {
     pub integrity_refusal: Option<&'a str>,
 }
 
+/// The `rule` of a version refused because its module retracts it.
+pub const RETRACTION_RULE: &str = "versions.retractions";
+
+/// The `rule` of a version the vulnerability policy refused.
+pub const VULNERABILITY_RULE: &str = "versions.vulnerabilities";
+
 /// The audit record of a finished request.
 pub fn audit_record(
     f: Finished,
@@ -193,6 +199,35 @@ pub fn audit_record(
         out.rule = Some(d.rule.clone());
         if !d.is_allowed() {
             out.reason = Some(d.reason.clone());
+        }
+    }
+    if let Some(j) = admission.and_then(|a| a.vulns.as_ref()) {
+        out.waived = j
+            .waived
+            .iter()
+            .map(|w| format!("{}: {} (until {})", w.advisory, w.reason, w.expires))
+            .collect();
+        if let Some(judged) = &j.judged {
+            out.advisories = judged.ids.clone();
+            if judged.mode == crate::config::VersionMode::Enforce {
+                out.rule = Some(VULNERABILITY_RULE.to_string());
+                out.reason = Some(judged.reason.clone());
+            } else {
+                out.would_deny = Some(judged.reason.clone());
+            }
+        }
+    }
+    if let Some(super::admit::Verdict::Answer(super::admit::Local::Withheld { withheld, .. })) =
+        admission.map(|a| &a.verdict)
+    {
+        out.withheld = withheld.clone();
+    }
+    if let Some((mode, reason)) = admission.and_then(|a| a.retracted.as_ref()) {
+        if *mode == crate::config::VersionMode::Enforce {
+            out.rule = Some(RETRACTION_RULE.to_string());
+            out.reason = Some(reason.clone());
+        } else {
+            out.would_deny = Some(reason.clone());
         }
     }
     if out.reason.is_none() {

@@ -2,14 +2,17 @@
 //! what admission decided taken into the context (answered here, refused, or forwarded).
 
 use bytes::Bytes;
+use modgate_protocol::{ModuleRequest, RequestKind, Version};
 use modgate_telemetry::AuditDecision;
 use pingora::proxy::Session;
 use pingora::Result;
 
 use super::admit::{self, Admission, Inbound, Local, Refusal, Scope, Verdict};
 use super::chain::Cursor;
+use super::lookup::Fetched;
 use super::report::{self, Record};
 use super::{commits, endpoints, integrity, GatewayProxy, RequestCtx};
+use crate::config::VersionMode;
 use crate::identity;
 use crate::metrics;
 use crate::respond;
@@ -34,13 +37,7 @@ impl GatewayProxy {
             // for a request admitted a moment ago: nothing to decide again, nothing a client
             // sees, no audit record (the request it serves has one). It asks the upstream as
             // that request would have: with the identity (and roles) it handed over.
-            let scope = Scope {
-                gateway: &ctx.model.gateway,
-                ttl: &ctx.model.ttl,
-                caching: self.cache.is_some(),
-                listener: Some(&ctx.listener),
-                refresh: true,
-            };
+            let scope = Scope::on_listener(&ctx.model, &ctx.listener, self.cache.is_some(), true);
             let inbound = Inbound {
                 head: session.req_header(),
                 peer: None,
@@ -121,13 +118,8 @@ impl GatewayProxy {
             match identity::resolve(session, &ctx.listener.identity, authenticator).await {
                 Ok(id) => {
                     ctx.identity = id;
-                    let scope = Scope {
-                        gateway: &ctx.model.gateway,
-                        ttl: &ctx.model.ttl,
-                        caching: self.cache.is_some(),
-                        listener: Some(&ctx.listener),
-                        refresh: false,
-                    };
+                    let scope =
+                        Scope::on_listener(&ctx.model, &ctx.listener, self.cache.is_some(), false);
                     let peer = session
                         .client_addr()
                         .and_then(|a| a.as_inet())
@@ -165,6 +157,8 @@ impl GatewayProxy {
                     Admission::refused(Refusal::Identity(failed.error))
                 }
             };
+        let admission = self.judge_retraction(ctx, admission).await;
+        let admission = self.withhold(ctx, admission).await;
         // `audit.fail_mode: closed`: nothing is served while it could not be audited.
         if let Some(why) = ctx.model.recorder.unaudited_refusal() {
             endpoints::error(session, &mut ctx.record, 503, why).await?;
@@ -174,6 +168,245 @@ impl GatewayProxy {
             return Ok(true);
         }
         self.serve_hot(session, ctx, false).await
+    }
+
+    /// `versions.retractions`: an exact version its module retracts (the `retract` directives
+    /// of the module's latest `go.mod`) is refused with the author's rationale (`enforce`), or
+    /// let through and audited "would deny" (`report`). Only a request admission lets through
+    /// is judged, so a refused request asks nothing upstream.
+    async fn judge_retraction(&self, ctx: &RequestCtx, mut admission: Admission) -> Admission {
+        let gateway = &ctx.model.gateway;
+        let (Some(policy), Some(req), Some(index), Some(decision)) = (
+            &gateway.retractions,
+            &admission.request,
+            admission.route,
+            &admission.decision,
+        ) else {
+            return admission;
+        };
+        let exact = matches!(
+            req.kind,
+            RequestKind::Info | RequestKind::Mod | RequestKind::Zip
+        );
+        let Some(version) = req.version.as_ref().filter(|v| exact && v.is_canonical()) else {
+            return admission;
+        };
+        if !matches!(admission.verdict, admit::Verdict::Forward { .. }) {
+            return admission;
+        }
+        let Some(route) = gateway.routes.routes().get(index) else {
+            return admission;
+        };
+        let mode = crate::config::mode_for(
+            policy.mode,
+            &policy.routes,
+            &policy.roles,
+            &route.name,
+            &decision.roles,
+        );
+        if mode == VersionMode::Off {
+            return admission;
+        }
+        let identity = &ctx.identity;
+        let roles = &decision.roles[..];
+        let headers = |u: &Upstream| match &u.forward {
+            Some(f) => identity::forward_headers(f, identity, roles),
+            None => Vec::new(),
+        };
+        let learnt = self
+            .retracted
+            .of(
+                &self.lookup,
+                &route.name,
+                route.private,
+                &route.target,
+                &req.module,
+                &headers,
+            )
+            .await;
+        let (latest, retractions) = match learnt {
+            Ok(Some(r)) => r,
+            Ok(None) => return admission,
+            Err(why) => {
+                log::warn!(
+                    "{}: retractions unknown, {}@{} not judged by them: {why}",
+                    route.name,
+                    req.module,
+                    version.as_str()
+                );
+                return admission;
+            }
+        };
+        let Some(r) = retractions.is_retracted(version.as_str()) else {
+            return admission;
+        };
+        let why = if r.rationale.is_empty() {
+            String::from("no rationale given")
+        } else {
+            r.short_rationale().to_string()
+        };
+        let reason = format!(
+            "{}@{} is retracted by its module (go.mod of {latest}): {why}",
+            req.module,
+            version.as_str()
+        );
+        if mode == VersionMode::Enforce {
+            admission.verdict = admit::Verdict::Refuse(Refusal::Denied {
+                message: format!(
+                    "{} may not read {}: {reason}",
+                    identity.principal.name,
+                    admit::describe(req)
+                ),
+                anonymous: false,
+            });
+        }
+        admission.retracted = Some((mode, reason));
+        admission
+    }
+
+    /// `list` and `@latest` for a module with advisories, asked by an identity the
+    /// vulnerability policy refuses affected versions: answered by the gateway from the chain's
+    /// own answer (not the shared cache, which holds every version) without those versions, so
+    /// that `go get m@latest` picks the newest version it may build with. `@latest` (which `go`
+    /// asks only of modules without tagged versions) naming a refused version answers the
+    /// newest version of the list that is not refused, or 404 with the reason when none is.
+    async fn withhold(&self, ctx: &RequestCtx, mut admission: Admission) -> Admission {
+        let gateway = &ctx.model.gateway;
+        let (Some(policy), Some(req), Some(index), Some(decision)) = (
+            &gateway.vulns,
+            &admission.request,
+            admission.route,
+            &admission.decision,
+        ) else {
+            return admission;
+        };
+        if !matches!(req.kind, RequestKind::List | RequestKind::Latest)
+            || !matches!(admission.verdict, admit::Verdict::Forward { .. })
+        {
+            return admission;
+        }
+        let Some(route) = gateway.routes.routes().get(index) else {
+            return admission;
+        };
+        let roles = &decision.roles[..];
+        if !policy.may_withhold(&req.module, &route.name, roles) {
+            return admission;
+        }
+        let identity = &ctx.identity;
+        let headers = |u: &Upstream| match &u.forward {
+            Some(f) => identity::forward_headers(f, identity, roles),
+            None => Vec::new(),
+        };
+        let now = admit::unix_now();
+        let refused = |v: &str| {
+            policy
+                .judge(&req.module, v, &route.name, roles, now)
+                .judged
+                .filter(|j| j.mode == VersionMode::Enforce)
+        };
+        let get = |path: String| {
+            let headers = &headers;
+            let module = req.module.clone();
+            async move {
+                self.lookup
+                    .get(
+                        &route.target,
+                        route.private,
+                        &path,
+                        &module,
+                        headers,
+                        4 << 20,
+                    )
+                    .await
+            }
+        };
+        let request = |kind: RequestKind, version: Option<&str>| ModuleRequest {
+            module: req.module.clone(),
+            kind,
+            version: version.map(Version::parse),
+        };
+        let list = match get(request(RequestKind::List, None).upstream_path()).await {
+            Ok(Fetched::Body(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Ok(Fetched::NotFound) => String::new(),
+            Err(why) => {
+                admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
+                    "cannot list {} to leave out the versions refused for vulnerabilities: {why}",
+                    req.module
+                )));
+                return admission;
+            }
+        };
+        let mut kept = Vec::new();
+        let mut withheld = Vec::new();
+        for v in list.lines().map(str::trim).filter(|v| !v.is_empty()) {
+            match refused(v) {
+                Some(j) => withheld.push(format!("{v} ({})", j.ids.join(", "))),
+                None => kept.push(v.to_string()),
+            }
+        }
+        if req.kind == RequestKind::List {
+            let mut body = kept.join("\n");
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            admission.verdict = admit::Verdict::Answer(Local::Withheld {
+                content_type: "text/plain; charset=utf-8",
+                body: Bytes::from(body),
+                withheld,
+            });
+            return admission;
+        }
+        // @latest: the chain's answer when it may be built with, else the newest kept version.
+        let latest = match get(request(RequestKind::Latest, None).upstream_path()).await {
+            Ok(Fetched::Body(b)) => Some(b),
+            Ok(Fetched::NotFound) => None,
+            Err(why) => {
+                admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
+                    "cannot ask {}@latest: {why}",
+                    req.module
+                )));
+                return admission;
+            }
+        };
+        let named = latest.as_deref().and_then(|b| {
+            serde_json::from_slice::<serde_json::Value>(b)
+                .ok()
+                .and_then(|v| v.get("Version")?.as_str().map(str::to_owned))
+        });
+        if let (Some(body), Some(v)) = (&latest, &named) {
+            match refused(v) {
+                None => {
+                    admission.verdict = admit::Verdict::Answer(Local::Withheld {
+                        content_type: "application/json",
+                        body: Bytes::from(body.clone()),
+                        withheld,
+                    });
+                    return admission;
+                }
+                Some(j) => withheld.push(format!("{v} ({})", j.ids.join(", "))),
+            }
+        }
+        let newest = super::retractions::latest_for_retractions(&kept.join("\n"));
+        let info = match &newest {
+            Some(v) => match get(request(RequestKind::Info, Some(v)).upstream_path()).await {
+                Ok(Fetched::Body(b)) => Some(b),
+                _ => None,
+            },
+            None => None,
+        };
+        admission.verdict = match info {
+            Some(body) => admit::Verdict::Answer(Local::Withheld {
+                content_type: "application/json",
+                body: Bytes::from(body),
+                withheld,
+            }),
+            None => admit::Verdict::Refuse(Refusal::NotFound(format!(
+                "{}@latest: every version is refused for vulnerabilities ({})",
+                req.module,
+                withheld.join("; ")
+            ))),
+        };
+        admission
     }
 
     /// The commit the tag `admission` asks for points at, from its route's chain
@@ -204,7 +437,14 @@ impl GatewayProxy {
         let version = req.version.as_ref().map_or("", |v| v.as_str());
         match self
             .commits
-            .resolve(&route.name, route.private, &route.target, req, &headers)
+            .resolve(
+                &self.lookup,
+                &route.name,
+                route.private,
+                &route.target,
+                req,
+                &headers,
+            )
             .await
         {
             Ok(commits::Resolved::Commit(c)) => Ok(Some(c)),
@@ -260,6 +500,32 @@ impl GatewayProxy {
                 ctx.record.decision = AuditDecision::Allow;
                 let page = admit::go_import_page(root, proxy);
                 respond::ok(session, "text/html; charset=utf-8", Bytes::from(page)).await?;
+                Ok(true)
+            }
+            // (what was left out is in the audit record, from the admission)
+            Verdict::Answer(Local::Withheld {
+                content_type, body, ..
+            }) => {
+                ctx.record.decision = AuditDecision::Allow;
+                respond::ok(session, content_type, body.clone()).await?;
+                Ok(true)
+            }
+            Verdict::Answer(Local::VulnDb { rel }) => {
+                let file = ctx.model.gateway.vulns.as_ref().and_then(|p| {
+                    p.db.file(rel)
+                        .map(|b| (modgate_vulndb::content_type(rel), Bytes::copy_from_slice(b)))
+                });
+                match file {
+                    Some((content_type, body)) => {
+                        ctx.record.decision = AuditDecision::Allow;
+                        respond::ok(session, content_type, body).await?;
+                    }
+                    None => {
+                        let r =
+                            Refusal::NotFound("the vulnerability database has no such file".into());
+                        refuse(session, &mut ctx.record, &r).await?;
+                    }
+                }
                 Ok(true)
             }
             Verdict::Answer(Local::SumdbSupported) => {

@@ -111,6 +111,7 @@ fn run(
         caching: true,
         listener,
         refresh: false,
+        now: 1_700_000_000,
     };
     let peer: IpAddr = peer.parse().expect("ip");
     admit(
@@ -384,6 +385,7 @@ fn without_a_cache_there_is_no_plan_and_no_ledger_key() {
         caching: false,
         listener: Some(&w.plain),
         refresh: false,
+        now: 1_700_000_000,
     };
     let h = head("GET", "/example.com/pub/@v/v1.0.0.zip", &[]);
     let a = admit(
@@ -708,6 +710,7 @@ fn a_background_refresh_is_not_decided_again() {
         caching: true,
         listener: Some(&w.strict),
         refresh: true,
+        now: 1_700_000_000,
     };
     let a = admit(
         &scope,
@@ -1721,6 +1724,7 @@ fn a_tag_under_a_commit_rule_is_decided_with_its_commit() {
         caching: true,
         listener: Some(&w.plain),
         refresh: false,
+        now: 1_700_000_000,
     };
     let ask = |target: &str, commit: Option<&str>| {
         let h = head("GET", target, &[]);
