@@ -7,7 +7,7 @@ APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
 
 
-.PHONY: all run test order-check rust deps go-toolchain build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
+.PHONY: all run test order-check rust deps go-toolchain cyclonedx-validator build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
 
 all: build
 
@@ -42,6 +42,20 @@ go-toolchain:
 	    | $(SUDO) tee $(BACKPORTS) >/dev/null && \
 	  $(APT) update -qq && $(APT) install -y -qq -t bookworm-backports golang-1.23-go; }
 	@$(GO_BIN) version
+
+## cyclonedx-validator: the official CycloneDX JSON schemas and a validator for them (PyPI
+## cyclonedx-python-lib, which bundles the schemas, with its json-validation extra) in a venv
+## under .tools/, for the `modgate fetched --format cyclonedx` end-to-end test (which finds it
+## there, or at $$MODGATE_CYCLONEDX_PYTHON). python3-venv comes from Debian when missing.
+CYCLONEDX_LIB := cyclonedx-python-lib[json-validation]==11.12.0
+CYCLONEDX_VENV := $(CURDIR)/.tools/cyclonedx
+cyclonedx-validator: deps
+	@$(CYCLONEDX_VENV)/bin/python -c 'import cyclonedx.validation.json, jsonschema' 2>/dev/null || { \
+	  rm -rf $(CYCLONEDX_VENV); \
+	  python3 -m venv $(CYCLONEDX_VENV) 2>/dev/null || { rm -rf $(CYCLONEDX_VENV); \
+	    $(APT) update -qq && $(APT) install -y -qq python3-venv && python3 -m venv $(CYCLONEDX_VENV); } && \
+	  $(CYCLONEDX_VENV)/bin/pip install -q --disable-pip-version-check '$(CYCLONEDX_LIB)'; }
+	@$(CYCLONEDX_VENV)/bin/python -c 'from cyclonedx.schema import SchemaVersion; from cyclonedx.validation.json import JsonStrictValidator; JsonStrictValidator(SchemaVersion.V1_6); print("cyclonedx validator: CycloneDX 1.6 JSON schema ready")'
 
 build: deps
 	$(CARGO) build -p modgate
@@ -94,9 +108,9 @@ unit: deps go-toolchain
 ## fixture upstream logs each request it receives into $(CANARY_DIR); the canary test runs last
 ## and fails if any fixture not marked private saw a corp.example.com path.
 CANARY_DIR := $(CURDIR)/target/canary
-e2e: deps go-toolchain build
+e2e: deps go-toolchain cyclonedx-validator build
 	rm -rf $(CANARY_DIR) $(TALLY_DIR)/e2e
-	MODGATE_TALLY_DIR=$(TALLY_DIR)/e2e MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
+	MODGATE_CYCLONEDX_PYTHON=$(CYCLONEDX_VENV)/bin/python MODGATE_TALLY_DIR=$(TALLY_DIR)/e2e MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
 	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e --test canary -- --nocapture
 	@./tests/tally.sh $(TALLY_DIR)/e2e e2e
 

@@ -29,6 +29,7 @@ pub use crate::upstream::{Fallthrough, UpstreamKind, UpstreamUrl};
 
 mod access;
 mod cache;
+pub mod fetched;
 pub mod forward;
 mod identity;
 mod ratelimit;
@@ -39,6 +40,7 @@ use text::from_str_with;
 
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
+pub use fetched::FetchedConfig;
 pub use forward::{ForwardIdentityConfig, ForwardNames, ForwardedInput};
 pub use identity::{
     AuditConfig, AuditFailMode, AuditOutput, AuthConfig, CidrValue, ListenerTls, TelemetryConfig,
@@ -108,6 +110,8 @@ pub struct GatewayConfig {
     pub telemetry: TelemetryConfig,
     /// The persistent response cache and integrity ledger (off when absent).
     pub cache: Option<CacheConfig>,
+    /// The index of what each identity fetched (off when absent; needs `cache`).
+    pub fetched: Option<FetchedConfig>,
     /// Checksum databases proxied at `/sumdb/<name>/...` (name → where it is served).
     #[serde(default)]
     pub sumdb: BTreeMap<SumdbName, UpstreamConfig>,
@@ -262,6 +266,11 @@ impl Default for ServerSettings {
 }
 
 impl GatewayConfig {
+    /// The fetched index's file, when `fetched:` (and so `cache:`) is configured.
+    pub fn fetched_path(&self) -> Option<PathBuf> {
+        Some(self.fetched.as_ref()?.path(&self.cache.as_ref()?.dir.0))
+    }
+
     /// The cache lifetimes in force (the defaults when there is no cache).
     pub fn ttls(&self) -> crate::cache::Ttls {
         self.cache
@@ -699,6 +708,13 @@ fn misplaced_upstream_key(e: ConfigError) -> ConfigError {
 
 /// Checks that need the whole file: unique listener names and addresses.
 fn check_whole(config: &GatewayConfig) -> Result<(), String> {
+    if config.fetched.is_some() && config.cache.is_none() {
+        return Err(
+            "fetched: needs a `cache:` section (the hashes it records come from the \
+                    cache's integrity ledger)"
+                .into(),
+        );
+    }
     let mut names = HashSet::new();
     let mut addresses = HashSet::new();
     for (i, l) in config.listeners.iter().enumerate() {

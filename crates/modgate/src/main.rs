@@ -9,7 +9,7 @@
 //! for an identity, `agent` is a loopback GOPROXY that presents the user's client certificate
 //! to the gateway, `certs` writes a development PKI, `passwd` writes a users-file line, `warm`
 //! pre-fetches the modules of go.sum / go.mod files through a gateway, `cache` and `ledger`
-//! operate on the cache and the integrity ledger.
+//! operate on the cache and the integrity ledger, `fetched` lists what an identity fetched.
 
 mod agent;
 mod alloc;
@@ -21,6 +21,7 @@ mod config;
 mod conn;
 mod error_chain;
 mod explain;
+mod fetched;
 mod gateway;
 mod gitorigin;
 mod host;
@@ -125,6 +126,9 @@ enum Command {
         #[arg(short, long, default_value = "gateway.yaml", global = true)]
         config: PathBuf,
     },
+    /// List the module versions an identity was served whole (zip or mod) in a time range,
+    /// with their ledger hashes, from the index `fetched:` keeps.
+    Fetched(commands::fetched::Query),
     /// Inspect the integrity ledger or accept changed bytes for a version.
     Ledger {
         #[command(subcommand)]
@@ -205,6 +209,7 @@ fn main() -> ExitCode {
                 CacheCommand::Verify { purge } => commands::cache::verify(&c, purge),
             }),
         ),
+        Command::Fetched(query) => finish("modgate", commands::fetched::fetched(&query)),
         Command::Ledger { action, config } => finish(
             "modgate",
             commands::load_config(&config).and_then(|c| match action {

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub config_last_success: Gauge,
     pub audit_lost: IntCounter,
+    pub fetched_records: IntCounterVec,
     pub route_duration: HistogramVec,
     pub cache_objects: IntGaugeVec,
     pub cache_bytes: IntGaugeVec,
@@ -159,6 +160,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
          audit.fail_mode: open the requests were served anyway",
     )?;
     registry.register(Box::new(audit_lost.clone()))?;
+    let fetched_records = IntCounterVec::new(
+        Opts::new(
+            "modgate_fetched_records_total",
+            "Records of the fetched index (fetched:), by outcome: written; lost (the writer was \
+             behind and its queue full: the request was served, its record dropped); failed \
+             (the database refused the write); pruned (removed by retention or max_records)",
+        ),
+        &["outcome"],
+    )?;
+    registry.register(Box::new(fetched_records.clone()))?;
+    for outcome in FETCHED_OUTCOMES {
+        fetched_records.with_label_values(&[outcome]);
+    }
     let route_duration = HistogramVec::new(
         HistogramOpts::new(
             "modgate_route_request_duration_seconds",
@@ -322,6 +336,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         config_generation,
         config_last_success,
         audit_lost,
+        fetched_records,
         route_duration,
         cache_objects,
         cache_bytes,
@@ -358,6 +373,16 @@ pub fn metrics() -> Option<&'static Metrics> {
 pub fn audit_records_lost(n: u64) {
     if let Some(m) = metrics() {
         m.audit_lost.inc_by(n);
+    }
+}
+
+/// The outcomes of `modgate_fetched_records_total`.
+const FETCHED_OUTCOMES: [&str; 4] = ["written", "lost", "failed", "pruned"];
+
+/// Counts records of the fetched index (called from its writer thread and the request path).
+pub fn fetched_records(outcome: &'static str, n: u64) {
+    if let Some(m) = metrics().filter(|_| FETCHED_OUTCOMES.contains(&outcome)) {
+        m.fetched_records.with_label_values(&[outcome]).inc_by(n);
     }
 }
 

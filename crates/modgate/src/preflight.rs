@@ -107,6 +107,14 @@ pub fn problems(config: &GatewayConfig) -> Vec<String> {
         {
             dir("cache.ledger (its directory)", parent);
         }
+        if let Some(fetched) = config.fetched_path() {
+            if let Some(parent) = fetched
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty() && *p != c.dir.0)
+            {
+                dir("fetched.path (its directory)", parent);
+            }
+        }
     }
     if let Some(g) = &config.server.git_dir {
         dir("server.git_dir", &g.0);

@@ -174,6 +174,10 @@ impl Reloader {
                 }
             );
             if let Some(c) = &self.cache {
+                // Retention and max_records apply live (a changed path waits for an upgrade).
+                if let (Some(w), Some(f)) = (&c.fetched, &model.config.fetched) {
+                    w.set_limits(f.limits());
+                }
                 let n = c.quarantine.clear();
                 if n > 0 {
                     log::info!("forgot {n} integrity refusal(s); the next fetch is checked against the ledger again");

@@ -40,6 +40,9 @@ pub struct CacheRuntime {
     pub ledger: Arc<Ledger>,
     /// Artifacts whose upstream bytes were refused: served from cache if held, else 502.
     pub quarantine: Quarantine,
+    /// The writer of the index of what each identity fetched (`fetched:`; it takes its
+    /// hashes from this ledger).
+    pub fetched: Option<Arc<modgate_fetched::Writer>>,
 }
 
 impl CacheRuntime {
@@ -60,6 +63,7 @@ impl CacheRuntime {
             lock,
             ledger: Arc::new(ledger),
             quarantine: Quarantine::default(),
+            fetched: None,
         })
     }
 }

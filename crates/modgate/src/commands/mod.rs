@@ -9,6 +9,7 @@ pub mod cache;
 pub mod certs;
 pub mod check;
 pub mod explain;
+pub mod fetched;
 pub mod ledger;
 mod operator;
 pub mod passwd;

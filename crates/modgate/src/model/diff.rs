@@ -21,8 +21,8 @@ use std::net::SocketAddr;
 use modgate_policy::Role;
 
 use crate::config::{
-    AccessConfig, CacheConfig, GatewayConfig, ListenerConfig, ListenerTls, RouteConfig,
-    ServerSettings, SumdbName, UpstreamConfig, UpstreamUrl,
+    AccessConfig, CacheConfig, FetchedConfig, GatewayConfig, ListenerConfig, ListenerTls,
+    RouteConfig, ServerSettings, SumdbName, UpstreamConfig, UpstreamUrl,
 };
 
 /// Named entries added, removed and changed between two maps.
@@ -226,6 +226,25 @@ fn cache_sides(c: &CacheConfig) -> CacheSides<impl PartialEq + '_, impl PartialE
     }
 }
 
+/// `fetched:` by what a reload does with each field.
+struct FetchedSides<L> {
+    /// How the index is bounded (retention, max_records): applied live to the writer.
+    limits: L,
+}
+
+fn fetched_sides(f: &FetchedConfig) -> FetchedSides<impl PartialEq + '_> {
+    let FetchedConfig {
+        // Compared as the file in force (`GatewayConfig::fetched_path`: unset is the default
+        // file in the cache directory), an upgrade: the writer opened it.
+        path: _,
+        retention,
+        max_records,
+    } = f;
+    FetchedSides {
+        limits: (retention, max_records),
+    }
+}
+
 /// Compares two configurations: (changes a reload applies, changes that need an upgrade).
 pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<String>) {
     let mut live = Vec::new();
@@ -243,6 +262,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         log,
         rate_limits,
         cache,
+        fetched,
         server,
         listeners,
         versions,
@@ -296,6 +316,18 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         }
         (None, None) => {}
         _ => upgrade.push("cache: added or removed".to_string()),
+    }
+    match (&old.fetched, fetched) {
+        (Some(o), Some(n)) => {
+            if old.fetched_path() != new.fetched_path() {
+                upgrade.push("fetched: path changed".to_string());
+            }
+            if fetched_sides(o).limits != fetched_sides(n).limits {
+                live.push("fetched: retention or max_records changed".to_string());
+            }
+        }
+        (None, None) => {}
+        _ => upgrade.push("fetched: added or removed".to_string()),
     }
     let (o, n) = (server_sides(&old.server), server_sides(server));
     if o.path_prefix != n.path_prefix {
@@ -488,6 +520,8 @@ access:
         - {{ id: r, allow: {{ prefix: corp.example.com }} }}
 cache:
   dir: {d}/cache
+fetched:
+  retention: 30d
 sumdb:
   sum.golang.org: {{ url: "https://sum.golang.org" }}
 "#
@@ -553,6 +587,10 @@ sumdb:
         c.cache.as_mut().expect("the sample has a cache")
     }
 
+    fn fetched_of(c: &mut GatewayConfig) -> &mut config::FetchedConfig {
+        c.fetched.as_mut().expect("the sample has fetched")
+    }
+
     fn secs(n: u64) -> config::DurationValue {
         config::DurationValue(std::time::Duration::from_secs(n))
     }
@@ -583,6 +621,7 @@ sumdb:
             }),
             ("telemetry", L, |c| c.telemetry.sample_ratio = 0.5),
             ("cache", U, |c| c.cache = None),
+            ("fetched", U, |c| c.fetched = None),
             ("sumdb", L, |c| c.sumdb.clear()),
             ("log", L, |c| {
                 c.log.level = config::LogLevel(log::LevelFilter::Trace)
@@ -687,6 +726,16 @@ sumdb:
             ("fsync", U, |c| c.fsync = !c.fsync),
         ];
         wrong.extend(classify("cache", &sample, cache_of, cache));
+        let fetched: &[Case<config::FetchedConfig>] = &[
+            ("path", U, |f| f.path = path("/tmp/other-fetched.sqlite")),
+            ("retention", L, |f| {
+                f.retention = config::fetched::Span(secs(86_400).0)
+            }),
+            ("max_records", L, |f| {
+                f.max_records = config::fetched::MaxRecords(f.max_records.0 + 1)
+            }),
+        ];
+        wrong.extend(classify("fetched", &sample, fetched_of, fetched));
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 }

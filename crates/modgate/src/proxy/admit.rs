@@ -32,6 +32,9 @@ pub const ADMIN_ROLE: &str = "admin";
 /// The admin endpoint's path.
 pub const PURGE_PATH: &str = "/admin/cache/purge";
 
+/// The admin endpoint that lists what an identity fetched (same admission as the purge).
+pub const FETCHED_PATH: &str = "/admin/fetched";
+
 /// The challenge sent with a 401, so clients that wait for one send their `.netrc` credentials.
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"modgate\"";
 
@@ -180,6 +183,14 @@ pub enum Local {
         target: String,
         module: String,
         version: Option<String>,
+    },
+    /// `GET /admin/fetched?identity=…&since=…[&until=…][&format=…]`: what an identity
+    /// fetched (the values as given, percent-decoded; checked when answered).
+    Fetched {
+        identity: String,
+        since: String,
+        until: Option<String>,
+        format: String,
     },
 }
 
@@ -427,6 +438,14 @@ impl Admission {
             Verdict::Answer(Local::Purge {
                 module, version, ..
             }) => Some((module, version.as_deref())),
+            _ => None,
+        }
+    }
+
+    /// An admin fetched query's identity, when that is what was admitted.
+    pub fn fetched_query(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Answer(Local::Fetched { identity, .. }) => Some(identity),
             _ => None,
         }
     }
@@ -699,6 +718,9 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
         let loopback = inbound.peer.is_some_and(|ip| ip.is_loopback());
         if l.admin && head.uri.path() == PURGE_PATH && loopback {
             return admit_purge(scope, l, inbound, identity, admission);
+        }
+        if l.admin && head.uri.path() == FETCHED_PATH && loopback {
+            return admit_fetched(scope, l, inbound, identity, admission);
         }
     }
 
@@ -1256,17 +1278,16 @@ pub fn go_import_page(root: &str, proxy: &str) -> String {
     )
 }
 
-/// `POST /admin/cache/purge?target=MODULE[@VERSION]` from a loopback peer on an admin
-/// listener. Loopback is not enough: a web page can reach it too (DNS rebinding, cross-site
-/// fetch), and a loopback peer that is a trusted front proxy speaks for a remote client.
-/// With `access:` configured, the caller must hold the role `admin`.
-fn admit_purge(
+/// Why the caller may not use an admin endpoint, if it may not: not from this host's own
+/// tools (a loopback peer that is a trusted front proxy speaks for a remote client; a web
+/// page can reach loopback too, hence the `Host`/`Origin` checks), or, with `access:`
+/// configured, without the role `admin`.
+fn admin_refusal(
     scope: &Scope,
     listener: &ListenerRuntime,
     inbound: &Inbound,
     identity: &RequestIdentity,
-    admission: Admission,
-) -> Admission {
+) -> Option<Refusal> {
     let head = inbound.head;
     let through_proxy = inbound
         .peer
@@ -1279,7 +1300,7 @@ fn admit_purge(
         })
     });
     if let Some(message) = not_local {
-        return admission.refuse(Refusal::NotLocal(message));
+        return Some(Refusal::NotLocal(message));
     }
     let gateway = scope.gateway;
     if gateway.access_configured {
@@ -1289,7 +1310,7 @@ fn admit_purge(
             .iter()
             .any(|r| r.name == ADMIN_ROLE);
         if !holds_admin {
-            return admission.refuse(Refusal::Denied {
+            return Some(Refusal::Denied {
                 message: format!(
                     "admin: {} does not hold the role {ADMIN_ROLE:?} the admin endpoint requires",
                     identity.principal.name
@@ -1297,6 +1318,87 @@ fn admit_purge(
                 anonymous: identity.principal.is_anonymous(),
             });
         }
+    }
+    None
+}
+
+/// `GET /admin/fetched?identity=ID&since=T[&until=T][&format=text|json|cyclonedx]`, admitted
+/// as the purge is ([`admin_refusal`]): who fetched what is as sensitive as what the cache
+/// holds.
+fn admit_fetched(
+    scope: &Scope,
+    listener: &ListenerRuntime,
+    inbound: &Inbound,
+    identity: &RequestIdentity,
+    admission: Admission,
+) -> Admission {
+    let head = inbound.head;
+    if let Some(r) = admin_refusal(scope, listener, inbound, identity) {
+        return admission.refuse(r);
+    }
+    if head.method != Method::GET && head.method != Method::HEAD {
+        return admission.refuse(Refusal::Method {
+            message: format!("use GET {FETCHED_PATH}?identity=ID&since=T[&until=T][&format=F]"),
+            allow: "GET, HEAD",
+        });
+    }
+    if !scope.caching {
+        return admission.refuse(Refusal::NotFound(
+            "this gateway keeps no fetched index (fetched: needs cache:)".into(),
+        ));
+    }
+    let mut params = std::collections::BTreeMap::new();
+    for kv in head
+        .uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+    {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        if !matches!(k, "identity" | "since" | "until" | "format") {
+            return admission.refuse(Refusal::BadRequest(format!(
+                "unknown parameter {k:?} (identity, since, until, format)"
+            )));
+        }
+        let v = match modgate_protocol::percent_decode(v) {
+            Ok(v) => v,
+            Err(e) => return admission.refuse(Refusal::BadRequest(format!("{k}: {e}"))),
+        };
+        if params.insert(k, v).is_some() {
+            return admission.refuse(Refusal::BadRequest(format!("{k} given twice")));
+        }
+    }
+    let (Some(who), Some(since)) = (params.remove("identity"), params.remove("since")) else {
+        return admission.refuse(Refusal::BadRequest(
+            "missing ?identity=ID&since=T (T: RFC 3339, a date, or a span ago such as 7d)".into(),
+        ));
+    };
+    Admission {
+        verdict: Verdict::Answer(Local::Fetched {
+            identity: who,
+            since,
+            until: params.remove("until"),
+            format: params.remove("format").unwrap_or_else(|| "json".into()),
+        }),
+        ..admission
+    }
+}
+
+/// `POST /admin/cache/purge?target=MODULE[@VERSION]` from a loopback peer on an admin
+/// listener. Loopback is not enough: a web page can reach it too (DNS rebinding, cross-site
+/// fetch), and a loopback peer that is a trusted front proxy speaks for a remote client.
+/// With `access:` configured, the caller must hold the role `admin`.
+fn admit_purge(
+    scope: &Scope,
+    listener: &ListenerRuntime,
+    inbound: &Inbound,
+    identity: &RequestIdentity,
+    admission: Admission,
+) -> Admission {
+    let head = inbound.head;
+    if let Some(r) = admin_refusal(scope, listener, inbound, identity) {
+        return admission.refuse(r);
     }
     if head.method != Method::POST {
         return admission.refuse(Refusal::Method {

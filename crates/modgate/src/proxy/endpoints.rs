@@ -86,6 +86,42 @@ pub async fn purge(
     respond::ok(session, "application/json", Bytes::from(body)).await
 }
 
+/// `GET /admin/fetched?identity=…&since=…`, admitted: what `modgate fetched` prints, read
+/// from the index (off the event loop); bad input is a 400 that says why, no index a 404.
+pub async fn fetched(
+    session: &mut Session,
+    record: &mut Record,
+    path: std::path::PathBuf,
+    (identity, since, until, format): (String, String, Option<String>, String),
+) -> Result<()> {
+    use crate::fetched::{answer, Ask, AskError};
+    let who = identity.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        answer(
+            &path,
+            &Ask {
+                identity: &identity,
+                since: &since,
+                until: until.as_deref(),
+                format: &format,
+            },
+        )
+    })
+    .await;
+    let (body, content_type) = match result {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(AskError::Bad(m))) => return error(session, record, 400, m).await,
+        Ok(Err(AskError::Index(e @ modgate_fetched::FetchedError::Missing(_)))) => {
+            return error(session, record, 404, e.to_string()).await
+        }
+        Ok(Err(AskError::Index(e))) => return error(session, record, 500, e.to_string()).await,
+        Err(e) => return error(session, record, 500, format!("fetched query failed: {e}")).await,
+    };
+    record.decision = AuditDecision::Allow;
+    record.reason = Some(format!("fetched-query about {who}"));
+    respond::ok(session, content_type, Bytes::from(body)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,10 +5,11 @@ use pingora::proxy::Session;
 use pingora::Error;
 
 use super::access_line::{self, AccessLine};
+use super::admit::Verdict;
 use super::failure::short_error;
 use super::report::{self, CacheOutcome, Finished};
 use super::{GatewayProxy, RequestCtx};
-use crate::metrics;
+use crate::{fetched, metrics};
 
 impl GatewayProxy {
     /// `logging`.
@@ -93,6 +94,9 @@ impl GatewayProxy {
             });
             ctx.record.reason.get_or_insert(why);
         }
+        if let Some(w) = self.cache.as_deref().and_then(|c| c.fetched.as_deref()) {
+            self.note_fetch(w, session, e.is_some(), status, ctx);
+        }
         if ctx.record.enabled && ctx.model.recorder.wants_records() {
             let trace = ctx.trace.take();
             let finished = Finished {
@@ -127,6 +131,51 @@ impl GatewayProxy {
                 &mut ctx.record,
             );
             ctx.model.recorder.finish(trace, record);
+        }
+    }
+}
+
+impl GatewayProxy {
+    /// Hands an exact `.zip`/`.mod` served whole to the fetched index's writer (never waits).
+    fn note_fetch(
+        &self,
+        writer: &modgate_fetched::Writer,
+        session: &Session,
+        failed: bool,
+        status: u16,
+        ctx: &RequestCtx,
+    ) {
+        let Some(admission) = ctx.admission.as_ref() else {
+            return;
+        };
+        let Verdict::Forward {
+            ledger_key: Some((artifact, version)),
+            ..
+        } = &admission.verdict
+        else {
+            return;
+        };
+        let content_length = session
+            .response_written()
+            .and_then(|r| r.headers.get(http::header::CONTENT_LENGTH))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let principal = &ctx.identity.principal;
+        let finished = fetched::Finished {
+            method: &session.req_header().method,
+            status,
+            failed,
+            cut_or_refused: ctx.record.cut.is_some() || ctx.guard.refusal().is_some(),
+            subrequest: session.subrequest_ctx.is_some(),
+            content_length,
+            body_bytes_sent: session.body_bytes_sent() as u64,
+            ledger_key: Some((*artifact, version.as_str())),
+            module: admission.request.as_ref().map_or("", |r| r.module.as_str()),
+            identity: &principal.name,
+            source: principal.source.as_str(),
+        };
+        if let Some(served) = fetched::fetch_of(&finished, modgate_fetched::index::now_ms()) {
+            writer.submit(served);
         }
     }
 }

@@ -229,6 +229,10 @@ pub fn audit_record(
         out.module = Some(module.to_string());
         out.version = version.map(str::to_string);
     }
+    if admission.and_then(Admission::fetched_query).is_some() {
+        // Who asked is the record's identity; whom they asked about is in the path.
+        out.event = Some("fetched-query".into());
+    }
     out.route = f.route.map(str::to_string);
     out.decision = record.decision;
     if let Some(d) = decision {

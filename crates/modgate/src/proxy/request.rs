@@ -577,6 +577,34 @@ impl GatewayProxy {
                 .await?;
                 Ok(true)
             }
+            Verdict::Answer(Local::Fetched {
+                identity,
+                since,
+                until,
+                format,
+            }) => {
+                let path = self
+                    .cache
+                    .as_ref()
+                    .filter(|c| c.fetched.is_some())
+                    .and_then(|_| self.live.started().fetched_path());
+                let Some(path) = path else {
+                    let r = Refusal::NotFound(
+                        "this gateway keeps no fetched index (fetched: is not configured)".into(),
+                    );
+                    refuse(session, &mut ctx.record, &r).await?;
+                    admission.verdict = Verdict::Refuse(r);
+                    return Ok(true);
+                };
+                let ask = (
+                    identity.clone(),
+                    since.clone(),
+                    until.clone(),
+                    format.clone(),
+                );
+                endpoints::fetched(session, &mut ctx.record, path, ask).await?;
+                Ok(true)
+            }
             Verdict::Forward { ledger_key, .. } => {
                 ctx.record.decision = AuditDecision::Allow;
                 let module = admission.request.as_ref().map_or("", |r| r.module.as_str());

@@ -196,7 +196,8 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     hold_sighup();
     let cache = match &config.cache {
         Some(c) => {
-            let rt = CacheRuntime::open(c.disk(), c.lock_timeout.0, &c.ledger_path())?;
+            let mut rt = CacheRuntime::open(c.disk(), c.lock_timeout.0, &c.ledger_path())?;
+            rt.fetched = crate::fetched::start(&config, rt.ledger.clone())?;
             let stats = rt.storage.stats();
             log::info!(
                 "cache {}: {} object(s), {} bytes; ledger {}: {} record(s)",
@@ -311,6 +312,9 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
                 }
             }
             live.current().recorder.shutdown();
+            if let Some(w) = cache.as_ref().and_then(|c| c.fetched.as_ref()) {
+                w.shutdown();
+            }
             if let Some(p) = &pid_path {
                 remove_pid_file(p);
             }

@@ -559,6 +559,146 @@ fn the_admin_endpoint_is_local_role_bound_and_validated() {
 }
 
 #[test]
+fn the_fetched_endpoint_is_admitted_as_the_purge_is() {
+    let w = world();
+    let root = user("root");
+    let ask = |method: &str, query: &str, headers: &[(&str, &str)], peer: &str, id| {
+        let mut all = vec![("Host", "127.0.0.1:7070")];
+        all.extend_from_slice(headers);
+        let h = head(method, &format!("{FETCHED_PATH}{query}"), &all);
+        run(&w, Some(&w.plain), &h, peer, id)
+    };
+    let a = ask(
+        "GET",
+        "?identity=certificate%3Aci-7&since=2026-12-01T08:00:00%2B02:00&format=cyclonedx",
+        &[],
+        "127.0.0.1",
+        &root,
+    );
+    let Verdict::Answer(local) = &a.verdict else {
+        panic!("{:?}", a.verdict);
+    };
+    assert_eq!(
+        local,
+        &Local::Fetched {
+            identity: "certificate:ci-7".into(),
+            since: "2026-12-01T08:00:00+02:00".into(),
+            until: None,
+            format: "cyclonedx".into(),
+        }
+    );
+    assert_eq!(a.fetched_query(), Some("certificate:ci-7"));
+    let a = ask("GET", "?identity=ci&since=7d&until=1d", &[], "::1", &root);
+    assert!(
+        matches!(
+            &a.verdict,
+            Verdict::Answer(Local::Fetched { until: Some(u), format, .. })
+                if u == "1d" && format == "json"
+        ),
+        "{:?}",
+        a.verdict
+    );
+
+    let alice = user("alice");
+    let anon = anonymous();
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        &'a RequestIdentity,
+        u16,
+        &'a str,
+    );
+    let q = "?identity=ci&since=7d";
+    let cases: Vec<Case> = vec![
+        (
+            "GET",
+            q,
+            &[("Origin", "http://evil")],
+            "127.0.0.1",
+            &root,
+            403,
+            "web pages",
+        ),
+        (
+            "GET",
+            q,
+            &[],
+            "127.0.0.1",
+            &alice,
+            403,
+            "does not hold the role \"admin\"",
+        ),
+        (
+            "GET",
+            q,
+            &[],
+            "127.0.0.1",
+            &anon,
+            401,
+            "does not hold the role",
+        ),
+        ("POST", q, &[], "127.0.0.1", &root, 405, "use GET"),
+        (
+            "GET",
+            "?identity=ci",
+            &[],
+            "127.0.0.1",
+            &root,
+            400,
+            "missing ?identity=",
+        ),
+        (
+            "GET",
+            "?since=7d",
+            &[],
+            "127.0.0.1",
+            &root,
+            400,
+            "missing ?identity=",
+        ),
+        (
+            "GET",
+            "?identity=%zz&since=7d",
+            &[],
+            "127.0.0.1",
+            &root,
+            400,
+            "identity",
+        ),
+        (
+            "GET",
+            "?identity=a&identity=b&since=7d",
+            &[],
+            "127.0.0.1",
+            &root,
+            400,
+            "twice",
+        ),
+        (
+            "GET",
+            "?identity=a&since=7d&limit=1",
+            &[],
+            "127.0.0.1",
+            &root,
+            400,
+            "unknown",
+        ),
+    ];
+    for (method, query, headers, peer, id, status, message) in cases {
+        let a = ask(method, query, headers, peer, id);
+        let r = refusal(&a);
+        assert_eq!(r.status(), status, "{method} {query} {r:?}");
+        assert!(r.message().contains(message), "{}", r.message());
+    }
+    // Not from loopback: not an admin endpoint at all (a GOPROXY path that routes nowhere).
+    let a = ask("GET", q, &[], "10.0.0.1", &root);
+    assert!(a.fetched_query().is_none());
+    assert!(!matches!(a.verdict, Verdict::Answer(_)), "{:?}", a.verdict);
+}
+
+#[test]
 fn a_background_refresh_is_not_decided_again() {
     let w = world();
     // A module alice may read: refreshed without an identity, and still forwarded with the
