@@ -68,7 +68,7 @@ FLOORS = [
     ),
     (
         "builders: configuration -> runtime model",
-        ["build/*", "gateway.rs", "mirrors.rs", "model.rs", "model/*", "vulns.rs"],
+        ["build/*", "gateway.rs", "mirrors.rs", "model.rs", "model/*", "vulns.rs", "fetched.rs"],
     ),
     (
         "request path: admission, proxy phases, the git origin, explain, reloads",
