@@ -45,10 +45,13 @@ go-toolchain:
 
 ## cyclonedx-validator: the official CycloneDX JSON schemas and a validator for them (PyPI
 ## cyclonedx-python-lib, which bundles the schemas, with its json-validation extra) in a venv
-## under .tools/, for the `modgate fetched --format cyclonedx` end-to-end test (which finds it
-## there, or at $$MODGATE_CYCLONEDX_PYTHON). python3-venv comes from Debian when missing.
-CYCLONEDX_LIB := cyclonedx-python-lib[json-validation]==11.12.0
-CYCLONEDX_VENV := $(CURDIR)/.tools/cyclonedx
+## kept between runs on this machine (under $$HOME/.cache/modgate, one venv per version), for the
+## `modgate fetched --format cyclonedx` end-to-end test (which is given it in
+## $$MODGATE_CYCLONEDX_PYTHON). python3-venv comes from Debian when missing.
+CYCLONEDX_VERSION := 11.12.0
+CYCLONEDX_LIB := cyclonedx-python-lib[json-validation]==$(CYCLONEDX_VERSION)
+TOOLS_CACHE ?= $(HOME)/.cache/modgate
+CYCLONEDX_VENV := $(TOOLS_CACHE)/cyclonedx-$(CYCLONEDX_VERSION)
 cyclonedx-validator: deps
 	@$(CYCLONEDX_VENV)/bin/python -c 'import cyclonedx.validation.json, jsonschema' 2>/dev/null || { \
 	  rm -rf $(CYCLONEDX_VENV); \

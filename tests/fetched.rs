@@ -226,7 +226,8 @@ fn validator() -> Option<PathBuf> {
     let python = std::env::var_os("MODGATE_CYCLONEDX_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/cyclonedx/bin/python")
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            home.join(".cache/modgate/cyclonedx-11.12.0/bin/python")
         });
     let works = std::process::Command::new(&python)
         .args(["-c", "import cyclonedx.validation.json"])
