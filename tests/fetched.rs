@@ -226,7 +226,9 @@ fn validator() -> Option<PathBuf> {
     let python = std::env::var_os("MODGATE_CYCLONEDX_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
             home.join(".cache/modgate/cyclonedx-11.12.0/bin/python")
         });
     let works = std::process::Command::new(&python)

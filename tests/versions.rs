@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use modgate_testkit::vulndb::{write_vulndb, Advisory};
 use modgate_testkit::{
-    free_addr, request, require_go, FixtureProxy, Gateway, GoEnv, ModuleVersion,
+    free_addr, metric, request, require_go, FixtureProxy, Gateway, GoEnv, ModuleVersion,
 };
 
 const M: &str = "example.com/vuln";
@@ -31,7 +31,7 @@ fn config(addr: SocketAddr, upstream: &str, waiver: &str) -> String {
     format!(
         r#"
 listeners:
-  - {{ name: plain, address: "{addr}" }}
+  - {{ name: plain, address: "{addr}", metrics: true }}
 upstreams:
   public: {{ url: "{upstream}" }}
 routes:
@@ -262,7 +262,10 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
         "{record}"
     );
 
-    // A new database applies at reload without a restart: v1.1.0 is now affected too.
+    // A new database applies at reload without a restart: v1.1.0 is now affected too; the
+    // metric says which database is in force.
+    let modified = || metric(addr, "modgate_vulndb_modified_timestamp_seconds");
+    assert_eq!(modified(), 1_714_979_289.0, "2024-05-06T07:08:09Z");
     gw.write_config(&config(addr, &upstream.url(), waiver));
     write_vulndb(
         &gw.dir.path().join("vulndb"),
@@ -279,6 +282,7 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
     let (status, text) = get(addr, &format!("/{M}/@v/v1.1.0.info"), Some(ALICE_TOKEN));
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("GO-2024-0009"), "{text}");
+    assert_eq!(modified(), 1_717_200_000.0, "2024-06-01T00:00:00Z");
 
     // A corrupt database is refused at reload, with the file named; the previous one stays.
     std::fs::write(
@@ -293,6 +297,11 @@ async fn affected_versions_are_denied_reported_exempted_and_waived_and_the_db_re
     let (status, text) = get(addr, &format!("/{M}/@v/v1.1.0.info"), Some(ALICE_TOKEN));
     assert_eq!(status, 403, "{text}");
     assert!(text.contains("GO-2024-0009"), "{text}");
+    assert_eq!(
+        modified(),
+        1_717_200_000.0,
+        "the previous database stays in force"
+    );
 }
 
 /// `versions.retractions`: the module's latest `go.mod` retracts a version and a range (with

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub integrity_refusals: IntCounterVec,
     pub checks_throttled: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    /// The vulnerability database in force: its `modified` time and how many advisories.
+    pub vulndb_modified: IntGauge,
+    pub vulndb_advisories: IntGauge,
     pub connections_cut: IntCounterVec,
     pub connections_open: IntGaugeVec,
     pub config_reloads: IntCounterVec,
@@ -120,6 +123,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
              an identity's name)",
         ),
         &["reason", "limit"],
+    )?;
+    let vulndb_modified = IntGauge::new(
+        "modgate_vulndb_modified_timestamp_seconds",
+        "The `modified` time (Unix seconds) of the vulnerability database in force \
+         (versions.vulnerabilities); 0 when none is loaded",
+    )?;
+    let vulndb_advisories = IntGauge::new(
+        "modgate_vulndb_advisories",
+        "Advisories in the vulnerability database in force (withdrawn ones included)",
     )?;
     let connections_cut = IntCounterVec::new(
         Opts::new(
@@ -298,6 +310,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(auth_failures.clone()))?;
     registry.register(Box::new(checks_throttled.clone()))?;
     registry.register(Box::new(rate_limited.clone()))?;
+    registry.register(Box::new(vulndb_modified.clone()))?;
+    registry.register(Box::new(vulndb_advisories.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(spans_dropped.clone()))?;
     registry.register(Box::new(spans_exported.clone()))?;
@@ -330,6 +344,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         auth_failures,
         checks_throttled,
         rate_limited,
+        vulndb_modified,
+        vulndb_advisories,
         connections_cut,
         connections_open,
         config_reloads,
@@ -436,6 +452,9 @@ pub struct Named<'a> {
     pub cache: bool,
     /// The `limit` labels of `modgate_rate_limited_total` the rate limits configured name.
     pub rate_limits: Vec<String>,
+    /// The vulnerability database in force: its `modified` time (Unix seconds) and how many
+    /// advisories it holds.
+    pub vulndb: Option<(i64, usize)>,
 }
 
 /// Creates, at 0, every series whose labels `named` (the model) and `labels` already name, so
@@ -498,6 +517,10 @@ pub fn prime(named: &Named, labels: &Labels) {
     for reason in &labels.auth_failures {
         m.auth_failures.with_label_values(&[reason]);
     }
+    let (modified, advisories) = named.vulndb.unwrap_or((0, 0));
+    m.vulndb_modified.set(modified);
+    m.vulndb_advisories
+        .set(i64::try_from(advisories).unwrap_or(i64::MAX));
     for reason in ["requests", "bytes"] {
         for name in &named.rate_limits {
             m.rate_limited.with_label_values(&[reason, name]);

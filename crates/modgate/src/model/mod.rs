@@ -176,6 +176,11 @@ impl Model {
                 })
                 .collect(),
             cache: self.config.cache.is_some(),
+            vulndb: self
+                .gateway
+                .vulns
+                .as_ref()
+                .map(|v| (v.db.modified().unix_seconds, v.db.advisories().len())),
             rate_limits: {
                 let limits = &self.config.rate_limits.0;
                 if limits.is_empty() {
