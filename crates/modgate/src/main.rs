@@ -19,6 +19,7 @@ mod certs;
 mod commands;
 mod config;
 mod conn;
+mod cooldown;
 mod error_chain;
 mod explain;
 mod fetched;

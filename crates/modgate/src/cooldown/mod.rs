@@ -1,0 +1,13 @@
+//! Cooldown's clock: how old a module version is, measured from sightings its author cannot
+//! back-date (see `docs/architecture.md`, "Cooldown's clock").
+//!
+//! - [`age`]: the pure decision ([`age::age`]) over a version's [`VersionSightings`].
+//! - [`feed`]: the background task tailing the Go module index into the sightings store.
+//!
+//! The store itself is [`modgate_ledger::Sightings`]; `modgate ledger seed` records versions
+//! already in use as old.
+
+pub mod age;
+
+pub use age::{age, pseudo_version_time, show_time, Age, Vouch};
+pub use modgate_ledger::{FeedProgress, Sightings, VersionSightings};
