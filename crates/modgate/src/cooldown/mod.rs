@@ -8,6 +8,7 @@
 //! already in use as old.
 
 pub mod age;
+pub mod feed;
 
 pub use age::{age, pseudo_version_time, show_time, Age, Vouch};
 pub use modgate_ledger::{FeedProgress, Sightings, VersionSightings};
