@@ -11,9 +11,10 @@
 //! fails (unreachable, an error status, a malformed line, entries out of order, more entries
 //! at one timestamp than a page holds) is asked again after a backoff and never skipped, so
 //! what the store reports as "read without gaps" is exactly that. How far it has been read
-//! (`read_to`): up to the last timestamp of a full page; after the last page, up to the time
-//! the page was asked for; both less `settle`, a margin for the index's lag in listing what
-//! the proxy fetched and for the two clocks' skew.
+//! (`read_to`): up to the newest timestamp read (never past the gateway's clock), less
+//! `settle`, a margin for the index's lag in listing what the proxy fetched and for the two
+//! clocks' skew. The real index lists new versions every few seconds, so it moves on its own;
+//! a quiet or stalled index does not move it (fail closed).
 //!
 //! Bounded: at most `pages_per_round` pages before it pauses, a poll interval once caught up,
 //! an exponential backoff on errors, a timeout and a size limit per page, and it stops when the
@@ -59,6 +60,8 @@ pub struct FeedOptions {
     pub round_pause: Duration,
     /// Pause between reads once caught up.
     pub poll_interval: Duration,
+    /// Shortest time between reads asked for by [`FeedHandle::read_past`], however many ask.
+    pub poke_interval: Duration,
     /// Margin for the index's listing lag and clock skew, taken off `read_to`.
     pub settle: Duration,
     /// First backoff after an error (doubling up to `max_backoff`).
@@ -81,6 +84,7 @@ impl FeedOptions {
             pages_per_round: 50,
             round_pause: Duration::from_millis(200),
             poll_interval: Duration::from_secs(60),
+            poke_interval: Duration::from_secs(2),
             settle: Duration::from_secs(120),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
@@ -259,7 +263,13 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
     Ok(page)
 }
 
-/// The progress after `page`, asked at `asked_at`, following `p` (pure).
+/// The progress after `page`, asked at `asked_at`, following `p` (pure); and whether it was
+/// the last page.
+///
+/// `read_to` only goes as far as the entries prove: the index is complete up to its newest
+/// timestamp, never further (an index that stopped listing would otherwise pass for a quiet
+/// one, and every unlisted version for old), less `settle`. An entry dated after the gateway's
+/// clock (plus `settle`) fails the page: its cursor would jump past entries still to come.
 fn advance(
     p: &FeedProgress,
     page: &Page,
@@ -272,17 +282,23 @@ fn advance(
         Some((text, at)) => (text.clone(), *at),
         None => (p.cursor.clone(), p.read_to),
     };
+    if last > asked_at.saturating_add(settle) {
+        return Err(format!(
+            "an entry dated {cursor}, after this gateway's clock ({}): clock skew or a broken \
+             index; not read past",
+            show_time(asked_at)
+        ));
+    }
     if full && cursor == p.cursor {
         return Err(format!(
             "{} or more entries at {cursor}: a page cannot get past them",
             page.lines
         ));
     }
-    let reached = if full { last } else { last.max(asked_at) };
     let progress = FeedProgress {
         window_start: p.window_start,
         cursor,
-        read_to: reached.saturating_sub(settle).max(p.read_to),
+        read_to: last.min(asked_at).saturating_sub(settle).max(p.read_to),
     };
     Ok((progress, !full))
 }
@@ -513,10 +529,10 @@ impl Tailer {
                     (wait, false)
                 }
             };
-            // Pokes come from requests: at most one read per `round_pause` however many.
+            // Pokes come from requests: at most one read per `poke_interval` however many.
             if pokeable {
                 tokio::select! {
-                    _ = tokio::time::sleep(self.options.round_pause) => {}
+                    _ = tokio::time::sleep(self.options.poke_interval.min(wait)) => {}
                     _ = shutdown.changed() => return,
                 }
             }
