@@ -10,11 +10,12 @@
 //! Progress moves only after a page is durably stored, in the same transaction: a page that
 //! fails (unreachable, an error status, a malformed line, entries out of order, more entries
 //! at one timestamp than a page holds) is asked again after a backoff and never skipped, so
-//! what the store reports as "read without gaps" is exactly that. How far it has been read
-//! (`read_to`): up to the newest timestamp read (never past the gateway's clock), less
-//! `settle`, a margin for the index's lag in listing what the proxy fetched and for the two
-//! clocks' skew. The real index lists new versions every few seconds, so it moves on its own;
-//! a quiet or stalled index does not move it (fail closed).
+//! what the store reports as "read without gaps" is exactly that. `settle` is a margin for the
+//! index's lag in listing what the proxy fetched and for the two clocks' skew: the cursor stays
+//! that far behind the gateway's clock (the last `settle` of entries are read again each
+//! time), and how far the index has been read (`read_to`) is the newest timestamp read, never
+//! past that horizon. The real index lists new versions every few seconds, so it moves on its
+//! own; a quiet or stalled index does not move it (fail closed).
 //!
 //! Bounded: at most `pages_per_round` pages before it pauses, a poll interval once caught up,
 //! an exponential backoff on errors, a timeout and a size limit per page, and it stops when the
@@ -263,13 +264,18 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
     Ok(page)
 }
 
-/// The progress after `page`, asked at `asked_at`, following `p` (pure); and whether it was
-/// the last page.
+/// The progress after `page`, asked at `asked_at`, following `p` (pure); and whether to pause
+/// (the last page, or the cursor has reached the settled horizon).
 ///
-/// `read_to` only goes as far as the entries prove: the index is complete up to its newest
-/// timestamp, never further (an index that stopped listing would otherwise pass for a quiet
-/// one, and every unlisted version for old), less `settle`. An entry dated after the gateway's
-/// clock (plus `settle`) fails the page: its cursor would jump past entries still to come.
+/// The **horizon** is `asked_at − settle`: the index may still list versions dated after it
+/// (its lag in listing what the proxy fetched, and clock skew), not before. So:
+/// - the cursor never moves past the horizon: entries after it are read again next time, with
+///   any the index lists late among them;
+/// - `read_to` is the newest timestamp read, never past the horizon: only entries prove how
+///   far the index is complete (an index that stopped listing would otherwise pass for a quiet
+///   one, and every unlisted version for old);
+/// - an entry dated after `asked_at + settle` fails the page: a cursor there would skip what is
+///   still to come.
 fn advance(
     p: &FeedProgress,
     page: &Page,
@@ -278,18 +284,27 @@ fn advance(
     settle: i64,
 ) -> Result<(FeedProgress, bool), String> {
     let full = page.lines >= page_size;
-    let (cursor, last) = match &page.last {
-        Some((text, at)) => (text.clone(), *at),
-        None => (p.cursor.clone(), p.read_to),
+    let horizon = asked_at.saturating_sub(settle);
+    let Some((text, last)) = &page.last else {
+        return Ok((p.clone(), true));
     };
+    let last = *last;
     if last > asked_at.saturating_add(settle) {
         return Err(format!(
-            "an entry dated {cursor}, after this gateway's clock ({}): clock skew or a broken \
+            "an entry dated {text}, after this gateway's clock ({}): clock skew or a broken \
              index; not read past",
             show_time(asked_at)
         ));
     }
-    if full && cursor == p.cursor {
+    let at_cursor = modgate_vulndb::parse_rfc3339(&p.cursor).map_or(p.read_to, |t| t.unix_seconds);
+    let (cursor, capped) = if last < horizon {
+        (text.clone(), false)
+    } else if at_cursor < horizon {
+        (show_time(horizon), true)
+    } else {
+        (p.cursor.clone(), true)
+    };
+    if full && !capped && cursor == p.cursor {
         return Err(format!(
             "{} or more entries at {cursor}: a page cannot get past them",
             page.lines
@@ -298,9 +313,9 @@ fn advance(
     let progress = FeedProgress {
         window_start: p.window_start,
         cursor,
-        read_to: last.min(asked_at).saturating_sub(settle).max(p.read_to),
+        read_to: last.min(horizon).max(p.read_to),
     };
-    Ok((progress, !full))
+    Ok((progress, !full || capped))
 }
 
 /// The progress to read from at `now`: the stored one, or a fresh start at the window's start

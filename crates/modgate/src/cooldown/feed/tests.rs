@@ -315,6 +315,39 @@ async fn the_running_tailer_reads_on_demand_and_stops_on_shutdown() {
         .expect("no panic");
 }
 
+#[tokio::test]
+async fn an_entry_the_index_lists_late_inside_the_margin_is_still_read() {
+    let mut entries = seven();
+    entries.push((M.into(), "v1.7.0".into(), stamp(NOW - 10, 0)));
+    let index = Arc::new(Mutex::new(Index {
+        entries,
+        ..Index::default()
+    }));
+    let port = serve(index.clone()).await;
+    let store = Arc::new(Sightings::open_in_memory().expect("store"));
+    let mut o = options(3);
+    o.settle = Duration::from_secs(60);
+    let clock = Arc::new(AtomicI64::new(NOW));
+    let (tailer, _handle) = Tailer::new(store.clone(), source(port), o, fixed(clock));
+    assert_eq!(tailer.round().await.expect("caught up"), Round::CaughtUp);
+    let p = store.feed_progress("test-index").expect("p").expect("some");
+    assert_eq!(
+        p.cursor,
+        show_time(NOW - 60),
+        "the cursor waits at the horizon"
+    );
+    assert_eq!(p.read_to, NOW - 60);
+    assert_eq!(store.get(M, "v1.7.0").expect("get").feed, Some(NOW - 10));
+    // The index now lists a version dated before the newest one already read (its lag).
+    {
+        let mut ix = index.lock().expect("index");
+        ix.entries
+            .insert(7, (M.into(), "v1.6.5".into(), stamp(NOW - 30, 0)));
+    }
+    assert_eq!(tailer.round().await.expect("caught up"), Round::CaughtUp);
+    assert_eq!(store.get(M, "v1.6.5").expect("get").feed, Some(NOW - 30));
+}
+
 #[test]
 fn pages_are_parsed_strictly() {
     let ok = br#"{"Path":"a.example/m","Version":"v1.0.0","Timestamp":"2026-05-25T00:00:01.5Z"}
@@ -340,42 +373,61 @@ fn pages_are_parsed_strictly() {
 
 #[test]
 fn progress_advances_only_as_far_as_the_page_proves() {
+    let t = show_time;
     let p = FeedProgress {
         window_start: 100,
-        cursor: "c0".into(),
+        cursor: t(100),
         read_to: 100,
     };
-    let page = |lines: usize, last: Option<(&str, i64)>| Page {
+    let page = |lines: usize, last: Option<i64>| Page {
         entries: Vec::new(),
-        last: last.map(|(t, a)| (t.to_string(), a)),
+        last: last.map(|a| (t(a), a)),
         lines,
     };
-    // A full page: up to its last timestamp, less the settle margin.
-    let (next, last) = advance(&p, &page(3, Some(("c1", 500))), 3, 900, 60).expect("ok");
+    // Asked at 900 with a margin of 60: everything before 840 is final.
+    let step = |p: &FeedProgress, pg: Page| advance(p, &pg, 3, 900, 60);
+    // A full page well before that: up to its last timestamp, more to come.
+    let (next, last) = step(&p, page(3, Some(500))).expect("ok");
     assert_eq!(
-        (next.cursor.as_str(), next.read_to, last),
-        ("c1", 440, false)
+        (next.cursor.clone(), next.read_to, last),
+        (t(500), 500, false)
     );
     // The last page: up to its newest entry too (a quiet or stalled index proves nothing
-    // after it), less the margin.
-    let (next, last) = advance(&p, &page(1, Some(("c1", 500))), 3, 900, 60).expect("ok");
-    assert_eq!((next.read_to, last), (440, true));
-    // An empty last page keeps the cursor and what was proven.
-    let (next, last) = advance(&p, &page(0, None), 3, 900, 0).expect("ok");
+    // after it).
+    let (next, last) = step(&p, page(1, Some(500))).expect("ok");
     assert_eq!(
-        (next.cursor.as_str(), next.read_to, last),
-        ("c0", 100, true)
+        (next.cursor.clone(), next.read_to, last),
+        (t(500), 500, true)
     );
-    // Never past the gateway's clock; an entry dated after it (beyond the margin) fails.
-    let (next, _) = advance(&p, &page(1, Some(("c1", 930))), 3, 900, 60).expect("ok");
-    assert_eq!(next.read_to, 840);
-    let e = advance(&p, &page(1, Some(("c1", 961))), 3, 900, 60).expect_err("future");
+    // An empty last page keeps the cursor and what was proven.
+    let (next, last) = step(&p, page(0, None)).expect("ok");
+    assert_eq!(
+        (next.cursor.clone(), next.read_to, last),
+        (t(100), 100, true)
+    );
+    // Entries inside the margin are read again next time (the index may still list others
+    // dated before them): the cursor stops at 840, and a full page there is no error.
+    for lines in [1, 3] {
+        let (next, last) = step(&p, page(lines, Some(870))).expect("ok");
+        assert_eq!(
+            (next.cursor.clone(), next.read_to, last),
+            (t(840), 840, true)
+        );
+        let (again, last) = step(&next, page(lines, Some(870))).expect("ok");
+        assert_eq!((again, last), (next, true), "nothing moves, nothing fails");
+    }
+    // An entry dated after the gateway's clock (beyond the margin) fails the page.
+    let e = step(&p, page(1, Some(961))).expect_err("future");
     assert!(e.contains("after this gateway's clock"), "{e}");
     // Never backwards.
-    let (next, _) = advance(&p, &page(3, Some(("c1", 120))), 3, 900, 60).expect("ok");
-    assert_eq!(next.read_to, 100);
-    // A full page that cannot move the cursor is an error, not a skip.
-    assert!(advance(&p, &page(3, Some(("c0", 100))), 3, 900, 0).is_err());
+    let ahead = FeedProgress {
+        read_to: 600,
+        ..p.clone()
+    };
+    assert_eq!(step(&ahead, page(3, Some(500))).expect("ok").0.read_to, 600);
+    // A full page that cannot move the cursor (more entries at one instant than a page
+    // holds) is an error, not a skip.
+    assert!(step(&p, page(3, Some(100))).is_err());
 }
 
 #[test]
