@@ -48,6 +48,8 @@ const MIGRATIONS: &[&str] = &[
         seeded_by       TEXT,
         PRIMARY KEY (module, version)
     ) WITHOUT ROWID;
+    CREATE INDEX sightings_index_only ON sightings (feed_unix)
+        WHERE first_seen_unix IS NULL AND seeded_unix IS NULL;
     CREATE TABLE feed_progress (
         feed              TEXT    PRIMARY KEY,
         window_start_unix INTEGER NOT NULL,
@@ -351,9 +353,8 @@ impl Sightings {
             .collect()
     }
 
-    /// Every version with a record, of modules under `module_prefix` (exact path or path
-    /// prefix followed by `/`), ordered by module and version; for `modgate ledger show`-like
-    /// listings and tests.
+    /// Every version of `module` with a record, ordered by version text; for listings and
+    /// tests.
     pub fn list(&self, module: &str) -> Result<Vec<VersionSightings>, LedgerError> {
         let conn = self.lock();
         let sql_err = |source| LedgerError::Sqlite {
@@ -368,6 +369,23 @@ impl Sightings {
             .query_map(params![module], row_to_sightings)
             .map_err(sql_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)
+    }
+
+    /// Deletes at most `max` versions known only from the index (never seen by the gateway,
+    /// not seeded) whose index time is before `before`; returns how many. Such a version,
+    /// once older than every window, is decided the same without its row (old: the index,
+    /// read past its first sighting, does not list it), so the store stays bounded.
+    pub fn prune_index_only(&self, before: i64, max: usize) -> Result<usize, LedgerError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.write("prune index-only sightings", "sightings", |tx| {
+            tx.execute(
+                "DELETE FROM sightings WHERE (module, version) IN (
+                    SELECT module, version FROM sightings INDEXED BY sightings_index_only
+                    WHERE first_seen_unix IS NULL AND seeded_unix IS NULL AND feed_unix < ?1
+                    LIMIT ?2)",
+                params![before, max],
+            )
+        })
     }
 
     /// How far `feed` has been read, `None` before its first page.

@@ -140,3 +140,27 @@ fn bad_names_are_refused() {
     assert!(s.record_seen(M, "v1\n", "zip", 1).is_err());
     assert!(s.seed(M, "v1.0.0", "", 1).is_err());
 }
+
+#[test]
+fn only_rows_known_from_the_index_alone_are_pruned() {
+    let s = Sightings::open_in_memory().expect("open");
+    s.reset_feed("f", &progress(0, 0), 1).expect("reset");
+    let entries: Vec<FeedEntry> = (0..5)
+        .map(|i| entry(M, &format!("v1.{i}.0"), 100 + i))
+        .collect();
+    s.record_feed_page("f", &entries, &progress(0, 200), 2)
+        .expect("page");
+    s.record_seen(M, "v1.0.0", "zip", 300).expect("seen");
+    s.seed(M, "v1.1.0", "operator:a", 300).expect("seed");
+    // Before 104: v1.0.0 (seen), v1.1.0 (seeded) stay; v1.2.0 and v1.3.0 go, one per call.
+    assert_eq!(s.prune_index_only(104, 1).expect("prune"), 1);
+    assert_eq!(s.prune_index_only(104, 10).expect("prune"), 1);
+    assert_eq!(s.prune_index_only(104, 10).expect("prune"), 0);
+    let left: Vec<String> = s
+        .list(M)
+        .expect("list")
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(left, ["v1.0.0", "v1.1.0", "v1.4.0"]);
+}

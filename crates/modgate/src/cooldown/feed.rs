@@ -73,7 +73,13 @@ pub struct FeedOptions {
     pub page_timeout: Duration,
     /// Largest page body accepted.
     pub max_page_bytes: usize,
+    /// How long past the window versions known only from the index are kept (then pruned,
+    /// at most `PRUNE_BATCH` a round: they are decided the same without their rows).
+    pub retain: Duration,
 }
+
+/// Most rows pruned after one round.
+const PRUNE_BATCH: usize = 10_000;
 
 impl FeedOptions {
     /// The defaults for a feed under `name` and a longest window of `window`.
@@ -91,6 +97,7 @@ impl FeedOptions {
             max_backoff: Duration::from_secs(300),
             page_timeout: Duration::from_secs(60),
             max_page_bytes: 8 << 20,
+            retain: Duration::from_secs(30 * 86_400),
         }
     }
 }
@@ -505,10 +512,31 @@ impl Tailer {
                 s.pages += 1;
             });
             if last {
+                self.prune(now).await;
                 return Ok(Round::CaughtUp);
             }
         }
         Ok(Round::More)
+    }
+
+    /// Drops versions known only from the index that are older than the window by `retain`.
+    async fn prune(&self, now: i64) {
+        let retain = i64::try_from(self.options.retain.as_secs()).unwrap_or(i64::MAX);
+        let before = now
+            .saturating_sub(self.window_secs())
+            .saturating_sub(retain);
+        match self
+            .on_store(move |s| s.prune_index_only(before, PRUNE_BATCH))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => log::debug!(
+                "module index {}: pruned {n} version(s) listed before {}",
+                self.options.name,
+                show_time(before)
+            ),
+            Err(e) => log::warn!("module index {}: pruning failed: {e}", self.options.name),
+        }
     }
 
     /// Runs until `shutdown` turns true.

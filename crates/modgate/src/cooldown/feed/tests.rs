@@ -249,6 +249,8 @@ async fn the_tailer_catches_up_without_skipping_a_failing_page() {
         .expect("seen");
     let old = store.get(M, "v0.9.0").expect("get");
     assert!(!age(&old, Vouch::Feed(Some(&p3)), NOW, WINDOW, None).is_old());
+    // Nothing is pruned yet: every version read is inside the window.
+    assert_eq!(store.list(M).expect("list").len(), 8);
     index.lock().expect("index").entries.push((
         "example.com/other".into(),
         "v0.1.0".into(),
@@ -346,6 +348,36 @@ async fn an_entry_the_index_lists_late_inside_the_margin_is_still_read() {
     }
     assert_eq!(tailer.round().await.expect("caught up"), Round::CaughtUp);
     assert_eq!(store.get(M, "v1.6.5").expect("get").feed, Some(NOW - 30));
+}
+
+#[tokio::test]
+async fn versions_known_only_from_the_index_are_pruned_once_past_the_window() {
+    let index = Arc::new(Mutex::new(Index {
+        entries: seven(),
+        ..Index::default()
+    }));
+    let port = serve(index).await;
+    let store = Arc::new(Sightings::open_in_memory().expect("store"));
+    let mut o = options(3);
+    o.retain = Duration::from_secs(86_400);
+    let clock = Arc::new(AtomicI64::new(NOW));
+    let (tailer, _handle) = Tailer::new(store.clone(), source(port), o, fixed(clock.clone()));
+    assert_eq!(tailer.round().await.expect("caught up"), Round::CaughtUp);
+    store.record_seen(M, "v1.3.0", "zip", NOW).expect("seen");
+    assert_eq!(store.list(M).expect("list").len(), 7);
+    // A window and a day (`retain`) later, only what the gateway saw itself is kept; and the
+    // reading starts again at the new window's start.
+    clock.store(NOW + WINDOW + 86_400, Ordering::SeqCst);
+    assert_eq!(tailer.round().await.expect("caught up"), Round::CaughtUp);
+    let left: Vec<String> = store
+        .list(M)
+        .expect("list")
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(left, ["v1.3.0"]);
+    let p = store.feed_progress("test-index").expect("p").expect("some");
+    assert_eq!(p.window_start, NOW + 86_400);
 }
 
 #[test]
