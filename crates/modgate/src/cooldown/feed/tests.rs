@@ -380,6 +380,16 @@ async fn versions_known_only_from_the_index_are_pruned_once_past_the_window() {
     assert_eq!(p.window_start, NOW + 86_400);
 }
 
+/// The tailer is what the server adds as a Pingora background service.
+#[test]
+fn the_tailer_is_a_pingora_background_service() {
+    let store = Arc::new(Sightings::open_in_memory().expect("store"));
+    let (tailer, handle) = Tailer::new(store, source(9), options(3), system_clock());
+    let service = pingora::services::background::background_service("modgate module index", tailer);
+    assert_eq!(service.task().options.name, "test-index");
+    assert_eq!(handle.status(), FeedStatus::default());
+}
+
 #[test]
 fn pages_are_parsed_strictly() {
     let ok = br#"{"Path":"a.example/m","Version":"v1.0.0","Timestamp":"2026-05-25T00:00:01.5Z"}
