@@ -9,8 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::build::upstream::{gateway_client, GatewayClient};
 use crate::cooldown::age::{age, Age, Vouch};
-use crate::upstream::{GatewayClient, UpstreamUrl};
+use crate::upstream::UpstreamUrl;
 
 const WINDOW: i64 = 7 * 86_400;
 /// 2026-06-01T00:00:00Z.
@@ -145,7 +146,7 @@ fn options(page_size: usize) -> FeedOptions {
 
 fn source(port: u16) -> Arc<dyn FeedSource> {
     let url = UpstreamUrl::parse(&format!("http://127.0.0.1:{port}")).expect("url");
-    let upstream = Upstream::gateway_client(
+    let upstream = gateway_client(
         "index",
         GatewayClient {
             url,
