@@ -254,6 +254,15 @@ impl Sightings {
         for v in versions {
             check_text("version", v)?;
         }
+        // Versions seen before (every request after the first): a read, no write, no fsync.
+        let known = self.get_many(module, versions)?;
+        if let Some(times) = known
+            .iter()
+            .map(|k| k.first_seen)
+            .collect::<Option<Vec<_>>>()
+        {
+            return Ok(times);
+        }
         self.write("record sighting", module, |tx| {
             let mut upsert = tx.prepare(
                 "INSERT INTO sightings (module, version, first_seen_unix, first_seen_how)
@@ -274,6 +283,29 @@ impl Sightings {
             }
             Ok(out)
         })
+    }
+
+    /// What the gateway calls when an upstream's answer names versions of `module`: records
+    /// the first sighting of those not seen before (at `at`, `how`) and returns every
+    /// version's record, ready for the age decision. One read when all were seen before.
+    pub fn see(
+        &self,
+        module: &str,
+        versions: &[&str],
+        how: &str,
+        at: i64,
+    ) -> Result<Vec<VersionSightings>, LedgerError> {
+        let known = self.get_many(module, versions)?;
+        let unseen: Vec<&str> = known
+            .iter()
+            .filter(|k| k.first_seen.is_none())
+            .map(|k| k.version.as_str())
+            .collect();
+        if unseen.is_empty() {
+            return Ok(known);
+        }
+        self.record_seen_many(module, &unseen, how, at)?;
+        self.get_many(module, versions)
     }
 
     /// Records `module@version` as seeded (old) by `by` at `at`; returns whether it was newly

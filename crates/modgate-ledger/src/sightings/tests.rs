@@ -164,3 +164,32 @@ fn only_rows_known_from_the_index_alone_are_pruned() {
         .collect();
     assert_eq!(left, ["v1.0.0", "v1.1.0", "v1.4.0"]);
 }
+
+#[test]
+fn see_records_only_the_unseen_and_returns_every_record() {
+    let s = Sightings::open_in_memory().expect("open");
+    s.seed(M, "v1.0.0", "operator:a", 5).expect("seed");
+    s.record_seen(M, "v1.1.0", "zip", 10).expect("seen");
+    let got = s
+        .see(M, &["v1.0.0", "v1.1.0", "v1.2.0"], "list", 20)
+        .expect("see");
+    let firsts: Vec<_> = got
+        .iter()
+        .map(|g| (g.version.as_str(), g.first_seen))
+        .collect();
+    assert_eq!(
+        firsts,
+        [
+            ("v1.0.0", Some(20)),
+            ("v1.1.0", Some(10)),
+            ("v1.2.0", Some(20))
+        ]
+    );
+    assert_eq!(got[0].seeded, Some(5));
+    assert_eq!(got[2].first_seen_how.as_deref(), Some("list"));
+    // Again later: nothing moves.
+    let again = s
+        .see(M, &["v1.0.0", "v1.1.0", "v1.2.0"], "zip", 30)
+        .expect("see");
+    assert_eq!(again, got);
+}
