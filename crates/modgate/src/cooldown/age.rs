@@ -58,38 +58,31 @@ impl Age {
     }
 }
 
-/// Unix seconds as RFC 3339 (UTC, whole seconds).
+/// Unix seconds as RFC 3339 (UTC, whole seconds; jiff's range, years -9999 to 9999, else
+/// `@<seconds>`).
 pub fn show_time(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    jiff::Timestamp::from_second(unix).map_or_else(|_| format!("@{unix}"), |t| t.to_string())
 }
 
-/// Unix seconds of a civil UTC date-time (no validation beyond what the caller did).
-fn unix_of(year: i64, month: i64, day: i64, h: i64, m: i64, s: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days * 86_400 + h * 3600 + m * 60 + s
+/// Unix seconds of a UTC civil date-time, `None` when it is not one.
+fn unix_of(year: i64, month: i64, day: i64, h: i64, m: i64, s: i64) -> Option<i64> {
+    let small = |v: i64| i8::try_from(v).ok();
+    let dt = jiff::civil::DateTime::new(
+        i16::try_from(year).ok()?,
+        small(month)?,
+        small(day)?,
+        small(h)?,
+        small(m)?,
+        small(s)?,
+        0,
+    )
+    .ok()?;
+    Some(
+        dt.to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp()
+            .as_second(),
+    )
 }
 
 /// The commit time embedded in a pseudo-version (`v0.0.0-20191109021931-daa7c04131f5`,
@@ -106,11 +99,7 @@ pub fn pseudo_version_time(version: &str) -> Option<i64> {
         .map(|b| b.is_ascii_digit().then(|| i64::from(b - b'0')))
         .collect::<Option<_>>()?;
     let n = |from: usize, len: usize| d[from..from + len].iter().fold(0, |a, x| a * 10 + x);
-    let (mo, day, h, mi, s) = (n(4, 2), n(6, 2), n(8, 2), n(10, 2), n(12, 2));
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    Some(unix_of(n(0, 4), mo, day, h, mi, s))
+    unix_of(n(0, 4), n(4, 2), n(6, 2), n(8, 2), n(10, 2), n(12, 2))
 }
 
 /// The age of `s`'s version under a cooldown of `window` seconds at `now`.

@@ -223,6 +223,11 @@ struct Line {
     timestamp: String,
 }
 
+/// An RFC 3339 timestamp as the index writes it (`2019-04-10T19:08:52.997264Z`), by jiff.
+fn parse_time(s: &str) -> Option<jiff::Timestamp> {
+    s.parse::<jiff::Timestamp>().ok()
+}
+
 /// Parses a page of JSON lines; any bad line, or timestamps going back, fails the page.
 fn parse_page(body: &[u8]) -> Result<Page, String> {
     let text = std::str::from_utf8(body).map_err(|e| format!("the page is not UTF-8: {e}"))?;
@@ -231,29 +236,28 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
         last: None,
         lines: 0,
     };
-    let mut previous: Option<(i64, u32)> = None;
+    let mut previous: Option<jiff::Timestamp> = None;
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         page.lines += 1;
         let l: Line = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-        let t = modgate_vulndb::parse_rfc3339(&l.timestamp).ok_or_else(|| {
+        let t = parse_time(&l.timestamp).ok_or_else(|| {
             format!(
                 "line {}: Timestamp {:?} is not RFC 3339",
                 i + 1,
                 l.timestamp
             )
         })?;
-        let key = (t.unix_seconds, t.nanos);
-        if previous.is_some_and(|p| p > key) {
+        if previous.is_some_and(|p| p > t) {
             return Err(format!(
                 "line {}: Timestamp {} goes back: the feed is not in order",
                 i + 1,
                 l.timestamp
             ));
         }
-        previous = Some(key);
+        previous = Some(t);
         let bad = |s: &str| s.is_empty() || s.len() > 4096 || s.chars().any(char::is_control);
         if bad(&l.path) || bad(&l.version) {
             return Err(format!(
@@ -264,9 +268,9 @@ fn parse_page(body: &[u8]) -> Result<Page, String> {
         page.entries.push(FeedEntry {
             module: l.path,
             version: l.version,
-            at: t.unix_seconds,
+            at: t.as_second(),
         });
-        page.last = Some((l.timestamp, t.unix_seconds));
+        page.last = Some((l.timestamp, t.as_second()));
     }
     Ok(page)
 }
@@ -303,7 +307,7 @@ fn advance(
             show_time(asked_at)
         ));
     }
-    let at_cursor = modgate_vulndb::parse_rfc3339(&p.cursor).map_or(p.read_to, |t| t.unix_seconds);
+    let at_cursor = parse_time(&p.cursor).map_or(p.read_to, |t| t.as_second());
     let (cursor, capped) = if last < horizon {
         (text.clone(), false)
     } else if at_cursor < horizon {

@@ -41,10 +41,11 @@ fn why(a: &Age) -> &str {
 fn times_are_shown_and_read_in_utc() {
     assert_eq!(show_time(NOW), "2026-06-01T00:00:00Z");
     assert_eq!(show_time(0), "1970-01-01T00:00:00Z");
-    assert_eq!(unix_of(2026, 6, 1, 0, 0, 0), NOW);
+    assert_eq!(unix_of(2026, 6, 1, 0, 0, 0), Some(NOW));
+    assert_eq!(unix_of(2026, 2, 30, 0, 0, 0), None);
     assert_eq!(
         pseudo_version_time("v0.0.0-20191109021931-daa7c04131f5"),
-        Some(unix_of(2019, 11, 9, 2, 19, 31))
+        unix_of(2019, 11, 9, 2, 19, 31)
     );
     assert_eq!(
         pseudo_version_time("v1.2.4-0.20260531120000-daa7c04131f5"),
@@ -56,6 +57,11 @@ fn times_are_shown_and_read_in_utc() {
     );
     assert_eq!(pseudo_version_time("v1.2.3"), None);
     assert_eq!(pseudo_version_time("v1.2.3-rc.1"), None);
+    // A pseudo-version whose stamp is no date has no time (only its trusted times count).
+    assert_eq!(
+        pseudo_version_time("v0.0.0-20191399021931-daa7c04131f5"),
+        None
+    );
 }
 
 #[test]

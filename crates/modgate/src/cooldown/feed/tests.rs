@@ -40,9 +40,9 @@ fn stamp(secs: i64, nanos: u32) -> String {
     format!("{}.{nanos:09}Z", t.trim_end_matches('Z'))
 }
 
-fn key(ts: &str) -> (i64, u32) {
-    let t = modgate_vulndb::parse_rfc3339(ts).expect("test timestamp");
-    (t.unix_seconds, t.nanos)
+fn key(ts: &str) -> (i64, i32) {
+    let t = parse_time(ts).expect("test timestamp");
+    (t.as_second(), t.subsec_nanosecond())
 }
 
 fn unescape(q: &str) -> String {
