@@ -143,6 +143,12 @@ fn query_value(s: &str) -> String {
 impl FeedSource for UpstreamFeed {
     async fn page(&self, since: &str, limit: usize, max: usize) -> Result<Vec<u8>, String> {
         let u = &self.upstream;
+        if u.url.path.contains('{') {
+            return Err(format!(
+                "{}: a module index is read at a plain base URL, not a module template",
+                u.name
+            ));
+        }
         let path = format!(
             "{}/index?since={}&limit={limit}",
             u.url.path,
