@@ -60,6 +60,7 @@ FLOORS = [
             "conn/*",
             "server/shutdown.rs",
             "config/forward.rs",
+            "cooldown/*",
         ],
     ),
     (

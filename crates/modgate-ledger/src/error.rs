@@ -31,6 +31,18 @@ pub enum LedgerError {
         source: rusqlite::Error,
     },
 
+    /// The sightings store (cooldown's clock) could not be opened, is not an SQLite
+    /// database, or its schema could not be set up or is newer than this build's.
+    #[error("cannot open the sightings store {path} ({step}): {detail}")]
+    OpenSightings {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        step: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+
     /// The database was written by a newer modgate with a schema this build
     /// does not know.
     #[error(

@@ -33,7 +33,7 @@ use crate::hash::normalize_sha256_hex;
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// How long a statement waits for another connection's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Longest module path or version accepted (Go's own limits are far lower).
 const MAX_NAME_LEN: usize = 4096;
@@ -302,7 +302,8 @@ impl Ledger {
         .map_err(open_err("switching to WAL mode"))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err("setting synchronous=FULL"))?;
-        let found = retry_busy(|| migrate(&mut conn)).map_err(open_err("migrating the schema"))?;
+        let found = retry_busy(|| migrate(&mut conn, MIGRATIONS))
+            .map_err(open_err("migrating the schema"))?;
         if let Err(found) = found {
             return Err(LedgerError::SchemaTooNew {
                 path: shown,
@@ -664,9 +665,13 @@ impl RecordTx<'_> {
     }
 }
 
-/// Brings the schema up to [`SCHEMA_VERSION`] in one transaction; the inner
-/// `Err` carries the version of a schema newer than this build's.
-fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), i64>> {
+/// Brings the schema up to the last of `migrations` (version `migrations.len()`) in one
+/// transaction; the inner `Err` carries the version of a schema newer than this build's.
+pub(crate) fn migrate(
+    conn: &mut Connection,
+    migrations: &[&str],
+) -> rusqlite::Result<Result<(), i64>> {
+    let supported = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_version (
@@ -679,11 +684,11 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), i64>> {
         [],
         |row| row.get(0),
     )?;
-    if found > SCHEMA_VERSION {
+    if found > supported {
         return Ok(Err(found));
     }
     let start = usize::try_from(found.max(0)).unwrap_or(usize::MAX);
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(start) {
+    for (index, migration) in migrations.iter().enumerate().skip(start) {
         tx.execute_batch(migration)?;
         let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
         tx.execute(
@@ -698,7 +703,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), i64>> {
 /// Runs `op` again while it fails with `SQLITE_BUSY`/`SQLITE_LOCKED`, for at
 /// most [`BUSY_TIMEOUT`]: for the conflicts SQLite reports without calling
 /// the busy handler (such as two connections switching a new file to WAL).
-fn retry_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+pub(crate) fn retry_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
     let deadline = Instant::now() + BUSY_TIMEOUT;
     let mut pause = Duration::from_millis(1);
     loop {
@@ -749,7 +754,7 @@ impl Observation {
     }
 }
 
-fn check_text(what: &'static str, value: &str) -> Result<(), LedgerError> {
+pub(crate) fn check_text(what: &'static str, value: &str) -> Result<(), LedgerError> {
     let detail = if value.is_empty() {
         "must not be empty"
     } else if value.len() > MAX_NAME_LEN {
@@ -790,7 +795,7 @@ fn key_of(module: &str, version: &str, artifact: Option<Artifact>) -> String {
     }
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -12,6 +12,9 @@
 //! * [`ledger`] — the SQLite-backed [`Ledger`]: atomic
 //!   [`observe`](Ledger::observe), operator [`accept`](Ledger::accept) with
 //!   an audit [`history`](Ledger::history), lookups and listing.
+//! * [`sightings`] — cooldown's clock: the gateway's own first sighting of each version, the
+//!   Go module index's time for it, the seeded flag, and how far the index has been read
+//!   ([`Sightings`], in its own SQLite file).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -19,9 +22,11 @@
 pub mod error;
 pub mod hash;
 pub mod ledger;
+pub mod sightings;
 
 pub use error::LedgerError;
 pub use hash::{
     mod_h1, mod_h1_from_sha256, sha256_hex, zip_h1, Sha256Hasher, MAX_ZIP_UNCOMPRESSED,
 };
 pub use ledger::{Artifact, Check, Entry, HistoryEntry, Ledger, SCHEMA_VERSION};
+pub use sightings::{FeedEntry, FeedProgress, Sightings, VersionSightings};

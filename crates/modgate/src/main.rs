@@ -19,6 +19,7 @@ mod certs;
 mod commands;
 mod config;
 mod conn;
+mod cooldown;
 mod error_chain;
 mod explain;
 mod fetched;
@@ -129,7 +130,8 @@ enum Command {
     /// List the module versions an identity was served whole (zip or mod) in a time range,
     /// with their ledger hashes, from the index `fetched:` keeps.
     Fetched(commands::fetched::Query),
-    /// Inspect the integrity ledger or accept changed bytes for a version.
+    /// Inspect the integrity ledger, accept changed bytes for a version, or seed versions
+    /// already in use as old for cooldown.
     Ledger {
         #[command(subcommand)]
         action: LedgerCommand,
@@ -184,6 +186,9 @@ enum LedgerCommand {
     /// Pin new bytes for a version after checking them (the 502 and the audit record give the
     /// values, or say how to get the sha256); recorded as accepted by operator:<OS user>.
     Accept(commands::ledger::Accept),
+    /// Record every module version of go.sum files as already in use (old for cooldown), so a
+    /// fresh deployment does not hold back what the organisation builds with; audited.
+    Seed(commands::ledger::Seed),
 }
 
 fn main() -> ExitCode {
@@ -215,6 +220,7 @@ fn main() -> ExitCode {
             commands::load_config(&config).and_then(|c| match action {
                 LedgerCommand::Show { target } => commands::ledger::show(&c, target.as_deref()),
                 LedgerCommand::Accept(accept) => commands::ledger::accept(&c, &accept),
+                LedgerCommand::Seed(seed) => commands::ledger::seed(&c, &seed),
             }),
         ),
     }

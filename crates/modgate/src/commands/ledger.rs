@@ -9,13 +9,18 @@
 //!   `h1:` other than the one recorded for that sha256, an `h1:` of a `.mod` that is not the
 //!   one its sha256 implies. `modgate reload` (SIGHUP) makes a running gateway forget its
 //!   refusals so the accepted bytes are fetched.
+//! - `seed --reason .. GO.SUM...`: records every module version of the given `go.sum` files as
+//!   already in use, so cooldown treats them as old (a fresh deployment must not hold back what
+//!   the organisation already builds with); all files are read and checked before anything is
+//!   recorded; audited (one `ledger-seed` record per version newly seeded) and recorded as
+//!   seeded by `operator:<OS user>`.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
-use modgate_ledger::{Artifact, Ledger};
+use modgate_ledger::{Artifact, Ledger, Sightings};
 
-use super::operator::{audit_event, cache_config, Actor};
+use super::operator::{audit_event, audit_events, cache_config, Actor};
 use super::{Exit, Outcome};
 use crate::cache::target;
 use crate::config::GatewayConfig;
@@ -259,6 +264,95 @@ pub fn accept(config: &GatewayConfig, a: &Accept) -> Outcome {
     Ok(Exit::Success)
 }
 
+/// What `modgate ledger seed` is asked to record (its command line; the field comments are its
+/// help).
+#[derive(clap::Args)]
+pub struct Seed {
+    /// Why these versions are treated as old (kept in the audit log).
+    #[arg(long)]
+    pub reason: String,
+    /// go.sum (or go.work.sum) files whose module versions the organisation already uses.
+    #[arg(required = true, value_name = "GO.SUM")]
+    pub files: Vec<std::path::PathBuf>,
+}
+
+/// Every distinct module version of the `go.sum` files, in first-seen order; any unreadable
+/// or malformed file is an error naming it (and its line), before anything is recorded.
+fn seed_versions(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let versions = modgate_protocol::parse_go_sum(&text)
+            .with_context(|| format!("{} is not a valid go.sum", f.display()))?;
+        for v in versions {
+            let pair = (v.module, v.version);
+            if seen.insert(pair.clone()) {
+                out.push(pair);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `modgate ledger seed`.
+pub fn seed(config: &GatewayConfig, s: &Seed) -> Outcome {
+    let c = cache_config(config)?;
+    anyhow::ensure!(
+        !s.reason.trim().is_empty(),
+        "--reason must say why these versions count as already in use"
+    );
+    let versions = seed_versions(&s.files)?;
+    let store = Sightings::open(&c.sightings_path())?;
+    let actor = Actor::current();
+    let who = actor.label();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(i64::MAX);
+    // Which are new, for the audit: read before, written in one transaction.
+    let mut fresh = Vec::new();
+    for (m, v) in &versions {
+        if store.get(m, v)?.seeded.is_none() {
+            fresh.push((m.as_str(), v.as_str()));
+        }
+    }
+    let pairs: Vec<(&str, &str)> = versions
+        .iter()
+        .map(|(m, v)| (m.as_str(), v.as_str()))
+        .collect();
+    let newly = store.seed_many(&pairs, &who, now)?;
+    let files = s
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    audit_events(
+        config,
+        &actor,
+        "ledger-seed",
+        fresh.iter().map(|(m, v)| {
+            (
+                *m,
+                Some(*v),
+                format!(
+                    "seeded as already in use (old for cooldown) by {who} from {files}: {}",
+                    s.reason
+                ),
+            )
+        }),
+    );
+    println!(
+        "{newly} module version(s) seeded as already in use by {who} ({} already seeded) from {files}",
+        versions.len() - newly
+    );
+    Ok(Exit::Success)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +365,42 @@ mod tests {
             size,
             h1: h1.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn seeding_reads_every_file_before_recording_anything() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let a = dir.path().join("a.sum");
+        let b = dir.path().join("b.sum");
+        std::fs::write(
+            &a,
+            "example.com/x v1.0.0 h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\
+             example.com/x v1.0.0/go.mod h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\
+             example.com/y v0.2.0/go.mod h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n",
+        )
+        .expect("write");
+        std::fs::write(
+            &b,
+            "example.com/x v1.0.0/go.mod h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\
+             example.com/z v2.0.0+incompatible h1:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n",
+        )
+        .expect("write");
+        let got = seed_versions(&[a.clone(), b.clone()]).expect("parse");
+        let want: Vec<(String, String)> = [
+            ("example.com/x", "v1.0.0"),
+            ("example.com/y", "v0.2.0"),
+            ("example.com/z", "v2.0.0+incompatible"),
+        ]
+        .iter()
+        .map(|(m, v)| (m.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        let bad = dir.path().join("bad.sum");
+        std::fs::write(&bad, "example.com/x v1.0.0\n").expect("write");
+        let e = seed_versions(&[a, bad.clone()]).expect_err("bad line");
+        assert!(format!("{e:#}").contains("bad.sum"), "{e:#}");
+        let e = seed_versions(&[dir.path().join("missing.sum")]).expect_err("missing");
+        assert!(format!("{e:#}").contains("missing.sum"), "{e:#}");
     }
 
     #[test]

@@ -80,6 +80,16 @@ pub fn audit_event(
     version: Option<&str>,
     reason: String,
 ) {
+    audit_events(config, actor, event, [(module, version, reason)]);
+}
+
+/// [`audit_event`] for several module versions, one record each, through one audit log.
+pub fn audit_events<'a>(
+    config: &GatewayConfig,
+    actor: &Actor,
+    event: &str,
+    records: impl IntoIterator<Item = (&'a str, Option<&'a str>, String)>,
+) {
     let sink = match &config.audit.output {
         AuditOutput::Stdout => AuditSinkConfig::Stdout,
         AuditOutput::File(p) => AuditSinkConfig::File(p.clone()),
@@ -92,18 +102,23 @@ pub fn audit_event(
             return;
         }
     };
-    let mut r = AuditRecord::now();
-    r.event = Some(event.to_string());
-    r.identity = AuditIdentity {
-        source: "operator".into(),
-        name: actor.user.clone(),
-        ..AuditIdentity::default()
-    };
-    r.module = Some(module.to_string());
-    r.version = version.map(str::to_string);
-    r.decision = AuditDecision::Allow;
-    r.reason = Some(reason);
-    if let Err(e) = log.record(&r).and_then(|()| log.shutdown()) {
+    for (module, version, reason) in records {
+        let mut r = AuditRecord::now();
+        r.event = Some(event.to_string());
+        r.identity = AuditIdentity {
+            source: "operator".into(),
+            name: actor.user.clone(),
+            ..AuditIdentity::default()
+        };
+        r.module = Some(module.to_string());
+        r.version = version.map(str::to_string);
+        r.decision = AuditDecision::Allow;
+        r.reason = Some(reason);
+        if let Err(e) = log.record(&r) {
+            eprintln!("modgate: audit record not written: {e}");
+        }
+    }
+    if let Err(e) = log.shutdown() {
         eprintln!("modgate: audit record not written: {e}");
     }
 }

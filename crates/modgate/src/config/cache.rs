@@ -207,6 +207,11 @@ impl CacheConfig {
             .unwrap_or_else(|| self.dir.0.join("ledger.sqlite"))
     }
 
+    /// The sightings store (cooldown's clock): `sightings.sqlite` beside the ledger.
+    pub fn sightings_path(&self) -> PathBuf {
+        self.ledger_path().with_file_name("sightings.sqlite")
+    }
+
     /// Settings for the disk storage.
     pub fn disk(&self) -> modgate_cache::DiskCacheConfig {
         let mut c = modgate_cache::DiskCacheConfig::new(self.dir.0.clone());
