@@ -414,3 +414,148 @@ audit: {{ output: audit.jsonl }}
         );
     }
 }
+
+/// `versions.cooldown`, dated by the gateway's own sightings (no module index configured): a
+/// version seeded with `modgate ledger seed` is old at once; a version the gateway sees for the
+/// first time is withheld for the window, whatever its `.info` Time says (back-dated by years
+/// here) — refused with the time it becomes available, which `go` prints; a role in report mode
+/// gets it, audited "would deny"; an exempt module passes; once the window is shortened by a
+/// reload past the first sighting, the version is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_versions_wait_out_the_cooldown_measured_from_the_first_sighting() {
+    const C: &str = "example.com/fresh";
+    const EXEMPT: &str = "example.com/trusted";
+    let modules: Vec<ModuleVersion> = ["v1.0.0", "v1.1.0"]
+        .iter()
+        .map(|v| ModuleVersion::new(C, v).expect("module"))
+        .chain([ModuleVersion::new(EXEMPT, "v0.1.0").expect("module")])
+        .collect();
+    let upstream = FixtureProxy::start(&modules).await.expect("fixture");
+    // The author back-dates v1.1.0 by years: its Time may make it younger, never older.
+    upstream.set_file(
+        &format!("/{C}/@v/v1.1.0.info"),
+        br#"{"Version":"v1.1.0","Time":"2019-01-01T00:00:00Z"}"#.to_vec(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("tokens"),
+        token_line("alice", ALICE_TOKEN) + &token_line("sec", SEC_TOKEN),
+    )
+    .expect("tokens");
+    std::fs::write(
+        dir.path().join("in-use.sum"),
+        format!("{C} v1.0.0 h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"),
+    )
+    .expect("go.sum");
+    let addr = free_addr();
+    let config = |window: &str| {
+        format!(
+            r#"
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  public: {{ url: "{up}" }}
+routes:
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+auth:
+  tokens_file: tokens
+access:
+  default: allow
+  roles:
+    - {{ name: security, members: [ {{ token: sec }} ], rules: [] }}
+cache:
+  dir: "@DIR@/cache"
+  fsync: false
+versions:
+  cooldown:
+    window: {window}
+    roles: {{ security: report }}
+    exempt: [ {EXEMPT} ]
+audit: {{ output: audit.jsonl }}
+"#,
+            up = upstream.url()
+        )
+    };
+    let gw = Gateway::start_in(dir, &config("72h"), addr);
+    let seed = modgate_testkit::modgate(&[
+        "ledger",
+        "seed",
+        "-c",
+        &gw.config_path.to_string_lossy(),
+        "--reason",
+        "in use before the cooldown",
+        &gw.dir.path().join("in-use.sum").to_string_lossy(),
+    ]);
+    assert!(
+        seed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seed.stderr)
+    );
+
+    let (status, text) = get(addr, &format!("/{C}/@v/v1.0.0.zip"), Some(ALICE_TOKEN));
+    assert_eq!(status, 200, "seeded: {text}\n{}", gw.log());
+    for file in ["v1.1.0.zip", "v1.1.0.mod", "v1.1.0.info"] {
+        let (status, text) = get(addr, &format!("/{C}/@v/{file}"), Some(ALICE_TOKEN));
+        assert_eq!(status, 403, "{file}: {text}\n{}", gw.log());
+        assert!(
+            text.contains(&format!("{C}@v1.1.0 is in cooldown until ")),
+            "{file}: {text}"
+        );
+    }
+    let (status, _) = get(addr, &format!("/{EXEMPT}/@v/v0.1.0.zip"), Some(ALICE_TOKEN));
+    assert_eq!(status, 200, "exempt");
+    let (status, _) = get(addr, &format!("/{C}/@v/v1.1.0.mod"), Some(SEC_TOKEN));
+    assert_eq!(status, 200, "report mode");
+    let record = audit_of(&gw, &format!("/{C}/@v/v1.1.0.mod"), 200);
+    assert!(
+        record["would_deny"]
+            .as_str()
+            .is_some_and(|r| r.contains("in cooldown until")),
+        "{record}"
+    );
+    let record = audit_of(&gw, &format!("/{C}/@v/v1.1.0.zip"), 403);
+    assert_eq!(record["rule"], "versions.cooldown", "{record}");
+    // The zip was never asked of the upstream while in cooldown.
+    assert!(
+        !upstream
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/v1.1.0.zip")),
+        "{:?}",
+        upstream.requests()
+    );
+
+    if require_go().is_some() {
+        let env = GoEnv::new(&format!("http://{addr}"));
+        env.write_main_module(&[]);
+        let run = env.go(&["mod", "download", &format!("{C}@v1.1.0")]);
+        assert!(!run.ok(), "{}", run.stdout());
+        assert!(
+            run.stderr().contains("is in cooldown until"),
+            "{}",
+            run.stderr()
+        );
+    }
+
+    // A one-second window: v1.1.0 was first seen over a second ago once this passes.
+    gw.write_config(&config("1s"));
+    let out = gw.reload();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, text) = get(addr, &format!("/{C}/@v/v1.1.0.zip"), Some(ALICE_TOKEN));
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {status} {text}\n{}",
+            gw.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -51,7 +51,8 @@ pub use versions::parse_expiry;
 #[cfg(test)]
 pub use versions::WaiverConfig;
 pub use versions::{
-    mode_for, AdvisoryFilter, RetractionsConfig, VersionMode, VersionsConfig, VulnerabilitiesConfig,
+    mode_for, AdvisoryFilter, CooldownConfig, RetractionsConfig, VersionMode, VersionsConfig,
+    VulnerabilitiesConfig,
 };
 
 /// Longest upstream chain accepted; Pingora retries a request at most 16 times and a reused
@@ -708,6 +709,13 @@ fn misplaced_upstream_key(e: ConfigError) -> ConfigError {
 
 /// Checks that need the whole file: unique listener names and addresses.
 fn check_whole(config: &GatewayConfig) -> Result<(), String> {
+    if config.versions.cooldown.is_some() && config.cache.is_none() {
+        return Err(
+            "versions.cooldown: needs a `cache:` section (the sightings that date versions are \
+             kept beside the cache's integrity ledger)"
+                .into(),
+        );
+    }
     if config.fetched.is_some() && config.cache.is_none() {
         return Err(
             "fetched: needs a `cache:` section (the hashes it records come from the \
@@ -842,7 +850,8 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
         .iter()
         .map(|r| r.name.as_str())
         .collect();
-    config.versions.check(&routes, &roles)?;
+    let upstreams: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+    config.versions.check(&routes, &roles, &upstreams)?;
     Ok(())
 }
 

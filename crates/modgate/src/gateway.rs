@@ -275,6 +275,8 @@ pub struct Gateway {
     pub vulns: Option<Arc<crate::vulns::VulnPolicy>>,
     /// `versions.retractions`.
     pub retractions: Option<crate::config::RetractionsConfig>,
+    /// `versions.cooldown`, with its exemptions ready to match.
+    pub cooldown: Option<(crate::config::CooldownConfig, Vec<modgate_policy::Pattern>)>,
 }
 
 impl Gateway {
@@ -336,6 +338,21 @@ impl Gateway {
         Ok(Gateway {
             vulns,
             retractions: config.versions.retractions.clone(),
+            cooldown: match &config.versions.cooldown {
+                Some(c) => {
+                    let exempt = c
+                        .exempt
+                        .iter()
+                        .map(|m| {
+                            modgate_policy::Pattern::prefix(m).map_err(|e| {
+                                anyhow::anyhow!("versions.cooldown.exempt: {m:?}: {e}")
+                            })
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    Some((c.clone(), exempt))
+                }
+                None => None,
+            },
             git_hosts,
             public_url: config
                 .server

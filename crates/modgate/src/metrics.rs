@@ -52,6 +52,9 @@ pub struct Metrics {
     /// The vulnerability database in force: its `modified` time and how many advisories.
     pub vulndb_modified: IntGauge,
     pub vulndb_advisories: IntGauge,
+    /// How far the module index has been read (cooldown's clock), and its last error.
+    pub index_read_to: IntGauge,
+    pub index_failing: IntGauge,
     pub connections_cut: IntCounterVec,
     pub connections_open: IntGaugeVec,
     pub config_reloads: IntCounterVec,
@@ -132,6 +135,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let vulndb_advisories = IntGauge::new(
         "modgate_vulndb_advisories",
         "Advisories in the vulnerability database in force (withdrawn ones included)",
+    )?;
+    let index_read_to = IntGauge::new(
+        "modgate_module_index_read_to_timestamp_seconds",
+        "How far (Unix seconds) the Go module index has been read without gaps for \
+         versions.cooldown; 0 before the first page",
+    )?;
+    let index_failing = IntGauge::new(
+        "modgate_module_index_failing",
+        "1 while the last read of the Go module index failed (cooldown then counts unlisted \
+         versions as new)",
     )?;
     let connections_cut = IntCounterVec::new(
         Opts::new(
@@ -312,6 +325,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(rate_limited.clone()))?;
     registry.register(Box::new(vulndb_modified.clone()))?;
     registry.register(Box::new(vulndb_advisories.clone()))?;
+    registry.register(Box::new(index_read_to.clone()))?;
+    registry.register(Box::new(index_failing.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(spans_dropped.clone()))?;
     registry.register(Box::new(spans_exported.clone()))?;
@@ -346,6 +361,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         rate_limited,
         vulndb_modified,
         vulndb_advisories,
+        index_read_to,
+        index_failing,
         connections_cut,
         connections_open,
         config_reloads,
@@ -691,6 +708,14 @@ pub fn hot_hit() {
 pub fn integrity_refused(artifact: &str) {
     if let Some(m) = metrics() {
         m.integrity_refusals.with_label_values(&[artifact]).inc();
+    }
+}
+
+/// The module index's state at a scrape: how far it was read, and whether it is failing.
+pub fn module_index(read_to: Option<i64>, failing: bool) {
+    if let Some(m) = metrics() {
+        m.index_read_to.set(read_to.unwrap_or(0));
+        m.index_failing.set(i64::from(failing));
     }
 }
 

@@ -43,6 +43,10 @@ pub struct CacheRuntime {
     /// The writer of the index of what each identity fetched (`fetched:`; it takes its
     /// hashes from this ledger).
     pub fetched: Option<Arc<modgate_fetched::Writer>>,
+    /// When versions were first seen (`versions.cooldown`), beside the ledger.
+    pub sightings: Option<Arc<modgate_ledger::Sightings>>,
+    /// The module-index tailer's progress (`versions.cooldown.index`), when it runs.
+    pub feed: Option<crate::cooldown::feed::FeedHandle>,
 }
 
 impl CacheRuntime {
@@ -64,6 +68,8 @@ impl CacheRuntime {
             ledger: Arc::new(ledger),
             quarantine: Quarantine::default(),
             fetched: None,
+            sightings: None,
+            feed: None,
         })
     }
 }

@@ -34,6 +34,37 @@ pub struct VersionsConfig {
     pub vulnerabilities: Option<VulnerabilitiesConfig>,
     /// Versions their own module retracts (off when absent).
     pub retractions: Option<RetractionsConfig>,
+    /// Versions younger than a window are withheld (off when absent).
+    pub cooldown: Option<CooldownConfig>,
+}
+
+/// `versions.cooldown:`: a version younger than `window`, measured from the earliest sighting
+/// its author cannot back-date, is withheld.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CooldownConfig {
+    /// How long a new version is withheld (`72h`, `7d` is written `168h`).
+    pub window: super::DurationValue,
+    /// What a version in cooldown gets by default.
+    #[serde(default)]
+    pub mode: VersionMode,
+    /// Per route name: its mode.
+    #[serde(default)]
+    pub routes: BTreeMap<String, VersionMode>,
+    /// Per role name: its mode; an identity holding several roles gets the most permissive.
+    #[serde(default)]
+    pub roles: BTreeMap<String, VersionMode>,
+    /// Module paths exempt from cooldown (each also covers the paths below it).
+    #[serde(default)]
+    pub exempt: Vec<String>,
+    /// The upstream (by name; a plain base URL such as `https://index.golang.org`) serving the
+    /// Go module index, tailed from the window's start: it vouches for the age of the
+    /// versions of public routes. Without it every version is dated by the gateway's own
+    /// first sighting. Read at start: a change needs an upgrade.
+    pub index: Option<String>,
+    /// Margin for the index's listing lag and clock skew (default 120s): how far behind the
+    /// gateway's clock the index counts as read.
+    pub index_settle: Option<super::DurationValue>,
 }
 
 /// `versions.retractions:`: versions retracted by the `retract` directives of the module's
@@ -194,7 +225,32 @@ impl<'de> Deserialize<'de> for Expiry {
 
 impl VersionsConfig {
     /// Cross-references: every route and role named exists, waivers say why.
-    pub fn check(&self, routes: &[&str], roles: &[&str]) -> Result<(), String> {
+    pub fn check(&self, routes: &[&str], roles: &[&str], upstreams: &[&str]) -> Result<(), String> {
+        if let Some(c) = &self.cooldown {
+            if c.window.0.is_zero() {
+                return Err("versions.cooldown.window must be longer than 0s".into());
+            }
+            if let Some(route) = c.routes.keys().find(|k| !routes.contains(&k.as_str())) {
+                return Err(format!(
+                    "versions.cooldown.routes: no route is named {route:?}"
+                ));
+            }
+            if let Some(role) = c.roles.keys().find(|k| !roles.contains(&k.as_str())) {
+                return Err(format!(
+                    "versions.cooldown.roles: no role is named {role:?}"
+                ));
+            }
+            if let Some(index) = &c.index {
+                if !upstreams.contains(&index.as_str()) {
+                    return Err(format!(
+                        "versions.cooldown.index: no upstream is named {index:?}"
+                    ));
+                }
+            }
+            if let Some(m) = c.exempt.iter().find(|m| m.trim().is_empty()) {
+                return Err(format!("versions.cooldown.exempt: empty module path {m:?}"));
+            }
+        }
         if let Some(r) = &self.retractions {
             if let Some(route) = r.routes.keys().find(|k| !routes.contains(&k.as_str())) {
                 return Err(format!(

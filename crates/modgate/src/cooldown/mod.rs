@@ -7,12 +7,7 @@
 //! The store itself is [`modgate_ledger::Sightings`]; `modgate ledger seed` records versions
 //! already in use as old.
 
-// The gateway's admission, `list`/`@latest` and `explain` use these once wired (issue 20);
-// until then only the tests and `modgate ledger seed` do.
-#![allow(dead_code, unused_imports)]
-
 pub mod age;
 pub mod feed;
 
-pub use age::{age, pseudo_version_time, show_time, Age, Vouch};
-pub use modgate_ledger::{FeedProgress, Sightings, VersionSightings};
+pub use age::{age, show_time, Age, Vouch};

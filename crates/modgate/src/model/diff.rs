@@ -299,6 +299,23 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
     if old.versions != *versions {
         live.push("versions policy changed".to_string());
     }
+    // The module-index tailer starts with the process.
+    let index = |v: &crate::config::VersionsConfig| {
+        v.cooldown
+            .as_ref()
+            .map(|c| (c.index.clone(), c.index_settle, c.window))
+    };
+    let (old_index, new_index) = (index(&old.versions), index(versions));
+    if old_index.as_ref().map(|i| (&i.0, i.1)) != new_index.as_ref().map(|i| (&i.0, i.1))
+        || (old_index.as_ref().and_then(|i| i.0.as_ref()).is_some()
+            && old_index.map(|i| i.2) != new_index.map(|i| i.2))
+    {
+        upgrade.push(
+            "versions.cooldown: the module index tailer (index, index_settle, or the window \
+             it reads from) changed"
+                .to_string(),
+        );
+    }
     if old.rate_limits != *rate_limits {
         live.push("rate limits changed".to_string());
     }

@@ -123,6 +123,9 @@ pub struct Admission {
     /// What `versions.retractions` said of a retracted exact version (the mode, and why), for
     /// the audit record.
     pub retracted: Option<(crate::config::VersionMode, String)>,
+    /// What `versions.cooldown` said of an exact version younger than its window (the mode,
+    /// and why), for the audit record.
+    pub cooled: Option<(crate::config::VersionMode, String)>,
 }
 
 /// What happens to the request.
@@ -390,6 +393,7 @@ impl Admission {
             commit_needed: false,
             vulns: None,
             retracted: None,
+            cooled: None,
         }
     }
 

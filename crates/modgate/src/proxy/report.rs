@@ -162,6 +162,9 @@ pub struct Finished<'a> {
     pub integrity_refusal: Option<&'a str>,
 }
 
+/// The `rule` of a version refused because it is younger than the cooldown window.
+pub const COOLDOWN_RULE: &str = "versions.cooldown";
+
 /// The `rule` of a version refused because its module retracts it.
 pub const RETRACTION_RULE: &str = "versions.retractions";
 
@@ -262,9 +265,19 @@ pub fn audit_record(
     {
         out.withheld = withheld.clone();
     }
-    if let Some((mode, reason)) = admission.and_then(|a| a.retracted.as_ref()) {
+    let version_rules = [
+        (
+            admission.and_then(|a| a.retracted.as_ref()),
+            RETRACTION_RULE,
+        ),
+        (admission.and_then(|a| a.cooled.as_ref()), COOLDOWN_RULE),
+    ];
+    for (mode, reason, rule) in version_rules
+        .into_iter()
+        .filter_map(|(j, rule)| j.map(|(m, r)| (m, r, rule)))
+    {
         if *mode == crate::config::VersionMode::Enforce {
-            out.rule = Some(RETRACTION_RULE.to_string());
+            out.rule = Some(rule.to_string());
             out.reason = Some(reason.clone());
         } else {
             out.would_deny = Some(reason.clone());

@@ -92,6 +92,13 @@ impl GatewayProxy {
                 // a scrape sees it at once, not only after the next request ends.
                 let (no_space, io) = c.storage.write_failures();
                 metrics::cache_write_failures(no_space, io);
+                if let Some(f) = &c.feed {
+                    let status = f.status();
+                    metrics::module_index(
+                        status.progress.map(|p| p.read_to),
+                        status.last_error.is_some(),
+                    );
+                }
             }
         }
         if let (None, Some((content_type, body))) =
@@ -162,7 +169,7 @@ impl GatewayProxy {
         // is a flood all the same): over a limit, the request is refused with a 429, and its
         // audit record still names what it asked for. Judged before the retraction check and
         // the withholding of `list`/`@latest`, which may ask the upstream: a request over its
-        // limit costs the upstream nothing.
+        // limit costs the upstream nothing (the cooldown too, which may ask for a `.info`).
         let admission = match self.rate_check(session, ctx) {
             Some(over) => Admission {
                 verdict: Verdict::Refuse(over),
@@ -170,7 +177,8 @@ impl GatewayProxy {
             },
             None => {
                 let admission = self.judge_retraction(ctx, admission).await;
-                self.withhold(ctx, admission).await
+                let admission = self.withhold(ctx, admission).await;
+                self.judge_cooldown(ctx, admission).await
             }
         };
         // `audit.fail_mode: closed`: nothing is served while it could not be audited.
@@ -275,6 +283,163 @@ impl GatewayProxy {
             });
         }
         admission.retracted = Some((mode, reason));
+        admission
+    }
+
+    /// `versions.cooldown`: an exact version younger than the window, measured from the
+    /// earliest sighting its author cannot back-date ([`crate::cooldown::age`]), is refused with
+    /// the time it becomes available (`enforce`) or let through and audited "would deny"
+    /// (`report`). A version the gateway has never seen is first asked of the chain (its
+    /// `.info`): the answer that names it is its first sighting, and its `Time` (the author's)
+    /// may make it younger, never older. Only requests admission lets through are judged.
+    /// Public routes' versions are vouched for by the module index when
+    /// `versions.cooldown.index` is tailed; private ones (and all, without an index) are dated
+    /// by the gateway's own first sighting and `modgate ledger seed`.
+    async fn judge_cooldown(&self, ctx: &RequestCtx, mut admission: Admission) -> Admission {
+        let gateway = &ctx.model.gateway;
+        let (Some((policy, exempt)), Some(req), Some(index), Some(decision)) = (
+            &gateway.cooldown,
+            &admission.request,
+            admission.route,
+            &admission.decision,
+        ) else {
+            return admission;
+        };
+        let Some(store) = self.cache.as_ref().and_then(|c| c.sightings.clone()) else {
+            return admission;
+        };
+        let exact = matches!(
+            req.kind,
+            RequestKind::Info | RequestKind::Mod | RequestKind::Zip
+        );
+        let Some(version) = req.version.as_ref().filter(|v| exact && v.is_canonical()) else {
+            return admission;
+        };
+        if !matches!(admission.verdict, admit::Verdict::Forward { .. })
+            || exempt.iter().any(|p| p.matches(&req.module))
+        {
+            return admission;
+        }
+        let Some(route) = gateway.routes.routes().get(index) else {
+            return admission;
+        };
+        let roles = &decision.roles[..];
+        let mode = crate::config::mode_for(
+            policy.mode,
+            &policy.routes,
+            &policy.roles,
+            &route.name,
+            roles,
+        );
+        if mode == VersionMode::Off {
+            return admission;
+        }
+        let now = admit::unix_now();
+        let (module, v) = (req.module.clone(), version.as_str().to_string());
+        let read = {
+            let (store, module, v) = (store.clone(), module.clone(), v.clone());
+            tokio::task::spawn_blocking(move || store.get(&module, &v)).await
+        };
+        let known = match read {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return cooldown_refusal(admission, format!("sightings: {e}")),
+            Err(e) => return cooldown_refusal(admission, format!("sightings: {e}")),
+        };
+        let (sightings, info_time) = if known.first_seen.is_none() && known.seeded.is_none() {
+            let identity = &ctx.identity;
+            let headers = |u: &Upstream| match &u.forward {
+                Some(f) => identity::forward_headers(f, identity, roles),
+                None => Vec::new(),
+            };
+            let info = ModuleRequest {
+                module: module.clone(),
+                kind: RequestKind::Info,
+                version: req.version.clone(),
+            };
+            let fetched = self
+                .lookup
+                .get(
+                    &route.target,
+                    route.private,
+                    &info.upstream_path(),
+                    &module,
+                    &headers,
+                    64 << 10,
+                )
+                .await;
+            let body = match fetched {
+                Ok(Fetched::Body(b)) => b,
+                // The chain does not have it: the request is answered as the chain answers.
+                Ok(Fetched::NotFound) => return admission,
+                Err(why) => {
+                    return cooldown_refusal(
+                        admission,
+                        format!("cannot learn whether {module}@{v} exists to date it: {why}"),
+                    )
+                }
+            };
+            let info_time = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|j| j.get("Time")?.as_str().map(str::to_owned))
+                .and_then(|t| modgate_vulndb::parse_rfc3339(&t))
+                .map(|t| t.unix_seconds);
+            let seen = {
+                let (store, module, v) = (store.clone(), module.clone(), v.clone());
+                tokio::task::spawn_blocking(move || store.see(&module, &[&v], "info", now)).await
+            };
+            match seen {
+                Ok(Ok(mut s)) if !s.is_empty() => (s.remove(0), info_time),
+                Ok(Ok(_)) => return cooldown_refusal(admission, "sightings: nothing read".into()),
+                Ok(Err(e)) => return cooldown_refusal(admission, format!("sightings: {e}")),
+                Err(e) => return cooldown_refusal(admission, format!("sightings: {e}")),
+            }
+        } else {
+            (known, None)
+        };
+        let window = i64::try_from(policy.window.0.as_secs()).unwrap_or(i64::MAX);
+        // Public routes are vouched for by the module index, when it is tailed: a version seen
+        // for the first time just now waits briefly for the index to be read past it.
+        let feed = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.feed.as_ref())
+            .filter(|_| !route.private);
+        let progress = match (feed, sightings.first_seen) {
+            (Some(f), Some(seen)) if f.progress().is_none_or(|p| p.read_to <= seen) => {
+                f.read_past(seen, INDEX_WAIT).await
+            }
+            (Some(f), _) => f.progress(),
+            (None, _) => None,
+        };
+        let vouch = match feed {
+            Some(_) => crate::cooldown::Vouch::Feed(progress.as_ref()),
+            None => crate::cooldown::Vouch::GatewayOnly,
+        };
+        let age = crate::cooldown::age(&sightings, vouch, now, window, info_time);
+        if age.is_old() {
+            return admission;
+        }
+        let why = match age {
+            crate::cooldown::Age::Old { .. } => return admission,
+            crate::cooldown::Age::New { available_at, why } => format!(
+                "{module}@{v} is in cooldown until {}: {why}",
+                crate::cooldown::show_time(available_at)
+            ),
+            crate::cooldown::Age::Unknown { why } => {
+                format!("{module}@{v} is in cooldown (its age is unknown): {why}")
+            }
+        };
+        if mode == VersionMode::Enforce {
+            admission.verdict = admit::Verdict::Refuse(Refusal::Denied {
+                message: format!(
+                    "{} may not read {}: {why}",
+                    identity_name(ctx),
+                    admit::describe(req)
+                ),
+                anonymous: false,
+            });
+        }
+        admission.cooled = Some((mode, why));
         admission
     }
 
@@ -626,4 +791,21 @@ async fn refuse(session: &mut Session, record: &mut Record, r: &Refusal) -> Resu
         metrics::auth_failed(reason);
     }
     endpoints::refuse(session, record, r).await
+}
+
+/// How long a request waits for the module index to be read past a version first seen now.
+const INDEX_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The name the client is told it was refused as.
+fn identity_name(ctx: &RequestCtx) -> &str {
+    &ctx.identity.principal.name
+}
+
+/// A cooldown that cannot be decided refuses (502: the gateway failed, not the client): a
+/// version whose age is not known is never served on a guess.
+fn cooldown_refusal(mut admission: Admission, why: String) -> Admission {
+    admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
+        "cooldown cannot be decided: {why}"
+    )));
+    admission
 }

@@ -194,10 +194,22 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         private_parent(std::path::Path::new(f), RUNTIME_HINT)?;
     }
     hold_sighup();
+    let mut tailer = None;
     let cache = match &config.cache {
         Some(c) => {
             let mut rt = CacheRuntime::open(c.disk(), c.lock_timeout.0, &c.ledger_path())?;
             rt.fetched = crate::fetched::start(&config, rt.ledger.clone())?;
+            // Opened whenever there is a cache, so a cooldown added by a reload finds it.
+            let sightings = c.sightings_path();
+            let store = Arc::new(
+                modgate_ledger::Sightings::open(&sightings)
+                    .map_err(|e| anyhow::anyhow!("sightings {}: {e}", sightings.display()))?,
+            );
+            rt.sightings = Some(store.clone());
+            if let Some((t, handle)) = index_tailer(&config, store)? {
+                rt.feed = Some(handle);
+                tailer = Some(t);
+            }
             let stats = rt.storage.stats();
             log::info!(
                 "cache {}: {} object(s), {} bytes; ledger {}: {} record(s)",
@@ -273,6 +285,12 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         "modgate reloader",
         reloader,
     ));
+    if let Some(t) = tailer {
+        server.add_service(pingora::services::background::background_service(
+            "modgate module index",
+            t,
+        ));
+    }
     if let Some(c) = &cache {
         server.add_service(pingora::services::background::background_service(
             "modgate cache state",
@@ -440,6 +458,40 @@ fn add_listener(
     );
     server.add_service(service);
     Ok(())
+}
+
+/// The module-index tailer of `versions.cooldown.index`, when configured: it reads the index
+/// from the start of the cooldown window into the sightings store.
+fn index_tailer(
+    config: &GatewayConfig,
+    store: Arc<modgate_ledger::Sightings>,
+) -> anyhow::Result<
+    Option<(
+        crate::cooldown::feed::Tailer,
+        crate::cooldown::feed::FeedHandle,
+    )>,
+> {
+    use crate::cooldown::feed::{system_clock, FeedOptions, Tailer, UpstreamFeed};
+    let Some(c) = &config.versions.cooldown else {
+        return Ok(None);
+    };
+    let Some(name) = &c.index else {
+        return Ok(None);
+    };
+    let Some(u) = config.upstreams.get(name) else {
+        anyhow::bail!("versions.cooldown.index: no upstream is named {name:?}");
+    };
+    let upstream = Arc::new(crate::build::upstream::from_config(name, u));
+    let mut options = FeedOptions::new(u.url.to_string(), c.window.0);
+    if let Some(settle) = c.index_settle {
+        options.settle = settle.0;
+    }
+    Ok(Some(Tailer::new(
+        store,
+        Arc::new(UpstreamFeed::new(upstream)),
+        options,
+        system_clock(),
+    )))
 }
 
 #[cfg(test)]
