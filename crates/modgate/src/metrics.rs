@@ -67,6 +67,14 @@ pub struct Metrics {
     pub git_refresh_duration: Histogram,
 }
 
+impl Metrics {
+    /// Every metric family, registered in a registry of their own. The process has one
+    /// ([`metrics`]); a test may make its own to count into.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        build()
+    }
+}
+
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new();
     let requests = IntCounterVec::new(
@@ -375,7 +383,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
 pub fn metrics() -> Option<&'static Metrics> {
     static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
     METRICS
-        .get_or_init(|| match build() {
+        .get_or_init(|| match Metrics::new() {
             Ok(m) => Some(m),
             Err(e) => {
                 log::error!("metrics disabled: {e}");
@@ -383,13 +391,6 @@ pub fn metrics() -> Option<&'static Metrics> {
             }
         })
         .as_ref()
-}
-
-/// Counts audit records the audit writer could not write (called from its thread).
-pub fn audit_records_lost(n: u64) {
-    if let Some(m) = metrics() {
-        m.audit_lost.inc_by(n);
-    }
 }
 
 /// The outcomes of `modgate_fetched_records_total`.
@@ -466,10 +467,7 @@ pub struct Named<'a> {
 /// result, TLS and credential file reloads, and the certificate expiry of each TLS listener
 /// (its real value). Series already there keep their values. Runs for every model built
 /// (start-up and each reload).
-pub fn prime(named: &Named, labels: &Labels) {
-    let Some(m) = metrics() else {
-        return;
-    };
+pub fn prime(m: &Metrics, named: &Named, labels: &Labels) {
     for (name, not_after) in &named.listeners {
         m.requests.with_label_values(&[name, "-", "other", "200"]);
         m.connections_open.with_label_values(&[name]);
@@ -620,13 +618,6 @@ pub fn access_decided(route: &str, effect: &str, rule: &str) {
 pub fn rate_limited(reason: &str, limit: &str) {
     if let Some(m) = metrics() {
         m.rate_limited.with_label_values(&[reason, limit]).inc();
-    }
-}
-
-/// A request could not be given an identity (`reason`: the auth-failure label).
-pub fn auth_failed(reason: &str) {
-    if let Some(m) = metrics() {
-        m.auth_failures.with_label_values(&[reason]).inc();
     }
 }
 

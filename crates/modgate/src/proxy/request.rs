@@ -507,7 +507,7 @@ impl GatewayProxy {
         let admission = ctx.admission.insert(admission);
         match &admission.verdict {
             Verdict::Refuse(r) => {
-                refuse(session, &mut ctx.record, r).await?;
+                refuse(session, &mut ctx.record, &ctx.listener.identity.metrics, r).await?;
                 Ok(true)
             }
             Verdict::Answer(Local::GoImport { root, proxy }) => {
@@ -537,7 +537,8 @@ impl GatewayProxy {
                     None => {
                         let r =
                             Refusal::NotFound("the vulnerability database has no such file".into());
-                        refuse(session, &mut ctx.record, &r).await?;
+                        refuse(session, &mut ctx.record, &ctx.listener.identity.metrics, &r)
+                            .await?;
                     }
                 }
                 Ok(true)
@@ -555,7 +556,7 @@ impl GatewayProxy {
                 let Some(c) = self.cache.as_deref() else {
                     // (admission refuses a purge where there is no cache)
                     let r = Refusal::NotFound("this gateway has no cache".into());
-                    refuse(session, &mut ctx.record, &r).await?;
+                    refuse(session, &mut ctx.record, &ctx.listener.identity.metrics, &r).await?;
                     admission.verdict = Verdict::Refuse(r);
                     return Ok(true);
                 };
@@ -592,7 +593,7 @@ impl GatewayProxy {
                     let r = Refusal::NotFound(
                         "this gateway keeps no fetched index (fetched: is not configured)".into(),
                     );
-                    refuse(session, &mut ctx.record, &r).await?;
+                    refuse(session, &mut ctx.record, &ctx.listener.identity.metrics, &r).await?;
                     admission.verdict = Verdict::Refuse(r);
                     return Ok(true);
                 };
@@ -620,10 +621,15 @@ impl GatewayProxy {
     }
 }
 
-/// Answers a refusal (and counts an authentication failure).
-async fn refuse(session: &mut Session, record: &mut Record, r: &Refusal) -> Result<()> {
+/// Answers a refusal (and counts an authentication failure on the listener's identity series).
+async fn refuse(
+    session: &mut Session,
+    record: &mut Record,
+    counted: &identity::IdentityMetrics,
+    r: &Refusal,
+) -> Result<()> {
     if let Some(reason) = r.auth_failure() {
-        metrics::auth_failed(reason);
+        counted.auth_failed(reason);
     }
     endpoints::refuse(session, record, r).await
 }

@@ -32,12 +32,12 @@ use crate::cache::CacheRuntime;
 use crate::config::{self, GatewayConfig, ListenerConfig};
 use crate::conn::accept::{AcceptOptions, ListenerService};
 use crate::conn::fds::Class;
-use crate::conn::{Caps, Deadlines, GuardedApp, Limits};
+use crate::conn::{Caps, ConnMetrics, Deadlines, GuardedApp, Limits};
 use crate::identity::HandshakeCapture;
 use crate::model::{Live, Model};
 use crate::proxy::GatewayProxy;
 use crate::record::Recorder;
-use crate::reload::Reloader;
+use crate::reload::{ReloadMetrics, Reloader};
 
 /// Every label value the request path's concerns produce, handed to the model so each model
 /// built creates their series at 0 ([`crate::metrics::prime`]): connection cuts and cap
@@ -228,19 +228,30 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     // model opens (creates) the audit file.
     crate::mirrors::prepare_mirrors_dir(&crate::mirrors::mirrors_dir(&config))?;
     let config = Arc::new(config);
+    // The process's registry, taken here once: every concern is handed its own handle made
+    // from it (the model's concerns by `Model::build`, now and at each reload through `Live`;
+    // each listener's connections and the reloader below).
+    let registry = crate::metrics::metrics();
     let labels = metric_labels();
-    let model = Model::build(config.clone(), 1, &tls, &labels, || {
+    let model = Model::build(config.clone(), 1, &tls, registry, &labels, |counted| {
         Ok(Arc::new(Recorder::start(
             config.audit.sink(),
             config.audit.fail_mode == config::AuditFailMode::Closed,
             config.telemetry.otel(),
+            counted,
         )?))
     })?;
     for w in model.gateway.warnings() {
         log::warn!("{w}");
     }
     let routes = model.gateway.routes.len();
-    let live = Arc::new(Live::new(model, options.config_path.clone(), tls, labels));
+    let live = Arc::new(Live::new(
+        model,
+        options.config_path.clone(),
+        tls,
+        registry,
+        labels,
+    ));
     let inflight = Arc::new(InFlight::default());
     let opt = Opt {
         upgrade: options.upgrade,
@@ -268,6 +279,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         live: live.clone(),
         cache: cache.clone(),
         status,
+        metrics: ReloadMetrics::new(registry),
     };
     server.add_service(pingora::services::background::background_service(
         "modgate reloader",
@@ -428,7 +440,12 @@ fn add_listener(
     };
     let service = ListenerService::new(
         format!("modgate listener {}", l.name.0),
-        GuardedApp::new(app, &l.name.0, limits),
+        GuardedApp::new(
+            app,
+            &l.name.0,
+            limits,
+            ConnMetrics::new(live.metrics(), &l.name.0),
+        ),
         AcceptOptions {
             address: l.address.0.to_string(),
             tls,
