@@ -15,7 +15,6 @@ use super::report::{self, Record};
 use super::{commits, endpoints, integrity, GatewayProxy, RequestCtx};
 use crate::config::VersionMode;
 use crate::identity;
-use crate::metrics;
 use crate::respond;
 use crate::server::shutdown;
 use crate::upstream::Upstream;
@@ -87,11 +86,11 @@ impl GatewayProxy {
         if target == "/metrics" {
             ctx.model.recorder.sync_metrics();
             if let Some(c) = &self.cache {
-                metrics::cache_tiers(&c.storage.stats());
+                self.metrics.cache_tiers(&c.storage.stats());
                 // Counted by the storage when it refuses a write, before the answer streams:
                 // a scrape sees it at once, not only after the next request ends.
                 let (no_space, io) = c.storage.write_failures();
-                metrics::cache_write_failures(no_space, io);
+                self.metrics.cache_write_failures(no_space, io);
             }
         }
         if let (None, Some((content_type, body))) =
@@ -498,7 +497,8 @@ impl GatewayProxy {
             .filter(|_| admission.request.is_some());
         if let Some(d) = module_decision {
             let route = ctx.route_of(admission.route).unwrap_or("-");
-            metrics::access_decided(route, d.effect.as_str(), &d.rule);
+            self.metrics
+                .access_decided(route, d.effect.as_str(), &d.rule);
         }
         if !admission.principals.is_empty() {
             ctx.identity.principals = admission.principals.clone();

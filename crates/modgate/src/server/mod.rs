@@ -35,6 +35,7 @@ use crate::conn::fds::Class;
 use crate::conn::{Caps, ConnMetrics, Deadlines, GuardedApp, Limits};
 use crate::identity::HandshakeCapture;
 use crate::model::{Live, Model};
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::GatewayProxy;
 use crate::record::Recorder;
 use crate::reload::{ReloadMetrics, Reloader};
@@ -194,10 +195,14 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         private_parent(std::path::Path::new(f), RUNTIME_HINT)?;
     }
     hold_sighup();
+    // The process's registry, taken here once: every concern is handed its own handle made
+    // from it (the fetched index's writer below; the model's concerns by `Model::build`, now
+    // and at each reload through `Live`; each listener's connections and proxy, the reloader).
+    let registry = crate::metrics::metrics();
     let cache = match &config.cache {
         Some(c) => {
             let mut rt = CacheRuntime::open(c.disk(), c.lock_timeout.0, &c.ledger_path())?;
-            rt.fetched = crate::fetched::start(&config, rt.ledger.clone())?;
+            rt.fetched = crate::fetched::start(&config, rt.ledger.clone(), registry)?;
             let stats = rt.storage.stats();
             log::info!(
                 "cache {}: {} object(s), {} bytes; ledger {}: {} record(s)",
@@ -228,10 +233,6 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     // model opens (creates) the audit file.
     crate::mirrors::prepare_mirrors_dir(&crate::mirrors::mirrors_dir(&config))?;
     let config = Arc::new(config);
-    // The process's registry, taken here once: every concern is handed its own handle made
-    // from it (the model's concerns by `Model::build`, now and at each reload through `Live`;
-    // each listener's connections and the reloader below).
-    let registry = crate::metrics::metrics();
     let labels = metric_labels();
     let model = Model::build(config.clone(), 1, &tls, registry, &labels, |counted| {
         Ok(Arc::new(Recorder::start(
@@ -253,6 +254,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         labels,
     ));
     let inflight = Arc::new(InFlight::default());
+    let proxy_metrics = ProxyMetrics::new(registry);
     let opt = Opt {
         upgrade: options.upgrade,
         // Foreground only: Pingora daemonizes by forking inside `run`, after the audit writer,
@@ -269,6 +271,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             live.clone(),
             inflight.clone(),
             cache.clone(),
+            proxy_metrics.clone(),
             listener,
             config.server.threads,
         )
@@ -379,13 +382,14 @@ fn add_listener(
     live: Arc<Live>,
     inflight: Arc<InFlight>,
     cache: Option<Arc<CacheRuntime>>,
+    metrics: ProxyMetrics,
     l: &ListenerConfig,
     threads: usize,
 ) -> anyhow::Result<()> {
     let material = live.tls().get(&l.name.0).cloned();
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
-        GatewayProxy::new(live.clone(), &l.name.0, inflight, cache)?,
+        GatewayProxy::new(live.clone(), &l.name.0, inflight, cache, metrics)?,
     );
     let mut options = HttpServerOptions::default();
     options.h2c = l.http2 && l.tls.is_none();
