@@ -423,7 +423,8 @@ pub fn sync_counter(c: &IntCounter, total: u64) {
     }
 }
 
-/// The text exposition of every metric.
+/// The text exposition of every metric: the whole process registry (no one concern's), so read
+/// from the process-wide one here rather than from a handle.
 pub fn render() -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(m) = metrics() {
