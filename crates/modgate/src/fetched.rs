@@ -16,13 +16,18 @@ use modgate_fetched::{
 use modgate_ledger::{Artifact, Ledger};
 
 use crate::config::GatewayConfig;
-use crate::metrics;
+use crate::metrics::Metrics;
 
 /// Records held in memory for the writer before new ones are dropped (and counted).
 const QUEUE: usize = 16_384;
 
-/// Starts the writer of the configured index; `None` when `fetched:` is off.
-pub fn start(config: &GatewayConfig, ledger: Arc<Ledger>) -> anyhow::Result<Option<Arc<Writer>>> {
+/// Starts the writer of the configured index; `None` when `fetched:` is off. Its records are
+/// counted on `metrics` (`modgate_fetched_records_total`).
+pub fn start(
+    config: &GatewayConfig,
+    ledger: Arc<Ledger>,
+    metrics: Option<&'static Metrics>,
+) -> anyhow::Result<Option<Arc<Writer>>> {
     let (Some(f), Some(path)) = (&config.fetched, config.fetched_path()) else {
         return Ok(None);
     };
@@ -48,7 +53,10 @@ pub fn start(config: &GatewayConfig, ledger: Arc<Ledger>) -> anyhow::Result<Opti
         f.limits(),
         QUEUE,
         lookup,
-        Arc::new(metrics::fetched_records),
+        match metrics {
+            Some(m) => Arc::new(move |outcome, n| m.fetched_records(outcome, n)),
+            None => Arc::new(|_, _| ()),
+        },
     )
     .map_err(|e| anyhow::anyhow!("fetched: cannot start the index writer: {e}"))?;
     log::info!(

@@ -3,11 +3,18 @@
 //! reloads and span export, `modgate_build_info`, and the process's CPU, memory, file
 //! descriptors and threads (the prometheus crate's process collector, which reads `/proc` at
 //! each scrape). Served at `/metrics` on
-//! listeners that enable it. The registry is process-wide (one `OnceLock`), as Prometheus's is.
+//! listeners that enable it. The registry is process-wide (one `OnceLock`), as Prometheus's is;
+//! server start-up takes it once and each concern counts on a handle of its own families made
+//! from it (`conn::ConnMetrics`, `identity::IdentityMetrics`, `record::RecordMetrics`,
+//! `proxy::metrics::ProxyMetrics`, `reload::ReloadMetrics`, `Live`'s), handed to the concern by
+//! whoever builds it (server start-up, `Live`, `Model::build`): this file defines, registers and
+//! primes the families; the only event it counts itself is the git crate's mirror refresh
+//! ([`git_refreshed`], a process-wide hook that takes a plain function: no owner to hold a
+//! handle).
 //!
 //! This file sits on the lowest floor of the binary (docs/architecture.md, "Floors of the binary
-//! crate") and imports nothing of it: the request path reports events with label values its
-//! own types produce (`Outcome::label`, `CacheOutcome::as_str`, `Refusal::auth_failure`,
+//! crate") and imports nothing of it: the concerns count events on their handles with label
+//! values their own types produce (`Outcome::label`, `CacheOutcome::as_str`, `Refusal::auth_failure`,
 //! `Cut::label`, `Over::label`), and each concern hands over the list of every value its label
 //! takes ([`Labels`], gathered by `server::metric_labels`); the model names its listeners,
 //! routes and upstreams ([`Named`], from `Model::build`).
@@ -68,6 +75,14 @@ pub struct Metrics {
     pub cache_evictions: IntCounterVec,
     pub git_refreshes: IntCounterVec,
     pub git_refresh_duration: Histogram,
+}
+
+impl Metrics {
+    /// Every metric family, registered in a registry of their own. The process has one
+    /// ([`metrics`]); a test may make its own to count into.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        build()
+    }
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -388,11 +403,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
     })
 }
 
-/// The process-wide metrics; `None` only if registration itself failed (logged once).
+/// The process-wide metrics; `None` only if registration itself failed (logged once). Taken
+/// once by server start-up, which makes each concern's handle from it; read here besides only
+/// to render the exposition ([`render`]) and by the git refresh observer ([`git_refreshed`]).
 pub fn metrics() -> Option<&'static Metrics> {
     static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
     METRICS
-        .get_or_init(|| match build() {
+        .get_or_init(|| match Metrics::new() {
             Ok(m) => Some(m),
             Err(e) => {
                 log::error!("metrics disabled: {e}");
@@ -402,20 +419,16 @@ pub fn metrics() -> Option<&'static Metrics> {
         .as_ref()
 }
 
-/// Counts audit records the audit writer could not write (called from its thread).
-pub fn audit_records_lost(n: u64) {
-    if let Some(m) = metrics() {
-        m.audit_lost.inc_by(n);
-    }
-}
-
 /// The outcomes of `modgate_fetched_records_total`.
 const FETCHED_OUTCOMES: [&str; 4] = ["written", "lost", "failed", "pruned"];
 
-/// Counts records of the fetched index (called from its writer thread and the request path).
-pub fn fetched_records(outcome: &'static str, n: u64) {
-    if let Some(m) = metrics().filter(|_| FETCHED_OUTCOMES.contains(&outcome)) {
-        m.fetched_records.with_label_values(&[outcome]).inc_by(n);
+impl Metrics {
+    /// Counts records of the fetched index (the index writer's observer, called from its
+    /// thread); an outcome it does not name is not counted.
+    pub fn fetched_records(&self, outcome: &'static str, n: u64) {
+        if FETCHED_OUTCOMES.contains(&outcome) {
+            self.fetched_records.with_label_values(&[outcome]).inc_by(n);
+        }
     }
 }
 
@@ -427,7 +440,8 @@ pub fn sync_counter(c: &IntCounter, total: u64) {
     }
 }
 
-/// The text exposition of every metric.
+/// The text exposition of every metric: the whole process registry (no one concern's), so read
+/// from the process-wide one here rather than from a handle.
 pub fn render() -> Vec<u8> {
     let mut out = Vec::new();
     if let Some(m) = metrics() {
@@ -483,10 +497,7 @@ pub struct Named<'a> {
 /// result, TLS and credential file reloads, and the certificate expiry of each TLS listener
 /// (its real value). Series already there keep their values. Runs for every model built
 /// (start-up and each reload).
-pub fn prime(named: &Named, labels: &Labels) {
-    let Some(m) = metrics() else {
-        return;
-    };
+pub fn prime(m: &Metrics, named: &Named, labels: &Labels) {
     for (name, not_after) in &named.listeners {
         m.requests.with_label_values(&[name, "-", "other", "200"]);
         m.connections_open.with_label_values(&[name]);
@@ -563,57 +574,15 @@ pub fn prime(named: &Named, labels: &Labels) {
     }
 }
 
+/// The `reason` labels of `modgate_cache_write_failures_total`.
+pub const CACHE_WRITE_FAILURES: [&str; 2] = ["no_space", "io"];
+
 // ---------------------------------------------------------------------------------------------
-// Events: what the request path records, one function per event, so callers say what happened
-// and never touch label order (each is a no-op when metrics are disabled).
-
-/// A request was answered (or given up on) with `status`.
-pub fn request_finished(listener: &str, route: &str, kind: &str, status: u16, seconds: f64) {
-    if let Some(m) = metrics() {
-        m.requests
-            .with_label_values(&[listener, route, kind, &status.to_string()])
-            .inc();
-        m.duration.with_label_values(&[kind]).observe(seconds);
-        m.route_duration
-            .with_label_values(&[route, status_class(status)])
-            .observe(seconds);
-    }
-}
-
-/// The `status_class` label: `2xx`, `4xx`, …; `none` when no answer was sent (status 0).
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
-    }
-}
-
-/// The cache tiers' sizes and evictions, at a scrape.
-pub fn cache_tiers(stats: &modgate_cache::CacheStats) {
-    if let Some(m) = metrics() {
-        for (tier, objects, bytes, evicted) in [
-            (
-                "memory",
-                stats.memory_objects,
-                stats.memory_bytes,
-                stats.memory_evicted,
-            ),
-            ("disk", stats.objects, stats.bytes, stats.evicted),
-        ] {
-            m.cache_objects
-                .with_label_values(&[tier])
-                .set(i64::try_from(objects).unwrap_or(i64::MAX));
-            m.cache_bytes
-                .with_label_values(&[tier])
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-            sync_counter(&m.cache_evictions.with_label_values(&[tier]), evicted);
-        }
-    }
-}
+// What the families are counted through: each concern holds a handle made from [`Metrics`]
+// (`conn::ConnMetrics`, `identity::IdentityMetrics`, `record::RecordMetrics`, `proxy::metrics::
+// ProxyMetrics`, the reloader's and `Live`'s), handed to it by whoever builds it. The one event
+// left here has no owner to hold a handle: the git crate's refresh observer, a process-wide hook
+// (`modgate_git::observe_refreshes`) that takes a plain function.
 
 /// A Git mirror refresh that asked the host ended (the git crate's refresh observer).
 pub fn git_refreshed(took: Duration, ok: bool) {
@@ -622,100 +591,6 @@ pub fn git_refreshed(took: Duration, ok: bool) {
             .with_label_values(&[if ok { "ok" } else { "error" }])
             .inc();
         m.git_refresh_duration.observe(took.as_secs_f64());
-    }
-}
-
-/// The access policy decided a module request on `route`.
-pub fn access_decided(route: &str, effect: &str, rule: &str) {
-    if let Some(m) = metrics() {
-        m.decisions.with_label_values(&[route, effect, rule]).inc();
-    }
-}
-
-/// A request was refused by a rate limit (`reason`: `requests` or `bytes`; `limit`: where
-/// the limit comes from, never an identity's name).
-pub fn rate_limited(reason: &str, limit: &str) {
-    if let Some(m) = metrics() {
-        m.rate_limited.with_label_values(&[reason, limit]).inc();
-    }
-}
-
-/// A request could not be given an identity (`reason`: the auth-failure label).
-pub fn auth_failed(reason: &str) {
-    if let Some(m) = metrics() {
-        m.auth_failures.with_label_values(&[reason]).inc();
-    }
-}
-
-/// One attempt at an upstream ended with `outcome` (the attempt-outcome label).
-pub fn upstream_attempted(upstream: &str, outcome: &str) {
-    if let Some(m) = metrics() {
-        m.upstream_attempts
-            .with_label_values(&[upstream, outcome])
-            .inc();
-    }
-}
-
-/// The cache took part in a request this way (the cache-outcome label).
-pub fn cache_looked_up(outcome: &str) {
-    if let Some(m) = metrics() {
-        m.cache_lookups.with_label_values(&[outcome]).inc();
-    }
-}
-
-/// A stale answer was served because the upstream failed.
-pub fn stale_served() {
-    if let Some(m) = metrics() {
-        m.stale_served.inc();
-    }
-}
-
-/// The `reason` labels of `modgate_cache_write_failures_total`.
-const CACHE_WRITE_FAILURES: [&str; 2] = ["no_space", "io"];
-
-/// Brings `modgate_cache_write_failures_total` up to the cache's own counts (kept by the
-/// storage, which sees every failure, including those after the answer was sent).
-pub fn cache_write_failures(no_space: u64, io: u64) {
-    // called for every request: the labelled series are only looked up when a count moved
-    static SEEN: [std::sync::atomic::AtomicU64; 2] = [
-        std::sync::atomic::AtomicU64::new(0),
-        std::sync::atomic::AtomicU64::new(0),
-    ];
-    let moved = [no_space, io]
-        .iter()
-        .zip(&SEEN)
-        .fold(false, |moved, (total, seen)| {
-            seen.fetch_max(*total, std::sync::atomic::Ordering::Relaxed) < *total || moved
-        });
-    if !moved {
-        return;
-    }
-    if let Some(m) = metrics() {
-        for (reason, total) in CACHE_WRITE_FAILURES.iter().zip([no_space, io]) {
-            sync_counter(&m.cache_write_failures.with_label_values(&[reason]), total);
-        }
-    }
-}
-
-/// A cache hit was answered from memory without Pingora's cache phase.
-pub fn hot_hit() {
-    if let Some(m) = metrics() {
-        m.hot_hits.inc();
-    }
-}
-
-/// Changed upstream bytes of `artifact` were refused.
-pub fn integrity_refused(artifact: &str) {
-    if let Some(m) = metrics() {
-        m.integrity_refusals.with_label_values(&[artifact]).inc();
-    }
-}
-
-/// The module index's state at a scrape: how far it was read, and whether it is failing.
-pub fn module_index(read_to: Option<i64>, failing: bool) {
-    if let Some(m) = metrics() {
-        m.index_read_to.set(read_to.unwrap_or(0));
-        m.index_failing.set(i64::from(failing));
     }
 }
 

@@ -12,7 +12,38 @@ use modgate_telemetry::{
 use opentelemetry::{Context, KeyValue};
 use pingora::http::RequestHeader;
 
-use crate::metrics;
+use crate::metrics::{self, Metrics};
+
+/// The recording concern's metric handle: `modgate_audit_records_lost_total` (counted from the
+/// audit writer's thread) and the span export counters, made by `Model::build` for the recorder
+/// it starts.
+#[derive(Clone, Default)]
+pub struct RecordMetrics(Option<RecordSeries>);
+
+#[derive(Clone)]
+struct RecordSeries {
+    audit_lost: prometheus::IntCounter,
+    spans_dropped: prometheus::IntCounter,
+    spans_exported: prometheus::IntCounter,
+}
+
+impl RecordMetrics {
+    pub fn new(metrics: Option<&Metrics>) -> RecordMetrics {
+        RecordMetrics(metrics.map(|m| RecordSeries {
+            audit_lost: m.audit_lost.clone(),
+            spans_dropped: m.spans_dropped.clone(),
+            spans_exported: m.spans_exported.clone(),
+        }))
+    }
+
+    /// Brings the span counters up to the exporter's own totals.
+    fn sync_spans(&self, t: &Telemetry) {
+        if let Some(s) = &self.0 {
+            metrics::sync_counter(&s.spans_dropped, t.dropped_spans());
+            metrics::sync_counter(&s.spans_exported, t.exported_spans());
+        }
+    }
+}
 
 /// The trace a request belongs to.
 pub struct Trace {
@@ -48,26 +79,32 @@ pub struct Recorder {
     /// `audit.fail_mode: closed`: requests are refused while records cannot be written.
     fail_closed: bool,
     telemetry: Option<Telemetry>,
+    metrics: RecordMetrics,
     stopped: AtomicBool,
 }
 
 impl Recorder {
     /// Opens the audit sink and starts the span exporter (a collector that is down does not
     /// stop modgate: spans are counted as dropped). `fail_closed`: `audit.fail_mode: closed`
-    /// (refuse requests while records cannot be written; moot when the sink is off).
+    /// (refuse requests while records cannot be written; moot when the sink is off). Lost
+    /// records and exported spans are counted on `metrics`.
     pub fn start(
         sink: AuditSinkConfig,
         fail_closed: bool,
         otel: OtelConfig,
+        metrics: RecordMetrics,
     ) -> anyhow::Result<Recorder> {
         let audit_on = !matches!(sink, AuditSinkConfig::Off);
         // The exporter first: it touches no file, so a refusal leaves no new audit file.
         let telemetry = Telemetry::start(otel).map_err(|e| anyhow::anyhow!("telemetry: {e}"))?;
         let fail_closed = audit_on && fail_closed;
-        let options = AuditOptions {
-            fail_closed,
-            on_lost: Some(Arc::new(metrics::audit_records_lost)),
-        };
+        let options =
+            AuditOptions {
+                fail_closed,
+                on_lost: metrics.0.as_ref().map(|s| s.audit_lost.clone()).map(|c| {
+                    Arc::new(move |n: u64| c.inc_by(n)) as modgate_telemetry::audit::LostHook
+                }),
+            };
         let audit =
             AuditLog::start_with(sink, options).map_err(|e| anyhow::anyhow!("audit: {e}"))?;
         if telemetry.is_none() {
@@ -78,6 +115,7 @@ impl Recorder {
             audit_on,
             fail_closed,
             telemetry,
+            metrics,
             stopped: AtomicBool::new(false),
         })
     }
@@ -119,9 +157,8 @@ impl Recorder {
     /// Brings the span export counters up to date (at each scrape, not only at the next
     /// request).
     pub fn sync_metrics(&self) {
-        if let (Some(t), Some(m)) = (&self.telemetry, metrics::metrics()) {
-            metrics::sync_counter(&m.spans_dropped, t.dropped_spans());
-            metrics::sync_counter(&m.spans_exported, t.exported_spans());
+        if let Some(t) = &self.telemetry {
+            self.metrics.sync_spans(t);
         }
     }
 
@@ -161,10 +198,7 @@ impl Recorder {
                     record.reason.as_deref().unwrap_or(""),
                 );
             }
-            if let Some(m) = metrics::metrics() {
-                metrics::sync_counter(&m.spans_dropped, t.dropped_spans());
-                metrics::sync_counter(&m.spans_exported, t.exported_spans());
-            }
+            self.metrics.sync_spans(t);
         }
         if let Some(mut span) = trace.span {
             for kv in attrs {

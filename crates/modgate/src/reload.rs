@@ -22,12 +22,42 @@ use modgate_identity::ReloadableTls;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::metrics;
+use crate::metrics::Metrics;
 use crate::model::{Live, ReloadReport};
 
-fn count(what: &str, result: &str) {
-    if let Some(m) = metrics::metrics() {
-        m.reloads.with_label_values(&[what, result]).inc();
+/// The reloader's metric handle: `modgate_reloads_total` (TLS material and credential files, by
+/// what and result) and `modgate_tls_cert_not_after_seconds`, made by server start-up. (The
+/// configuration's own reloads are counted by [`Live`], which applies them.)
+#[derive(Clone, Default)]
+pub struct ReloadMetrics(Option<ReloadSeries>);
+
+#[derive(Clone)]
+struct ReloadSeries {
+    reloads: prometheus::IntCounterVec,
+    cert_not_after: prometheus::IntGaugeVec,
+}
+
+impl ReloadMetrics {
+    pub fn new(metrics: Option<&Metrics>) -> ReloadMetrics {
+        ReloadMetrics(metrics.map(|m| ReloadSeries {
+            reloads: m.reloads.clone(),
+            cert_not_after: m.cert_not_after.clone(),
+        }))
+    }
+
+    fn count(&self, what: &str, result: &str) {
+        if let Some(s) = &self.0 {
+            s.reloads.with_label_values(&[what, result]).inc();
+        }
+    }
+
+    /// The expiry of the server certificate `listener` presents now.
+    fn publish_expiry(&self, listener: &str, tls: &ReloadableTls) {
+        if let Some(s) = &self.0 {
+            s.cert_not_after
+                .with_label_values(&[listener])
+                .set(tls.server_not_after_unix());
+        }
     }
 }
 
@@ -62,6 +92,7 @@ pub struct Reloader {
     pub cache: Option<Arc<crate::cache::CacheRuntime>>,
     /// The status file `modgate reload` reads.
     pub status: PathBuf,
+    pub metrics: ReloadMetrics,
 }
 
 type Stamps = Vec<Option<(SystemTime, u64)>>;
@@ -81,28 +112,20 @@ fn stamps(tls: &ReloadableTls) -> Stamps {
         .collect()
 }
 
-fn publish_expiry(listener: &str, tls: &ReloadableTls) {
-    if let Some(m) = metrics::metrics() {
-        m.cert_not_after
-            .with_label_values(&[listener])
-            .set(tls.server_not_after_unix());
-    }
-}
-
 /// Re-reads one listener's TLS files (the `tls.watch` path).
-fn reload_tls(listener: &str, tls: &ReloadableTls, why: &str) {
+fn reload_tls(listener: &str, tls: &ReloadableTls, why: &str, metrics: &ReloadMetrics) {
     let result = tls.reload();
-    publish_expiry(listener, tls);
+    metrics.publish_expiry(listener, tls);
     match result {
         Ok(_) => {
             log::info!("listener {listener}: TLS material reloaded ({why})");
-            count(&format!("tls:{listener}"), "ok");
+            metrics.count(&format!("tls:{listener}"), "ok");
         }
         Err(e) => {
             log::error!(
                 "listener {listener}: new TLS material refused ({why}), previous material stays in force: {e}"
             );
-            count(&format!("tls:{listener}"), "error");
+            metrics.count(&format!("tls:{listener}"), "error");
         }
     }
 }
@@ -147,14 +170,14 @@ impl Reloader {
         if report.applied {
             model.config.log.apply();
             for (name, tls) in self.live.tls() {
-                publish_expiry(name, tls);
+                self.metrics.publish_expiry(name, tls);
                 log::info!("listener {name}: TLS material reloaded (SIGHUP)");
-                count(&format!("tls:{name}"), "ok");
+                self.metrics.count(&format!("tls:{name}"), "ok");
             }
             let auth = &model.config.auth;
             if auth.users_file.is_some() || auth.tokens_file.is_some() {
                 log::info!("reloaded credential files");
-                count("auth", "ok");
+                self.metrics.count("auth", "ok");
             }
             log::info!(
                 "configuration reloaded: generation {}; {}{}",
@@ -192,7 +215,7 @@ impl Reloader {
                     log::error!(
                         "listener {name}: new TLS material refused (SIGHUP), previous material stays in force: {e}"
                     );
-                    count(&format!("tls:{name}"), "error");
+                    self.metrics.count(&format!("tls:{name}"), "error");
                 }
             }
             log::error!(
@@ -217,7 +240,7 @@ impl BackgroundService for Reloader {
         };
         write_status(&self.status, &self.live.last_report());
         for (name, tls) in self.live.tls() {
-            publish_expiry(name, tls);
+            self.metrics.publish_expiry(name, tls);
         }
         let mut watched = watched_listeners(&self.live);
         let mut last: Vec<Stamps> = watched.iter().map(|(_, t, _)| stamps(t)).collect();
@@ -236,7 +259,7 @@ impl BackgroundService for Reloader {
                         let now = stamps(t);
                         if now != *prev {
                             *prev = now;
-                            reload_tls(name, t, "files changed");
+                            reload_tls(name, t, "files changed", &self.metrics);
                         }
                     }
                 }

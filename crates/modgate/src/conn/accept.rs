@@ -133,14 +133,6 @@ async fn listen(
     Ok(listener)
 }
 
-fn count_cut(listener: &str, reason: &str) {
-    if let Some(m) = crate::metrics::metrics() {
-        m.connections_cut
-            .with_label_values(&[listener, reason])
-            .inc();
-    }
-}
-
 /// Tells a refused plaintext client why in one write that never waits, reading first what it
 /// already sent (closing a socket with unread data would reset it and lose the answer).
 fn refuse_now(tcp: &tokio::net::TcpStream, message: &str) {
@@ -182,7 +174,7 @@ where
                 Err(e) => {
                     let full = matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
                     if full {
-                        count_cut(app.listener(), "fd_limit");
+                        app.metrics().fd_limit();
                     }
                     ACCEPT_ERRORS.warn(|n| {
                         format!(
@@ -215,7 +207,7 @@ where
         if let Some(budget) = fds::budget() {
             let fd = u64::try_from(tcp.as_raw_fd()).unwrap_or(u64::MAX);
             if budget.refuses(fd, budget.open_estimate(), options.class) {
-                count_cut(listener, "fd_limit");
+                app.metrics().fd_limit();
                 FD_REFUSALS.warn(|n| {
                     format!(
                         "listener {listener}: refused {n} connection(s): the process is near its \
@@ -237,7 +229,7 @@ where
         let permit = match app.admit(Some(peer.ip())) {
             Ok(p) => p,
             Err(over) => {
-                count_cut(listener, over.label());
+                app.metrics().over(over);
                 log::debug!(
                     "listener {listener}: refusing a connection from {peer}: {}",
                     over.label()
@@ -254,8 +246,7 @@ where
         let options = options.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let Some(stream) = Self::establish(tcp, peer, acceptor, &options, app.listener()).await
-            else {
+            let Some(stream) = Self::establish(tcp, peer, acceptor, &options, &app).await else {
                 return;
             };
             app.serve(stream, permit, &shutdown).await;
@@ -287,7 +278,7 @@ where
         peer: SocketAddr,
         acceptor: Option<Arc<Acceptor>>,
         options: &AcceptOptions,
-        listener: &str,
+        app: &GuardedApp<A>,
     ) -> Option<pingora::protocols::Stream> {
         let l4 = Self::l4(tcp, peer, options.keepalive.as_ref());
         let Some(acceptor) = acceptor else {
@@ -300,9 +291,10 @@ where
                 None
             }
             Err(_) => {
-                count_cut(listener, "handshake");
+                app.metrics().handshake_timed_out();
                 log::debug!(
-                    "listener {listener}: TLS handshake from {peer} not done within {}s",
+                    "listener {}: TLS handshake from {peer} not done within {}s",
+                    app.listener(),
                     options.handshake_timeout.as_secs_f64()
                 );
                 None

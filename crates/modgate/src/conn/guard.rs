@@ -35,6 +35,7 @@ const WRITE_BUFFER: usize = 1460;
 
 use super::caps::{Counter, Over, Permit};
 use super::deadline::{Clock, Cut, Deadlines};
+use super::metrics::ConnMetrics;
 
 /// What a listener's guard enforces.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +55,7 @@ pub struct GuardedStream {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     cut: Option<Cut>,
     listener: Arc<str>,
+    metrics: ConnMetrics,
     header_timeout: Duration,
     flush: FlushBatch,
 }
@@ -145,11 +147,7 @@ impl GuardedStream {
             return false;
         }
         self.cut = Some(why);
-        if let Some(m) = crate::metrics::metrics() {
-            m.connections_cut
-                .with_label_values(&[&self.listener, why.label()])
-                .inc();
-        }
+        self.metrics.cut(why);
         log::debug!(
             "listener {}: closing connection {}: {}",
             self.listener,
@@ -355,19 +353,18 @@ pub struct GuardedApp<A> {
     listener: Arc<str>,
     limits: Limits,
     counter: Arc<Counter>,
-    /// This listener's `modgate_connections_open` series, resolved once.
-    open: Option<prometheus::IntGauge>,
+    /// This listener's connection series, resolved once.
+    metrics: ConnMetrics,
 }
 
 impl<A> GuardedApp<A> {
-    pub fn new(inner: A, listener: &str, limits: Limits) -> GuardedApp<A> {
+    pub fn new(inner: A, listener: &str, limits: Limits, metrics: ConnMetrics) -> GuardedApp<A> {
         GuardedApp {
             inner: Arc::new(inner),
             listener: Arc::from(listener),
             limits,
             counter: Counter::new(limits.caps),
-            open: crate::metrics::metrics()
-                .map(|m| m.connections_open.with_label_values(&[listener])),
+            metrics,
         }
     }
 }
@@ -397,11 +394,11 @@ pub(super) async fn refuse(stream: &mut Stream, message: &str) {
 struct OpenGauge(Option<prometheus::IntGauge>);
 
 impl OpenGauge {
-    fn new(gauge: &Option<prometheus::IntGauge>) -> OpenGauge {
+    fn new(gauge: Option<&prometheus::IntGauge>) -> OpenGauge {
         if let Some(g) = gauge {
             g.inc();
         }
-        OpenGauge(gauge.clone())
+        OpenGauge(gauge.cloned())
     }
 }
 
@@ -422,6 +419,11 @@ where
         &self.listener
     }
 
+    /// The listener's connection series (the accept loop counts its refusals there).
+    pub fn metrics(&self) -> &ConnMetrics {
+        &self.metrics
+    }
+
     /// Admits a connection from `source` against the listener's caps (at accept, before any
     /// handshake).
     pub fn admit(&self, source: Option<IpAddr>) -> Result<Permit, Over> {
@@ -435,7 +437,7 @@ where
         let guarded = GuardedStream {
             place: Some(Place {
                 _permit: permit,
-                _open: OpenGauge::new(&self.open),
+                _open: OpenGauge::new(self.metrics.open()),
             }),
             inner: BufWriter::with_capacity(WRITE_BUFFER, stream),
             clock: Arc::new(Mutex::new(Clock::new(
@@ -445,6 +447,7 @@ where
             timer: None,
             cut: None,
             listener: self.listener.clone(),
+            metrics: self.metrics.clone(),
             header_timeout: self.limits.deadlines.headers,
             flush: FlushBatch {
                 on: h2,

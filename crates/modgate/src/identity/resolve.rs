@@ -13,8 +13,8 @@ use pingora::proxy::Session;
 
 use super::throttle::expensive_check;
 use super::{
-    add_credentials, cert_principal, peer_cert, Attempt, IdentityError, PeerCert, RequestIdentity,
-    Unresolved, VerifyState,
+    add_credentials, cert_principal, peer_cert, Attempt, IdentityError, IdentityMetrics, PeerCert,
+    RequestIdentity, Unresolved, VerifyState,
 };
 use crate::config::forward::ForwardedInput;
 
@@ -24,6 +24,8 @@ pub struct IdentitySettings {
     pub forwarded: ForwardedInput,
     /// Every header name that could carry an identity; removed from every request.
     pub strip: Vec<HeaderName>,
+    /// Where throttled password checks (here) and authentication failures (the proxy) count.
+    pub metrics: IdentityMetrics,
 }
 
 impl IdentitySettings {
@@ -167,7 +169,7 @@ pub async fn resolve(
         // hashes are admitted, bounded and rate limited.
         let checked = match authenticator.verify_cheap(&presented) {
             Some(r) => r.map_err(IdentityError::BadCredentials),
-            None => expensive_check(authenticator, presented, client_ip).await,
+            None => expensive_check(authenticator, presented, client_ip, &settings.metrics).await,
         };
         match checked {
             Ok(authenticated) => add_credentials(&mut id.principal, &authenticated),

@@ -1,5 +1,8 @@
 //! The bounds on password-hash checks, process-wide: how many run at once, per-source and
 //! per-user admission with the failure rate limit, and how long a request waits for its turn.
+//! The bounds stay process-wide statics (one per listener or per model would let a second
+//! listener or a reload reset a failure count); what they refuse is counted on the listener's
+//! [`IdentityMetrics`], which the caller hands in.
 
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
@@ -8,7 +11,7 @@ use std::time::{Duration, Instant};
 use modgate_identity::credentials::Presented;
 use modgate_identity::{Authenticated, CheckLimiter, CheckLimits, Refused, Scope};
 
-use super::IdentityError;
+use super::{IdentityError, IdentityMetrics};
 
 /// Password hashes computed at once (each a bcrypt/argon2 verification on the blocking pool).
 static VERIFY_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
@@ -34,14 +37,6 @@ impl Drop for Running {
     }
 }
 
-fn count_limited(reason: &str, scope: Scope) {
-    if let Some(m) = crate::metrics::metrics() {
-        m.checks_throttled
-            .with_label_values(&[reason, scope.as_str()])
-            .inc();
-    }
-}
-
 /// A check that needs a password hash: admitted per source and per user name (waiting up to
 /// [`CHECK_WAIT`] for a slot, refused at once when that source or name has failed too often),
 /// then run on the blocking pool under the global bound.
@@ -49,6 +44,7 @@ pub(super) async fn expensive_check(
     authenticator: Arc<modgate_identity::Authenticator>,
     presented: Presented,
     source: Option<IpAddr>,
+    metrics: &IdentityMetrics,
 ) -> Result<Authenticated, IdentityError> {
     let user = match &presented {
         Presented::Basic { user, .. } => user.clone(),
@@ -64,12 +60,12 @@ pub(super) async fn expensive_check(
                 }
             }
             Err(Refused::Throttled { scope, retry_after }) => {
-                count_limited("throttled", scope);
+                metrics.throttled(scope);
                 return Err(IdentityError::Throttled { scope, retry_after });
             }
             Err(Refused::Busy(scope)) => {
                 if Instant::now() >= deadline {
-                    count_limited("busy", scope);
+                    metrics.busy(scope);
                     return Err(IdentityError::Busy);
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -85,7 +81,7 @@ pub(super) async fn expensive_check(
             ))
         }
         Err(_) => {
-            count_limited("busy", Scope::Source);
+            metrics.busy(Scope::Source);
             return Err(IdentityError::Busy);
         }
     };

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::diff::diff;
 use super::Model;
 use crate::config::{self, GatewayConfig};
-use crate::metrics;
+use crate::metrics::{self, Metrics};
 use crate::record::Recorder;
 
 /// What a reload did, as `modgate reload` prints it and the status file records it.
@@ -47,8 +47,12 @@ pub struct Live {
     /// One reload at a time; counts attempts.
     reloading: Mutex<u64>,
     last: Mutex<ReloadReport>,
-    /// The concerns' label values every model built is primed with.
+    /// The process's metrics, from which every model built makes its concerns' handles, and
+    /// the concerns' label values every model built is primed with.
+    metrics: Option<&'static Metrics>,
     labels: metrics::Labels,
+    /// The reload series.
+    counted: ConfigMetrics,
     /// Every identity's rate-limit buckets: kept across reloads (an unchanged limit keeps its
     /// state; the model in force says which limits apply).
     limiter: Limiter,
@@ -59,10 +63,12 @@ impl Live {
         model: Model,
         config_path: PathBuf,
         tls: BTreeMap<String, Arc<ReloadableTls>>,
+        metrics: Option<&'static Metrics>,
         labels: metrics::Labels,
     ) -> Live {
         let generation = model.generation;
-        publish_generation(generation, true);
+        let counted = ConfigMetrics::new(metrics);
+        counted.published(generation, true);
         let limiter = Limiter::new(model.config.rate_limits.0.max_identities);
         Live {
             limiter,
@@ -70,7 +76,9 @@ impl Live {
             current: ArcSwap::from_pointee(model),
             config_path,
             tls,
+            metrics,
             labels,
+            counted,
             reloading: Mutex::new(0),
             last: Mutex::new(ReloadReport {
                 pid: std::process::id(),
@@ -107,6 +115,11 @@ impl Live {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The process's metrics (server start-up makes each listener's handles from them).
+    pub fn metrics(&self) -> Option<&'static Metrics> {
+        self.metrics
     }
 
     pub fn config_path(&self) -> &Path {
@@ -147,12 +160,8 @@ impl Live {
                 ..ReloadReport::default()
             },
         };
-        publish_generation(report.generation, report.applied);
-        if let Some(m) = metrics::metrics() {
-            m.config_reloads
-                .with_label_values(&[if report.applied { "applied" } else { "refused" }])
-                .inc();
-        }
+        self.counted.published(report.generation, report.applied);
+        self.counted.reloaded(report.applied);
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = report.clone();
         report
     }
@@ -188,8 +197,9 @@ impl Live {
             config.clone(),
             old.generation + 1,
             &self.tls,
+            self.metrics,
             &self.labels,
-            || {
+            |counted| {
                 if same_recorder {
                     old.recorder.audit.reopen();
                     Ok(old.recorder.clone())
@@ -198,6 +208,7 @@ impl Live {
                         config.audit.sink(),
                         config.audit.fail_mode == config::AuditFailMode::Closed,
                         config.telemetry.otel(),
+                        counted,
                     )?))
                 }
             },
@@ -228,15 +239,44 @@ impl Live {
     }
 }
 
-fn publish_generation(generation: u64, applied: bool) {
-    if let Some(m) = metrics::metrics() {
-        m.config_generation.set(generation as i64);
+/// The reload concern's metric handle: `modgate_config_reloads_total` by result (resolved
+/// once), `modgate_config_generation` and `modgate_config_last_reload_success_timestamp_seconds`.
+struct ConfigMetrics(Option<ConfigSeries>);
+
+struct ConfigSeries {
+    applied: prometheus::IntCounter,
+    refused: prometheus::IntCounter,
+    generation: prometheus::IntGauge,
+    last_success: prometheus::Gauge,
+}
+
+impl ConfigMetrics {
+    fn new(metrics: Option<&Metrics>) -> ConfigMetrics {
+        ConfigMetrics(metrics.map(|m| ConfigSeries {
+            applied: m.config_reloads.with_label_values(&["applied"]),
+            refused: m.config_reloads.with_label_values(&["refused"]),
+            generation: m.config_generation.clone(),
+            last_success: m.config_last_success.clone(),
+        }))
+    }
+
+    /// A reload attempt ended.
+    fn reloaded(&self, applied: bool) {
+        if let Some(s) = &self.0 {
+            if applied { &s.applied } else { &s.refused }.inc();
+        }
+    }
+
+    /// `generation` is in force; `applied`: it was applied now.
+    fn published(&self, generation: u64, applied: bool) {
+        let Some(s) = &self.0 else { return };
+        s.generation.set(generation as i64);
         if applied {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
-            m.config_last_success.set(now);
+            s.last_success.set(now);
         }
     }
 }

@@ -23,9 +23,9 @@ use modgate_policy::{DEFAULT_RULE, PRIVATE_DEFAULT_RULE};
 use crate::cache::Ttls;
 use crate::config::{self, GatewayConfig, ListenerConfig};
 use crate::gateway::Gateway;
-use crate::identity::IdentitySettings;
-use crate::metrics;
-use crate::record::Recorder;
+use crate::identity::{IdentityMetrics, IdentitySettings};
+use crate::metrics::{self, Metrics};
+use crate::record::{RecordMetrics, Recorder};
 
 /// Per-listener settings the proxy needs at request time.
 pub struct ListenerRuntime {
@@ -81,11 +81,12 @@ fn identity_header_names(config: &GatewayConfig) -> Vec<HeaderName> {
     names
 }
 
-/// One listener's request-time settings.
+/// One listener's request-time settings; `identity` counts its identities' refusals.
 pub fn listener_runtime(
     l: &ListenerConfig,
     strip: &[HeaderName],
     tls: Option<Arc<ReloadableTls>>,
+    identity: IdentityMetrics,
 ) -> ListenerRuntime {
     ListenerRuntime {
         name: l.name.0.clone(),
@@ -99,6 +100,7 @@ pub fn listener_runtime(
             trusted: CidrSet::new(l.trusted_proxies.iter().map(|c| c.0).collect()),
             forwarded: l.forwarded_headers.clone(),
             strip: strip.to_vec(),
+            metrics: identity,
         },
         tls,
     }
@@ -108,23 +110,30 @@ impl Model {
     /// Builds the model of a validated configuration. `tls` holds each running TLS listener's
     /// material (already loaded for this configuration); `recorder` makes the audit/telemetry
     /// recorder to use, called only once everything else has loaded: a configuration refused
-    /// for any other reason opens (creates) no audit file. `labels` are the label values of
-    /// the concerns the model's metric series are primed with ([`metrics::prime`]).
+    /// for any other reason opens (creates) no audit file; it is handed the recorder's metric
+    /// handle. Each concern the model builds gets its handle made from `metrics` (the
+    /// process's registry, `None` when metrics are disabled): each listener's identity
+    /// resolution its [`IdentityMetrics`], the recorder its [`RecordMetrics`]. `labels` are the
+    /// label values of the concerns the model's metric series are primed with
+    /// ([`metrics::prime`]).
     pub fn build(
         config: Arc<GatewayConfig>,
         generation: u64,
         tls: &BTreeMap<String, Arc<ReloadableTls>>,
+        metrics: Option<&Metrics>,
         labels: &metrics::Labels,
-        recorder: impl FnOnce() -> anyhow::Result<Arc<Recorder>>,
+        recorder: impl FnOnce(RecordMetrics) -> anyhow::Result<Arc<Recorder>>,
     ) -> anyhow::Result<Model> {
         let gateway = Arc::new(Gateway::new(&config)?);
-        let recorder = recorder()?;
+        let recorder = recorder(RecordMetrics::new(metrics))?;
         let strip = identity_header_names(&config);
+        let identity = IdentityMetrics::new(metrics);
         let listeners = config
             .listeners
             .iter()
             .map(|l| {
-                let runtime = listener_runtime(l, &strip, tls.get(&l.name.0).cloned());
+                let tls = tls.get(&l.name.0).cloned();
+                let runtime = listener_runtime(l, &strip, tls, identity.clone());
                 (l.name.0.clone(), Arc::new(runtime))
             })
             .collect();
@@ -137,7 +146,9 @@ impl Model {
             recorder,
             config,
         };
-        metrics::prime(&model.named(), labels);
+        if let Some(m) = metrics {
+            metrics::prime(m, &model.named(), labels);
+        }
         Ok(model)
     }
 

@@ -9,7 +9,6 @@ use pingora::proxy::Session;
 use pingora::{Error, ErrorType, Result};
 
 use super::{refresh, GatewayProxy, RequestCtx};
-use crate::metrics;
 use crate::respond;
 
 impl GatewayProxy {
@@ -113,7 +112,7 @@ impl GatewayProxy {
         let serve = !ctx.cursor.has_next(ctx.chain());
         if serve {
             ctx.served_stale = true;
-            metrics::stale_served();
+            self.metrics.stale_served();
         }
         serve
     }

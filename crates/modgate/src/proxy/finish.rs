@@ -9,7 +9,7 @@ use super::admit::Verdict;
 use super::failure::short_error;
 use super::report::{self, CacheOutcome, Finished};
 use super::{GatewayProxy, RequestCtx};
-use crate::{fetched, metrics};
+use crate::fetched;
 
 impl GatewayProxy {
     /// `logging`.
@@ -28,19 +28,14 @@ impl GatewayProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let kind = ctx
-            .admission
-            .as_ref()
-            .and_then(|a| a.kind)
-            .map(|k| k.as_str())
-            .unwrap_or("other");
+        let kind = ctx.admission.as_ref().and_then(|a| a.kind);
         let route = ctx.route().map(|r| r.name.clone());
         let route_label = route.as_deref().unwrap_or("-");
         let elapsed = ctx.started.elapsed();
         // A background refresh (a subrequest) answered no client: it is not a request of the
         // request counters and latency (its outcome shows in the cache counters).
         if session.subrequest_ctx.is_none() {
-            metrics::request_finished(
+            self.metrics.request_finished(
                 &ctx.listener.name,
                 route_label,
                 kind,
@@ -82,11 +77,11 @@ impl GatewayProxy {
         }
         let cache = ctx.cache_outcome(session);
         if let Some(outcome) = cache {
-            metrics::cache_looked_up(outcome.as_str());
+            self.metrics.cache_looked_up(outcome.as_str());
         }
         if let Some(c) = self.cache.as_deref() {
             let (no_space, io) = c.storage.write_failures();
-            metrics::cache_write_failures(no_space, io);
+            self.metrics.cache_write_failures(no_space, io);
         }
         if cache == Some(CacheOutcome::NotStored) || ctx.not_stored.is_some() {
             let why = ctx.not_stored.take().unwrap_or_else(|| {

@@ -12,14 +12,13 @@ use super::chain::{Failure, FailureClass, Outcome};
 use super::context::chain_of;
 use super::failure::{short_error, FALLTHROUGH};
 use super::{GatewayProxy, RequestCtx};
-use crate::metrics;
 
 impl GatewayProxy {
     /// Settles the attempt at the cursor's step (counted by upstream and outcome); returns
     /// whether the chain moved on.
     pub(super) fn settle(&self, ctx: &mut RequestCtx, outcome: Outcome) -> bool {
         if let Some(up) = ctx.cursor.current(ctx.chain()) {
-            metrics::upstream_attempted(&up.name, outcome.label());
+            self.metrics.upstream_attempted(&up.name, outcome.label());
         }
         let chain = chain_of(&ctx.model, ctx.route_index());
         ctx.cursor.settle(chain, outcome)
@@ -78,7 +77,10 @@ impl GatewayProxy {
                 if status == 200 && session.req_header().method == Method::GET {
                     if let Some(c) = self.cache.as_deref() {
                         let upstream = ctx.cursor.last_upstream().unwrap_or("").to_string();
-                        if let Err(message) = ctx.guard.start(c, upstream_response, &upstream).await
+                        if let Err(message) = ctx
+                            .guard
+                            .start(c, upstream_response, &upstream, &self.metrics)
+                            .await
                         {
                             return Error::e_explain(ErrorType::HTTPStatus(502), message);
                         }
@@ -122,6 +124,7 @@ impl GatewayProxy {
             end_of_stream,
             self.cache.as_deref(),
             upstream,
+            &self.metrics,
         );
         match checked {
             Ok(()) => Ok(None),

@@ -8,7 +8,6 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::Result;
 
 use super::{GatewayProxy, RequestCtx};
-use crate::metrics;
 
 impl GatewayProxy {
     /// Answers an admitted, cacheable request from a fresh memory-tier object when the normal
@@ -49,7 +48,7 @@ impl GatewayProxy {
             session.cache.disable(NoCacheReason::DeclinedToUpstream);
         }
         ctx.hot = true;
-        metrics::hot_hit();
+        self.metrics.hot_hit();
         let mut head = hit.head(now);
         // As Pingora's hit path: the range filter (a memory hit can seek; with no Range header it
         // only adds `Accept-Ranges`), then response_filter.

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use modgate_ledger::{Artifact, Entry};
 use pingora::http::ResponseHeader;
 
+use super::metrics::ProxyMetrics;
 use crate::cache::{self, CacheRuntime, IntegrityCheck, IntegrityFailure};
-use crate::metrics;
 
 /// Why the upstream's header was refused; its text is the whole message (the 502's).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,12 +126,14 @@ impl Guard {
     }
 
     /// At an upstream's 200 header for a GET: refuses an encoded body or a changed size before
-    /// anything reaches the client (the message is the 502's), else starts hashing.
+    /// anything reaches the client (the message is the 502's), else starts hashing. A refusal
+    /// of changed bytes is counted on `counted`.
     pub async fn start(
         &mut self,
         c: &CacheRuntime,
         resp: &ResponseHeader,
         upstream: &str,
+        counted: &ProxyMetrics,
     ) -> Result<(), HeaderRefusal> {
         let Some((a, version)) = self.key.clone() else {
             return Ok(());
@@ -162,7 +164,7 @@ impl Guard {
             Err(refusal) => {
                 match &refusal {
                     HeaderRefusal::Encoded(message) => self.refusal = Some(message.clone()),
-                    HeaderRefusal::Changed(message) => self.refuse(c, message.clone()),
+                    HeaderRefusal::Changed(message) => self.refuse(c, message.clone(), counted),
                 }
                 Err(refusal)
             }
@@ -170,13 +172,15 @@ impl Guard {
     }
 
     /// A piece of the upstream's body; at its end, the ledger's verdict (the message is why
-    /// the client is cut off and the object never stored).
+    /// the client is cut off and the object never stored; a refusal of changed bytes is counted
+    /// on `counted`).
     pub fn body(
         &mut self,
         body: Option<&Bytes>,
         end_of_stream: bool,
         c: Option<&CacheRuntime>,
         upstream: &str,
+        counted: &ProxyMetrics,
     ) -> Result<(), IntegrityFailure> {
         let Some(check) = self.check.as_mut() else {
             return Ok(());
@@ -204,7 +208,7 @@ impl Guard {
                 // reason; an invalid zip or a ledger failure is tried again next time.
                 let message = failure.message().to_string();
                 match failure {
-                    IntegrityFailure::Changed(_) => self.refuse(c, message),
+                    IntegrityFailure::Changed(_) => self.refuse(c, message, counted),
                     IntegrityFailure::Invalid(_) | IntegrityFailure::Ledger(_) => {
                         log::error!("integrity: {message}");
                         self.refusal = Some(message);
@@ -217,7 +221,7 @@ impl Guard {
 
     /// Refuses changed upstream bytes: quarantined (so the next request is a 502 with the
     /// reason unless the original is in the cache), counted and logged.
-    fn refuse(&mut self, c: &CacheRuntime, message: String) {
+    fn refuse(&mut self, c: &CacheRuntime, message: String, counted: &ProxyMetrics) {
         if let Some((a, v)) = &self.key {
             c.quarantine.insert(
                 &self.module,
@@ -227,7 +231,7 @@ impl Guard {
                     message: message.clone(),
                 },
             );
-            metrics::integrity_refused(a.as_str());
+            counted.integrity_refused(*a);
         }
         log::error!("integrity: {message}");
         self.refusal = Some(message);
@@ -334,7 +338,10 @@ mod tests {
         let mut g = Guard::new("m.org/x", None);
         assert!(!g.exact());
         let b = Bytes::from_static(b"abc");
-        assert_eq!(g.body(Some(&b), true, None, "up"), Ok(()));
+        assert_eq!(
+            g.body(Some(&b), true, None, "up", &ProxyMetrics::default()),
+            Ok(())
+        );
         assert_eq!(g.refusal(), None);
     }
 }

@@ -62,6 +62,7 @@ mod headers;
 mod hot;
 mod integrity;
 mod lookup;
+pub mod metrics;
 pub mod ratelimit;
 mod refresh;
 pub mod report;
@@ -104,6 +105,8 @@ pub struct GatewayProxy {
     lookup: lookup::Lookup,
     /// Modules' retractions, learnt from their latest go.mod.
     retracted: retractions::Retracted,
+    /// What the phases count (one handle shared by every listener).
+    metrics: metrics::ProxyMetrics,
 }
 
 impl GatewayProxy {
@@ -112,6 +115,7 @@ impl GatewayProxy {
         listener: &str,
         inflight: Arc<InFlight>,
         cache: Option<Arc<CacheRuntime>>,
+        metrics: metrics::ProxyMetrics,
     ) -> anyhow::Result<Self> {
         let initial = live
             .current()
@@ -128,6 +132,7 @@ impl GatewayProxy {
             commits: commits::Commits::default(),
             lookup: lookup::Lookup::default(),
             retracted: retractions::Retracted::default(),
+            metrics,
         })
     }
 }

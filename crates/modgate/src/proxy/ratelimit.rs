@@ -16,7 +16,6 @@ use pingora::proxy::Session;
 use super::admit::Refusal;
 use super::{GatewayProxy, RequestCtx};
 use crate::identity::cache_identity;
-use crate::metrics;
 
 /// What `logging` needs to charge an admitted request's bytes: the identity's bucket key and
 /// the byte limit that applied.
@@ -60,7 +59,8 @@ impl GatewayProxy {
                 None
             }
             Err(over) => {
-                metrics::rate_limited(over.dimension.as_str(), &over.applied.origin.label());
+                self.metrics
+                    .rate_limited(over.dimension.as_str(), &over.applied.origin.label());
                 Some(Refusal::RateLimited {
                     message: over_message(&who(principal, peer), &over),
                     retry_after: over.retry_after_secs(),

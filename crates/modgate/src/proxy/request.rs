@@ -15,7 +15,6 @@ use super::report::{self, Record};
 use super::{commits, endpoints, integrity, GatewayProxy, RequestCtx};
 use crate::config::VersionMode;
 use crate::identity;
-use crate::metrics;
 use crate::respond;
 use crate::server::shutdown;
 use crate::upstream::Upstream;
@@ -87,14 +86,14 @@ impl GatewayProxy {
         if target == "/metrics" {
             ctx.model.recorder.sync_metrics();
             if let Some(c) = &self.cache {
-                metrics::cache_tiers(&c.storage.stats());
+                self.metrics.cache_tiers(&c.storage.stats());
                 // Counted by the storage when it refuses a write, before the answer streams:
                 // a scrape sees it at once, not only after the next request ends.
                 let (no_space, io) = c.storage.write_failures();
-                metrics::cache_write_failures(no_space, io);
+                self.metrics.cache_write_failures(no_space, io);
                 if let Some(f) = &c.feed {
                     let status = f.status();
-                    metrics::module_index(
+                    self.metrics.module_index(
                         status.progress.map(|p| p.read_to),
                         status.last_error.is_some(),
                     );
@@ -663,7 +662,8 @@ impl GatewayProxy {
             .filter(|_| admission.request.is_some());
         if let Some(d) = module_decision {
             let route = ctx.route_of(admission.route).unwrap_or("-");
-            metrics::access_decided(route, d.effect.as_str(), &d.rule);
+            self.metrics
+                .access_decided(route, d.effect.as_str(), &d.rule);
         }
         if !admission.principals.is_empty() {
             ctx.identity.principals = admission.principals.clone();
@@ -672,7 +672,7 @@ impl GatewayProxy {
         let admission = ctx.admission.insert(admission);
         match &admission.verdict {
             Verdict::Refuse(r) => {
-                refuse(session, &mut ctx.record, r).await?;
+                refuse(session, &mut ctx.record, &ctx.listener.identity.metrics, r).await?;
                 Ok(true)
             }
             Verdict::Answer(Local::GoImport { root, proxy }) => {
@@ -702,7 +702,8 @@ impl GatewayProxy {
                     None => {
                         let r =
                             Refusal::NotFound("the vulnerability database has no such file".into());
-                        refuse(session, &mut ctx.record, &r).await?;
+                        refuse(session, &mut ctx.record, &ctx.listener.identity.metrics, &r)
+                            .await?;
                     }
                 }
                 Ok(true)
@@ -720,7 +721,7 @@ impl GatewayProxy {
                 let Some(c) = self.cache.as_deref() else {
                     // (admission refuses a purge where there is no cache)
                     let r = Refusal::NotFound("this gateway has no cache".into());
-                    refuse(session, &mut ctx.record, &r).await?;
+                    refuse(session, &mut ctx.record, &ctx.listener.identity.metrics, &r).await?;
                     admission.verdict = Verdict::Refuse(r);
                     return Ok(true);
                 };
@@ -757,7 +758,7 @@ impl GatewayProxy {
                     let r = Refusal::NotFound(
                         "this gateway keeps no fetched index (fetched: is not configured)".into(),
                     );
-                    refuse(session, &mut ctx.record, &r).await?;
+                    refuse(session, &mut ctx.record, &ctx.listener.identity.metrics, &r).await?;
                     admission.verdict = Verdict::Refuse(r);
                     return Ok(true);
                 };
@@ -785,10 +786,15 @@ impl GatewayProxy {
     }
 }
 
-/// Answers a refusal (and counts an authentication failure).
-async fn refuse(session: &mut Session, record: &mut Record, r: &Refusal) -> Result<()> {
+/// Answers a refusal (and counts an authentication failure on the listener's identity series).
+async fn refuse(
+    session: &mut Session,
+    record: &mut Record,
+    counted: &identity::IdentityMetrics,
+    r: &Refusal,
+) -> Result<()> {
     if let Some(reason) = r.auth_failure() {
-        metrics::auth_failed(reason);
+        counted.auth_failed(reason);
     }
     endpoints::refuse(session, record, r).await
 }

@@ -32,12 +32,13 @@ use crate::cache::CacheRuntime;
 use crate::config::{self, GatewayConfig, ListenerConfig};
 use crate::conn::accept::{AcceptOptions, ListenerService};
 use crate::conn::fds::Class;
-use crate::conn::{Caps, Deadlines, GuardedApp, Limits};
+use crate::conn::{Caps, ConnMetrics, Deadlines, GuardedApp, Limits};
 use crate::identity::HandshakeCapture;
 use crate::model::{Live, Model};
+use crate::proxy::metrics::ProxyMetrics;
 use crate::proxy::GatewayProxy;
 use crate::record::Recorder;
-use crate::reload::Reloader;
+use crate::reload::{ReloadMetrics, Reloader};
 
 /// Every label value the request path's concerns produce, handed to the model so each model
 /// built creates their series at 0 ([`crate::metrics::prime`]): connection cuts and cap
@@ -194,11 +195,15 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         private_parent(std::path::Path::new(f), RUNTIME_HINT)?;
     }
     hold_sighup();
+    // The process's registry, taken here once: every concern is handed its own handle made
+    // from it (the fetched index's writer below; the model's concerns by `Model::build`, now
+    // and at each reload through `Live`; each listener's connections and proxy, the reloader).
+    let registry = crate::metrics::metrics();
     let mut tailer = None;
     let cache = match &config.cache {
         Some(c) => {
             let mut rt = CacheRuntime::open(c.disk(), c.lock_timeout.0, &c.ledger_path())?;
-            rt.fetched = crate::fetched::start(&config, rt.ledger.clone())?;
+            rt.fetched = crate::fetched::start(&config, rt.ledger.clone(), registry)?;
             // Opened whenever there is a cache, so a cooldown added by a reload finds it.
             let sightings = c.sightings_path();
             let store = Arc::new(
@@ -241,19 +246,27 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     crate::mirrors::prepare_mirrors_dir(&crate::mirrors::mirrors_dir(&config))?;
     let config = Arc::new(config);
     let labels = metric_labels();
-    let model = Model::build(config.clone(), 1, &tls, &labels, || {
+    let model = Model::build(config.clone(), 1, &tls, registry, &labels, |counted| {
         Ok(Arc::new(Recorder::start(
             config.audit.sink(),
             config.audit.fail_mode == config::AuditFailMode::Closed,
             config.telemetry.otel(),
+            counted,
         )?))
     })?;
     for w in model.gateway.warnings() {
         log::warn!("{w}");
     }
     let routes = model.gateway.routes.len();
-    let live = Arc::new(Live::new(model, options.config_path.clone(), tls, labels));
+    let live = Arc::new(Live::new(
+        model,
+        options.config_path.clone(),
+        tls,
+        registry,
+        labels,
+    ));
     let inflight = Arc::new(InFlight::default());
+    let proxy_metrics = ProxyMetrics::new(registry);
     let opt = Opt {
         upgrade: options.upgrade,
         // Foreground only: Pingora daemonizes by forking inside `run`, after the audit writer,
@@ -270,6 +283,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             live.clone(),
             inflight.clone(),
             cache.clone(),
+            proxy_metrics.clone(),
             listener,
             config.server.threads,
         )
@@ -280,6 +294,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         live: live.clone(),
         cache: cache.clone(),
         status,
+        metrics: ReloadMetrics::new(registry),
     };
     server.add_service(pingora::services::background::background_service(
         "modgate reloader",
@@ -385,13 +400,14 @@ fn add_listener(
     live: Arc<Live>,
     inflight: Arc<InFlight>,
     cache: Option<Arc<CacheRuntime>>,
+    metrics: ProxyMetrics,
     l: &ListenerConfig,
     threads: usize,
 ) -> anyhow::Result<()> {
     let material = live.tls().get(&l.name.0).cloned();
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
-        GatewayProxy::new(live.clone(), &l.name.0, inflight, cache)?,
+        GatewayProxy::new(live.clone(), &l.name.0, inflight, cache, metrics)?,
     );
     let mut options = HttpServerOptions::default();
     options.h2c = l.http2 && l.tls.is_none();
@@ -446,7 +462,12 @@ fn add_listener(
     };
     let service = ListenerService::new(
         format!("modgate listener {}", l.name.0),
-        GuardedApp::new(app, &l.name.0, limits),
+        GuardedApp::new(
+            app,
+            &l.name.0,
+            limits,
+            ConnMetrics::new(live.metrics(), &l.name.0),
+        ),
         AcceptOptions {
             address: l.address.0.to_string(),
             tls,

@@ -61,7 +61,7 @@ fn world_of(text: &str) -> World {
             .find(|l| l.name.0 == name)
             .or_else(|| config.listeners.iter().next())
             .expect("listener");
-        listener_runtime(l, &[], None)
+        listener_runtime(l, &[], None, Default::default())
     };
     World {
         gateway,
@@ -828,7 +828,7 @@ fn netrc_world(dir: &Path) -> World {
             .iter()
             .find(|l| l.name.0 == name)
             .expect("listener");
-        listener_runtime(l, &[], None)
+        listener_runtime(l, &[], None, Default::default())
     };
     World {
         gateway,
