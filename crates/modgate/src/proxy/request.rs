@@ -136,27 +136,7 @@ impl GatewayProxy {
                         peer,
                         commit: None,
                     };
-                    let admission = admit::admit(&scope, &inbound, &ctx.identity);
-                    if admission.commit_needed {
-                        // A rule limited to `commits` could decide this tag: learn its commit
-                        // from the upstream, then decide again with it.
-                        match self.commit_of(ctx, &admission).await {
-                            Ok(Some(commit)) => {
-                                let inbound = Inbound {
-                                    commit: Some(&commit),
-                                    ..inbound
-                                };
-                                admit::admit(&scope, &inbound, &ctx.identity)
-                            }
-                            Ok(None) => admission,
-                            Err(refusal) => Admission {
-                                verdict: admit::Verdict::Refuse(refusal),
-                                ..admission
-                            },
-                        }
-                    } else {
-                        admission
-                    }
+                    admit::admit(&scope, &inbound, &ctx.identity)
                 }
                 Err(failed) => {
                     // The audit record names what was presented (a user name, never a secret).
@@ -168,13 +148,15 @@ impl GatewayProxy {
         // is a flood all the same): over a limit, the request is refused with a 429, and its
         // audit record still names what it asked for. Judged before the retraction check and
         // the withholding of `list`/`@latest`, which may ask the upstream: a request over its
-        // limit costs the upstream nothing (the cooldown too, which may ask for a `.info`).
+        // limit costs the upstream nothing (the commit of a tag and the cooldown too, which may
+        // ask for a `.info`).
         let admission = match self.rate_check(session, ctx) {
             Some(over) => Admission {
                 verdict: Verdict::Refuse(over),
                 ..admission
             },
             None => {
+                let admission = self.with_commit(session, ctx, admission).await;
                 let admission = self.judge_retraction(ctx, admission).await;
                 let admission = self.withhold(ctx, admission).await;
                 self.judge_cooldown(ctx, admission).await
@@ -585,6 +567,39 @@ impl GatewayProxy {
             ))),
         };
         admission
+    }
+
+    /// A rule limited to `commits` could decide this tag (`commit_needed`): learn its commit
+    /// from the upstream, then admit the request again with it.
+    async fn with_commit(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        admission: Admission,
+    ) -> Admission {
+        if !admission.commit_needed {
+            return admission;
+        }
+        match self.commit_of(ctx, &admission).await {
+            Ok(Some(commit)) => {
+                let scope =
+                    Scope::on_listener(&ctx.model, &ctx.listener, self.cache.is_some(), false);
+                let inbound = Inbound {
+                    head: session.req_header(),
+                    peer: session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip()),
+                    commit: Some(&commit),
+                };
+                admit::admit(&scope, &inbound, &ctx.identity)
+            }
+            Ok(None) => admission,
+            Err(refusal) => Admission {
+                verdict: admit::Verdict::Refuse(refusal),
+                ..admission
+            },
+        }
     }
 
     /// The commit the tag `admission` asks for points at, from its route's chain
