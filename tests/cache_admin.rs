@@ -522,7 +522,7 @@ async fn verify_reports_a_corrupt_body_without_deleting_it() {
     // The zip's body is the largest file in the cache; change one byte, keep the length.
     let body = files_under(w.cache_dir.path())
         .into_iter()
-        .filter(|p| !p.to_string_lossy().contains("ledger"))
+        .filter(|p| !p.to_string_lossy().contains(".sqlite"))
         .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .expect("a cached body");
     let mut bytes = std::fs::read(&body).expect("read body");

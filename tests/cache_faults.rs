@@ -566,7 +566,7 @@ audit: {{ output: "off" }}
                 files
                     .into_iter()
                     .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() == zip.len() as u64))
-                    .find(|p| !p.to_string_lossy().contains("ledger"))
+                    .find(|p| !p.to_string_lossy().contains(".sqlite"))
             })
             .flatten()
     });
