@@ -504,6 +504,10 @@ audit: {{ output: audit.jsonl }}
     }
     let (status, _) = get(addr, &format!("/{EXEMPT}/@v/v0.1.0.zip"), Some(ALICE_TOKEN));
     assert_eq!(status, 200, "exempt");
+    // A version the chain does not have is a 404 from the gateway (never a cached answer).
+    let (status, text) = get(addr, &format!("/{C}/@v/v1.9.9.zip"), Some(ALICE_TOKEN));
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("not found upstream"), "{text}");
     let (status, _) = get(addr, &format!("/{C}/@v/v1.1.0.mod"), Some(SEC_TOKEN));
     assert_eq!(status, 200, "report mode");
     let record = audit_of(&gw, &format!("/{C}/@v/v1.1.0.mod"), 200);

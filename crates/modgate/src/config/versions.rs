@@ -65,6 +65,12 @@ pub struct CooldownConfig {
     /// Margin for the index's listing lag and clock skew (default 120s): how far behind the
     /// gateway's clock the index counts as read.
     pub index_settle: Option<super::DurationValue>,
+    /// The routes whose modules come through the proxy that the index lists (e.g. a route whose
+    /// chain is proxy.golang.org): only there may "the index never listed it" date a version
+    /// as old. Other routes (a Git host, another proxy) are dated by the gateway's own
+    /// sightings, even with an index.
+    #[serde(default)]
+    pub index_routes: Vec<String>,
 }
 
 /// `versions.retractions:`: versions retracted by the `retract` directives of the module's
@@ -239,6 +245,18 @@ impl VersionsConfig {
                 return Err(format!(
                     "versions.cooldown.roles: no role is named {role:?}"
                 ));
+            }
+            if let Some(route) = c
+                .index_routes
+                .iter()
+                .find(|r| !routes.contains(&r.as_str()))
+            {
+                return Err(format!(
+                    "versions.cooldown.index_routes: no route is named {route:?}"
+                ));
+            }
+            if c.index.is_none() && !c.index_routes.is_empty() {
+                return Err("versions.cooldown.index_routes needs an index".into());
             }
             if let Some(index) = &c.index {
                 if !upstreams.contains(&index.as_str()) {

@@ -304,6 +304,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         v.cooldown
             .as_ref()
             .map(|c| (c.index.clone(), c.index_settle, c.window))
+        // (index_routes apply live: they only choose how a request is dated)
     };
     let (old_index, new_index) = (index(&old.versions), index(versions));
     if old_index.as_ref().map(|i| (&i.0, i.1)) != new_index.as_ref().map(|i| (&i.0, i.1))

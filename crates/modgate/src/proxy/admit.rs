@@ -931,6 +931,8 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
                 .map(|j| j.reason.clone());
             admission.vulns = vulns;
             if let Some(reason) = vulnerable {
+                // Refused whatever the tag's commit: nothing is asked upstream for it.
+                admission.commit_needed = false;
                 admission.verdict = Verdict::Refuse(Refusal::Denied {
                     message: format!(
                         "{} may not read {}: {reason}",

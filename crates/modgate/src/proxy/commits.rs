@@ -95,7 +95,7 @@ impl Commits {
     pub async fn resolve(
         &self,
         lookup: &Lookup,
-        route: &str,
+        memo: &str,
         private: bool,
         chain: &Chain,
         req: &ModuleRequest,
@@ -106,7 +106,9 @@ impl Commits {
             .as_ref()
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default();
-        let key = (route.to_owned(), req.module.clone(), version.clone());
+        // `memo`: the route, and who the answer is for on a chain that answers each identity
+        // its own way (identity forwarded, or cached per identity).
+        let key = (memo.to_owned(), req.module.clone(), version.clone());
         if let Some(known) = self.recall(&key) {
             return Ok(known);
         }

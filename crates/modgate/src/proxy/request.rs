@@ -220,7 +220,7 @@ impl GatewayProxy {
             .retracted
             .of(
                 &self.lookup,
-                &route.name,
+                &answer_scope(&route.name, &route.target, identity),
                 route.private,
                 &route.target,
                 &req.module,
@@ -350,8 +350,15 @@ impl GatewayProxy {
                 .await;
             let body = match fetched {
                 Ok(Fetched::Body(b)) => b,
-                // The chain does not have it: the request is answered as the chain answers.
-                Ok(Fetched::NotFound) => return admission,
+                // The chain does not have it: answered 404 here, never from a cache filled by an
+                // identity the cooldown does not judge (an exempt role, a module exempt then).
+                Ok(Fetched::NotFound) => {
+                    admission.verdict = admit::Verdict::Refuse(Refusal::NotFound(format!(
+                        "{module}@{v}: not found upstream (its .info, whose answer dates it \
+                         for the cooldown, is missing)"
+                    )));
+                    return admission;
+                }
                 Err(why) => {
                     return cooldown_refusal(
                         admission,
@@ -384,9 +391,12 @@ impl GatewayProxy {
             .cache
             .as_ref()
             .and_then(|c| c.feed.as_ref())
-            .filter(|_| !route.private);
+            .filter(|_| !route.private && policy.index_routes.contains(&route.name));
         let progress = match (feed, sightings.first_seen) {
-            (Some(f), Some(seen)) if f.progress().is_none_or(|p| p.read_to <= seen) => {
+            // Only the request that made the first sighting waits (once), not every later one.
+            (Some(f), Some(seen))
+                if seen == now && f.progress().is_none_or(|p| p.read_to <= seen) =>
+            {
                 f.read_past(seen, INDEX_WAIT).await
             }
             (Some(f), _) => f.progress(),
@@ -632,7 +642,7 @@ impl GatewayProxy {
             .commits
             .resolve(
                 &self.lookup,
-                &route.name,
+                &answer_scope(&route.name, &route.target, identity),
                 route.private,
                 &route.target,
                 req,
@@ -706,8 +716,12 @@ impl GatewayProxy {
             }
             Verdict::Answer(Local::VulnDb { rel }) => {
                 let file = ctx.model.gateway.vulns.as_ref().and_then(|p| {
-                    p.db.file(rel)
-                        .map(|b| (modgate_vulndb::content_type(rel), Bytes::copy_from_slice(b)))
+                    p.db.file(rel).map(|b| {
+                        (
+                            modgate_vulndb::content_type(rel),
+                            Bytes::from_owner(b.clone()),
+                        )
+                    })
                 });
                 match file {
                     Some((content_type, body)) => {
@@ -812,6 +826,26 @@ async fn refuse(
         counted.auth_failed(reason);
     }
     endpoints::refuse(session, record, r).await
+}
+
+/// What the gateway remembers an answer of `route`'s chain under: the route, and the identity's
+/// cache key where the chain answers each identity its own way (it is told the identity, or its
+/// answers are cached per identity).
+fn answer_scope(
+    route: &str,
+    chain: &crate::upstream::Chain,
+    identity: &identity::RequestIdentity,
+) -> String {
+    let personal =
+        chain.per_identity_cache || chain.steps.iter().any(|s| s.upstream.forward.is_some());
+    if personal {
+        format!(
+            "{route}\u{0}{}",
+            identity::cache_identity(&identity.principal)
+        )
+    } else {
+        route.to_owned()
+    }
 }
 
 /// How long a request waits for the module index to be read past a version first seen now.

@@ -73,13 +73,14 @@ impl Retracted {
     pub async fn of(
         &self,
         lookup: &Lookup,
-        route: &str,
+        memo: &str,
         private: bool,
         chain: &Chain,
         module: &str,
         headers: IdentityHeaders<'_>,
     ) -> Result<Option<(String, Retractions)>, String> {
-        let key = (route.to_owned(), module.to_owned());
+        // `memo`: the route, and who the answer is for on a per-identity chain.
+        let key = (memo.to_owned(), module.to_owned());
         let stale = match self.known.lock() {
             Ok(known) => match known.get(&key) {
                 Some(k) if k.at.elapsed() < RETRACTIONS_TTL => return Ok(k.retractions.clone()),
