@@ -529,6 +529,22 @@ audit: {{ output: audit.jsonl }}
         upstream.requests()
     );
 
+    // The list leaves out what is in cooldown, and @latest names the newest version left.
+    let (status, text) = get(addr, &format!("/{C}/@v/list"), Some(ALICE_TOKEN));
+    assert_eq!((status, text.as_str()), (200, "v1.0.0\n"), "{}", gw.log());
+    let record = audit_of(&gw, &format!("/{C}/@v/list"), 200);
+    assert!(
+        record["withheld"][0]
+            .as_str()
+            .is_some_and(|w| w.starts_with("v1.1.0 (cooldown until ")),
+        "{record}"
+    );
+    let (_, text) = get(addr, &format!("/{C}/@latest"), Some(ALICE_TOKEN));
+    assert!(text.contains("\"Version\":\"v1.0.0\""), "{text}");
+    // The role in report mode sees every version.
+    let (_, text) = get(addr, &format!("/{C}/@v/list"), Some(SEC_TOKEN));
+    assert_eq!(text.lines().count(), 2, "{text}");
+
     if require_go().is_some() {
         let env = GoEnv::new(&format!("http://{addr}"));
         env.write_main_module(&[]);
@@ -539,6 +555,11 @@ audit: {{ output: audit.jsonl }}
             "{}",
             run.stderr()
         );
+        // `go get m@latest` resolves to the newest version out of cooldown.
+        let run = env.go(&["list", "-m", "-json", &format!("{C}@latest")]);
+        run.expect_ok("go list -m @latest");
+        let latest: serde_json::Value = serde_json::from_str(&run.stdout()).expect("json");
+        assert_eq!(latest["Version"], "v1.0.0", "{latest}");
     }
 
     // A one-second window: v1.1.0 was first seen over a second ago once this passes.

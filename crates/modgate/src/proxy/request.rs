@@ -434,20 +434,19 @@ impl GatewayProxy {
         admission
     }
 
-    /// `list` and `@latest` for a module with advisories, asked by an identity the
-    /// vulnerability policy refuses affected versions: answered by the gateway from the chain's
-    /// own answer (not the shared cache, which holds every version) without those versions, so
-    /// that `go get m@latest` picks the newest version it may build with. `@latest` (which `go`
-    /// asks only of modules without tagged versions) naming a refused version answers the
-    /// newest version of the list that is not refused, or 404 with the reason when none is.
+    /// `list` and `@latest` without the versions the identity may not use: those the
+    /// vulnerability policy refuses it (for a module the database names) and those in cooldown
+    /// (for an identity the cooldown refuses, a module not exempt), answered by the gateway from
+    /// the chain's own answer (not the shared cache, which holds every version), so that
+    /// `go get m@latest` picks the newest version it may build with. The versions a `list` or
+    /// `@latest` answer names are sightings for the cooldown. `@latest` (which `go` asks only
+    /// of modules without tagged versions) naming a refused version answers the newest version
+    /// of the list that is not refused, or 404 with the reason when none is.
     async fn withhold(&self, ctx: &RequestCtx, mut admission: Admission) -> Admission {
         let gateway = &ctx.model.gateway;
-        let (Some(policy), Some(req), Some(index), Some(decision)) = (
-            &gateway.vulns,
-            &admission.request,
-            admission.route,
-            &admission.decision,
-        ) else {
+        let (Some(req), Some(index), Some(decision)) =
+            (&admission.request, admission.route, &admission.decision)
+        else {
             return admission;
         };
         if !matches!(req.kind, RequestKind::List | RequestKind::Latest)
@@ -459,7 +458,30 @@ impl GatewayProxy {
             return admission;
         };
         let roles = &decision.roles[..];
-        if !policy.may_withhold(&req.module, &route.name, roles) {
+        let vulns = gateway
+            .vulns
+            .as_ref()
+            .filter(|p| p.may_withhold(&req.module, &route.name, roles));
+        // Cooldown withholds too, for identities it refuses (enforce), modules not exempt.
+        let cooling = match (
+            &gateway.cooldown,
+            self.cache.as_ref().and_then(|c| c.sightings.clone()),
+        ) {
+            (Some((policy, exempt)), Some(store))
+                if !exempt.iter().any(|p| p.matches(&req.module))
+                    && crate::config::mode_for(
+                        policy.mode,
+                        &policy.routes,
+                        &policy.roles,
+                        &route.name,
+                        roles,
+                    ) == VersionMode::Enforce =>
+            {
+                Some((policy, store))
+            }
+            _ => None,
+        };
+        if vulns.is_none() && cooling.is_none() {
             return admission;
         }
         let identity = &ctx.identity;
@@ -468,12 +490,6 @@ impl GatewayProxy {
             None => Vec::new(),
         };
         let now = admit::unix_now();
-        let refused = |v: &str| {
-            policy
-                .judge(&req.module, v, &route.name, roles, now)
-                .judged
-                .filter(|j| j.mode == VersionMode::Enforce)
-        };
         let get = |path: String| {
             let headers = &headers;
             let module = req.module.clone();
@@ -500,18 +516,114 @@ impl GatewayProxy {
             Ok(Fetched::NotFound) => String::new(),
             Err(why) => {
                 admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
-                    "cannot list {} to leave out the versions refused for vulnerabilities: {why}",
+                    "cannot list {} to leave out the versions it may not use: {why}",
                     req.module
                 )));
                 return admission;
             }
         };
+        // @latest: the chain's answer too (it may name a version the list lacks).
+        let latest = if req.kind == RequestKind::Latest {
+            match get(request(RequestKind::Latest, None).upstream_path()).await {
+                Ok(Fetched::Body(b)) => Some(b),
+                Ok(Fetched::NotFound) => None,
+                Err(why) => {
+                    admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
+                        "cannot ask {}@latest: {why}",
+                        req.module
+                    )));
+                    return admission;
+                }
+            }
+        } else {
+            None
+        };
+        let named = latest.as_deref().and_then(|b| {
+            serde_json::from_slice::<serde_json::Value>(b)
+                .ok()
+                .and_then(|v| v.get("Version")?.as_str().map(str::to_owned))
+        });
+        let listed: Vec<String> = list
+            .lines()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect();
+        // The cooldown's verdict on every version named: these answers are their sightings.
+        let mut cooled: std::collections::HashMap<String, String> = Default::default();
+        if let Some((policy, store)) = &cooling {
+            let mut named_versions: Vec<String> = listed
+                .iter()
+                .filter(|v| Version::parse(v).is_canonical())
+                .cloned()
+                .collect();
+            named_versions.extend(
+                named
+                    .iter()
+                    .filter(|v| Version::parse(v).is_canonical())
+                    .cloned(),
+            );
+            let seen = {
+                let (store, module) = (store.clone(), req.module.clone());
+                let versions = named_versions.clone();
+                tokio::task::spawn_blocking(move || {
+                    let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
+                    store.see(&module, &refs, "list", now)
+                })
+                .await
+            };
+            let sightings = match seen {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return cooldown_refusal(admission, format!("sightings: {e}")),
+                Err(e) => return cooldown_refusal(admission, format!("sightings: {e}")),
+            };
+            let window = i64::try_from(policy.window.0.as_secs()).unwrap_or(i64::MAX);
+            let feed = self
+                .cache
+                .as_ref()
+                .and_then(|c| c.feed.as_ref())
+                .filter(|_| !route.private && policy.index_routes.contains(&route.name));
+            let progress = feed.and_then(|f| f.progress());
+            for s in &sightings {
+                let vouch = match feed {
+                    Some(_) => crate::cooldown::Vouch::Feed(progress.as_ref()),
+                    None => crate::cooldown::Vouch::GatewayOnly,
+                };
+                match crate::cooldown::age(s, vouch, now, window, None) {
+                    crate::cooldown::Age::Old { .. } => {}
+                    crate::cooldown::Age::New { available_at, .. } => {
+                        cooled.insert(
+                            s.version.clone(),
+                            format!(
+                                "cooldown until {}",
+                                crate::cooldown::show_time(available_at)
+                            ),
+                        );
+                    }
+                    crate::cooldown::Age::Unknown { .. } => {
+                        cooled.insert(s.version.clone(), "cooldown: age unknown".into());
+                    }
+                }
+            }
+        }
+        let refused = |v: &str| -> Option<String> {
+            let vuln = vulns.and_then(|p| {
+                p.judge(&req.module, v, &route.name, roles, now)
+                    .judged
+                    .filter(|j| j.mode == VersionMode::Enforce)
+            });
+            match (vuln, cooled.get(v)) {
+                (Some(j), _) => Some(j.ids.join(", ")),
+                (None, Some(c)) => Some(c.clone()),
+                (None, None) => None,
+            }
+        };
         let mut kept = Vec::new();
         let mut withheld = Vec::new();
-        for v in list.lines().map(str::trim).filter(|v| !v.is_empty()) {
+        for v in &listed {
             match refused(v) {
-                Some(j) => withheld.push(format!("{v} ({})", j.ids.join(", "))),
-                None => kept.push(v.to_string()),
+                Some(why) => withheld.push(format!("{v} ({why})")),
+                None => kept.push(v.clone()),
             }
         }
         if req.kind == RequestKind::List {
@@ -527,22 +639,6 @@ impl GatewayProxy {
             return admission;
         }
         // @latest: the chain's answer when it may be built with, else the newest kept version.
-        let latest = match get(request(RequestKind::Latest, None).upstream_path()).await {
-            Ok(Fetched::Body(b)) => Some(b),
-            Ok(Fetched::NotFound) => None,
-            Err(why) => {
-                admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
-                    "cannot ask {}@latest: {why}",
-                    req.module
-                )));
-                return admission;
-            }
-        };
-        let named = latest.as_deref().and_then(|b| {
-            serde_json::from_slice::<serde_json::Value>(b)
-                .ok()
-                .and_then(|v| v.get("Version")?.as_str().map(str::to_owned))
-        });
         if let (Some(body), Some(v)) = (&latest, &named) {
             match refused(v) {
                 None => {
@@ -553,7 +649,7 @@ impl GatewayProxy {
                     });
                     return admission;
                 }
-                Some(j) => withheld.push(format!("{v} ({})", j.ids.join(", "))),
+                Some(why) => withheld.push(format!("{v} ({why})")),
             }
         }
         let newest = super::retractions::latest_for_retractions(&kept.join("\n"));
@@ -571,7 +667,7 @@ impl GatewayProxy {
                 withheld,
             }),
             None => admit::Verdict::Refuse(Refusal::NotFound(format!(
-                "{}@latest: every version is refused for vulnerabilities ({})",
+                "{}@latest: no version may be used ({})",
                 req.module,
                 withheld.join("; ")
             ))),
