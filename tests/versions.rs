@@ -541,6 +541,29 @@ audit: {{ output: audit.jsonl }}
     );
     let (_, text) = get(addr, &format!("/{C}/@latest"), Some(ALICE_TOKEN));
     assert!(text.contains("\"Version\":\"v1.0.0\""), "{text}");
+    // `modgate explain` reads the same sightings.
+    let explained = modgate_testkit::modgate(&[
+        "explain",
+        "-c",
+        &gw.config_path.to_string_lossy(),
+        &format!("{C}@v1.1.0"),
+        "--token-name",
+        "alice",
+    ]);
+    let said = String::from_utf8_lossy(&explained.stdout).to_string();
+    assert!(
+        said.contains(&format!("cooldown: {C}@v1.1.0 in cooldown until ")),
+        "{said}{}",
+        String::from_utf8_lossy(&explained.stderr)
+    );
+    let explained = modgate_testkit::modgate(&[
+        "explain",
+        "-c",
+        &gw.config_path.to_string_lossy(),
+        &format!("{C}@v1.0.0"),
+    ]);
+    let said = String::from_utf8_lossy(&explained.stdout).to_string();
+    assert!(said.contains("old enough (seeded"), "{said}");
     // The role in report mode sees every version.
     let (_, text) = get(addr, &format!("/{C}/@v/list"), Some(SEC_TOKEN));
     assert_eq!(text.lines().count(), 2, "{text}");

@@ -82,6 +82,8 @@ pub fn explain(q: Question) -> Outcome {
         "{}",
         crate::proxy::ratelimit::explain_lines(&c.rate_limits.0, &principal, &roles)
     );
+    let held: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    print!("{}", cooldown_lines(&c, &q.target, &held));
     let mut refused_everywhere = false;
     if let Some(pem) = &q.who.cert {
         let (lines, accepted) = judge_certificate(&c, pem)?;
@@ -92,4 +94,72 @@ pub fn explain(q: Question) -> Outcome {
         }
     }
     Ok(Exit::answer(!explained.denied && !refused_everywhere))
+}
+
+/// What `versions.cooldown` says of `module@version` as this gateway has seen it: its
+/// sightings (read from the store beside the ledger, never created here) and the age they give.
+/// The module index's progress is known only to the running gateway: a version of a route in
+/// `index_routes` may be older than this says.
+fn cooldown_lines(c: &GatewayConfig, target: &str, roles: &[String]) -> String {
+    let (Some(policy), Some(cache)) = (&c.versions.cooldown, &c.cache) else {
+        return String::new();
+    };
+    let Some((module, version)) = target.split_once('@') else {
+        return String::new();
+    };
+    let exempt = policy
+        .exempt
+        .iter()
+        .any(|m| modgate_policy::Pattern::prefix(m).is_ok_and(|p| p.matches(module)));
+    if exempt {
+        return format!("cooldown: {module} is exempt\n");
+    }
+    let by_roles: Vec<String> = roles
+        .iter()
+        .filter_map(|r| {
+            policy
+                .roles
+                .get(r)
+                .map(|m| format!("{} (role {r})", m.as_str()))
+        })
+        .collect();
+    let mode = if by_roles.is_empty() {
+        format!(
+            "{} (default; routes may set their own)",
+            policy.mode.as_str()
+        )
+    } else {
+        by_roles.join(", ")
+    };
+    let path = cache.sightings_path();
+    if !path.exists() {
+        return format!(
+            "cooldown: {module}@{version} never seen by this gateway; its first answer starts a \
+             window of {}s (mode {mode})\n",
+            policy.window.0.as_secs()
+        );
+    }
+    let seen = modgate_ledger::Sightings::open(&path).and_then(|s| s.get(module, version));
+    let sightings = match seen {
+        Ok(s) => s,
+        Err(e) => return format!("cooldown: sightings {}: {e}\n", path.display()),
+    };
+    let now = crate::proxy::admit::unix_now();
+    let window = i64::try_from(policy.window.0.as_secs()).unwrap_or(i64::MAX);
+    let age = crate::cooldown::age(
+        &sightings,
+        crate::cooldown::Vouch::GatewayOnly,
+        now,
+        window,
+        None,
+    );
+    let said = match age {
+        crate::cooldown::Age::Old { why } => format!("old enough ({why})"),
+        crate::cooldown::Age::New { available_at, why } => format!(
+            "in cooldown until {} ({why})",
+            crate::cooldown::show_time(available_at)
+        ),
+        crate::cooldown::Age::Unknown { why } => format!("age unknown ({why})"),
+    };
+    format!("cooldown: {module}@{version} {said}; mode {mode}\n")
 }
