@@ -93,6 +93,8 @@ pub struct VulnDb {
     advisories: Vec<Advisory>,
     /// Module path → (advisory index, affected index), for advisories not withdrawn.
     by_module: HashMap<String, Vec<(u32, u32)>>,
+    /// Lower-cased module path → the module paths of `by_module` it folds to.
+    folded: HashMap<String, Vec<String>>,
     /// Relative path → bytes, in both forms.
     files: BTreeMap<String, Arc<[u8]>>,
 }
@@ -210,10 +212,18 @@ impl VulnDb {
                 by_module.entry(m.module.clone()).or_default().push(at);
             }
         }
+        let mut folded: HashMap<String, Vec<String>> = HashMap::new();
+        for m in by_module.keys() {
+            folded
+                .entry(m.to_ascii_lowercase())
+                .or_default()
+                .push(m.clone());
+        }
         Ok(VulnDb {
             modified,
             advisories,
             by_module,
+            folded,
             files,
         })
     }
@@ -271,6 +281,15 @@ impl VulnDb {
             }
         }
         Ok(out)
+    }
+
+    /// The module paths of the database that `module` spells, letters compared without regard
+    /// to case (`github.com/Gorilla/websocket` spells `github.com/gorilla/websocket`): where a
+    /// host resolves every case spelling to one repository, each is the same code.
+    pub fn spelled_by(&self, module: &str) -> &[String] {
+        self.folded
+            .get(&module.to_ascii_lowercase())
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Whether any advisory (not withdrawn) names `module`: only then can a version of it be

@@ -128,10 +128,20 @@ impl VulnPolicy {
         if mode == VersionMode::Off {
             return Judgement::default();
         }
-        // A version that is not semver is not a version the database can speak of.
-        let Ok(findings) = self.db.affecting(module, version) else {
-            return Judgement::default();
-        };
+        // Every spelling of the module the database names, letters compared without regard to
+        // case: code hosts (and the public proxy, which fetches from them) serve every case
+        // spelling of a repository, so `github.com/Gorilla/websocket` is the same code as the
+        // `github.com/gorilla/websocket` an advisory names. A version that is not semver is not
+        // one the database can speak of.
+        let mut findings = Vec::new();
+        for spelled in self.db.spelled_by(module) {
+            match self.db.affecting(spelled, version) {
+                Ok(f) => findings.extend(f),
+                Err(_) => return Judgement::default(),
+            }
+        }
+        findings.sort_by(|a, b| a.advisory.id.cmp(&b.advisory.id));
+        findings.dedup_by(|a, b| a.advisory.id == b.advisory.id);
         let mut waived = Vec::new();
         let counted: Vec<&Finding<'_>> = findings
             .iter()
@@ -168,7 +178,8 @@ impl VulnPolicy {
     /// Whether versions of `module` could be withheld from an identity holding `roles` on
     /// `route`: the mode is `enforce` and the database names the module.
     pub fn may_withhold(&self, module: &str, route: &str, roles: &[String]) -> bool {
-        self.mode_for(route, roles) == VersionMode::Enforce && self.db.names_module(module)
+        self.mode_for(route, roles) == VersionMode::Enforce
+            && !self.db.spelled_by(module).is_empty()
     }
 
     /// Whether `only` lets the advisory count.
@@ -380,6 +391,21 @@ mod tests {
             .is_some());
         let both = p.judge(NET, "v0.20.5", "public", &roles(&["devs"]), before);
         assert_eq!(both.judged.expect("affected").ids, ["GO-2024-0002"]);
+    }
+
+    #[test]
+    fn another_case_spelling_of_an_affected_module_is_affected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = policy(dir.path(), |_| {});
+        for spelled in ["golang.org/x/Net", "GOLANG.ORG/X/NET"] {
+            let j = p.judge(spelled, "v0.22.0", "public", &[], 0).judged;
+            assert_eq!(
+                j.map(|j| j.ids),
+                Some(vec!["GO-2024-0001".to_string()]),
+                "{spelled}"
+            );
+            assert!(p.may_withhold(spelled, "public", &[]), "{spelled}");
+        }
     }
 
     #[test]
