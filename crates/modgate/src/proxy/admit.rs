@@ -227,9 +227,10 @@ pub enum Refusal {
     PrivateLookup(String),
     /// A `git push`: the gateway serves reads only.
     Push(String),
-    /// A rule limited to `commits` could decide the request, and the commit its tag points
-    /// at could not be learnt from the upstream (502: the upstream failed, not the client).
-    CommitUnknown(String),
+    /// What the decision needs from the upstream could not be learnt (a tag's commit for a rule
+    /// limited to `commits`, a list to leave versions out of, a version's first sighting for
+    /// the cooldown): 502, the upstream failed, not the client; never decided on a guess.
+    Unlearnt(String),
     /// The identity is over a rate limit (429 with `Retry-After`, whole seconds, at least 1).
     RateLimited { message: String, retry_after: u64 },
     /// A refusal whose message ends with a hint for the client (the `.netrc` entry the go
@@ -262,7 +263,7 @@ impl Refusal {
             Refusal::BadPath(e) => e.status(),
             Refusal::NotFound(_) | Refusal::PrivateLookup(_) => 404,
             Refusal::Push(_) => 403,
-            Refusal::CommitUnknown(_) => 502,
+            Refusal::Unlearnt(_) => 502,
             Refusal::RateLimited { .. } => 429,
             Refusal::Hinted { refusal, .. } => refusal.status(),
         }
@@ -281,7 +282,7 @@ impl Refusal {
             | Refusal::NotFound(m)
             | Refusal::PrivateLookup(m)
             | Refusal::Push(m)
-            | Refusal::CommitUnknown(m) => m.clone(),
+            | Refusal::Unlearnt(m) => m.clone(),
             Refusal::Method { message, .. } | Refusal::RateLimited { message, .. } => {
                 message.clone()
             }

@@ -515,7 +515,7 @@ impl GatewayProxy {
             Ok(Fetched::Body(b)) => String::from_utf8_lossy(&b).into_owned(),
             Ok(Fetched::NotFound) => String::new(),
             Err(why) => {
-                admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
+                admission.verdict = admit::Verdict::Refuse(Refusal::Unlearnt(format!(
                     "cannot list {} to leave out the versions it may not use: {why}",
                     req.module
                 )));
@@ -528,7 +528,7 @@ impl GatewayProxy {
                 Ok(Fetched::Body(b)) => Some(b),
                 Ok(Fetched::NotFound) => None,
                 Err(why) => {
-                    admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
+                    admission.verdict = admit::Verdict::Refuse(Refusal::Unlearnt(format!(
                         "cannot ask {}@latest: {why}",
                         req.module
                     )));
@@ -760,7 +760,7 @@ impl GatewayProxy {
                  limited to commits is checked against, is missing)",
                 req.module
             ))),
-            Err(why) => Err(Refusal::CommitUnknown(format!(
+            Err(why) => Err(Refusal::Unlearnt(format!(
                 "cannot learn which commit {}@{version} is, to check the rules limited to \
                  commits: {why}",
                 req.module
@@ -955,7 +955,7 @@ fn identity_name(ctx: &RequestCtx) -> &str {
 /// A cooldown that cannot be decided refuses (502: the gateway failed, not the client): a
 /// version whose age is not known is never served on a guess.
 fn cooldown_refusal(mut admission: Admission, why: String) -> Admission {
-    admission.verdict = admit::Verdict::Refuse(Refusal::CommitUnknown(format!(
+    admission.verdict = admit::Verdict::Refuse(Refusal::Unlearnt(format!(
         "cooldown cannot be decided: {why}"
     )));
     admission
