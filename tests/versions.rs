@@ -607,3 +607,140 @@ audit: {{ output: audit.jsonl }}
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A module index served by the test as the real one is (`GET /index?since=…&limit=…`, JSON
+/// lines `{"Path","Version","Timestamp"}`), live: it keeps listing, every answer ends with a
+/// version of another module published at the moment of the request. `listed` is listed too,
+/// with its time.
+async fn live_index(listed: Vec<(String, String, String)>) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            n += 1;
+            let listed = listed.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = 0;
+                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") && got < buf.len() {
+                    match sock.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got += k,
+                    }
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let stamp = |unix: u64| {
+                    jiff::Timestamp::from_second(i64::try_from(unix).unwrap_or(0))
+                        .map_or_else(|_| String::new(), |t| t.to_string())
+                };
+                let mut body = String::new();
+                for (path, version, at) in &listed {
+                    body.push_str(&format!(
+                        "{{\"Path\":\"{path}\",\"Version\":\"{version}\",\"Timestamp\":\"{at}\"}}\n"
+                    ));
+                }
+                body.push_str(&format!(
+                    "{{\"Path\":\"example.com/busy\",\"Version\":\"v0.0.{n}\",\"Timestamp\":\"{}\"}}\n",
+                    stamp(now)
+                ));
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Cooldown with the module index (issue 20): a version the index listed a minute ago is in
+/// cooldown; an old version the gateway never saw and the index never listed (so it was
+/// published before the window) is served at once, once the index has been read past the
+/// gateway's first sighting of it — no seed needed; a route not in `index_routes` (here the
+/// same upstream under another prefix) is dated by the gateway's own sighting only, so there
+/// the same kind of version waits.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_module_index_vouches_for_old_versions_the_gateway_never_saw() {
+    const OLD: &str = "example.com/old";
+    const NEW: &str = "example.com/new";
+    const GIT: &str = "git.example.com/other";
+    let modules: Vec<ModuleVersion> = [(OLD, "v1.0.0"), (NEW, "v1.1.0"), (GIT, "v1.0.0")]
+        .iter()
+        .map(|(m, v)| ModuleVersion::new(m, v).expect("module"))
+        .collect();
+    let upstream = FixtureProxy::start(&modules).await.expect("fixture");
+    let minute_ago = rfc3339_ago(60);
+    let index = live_index(vec![(NEW.to_string(), "v1.1.0".to_string(), minute_ago)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: plain, address: "{addr}", metrics: true }}
+upstreams:
+  public: {{ url: "{up}" }}
+  elsewhere: {{ url: "{up}" }}
+  goindex: {{ url: "http://{index}" }}
+routes:
+  - {{ name: git, match: {{ prefix: git.example.com }}, chain: [elsewhere] }}
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+cache:
+  dir: "@DIR@/cache"
+  fsync: false
+versions:
+  cooldown:
+    window: 72h
+    index: goindex
+    index_routes: [public]
+    index_settle: 0s
+"#,
+        up = upstream.url()
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+    // Listed a minute ago: new.
+    let (status, text) = get(addr, &format!("/{NEW}/@v/v1.1.0.zip"), None);
+    assert_eq!(status, 403, "{text}\n{}", gw.log());
+    assert!(text.contains("is in cooldown until"), "{text}");
+    // Never listed, never seen: old once the index is read past its first sighting (the
+    // request that sees it first waits a few seconds for that at most; later ones ask for a
+    // read and are decided on what is read).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, text) = get(addr, &format!("/{OLD}/@v/v1.0.0.zip"), None);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old version was never served: {status} {text}\n{}",
+            gw.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        metric(addr, "modgate_module_index_read_to_timestamp_seconds") > 0.0,
+        "the index's progress is a metric"
+    );
+    // The same kind of version on a route the index does not describe: new for the window.
+    let (status, text) = get(addr, &format!("/{GIT}/@v/v1.0.0.zip"), None);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("is in cooldown until"), "{text}");
+}
+
+/// `ago` seconds before now, as RFC 3339 (UTC).
+fn rfc3339_ago(ago: i64) -> String {
+    let now = jiff::Timestamp::now().as_second();
+    jiff::Timestamp::from_second(now - ago).map_or_else(|_| String::new(), |t| t.to_string())
+}

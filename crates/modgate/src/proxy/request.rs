@@ -393,11 +393,16 @@ impl GatewayProxy {
             .and_then(|c| c.feed.as_ref())
             .filter(|_| !route.private && policy.index_routes.contains(&route.name));
         let progress = match (feed, sightings.first_seen) {
-            // Only the request that made the first sighting waits (once), not every later one.
-            (Some(f), Some(seen))
-                if seen == now && f.progress().is_none_or(|p| p.read_to <= seen) =>
-            {
-                f.read_past(seen, INDEX_WAIT).await
+            // The index is not read past the first sighting yet: ask for a read (at most one
+            // per poke interval, however many ask). Only the request that made the sighting
+            // waits for it (once); later ones are decided on what is read so far.
+            (Some(f), Some(seen)) if f.progress().is_none_or(|p| p.read_to <= seen) => {
+                let wait = if seen == now {
+                    INDEX_WAIT
+                } else {
+                    std::time::Duration::ZERO
+                };
+                f.read_past(seen, wait).await
             }
             (Some(f), _) => f.progress(),
             (None, _) => None,
