@@ -1637,3 +1637,134 @@ fn a_commit_rule_denies_a_tag_that_points_at_the_commit() {
     let fixed = download(&env, &format!("{HOST}/group/tagged@v1.1.0"));
     assert_eq!(fixed.version, "v1.1.0");
 }
+
+/// A clone carries every tag: where a version policy refuses the identity some versions (here
+/// the cooldown), the clone is refused with the reason, and modules still come through the
+/// module proxy, where each version is judged (the review of issue 20 found clones judged by the
+/// access rules alone).
+#[test]
+fn a_clone_is_refused_where_a_version_policy_would_refuse_some_of_its_tags() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    let repo = host.create_repo("group/cooling").expect("repo");
+    repo.write(
+        "go.mod",
+        go_mod(&format!("{HOST}/group/cooling")).as_bytes(),
+    )
+    .expect("write");
+    repo.commit("v1.0.0", T0).expect("commit");
+    repo.tag("v1.0.0").expect("tag");
+    repo.push().expect("push");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let config = git_gateway_config(addr, &host, dir.path(), "{group}/{repo}.git", "")
+        + &format!(
+            "cache:\n  dir: \"{}\"\n  fsync: false\nversions:\n  cooldown:\n    window: 72h\n",
+            dir.path().join("cache").display()
+        );
+    let gw = Gateway::start(&config, addr);
+    let refs = request(
+        addr,
+        "GET",
+        &format!("/{HOST}/group/cooling.git/info/refs?service=git-upload-pack"),
+        &[],
+    )
+    .expect("info/refs");
+    assert_eq!(refs.status, 401, "{}\n{}", refs.text(), gw.log());
+    assert!(
+        refs.text()
+            .contains("new versions are held back for a cooldown, and a clone carries every tag"),
+        "{}",
+        refs.text()
+    );
+    let clones = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new("git")
+        .args([
+            "clone",
+            "-q",
+            &format!("http://{addr}/{HOST}/group/cooling.git"),
+            "c",
+        ])
+        .current_dir(clones.path())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", clones.path())
+        .output()
+        .expect("git");
+    assert!(!out.status.success(), "the clone went through");
+    // The module proxy still judges each version: v1.0.0 is in cooldown (never seen before).
+    let r = request(
+        addr,
+        "GET",
+        &format!("/{HOST}/group/cooling/@v/v1.0.0.zip"),
+        &[],
+    )
+    .expect("zip");
+    assert!(r.text().contains("is in cooldown until"), "{}", r.text());
+}
+
+/// For a Git upstream the cooldown's clock starts when a mirror refresh first saw the tag, not
+/// when someone first asked for the version: a tag the refresh saw while serving another version
+/// is as old as that refresh (issue 20: "for Git upstreams, when a mirror refresh first saw the
+/// tag").
+#[test]
+fn a_tag_a_mirror_refresh_saw_ages_from_that_refresh() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let host = rt.block_on(GitHost::start(&[HOST])).expect("git host");
+    host.require_authorization(&format!("Bearer {TOKEN}"));
+    let repo = host.create_repo("group/aging").expect("repo");
+    repo.write("go.mod", go_mod(&format!("{HOST}/group/aging")).as_bytes())
+        .expect("write");
+    repo.commit("v1.0.0", T0).expect("commit");
+    repo.tag("v1.0.0").expect("tag");
+    repo.write("b.go", b"package aging\n").expect("write");
+    repo.commit("v1.1.0", T0 + 60).expect("commit");
+    repo.tag("v1.1.0").expect("tag");
+    repo.push().expect("push");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let config = git_gateway_config(addr, &host, dir.path(), "{group}/{repo}.git", "")
+        + &format!(
+            "cache:\n  dir: \"{}\"\n  fsync: false\nversions:\n  cooldown:\n    window: 2s\n",
+            dir.path().join("cache").display()
+        );
+    let gw = Gateway::start(&config, addr);
+    let zip = |v: &str| {
+        request(addr, "GET", &format!("/{HOST}/group/aging/@v/{v}.zip"), &[]).expect("zip")
+    };
+    // Only v1.0.0 is asked for; the refresh that serves it sees both tags.
+    let first = zip("v1.0.0");
+    assert_eq!(first.status, 403, "{}\n{}", first.text(), gw.log());
+    assert!(
+        first.text().contains("is in cooldown until"),
+        "{}",
+        first.text()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = zip("v1.0.0");
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused: {} {}\n{}",
+            r.status,
+            r.text(),
+            gw.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Never asked for before, but seen by that refresh as long ago as v1.0.0: served at once.
+    let second = zip("v1.1.0");
+    assert_eq!(second.status, 200, "{}\n{}", second.text(), gw.log());
+}

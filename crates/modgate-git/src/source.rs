@@ -150,6 +150,24 @@ impl ModuleSource {
         self.session()?.versions()
     }
 
+    /// Every version the repository's tags name for this module as the refs stand (refreshed
+    /// when older than the source's max age): its release and prerelease versions, and those of
+    /// a higher major without a `/vN` path as `+incompatible` — without reading any `go.mod`,
+    /// so a superset of [`versions`](Self::versions). What a mirror refresh "saw" of the module,
+    /// for the cooldown's sightings.
+    pub fn tagged_versions(&self) -> Result<Vec<String>, GitError> {
+        let s = self.session()?;
+        let prefix = s.layout().tag_prefix();
+        let names: Vec<&str> = s.tags(&prefix).into_iter().map(|(t, _)| t).collect();
+        let (mut list, incompatible) = s.layout().versions_from_tags(names);
+        list.extend(
+            incompatible
+                .into_iter()
+                .map(|v| format!("{v}+incompatible")),
+        );
+        Ok(list)
+    }
+
     /// The `@v/list` body.
     pub fn list(&self) -> Result<String, GitError> {
         Ok(list_text(&self.versions()?))

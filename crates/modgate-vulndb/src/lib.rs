@@ -292,6 +292,11 @@ impl VulnDb {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// Every module path an advisory (not withdrawn) names.
+    pub fn module_paths(&self) -> impl Iterator<Item = &str> {
+        self.by_module.keys().map(String::as_str)
+    }
+
     /// Whether any advisory (not withdrawn) names `module`: only then can a version of it be
     /// affected.
     pub fn names_module(&self, module: &str) -> bool {

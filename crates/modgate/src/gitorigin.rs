@@ -137,18 +137,23 @@ pub struct GitOrigin {
     mirrors: Arc<Mirrors>,
     /// One bound per git upstream.
     turns: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Where the versions a mirror refresh finds in tags are recorded as first seen (the
+    /// cooldown's clock for Git upstreams); `None` without a cache.
+    sightings: Option<Arc<modgate_ledger::Sightings>>,
 }
 
 impl GitOrigin {
     pub fn new(
         live: Arc<Live>,
         mirrors: Mirrors,
+        sightings: Option<Arc<modgate_ledger::Sightings>>,
     ) -> Result<GitOrigin, modgate_protocol::RequestError> {
         Ok(GitOrigin {
             live,
             parser: RequestParser::new("")?,
             mirrors: Arc::new(mirrors),
             turns: std::sync::Mutex::new(BTreeMap::new()),
+            sightings,
         })
     }
 
@@ -183,24 +188,16 @@ impl GitOrigin {
         };
         let mirrors = self.mirrors.clone();
         let module = parsed.module.clone();
+        let sightings = self.sightings.clone();
         let work = move || -> Result<Answer, GitError> {
             let repo = mirrors.repo(&url, up.credential.clone())?;
             let m = ModuleSource::new(repo, &root, &parsed.module)?.with_max_age(up.refresh);
             let version = parsed.version.as_ref().map(|v| v.as_str().to_string());
-            Ok(match (parsed.kind, version) {
-                (RequestKind::List, _) => {
-                    Answer::ok("text/plain; charset=utf-8", m.list()?.into_bytes())
-                }
-                (RequestKind::Latest, _) => Answer::ok("application/json", m.latest()?.to_json()),
-                (RequestKind::Info, Some(v)) => {
-                    Answer::ok("application/json", m.info(&v)?.to_json())
-                }
-                (RequestKind::Mod, Some(v)) => {
-                    Answer::ok("text/plain; charset=utf-8", m.go_mod(&v)?)
-                }
-                (RequestKind::Zip, Some(v)) => Answer::ok("application/zip", m.zip(&v)?),
-                _ => Answer::error(404, "not a module request".into()),
-            })
+            let answer = answer_from(&m, parsed.kind, version)?;
+            if let Some(store) = &sightings {
+                record_tags(store, &m, &parsed.module);
+            }
+            Ok(answer)
         };
         let turns = self
             .turns
@@ -222,6 +219,41 @@ impl GitOrigin {
             Ok(Err(e)) => Answer::failed(name, &module, &e),
             Err(e) => Answer::error(500, format!("git upstream {name}: {e}")),
         }
+    }
+}
+
+/// The answer of `kind` (for `version`) from the module's source.
+fn answer_from(
+    m: &ModuleSource,
+    kind: RequestKind,
+    version: Option<String>,
+) -> Result<Answer, GitError> {
+    Ok(match (kind, version) {
+        (RequestKind::List, _) => Answer::ok("text/plain; charset=utf-8", m.list()?.into_bytes()),
+        (RequestKind::Latest, _) => Answer::ok("application/json", m.latest()?.to_json()),
+        (RequestKind::Info, Some(v)) => Answer::ok("application/json", m.info(&v)?.to_json()),
+        (RequestKind::Mod, Some(v)) => Answer::ok("text/plain; charset=utf-8", m.go_mod(&v)?),
+        (RequestKind::Zip, Some(v)) => Answer::ok("application/zip", m.zip(&v)?),
+        _ => Answer::error(404, "not a module request".into()),
+    })
+}
+
+/// Records, as first seen now (`git`), every version of `module` the mirror's refs name that
+/// the gateway had not seen: for a Git upstream, the cooldown's clock starts when a mirror
+/// refresh first saw the tag, not when someone first asked for the version. A failure is
+/// logged, never the answer's: the cooldown fails closed on its own reading.
+fn record_tags(store: &modgate_ledger::Sightings, m: &ModuleSource, module: &str) {
+    let versions = match m.tagged_versions() {
+        Ok(v) if !v.is_empty() => v,
+        Ok(_) => return,
+        Err(e) => {
+            log::warn!("git origin: the tags of {module} could not be listed for sightings: {e}");
+            return;
+        }
+    };
+    let refs: Vec<&str> = versions.iter().map(String::as_str).collect();
+    if let Err(e) = store.see(module, &refs, "git", crate::proxy::admit::unix_now()) {
+        log::warn!("git origin: sightings of {module}: {e}");
     }
 }
 

@@ -1052,6 +1052,21 @@ fn admit_git(
                 anonymous: identity.principal.is_anonymous(),
             })
         });
+    let refusal = refusal.or_else(|| {
+        // A clone carries every tag too: refused where a version policy would refuse some of
+        // them to this identity (modules are then fetched through the module proxy, where
+        // each version is judged).
+        versions_inside(gateway, &route.name, &decision.roles, &g.import_path).map(|why| {
+            Refusal::Denied {
+                message: format!(
+                    "{} may not clone {}: {why} (fetch modules through the module proxy \
+                     instead, where each version is judged)",
+                    identity.principal.name, g.import_path
+                ),
+                anonymous: identity.principal.is_anonymous(),
+            }
+        })
+    });
     admission.decision = Some(decision);
     if let Some(r) = refusal {
         return admission.refuse(r);
@@ -1072,6 +1087,36 @@ fn admit_git(
         path: g.host_path(relative),
     };
     admission
+}
+
+/// Why a clone of the repository at `root` carries versions a version policy refuses the
+/// identity (holding `roles`, on `route`): the vulnerability database names a module inside it
+/// and the identity's mode is `enforce`, or the cooldown refuses it versions (`enforce`) and the
+/// repository is not exempt. `None` when no version policy would refuse anything inside it.
+fn versions_inside(gateway: &Gateway, route: &str, roles: &[String], root: &str) -> Option<String> {
+    let inside = |module: &str| {
+        let (m, r) = (module.to_ascii_lowercase(), root.to_ascii_lowercase());
+        m == r || m.starts_with(&format!("{r}/"))
+    };
+    if let Some(v) = &gateway.vulns {
+        if v.mode_for(route, roles) == crate::config::VersionMode::Enforce {
+            if let Some(named) = v.db.module_paths().find(|m| inside(m)) {
+                return Some(format!(
+                    "the vulnerability database names {named}, and a clone carries every version"
+                ));
+            }
+        }
+    }
+    if let Some((policy, exempt)) = &gateway.cooldown {
+        let mode =
+            crate::config::mode_for(policy.mode, &policy.routes, &policy.roles, route, roles);
+        if mode == crate::config::VersionMode::Enforce && !exempt.iter().any(|p| p.matches(root)) {
+            return Some(
+                "new versions are held back for a cooldown, and a clone carries every tag".into(),
+            );
+        }
+    }
+    None
 }
 
 /// The id of a deny rule, of a role the identity holds, that could match the repository

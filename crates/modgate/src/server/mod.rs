@@ -289,7 +289,12 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         )
         .with_context(|| format!("listener {:?}", listener.name.0))?;
     }
-    add_git_origin(&mut server, live.clone(), &config)?;
+    add_git_origin(
+        &mut server,
+        live.clone(),
+        &config,
+        cache.as_ref().and_then(|c| c.sightings.clone()),
+    )?;
     let reloader = Reloader {
         live: live.clone(),
         cache: cache.clone(),
@@ -374,6 +379,7 @@ fn add_git_origin(
     server: &mut Server,
     live: Arc<Live>,
     config: &GatewayConfig,
+    sightings: Option<Arc<modgate_ledger::Sightings>>,
 ) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     // Made ready (ours alone) in `run` before anything else opened.
@@ -384,7 +390,8 @@ fn add_git_origin(
         miss_refresh_interval: config.server.git_miss_refresh.0,
         ..modgate_git::GitOptions::default()
     };
-    let origin = crate::gitorigin::GitOrigin::new(live, modgate_git::Mirrors::new(dir, options))?;
+    let origin =
+        crate::gitorigin::GitOrigin::new(live, modgate_git::Mirrors::new(dir, options), sightings)?;
     let mut service = Service::new("modgate git origin".into(), origin);
     service.add_uds(
         &config.git_origin_sock(),
