@@ -393,6 +393,45 @@ audit: {{ output: audit.jsonl }}
         .count();
     assert_eq!(lists, 1, "{:?}", upstream.requests());
 
+    // `modgate explain` asks the chain for the latest go.mod as the gateway does and prints the
+    // rationale, with the identity's mode.
+    let config_path = gw.config_path.to_str().expect("utf-8 path");
+    for (who, v, said) in [
+        (
+            "alice",
+            "v1.0.2",
+            "retractions: example.com/retr@v1.0.2 is retracted by its module (go.mod of v1.1.0): \
+             Leaks credentials to the log.; mode enforce",
+        ),
+        (
+            "sec",
+            "v1.0.1",
+            "retractions: example.com/retr@v1.0.1 is retracted by its module (go.mod of v1.1.0): \
+             The build is broken.; mode report",
+        ),
+        (
+            "alice",
+            "v1.0.0",
+            "retractions: example.com/retr@v1.0.0 is not retracted (go.mod of v1.1.0); mode enforce",
+        ),
+    ] {
+        let target = format!("{R}@{v}");
+        let out = modgate_testkit::modgate(&[
+            "explain",
+            "-c",
+            config_path,
+            &target,
+            "--token-name",
+            who,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(said),
+            "{who} {v}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     if require_go().is_some() {
         let env = GoEnv::new(&format!("http://{addr}"));
         env.write_main_module(&[]);

@@ -84,6 +84,7 @@ pub fn explain(q: Question) -> Outcome {
     );
     let held: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
     print!("{}", cooldown_lines(&c, &q.target, &held));
+    print!("{}", retraction_lines(&g, &q.target, &held));
     let mut refused_everywhere = false;
     if let Some(pem) = &q.who.cert {
         let (lines, accepted) = judge_certificate(&c, pem)?;
@@ -162,4 +163,67 @@ fn cooldown_lines(c: &GatewayConfig, target: &str, roles: &[String]) -> String {
         crate::cooldown::Age::Unknown { why } => format!("age unknown ({why})"),
     };
     format!("cooldown: {module}@{version} {said}; mode {mode}\n")
+}
+
+/// What `versions.retractions` says of `module@version`: the module's latest `go.mod`, asked of
+/// the route's chain as the gateway asks it (the gateway's credentials, never a private path to
+/// a public upstream; a git upstream's origin answers only while the gateway runs), and whether
+/// it retracts the version, with the author's rationale.
+fn retraction_lines(g: &gateway::Gateway, target: &str, roles: &[String]) -> String {
+    let Some(policy) = &g.retractions else {
+        return String::new();
+    };
+    let Some((module, version)) = target.split_once('@') else {
+        return String::new();
+    };
+    if !modgate_protocol::Version::parse(version).is_canonical() {
+        return String::new();
+    }
+    let Some(m) = crate::proxy::admit::route_for(g, module) else {
+        return String::new();
+    };
+    let route = m.route;
+    let mode = crate::config::mode_for(
+        policy.mode,
+        &policy.routes,
+        &policy.roles,
+        &route.name,
+        roles,
+    );
+    if mode == crate::config::VersionMode::Off {
+        return format!("retractions: off for route {}\n", route.name);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return format!("retractions: not learnt ({e})\n"),
+    };
+    let lookup = crate::proxy::lookup::Lookup::default();
+    let no_headers = |_: &crate::upstream::Upstream| Vec::new();
+    let learnt = rt.block_on(crate::proxy::retractions::Retracted::default().of(
+        &lookup,
+        &route.name,
+        route.private,
+        &route.target,
+        module,
+        &no_headers,
+    ));
+    let mode = mode.as_str();
+    match learnt {
+        Ok(None) => format!("retractions: route {} has no version of {module}; mode {mode}\n", route.name),
+        Ok(Some((latest, r))) => match r.is_retracted(version) {
+            Some(hit) => {
+                let why = if hit.rationale.is_empty() {
+                    "no rationale given".to_string()
+                } else {
+                    hit.rationale.clone()
+                };
+                format!("retractions: {module}@{version} is retracted by its module (go.mod of {latest}): {why}; mode {mode}\n")
+            }
+            None => format!("retractions: {module}@{version} is not retracted (go.mod of {latest}); mode {mode}\n"),
+        },
+        Err(why) => format!("retractions: unknown, the chain of route {} could not tell ({why}); the gateway does not judge {module}@{version} by them until it can; mode {mode}\n", route.name),
+    }
 }

@@ -512,7 +512,7 @@ fn spellings(
 /// host, so it must neither fall through to a public route (its name would leave the network)
 /// nor escape the private route's policy. When the lower-cased path lands on such a route and
 /// the path as spelled does not, that route is the one.
-fn route_for<'g>(
+pub fn route_for<'g>(
     gateway: &'g Gateway,
     module: &str,
 ) -> Option<modgate_policy::RouteMatch<'g, crate::upstream::Chain>> {

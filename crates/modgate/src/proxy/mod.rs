@@ -61,13 +61,13 @@ mod forward;
 mod headers;
 mod hot;
 mod integrity;
-mod lookup;
+pub mod lookup;
 pub mod metrics;
 pub mod ratelimit;
 mod refresh;
 pub mod report;
 mod request;
-mod retractions;
+pub mod retractions;
 
 use std::sync::Arc;
 use std::time::Instant;
