@@ -42,7 +42,7 @@ fn vkey(seed: u8) -> String {
 
 /// Module version `i` of the logs: some paths have capitals (escaped as `!x` in lookups).
 fn entry(i: u64, salt: &str) -> Entry {
-    let path = if i % 5 == 0 {
+    let path = if i.is_multiple_of(5) {
         format!("example.com/Corp/Mod{}", i % 37)
     } else {
         format!("example.com/corp/mod{}", i % 37)
@@ -144,6 +144,9 @@ fn build(go: &Path) -> PathBuf {
     bin
 }
 
+/// What the gateway does with a lookup of a version not logged: log it (path, version).
+type Fetch<'a> = dyn Fn(&str, &str) + 'a;
+
 /// A Go `sumdb.Client`'s state kept between runs: its config (the latest tree it has seen) and
 /// its cache of lookups and tiles.
 struct GoClient {
@@ -185,7 +188,7 @@ impl GoClient {
     /// Looks up `path@version` for each of `lookups` with the Go client talking to `log`. A
     /// lookup of a version not logged is answered 404 unless `fetch` logs it (as the gateway
     /// does), then answered again.
-    fn run(&self, log: &Log, lookups: &[String], fetch: Option<&dyn Fn(&str, &str)>) -> Run {
+    fn run(&self, log: &Log, lookups: &[String], fetch: Option<&Fetch>) -> Run {
         let Some(bin) = client_bin() else {
             panic!("client_bin checked by the caller");
         };
