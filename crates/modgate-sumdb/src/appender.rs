@@ -7,6 +7,7 @@
 //! (in one batch or later) gets one record and one id. SQLite never runs on the async caller's
 //! thread.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -158,16 +159,17 @@ impl Appender {
 
     /// Appends `path@version` with its zip and go.mod `h1:` hashes and returns its record id
     /// once a signed head covering it is committed. A version logged before with the same
-    /// hashes returns its id; with other hashes, [`Error::Conflict`].
-    pub async fn append(
+    /// hashes returns its id; with other hashes, [`Error::Conflict`]. The input is checked
+    /// (and copied) at once: the future borrows only the appender.
+    pub fn append(
         &self,
         path: &str,
         version: &str,
         zip_h1: &str,
         mod_h1: &str,
-    ) -> Result<u64, Error> {
-        let entry = Entry::new(path, version, zip_h1, mod_h1)?;
-        self.append_entry(entry).await
+    ) -> impl Future<Output = Result<u64, Error>> + Send + '_ {
+        let entry = Entry::new(path, version, zip_h1, mod_h1);
+        async move { self.append_entry(entry?).await }
     }
 
     /// [`Appender::append`] of a checked [`Entry`].
