@@ -533,7 +533,8 @@ impl Log {
     /// Appends `entries` as one batch: one transaction and, if any entry is new, one signed
     /// head. Entries already logged with the same text (before or earlier in the batch) keep
     /// their id; with other text they are refused ([`Error::Conflict`]) and the rest of the
-    /// batch is appended. An `Err` means the whole batch was rolled back.
+    /// batch is appended. An `Err` means the whole batch was rolled back. This blocks on
+    /// SQLite and an fsync: from async code, use an [`Appender`](crate::Appender).
     pub fn append(&self, entries: &[Entry]) -> Result<Batch, Error> {
         let mut conn = self.lock_writer();
         let tx = conn
