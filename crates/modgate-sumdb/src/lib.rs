@@ -24,8 +24,11 @@ pub mod keys;
 mod log;
 mod verify;
 
-pub use answer::{answer, Answer, Response};
-pub use appender::{AppendStats, Appender, AppenderConfig};
+pub use answer::{
+    answer, Answer, Response, CACHE_ERROR, CACHE_FULL_TILE, CACHE_LATEST, CACHE_PARTIAL_TILE,
+    CACHE_SUPPORTED,
+};
+pub use appender::{AppendStats, Appender, AppenderConfig, LATENCY_BUCKETS};
 pub use cache::TileCacheStats;
 pub use entry::Entry;
 pub use error::Error;

@@ -238,6 +238,10 @@ pub(crate) struct DbHashes<'c> {
     base: u64,
     pending: Vec<Hash>,
     failure: RefCell<Option<Error>>,
+    /// The point and range queries, prepared on first use (an append reads up to log₂ n
+    /// hashes per record).
+    point: RefCell<Option<rusqlite::Statement<'c>>>,
+    range: RefCell<Option<rusqlite::Statement<'c>>>,
 }
 
 impl<'c> DbHashes<'c> {
@@ -247,7 +251,27 @@ impl<'c> DbHashes<'c> {
             base,
             pending: Vec::new(),
             failure: RefCell::new(None),
+            point: RefCell::new(None),
+            range: RefCell::new(None),
         }
+    }
+
+    /// The statement in `slot`, prepared from `sql` if not yet.
+    fn prepared<'s>(
+        &self,
+        slot: &'s RefCell<Option<rusqlite::Statement<'c>>>,
+        sql: &str,
+    ) -> Result<std::cell::RefMut<'s, rusqlite::Statement<'c>>, Error> {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(
+                self.conn
+                    .prepare(sql)
+                    .map_err(Error::sqlite("reading stored hashes"))?,
+            );
+        }
+        std::cell::RefMut::filter_map(slot, Option::as_mut)
+            .map_err(|_| Error::Corrupt("a prepared statement vanished".into()))
     }
 
     /// The database error behind a [`TlogError::MissingHash`] this reader returned, if any.
@@ -267,10 +291,10 @@ impl<'c> DbHashes<'c> {
         let mut found: HashMap<u64, Hash> = HashMap::with_capacity(indexes.len());
         if hi - lo < 4 * indexes.len() as u64 + 16 {
             // Close together (a level-0 tile): one range scan.
-            let mut stmt = self
-                .conn
-                .prepare("SELECT idx, hash FROM hashes WHERE idx BETWEEN ?1 AND ?2")
-                .map_err(Error::sqlite("reading stored hashes"))?;
+            let mut stmt = self.prepared(
+                &self.range,
+                "SELECT idx, hash FROM hashes WHERE idx BETWEEN ?1 AND ?2",
+            )?;
             let rows = stmt
                 .query_map(params![to_i64(lo)?, to_i64(hi)?], |r| {
                     Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
@@ -281,10 +305,7 @@ impl<'c> DbHashes<'c> {
                 found.insert(to_u64(idx, "hash index")?, to_hash(&hash, "a stored hash")?);
             }
         } else {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT hash FROM hashes WHERE idx = ?1")
-                .map_err(Error::sqlite("reading stored hashes"))?;
+            let mut stmt = self.prepared(&self.point, "SELECT hash FROM hashes WHERE idx = ?1")?;
             for &i in indexes {
                 let hash: Option<Vec<u8>> = stmt
                     .query_row([to_i64(i)?], |r| r.get(0))
@@ -512,7 +533,8 @@ impl Log {
     /// Appends `entries` as one batch: one transaction and, if any entry is new, one signed
     /// head. Entries already logged with the same text (before or earlier in the batch) keep
     /// their id; with other text they are refused ([`Error::Conflict`]) and the rest of the
-    /// batch is appended. An `Err` means the whole batch was rolled back.
+    /// batch is appended. An `Err` means the whole batch was rolled back. This blocks on
+    /// SQLite and an fsync: from async code, use an [`Appender`](crate::Appender).
     pub fn append(&self, entries: &[Entry]) -> Result<Batch, Error> {
         let mut conn = self.lock_writer();
         let tx = conn

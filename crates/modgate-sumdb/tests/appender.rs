@@ -120,6 +120,23 @@ async fn a_thousand_concurrent_appends_of_a_hundred_versions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(Log::open(&dir.path().join("sumdb.db"), signer()).expect("open"));
+    let config = AppenderConfig {
+        max_batch: 8,
+        queue: 1024,
+    };
+    let appender = Arc::new(Appender::new(Arc::clone(&log), config).expect("appender"));
+    let ids = append_concurrently(&log, &appender, 200, 200).await;
+    assert_eq!(ids.len(), 200);
+    let stats = appender.stats();
+    assert!(stats.max_batch_records <= 8, "{}", show(&stats));
+    assert!(stats.batches >= 25, "{}", show(&stats));
+    assert_eq!(stats.records_appended, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_goes_to_its_own_waiter() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(Log::open(&dir.path().join("sumdb.db"), signer()).expect("open"));
