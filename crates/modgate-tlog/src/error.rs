@@ -1,5 +1,8 @@
-//! The errors of this crate: [`TlogError`] for the log (hashes, proofs, tiles, records) and
-//! [`NoteError`] for signed notes and keys; each names what was wrong, as Go's messages do.
+//! The errors of this crate: [`TlogError`] for the log (hashes, proofs, tiles, records),
+//! [`NoteError`] for signed notes and keys, and [`RemoteError`] for checking an upstream
+//! checksum database's answers; each names what was wrong, as Go's messages do.
+
+use crate::Tile;
 
 /// An error of the log's logic: bad input, a failed proof, a missing or malformed piece.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,4 +91,96 @@ pub enum NoteError {
     /// The tree head inside a verified note is malformed.
     #[error(transparent)]
     Tree(#[from] TlogError),
+}
+
+/// Why an upstream checksum database's answer (a `/lookup` body, its tiles, its record) was not
+/// accepted ([`crate::remote`]). Each variant names the piece that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// The `/lookup` body does not start with `<id>\n<record text>\n` (Go: `tlog.ParseRecord`).
+    #[error("malformed lookup answer: {0}")]
+    MalformedLookup(TlogError),
+    /// The signed tree note of the answer does not verify with the database's key.
+    #[error("lookup answer's tree note: {0}")]
+    TreeNote(NoteError),
+    /// The verified note is not a tree head (`go.sum database tree\n<N>\n<hash>\n`).
+    #[error("lookup answer's tree note: {0}")]
+    MalformedTree(TlogError),
+    /// The record's id is not in the signed tree (Go: `cannot validate record`).
+    #[error("cannot validate record {id} in tree of size {size}")]
+    NotInTree {
+        /// The record id.
+        id: u64,
+        /// The signed tree's size.
+        size: u64,
+    },
+    /// A tile the proof needs was not given.
+    #[error("tile {0} is missing")]
+    MissingTile(Tile),
+    /// A tile's data is not `W` hashes long.
+    #[error("tile {tile} has {len} bytes, want {want}")]
+    TileLength {
+        /// The tile.
+        tile: Tile,
+        /// Bytes given.
+        len: usize,
+        /// Bytes a tile of its width has.
+        want: usize,
+    },
+    /// The tiles holding the tree's top hashes do not hash to the signed tree hash (Go:
+    /// `downloaded inconsistent tile`): at least one of them is forged or stale.
+    #[error("downloaded inconsistent tile: the tiles do not hash to the signed tree hash")]
+    TreeHashMismatch,
+    /// A full tile does not hash to the entry its (already authenticated) parent tile lists
+    /// (Go: `downloaded inconsistent tile`).
+    #[error("downloaded inconsistent tile: {0} does not hash to its parent tile's entry")]
+    TileMismatch(Tile),
+    /// The authenticated leaf hash of the record id is not the hash of the record text (Go:
+    /// `cannot authenticate record data in server response`).
+    #[error("cannot authenticate record data in server response: record {id} is not this text")]
+    RecordMismatch {
+        /// The record id.
+        id: u64,
+    },
+    /// The inclusion proof built from the tiles does not check against the signed tree.
+    #[error("inclusion proof of record {id}: {source}")]
+    Proof {
+        /// The record id.
+        id: u64,
+        /// What the proof check said.
+        source: TlogError,
+    },
+    /// A line of the record text is not `<path> <version>[/go.mod] <hash>`.
+    #[error("malformed record line {0:?}")]
+    MalformedLine(String),
+    /// A line of the record text is for another module path or version than the one asked.
+    #[error("record line {line:?} is not for {path} {version}")]
+    WrongModule {
+        /// The line.
+        line: String,
+        /// The path asked for.
+        path: String,
+        /// The version asked for.
+        version: String,
+    },
+    /// The record text has no `h1:` line of this kind (`zip` or `go.mod`).
+    #[error("record has no h1: {what} hash line")]
+    MissingHash {
+        /// `zip` or `go.mod`.
+        what: &'static str,
+    },
+    /// The record text states two different `h1:` hashes of one kind.
+    #[error("record states two h1: {what} hashes")]
+    DuplicateHash {
+        /// `zip` or `go.mod`.
+        what: &'static str,
+    },
+    /// The tile plan is inconsistent (a bug here, as Go's `bad math in tileHashReader`).
+    #[error("bad math in tile plan for record {id} in tree of size {size}")]
+    BadMath {
+        /// The record id.
+        id: u64,
+        /// The tree size.
+        size: u64,
+    },
 }

@@ -13,6 +13,9 @@
 //!   hash-tile contents ([`read_tile_data`]), [`new_tiles`], [`hash_from_tile`].
 //! * [`record`] — the texts: a module version's record (`path version h1:…` lines), the
 //!   `lookup` and data-tile framing ([`format_record`]), the tree head ([`format_tree`]).
+//! * [`remote`] — checking an upstream checksum database's `/lookup` answer as Go's
+//!   `sumdb.Client` does: [`parse_lookup`], the tiles to fetch ([`tiles_for_inclusion`]),
+//!   [`verify_inclusion`] against the signed tree, and the record's [`record_hashes`].
 //! * [`note`] — Ed25519 signed notes: keys ([`generate_key`], [`Signer`], [`Verifier`]),
 //!   [`sign`](note::sign) and [`open`](note::open), and the signed tree head helpers.
 //!
@@ -28,15 +31,19 @@ pub mod hash;
 pub mod note;
 pub mod proof;
 pub mod record;
+pub mod remote;
 pub mod stored;
 pub mod tile;
 
-pub use error::{NoteError, TlogError};
+pub use error::{NoteError, RemoteError, TlogError};
 pub use hash::{node_hash, record_hash, Hash, EMPTY_TREE_HASH, HASH_SIZE};
 pub use note::{generate_key, Note, Signature, Signer, Verifier};
 pub use proof::{check_record, check_tree, prove_record, prove_tree, tree_hash};
 pub use proof::{RecordProof, TreeProof};
 pub use record::{format_record, format_tree, gosum_record, parse_record, parse_tree, Tree};
+pub use remote::{
+    parse_lookup, record_hashes, tiles_for_inclusion, verify_inclusion, LookupAnswer,
+};
 pub use stored::{
     split_stored_hash_index, stored_hash_count, stored_hash_index, stored_hashes,
     stored_hashes_for_record_hash, HashReader,

@@ -28,7 +28,7 @@ fn maxpow2(n: u64) -> (u64, u32) {
 }
 
 /// `subTreeIndex`: appends the stored-hash indexes needed for the hash of records `[lo, hi)`.
-fn sub_tree_index(mut lo: u64, hi: u64, need: &mut Vec<u64>) {
+pub(crate) fn sub_tree_index(mut lo: u64, hi: u64, need: &mut Vec<u64>) {
     while lo < hi {
         let (k, level) = maxpow2(hi - lo + 1);
         need.push(stored_hash_index(level, lo >> level));

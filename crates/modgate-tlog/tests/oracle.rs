@@ -5,7 +5,9 @@
 //! one JSON request and compares the answers byte for byte: stored hashes and tree hashes for
 //! N = 0..300 (across the 256-record tile boundary), hash and data tiles (full and partial),
 //! tile paths, inclusion and consistency proofs (equal to Go's and accepted by Go's
-//! `CheckRecord`/`CheckTree`), signed notes both ways, key ids.
+//! `CheckRecord`/`CheckTree`), signed notes both ways, key ids; and for checking an upstream
+//! database ([`modgate_tlog::remote`]): the tiles Go's `TileHashReader` reads for a record, and
+//! Go's own `sumdb.Client` looking up records from a database made here.
 //!
 //! They need `go` (testkit's `require_go`: a failure under `CI`, a loud skip elsewhere).
 
@@ -17,9 +19,10 @@ use modgate_testkit::tools::require_go;
 use modgate_tlog::note::{self, key_pair_from_seed, open, sign_tree, Note, Signer, Verifier};
 use modgate_tlog::record::format_data_tile;
 use modgate_tlog::{
-    check_record, check_tree, format_tree, gosum_record, new_tiles, prove_record, prove_tree,
-    read_tile_data, record_hash, stored_hash_count, stored_hashes, tree_hash, Hash, Tile,
-    TlogError, Tree, TILE_HEIGHT,
+    check_record, check_tree, format_tree, gosum_record, new_tiles, parse_lookup, prove_record,
+    prove_tree, read_tile_data, record_hash, record_hashes, stored_hash_count, stored_hashes,
+    tiles_for_inclusion, tree_hash, verify_inclusion, Hash, LookupAnswer, NoteError, RemoteError,
+    Tile, TlogError, Tree, TILE_HEIGHT,
 };
 use serde_json::{json, Value};
 
@@ -93,10 +96,17 @@ fn build_oracle(go: &Path) -> PathBuf {
         .expect("go env GOROOT");
     assert!(out.status.success(), "go env GOROOT failed: {out:?}");
     let goroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let xmod = goroot.join("src/cmd/vendor/golang.org/x/mod/sumdb");
+    let xmod = goroot.join("src/cmd/vendor/golang.org/x/mod");
     assert!(
-        xmod.join("tlog/tlog.go").is_file() && xmod.join("note/note.go").is_file(),
-        "{} has no vendored golang.org/x/mod/sumdb/{{tlog,note}}: the oracle needs Go's source tree",
+        [
+            "sumdb/tlog/tlog.go",
+            "sumdb/note/note.go",
+            "sumdb/client.go",
+            "module/module.go"
+        ]
+        .iter()
+        .all(|f| xmod.join(f).is_file()),
+        "{} has no vendored golang.org/x/mod/{{sumdb,module}}: the oracle needs Go's source tree",
         goroot.display()
     );
 
@@ -104,11 +114,12 @@ fn build_oracle(go: &Path) -> PathBuf {
     let _ = std::fs::remove_dir_all(&root);
     let shim = root.join("xmod");
     let main = root.join("oracle");
-    std::fs::create_dir_all(shim.join("sumdb")).expect("mkdir shim");
+    std::fs::create_dir_all(&shim).expect("mkdir shim");
     std::fs::create_dir_all(&main).expect("mkdir oracle");
     std::fs::write(shim.join("go.mod"), "module golang.org/x/mod\n\ngo 1.18\n").expect("shim");
-    for pkg in ["tlog", "note"] {
-        std::os::unix::fs::symlink(xmod.join(pkg), shim.join("sumdb").join(pkg)).expect("link");
+    // sumdb (Client) needs module, which needs semver and internal/lazyregexp.
+    for pkg in ["sumdb", "module", "semver", "internal"] {
+        std::os::unix::fs::symlink(xmod.join(pkg), shim.join(pkg)).expect("link");
     }
     std::fs::write(
         main.join("go.mod"),
@@ -653,4 +664,263 @@ fn open_verdicts_equal_go_on_odd_notes_and_keys() {
             (ours, go_err) => panic!("{what}: we say {ours:?}, Go says {go_err:?}"),
         }
     }
+}
+
+/// The `(n, id)` cases of remote checks: boundaries of tiles (256 records) and of level-1 tiles
+/// (65 536 records), within trees up to `n_max`.
+fn inclusion_cases(n_max: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for n in [
+        1u64, 2, 7, 255, 256, 257, 259, 300, 511, 512, 513, 1000, 65_535, 65_536, 65_537, n_max,
+    ] {
+        for id in [
+            0u64,
+            1,
+            5,
+            255,
+            256,
+            257,
+            511,
+            512,
+            1000,
+            65_535,
+            65_536,
+            n / 2,
+            n.saturating_sub(2),
+            n - 1,
+        ] {
+            if id < n && !out.contains(&(n, id)) {
+                out.push((n, id));
+            }
+        }
+    }
+    out
+}
+
+/// What `verify_inclusion` is given for record `id` of the tree of the first `n` of `recs`.
+fn answer_for(recs: &[String], hashes: &[Hash], n: u64, id: u64) -> LookupAnswer {
+    LookupAnswer {
+        id,
+        text: recs[id as usize].clone().into_bytes(),
+        tree: Tree {
+            n,
+            hash: tree_hash(n, hashes).expect("tree hash"),
+        },
+        signed_note: Vec::new(),
+    }
+}
+
+fn tiles_of(hashes: &[Hash], tiles: &[Tile]) -> Vec<(Tile, Vec<u8>)> {
+    tiles
+        .iter()
+        .map(|t| (*t, read_tile_data(t, hashes).expect("tile")))
+        .collect()
+}
+
+#[test]
+fn tiles_for_inclusion_are_the_tiles_go_s_tile_hash_reader_reads() {
+    let Some(oracle) = oracle() else { return };
+    let n_max = 65_536 + 2 * 256 + 5;
+    let recs = records(n_max);
+    let hashes = log(&recs);
+    let cases = inclusion_cases(n_max);
+    let mut reads: Vec<Value> = cases
+        .iter()
+        .map(|&(n, id)| json!({ "n": n, "id": id }))
+        .collect();
+    // A forged tree-hash tile.
+    let (forged, at) = ("tile/8/0/001.p/3", 0);
+    reads.push(json!({ "n": 259, "id": 5, "forge": forged, "at": at }));
+    let go = ask(oracle, &json!({ "records": recs, "tile_reads": reads }));
+    let answers = go["tile_reads"].as_array().expect("array");
+    assert_eq!(answers.len(), cases.len() + 1);
+    for (&(n, id), go) in cases.iter().zip(answers) {
+        let ours = tiles_for_inclusion(id, n);
+        let paths: Vec<String> = ours.iter().map(Tile::path).collect();
+        assert_eq!(go["err"], "", "Go n={n} id={id}");
+        assert_eq!(go["leaf_ok"], true, "Go n={n} id={id}");
+        assert_eq!(
+            paths,
+            strings(&go["tiles"]),
+            "tiles asked for n={n} id={id}"
+        );
+        // ProveRecord through Go's TileHashReader needs no tile beyond those.
+        for t in strings(&go["proof_tiles"]) {
+            assert!(paths.contains(&t), "n={n} id={id}: Go's proof reads {t}");
+        }
+        let proof = prove_record(n, id, &hashes).expect("prove");
+        assert_eq!(b64_hashes(&proof), strings(&go["proof"]), "n={n} id={id}");
+        let answer = answer_for(&recs, &hashes, n, id);
+        assert_eq!(
+            verify_inclusion(&answer, &tiles_of(&hashes, &ours)),
+            Ok(()),
+            "n={n} id={id}"
+        );
+    }
+    let mut tiles = tiles_of(&hashes, &tiles_for_inclusion(5, 259));
+    let i = tiles
+        .iter()
+        .position(|(t, _)| t.path() == forged)
+        .expect("forged tile is planned");
+    tiles[i].1[at] ^= 0x40;
+    assert_eq!(answers[cases.len()]["err"], "downloaded inconsistent tile");
+    assert_eq!(
+        verify_inclusion(&answer_for(&recs, &hashes, 259, 5), &tiles),
+        Err(RemoteError::TreeHashMismatch)
+    );
+}
+
+/// The module path and version of a record text made by [`records`].
+fn module_of(text: &str) -> (String, String) {
+    let mut f = text.split(' ');
+    let (Some(path), Some(version)) = (f.next(), f.next()) else {
+        panic!("not a record: {text:?}")
+    };
+    (path.to_string(), version.to_string())
+}
+
+/// A checksum database's files for Go's `sumdb.Client`: `/lookup/<path>@<version>` bodies
+/// (record `id` with text `text`, then `head`) and `/tile/…` hash tiles. The path and version
+/// are those of `text`, or of `asked` if given (a database answering with another record).
+fn server_files(
+    lookups: &[(u64, &str)],
+    asked: Option<&str>,
+    head: &[u8],
+    tiles: &[(Tile, Vec<u8>)],
+) -> Value {
+    let mut files = serde_json::Map::new();
+    for &(id, text) in lookups {
+        let (path, version) = module_of(asked.unwrap_or(text));
+        let mut body = modgate_tlog::format_record(id, text.as_bytes()).expect("record");
+        body.extend_from_slice(head);
+        files.insert(format!("/lookup/{path}@{version}"), b64(&body).into());
+    }
+    for (t, data) in tiles {
+        files.insert(format!("/{}", t.path()), b64(data).into());
+    }
+    Value::Object(files)
+}
+
+#[test]
+fn go_s_sumdb_client_reads_the_tiles_we_plan_and_agrees_on_lookups() {
+    let Some(oracle) = oracle() else { return };
+    let n = 1000u64;
+    let recs = records(n);
+    let hashes = log(&recs);
+    let (skey, vkey) = key_pair_from_seed("sum.upstream.test", &[11; 32]).expect("key");
+    let (_, other_vkey) = key_pair_from_seed("sum.upstream.test", &[12; 32]).expect("key");
+    let verifier = Verifier::new(&vkey).expect("verifier");
+    let tree = Tree {
+        n,
+        hash: tree_hash(n, &hashes).expect("tree hash"),
+    };
+    let head = sign_tree(&tree, &Signer::new(&skey).expect("signer"));
+    let tiles = tiles_of(&hashes, &new_tiles(TILE_HEIGHT, 0, n));
+    let body = |id: u64, text: &str| {
+        let mut body = modgate_tlog::format_record(id, text.as_bytes()).expect("record");
+        body.extend_from_slice(&head);
+        body
+    };
+    let lookup = |text: &str| {
+        let (path, version) = module_of(text);
+        json!([path, version])
+    };
+
+    // An honest database.
+    let ids = [0u64, 5, 255, 256, 257, 511, 700, 767, 768, 999];
+    let honest: Vec<(u64, &str)> = ids
+        .iter()
+        .map(|&i| (i, recs[i as usize].as_str()))
+        .collect();
+    // Forgeries: record 300 served with 301's text; the key of another database; a tree-hash
+    // tile forged; (ours only) record 5 forged along with its leaf in tile/8/0/000.
+    let swapped = [(300, recs[301].as_str())];
+    let mut bad_top = tiles.clone();
+    let top = bad_top
+        .iter_mut()
+        .find(|(t, _)| t.path() == "tile/8/0/003.p/232")
+        .expect("tree-hash tile");
+    top.1[0] ^= 0x40;
+    let (path5, version5) = module_of(&recs[5]);
+    let fake = gosum_record(&path5, &version5, "h1:forged=", "h1:forged=");
+    let mut bad_leaf = tiles.clone();
+    bad_leaf[0].1[5 * 32..6 * 32].copy_from_slice(&record_hash(fake.as_bytes()).0);
+    assert_eq!(bad_leaf[0].0.path(), "tile/8/0/000");
+    let clients = json!([
+        { "vkey": vkey, "files": server_files(&honest, None, &head, &tiles),
+          "lookups": honest.iter().map(|(_, t)| lookup(t)).collect::<Vec<_>>() },
+        { "vkey": vkey, "files": server_files(&swapped, Some(&recs[300]), &head, &tiles),
+          "lookups": [lookup(&recs[300])] },
+        { "vkey": other_vkey, "files": server_files(&honest[..1], None, &head, &tiles),
+          "lookups": [lookup(&recs[0])] },
+        { "vkey": vkey, "files": server_files(&honest[1..2], None, &head, &bad_top),
+          "lookups": [lookup(&recs[5])] },
+    ]);
+    let go = ask(oracle, &json!({ "clients": clients }));
+    let go = go["clients"].as_array().expect("array");
+
+    // The honest database: Go's lines are the record's, and Go read exactly our tiles.
+    for ((id, text), go) in honest.iter().zip(go[0].as_array().expect("array")) {
+        assert_eq!(go["err"], "", "Go's lookup of record {id}");
+        let answer = parse_lookup(&body(*id, text), &verifier).expect("lookup");
+        assert_eq!((answer.id, answer.tree), (*id, tree));
+        assert_eq!(verify_inclusion(&answer, &tiles), Ok(()), "record {id}");
+        let (path, version) = module_of(text);
+        let (zip, go_mod) = record_hashes(&answer.text, &path, &version).expect("hashes");
+        assert_eq!(
+            strings(&go["lines"]),
+            [format!("{path} {version} {zip}")],
+            "record {id}"
+        );
+        assert_eq!(
+            strings(&go["mod_lines"]),
+            [format!("{path} {version}/go.mod {go_mod}")],
+            "record {id}"
+        );
+        let mut ours: Vec<String> = tiles_for_inclusion(*id, n)
+            .iter()
+            .map(|t| format!("/{}", t.path()))
+            .collect();
+        ours.push(format!("/lookup/{path}@{version}"));
+        ours.sort();
+        assert_eq!(strings(&go["remote"]), ours, "what record {id} reads");
+    }
+
+    // Each forgery: Go's verdict, and ours.
+    let go_err = |i: usize| go[i][0]["err"].as_str().expect("err").to_string();
+    let check = |id: u64, text: &str, verifier: &Verifier, tiles: &[(Tile, Vec<u8>)]| {
+        parse_lookup(&body(id, text), verifier).and_then(|a| verify_inclusion(&a, tiles))
+    };
+    assert!(
+        go_err(1).contains("cannot authenticate record data in server response"),
+        "{}",
+        go_err(1)
+    );
+    assert_eq!(
+        check(300, &recs[301], &verifier, &tiles),
+        Err(RemoteError::RecordMismatch { id: 300 })
+    );
+    assert!(
+        go_err(2).contains("note has no verifiable signatures"),
+        "{}",
+        go_err(2)
+    );
+    let other = Verifier::new(&other_vkey).expect("verifier");
+    assert!(matches!(
+        check(0, &recs[0], &other, &tiles),
+        Err(RemoteError::TreeNote(NoteError::Unverified { .. }))
+    ));
+    assert!(
+        go_err(3).contains("downloaded inconsistent tile"),
+        "{}",
+        go_err(3)
+    );
+    assert_eq!(
+        check(5, &recs[5], &verifier, &bad_top),
+        Err(RemoteError::TreeHashMismatch)
+    );
+    assert_eq!(
+        check(5, &fake, &verifier, &bad_leaf),
+        Err(RemoteError::TileMismatch(bad_leaf[0].0))
+    );
 }

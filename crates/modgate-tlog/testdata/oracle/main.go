@@ -1,6 +1,6 @@
 // Command oracle answers questions about a checksum-database log with Go's own
-// golang.org/x/mod/sumdb/tlog and sumdb/note packages (the copy vendored in Go's
-// source tree), so modgate-tlog's tests can compare their answers byte for byte.
+// golang.org/x/mod/sumdb/tlog, sumdb/note and sumdb (Client) packages (the copy vendored
+// in Go's source tree), so modgate-tlog's tests can compare their answers byte for byte.
 // It reads one JSON request on stdin and writes one JSON response on stdout;
 // tests/oracle.rs builds and runs it offline.
 package main
@@ -11,7 +11,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"sort"
+	"strings"
+	"sync"
 
+	"golang.org/x/mod/sumdb"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -29,6 +33,26 @@ type request struct {
 	Generate    []string   `json:"generate"`
 	Sign        []sign     `json:"sign"`
 	Open        []open     `json:"open"`
+	TileReads   []tileRead `json:"tile_reads"`
+	Clients     []client   `json:"clients"`
+}
+
+// A record to check in the tree of the first N records, through tlog.TileHashReader over
+// tiles of the log (as sumdb.Client.checkRecord reads it), with one byte of one tile flipped
+// if Forge names a tile.
+type tileRead struct {
+	N     int64  `json:"n"`
+	ID    int64  `json:"id"`
+	Forge string `json:"forge"`
+	At    int    `json:"at"`
+}
+
+// A sumdb.Client whose server is Files (remote path → base64 content), with key VKey and an
+// empty latest tree, asked each of Lookups ([path, version]) on a fresh Client.
+type client struct {
+	VKey    string            `json:"vkey"`
+	Files   map[string]string `json:"files"`
+	Lookups [][2]string       `json:"lookups"`
 }
 
 // A proof to check: that tree T contains record N (CheckRecord) or tree N (CheckTree).
@@ -68,19 +92,98 @@ type opened struct {
 }
 
 type response struct {
-	StoredHashes []string   `json:"stored_hashes"`
-	TreeHashes   []string   `json:"tree_hashes"` // index: tree size 0..len(records)
-	Tiles        []string   `json:"tiles"`       // base64 of each tile's content
-	ParseTiles   []tile     `json:"parse_tiles"`
-	NewTiles     [][]string `json:"new_tiles"`
-	ProveRecord  [][]string `json:"prove_record"`
-	ProveTree    [][]string `json:"prove_tree"`
-	CheckRecord  []string   `json:"check_record"` // "" when the proof checks, else Go's error
-	CheckTree    []string   `json:"check_tree"`
-	Generate     []key      `json:"generate"`
-	Sign         []string   `json:"sign"`
-	Open         []opened   `json:"open"`
+	StoredHashes []string     `json:"stored_hashes"`
+	TreeHashes   []string     `json:"tree_hashes"` // index: tree size 0..len(records)
+	Tiles        []string     `json:"tiles"`       // base64 of each tile's content
+	ParseTiles   []tile       `json:"parse_tiles"`
+	NewTiles     [][]string   `json:"new_tiles"`
+	ProveRecord  [][]string   `json:"prove_record"`
+	ProveTree    [][]string   `json:"prove_tree"`
+	CheckRecord  []string     `json:"check_record"` // "" when the proof checks, else Go's error
+	CheckTree    []string     `json:"check_tree"`
+	Generate     []key        `json:"generate"`
+	Sign         []string     `json:"sign"`
+	Open         []opened     `json:"open"`
+	TileReads    []readAnswer `json:"tile_reads"`
+	Clients      [][]lookedUp `json:"clients"`
 }
+
+type readAnswer struct {
+	Tiles      []string `json:"tiles"`       // what ReadTiles was asked, in order, for the leaf
+	Err        string   `json:"err"`         // ReadHashes' error, "" if none
+	LeafOK     bool     `json:"leaf_ok"`     // the leaf hash read is the log's
+	ProofTiles []string `json:"proof_tiles"` // what ReadTiles was asked for ProveRecord
+	Proof      []string `json:"proof"`       // ProveRecord through the TileHashReader
+}
+
+type lookedUp struct {
+	Lines    []string `json:"lines"`     // Lookup(path, version)
+	ModLines []string `json:"mod_lines"` // Lookup(path, version+"/go.mod")
+	Err      string   `json:"err"`
+	Remote   []string `json:"remote"` // the paths read from the server, sorted
+}
+
+// recordingTiles serves hash tiles of a log and records what it is asked for.
+type recordingTiles struct {
+	reader tlog.HashReader
+	forge  string
+	at     int
+	asked  []string
+}
+
+func (r *recordingTiles) Height() int { return 8 }
+
+func (r *recordingTiles) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
+	var out [][]byte
+	for _, t := range tiles {
+		r.asked = append(r.asked, t.Path())
+		data, err := tlog.ReadTileData(t, r.reader)
+		if err != nil {
+			return nil, err
+		}
+		if t.Path() == r.forge {
+			data[r.at] ^= 0x40
+		}
+		out = append(out, data)
+	}
+	return out, nil
+}
+
+func (r *recordingTiles) SaveTiles([]tlog.Tile, [][]byte) {}
+
+// clientOps is a checksum database server made of fixed files, with no cache.
+type clientOps struct {
+	vkey   string
+	files  map[string][]byte
+	mu     sync.Mutex
+	remote []string
+}
+
+func (o *clientOps) ReadRemote(path string) ([]byte, error) {
+	o.mu.Lock()
+	o.remote = append(o.remote, path)
+	o.mu.Unlock()
+	if data, ok := o.files[path]; ok {
+		return data, nil
+	}
+	return nil, fmt.Errorf("%s: 404 Not Found", path)
+}
+
+func (o *clientOps) ReadConfig(file string) ([]byte, error) {
+	if file == "key" {
+		return []byte(o.vkey), nil
+	}
+	if strings.HasSuffix(file, "/latest") {
+		return []byte{}, nil
+	}
+	return nil, fmt.Errorf("unknown config %s", file)
+}
+
+func (o *clientOps) WriteConfig(file string, old, new []byte) error { return nil }
+func (o *clientOps) ReadCache(file string) ([]byte, error)          { return nil, os.ErrNotExist }
+func (o *clientOps) WriteCache(file string, data []byte)            {}
+func (o *clientOps) Log(msg string)                                 {}
+func (o *clientOps) SecurityError(msg string)                       {}
 
 func main() {
 	if err := run(); err != nil {
@@ -261,6 +364,58 @@ func run() error {
 			out.Sigs = append(out.Sigs, fmt.Sprintf("%s+%08x", s.Name, s.Hash))
 		}
 		resp.Open = append(resp.Open, out)
+	}
+
+	// Records checked through tiles, as sumdb.Client.checkRecord does.
+	for _, q := range req.TileReads {
+		tree := tlog.Tree{N: q.N, Hash: treeHash(q.N)}
+		tiles := &recordingTiles{reader: reader, forge: q.Forge, at: q.At, asked: []string{}}
+		var ans readAnswer
+		leaf := tlog.StoredHashIndex(0, q.ID)
+		got, err := tlog.TileHashReader(tree, tiles).ReadHashes([]int64{leaf})
+		ans.Tiles = tiles.asked
+		ans.Err = verdict(err)
+		if err == nil {
+			ans.LeafOK = got[0] == hashes[leaf]
+		}
+		if q.Forge == "" {
+			tiles := &recordingTiles{reader: reader, asked: []string{}}
+			p, err := tlog.ProveRecord(q.N, q.ID, tlog.TileHashReader(tree, tiles))
+			if err != nil {
+				return err
+			}
+			ans.ProofTiles = tiles.asked
+			ans.Proof = proofText(p)
+		}
+		resp.TileReads = append(resp.TileReads, ans)
+	}
+
+	// Lookups by Go's own sumdb.Client.
+	for _, c := range req.Clients {
+		files := make(map[string][]byte)
+		for path, b := range c.Files {
+			data, err := base64.StdEncoding.DecodeString(b)
+			if err != nil {
+				return err
+			}
+			files[path] = data
+		}
+		var answers []lookedUp
+		for _, l := range c.Lookups {
+			ops := &clientOps{vkey: c.VKey, files: files}
+			cl := sumdb.NewClient(ops)
+			var ans lookedUp
+			var err error
+			ans.Lines, err = cl.Lookup(l[0], l[1])
+			if err == nil {
+				ans.ModLines, err = cl.Lookup(l[0], l[1]+"/go.mod")
+			}
+			ans.Err = verdict(err)
+			ans.Remote = ops.remote
+			sort.Strings(ans.Remote)
+			answers = append(answers, ans)
+		}
+		resp.Clients = append(resp.Clients, answers)
 	}
 
 	return json.NewEncoder(os.Stdout).Encode(resp)
