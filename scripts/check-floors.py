@@ -61,6 +61,7 @@ FLOORS = [
             "server/shutdown.rs",
             "config/forward.rs",
             "cooldown/*",
+            "sumlog.rs",
         ],
     ),
     (

@@ -29,6 +29,7 @@ pub use crate::upstream::{Fallthrough, UpstreamKind, UpstreamUrl};
 
 mod access;
 mod cache;
+pub mod checksum_log;
 pub mod fetched;
 pub mod forward;
 mod identity;
@@ -40,6 +41,7 @@ use text::from_str_with;
 
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
+pub use checksum_log::ChecksumLogConfig;
 pub use fetched::FetchedConfig;
 pub use forward::{ForwardIdentityConfig, ForwardNames, ForwardedInput};
 pub use identity::{
@@ -116,6 +118,9 @@ pub struct GatewayConfig {
     /// Checksum databases proxied at `/sumdb/<name>/...` (name → where it is served).
     #[serde(default)]
     pub sumdb: BTreeMap<SumdbName, UpstreamConfig>,
+    /// The company's own checksum database, served at `/sumdb/<name>/` (off when absent;
+    /// needs `cache`).
+    pub checksum_log: Option<ChecksumLogConfig>,
     /// The process log (format and level; `RUST_LOG`, when set, decides the level instead).
     #[serde(default)]
     pub log: LogConfig,
@@ -715,6 +720,30 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
              kept beside the cache's integrity ledger)"
                 .into(),
         );
+    }
+    if let Some(log) = &config.checksum_log {
+        if config.cache.is_none() {
+            return Err(
+                "checksum_log: needs a `cache:` section (the hashes it logs are the first-seen \
+                 hashes of the cache's integrity ledger)"
+                    .into(),
+            );
+        }
+        let proxied: Vec<&str> = config.sumdb.keys().map(|n| n.0.as_str()).collect();
+        log.check(&proxied)?;
+        for r in &log.readers {
+            if !config
+                .access
+                .policy
+                .roles()
+                .iter()
+                .any(|role| &role.name == r)
+            {
+                return Err(format!(
+                    "checksum_log.readers: no role {r:?} under access.roles"
+                ));
+            }
+        }
     }
     if config.fetched.is_some() && config.cache.is_none() {
         return Err(

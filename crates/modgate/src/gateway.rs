@@ -277,6 +277,21 @@ pub struct Gateway {
     pub retractions: Option<crate::config::RetractionsConfig>,
     /// `versions.cooldown`, with its exemptions ready to match.
     pub cooldown: Option<(crate::config::CooldownConfig, Vec<modgate_policy::Pattern>)>,
+    /// `checksum_log`: who reads the company's checksum database and how public records are
+    /// trusted (the log itself is opened with the process).
+    pub checksum_log: Option<Arc<ChecksumLogPolicy>>,
+}
+
+/// The run-time policy of the company's checksum database (`checksum_log:`).
+#[derive(Debug)]
+pub struct ChecksumLogPolicy {
+    /// Its name, as in `/sumdb/<name>/`.
+    pub name: String,
+    /// The roles whose members may read it.
+    pub readers: Vec<String>,
+    /// Public records are checked against this proxied database, with its verifier, before
+    /// they are logged; `None`: air-gapped, the gateway's first-seen hashes are trusted.
+    pub public: Option<(Arc<Upstream>, modgate_tlog::Verifier)>,
 }
 
 impl Gateway {
@@ -325,17 +340,39 @@ impl Gateway {
         }
         let routes = RouteTable::new(routes).context("routes")?;
         let authenticator = config.auth.load().map_err(anyhow::Error::msg)?;
-        let sumdbs = config
+        let sumdbs: BTreeMap<String, Arc<Upstream>> = config
             .sumdb
             .iter()
             .map(|(name, c)| (name.0.clone(), Arc::new(upstream::from_config(&name.0, c))))
             .collect();
         let (git, git_hosts) = git_upstreams(config, &config.ttls())?;
+        let checksum_log = match &config.checksum_log {
+            Some(c) => {
+                let public = match (&c.public, c.public_key()) {
+                    (crate::config::checksum_log::PublicTrust::Verify { sumdb, .. }, Some(key)) => {
+                        let db: &Arc<Upstream> = sumdbs.get(sumdb).with_context(|| {
+                            format!("checksum_log.public.sumdb: no sumdb {sumdb:?}")
+                        })?;
+                        let verifier = modgate_tlog::Verifier::new(&key)
+                            .map_err(|e| anyhow::anyhow!("checksum_log.public.key: {e}"))?;
+                        Some((db.clone(), verifier))
+                    }
+                    _ => None,
+                };
+                Some(Arc::new(ChecksumLogPolicy {
+                    name: c.name.clone(),
+                    readers: c.readers.clone(),
+                    public,
+                }))
+            }
+            None => None,
+        };
         let vulns = match &config.versions.vulnerabilities {
             Some(v) => Some(Arc::new(crate::vulns::VulnPolicy::load(v)?)),
             None => None,
         };
         Ok(Gateway {
+            checksum_log,
             vulns,
             retractions: config.versions.retractions.clone(),
             cooldown: match &config.versions.cooldown {

@@ -40,6 +40,7 @@ mod reload;
 mod respond;
 mod rundir;
 mod server;
+mod sumlog;
 mod template;
 mod tls;
 mod upstream;
@@ -130,6 +131,11 @@ enum Command {
     /// List the module versions an identity was served whole (zip or mod) in a time range,
     /// with their ledger hashes, from the index `fetched:` keeps.
     Fetched(commands::fetched::Query),
+    /// The company checksum database (`checksum_log:`): make its key, or verify its log.
+    Sumdb {
+        #[command(subcommand)]
+        action: SumdbCommand,
+    },
     /// Inspect the integrity ledger, accept changed bytes for a version, or seed versions
     /// already in use as old for cooldown.
     Ledger {
@@ -177,6 +183,26 @@ enum CacheCommand {
 }
 
 #[derive(Subcommand)]
+enum SumdbCommand {
+    /// Make the signer key of a new log NAME (written to --out, mode 0600, never overwritten)
+    /// and print the verifier key clients put in GOSUMDB.
+    Keygen {
+        /// The log's name, e.g. sum.corp.example.
+        name: String,
+        /// Where to write the signer key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Recompute every record's hashes, every stored hash and signed tree head of the
+    /// configured log; exit 1 on any difference.
+    Verify {
+        /// Configuration file.
+        #[arg(short, long, default_value = "gateway.yaml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum LedgerCommand {
     /// Print recorded hashes (all, a module, or one version with its accepted changes).
     Show {
@@ -215,6 +241,15 @@ fn main() -> ExitCode {
             }),
         ),
         Command::Fetched(query) => finish("modgate", commands::fetched::fetched(&query)),
+        Command::Sumdb { action } => finish(
+            "modgate",
+            match action {
+                SumdbCommand::Keygen { name, out } => commands::sumdb::keygen(&name, &out),
+                SumdbCommand::Verify { config } => {
+                    commands::load_config(&config).and_then(|c| commands::sumdb::verify(&c))
+                }
+            },
+        ),
         Command::Ledger { action, config } => finish(
             "modgate",
             commands::load_config(&config).and_then(|c| match action {

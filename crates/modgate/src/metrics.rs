@@ -75,6 +75,12 @@ pub struct Metrics {
     pub cache_evictions: IntCounterVec,
     pub git_refreshes: IntCounterVec,
     pub git_refresh_duration: Histogram,
+    /// The company's checksum database (`checksum_log:`).
+    pub sumdb_tree_size: IntGauge,
+    pub sumdb_appended: IntCounter,
+    pub sumdb_batches: IntCounter,
+    pub sumdb_batch_seconds: prometheus::GaugeVec,
+    pub sumdb_lookups: IntCounterVec,
 }
 
 impl Metrics {
@@ -247,6 +253,35 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["tier"],
     )?;
+    let sumdb_tree_size = IntGauge::new(
+        "modgate_sumdb_tree_size",
+        "Records in the company checksum database's latest signed tree (checksum_log)",
+    )?;
+    let sumdb_appended = IntCounter::new(
+        "modgate_sumdb_records_appended_total",
+        "Module versions appended to the company checksum database",
+    )?;
+    let sumdb_batches = IntCounter::new(
+        "modgate_sumdb_batches_total",
+        "Batches appended to the company checksum database: one signed tree head each",
+    )?;
+    let sumdb_batch_seconds = prometheus::GaugeVec::new(
+        Opts::new(
+            "modgate_sumdb_batch_seconds",
+            "Time to append and sign one batch (transaction and signature), by quantile of the \
+             latest 4,096 batches",
+        ),
+        &["quantile"],
+    )?;
+    let sumdb_lookups = IntCounterVec::new(
+        Opts::new(
+            "modgate_sumdb_lookups_total",
+            "Lookups in the company checksum database, by result: logged (answered from the \
+             log), appended (fetched, checked and appended first), refused, disagreement (a \
+             public database stated other hashes: a security event)",
+        ),
+        &["result"],
+    )?;
     let git_refreshes = IntCounterVec::new(
         Opts::new(
             "modgate_git_mirror_refreshes_total",
@@ -341,6 +376,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(vulndb_modified.clone()))?;
     registry.register(Box::new(vulndb_advisories.clone()))?;
     registry.register(Box::new(index_read_to.clone()))?;
+    registry.register(Box::new(sumdb_tree_size.clone()))?;
+    registry.register(Box::new(sumdb_appended.clone()))?;
+    registry.register(Box::new(sumdb_batches.clone()))?;
+    registry.register(Box::new(sumdb_batch_seconds.clone()))?;
+    registry.register(Box::new(sumdb_lookups.clone()))?;
     registry.register(Box::new(index_failing.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(spans_dropped.clone()))?;
@@ -391,6 +431,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         cache_evictions,
         git_refreshes,
         git_refresh_duration,
+        sumdb_tree_size,
+        sumdb_appended,
+        sumdb_batches,
+        sumdb_batch_seconds,
+        sumdb_lookups,
         reloads,
         spans_dropped,
         spans_exported,

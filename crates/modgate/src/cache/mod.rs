@@ -47,6 +47,9 @@ pub struct CacheRuntime {
     pub sightings: Option<Arc<modgate_ledger::Sightings>>,
     /// The module-index tailer's progress (`versions.cooldown.index`), when it runs.
     pub feed: Option<crate::cooldown::feed::FeedHandle>,
+    /// The company's checksum database (`checksum_log:`), beside the ledger whose first-seen
+    /// hashes it logs.
+    pub checksum_log: Option<Arc<crate::sumlog::SumLog>>,
 }
 
 impl CacheRuntime {
@@ -69,6 +72,7 @@ impl CacheRuntime {
             quarantine: Quarantine::default(),
             fetched: None,
             sightings: None,
+            checksum_log: None,
             feed: None,
         })
     }

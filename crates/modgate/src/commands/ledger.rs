@@ -250,6 +250,10 @@ pub fn accept(config: &GatewayConfig, a: &Accept) -> Outcome {
         "a running gateway refuses the new bytes until it forgets its refusal: `modgate reload` \
          (or SIGHUP)"
     );
+    let logged = logged_in_checksum_log(config, &module, &version);
+    if let Some(note) = &logged {
+        println!("{note}");
+    }
     audit_event(
         config,
         &actor,
@@ -257,8 +261,11 @@ pub fn accept(config: &GatewayConfig, a: &Accept) -> Outcome {
         &module,
         Some(&version),
         format!(
-            ".{artifact} accepted as sha256:{} ({} bytes) by {who}: {}",
-            entry.sha256, entry.size, a.reason
+            ".{artifact} accepted as sha256:{} ({} bytes) by {who}: {}{}",
+            entry.sha256,
+            entry.size,
+            a.reason,
+            logged.map_or(String::new(), |n| format!(" ({n})"))
         ),
     );
     Ok(Exit::Success)
@@ -351,6 +358,22 @@ pub fn seed(config: &GatewayConfig, s: &Seed) -> Outcome {
         versions.len() - newly
     );
     Ok(Exit::Success)
+}
+
+/// What `ledger accept` cannot change: where the company checksum database (`checksum_log:`)
+/// has logged `module@version`, its record stays the first-seen one — the log is append-only —
+/// so clients that verify against it keep refusing other bytes. `None` when it is not logged.
+fn logged_in_checksum_log(config: &GatewayConfig, module: &str, version: &str) -> Option<String> {
+    let (l, cache) = (config.checksum_log.as_ref()?, config.cache.as_ref()?);
+    let signer = modgate_sumdb::keys::read_signer_key(&l.key_file.0).ok()?;
+    let log = modgate_sumdb::Log::open(&l.log_path(cache), signer).ok()?;
+    let id = log.lookup(module, version).ok()??;
+    Some(format!(
+        "the checksum database {} logged {module}@{version} as record {id} with the first-seen \
+         hashes, and keeps that record: clients verifying against it (GOSUMDB) still refuse \
+         the accepted bytes. Publish a new version instead",
+        l.name
+    ))
 }
 
 #[cfg(test)]

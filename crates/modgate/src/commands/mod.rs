@@ -15,6 +15,7 @@ mod operator;
 pub mod passwd;
 pub mod reload;
 pub mod run;
+pub mod sumdb;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -266,6 +266,7 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         server,
         listeners,
         versions,
+        checksum_log,
     } = new;
     let (old_routes, new_routes) = (routes_by_name(&old.routes), routes_by_name(routes));
     diff_named("route", &old_routes, &new_routes, &mut live);
@@ -316,6 +317,17 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
              it reads from) changed"
                 .to_string(),
         );
+    }
+    // The company's checksum database: who reads it and how public records are trusted apply
+    // live; the log itself (its name, key and file) is opened with the process.
+    let opened = |c: &Option<crate::config::ChecksumLogConfig>| {
+        c.as_ref()
+            .map(|c| (c.name.clone(), c.key_file.clone(), c.path.clone()))
+    };
+    if opened(&old.checksum_log) != opened(checksum_log) {
+        upgrade.push("checksum_log: the log (name, key_file or path) changed".to_string());
+    } else if old.checksum_log != *checksum_log {
+        live.push("checksum_log readers or public trust changed".to_string());
     }
     if old.rate_limits != *rate_limits {
         live.push("rate limits changed".to_string());

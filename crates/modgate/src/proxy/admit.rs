@@ -170,6 +170,9 @@ pub enum Local {
         /// The gateway's GOPROXY base URL.
         proxy: String,
     },
+    /// `/sumdb/<name>/…` of the company's own checksum database (`checksum_log:`), for a
+    /// reader; a lookup of a version not logged yet is fetched, checked and appended first.
+    ChecksumLog { endpoint: SumdbEndpoint },
     /// `/vulndb/<file>`: a file of the vulnerability database the gateway loaded (the v1
     /// layout, for `govulncheck -db`), by its path relative to `/vulndb/`.
     VulnDb { rel: String },
@@ -793,6 +796,9 @@ fn decide(scope: &Scope, inbound: &Inbound, identity: &RequestIdentity) -> Admis
             go_get(scope, inbound, identity, admission, &import_path)
         }
         GoProxyRequest::Sumdb(s) => {
+            if let Some(log) = gateway.checksum_log.as_ref().filter(|l| l.name == s.name) {
+                return admit_checksum_log(gateway, identity, admission, log, &s.endpoint);
+            }
             let Some(db) = gateway.sumdbs.get(&s.name) else {
                 // 404 on `supported` tells `go` to use the database directly.
                 return admission.refuse(Refusal::NotFound(format!(
@@ -1086,6 +1092,82 @@ fn admit_git(
         host: host.clone(),
         path: g.host_path(relative),
     };
+    admission
+}
+
+/// A read of the company's own checksum database (`checksum_log:`): only members of its reader
+/// roles may read it (its data tiles name every module version logged; an anonymous request is
+/// asked for credentials), and a lookup — which may make the gateway fetch and log the version
+/// — is also decided as a read of the module's `.mod` on its route, like the request `go`
+/// makes next.
+fn admit_checksum_log(
+    gateway: &Gateway,
+    identity: &RequestIdentity,
+    mut admission: Admission,
+    log: &crate::gateway::ChecksumLogPolicy,
+    endpoint: &SumdbEndpoint,
+) -> Admission {
+    let name = &identity.principal.name;
+    if identity.principal.is_anonymous() {
+        return admission.refuse(Refusal::Denied {
+            message: format!(
+                "anonymous may not read checksum database {}: it is served to its readers only",
+                log.name
+            ),
+            anonymous: true,
+        });
+    }
+    let reader = gateway
+        .access
+        .roles_for(&identity.principal)
+        .iter()
+        .any(|r| log.readers.contains(&r.name));
+    if !reader {
+        return admission.refuse(Refusal::Denied {
+            message: format!(
+                "{name} may not read checksum database {}: no role of theirs is among its readers",
+                log.name
+            ),
+            anonymous: false,
+        });
+    }
+    if let SumdbEndpoint::Lookup { module, version } = endpoint {
+        let Some(m) = route_for(gateway, module) else {
+            return admission.refuse(Refusal::NotFound(format!(
+                "{module}@{version}: no route for module {module}, so it is not in checksum \
+                 database {}",
+                log.name
+            )));
+        };
+        admission.route = Some(m.index);
+        let decision = decide_access(
+            gateway,
+            &identity.principal,
+            m.route,
+            &AccessRequest {
+                module,
+                kind: RequestKind::Mod,
+                version: Some(version),
+                route: &m.route.name,
+                private_route: m.route.private,
+                commit: None,
+            },
+        );
+        let refusal = (!decision.is_allowed()).then(|| {
+            denied(
+                &decision,
+                identity,
+                &format!("{module}@{version} (checksum lookup)"),
+            )
+        });
+        admission.decision = Some(decision);
+        if let Some(r) = refusal {
+            return admission.refuse(r);
+        }
+    }
+    admission.verdict = Verdict::Answer(Local::ChecksumLog {
+        endpoint: endpoint.clone(),
+    });
     admission
 }
 

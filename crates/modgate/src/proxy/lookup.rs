@@ -96,6 +96,24 @@ impl Lookup {
         }
     }
 
+    /// GETs `path` of one upstream that is no module proxy (a checksum database: `/lookup/…`,
+    /// `/tile/…`); bodies over `max` bytes are an error.
+    pub async fn get_one(
+        &self,
+        upstream: &Upstream,
+        path: &str,
+        max: usize,
+    ) -> Result<Fetched, String> {
+        let asked =
+            tokio::time::timeout(READ_TIMEOUT, self.ask(upstream, path, "", &[], max)).await;
+        match asked {
+            Ok(Step::Body(b)) => Ok(Fetched::Body(b)),
+            Ok(Step::Missing) => Ok(Fetched::NotFound),
+            Ok(Step::Failed(why)) => Err(format!("{}: {why}", upstream.name)),
+            Err(_) => Err(format!("no answer within {}s", READ_TIMEOUT.as_secs())),
+        }
+    }
+
     /// Asks one upstream.
     async fn ask(
         &self,

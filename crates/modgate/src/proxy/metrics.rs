@@ -44,6 +44,11 @@ struct Series {
     cache_evictions: IntCounterVec,
     index_read_to: IntGauge,
     index_failing: IntGauge,
+    sumdb_tree_size: IntGauge,
+    sumdb_appended: IntCounter,
+    sumdb_batches: IntCounter,
+    sumdb_batch_seconds: prometheus::GaugeVec,
+    sumdb_lookups: IntCounterVec,
 }
 
 /// The `status_class` label: `2xx`, `4xx`, …; `none` when no answer was sent (status 0).
@@ -84,6 +89,11 @@ impl ProxyMetrics {
                 cache_bytes: m.cache_bytes.clone(),
                 cache_evictions: m.cache_evictions.clone(),
                 index_read_to: m.index_read_to.clone(),
+                sumdb_tree_size: m.sumdb_tree_size.clone(),
+                sumdb_appended: m.sumdb_appended.clone(),
+                sumdb_batches: m.sumdb_batches.clone(),
+                sumdb_batch_seconds: m.sumdb_batch_seconds.clone(),
+                sumdb_lookups: m.sumdb_lookups.clone(),
                 index_failing: m.index_failing.clone(),
             })
         }))
@@ -199,6 +209,29 @@ impl ProxyMetrics {
         let Some(s) = &self.0 else { return };
         s.index_read_to.set(read_to.unwrap_or(0));
         s.index_failing.set(i64::from(failing));
+    }
+
+    /// A lookup in the company checksum database ended: `logged`, `appended`, `refused` or
+    /// `disagreement`.
+    pub fn sumdb_lookup(&self, result: &'static str) {
+        let Some(s) = &self.0 else { return };
+        s.sumdb_lookups.with_label_values(&[result]).inc();
+    }
+
+    /// The company checksum database at a scrape: its tree size and what the appender did.
+    pub fn sumdb(&self, tree_size: u64, stats: &modgate_sumdb::AppendStats) {
+        let Some(s) = &self.0 else { return };
+        s.sumdb_tree_size
+            .set(i64::try_from(tree_size).unwrap_or(i64::MAX));
+        sync_counter(&s.sumdb_appended, stats.records_appended);
+        sync_counter(&s.sumdb_batches, stats.batches);
+        for (q, d) in [("0.5", stats.batch_p50), ("0.99", stats.batch_p99)] {
+            if let Some(d) = d {
+                s.sumdb_batch_seconds
+                    .with_label_values(&[q])
+                    .set(d.as_secs_f64());
+            }
+        }
     }
 
     /// The cache tiers' sizes and evictions, at a scrape.

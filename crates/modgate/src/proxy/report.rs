@@ -137,6 +137,9 @@ pub struct Record {
     pub status_sent: u16,
     /// The `logging` phase ran (the access line and the record are written).
     pub finished: bool,
+    /// An event the request's own handling names (the company checksum database:
+    /// `sumdb-disagreement`, a security event; `sumdb-logged-first-seen`, air-gapped).
+    pub event: Option<String>,
 }
 
 /// The request line and client of an audited request.
@@ -235,6 +238,9 @@ pub fn audit_record(
     if admission.and_then(Admission::fetched_query).is_some() {
         // Who asked is the record's identity; whom they asked about is in the path.
         out.event = Some("fetched-query".into());
+    }
+    if let Some(event) = record.event.take() {
+        out.event = Some(event);
     }
     out.route = f.route.map(str::to_string);
     out.decision = record.decision;

@@ -91,6 +91,10 @@ impl GatewayProxy {
                 // a scrape sees it at once, not only after the next request ends.
                 let (no_space, io) = c.storage.write_failures();
                 self.metrics.cache_write_failures(no_space, io);
+                if let Some(l) = &c.checksum_log {
+                    let size = l.log.tree_size().unwrap_or(0);
+                    self.metrics.sumdb(size, &l.appender.stats());
+                }
                 if let Some(f) = &c.feed {
                     let status = f.status();
                     self.metrics.module_index(
@@ -836,6 +840,11 @@ impl GatewayProxy {
                             .await?;
                     }
                 }
+                Ok(true)
+            }
+            Verdict::Answer(Local::ChecksumLog { endpoint }) => {
+                let endpoint = endpoint.clone();
+                super::checksum_log::serve(self, session, ctx, &endpoint).await?;
                 Ok(true)
             }
             Verdict::Answer(Local::SumdbSupported) => {

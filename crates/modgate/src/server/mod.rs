@@ -211,6 +211,18 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("sightings {}: {e}", sightings.display()))?,
             );
             rt.sightings = Some(store.clone());
+            if let Some(l) = &config.checksum_log {
+                let path = l.log_path(c);
+                let opened = crate::sumlog::SumLog::open(&l.name, &l.key_file.0, &path)?;
+                log::info!(
+                    "checksum database {}: {} record(s) in {}; GOSUMDB=\"{}\"",
+                    l.name,
+                    opened.log.tree_size().unwrap_or(0),
+                    path.display(),
+                    opened.log.verifier_key()
+                );
+                rt.checksum_log = Some(Arc::new(opened));
+            }
             if let Some((t, handle)) = index_tailer(&config, store)? {
                 rt.feed = Some(handle);
                 tailer = Some(t);

@@ -1,0 +1,58 @@
+//! The company's checksum database as the process holds it (`checksum_log:`): the log file
+//! opened with its signer key, the batching appender, and the single flight that makes
+//! concurrent lookups of one unlogged version fetch and check it once. Opened at start beside
+//! the integrity ledger (its records are the ledger's first-seen hashes); the request side is
+//! `proxy/checksum_log.rs`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// One lock per module version (path, version) being fetched, checked and appended.
+type Flights = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+
+/// The log, its appender, and the lookups in flight.
+pub struct SumLog {
+    pub log: Arc<modgate_sumdb::Log>,
+    pub appender: modgate_sumdb::Appender,
+    flights: Mutex<Flights>,
+}
+
+impl SumLog {
+    /// Opens (or creates) the log `name` at `path` with the signer key in `key_file`.
+    pub fn open(name: &str, key_file: &Path, path: &Path) -> anyhow::Result<SumLog> {
+        let signer = modgate_sumdb::keys::read_signer_key(key_file)
+            .map_err(|e| anyhow::anyhow!("checksum_log.key_file: {e}"))?;
+        anyhow::ensure!(
+            signer.name() == name,
+            "checksum_log.key_file: {} holds the key of {:?}, not of checksum_log.name {name:?}",
+            key_file.display(),
+            signer.name(),
+        );
+        let log =
+            Arc::new(modgate_sumdb::Log::open(path, signer).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let appender =
+            modgate_sumdb::Appender::new(log.clone(), modgate_sumdb::AppenderConfig::default())
+                .map_err(|e| anyhow::anyhow!("checksum_log: {e}"))?;
+        Ok(SumLog {
+            log,
+            appender,
+            flights: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The lock of `module@version`'s flight: whoever holds it fetches, checks and appends;
+    /// the others wait for it and then find the version logged (or fail the same way).
+    pub fn flight(&self, module: &str, version: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self
+            .flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Flights nobody holds or waits for any more are dropped as new ones start.
+        flights.retain(|_, f| Arc::strong_count(f) > 1);
+        flights
+            .entry((module.to_owned(), version.to_owned()))
+            .or_default()
+            .clone()
+    }
+}
