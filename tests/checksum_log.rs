@@ -110,7 +110,7 @@ async fn world_with(public_trust: &str) -> World {
     let config = format!(
         r#"
 listeners:
-  - {{ name: plain, address: "{plain}", metrics: true }}
+  - {{ name: plain, address: "{plain}", metrics: true, max_connections_per_source: 4000 }}
   - name: tls
     address: "{tls}"
     tls: {{ cert: server.pem, key: server.key }}
@@ -301,6 +301,52 @@ async fn go_verifies_public_and_private_modules_against_the_company_log() {
     assert_eq!(
         metric(w.plain, "modgate_sumdb_tree_size"),
         versions.len() as f64 + 2.0
+    );
+
+    // An operator accepting other bytes for a logged version changes the ledger, not the log:
+    // the command says so, and so does its audit record.
+    let other = module(TOOLS, "v1.1.0").file("tools.go", b"package tools // re-tagged\n");
+    let zip = other.zip().expect("zip");
+    let sha = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&zip)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let out = modgate(&[
+        "ledger",
+        "accept",
+        &format!("{TOOLS}@v1.1.0"),
+        "zip",
+        "--sha256",
+        &sha,
+        "--size",
+        &zip.len().to_string(),
+        "--reason",
+        "re-tagged upstream",
+        "-c",
+        w.gateway.config_path.to_str().expect("utf-8 path"),
+    ]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "the checksum database {LOG} logged {TOOLS}@v1.1.0"
+        )) && said.contains("Publish a new version instead"),
+        "{said}"
+    );
+    assert!(
+        audit(&w).iter().any(|r| r["event"] == "ledger-accept"
+            && r["reason"]
+                .as_str()
+                .is_some_and(|t| t.contains("keeps that record"))),
+        "{:?}",
+        audit(&w)
     );
 
     let out = modgate(&[
@@ -503,4 +549,234 @@ async fn public_records_are_logged_only_when_the_public_database_agrees() {
         "{:?}",
         audit(&offline)
     );
+}
+
+/// One lookup over its own connection (HTTP/1.1, `Connection: close`): status and body.
+async fn lookup_async(addr: SocketAddr, path: String, auth: String) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, buf[end + 4..].to_vec())
+}
+
+/// 1,000 concurrent lookups of 100 versions not logged yet: each version's `.mod` and `.zip` are
+/// fetched upstream once and appended once, every lookup is answered with its record in a signed
+/// tree that the tiles prove it in (checked as Go's sumdb client checks it: modgate-tlog's
+/// `remote`, oracle-tested against Go's), and the appends are batched (fewer signatures than
+/// records). The figures are printed for docs/performance.md, not asserted.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_lookups_fetch_and_append_each_version_once() {
+    const VERSIONS: usize = 100;
+    const LOOKUPS: usize = 1000;
+    let w = world().await;
+    let mods: Vec<ModuleVersion> = (0..VERSIONS)
+        .map(|i| {
+            module(&format!("corp.example.com/fan{i}"), "v1.0.0")
+                .file("f.go", format!("package fan{i}\n").as_bytes())
+        })
+        .collect();
+    for m in &mods {
+        w.private.add(m).expect("add");
+    }
+    w.private.clear_requests();
+    let auth = basic("alice", ALICE_PW);
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..LOOKUPS)
+        .map(|i| {
+            let path = format!(
+                "/sumdb/{LOG}/lookup/corp.example.com/fan{}@v1.0.0",
+                i % VERSIONS
+            );
+            tokio::spawn(lookup_async(w.plain, path, auth.clone()))
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(LOOKUPS);
+    for t in tasks {
+        answers.push(t.await.expect("lookup task"));
+    }
+    let took = started.elapsed();
+    let verifier = modgate_tlog::Verifier::new(&w.vkey).expect("verifier key");
+    let mut tiles = std::collections::HashMap::new();
+    for (i, (status, body)) in answers.iter().enumerate() {
+        let m = &mods[i % VERSIONS];
+        assert_eq!(
+            *status,
+            200,
+            "{}: {}",
+            m.path,
+            String::from_utf8_lossy(body)
+        );
+        let answer = modgate_tlog::remote::parse_lookup(body, &verifier).expect("a signed answer");
+        let mut fetched = Vec::new();
+        for t in modgate_tlog::remote::tiles_for_inclusion(answer.id, answer.tree.n) {
+            let path = format!("/sumdb/{LOG}/{}", t.path());
+            let data = tiles
+                .entry(path.clone())
+                .or_insert_with(|| {
+                    let r =
+                        request(w.plain, "GET", &path, &[("Authorization", &auth)]).expect("tile");
+                    assert_eq!(r.status, 200, "{path}: {}", r.text());
+                    r.body
+                })
+                .clone();
+            fetched.push((t, data));
+        }
+        modgate_tlog::remote::verify_inclusion(&answer, &fetched).expect("proven in its tree");
+        let (zip_h1, mod_h1) =
+            modgate_tlog::remote::record_hashes(&answer.text, &m.path, &m.version)
+                .expect("the record of the version asked");
+        let [zip_line, mod_line] = go_sum_lines(m);
+        assert!(zip_line.ends_with(&zip_h1) && mod_line.ends_with(&mod_h1));
+    }
+    // Each version fetched once (its .mod and its .zip), appended once.
+    let requests = w.private.requests();
+    for m in &mods {
+        for ext in ["mod", "zip"] {
+            let path = format!("/{}/@v/v1.0.0.{ext}", m.path);
+            let n = requests.iter().filter(|r| r.path == path).count();
+            assert_eq!(n, 1, "{path} fetched {n} times");
+        }
+    }
+    let size = metric(w.plain, "modgate_sumdb_tree_size");
+    assert_eq!(size, VERSIONS as f64);
+    let appended = metric(w.plain, "modgate_sumdb_records_appended_total");
+    assert_eq!(appended, VERSIONS as f64);
+    let batches = metric(w.plain, "modgate_sumdb_batches_total");
+    assert!(batches >= 1.0 && batches <= appended, "{batches}");
+    eprintln!(
+        "checksum_log fan-in: {LOOKUPS} lookups of {VERSIONS} new versions in {:.0} ms; \
+         {appended} records in {batches} signed batches ({:.1} records per signature); \
+         batch p50 {:.1} ms, p99 {:.1} ms",
+        took.as_secs_f64() * 1e3,
+        appended / batches,
+        metric(w.plain, "modgate_sumdb_batch_seconds{quantile=\"0.5\"}") * 1e3,
+        metric(w.plain, "modgate_sumdb_batch_seconds{quantile=\"0.99\"}") * 1e3,
+    );
+}
+
+/// A second gateway beside `w`'s, serving the log in `log` (a copy of `w`'s taken earlier) with
+/// the same key, fixtures and users: the company log "restored from a backup". Returns it and its
+/// TLS address.
+fn restored_gateway(w: &World, log: &std::path::Path) -> (Gateway, SocketAddr) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["users", "server.pem", "server.key", "ca.pem", "sumdb.key"] {
+        std::fs::copy(w.gateway.dir.path().join(f), dir.path().join(f)).expect("copy");
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(
+        dir.path().join("sumdb.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let (plain, tls) = (free_addr(), free_addr());
+    let config = std::fs::read_to_string(&w.gateway.config_path)
+        .expect("config")
+        .replace(&w.plain.to_string(), &plain.to_string())
+        .replace(&w.tls.to_string(), &tls.to_string())
+        .replace(
+            "  key_file: sumdb.key\n",
+            &format!("  key_file: sumdb.key\n  path: \"{}\"\n", log.display()),
+        );
+    (Gateway::start_in(dir, &config, plain), tls)
+}
+
+/// A consistent copy of the running gateway's log (SQLite `VACUUM INTO`).
+fn snapshot(w: &World, to: &std::path::Path) {
+    let db = rusqlite::Connection::open(log_file(w)).expect("open the log");
+    db.execute("VACUUM INTO ?1", [to.to_str().expect("utf-8 path")])
+        .expect("copy the log");
+}
+
+/// A log restored from an older copy after a client saw a bigger tree and grown again with other
+/// records (a fork, smaller and then bigger than the tree the client remembers): the same `go`
+/// (its sumdb cache remembers the bigger tree) refuses it with its SECURITY ERROR each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn go_refuses_a_rolled_back_and_forked_log() {
+    let w = world().await;
+    if require_go().is_none() {
+        return;
+    }
+    let env = go_env(&w, &w.vkey);
+    env.write_main_module(&[(TOOLS, "v1.0.0")]);
+    env.go(&["mod", "download", "all"])
+        .expect_ok("the first tree");
+    let backup = w.gateway.dir.path().join("backup.sqlite");
+    snapshot(&w, &backup);
+    let small = metric(w.plain, "modgate_sumdb_tree_size");
+    env.go(&["get", &format!("{SECRET}@v1.0.0")])
+        .expect_ok("a bigger tree");
+    let big = metric(w.plain, "modgate_sumdb_tree_size");
+    assert!(big > small, "{small} {big}");
+
+    // The log is restored from the backup, behind a gateway the same go now uses.
+    let (restored, tls) = restored_gateway(&w, &backup);
+    let mut env = env;
+    env.set("GOPROXY", &format!("https://{tls}"));
+    let netrc = env.dir.path().join("netrc");
+    std::fs::write(
+        &netrc,
+        format!("machine {tls} login alice password {ALICE_PW}\n"),
+    )
+    .expect("netrc");
+    let tools2 = module(TOOLS, "v1.1.0").file("tools.go", b"package tools // 1.1\n");
+    w.private.add(&tools2).expect("add");
+    let run = env.go(&["get", &format!("{TOOLS}@v1.1.0")]);
+    assert!(
+        !run.ok(),
+        "a rolled-back log was accepted: {}",
+        run.stderr()
+    );
+    // (Its first lookup appended another record where the tree go knows has one: go proves
+    // the two trees disagree.)
+    assert!(
+        run.stderr().contains("SECURITY ERROR")
+            && run
+                .stderr()
+                .contains("go.sum database server misbehavior detected"),
+        "{}",
+        run.stderr()
+    );
+
+    // The restored log grows past the tree go remembers, with other records: a fork.
+    let alice = basic("alice", ALICE_PW);
+    let restored_plain: SocketAddr = std::fs::read_to_string(&restored.config_path)
+        .expect("config")
+        .lines()
+        .find_map(|l| {
+            l.split("address: \"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("the restored plain listener");
+    for i in 0..(big as usize + 2) {
+        let m = module(&format!("corp.example.com/fork{i}"), "v1.0.0");
+        w.private.add(&m).expect("add");
+        let (status, text) = get(
+            restored_plain,
+            &format!("/sumdb/{LOG}/lookup/{}@v1.0.0", m.path),
+            Some(&alice),
+        );
+        assert_eq!(status, 200, "{text}");
+    }
+    let run = env.go(&["get", &format!("{TOOLS}@v1.1.0")]);
+    assert!(!run.ok(), "a forked log was accepted: {}", run.stderr());
+    assert!(run.stderr().contains("SECURITY ERROR"), "{}", run.stderr());
 }
