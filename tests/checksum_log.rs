@@ -211,7 +211,29 @@ fn ledger_show(w: &World) -> String {
         "-c",
         w.gateway.config_path.to_str().expect("utf-8 path"),
     ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The audit records matching `pred`, once there are at least `n` (a record is written after
+/// its answer went out: waited for, at most 20 s).
+fn audited(
+    w: &World,
+    n: usize,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found: Vec<_> = audit(w).into_iter().filter(|r| pred(r)).collect();
+        if found.len() >= n || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn audit(w: &World) -> Vec<serde_json::Value> {
@@ -475,12 +497,10 @@ async fn only_readers_read_the_log() {
         let (status, text) = get(w.plain, p, Some(&alice));
         assert_eq!(status, 200, "{p}: {text}");
     }
-    let denied = audit(&w)
-        .into_iter()
-        .filter(|r| r["path"].as_str().is_some_and(|p| p.starts_with("/sumdb/")))
-        .filter(|r| r["status"] == 403)
-        .count();
-    assert_eq!(denied, paths.len(), "every refusal is audited");
+    let denied = audited(&w, paths.len(), |r| {
+        r["path"].as_str().is_some_and(|p| p.starts_with("/sumdb/")) && r["status"] == 403
+    });
+    assert_eq!(denied.len(), paths.len(), "every refusal is audited");
 }
 
 /// A public database that states other hashes than the gateway first saw: the lookup is refused
@@ -511,10 +531,10 @@ async fn public_records_are_logged_only_when_the_public_database_agrees() {
         0.0,
         "nothing logged"
     );
-    let events: Vec<_> = audit(&w)
-        .into_iter()
-        .filter(|r| r["event"] == "sumdb-disagreement")
-        .collect();
+    // Nor are the disputed bytes anyone's first-seen record in the ledger.
+    let ledger = ledger_show(&w);
+    assert!(!ledger.contains("example.com/lied"), "{ledger}");
+    let events = audited(&w, 1, |r| r["event"] == "sumdb-disagreement");
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(
         metric(
@@ -542,13 +562,8 @@ async fn public_records_are_logged_only_when_the_public_database_agrees() {
     );
     assert_eq!(status, 200, "{text}");
     assert!(offline.db.paths().is_empty(), "{:?}", offline.db.paths());
-    assert!(
-        audit(&offline)
-            .iter()
-            .any(|r| r["event"] == "sumdb-logged-first-seen"),
-        "{:?}",
-        audit(&offline)
-    );
+    let logged = audited(&offline, 1, |r| r["event"] == "sumdb-logged-first-seen");
+    assert_eq!(logged.len(), 1, "{:?}", audit(&offline));
 }
 
 /// One lookup over its own connection (HTTP/1.1, `Connection: close`): status and body.

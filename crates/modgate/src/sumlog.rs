@@ -16,7 +16,13 @@ pub struct SumLog {
     pub log: Arc<modgate_sumdb::Log>,
     pub appender: modgate_sumdb::Appender,
     flights: Mutex<Flights>,
+    /// Bounds the versions fetched at once to be logged (each read whole into memory to hash
+    /// it, up to Go's 500 MiB zip limit): readers cannot make the gateway hold many at once.
+    pub fetches: tokio::sync::Semaphore,
 }
+
+/// How many versions are fetched at once to be logged.
+const FETCHES: usize = 4;
 
 impl SumLog {
     /// Opens (or creates) the log `name` at `path` with the signer key in `key_file`.
@@ -38,6 +44,7 @@ impl SumLog {
             log,
             appender,
             flights: Mutex::new(HashMap::new()),
+            fetches: tokio::sync::Semaphore::new(FETCHES),
         })
     }
 

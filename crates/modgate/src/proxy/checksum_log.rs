@@ -161,7 +161,17 @@ async fn log_version(
         Some(f) => identity::forward_headers(f, identity, &roles),
         None => Vec::new(),
     };
+    // (Closed only if the process is going away.)
+    let _fetching = store
+        .fetches
+        .acquire()
+        .await
+        .map_err(|e| Refusal::Unlearnt(format!("{module}@{version}: {e}")))?;
+    // The ledger's first-seen hashes where it has them; the others hashed from fetched bytes,
+    // recorded in the ledger only once a public database agreed (bytes it disputes never
+    // become anyone's first-seen record).
     let mut h1s = Vec::with_capacity(2);
+    let mut fetched = Vec::new();
     for artifact in [Artifact::Zip, Artifact::Mod] {
         let recorded = {
             let (ledger, m, v) = (cache.ledger.clone(), module.to_owned(), version.to_owned());
@@ -176,42 +186,16 @@ async fn log_version(
         let h1 = match known {
             Some(h1) => h1,
             None => {
-                let kind = match artifact {
-                    Artifact::Zip => RequestKind::Zip,
-                    _ => RequestKind::Mod,
-                };
-                let path = ModuleRequest {
-                    module: module.to_owned(),
-                    kind,
-                    version: Some(modgate_protocol::Version::parse(version)),
-                }
-                .upstream_path();
-                let max = if artifact == Artifact::Zip {
-                    ZIP_MAX
-                } else {
-                    MOD_MAX
-                };
-                let body = match p
-                    .lookup
-                    .get(&route.target, route.private, &path, module, &headers, max)
-                    .await
-                {
-                    Ok(Fetched::Body(b)) => b,
-                    Ok(Fetched::NotFound) => {
-                        return Err(Refusal::NotFound(format!(
-                            "{module}@{version}: not found upstream ({}), so not in the checksum \
-                             database",
-                            artifact.as_str()
-                        )))
-                    }
-                    Err(why) => {
-                        return Err(Refusal::Unlearnt(format!(
-                            "{module}@{version}: its .{} could not be fetched to log it: {why}",
-                            artifact.as_str()
-                        )))
-                    }
-                };
-                record(cache, module, version, artifact, body).await?
+                let body = fetch(p, route, &headers, module, version, artifact).await?;
+                let bytes = Hashed::of(artifact, body).await.map_err(|e| {
+                    Refusal::Unlearnt(format!(
+                        "{module}@{version}: its .{} cannot be hashed: {e}",
+                        artifact.as_str()
+                    ))
+                })?;
+                let h1 = bytes.h1.clone();
+                fetched.push((artifact, bytes));
+                h1
             }
         };
         h1s.push(h1);
@@ -236,6 +220,9 @@ async fn log_version(
             None => ctx.record.event = Some("sumdb-logged-first-seen".into()),
         }
     }
+    for (artifact, bytes) in fetched {
+        record(cache, module, version, artifact, bytes).await?;
+    }
     match store
         .appender
         .append(module, version, &zip_h1, &mod_h1)
@@ -254,29 +241,91 @@ async fn log_version(
     }
 }
 
-/// Records fetched bytes in the ledger and returns their `h1:` (the first-seen one).
+/// Fetches `module@version`'s `.mod` or `.zip` along the route's chain.
+async fn fetch(
+    p: &GatewayProxy,
+    route: &modgate_policy::Route<crate::upstream::Chain>,
+    headers: super::lookup::IdentityHeaders<'_>,
+    module: &str,
+    version: &str,
+    artifact: Artifact,
+) -> std::result::Result<Vec<u8>, Refusal> {
+    let (kind, max) = match artifact {
+        Artifact::Zip => (RequestKind::Zip, ZIP_MAX),
+        _ => (RequestKind::Mod, MOD_MAX),
+    };
+    let path = ModuleRequest {
+        module: module.to_owned(),
+        kind,
+        version: Some(modgate_protocol::Version::parse(version)),
+    }
+    .upstream_path();
+    match p
+        .lookup
+        .get(&route.target, route.private, &path, module, headers, max)
+        .await
+    {
+        Ok(Fetched::Body(b)) => Ok(b),
+        Ok(Fetched::NotFound) => Err(Refusal::NotFound(format!(
+            "{module}@{version}: not found upstream (.{}), so not in the checksum database",
+            artifact.as_str()
+        ))),
+        Err(why) => Err(Refusal::Unlearnt(format!(
+            "{module}@{version}: its .{} could not be fetched to log it: {why}",
+            artifact.as_str()
+        ))),
+    }
+}
+
+/// Fetched bytes, hashed (on the blocking pool: a zip may be large).
+struct Hashed {
+    sha256: String,
+    h1: String,
+    size: u64,
+}
+
+impl Hashed {
+    async fn of(artifact: Artifact, body: Vec<u8>) -> std::result::Result<Hashed, String> {
+        let hashed = tokio::task::spawn_blocking(move || {
+            let h1 = match artifact {
+                Artifact::Zip => modgate_ledger::zip_h1(&body).map_err(|e| e.to_string())?,
+                _ => modgate_ledger::mod_h1(&body),
+            };
+            Ok(Hashed {
+                sha256: modgate_ledger::sha256_hex(&body),
+                h1,
+                size: body.len() as u64,
+            })
+        })
+        .await;
+        hashed.map_err(|e| e.to_string())?
+    }
+}
+
+/// Records fetched bytes in the ledger: first seen now, or the same as first seen; other bytes
+/// than first seen are refused, as on every path.
 async fn record(
     cache: &crate::cache::CacheRuntime,
     module: &str,
     version: &str,
     artifact: Artifact,
-    body: Vec<u8>,
-) -> std::result::Result<String, Refusal> {
+    bytes: Hashed,
+) -> std::result::Result<(), Refusal> {
     let (ledger, m, v) = (cache.ledger.clone(), module.to_owned(), version.to_owned());
     let observed = tokio::task::spawn_blocking(move || {
-        let sha256 = modgate_ledger::sha256_hex(&body);
-        let h1 = match artifact {
-            Artifact::Zip => modgate_ledger::zip_h1(&body)?,
-            _ => modgate_ledger::mod_h1(&body),
-        };
-        let size = body.len() as u64;
-        ledger.observe(&m, &v, artifact, &sha256, Some(&h1), size, "checksum-log")
+        ledger.observe(
+            &m,
+            &v,
+            artifact,
+            &bytes.sha256,
+            Some(&bytes.h1),
+            bytes.size,
+            "checksum-log",
+        )
     })
     .await;
     match observed {
-        Ok(Ok(Check::FirstSeen(e) | Check::Match(e))) => e.h1.ok_or_else(|| {
-            Refusal::Unlearnt(format!("{module}@{version}: the ledger has no h1 for it"))
-        }),
+        Ok(Ok(Check::FirstSeen(_) | Check::Match(_))) => Ok(()),
         Ok(Ok(Check::Mismatch { recorded, .. })) => Err(Refusal::Unlearnt(format!(
             "{module}@{version}: the upstream now serves a .{} other than the one first seen \
              (sha256 {}): not logged",
