@@ -589,7 +589,9 @@ async fn lookup_async(addr: SocketAddr, path: String, auth: String) -> (u16, Vec
     (status, buf[end + 4..].to_vec())
 }
 
-/// 1,000 concurrent lookups of 100 versions not logged yet: each version's `.mod` and `.zip` are
+/// 1,000 concurrent lookups of 100 versions not logged yet (and a burst for a version the
+/// upstream lacks, answered slowly: one attempt, shared — seen failing with 20 serialized
+/// attempts before the fix): each version's `.mod` and `.zip` are
 /// fetched upstream once and appended once, every lookup is answered with its record in a signed
 /// tree that the tiles prove it in (checked as Go's sumdb client checks it: modgate-tlog's
 /// `remote`, oracle-tested against Go's), and the appends are batched (fewer signatures than
@@ -658,6 +660,31 @@ async fn concurrent_lookups_fetch_and_append_each_version_once() {
         let [zip_line, mod_line] = go_sum_lines(m);
         assert!(zip_line.ends_with(&zip_h1) && mod_line.ends_with(&mod_h1));
     }
+    // A burst for a version the upstream does not have (answered slowly): one attempt, whose
+    // answer every lookup that waited for it shares.
+    let missing = "corp.example.com/missing";
+    w.private.set_behaviour(
+        &format!("/{missing}/@v/"),
+        modgate_testkit::Behaviour::Delay(std::time::Duration::from_secs(1)),
+    );
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let path = format!("/sumdb/{LOG}/lookup/{missing}@v1.0.0");
+            tokio::spawn(lookup_async(w.plain, path, auth.clone()))
+        })
+        .collect();
+    for t in burst {
+        let (status, body) = t.await.expect("lookup task");
+        assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    }
+    let asked = w
+        .private
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with(&format!("/{missing}/")))
+        .count();
+    assert_eq!(asked, 1, "one attempt for the whole burst");
+
     // Each version fetched once (its .mod and its .zip), appended once.
     let requests = w.private.requests();
     for m in &mods {

@@ -8,8 +8,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// One lock per module version (path, version) being fetched, checked and appended.
-type Flights = HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>;
+/// How the last attempt of a flight failed: when it ended, whether the version was missing
+/// (`true`: a 404) or could not be learnt (a 502), and the reason.
+pub type Failure = Option<(std::time::Instant, bool, String)>;
+
+/// One lock per module version (path, version) being fetched, checked and appended, holding
+/// how its last attempt failed.
+type Flights = HashMap<(String, String), Arc<tokio::sync::Mutex<Failure>>>;
 
 /// The log, its appender, and the lookups in flight.
 pub struct SumLog {
@@ -49,8 +54,9 @@ impl SumLog {
     }
 
     /// The lock of `module@version`'s flight: whoever holds it fetches, checks and appends;
-    /// the others wait for it and then find the version logged (or fail the same way).
-    pub fn flight(&self, module: &str, version: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// the others wait for it and then find the version logged, or take the failure of an
+    /// attempt that ended after they asked (one attempt per burst, never one per waiter).
+    pub fn flight(&self, module: &str, version: &str) -> Arc<tokio::sync::Mutex<Failure>> {
         let mut flights = self
             .flights
             .lock()

@@ -79,16 +79,40 @@ pub(super) async fn serve(
     if let Answer::NotLogged { path, version } = &answered {
         let (path, version) = (path.clone(), version.clone());
         let flight = store.flight(&path, &version);
-        let _turn = flight.lock().await;
-        // Whoever held the flight before may have logged it meanwhile.
+        let asked = std::time::Instant::now();
+        let mut turn = flight.lock().await;
+        // Whoever held the flight before may have logged it meanwhile, or failed after this
+        // request asked: that answer is this one's too.
         answered = read(&store, sub.clone()).await;
         if matches!(answered, Answer::NotLogged { .. }) {
-            match log_version(p, ctx, &store, &path, &version).await {
+            let shared =
+                turn.as_ref()
+                    .filter(|(at, _, _)| *at >= asked)
+                    .map(|(_, missing, why)| match missing {
+                        true => Refusal::NotFound(why.clone()),
+                        false => Refusal::Unlearnt(why.clone()),
+                    });
+            let outcome = match shared {
+                Some(r) => Err(r),
+                None => log_version(p, ctx, &store, &path, &version).await,
+            };
+            match outcome {
                 Ok(()) => {
+                    *turn = None;
                     p.metrics.sumdb_lookup("appended");
                     answered = read(&store, sub).await;
                 }
                 Err(r) => {
+                    *turn = match &r {
+                        Refusal::NotFound(why) => {
+                            Some((std::time::Instant::now(), true, why.clone()))
+                        }
+                        Refusal::Unlearnt(why) => {
+                            Some((std::time::Instant::now(), false, why.clone()))
+                        }
+                        _ => None,
+                    };
+                    drop(turn);
                     p.metrics.sumdb_lookup("refused");
                     return endpoints::refuse(session, &mut ctx.record, &r).await;
                 }
