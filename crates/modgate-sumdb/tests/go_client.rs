@@ -1,9 +1,9 @@
 //! Go's own checksum-database client and server against modgate-sumdb, offline.
 //!
-//! `testdata/client/main.go` is built once per run against the copy of `golang.org/x/mod`
-//! vendored in Go's source tree (a `replace` to a shim module linking it, as modgate-tlog's
-//! oracle does). In client mode it runs `sumdb.Client.Lookup`; its `ReadRemote` asks this test
-//! over a pipe and gets exactly what [`answer`] says, so the go command's verification code
+//! `testdata/client` is built once per run against the copy of `golang.org/x/mod` vendored in
+//! Go's source tree (testkit's `gooracle`: a `replace` to a shim module linking it). In client
+//! mode it runs `sumdb.Client.Lookup`; its `ReadRemote` asks this test over a pipe and gets
+//! exactly what [`answer`] says, so the go command's verification code
 //! checks the log: logs of 1, 255, 256, 257 and 600 records (tiles crossing boundaries), the
 //! same client again after the log grew (consistency proofs), and the cases where Go's client
 //! must refuse: an edited record, a head signed by another key, a rolled-back tree (a client
@@ -21,6 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use modgate_sumdb::{answer, verify, Answer, Entry, Log, Problem, Response};
+use modgate_testkit::build_against_vendored_xmod;
 use modgate_testkit::tools::require_go;
 use modgate_tlog::note::key_pair_from_seed;
 use modgate_tlog::{record_hash, Signer};
@@ -71,77 +72,17 @@ fn grow(log: &Log, from: u64, to: u64, salt: &str) {
     assert_eq!(log.tree_size().expect("size"), to);
 }
 
-fn go_command(go: &Path, dir: &Path) -> Command {
-    let mut cmd = Command::new(go);
-    cmd.current_dir(dir)
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOSUMDB", "off")
-        .env("GOWORK", "off")
-        .env("GOENV", "off")
-        .env("GOTELEMETRY", "off")
-        .env("CGO_ENABLED", "0");
-    if std::env::var_os("GOCACHE").is_none() && std::env::var_os("HOME").is_none() {
-        cmd.env(
-            "GOCACHE",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-build"),
-        );
-    }
-    cmd
-}
-
-/// The built Go program, or `None` (after testkit's loud skip) without `go`.
+/// The built Go program (testkit's [`build_against_vendored_xmod`]), or `None` (after
+/// testkit's loud skip) without `go`.
 fn client_bin() -> Option<&'static Path> {
     let go = require_go()?;
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    Some(BUILT.get_or_init(|| build(&go)))
-}
-
-fn build(go: &Path) -> PathBuf {
-    let out = go_command(go, Path::new("/"))
-        .args(["env", "GOROOT"])
-        .output()
-        .expect("go env GOROOT");
-    assert!(out.status.success(), "go env GOROOT failed: {out:?}");
-    let goroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let xmod = goroot.join("src/cmd/vendor/golang.org/x/mod");
-    assert!(
-        xmod.join("sumdb/client.go").is_file() && xmod.join("module/module.go").is_file(),
-        "{} has no vendored golang.org/x/mod/sumdb: the test needs Go's source tree",
-        goroot.display()
-    );
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("modgate-sumdb-go-client");
-    let _ = std::fs::remove_dir_all(&root);
-    let shim = root.join("xmod");
-    let main = root.join("client");
-    std::fs::create_dir_all(&shim).expect("mkdir shim");
-    std::fs::create_dir_all(&main).expect("mkdir client");
-    std::fs::write(shim.join("go.mod"), "module golang.org/x/mod\n\ngo 1.18\n").expect("shim");
-    for pkg in ["sumdb", "module", "semver", "internal"] {
-        std::os::unix::fs::symlink(xmod.join(pkg), shim.join(pkg)).expect("link");
-    }
-    std::fs::write(
-        main.join("go.mod"),
-        "module modgate.test/client\n\ngo 1.21\n\nrequire golang.org/x/mod v0.0.0\n\n\
-         replace golang.org/x/mod => ../xmod\n",
-    )
-    .expect("go.mod");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/client/main.go");
-    std::fs::copy(&source, main.join("main.go")).expect("copy main.go");
-    let bin = main.join("client");
-    let out = go_command(go, &main)
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg(".")
-        .output()
-        .expect("go build");
-    assert!(
-        out.status.success(),
-        "building the Go client failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
+    Some(BUILT.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/client");
+        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        build_against_vendored_xmod(&go, &source, scratch, "sumdb-go-client")
+            .unwrap_or_else(|e| panic!("building the Go client: {e}"))
+    }))
 }
 
 /// What the gateway does with a lookup of a version not logged: log it (path, version).

@@ -1,13 +1,15 @@
 //! Test support for modgate: Go module fixtures (zip / `.mod` / `.info`), a fixture GOPROXY
 //! upstream that records what it receives, the real `modgate` binary started per test, the
 //! real `go` command in a sealed environment, a real Git host (`git http-backend`) for
-//! `GOPROXY=direct`, and raw HTTP / curl clients.
+//! `GOPROXY=direct`, raw HTTP / curl clients, and offline Go programs built against Go's own
+//! vendored `golang.org/x/mod` (oracles and independent checkers).
 
 pub mod canary;
 pub mod client;
 pub mod fixture;
 pub mod githost;
 pub mod gocmd;
+pub mod gooracle;
 pub mod module;
 pub mod otlp;
 pub mod pki;
@@ -24,6 +26,7 @@ pub use client::{curl, get, metric, raw_request, request, CurlResult, Response};
 pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};
 pub use githost::{GitHost, GitHostError, GitRequest, WorkTree};
 pub use gocmd::{GoEnv, GoRun};
+pub use gooracle::{build_against_vendored_xmod, GoBuildError};
 pub use module::{ModuleError, ModuleVersion};
 pub use otlp::{OtlpReceiver, ReceivedRequest, ReceivedSpan};
 pub use pki::{fingerprint_sha256, ClientSpec, Issuer, Pki};

@@ -1,7 +1,7 @@
 //! Oracle tests: modgate-tlog against Go's own `golang.org/x/mod/sumdb/{tlog,note}` (the copy
 //! vendored in the Go toolchain's source tree, `$GOROOT/src/cmd/vendor/golang.org/x/mod`),
-//! offline. `testdata/oracle/main.go` is built once per run in a temporary module whose
-//! `replace golang.org/x/mod` points at a shim module linking to that copy; each test sends it
+//! offline. `testdata/oracle` is built once per run by testkit's `gooracle` (a `replace
+//! golang.org/x/mod` to a shim module linking to that copy); each test sends it
 //! one JSON request and compares the answers byte for byte: stored hashes and tree hashes for
 //! N = 0..300 (across the 256-record tile boundary), hash and data tiles (full and partial),
 //! tile paths, inclusion and consistency proofs (equal to Go's and accepted by Go's
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use modgate_testkit::build_against_vendored_xmod;
 use modgate_testkit::tools::require_go;
 use modgate_tlog::note::{self, key_pair_from_seed, open, sign_tree, Note, Signer, Verifier};
 use modgate_tlog::record::format_data_tile;
@@ -61,87 +62,17 @@ fn b64_hashes(hashes: &[Hash]) -> Vec<String> {
     hashes.iter().map(Hash::to_string).collect()
 }
 
-/// The built oracle, or `None` (after testkit's loud skip) without `go`.
+/// The built oracle (testkit's [`build_against_vendored_xmod`]), or `None` (after testkit's
+/// loud skip) without `go`.
 fn oracle() -> Option<&'static Path> {
     let go = require_go()?;
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    Some(BUILT.get_or_init(|| build_oracle(&go)))
-}
-
-fn go_command(go: &Path, dir: &Path) -> Command {
-    let mut cmd = Command::new(go);
-    cmd.current_dir(dir)
-        .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOSUMDB", "off")
-        .env("GOWORK", "off")
-        .env("GOENV", "off")
-        .env("GOTELEMETRY", "off")
-        .env("CGO_ENABLED", "0");
-    if std::env::var_os("GOCACHE").is_none() && std::env::var_os("HOME").is_none() {
-        cmd.env(
-            "GOCACHE",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-build"),
-        );
-    }
-    cmd
-}
-
-/// Builds `testdata/oracle` against the toolchain's vendored x/mod into the target's temp dir.
-fn build_oracle(go: &Path) -> PathBuf {
-    let out = go_command(go, Path::new("/"))
-        .args(["env", "GOROOT"])
-        .output()
-        .expect("go env GOROOT");
-    assert!(out.status.success(), "go env GOROOT failed: {out:?}");
-    let goroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let xmod = goroot.join("src/cmd/vendor/golang.org/x/mod");
-    assert!(
-        [
-            "sumdb/tlog/tlog.go",
-            "sumdb/note/note.go",
-            "sumdb/client.go",
-            "module/module.go"
-        ]
-        .iter()
-        .all(|f| xmod.join(f).is_file()),
-        "{} has no vendored golang.org/x/mod/{{sumdb,module}}: the oracle needs Go's source tree",
-        goroot.display()
-    );
-
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("modgate-tlog-oracle");
-    let _ = std::fs::remove_dir_all(&root);
-    let shim = root.join("xmod");
-    let main = root.join("oracle");
-    std::fs::create_dir_all(&shim).expect("mkdir shim");
-    std::fs::create_dir_all(&main).expect("mkdir oracle");
-    std::fs::write(shim.join("go.mod"), "module golang.org/x/mod\n\ngo 1.18\n").expect("shim");
-    // sumdb (Client) needs module, which needs semver and internal/lazyregexp.
-    for pkg in ["sumdb", "module", "semver", "internal"] {
-        std::os::unix::fs::symlink(xmod.join(pkg), shim.join(pkg)).expect("link");
-    }
-    std::fs::write(
-        main.join("go.mod"),
-        "module modgate.test/oracle\n\ngo 1.21\n\nrequire golang.org/x/mod v0.0.0\n\n\
-         replace golang.org/x/mod => ../xmod\n",
-    )
-    .expect("go.mod");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/oracle/main.go");
-    std::fs::copy(&source, main.join("main.go")).expect("copy main.go");
-    let bin = main.join("oracle");
-    let out = go_command(go, &main)
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg(".")
-        .output()
-        .expect("go build");
-    assert!(
-        out.status.success(),
-        "building the Go oracle failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
+    Some(BUILT.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/oracle");
+        let scratch = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        build_against_vendored_xmod(&go, &source, scratch, "tlog-oracle")
+            .unwrap_or_else(|e| panic!("building the Go oracle: {e}"))
+    }))
 }
 
 /// Sends `request` to the oracle and returns its answer.
