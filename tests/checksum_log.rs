@@ -67,7 +67,9 @@ fn basic(user: &str, pw: &str) -> String {
     )
 }
 
-async fn world_with(public_trust: &str) -> World {
+/// The world, its public modules trusted as `public_trust` says; with `dead_db`, the public
+/// checksum database the gateway proxies is a port nothing listens on.
+async fn world_with(public_trust: &str, dead_db: bool) -> World {
     let mut db = SumDb::new(PUBLIC_DB);
     for m in public_modules() {
         db.add(&m);
@@ -141,7 +143,11 @@ audit: {{ output: audit.jsonl }}
 "#,
         public = public.url(),
         private = private.url(),
-        db = db.url(),
+        db = if dead_db {
+            format!("http://{}", free_addr())
+        } else {
+            db.url()
+        },
     );
     let gateway = Gateway::start_in(dir, &config, plain);
     World {
@@ -156,7 +162,7 @@ audit: {{ output: audit.jsonl }}
 }
 
 async fn world() -> World {
-    world_with(&format!("{{ sumdb: {PUBLIC_DB}, key: \"@VKEY@\" }}")).await
+    world_with(&format!("{{ sumdb: {PUBLIC_DB}, key: \"@VKEY@\" }}"), false).await
 }
 
 /// A `go` that verifies every module against the company log through the gateway's TLS
@@ -505,8 +511,8 @@ async fn only_readers_read_the_log() {
 
 /// A public database that states other hashes than the gateway first saw: the lookup is refused
 /// (502, the reason names both), audited as a security event, and nothing is logged. An
-/// unreachable public database fails the lookup (502). Air-gapped, the first-seen hashes are
-/// logged and the audit says so.
+/// unreachable public database fails the lookup (502) and private modules are still logged.
+/// Air-gapped, the first-seen hashes are logged and the audit says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn public_records_are_logged_only_when_the_public_database_agrees() {
     let w = world().await;
@@ -554,7 +560,30 @@ async fn public_records_are_logged_only_when_the_public_database_agrees() {
     assert_eq!(status, 404, "{text}");
 
     // Air-gapped: the gateway's first-seen hashes are logged, audited as such.
-    let offline = world_with("{ trust: first-seen }").await;
+    // The public database unreachable: the lookup fails (502, so go fails closed), nothing
+    // is logged, and private modules are still logged from the ledger alone.
+    let dead = world_with(&format!("{{ sumdb: {PUBLIC_DB}, key: \"@VKEY@\" }}"), true).await;
+    let (status, text) = get(
+        dead.plain,
+        &format!("/sumdb/{LOG}/lookup/{PUB}@v1.0.0"),
+        Some(&alice),
+    );
+    assert_eq!(status, 502, "{text}");
+    assert!(
+        text.contains(&format!(
+            "public checksum database {PUBLIC_DB} could not be asked"
+        )),
+        "{text}"
+    );
+    let (status, text) = get(
+        dead.plain,
+        &format!("/sumdb/{LOG}/lookup/{TOOLS}@v1.0.0"),
+        Some(&alice),
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(metric(dead.plain, "modgate_sumdb_tree_size"), 1.0);
+
+    let offline = world_with("{ trust: first-seen }", false).await;
     let (status, text) = get(
         offline.plain,
         &format!("/sumdb/{LOG}/lookup/{PUB}@v1.0.0"),
