@@ -12,7 +12,7 @@
 //!   path: /var/lib/modgate/sumdb.sqlite   # default: <cache.dir>/sumdb.sqlite
 //!   public:                         # public modules: checked against this database first
 //!     sumdb: sum.golang.org         # a `sumdb:` entry the gateway proxies
-//!     key: "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ua0+F6ofd6P5bhu"
+//!     key: "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"
 //!   # public: { trust: first-seen }  # air-gapped sites: log the gateway's own hashes, audited
 //! ```
 
@@ -20,9 +20,10 @@ use serde::Deserialize;
 
 use super::PathValue;
 
-/// Go's own verifier key of `sum.golang.org` (`cmd/go/internal/modfetch`, `knownGOSUMDB`).
+/// Go's own verifier key of `sum.golang.org`, as in `$GOROOT/src/cmd/go/internal/modfetch/key.go`
+/// (`knownGOSUMDB`; Go 1.23). The unit tests check that it parses as a verifier key.
 pub const SUM_GOLANG_ORG_KEY: &str =
-    "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ua0+F6ofd6P5bhu";
+    "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8";
 
 /// The `checksum_log:` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -150,5 +151,89 @@ impl ChecksumLogConfig {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> ChecksumLogConfig {
+        serde_yaml_ng::from_str(yaml).expect("a checksum_log section")
+    }
+
+    const BASE: &str = "name: sum.corp.example\nkey_file: /k\nreaders: [devs]\n";
+
+    #[test]
+    fn public_modules_default_to_sum_golang_org_with_gos_own_key() {
+        let c = parse(BASE);
+        assert_eq!(c.public, PublicTrust::default());
+        assert_eq!(c.public_key().as_deref(), Some(SUM_GOLANG_ORG_KEY));
+        assert_eq!(c.check(&["sum.golang.org"]), Ok(()));
+        // The default names a database the gateway must proxy.
+        let e = c.check(&[]).expect_err("not proxied");
+        assert!(e.contains("is not under `sumdb:`"), "{e}");
+    }
+
+    #[test]
+    fn air_gapped_sites_trust_first_seen() {
+        let c = parse(&format!("{BASE}public: {{ trust: first-seen }}\n"));
+        assert_eq!(
+            c.public,
+            PublicTrust::Offline {
+                trust: TrustFirstSeen::FirstSeen
+            }
+        );
+        assert_eq!(c.public_key(), None);
+        assert!(c.check(&[]).is_ok());
+    }
+
+    #[test]
+    fn what_the_types_cannot_check_is_refused_with_the_reason() {
+        let other = "sum.public.test";
+        let (_, vkey) =
+            modgate_tlog::note::key_pair_from_seed(other, &[3; 32]).expect("a key pair");
+        let (_, wrong) =
+            modgate_tlog::note::key_pair_from_seed("sum.wrong.test", &[3; 32]).expect("key");
+        let cases = [
+            (
+                "name: Not A Name\nkey_file: /k\nreaders: [devs]\n".to_string(),
+                vec![],
+                "is not a checksum database name",
+            ),
+            (
+                BASE.to_string(),
+                vec!["sum.corp.example", "sum.golang.org"],
+                "is also under",
+            ),
+            (
+                "name: sum.corp.example\nkey_file: /k\nreaders: []\n".to_string(),
+                vec!["sum.golang.org"],
+                "name at least one role",
+            ),
+            (
+                format!("{BASE}public: {{ sumdb: {other} }}\n"),
+                vec![other],
+                "the verifier key of",
+            ),
+            (
+                format!("{BASE}public: {{ sumdb: {other}, key: \"{wrong}\" }}\n"),
+                vec![other],
+                "the key is named",
+            ),
+            (
+                format!("{BASE}public: {{ sumdb: {other}, key: \"not a key\" }}\n"),
+                vec![other],
+                "checksum_log.public.key",
+            ),
+        ];
+        for (yaml, proxied, says) in cases {
+            let e = parse(&yaml).check(&proxied).expect_err(&yaml);
+            assert!(e.contains(says), "{yaml}: {e}");
+        }
+        let ok = parse(&format!(
+            "{BASE}public: {{ sumdb: {other}, key: \"{vkey}\" }}\n"
+        ));
+        assert!(ok.check(&[other]).is_ok());
     }
 }
