@@ -783,3 +783,58 @@ fn rfc3339_ago(ago: i64) -> String {
     let now = jiff::Timestamp::now().as_second();
     jiff::Timestamp::from_second(now - ago).map_or_else(|_| String::new(), |t| t.to_string())
 }
+
+/// A burst of requests for a version the gateway has never seen, under cooldown: each needs the
+/// version's `.info` (its first sighting) before it is decided, and the upstream answers slowly.
+/// The gateway asks once for the whole burst, and every request gets the same decision (issue
+/// 20's review: the gateway's own reads were not coalesced; seen failing first with one `.info`
+/// per request).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_that_needs_the_same_upstream_answer_asks_for_it_once() {
+    const B: &str = "example.com/burst";
+    let upstream = FixtureProxy::start(&[ModuleVersion::new(B, "v1.0.0").expect("module")])
+        .await
+        .expect("fixture");
+    upstream.set_behaviour(
+        &format!("/{B}/@v/v1.0.0.info"),
+        modgate_testkit::Behaviour::Delay(std::time::Duration::from_secs(1)),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: plain, address: "{addr}" }}
+upstreams:
+  public: {{ url: "{up}" }}
+routes:
+  - {{ name: public, match: {{ prefix: "" }}, chain: [public] }}
+cache:
+  dir: cache
+  fsync: false
+versions:
+  cooldown:
+    window: 72h
+"#,
+        up = upstream.url()
+    );
+    let gw = Gateway::start_in(dir, &config, addr);
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                request(addr, "GET", &format!("/{B}/@v/v1.0.0.zip"), &[]).expect("request")
+            })
+        })
+        .collect();
+    for t in burst {
+        let r = t.join().expect("request thread");
+        assert_eq!(r.status, 403, "{}\n{}", r.text(), gw.log());
+        assert!(r.text().contains("is in cooldown until"), "{}", r.text());
+    }
+    let asked = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.path == format!("/{B}/@v/v1.0.0.info"))
+        .count();
+    assert_eq!(asked, 1, "{:?}", upstream.requests());
+}

@@ -5,6 +5,8 @@
 //! step, the gateway's credential for each upstream and the identity headers it is told about
 //! the client, never a private module path to a public upstream. Bodies are bounded.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,15 +39,25 @@ enum Step {
 /// The identity headers an upstream receives, computed by the caller for each upstream.
 pub type IdentityHeaders<'a> = &'a (dyn Fn(&Upstream) -> Vec<(http::HeaderName, String)> + Sync);
 
+/// What makes two reads the same read: the chain (its address: the model that holds it is
+/// alive while anyone reads along it), the headers each step would get, whether the route is
+/// private, the path and the size bound.
+type ReadKey = (usize, Vec<Vec<(String, String)>>, bool, String, usize);
+
+/// A read in flight, whose answer every caller that asks the same meanwhile shares.
+type Flight = Arc<tokio::sync::OnceCell<Result<Fetched, String>>>;
+
 /// The reader shared by a listener's requests (its own connection pool).
 pub struct Lookup {
     connector: Connector,
+    flights: Mutex<HashMap<ReadKey, Flight>>,
 }
 
 impl Default for Lookup {
     fn default() -> Self {
         Lookup {
             connector: Connector::new(None),
+            flights: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -53,7 +65,60 @@ impl Default for Lookup {
 impl Lookup {
     /// GETs the canonical GOPROXY `path` (`/<escaped module>/@v/list`) of `module` along
     /// `chain`; bodies over `max` bytes are an error. `private`: the route is private.
+    ///
+    /// Concurrent identical reads (same chain, same headers for every step, same path) are one
+    /// read: a burst of requests that each need the same `.info`, `list` or `go.mod` before
+    /// they are decided asks the upstream once, and all get its answer. Nothing is kept once
+    /// the read ends: a later caller asks again.
     pub async fn get(
+        &self,
+        chain: &Chain,
+        private: bool,
+        path: &str,
+        module: &str,
+        headers: IdentityHeaders<'_>,
+        max: usize,
+    ) -> Result<Fetched, String> {
+        let sent: Vec<Vec<(String, String)>> = chain
+            .steps
+            .iter()
+            .map(|s| {
+                headers(&s.upstream)
+                    .into_iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), v))
+                    .collect()
+            })
+            .collect();
+        let key: ReadKey = (
+            std::ptr::from_ref(chain) as usize,
+            sent,
+            private,
+            path.to_owned(),
+            max,
+        );
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            flights.entry(key.clone()).or_default().clone()
+        };
+        flight
+            .get_or_init(|| self.read(chain, private, path, module, headers, max))
+            .await;
+        {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(&key);
+            }
+        }
+        // The last holder takes the answer without a copy (a large body read once).
+        let answer = match Arc::try_unwrap(flight) {
+            Ok(cell) => cell.into_inner(),
+            Err(shared) => shared.get().cloned(),
+        };
+        answer.unwrap_or_else(|| Err("the read was abandoned".into()))
+    }
+
+    /// [`get`](Self::get)'s one read.
+    async fn read(
         &self,
         chain: &Chain,
         private: bool,
