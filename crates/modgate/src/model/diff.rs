@@ -554,6 +554,10 @@ fetched:
   retention: 30d
 sumdb:
   sum.golang.org: {{ url: "https://sum.golang.org" }}
+checksum_log:
+  name: sum.corp.example
+  key_file: {d}/sumdb.key
+  readers: [devs]
 "#
             );
             Sample { _dir: dir, text }
@@ -617,6 +621,12 @@ sumdb:
         c.cache.as_mut().expect("the sample has a cache")
     }
 
+    fn checksum_log_of(c: &mut GatewayConfig) -> &mut config::ChecksumLogConfig {
+        c.checksum_log
+            .as_mut()
+            .expect("the sample has a checksum log")
+    }
+
     fn fetched_of(c: &mut GatewayConfig) -> &mut config::FetchedConfig {
         c.fetched.as_mut().expect("the sample has fetched")
     }
@@ -668,6 +678,7 @@ sumdb:
                 })
             }),
             ("rate_limits", L, |c| c.rate_limits.0.max_identities += 1),
+            ("checksum_log", U, |c| c.checksum_log = None),
         ];
         wrong.extend(classify("gateway", &sample, |c| c, whole));
         let server: &[Case<config::ServerSettings>] = &[
@@ -766,6 +777,25 @@ sumdb:
             }),
         ];
         wrong.extend(classify("fetched", &sample, fetched_of, fetched));
+        let checksum_log: &[Case<config::ChecksumLogConfig>] = &[
+            ("name", U, |l| l.name = "sum2.corp.example".into()),
+            ("key_file", U, |l| {
+                l.key_file = config::PathValue("/tmp/other.key".into())
+            }),
+            ("readers", L, |l| l.readers.push("ci".into())),
+            ("path", U, |l| l.path = path("/tmp/other-sumdb.sqlite")),
+            ("public", L, |l| {
+                l.public = config::checksum_log::PublicTrust::Offline {
+                    trust: config::checksum_log::TrustFirstSeen::FirstSeen,
+                }
+            }),
+        ];
+        wrong.extend(classify(
+            "checksum_log",
+            &sample,
+            checksum_log_of,
+            checksum_log,
+        ));
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 }
