@@ -101,10 +101,11 @@ fuzz-check: deps
 TALLY_DIR := $(CURDIR)/target/tally
 
 ## unit: the testkit's and modgate-git's oracle tests run the real `go`, so the toolchain comes
-## first
+## first. Of the benches crate only mgload's tests (the criterion benchmarks are `bench-micro`).
 unit: deps go-toolchain
 	rm -rf $(TALLY_DIR)/unit
 	MODGATE_TALLY_DIR=$(TALLY_DIR)/unit $(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
+	$(CARGO) test -p modgate-benches --bin mgload --test mgload
 	@./tests/tally.sh $(TALLY_DIR)/unit unit
 
 ## e2e: the real modgate binary with the real go command, curl and fixture upstreams. Every
@@ -127,7 +128,8 @@ order-check:
 	@./tests/make-order.sh
 
 ## bench: modgate and nginx side by side over TLS 1.3 + HTTP/2 (issue 11): cached small hits with
-## logs on and off, zips; medians of 3 alternating rounds. Installs nginx and h2load if missing.
+## logs on and off, with and without a client certificate and over HTTP/1.1 (issue 22, mgload), zips;
+## medians of 3 alternating rounds. Installs nginx and h2load if missing, builds mgload.
 ## Not part of `test`. Settings at the top of benches/bench.sh; figures in docs/performance.md.
 bench: deps
 	./benches/bench.sh

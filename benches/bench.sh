@@ -17,10 +17,20 @@
 #        nginx access_log to a file
 #   off: modgate `audit: { output: off }`, `log: { level: warn }`; nginx `access_log off`
 #
+# Each server also has a second listener that requires a client certificate (modgate
+# `client_auth: required`, nginx `ssl_verify_client on`; same CA, same caches), which the mtls
+# section loads with mgload (benches/mgload, built here in release mode), the one loader here
+# that presents a client certificate (`modgate certs`' client.pem).
+#
 # Sections (SECTIONS, all by default; all but small also have a switch of their own, shown on
-# the right, 0 turns the section off). "small" runs in every logging mode; the others only in
-# the first mode of MODES (default: on).
+# the right, 0 turns the section off). "small" and "mtls" run in every logging mode; the others
+# only in the first mode of MODES (default: on).
 #   small   cached .info, .mod and list over HTTP/2 (h2load -cCONNS -mSTREAMS)
+#   mtls    the cached .info with mgload, four ways: HTTP/2 (-cCONNS -mSTREAMS) and HTTP/1.1
+#           (--h1 -cCONNS: keep-alive, one request in flight per connection), each without a
+#           client certificate (the optional listener) and with one (the required listener),
+#           so that the cost of the certificate and of HTTP/1.1 show against one loader
+#                                                                                   (MTLS=1)
 #   zips    cached zips over HTTP/2: 64 KiB and 1 MiB (-cCONNS -mSTREAMS) and BIG_MIB MiB
 #           (-cBIG_CONNS -m1: a few large transfers at once); MiB/s column       (ZIPS=1)
 #   h1      the same zips over HTTP/1.1 over TLS (h2load --h1, -m1)                  (H1=1)
@@ -48,7 +58,7 @@
 # For each mode, ROUNDS rounds; in each round every small/zip case is measured on both
 # servers, the server measured first alternating from round to round. A run is `h2load -t1`
 # for WARMUP seconds (discarded), then DURATION seconds measured:
-#   req/s     h2load's "finished in ..., N req/s"
+#   req/s     h2load's (or mgload's, which prints the same lines) "finished in ..., N req/s"
 #   MiB/s     h2load's "..., X MB/s" (h2load's MB are 2^20 bytes: all bytes it received)
 #   p99       99th percentile of the per-request times in h2load's --log-file (h2load itself
 #             prints only min/max/mean/sd)
@@ -60,9 +70,11 @@
 #   origin    requests the origin received during the measured run (0: all cache hits)
 # The tables give the median of the rounds for each figure and the ratios modgate / nginx of
 # the medians (req/s, MiB/s: above 1 is better for modgate; times, CPU/req, memory: below 1).
+#   loader    mgload runs only: the loader's own CPU time (getrusage) per answer, to tell how
+#             close the loader core was to being the limit
 # Every run checks TLS 1.3, the cipher and the application protocol (h2, or http/1.1 for h1).
 #
-# Busy machine guard. Before every timed run (small, zips, h1, fanin, gomod) the script records
+# Busy machine guard. Before every timed run (small, mtls, zips, h1, fanin, gomod) the script records
 # the 1-, 5- and 15-minute load averages, then measures how busy the server core was over
 # BUSY_WINDOW seconds with both servers idle (/proc/stat, that core's line). The 1-minute load
 # average itself cannot be the gate: it decays with a 60 s time constant, so it mostly shows
@@ -74,13 +86,13 @@
 # other processes, interrupts) and warns when it exceeds FOREIGN_WARN % of the run.
 #
 # Pinning (taskset): on NCPU > THREADS, the servers on CPUs 1..THREADS, h2load, curl, go and
-# the origin on CPU 0 (and any others). On 2 cores keep THREADS=1 (modgate server.threads =
+# the origin on CPU 0 (and any others; mgload too). On 2 cores keep THREADS=1 (modgate server.threads =
 # nginx worker_processes).
 #
 # Settings (environment):
 #   DURATION=5 WARMUP=2 ROUNDS=3 CONNS=32 STREAMS=8 THREADS=1
-#   MODES="on off"     logging modes to run (the sections other than small: first one only)
-#   SECTIONS="small zips h1 fanin memory gomod"      ZIPS=1 H1=1 FANIN=1 MEMORY=1 GOMOD=1
+#   MODES="on off"     logging modes to run (the sections other than small and mtls: first one only)
+#   SECTIONS="small mtls zips h1 fanin memory gomod"      MTLS=1 ZIPS=1 H1=1 FANIN=1 MEMORY=1 GOMOD=1
 #   BIG_MIB=100        the large zip (0: no large-zip cases, no memory download peak)
 #   BIG_CONNS=4        h2load -c for the large zip (-m1)
 #   FANIN_CONNS=10 FANIN_STREAMS=100 FANIN_N=1000     (modgate allows 100 streams/connection)
@@ -90,8 +102,9 @@
 #   BUSY_MAX=10 BUSY_WINDOW=1 RETRIES=3 LOAD_WARN=1.5 FOREIGN_WARN=10
 #   CIPHER=TLS_AES_128_GCM_SHA256   the TLS 1.3 suite h2load offers (both servers then use it)
 #   ORIGIN_PORT=18611 NGINX_PORT=18612 MODGATE_PORT=18613
-#   KEEP=1             keep the work directory (configs, logs, h2load and go outputs)
-#   BUILD=0            use target/release/modgate as it is (no cargo build)
+#   NGINX_MTLS_PORT=18614 MODGATE_MTLS_PORT=18615      the listeners requiring a certificate
+#   KEEP=1             keep the work directory (configs, logs, h2load, mgload and go outputs)
+#   BUILD=0            use target/release/modgate and target/release/mgload as they are
 #   WORK_STEALING=true modgate's server.work_stealing (false: one scheduler per worker thread)
 #
 # Everything listens on 127.0.0.1. Every h2load, curl and go is bounded by a timeout, every loop
@@ -106,7 +119,8 @@ CONNS=${CONNS:-32}
 STREAMS=${STREAMS:-8}
 THREADS=${THREADS:-1}
 MODES=${MODES:-on off}
-SECTIONS=${SECTIONS:-small zips h1 fanin memory gomod}
+SECTIONS=${SECTIONS:-small mtls zips h1 fanin memory gomod}
+MTLS=${MTLS:-1}
 ZIPS=${ZIPS:-1}
 H1=${H1:-1}
 FANIN=${FANIN:-1}
@@ -134,14 +148,16 @@ CIPHER=${CIPHER:-TLS_AES_128_GCM_SHA256}
 ORIGIN_PORT=${ORIGIN_PORT:-18611}
 NGINX_PORT=${NGINX_PORT:-18612}
 MODGATE_PORT=${MODGATE_PORT:-18613}
+NGINX_MTLS_PORT=${NGINX_MTLS_PORT:-18614}
+MODGATE_MTLS_PORT=${MODGATE_MTLS_PORT:-18615}
 KEEP=${KEEP:-0}
 MODULE=example.com/bench
 
 for m in $MODES; do case $m in on | off) ;; *) echo "MODES: on and/or off" >&2; exit 2 ;; esac; done
 [ -n "${MODES// /}" ] || { echo "MODES: on and/or off" >&2; exit 2; }
 for s in $SECTIONS; do
-  case $s in small | zips | h1 | fanin | memory | gomod) ;;
-    *) echo "SECTIONS: some of small zips h1 fanin memory gomod" >&2; exit 2 ;; esac
+  case $s in small | mtls | zips | h1 | fanin | memory | gomod) ;;
+    *) echo "SECTIONS: some of small mtls zips h1 fanin memory gomod" >&2; exit 2 ;; esac
 done
 int_in() { # name value min max
   [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge "$3" ] && [ "$2" -le "$4" ] || { echo "$1: $3..$4" >&2; exit 2; }
@@ -171,6 +187,7 @@ set --
 enabled() { # section -> true when it is in SECTIONS and its switch is not 0
   case " $SECTIONS " in *" $1 "*) ;; *) return 1 ;; esac
   case $1 in
+    mtls) [ "$MTLS" != 0 ] ;;
     zips) [ "$ZIPS" != 0 ] ;;
     h1) [ "$H1" != 0 ] ;;
     fanin) [ "$FANIN" != 0 ] ;;
@@ -184,8 +201,9 @@ enabled() { # section -> true when it is in SECTIONS and its switch is not 0
 # Prerequisites (Debian: nginx and h2load are installed if missing), build, pinning, work dir.
 need_tools "${COMMON_TOOLS[@]}"
 build_modgate
-check_ports "$ORIGIN_PORT" "$NGINX_PORT" "$MODGATE_PORT"
-compute_pinning "h2load, curl, go"
+enabled mtls && build_mgload
+check_ports "$ORIGIN_PORT" "$NGINX_PORT" "$MODGATE_PORT" "$NGINX_MTLS_PORT" "$MODGATE_MTLS_PORT"
+compute_pinning "h2load, mgload, curl, go"
 [ "$PINNED" = 1 ] || warn "$PINNING: the busy-core guard and the CPU figures are meaningless"
 make_workdir modgate-bench
 
@@ -204,7 +222,8 @@ gomod_on && gen_args+=(--deps "$GO_DEPS" --main "$GOMAIN")
 python3 "$ROOT/benches/gen_modules.py" "${gen_args[@]}"
 "$MODGATE" certs --out "$W/certs" >/dev/null
 CERT=$W/certs/server.pem KEY=$W/certs/server.key CA=$W/certs/ca.pem
-for f in "$CERT" "$KEY" "$CA"; do [ -s "$f" ] || die "modgate certs wrote no $f"; done
+CCERT=$W/certs/client.pem CKEY=$W/certs/client.key   # what mgload presents
+for f in "$CERT" "$KEY" "$CA" "$CCERT" "$CKEY"; do [ -s "$f" ] || die "modgate certs wrote no $f"; done
 
 nginx_common
 # The origin logs every request, so a run can show that it was all cache hits.
@@ -226,6 +245,27 @@ write_configs() { # mode
   mkdir -p "$d/nginx-cache" "$d/modgate-cache"
   local access="access_log $d/nginx-access.log;" audit="$d/modgate-audit.log" level=info
   if [ "$mode" = off ]; then access="access_log off;" audit=off level=warn; fi
+  # Both nginx servers (client certificate optional / required) proxy and cache alike.
+  local locations
+  locations=$(cat <<EOF
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_cache modules;
+    proxy_cache_lock on;
+    proxy_cache_lock_timeout 60s;
+    # list and @latest change: briefly. Exact versions never change: a year.
+    location ~ (/@v/list|/@latest)\$ {
+      proxy_cache_valid 200 60s;
+      proxy_cache_valid 404 410 30s;
+      proxy_pass http://origin;
+    }
+    location / {
+      proxy_cache_valid 200 1y;
+      proxy_cache_valid 404 410 30s;
+      proxy_pass http://origin;
+    }
+EOF
+)
   cat >"$d/nginx.conf" <<EOF
 $NGINX_USER
 daemon off;
@@ -253,27 +293,22 @@ http {
   }
   server {
     listen 127.0.0.1:$NGINX_PORT ssl http2;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_cache modules;
-    proxy_cache_lock on;
-    proxy_cache_lock_timeout 60s;
-    # list and @latest change: briefly. Exact versions never change: a year.
-    location ~ (/@v/list|/@latest)\$ {
-      proxy_cache_valid 200 60s;
-      proxy_cache_valid 404 410 30s;
-      proxy_pass http://origin;
-    }
-    location / {
-      proxy_cache_valid 200 1y;
-      proxy_cache_valid 404 410 30s;
-      proxy_pass http://origin;
-    }
+$locations
+  }
+  server {   # client certificate required (a missing one: 400 after the handshake)
+    listen 127.0.0.1:$NGINX_MTLS_PORT ssl http2;
+    ssl_verify_client on;
+$locations
   }
 }
 EOF
-  write_modgate_conf "$d/modgate.yaml" "$d" "$MODGATE_PORT" "$audit" "$level" \
-    "$(tls_listener_yaml "$CERT" "$KEY" "$CA")" \
+  # modgate: the same two listeners (a missing certificate: 403 after the handshake).
+  local listeners
+  listeners="$(tls_listener_yaml "$CERT" "$KEY" "$CA")
+  - name: mtls
+    address: \"127.0.0.1:$MODGATE_MTLS_PORT\"
+$(tls_listener_yaml "$CERT" "$KEY" "$CA" required)"
+  write_modgate_conf "$d/modgate.yaml" "$d" "$MODGATE_PORT" "$audit" "$level" "$listeners" \
     "  max_object_size: ${MAX_OBJECT_MIB}MiB   # the default (600MiB) unless BIG_MIB needs more"
   "$NGINX" -t -q -p "$W" -e "$d/nginx-startup.log" -c "$d/nginx.conf"
   "$MODGATE" check "$d/modgate.yaml" >/dev/null
@@ -379,30 +414,43 @@ h2load_mibps() { # output -> the B/s column of "finished in" in MiB/s (h2load's 
 }
 
 # One measured duration run. Prints "rps p99_ms cpu_pct cpu_us_per_req errors origin_requests
-# load1 busy_before foreign_pct log_lines_per_request mib_per_s", or "REFUSED load1 busy" /
-# "TIMEOUT load1 busy".
-run_one() { # name server-master url conns streams proto(h2|h1) timeout-slack log-files...
-  local name=$1 master=$2 url=$3 conns=$4 streams=$5 proto=$6 slack=$7 g load1 busy out
-  local lf="$W/h2load-$1.log" opts=(-t1 -c"$4" -m"$5" --tls13-ciphers="$CIPHER")
-  shift 7
+# load1 busy_before foreign_pct log_lines_per_request mib_per_s loader_us_per_req", or
+# "REFUSED load1 busy" / "TIMEOUT load1 busy" (also when the loader failed). The loader is
+# h2load, or mgload (which prints the same lines, p99 included, and its own CPU time) with a
+# client certificate when cert is 1.
+run_one() { # name server-master url conns streams proto(h2|h1) timeout-slack loader(h2load|mgload) cert(0|1) log-files...
+  local name=$1 master=$2 url=$3 conns=$4 streams=$5 proto=$6 slack=$7 loader=$8 cert=$9 g load1 busy out rc
+  local lf="$W/$loader-$1.log" cmd=(h2load -t1 -c"$4" -m"$5" --tls13-ciphers="$CIPHER")
+  shift 9
   local logs=("$@")
-  [ "$proto" = h1 ] && opts+=(--h1)
+  if [ "$loader" = mgload ]; then
+    cmd=("$MGLOAD" -t1 -c"$conns" -m"$streams" --tls13-ciphers="$CIPHER" --cacert "$CA")
+    [ "$cert" = 1 ] && cmd+=(--cert "$CCERT" --key "$CKEY")
+  fi
+  [ "$proto" = h1 ] && cmd+=(--h1)
   truncate_logs
   if ! g=$(busy_guard "$name"); then echo "REFUSED $g"; return; fi
   read -r load1 busy <<<"$g"
   # h2load 1.52 in duration mode sometimes never exits on 1 MiB responses (seen once in a
-  # warm-up against nginx: 7 minutes at 80 % CPU): every h2load is bounded by `timeout`.
-  timeout -k 5 $((WARMUP + slack)) taskset -c "$LOADER_CPUS" h2load "${opts[@]}" -D "$WARMUP" "$url" >/dev/null ||
-    warn "'$name': the warm-up h2load failed or was stopped after $((WARMUP + slack))s"
+  # warm-up against nginx: 7 minutes at 80 % CPU): every loader run is bounded by `timeout`.
+  timeout -k 5 $((WARMUP + slack)) taskset -c "$LOADER_CPUS" "${cmd[@]}" -D "$WARMUP" "$url" >/dev/null ||
+    warn "'$name': the warm-up $loader failed or was stopped after $((WARMUP + slack))s"
+  [ "$loader" = h2load ] && cmd+=(--log-file="$lf")
   local t0 t1 c0 c1 o0 o1 l0 l1
   sleep 0.1
   l0=$(log_lines "${logs[@]}")
   o0=$(origin_count)
   c0=$(core_ticks)
   t0=$(cpu_ticks "$master")
-  if ! out=$(timeout -k 5 $((DURATION + slack)) taskset -c "$LOADER_CPUS" h2load "${opts[@]}" \
-    -D "$DURATION" --log-file="$lf" "$url"); then
-    warn "TIMEOUT '$name': h2load did not finish within $((DURATION + slack))s; run left out"
+  rc=0
+  out=$(timeout -k 5 $((DURATION + slack)) taskset -c "$LOADER_CPUS" "${cmd[@]}" -D "$DURATION" "$url") || rc=$?
+  if [ "$rc" != 0 ]; then
+    printf '%s\n' "$out" >"$W/$loader-$name.txt"
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+      warn "TIMEOUT '$name': $loader did not finish within $((DURATION + slack))s; run left out"
+    else
+      warn "FAILED '$name': $loader exited with $rc ($W/$loader-$name.txt: $(grep -A3 '^errors:' <<<"$out" | tail -3 | tr '\n' ' ')); run left out"
+    fi
     echo "TIMEOUT $load1 $busy"
     return
   fi
@@ -411,16 +459,26 @@ run_one() { # name server-master url conns streams proto(h2|h1) timeout-slack lo
   o1=$(origin_count)
   sleep 0.2   # modgate's audit writer flushes every 10 ms
   l1=$(log_lines "${logs[@]}")
-  printf '%s\n' "$out" >"$W/h2load-$name.txt"
-  check_h2load "$out" "$url" "$proto" "$W/h2load-$name.txt"
-  local rps n errs p99 cpu per foreign mibps
+  printf '%s\n' "$out" >"$W/$loader-$name.txt"
+  check_h2load "$out" "$url" "$proto" "$W/$loader-$name.txt"
+  local rps n errs p99 cpu per foreign mibps lper=-
   rps=$(awk '/^finished in/ { print $4 }' <<<"$out")
   mibps=$(h2load_mibps "$out")
   n=$(awk '/^requests:/ { print $8 }' <<<"$out")
   errs=$(h2load_errors "$out")
-  p99=$(cut -f3 "$lf" | sort -n | awk '{ v[NR] = $1 } END {
-    j = int(NR * 0.99); if (j < 1) j = 1; printf "%.3f", v[j] / 1000 }')
-  rm -f "$lf"
+  if [ "$loader" = mgload ]; then
+    # "latency ms: min A mean B p50 C p90 D p99 E max F (N answers)";
+    # "client CPU: 1.690s (user ..., system ...), 5.53 us/req, ..."
+    p99=$(awk '/^latency ms:/ { for (i = 3; i < NF; i++) if ($i == "p99") print $(i + 1) }' <<<"$out")
+    lper=$(sed -n 's/^client CPU: .*, \([0-9.]*\) us\/req,.*/\1/p' <<<"$out")
+    if [ "$cert" = 1 ]; then
+      grep -qxF "Client certificate: $CCERT" <<<"$out" || die "$url: mgload presented no client certificate ($W/$loader-$name.txt)"
+    fi
+  else
+    p99=$(cut -f3 "$lf" | sort -n | awk '{ v[NR] = $1 } END {
+      j = int(NR * 0.99); if (j < 1) j = 1; printf "%.3f", v[j] / 1000 }')
+    rm -f "$lf"
+  fi
   cpu=$(awk -v d=$((t1 - t0)) -v hz="$TICK" -v s="$DURATION" 'BEGIN { printf "%.0f", 100 * d / hz / s }')
   per=$(awk -v d=$((t1 - t0)) -v hz="$TICK" -v n="$n" 'BEGIN { printf "%.1f", (n > 0 ? 1e6 * d / hz / n : 0) }')
   foreign=$(awk -v a="$c0" -v b="$c1" -v s=$((t1 - t0)) -v w="$DURATION" -v hz="$TICK" -v k="$THREADS" 'BEGIN {
@@ -428,7 +486,7 @@ run_one() { # name server-master url conns streams proto(h2|h1) timeout-slack lo
     printf "%.0f", 100 * f / (hz * w * k) }')
   [ "$foreign" -gt "$FOREIGN_WARN" ] &&
     warn "'$name': ${foreign}% of the server core's time went to something other than the server (interrupts, softirq, another process)"
-  echo "$rps $p99 $cpu $per $errs $((o1 - o0)) $load1 $busy $foreign $(awk -v l=$((l1 - l0)) -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? l / n : 0) }') $mibps"
+  echo "$rps $p99 $cpu $per $errs $((o1 - o0)) $load1 $busy $foreign $(awk -v l=$((l1 - l0)) -v n="$n" 'BEGIN { printf "%.2f", (n > 0 ? l / n : 0) }') $mibps ${lper:--}"
 }
 
 # One fan-in run: FANIN_N requests for one object, all in flight at once. Prints "ms errors
@@ -511,15 +569,26 @@ gomod_one() { # name proxy-url [guard: 1 (default) or 0]
 }
 
 # ---------------------------------------------------------------------------------------------
-# Cases: "group|label|path|conns|streams|proto|timeout slack (s)".
+# Cases: "group|label|path|conns|streams|proto|timeout slack (s)|loader|client certificate (0|1)".
 V=/$MODULE/@v
-SMALL=("small|info|$V/v1.0.0.info|$CONNS|$STREAMS|h2|30" "small|mod|$V/v1.2.0.mod|$CONNS|$STREAMS|h2|30"
-  "small|list|$V/list|$CONNS|$STREAMS|h2|30")
+SMALL=("small|info|$V/v1.0.0.info|$CONNS|$STREAMS|h2|30|h2load|0"
+  "small|mod|$V/v1.2.0.mod|$CONNS|$STREAMS|h2|30|h2load|0"
+  "small|list|$V/list|$CONNS|$STREAMS|h2|30|h2load|0")
+MTLS_CASES=("mtls|info|$V/v1.0.0.info|$CONNS|$STREAMS|h2|30|mgload|0"
+  "mtls|info|$V/v1.0.0.info|$CONNS|$STREAMS|h2|30|mgload|1"
+  "mtls|info|$V/v1.0.0.info|$CONNS|1|h1|30|mgload|0"
+  "mtls|info|$V/v1.0.0.info|$CONNS|1|h1|30|mgload|1")
 zip_cases() { # proto streams
-  echo "zip|zip 64 KiB|$V/v1.1.0.zip|$CONNS|$2|$1|30"
-  echo "zip|zip 1 MiB|$V/v1.0.0.zip|$CONNS|$2|$1|30"
-  [ "$BIG_MIB" -gt 0 ] && echo "zip|zip $BIG_MIB MiB|$V/v0.9.0.zip|$BIG_CONNS|1|$1|120"
+  echo "zip|zip 64 KiB|$V/v1.1.0.zip|$CONNS|$2|$1|30|h2load|0"
+  echo "zip|zip 1 MiB|$V/v1.0.0.zip|$CONNS|$2|$1|30|h2load|0"
+  [ "$BIG_MIB" -gt 0 ] && echo "zip|zip $BIG_MIB MiB|$V/v0.9.0.zip|$BIG_CONNS|1|$1|120|h2load|0"
   return 0
+}
+case_tag() { # proto label loader cert -> the case's part of run names ("h2-info", "h1-info-mgload-cert")
+  local t="$1-${2// /-}"
+  [ "$3" = mgload ] && t+="-mgload"
+  [ "$4" = 1 ] && t+="-cert"
+  echo "$t"
 }
 mapfile -t ZIP_H2 < <(zip_cases h2 "$STREAMS")
 mapfile -t ZIP_H1 < <(zip_cases h1 1)
@@ -529,6 +598,8 @@ INFO=$V/v1.0.0.info
 
 warm() { # base paths... -> both caches hold every path; a third request does not reach the origin
   local base=$1 path want got o0 c=(curl -fsS --http2 --max-time 120 --cacert "$CA")
+  # The listeners requiring a client certificate: curl presents mgload's.
+  [ "$base" = "$MG_MTLS" ] || [ "$base" = "$NX_MTLS" ] && c+=(--cert "$CCERT" --key "$CKEY")
   shift
   for path in "$@"; do
     want=$(curl -fsS --max-time 120 "$ORIGIN$path" | sha256sum)
@@ -540,6 +611,12 @@ warm() { # base paths... -> both caches hold every path; a third request does no
     [ "$got" = "$want" ] || die "$base$path: body differs from the origin's"
     [ "$(origin_count)" = "$o0" ] || die "$base$path: a warm request still reached the origin"
   done
+}
+check_requires_cert() { # base status -> dies unless a request without a certificate gets that status
+  local code
+  code=$(curl -sS --http2 --max-time 30 --cacert "$CA" -o /dev/null -w '%{http_code}' "$1$INFO" 2>/dev/null || true)
+  [ "$code" = "$2" ] ||
+    die "$1$INFO without a client certificate: HTTP ${code:-(no answer)}, not $2: the listener does not require one"
 }
 same_as_origin() { # base path -> dies unless the gateway serves the origin's bytes
   local want got
@@ -553,13 +630,14 @@ REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [ -n "$(cd "$ROOT" && git status --porcelain -- crates 2>/dev/null | head -1)" ] && REV="$REV+dirty"
 declare -A RES FRES GRES MRES
 REFUSED=0
-TABLE=() ZTABLE=() FTABLE=() FCHECK=() MTABLE=() GTABLE=()
+TABLE=() CTABLE=() ZTABLE=() FTABLE=() FCHECK=() MTABLE=() GTABLE=()
 MG="https://127.0.0.1:$MODGATE_PORT" NX="https://127.0.0.1:$NGINX_PORT"
-server_of() { # modgate|nginx mode -> sets master, base, logs
+MG_MTLS="https://127.0.0.1:$MODGATE_MTLS_PORT" NX_MTLS="https://127.0.0.1:$NGINX_MTLS_PORT"
+server_of() { # modgate|nginx mode -> sets master, base, mbase (certificate required), logs
   if [ "$1" = modgate ]; then
-    master=$MODGATE_PID base=$MG logs=("$W/$2/modgate-audit.log" "$W/$2/modgate.stderr")
+    master=$MODGATE_PID base=$MG mbase=$MG_MTLS logs=("$W/$2/modgate-audit.log" "$W/$2/modgate.stderr")
   else
-    master=$NGINX_PID base=$NX logs=("$W/$2/nginx-access.log")
+    master=$NGINX_PID base=$NX mbase=$NX_MTLS logs=("$W/$2/nginx-access.log")
   fi
 }
 round_order() { if [ $(($1 % 2)) = 0 ]; then echo "nginx modgate"; else echo "modgate nginx"; fi; }
@@ -729,6 +807,7 @@ run_gomod() { # mode
 for mode in $MODES; do
   cases=()
   enabled small && cases+=("${SMALL[@]}")
+  enabled mtls && cases+=("${MTLS_CASES[@]}")
   extras=()
   if [ "$mode" = "$EXTRA_MODE" ]; then
     enabled zips && cases+=("${ZIP_H2[@]}")
@@ -751,15 +830,25 @@ for mode in $MODES; do
     warm "$MG" "${paths[@]}"
     warm "$NX" "${paths[@]}"
   fi
+  if enabled mtls; then
+    # The second listeners answer a request without a certificate with an error (modgate 403,
+    # nginx 400) and one with mgload's certificate from the cache.
+    check_requires_cert "$MG_MTLS" 403
+    check_requires_cert "$NX_MTLS" 400
+    warm "$MG_MTLS" "$INFO"
+    warm "$NX_MTLS" "$INFO"
+  fi
   for r in $(seq "$ROUNDS"); do
     order=$(round_order "$r")
     for c in "${cases[@]}"; do
-      IFS='|' read -r group label path conns streams proto slack <<<"$c"
+      IFS='|' read -r group label path conns streams proto slack loader cert <<<"$c"
       for s in $order; do
         server_of "$s" "$mode"
-        name="$mode-$proto-${label// /-}-$s-r$r"
-        log "logs $mode, round $r/$ROUNDS, $label over $proto (-c$conns -m$streams): $s"
-        RES[$name]=$(run_one "$name" "$master" "$base$path" "$conns" "$streams" "$proto" "$slack" "${logs[@]}")
+        name="$mode-$(case_tag "$proto" "$label" "$loader" "$cert")-$s-r$r"
+        url=$base$path
+        [ "$cert" = 1 ] && url=$mbase$path
+        log "logs $mode, round $r/$ROUNDS, $label over $proto (-c$conns -m$streams, $loader$([ "$cert" = 1 ] && echo ", client certificate")): $s"
+        RES[$name]=$(run_one "$name" "$master" "$url" "$conns" "$streams" "$proto" "$slack" "$loader" "$cert" "${logs[@]}")
         log "  ${RES[$name]}"
       done
     done
@@ -767,25 +856,32 @@ for mode in $MODES; do
   for x in "${extras[@]}"; do "run_$x" "$mode"; done
   stop_servers
   for c in "${cases[@]}"; do
-    IFS='|' read -r group label path conns streams proto slack <<<"$c"
+    IFS='|' read -r group label path conns streams proto slack loader cert <<<"$c"
     declare -A col=()
     for s in modgate nginx; do
-      rps=() p99=() cpu=() per=() errs=0 orig=0 ref=0 loads=() lpr=() mbs=()
+      rps=() p99=() cpu=() per=() errs=0 orig=0 ref=0 loads=() lpr=() mbs=() lper=()
       for r in $(seq "$ROUNDS"); do
-        read -r a b cc d e f g h i j k <<<"${RES[$mode-$proto-${label// /-}-$s-r$r]}"
+        read -r a b cc d e f g h i j k l <<<"${RES[$mode-$(case_tag "$proto" "$label" "$loader" "$cert")-$s-r$r]}"
         if [ "$a" = REFUSED ] || [ "$a" = TIMEOUT ]; then ref=$((ref + 1)); REFUSED=$((REFUSED + 1)); continue; fi
         rps+=("$a") p99+=("$b") cpu+=("$cc") per+=("$d") errs=$((errs + e)) orig=$((orig + f)) loads+=("$g") lpr+=("$j") mbs+=("$k")
+        [ "$l" != - ] && lper+=("$l")
       done
       col[$s.rps]=$(median "${rps[@]}") col[$s.p99]=$(median "${p99[@]}")
       col[$s.cpu]=$(median "${cpu[@]}") col[$s.per]=$(median "${per[@]}")
       col[$s.err]=$errs col[$s.orig]=$orig col[$s.ref]=$ref col[$s.n]=${#rps[@]}
       col[$s.load]=$(IFS=/; echo "${loads[*]:-}")
       col[$s.lpr]=$(median "${lpr[@]}") col[$s.mbs]=$(median "${mbs[@]}")
+      col[$s.lper]=$(median "${lper[@]}")
     done
     note=""
     [ "${col[modgate.err]}${col[nginx.err]}" != 00 ] && note+=" errors ${col[modgate.err]} / ${col[nginx.err]};"
     [ "${col[modgate.ref]}${col[nginx.ref]}" != 00 ] && note+=" left out (refused or timed out) ${col[modgate.ref]} / ${col[nginx.ref]};"
-    if [ "$group" = small ]; then
+    if [ "$group" = mtls ]; then
+      pname=HTTP/2 certname=none listener=optional
+      [ "$proto" = h1 ] && pname=HTTP/1.1
+      [ "$cert" = 1 ] && certname=presented listener=required
+      CTABLE+=("| $mode | $pname | -c$conns -m$streams | $certname ($listener) | $(fmt0 "${col[modgate.rps]}") | $(fmt0 "${col[nginx.rps]}") | **$(ratio "${col[modgate.rps]}" "${col[nginx.rps]}")** | ${col[modgate.p99]} / ${col[nginx.p99]} | $(ratio "${col[modgate.p99]}" "${col[nginx.p99]}") | ${col[modgate.per]} / ${col[nginx.per]} | **$(ratio "${col[modgate.per]}" "${col[nginx.per]}")** | ${col[modgate.cpu]} / ${col[nginx.cpu]} | ${col[modgate.lper]} / ${col[nginx.lper]} | ${col[modgate.lpr]} / ${col[nginx.lpr]} | ${col[modgate.orig]} / ${col[nginx.orig]} | ${col[modgate.load]} / ${col[nginx.load]} |${note}")
+    elif [ "$group" = small ]; then
       TABLE+=("| $mode | $label | $(fmt0 "${col[modgate.rps]}") | $(fmt0 "${col[nginx.rps]}") | **$(ratio "${col[modgate.rps]}" "${col[nginx.rps]}")** | ${col[modgate.p99]} / ${col[nginx.p99]} | $(ratio "${col[modgate.p99]}" "${col[nginx.p99]}") | ${col[modgate.per]} / ${col[nginx.per]} | **$(ratio "${col[modgate.per]}" "${col[nginx.per]}")** | ${col[modgate.cpu]} / ${col[nginx.cpu]} | ${col[modgate.lpr]} / ${col[nginx.lpr]} | ${col[modgate.orig]} / ${col[nginx.orig]} | ${col[modgate.load]} / ${col[nginx.load]} |${note}")
     else
       pname=HTTP/2
@@ -802,11 +898,12 @@ cat <<EOF
 
 Machine: $NCPU CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r).
 Load average at start $LOAD_START, at end $LOAD_END. modgate $REV,
-$($NGINX -v 2>&1 | sed 's/^nginx version: //'), $(h2load --version | head -1)$(gomod_on && echo ", $("$GO_BIN" version | awk '{ print $3 }')").
+$($NGINX -v 2>&1 | sed 's/^nginx version: //'), $(h2load --version | head -1)$(gomod_on && echo ", $("$GO_BIN" version | awk '{ print $3 }')")$(enabled mtls && echo ", mgload (benches/mgload, release)").
 Pinning: $PINNING; THREADS=$THREADS (modgate server.threads = nginx worker_processes); modgate server.work_stealing: ${WORK_STEALING:-true}.
-TLS 1.3 ($CIPHER), client certificates optional (none presented). Sections: $SECTIONS
-(all but small in logging mode $EXTRA_MODE only).
-h2load -t1: ${WARMUP}s warm-up, then ${DURATION}s measured; $ROUNDS rounds, servers alternating;
+TLS 1.3 ($CIPHER), client certificates optional (none presented) except in the mtls section's
+"presented" rows (listeners requiring one). Sections: $SECTIONS
+(all but small and mtls in logging mode $EXTRA_MODE only).
+h2load / mgload -t1: ${WARMUP}s warm-up, then ${DURATION}s measured; $ROUNDS rounds, servers alternating;
 medians of the rounds. A timed run is refused when the server core was more than ${BUSY_MAX}%
 busy in the ${BUSY_WINDOW}s before it; runs refused, timed out or failed: $REFUSED.
 
@@ -824,6 +921,23 @@ if [ ${#TABLE[@]} -gt 0 ]; then
 | logs | case | modgate req/s | nginx req/s | req/s ratio | p99 ms modgate / nginx | p99 ratio | CPU µs/req modgate / nginx | CPU/req ratio | CPU % modgate / nginx | log lines/req modgate / nginx | origin reqs | load1 modgate / nginx |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 $(printf '%s\n' "${TABLE[@]}")
+EOF
+fi
+if [ ${#CTABLE[@]} -gt 0 ]; then
+  cat <<EOF
+
+### Cached .info with and without a client certificate, HTTP/2 and HTTP/1.1 (mgload)
+
+mgload -t1 on the cached .info; "presented": the listener requiring a client certificate
+(modgate \`client_auth: required\`, nginx \`ssl_verify_client on\`) and mgload presenting one;
+"none": the listener of the other sections (optional). HTTP/1.1: keep-alive, one request in
+flight per connection. loader µs/req = mgload's own CPU time (getrusage) per answer;
+loader µs/req × req/s / 10^6 is the share of its core mgload used (near 1: the loader, not
+the server, was the limit, and the server's CPU % is below ~95).
+
+| logs | protocol | mgload | client certificate (listener) | modgate req/s | nginx req/s | req/s ratio | p99 ms modgate / nginx | p99 ratio | CPU µs/req modgate / nginx | CPU/req ratio | CPU % modgate / nginx | loader µs/req modgate / nginx | log lines/req modgate / nginx | origin reqs | load1 modgate / nginx |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+$(printf '%s\n' "${CTABLE[@]}")
 EOF
 fi
 if [ ${#ZTABLE[@]} -gt 0 ]; then

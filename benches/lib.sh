@@ -3,6 +3,8 @@
 #   log / warn / die               messages on stderr (die: "<script>: ..." and exit 1)
 #   need_tools cmd:pkg ...         installs the Debian packages of missing commands (apt-get)
 #   build_modgate                  cargo build --release -p modgate (BUILD=0: skipped); sets MODGATE
+#   build_mgload                   the same for benches/mgload, the loader with client certificates;
+#                                  sets MGLOAD
 #   check_ports port ...           dies when one is already taken on 127.0.0.1
 #   compute_pinning LOADER_NAME    sets SERVER_CPUS, LOADER_CPUS, SERVER_CPU_LIST, PINNING, PINNED
 #   make_workdir PREFIX            sets W (mktemp -d), PIDS=(); stops PIDS and removes W on exit
@@ -51,6 +53,19 @@ build_modgate() { # BUILD=0: use target/release/modgate as it is (e.g. while sou
   fi
   log "building modgate (release)"
   (cd "$ROOT" && cargo build --release -p modgate)
+}
+
+# mgload (benches/mgload): h2load's figures, plus a client certificate and HTTP/1.1 keep-alive
+# with the same printout. Built once per run in release mode (cargo rebuilds it only when its
+# sources change); BUILD=0 uses the binary as it is.
+build_mgload() {
+  MGLOAD="$ROOT/target/release/mgload"
+  if [ "${BUILD:-1}" = 0 ]; then
+    [ -x "$MGLOAD" ] || die "BUILD=0 but there is no $MGLOAD (cargo build --release -p modgate-benches --bin mgload)"
+    return 0
+  fi
+  log "building mgload (release)"
+  (cd "$ROOT" && cargo build --release -p modgate-benches --bin mgload)
 }
 
 check_ports() { # port...
@@ -200,9 +215,10 @@ $logs
 EOF
 }
 
-# The listener's TLS settings of both side-by-side benchmarks (client certificates optional).
-tls_listener_yaml() { # cert key ca
-  printf '    tls:\n      cert: %s\n      key: %s\n      client_auth: optional\n      client_ca: %s' "$1" "$2" "$3"
+# The listener's TLS settings of both side-by-side benchmarks (client certificates optional
+# unless asked otherwise).
+tls_listener_yaml() { # cert key ca [client_auth: optional (default) | required]
+  printf '    tls:\n      cert: %s\n      key: %s\n      client_auth: %s\n      client_ca: %s' "$1" "$2" "${4:-optional}" "$3"
 }
 
 # ---------------------------------------------------------------------------------------------
