@@ -92,6 +92,7 @@ pub enum Limit {
 pub struct Target {
     /// Host name or IP address (no brackets), for the TCP connect and the TLS server name.
     pub host: String,
+    /// TCP port (443 when the URL names none).
     pub port: u16,
     /// `host:port` as written in the URL, for `:authority` / `Host`.
     pub authority: String,
@@ -100,20 +101,29 @@ pub struct Target {
 /// A checked command line.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The server every URL names.
     pub target: Target,
     /// Path and query of each URL, requested round-robin.
     pub paths: Vec<String>,
+    /// Connections kept open at once (`-c`).
     pub connections: usize,
+    /// Requests in flight per connection (`-m`; 1 for HTTP/1.1).
     pub streams: usize,
+    /// When the run ends (`-D` or `-n`).
     pub limit: Limit,
+    /// Runtime threads (`-t`).
     pub threads: usize,
+    /// HTTP/2 or HTTP/1.1 (`--h1`).
     pub protocol: Protocol,
+    /// CA file the server certificate is checked against.
     pub cacert: PathBuf,
     /// Client certificate and key files.
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Cipher suite names (IANA spelling) to offer; None: all TLS 1.3 suites.
     pub ciphers: Option<Vec<String>>,
+    /// Longest a request may take.
     pub timeout: Duration,
+    /// Longest a TCP connect plus TLS (and HTTP/2) handshake may take.
     pub connect_timeout: Duration,
 }
 

@@ -27,6 +27,7 @@ pub enum Fail {
 /// One answer as far as the loader cares.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Answer {
+    /// Status code.
     pub status: u16,
     /// Body bytes (after chunked decoding).
     pub body: u64,

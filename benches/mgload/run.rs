@@ -64,11 +64,13 @@ pub struct Ctx {
 /// The figures of a finished run.
 #[derive(Debug)]
 pub struct Outcome {
+    /// What every connection counted, summed.
     pub stats: Stats,
     /// From the start until the last request ended.
     pub elapsed: Duration,
     /// CPU time of this process (user, system) over the run.
     pub cpu: (Duration, Duration),
+    /// What the first connection negotiated (None when none was made).
     pub negotiated: Option<Negotiated>,
 }
 

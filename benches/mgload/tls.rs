@@ -113,8 +113,11 @@ pub fn suite_name(suite: rustls::CipherSuite) -> String {
 /// What a finished handshake negotiated: protocol version, cipher suite and ALPN protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
+    /// `TLSv1.3`.
     pub version: String,
+    /// IANA name of the cipher suite.
     pub cipher: String,
+    /// ALPN protocol (`h2`, `http/1.1`; `-` when none).
     pub alpn: String,
 }
 
