@@ -6,8 +6,8 @@
 //!   and one upstream request each; HEAD always goes upstream and never fills the cache.
 //! - Restart: a gateway stopped with SIGTERM and started again on the same directory answers
 //!   from its cache; the ledger kept the first-seen hashes (checked with an independent `h1:`).
-//! - `kill -9` while a large zip is being written: the restarted gateway fetches it afresh and
-//!   serves the complete bytes, never the torn copy.
+//! - `kill -9` while a large zip is being fetched and checked: the client got no byte of it,
+//!   nothing is in the cache, and the restarted gateway fetches it afresh, complete.
 //! - A 256 KiB budget evicts the least recently used zips, and the LRU order survives a restart.
 //! - 500 concurrent clients for one uncached zip: one upstream request, 500 identical bodies.
 //! - stale-if-error: an expired `list` / `@latest` is served stale when the upstream answers
@@ -16,9 +16,13 @@
 //! - stale-while-revalidate: an expired `list` is answered at once and refreshed once in the
 //!   background, for HTTP/1.1 and HTTP/2 requests alike.
 //! - 404 / 410 answers are cached for the route's `not_found` TTL and asked again after it.
-//! - Re-tag: an upstream that swaps a zip's bytes (different length: refused before any byte;
-//!   same length: cut off before the end) is refused and quarantined; the ledger keeps the
-//!   original; a gateway that cached the original keeps serving it.
+//! - Re-tag: an upstream that swaps a zip's bytes (different length: refused at its header;
+//!   same length: once hashed) is a clean 502 with the reason, for the requester and 50
+//!   coalesced waiters, and `go` prints it; quarantined; the ledger keeps the original; a
+//!   gateway that cached the original keeps serving it.
+//! - Verified before served: a truncated upstream body is never served or stored and is
+//!   fetched again by the next request; a miss whose check waits seconds for the ledger's lock
+//!   does not hold up hits on the same worker thread (one thread, one scheduler per thread).
 //! - A hot hit (a fresh memory-tier object answered without Pingora's cache phase) sends the
 //!   same head and body as a hit read from disk through Pingora; HEAD, ranges and conditions
 //!   take the normal path.
@@ -35,7 +39,8 @@ use std::time::{Duration, Instant};
 
 use modgate_ledger::{Artifact, Ledger};
 use modgate_testkit::{
-    free_addr, get, request, Behaviour, FixtureProxy, Gateway, ModuleVersion, Response, SumDb,
+    free_addr, get, request, Behaviour, FixtureProxy, Gateway, GoEnv, ModuleVersion, Response,
+    SumDb,
 };
 use sha2::{Digest, Sha256};
 
@@ -319,6 +324,8 @@ fn key(route: &str, path: &str) -> String {
 /// are reset.
 struct Relay {
     addr: SocketAddr,
+    /// Response bytes passed on so far, all connections together.
+    passed: Arc<AtomicUsize>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -331,6 +338,8 @@ impl Relay {
         let addr = listener.local_addr().expect("relay addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let passed = Arc::new(AtomicUsize::new(0));
+        let counted = passed.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -343,7 +352,12 @@ impl Relay {
                         let Ok((client, _)) = listener.accept().await else {
                             continue;
                         };
-                        tokio::spawn(relay_connection(client, target, stall_after));
+                        tokio::spawn(relay_connection(
+                            client,
+                            target,
+                            stall_after,
+                            counted.clone(),
+                        ));
                     }
                 };
                 tokio::select! {
@@ -356,6 +370,7 @@ impl Relay {
         });
         Relay {
             addr,
+            passed,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -385,6 +400,7 @@ async fn relay_connection(
     client: tokio::net::TcpStream,
     target: SocketAddr,
     stall_after: Option<usize>,
+    passed: Arc<AtomicUsize>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(upstream) = tokio::net::TcpStream::connect(target).await else {
@@ -407,6 +423,7 @@ async fn relay_connection(
             if cw.write_all(&buf[..take]).await.is_err() {
                 return;
             }
+            passed.fetch_add(take, Ordering::SeqCst);
             left -= take;
             if left == 0 {
                 std::future::pending::<()>().await;
@@ -470,11 +487,11 @@ async fn a_miss_then_hits_with_identical_bytes_and_one_upstream_request() {
     miss_then_hits("").await;
 }
 
-/// The same with one scheduler per worker thread, where the integrity check at the end of a
-/// miss runs inline (in `block_in_place` with the default work-stealing scheduler).
+/// The same with the work-stealing scheduler (the default is one scheduler per worker
+/// thread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_miss_then_hits_with_one_scheduler_per_thread() {
-    miss_then_hits("server:\n  work_stealing: false\n").await;
+async fn a_miss_then_hits_with_the_work_stealing_scheduler() {
+    miss_then_hits("server:\n  work_stealing: true\n").await;
 }
 
 async fn miss_then_hits(server: &str) {
@@ -797,7 +814,7 @@ async fn kill_9_mid_write_leaves_no_torn_object() {
     let spec = CacheSpec::new(cache_dir.path());
 
     // The first gateway gets 1 MiB of the response and then nothing more: it is killed while
-    // the object is being written and a client is downloading it.
+    // it holds that part to check it, with a client waiting for the zip.
     let relay = Relay::start(fixture.addr(), Some(1 << 20));
     let mut gw = Gw::start(&one_route(&relay.url(), ""), &spec);
     let received = Arc::new(AtomicUsize::new(0));
@@ -806,38 +823,35 @@ async fn kill_9_mid_write_leaves_no_torn_object() {
         std::thread::spawn(move || raw_get_counting(addr, &path, &received))
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while received.load(Ordering::SeqCst) < 512 << 10 {
+    while relay.passed.load(Ordering::SeqCst) < 1 << 20 {
         assert!(
             Instant::now() < deadline,
-            "the client received {} bytes:\n{}",
-            received.load(Ordering::SeqCst),
+            "the upstream sent {} bytes:\n{}",
+            relay.passed.load(Ordering::SeqCst),
             gw.gateway.log()
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Part of the body is on disk, uncommitted.
-    let partial: u64 = object_files(cache_dir.path())
-        .iter()
-        .filter(|f| f.to_string_lossy().ends_with(".tmp"))
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|md| md.len())
-        .sum();
+    // Verified before served: not a byte of the unchecked zip reached the client, and nothing
+    // of it is in the cache's directory (held in an unnamed file).
+    assert_eq!(received.load(Ordering::SeqCst), 0, "unchecked bytes were sent");
     assert!(
-        partial >= 512 << 10,
-        "expected a partly written temp body: {:?}",
+        object_files(cache_dir.path()).is_empty(),
+        "{:?}",
         object_files(cache_dir.path())
     );
     gw.gateway.signal("KILL");
     assert!(gw.gateway.wait_exit(Duration::from_secs(10)).is_some());
     let data = client.join().expect("client thread");
-    let (status, length, got) = split_raw(&data);
-    assert_eq!(status, 200);
-    assert_eq!(length, Some(zip.len()));
-    assert!(got.len() < zip.len(), "the killed download was complete?");
-    assert!(got == &zip[..got.len()], "the partial bytes are a prefix");
+    assert!(
+        data.is_empty(),
+        "the client got {} bytes: {:?}",
+        data.len(),
+        String::from_utf8_lossy(&data[..data.len().min(200)])
+    );
     assert!(
         !cached_keys(cache_dir.path()).contains(&key("all", &path)),
-        "the interrupted write was committed"
+        "the interrupted fetch was committed"
     );
     assert_eq!(gets(&fixture, &path), 1);
     drop(relay);
@@ -1328,7 +1342,8 @@ async fn an_upstream_that_swaps_a_zip_is_refused_and_the_ledger_keeps_the_origin
     // The gateway that cached the original keeps serving it.
     assert_eq!(gw_a.expect_body(&a_path, &a1_zip), "hit");
 
-    // (b) v1.1.0 re-tagged with the same length: the client is cut off before the end.
+    // (b) v1.1.0 re-tagged with the same length: verified before served, so a clean 502 with
+    // the reason (never a 200 cut off before the end).
     let b2_zip = zip_of(&retag("v1.1.0", "package retag // TWO\n"));
     assert_eq!(b2_zip.len(), b1_zip.len());
     assert_ne!(b2_zip, b1_zip);
@@ -1341,33 +1356,11 @@ async fn an_upstream_that_swaps_a_zip_is_refused_and_the_ledger_keeps_the_origin
         sha256(&b2_zip),
         n = b1_zip.len(),
     );
-    // On a loaded machine the whole body can be checked before the buffered head leaves: the
-    // connection is then cut with nothing sent (what `go` reports as an unexpected EOF until
-    // misses are verified before they are served, issue 22).
-    let (status, length, got) = if data.is_empty() {
-        (0, None, &data[..])
-    } else {
-        split_raw(&data)
-    };
-    if status == 0 {
-        assert!(got.is_empty());
-    } else if status == 200 {
-        // The usual case: the head and part of the body were on their way.
-        assert_eq!(length, Some(b2_zip.len()));
-        assert!(
-            got.len() < b2_zip.len(),
-            "the swapped zip was delivered whole ({} bytes)",
-            got.len()
-        );
-    } else {
-        // The whole body arrived before the head was sent: a clean 502 is as good.
-        assert_eq!(status, 502, "{}", String::from_utf8_lossy(got));
-        assert!(
-            String::from_utf8_lossy(got).starts_with(&expected_b),
-            "{}",
-            String::from_utf8_lossy(got)
-        );
-    }
+    let (status, length, got) = split_raw(&data);
+    let text = String::from_utf8_lossy(got);
+    assert_eq!(status, 502, "{text}");
+    assert_eq!(length, Some(got.len()), "the whole 502 arrived");
+    assert!(text.starts_with(&expected_b), "{text}\nexpected: {expected_b}");
     assert_eq!(gets(&fixture, &b_path), 2);
     let r = gw_b.get(&b_path);
     assert_eq!(r.status, 502, "{}", r.text());
@@ -1423,8 +1416,7 @@ async fn an_upstream_that_swaps_a_zip_is_refused_and_the_ledger_keeps_the_origin
     for (line, (path, status, reason)) in lines.iter().zip([
         (&a_path, 502, &expected),
         (&a_path, 502, &expected),
-        // Cut with nothing sent: the gateway had written (into its buffer) a 200 head.
-        (&b_path, if status == 0 { 200 } else { status }, &expected_b),
+        (&b_path, 502, &expected_b),
         (&b_path, 502, &expected_b),
     ]) {
         assert_eq!(line["path"], path.as_str(), "{line:#}");
@@ -1609,4 +1601,267 @@ async fn upstreams_are_asked_for_identity_encoding_and_encoded_versions_are_refu
     let r = gw.get(&zip);
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("Content-Encoding"), "{}", r.text());
+}
+
+const RETAG2: &str = "example.com/retagged";
+
+/// Verified before served: a zip re-tagged at the upstream with the same length is a clean
+/// 502 whose reason names the change and the `ledger accept` command, for the request that
+/// fetched it and for 50 others that waited on that fetch (coalesced: one upstream request);
+/// the real `go` prints the reason; nothing is stored and the ledger is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retagged_zip_is_a_clean_502_for_the_requester_and_fifty_waiters() {
+    let go = modgate_testkit::require_go();
+    let v = |source: &str| {
+        module(RETAG2, "v1.0.0")
+            .file("blob.bin", &noise(256 << 10, 5))
+            .file("r.go", source.as_bytes())
+    };
+    let (first, second) = (v("package retagged // one\n"), v("package retagged // ONE\n"));
+    let (zip1, zip2) = (zip_of(&first), zip_of(&second));
+    assert_eq!(zip1.len(), zip2.len());
+    let path = at(RETAG2, "v1.0.0", "zip");
+    let fixture = FixtureProxy::start(std::slice::from_ref(&first))
+        .await
+        .expect("fixture");
+    let ledger_dir = tempfile::tempdir().expect("tempdir");
+    let ledger_path = ledger_dir.path().join("ledger.sqlite");
+    let (cache_a, cache_b) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let spec = |dir: &Path| CacheSpec {
+        ledger: Some(ledger_path.clone()),
+        ..CacheSpec::new(dir)
+    };
+    let body = one_route(&fixture.url(), "");
+    let gw_a = Gw::start(&body, &spec(cache_a.path()));
+    assert_eq!(gw_a.expect_body(&path, &zip1), "miss");
+    let recorded = Ledger::open(&ledger_path)
+        .expect("ledger")
+        .get(RETAG2, "v1.0.0", Artifact::Zip)
+        .expect("get")
+        .expect("recorded");
+
+    // Re-tagged, and slow enough that every client below waits on the one fetch.
+    fixture.set_file(&path, zip2.clone());
+    fixture.set_behaviour(&path, Behaviour::Delay(Duration::from_millis(400)));
+    let gw_b = Gw::start(&body, &spec(cache_b.path()));
+    let expected = format!(
+        "modgate: {RETAG2}@v1.0.0 (.zip) changed upstream: first seen sha256:{} ({n} bytes), \
+         upstream up now serves sha256:{} ({n} bytes); refused",
+        sha256(&zip1),
+        sha256(&zip2),
+        n = zip1.len(),
+    );
+    const CLIENTS: usize = 51;
+    let barrier = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (barrier, addr, path) = (barrier.clone(), gw_b.addr, path.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                raw_get_counting(addr, &path, &AtomicUsize::new(0))
+            })
+        })
+        .collect();
+    for c in clients {
+        let data = c.join().expect("client");
+        let (status, length, got) = split_raw(&data);
+        let text = String::from_utf8_lossy(got);
+        assert_eq!(status, 502, "{text}\n{}", gw_b.gateway.log());
+        assert_eq!(length, Some(got.len()), "a whole 502, not a cut: {text}");
+        assert!(
+            text.starts_with(&expected) && text.contains("modgate ledger accept"),
+            "{text}\nexpected: {expected}"
+        );
+    }
+    assert_eq!(gets(&fixture, &path), 2, "one fetch for all 51 clients of B");
+
+    // `go` prints the reason.
+    if go.is_some() {
+        let goenv = GoEnv::new(&format!("http://{}", gw_b.addr));
+        let run = goenv.go(&["mod", "download", "-json", &format!("{RETAG2}@v1.0.0")]);
+        assert!(!run.ok(), "go accepted a re-tagged zip:\n{}", run.stdout());
+        assert!(
+            run.stdout().contains("changed upstream") && run.stdout().contains("ledger accept"),
+            "go did not print the reason:\n{}\n{}",
+            run.stdout(),
+            run.stderr()
+        );
+    }
+
+    // Nothing stored by B; the ledger unchanged; A still serves the original.
+    assert!(
+        !cached_keys(cache_b.path()).contains(&key("all", &path)),
+        "the re-tagged zip was stored"
+    );
+    let now = Ledger::open(&ledger_path)
+        .expect("ledger")
+        .get(RETAG2, "v1.0.0", Artifact::Zip)
+        .expect("get")
+        .expect("recorded");
+    assert_eq!(now, recorded, "the ledger record changed");
+    assert_eq!(gw_a.expect_body(&path, &zip1), "hit");
+    assert_eq!(
+        gw_b.metric(r#"modgate_integrity_refusals_total{artifact="zip"}"#),
+        1.0
+    );
+}
+
+/// An upstream on a raw socket that announces `body.len()` bytes and, for the first `cut`
+/// requests, sends half of them and closes; then the whole body. Counts requests.
+fn cutting_upstream(body: Vec<u8>, cut: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let (body, counted) = (body.clone(), counted.clone());
+            std::thread::spawn(move || {
+                // One request per connection, whatever it asks.
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+                    match s.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let send = if n < cut { body.len() / 2 } else { body.len() };
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                let _ = s.write_all(&body[..send]);
+            });
+        }
+    });
+    (addr, count)
+}
+
+const CUT: &str = "example.com/cut";
+
+/// A body the upstream cuts short is never served (not a byte of it) and never stored; the
+/// next request fetches again and gets the whole, checked zip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_truncated_upstream_body_is_never_served_or_stored_and_is_fetched_again() {
+    let m = module(CUT, "v1.0.0").file("blob.bin", &noise(2 << 20, 9));
+    let zip = zip_of(&m);
+    let path = at(CUT, "v1.0.0", "zip");
+    let (up, asked) = cutting_upstream(zip.clone(), 1);
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let spec = CacheSpec::new(cache_dir.path());
+    let gw = Gw::start(&one_route(&format!("http://{up}"), ""), &spec);
+
+    let data = raw_get_counting(gw.addr, &path, &AtomicUsize::new(0));
+    let (status, length, got) = split_raw(&data);
+    let text = String::from_utf8_lossy(got);
+    assert_eq!(status, 502, "{text}\n{}", gw.gateway.log());
+    assert_eq!(length, Some(got.len()), "{text}");
+    assert!(
+        text.contains(&format!("{CUT}@v1.0.0")) && text.contains("upstream up"),
+        "{text}"
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
+    assert!(
+        !cached_keys(cache_dir.path()).contains(&key("all", &path)),
+        "the cut body was stored"
+    );
+    let ledger = Ledger::open(&spec.ledger_path()).expect("ledger");
+    assert_eq!(
+        ledger.get(CUT, "v1.0.0", Artifact::Zip).expect("get"),
+        None,
+        "the cut body was recorded"
+    );
+    // The operator's log says what happened.
+    assert!(gw.gateway.log().contains("cut after"), "{}", gw.gateway.log());
+
+    // The next request fetches again: the whole zip, checked, stored.
+    assert_eq!(gw.expect_body(&path, &zip), "miss");
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    let e = ledger
+        .get(CUT, "v1.0.0", Artifact::Zip)
+        .expect("get")
+        .expect("recorded");
+    assert_eq!(e.sha256, sha256(&zip));
+    wait_keys(cache_dir.path(), "the zip is committed", |k| {
+        k.contains(&key("all", &path))
+    });
+    assert_eq!(gw.expect_body(&path, &zip), "hit");
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+}
+
+const LOCKED: &str = "example.com/locked";
+
+/// With one worker thread and one scheduler per thread, a miss whose check waits for the
+/// ledger's write lock (held here for 3 s, as `modgate ledger` holds it while it writes) does
+/// not hold up cached hits: they are answered while the miss waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_miss_waiting_on_the_ledger_lock_does_not_delay_hits_on_the_same_thread() {
+    let hot = module(LOCKED, "v1.0.0");
+    let cold = module(LOCKED, "v1.1.0").file("blob.bin", &noise(256 << 10, 4));
+    let fixture = FixtureProxy::start(&[hot.clone(), cold.clone()])
+        .await
+        .expect("fixture");
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let spec = CacheSpec::new(cache_dir.path());
+    let gw = Gw::start(
+        &format!(
+            "server:\n  threads: 1\n  work_stealing: false\n{}",
+            one_route(&fixture.url(), "")
+        ),
+        &spec,
+    );
+    let hot_path = at(LOCKED, "v1.0.0", "info");
+    assert_eq!(gw.expect_body(&hot_path, &hot.info()), "miss");
+    assert_eq!(gw.expect_body(&hot_path, &hot.info()), "hit");
+
+    // Hold the ledger's write lock, as another writer would.
+    let conn = rusqlite::Connection::open(spec.ledger_path()).expect("open ledger");
+    conn.execute_batch("BEGIN EXCLUSIVE").expect("lock the ledger");
+    let held = Instant::now();
+    let cold_path = at(LOCKED, "v1.1.0", "zip");
+    let miss = {
+        let (addr, path) = (gw.addr, cold_path.clone());
+        std::thread::spawn(move || get(addr, &path))
+    };
+    // The miss has reached the ledger (the upstream answered) before hits are timed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gets(&fixture, &cold_path) == 0 {
+        assert!(Instant::now() < deadline, "{}", gw.gateway.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut latencies = Vec::new();
+    while held.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        let r = gw.get(&hot_path);
+        latencies.push(t.elapsed());
+        assert_eq!(r.status, 200);
+        assert_eq!(cache_header(&r), "hit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!miss.is_finished(), "the miss did not wait for the ledger");
+    conn.execute_batch("COMMIT").expect("unlock");
+    let r = miss.join().expect("miss").expect("GET");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == zip_of(&cold));
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    let max = latencies[latencies.len() - 1];
+    println!(
+        "{} hits during a 3 s ledger lock: median {median:?}, max {max:?}",
+        latencies.len()
+    );
+    assert!(latencies.len() >= 20, "{latencies:?}");
+    // Blocked, every hit would wait for the lock (seconds); a loaded machine may slow one.
+    assert!(median <= Duration::from_millis(50), "{latencies:?}");
+    assert!(max < Duration::from_millis(1000), "{latencies:?}");
 }

@@ -43,6 +43,8 @@ impl GatewayProxy {
             record: Record::default(),
             trace: None,
             rate: None,
+            verify: None,
+            unavailable: None,
         }
     }
 }

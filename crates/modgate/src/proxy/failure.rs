@@ -125,6 +125,20 @@ impl GatewayProxy {
                 can_reuse_downstream: false,
             };
         }
+        if let Some(why) = ctx.unavailable.clone() {
+            // The answer could not be held to be checked: the cache's doing, not the
+            // upstream's.
+            ctx.not_stored.get_or_insert_with(|| why.clone());
+            if session.response_written().is_none() {
+                if let Err(err) = respond::text(session, 503, &why, &[]).await {
+                    log::debug!("could not send error response: {err}");
+                }
+            }
+            return FailToProxy {
+                error_code: 503,
+                can_reuse_downstream: false,
+            };
+        }
         let timed_out = ctx.cursor.timed_out(is_timeout(e));
         let code = if timed_out { 504 } else { 502 };
         // Client-facing: the upstream's name and the outcome class; addresses and the full

@@ -1,7 +1,6 @@
-//! Along the chain: the peer of the current step, the upstream's answer judged (next step,
-//! 502, or accepted and its integrity check started) and its body checked as it streams.
+//! Along the chain: the peer of the current step (an exact version's GET through the verifying
+//! origin, `verified.rs`), and the upstream's answer judged: next step, 502, or accepted.
 
-use bytes::Bytes;
 use http::Method;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -11,6 +10,7 @@ use pingora::{Error, ErrorType, Result};
 use super::chain::{Failure, FailureClass, Outcome};
 use super::context::chain_of;
 use super::failure::{short_error, FALLTHROUGH};
+use super::verified::{self, Job, Verdict};
 use super::{GatewayProxy, RequestCtx};
 
 impl GatewayProxy {
@@ -27,7 +27,7 @@ impl GatewayProxy {
     /// `upstream_peer`: the peer of the current step (steps whose peer cannot be made are settled on the way).
     pub(super) async fn peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let private = ctx.route().is_some_and(|r| r.private);
@@ -46,8 +46,9 @@ impl GatewayProxy {
                 );
             }
             ctx.cursor.begin(&upstream.name);
+            ctx.verify = None;
             match upstream.peer().await {
-                Ok(peer) => return Ok(peer),
+                Ok(peer) => return self.verifying(session, ctx, &upstream.name, peer),
                 Err(e) => {
                     // (a failure, whatever its type: the peer could not be made)
                     let failed = Failure::new(FailureClass::of(e.etype()), short_error(&e));
@@ -59,6 +60,36 @@ impl GatewayProxy {
         }
     }
 
+    /// An exact version's GET goes to the verifying origin, which fetches from `real` and
+    /// answers only with checked bytes; anything else goes to `real` itself.
+    fn verifying(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        upstream: &str,
+        real: Box<HttpPeer>,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(verifier), Some((module, (artifact, version)))) = (
+            self.verifier.as_ref(),
+            ctx.guard.ledger_key(),
+        ) else {
+            return Ok(real);
+        };
+        if session.req_header().method != Method::GET {
+            return Ok(real);
+        }
+        let peer = verifier.peer(&real)?;
+        ctx.verify = Some(verifier.register(Job {
+            peer: real,
+            upstream: upstream.to_string(),
+            module: module.to_string(),
+            version: version.to_string(),
+            artifact,
+            arrived: ctx.started,
+        }));
+        Ok(peer)
+    }
+
     /// `upstream_response_filter`: the upstream's answer judged.
     pub(super) async fn judge_response(
         &self,
@@ -67,25 +98,51 @@ impl GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if ctx.verify.take().is_some() {
+            match verified::verdict(upstream_response) {
+                Verdict::Verified | Verdict::Passed => {}
+                Verdict::Refused(reason) => {
+                    // The upstream answered; what it sent was refused (and, if its bytes
+                    // changed, quarantined and counted by the origin).
+                    self.settle(ctx, Outcome::Answered(200));
+                    ctx.guard.refuse(reason.clone());
+                    return Error::e_explain(ErrorType::HTTPStatus(502), reason);
+                }
+                Verdict::Unavailable(reason) => {
+                    ctx.unavailable = Some(reason.clone());
+                    return Error::e_explain(ErrorType::HTTPStatus(503), reason);
+                }
+                Verdict::Failed { timeout, failure } => {
+                    let detail = failure.detail.clone();
+                    let outcome = if timeout {
+                        Outcome::Timeout(detail.clone())
+                    } else {
+                        Outcome::Failed(failure)
+                    };
+                    if self.settle(ctx, outcome) {
+                        return Err(Error::new(FALLTHROUGH));
+                    }
+                    let code = if timeout { 504 } else { 502 };
+                    return Error::e_explain(ErrorType::HTTPStatus(code), detail);
+                }
+            }
+        } else if status == 200
+            && ctx.guard.exact()
+            && self.verifier.is_some()
+            && session.req_header().method == Method::GET
+        {
+            // Never: an exact version's 200 comes checked, through the origin.
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "an exact version's answer did not pass the gateway's check",
+            );
+        }
         // An exact version, and git smart HTTP, are accepted only as a 200 (a Git host's
         // redirect would send the client to another host, with its address).
         let outcome = Outcome::of_status(status, ctx.guard.exact() || ctx.git());
         match outcome {
             Outcome::Answered(_) => {
                 self.settle(ctx, outcome);
-                // HEAD answers carry no bytes: they never feed (or trip) the ledger.
-                if status == 200 && session.req_header().method == Method::GET {
-                    if let Some(c) = self.cache.as_deref() {
-                        let upstream = ctx.cursor.last_upstream().unwrap_or("").to_string();
-                        if let Err(message) = ctx
-                            .guard
-                            .start(c, upstream_response, &upstream, &self.metrics)
-                            .await
-                        {
-                            return Error::e_explain(ErrorType::HTTPStatus(502), message);
-                        }
-                    }
-                }
                 Ok(())
             }
             Outcome::NotFound(_) => {
@@ -107,30 +164,6 @@ impl GatewayProxy {
                     )
                 }
             }
-        }
-    }
-
-    /// `upstream_response_body_filter`: the body checked as it streams.
-    pub(super) fn check_body(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<std::time::Duration>> {
-        let upstream = ctx.cursor.last_upstream().unwrap_or("");
-        let checked = ctx.guard.body(
-            body.as_ref(),
-            end_of_stream,
-            self.cache.as_deref(),
-            upstream,
-            &self.metrics,
-        );
-        match checked {
-            Ok(()) => Ok(None),
-            // The client is cut off before the last byte and the cache never commits the
-            // object.
-            Err(message) => Error::e_explain(ErrorType::Custom("modgate: integrity"), message),
         }
     }
 }

@@ -99,6 +99,10 @@ impl GatewayProxy {
         if let Some(tp) = ctx.trace.as_ref().and_then(|t| t.upstream_traceparent()) {
             upstream_request.insert_header("traceparent", tp)?;
         }
+        // To the verifying origin: which job this is (removed before the upstream).
+        if let Some(job) = &ctx.verify {
+            upstream_request.insert_header(super::verified::JOB_HEADER, job.id().to_string())?;
+        }
         Ok(())
     }
 

@@ -1,14 +1,11 @@
-//! The integrity guard of one request for an exact version: before the fetch, refuses what an
-//! operator has not yet accepted (quarantine); at the upstream's header, refuses an encoded
-//! body or a size that differs from the first-seen one before anything reaches the client;
-//! while the body streams, hashes it; at its end, checks it against (or records it in) the
-//! ledger and cuts the client off before the last byte when the bytes changed.
+//! The integrity guard of one request for an exact version: its ledger key; before the fetch,
+//! the refusal of what an operator has not yet accepted (quarantine); the refusal the
+//! verifying origin (`verified.rs`) reported. And the judgement of an upstream's header (pure,
+//! used by that origin): an encoded body, or a size that differs from the first-seen one, is
+//! refused before any byte is read.
 
-use bytes::Bytes;
 use modgate_ledger::{Artifact, Entry};
-use pingora::http::ResponseHeader;
 
-use super::metrics::ProxyMetrics;
 use crate::cache::{self, CacheRuntime, IntegrityCheck, IntegrityFailure};
 
 /// Why the upstream's header was refused; its text is the whole message (the 502's).
@@ -92,8 +89,6 @@ pub struct Guard {
     module: String,
     /// The ledger entry the request answers to: (artifact, version).
     key: Option<(Artifact, String)>,
-    /// Hashing of the body coming from the upstream.
-    check: Option<IntegrityCheck>,
     /// Why upstream bytes were refused (now, or earlier and still quarantined).
     refusal: Option<String>,
 }
@@ -112,9 +107,20 @@ impl Guard {
         self.key.is_some()
     }
 
+    /// The module and ledger entry of an exact version.
+    pub fn ledger_key(&self) -> Option<(&str, (Artifact, &str))> {
+        let (a, v) = self.key.as_ref()?;
+        Some((&self.module, (*a, v.as_str())))
+    }
+
     /// Why upstream bytes were refused, if they were.
     pub fn refusal(&self) -> Option<&str> {
         self.refusal.as_deref()
+    }
+
+    /// The upstream's answer was refused (by the verifying origin): why.
+    pub fn refuse(&mut self, why: String) {
+        self.refusal = Some(why);
     }
 
     /// Before a fetch: the refusal of changed bytes an operator has not accepted yet.
@@ -123,118 +129,6 @@ impl Guard {
         let r = c.quarantine.get(&self.module, v, *a)?;
         self.refusal = Some(r.message.clone());
         Some(r.message)
-    }
-
-    /// At an upstream's 200 header for a GET: refuses an encoded body or a changed size before
-    /// anything reaches the client (the message is the 502's), else starts hashing. A refusal
-    /// of changed bytes is counted on `counted`.
-    pub async fn start(
-        &mut self,
-        c: &CacheRuntime,
-        resp: &ResponseHeader,
-        upstream: &str,
-        counted: &ProxyMetrics,
-    ) -> Result<(), HeaderRefusal> {
-        let Some((a, version)) = self.key.clone() else {
-            return Ok(());
-        };
-        let recorded = if content_length(&resp.headers).is_some() {
-            let ledger = c.ledger.clone();
-            let (m, v) = (self.module.clone(), version.clone());
-            tokio::task::spawn_blocking(move || ledger.get(&m, &v, a))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .flatten()
-        } else {
-            None
-        };
-        match judge_header(
-            &self.module,
-            &version,
-            a,
-            upstream,
-            &resp.headers,
-            recorded.as_ref(),
-        ) {
-            Ok(check) => {
-                self.check = Some(check);
-                Ok(())
-            }
-            Err(refusal) => {
-                match &refusal {
-                    HeaderRefusal::Encoded(message) => self.refusal = Some(message.clone()),
-                    HeaderRefusal::Changed(message) => self.refuse(c, message.clone(), counted),
-                }
-                Err(refusal)
-            }
-        }
-    }
-
-    /// A piece of the upstream's body; at its end, the ledger's verdict (the message is why
-    /// the client is cut off and the object never stored; a refusal of changed bytes is counted
-    /// on `counted`).
-    pub fn body(
-        &mut self,
-        body: Option<&Bytes>,
-        end_of_stream: bool,
-        c: Option<&CacheRuntime>,
-        upstream: &str,
-        counted: &ProxyMetrics,
-    ) -> Result<(), IntegrityFailure> {
-        let Some(check) = self.check.as_mut() else {
-            return Ok(());
-        };
-        if let Some(b) = body {
-            check.update(b);
-        }
-        if !end_of_stream {
-            return Ok(());
-        }
-        let (Some(check), Some(c)) = (self.check.take(), c) else {
-            return Ok(());
-        };
-        // One indexed SQLite statement; kept off the other tasks of this worker thread.
-        let ledger = c.ledger.clone();
-        let finish = move || check.finish(&ledger, upstream);
-        let result = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(finish),
-            _ => finish(),
-        };
-        match result {
-            Ok(_) => Ok(()),
-            Err(failure) => {
-                // Changed bytes are remembered, so the next request gets a 502 with this
-                // reason; an invalid zip or a ledger failure is tried again next time.
-                let message = failure.message().to_string();
-                match failure {
-                    IntegrityFailure::Changed(_) => self.refuse(c, message, counted),
-                    IntegrityFailure::Invalid(_) | IntegrityFailure::Ledger(_) => {
-                        log::error!("integrity: {message}");
-                        self.refusal = Some(message);
-                    }
-                }
-                Err(failure)
-            }
-        }
-    }
-
-    /// Refuses changed upstream bytes: quarantined (so the next request is a 502 with the
-    /// reason unless the original is in the cache), counted and logged.
-    fn refuse(&mut self, c: &CacheRuntime, message: String, counted: &ProxyMetrics) {
-        if let Some((a, v)) = &self.key {
-            c.quarantine.insert(
-                &self.module,
-                v,
-                *a,
-                cache::Quarantined {
-                    message: message.clone(),
-                },
-            );
-            counted.integrity_refused(*a);
-        }
-        log::error!("integrity: {message}");
-        self.refusal = Some(message);
     }
 }
 
@@ -335,13 +229,13 @@ mod tests {
 
     #[test]
     fn a_guard_without_a_key_does_nothing() {
-        let mut g = Guard::new("m.org/x", None);
+        let g = Guard::new("m.org/x", None);
         assert!(!g.exact());
-        let b = Bytes::from_static(b"abc");
-        assert_eq!(
-            g.body(Some(&b), true, None, "up", &ProxyMetrics::default()),
-            Ok(())
-        );
+        assert_eq!(g.ledger_key(), None);
         assert_eq!(g.refusal(), None);
+        let mut g = Guard::new("m.org/x", Some((Artifact::Zip, "v1.0.0".into())));
+        assert_eq!(g.ledger_key(), Some(("m.org/x", (Artifact::Zip, "v1.0.0"))));
+        g.refuse("changed".into());
+        assert_eq!(g.refusal(), Some("changed"));
     }
 }

@@ -70,12 +70,12 @@ mod refresh;
 pub mod report;
 mod request;
 pub mod retractions;
+pub mod verified;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use pingora::cache::{CacheKey, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -109,6 +109,8 @@ pub struct GatewayProxy {
     retracted: retractions::Retracted,
     /// What the phases count (one handle shared by every listener).
     metrics: metrics::ProxyMetrics,
+    /// The verifying origin every exact-version GET is sent through (with a cache).
+    verifier: Option<Arc<verified::Verifier>>,
 }
 
 impl GatewayProxy {
@@ -118,6 +120,7 @@ impl GatewayProxy {
         inflight: Arc<InFlight>,
         cache: Option<Arc<CacheRuntime>>,
         metrics: metrics::ProxyMetrics,
+        verifier: Option<Arc<verified::Verifier>>,
     ) -> anyhow::Result<Self> {
         let initial = live
             .current()
@@ -135,6 +138,7 @@ impl GatewayProxy {
             lookup: lookup::Lookup::default(),
             retracted: retractions::Retracted::default(),
             metrics,
+            verifier,
         })
     }
 }
@@ -170,6 +174,10 @@ pub struct RequestCtx {
     trace: Option<Trace>,
     /// An admitted request under a byte limit: what `logging` charges its bytes to.
     rate: Option<ratelimit::Ticket>,
+    /// The current attempt's job at the verifying origin (an exact-version GET).
+    verify: Option<verified::Ticket>,
+    /// Why the answer could not be checked (the origin could not hold it): a 503.
+    unavailable: Option<String>,
 }
 
 #[async_trait]
@@ -256,15 +264,6 @@ impl ProxyHttp for GatewayProxy {
         self.judge_response(session, upstream_response, ctx).await
     }
 
-    fn upstream_response_body_filter(
-        &self,
-        session: &mut Session,
-        body: &mut Option<Bytes>,
-        end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<std::time::Duration>> {
-        self.check_body(session, body, end_of_stream, ctx)
-    }
 
     async fn response_filter(
         &self,

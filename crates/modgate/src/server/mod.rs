@@ -36,6 +36,7 @@ use crate::conn::{Caps, ConnMetrics, Deadlines, GuardedApp, Limits};
 use crate::identity::HandshakeCapture;
 use crate::model::{Live, Model};
 use crate::proxy::metrics::ProxyMetrics;
+use crate::proxy::verified::{Verifier, VerifyingOrigin};
 use crate::proxy::GatewayProxy;
 use crate::record::Recorder;
 use crate::reload::{ReloadMetrics, Reloader};
@@ -289,12 +290,14 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    let verifier = add_verifying_origin(&mut server, &config, cache.as_ref(), &proxy_metrics);
     for listener in config.listeners.iter() {
         add_listener(
             &mut server,
             live.clone(),
             inflight.clone(),
             cache.clone(),
+            verifier.clone(),
             proxy_metrics.clone(),
             listener,
             config.server.threads,
@@ -414,11 +417,43 @@ fn add_git_origin(
     Ok(())
 }
 
+/// The verifying origin (with a cache): every exact-version GET is fetched, checked against the
+/// ledger and held by it before the proxy gets a byte (`proxy/verified.rs`). On a private Unix
+/// socket, with its own threads: no check ever runs on a listener's event loop.
+fn add_verifying_origin(
+    server: &mut Server,
+    config: &GatewayConfig,
+    cache: Option<&Arc<CacheRuntime>>,
+    metrics: &ProxyMetrics,
+) -> Option<Arc<Verifier>> {
+    use std::os::unix::fs::PermissionsExt;
+    let (cache, c) = (cache?, config.cache.as_ref()?);
+    let sock = config.verify_origin_sock();
+    let spill = usize::try_from(c.disk().max_spill_bytes).unwrap_or(usize::MAX);
+    let verifier = Verifier::new(
+        sock.clone(),
+        cache.clone(),
+        metrics.clone(),
+        c.dir.0.clone(),
+        spill,
+    );
+    let mut service = Service::new(
+        "modgate verifying origin".into(),
+        VerifyingOrigin(verifier.clone()),
+    );
+    service.add_uds(&sock, Some(std::fs::Permissions::from_mode(0o600)));
+    service.threads = Some(config.server.threads.max(1));
+    server.add_service(service);
+    Some(verifier)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn add_listener(
     server: &mut Server,
     live: Arc<Live>,
     inflight: Arc<InFlight>,
     cache: Option<Arc<CacheRuntime>>,
+    verifier: Option<Arc<Verifier>>,
     metrics: ProxyMetrics,
     l: &ListenerConfig,
     threads: usize,
@@ -426,7 +461,7 @@ fn add_listener(
     let material = live.tls().get(&l.name.0).cloned();
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
-        GatewayProxy::new(live.clone(), &l.name.0, inflight, cache, metrics)?,
+        GatewayProxy::new(live.clone(), &l.name.0, inflight, cache, metrics, verifier)?,
     );
     let mut options = HttpServerOptions::default();
     options.h2c = l.http2 && l.tls.is_none();

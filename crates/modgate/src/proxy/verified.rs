@@ -1,0 +1,975 @@
+//! Verified before served: the origin of every exact-version miss (`.info`, `.mod`, `.zip` by
+//! GET, with a cache and its ledger). No client ever receives bytes of an exact version that
+//! were not checked against the ledger.
+//!
+//! The proxy keeps its chain, cache, coalescing and retries, and only swaps the peer: for such a
+//! request `upstream_peer` registers a [`Job`] (the real step's peer and the ledger key) and
+//! returns this origin's private Unix socket; `upstream_request_filter` names the job in a
+//! header. The origin takes the job, sends the request the proxy built to the real upstream,
+//! and for a 200:
+//! - judges the header (an encoding, a size other than the first-seen one: refused at once);
+//! - reads the whole body into a [`Held`] body (in memory up to [`IN_MEMORY`], else an
+//!   anonymous file in the cache's directory; when that filesystem is full, in memory within the
+//!   cache's spill budget), hashing it as it arrives, and checks that it is whole;
+//! - checks it against the ledger (or records it first-seen) on the blocking pool;
+//! - only then answers the proxy: the whole verified body with its length, or a 502 whose
+//!   reason the proxy gives the client (`x-modgate-refusal`), or the step's failure
+//!   (`x-modgate-failure`, judged by the chain like a failed connection), or a 503 naming the
+//!   cache (`x-modgate-unavailable`).
+//!
+//! Pingora stores the verified answer as for any upstream and serves the requester and every
+//! waiter of its cache lock from the committed object. Identical requests in flight together
+//! share one upstream fetch ([`Verifier::flights`]), and a request that arrived before a fetch
+//! failed shares that failure (Pingora's lock waiters re-compete one by one after a failed
+//! write: each is told the same reason at once rather than fetching again); a request that
+//! arrives after the failure fetches again. Nothing of this runs on a listener's event loop:
+//! the origin is its own service with its own threads, and the ledger on the blocking pool.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use modgate_ledger::Artifact;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use super::chain::{Failure, FailureClass};
+use super::failure::short_error;
+use super::integrity::{judge_header, HeaderRefusal};
+use super::metrics::ProxyMetrics;
+use crate::cache::{self, CacheRuntime, IntegrityFailure};
+
+/// The request header naming the job (proxy → origin only).
+pub const JOB_HEADER: &str = "x-modgate-verify";
+/// On a 200 from the origin: the body was checked against the ledger.
+pub const VERIFIED_HEADER: &str = "x-modgate-verified";
+/// On a 502 from the origin: the upstream's answer was refused; the value is the reason.
+pub const REFUSAL_HEADER: &str = "x-modgate-refusal";
+/// On a 502 from the origin: the step failed; the value is `<class> <detail>`.
+pub const FAILURE_HEADER: &str = "x-modgate-failure";
+/// On a 503 from the origin: the body could not be held to be checked; the value is why.
+pub const UNAVAILABLE_HEADER: &str = "x-modgate-unavailable";
+/// Bodies up to this size are held in memory; larger ones in an anonymous file.
+pub const IN_MEMORY: usize = 1 << 20;
+/// Writes to the anonymous file are gathered to this size.
+const WRITE_CHUNK: usize = 256 << 10;
+/// Reads from it, when serving, are this size.
+const READ_CHUNK: usize = 256 << 10;
+/// A non-200 answer's body is passed on up to this size (a 404's reason).
+const PASSED_BODY: usize = 64 << 10;
+/// How long a failure is remembered for requests that arrived before it.
+const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+
+/// What the proxy hands the origin for one attempt at one chain step.
+pub struct Job {
+    /// The real upstream's peer.
+    pub peer: Box<HttpPeer>,
+    /// Its name (for the messages and the ledger's `upstream`).
+    pub upstream: String,
+    pub module: String,
+    pub version: String,
+    pub artifact: Artifact,
+    /// When the client's request arrived.
+    pub arrived: Instant,
+}
+
+/// A registered job, removed when dropped (if the origin did not take it).
+pub struct Ticket {
+    verifier: Arc<Verifier>,
+    id: u64,
+}
+
+impl Ticket {
+    /// The value of [`JOB_HEADER`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.verifier.lock_jobs().remove(&self.id);
+    }
+}
+
+/// A body read whole from the upstream and checked.
+pub enum Held {
+    Memory(Vec<Bytes>),
+    /// An anonymous file (gone with its last handle) and its length.
+    File(Arc<File>, u64),
+}
+
+impl Held {
+    pub fn len(&self) -> u64 {
+        match self {
+            Held::Memory(parts) => parts.iter().map(|b| b.len() as u64).sum(),
+            Held::File(_, len) => *len,
+        }
+    }
+}
+
+/// How one fetch ended.
+pub enum Fetched {
+    /// A 200 whose body was checked: the upstream's header and the body (and the memory it
+    /// holds of the spill budget, returned when the last request served drops it).
+    Verified {
+        header: Box<ResponseHeader>,
+        body: Held,
+        _spill: Reservation,
+    },
+    /// Any other answer, passed on (status, header, a bounded body).
+    Passed(Box<ResponseHeader>, Bytes),
+    /// The answer was refused (changed bytes, an encoding, not a module zip, the ledger
+    /// unavailable): the reason.
+    Refused(String),
+    /// The step failed (connection, timeout, a truncated body).
+    Failed { class: FailureClass, timeout: bool, detail: String },
+    /// The body could not be held to be checked (the cache's filesystem full and the spill
+    /// budget spent).
+    Unavailable(String),
+}
+
+impl Fetched {
+    fn failed(e: &Error) -> Fetched {
+        let timeout = matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        Fetched::Failed {
+            class: FailureClass::of(e.etype()),
+            timeout,
+            detail: short_error(e),
+        }
+    }
+
+    /// Remembered for the requests that arrived before it ended.
+    fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Fetched::Refused(_) | Fetched::Failed { .. } | Fetched::Unavailable(_)
+        )
+    }
+}
+
+/// Bytes of the spill budget held by one body kept in memory because the cache's filesystem
+/// could not take it; returned when dropped.
+#[derive(Default)]
+pub struct Reservation {
+    budget: Option<Arc<AtomicUsize>>,
+    bytes: usize,
+}
+
+impl Reservation {
+    fn grow(&mut self, budget: &Arc<AtomicUsize>, limit: usize, n: usize) -> bool {
+        let mut current = budget.load(Ordering::Relaxed);
+        loop {
+            if current.saturating_add(n) > limit {
+                return false;
+            }
+            match budget.compare_exchange_weak(
+                current,
+                current + n,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.bytes += n;
+                    self.budget = Some(budget.clone());
+                    return true;
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+    }
+}
+
+/// What makes two fetches the same: the upstream, and the request it gets (path and every
+/// header, the identity headers included).
+type FlightKey = (String, String);
+
+type Flight = Arc<tokio::sync::OnceCell<Arc<Fetched>>>;
+
+/// The jobs, the fetches in flight and the failures remembered; shared by the proxies (which
+/// register jobs) and the origin (which runs them).
+pub struct Verifier {
+    sock: String,
+    cache: Arc<CacheRuntime>,
+    metrics: ProxyMetrics,
+    connector: Connector,
+    /// Where large bodies are held (the cache's directory: its filesystem).
+    spill_dir: std::path::PathBuf,
+    /// Bytes held in memory because that filesystem could not take them, and the limit.
+    spilled: Arc<AtomicUsize>,
+    spill_limit: usize,
+    next: AtomicU64,
+    jobs: Mutex<HashMap<u64, Job>>,
+    flights: Mutex<HashMap<FlightKey, Flight>>,
+    failures: Mutex<HashMap<FlightKey, (Instant, Arc<Fetched>)>>,
+}
+
+impl Verifier {
+    pub fn new(
+        sock: String,
+        cache: Arc<CacheRuntime>,
+        metrics: ProxyMetrics,
+        spill_dir: std::path::PathBuf,
+        spill_limit: usize,
+    ) -> Arc<Verifier> {
+        Arc::new(Verifier {
+            sock,
+            cache,
+            metrics,
+            connector: Connector::new(None),
+            spill_dir,
+            spilled: Arc::new(AtomicUsize::new(0)),
+            spill_limit,
+            next: AtomicU64::new(1),
+            jobs: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Job>> {
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers `job`; the proxy sends its request to [`peer`](Self::peer) with the ticket's
+    /// id in [`JOB_HEADER`].
+    pub fn register(self: &Arc<Self>, job: Job) -> Ticket {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock_jobs().insert(id, job);
+        Ticket {
+            verifier: self.clone(),
+            id,
+        }
+    }
+
+    /// The origin's peer, with the real step's connect timeouts; no read timeout (the origin
+    /// answers once the whole body is checked, and bounds its own reads from the upstream).
+    pub fn peer(&self, real: &HttpPeer) -> pingora::Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new_uds(&self.sock, false, String::new())?;
+        peer.options.connection_timeout = real.options.connection_timeout;
+        peer.options.total_connection_timeout = real.options.total_connection_timeout;
+        peer.options.write_timeout = real.options.write_timeout;
+        peer.options.read_timeout = None;
+        Ok(Box::new(peer))
+    }
+
+    /// The answer for `job` and the request `req`: a remembered failure, a fetch in flight
+    /// joined, or a new fetch.
+    async fn answer(self: &Arc<Self>, job: Job, req: RequestHeader) -> Arc<Fetched> {
+        let key = flight_key(&job.upstream, &req);
+        {
+            let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+            failures.retain(|_, (at, _)| at.elapsed() < FAILURE_MEMORY);
+            if let Some((at, failed)) = failures.get(&key) {
+                if job.arrived < *at {
+                    return failed.clone();
+                }
+            }
+        }
+        let flight = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            flights.entry(key.clone()).or_default().clone()
+        };
+        let this = self.clone();
+        let answer = flight
+            .get_or_init(|| async move {
+                // In its own task: a client that goes away does not abandon the waiters.
+                let fetch = tokio::spawn(async move {
+                    let (upstream, peer) = (job.upstream.clone(), job.peer.to_string());
+                    let fetched = this.fetch(job, req).await;
+                    // The whole story for the operator (the client is told less).
+                    match &fetched {
+                        Fetched::Failed { detail, .. } => {
+                            log::warn!("upstream {upstream} (Peer: {peer}): {detail}");
+                        }
+                        Fetched::Unavailable(why) => log::warn!("verification: {why}"),
+                        _ => {}
+                    }
+                    Arc::new(fetched)
+                });
+                fetch.await.unwrap_or_else(|e| {
+                    Arc::new(Fetched::Refused(format!(
+                        "the gateway's verification of the upstream's answer failed: {e}"
+                    )))
+                })
+            })
+            .await
+            .clone();
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            flights.remove(&key);
+            if answer.is_failure() {
+                self.failures
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key, (Instant::now(), answer.clone()));
+            }
+        }
+        answer
+    }
+
+    /// One fetch from the upstream, checked.
+    async fn fetch(&self, job: Job, req: RequestHeader) -> Fetched {
+        // A pooled connection found dead before any answer is tried once more, on a new one.
+        let mut attempt = 0;
+        let mut session = loop {
+            attempt += 1;
+            let (mut s, reused) = match self.connector.get_http_session(&*job.peer).await {
+                Ok(s) => s,
+                Err(e) => return Fetched::failed(&e),
+            };
+            s.set_read_timeout(job.peer.options.read_timeout);
+            s.set_write_timeout(job.peer.options.write_timeout);
+            let sent: pingora::Result<()> = async {
+                s.write_request_header(Box::new(req.clone())).await?;
+                s.finish_request_body().await?;
+                s.read_response_header().await
+            }
+            .await;
+            match sent {
+                Ok(()) => break s,
+                Err(e) => {
+                    s.shutdown().await;
+                    if !(reused && attempt == 1) {
+                        return Fetched::failed(&e);
+                    }
+                }
+            }
+        };
+        let Some(header) = session.response_header().cloned() else {
+            return Fetched::Failed {
+                class: FailureClass::Other,
+                timeout: false,
+                detail: "no response header".into(),
+            };
+        };
+        let header = Box::new(header);
+        if header.status.as_u16() != 200 {
+            let mut body = BytesMut::new();
+            loop {
+                match session.read_response_body().await {
+                    Ok(Some(b)) if body.len() + b.len() <= PASSED_BODY => body.extend_from_slice(&b),
+                    Ok(Some(_)) | Err(_) => {
+                        session.shutdown().await;
+                        break;
+                    }
+                    Ok(None) => {
+                        self.release(session, &job.peer).await;
+                        break;
+                    }
+                }
+            }
+            return Fetched::Passed(header, body.freeze());
+        }
+        let c = &self.cache;
+        let length = content_length(&header.headers);
+        let recorded = if length.is_some() {
+            let ledger = c.ledger.clone();
+            let (m, v, a) = (job.module.clone(), job.version.clone(), job.artifact);
+            match tokio::task::spawn_blocking(move || ledger.get(&m, &v, a)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    session.shutdown().await;
+                    return Fetched::Refused(format!(
+                        "{}@{}: the integrity ledger could not be consulted: {e}",
+                        job.module, job.version
+                    ));
+                }
+                Err(e) => {
+                    session.shutdown().await;
+                    return Fetched::Refused(format!("the ledger's lookup failed: {e}"));
+                }
+            }
+        } else {
+            None
+        };
+        let mut check = match judge_header(
+            &job.module,
+            &job.version,
+            job.artifact,
+            &job.upstream,
+            &header.headers,
+            recorded.as_ref(),
+        ) {
+            Ok(check) => check,
+            Err(refusal) => {
+                session.shutdown().await;
+                if let HeaderRefusal::Changed(message) = &refusal {
+                    self.quarantine(&job, message);
+                }
+                return Fetched::Refused(refusal.to_string());
+            }
+        };
+        let mut holder = Holder::new(self, length);
+        let mut received: u64 = 0;
+        loop {
+            match session.read_response_body().await {
+                Ok(Some(b)) => {
+                    received += b.len() as u64;
+                    if length.is_some_and(|l| received > l) {
+                        session.shutdown().await;
+                        return Fetched::Failed {
+                            class: FailureClass::Other,
+                            timeout: false,
+                            detail: format!(
+                                "the body is longer than its Content-Length ({} bytes)",
+                                length.unwrap_or(0)
+                            ),
+                        };
+                    }
+                    check.update(&b);
+                    if let Err(why) = holder.push(b).await {
+                        session.shutdown().await;
+                        return Fetched::Unavailable(format!(
+                            "{}@{} (.{}): {why}; try again later",
+                            job.module, job.version, job.artifact
+                        ));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    session.shutdown().await;
+                    let mut failed = Fetched::failed(&e);
+                    if let Fetched::Failed { detail, .. } = &mut failed {
+                        *detail = format!(
+                            "the body was cut after {received}{} bytes: {detail}",
+                            length.map(|l| format!(" of {l}")).unwrap_or_default()
+                        );
+                    }
+                    return failed;
+                }
+            }
+        }
+        if let Some(l) = length.filter(|l| received < *l) {
+            session.shutdown().await;
+            return Fetched::Failed {
+                class: FailureClass::Closed,
+                timeout: false,
+                detail: format!("the body was cut after {received} of {l} bytes"),
+            };
+        }
+        self.release(session, &job.peer).await;
+        let held = match holder.finish().await {
+            Ok(h) => h,
+            Err(why) => {
+                return Fetched::Unavailable(format!(
+                    "{}@{} (.{}): {why}; try again later",
+                    job.module, job.version, job.artifact
+                ))
+            }
+        };
+        let (held, reservation) = held;
+        let ledger = c.ledger.clone();
+        let upstream = job.upstream.clone();
+        let verdict = tokio::task::spawn_blocking(move || check.finish(&ledger, &upstream)).await;
+        match verdict {
+            Ok(Ok(_)) => {}
+            Ok(Err(failure)) => {
+                let message = failure.message().to_string();
+                match failure {
+                    IntegrityFailure::Changed(_) => self.quarantine(&job, &message),
+                    IntegrityFailure::Invalid(_) | IntegrityFailure::Ledger(_) => {
+                        log::error!("integrity: {message}");
+                    }
+                }
+                return Fetched::Refused(message);
+            }
+            Err(e) => return Fetched::Refused(format!("the ledger's check failed: {e}")),
+        }
+        Fetched::Verified {
+            header,
+            body: held,
+            _spill: reservation,
+        }
+    }
+
+    async fn release(&self, session: pingora::protocols::http::client::HttpSession, peer: &HttpPeer) {
+        let mut session = session;
+        if session.response_done() {
+            self.connector
+                .release_http_session(session, peer, peer.options.idle_timeout)
+                .await;
+        } else {
+            session.shutdown().await;
+        }
+    }
+
+    /// Changed bytes: quarantined (the next request is a 502 with the reason, unless the
+    /// original is in the cache), counted and logged.
+    fn quarantine(&self, job: &Job, message: &str) {
+        self.cache.quarantine.insert(
+            &job.module,
+            &job.version,
+            job.artifact,
+            cache::Quarantined {
+                message: message.to_string(),
+            },
+        );
+        self.metrics.integrity_refused(job.artifact);
+        log::error!("integrity: {message}");
+    }
+}
+
+/// The flight key of `req` to `upstream`.
+fn flight_key(upstream: &str, req: &RequestHeader) -> FlightKey {
+    let mut headers: Vec<String> = req
+        .headers
+        .iter()
+        .map(|(n, v)| format!("{}: {}", n.as_str(), String::from_utf8_lossy(v.as_bytes())))
+        .collect();
+    headers.sort();
+    (
+        upstream.to_string(),
+        format!("{} {}\n{}", req.method, req.uri, headers.join("\n")),
+    )
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Holds a body while it arrives: in memory up to [`IN_MEMORY`], then in an anonymous file in
+/// the cache's directory; in memory within the spill budget when that file cannot be written.
+struct Holder<'a> {
+    verifier: &'a Verifier,
+    memory: Vec<Bytes>,
+    memory_len: usize,
+    file: Option<Arc<File>>,
+    file_len: u64,
+    pending: BytesMut,
+    /// The file could not be written: memory only, within the budget.
+    spilled: bool,
+    reservation: Reservation,
+}
+
+impl<'a> Holder<'a> {
+    fn new(verifier: &'a Verifier, _length: Option<u64>) -> Holder<'a> {
+        Holder {
+            verifier,
+            memory: Vec::new(),
+            memory_len: 0,
+            file: None,
+            file_len: 0,
+            pending: BytesMut::new(),
+            spilled: false,
+            reservation: Reservation::default(),
+        }
+    }
+
+    /// Takes `b`, or says why it cannot be held.
+    async fn push(&mut self, b: Bytes) -> Result<(), String> {
+        if self.spilled {
+            return self.keep_in_memory(b);
+        }
+        if self.file.is_none() && self.memory_len + b.len() <= IN_MEMORY {
+            self.memory_len += b.len();
+            self.memory.push(b);
+            return Ok(());
+        }
+        if self.file.is_none() {
+            let dir = self.verifier.spill_dir.clone();
+            match tokio::task::spawn_blocking(move || anonymous_file(&dir)).await {
+                Ok(Ok(f)) => {
+                    self.file = Some(Arc::new(f));
+                    for part in std::mem::take(&mut self.memory) {
+                        self.pending.extend_from_slice(&part);
+                    }
+                    self.memory_len = 0;
+                }
+                Ok(Err(e)) => return self.fall_back(b, e.to_string()).await,
+                Err(e) => return Err(format!("the gateway could not hold the body: {e}")),
+            }
+        }
+        self.pending.extend_from_slice(&b);
+        if self.pending.len() >= WRITE_CHUNK {
+            if let Err(e) = self.flush().await {
+                return self.fall_back(Bytes::new(), e).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending to the file.
+    async fn flush(&mut self) -> Result<(), String> {
+        let Some(file) = self.file.clone() else {
+            return Ok(());
+        };
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.pending).freeze();
+        let at = self.file_len;
+        let n = data.len() as u64;
+        let kept = data.clone();
+        let written = tokio::task::spawn_blocking(move || file.write_all_at(&data, at)).await;
+        match written {
+            Ok(Ok(())) => {
+                self.file_len += n;
+                Ok(())
+            }
+            failed => {
+                // Not written (or not wholly): kept for the fall-back, which reads back only
+                // the file's first `file_len` bytes.
+                self.pending = BytesMut::from(&kept[..]);
+                Err(match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(())) => String::new(),
+                })
+            }
+        }
+    }
+
+    /// The cache's filesystem could not take the body (`why`): what was written is read back
+    /// and the body is held in memory from now on, within the spill budget.
+    async fn fall_back(&mut self, b: Bytes, why: String) -> Result<(), String> {
+        let dir = self.verifier.spill_dir.display().to_string();
+        let total = self.file_len as usize + self.pending.len() + self.memory_len + b.len();
+        if !self.reservation.grow(
+            &self.verifier.spilled,
+            self.verifier.spill_limit,
+            total,
+        ) {
+            return Err(format!(
+                "the gateway's cache filesystem ({dir}) cannot hold the body to check it ({why}), \
+                 and the memory it may use instead is spent"
+            ));
+        }
+        log::warn!("verification: the cache filesystem ({dir}) cannot hold a body ({why}); held in memory");
+        if let Some(file) = self.file.take() {
+            let len = self.file_len as usize;
+            let read = tokio::task::spawn_blocking(move || {
+                let mut v = vec![0u8; len];
+                file.read_exact_at(&mut v, 0).map(|()| v)
+            })
+            .await;
+            match read {
+                Ok(Ok(v)) => self.memory.push(Bytes::from(v)),
+                Ok(Err(e)) => return Err(format!("reading back the held body: {e}")),
+                Err(e) => return Err(format!("reading back the held body: {e}")),
+            }
+            self.file_len = 0;
+        }
+        if !self.pending.is_empty() {
+            self.memory.push(std::mem::take(&mut self.pending).freeze());
+        }
+        if !b.is_empty() {
+            self.memory.push(b);
+        }
+        self.memory_len = self.memory.iter().map(Bytes::len).sum();
+        self.spilled = true;
+        Ok(())
+    }
+
+    fn keep_in_memory(&mut self, b: Bytes) -> Result<(), String> {
+        if !self
+            .reservation
+            .grow(&self.verifier.spilled, self.verifier.spill_limit, b.len())
+        {
+            return Err(format!(
+                "the gateway's cache filesystem ({}) cannot hold the body to check it, and the \
+                 memory it may use instead is spent",
+                self.verifier.spill_dir.display()
+            ));
+        }
+        self.memory_len += b.len();
+        self.memory.push(b);
+        Ok(())
+    }
+
+    /// The whole body.
+    async fn finish(mut self) -> Result<(Held, Reservation), String> {
+        if self.file.is_some() {
+            if let Err(e) = self.flush().await {
+                self.fall_back(Bytes::new(), e).await?;
+            }
+        }
+        let reservation = std::mem::take(&mut self.reservation);
+        Ok(match self.file.take() {
+            Some(f) => (Held::File(f, self.file_len), reservation),
+            None => (Held::Memory(std::mem::take(&mut self.memory)), reservation),
+        })
+    }
+}
+
+/// An unnamed file in `dir` (gone when closed, and after a crash).
+fn anonymous_file(dir: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+}
+
+/// The origin service (one per process, on the verifier's socket).
+pub struct VerifyingOrigin(pub Arc<Verifier>);
+
+#[async_trait]
+impl HttpServerApp for VerifyingOrigin {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        _shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            _ => return None,
+        }
+        let verifier = &self.0;
+        let id = http
+            .req_header()
+            .headers
+            .get(JOB_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let job = id.and_then(|id| verifier.lock_jobs().remove(&id));
+        let Some(job) = job else {
+            if let Ok(resp) = answer_header(
+                500,
+                &[(FAILURE_HEADER, "other the verification job is unknown")],
+                0,
+            ) {
+                let _ = http.write_response_header(resp).await;
+                let _ = http.finish_body().await;
+            }
+            return None;
+        };
+        let mut req = http.req_header().clone();
+        req.remove_header(JOB_HEADER);
+        let answer = verifier.answer(job, req).await;
+        http.set_keepalive(Some(60));
+        if !serve(&mut http, &answer).await {
+            return None;
+        }
+        let settings = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(Some(stream)) => Some(ReusedHttpStream::from_reusable_stream(stream, settings)),
+            _ => None,
+        }
+    }
+}
+
+/// A header of the origin's own answers.
+fn answer_header(
+    status: u16,
+    extra: &[(&'static str, &str)],
+    length: u64,
+) -> pingora::Result<Box<ResponseHeader>> {
+    let mut h = ResponseHeader::build(status, Some(extra.len() + 1))?;
+    for (name, value) in extra {
+        h.insert_header(*name, header_text(value))?;
+    }
+    h.insert_header(http::header::CONTENT_LENGTH, length)?;
+    Ok(Box::new(h))
+}
+
+/// `text` as a header value: visible ASCII, at most 4 KiB.
+fn header_text(text: &str) -> String {
+    text.chars()
+        .take(4096)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+        .collect()
+}
+
+/// The origin's own headers: never taken from an upstream's answer.
+const OWN_HEADERS: &[&str] = &[
+    VERIFIED_HEADER,
+    REFUSAL_HEADER,
+    FAILURE_HEADER,
+    UNAVAILABLE_HEADER,
+];
+
+/// An upstream's header as passed on: without hop-by-hop headers or the origin's own.
+fn passed_on(upstream: &ResponseHeader, length: u64) -> Box<ResponseHeader> {
+    let mut h = Box::new(upstream.clone());
+    for name in HOP_BY_HOP {
+        h.remove_header(name);
+    }
+    for name in OWN_HEADERS.iter().chain(&["keep-alive"]) {
+        h.remove_header(*name);
+    }
+    let _ = h.insert_header(http::header::CONTENT_LENGTH, length);
+    h
+}
+
+/// Hop-by-hop headers, never passed on.
+const HOP_BY_HOP: &[http::HeaderName] = &[
+    http::header::CONNECTION,
+    http::header::TRANSFER_ENCODING,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+];
+
+/// Sends `answer` to the proxy; whether the connection can be reused.
+async fn serve(http: &mut ServerSession, answer: &Fetched) -> bool {
+    match answer {
+        Fetched::Verified {
+            header: upstream,
+            body: held,
+            ..
+        } => {
+            let mut h = passed_on(upstream, held.len());
+            if h.insert_header(VERIFIED_HEADER, "1").is_err() {
+                return false;
+            }
+            if http.write_response_header(h).await.is_err() {
+                return false;
+            }
+            match held {
+                Held::Memory(parts) => {
+                    for part in parts {
+                        if http.write_response_body(part.clone(), false).await.is_err() {
+                            return false;
+                        }
+                    }
+                }
+                Held::File(file, len) => {
+                    let mut at = 0u64;
+                    while at < *len {
+                        let n = READ_CHUNK.min((*len - at) as usize);
+                        let f = file.clone();
+                        let read = tokio::task::spawn_blocking(move || {
+                            let mut v = vec![0u8; n];
+                            f.read_exact_at(&mut v, at).map(|()| v)
+                        })
+                        .await;
+                        let Ok(Ok(chunk)) = read else {
+                            return false;
+                        };
+                        at += n as u64;
+                        if http.write_response_body(chunk.into(), false).await.is_err() {
+                            return false;
+                        }
+                    }
+                }
+            }
+            http.finish_body().await.is_ok()
+        }
+        Fetched::Passed(upstream, body) => {
+            let h = passed_on(upstream, body.len() as u64);
+            if http.write_response_header(h).await.is_err() {
+                return false;
+            }
+            if !body.is_empty() && http.write_response_body(body.clone(), false).await.is_err() {
+                return false;
+            }
+            http.finish_body().await.is_ok()
+        }
+        Fetched::Refused(reason) => own(http, 502, REFUSAL_HEADER, reason).await,
+        Fetched::Unavailable(reason) => own(http, 503, UNAVAILABLE_HEADER, reason).await,
+        Fetched::Failed {
+            class,
+            timeout,
+            detail,
+        } => {
+            let value = format!("{} {detail}", class_name(*class, *timeout));
+            own(http, 502, FAILURE_HEADER, &value).await
+        }
+    }
+}
+
+/// One of the origin's own answers: `status`, the reason in `header` and in the body.
+async fn own(http: &mut ServerSession, status: u16, header: &'static str, reason: &str) -> bool {
+    let body = Bytes::from(format!("{reason}\n"));
+    let Ok(h) = answer_header(status, &[(header, reason)], body.len() as u64) else {
+        return false;
+    };
+    http.write_response_header(h).await.is_ok()
+        && http.write_response_body(body, false).await.is_ok()
+        && http.finish_body().await.is_ok()
+}
+
+/// The name of a failure class in [`FAILURE_HEADER`].
+fn class_name(class: FailureClass, timeout: bool) -> &'static str {
+    if timeout {
+        return "timeout";
+    }
+    match class {
+        FailureClass::Refused => "refused",
+        FailureClass::Tls => "tls",
+        FailureClass::Closed => "closed",
+        FailureClass::Other => "other",
+    }
+}
+
+/// What the proxy reads off the origin's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A 200 checked against the ledger.
+    Verified,
+    /// The upstream's own answer (not a 200), passed on.
+    Passed,
+    /// Refused: the reason for the client.
+    Refused(String),
+    /// The step failed: a timeout, or a failure of its class.
+    Failed { timeout: bool, failure: Failure },
+    /// The body could not be held to be checked: the reason (a 503).
+    Unavailable(String),
+}
+
+/// Reads the origin's verdict off its answer's header (the internal headers are removed).
+pub fn verdict(resp: &mut ResponseHeader) -> Verdict {
+    let text = |resp: &ResponseHeader, name: &str| {
+        resp.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    let verified = text(resp, VERIFIED_HEADER);
+    let refusal = text(resp, REFUSAL_HEADER);
+    let failure = text(resp, FAILURE_HEADER);
+    let unavailable = text(resp, UNAVAILABLE_HEADER);
+    for name in [VERIFIED_HEADER, REFUSAL_HEADER, FAILURE_HEADER, UNAVAILABLE_HEADER] {
+        resp.remove_header(name);
+    }
+    if let Some(r) = refusal {
+        return Verdict::Refused(r);
+    }
+    if let Some(u) = unavailable {
+        return Verdict::Unavailable(u);
+    }
+    if let Some(f) = failure {
+        let (class, detail) = f.split_once(' ').unwrap_or((f.as_str(), ""));
+        let class_of = match class {
+            "refused" => FailureClass::Refused,
+            "tls" => FailureClass::Tls,
+            "closed" => FailureClass::Closed,
+            _ => FailureClass::Other,
+        };
+        return Verdict::Failed {
+            timeout: class == "timeout",
+            failure: Failure::new(class_of, detail),
+        };
+    }
+    if verified.is_some() && resp.status.as_u16() == 200 {
+        return Verdict::Verified;
+    }
+    Verdict::Passed
+}
