@@ -96,6 +96,7 @@
 #   BIG_MIB=100        the large zip (0: no large-zip cases, no memory download peak)
 #   BIG_CONNS=4        h2load -c for the large zip (-m1)
 #   FANIN_CONNS=10 FANIN_STREAMS=100 FANIN_N=1000     (modgate allows 100 streams/connection)
+#   FANIN_ORIGIN_MS=200  about how long the origin takes to send one cold fan-in zip (a rate limit)
 #   MEM_REQUESTS=1000000 MEM_CONNS=32 MEM_STREAMS=8 MEM_CLIENTS=64
 #   GO_BIN=$(command -v go || echo /usr/lib/go-1.23/bin/go) GO_DEPS=200 GO_PROCS=8
 #   GO_TIMEOUT=300     seconds, per go run
@@ -105,7 +106,7 @@
 #   NGINX_MTLS_PORT=18614 MODGATE_MTLS_PORT=18615      the listeners requiring a certificate
 #   KEEP=1             keep the work directory (configs, logs, h2load, mgload and go outputs)
 #   BUILD=0            use target/release/modgate and target/release/mgload as they are
-#   WORK_STEALING=true modgate's server.work_stealing (false: one scheduler per worker thread)
+#   WORK_STEALING=false modgate's server.work_stealing (true: the work-stealing scheduler)
 #
 # Everything listens on 127.0.0.1. Every h2load, curl and go is bounded by a timeout, every loop
 # by a count. Every process started here is stopped on exit (benches/lib.sh).
@@ -131,6 +132,7 @@ BIG_CONNS=${BIG_CONNS:-4}
 FANIN_CONNS=${FANIN_CONNS:-10}
 FANIN_STREAMS=${FANIN_STREAMS:-100}
 FANIN_N=${FANIN_N:-1000}
+FANIN_ORIGIN_MS=${FANIN_ORIGIN_MS:-200}
 MEM_REQUESTS=${MEM_REQUESTS:-1000000}
 MEM_CONNS=${MEM_CONNS:-32}
 MEM_STREAMS=${MEM_STREAMS:-8}
@@ -171,6 +173,7 @@ int_in BIG_CONNS "$BIG_CONNS" 1 256
 int_in FANIN_CONNS "$FANIN_CONNS" 1 1000
 int_in FANIN_STREAMS "$FANIN_STREAMS" 1 100
 int_in FANIN_N "$FANIN_N" 1 1000000
+int_in FANIN_ORIGIN_MS "$FANIN_ORIGIN_MS" 1 10000
 int_in MEM_REQUESTS "$MEM_REQUESTS" 1 100000000
 int_in MEM_CLIENTS "$MEM_CLIENTS" 1 1000
 int_in GO_DEPS "$GO_DEPS" 1 1000
@@ -227,7 +230,11 @@ for f in "$CERT" "$KEY" "$CA" "$CCERT" "$CKEY"; do [ -s "$f" ] || die "modgate c
 
 nginx_common
 # The origin logs every request, so a run can show that it was all cache hits.
-write_origin_conf "log_format tiny '\$request'; access_log $W/origin-access.log tiny;" ""
+# The cold fan-in's zips (v1.4.*) come from an origin that takes about FANIN_ORIGIN_MS to send
+# one (a rate limit, nginx having no delay of its own); every other object at once.
+FANIN_RATE=$((100 * 1024 * 1000 / FANIN_ORIGIN_MS))
+write_origin_conf "log_format tiny '\$request'; access_log $W/origin-access.log tiny;" "" \
+  "location ~ /@v/v1\\.4\\.[0-9]+\\.zip\$ { limit_rate $FANIN_RATE; try_files \$uri =404; }"
 "$NGINX" -t -q -p "$W" -e "$W/origin-startup.log" -c "$W/origin.conf"
 taskset -c "$LOADER_CPUS" "$NGINX" -p "$W" -e "$W/origin-startup.log" -c "$W/origin.conf" &
 ORIGIN_PID=$!
@@ -899,7 +906,7 @@ cat <<EOF
 Machine: $NCPU CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r).
 Load average at start $LOAD_START, at end $LOAD_END. modgate $REV,
 $($NGINX -v 2>&1 | sed 's/^nginx version: //'), $(h2load --version | head -1)$(gomod_on && echo ", $("$GO_BIN" version | awk '{ print $3 }')")$(enabled mtls && echo ", mgload (benches/mgload, release)").
-Pinning: $PINNING; THREADS=$THREADS (modgate server.threads = nginx worker_processes); modgate server.work_stealing: ${WORK_STEALING:-true}.
+Pinning: $PINNING; THREADS=$THREADS (modgate server.threads = nginx worker_processes); modgate server.work_stealing: ${WORK_STEALING:-false}.
 TLS 1.3 ($CIPHER), client certificates optional (none presented) except in the mtls section's
 "presented" rows (listeners requiring one). Sections: $SECTIONS
 (all but small and mtls in logging mode $EXTRA_MODE only).

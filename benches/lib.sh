@@ -157,7 +157,7 @@ nginx_common() { # -> NGINX, NGINX_USER, TEMP_PATHS (temporary files under $W/tm
   fastcgi_temp_path $W/tmp/fastcgi; uwsgi_temp_path $W/tmp/uwsgi; scgi_temp_path $W/tmp/scgi;"
 }
 
-write_origin_conf() { # access-log directive, extra http directives (after nginx_common)
+write_origin_conf() { # access-log directive, extra http directives (after nginx_common), extra server directives
   cat >"$W/origin.conf" <<EOF
 $NGINX_USER
 daemon off;
@@ -177,19 +177,20 @@ http {
     listen 127.0.0.1:$ORIGIN_PORT;
     root $W/origin;
     location / { try_files \$uri =404; }
+    ${3:-}
   }
 }
 EOF
 }
 
-# modgate's server.work_stealing is WORK_STEALING (default true, modgate's default).
+# modgate's server.work_stealing is WORK_STEALING (default false, modgate's default).
 write_modgate_conf() { # file dir port audit-output log-level ("": none) listener-yaml cache-yaml
   local file=$1 dir=$2 port=$3 audit=$4 level=$5 listener=$6 cache=$7 logs=""
   [ -n "$level" ] && logs=$'log:\n  level: '"$level"
   cat >"$file" <<EOF
 server:
   threads: $THREADS
-  work_stealing: ${WORK_STEALING:-true}
+  work_stealing: ${WORK_STEALING:-false}
   pid_file: $dir/modgate.pid
   upgrade_sock: $dir/modgate_upgrade.sock
   grace_period: 1s

@@ -834,7 +834,11 @@ async fn kill_9_mid_write_leaves_no_torn_object() {
     }
     // Verified before served: not a byte of the unchecked zip reached the client, and nothing
     // of it is in the cache's directory (held in an unnamed file).
-    assert_eq!(received.load(Ordering::SeqCst), 0, "unchecked bytes were sent");
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        0,
+        "unchecked bytes were sent"
+    );
     assert!(
         object_files(cache_dir.path()).is_empty(),
         "{:?}",
@@ -1360,7 +1364,10 @@ async fn an_upstream_that_swaps_a_zip_is_refused_and_the_ledger_keeps_the_origin
     let text = String::from_utf8_lossy(got);
     assert_eq!(status, 502, "{text}");
     assert_eq!(length, Some(got.len()), "the whole 502 arrived");
-    assert!(text.starts_with(&expected_b), "{text}\nexpected: {expected_b}");
+    assert!(
+        text.starts_with(&expected_b),
+        "{text}\nexpected: {expected_b}"
+    );
     assert_eq!(gets(&fixture, &b_path), 2);
     let r = gw_b.get(&b_path);
     assert_eq!(r.status, 502, "{}", r.text());
@@ -1617,7 +1624,10 @@ async fn a_retagged_zip_is_a_clean_502_for_the_requester_and_fifty_waiters() {
             .file("blob.bin", &noise(256 << 10, 5))
             .file("r.go", source.as_bytes())
     };
-    let (first, second) = (v("package retagged // one\n"), v("package retagged // ONE\n"));
+    let (first, second) = (
+        v("package retagged // one\n"),
+        v("package retagged // ONE\n"),
+    );
     let (zip1, zip2) = (zip_of(&first), zip_of(&second));
     assert_eq!(zip1.len(), zip2.len());
     let path = at(RETAG2, "v1.0.0", "zip");
@@ -1676,7 +1686,11 @@ async fn a_retagged_zip_is_a_clean_502_for_the_requester_and_fifty_waiters() {
             "{text}\nexpected: {expected}"
         );
     }
-    assert_eq!(gets(&fixture, &path), 2, "one fetch for all 51 clients of B");
+    assert_eq!(
+        gets(&fixture, &path),
+        2,
+        "one fetch for all 51 clients of B"
+    );
 
     // `go` prints the reason.
     if go.is_some() {
@@ -1782,7 +1796,11 @@ async fn a_truncated_upstream_body_is_never_served_or_stored_and_is_fetched_agai
         "the cut body was recorded"
     );
     // The operator's log says what happened.
-    assert!(gw.gateway.log().contains("cut after"), "{}", gw.gateway.log());
+    assert!(
+        gw.gateway.log().contains("cut after"),
+        "{}",
+        gw.gateway.log()
+    );
 
     // The next request fetches again: the whole zip, checked, stored.
     assert_eq!(gw.expect_body(&path, &zip), "miss");
@@ -1826,7 +1844,8 @@ async fn a_miss_waiting_on_the_ledger_lock_does_not_delay_hits_on_the_same_threa
 
     // Hold the ledger's write lock, as another writer would.
     let conn = rusqlite::Connection::open(spec.ledger_path()).expect("open ledger");
-    conn.execute_batch("BEGIN EXCLUSIVE").expect("lock the ledger");
+    conn.execute_batch("BEGIN EXCLUSIVE")
+        .expect("lock the ledger");
     let held = Instant::now();
     let cold_path = at(LOCKED, "v1.1.0", "zip");
     let miss = {

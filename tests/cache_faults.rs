@@ -5,6 +5,9 @@
 //!   checked by the ledger), bypassing the cache; so is every miss once the filesystem is
 //!   full. The failure is counted (`modgate_cache_write_failures_total`), and the log and the
 //!   audit record name the cache, never the upstream.
+//! - An exact version is held whole to be checked before it is served: in memory (within
+//!   `cache.max_spill`) when the full filesystem cannot take it, and beyond that a 503 that
+//!   names the cache's filesystem, never a cut transfer.
 //! - Stale-while-revalidate behind an upstream that answers only callers it knows (the
 //!   identity the route forwards): the background refresh carries the identity of the
 //!   request that triggered it, and a refresh never replaces a good answer with a failure.
@@ -257,6 +260,133 @@ audit: {{ output: audit.jsonl }}
     let r = get(addr, &format!("/{BIG}/@v/v1.1.0.zip")).expect("get");
     assert_eq!(r.body, small_zip);
     assert!(metric(addr, failures) >= 6.0);
+    drop(gw);
+}
+
+/// An exact version is checked before it is served, held whole while it is: in an unnamed
+/// file on the cache's filesystem, in memory (within `cache.max_spill`) when that filesystem
+/// is full. A zip neither can hold is a 503 that names the cache's filesystem (not the
+/// upstream, and never a cut transfer); one that fits in memory is served whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zip_that_neither_the_full_cache_nor_the_spill_budget_can_hold_is_a_503_naming_the_cache()
+{
+    const HELD: &str = "example.com/held";
+    let Some(fs) = Tmpfs::mount("2m", 0o700) else {
+        return;
+    };
+    let big = ModuleVersion::new(HELD, "v1.0.0")
+        .expect("module")
+        .file("blob.bin", &noise(3 << 20, 21));
+    let mid = ModuleVersion::new(HELD, "v1.1.0")
+        .expect("module")
+        .file("blob.bin", &noise(1536 << 10, 22));
+    let (big_zip, mid_zip) = (big.zip().expect("zip"), mid.zip().expect("zip"));
+    let upstream = FixtureProxy::start(&[big.clone(), mid.clone()])
+        .await
+        .expect("fixture");
+    let state = tempfile::tempdir().expect("tempdir");
+    let cache_dir = fs.path().join("cache");
+    let addr = free_addr();
+    let config = format!(
+        r#"
+listeners:
+  - {{ name: plain, address: "{addr}", metrics: true, debug_headers: true }}
+upstreams:
+  up: {{ url: "{up}" }}
+routes:
+  - {{ name: all, match: {{ prefix: "" }}, chain: [up] }}
+cache:
+  dir: "{cache}"
+  ledger: "{ledger}"
+  max_spill: 2MiB
+  fsync: false
+audit: {{ output: audit.jsonl }}
+"#,
+        up = upstream.url(),
+        cache = cache_dir.display(),
+        ledger = state.path().join("ledger.sqlite").display(),
+    );
+    let gw = Gateway::start(&config, addr);
+    // Fill the filesystem.
+    let free = fs.available();
+    std::fs::write(fs.path().join("filler"), vec![0u8; free as usize]).ok();
+    assert!(fs.available() < 64 << 10, "{} bytes free", fs.available());
+
+    // 1.5 MiB: more than is kept in memory anyway, held in memory for want of disk.
+    let mid_path = format!("/{HELD}/@v/v1.1.0.zip");
+    let r = get(addr, &mid_path).expect("get");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), gw.log());
+    assert!(r.body == mid_zip, "{} bytes", r.body.len());
+    assert_eq!(r.header("x-modgate-cache"), Some("not-stored"));
+    let held = r#"modgate_verified_fetches_total{result="held_in_memory"}"#;
+    assert_eq!(metric(addr, held), 1.0);
+
+    // 3 MiB: over the budget.
+    let big_path = format!("/{HELD}/@v/v1.0.0.zip");
+    let r = get(addr, &big_path).expect("get");
+    let text = r.text();
+    assert_eq!(r.status, 503, "{text}\n{}", gw.log());
+    assert!(
+        text.contains(&format!("{HELD}@v1.0.0 (.zip)"))
+            && text.contains(&cache_dir.display().to_string())
+            && text.contains("cache filesystem")
+            && !text.contains("upstream up"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            addr,
+            r#"modgate_verified_fetches_total{result="unavailable"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            addr,
+            r#"modgate_upstream_attempts_total{upstream="up",outcome="failed"}"#
+        ),
+        0.0,
+        "the upstream was blamed"
+    );
+    let records = audit_records_for(gw.dir.path(), big_path.as_str(), 1);
+    let rec = records
+        .iter()
+        .find(|r| r["path"] == big_path.as_str())
+        .expect("the 503's audit record");
+    assert_eq!(rec["status"], 503, "{rec}");
+    assert!(
+        rec["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cache filesystem"),
+        "{rec}"
+    );
+    // Nothing was recorded in the ledger for the zip that could not be checked.
+    let ledger = Ledger::open(&state.path().join("ledger.sqlite")).expect("ledger");
+    assert_eq!(
+        ledger.get(HELD, "v1.0.0", Artifact::Zip).expect("get"),
+        None
+    );
+    assert_eq!(
+        ledger
+            .get(HELD, "v1.1.0", Artifact::Zip)
+            .expect("get")
+            .map(|e| e.sha256),
+        Some(sha256(&mid_zip))
+    );
+    // Not remembered as a refusal: the next request asks the upstream again.
+    let asked = || {
+        upstream
+            .requests()
+            .iter()
+            .filter(|q| q.path == big_path && q.method == "GET")
+            .count()
+    };
+    assert_eq!(asked(), 1);
+    let r = get(addr, &big_path).expect("get");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(asked(), 2);
+    assert!(big_zip.len() > 2 << 20);
     drop(gw);
 }
 

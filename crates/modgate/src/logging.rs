@@ -73,6 +73,13 @@ fn demoted(message: &str) -> Option<Level> {
     if message.starts_with("no header compression dictionary loaded") {
         return Some(Level::Debug);
     }
+    // Pingora's connection pool lost a race between a connection's release and its next use
+    // on another thread (its idle watcher still held the connection): the request simply
+    // opens a new connection. Seen with one scheduler per thread and the verifying origin's
+    // pooled hop.
+    if message == "failed to acquire reusable stream" {
+        return Some(Level::Debug);
+    }
     None
 }
 
@@ -410,6 +417,10 @@ mod tests {
         assert_eq!(demoted("Downstream handshake timeout"), Some(Level::Info));
         assert_eq!(
             demoted("no header compression dictionary loaded - use set_compression_dict_content()"),
+            Some(Level::Debug)
+        );
+        assert_eq!(
+            demoted("failed to acquire reusable stream"),
             Some(Level::Debug)
         );
     }

@@ -81,6 +81,7 @@ pub struct Metrics {
     pub sumdb_batches: IntCounter,
     pub sumdb_batch_seconds: prometheus::GaugeVec,
     pub sumdb_lookups: IntCounterVec,
+    pub verified_fetches: IntCounterVec,
 }
 
 impl Metrics {
@@ -282,6 +283,18 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["result"],
     )?;
+    let verified_fetches = IntCounterVec::new(
+        Opts::new(
+            "modgate_verified_fetches_total",
+            "Upstream fetches of exact versions by the verifying origin, by result: verified \
+             (checked against the ledger, then served), passed (another status, passed on), \
+             refused (changed bytes, an encoding, not a module zip, the ledger unavailable), \
+             failed (connection, timeout, a body cut short), unavailable (the cache's \
+             filesystem could not hold the body and the spill budget was spent), \
+             held_in_memory (the cache's filesystem could not hold the body: kept in memory)",
+        ),
+        &["result"],
+    )?;
     let git_refreshes = IntCounterVec::new(
         Opts::new(
             "modgate_git_mirror_refreshes_total",
@@ -381,6 +394,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(sumdb_batches.clone()))?;
     registry.register(Box::new(sumdb_batch_seconds.clone()))?;
     registry.register(Box::new(sumdb_lookups.clone()))?;
+    registry.register(Box::new(verified_fetches.clone()))?;
     registry.register(Box::new(index_failing.clone()))?;
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(spans_dropped.clone()))?;
@@ -436,6 +450,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         sumdb_batches,
         sumdb_batch_seconds,
         sumdb_lookups,
+        verified_fetches,
         reloads,
         spans_dropped,
         spans_exported,

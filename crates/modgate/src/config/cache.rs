@@ -170,6 +170,10 @@ pub struct CacheConfig {
     pub memory: ByteSize,
     #[serde(default = "default_memory_object")]
     pub memory_object_max: ByteSize,
+    /// Memory all bodies together may be held in when the cache's filesystem cannot take them
+    /// (an exact version being checked, an unknown-length answer being stored).
+    #[serde(default = "default_max_spill")]
+    pub max_spill: ByteSize,
     /// Concurrent misses for one object wait this long for the first one's fetch.
     #[serde(default = "default_lock_timeout")]
     pub lock_timeout: DurationValue,
@@ -194,6 +198,9 @@ fn default_memory() -> ByteSize {
 }
 fn default_memory_object() -> ByteSize {
     ByteSize(2 << 20)
+}
+fn default_max_spill() -> ByteSize {
+    ByteSize(64 << 20)
 }
 fn default_lock_timeout() -> DurationValue {
     DurationValue(Duration::from_secs(60))
@@ -222,6 +229,7 @@ impl CacheConfig {
             .unwrap_or(usize::MAX)
             .min(c.memory_budget_bytes);
         c.fsync = self.fsync;
+        c.max_spill_bytes = self.max_spill.0;
         c
     }
 }

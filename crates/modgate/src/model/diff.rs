@@ -204,6 +204,7 @@ fn cache_sides(c: &CacheConfig) -> CacheSides<impl PartialEq + '_, impl PartialE
         max_object_size,
         memory,
         memory_object_max,
+        max_spill,
         lock_timeout,
         ttl,
         // Compared as the ledger file in force (`ledger_path`: unset is the default file in
@@ -219,6 +220,7 @@ fn cache_sides(c: &CacheConfig) -> CacheSides<impl PartialEq + '_, impl PartialE
             max_object_size,
             memory,
             memory_object_max,
+            max_spill,
             lock_timeout,
             c.ledger_path(),
             fsync,
@@ -761,6 +763,7 @@ checksum_log:
             ("max_object_size", U, |c| c.max_object_size.0 += 1),
             ("memory", U, |c| c.memory.0 += 1),
             ("memory_object_max", U, |c| c.memory_object_max.0 += 1),
+            ("max_spill", U, |c| c.max_spill.0 += 1),
             ("lock_timeout", U, |c| c.lock_timeout = secs(99)),
             ("ttl", L, |c| c.ttl.mutable = secs(99)),
             ("ledger", U, |c| c.ledger = path("/tmp/other-ledger.sqlite")),

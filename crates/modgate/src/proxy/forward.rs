@@ -69,10 +69,9 @@ impl GatewayProxy {
         upstream: &str,
         real: Box<HttpPeer>,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(verifier), Some((module, (artifact, version)))) = (
-            self.verifier.as_ref(),
-            ctx.guard.ledger_key(),
-        ) else {
+        let (Some(verifier), Some((module, (artifact, version)))) =
+            (self.verifier.as_ref(), ctx.guard.ledger_key())
+        else {
             return Ok(real);
         };
         if session.req_header().method != Method::GET {

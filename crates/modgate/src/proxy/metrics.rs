@@ -49,6 +49,7 @@ struct Series {
     sumdb_batches: IntCounter,
     sumdb_batch_seconds: prometheus::GaugeVec,
     sumdb_lookups: IntCounterVec,
+    verified_fetches: IntCounterVec,
 }
 
 /// The `status_class` label: `2xx`, `4xx`, …; `none` when no answer was sent (status 0).
@@ -94,6 +95,7 @@ impl ProxyMetrics {
                 sumdb_batches: m.sumdb_batches.clone(),
                 sumdb_batch_seconds: m.sumdb_batch_seconds.clone(),
                 sumdb_lookups: m.sumdb_lookups.clone(),
+                verified_fetches: m.verified_fetches.clone(),
                 index_failing: m.index_failing.clone(),
             })
         }))
@@ -213,6 +215,12 @@ impl ProxyMetrics {
 
     /// A lookup in the company checksum database ended: `logged`, `appended`, `refused` or
     /// `disagreement`.
+    /// The verifying origin finished a fetch with `result`.
+    pub fn verified_fetch(&self, result: &'static str) {
+        let Some(s) = &self.0 else { return };
+        s.verified_fetches.with_label_values(&[result]).inc();
+    }
+
     pub fn sumdb_lookup(&self, result: &'static str) {
         let Some(s) = &self.0 else { return };
         s.sumdb_lookups.with_label_values(&[result]).inc();

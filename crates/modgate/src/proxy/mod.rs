@@ -264,7 +264,6 @@ impl ProxyHttp for GatewayProxy {
         self.judge_response(session, upstream_response, ctx).await
     }
 
-
     async fn response_filter(
         &self,
         session: &mut Session,

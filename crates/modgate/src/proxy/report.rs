@@ -299,7 +299,8 @@ pub fn audit_record(
     } else if let Some(cut) = record.cut.take() {
         out.incomplete = true;
         out.reason = Some(format!("transfer cut after {} bytes: {cut}", f.bytes));
-    } else if out.decision == AuditDecision::Allow && f.status >= 500 {
+    } else if out.decision == AuditDecision::Allow && f.status >= 500 && out.reason.is_none() {
+        // (A reason of the gateway's own, such as its cache's, is kept.)
         out.reason = cursor.last_outcome().map(|o| o.describe());
     }
     out.status = f.status;

@@ -133,7 +133,11 @@ pub enum Fetched {
     /// unavailable): the reason.
     Refused(String),
     /// The step failed (connection, timeout, a truncated body).
-    Failed { class: FailureClass, timeout: bool, detail: String },
+    Failed {
+        class: FailureClass,
+        timeout: bool,
+        detail: String,
+    },
     /// The body could not be held to be checked (the cache's filesystem full and the spill
     /// budget spent).
     Unavailable(String),
@@ -149,6 +153,17 @@ impl Fetched {
             class: FailureClass::of(e.etype()),
             timeout,
             detail: short_error(e),
+        }
+    }
+
+    /// The `result` label of `modgate_verified_fetches_total`.
+    fn label(&self) -> &'static str {
+        match self {
+            Fetched::Verified { .. } => "verified",
+            Fetched::Passed(..) => "passed",
+            Fetched::Refused(_) => "refused",
+            Fetched::Failed { .. } => "failed",
+            Fetched::Unavailable(_) => "unavailable",
         }
     }
 
@@ -298,6 +313,7 @@ impl Verifier {
                 let fetch = tokio::spawn(async move {
                     let (upstream, peer) = (job.upstream.clone(), job.peer.to_string());
                     let fetched = this.fetch(job, req).await;
+                    this.metrics.verified_fetch(fetched.label());
                     // The whole story for the operator (the client is told less).
                     match &fetched {
                         Fetched::Failed { detail, .. } => {
@@ -369,7 +385,9 @@ impl Verifier {
             let mut body = BytesMut::new();
             loop {
                 match session.read_response_body().await {
-                    Ok(Some(b)) if body.len() + b.len() <= PASSED_BODY => body.extend_from_slice(&b),
+                    Ok(Some(b)) if body.len() + b.len() <= PASSED_BODY => {
+                        body.extend_from_slice(&b)
+                    }
                     Ok(Some(_)) | Err(_) => {
                         session.shutdown().await;
                         break;
@@ -504,7 +522,11 @@ impl Verifier {
         }
     }
 
-    async fn release(&self, session: pingora::protocols::http::client::HttpSession, peer: &HttpPeer) {
+    async fn release(
+        &self,
+        session: pingora::protocols::http::client::HttpSession,
+        peer: &HttpPeer,
+    ) {
         let mut session = session;
         if session.response_done() {
             self.connector
@@ -649,17 +671,19 @@ impl<'a> Holder<'a> {
     async fn fall_back(&mut self, b: Bytes, why: String) -> Result<(), String> {
         let dir = self.verifier.spill_dir.display().to_string();
         let total = self.file_len as usize + self.pending.len() + self.memory_len + b.len();
-        if !self.reservation.grow(
-            &self.verifier.spilled,
-            self.verifier.spill_limit,
-            total,
-        ) {
+        if !self
+            .reservation
+            .grow(&self.verifier.spilled, self.verifier.spill_limit, total)
+        {
             return Err(format!(
                 "the gateway's cache filesystem ({dir}) cannot hold the body to check it ({why}), \
                  and the memory it may use instead is spent"
             ));
         }
-        log::warn!("verification: the cache filesystem ({dir}) cannot hold a body ({why}); held in memory");
+        log::warn!(
+            "verification: the cache filesystem ({dir}) cannot hold a body ({why}); held in memory"
+        );
+        self.verifier.metrics.verified_fetch("held_in_memory");
         if let Some(file) = self.file.take() {
             let len = self.file_len as usize;
             let read = tokio::task::spawn_blocking(move || {
@@ -946,7 +970,12 @@ pub fn verdict(resp: &mut ResponseHeader) -> Verdict {
     let refusal = text(resp, REFUSAL_HEADER);
     let failure = text(resp, FAILURE_HEADER);
     let unavailable = text(resp, UNAVAILABLE_HEADER);
-    for name in [VERIFIED_HEADER, REFUSAL_HEADER, FAILURE_HEADER, UNAVAILABLE_HEADER] {
+    for name in [
+        VERIFIED_HEADER,
+        REFUSAL_HEADER,
+        FAILURE_HEADER,
+        UNAVAILABLE_HEADER,
+    ] {
         resp.remove_header(name);
     }
     if let Some(r) = refusal {
@@ -972,4 +1001,125 @@ pub fn verdict(resp: &mut ResponseHeader) -> Verdict {
         return Verdict::Verified;
     }
     Verdict::Passed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin_answer(status: u16, extra: &[(&'static str, &str)]) -> ResponseHeader {
+        *answer_header(status, extra, 0).expect("header")
+    }
+
+    #[test]
+    fn each_verdict_reads_back_as_sent_and_the_internal_headers_are_removed() {
+        let failures = [
+            (FailureClass::Refused, false, "refused"),
+            (FailureClass::Tls, false, "tls"),
+            (FailureClass::Closed, false, "closed"),
+            (FailureClass::Other, false, "other"),
+            (FailureClass::Other, true, "timeout"),
+        ];
+        for (class, timeout, name) in failures {
+            assert_eq!(class_name(class, timeout), name);
+            let value = format!("{name} the body was cut after 5 of 10 bytes");
+            let mut h = origin_answer(502, &[(FAILURE_HEADER, &value)]);
+            let Verdict::Failed {
+                timeout: t,
+                failure,
+            } = verdict(&mut h)
+            else {
+                panic!("{name}: not a failure");
+            };
+            assert_eq!(t, timeout);
+            if !timeout {
+                assert_eq!(failure.class, class);
+            }
+            assert_eq!(failure.detail, "the body was cut after 5 of 10 bytes");
+            assert!(h.headers.get(FAILURE_HEADER).is_none());
+        }
+        let mut h = origin_answer(502, &[(REFUSAL_HEADER, "m@v1 (.zip) changed upstream")]);
+        assert_eq!(
+            verdict(&mut h),
+            Verdict::Refused("m@v1 (.zip) changed upstream".into())
+        );
+        let mut h = origin_answer(503, &[(UNAVAILABLE_HEADER, "the cache is full")]);
+        assert_eq!(
+            verdict(&mut h),
+            Verdict::Unavailable("the cache is full".into())
+        );
+        let mut h = origin_answer(200, &[(VERIFIED_HEADER, "1")]);
+        assert_eq!(verdict(&mut h), Verdict::Verified);
+        assert!(h.headers.get(VERIFIED_HEADER).is_none());
+        // A 200 without the mark is not taken for a checked one, nor a 404 with it.
+        assert_eq!(verdict(&mut origin_answer(200, &[])), Verdict::Passed);
+        assert_eq!(
+            verdict(&mut origin_answer(404, &[(VERIFIED_HEADER, "1")])),
+            Verdict::Passed
+        );
+    }
+
+    #[test]
+    fn an_upstream_cannot_forge_the_origin_s_verdict() {
+        let mut up = ResponseHeader::build(404, None).expect("header");
+        for name in OWN_HEADERS {
+            up.insert_header(*name, "forged").expect("insert");
+        }
+        up.insert_header("connection", "close").expect("insert");
+        up.insert_header("x-upstream", "kept").expect("insert");
+        let mut passed = passed_on(&up, 3);
+        for name in OWN_HEADERS {
+            assert!(passed.headers.get(*name).is_none(), "{name} passed on");
+        }
+        assert!(passed.headers.get("connection").is_none());
+        assert_eq!(passed.headers["x-upstream"], "kept");
+        assert_eq!(passed.headers["content-length"], "3");
+        assert_eq!(verdict(&mut passed), Verdict::Passed);
+    }
+
+    #[test]
+    fn a_reason_becomes_a_header_value_whatever_it_holds() {
+        assert_eq!(header_text("m@v1: a\nb\u{e9}"), "m@v1: a?b?");
+        assert_eq!(header_text(&"x".repeat(10_000)).len(), 4096);
+        let h = answer_header(502, &[(REFUSAL_HEADER, "line\r\nInjected: 1")], 0);
+        let h = h.expect("a header");
+        assert_eq!(h.headers[REFUSAL_HEADER], "line??Injected: 1");
+        assert!(h.headers.get("injected").is_none());
+    }
+
+    #[test]
+    fn requests_differing_in_any_header_are_different_fetches() {
+        let req = |who: &str| {
+            let mut r = RequestHeader::build("GET", b"/m/@v/v1.0.0.zip", None).expect("req");
+            r.insert_header("Host", "up").expect("host");
+            r.insert_header("X-SSL-Client-S-DN", who).expect("dn");
+            r
+        };
+        assert_eq!(
+            flight_key("up", &req("CN=a")),
+            flight_key("up", &req("CN=a"))
+        );
+        assert_ne!(
+            flight_key("up", &req("CN=a")),
+            flight_key("up", &req("CN=b"))
+        );
+        assert_ne!(
+            flight_key("up", &req("CN=a")),
+            flight_key("other", &req("CN=a"))
+        );
+    }
+
+    #[test]
+    fn the_spill_budget_is_shared_and_given_back() {
+        let budget = Arc::new(AtomicUsize::new(0));
+        let mut a = Reservation::default();
+        let mut b = Reservation::default();
+        assert!(a.grow(&budget, 100, 60));
+        assert!(!b.grow(&budget, 100, 50), "over the shared limit");
+        assert!(b.grow(&budget, 100, 40));
+        drop(a);
+        assert_eq!(budget.load(Ordering::Relaxed), 40);
+        drop(b);
+        assert_eq!(budget.load(Ordering::Relaxed), 0);
+    }
 }
