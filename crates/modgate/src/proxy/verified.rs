@@ -553,11 +553,16 @@ impl Verifier {
     }
 }
 
+/// Request headers that differ between requests without changing the answer: left out of the
+/// flight key (each request carries its own trace).
+const NOT_IN_KEY: &[&str] = &["traceparent", "tracestate"];
+
 /// The flight key of `req` to `upstream`.
 fn flight_key(upstream: &str, req: &RequestHeader) -> FlightKey {
     let mut headers: Vec<String> = req
         .headers
         .iter()
+        .filter(|(n, _)| !NOT_IN_KEY.contains(&n.as_str()))
         .map(|(n, v)| format!("{}: {}", n.as_str(), String::from_utf8_lossy(v.as_bytes())))
         .collect();
     headers.sort();
