@@ -69,6 +69,8 @@ const READ_CHUNK: usize = 256 << 10;
 const PASSED_BODY: usize = 64 << 10;
 /// How long a failure is remembered for requests that arrived before it.
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+/// At most this many failures are remembered at once.
+const MAX_FAILURES: usize = 4096;
 
 /// What the proxy hands the origin for one attempt at one chain step.
 pub struct Job {
@@ -336,10 +338,11 @@ impl Verifier {
         if flights.get(&key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
             flights.remove(&key);
             if answer.is_failure() {
-                self.failures
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key, (Instant::now(), answer.clone()));
+                let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+                // Bounded: past it, a failure is simply not shared (each waiter asks again).
+                if failures.len() < MAX_FAILURES {
+                    failures.insert(key, (Instant::now(), answer.clone()));
+                }
             }
         }
         answer
