@@ -1884,3 +1884,188 @@ async fn a_miss_waiting_on_the_ledger_lock_does_not_delay_hits_on_the_same_threa
     assert!(median <= Duration::from_millis(50), "{latencies:?}");
     assert!(max < Duration::from_millis(1000), "{latencies:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The verifying origin across a graceful upgrade, and bodies whose end cannot be told
+// ---------------------------------------------------------------------------------------------
+
+/// An upstream that answers any `.info` with a body naming the path it was asked, after
+/// `delay`; one request per connection.
+fn echo_upstream(delay: Duration) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+                    match s.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let path = text.split(' ').nth(1).unwrap_or("").to_string();
+                std::thread::sleep(delay);
+                let body = format!("{{\"Version\":\"x\",\"Path\":\"{path}\"}}");
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// Exact-version misses keep flowing through a graceful upgrade: every one is a 200 with the
+/// bytes of the path it asked for. (Each process has its own origin socket and job secret: the
+/// upgrade hands sockets over by address, and a job is known only to the process that
+/// registered it; with one shared socket some requests were answered by the other process's
+/// origin, "the verification job is unknown".)
+#[test]
+fn exact_version_misses_survive_a_graceful_upgrade() {
+    let up = echo_upstream(Duration::from_millis(150));
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let spec = CacheSpec::new(cache_dir.path());
+    let addr = free_addr();
+    let config = format!(
+        "listeners:\n  - {{ name: plain, address: \"{addr}\", metrics: true, debug_headers: true }}\n{body}{cache}",
+        body = one_route(&format!("http://{up}"), ""),
+        cache = spec.yaml()
+    );
+    let mut gw = Gateway::start(&config, addr);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let done = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let (stop, next, failures, done) =
+                (stop.clone(), next.clone(), failures.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..100_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let path = format!("/example.com/up/@v/v1.0.{i}.info");
+                    match get(addr, &path) {
+                        Ok(r) if r.status == 200 && r.text().contains(&path) => {}
+                        Ok(r) => failures.lock().expect("lock").push(format!(
+                            "{path}: {} {}",
+                            r.status,
+                            r.text()
+                        )),
+                        Err(e) => failures.lock().expect("lock").push(format!("{path}: {e}")),
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while done.load(Ordering::SeqCst) < 20 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let old_exit = gw.upgrade(&config, addr);
+    let before = done.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while done.load(Ordering::SeqCst) < before + 40 {
+        assert!(Instant::now() < deadline, "no progress after the upgrade");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let failures = failures.lock().expect("lock").clone();
+    let old_log = std::fs::read_to_string(gw.dir.path().join("modgate.log")).unwrap_or_default()
+        + &std::fs::read_to_string(gw.dir.path().join("modgate-upgrade.log")).unwrap_or_default();
+    assert_eq!(old_exit, Some(0));
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed across the upgrade: {:#?}\n{}",
+        failures.len(),
+        done.load(Ordering::SeqCst),
+        &failures[..failures.len().min(20)],
+        old_log
+            .lines()
+            .filter(|l| l.contains("unknown") || l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// An upstream that answers a 200 without Content-Length (close-delimited) and, for the first
+/// `cut` requests, closes after half the body.
+fn close_delimited_upstream(body: Vec<u8>, cut: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let (body, counted) = (body.clone(), counted.clone());
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
+                    match s.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let send = if n < cut { body.len() / 2 } else { body.len() };
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                let _ = s.write_all(&body[..send]);
+            });
+        }
+    });
+    (addr, count)
+}
+
+/// A 200 without Content-Length or chunked framing (its end is the connection's close) is not
+/// taken for an exact version: cut short, it would be served and pinned as whole. It is the
+/// step's failure (a 502 naming the upstream), nothing is recorded, and the next request asks
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_delimited_body_is_never_taken_for_an_exact_version() {
+    let body = b"module example.com/cd\n\ngo 1.21\n\nrequire example.com/other v1.2.3\n".to_vec();
+    let (up, asked) = close_delimited_upstream(body.clone(), 1);
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let spec = CacheSpec::new(cache_dir.path());
+    let gw = Gw::start(&one_route(&format!("http://{up}"), ""), &spec);
+    let path = at("example.com/cd", "v1.0.0", "mod");
+    let ledger = Ledger::open(&spec.ledger_path()).expect("ledger");
+    for n in 1..=2 {
+        let r = gw.get(&path);
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(r.text().contains("upstream up"), "{}", r.text());
+        assert_eq!(asked.load(Ordering::SeqCst), n, "asked again");
+        assert_eq!(
+            ledger
+                .get("example.com/cd", "v1.0.0", Artifact::Mod)
+                .expect("get"),
+            None,
+            "a close-delimited body was pinned"
+        );
+    }
+    assert!(
+        gw.gateway
+            .log()
+            .contains("neither a Content-Length nor chunked"),
+        "{}",
+        gw.gateway.log()
+    );
+}

@@ -290,9 +290,16 @@ impl GatewayConfig {
         format!("{}.git", self.server.upgrade_sock)
     }
 
-    /// The Unix socket of the gateway's verifying origin (beside the git origin's).
+    /// The prefix of the Unix sockets of the gateways' verifying origins (beside the git
+    /// origin's); each process's is this and its pid ([`Self::verify_origin_sock`]).
+    pub fn verify_origin_prefix(&self) -> String {
+        format!("{}.verify.", self.server.upgrade_sock)
+    }
+
+    /// This process's verifying origin's socket: its own, never handed over in a graceful
+    /// upgrade (its jobs are this process's).
     pub fn verify_origin_sock(&self) -> String {
-        format!("{}.verify", self.server.upgrade_sock)
+        format!("{}{}", self.verify_origin_prefix(), std::process::id())
     }
 }
 

@@ -99,7 +99,15 @@ impl GatewayProxy {
         let status = upstream_response.status.as_u16();
         if ctx.verify.take().is_some() {
             match verified::verdict(upstream_response) {
-                Verdict::Verified | Verdict::Passed => {}
+                Verdict::Verified => {}
+                // Never from the origin: a 200 it did not mark as checked is not served.
+                Verdict::Passed if status == 200 => {
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(502),
+                        "an exact version's answer did not pass the gateway's check",
+                    );
+                }
+                Verdict::Passed => {}
                 Verdict::Refused(reason) => {
                     // The upstream answered; what it sent was refused (and, if its bytes
                     // changed, quarantined and counted by the origin).

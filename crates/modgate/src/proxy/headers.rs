@@ -101,7 +101,7 @@ impl GatewayProxy {
         }
         // To the verifying origin: which job this is (removed before the upstream).
         if let Some(job) = &ctx.verify {
-            upstream_request.insert_header(super::verified::JOB_HEADER, job.id().to_string())?;
+            upstream_request.insert_header(super::verified::JOB_HEADER, job.header_value())?;
         }
         Ok(())
     }

@@ -71,6 +71,10 @@ const PASSED_BODY: usize = 64 << 10;
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
 /// At most this many failures are remembered at once.
 const MAX_FAILURES: usize = 4096;
+/// The longest one fetch may take, all of the body (a trickling upstream is cut off).
+const FETCH_DEADLINE: Duration = Duration::from_secs(15 * 60);
+/// The largest `.info` or `.mod` taken (as Go's `codehost.MaxGoMod`).
+const MAX_SMALL: u64 = 16 << 20;
 
 /// What the proxy hands the origin for one attempt at one chain step.
 pub struct Job {
@@ -92,9 +96,10 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// The value of [`JOB_HEADER`].
-    pub fn id(&self) -> u64 {
-        self.id
+    /// The value of [`JOB_HEADER`]: this process's secret and the job's number (a job of
+    /// another process, or a guessed one, is never taken).
+    pub fn header_value(&self) -> String {
+        format!("{}.{}", self.verifier.secret, self.id)
     }
 }
 
@@ -228,6 +233,10 @@ type Flight = Arc<tokio::sync::OnceCell<Arc<Fetched>>>;
 /// register jobs) and the origin (which runs them).
 pub struct Verifier {
     sock: String,
+    /// Names this process's jobs (random, made at start).
+    secret: String,
+    /// The largest zip taken (`cache.max_object_size`).
+    max_zip: u64,
     cache: Arc<CacheRuntime>,
     metrics: ProxyMetrics,
     connector: Connector,
@@ -243,15 +252,21 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// The verifier of the origin on `sock`; `max_zip` bounds a zip, `spill_limit` the memory
+    /// for bodies `spill_dir`'s filesystem cannot take. Fails only when no random secret can
+    /// be read.
     pub fn new(
         sock: String,
         cache: Arc<CacheRuntime>,
         metrics: ProxyMetrics,
         spill_dir: std::path::PathBuf,
         spill_limit: usize,
-    ) -> Arc<Verifier> {
-        Arc::new(Verifier {
+        max_zip: u64,
+    ) -> std::io::Result<Arc<Verifier>> {
+        Ok(Arc::new(Verifier {
             sock,
+            secret: random_hex()?,
+            max_zip,
             cache,
             metrics,
             connector: Connector::new(None),
@@ -262,7 +277,7 @@ impl Verifier {
             jobs: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     fn lock_jobs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Job>> {
@@ -294,7 +309,7 @@ impl Verifier {
     /// The answer for `job` and the request `req`: a remembered failure, a fetch in flight
     /// joined, or a new fetch.
     async fn answer(self: &Arc<Self>, job: Job, req: RequestHeader) -> Arc<Fetched> {
-        let key = flight_key(&job.upstream, &req);
+        let key = flight_key(&format!("{} {}", job.upstream, job.peer), &req);
         {
             let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
             failures.retain(|_, (at, _)| at.elapsed() < FAILURE_MEMORY);
@@ -314,7 +329,16 @@ impl Verifier {
                 // In its own task: a client that goes away does not abandon the waiters.
                 let fetch = tokio::spawn(async move {
                     let (upstream, peer) = (job.upstream.clone(), job.peer.to_string());
-                    let fetched = this.fetch(job, req).await;
+                    let fetched = tokio::time::timeout(FETCH_DEADLINE, this.fetch(job, req))
+                        .await
+                        .unwrap_or_else(|_| Fetched::Failed {
+                            class: FailureClass::Other,
+                            timeout: true,
+                            detail: format!(
+                                "the upstream did not send the whole answer within {} minutes",
+                                FETCH_DEADLINE.as_secs() / 60
+                            ),
+                        });
                     this.metrics.verified_fetch(fetched.label());
                     // The whole story for the operator (the client is told less).
                     match &fetched {
@@ -442,12 +466,48 @@ impl Verifier {
                 return Fetched::Refused(refusal.to_string());
             }
         };
+        // A body delimited only by the connection's close cannot be told whole from one cut
+        // short: not taken for an exact version (HTTP/2 ends its streams explicitly).
+        let chunked = header
+            .headers
+            .get(http::header::TRANSFER_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        if session.as_http1().is_some() && length.is_none() && !chunked {
+            session.shutdown().await;
+            return Fetched::Failed {
+                class: FailureClass::Other,
+                timeout: false,
+                detail: "the answer has neither a Content-Length nor chunked framing: its end \
+                         cannot be told from a cut"
+                    .into(),
+            };
+        }
+        let limit = match job.artifact {
+            Artifact::Zip => self.max_zip,
+            Artifact::Info | Artifact::Mod => MAX_SMALL,
+        };
+        let too_large = |n: u64| {
+            format!(
+                "{}@{} (.{}) from upstream {}: {n} bytes, more than the {limit} bytes the gateway \
+                 takes for a .{}; refused",
+                job.module, job.version, job.artifact, job.upstream, job.artifact
+            )
+        };
+        if let Some(l) = length.filter(|l| *l > limit) {
+            session.shutdown().await;
+            return Fetched::Refused(too_large(l));
+        }
         let mut holder = Holder::new(self, length);
         let mut received: u64 = 0;
         loop {
             match session.read_response_body().await {
                 Ok(Some(b)) => {
                     received += b.len() as u64;
+                    if received > limit {
+                        session.shutdown().await;
+                        return Fetched::Refused(too_large(received));
+                    }
                     if length.is_some_and(|l| received > l) {
                         session.shutdown().await;
                         return Fetched::Failed {
@@ -748,15 +808,48 @@ impl<'a> Holder<'a> {
     }
 }
 
-/// An unnamed file in `dir` (gone when closed, and after a crash).
+/// An unnamed file in `dir` (gone when closed, and after a crash); where the filesystem has
+/// no `O_TMPFILE` (NFS, some FUSE), a new file unlinked at once.
 fn anonymous_file(dir: &std::path::Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let unnamed = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_TMPFILE)
         .mode(0o600)
-        .open(dir)
+        .open(dir);
+    match unnamed {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) =>
+        {
+            let path = dir.join(format!(
+                ".modgate-verify-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            std::fs::remove_file(&path)?;
+            Ok(f)
+        }
+        other => other,
+    }
+}
+
+/// 16 random bytes from the kernel, in hex.
+fn random_hex() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 16];
+    File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// The origin service (one per process, on the verifier's socket).
@@ -779,7 +872,9 @@ impl HttpServerApp for VerifyingOrigin {
             .headers
             .get(JOB_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+            .and_then(|v| v.split_once('.'))
+            .filter(|(secret, _)| *secret == verifier.secret)
+            .and_then(|(_, id)| id.parse::<u64>().ok());
         let job = id.and_then(|id| verifier.lock_jobs().remove(&id));
         let Some(job) = job else {
             if let Ok(resp) = answer_header(

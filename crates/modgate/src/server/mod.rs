@@ -26,6 +26,7 @@ use pingora::server::{RunArgs, Server};
 
 use self::shutdown::{InFlight, Signals};
 use pingora::services::listening::Service;
+use pingora::services::ServiceHandle;
 
 use crate::build::upstream::tcp_keepalive;
 use crate::cache::CacheRuntime;
@@ -290,9 +291,10 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let verifier = add_verifying_origin(&mut server, &config, cache.as_ref(), &proxy_metrics);
+    let verifying = add_verifying_origin(&mut server, &config, cache.as_ref(), &proxy_metrics)?;
+    let verifier = verifying.as_ref().map(|(v, _)| v.clone());
     for listener in config.listeners.iter() {
-        add_listener(
+        let handle = add_listener(
             &mut server,
             live.clone(),
             inflight.clone(),
@@ -303,6 +305,10 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             config.server.threads,
         )
         .with_context(|| format!("listener {:?}", listener.name.0))?;
+        // No request before the origin of its exact-version misses is up.
+        if let Some((_, origin)) = &verifying {
+            handle.add_dependency(origin);
+        }
     }
     add_git_origin(
         &mut server,
@@ -358,6 +364,7 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     let finish: shutdown::Finish = {
         let (live, cache) = (live.clone(), cache.clone());
         let pid_path = pid_file.as_ref().map(|p| p.0.clone());
+        let verify_sock = verifying.as_ref().map(|_| config.verify_origin_sock());
         Arc::new(move || {
             if let Some(c) = &cache {
                 if let Err(e) = c.storage.save_state_blocking() {
@@ -370,6 +377,9 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             }
             if let Some(p) = &pid_path {
                 remove_pid_file(p);
+            }
+            if let Some(sock) = &verify_sock {
+                let _ = std::fs::remove_file(sock);
             }
             log::info!("modgate stopped");
         })
@@ -420,31 +430,68 @@ fn add_git_origin(
 /// The verifying origin (with a cache): every exact-version GET is fetched, checked against the
 /// ledger and held by it before the proxy gets a byte (`proxy/verified.rs`). On a private Unix
 /// socket, with its own threads: no check ever runs on a listener's event loop.
+///
+/// Each process has its own socket (`<upgrade_sock>.verify.<pid>`): a graceful upgrade hands
+/// listening sockets over by address, and a job is known only to the process that registered
+/// it. Sockets left by processes that no longer run are removed here; a process removes its
+/// own when it exits.
 fn add_verifying_origin(
     server: &mut Server,
     config: &GatewayConfig,
     cache: Option<&Arc<CacheRuntime>>,
     metrics: &ProxyMetrics,
-) -> Option<Arc<Verifier>> {
+) -> anyhow::Result<Option<(Arc<Verifier>, ServiceHandle)>> {
     use std::os::unix::fs::PermissionsExt;
-    let (cache, c) = (cache?, config.cache.as_ref()?);
+    let (Some(cache), Some(c)) = (cache, config.cache.as_ref()) else {
+        return Ok(None);
+    };
+    remove_stale_sockets(&config.verify_origin_prefix());
     let sock = config.verify_origin_sock();
-    let spill = usize::try_from(c.disk().max_spill_bytes).unwrap_or(usize::MAX);
+    let disk = c.disk();
     let verifier = Verifier::new(
         sock.clone(),
         cache.clone(),
         metrics.clone(),
         c.dir.0.clone(),
-        spill,
-    );
+        usize::try_from(disk.max_spill_bytes).unwrap_or(usize::MAX),
+        disk.max_object_bytes,
+    )
+    .context("the verifying origin's secret")?;
     let mut service = Service::new(
         "modgate verifying origin".into(),
         VerifyingOrigin(verifier.clone()),
     );
     service.add_uds(&sock, Some(std::fs::Permissions::from_mode(0o600)));
     service.threads = Some(config.server.threads.max(1));
-    server.add_service(service);
-    Some(verifier)
+    let handle = server.add_service(service);
+    Ok(Some((verifier, handle)))
+}
+
+/// Removes `<prefix><pid>` sockets whose process is gone.
+fn remove_stale_sockets(prefix: &str) {
+    let path = std::path::Path::new(prefix);
+    let (Some(dir), Some(stem)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(stem))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -457,7 +504,7 @@ fn add_listener(
     metrics: ProxyMetrics,
     l: &ListenerConfig,
     threads: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ServiceHandle> {
     let material = live.tls().get(&l.name.0).cloned();
     let mut app = pingora::proxy::http_proxy(
         &server.configuration,
@@ -531,8 +578,7 @@ fn add_listener(
             threads: threads.max(1),
         },
     );
-    server.add_service(service);
-    Ok(())
+    Ok(server.add_service(service))
 }
 
 /// The module-index tailer of `versions.cooldown.index`, when configured: it reads the index
