@@ -653,7 +653,7 @@ fmt0() { [ "$1" = - ] && echo - || printf '%.0f' "$1"; }
 # ---------------------------------------------------------------------------------------------
 # Sections after the duration runs, in the first logging mode (servers up, caches warm).
 run_fanin() { # mode
-  local r s order ms=() path o
+  local r s order ms=() path o a
   log "fan-in: $FANIN_N requests at once (h2load -c$FANIN_CONNS -m$FANIN_STREAMS), warm and cold"
   for r in $(seq "$ROUNDS"); do
     order=$(round_order "$r")
@@ -667,8 +667,9 @@ run_fanin() { # mode
       server_of "$s" "$1"
       FRES[cold-$s-r$r]=$(fanin_one "fanin-cold-$s-r$r" "$base$path" "$path")
       log "  cold $s round $r ($path): ${FRES[cold-$s-r$r]}"
-      read -r _ _ o _ <<<"${FRES[cold-$s-r$r]}"
-      [[ $o =~ ^[0-9]+$ ]] && [ "$o" != 1 ] &&
+      read -r a _ o _ <<<"${FRES[cold-$s-r$r]}"
+      # (a run left out prints REFUSED or TIMEOUT and no origin count)
+      [[ $a =~ ^[0-9.]+$ ]] && [[ $o =~ ^[0-9]+$ ]] && [ "$o" != 1 ] &&
         warn "cold fan-in, $s, round $r: the origin received $o requests for $path (1 when the misses are coalesced)"
     done
     # The origin's own latency for that object: one request, a fresh connection.
