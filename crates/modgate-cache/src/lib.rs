@@ -66,10 +66,12 @@ pub mod format;
 mod generation;
 mod hit;
 mod hot;
+mod index;
 mod memtier;
 mod miss;
 mod nowait;
 mod persist;
+mod reconcile;
 mod storage;
 
 pub use config::DiskCacheConfig;
