@@ -282,7 +282,10 @@ impl DiskCache {
         Ok(Box::leak(Box::new(Self::open_owned(config, false)?)))
     }
 
-    fn open_owned(config: DiskCacheConfig, serve: bool) -> Result<DiskCache, CacheError> {
+    pub(crate) fn open_owned(
+        config: DiskCacheConfig,
+        serve: bool,
+    ) -> Result<DiskCache, CacheError> {
         config.validate()?;
         let started = SystemTime::now();
         let objects = config.root.join(OBJECTS_DIR);

@@ -82,7 +82,7 @@ pub(crate) enum Place {
 pub(crate) struct Pending {
     pub hash: Hash,
     pub weight: u64,
-    /// Modification time of the meta file, seconds since the epoch; [`Pending::GONE`] once taken
+    /// Modification time of the meta file, nanoseconds since the epoch; [`Pending::GONE`] once taken
     /// out again (removed from disk meanwhile, or tracked by then).
     pub mtime: i64,
 }
@@ -294,10 +294,16 @@ impl Lru {
         self.remove(hash).map(|w| (hash, w))
     }
 
-    /// The tracked entries of fan-out directory `prefix` (hash, weight).
+    /// The tracked entries of fan-out directory `prefix` (`objects/xx/yy`: hashes starting with
+    /// those 16 bits), (hash, weight).
     pub(crate) fn dir_entries(&self, prefix: u32) -> Vec<(Hash, u64)> {
-        let lo = Hash::from(prefix) << 112;
-        let hi = lo | (Hash::MAX >> 16);
+        self.entries_with_prefix(Hash::from(prefix), 16)
+    }
+
+    /// The tracked entries whose hash starts with the `bits` low bits of `prefix`.
+    pub(crate) fn entries_with_prefix(&self, prefix: Hash, bits: u32) -> Vec<(Hash, u64)> {
+        let lo = prefix << (128 - bits);
+        let hi = lo | (Hash::MAX >> bits);
         self.map
             .range(lo..=hi)
             .map(|(&h, &i)| (h, self.nodes[i as usize].weight))
@@ -531,6 +537,11 @@ mod tests {
         assert_eq!(lru.used(), 39);
         assert_eq!(lru.dir_entries(3), vec![(h(3), 13)]);
         assert!(lru.dir_entries(7).is_empty());
+        assert_eq!(
+            lru.entries_with_prefix(0, 8).len(),
+            4,
+            "h(0), h(1), h(3), h(5)"
+        );
     }
 
     #[test]

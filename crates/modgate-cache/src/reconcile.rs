@@ -43,8 +43,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Watermark value while no reconciliation runs: gauge changes are not followed.
 const IDLE: u32 = u32::MAX;
-/// Fan-out directories: `objects/xx/yy`.
-const DIRS: u32 = 1 << 16;
 
 /// State of the reconciliation, shared with the cache's gauge updates and with waiters.
 pub(crate) struct Reconciliation {
@@ -182,8 +180,13 @@ fn run(cache: &'static DiskCache) {
     let mut tally = Tally::default();
     // a snapshot larger than the budget (the budget shrank since)
     tally.evicted += evict(cache);
-    for prefix in 0..DIRS {
-        reconcile_dir(cache, prefix, &mut tally);
+    for top in 0..256 {
+        if skip_absent(cache, top, &mut tally) {
+            continue;
+        }
+        for prefix in top << 8..(top + 1) << 8 {
+            reconcile_dir(cache, prefix, &mut tally);
+        }
     }
     {
         let _all = cache.all_stripes();
@@ -238,7 +241,7 @@ fn evict(cache: &DiskCache) -> u64 {
 fn place_pending(cache: &DiskCache) {
     let snap = cache.recon.snapshot_time.map(|t| {
         t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
     });
     cache.eviction.with(|lru| {
         let mut pending = lru.take_pending();
@@ -287,6 +290,31 @@ fn remove(path: &Path) -> bool {
 
 fn file_len(path: &Path) -> Option<u64> {
     fs::symlink_metadata(path).ok().map(|m| m.len())
+}
+
+/// If `objects/<top>` does not exist, the 256 directories under it in one step: whatever the
+/// index tracks there is gone. Under the stripe lock those objects share, so no commit of one
+/// of them can happen meanwhile (a write may create the directory, but commits only after the
+/// watermark moved on, so its gauge change is followed).
+fn skip_absent(cache: &DiskCache, top: u32, tally: &mut Tally) -> bool {
+    let hex2 = format!("{top:02x}");
+    let _stripe = cache.stripe(&hex2);
+    match fs::symlink_metadata(cache.objects.join(&hex2)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        _ => return false,
+    }
+    cache.eviction.with(|lru| {
+        for (h, _) in lru.entries_with_prefix(Hash::from(top), 8) {
+            if lru.remove(h).is_some() {
+                tally.dropped += 1;
+            }
+        }
+    });
+    cache
+        .recon
+        .watermark
+        .store((top + 1) << 8, Ordering::Release);
+    true
 }
 
 /// One object found in a directory: (hash, weight, meta mtime if the meta was read).
@@ -452,7 +480,8 @@ enum CheckError {
     Io(CacheError),
 }
 
-/// Read and check an object's meta against its bodies: (weight, meta mtime, generation), or
+/// Read and check an object's meta against its bodies: (weight, meta mtime in nanoseconds,
+/// generation), or
 /// `None` if the meta is gone.
 fn check_object(
     meta_path: &Path,
@@ -487,9 +516,12 @@ fn check_object(
         }
         None => return Err(CheckError::Torn(what(), "body file missing".into())),
     }
-    Ok(Some((
-        h.body_len.saturating_add(meta_len),
-        md.mtime(),
-        h.gen,
-    )))
+    let mtime = md
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec());
+    Ok(Some((h.body_len.saturating_add(meta_len), mtime, h.gen)))
 }
+
+#[cfg(test)]
+mod tests;

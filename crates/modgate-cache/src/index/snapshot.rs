@@ -4,7 +4,7 @@
 //! Layout (little-endian):
 //!
 //! ```text
-//! magic "MGINDEX\n" | version u32 (1) | reserved u32 (0) | written at, unix seconds u64
+//! magic "MGINDEX\n" | version u32 (1) | reserved u32 (0) | written at, unix nanoseconds u64
 //! | entries u64 | entries × (hash [16] big-endian | weight u64) | CRC-32 of all before u32
 //! ```
 //!
@@ -42,8 +42,10 @@ pub(crate) fn encode(lru: &Lru, now: SystemTime) -> Vec<u8> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    out.extend_from_slice(&secs.to_le_bytes());
+    let nanos = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    out.extend_from_slice(&nanos.to_le_bytes());
     let count_at = out.len();
     out.extend_from_slice(&0u64.to_le_bytes());
     let mut count = 0u64;
@@ -77,7 +79,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Loaded, String> {
     if version != VERSION {
         return Err(format!("version {version}, expected {VERSION}"));
     }
-    let secs = u64_at(16).map_err(|_| "time")?;
+    let nanos = u64_at(16).map_err(|_| "time")?;
     let count = u64_at(24).map_err(|_| "count")?;
     let entries = &body[HEADER..];
     if u64::try_from(entries.len()).ok() != count.checked_mul(ENTRY as u64) {
@@ -96,7 +98,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Loaded, String> {
     let lru = Lru::from_ordered(iter).ok_or("a hash appears twice")?;
     Ok(Loaded {
         lru,
-        written: UNIX_EPOCH + Duration::from_secs(secs),
+        written: UNIX_EPOCH + Duration::from_nanos(nanos),
     })
 }
 
@@ -167,7 +169,7 @@ mod tests {
     #[test]
     fn snapshot_round_trip_keeps_order_weights_and_time() {
         let lru = sample();
-        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let t = UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
         let loaded = decode(&encode(&lru, t)).expect("decodes");
         assert_eq!(order(&loaded.lru), order(&lru));
         assert_eq!(loaded.lru.used(), lru.used());
