@@ -1,6 +1,7 @@
-//! [`DiskCache`]: opening (start-up scan, crash clean-up, LRU state rebuild), the file-level
-//! operations shared by the [`Storage`](pingora::cache::Storage) implementation, and the
-//! administrative API (listing, purging by predicate, statistics, saving the LRU state).
+//! [`DiskCache`]: opening (the index restored from its snapshot; the clean-up and the rest are
+//! the background reconciliation's, see `reconcile`), the file-level operations shared by the
+//! [`Storage`](pingora::cache::Storage) implementation, and the
+//! administrative API (listing, purging by predicate, statistics, saving the index snapshot).
 
 use crate::config::DiskCacheConfig;
 use crate::error::CacheError;
@@ -267,7 +268,22 @@ impl DiskCache {
     /// every lookup reads the disk as always: an object the index does not know yet is found,
     /// and an entry whose files are gone is a clean miss.
     pub fn open(config: DiskCacheConfig) -> Result<&'static DiskCache, CacheError> {
+        let t0 = std::time::Instant::now();
         let cache: &'static DiskCache = Box::leak(Box::new(Self::open_owned(config, true)?));
+        let stats = cache.stats();
+        log::info!(
+            "disk cache {}: {} objects, {} bytes ({}, restored in {} ms; reconciling with the \
+             directory in the background)",
+            cache.config.root.display(),
+            stats.objects,
+            stats.bytes,
+            if cache.recon.has_snapshot() {
+                "index from its snapshot"
+            } else {
+                "no usable index snapshot"
+            },
+            t0.elapsed().as_millis()
+        );
         crate::reconcile::start(cache);
         Ok(cache)
     }
@@ -1096,7 +1112,7 @@ fn fanout_dirs(objects: &Path) -> Result<Vec<PathBuf>, CacheError> {
     Ok(out)
 }
 
-/// Delete `*.tmp` files directly in `dir` (left by an interrupted save of the LRU state).
+/// Delete `*.tmp` files directly in `dir` (left by an interrupted save of the index snapshot).
 fn remove_temp_files(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;

@@ -108,6 +108,11 @@ impl Reconciliation {
         }
     }
 
+    /// Whether the index came from a snapshot.
+    pub(crate) fn has_snapshot(&self) -> bool {
+        self.snapshot_time.is_some()
+    }
+
     pub(crate) fn is_done(&self) -> bool {
         *lock(&self.done)
     }
