@@ -251,7 +251,11 @@ fn place_pending(cache: &DiskCache) {
     cache.eviction.with(|lru| {
         let mut pending = lru.take_pending();
         pending.sort_by_key(|p| (p.mtime, p.hash));
-        let split = pending.partition_point(|p| snap.is_none_or(|s| p.mtime <= s));
+        // File times come from the kernel's coarse clock (a few ms behind the one the snapshot
+        // time was read from): an object the snapshot does not know that was written up to a
+        // second before it was written around then, and counts as newer.
+        let split = pending
+            .partition_point(|p| snap.is_none_or(|s| p.mtime <= s.saturating_sub(1_000_000_000)));
         let (older, newer) = pending.split_at(split);
         for p in older.iter().rev() {
             if lru.weight(p.hash).is_none() {
