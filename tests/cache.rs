@@ -862,12 +862,24 @@ async fn kill_9_mid_write_leaves_no_torn_object() {
 
     // Restarted (now straight to the fixture) on the same directory: the leftovers are gone
     // and the zip is fetched afresh, complete.
+    // (The clean-up is the background reconciliation's: wait for it.)
     let gw = Gw::start(&one_route(&fixture.url(), ""), &spec);
-    let leftovers: Vec<PathBuf> = object_files(cache_dir.path())
-        .into_iter()
-        .filter(|f| f.to_string_lossy().ends_with(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "temp files survived: {leftovers:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let leftovers: Vec<PathBuf> = object_files(cache_dir.path())
+            .into_iter()
+            .filter(|f| f.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        if leftovers.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "temp files survived: {leftovers:?}\n{}",
+            gw.gateway.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(gw.expect_body(&path, &zip), "miss");
     assert_eq!(gets(&fixture, &path), 2, "a fresh upstream fetch");
     wait_keys(cache_dir.path(), "the zip is committed", |k| {

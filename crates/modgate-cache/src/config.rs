@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// Start from [`DiskCacheConfig::new`] (sensible defaults) and adjust the public fields.
 #[derive(Debug, Clone)]
 pub struct DiskCacheConfig {
-    /// Root directory. Objects live in `<root>/objects/xx/yy/`, the LRU state in
+    /// Root directory. Objects live in `<root>/objects/xx/yy/`, the index snapshot in
     /// `<root>/eviction/`. Created if missing.
     pub root: PathBuf,
     /// Size budget in bytes (bodies plus meta files) enforced by the LRU eviction manager.

@@ -1,14 +1,17 @@
-//! [`DiskCache`]: opening (start-up scan, crash clean-up, LRU state rebuild), the file-level
-//! operations shared by the [`Storage`](pingora::cache::Storage) implementation, and the
-//! administrative API (listing, purging by predicate, statistics, saving the LRU state).
+//! [`DiskCache`]: opening (the index restored from its snapshot; the clean-up and the rest are
+//! the background reconciliation's, see `reconcile`), the file-level operations shared by the
+//! [`Storage`](pingora::cache::Storage) implementation, and the
+//! administrative API (listing, purging by predicate, statistics, saving the index snapshot).
 
 use crate::config::DiskCacheConfig;
 use crate::error::CacheError;
 use crate::format::{self, FileKind, ObjectHeader};
 use crate::generation::{self, Generation};
+use crate::index::{snapshot, Lru, LruIndex};
 use crate::memtier::{MemObject, MemTier, SerializedMeta};
 use crate::miss::Inflight;
-use pingora::cache::eviction::{simple_lru, CacheEntryKey, CacheEntryKeyRef, EvictionManager};
+use crate::reconcile::Reconciliation;
+use pingora::cache::eviction::{CacheEntryKeyRef, EvictionManager};
 use pingora::cache::key::{CacheHashKey, CompactCacheKey};
 use pingora::cache::CacheMeta;
 use std::collections::HashMap;
@@ -203,14 +206,6 @@ pub(crate) struct Removed {
     pub bytes: u64,
 }
 
-/// An object found by the start-up scan.
-struct Found {
-    hash: String,
-    key: CompactCacheKey,
-    weight: usize,
-    mtime: SystemTime,
-}
-
 /// A persistent disk [`Storage`](pingora::cache::Storage) for pingora-cache with a small
 /// in-memory tier and an LRU size budget whose state survives restarts.
 ///
@@ -219,8 +214,12 @@ struct Found {
 pub struct DiskCache {
     pub(crate) config: DiskCacheConfig,
     pub(crate) objects: PathBuf,
-    state_dir: String,
-    pub(crate) eviction: simple_lru::Manager,
+    pub(crate) state_dir: PathBuf,
+    /// The index: every tracked object's hash and weight in LRU order; Pingora's eviction
+    /// manager for this cache.
+    pub(crate) eviction: LruIndex,
+    /// The background reconciliation of the index with the directory (see `reconcile`).
+    pub(crate) recon: Reconciliation,
     pub(crate) mem: Mutex<MemTier>,
     pub(crate) inflight: Mutex<HashMap<String, Vec<Arc<Inflight>>>>,
     stripes: Vec<Mutex<()>>,
@@ -258,54 +257,83 @@ impl DiskCache {
     /// Open (or create) the cache at `config.root` and leak it for the lifetime of the process,
     /// as Pingora's `session.cache.enable(..)` needs `&'static` storage and eviction manager.
     ///
-    /// Blocking: scans every meta file (deleting temp files, torn objects and orphan bodies),
-    /// loads the saved LRU state and re-admits what is on disk, evicting down to the budget.
-    /// Call it at start-up, before the Pingora server runs (or from `spawn_blocking`).
+    /// Restores the index (what is cached, its weights, the LRU order) from the snapshot the
+    /// last [`DiskCache::save_state`] wrote, one sequential read, without touching the object
+    /// files; then starts the reconciliation on a background thread (low CPU and I/O priority):
+    /// it walks the object directories, deletes what an interrupted run left (temp files, torn
+    /// objects, orphan bodies), adds objects the snapshot did not know, drops entries whose
+    /// files are gone, corrects the byte and object gauges, evicts down to the budget and saves
+    /// a fresh snapshot ([`DiskCache::wait_reconciled`]). Without a usable snapshot (none yet,
+    /// truncated, corrupt) the index starts empty and the reconciliation fills it. Meanwhile
+    /// every lookup reads the disk as always: an object the index does not know yet is found,
+    /// and an entry whose files are gone is a clean miss.
     pub fn open(config: DiskCacheConfig) -> Result<&'static DiskCache, CacheError> {
-        Ok(Box::leak(Box::new(Self::open_owned(config, true)?)))
+        let t0 = std::time::Instant::now();
+        let cache: &'static DiskCache = Box::leak(Box::new(Self::open_owned(config, true)?));
+        let stats = cache.stats();
+        log::info!(
+            "disk cache {}: {} objects, {} bytes ({}, restored in {} ms; reconciling with the \
+             directory in the background)",
+            cache.config.root.display(),
+            stats.objects,
+            stats.bytes,
+            if cache.recon.has_snapshot() {
+                "index from its snapshot"
+            } else {
+                "no usable index snapshot"
+            },
+            t0.elapsed().as_millis()
+        );
+        crate::reconcile::start(cache);
+        Ok(cache)
     }
 
     /// Open the cache at `config.root` to look at it and act on single objects (list, verify,
-    /// purge) without the start-up scan: nothing is removed at open (no temp files, which may be
+    /// purge) without the start-up work: nothing is removed at open (no temp files, which may be
     /// a running gateway's writes in progress, and no torn objects, which an inspection must
-    /// report rather than silently drop), and nothing is admitted to the eviction manager.
+    /// report rather than silently drop), no index is loaded and nothing is reconciled.
     /// For `modgate cache verify` and `purge`, beside a running gateway. Leaked like
     /// [`DiskCache::open`].
     pub fn inspect(config: DiskCacheConfig) -> Result<&'static DiskCache, CacheError> {
         Ok(Box::leak(Box::new(Self::open_owned(config, false)?)))
     }
 
-    fn open_owned(config: DiskCacheConfig, scan: bool) -> Result<DiskCache, CacheError> {
+    pub(crate) fn open_owned(
+        config: DiskCacheConfig,
+        serve: bool,
+    ) -> Result<DiskCache, CacheError> {
         config.validate()?;
+        let started = SystemTime::now();
         let objects = config.root.join(OBJECTS_DIR);
         let state_dir = config.root.join(EVICTION_DIR);
         for dir in [&objects, &state_dir] {
             fs::create_dir_all(dir).map_err(|e| CacheError::io("create directory", dir, e))?;
         }
-        let state_dir_str = state_dir
-            .to_str()
-            .ok_or_else(|| CacheError::Config("cache root must be valid UTF-8".into()))?
-            .to_string();
+        if state_dir.to_str().is_none() {
+            return Err(CacheError::Config("cache root must be valid UTF-8".into()));
+        }
 
         let generation = Generation::open(&config.root);
-        // An inspection neither cleans up nor admits anything: no scan, no LRU state.
-        let (found, order) = if scan {
+        // An inspection neither cleans up nor loads anything.
+        let (lru, snapshot_time) = if serve {
             remove_temp_files(&state_dir);
-            let found = scan_objects(&config.root, &objects)?;
-            // the scan may have removed objects another process holds in memory
-            generation.bump();
-            (found, load_lru_order(&state_dir_str))
+            load_snapshot(&state_dir)
         } else {
-            (Vec::new(), Vec::new())
+            (Lru::new(), None)
         };
+        let counters = Counters::default();
+        counters.objects.store(lru.len() as u64, Ordering::Relaxed);
+        counters.bytes.store(lru.used(), Ordering::Relaxed);
 
         let stripes = (0..STRIPES).map(|_| Mutex::new(())).collect();
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        let cache = DiskCache {
-            eviction: simple_lru::Manager::new(config.max_disk_bytes),
+        let limit = u64::try_from(config.max_disk_bytes).unwrap_or(u64::MAX);
+        Ok(DiskCache {
+            eviction: LruIndex::new(lru, limit),
+            recon: Reconciliation::new(started, snapshot_time, serve),
             mem: Mutex::new(MemTier::new(
                 config.memory_budget_bytes,
                 config.memory_object_max_bytes,
@@ -316,84 +344,41 @@ impl DiskCache {
             large_loads: Mutex::new(Default::default()),
             generation,
             next_gen: AtomicU64::new(seed),
-            counters: Counters::default(),
+            counters,
             reserved: AtomicU64::new(0),
             space: Mutex::new(()),
             spilled: AtomicU64::new(0),
             failure_log: Mutex::new((None, 0)),
             objects,
-            state_dir: state_dir_str,
+            state_dir,
             config,
-        };
-        if scan {
-            cache.rebuild(found, order);
-        }
-        Ok(cache)
+        })
     }
 
-    /// Re-admit what is on disk: first the objects the saved LRU state knows, oldest first (so the
-    /// order survives), then objects it does not know (written after the last save), by age.
-    /// Entries of the saved state with nothing on disk are dropped; whatever the budget does not
-    /// hold is evicted from disk.
-    fn rebuild(&self, found: Vec<Found>, order: Vec<CacheEntryKey>) {
-        let mut by_hash: HashMap<String, Found> =
-            found.into_iter().map(|f| (f.hash.clone(), f)).collect();
-        let mut evicted = Vec::new();
-        let known = order.len();
-        let mut restored = 0usize;
-        for entry in order {
-            let CacheEntryKey::KeyOnly(key) = entry else {
-                continue;
-            };
-            let hash = key.combined();
-            let Some(f) = by_hash.remove(&hash) else {
-                continue;
-            };
-            if f.key != key {
-                by_hash.insert(hash, f); // same hash, other tag: treat as unknown
-                continue;
-            }
-            restored += 1;
-            evicted.extend(self.admit_found(f));
-        }
-        let mut rest: Vec<Found> = by_hash.into_values().collect();
-        rest.sort_by_key(|f| f.mtime);
-        let unknown = rest.len();
-        for f in rest {
-            evicted.extend(self.admit_found(f));
-        }
-        let mut evicted_bytes = 0;
-        for key in &evicted {
-            let hash = key.key().combined();
-            let _guard = self.stripe(&hash);
-            let removed = self.remove_object_locked(&hash);
-            evicted_bytes += removed.bytes;
-            if removed.meta {
-                self.counters.evicted.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        log::info!(
-            "disk cache {}: {} objects, {} bytes ({} in LRU order from saved state of {} entries, \
-             {} re-admitted by age, {} evicted for the budget, {} bytes)",
-            self.config.root.display(),
-            self.counters.objects.load(Ordering::Relaxed),
-            self.counters.bytes.load(Ordering::Relaxed),
-            restored,
-            known,
-            unknown,
-            evicted.len(),
-            evicted_bytes
-        );
+    /// Add to the object and byte gauges for an object named `hash` (call under its stripe lock).
+    pub(crate) fn gauge_add(&self, hash: &str, objects: u64, bytes: u64) {
+        self.counters.objects.fetch_add(objects, Ordering::Relaxed);
+        self.counters.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.recon.follow_add(hash, objects, bytes);
     }
 
-    fn admit_found(&self, f: Found) -> Vec<CacheEntryKey> {
-        self.counters.objects.fetch_add(1, Ordering::Relaxed);
-        self.counters
-            .bytes
-            .fetch_add(f.weight as u64, Ordering::Relaxed);
-        let fresh_until = SystemTime::now(); // unused by the LRU managers
-        self.eviction
-            .admit(CacheEntryKey::key_only(f.key), f.weight, fresh_until)
+    /// Take from the object and byte gauges for an object named `hash` (call under its stripe
+    /// lock).
+    pub(crate) fn gauge_sub(&self, hash: &str, objects: u64, bytes: u64) {
+        saturating_sub(&self.counters.objects, objects);
+        saturating_sub(&self.counters.bytes, bytes);
+        self.recon.follow_sub(hash, objects, bytes);
+    }
+
+    /// Whether the background reconciliation started by [`DiskCache::open`] has ended (also
+    /// true for a cache opened with [`DiskCache::inspect`], which has none).
+    pub fn is_reconciled(&self) -> bool {
+        self.recon.is_done()
+    }
+
+    /// Wait up to `timeout` for the background reconciliation to end; whether it has.
+    pub fn wait_reconciled(&self, timeout: std::time::Duration) -> bool {
+        self.recon.wait(timeout)
     }
 
     /// The LRU eviction manager to give Pingora with the storage:
@@ -413,21 +398,27 @@ impl DiskCache {
         usize::try_from(self.config.max_object_bytes).unwrap_or(usize::MAX)
     }
 
-    /// Save the LRU state into `<root>/eviction/` (Pingora's `EvictionManager::save`). Call it
-    /// periodically and at shutdown (see [`DiskCache::persist_service`]).
-    pub async fn save_state(&self) -> Result<(), CacheError> {
-        self.eviction
-            .save(&self.state_dir)
+    /// Save the index snapshot (`<root>/eviction/index.snapshot`: every tracked object's hash and
+    /// weight in LRU order, about 24 bytes per object) atomically: temp file, fsync, rename.
+    /// Call it periodically and at shutdown (see [`DiskCache::persist_service`]); the index is
+    /// locked only while it is encoded, the file is written on the blocking pool.
+    pub async fn save_state(&'static self) -> Result<(), CacheError> {
+        tokio::task::spawn_blocking(move || self.save_state_blocking())
             .await
-            .map_err(|e| CacheError::EvictionState {
-                dir: self.state_dir.clone().into(),
-                reason: e.to_string(),
-            })
+            .map_err(|e| CacheError::Task(e.to_string()))?
     }
 
-    /// [`DiskCache::save_state`] for code without a Tokio runtime (runs it on a helper thread).
+    /// [`DiskCache::save_state`] for code without a Tokio runtime (blocking).
     pub fn save_state_blocking(&self) -> Result<(), CacheError> {
-        run_off_thread(self.save_state())?
+        let bytes = self
+            .eviction
+            .with(|lru| snapshot::encode(lru, SystemTime::now()));
+        snapshot::write(&self.state_dir, &bytes, self.config.fsync).map_err(|e| {
+            CacheError::EvictionState {
+                dir: self.state_dir.clone(),
+                reason: e.to_string(),
+            }
+        })
     }
 
     /// A snapshot of the counters.
@@ -677,6 +668,12 @@ impl DiskCache {
         lock(&self.stripes[i % STRIPES])
     }
 
+    /// Every stripe lock, in order (nothing else holds two at once): no commit, purge or meta
+    /// rewrite runs while they are held.
+    pub(crate) fn all_stripes(&self) -> Vec<MutexGuard<'_, ()>> {
+        self.stripes.iter().map(lock).collect()
+    }
+
     /// Fan-out directory of `hash` (must be a hash from Pingora's key, 32 hex digits).
     pub(crate) fn dir_of(&self, hash: &str) -> PathBuf {
         format::object_dir(&self.objects, hash)
@@ -749,10 +746,7 @@ impl DiskCache {
         if let Some(weight) = recorded {
             removed.bytes = weight; // what was counted at commit, even if a file changed since
         }
-        if removed.meta {
-            saturating_sub(&self.counters.objects, 1);
-        }
-        saturating_sub(&self.counters.bytes, removed.bytes);
+        self.gauge_sub(hash, u64::from(removed.meta), removed.bytes);
         removed
     }
 
@@ -881,8 +875,8 @@ impl DiskCache {
             ..header
         };
         let (ino, old_len, new_len) = self.write_meta_locked(hash, &new)?;
-        self.counters.bytes.fetch_add(new_len, Ordering::Relaxed);
-        saturating_sub(&self.counters.bytes, old_len.unwrap_or(0));
+        self.gauge_add(hash, 0, new_len);
+        self.gauge_sub(hash, 0, old_len.unwrap_or(0));
         lock(&self.mem).replace_meta(hash, (new.meta_internal, new.meta_header), ino);
         Ok(Some(()))
     }
@@ -1016,6 +1010,13 @@ pub(crate) fn body_crc(
 /// Read and decode a meta file: (header, file length, inode). `Ok(None)` if it does not exist;
 /// `Err(Corrupt)` if it cannot be decoded.
 pub(crate) fn read_meta_file(path: &Path) -> Result<Option<(ObjectHeader, u64, u64)>, CacheError> {
+    Ok(read_meta_file_md(path)?.map(|(h, len, md)| (h, len, md.ino())))
+}
+
+/// [`read_meta_file`] with the meta file's metadata instead of its inode.
+pub(crate) fn read_meta_file_md(
+    path: &Path,
+) -> Result<Option<(ObjectHeader, u64, fs::Metadata)>, CacheError> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -1035,7 +1036,7 @@ pub(crate) fn read_meta_file(path: &Path) -> Result<Option<(ObjectHeader, u64, u
         .read_to_end(&mut buf)
         .map_err(|e| CacheError::io("read", path, e))?;
     let header = ObjectHeader::decode(&buf).map_err(|reason| CacheError::corrupt(path, reason))?;
-    Ok(Some((header, buf.len() as u64, md.ino())))
+    Ok(Some((header, buf.len() as u64, md)))
 }
 
 fn read_info(hash: &str, path: &Path) -> Option<ObjectInfo> {
@@ -1059,6 +1060,31 @@ fn read_info(hash: &str, path: &Path) -> Option<ObjectInfo> {
         created: meta.as_ref().map(|m| m.created()),
         fresh_until: meta.as_ref().map(|m| m.fresh_until()),
     })
+}
+
+/// The index saved in `state_dir`, and when it was written; an empty index (logged) if there is
+/// no usable snapshot.
+fn load_snapshot(state_dir: &Path) -> (Lru, Option<SystemTime>) {
+    let path = state_dir.join(snapshot::FILE);
+    match snapshot::read(&path) {
+        Ok(Some(s)) => (s.lru, Some(s.written)),
+        Ok(None) => {
+            log::info!(
+                "disk cache: no index snapshot at {} yet; the index is rebuilt from the \
+                 directory in the background",
+                path.display()
+            );
+            (Lru::new(), None)
+        }
+        Err(why) => {
+            log::warn!(
+                "disk cache: ignoring the index snapshot {} ({why}); the index is rebuilt from \
+                 the directory in the background",
+                path.display()
+            );
+            (Lru::new(), None)
+        }
+    }
 }
 
 /// The `objects/xx/yy` directories that exist.
@@ -1086,7 +1112,7 @@ fn fanout_dirs(objects: &Path) -> Result<Vec<PathBuf>, CacheError> {
     Ok(out)
 }
 
-/// Delete `*.tmp` files directly in `dir` (left by an interrupted save of the LRU state).
+/// Delete `*.tmp` files directly in `dir` (left by an interrupted save of the index snapshot).
 fn remove_temp_files(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -1102,175 +1128,6 @@ fn remove_temp_files(dir: &Path) {
             }
         }
     }
-}
-
-/// Start-up scan: delete temp files, objects that are not whole (undecodable meta, missing or
-/// short body) and bodies no meta refers to; return the valid objects. Only lengths are checked
-/// here; checksums are checked when an object is read. Each object removed is logged with its
-/// key and what was wrong with it.
-fn scan_objects(root: &Path, objects: &Path) -> Result<Vec<Found>, CacheError> {
-    let mut found = Vec::new();
-    let (mut temps, mut invalid, mut orphans) = (0u64, 0u64, 0u64);
-    let remove = |p: &Path| {
-        if let Err(e) = fs::remove_file(p) {
-            if e.kind() != io::ErrorKind::NotFound {
-                log::warn!("disk cache: cannot remove {}: {e}", p.display());
-            }
-        }
-    };
-    for dir in fanout_dirs(objects)? {
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) => {
-                log::warn!("disk cache: cannot read {}: {e}", dir.display());
-                continue;
-            }
-        };
-        let mut metas = Vec::new();
-        let mut bodies: HashMap<String, Vec<(u64, u64, PathBuf)>> = HashMap::new();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            match format::classify(name) {
-                FileKind::Temp => {
-                    remove(&entry.path());
-                    temps += 1;
-                }
-                FileKind::Meta(hash) => metas.push((hash, entry.path())),
-                FileKind::Body(hash, gen) => {
-                    let len = entry.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
-                    bodies
-                        .entry(hash)
-                        .or_default()
-                        .push((gen, len, entry.path()));
-                }
-                FileKind::Other => {
-                    log::debug!("disk cache: ignoring {}", entry.path().display());
-                }
-            }
-        }
-        for (hash, path) in metas {
-            let mut own = bodies.remove(&hash).unwrap_or_default();
-            // the object, or (what it is, what is wrong with it)
-            let valid = match read_meta_file(&path) {
-                Ok(Some((h, meta_len, _))) if h.hash_hex() == hash => {
-                    let body = own
-                        .iter()
-                        .position(|(gen, len, _)| *gen == h.gen && *len == h.body_len);
-                    match body {
-                        Some(i) => {
-                            own.swap_remove(i);
-                            let mtime = fs::metadata(&path)
-                                .and_then(|m| m.modified())
-                                .unwrap_or(UNIX_EPOCH);
-                            Ok(Found {
-                                hash: hash.clone(),
-                                key: h.key,
-                                weight: usize::try_from(h.body_len.saturating_add(meta_len))
-                                    .unwrap_or(usize::MAX),
-                                mtime,
-                            })
-                        }
-                        None => {
-                            let what = String::from_utf8_lossy(&h.primary_key).into_owned();
-                            let why = match own.iter().find(|(gen, _, _)| *gen == h.gen) {
-                                Some((_, len, _)) => {
-                                    format!("body has {len} bytes, meta says {}", h.body_len)
-                                }
-                                None => "body file missing".to_string(),
-                            };
-                            Err(Some((what, why)))
-                        }
-                    }
-                }
-                Ok(Some(_)) => Err(Some((hash.clone(), "meta belongs to another key".into()))),
-                Ok(None) => Err(None), // gone meanwhile
-                Err(e) => Err(Some((hash.clone(), e.to_string()))),
-            };
-            match valid {
-                Ok(f) => found.push(f),
-                Err(why) => {
-                    if let Some((what, why)) = why {
-                        log::warn!(
-                            "disk cache {}: removing incomplete object {what} ({}): {why}",
-                            root.display(),
-                            path.display()
-                        );
-                    }
-                    remove(&path);
-                    invalid += 1;
-                }
-            }
-            for (_, _, p) in own {
-                remove(&p);
-                orphans += 1;
-            }
-        }
-        for (_, list) in bodies {
-            for (_, _, p) in list {
-                remove(&p);
-                orphans += 1;
-            }
-        }
-    }
-    if temps + invalid + orphans > 0 {
-        log::warn!(
-            "disk cache {}: removed {temps} temp files, {invalid} incomplete objects, \
-             {orphans} orphan bodies left by an interrupted run",
-            objects.display()
-        );
-    }
-    Ok(found)
-}
-
-/// The entries of the saved LRU state, least recently used first (empty if there is none).
-///
-/// `simple_lru::Manager` has no iterator, so the state is loaded (with its own `load`) into a
-/// scratch manager whose limit is 0; admitting one sentinel then makes it evict everything, in
-/// LRU order.
-fn load_lru_order(state_dir: &str) -> Vec<CacheEntryKey> {
-    let scratch = simple_lru::Manager::new(0);
-    // Pingora's own file name for the state. None yet (a first start): nothing to say.
-    let saved = Path::new(state_dir).join("simple_lru.data");
-    if !saved.exists() {
-        log::debug!("disk cache: no saved LRU state in {state_dir} yet; ordering by age");
-        return Vec::new();
-    }
-    match run_off_thread(scratch.load(state_dir)) {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            log::info!("disk cache: no usable LRU state in {state_dir} ({e}); ordering by age");
-        }
-        Err(e) => log::warn!("disk cache: cannot load LRU state: {e}"),
-    }
-    let sentinel = CacheEntryKey::key_only(CompactCacheKey {
-        primary: [0xff; 16],
-        variance: None,
-        user_tag: "\u{0}modgate-cache-sentinel".into(),
-    });
-    let mut order = scratch.admit(sentinel.clone(), 1, SystemTime::now());
-    order.retain(|k| *k != sentinel);
-    order
-}
-
-/// Run a future to completion on a private current-thread runtime on a helper thread, so it
-/// works whether or not the caller is inside a Tokio runtime.
-pub(crate) fn run_off_thread<F>(fut: F) -> Result<F::Output, CacheError>
-where
-    F: std::future::Future + Send,
-    F::Output: Send,
-{
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| CacheError::Task(format!("cannot build a runtime: {e}")))?;
-            Ok(rt.block_on(fut))
-        })
-        .join()
-        .map_err(|_| CacheError::Task("helper thread panicked".into()))?
-    })
 }
 
 #[cfg(test)]

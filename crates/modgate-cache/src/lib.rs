@@ -6,8 +6,9 @@
 //!   the directory. A lookup validates the meta checksum, the key, the body length and the body
 //!   CRC-32 (before the first hit in this process for bodies up to 1 MiB by default, else while
 //!   streaming: a mismatch fails the read that would complete the body);
-//!   anything invalid is logged, deleted and reported as a miss. Opening the cache deletes temp
-//!   files, incomplete objects and orphan bodies. See [`format`](mod@format) for the layout.
+//!   anything invalid is logged, deleted and reported as a miss. The reconciliation after
+//!   opening the cache deletes temp files, incomplete objects and orphan bodies. See
+//!   [`format`](mod@format) for the layout.
 //! * **A full filesystem.** A write starts only if the object's length (when known) plus
 //!   `min_free_bytes` fits in the free space less what writes in progress were promised
 //!   ([`DiskCache::check_space`]); a refusal is a storage error before any byte, on which
@@ -22,10 +23,13 @@
 //!   256 KiB within half of its budget (so zips never push small answers out). A fresh
 //!   object there can be answered as a hot hit ([`DiskCache::hot_hit`]): head decoded once,
 //!   no Pingora cache phase.
-//! * **Budget.** Pingora's [`simple_lru::Manager`](pingora::cache::eviction::simple_lru::Manager)
-//!   ([`DiskCache::eviction_manager`]) evicts beyond `max_disk_bytes`; its state is saved into
-//!   the cache root ([`DiskCache::save_state`], [`PersistService`]) and, at open, restored and
-//!   reconciled with what is actually on disk.
+//! * **Budget and start-up.** The cache's index (every object's key hash and weight in LRU
+//!   order) is Pingora's eviction manager ([`DiskCache::eviction_manager`]) and evicts beyond
+//!   `max_disk_bytes`. It is saved as a snapshot in the cache root ([`DiskCache::save_state`],
+//!   [`PersistService`]); [`DiskCache::open`] restores it from there without touching the object
+//!   files, and a background reconciliation brings index and gauges in line with what is on
+//!   disk (objects written after the snapshot, files gone, debris of a crash;
+//!   [`DiskCache::wait_reconciled`]). Lookups always read the disk, so they are right meanwhile.
 //! * **Administration.** [`DiskCache::list_objects`], [`DiskCache::purge_where`] (by primary
 //!   key text, which the meta file records) and [`DiskCache::stats`].
 //!
@@ -66,10 +70,12 @@ pub mod format;
 mod generation;
 mod hit;
 mod hot;
+mod index;
 mod memtier;
 mod miss;
 mod nowait;
 mod persist;
+mod reconcile;
 mod storage;
 
 pub use config::DiskCacheConfig;

@@ -8,7 +8,7 @@
 //! is held in memory for them ([`Spill`], within `max_spill_bytes` for all writes together),
 //! and the object is never committed.
 
-use crate::disk::{lock, read_meta_file, saturating_sub, DiskCache};
+use crate::disk::{lock, read_meta_file, DiskCache};
 use crate::error::{to_pingora, CacheError};
 use crate::format::{self, ObjectHeader};
 use crate::memtier::{MemObject, SerializedMeta};
@@ -315,16 +315,14 @@ impl DiskMissHandler {
         let old_bodies = cache.remove_files_locked(&self.hash, Some(gen));
         let counters = &cache.counters;
         let weight = self.written.saturating_add(meta_len);
-        counters.bytes.fetch_add(weight, Ordering::Relaxed);
         match old {
             Some(recorded) => {
                 let old_weight = recorded
                     .unwrap_or_else(|| old_meta_len.unwrap_or(0).saturating_add(old_bodies.bytes));
-                saturating_sub(&counters.bytes, old_weight);
+                cache.gauge_add(&self.hash, 0, weight);
+                cache.gauge_sub(&self.hash, 0, old_weight);
             }
-            None => {
-                counters.objects.fetch_add(1, Ordering::Relaxed);
-            }
+            None => cache.gauge_add(&self.hash, 1, weight),
         }
         counters.writes_committed.fetch_add(1, Ordering::Relaxed);
         let weight = usize::try_from(weight).unwrap_or(usize::MAX);

@@ -1,4 +1,4 @@
-//! Periodic and shutdown-time saving of the LRU eviction state, as a Pingora background service.
+//! Periodic and shutdown-time saving of the cache index snapshot, as a Pingora background service.
 
 use crate::disk::DiskCache;
 use async_trait::async_trait;
@@ -6,7 +6,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::time::Duration;
 
-/// Saves the LRU state of a [`DiskCache`] every `interval` and once more at shutdown.
+/// Saves the index snapshot of a [`DiskCache`] every `interval` and once more at shutdown.
 ///
 /// Add it with `server.add_service(pingora::services::background::background_service(
 /// "cache state", cache.persist_service(Duration::from_secs(300))))`.
@@ -29,8 +29,8 @@ impl DiskCache {
 impl PersistService {
     async fn save(&self) {
         match self.cache.save_state().await {
-            Ok(()) => log::debug!("disk cache: LRU state saved"),
-            Err(e) => log::warn!("disk cache: cannot save LRU state: {e}"),
+            Ok(()) => log::debug!("disk cache: index snapshot saved"),
+            Err(e) => log::warn!("disk cache: cannot save the index snapshot: {e}"),
         }
     }
 }

@@ -38,8 +38,15 @@ fn disk_only(root: &Path) -> DiskCacheConfig {
     c
 }
 
+/// Opens the cache and waits for its background reconciliation (the clean-up of what a previous
+/// run left, the index brought in line with the directory).
 fn open(c: DiskCacheConfig) -> &'static DiskCache {
-    DiskCache::open(c).expect("cache opens")
+    let cache = DiskCache::open(c).expect("cache opens");
+    assert!(
+        cache.wait_reconciled(Duration::from_secs(60)),
+        "reconciliation ends"
+    );
+    cache
 }
 
 fn key(path: &str) -> CacheKey {
@@ -292,7 +299,7 @@ async fn objects_and_lru_state_survive_a_restart() {
         cache.save_state().await.expect("save");
         // the first instance is leaked like in a real process; a new one takes over the root
     }
-    assert!(dir.path().join("eviction/simple_lru.data").exists());
+    assert!(dir.path().join("eviction/index.snapshot").exists());
     let cache = open(config(dir.path()));
     let stats = cache.stats();
     assert_eq!((stats.objects, stats.eviction_tracked_items), (2, 2));
@@ -940,14 +947,17 @@ async fn persist_service_saves_periodically_and_at_shutdown() {
         b"x",
     )
     .expect("write");
+    // (the reconciliation at open saved one: start from none)
+    let snapshot = dir.path().join("eviction/index.snapshot");
+    fs::remove_file(&snapshot).expect("rm snapshot");
     let service = cache.persist_service(Duration::from_secs(3600));
     let (tx, rx) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move { service.start(rx).await });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(!dir.path().join("eviction/simple_lru.data").exists());
+    assert!(!snapshot.exists());
     tx.send(true).expect("shutdown");
     task.await.expect("service ends");
-    assert!(dir.path().join("eviction/simple_lru.data").exists());
+    assert!(snapshot.exists());
 
     let reopened = open(config(dir.path()));
     assert_eq!(reopened.stats().eviction_tracked_items, 1);

@@ -143,6 +143,7 @@ async fn inspect_leaves_a_torn_object_for_verify_to_report_and_open_removes_it()
     let k = key("/m/@v/v1.0.0.zip");
     {
         let cache = DiskCache::open(c.clone()).expect("open");
+        assert!(cache.wait_reconciled(std::time::Duration::from_secs(60)));
         let mut miss = cache
             .get_miss_handler(&k, &meta(Some(4096)), &span())
             .await
@@ -181,7 +182,8 @@ async fn inspect_leaves_a_torn_object_for_verify_to_report_and_open_removes_it()
     );
     assert_eq!(objects(dir.path()), before, "read_checked removed files");
 
-    // the start-up scan of a real open removes it
-    let _ = DiskCache::open(c).expect("open");
+    // the reconciliation after a real open removes it
+    let cache = DiskCache::open(c).expect("open");
+    assert!(cache.wait_reconciled(std::time::Duration::from_secs(60)));
     assert!(objects(dir.path()).is_empty(), "{:?}", objects(dir.path()));
 }
