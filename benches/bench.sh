@@ -96,7 +96,7 @@
 #   BIG_MIB=100        the large zip (0: no large-zip cases, no memory download peak)
 #   BIG_CONNS=4        h2load -c for the large zip (-m1)
 #   FANIN_CONNS=10 FANIN_STREAMS=100 FANIN_N=1000     (modgate allows 100 streams/connection)
-#   FANIN_ORIGIN_MS=200  about how long the origin takes to send one cold fan-in zip (a rate limit)
+#   FANIN_ORIGIN_MS=200  how long the origin takes to answer a cold fan-in zip (DELAY_PORT=18616)
 #   MEM_REQUESTS=1000000 MEM_CONNS=32 MEM_STREAMS=8 MEM_CLIENTS=64
 #   GO_BIN=$(command -v go || echo /usr/lib/go-1.23/bin/go) GO_DEPS=200 GO_PROCS=8
 #   GO_TIMEOUT=300     seconds, per go run
@@ -152,6 +152,7 @@ NGINX_PORT=${NGINX_PORT:-18612}
 MODGATE_PORT=${MODGATE_PORT:-18613}
 NGINX_MTLS_PORT=${NGINX_MTLS_PORT:-18614}
 MODGATE_MTLS_PORT=${MODGATE_MTLS_PORT:-18615}
+DELAY_PORT=${DELAY_PORT:-18616}
 KEEP=${KEEP:-0}
 MODULE=example.com/bench
 
@@ -205,7 +206,7 @@ enabled() { # section -> true when it is in SECTIONS and its switch is not 0
 need_tools "${COMMON_TOOLS[@]}"
 build_modgate
 enabled mtls && build_mgload
-check_ports "$ORIGIN_PORT" "$NGINX_PORT" "$MODGATE_PORT" "$NGINX_MTLS_PORT" "$MODGATE_MTLS_PORT"
+check_ports "$ORIGIN_PORT" "$NGINX_PORT" "$MODGATE_PORT" "$NGINX_MTLS_PORT" "$MODGATE_MTLS_PORT" "$DELAY_PORT"
 compute_pinning "h2load, mgload, curl, go"
 [ "$PINNED" = 1 ] || warn "$PINNING: the busy-core guard and the CPU figures are meaningless"
 make_workdir modgate-bench
@@ -230,15 +231,30 @@ for f in "$CERT" "$KEY" "$CA" "$CCERT" "$CKEY"; do [ -s "$f" ] || die "modgate c
 
 nginx_common
 # The origin logs every request, so a run can show that it was all cache hits.
-# The cold fan-in's zips (v1.4.*) come from an origin that takes about FANIN_ORIGIN_MS to send
-# one (a rate limit, nginx having no delay of its own); every other object at once.
-FANIN_RATE=$((100 * 1024 * 1000 / FANIN_ORIGIN_MS))
+# The cold fan-in's zips (v1.4.*) come from an origin that takes FANIN_ORIGIN_MS to answer: nginx
+# passes them to a small Python server that waits that long first (nginx has no delay of its
+# own, and its limit_rate lets a first second's worth through at once); nginx's access log still
+# counts every request. Every other object is answered at once.
+python3 - "$W/origin" "$DELAY_PORT" "$FANIN_ORIGIN_MS" <<'PY' &
+import functools, http.server, sys, time
+root, port, ms = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+class Slow(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(ms / 1000.0)
+        super().do_GET()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Slow, directory=root)).serve_forever()
+PY
+DELAY_PID=$!
+PIDS+=("$DELAY_PID")
 write_origin_conf "log_format tiny '\$request'; access_log $W/origin-access.log tiny;" "" \
-  "location ~ /@v/v1\\.4\\.[0-9]+\\.zip\$ { limit_rate $FANIN_RATE; try_files \$uri =404; }"
+  "location ~ /@v/v1\\.4\\.[0-9]+\\.zip\$ { proxy_pass http://127.0.0.1:$DELAY_PORT; }"
 "$NGINX" -t -q -p "$W" -e "$W/origin-startup.log" -c "$W/origin.conf"
 taskset -c "$LOADER_CPUS" "$NGINX" -p "$W" -e "$W/origin-startup.log" -c "$W/origin.conf" &
 ORIGIN_PID=$!
 PIDS+=("$ORIGIN_PID")
+wait_up "http://127.0.0.1:$DELAY_PORT/$MODULE/@v/list" "$DELAY_PID" || die "the delaying origin did not start"
 ORIGIN="http://127.0.0.1:$ORIGIN_PORT"
 wait_up "$ORIGIN/$MODULE/@v/list" "$ORIGIN_PID" || die "origin did not start ($W/origin-error.log)"
 origin_count() { wc -l <"$W/origin-access.log"; }
