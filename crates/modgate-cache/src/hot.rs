@@ -13,7 +13,7 @@ use crate::disk::{lock, DiskCache};
 use crate::miss::WriteState;
 use bytes::Bytes;
 use pingora::cache::eviction::CacheEntryKey;
-use pingora::cache::key::{CacheHashKey, CompactCacheKey};
+use pingora::cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
 use pingora::cache::{CacheKey, CacheMeta};
 use pingora::http::ResponseHeader;
 use std::sync::atomic::Ordering;
@@ -26,6 +26,9 @@ pub struct HotMeta {
     /// The stored response head as Pingora serves a cache hit: HTTP/1.1, and
     /// `Transfer-Encoding: chunked` when there is no `Content-Length`. No `Age` yet.
     head: ResponseHeader,
+    /// The same head without the original case of its header names (an HTTP/2 answer sends
+    /// them in lower case anyway): one header map to copy per hit instead of two.
+    head_h2: ResponseHeader,
     /// Fresh until then (inclusive, as `CacheMeta::is_fresh`).
     fresh_until: SystemTime,
     /// What the `Age` counts from (`CacheMeta::epoch`).
@@ -58,6 +61,7 @@ impl HotMeta {
             let _ = head.insert_header(http::header::TRANSFER_ENCODING, "chunked");
         }
         HotMeta {
+            head_h2: ResponseHeader::from(head.as_owned_parts()),
             head,
             fresh_until: meta.fresh_until(),
             epoch: meta.epoch(),
@@ -68,6 +72,33 @@ impl HotMeta {
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         self.fresh_until >= now
     }
+
+    /// The response head to send at `now`: the stored head with its `Age` (RFC 9111 §4, as
+    /// Pingora adds it to every hit). `http2`: for an HTTP/2 answer (no header-name case kept).
+    pub fn head(&self, now: SystemTime, http2: bool) -> Box<ResponseHeader> {
+        let mut head = Box::new(if http2 {
+            self.head_h2.clone()
+        } else {
+            self.head.clone()
+        });
+        let age = now.duration_since(self.epoch).unwrap_or_default();
+        // a number is always a valid header value
+        let _ = head.insert_header(http::header::AGE, age.as_secs());
+        head
+    }
+}
+
+/// A combined cache-key hash as 32 lowercase hex digits: the same text as Pingora's
+/// `CacheHashKey::combined` (an object's name in the memory tier and on disk), without a
+/// formatter call per byte.
+pub fn hash_hex(bin: &HashBinary) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bin.len() * 2);
+    for &b in bin {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// A fresh object answered from memory.
@@ -79,14 +110,9 @@ pub struct HotHit {
 }
 
 impl HotHit {
-    /// The response head to send at `now`: the stored head with its `Age` (RFC 9111 §4, as
-    /// Pingora adds it to every hit).
-    pub fn head(&self, now: SystemTime) -> Box<ResponseHeader> {
-        let mut head = Box::new(self.meta.head.clone());
-        let age = now.duration_since(self.meta.epoch).unwrap_or_default();
-        // a number is always a valid header value
-        let _ = head.insert_header(http::header::AGE, age.as_secs());
-        head
+    /// The response head to send at `now` ([`HotMeta::head`]).
+    pub fn head(&self, now: SystemTime, http2: bool) -> Box<ResponseHeader> {
+        self.meta.head(now, http2)
     }
 }
 
@@ -98,7 +124,7 @@ impl DiskCache {
     pub async fn hot_hit_after_write(&self, key: &CacheKey, wait: Duration) -> Option<HotHit> {
         let deadline = tokio::time::Instant::now() + wait;
         let compact = key.to_compact();
-        let hash = compact.combined();
+        let hash = hash_hex(&compact.combined_bin());
         // every turn either returns or waits for the write's state to change; bounded by the
         // deadline in any case
         for _ in 0..1000 {
@@ -135,10 +161,11 @@ impl DiskCache {
     pub fn hot_hit(&self, key: &CacheKey, now: SystemTime) -> Option<HotHit> {
         // The key is hashed once (`to_compact`); the compact key's hash is that same hash.
         let compact = key.to_compact();
-        self.hot_hit_hashed(&compact.combined(), compact, now)
+        self.hot_hit_hashed(&hash_hex(&compact.combined_bin()), compact, now)
     }
 
-    /// [`DiskCache::hot_hit`] with the key hashed (`hash` is `compact.combined()`).
+    /// [`DiskCache::hot_hit`] with the key hashed (`hash` is [`hash_hex`] of the compact key's
+    /// combined hash).
     fn hot_hit_hashed(
         &self,
         hash: &str,
@@ -173,5 +200,23 @@ impl DiskCache {
             meta,
             body: obj.body.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_hex_is_pingoras_combined() {
+        for primary in [
+            "",
+            "route:a|/x/@v/v1.0.0.info",
+            "sumdb:sum.golang.org|/latest",
+        ] {
+            let key = CacheKey::new(primary, "").to_compact();
+            assert_eq!(hash_hex(&key.combined_bin()), key.combined());
+        }
+        assert_eq!(hash_hex(&[0x0f; 16]), "0f".repeat(16));
     }
 }

@@ -82,6 +82,6 @@ pub use config::DiskCacheConfig;
 pub use disk::{CacheStats, DiskCache, ObjectInfo, PurgeReport};
 pub use error::CacheError;
 pub use hit::{DiskHit, MemHit, PartialHit};
-pub use hot::{HotHit, HotMeta};
+pub use hot::{hash_hex, HotHit, HotMeta};
 pub use miss::DiskMissHandler;
 pub use persist::PersistService;

@@ -1009,7 +1009,11 @@ async fn hot_hits_serve_fresh_memory_objects_and_step_aside_otherwise() {
         .hot_hit(&small, now)
         .expect("a fresh memory object is hot");
     assert_eq!(&hot.body[..], b"{\"Version\":\"v1\"}");
-    let head = hot.head(now + Duration::from_secs(5));
+    let head = hot.head(now + Duration::from_secs(5), false);
+    // the HTTP/2 head: the same headers in the same order, only without their names' case
+    let h2 = hot.head(now + Duration::from_secs(5), true);
+    assert!(head.headers.iter().eq(h2.headers.iter()));
+    assert_eq!((h2.status, h2.version), (head.status, head.version));
     let (m, _) = cache
         .lookup(&small, &span())
         .await

@@ -360,6 +360,12 @@ pub fn escape_version(v: &str) -> Result<String, VersionError> {
     })
 }
 
+/// Whether [`escape_version`] accepts `v` (a valid file name without `!`), without building
+/// the escaped text.
+pub(crate) fn version_escapable(v: &str) -> bool {
+    check_elem(v, PathKind::File).is_ok() && !v.contains('!')
+}
+
 /// Returns the version for an escaped version (`module.UnescapeVersion`).
 /// The result must be a valid file name (it need not be semver).
 pub fn unescape_version(escaped: &str) -> Result<String, VersionError> {

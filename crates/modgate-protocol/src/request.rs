@@ -15,8 +15,8 @@ use std::str::FromStr;
 
 use crate::error::{go_quote, PathError, VersionError};
 use crate::escape::{
-    check_import_path, check_path_major, escape_path, escape_version, split_path_version,
-    unescape_path, unescape_version,
+    check_import_path, check_path, check_path_major, split_path_version, unescape_path,
+    unescape_version, version_escapable,
 };
 use crate::sumdb::{is_valid_sumdb_name, parse_tile_path, split_lookup};
 pub use crate::sumdb::{SumdbEndpoint, SumdbRequest};
@@ -136,23 +136,38 @@ impl ModuleRequest {
     /// that field percent-encoded as one opaque segment (no `/`, `.` or `..`
     /// can leak through).
     pub fn upstream_path(&self) -> String {
-        let module = escape_path(&self.module)
-            .map(|e| percent_encode_path(&e, true))
-            .unwrap_or_else(|_| fallback_segment(&self.module));
-        let version = || {
-            let v = self.version.as_ref().map_or("", Version::as_str);
-            escape_version(v)
-                .map(|e| percent_encode_path(&e, false))
-                .unwrap_or_else(|_| fallback_segment(v))
-        };
-        match self.kind {
-            RequestKind::Latest => format!("/{module}/@latest"),
-            RequestKind::Info => format!("/{module}/@v/{}.info", version()),
-            RequestKind::Mod => format!("/{module}/@v/{}.mod", version()),
-            RequestKind::Zip => format!("/{module}/@v/{}.zip", version()),
-            // List, and (for hand-built values) any non-module kind.
-            _ => format!("/{module}/@v/list"),
+        // Escaped and percent-encoded in one pass into one string (issue 22): the same text as
+        // `percent_encode_path(escape_path(..))`, one step after the other (the test
+        // `upstream_path_is_one_pass_of_the_same_escapes`).
+        let version = self.version.as_ref().map_or("", Version::as_str);
+        let mut out = String::with_capacity(self.module.len() + version.len() + 16);
+        out.push('/');
+        if check_path(&self.module).is_err() || !push_escaped(&mut out, &self.module, true) {
+            out.truncate(1);
+            out.push_str(&fallback_segment(&self.module));
         }
+        let suffix = match self.kind {
+            RequestKind::Latest => {
+                out.push_str("/@latest");
+                return out;
+            }
+            RequestKind::Info => ".info",
+            RequestKind::Mod => ".mod",
+            RequestKind::Zip => ".zip",
+            // List, and (for hand-built values) any non-module kind.
+            _ => {
+                out.push_str("/@v/list");
+                return out;
+            }
+        };
+        out.push_str("/@v/");
+        let start = out.len();
+        if !version_escapable(version) || !push_escaped(&mut out, version, false) {
+            out.truncate(start);
+            out.push_str(&fallback_segment(version));
+        }
+        out.push_str(suffix);
+        out
     }
 
     /// True exactly for info/mod/zip requests of a canonical version, whose
@@ -483,6 +498,33 @@ pub(crate) fn percent_encode_path(s: &str, keep_slash: bool) -> String {
         }
     }
     out
+}
+
+/// Appends `s` escaped (`escape_string`: a capital letter as `!` and its lower case) and
+/// percent-encoded as [`percent_encode_path`] does, in one pass. False when `s` cannot be
+/// escaped (a `!` or a non-ASCII character): then what was appended is to be cut off.
+fn push_escaped(out: &mut String, s: &str, keep_slash: bool) -> bool {
+    if s.bytes().any(|b| b == b'!' || !b.is_ascii()) {
+        return false;
+    }
+    for &b in s.as_bytes() {
+        if b.is_ascii_uppercase() {
+            // `!` is a pchar: never percent-encoded
+            out.push('!');
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else if b.is_ascii_alphanumeric()
+            || b"-._~!$&'()*+,;=:@".contains(&b)
+            || (keep_slash && b == b'/')
+        {
+            out.push(char::from(b));
+        } else {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+    true
 }
 
 /// Encodes an invalid, hand-built field as one opaque segment: every byte
@@ -1280,6 +1322,72 @@ mod tests {
         assert_eq!(m.upstream_path(), "/m.example/@v/a@b.info");
         let s = sumdb(p.parse("/sumdb/sum.golang.org/lookup/m.example@v1.0.0-%23"));
         assert_eq!(s.upstream_path(), "/lookup/m.example@v1.0.0-%23");
+    }
+
+    /// The upstream path as it was built before issue 22: escaped, then percent-encoded, one
+    /// allocation per step.
+    fn upstream_path_in_steps(m: &ModuleRequest) -> String {
+        use crate::escape::{escape_path, escape_version};
+        let module = escape_path(&m.module)
+            .map(|e| percent_encode_path(&e, true))
+            .unwrap_or_else(|_| fallback_segment(&m.module));
+        let version = || {
+            let v = m.version.as_ref().map_or("", Version::as_str);
+            escape_version(v)
+                .map(|e| percent_encode_path(&e, false))
+                .unwrap_or_else(|_| fallback_segment(v))
+        };
+        match m.kind {
+            RequestKind::Latest => format!("/{module}/@latest"),
+            RequestKind::Info => format!("/{module}/@v/{}.info", version()),
+            RequestKind::Mod => format!("/{module}/@v/{}.mod", version()),
+            RequestKind::Zip => format!("/{module}/@v/{}.zip", version()),
+            _ => format!("/{module}/@v/list"),
+        }
+    }
+
+    #[test]
+    fn upstream_path_is_one_pass_of_the_same_escapes() {
+        let modules = [
+            "github.com/aws/aws-sdk-go-v2/service/s3",
+            "github.com/Azure/azure-sdk-for-go",
+            "m.example/a~b+c",
+            "../../etc",
+            "a.com/x!y",
+            "a.com/caf\u{e9}",
+            "",
+            "a.com/x y",
+            "gopkg.in/yaml.v3",
+        ];
+        let versions = [
+            None,
+            Some(Version::parse("v1.58.2")),
+            Some(Version::Query("a#b%c d[e]".into())),
+            Some(Version::Query("master".into())),
+            Some(Version::Query("Dev".into())),
+            Some(Version::Query("../x".into())),
+            Some(Version::Query("x!y".into())),
+            Some(Version::Query("".into())),
+            Some(Version::Query("v1.0.0-\u{e9}".into())),
+        ];
+        for module in modules {
+            for version in &versions {
+                for kind in [
+                    RequestKind::List,
+                    RequestKind::Info,
+                    RequestKind::Mod,
+                    RequestKind::Zip,
+                    RequestKind::Latest,
+                ] {
+                    let m = ModuleRequest {
+                        module: module.into(),
+                        kind,
+                        version: version.clone(),
+                    };
+                    assert_eq!(m.upstream_path(), upstream_path_in_steps(&m), "{m:?}");
+                }
+            }
+        }
     }
 
     #[test]

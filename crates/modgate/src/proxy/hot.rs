@@ -49,7 +49,8 @@ impl GatewayProxy {
         }
         ctx.hot = true;
         self.metrics.hot_hit();
-        let mut head = hit.head(now);
+        // Over HTTP/2 the head goes out without its header names' case: the copy without it.
+        let mut head = hit.head(now, session.as_downstream().is_http2());
         // As Pingora's hit path: the range filter (a memory hit can seek; with no Range header it
         // only adds `Accept-Ranges`), then response_filter.
         self.range_header_filter(session, &mut head, ctx);

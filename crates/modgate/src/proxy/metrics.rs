@@ -7,7 +7,8 @@
 //! Series whose label set is fixed and created at 0 anyway ([`crate::metrics::prime`]) are
 //! resolved here once: the latency by request kind, the two cache write failure reasons, the
 //! integrity refusals by artifact. Series named by the model (routes, upstreams) or by the
-//! answer (status) are looked up when counted, as before.
+//! answer (status) are resolved the first time a thread counts them and kept in that thread's
+//! map ([`super::resolved`]): a request's counters are not looked up by their label values.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use modgate_ledger::Artifact;
 use modgate_protocol::RequestKind;
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
+use super::resolved;
 use crate::metrics::{sync_counter, Metrics, CACHE_WRITE_FAILURES};
 
 /// The proxy's series; counts nothing when metrics are disabled.
@@ -23,6 +25,8 @@ use crate::metrics::{sync_counter, Metrics, CACHE_WRITE_FAILURES};
 pub struct ProxyMetrics(Option<Arc<Series>>);
 
 struct Series {
+    /// Tells these families apart in the per-thread maps of resolved series.
+    owner: u64,
     requests: IntCounterVec,
     /// `modgate_request_duration_seconds` by kind, in [`RequestKind::ALL`]'s order, then
     /// `other` (a request that is no GOPROXY request).
@@ -52,23 +56,16 @@ struct Series {
     verified_fetches: IntCounterVec,
 }
 
-/// The `status_class` label: `2xx`, `4xx`, …; `none` when no answer was sent (status 0).
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
-    }
-}
+/// The tags of the counter families in the per-thread maps ([`resolved::count`]).
+const CACHE_LOOKUPS: u8 = 1;
+const UPSTREAM_ATTEMPTS: u8 = 2;
 
 impl ProxyMetrics {
     pub fn new(metrics: Option<&Metrics>) -> ProxyMetrics {
         ProxyMetrics(metrics.map(|m| {
             let kinds = RequestKind::ALL.map(|k| k.as_str());
             Arc::new(Series {
+                owner: resolved::new_owner(),
                 requests: m.requests.clone(),
                 duration: std::array::from_fn(|i| {
                     m.duration
@@ -116,15 +113,19 @@ impl ProxyMetrics {
             .and_then(|k| RequestKind::ALL.iter().position(|&a| a == k))
             .unwrap_or(RequestKind::ALL.len());
         let kind_label = kind.as_ref().map_or("other", RequestKind::as_str);
-        s.requests
-            .with_label_values(&[listener, route, kind_label, &status.to_string()])
-            .inc();
         if let Some(h) = s.duration.get(kind_at) {
             h.observe(seconds);
         }
-        s.route_duration
-            .with_label_values(&[route, status_class(status)])
-            .observe(seconds);
+        resolved::request_finished(
+            s.owner,
+            &s.requests,
+            &s.route_duration,
+            listener,
+            route,
+            kind_label,
+            status,
+            seconds,
+        );
     }
 
     /// The access policy decided a module request on `route`.
@@ -145,16 +146,20 @@ impl ProxyMetrics {
     /// One attempt at an upstream ended with `outcome` (the attempt-outcome label).
     pub fn upstream_attempted(&self, upstream: &str, outcome: &str) {
         if let Some(s) = &self.0 {
-            s.upstream_attempts
-                .with_label_values(&[upstream, outcome])
-                .inc();
+            resolved::count(
+                s.owner,
+                UPSTREAM_ATTEMPTS,
+                &s.upstream_attempts,
+                upstream,
+                Some(outcome),
+            );
         }
     }
 
     /// The cache took part in a request this way (the cache-outcome label).
     pub fn cache_looked_up(&self, outcome: &str) {
         if let Some(s) = &self.0 {
-            s.cache_lookups.with_label_values(&[outcome]).inc();
+            resolved::count(s.owner, CACHE_LOOKUPS, &s.cache_lookups, outcome, None);
         }
     }
 

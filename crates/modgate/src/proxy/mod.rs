@@ -69,6 +69,7 @@ pub mod ratelimit;
 mod refresh;
 pub mod report;
 mod request;
+mod resolved;
 pub mod retractions;
 pub mod verified;
 

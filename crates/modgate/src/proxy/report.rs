@@ -449,6 +449,45 @@ mod tests {
         );
     }
 
+    /// The JSON line of a cached hit, byte for byte (what a change to how the record is built
+    /// must keep: issue 22).
+    #[test]
+    fn a_cached_hit_serialises_to_the_same_line() {
+        let mut record = Record {
+            enabled: true,
+            decision: AuditDecision::Allow,
+            ..Record::default()
+        };
+        let hit = Finished {
+            cache: Some(CacheOutcome::Hit),
+            status: 200,
+            bytes: 54,
+            duration_ms: 0.042,
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            path: "/github.com/aws/aws-sdk-go-v2/service/s3/@v/v1.58.2.info".into(),
+            ..finished(200, None)
+        };
+        let mut r = audit_record(
+            hit,
+            &RequestIdentity::default(),
+            None,
+            &Cursor::default(),
+            &mut record,
+        );
+        r.ts = "2026-06-01T10:00:00.123Z".into();
+        assert_eq!(
+            serde_json::to_string(&r).expect("json"),
+            concat!(
+                r#"{"ts":"2026-06-01T10:00:00.123Z","trace_id":"0af7651916cd43dd8448eb211c80319c","#,
+                r#""listener":"public","client_addr":"127.0.0.1:5555","#,
+                r#""identity":{"source":"anonymous","name":"anonymous"},"roles":[],"#,
+                r#""method":"GET","path":"/github.com/aws/aws-sdk-go-v2/service/s3/@v/v1.58.2.info","#,
+                r#""route":"all","decision":"allow","status":200,"bytes":54,"duration_ms":0.042,"#,
+                r#""cache":"hit"}"#
+            )
+        );
+    }
+
     #[test]
     fn a_cut_transfer_says_so_with_the_bytes_sent() {
         let mut record = Record {
