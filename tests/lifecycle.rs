@@ -111,13 +111,21 @@ fn sigint_saves_the_cache_index() {
     let state = cache.path().join("eviction").join("index.snapshot");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !state.exists() {
-        assert!(Instant::now() < deadline, "no reconciliation:\n{}", w.gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "no reconciliation:\n{}",
+            w.gw.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::fs::remove_file(&state).expect("rm the reconciliation's snapshot");
     w.gw.signal("INT");
     w.gw.wait_exit(Duration::from_secs(30));
-    assert!(state.exists(), "SIGINT lost the cache index:\n{}", w.gw.log());
+    assert!(
+        state.exists(),
+        "SIGINT lost the cache index:\n{}",
+        w.gw.log()
+    );
 }
 
 #[test]
