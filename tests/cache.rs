@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 
 use modgate_ledger::{Artifact, Ledger};
 use modgate_testkit::{
-    free_addr, get, request, Behaviour, FixtureProxy, Gateway, GoEnv, ModuleVersion, Response,
-    SumDb,
+    free_addr, get, raw_upstream, request, Behaviour, FixtureProxy, Gateway, GoEnv, ModuleVersion,
+    Response, SumDb,
 };
 use sha2::{Digest, Sha256};
 
@@ -1735,40 +1735,23 @@ async fn a_retagged_zip_is_a_clean_502_for_the_requester_and_fifty_waiters() {
     );
 }
 
-/// An upstream on a raw socket that announces `body.len()` bytes and, for the first `cut`
-/// requests, sends half of them and closes; then the whole body. Counts requests.
+/// An upstream that announces `body.len()` bytes and, for the first `cut` requests, sends half
+/// of them and closes; then the whole body. Counts requests.
 fn cutting_upstream(body: Vec<u8>, cut: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let count = Arc::new(AtomicUsize::new(0));
     let counted = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let (body, counted) = (body.clone(), counted.clone());
-            std::thread::spawn(move || {
-                // One request per connection, whatever it asks.
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
-                    match s.read(&mut b) {
-                        Ok(1) => head.push(b[0]),
-                        _ => return,
-                    }
-                }
-                let n = counted.fetch_add(1, Ordering::SeqCst);
-                let send = if n < cut { body.len() / 2 } else { body.len() };
-                let _ = s.write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-                let _ = s.write_all(&body[..send]);
-            });
-        }
+    let addr = raw_upstream(move |_, s| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        let send = if n < cut { body.len() / 2 } else { body.len() };
+        let _ = s.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        let _ = s.write_all(&body[..send]);
     });
     (addr, count)
 }
@@ -1904,36 +1887,18 @@ async fn a_miss_waiting_on_the_ledger_lock_does_not_delay_hits_on_the_same_threa
 /// An upstream that answers any `.info` with a body naming the path it was asked, after
 /// `delay`; one request per connection.
 fn echo_upstream(delay: Duration) -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
-                    match s.read(&mut b) {
-                        Ok(1) => head.push(b[0]),
-                        _ => return,
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).to_string();
-                let path = text.split(' ').nth(1).unwrap_or("").to_string();
-                std::thread::sleep(delay);
-                let body = format!("{{\"Version\":\"x\",\"Path\":\"{path}\"}}");
-                let _ = s.write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-            });
-        }
-    });
-    addr
+    raw_upstream(move |path, s| {
+        std::thread::sleep(delay);
+        let body = format!("{{\"Version\":\"x\",\"Path\":\"{path}\"}}");
+        let _ = s.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    })
 }
 
 /// Exact-version misses keep flowing through a graceful upgrade: every one is a 200 with the
@@ -2020,29 +1985,13 @@ fn exact_version_misses_survive_a_graceful_upgrade() {
 /// An upstream that answers a 200 without Content-Length (close-delimited) and, for the first
 /// `cut` requests, closes after half the body.
 fn close_delimited_upstream(body: Vec<u8>, cut: usize) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let count = Arc::new(AtomicUsize::new(0));
     let counted = count.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let (body, counted) = (body.clone(), counted.clone());
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 16 << 10 {
-                    match s.read(&mut b) {
-                        Ok(1) => head.push(b[0]),
-                        _ => return,
-                    }
-                }
-                let n = counted.fetch_add(1, Ordering::SeqCst);
-                let send = if n < cut { body.len() / 2 } else { body.len() };
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
-                let _ = s.write_all(&body[..send]);
-            });
-        }
+    let addr = raw_upstream(move |_, s| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        let send = if n < cut { body.len() / 2 } else { body.len() };
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+        let _ = s.write_all(&body[..send]);
     });
     (addr, count)
 }

@@ -14,8 +14,8 @@
 //! - `modgate cache verify` reports a body cut short on disk (exit 1, naming it) instead of
 //!   silently dropping it; the start-up scan logs what it drops.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use modgate_ledger::{Artifact, Ledger};
 use modgate_testkit::{
-    free_addr, get, metric, modgate, request, FixtureProxy, Gateway, GoEnv, ModuleVersion, Tmpfs,
+    free_addr, get, metric, modgate, raw_upstream, request, FixtureProxy, Gateway, GoEnv,
+    ModuleVersion, Tmpfs,
 };
 use sha2::{Digest, Sha256};
 
@@ -84,6 +85,34 @@ fn audit_records_for(dir: &Path, path: &str, n: usize) -> Vec<serde_json::Value>
     }
 }
 
+/// A gateway on `addr` (metrics, debug headers, an audit log) with one route to `up`, its cache
+/// in `cache` (without fsync) and its ledger at `ledger`; `extra` is more of the `cache:` section.
+fn one_cached_route(
+    addr: SocketAddr,
+    up: &str,
+    cache: &Path,
+    ledger: &Path,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+listeners:
+  - {{ name: plain, address: "{addr}", metrics: true, debug_headers: true }}
+upstreams:
+  up: {{ url: "{up}" }}
+routes:
+  - {{ name: all, match: {{ prefix: "" }}, chain: [up] }}
+cache:
+  dir: "{cache}"
+  ledger: "{ledger}"
+{extra}  fsync: false
+audit: {{ output: audit.jsonl }}
+"#,
+        cache = cache.display(),
+        ledger = ledger.display(),
+    )
+}
+
 /// Incompressible, reproducible bytes (xorshift), so a zip of them is as large as they are.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -135,25 +164,10 @@ async fn a_full_cache_filesystem_bypasses_the_cache_and_never_fails_the_request(
     let ledger = state.path().join("ledger.sqlite");
     let cache_dir = fs.path().join("cache");
     let addr = free_addr();
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: plain, address: "{addr}", metrics: true, debug_headers: true }}
-upstreams:
-  up: {{ url: "{up}" }}
-routes:
-  - {{ name: all, match: {{ prefix: "" }}, chain: [up] }}
-cache:
-  dir: "{cache}"
-  ledger: "{ledger}"
-  fsync: false
-audit: {{ output: audit.jsonl }}
-"#,
-        up = upstream.url(),
-        cache = cache_dir.display(),
-        ledger = ledger.display(),
+    let gw = Gateway::start(
+        &one_cached_route(addr, &upstream.url(), &cache_dir, &ledger, ""),
+        addr,
     );
-    let gw = Gateway::start(&config, addr);
 
     // The real `go`: the whole module, through the gateway, verified by go itself.
     let goenv = GoEnv::new(&format!("http://{addr}"));
@@ -287,26 +301,17 @@ async fn a_zip_that_neither_the_full_cache_nor_the_spill_budget_can_hold_is_a_50
     let state = tempfile::tempdir().expect("tempdir");
     let cache_dir = fs.path().join("cache");
     let addr = free_addr();
-    let config = format!(
-        r#"
-listeners:
-  - {{ name: plain, address: "{addr}", metrics: true, debug_headers: true }}
-upstreams:
-  up: {{ url: "{up}" }}
-routes:
-  - {{ name: all, match: {{ prefix: "" }}, chain: [up] }}
-cache:
-  dir: "{cache}"
-  ledger: "{ledger}"
-  max_spill: 2MiB
-  fsync: false
-audit: {{ output: audit.jsonl }}
-"#,
-        up = upstream.url(),
-        cache = cache_dir.display(),
-        ledger = state.path().join("ledger.sqlite").display(),
+    let ledger = state.path().join("ledger.sqlite");
+    let gw = Gateway::start(
+        &one_cached_route(
+            addr,
+            &upstream.url(),
+            &cache_dir,
+            &ledger,
+            "  max_spill: 2MiB\n",
+        ),
+        addr,
     );
-    let gw = Gateway::start(&config, addr);
     // Fill the filesystem.
     let free = fs.available();
     std::fs::write(fs.path().join("filler"), vec![0u8; free as usize]).ok();
@@ -362,7 +367,7 @@ audit: {{ output: audit.jsonl }}
         "{rec}"
     );
     // Nothing was recorded in the ledger for the zip that could not be checked.
-    let ledger = Ledger::open(&state.path().join("ledger.sqlite")).expect("ledger");
+    let ledger = Ledger::open(&ledger).expect("ledger");
     assert_eq!(
         ledger.get(HELD, "v1.0.0", Artifact::Zip).expect("get"),
         None
@@ -393,47 +398,28 @@ audit: {{ output: audit.jsonl }}
 /// A minimal upstream whose `list` answers are chunked (no `Content-Length`, so the cache
 /// cannot know their size before writing) and `body` long; everything else is a 404.
 fn chunked_upstream(body: Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let served = Arc::new(AtomicUsize::new(0));
     let count = served.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let body = body.clone();
-            let count = count.clone();
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && head.len() < 64 << 10 {
-                    match stream.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let line = String::from_utf8_lossy(&head);
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-                if !path.ends_with("/@v/list") {
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    );
-                    return;
-                }
-                count.fetch_add(1, Ordering::SeqCst);
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
-                );
-                for piece in body.chunks(64 << 10) {
-                    let mut frame = format!("{:x}\r\n", piece.len()).into_bytes();
-                    frame.extend_from_slice(piece);
-                    frame.extend_from_slice(b"\r\n");
-                    if stream.write_all(&frame).is_err() {
-                        return;
-                    }
-                }
-                let _ = stream.write_all(b"0\r\n\r\n");
-            });
+    let addr = raw_upstream(move |path, stream| {
+        if !path.ends_with("/@v/list") {
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+            return;
         }
+        count.fetch_add(1, Ordering::SeqCst);
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        );
+        for piece in body.chunks(64 << 10) {
+            let mut frame = format!("{:x}\r\n", piece.len()).into_bytes();
+            frame.extend_from_slice(piece);
+            frame.extend_from_slice(b"\r\n");
+            if stream.write_all(&frame).is_err() {
+                return;
+            }
+        }
+        let _ = stream.write_all(b"0\r\n\r\n");
     });
     (addr, served)
 }

@@ -80,7 +80,7 @@ pub struct IntegrityCheck {
     hasher: modgate_ledger::Sha256Hasher,
     /// Kept for the `h1:` hash of `.mod` and of zips up to [`H1_ZIP_LIMIT`].
     buffer: Option<Vec<u8>>,
-    budget: H1Reservation,
+    budget: Reservation,
     /// Record first-seen bytes (false: only compare with a record).
     pin: bool,
 }
@@ -95,26 +95,33 @@ pub const H1_BUDGET: usize = 256 << 20;
 
 static H1_IN_USE: AtomicUsize = AtomicUsize::new(0);
 
-/// Bytes of [`H1_BUDGET`] held by one artifact, returned when it is dropped.
+/// Bytes of a memory budget shared by many holders (`in_use` counts them all against a limit),
+/// held by one and returned when it is dropped: the `h1:` buffers ([`H1_BUDGET`]), the bodies
+/// the verifying origin holds in memory for want of disk (`cache.max_spill`).
 #[derive(Default)]
-struct H1Reservation(usize);
+pub struct Reservation {
+    budget: Option<&'static AtomicUsize>,
+    bytes: usize,
+}
 
-impl H1Reservation {
-    /// Takes `n` more bytes of the budget, if there is room.
-    fn grow(&mut self, n: usize) -> bool {
-        let mut current = H1_IN_USE.load(Ordering::Relaxed);
+impl Reservation {
+    /// Takes `n` more bytes of `in_use` (one budget per reservation), if that stays within
+    /// `limit`.
+    pub fn grow(&mut self, in_use: &'static AtomicUsize, limit: usize, n: usize) -> bool {
+        let mut current = in_use.load(Ordering::Relaxed);
         loop {
-            if current + n > H1_BUDGET {
+            if current.saturating_add(n) > limit {
                 return false;
             }
-            match H1_IN_USE.compare_exchange_weak(
+            match in_use.compare_exchange_weak(
                 current,
                 current + n,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
-                    self.0 += n;
+                    self.bytes += n;
+                    self.budget = Some(in_use);
                     return true;
                 }
                 Err(now) => current = now,
@@ -123,9 +130,11 @@ impl H1Reservation {
     }
 }
 
-impl Drop for H1Reservation {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        H1_IN_USE.fetch_sub(self.0, Ordering::AcqRel);
+        if let Some(b) = self.budget {
+            b.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
     }
 }
 
@@ -170,7 +179,7 @@ impl IntegrityCheck {
             artifact,
             hasher: modgate_ledger::Sha256Hasher::new(),
             buffer: (artifact.has_h1() && small).then(Vec::new),
-            budget: H1Reservation::default(),
+            budget: Reservation::default(),
             pin: true,
         }
     }
@@ -191,7 +200,9 @@ impl IntegrityCheck {
     pub fn update(&mut self, data: &[u8]) {
         self.hasher.update(data);
         if let Some(b) = &mut self.buffer {
-            if b.len() + data.len() > H1_ZIP_LIMIT || !self.budget.grow(data.len()) {
+            if b.len() + data.len() > H1_ZIP_LIMIT
+                || !self.budget.grow(&H1_IN_USE, H1_BUDGET, data.len())
+            {
                 self.buffer = None;
             } else {
                 b.extend_from_slice(data);
@@ -273,5 +284,24 @@ impl IntegrityCheck {
             }
             _ => Ok(check),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_is_shared_and_given_back() {
+        static IN_USE: AtomicUsize = AtomicUsize::new(0);
+        let mut a = Reservation::default();
+        let mut b = Reservation::default();
+        assert!(a.grow(&IN_USE, 100, 60));
+        assert!(!b.grow(&IN_USE, 100, 50), "over the shared limit");
+        assert!(b.grow(&IN_USE, 100, 40));
+        drop(a);
+        assert_eq!(IN_USE.load(Ordering::Relaxed), 40);
+        drop(b);
+        assert_eq!(IN_USE.load(Ordering::Relaxed), 0);
     }
 }

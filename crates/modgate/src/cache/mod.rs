@@ -27,7 +27,7 @@ use modgate_cache::DiskCache;
 use modgate_ledger::Ledger;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 
-pub use integrity::{artifact, mismatch_message, IntegrityCheck, IntegrityFailure};
+pub use integrity::{artifact, mismatch_message, IntegrityCheck, IntegrityFailure, Reservation};
 pub use plan::{CachePlan, RouteCache, Ttls};
 pub use purge::{cached_request, purge_module, target};
 pub use quarantine::{Quarantine, Quarantined};

@@ -108,29 +108,20 @@ impl GatewayProxy {
                 can_reuse_downstream: false,
             };
         }
-        if let Some(cause) = cache_failure(e) {
-            // Not the upstream's doing: say so (when nothing was sent yet).
-            let message = format!(
+        // The cache's doing, not the upstream's: its filesystem failed while storing the
+        // answer, or could not hold it to be checked (the verifying origin). Said as a 503
+        // (when nothing was sent yet), and as the audit record's reason.
+        let cache_503 = match cache_failure(e) {
+            Some(cause) => Some(format!(
                 "{}: the gateway's cache failed while storing the answer ({cause}); try again",
                 ctx.what()
-            );
+            )),
+            None => ctx.unavailable.clone(),
+        };
+        if let Some(message) = cache_503 {
             ctx.not_stored.get_or_insert_with(|| message.clone());
             if session.response_written().is_none() {
                 if let Err(err) = respond::text(session, 503, &message, &[]).await {
-                    log::debug!("could not send error response: {err}");
-                }
-            }
-            return FailToProxy {
-                error_code: 503,
-                can_reuse_downstream: false,
-            };
-        }
-        if let Some(why) = ctx.unavailable.clone() {
-            // The answer could not be held to be checked: the cache's doing, not the
-            // upstream's.
-            ctx.not_stored.get_or_insert_with(|| why.clone());
-            if session.response_written().is_none() {
-                if let Err(err) = respond::text(session, 503, &why, &[]).await {
                     log::debug!("could not send error response: {err}");
                 }
             }

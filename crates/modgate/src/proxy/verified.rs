@@ -47,7 +47,7 @@ use super::chain::{Failure, FailureClass};
 use super::failure::short_error;
 use super::integrity::{judge_header, HeaderRefusal};
 use super::metrics::ProxyMetrics;
-use crate::cache::{self, CacheRuntime, IntegrityFailure};
+use crate::cache::{self, CacheRuntime, IntegrityFailure, Reservation};
 
 /// The request header naming the job (proxy → origin only).
 pub const JOB_HEADER: &str = "x-modgate-verify";
@@ -183,46 +183,6 @@ impl Fetched {
     }
 }
 
-/// Bytes of the spill budget held by one body kept in memory because the cache's filesystem
-/// could not take it; returned when dropped.
-#[derive(Default)]
-pub struct Reservation {
-    budget: Option<Arc<AtomicUsize>>,
-    bytes: usize,
-}
-
-impl Reservation {
-    fn grow(&mut self, budget: &Arc<AtomicUsize>, limit: usize, n: usize) -> bool {
-        let mut current = budget.load(Ordering::Relaxed);
-        loop {
-            if current.saturating_add(n) > limit {
-                return false;
-            }
-            match budget.compare_exchange_weak(
-                current,
-                current + n,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    self.bytes += n;
-                    self.budget = Some(budget.clone());
-                    return true;
-                }
-                Err(now) => current = now,
-            }
-        }
-    }
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if let Some(b) = &self.budget {
-            b.fetch_sub(self.bytes, Ordering::AcqRel);
-        }
-    }
-}
-
 /// What makes two fetches the same: the upstream, and the request it gets (path and every
 /// header, the identity headers included).
 type FlightKey = (String, String);
@@ -243,7 +203,7 @@ pub struct Verifier {
     /// Where large bodies are held (the cache's directory: its filesystem).
     spill_dir: std::path::PathBuf,
     /// Bytes held in memory because that filesystem could not take them, and the limit.
-    spilled: Arc<AtomicUsize>,
+    spilled: &'static AtomicUsize,
     spill_limit: usize,
     next: AtomicU64,
     jobs: Mutex<HashMap<u64, Job>>,
@@ -271,7 +231,8 @@ impl Verifier {
             metrics,
             connector: Connector::new(None),
             spill_dir,
-            spilled: Arc::new(AtomicUsize::new(0)),
+            // One verifier per process: its count lives as long.
+            spilled: Box::leak(Box::new(AtomicUsize::new(0))),
             spill_limit,
             next: AtomicU64::new(1),
             jobs: Mutex::new(HashMap::new()),
@@ -741,7 +702,7 @@ impl<'a> Holder<'a> {
         let total = self.file_len as usize + self.pending.len() + self.memory_len + b.len();
         if !self
             .reservation
-            .grow(&self.verifier.spilled, self.verifier.spill_limit, total)
+            .grow(self.verifier.spilled, self.verifier.spill_limit, total)
         {
             return Err(format!(
                 "the gateway's cache filesystem ({dir}) cannot hold the body to check it ({why}), \
@@ -780,7 +741,7 @@ impl<'a> Holder<'a> {
     fn keep_in_memory(&mut self, b: Bytes) -> Result<(), String> {
         if !self
             .reservation
-            .grow(&self.verifier.spilled, self.verifier.spill_limit, b.len())
+            .grow(self.verifier.spilled, self.verifier.spill_limit, b.len())
         {
             return Err(format!(
                 "the gateway's cache filesystem ({}) cannot hold the body to check it, and the \
@@ -1210,19 +1171,5 @@ mod tests {
             flight_key("up", &req("CN=a")),
             flight_key("other", &req("CN=a"))
         );
-    }
-
-    #[test]
-    fn the_spill_budget_is_shared_and_given_back() {
-        let budget = Arc::new(AtomicUsize::new(0));
-        let mut a = Reservation::default();
-        let mut b = Reservation::default();
-        assert!(a.grow(&budget, 100, 60));
-        assert!(!b.grow(&budget, 100, 50), "over the shared limit");
-        assert!(b.grow(&budget, 100, 40));
-        drop(a);
-        assert_eq!(budget.load(Ordering::Relaxed), 40);
-        drop(b);
-        assert_eq!(budget.load(Ordering::Relaxed), 0);
     }
 }
