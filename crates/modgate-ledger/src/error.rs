@@ -70,6 +70,31 @@ pub enum LedgerError {
         source: rusqlite::Error,
     },
 
+    /// A shared ledger store (PostgreSQL) could not be opened: unreachable, refused the
+    /// credentials, or its schema could not be set up or is newer than this build's.
+    #[error("cannot open the integrity ledger {store} ({step}): {detail}")]
+    OpenStore {
+        /// The store, e.g. `PostgreSQL ledger 10.0.0.5:5432/modgate`.
+        store: String,
+        /// What was being done.
+        step: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
+
+    /// A shared ledger store (PostgreSQL) could not be reached or failed an operation.
+    #[error("integrity ledger ({store}): {op} of {key} failed: {detail}")]
+    Store {
+        /// The store, e.g. `PostgreSQL ledger 10.0.0.5:5432/modgate`.
+        store: String,
+        /// The ledger operation (`observe`, `get`, `accept`, ...).
+        op: &'static str,
+        /// What the operation was about.
+        key: String,
+        /// What went wrong.
+        detail: String,
+    },
+
     /// A row in the database does not hold what the ledger wrote there.
     #[error("integrity ledger: corrupt row for {key}: {detail}")]
     CorruptRow {
@@ -107,8 +132,8 @@ pub enum LedgerError {
     },
 }
 
-/// Shortens `value` for inclusion in an error message.
-pub(crate) fn excerpt(value: &str) -> String {
+/// Shortens `value` for inclusion in an error message (at most 120 bytes and an ellipsis).
+pub fn excerpt(value: &str) -> String {
     const MAX: usize = 120;
     if value.len() <= MAX {
         return value.to_owned();

@@ -20,23 +20,21 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use crate::error::{excerpt, LedgerError};
-use crate::hash::normalize_sha256_hex;
+use crate::store::{
+    check_text, compare, key_of, list_key, now_unix, prefix_range, Compared, LedgerStore,
+    Observation,
+};
 
 /// The newest schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// How long a statement waits for another connection's write lock.
 pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Longest module path or version accepted (Go's own limits are far lower).
-const MAX_NAME_LEN: usize = 4096;
 
 /// Schema migrations; entry `i` brings the schema from version `i` to
 /// `i + 1`. Append only: never edit a migration that has shipped.
@@ -234,12 +232,6 @@ impl fmt::Debug for Ledger {
     }
 }
 
-/// Input already checked and normalized.
-struct Observation {
-    sha256: String,
-    h1: Option<String>,
-    size: i64,
-}
 
 impl Ledger {
     /// Opens (creating if needed) the ledger database at `path`, creating
@@ -382,27 +374,24 @@ impl Ledger {
                 }
                 Some(recorded) => {
                     let recorded = recorded.into_entry(&tx.key)?;
-                    let h1_agrees = match (&recorded.h1, &obs.h1) {
-                        (Some(a), Some(b)) => a == b,
-                        _ => true,
-                    };
-                    if recorded.sha256 == obs.sha256 && recorded.size == size && h1_agrees {
-                        let mut entry = recorded;
-                        if entry.h1.is_none() && obs.h1.is_some() {
-                            tx.execute(
-                                "UPDATE entries SET h1 = ?4
-                             WHERE module = ?1 AND version = ?2 AND artifact = ?3",
-                                params![module, version, artifact.as_str(), obs.h1],
-                            )?;
-                            entry.h1 = obs.h1;
+                    match compare(&recorded, &obs) {
+                        Compared::Match { fill_h1 } => {
+                            let mut entry = recorded;
+                            if fill_h1.is_some() {
+                                tx.execute(
+                                    "UPDATE entries SET h1 = ?4
+                                 WHERE module = ?1 AND version = ?2 AND artifact = ?3",
+                                    params![module, version, artifact.as_str(), fill_h1],
+                                )?;
+                                entry.h1 = fill_h1;
+                            }
+                            Check::Match(entry)
                         }
-                        Check::Match(entry)
-                    } else {
-                        Check::Mismatch {
+                        Compared::Mismatch => Check::Mismatch {
                             recorded,
                             observed_sha256: obs.sha256,
                             observed_h1: obs.h1,
-                        }
+                        },
                     }
                 }
             })
@@ -435,46 +424,35 @@ impl Ledger {
     /// only the modules below `example.com/a`. An empty prefix lists all.
     pub fn list(&self, module_prefix: Option<&str>) -> Result<Vec<Entry>, LedgerError> {
         let prefix = module_prefix.unwrap_or("");
-        let key = if prefix.is_empty() {
-            "all modules".to_owned()
-        } else {
-            format!("modules under {}", excerpt(prefix))
-        };
+        let key = list_key(prefix);
         let sql_err = |source| LedgerError::Sqlite {
             op: "list",
             key: key.clone(),
             source,
         };
         let conn = self.lock();
-        let raws = if prefix.is_empty() {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "{SELECT_ENTRY} ORDER BY module, version, artifact"
-                ))
-                .map_err(sql_err)?;
-            let rows = stmt.query_map([], RawEntry::from_row).map_err(sql_err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)?
-        } else {
-            let trimmed = prefix.trim_end_matches('/');
-            // Module paths below `trimmed` sort in [trimmed + "/", trimmed + "0")
-            // bytewise, since '0' follows '/' in ASCII.
-            let exact = if prefix.ends_with('/') {
-                None
-            } else {
-                Some(trimmed)
-            };
-            let low = format!("{trimmed}/");
-            let high = format!("{trimmed}0");
-            let mut stmt = conn
-                .prepare(&format!(
-                    "{SELECT_ENTRY} WHERE module = ?1 OR (module >= ?2 AND module < ?3)
-                     ORDER BY module, version, artifact"
-                ))
-                .map_err(sql_err)?;
-            let rows = stmt
-                .query_map(params![exact, low, high], RawEntry::from_row)
-                .map_err(sql_err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)?
+        let raws = match prefix_range(prefix) {
+            None => {
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "{SELECT_ENTRY} ORDER BY module, version, artifact"
+                    ))
+                    .map_err(sql_err)?;
+                let rows = stmt.query_map([], RawEntry::from_row).map_err(sql_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)?
+            }
+            Some((exact, low, high)) => {
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "{SELECT_ENTRY} WHERE module = ?1 OR (module >= ?2 AND module < ?3)
+                         ORDER BY module, version, artifact"
+                    ))
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(params![exact, low, high], RawEntry::from_row)
+                    .map_err(sql_err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(sql_err)?
+            }
         };
         drop(conn);
         raws.into_iter()
@@ -646,6 +624,65 @@ impl Ledger {
     }
 }
 
+impl LedgerStore for Ledger {
+    fn observe(
+        &self,
+        module: &str,
+        version: &str,
+        artifact: Artifact,
+        sha256: &str,
+        h1: Option<&str>,
+        size: u64,
+        source: &str,
+    ) -> Result<Check, LedgerError> {
+        Ledger::observe(self, module, version, artifact, sha256, h1, size, source)
+    }
+
+    fn get(
+        &self,
+        module: &str,
+        version: &str,
+        artifact: Artifact,
+    ) -> Result<Option<Entry>, LedgerError> {
+        Ledger::get(self, module, version, artifact)
+    }
+
+    fn list(&self, module_prefix: Option<&str>) -> Result<Vec<Entry>, LedgerError> {
+        Ledger::list(self, module_prefix)
+    }
+
+    fn accept(
+        &self,
+        module: &str,
+        version: &str,
+        artifact: Artifact,
+        sha256: &str,
+        h1: Option<&str>,
+        size: u64,
+        operator: &str,
+        reason: &str,
+    ) -> Result<Entry, LedgerError> {
+        Ledger::accept(
+            self, module, version, artifact, sha256, h1, size, operator, reason,
+        )
+    }
+
+    fn history(&self, module: &str, version: &str) -> Result<Vec<HistoryEntry>, LedgerError> {
+        Ledger::history(self, module, version)
+    }
+
+    fn count(&self) -> Result<u64, LedgerError> {
+        Ledger::count(self)
+    }
+
+    fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("SQLite ledger {}", p.display()),
+            None => "in-memory SQLite ledger".to_owned(),
+        }
+    }
+}
+
 /// The transaction of [`Ledger::on_record`]: statements fail as its operation on its record.
 struct RecordTx<'c> {
     tx: rusqlite::Transaction<'c>,
@@ -722,84 +759,10 @@ pub(crate) fn retry_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusq
     }
 }
 
-impl Observation {
-    fn new(
-        module: &str,
-        version: &str,
-        artifact: Artifact,
-        sha256: &str,
-        h1: Option<&str>,
-        size: u64,
-    ) -> Result<Self, LedgerError> {
-        check_text("module", module)?;
-        check_text("version", version)?;
-        let sha256 = normalize_sha256_hex(sha256)?;
-        let h1 = match h1 {
-            None => None,
-            Some(_) if !artifact.has_h1() => {
-                return Err(LedgerError::InvalidInput {
-                    what: "h1",
-                    value: excerpt(h1.unwrap_or_default()),
-                    detail: "an .info file has no h1: hash",
-                })
-            }
-            Some(h1) => Some(check_h1(h1)?),
-        };
-        let size = i64::try_from(size).map_err(|_| LedgerError::InvalidInput {
-            what: "size",
-            value: size.to_string(),
-            detail: "larger than the ledger can store",
-        })?;
-        Ok(Observation { sha256, h1, size })
-    }
-}
 
-pub(crate) fn check_text(what: &'static str, value: &str) -> Result<(), LedgerError> {
-    let detail = if value.is_empty() {
-        "must not be empty"
-    } else if value.len() > MAX_NAME_LEN {
-        "too long"
-    } else if value.chars().any(char::is_control) {
-        "contains a control character"
-    } else {
-        return Ok(());
-    };
-    Err(LedgerError::InvalidInput {
-        what,
-        value: excerpt(value),
-        detail,
-    })
-}
 
-/// Checks an `h1:` hash: `h1:` and the base64 of 32 bytes.
-fn check_h1(h1: &str) -> Result<String, LedgerError> {
-    let valid = h1
-        .strip_prefix("h1:")
-        .and_then(|b64| BASE64.decode(b64).ok())
-        .is_some_and(|digest| digest.len() == 32);
-    if valid {
-        Ok(h1.to_owned())
-    } else {
-        Err(LedgerError::InvalidInput {
-            what: "h1",
-            value: excerpt(h1),
-            detail: "expected \"h1:\" and the base64 of a SHA-256 digest",
-        })
-    }
-}
 
-fn key_of(module: &str, version: &str, artifact: Option<Artifact>) -> String {
-    match artifact {
-        Some(artifact) => format!("{}@{} {artifact}", excerpt(module), excerpt(version)),
-        None => format!("{}@{}", excerpt(module), excerpt(version)),
-    }
-}
 
-pub(crate) fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
 
 const SELECT_ENTRY: &str = "SELECT module, version, artifact, sha256, h1, size, first_seen_unix, \
                             source, accepted_by FROM entries";

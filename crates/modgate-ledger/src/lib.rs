@@ -12,6 +12,9 @@
 //! * [`ledger`] — the SQLite-backed [`Ledger`]: atomic
 //!   [`observe`](Ledger::observe), operator [`accept`](Ledger::accept) with
 //!   an audit [`history`](Ledger::history), lookups and listing.
+//! * [`store`] — the [`LedgerStore`] trait both the SQLite ledger and the shared PostgreSQL
+//!   ledger implement, and the rules they share; `conformance` (feature `conformance`) is the one
+//!   test suite both pass.
 //! * [`sightings`] — cooldown's clock: the gateway's own first sighting of each version, the
 //!   Go module index's time for it, the seeded flag, and how far the index has been read
 //!   ([`Sightings`], in its own SQLite file).
@@ -23,6 +26,9 @@ pub mod error;
 pub mod hash;
 pub mod ledger;
 pub mod sightings;
+pub mod store;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 pub use error::LedgerError;
 pub use hash::{
@@ -30,3 +36,4 @@ pub use hash::{
 };
 pub use ledger::{Artifact, Check, Entry, HistoryEntry, Ledger, SCHEMA_VERSION};
 pub use sightings::{FeedEntry, FeedProgress, Sightings, VersionSightings};
+pub use store::{LedgerStore, Observation};

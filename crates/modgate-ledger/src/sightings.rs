@@ -32,7 +32,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::error::{excerpt, LedgerError};
-use crate::ledger::{check_text, migrate, retry_busy, BUSY_TIMEOUT};
+use crate::ledger::{migrate, retry_busy, BUSY_TIMEOUT};
+use crate::store::check_text;
 
 /// Schema migrations of the sightings store; entry `i` brings it from version `i` to `i + 1`.
 /// Append only.

@@ -30,6 +30,7 @@ pub use crate::upstream::{Fallthrough, UpstreamKind, UpstreamUrl};
 mod access;
 mod cache;
 pub mod checksum_log;
+pub mod cluster;
 pub mod fetched;
 pub mod forward;
 mod identity;
@@ -42,6 +43,7 @@ use text::from_str_with;
 pub use access::AccessConfig;
 pub use cache::{CacheConfig, PathValue, RouteCacheConfig};
 pub use checksum_log::ChecksumLogConfig;
+pub use cluster::ClusterConfig;
 pub use fetched::FetchedConfig;
 pub use forward::{ForwardIdentityConfig, ForwardNames, ForwardedInput};
 pub use identity::{
@@ -113,6 +115,8 @@ pub struct GatewayConfig {
     pub telemetry: TelemetryConfig,
     /// The persistent response cache and integrity ledger (off when absent).
     pub cache: Option<CacheConfig>,
+    /// Replicas sharing their ledger in PostgreSQL (off when absent; needs `cache`).
+    pub cluster: Option<ClusterConfig>,
     /// The index of what each identity fetched (off when absent; needs `cache`).
     pub fetched: Option<FetchedConfig>,
     /// Checksum databases proxied at `/sumdb/<name>/...` (name → where it is served).
@@ -272,6 +276,25 @@ impl Default for ServerSettings {
 }
 
 impl GatewayConfig {
+    /// Where the integrity ledger of `cache` is: the cluster's PostgreSQL database when
+    /// `cluster:` is set (events published as `origin`, appended to the replica's name), else
+    /// the cache's SQLite file.
+    pub fn ledger_at(&self, cache: &CacheConfig, role: Option<&str>) -> anyhow::Result<crate::cache::LedgerAt> {
+        Ok(match &self.cluster {
+            Some(cluster) => {
+                let replica = cluster.replica();
+                crate::cache::LedgerAt::Postgres {
+                    settings: cluster.settings().map_err(|e| anyhow::anyhow!(e))?,
+                    origin: match role {
+                        Some(r) => format!("{replica} ({r})"),
+                        None => replica,
+                    },
+                }
+            }
+            None => crate::cache::LedgerAt::Sqlite(cache.ledger_path()),
+        })
+    }
+
     /// The fetched index's file, when `fetched:` (and so `cache:`) is configured.
     pub fn fetched_path(&self) -> Option<PathBuf> {
         Some(self.fetched.as_ref()?.path(&self.cache.as_ref()?.dir.0))
@@ -756,6 +779,16 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
                 ));
             }
         }
+    }
+    if let Some(cluster) = &config.cluster {
+        if config.cache.is_none() {
+            return Err(
+                "cluster: needs a `cache:` section (the shared ledger is the cache's integrity \
+                 ledger)"
+                    .into(),
+            );
+        }
+        cluster.check()?;
     }
     if config.fetched.is_some() && config.cache.is_none() {
         return Err(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use modgate_fetched::{
     FetchIndex, FetchedError, Format, Hashes, IdentityFilter, Kind, Query, Served, Tool, Writer,
 };
-use modgate_ledger::{Artifact, Ledger};
+use modgate_ledger::{Artifact, LedgerStore};
 
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
@@ -25,7 +25,7 @@ const QUEUE: usize = 16_384;
 /// counted on `metrics` (`modgate_fetched_records_total`).
 pub fn start(
     config: &GatewayConfig,
-    ledger: Arc<Ledger>,
+    ledger: Arc<dyn LedgerStore>,
     metrics: Option<&'static Metrics>,
 ) -> anyhow::Result<Option<Arc<Writer>>> {
     let (Some(f), Some(path)) = (&config.fetched, config.fetched_path()) else {

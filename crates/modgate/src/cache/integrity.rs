@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use modgate_ledger::{Artifact, Check, Ledger};
+use modgate_ledger::{Artifact, Check, LedgerStore};
 use modgate_protocol::{escape_version, ModuleRequest, RequestKind};
 
 /// The ledger artifact of a request, when it is an exact version.
@@ -214,7 +214,7 @@ impl IntegrityCheck {
     /// `Ok(None)`: not pinned and nothing was recorded to compare with.
     pub fn finish(
         self,
-        ledger: &Ledger,
+        ledger: &dyn LedgerStore,
         upstream: &str,
     ) -> Result<Option<Check>, IntegrityFailure> {
         let _budget = self.budget;

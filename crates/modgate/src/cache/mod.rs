@@ -11,9 +11,11 @@
 //!
 //! One concern per file: `plan` (lifetimes, keys, what is kept), `share` (what may be shared
 //! between requesters), `integrity` (the first-seen hash check of exact versions),
-//! `quarantine` (refused changed bytes), `purge` (removing a module's answers); this file opens
-//! the cache and the ledger.
+//! `quarantine` (refused changed bytes), `purge` (removing a module's answers), `cluster` (the
+//! cluster's accepts and purges applied here); this file opens the cache and the ledger (the
+//! SQLite file, or the cluster's PostgreSQL database).
 
+mod cluster;
 mod integrity;
 mod plan;
 mod purge;
@@ -24,9 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use modgate_cache::DiskCache;
-use modgate_ledger::Ledger;
+use modgate_ledger::{Ledger, LedgerStore};
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 
+pub use cluster::{follow, state_file};
 pub use integrity::{artifact, mismatch_message, IntegrityCheck, IntegrityFailure, Reservation};
 pub use plan::{CachePlan, RouteCache, Ttls};
 pub use purge::{cached_request, purge_module, target};
@@ -37,7 +40,7 @@ pub use share::unshareable;
 pub struct CacheRuntime {
     pub storage: &'static DiskCache,
     pub lock: &'static CacheKeyLockImpl,
-    pub ledger: Arc<Ledger>,
+    pub ledger: Arc<dyn LedgerStore>,
     /// Artifacts whose upstream bytes were refused: served from cache if held, else 502.
     pub quarantine: Quarantine,
     /// The writer of the index of what each identity fetched (`fetched:`; it takes its
@@ -52,23 +55,62 @@ pub struct CacheRuntime {
     pub checksum_log: Option<Arc<crate::sumlog::SumLog>>,
 }
 
+/// Where the integrity ledger is kept.
+#[derive(Debug, Clone)]
+pub enum LedgerAt {
+    /// The embedded SQLite file (the single-machine default).
+    Sqlite(std::path::PathBuf),
+    /// The cluster's PostgreSQL database (`cluster.postgres`), shared by every replica.
+    Postgres {
+        settings: modgate_postgres::PgSettings,
+        /// This replica's (or this command's) name in the events it publishes.
+        origin: String,
+    },
+}
+
+impl LedgerAt {
+    /// Opens the ledger (blocking; PostgreSQL's schema is migrated first).
+    pub fn open(&self) -> anyhow::Result<Arc<dyn LedgerStore>> {
+        Ok(match self {
+            LedgerAt::Sqlite(path) => Arc::new(
+                Ledger::open(path).map_err(|e| anyhow::anyhow!("ledger {}: {e}", path.display()))?,
+            ),
+            LedgerAt::Postgres { settings, origin } => {
+                let pool = modgate_postgres::Pool::new(settings)?;
+                Arc::new(modgate_postgres::PgLedger::open(pool, origin)?)
+            }
+        })
+    }
+
+    /// The PostgreSQL pool the cluster's events go through, when the ledger is shared.
+    pub fn events_pool(&self) -> anyhow::Result<Option<Arc<modgate_postgres::Pool>>> {
+        match self {
+            LedgerAt::Sqlite(_) => Ok(None),
+            LedgerAt::Postgres { settings, .. } => {
+                let mut s = settings.clone();
+                s.pool_size = 2;
+                Ok(Some(modgate_postgres::Pool::new(&s)?))
+            }
+        }
+    }
+}
+
 impl CacheRuntime {
     /// Opens the disk cache (blocking: scans the directory) and the ledger.
     pub fn open(
         disk: modgate_cache::DiskCacheConfig,
         lock_timeout: Duration,
-        ledger_path: &std::path::Path,
+        ledger_at: &LedgerAt,
     ) -> anyhow::Result<CacheRuntime> {
         let dir = disk.root.clone();
         let storage =
             DiskCache::open(disk).map_err(|e| anyhow::anyhow!("cache {}: {e}", dir.display()))?;
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(lock_timeout));
-        let ledger = Ledger::open(ledger_path)
-            .map_err(|e| anyhow::anyhow!("ledger {}: {e}", ledger_path.display()))?;
+        let ledger = ledger_at.open()?;
         Ok(CacheRuntime {
             storage,
             lock,
-            ledger: Arc::new(ledger),
+            ledger,
             quarantine: Quarantine::default(),
             fetched: None,
             sightings: None,

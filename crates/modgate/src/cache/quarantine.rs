@@ -41,6 +41,17 @@ impl Quarantine {
             .unwrap_or(0)
     }
 
+    /// Forgets one refusal (an operator accepted the change); whether there was one.
+    pub fn forget(&self, module: &str, version: &str, a: Artifact) -> bool {
+        self.refused
+            .lock()
+            .map(|mut m| {
+                m.remove(&(module.to_string(), version.to_string(), a))
+                    .is_some()
+            })
+            .unwrap_or(false)
+    }
+
     pub fn insert(&self, module: &str, version: &str, a: Artifact, r: Quarantined) {
         if let Ok(mut m) = self.refused.lock() {
             m.insert((module.to_string(), version.to_string(), a), r);

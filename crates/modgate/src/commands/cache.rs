@@ -14,7 +14,6 @@ use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 use modgate_cache::{DiskCache, ObjectInfo};
-use modgate_ledger::Ledger;
 
 use super::operator::{audit_event, cache_config, Actor};
 use super::{Exit, Outcome};
@@ -31,6 +30,12 @@ pub fn purge(config: &GatewayConfig, what: &str) -> Outcome {
         "purged {} object(s), {} bytes for {what}",
         report.objects, report.bytes
     );
+    // Every replica of a cluster purges its own local tiers when it hears of it.
+    if let Some(pool) = config.ledger_at(c, None)?.events_pool()? {
+        let origin = format!("{} (modgate cache purge)", config.cluster.as_ref().map(|c| c.replica()).unwrap_or_default());
+        let id = modgate_postgres::publish_purge(&pool, &module, version.as_deref(), &origin)?;
+        println!("purge published to the cluster's replicas (event {id}, {})", pool.name());
+    }
     // New tags of a git upstream's repository: its mirror lists the host again on next use.
     for line in crate::gitorigin::request_mirror_refresh(
         config,
@@ -61,7 +66,7 @@ struct Finding {
 pub fn verify(config: &GatewayConfig, purge: bool) -> Outcome {
     let c = cache_config(config)?;
     let cache = DiskCache::inspect(c.disk())?;
-    let ledger = Ledger::open(&c.ledger_path())?;
+    let ledger = config.ledger_at(c, Some("modgate cache verify"))?.open()?;
     let objects: Vec<ObjectInfo> = cache
         .list_objects()?
         .into_iter()

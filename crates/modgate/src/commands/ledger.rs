@@ -18,7 +18,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context;
-use modgate_ledger::{Artifact, Ledger, Sightings};
+use modgate_ledger::{Artifact, LedgerStore, Sightings};
 
 use super::operator::{audit_event, audit_events, cache_config, Actor};
 use super::{Exit, Outcome};
@@ -34,7 +34,7 @@ fn rfc3339(unix: i64) -> String {
 /// `modgate ledger show`.
 pub fn show(config: &GatewayConfig, what: Option<&str>) -> Outcome {
     let c = cache_config(config)?;
-    let ledger = Ledger::open(&c.ledger_path())?;
+    let ledger = config.ledger_at(c, Some("modgate ledger show"))?.open()?;
     let (module, version) = match what {
         Some(w) => {
             let (m, v) = target(w)?;
@@ -124,7 +124,7 @@ struct Known {
 /// every record of the module (any version or artifact; the same sha256 is the same bytes) and
 /// the version's history of accepted changes (old and new values).
 fn known_as(
-    ledger: &Ledger,
+    ledger: &dyn LedgerStore,
     module: &str,
     version: &str,
     sha256: &str,
@@ -227,8 +227,8 @@ pub fn accept(config: &GatewayConfig, a: &Accept) -> Outcome {
         "--sha256 {:?}: expected 64 hex digits (e.g. from `sha256sum`)",
         a.sha256
     );
-    let ledger = Ledger::open(&c.ledger_path())?;
-    let known = known_as(&ledger, &module, &version, &sha256)?;
+    let ledger = config.ledger_at(c, Some("modgate ledger accept"))?.open()?;
+    let known = known_as(&*ledger, &module, &version, &sha256)?;
     let h1 = consistent_h1(artifact, &sha256, a.h1.as_deref(), a.size, &known)?;
     let actor = Actor::current();
     let who = actor.label();

@@ -228,6 +228,27 @@ fn cache_sides(c: &CacheConfig) -> CacheSides<impl PartialEq + '_, impl PartialE
     }
 }
 
+/// `cluster:` as compared: everything of it (the DSN, the pool, TLS, the name).
+fn cluster_sides(
+    c: &Option<crate::config::ClusterConfig>,
+) -> Option<(Option<&str>, &str, Option<&std::path::Path>, usize, String)> {
+    c.as_ref().map(|c| {
+        let p = &c.postgres;
+        (
+            c.name.as_deref(),
+            p.dsn.as_str(),
+            p.password_file.as_ref().map(|f| f.0.as_path()),
+            p.pool_size,
+            format!(
+                "{:?} {:?} {:?}",
+                p.connect_timeout.0,
+                p.statement_timeout.0,
+                p.tls.as_ref().map(|t| &t.ca.0)
+            ),
+        )
+    })
+}
+
 /// `fetched:` by what a reload does with each field.
 struct FetchedSides<L> {
     /// How the index is bounded (retention, max_records): applied live to the writer.
@@ -265,11 +286,16 @@ pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> (Vec<String>, Vec<Strin
         rate_limits,
         cache,
         fetched,
+        cluster,
         server,
         listeners,
         versions,
         checksum_log,
     } = new;
+    // The cluster's stores are opened at start.
+    if cluster_sides(&old.cluster) != cluster_sides(cluster) {
+        upgrade.push("cluster: changed".to_string());
+    }
     let (old_routes, new_routes) = (routes_by_name(&old.routes), routes_by_name(routes));
     diff_named("route", &old_routes, &new_routes, &mut live);
     if old_routes.keys().eq(new_routes.keys()) && route_order(&old.routes) != route_order(routes) {

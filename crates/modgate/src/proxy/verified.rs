@@ -524,7 +524,7 @@ impl Verifier {
         let (held, reservation) = held;
         let ledger = c.ledger.clone();
         let upstream = job.upstream.clone();
-        let verdict = tokio::task::spawn_blocking(move || check.finish(&ledger, &upstream)).await;
+        let verdict = tokio::task::spawn_blocking(move || check.finish(&*ledger, &upstream)).await;
         match verdict {
             Ok(Ok(_)) => {}
             Ok(Err(failure)) => {

@@ -202,9 +202,12 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
     // and at each reload through `Live`; each listener's connections and proxy, the reloader).
     let registry = crate::metrics::metrics();
     let mut tailer = None;
+    // The cluster's events (accepts, purges) applied to this replica, while it runs.
+    let mut events = None;
     let cache = match &config.cache {
         Some(c) => {
-            let mut rt = CacheRuntime::open(c.disk(), c.lock_timeout.0, &c.ledger_path())?;
+            let ledger_at = config.ledger_at(c, None)?;
+            let mut rt = CacheRuntime::open(c.disk(), c.lock_timeout.0, &ledger_at)?;
             rt.fetched = crate::fetched::start(&config, rt.ledger.clone(), registry)?;
             // Opened whenever there is a cache, so a cooldown added by a reload finds it.
             let sightings = c.sightings_path();
@@ -231,14 +234,22 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             }
             let stats = rt.storage.stats();
             log::info!(
-                "cache {}: {} object(s), {} bytes; ledger {}: {} record(s)",
+                "cache {}: {} object(s), {} bytes; {}: {} record(s)",
                 c.dir.0.display(),
                 stats.objects,
                 stats.bytes,
-                c.ledger_path().display(),
+                rt.ledger.describe(),
                 rt.ledger.count().unwrap_or(0)
             );
-            Some(Arc::new(rt))
+            let rt = Arc::new(rt);
+            if let Some(pool) = ledger_at.events_pool()? {
+                events = Some(crate::cache::follow(
+                    rt.clone(),
+                    pool,
+                    crate::cache::state_file(&c.dir.0),
+                )?);
+            }
+            Some(rt)
         }
         None => None,
     };
@@ -394,6 +405,9 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
         shutdown_signal: Box::new(signals),
     });
     finish();
+    if let Some(l) = events {
+        l.stop();
+    }
     drop(pid_file);
     Ok(())
 }

@@ -1,0 +1,112 @@
+//! Versioned schema migrations of the shared database, applied at start. Every replica runs
+//! them; a transaction-scoped advisory lock serialises the replicas that start at once, so each
+//! migration is applied exactly once and a replica never sees half a schema. A database whose
+//! schema is newer than this build's is refused (an older replica must not write into it).
+
+use crate::error::PgError;
+use crate::pool::Pool;
+use crate::ledger::now_unix;
+
+/// The advisory lock key of migrations ("modgate" and 1).
+const MIGRATION_LOCK: i64 = 0x6d6f_6467_6174_6501;
+
+/// Schema migrations; entry `i` brings the schema from version `i` to `i + 1`. Append only:
+/// never edit a migration that has shipped. Text compared by range or sorted is `COLLATE "C"`:
+/// bytewise, as SQLite compares, so prefix listings agree.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the ledger's entries and history, and the cluster's change events.
+    r#"CREATE TABLE ledger_entries (
+        module          TEXT COLLATE "C" NOT NULL,
+        version         TEXT COLLATE "C" NOT NULL,
+        artifact        TEXT COLLATE "C" NOT NULL CHECK (artifact IN ('mod', 'zip', 'info')),
+        sha256          TEXT    NOT NULL,
+        h1              TEXT,
+        size            BIGINT  NOT NULL CHECK (size >= 0),
+        first_seen_unix BIGINT  NOT NULL,
+        source          TEXT    NOT NULL,
+        accepted_by     TEXT,
+        PRIMARY KEY (module, version, artifact)
+    );
+    CREATE TABLE ledger_history (
+        id                  BIGSERIAL PRIMARY KEY,
+        module              TEXT COLLATE "C" NOT NULL,
+        version             TEXT COLLATE "C" NOT NULL,
+        artifact            TEXT    NOT NULL,
+        old_sha256          TEXT,
+        old_h1              TEXT,
+        old_size            BIGINT,
+        old_first_seen_unix BIGINT,
+        old_source          TEXT,
+        old_accepted_by     TEXT,
+        new_sha256          TEXT    NOT NULL,
+        new_h1              TEXT,
+        new_size            BIGINT  NOT NULL,
+        operator            TEXT    NOT NULL,
+        reason              TEXT    NOT NULL,
+        accepted_unix       BIGINT  NOT NULL
+    );
+    CREATE INDEX ledger_history_by_version ON ledger_history (module, version);
+    CREATE TABLE cluster_events (
+        id       BIGSERIAL PRIMARY KEY,
+        kind     TEXT   NOT NULL,
+        module   TEXT   NOT NULL,
+        version  TEXT,
+        artifact TEXT,
+        origin   TEXT   NOT NULL,
+        at_unix  BIGINT NOT NULL
+    );"#,
+];
+
+/// The newest schema version this build writes and understands.
+pub fn supported() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
+/// Brings the database's schema up to [`supported`], under the migration lock.
+pub fn migrate(pool: &std::sync::Arc<Pool>) -> Result<(), PgError> {
+    let mut conn = pool.get()?;
+    let result = apply(pool, &mut conn);
+    if result.is_err() {
+        conn.broken();
+    }
+    result
+}
+
+fn apply(pool: &Pool, conn: &mut postgres::Client) -> Result<(), PgError> {
+    let err = |step| move |e: postgres::Error| pool.error(step, &e);
+    let mut tx = conn.transaction().map_err(err("starting the migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(err("taking the migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS modgate_schema (
+            version      BIGINT PRIMARY KEY,
+            applied_unix BIGINT NOT NULL
+        )",
+    )
+    .map_err(err("creating the schema table"))?;
+    let found: i64 = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM modgate_schema", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(err("reading the schema version"))?;
+    let supported = supported();
+    if found > supported {
+        return Err(PgError::SchemaTooNew {
+            store: pool.name().to_owned(),
+            found,
+            supported,
+        });
+    }
+    let start = usize::try_from(found.max(0)).unwrap_or(usize::MAX);
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(start) {
+        tx.batch_execute(migration)
+            .map_err(err("applying a migration"))?;
+        let version = i64::try_from(index + 1).unwrap_or(i64::MAX);
+        tx.execute(
+            "INSERT INTO modgate_schema (version, applied_unix) VALUES ($1, $2)",
+            &[&version, &now_unix()],
+        )
+        .map_err(err("recording a migration"))?;
+        log::info!("{}: schema migrated to version {version}", pool.name());
+    }
+    tx.commit().map_err(err("committing the migration"))
+}
