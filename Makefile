@@ -2,12 +2,13 @@
 
 CARGO    ?= cargo
 GO_BIN   ?= /usr/lib/go-1.23/bin/go
+PG_BIN   ?= /usr/lib/postgresql/15/bin
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
 
 
-.PHONY: all run test order-check rust deps go-toolchain cyclonedx-validator build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
+.PHONY: all run test order-check rust deps go-toolchain postgres cyclonedx-validator build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
 
 all: build
 
@@ -42,6 +43,14 @@ go-toolchain:
 	    | $(SUDO) tee $(BACKPORTS) >/dev/null && \
 	  $(APT) update -qq && $(APT) install -y -qq -t bookworm-backports golang-1.23-go; }
 	@$(GO_BIN) version
+
+## postgres: PostgreSQL 15 (Debian's postgresql-15) for the tests' throwaway servers
+## (modgate_testkit::PgServer, which finds it in $$MODGATE_PG_BIN). Only the programs are used:
+## the tests run their own clusters, never the package's.
+postgres:
+	@[ -x $(PG_BIN)/initdb ] || { \
+	  $(APT) update -qq && $(APT) install -y -qq postgresql-15; }
+	@$(PG_BIN)/postgres --version
 
 ## cyclonedx-validator: the official CycloneDX JSON schemas and a validator for them (PyPI
 ## cyclonedx-python-lib, which bundles the schemas, with its json-validation extra) in a venv
@@ -100,11 +109,12 @@ fuzz-check: deps
 ## silently) and tally themselves in $(TALLY_DIR); `tally` prints how many ran the real `go`.
 TALLY_DIR := $(CURDIR)/target/tally
 
-## unit: the testkit's and modgate-git's oracle tests run the real `go`, so the toolchain comes
-## first. Of the benches crate only mgload's tests (the criterion benchmarks are `bench-micro`).
-unit: deps go-toolchain
+## unit: the testkit's and modgate-git's oracle tests run the real `go`, and tests run throwaway
+## PostgreSQL servers, so the toolchain and the server come first. Of the benches crate only
+## mgload's tests (the criterion benchmarks are `bench-micro`).
+unit: deps go-toolchain postgres
 	rm -rf $(TALLY_DIR)/unit
-	MODGATE_TALLY_DIR=$(TALLY_DIR)/unit $(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
+	MODGATE_PG_BIN=$(PG_BIN) MODGATE_TALLY_DIR=$(TALLY_DIR)/unit $(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
 	$(CARGO) test -p modgate-benches --bin mgload --test mgload
 	@./tests/tally.sh $(TALLY_DIR)/unit unit
 
@@ -112,9 +122,9 @@ unit: deps go-toolchain
 ## fixture upstream logs each request it receives into $(CANARY_DIR); the canary test runs last
 ## and fails if any fixture not marked private saw a corp.example.com path.
 CANARY_DIR := $(CURDIR)/target/canary
-e2e: deps go-toolchain cyclonedx-validator build
+e2e: deps go-toolchain postgres cyclonedx-validator build
 	rm -rf $(CANARY_DIR) $(TALLY_DIR)/e2e
-	MODGATE_CYCLONEDX_PYTHON=$(CYCLONEDX_VENV)/bin/python MODGATE_TALLY_DIR=$(TALLY_DIR)/e2e MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
+	MODGATE_PG_BIN=$(PG_BIN) MODGATE_CYCLONEDX_PYTHON=$(CYCLONEDX_VENV)/bin/python MODGATE_TALLY_DIR=$(TALLY_DIR)/e2e MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
 	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e --test canary -- --nocapture
 	@./tests/tally.sh $(TALLY_DIR)/e2e e2e
 
@@ -122,8 +132,8 @@ e2e: deps go-toolchain cyclonedx-validator build
 ## before the first test that needs it.
 test: order-check lint fuzz-check unit e2e
 
-## order-check: `make -n test` with no Go installed must install the toolchain before any
-## `cargo test` runs.
+## order-check: `make -n test` with no Go and no PostgreSQL installed must install both before
+## any `cargo test` runs.
 order-check:
 	@./tests/make-order.sh
 

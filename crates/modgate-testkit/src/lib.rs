@@ -1,8 +1,9 @@
 //! Test support for modgate: Go module fixtures (zip / `.mod` / `.info`), a fixture GOPROXY
 //! upstream that records what it receives, the real `modgate` binary started per test, the
 //! real `go` command in a sealed environment, a real Git host (`git http-backend`) for
-//! `GOPROXY=direct`, raw HTTP / curl clients, and offline Go programs built against Go's own
-//! vendored `golang.org/x/mod` (oracles and independent checkers).
+//! `GOPROXY=direct`, raw HTTP / curl clients, offline Go programs built against Go's own
+//! vendored `golang.org/x/mod` (oracles and independent checkers), and a throwaway PostgreSQL 15
+//! server.
 
 pub mod canary;
 pub mod client;
@@ -13,6 +14,7 @@ pub mod gooracle;
 pub mod module;
 pub mod otlp;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod rawup;
 pub mod resume;
@@ -31,6 +33,7 @@ pub use gooracle::{build_against_vendored_xmod, GoBuildError};
 pub use module::{ModuleError, ModuleVersion};
 pub use otlp::{OtlpReceiver, ReceivedRequest, ReceivedSpan};
 pub use pki::{fingerprint_sha256, ClientSpec, Issuer, Pki};
+pub use postgres::{require_postgres, PgError, PgServer};
 pub use process::{free_addr, free_port, make_certs, modgate, modgate_bin, Gateway};
 pub use rawup::raw_upstream;
 pub use resume::{Resumed, ResumingClient};
