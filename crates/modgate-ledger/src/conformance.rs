@@ -31,15 +31,39 @@ pub trait Harness {
 pub fn run_all(harness: &dyn Harness) {
     let plain: &[(&str, fn(&Opener))] = &[
         ("first_seen_then_match", first_seen_then_match),
-        ("artifacts_are_recorded_separately", artifacts_are_recorded_separately),
-        ("mismatch_leaves_the_record_unchanged", mismatch_leaves_the_record_unchanged),
-        ("missing_h1_is_filled_in_on_match", missing_h1_is_filled_in_on_match),
-        ("accept_replaces_and_keeps_history", accept_replaces_and_keeps_history),
-        ("accept_without_prior_record_pins_the_version", accept_without_prior_record_pins_the_version),
-        ("accept_requires_operator_and_reason", accept_requires_operator_and_reason),
-        ("invalid_input_is_rejected_before_the_database", invalid_input_is_rejected_before_the_database),
+        (
+            "artifacts_are_recorded_separately",
+            artifacts_are_recorded_separately,
+        ),
+        (
+            "mismatch_leaves_the_record_unchanged",
+            mismatch_leaves_the_record_unchanged,
+        ),
+        (
+            "missing_h1_is_filled_in_on_match",
+            missing_h1_is_filled_in_on_match,
+        ),
+        (
+            "accept_replaces_and_keeps_history",
+            accept_replaces_and_keeps_history,
+        ),
+        (
+            "accept_without_prior_record_pins_the_version",
+            accept_without_prior_record_pins_the_version,
+        ),
+        (
+            "accept_requires_operator_and_reason",
+            accept_requires_operator_and_reason,
+        ),
+        (
+            "invalid_input_is_rejected_before_the_database",
+            invalid_input_is_rejected_before_the_database,
+        ),
         ("list_by_prefix", list_by_prefix),
-        ("concurrent_first_observations_on_one_ledger", concurrent_first_observations_on_one_ledger),
+        (
+            "concurrent_first_observations_on_one_ledger",
+            concurrent_first_observations_on_one_ledger,
+        ),
     ];
     for (name, case) in plain {
         eprintln!("ledger conformance: {name}");

@@ -232,7 +232,6 @@ impl fmt::Debug for Ledger {
     }
 }
 
-
 impl Ledger {
     /// Opens (creating if needed) the ledger database at `path`, creating
     /// missing parent directories, switching it to WAL mode with
@@ -758,11 +757,6 @@ pub(crate) fn retry_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusq
         }
     }
 }
-
-
-
-
-
 
 const SELECT_ENTRY: &str = "SELECT module, version, artifact, sha256, h1, size, first_seen_unix, \
                             source, accepted_by FROM entries";

@@ -22,13 +22,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod error;
 pub mod hash;
 pub mod ledger;
 pub mod sightings;
 pub mod store;
-#[cfg(any(test, feature = "conformance"))]
-pub mod conformance;
 
 pub use error::LedgerError;
 pub use hash::{

@@ -37,8 +37,12 @@ pub trait LedgerStore: Send + Sync + fmt::Debug {
     ) -> Result<Check, LedgerError>;
 
     /// The record for `(module, version, artifact)`, if any.
-    fn get(&self, module: &str, version: &str, artifact: Artifact)
-        -> Result<Option<Entry>, LedgerError>;
+    fn get(
+        &self,
+        module: &str,
+        version: &str,
+        artifact: Artifact,
+    ) -> Result<Option<Entry>, LedgerError>;
 
     /// All records ordered by module, version and artifact; with a prefix, only the modules
     /// at or below it on a path element boundary (see [`prefix_range`]).

@@ -96,10 +96,7 @@ pub fn publish(
             &[&kind.as_str(), &module, &version, &artifact, &origin, &now],
         )?
         .try_get(0)?;
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&CHANNEL, &id.to_string()],
-    )?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id.to_string()])?;
     tx.execute(
         "DELETE FROM cluster_events WHERE at_unix < $1",
         &[&(now - RETENTION_SECS)],

@@ -103,7 +103,8 @@ impl PgLedger {
         let key = key_of(module, version, Some(artifact));
         self.with_client(op, &key, |client| {
             let mut tx = client.transaction()?;
-            let lock = format!("{module}\0{version}\0{}", artifact.as_str());
+            // Newlines cannot occur in a module or version (`check_text`): the key is unambiguous.
+            let lock = format!("{module}\n{version}\n{}", artifact.as_str());
             tx.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
                 &[&lock],

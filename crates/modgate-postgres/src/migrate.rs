@@ -4,8 +4,8 @@
 //! schema is newer than this build's is refused (an older replica must not write into it).
 
 use crate::error::PgError;
-use crate::pool::Pool;
 use crate::ledger::now_unix;
+use crate::pool::Pool;
 
 /// The advisory lock key of migrations ("modgate" and 1).
 const MIGRATION_LOCK: i64 = 0x6d6f_6467_6174_6501;

@@ -313,7 +313,10 @@ fn client_tls(path: &std::path::Path) -> Result<rustls::ClientConfig, PgError> {
     let mut found = 0;
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert = cert.map_err(|e| {
-            PgError::Settings(format!("the CA bundle {} does not parse: {e}", path.display()))
+            PgError::Settings(format!(
+                "the CA bundle {} does not parse: {e}",
+                path.display()
+            ))
         })?;
         roots.add(cert).map_err(|e| {
             PgError::Settings(format!(

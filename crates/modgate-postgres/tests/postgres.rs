@@ -100,7 +100,10 @@ fn a_newer_schema_is_refused_naming_the_store() {
         )
         .expect("insert");
     let err = PgLedger::open(p, "b").expect_err("refused").to_string();
-    assert!(err.contains("999") && err.contains("PostgreSQL 127.0.0.1:"), "{err}");
+    assert!(
+        err.contains("999") && err.contains("PostgreSQL 127.0.0.1:"),
+        "{err}"
+    );
 }
 
 fn accept_zip(ledger: &dyn LedgerStore, version: &str) {
@@ -155,7 +158,11 @@ fn an_accept_on_one_replica_reaches_the_listener_of_another_even_across_a_restar
     let e = next_event(&rx);
     assert_eq!(e.kind, EventKind::Accept);
     assert_eq!(
-        (e.module.as_str(), e.version.as_deref(), e.artifact.as_deref()),
+        (
+            e.module.as_str(),
+            e.version.as_deref(),
+            e.artifact.as_deref()
+        ),
         ("example.com/m", Some("v1.0.0"), Some("zip"))
     );
     assert_eq!(e.origin, "replica-a");
@@ -185,7 +192,17 @@ fn a_pool_fails_fast_while_the_server_is_down_and_recovers_by_itself() {
     server.create_db("r").expect("create database");
     let ledger = PgLedger::open(pool(&server, "r"), "a").expect("open");
     let sha = sha256_hex(b"zip");
-    let observe = || ledger.observe("example.com/r", "v1.0.0", Artifact::Zip, &sha, None, 3, "up");
+    let observe = || {
+        ledger.observe(
+            "example.com/r",
+            "v1.0.0",
+            Artifact::Zip,
+            &sha,
+            None,
+            3,
+            "up",
+        )
+    };
     assert!(matches!(observe().expect("observe"), Check::FirstSeen(_)));
     server.kill().expect("kill");
     let started = std::time::Instant::now();
@@ -198,5 +215,8 @@ fn a_pool_fails_fast_while_the_server_is_down_and_recovers_by_itself() {
     assert!(err.to_string().contains("PostgreSQL 127.0.0.1:"), "{err}");
     server.start_again().expect("start again");
     // Pooled connections died with the server: the pool notices and connects anew.
-    assert!(matches!(observe().expect("observe after the restart"), Check::Match(_)));
+    assert!(matches!(
+        observe().expect("observe after the restart"),
+        Check::Match(_)
+    ));
 }

@@ -279,7 +279,11 @@ impl GatewayConfig {
     /// Where the integrity ledger of `cache` is: the cluster's PostgreSQL database when
     /// `cluster:` is set (events published as `origin`, appended to the replica's name), else
     /// the cache's SQLite file.
-    pub fn ledger_at(&self, cache: &CacheConfig, role: Option<&str>) -> anyhow::Result<crate::cache::LedgerAt> {
+    pub fn ledger_at(
+        &self,
+        cache: &CacheConfig,
+        role: Option<&str>,
+    ) -> anyhow::Result<crate::cache::LedgerAt> {
         Ok(match &self.cluster {
             Some(cluster) => {
                 let replica = cluster.replica();

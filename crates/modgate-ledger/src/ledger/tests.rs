@@ -27,14 +27,6 @@ fn observe_mod(ledger: &Ledger, bytes: &[u8], source: &str) -> Check {
         .expect("observe")
 }
 
-
-
-
-
-
-
-
-
 /// Each case on its own file in a temporary directory, each handle its own connection.
 struct SqliteFiles;
 
@@ -172,9 +164,6 @@ fn directory_in_the_way_is_an_error_naming_it() {
     );
     assert!(err.to_string().contains(&blocker.display().to_string()));
 }
-
-
-
 
 #[test]
 fn ledger_is_send_and_sync() {

@@ -59,7 +59,10 @@ fn apply(rt: &CacheRuntime, e: &Event) {
             Ok(report) => log::info!(
                 "cluster events: purge of {}{} from {} (event {}): {} object(s) removed here",
                 e.module,
-                e.version.as_deref().map(|v| format!("@{v}")).unwrap_or_default(),
+                e.version
+                    .as_deref()
+                    .map(|v| format!("@{v}"))
+                    .unwrap_or_default(),
                 e.origin,
                 e.id,
                 report.objects
@@ -78,6 +81,9 @@ fn save(state: &Path, id: i64) {
     let tmp = state.with_extension("tmp");
     let done = std::fs::write(&tmp, format!("{id}\n")).and_then(|()| std::fs::rename(&tmp, state));
     if let Err(e) = done {
-        log::warn!("cluster events: cannot save the last event id in {}: {e}", state.display());
+        log::warn!(
+            "cluster events: cannot save the last event id in {}: {e}",
+            state.display()
+        );
     }
 }

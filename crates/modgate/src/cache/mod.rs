@@ -73,7 +73,8 @@ impl LedgerAt {
     pub fn open(&self) -> anyhow::Result<Arc<dyn LedgerStore>> {
         Ok(match self {
             LedgerAt::Sqlite(path) => Arc::new(
-                Ledger::open(path).map_err(|e| anyhow::anyhow!("ledger {}: {e}", path.display()))?,
+                Ledger::open(path)
+                    .map_err(|e| anyhow::anyhow!("ledger {}: {e}", path.display()))?,
             ),
             LedgerAt::Postgres { settings, origin } => {
                 let pool = modgate_postgres::Pool::new(settings)?;

@@ -32,9 +32,19 @@ pub fn purge(config: &GatewayConfig, what: &str) -> Outcome {
     );
     // Every replica of a cluster purges its own local tiers when it hears of it.
     if let Some(pool) = config.ledger_at(c, None)?.events_pool()? {
-        let origin = format!("{} (modgate cache purge)", config.cluster.as_ref().map(|c| c.replica()).unwrap_or_default());
+        let origin = format!(
+            "{} (modgate cache purge)",
+            config
+                .cluster
+                .as_ref()
+                .map(|c| c.replica())
+                .unwrap_or_default()
+        );
         let id = modgate_postgres::publish_purge(&pool, &module, version.as_deref(), &origin)?;
-        println!("purge published to the cluster's replicas (event {id}, {})", pool.name());
+        println!(
+            "purge published to the cluster's replicas (event {id}, {})",
+            pool.name()
+        );
     }
     // New tags of a git upstream's repository: its mirror lists the host again on next use.
     for line in crate::gitorigin::request_mirror_refresh(

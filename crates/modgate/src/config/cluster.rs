@@ -121,8 +121,7 @@ impl ClusterConfig {
         s.connect_timeout = p.connect_timeout.0;
         s.statement_timeout = p.statement_timeout.0;
         s.ca_file = p.tls.as_ref().map(|t| t.ca.0.clone());
-        modgate_postgres::Pool::new(&s)
-            .map_err(|e| format!("cluster.postgres: {e}"))?;
+        modgate_postgres::Pool::new(&s).map_err(|e| format!("cluster.postgres: {e}"))?;
         Ok(s)
     }
 }
