@@ -21,6 +21,9 @@ use crate::store::LedgerStore;
 /// Opens a new handle on one store.
 pub type Opener = dyn Fn() -> Box<dyn LedgerStore> + Send + Sync;
 
+/// One case of the suite, on handles of one store.
+type Case = fn(&Opener);
+
 /// What a backend gives the suite.
 pub trait Harness {
     /// A new, empty store named after the case; the function opens handles on it.
@@ -29,7 +32,7 @@ pub trait Harness {
 
 /// Runs every case against `harness`, each on its own empty store.
 pub fn run_all(harness: &dyn Harness) {
-    let plain: &[(&str, fn(&Opener))] = &[
+    let plain: &[(&str, Case)] = &[
         ("first_seen_then_match", first_seen_then_match),
         (
             "artifacts_are_recorded_separately",

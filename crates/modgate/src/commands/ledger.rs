@@ -464,7 +464,7 @@ mod tests {
 
     #[test]
     fn what_the_ledger_knows_about_a_sha256() {
-        let ledger = Ledger::open_in_memory().expect("ledger");
+        let ledger = modgate_ledger::Ledger::open_in_memory().expect("ledger");
         let (m, other) = ("m.org/x", SHA.replace('0', "f"));
         ledger
             .observe(m, "v1.0.0", Artifact::Zip, SHA, None, 100, "up")

@@ -228,23 +228,19 @@ fn cache_sides(c: &CacheConfig) -> CacheSides<impl PartialEq + '_, impl PartialE
     }
 }
 
-/// `cluster:` as compared: everything of it (the DSN, the pool, TLS, the name).
-fn cluster_sides(
-    c: &Option<crate::config::ClusterConfig>,
-) -> Option<(Option<&str>, &str, Option<&std::path::Path>, usize, String)> {
+/// `cluster:` as compared: everything of it (the DSN, the pool, TLS, the name), never shown.
+fn cluster_sides(c: &Option<crate::config::ClusterConfig>) -> Option<String> {
     c.as_ref().map(|c| {
         let p = &c.postgres;
-        (
-            c.name.as_deref(),
-            p.dsn.as_str(),
-            p.password_file.as_ref().map(|f| f.0.as_path()),
+        format!(
+            "{:?} {:?} {:?} {} {:?} {:?} {:?}",
+            c.name,
+            p.dsn,
+            p.password_file.as_ref().map(|f| &f.0),
             p.pool_size,
-            format!(
-                "{:?} {:?} {:?}",
-                p.connect_timeout.0,
-                p.statement_timeout.0,
-                p.tls.as_ref().map(|t| &t.ca.0)
-            ),
+            p.connect_timeout.0,
+            p.statement_timeout.0,
+            p.tls.as_ref().map(|t| &t.ca.0)
         )
     })
 }
