@@ -1396,6 +1396,38 @@ routes:
     }
 
     #[test]
+    fn a_cluster_needs_a_cache_a_usable_dsn_and_a_ca_for_required_tls() {
+        let cluster = |pg: &str| format!("cluster:\n  name: a\n  postgres: {pg}\n{MINIMAL}");
+        let cached = |pg: &str| format!("cache:\n  dir: /tmp/c\n{}", cluster(pg));
+        let c =
+            parse_str(&cached("{ dsn: \"host=10.0.0.5 user=modgate dbname=m\" }")).expect("valid");
+        let cl = c.cluster.as_ref().expect("cluster");
+        assert_eq!((cl.replica(), cl.postgres.pool_size), ("a".to_string(), 16));
+        let e = err(&cluster("{ dsn: \"host=10.0.0.5 user=modgate\" }"));
+        assert!(e.contains("cluster: needs a `cache:` section"), "{e}");
+        let e = err(&cached("{ dsn: \"host=10.0.0.5 user=modgate nonsense\" }"));
+        assert!(e.contains("the DSN does not parse"), "{e}");
+        let e = err(&cached("{ dsn: \"host=10.0.0.5 dbname=m\" }"));
+        assert!(e.contains("the DSN names no user"), "{e}");
+        let e = err(&cached(
+            "{ dsn: \"host=10.0.0.5 user=modgate sslmode=require\" }",
+        ));
+        assert!(e.contains("no CA bundle"), "{e}");
+        let e = err(&cached(
+            "{ dsn: \"host=10.0.0.5 user=modgate\", tls: { ca: /nonexistent/ca.pem } }",
+        ));
+        assert!(
+            e.contains("cannot read the CA bundle /nonexistent/ca.pem"),
+            "{e}"
+        );
+        let e = err(&cached("{ dsn: \"host=h user=u\", pool_size: 0 }"));
+        assert!(e.contains("pool_size"), "{e}");
+        // The DSN (which may hold a password) is never in a debug print.
+        let c = parse_str(&cached("{ dsn: \"host=h user=u password=hunter2\" }")).expect("valid");
+        assert!(!format!("{:?}", c.cluster).contains("hunter2"));
+    }
+
+    #[test]
     fn minimal_config_loads() {
         let c = parse_str(MINIMAL).expect("valid");
         assert_eq!(c.listeners.len(), 1);

@@ -686,6 +686,19 @@ checksum_log:
             ("telemetry", L, |c| c.telemetry.sample_ratio = 0.5),
             ("cache", U, |c| c.cache = None),
             ("fetched", U, |c| c.fetched = None),
+            ("cluster", U, |c| {
+                c.cluster = Some(config::ClusterConfig {
+                    name: Some("replica-b".into()),
+                    postgres: config::cluster::PostgresConfig {
+                        dsn: "host=127.0.0.1 user=modgate dbname=modgate".into(),
+                        password_file: None,
+                        pool_size: 4,
+                        connect_timeout: secs(5),
+                        statement_timeout: secs(30),
+                        tls: None,
+                    },
+                })
+            }),
             ("sumdb", L, |c| c.sumdb.clear()),
             ("log", L, |c| {
                 c.log.level = config::LogLevel(log::LevelFilter::Trace)
