@@ -205,6 +205,24 @@ async fn a_retag_seen_by_one_replica_is_refused_by_another_and_an_accept_reaches
         2,
         "B purged its copy when it heard of A's purge"
     );
+
+    // The admin endpoint of B purges B and reaches A the same way.
+    assert_eq!(get(a.addr, &zip_path("v1.1.0")).expect("get").status, 200);
+    let gets = upstream_gets(&upstream, &zip_path("v1.1.0"));
+    let r = modgate_testkit::request(
+        b.addr,
+        "POST",
+        &format!("/admin/cache/purge?target={MODULE}@v1.1.0"),
+        &[],
+    )
+    .expect("post");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let _ = a.gateway.wait_for_log(
+        &format!("purge of {MODULE}@v1.1.0 from replica-b"),
+        Duration::from_secs(30),
+    );
+    assert_eq!(get(a.addr, &zip_path("v1.1.0")).expect("get").status, 200);
+    assert_eq!(upstream_gets(&upstream, &zip_path("v1.1.0")), gets + 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

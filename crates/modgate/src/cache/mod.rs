@@ -53,6 +53,14 @@ pub struct CacheRuntime {
     /// The company's checksum database (`checksum_log:`), beside the ledger whose first-seen
     /// hashes it logs.
     pub checksum_log: Option<Arc<crate::sumlog::SumLog>>,
+    /// The cluster's events channel (`cluster:`): where this replica publishes its purges.
+    pub cluster: Option<ClusterLink>,
+}
+
+/// This replica in its cluster: the pool its events go through and its name in them.
+pub struct ClusterLink {
+    pub pool: Arc<modgate_postgres::Pool>,
+    pub origin: String,
 }
 
 /// Where the integrity ledger is kept.
@@ -83,14 +91,17 @@ impl LedgerAt {
         })
     }
 
-    /// The PostgreSQL pool the cluster's events go through, when the ledger is shared.
-    pub fn events_pool(&self) -> anyhow::Result<Option<Arc<modgate_postgres::Pool>>> {
+    /// The cluster's events channel and this side's name in it, when the ledger is shared.
+    pub fn link(&self) -> anyhow::Result<Option<ClusterLink>> {
         match self {
             LedgerAt::Sqlite(_) => Ok(None),
-            LedgerAt::Postgres { settings, .. } => {
+            LedgerAt::Postgres { settings, origin } => {
                 let mut s = settings.clone();
                 s.pool_size = 2;
-                Ok(Some(modgate_postgres::Pool::new(&s)?))
+                Ok(Some(ClusterLink {
+                    pool: modgate_postgres::Pool::new(&s)?,
+                    origin: origin.clone(),
+                }))
             }
         }
     }
@@ -117,6 +128,7 @@ impl CacheRuntime {
             sightings: None,
             checksum_log: None,
             feed: None,
+            cluster: None,
         })
     }
 }

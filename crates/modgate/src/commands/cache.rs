@@ -31,15 +31,8 @@ pub fn purge(config: &GatewayConfig, what: &str) -> Outcome {
         report.objects, report.bytes
     );
     // Every replica of a cluster purges its own local tiers when it hears of it.
-    if let Some(pool) = config.ledger_at(c, None)?.events_pool()? {
-        let origin = format!(
-            "{} (modgate cache purge)",
-            config
-                .cluster
-                .as_ref()
-                .map(|c| c.replica())
-                .unwrap_or_default()
-        );
+    if let Some(link) = config.ledger_at(c, Some("modgate cache purge"))?.link()? {
+        let (pool, origin) = (link.pool, link.origin);
         let id = modgate_postgres::publish_purge(&pool, &module, version.as_deref(), &origin)?;
         println!(
             "purge published to the cluster's replicas (event {id}, {})",

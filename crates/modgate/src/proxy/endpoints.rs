@@ -62,15 +62,31 @@ pub async fn purge(
 ) -> Result<()> {
     let storage = c.storage;
     let (m, v) = (module.to_string(), version.map(str::to_string));
+    let link = c
+        .cluster
+        .as_ref()
+        .map(|l| (l.pool.clone(), l.origin.clone()));
     let result = tokio::task::spawn_blocking(move || {
         for line in refresh_mirrors(&m) {
             log::info!("cache-purge of {m}: {line}");
         }
-        cache::purge_module(storage, &m, v.as_deref())
+        let report = cache::purge_module(storage, &m, v.as_deref())?;
+        // The other replicas of a cluster purge their own copies when they hear of it.
+        let published = link.map(|(pool, origin)| {
+            modgate_postgres::publish_purge(&pool, &m, v.as_deref(), &origin)
+        });
+        anyhow::Ok((report, published))
     })
     .await;
     let report = match result {
-        Ok(Ok(report)) => report,
+        Ok(Ok((report, None | Some(Ok(_))))) => report,
+        Ok(Ok((report, Some(Err(e))))) => {
+            let message = format!(
+                "purged {} object(s) here, but the other replicas were not told: {e}",
+                report.objects
+            );
+            return error(session, record, 503, message).await;
+        }
         Ok(Err(e)) => return error(session, record, 500, format!("purge failed: {e:#}")).await,
         Err(e) => return error(session, record, 500, format!("purge failed: {e}")).await,
     };

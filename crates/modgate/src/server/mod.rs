@@ -241,11 +241,12 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
                 rt.ledger.describe(),
                 rt.ledger.count().unwrap_or(0)
             );
+            rt.cluster = ledger_at.link()?;
             let rt = Arc::new(rt);
-            if let Some(pool) = ledger_at.events_pool()? {
+            if let Some(link) = &rt.cluster {
                 events = Some(crate::cache::follow(
                     rt.clone(),
-                    pool,
+                    link.pool.clone(),
                     crate::cache::state_file(&c.dir.0),
                 )?);
             }
