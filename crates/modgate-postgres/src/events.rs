@@ -148,6 +148,9 @@ pub enum Delivery {
     /// Events after the id the listener started from were pruned before it could read them:
     /// whatever the local tiers hold may be stale and should be dropped.
     Gap,
+    /// A fetch lease of the shared object tier was released: the object under this key is in
+    /// the shared store now, or its fetch failed (a wake-up only; not recorded, not replayed).
+    Released(String),
 }
 
 /// A thread that applies the cluster's events as they come.
@@ -225,7 +228,10 @@ fn listen_once(
     let err = |step| move |e: postgres::Error| pool.error(step, &e);
     let mut client = pool.connect()?;
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {CHANNEL}; LISTEN {}",
+            crate::lease::OBJECTS_CHANNEL
+        ))
         .map_err(err("LISTEN"))?;
     if *failing {
         log::info!("cluster events: listening on {} again", pool.name());
@@ -244,12 +250,23 @@ fn listen_once(
     catch_up(&mut client, last, on).map_err(err("reading events"))?;
     let mut quiet_since = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let woken = client
-            .notifications()
-            .timeout_iter(Duration::from_secs(1))
-            .next()
-            .map_err(err("waiting for notifications"))?
-            .is_some();
+        let mut woken = false;
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let next = client
+                .notifications()
+                .timeout_iter(wait)
+                .next()
+                .map_err(err("waiting for notifications"))?;
+            let Some(n) = next else { break };
+            if n.channel() == crate::lease::OBJECTS_CHANNEL {
+                on(Delivery::Released(n.payload().to_owned()));
+            } else {
+                woken = true;
+            }
+            // Take what else is pending without waiting.
+            wait = Duration::from_millis(1);
+        }
         if client.is_closed() {
             return Err(PgError::Db {
                 store: pool.name().to_owned(),
@@ -258,14 +275,6 @@ fn listen_once(
             });
         }
         if woken || quiet_since.elapsed() >= CHECK_EVERY {
-            // Drain the other pending wake-ups: one read covers them all.
-            while client
-                .notifications()
-                .iter()
-                .next()
-                .map_err(err("reading notifications"))?
-                .is_some()
-            {}
             catch_up(&mut client, last, on).map_err(err("reading events"))?;
             quiet_since = Instant::now();
         }

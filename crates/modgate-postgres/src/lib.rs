@@ -8,6 +8,8 @@
 //!   advisory lock: several replicas starting at once apply each migration exactly once.
 //! * [`ledger`] — [`PgLedger`], the integrity ledger with the semantics of the embedded SQLite
 //!   one (`modgate_ledger::conformance` is run against both).
+//! * [`lease`] — fetch leases for cluster-wide miss coalescing: one replica fetches an object,
+//!   the others wait for its `NOTIFY` and read the shared store; an expired lease is taken over.
 //! * [`events`] — the change events of the cluster (an operator's accept, a purge): a table each
 //!   replica reads from where it left off, woken by `LISTEN/NOTIFY`, so an event is seen by every
 //!   replica within a bounded time even across a lost connection.
@@ -19,11 +21,13 @@
 
 pub mod error;
 pub mod events;
+pub mod lease;
 pub mod ledger;
 pub mod migrate;
 pub mod pool;
 
 pub use error::PgError;
 pub use events::{publish_purge, Delivery, Event, EventKind, Listener};
+pub use lease::{Lease, LEASE_TTL};
 pub use ledger::PgLedger;
 pub use pool::{PgSettings, Pool};

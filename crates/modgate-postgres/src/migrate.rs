@@ -55,6 +55,12 @@ pub const MIGRATIONS: &[&str] = &[
         origin   TEXT   NOT NULL,
         at_unix  BIGINT NOT NULL
     );"#,
+    // 2: the fetch leases of cluster-wide miss coalescing.
+    r#"CREATE TABLE fetch_leases (
+        key        TEXT COLLATE "C" PRIMARY KEY,
+        holder     TEXT   NOT NULL,
+        expires_ms BIGINT NOT NULL
+    );"#,
 ];
 
 /// The newest schema version this build writes and understands.

@@ -29,7 +29,7 @@ use modgate_cache::DiskCache;
 use modgate_ledger::{Ledger, LedgerStore};
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 
-pub use cluster::{follow, state_file};
+pub use cluster::{follow, purge_objects, state_file, SharedTier};
 pub use integrity::{artifact, mismatch_message, IntegrityCheck, IntegrityFailure, Reservation};
 pub use plan::{CachePlan, RouteCache, Ttls};
 pub use purge::{cached_request, purge_module, target};
@@ -55,6 +55,8 @@ pub struct CacheRuntime {
     pub checksum_log: Option<Arc<crate::sumlog::SumLog>>,
     /// The cluster's events channel (`cluster:`): where this replica publishes its purges.
     pub cluster: Option<ClusterLink>,
+    /// The cluster's shared object tier (`cluster.objects`).
+    pub shared: Option<SharedTier>,
 }
 
 /// This replica in its cluster: the pool its events go through and its name in them.
@@ -129,6 +131,7 @@ impl CacheRuntime {
             checksum_log: None,
             feed: None,
             cluster: None,
+            shared: None,
         })
     }
 }

@@ -30,6 +30,20 @@ pub fn purge(config: &GatewayConfig, what: &str) -> Outcome {
         "purged {} object(s), {} bytes for {what}",
         report.objects, report.bytes
     );
+    // The shared object tier's copies go too (else a replica would read them back).
+    if let Some(objects) = config.cluster.as_ref().and_then(|c| c.objects.as_ref()) {
+        let settings = objects.settings().map_err(|e| anyhow::anyhow!(e))?;
+        let tier = modgate_objstore::ObjectTier::new(&settings)?;
+        let n = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::cache::purge_objects(
+                &tier,
+                &module,
+                version.as_deref(),
+            ))?;
+        println!("purged {n} object(s) from {}", tier.name());
+    }
     // Every replica of a cluster purges its own local tiers when it hears of it.
     if let Some(link) = config.ledger_at(c, Some("modgate cache purge"))?.link()? {
         let (pool, origin) = (link.pool, link.origin);

@@ -14,6 +14,14 @@
 //!     statement_timeout: 30s
 //!     tls:
 //!       ca: /etc/modgate/pg-ca.pem   # verifies the server (needed for sslmode=require)
+//!   objects:                         # optional: the shared object tier
+//!     endpoint: http://10.0.0.7:3900
+//!     region: garage
+//!     bucket: modgate
+//!     prefix: prod/                  # optional
+//!     path_style: true               # default
+//!     access_key_id: GK31c2f218a2e44f485b94239e
+//!     secret_access_key_file: /etc/modgate/s3.secret   # else $AWS_SECRET_ACCESS_KEY
 //! ```
 
 use serde::Deserialize;
@@ -28,6 +36,96 @@ pub struct ClusterConfig {
     pub name: Option<String>,
     /// The shared database.
     pub postgres: PostgresConfig,
+    /// The shared object tier (an S3-compatible store); each replica's own cache only when
+    /// absent.
+    pub objects: Option<ObjectsConfig>,
+}
+
+/// `cluster.objects`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsConfig {
+    pub endpoint: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "yes")]
+    pub path_style: bool,
+    /// The access key id; `$AWS_ACCESS_KEY_ID` when absent.
+    pub access_key_id: Option<String>,
+    /// A file holding the secret access key (its first line); `$AWS_SECRET_ACCESS_KEY` when
+    /// absent.
+    pub secret_access_key_file: Option<PathValue>,
+    #[serde(default = "default_object_timeout")]
+    pub timeout: DurationValue,
+}
+
+impl std::fmt::Debug for ObjectsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectsConfig")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+fn yes() -> bool {
+    true
+}
+fn default_object_timeout() -> DurationValue {
+    DurationValue(std::time::Duration::from_secs(60))
+}
+
+impl ObjectsConfig {
+    /// The store's settings (reads the secret's file, or the environment).
+    pub fn settings(&self) -> Result<modgate_objstore::S3Settings, String> {
+        if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
+            return Err(format!(
+                "cluster.objects.endpoint: {:?} is not an http:// or https:// URL",
+                self.endpoint
+            ));
+        }
+        let key_id = match &self.access_key_id {
+            Some(k) => k.clone(),
+            None => std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| {
+                "cluster.objects: no access_key_id and no $AWS_ACCESS_KEY_ID".to_owned()
+            })?,
+        };
+        let secret = match &self.secret_access_key_file {
+            Some(f) => std::fs::read_to_string(&f.0)
+                .map_err(|e| {
+                    format!(
+                        "cluster.objects.secret_access_key_file: cannot read {}: {e}",
+                        f.0.display()
+                    )
+                })?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+            None => std::env::var("AWS_SECRET_ACCESS_KEY").map_err(|_| {
+                "cluster.objects: no secret_access_key_file and no $AWS_SECRET_ACCESS_KEY"
+                    .to_owned()
+            })?,
+        };
+        let mut s = modgate_objstore::S3Settings::new(
+            self.endpoint.clone(),
+            self.region.clone(),
+            self.bucket.clone(),
+            key_id,
+            secret,
+        );
+        s.prefix = self.prefix.clone();
+        s.path_style = self.path_style;
+        s.timeout = self.timeout.0;
+        modgate_objstore::ObjectTier::new(&s).map_err(|e| format!("cluster.objects: {e}"))?;
+        Ok(s)
+    }
 }
 
 /// `cluster.postgres`.
@@ -100,6 +198,9 @@ impl ClusterConfig {
             if n.is_empty() || n.len() > 200 || n.chars().any(char::is_control) {
                 return Err(format!("cluster.name: {n:?} is not a usable replica name"));
             }
+        }
+        if let Some(o) = &self.objects {
+            o.settings()?;
         }
         self.settings().map(|_| ())
     }

@@ -78,6 +78,13 @@ pub async fn purge(
         anyhow::Ok((report, published))
     })
     .await;
+    // The shared object tier's copies go too (else a replica would read them back).
+    if let (Some(shared), Ok(Ok(_))) = (&c.shared, &result) {
+        if let Err(e) = shared.purge(module, version).await {
+            let message = format!("purged here, but not from the shared object store: {e:#}");
+            return error(session, record, 503, message).await;
+        }
+    }
     let report = match result {
         Ok(Ok((report, None | Some(Ok(_))))) => report,
         Ok(Ok((report, Some(Err(e))))) => {

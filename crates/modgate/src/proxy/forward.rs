@@ -78,8 +78,10 @@ impl GatewayProxy {
             return Ok(real);
         }
         let peer = verifier.peer(&real)?;
+        let route = ctx.route().map(|r| r.name.clone()).unwrap_or_default();
         ctx.verify = Some(verifier.register(Job {
             peer: real,
+            route,
             upstream: upstream.to_string(),
             module: module.to_string(),
             version: version.to_string(),

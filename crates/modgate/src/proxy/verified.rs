@@ -80,6 +80,8 @@ const MAX_SMALL: u64 = 16 << 20;
 pub struct Job {
     /// The real upstream's peer.
     pub peer: Box<HttpPeer>,
+    /// The route (the shared tier's objects are per route, as the cache's).
+    pub route: String,
     /// Its name (for the messages and the ledger's `upstream`).
     pub upstream: String,
     pub module: String,
@@ -290,7 +292,7 @@ impl Verifier {
                 // In its own task: a client that goes away does not abandon the waiters.
                 let fetch = tokio::spawn(async move {
                     let (upstream, peer) = (job.upstream.clone(), job.peer.to_string());
-                    let fetched = tokio::time::timeout(FETCH_DEADLINE, this.fetch(job, req))
+                    let fetched = tokio::time::timeout(FETCH_DEADLINE, this.fetch_shared(job, req))
                         .await
                         .unwrap_or_else(|_| Fetched::Failed {
                             class: FailureClass::Other,
@@ -331,6 +333,205 @@ impl Verifier {
             }
         }
         answer
+    }
+
+    /// With a shared object tier (`cluster.objects`): the object from the store if another
+    /// replica put it there, else from the upstream by whichever replica takes its fetch lease
+    /// (the others wait for its release, then read the store; a lease whose holder died lapses
+    /// and is taken over). Without one: [`fetch`](Self::fetch).
+    async fn fetch_shared(&self, job: Job, req: RequestHeader) -> Fetched {
+        let Some(shared) = self.cache.shared.as_ref() else {
+            return self.fetch(job, req).await;
+        };
+        let key = cache::SharedTier::key(&job.route, &job.module, &job.version, job.artifact);
+        loop {
+            // Subscribed before looking: a release between the look and the wait still wakes.
+            let wake = shared.waiters.subscribe(&key);
+            let woken = wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match self.read_shared(shared, &job, &key).await {
+                Ok(Some(fetched)) => return fetched,
+                Ok(None) => {}
+                Err(fetched) => return fetched,
+            }
+            let (pool, k, holder) = (shared.pool.clone(), key.clone(), shared.holder.clone());
+            let lease = tokio::task::spawn_blocking(move || {
+                modgate_postgres::lease::try_acquire(
+                    &pool,
+                    &k,
+                    &holder,
+                    modgate_postgres::LEASE_TTL,
+                )
+            })
+            .await;
+            match lease {
+                Ok(Ok(modgate_postgres::Lease::Acquired)) => {
+                    return self.fetch_as_holder(shared, job, req, &key).await;
+                }
+                Ok(Ok(modgate_postgres::Lease::HeldBy { expires_in, .. })) => {
+                    // Woken by the holder's release; else when its lease would lapse.
+                    let _ =
+                        tokio::time::timeout(expires_in + Duration::from_millis(50), woken).await;
+                }
+                Ok(Err(e)) => {
+                    return Fetched::Refused(format!(
+                        "{}@{}: the cluster's fetch lease could not be taken: {e}",
+                        job.module, job.version
+                    ))
+                }
+                Err(e) => return Fetched::Refused(format!("the fetch lease failed: {e}")),
+            }
+        }
+    }
+
+    /// The object from the shared store, checked against the ledger: `Ok(None)` when the store
+    /// has none (or one the ledger refuses: it is removed), `Err` when the store or the ledger
+    /// cannot be asked (a 503 or 502 naming it).
+    async fn read_shared(
+        &self,
+        shared: &cache::SharedTier,
+        job: &Job,
+        key: &str,
+    ) -> Result<Option<Fetched>, Fetched> {
+        let ledger = self.cache.ledger.clone();
+        let (m, v, a) = (job.module.clone(), job.version.clone(), job.artifact);
+        let recorded = match tokio::task::spawn_blocking(move || ledger.get(&m, &v, a)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                return Err(Fetched::Refused(format!(
+                    "{}@{}: the integrity ledger could not be consulted: {e}",
+                    job.module, job.version
+                )))
+            }
+            Err(e) => return Err(Fetched::Refused(format!("the ledger's lookup failed: {e}"))),
+        };
+        // Only bytes the ledger knows are taken from the store.
+        let Some(entry) = recorded else {
+            return Ok(None);
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            Fetched::Unavailable(format!(
+                "{}@{} (.{}): the shared object store: {e}; try again later",
+                job.module, job.version, job.artifact
+            ))
+        };
+        let reading = match shared.tier.get(key, entry.size).await {
+            Ok(None) => return Ok(None),
+            Ok(Some(r)) => r,
+            Err(modgate_objstore::TierError::TooLarge { .. }) => {
+                self.drop_shared(shared, key, "larger than the ledger's record")
+                    .await;
+                return Ok(None);
+            }
+            Err(e) => return Err(unavailable(&e)),
+        };
+        if reading.size != entry.size {
+            self.drop_shared(shared, key, "its size is not the ledger's")
+                .await;
+            return Ok(None);
+        }
+        let mut hasher = modgate_ledger::Sha256Hasher::new();
+        let mut holder = Holder::new(self, Some(reading.size));
+        let mut chunks = reading.chunks;
+        while let Some(chunk) = futures::StreamExt::next(&mut chunks).await {
+            let chunk = chunk.map_err(|e| unavailable(&e))?;
+            hasher.update(&chunk);
+            holder.push(chunk).await.map_err(|why| {
+                Fetched::Unavailable(format!(
+                    "{}@{} (.{}): {why}; try again later",
+                    job.module, job.version, job.artifact
+                ))
+            })?;
+        }
+        if hasher.bytes_hashed() != entry.size || hasher.finish() != entry.sha256 {
+            self.drop_shared(shared, key, "its bytes are not the ledger's")
+                .await;
+            return Ok(None);
+        }
+        let (body, reservation) = holder.finish().await.map_err(|why| {
+            Fetched::Unavailable(format!(
+                "{}@{} (.{}): {why}; try again later",
+                job.module, job.version, job.artifact
+            ))
+        })?;
+        let mut header = ResponseHeader::build(200, Some(3))
+            .map_err(|e| Fetched::Refused(format!("building the answer: {e}")))?;
+        let content_type = match job.artifact {
+            Artifact::Zip => "application/zip",
+            Artifact::Mod => "text/plain; charset=utf-8",
+            Artifact::Info => "application/json",
+        };
+        let _ = header.insert_header(http::header::CONTENT_TYPE, content_type);
+        let _ = header.insert_header(http::header::CONTENT_LENGTH, entry.size.to_string());
+        log::debug!("shared object tier: {key} read from {}", shared.tier.name());
+        Ok(Some(Fetched::Verified {
+            header: Box::new(header),
+            body,
+            _spill: reservation,
+        }))
+    }
+
+    /// Removes an object the ledger refuses from the shared store (a corrupt or foreign one).
+    async fn drop_shared(&self, shared: &cache::SharedTier, key: &str, why: &str) {
+        log::error!(
+            "shared object tier: {key} in {} refused: {why}; removed, fetched again",
+            shared.tier.name()
+        );
+        if let Err(e) = shared.tier.delete(key).await {
+            log::warn!("shared object tier: {e}");
+        }
+    }
+
+    /// The fetch of the lease's holder: from the upstream, checked; a verified, shareable
+    /// answer is put in the shared store; then the lease is released (which wakes the waiting
+    /// replicas, whatever the outcome). The lease is renewed while the fetch runs.
+    async fn fetch_as_holder(
+        &self,
+        shared: &cache::SharedTier,
+        job: Job,
+        req: RequestHeader,
+        key: &str,
+    ) -> Fetched {
+        let (pool, k, holder) = (shared.pool.clone(), key.to_owned(), shared.holder.clone());
+        let renewing = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(modgate_postgres::LEASE_TTL / 3).await;
+                let (p, key, h) = (pool.clone(), k.clone(), holder.clone());
+                let renewed = tokio::task::spawn_blocking(move || {
+                    modgate_postgres::lease::renew(&p, &key, &h, modgate_postgres::LEASE_TTL)
+                })
+                .await;
+                if !matches!(renewed, Ok(Ok(true))) {
+                    log::warn!("shared object tier: the fetch lease of {k} was lost");
+                    return;
+                }
+            }
+        });
+        let fetched = self.fetch(job, req).await;
+        renewing.abort();
+        if let Fetched::Verified { header, body, .. } = &fetched {
+            if cache::unshareable(&header.headers).is_none() {
+                let put = shared.tier.put(key, body.len(), held_chunks(body)).await;
+                match put {
+                    Ok(()) => {
+                        log::debug!("shared object tier: {key} put in {}", shared.tier.name())
+                    }
+                    Err(e) => log::warn!("shared object tier: {e} (served from this replica only)"),
+                }
+            }
+        }
+        let (pool, k, holder) = (shared.pool.clone(), key.to_owned(), shared.holder.clone());
+        let released = tokio::task::spawn_blocking(move || {
+            modgate_postgres::lease::release(&pool, &k, &holder)
+        })
+        .await;
+        if let Ok(Err(e)) = released {
+            log::warn!(
+                "shared object tier: {e} (the other replicas take the lease over when it lapses)"
+            );
+        }
+        fetched
     }
 
     /// One fetch from the upstream, checked.
@@ -574,6 +775,37 @@ impl Verifier {
         );
         self.metrics.integrity_refused(job.artifact);
         log::error!("integrity: {message}");
+    }
+}
+
+/// A held body as a stream of chunks (a file's read on the blocking pool).
+fn held_chunks(body: &Held) -> futures::stream::BoxStream<'static, Result<Bytes, String>> {
+    use futures::StreamExt;
+    match body {
+        Held::Memory(parts) => futures::stream::iter(parts.clone().into_iter().map(Ok)).boxed(),
+        Held::File(file, len) => {
+            let (file, len) = (file.clone(), *len);
+            futures::stream::unfold(0u64, move |at| {
+                let file = file.clone();
+                async move {
+                    if at >= len {
+                        return None;
+                    }
+                    let n = (len - at).min(READ_CHUNK as u64) as usize;
+                    let read = tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; n];
+                        file.read_exact_at(&mut buf, at).map(|()| buf)
+                    })
+                    .await;
+                    Some(match read {
+                        Ok(Ok(buf)) => (Ok(Bytes::from(buf)), at + n as u64),
+                        Ok(Err(e)) => (Err(e.to_string()), len),
+                        Err(e) => (Err(e.to_string()), len),
+                    })
+                }
+            })
+            .boxed()
+        }
     }
 }
 

@@ -242,6 +242,21 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
                 rt.ledger.count().unwrap_or(0)
             );
             rt.cluster = ledger_at.link()?;
+            if let (Some(cluster), crate::cache::LedgerAt::Postgres { settings, .. }) =
+                (&config.cluster, &ledger_at)
+            {
+                if let Some(objects) = &cluster.objects {
+                    let s3 = objects.settings().map_err(|e| anyhow::anyhow!(e))?;
+                    let tier = modgate_objstore::ObjectTier::new(&s3)?;
+                    log::info!("shared object tier: {}", tier.name());
+                    rt.shared = Some(crate::cache::SharedTier {
+                        tier,
+                        pool: modgate_postgres::Pool::new(settings)?,
+                        holder: format!("{}/{}", cluster.replica(), std::process::id()),
+                        waiters: Default::default(),
+                    });
+                }
+            }
             let rt = Arc::new(rt);
             if let Some(link) = &rt.cluster {
                 events = Some(crate::cache::follow(
