@@ -369,7 +369,8 @@ impl Verifier {
                 Ok(Ok(modgate_postgres::Lease::Acquired)) => {
                     return self.fetch_as_holder(shared, job, req, &key).await;
                 }
-                Ok(Ok(modgate_postgres::Lease::HeldBy { expires_in, .. })) => {
+                Ok(Ok(modgate_postgres::Lease::HeldBy { holder, expires_in })) => {
+                    log::info!("shared object tier: waiting for {holder}'s fetch of {key}");
                     // Woken by the holder's release; else when its lease would lapse.
                     let _ =
                         tokio::time::timeout(expires_in + Duration::from_millis(50), woken).await;
@@ -493,6 +494,16 @@ impl Verifier {
         req: RequestHeader,
         key: &str,
     ) -> Fetched {
+        // The previous holder may have put the object and released the lease between this
+        // replica's look at the store and its taking the lease: look again first.
+        let found = match self.read_shared(shared, &job, key).await {
+            Ok(None) => None,
+            Ok(Some(fetched)) | Err(fetched) => Some(fetched),
+        };
+        if let Some(fetched) = found {
+            self.release_lease(shared, key).await;
+            return fetched;
+        }
         let (pool, k, holder) = (shared.pool.clone(), key.to_owned(), shared.holder.clone());
         let renewing = tokio::spawn(async move {
             loop {
@@ -521,6 +532,12 @@ impl Verifier {
                 }
             }
         }
+        self.release_lease(shared, key).await;
+        fetched
+    }
+
+    /// Gives the fetch lease of `key` up, waking the replicas waiting for it.
+    async fn release_lease(&self, shared: &cache::SharedTier, key: &str) {
         let (pool, k, holder) = (shared.pool.clone(), key.to_owned(), shared.holder.clone());
         let released = tokio::task::spawn_blocking(move || {
             modgate_postgres::lease::release(&pool, &k, &holder)
@@ -531,7 +548,6 @@ impl Verifier {
                 "shared object tier: {e} (the other replicas take the lease over when it lapses)"
             );
         }
-        fetched
     }
 
     /// One fetch from the upstream, checked.
