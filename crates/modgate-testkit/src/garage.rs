@@ -6,9 +6,10 @@
 //! dropped.
 //!
 //! Everything is set up with the `garage` CLI against the running node. Every wait is a poll of
-//! a condition (the CLI reaching the node, the admin API's `/health` answering 200, the bucket
-//! readable, the S3 port answering HTTP) with a bound, never a fixed sleep; every CLI run has a
-//! time limit. [`require_garage`] is how a test asks for the server: under `CI` a missing binary
+//! a condition (the process listening on its three ports, per `/proc`; the CLI reaching the
+//! node; the admin API's `/health` answering 200; the bucket readable; the S3 port answering
+//! HTTP) with a bound, never a fixed sleep; every CLI run has a time limit. A port taken by
+//! another process between being picked and bound is replaced (Linux `/proc` tells). [`require_garage`] is how a test asks for the server: under `CI` a missing binary
 //! fails the test (`make garage` builds it), elsewhere the test says loudly that it skipped.
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -16,6 +17,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -100,6 +102,11 @@ pub enum GarageError {
         signal: &'static str,
         timeout: Duration,
     },
+    #[error(
+        "garage: a port in garage.toml was taken by another process\n\
+         --- server log (tail):\n{log}"
+    )]
+    PortTaken { log: String },
     #[error("garage: `{cmd}` printed no node id: {output:?}")]
     NodeId { cmd: String, output: String },
     #[error(
@@ -152,6 +159,10 @@ struct Ports {
 }
 
 impl Ports {
+    fn all(self) -> [u16; 3] {
+        [self.s3, self.rpc, self.admin]
+    }
+
     fn pick(pick: &mut impl FnMut() -> u16) -> Ports {
         Ports {
             s3: pick(),
@@ -196,6 +207,8 @@ pub struct GarageServer {
     access_key_id: String,
     secret_access_key: String,
     child: Mutex<Option<Child>>,
+    /// Where the current run's output starts in the log.
+    run_from: AtomicU64,
     dir: tempfile::TempDir,
 }
 
@@ -208,8 +221,9 @@ impl GarageServer {
         GarageServer::start_picking(crate::process::free_port)
     }
 
-    /// Like [`GarageServer::start`] with ports from `pick`: when a port is taken between being
-    /// picked and the server binding it, three new ones are picked, at most 4 times.
+    /// Like [`GarageServer::start`] with ports from `pick` (S3, RPC, admin, in that order): when
+    /// one is taken between being picked and the server binding it, three new ones are picked,
+    /// at most 4 sets in all.
     pub fn start_picking(mut pick: impl FnMut() -> u16) -> Result<GarageServer, GarageError> {
         let dir = tempfile::Builder::new()
             .prefix("modgate-garage-")
@@ -232,23 +246,26 @@ impl GarageServer {
             access_key_id: format!("GK{}", random_hex(12)?),
             secret_access_key: random_hex(32)?,
             child: Mutex::new(None),
+            run_from: AtomicU64::new(0),
             dir,
         };
+        // The layout, key and bucket are set up only once the node runs on ports of its own:
+        // until then its directory holds nothing that depends on them.
         let mut attempt = 1;
         loop {
             server.write_config(&rpc_secret)?;
-            let logged = server.log_len();
-            match server.spawn().and_then(|()| server.wait_cli()) {
+            match server.boot() {
                 Ok(()) => break,
-                Err(GarageError::Exited { .. }) if server.port_was_taken(logged) => {
-                    if attempt == PORT_ATTEMPTS {
-                        return Err(GarageError::NoPort {
-                            attempts: PORT_ATTEMPTS,
-                            log: server.log_tail(),
-                        });
-                    }
+                Err(GarageError::PortTaken { .. }) if attempt < PORT_ATTEMPTS => {
+                    server.kill()?;
                     attempt += 1;
                     server.ports = Ports::pick(&mut pick);
+                }
+                Err(GarageError::PortTaken { log }) => {
+                    return Err(GarageError::NoPort {
+                        attempts: PORT_ATTEMPTS,
+                        log,
+                    })
                 }
                 Err(e) => return Err(e),
             }
@@ -368,8 +385,7 @@ impl GarageServer {
     /// running is stopped first.
     pub fn start_again(&self) -> Result<(), GarageError> {
         self.stop()?;
-        self.spawn()?;
-        self.wait_cli()?;
+        self.boot()?;
         self.wait_ready()
     }
 
@@ -429,6 +445,7 @@ impl GarageServer {
             .open(&log_path)
             .map_err(io("opening"))?;
         let log2 = log.try_clone().map_err(io("opening"))?;
+        self.run_from.store(self.log_len(), Ordering::Relaxed);
         let mut cmd = self.command(&["server"]);
         cmd.env("RUST_LOG", "garage=info")
             .stdout(Stdio::from(log))
@@ -558,7 +575,8 @@ impl GarageServer {
         self.create_bucket(BUCKET)
     }
 
-    /// Polls `check` until it returns `Ok`, the server exits, or [`READY_TIMEOUT`] passes.
+    /// Polls `check` until it returns `Ok`, the server exits or logs that a port was taken, or
+    /// [`READY_TIMEOUT`] passes.
     fn poll(
         &self,
         waiting: &'static str,
@@ -566,10 +584,12 @@ impl GarageServer {
     ) -> Result<(), GarageError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
+            self.check_ports()?;
             let last = match check() {
                 Ok(()) => return Ok(()),
                 Err(last) => last,
             };
+            self.check_ports()?;
             if let Some(status) = self.exit_status() {
                 return Err(GarageError::Exited {
                     what: waiting,
@@ -589,11 +609,46 @@ impl GarageServer {
         }
     }
 
-    /// Waits until `garage status` reaches the node.
-    fn wait_cli(&self) -> Result<(), GarageError> {
+    /// Starts the server process and waits until it listens on its three ports and `garage
+    /// status` reaches it; [`GarageError::PortTaken`] when another socket listens on one of
+    /// them or the server logged that one was taken (it then runs on without that API, or
+    /// exits).
+    fn boot(&self) -> Result<(), GarageError> {
+        self.spawn()?;
+        self.poll("waiting for the server to listen on its ports", || {
+            let pid = self.pid().ok_or("not running")?;
+            let listening = listeners(pid).map_err(|e| format!("reading /proc: {e}"))?;
+            let missing: Vec<u16> = self
+                .ports
+                .all()
+                .into_iter()
+                .filter(|p| !listening.contains(&(*p, true)))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not yet listening on {missing:?}"))
+            }
+        })?;
         self.poll("waiting for `garage status` to reach the node", || {
             self.cli(&["status"]).map(drop).map_err(|e| e.to_string())
-        })
+        })?;
+        self.check_ports()
+    }
+
+    /// [`GarageError::PortTaken`] if another process's socket listens on one of the server's
+    /// ports (the server logs a taken S3 port, but not a taken admin port) or the current run
+    /// logged that a port was taken.
+    fn check_ports(&self) -> Result<(), GarageError> {
+        let foreign = self.pid().is_some_and(|pid| {
+            listeners(pid).is_ok_and(|l| self.ports.all().iter().any(|p| l.contains(&(*p, false))))
+        });
+        if foreign || self.port_was_taken(self.run_from.load(Ordering::Relaxed)) {
+            return Err(GarageError::PortTaken {
+                log: self.log_tail(),
+            });
+        }
+        Ok(())
     }
 
     /// Waits until the admin API reports the node healthy, the bucket is readable and the S3
@@ -619,6 +674,11 @@ impl GarageServer {
                 .map(drop)
                 .map_err(|e| format!("S3 API: {e}"))
         })
+    }
+
+    /// The server process's id while it is started (it may have exited since).
+    fn pid(&self) -> Option<u32> {
+        self.child().as_ref().map(Child::id)
     }
 
     /// The server's exit status if it has exited (or was never started).
@@ -678,11 +738,45 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>,
     }
 }
 
+/// The ports on 127.0.0.1 with a listening TCP socket, each with whether that socket is one of
+/// process `pid`'s (from `/proc/<pid>/fd` and `/proc/net/tcp`).
+fn listeners(pid: u32) -> std::io::Result<Vec<(u16, bool)>> {
+    let mut ours = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        // An fd closed since the listing is not a socket of interest.
+        let Ok(target) = std::fs::read_link(entry?.path()) else {
+            continue;
+        };
+        if let Some(inode) = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+        {
+            ours.insert(inode.to_string());
+        }
+    }
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    // `sl local_address rem_address st ... inode`; 0100007F is 127.0.0.1, 0A is LISTEN.
+    Ok(table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (addr, port) = f.get(1)?.split_once(':')?;
+            if addr != "0100007F" || *f.get(3)? != "0A" {
+                return None;
+            }
+            let port = u16::from_str_radix(port, 16).ok()?;
+            Some((port, ours.contains(*f.get(9)?)))
+        })
+        .collect())
+}
+
 /// The status of `GET path` (unauthenticated, `Connection: close`) on `addr`.
 fn http_status(addr: SocketAddr, path: &str) -> std::io::Result<u16> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"

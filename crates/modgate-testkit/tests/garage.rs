@@ -4,12 +4,13 @@
 //! signed requests are refused, the port refuses connections while the server is stopped, and
 //! the object is served again after `start_again` (after a clean stop and after a kill); a
 //! bucket created later is usable; two servers run at once without seeing each other's objects
-//! or keys; nothing is left listening or on disk after a drop.
+//! or keys; a taken port is replaced by new picks; nothing is left listening or on disk after a drop.
 
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
-use modgate_testkit::{require_garage, GarageServer};
+use modgate_testkit::{free_port, require_garage, GarageServer};
 use sha2::{Digest, Sha256};
 
 /// What one `curl` run against the S3 API gave.
@@ -276,4 +277,30 @@ fn drop_leaves_nothing_listening_or_on_disk() {
     assert!(!dir.exists(), "{} is left", dir.display());
     let connect = std::net::TcpStream::connect(("127.0.0.1", port));
     assert!(connect.is_err(), "port {port} still accepts connections");
+}
+
+#[test]
+fn a_taken_port_is_replaced_by_new_picks() {
+    let Some(_) = require_garage() else { return };
+    // The picks are the S3, RPC and admin ports, in that order: each one taken in turn.
+    for taken_pick in 1..=3 {
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken_port = taken.local_addr().expect("addr").port();
+        let mut picks = 0;
+        let server = GarageServer::start_picking(|| {
+            picks += 1;
+            if picks == taken_pick {
+                taken_port
+            } else {
+                free_port()
+            }
+        })
+        .unwrap_or_else(|e| panic!("port {taken_pick} taken: {e}"));
+        assert_eq!(picks, 6, "a second set of three ports was picked");
+        assert_ne!(server.s3_port(), taken_port);
+        let scratch = tempfile::tempdir().expect("tempdir");
+        put(&server, scratch.path(), "modgate", "k", b"v");
+        assert_eq!(get(&server, "modgate", "k"), b"v");
+        drop(taken);
+    }
 }
