@@ -8,7 +8,7 @@ APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
 
 
-.PHONY: all run test order-check rust deps go-toolchain postgres cyclonedx-validator build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
+.PHONY: all run test order-check rust deps go-toolchain postgres garage cyclonedx-validator build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
 
 all: build
 
@@ -69,6 +69,19 @@ cyclonedx-validator: deps
 	  $(CYCLONEDX_VENV)/bin/pip install -q --disable-pip-version-check '$(CYCLONEDX_LIB)'; }
 	@$(CYCLONEDX_VENV)/bin/python -c 'from cyclonedx.schema import SchemaVersion; from cyclonedx.validation.json import JsonStrictValidator; JsonStrictValidator(SchemaVersion.V1_6); print("cyclonedx validator: CycloneDX 1.6 JSON schema ready")'
 
+## garage: the Garage S3-compatible server (crates.io `garage`, built with cargo) for the tests'
+## throwaway object stores (modgate_testkit::GarageServer, which finds it in
+## $$MODGATE_GARAGE_BIN). Slow to build (~13+ minutes the first time on a 2-core machine), so it
+## is kept between runs on this machine under $$HOME/.cache/modgate, one directory per version,
+## like the CycloneDX venv; `--locked` builds it with the dependency versions Garage released.
+GARAGE_VERSION := 2.5.0
+GARAGE_ROOT := $(TOOLS_CACHE)/garage-$(GARAGE_VERSION)
+GARAGE_BIN ?= $(GARAGE_ROOT)/bin/garage
+garage: rust deps
+	@[ -x $(GARAGE_BIN) ] || \
+	  $(CARGO) install garage --version $(GARAGE_VERSION) --locked --root $(GARAGE_ROOT)
+	@$(GARAGE_BIN) --version 2>/dev/null || $(GARAGE_BIN) --help | head -n1
+
 build: deps
 	$(CARGO) build -p modgate
 
@@ -110,11 +123,11 @@ fuzz-check: deps
 TALLY_DIR := $(CURDIR)/target/tally
 
 ## unit: the testkit's and modgate-git's oracle tests run the real `go`, and tests run throwaway
-## PostgreSQL servers, so the toolchain and the server come first. Of the benches crate only
-## mgload's tests (the criterion benchmarks are `bench-micro`).
-unit: deps go-toolchain postgres
+## PostgreSQL and Garage servers, so the toolchain and the servers come first. Of the benches
+## crate only mgload's tests (the criterion benchmarks are `bench-micro`).
+unit: deps go-toolchain postgres garage
 	rm -rf $(TALLY_DIR)/unit
-	MODGATE_PG_BIN=$(PG_BIN) MODGATE_TALLY_DIR=$(TALLY_DIR)/unit $(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
+	MODGATE_PG_BIN=$(PG_BIN) MODGATE_GARAGE_BIN=$(GARAGE_BIN) MODGATE_TALLY_DIR=$(TALLY_DIR)/unit $(CARGO) test --workspace --exclude modgate-e2e --exclude modgate-benches
 	$(CARGO) test -p modgate-benches --bin mgload --test mgload
 	@./tests/tally.sh $(TALLY_DIR)/unit unit
 
@@ -122,9 +135,9 @@ unit: deps go-toolchain postgres
 ## fixture upstream logs each request it receives into $(CANARY_DIR); the canary test runs last
 ## and fails if any fixture not marked private saw a corp.example.com path.
 CANARY_DIR := $(CURDIR)/target/canary
-e2e: deps go-toolchain postgres cyclonedx-validator build
+e2e: deps go-toolchain postgres garage cyclonedx-validator build
 	rm -rf $(CANARY_DIR) $(TALLY_DIR)/e2e
-	MODGATE_PG_BIN=$(PG_BIN) MODGATE_CYCLONEDX_PYTHON=$(CYCLONEDX_VENV)/bin/python MODGATE_TALLY_DIR=$(TALLY_DIR)/e2e MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
+	MODGATE_PG_BIN=$(PG_BIN) MODGATE_GARAGE_BIN=$(GARAGE_BIN) MODGATE_CYCLONEDX_PYTHON=$(CYCLONEDX_VENV)/bin/python MODGATE_TALLY_DIR=$(TALLY_DIR)/e2e MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e -- --skip canary_saw_no_private_path
 	MODGATE_CANARY_DIR=$(CANARY_DIR) $(CARGO) test -p modgate-e2e --test canary -- --nocapture
 	@./tests/tally.sh $(TALLY_DIR)/e2e e2e
 
@@ -132,8 +145,8 @@ e2e: deps go-toolchain postgres cyclonedx-validator build
 ## before the first test that needs it.
 test: order-check lint fuzz-check unit e2e
 
-## order-check: `make -n test` with no Go and no PostgreSQL installed must install both before
-## any `cargo test` runs.
+## order-check: `make -n test` with no Go, no PostgreSQL and no Garage installed must install all
+## three before any `cargo test` runs.
 order-check:
 	@./tests/make-order.sh
 

@@ -2,12 +2,13 @@
 //! upstream that records what it receives, the real `modgate` binary started per test, the
 //! real `go` command in a sealed environment, a real Git host (`git http-backend`) for
 //! `GOPROXY=direct`, raw HTTP / curl clients, offline Go programs built against Go's own
-//! vendored `golang.org/x/mod` (oracles and independent checkers), and a throwaway PostgreSQL 15
-//! server.
+//! vendored `golang.org/x/mod` (oracles and independent checkers), a throwaway PostgreSQL 15
+//! server and a throwaway Garage S3-compatible server.
 
 pub mod canary;
 pub mod client;
 pub mod fixture;
+pub mod garage;
 pub mod githost;
 pub mod gocmd;
 pub mod gooracle;
@@ -27,6 +28,7 @@ pub mod vulndb;
 pub use canary::{CanaryLog, Role};
 pub use client::{curl, get, metric, raw_request, request, CurlResult, Response};
 pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};
+pub use garage::{garage_bin, require_garage, GarageError, GarageServer};
 pub use githost::{GitHost, GitHostError, GitRequest, WorkTree};
 pub use gocmd::{GoEnv, GoRun};
 pub use gooracle::{build_against_vendored_xmod, GoBuildError};
