@@ -303,6 +303,15 @@ impl ObjectTier {
         Ok(())
     }
 
+    /// The size of the object at `key` (`None`: there is none), without reading it.
+    pub async fn head(&self, key: &str) -> Result<Option<u64>, TierError> {
+        match self.store.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("head", key, &e)),
+        }
+    }
+
     /// Removes the object at `key` (none there is not an error).
     pub async fn delete(&self, key: &str) -> Result<(), TierError> {
         match self.store.delete(&self.path(key)).await {

@@ -407,15 +407,20 @@ impl Verifier {
             }
             Err(e) => return Err(Fetched::Refused(format!("the ledger's lookup failed: {e}"))),
         };
-        // Only bytes the ledger knows are taken from the store.
-        let Some(entry) = recorded else {
-            return Ok(None);
-        };
         let unavailable = |e: &dyn std::fmt::Display| {
             Fetched::Unavailable(format!(
                 "{}@{} (.{}): the shared object store: {e}; try again later",
                 job.module, job.version, job.artifact
             ))
+        };
+        // Only bytes the ledger knows are taken from the store. A version it does not know is
+        // fetched from the upstream, but only while the store can take it: a miss with the
+        // store away is a 503 naming it, whether the ledger knows the version or not.
+        let Some(entry) = recorded else {
+            return match shared.tier.head(key).await {
+                Ok(_) => Ok(None),
+                Err(e) => Err(unavailable(&e)),
+            };
         };
         let reading = match shared.tier.get(key, entry.size).await {
             Ok(None) => return Ok(None),
