@@ -8,7 +8,7 @@ APT      := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 BACKPORTS := /etc/apt/sources.list.d/bookworm-backports.sources
 
 
-.PHONY: all run test order-check rust deps go-toolchain postgres garage cyclonedx-validator build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro load clean
+.PHONY: all run test order-check rust deps go-toolchain postgres garage cyclonedx-validator build build-release certs check lint fuzz-check fmt unit e2e bench bench-micro bench-cluster load clean
 
 all: build
 
@@ -159,7 +159,15 @@ bench: deps
 
 ## bench-micro: criterion micro-benchmarks (figures in docs/performance.md)
 bench-micro: deps
-	$(CARGO) bench -p modgate-benches
+	$(CARGO) bench -p modgate-benches --bench parse_and_route --bench access --bench audit \
+	  --bench policy_scale --bench per_hit
+
+## bench-cluster: three replicas on PostgreSQL and Garage (issue 23): cold fan-in, upstream
+## fetches per object, first hits from the store, local hits (figures in docs/performance.md;
+## settings from the environment, see the top of benches/cluster.rs). Needs h2load.
+bench-cluster: deps postgres garage build-release
+	@command -v h2load >/dev/null || { $(APT) update -qq && $(APT) install -y -qq nghttp2-client; }
+	MODGATE_PG_BIN=$(PG_BIN) MODGATE_GARAGE_BIN=$(GARAGE_BIN) $(CARGO) bench -p modgate-benches --bench cluster
 
 ## load: modgate and nginx (proxy_cache) side by side under wrk, and peak RSS while a 256 MiB
 ## zip passes through (figures in docs/performance.md; settings at the top of benches/load.sh)

@@ -1422,6 +1422,35 @@ routes:
         );
         let e = err(&cached("{ dsn: \"host=h user=u\", pool_size: 0 }"));
         assert!(e.contains("pool_size"), "{e}");
+        // The object store: an http(s) endpoint, credentials from the file or the environment.
+        let objects = |o: &str| cached(&format!("{{ dsn: \"host=h user=u\" }}\n  objects: {o}"));
+        let e = err(&objects(
+            "{ endpoint: \"ftp://s3\", bucket: b, access_key_id: k, secret_access_key_file: /etc/hostname }",
+        ));
+        assert!(e.contains("is not an http:// or https:// URL"), "{e}");
+        let e = err(&objects(
+            "{ endpoint: \"http://s3:3900\", bucket: b, access_key_id: k, secret_access_key_file: /nonexistent/s }",
+        ));
+        assert!(e.contains("cannot read /nonexistent/s"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("s3.secret");
+        std::fs::write(&secret, "sekrit\n").expect("write");
+        let c = parse_str(&objects(&format!(
+            "{{ endpoint: \"http://s3:3900\", bucket: b, access_key_id: k, secret_access_key_file: {} }}",
+            secret.display()
+        )))
+        .expect("valid");
+        let o = c
+            .cluster
+            .as_ref()
+            .and_then(|c| c.objects.as_ref())
+            .expect("objects");
+        let s3 = o.settings().expect("settings");
+        assert_eq!(
+            (s3.secret_access_key.as_str(), s3.region.as_str()),
+            ("sekrit", "us-east-1")
+        );
+        assert!(!format!("{o:?}").contains("sekrit"));
         // The DSN (which may hold a password) is never in a debug print.
         let c = parse_str(&cached("{ dsn: \"host=h user=u password=hunter2\" }")).expect("valid");
         assert!(!format!("{:?}", c.cluster).contains("hunter2"));

@@ -228,12 +228,26 @@ fn cache_sides(c: &CacheConfig) -> CacheSides<impl PartialEq + '_, impl PartialE
     }
 }
 
-/// `cluster:` as compared: everything of it (the DSN, the pool, TLS, the name), never shown.
+/// `cluster:` as compared: everything of it (the DSN, the pool, TLS, the name, the object
+/// store), never shown.
 fn cluster_sides(c: &Option<crate::config::ClusterConfig>) -> Option<String> {
     c.as_ref().map(|c| {
         let p = &c.postgres;
+        let o = c.objects.as_ref().map(|o| {
+            format!(
+                "{} {} {} {} {} {:?} {:?} {:?}",
+                o.endpoint,
+                o.region,
+                o.bucket,
+                o.prefix,
+                o.path_style,
+                o.access_key_id,
+                o.secret_access_key_file.as_ref().map(|f| &f.0),
+                o.timeout.0
+            )
+        });
         format!(
-            "{:?} {:?} {:?} {} {:?} {:?} {:?}",
+            "{:?} {:?} {:?} {} {:?} {:?} {:?} {o:?}",
             c.name,
             p.dsn,
             p.password_file.as_ref().map(|f| &f.0),
@@ -697,6 +711,7 @@ checksum_log:
                         statement_timeout: secs(30),
                         tls: None,
                     },
+                    objects: None,
                 })
             }),
             ("sumdb", L, |c| c.sumdb.clear()),
