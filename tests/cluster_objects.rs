@@ -273,3 +273,69 @@ async fn with_the_store_stopped_hits_are_served_misses_name_it_and_service_resum
     });
     assert_eq!(body, module("v1.1.0").zip().expect("zip"));
 }
+
+/// The store is trusted for nothing: bytes planted in it (an attacker with the bucket's
+/// credentials, a corrupted disk) are never served. An object that differs from the ledger's
+/// record is removed and the version fetched again from the upstream; an object for a version
+/// the ledger does not know is not even read.
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_planted_in_the_store_are_never_served() {
+    let Some(stores) = stores("tamper") else {
+        return;
+    };
+    let upstream = FixtureProxy::start(&[module("v1.0.0"), module("v1.1.0")])
+        .await
+        .expect("fixture");
+    let a = replica("a", &upstream.url(), &stores, "tamper");
+    let original = get(a.addr, &zip_path("v1.0.0")).expect("get");
+    assert_eq!(original.status, 200);
+
+    let mut s3 = modgate_objstore::S3Settings::new(
+        stores.s3.endpoint(),
+        stores.s3.region(),
+        stores.s3.bucket(),
+        stores.s3.access_key_id(),
+        stores.s3.secret_access_key(),
+    );
+    s3.timeout = Duration::from_secs(10);
+    let tier = modgate_objstore::ObjectTier::new(&s3).expect("tier");
+    let plant = |key: &'static str, bytes: Vec<u8>| {
+        let tier = tier.clone();
+        async move {
+            let len = bytes.len() as u64;
+            let chunks = futures::stream::iter([Ok(bytes::Bytes::from(bytes))]);
+            tier.put(key, len, Box::pin(chunks)).await.expect("plant");
+        }
+    };
+    // Same length, other bytes, for the version A recorded; any bytes for one never seen.
+    let mut evil = original.body.clone();
+    let last = evil.len() - 1;
+    evil[last] ^= 0xff;
+    plant("example.com/fanin/@v/v1.0.0.zip/all", evil).await;
+    plant(
+        "example.com/fanin/@v/v1.1.0.zip/all",
+        b"PK planted, never seen".to_vec(),
+    )
+    .await;
+
+    let b = replica("b", &upstream.url(), &stores, "tamper");
+    let r = get(b.addr, &zip_path("v1.0.0")).expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == original.body, "B served the planted bytes");
+    let _ = b
+        .gateway
+        .wait_for_log("its bytes are not the ledger's", Duration::from_secs(10));
+    assert_eq!(
+        upstream_gets(&upstream, &zip_path("v1.0.0")),
+        2,
+        "fetched again from the upstream"
+    );
+    let r = get(b.addr, &zip_path("v1.1.0")).expect("get");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, module("v1.1.0").zip().expect("zip"));
+    // The store now holds the verified bytes again: a third replica reads them from there.
+    let c = replica("c", &upstream.url(), &stores, "tamper");
+    let r = get(c.addr, &zip_path("v1.0.0")).expect("get");
+    assert!(r.status == 200 && r.body == original.body);
+    assert_eq!(upstream_gets(&upstream, &zip_path("v1.0.0")), 2);
+}
