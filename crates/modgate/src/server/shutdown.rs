@@ -204,7 +204,15 @@ impl ShutdownSignalWatch for Signals {
                     self.drain("SIGTERM", Duration::ZERO);
                     return ShutdownSignal::GracefulTerminate;
                 }
-                _ = int.recv() => return ShutdownSignal::FastShutdown,
+                _ = int.recv() => {
+                    // Stops here, at once, after the same finish as every orderly exit.
+                    // Pingora's fast shutdown stops its runtimes one by one, and a listener
+                    // whose reactor is already gone (the verifying origin's) spins in its
+                    // accept loop until `shutdown_timeout` runs out.
+                    log::info!("SIGINT: stopping at once");
+                    (self.finish)();
+                    std::process::exit(0);
+                }
             }
         }
     }
