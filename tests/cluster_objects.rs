@@ -53,13 +53,18 @@ struct Replica {
 }
 
 fn replica(name: &str, upstream: &str, stores: &Stores, db: &str) -> Replica {
+    replica_with(name, upstream, "", stores, db)
+}
+
+/// A replica whose upstream has `options` (`, cache_scope: per-identity`).
+fn replica_with(name: &str, upstream: &str, options: &str, stores: &Stores, db: &str) -> Replica {
     let addr = free_addr();
     let config = format!(
         r#"
 listeners:
   - {{ name: plain, address: "{addr}", metrics: true }}
 upstreams:
-  up: {{ url: "{upstream}" }}
+  up: {{ url: "{upstream}"{options} }}
 routes:
   - {{ name: all, match: {{ prefix: "" }}, chain: [up] }}
 cache:
@@ -338,4 +343,36 @@ async fn bytes_planted_in_the_store_are_never_served() {
     let r = get(c.addr, &zip_path("v1.0.0")).expect("get");
     assert!(r.status == 200 && r.body == original.body);
     assert_eq!(upstream_gets(&upstream, &zip_path("v1.0.0")), 2);
+}
+
+/// An upstream that authorises per identity (`cache_scope: per-identity`, or one told the
+/// identity) answers each identity its own way: its answers are never put in the shared store,
+/// so another replica (serving another identity) asks the upstream itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_personal_to_an_identity_are_never_shared() {
+    let Some(stores) = stores("personal") else {
+        return;
+    };
+    let upstream = FixtureProxy::start(&[module("v1.0.0")]).await.expect("fixture");
+    let personal = ", cache_scope: per-identity";
+    let a = replica_with("a", &upstream.url(), personal, &stores, "personal");
+    let b = replica_with("b", &upstream.url(), personal, &stores, "personal");
+    assert_eq!(get(a.addr, &zip_path("v1.0.0")).expect("get").status, 200);
+    assert_eq!(get(b.addr, &zip_path("v1.0.0")).expect("get").status, 200);
+    assert_eq!(
+        upstream_gets(&upstream, &zip_path("v1.0.0")),
+        2,
+        "each replica asked the upstream: nothing personal went through the store"
+    );
+    let mut s3 = modgate_objstore::S3Settings::new(
+        stores.s3.endpoint(),
+        stores.s3.region(),
+        stores.s3.bucket(),
+        stores.s3.access_key_id(),
+        stores.s3.secret_access_key(),
+    );
+    s3.timeout = Duration::from_secs(10);
+    let tier = modgate_objstore::ObjectTier::new(&s3).expect("tier");
+    let keys = tier.list(MODULE, 100).await.expect("list");
+    assert!(keys.is_empty(), "the store holds {keys:?}");
 }

@@ -441,6 +441,15 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// Whether the chain answers each identity its own way: it is told the identity
+    /// (`forward_identity`), or an upstream authorises per identity (`cache_scope:
+    /// per-identity`). Such answers are cached per identity and never shared between replicas.
+    pub fn personal(&self) -> bool {
+        self.per_identity_cache || self.steps.iter().any(|s| s.upstream.forward.is_some())
+    }
+}
+
+impl Chain {
     pub fn new(steps: Vec<Step>, cache: crate::cache::RouteCache) -> Chain {
         let per_identity_cache = steps.iter().any(|s| s.upstream.per_identity_cache);
         let folds_case = steps.iter().any(|s| s.upstream.folds_case());

@@ -78,7 +78,11 @@ impl GatewayProxy {
             return Ok(real);
         }
         let peer = verifier.peer(&real)?;
-        let route = ctx.route().map(|r| r.name.clone()).unwrap_or_default();
+        // Answers personal to each identity are never shared between replicas.
+        let route = ctx
+            .route()
+            .filter(|r| !r.target.personal())
+            .map(|r| r.name.clone());
         ctx.verify = Some(verifier.register(Job {
             peer: real,
             route,

@@ -946,9 +946,7 @@ fn answer_scope(
     chain: &crate::upstream::Chain,
     identity: &identity::RequestIdentity,
 ) -> String {
-    let personal =
-        chain.per_identity_cache || chain.steps.iter().any(|s| s.upstream.forward.is_some());
-    if personal {
+    if chain.personal() {
         format!(
             "{route}\u{0}{}",
             identity::cache_identity(&identity.principal)

@@ -80,8 +80,9 @@ const MAX_SMALL: u64 = 16 << 20;
 pub struct Job {
     /// The real upstream's peer.
     pub peer: Box<HttpPeer>,
-    /// The route (the shared tier's objects are per route, as the cache's).
-    pub route: String,
+    /// The route (the shared tier's objects are per route, as the cache's); `None` when its
+    /// chain answers each identity its own way: then the shared tier is never used.
+    pub route: Option<String>,
     /// Its name (for the messages and the ledger's `upstream`).
     pub upstream: String,
     pub module: String,
@@ -340,10 +341,10 @@ impl Verifier {
     /// (the others wait for its release, then read the store; a lease whose holder died lapses
     /// and is taken over). Without one: [`fetch`](Self::fetch).
     async fn fetch_shared(&self, job: Job, req: RequestHeader) -> Fetched {
-        let Some(shared) = self.cache.shared.as_ref() else {
+        let (Some(shared), Some(route)) = (self.cache.shared.as_ref(), job.route.as_deref()) else {
             return self.fetch(job, req).await;
         };
-        let key = cache::SharedTier::key(&job.route, &job.module, &job.version, job.artifact);
+        let key = cache::SharedTier::key(route, &job.module, &job.version, job.artifact);
         loop {
             // Subscribed before looking: a release between the look and the wait still wakes.
             let wake = shared.waiters.subscribe(&key);
