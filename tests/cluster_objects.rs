@@ -353,7 +353,9 @@ async fn answers_personal_to_an_identity_are_never_shared() {
     let Some(stores) = stores("personal") else {
         return;
     };
-    let upstream = FixtureProxy::start(&[module("v1.0.0")]).await.expect("fixture");
+    let upstream = FixtureProxy::start(&[module("v1.0.0")])
+        .await
+        .expect("fixture");
     let personal = ", cache_scope: per-identity";
     let a = replica_with("a", &upstream.url(), personal, &stores, "personal");
     let b = replica_with("b", &upstream.url(), personal, &stores, "personal");

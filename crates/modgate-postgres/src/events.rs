@@ -23,11 +23,14 @@ use crate::error::PgError;
 use crate::ledger::now_unix;
 use crate::pool::Pool;
 
+/// The advisory lock key of event writers ("modgate" and 2).
+const EVENTS_LOCK: i64 = 0x6d6f_6467_6174_6502;
+
 /// The notification channel.
 pub const CHANNEL: &str = "modgate_events";
 
-/// How long events are kept (a replica down for longer purges its whole local cache tier when
-/// it comes back: see [`Listener::start`]).
+/// How long events are kept (a replica down for longer is told of the gap, [`Delivery::Gap`],
+/// and its operator what to run).
 pub const RETENTION_SECS: i64 = 7 * 24 * 3600;
 
 /// Longest a listening connection stays quiet before it is checked and missed rows are read.
@@ -88,6 +91,9 @@ pub fn publish(
     artifact: Option<&str>,
     origin: &str,
 ) -> Result<i64, postgres::Error> {
+    // Writers of events take turns until they commit, so ids are handed out in commit order
+    // and a listener that has read up to an id never finds an older one committed later.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&EVENTS_LOCK])?;
     let now = now_unix();
     let id: i64 = tx
         .query_one(
@@ -242,7 +248,7 @@ fn listen_once(
         Some(from) => {
             if let Some(oldest) = oldest(&mut client).map_err(err("reading the oldest event"))? {
                 if oldest > from + 1 {
-                    on(Delivery::Gap);
+                    deliver(on, Delivery::Gap);
                 }
             }
         }
@@ -260,7 +266,7 @@ fn listen_once(
                 .map_err(err("waiting for notifications"))?;
             let Some(n) = next else { break };
             if n.channel() == crate::lease::OBJECTS_CHANNEL {
-                on(Delivery::Released(n.payload().to_owned()));
+                deliver(on, Delivery::Released(n.payload().to_owned()));
             } else {
                 woken = true;
             }
@@ -280,6 +286,14 @@ fn listen_once(
         }
     }
     Ok(())
+}
+
+/// Hands `d` to the callback; a panic in it is logged, never the end of the listener.
+fn deliver(on: &dyn Fn(Delivery), d: Delivery) {
+    let shown = format!("{d:?}");
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on(d))).is_err() {
+        log::error!("cluster events: applying {shown} panicked; going on with the next");
+    }
 }
 
 /// Delivers every event after `last`, in order, and moves `last` on.
@@ -305,15 +319,18 @@ fn catch_up(
                 log::warn!("cluster events: event {id} of unknown kind {kind:?} ignored");
                 continue;
             };
-            on(Delivery::Event(Event {
-                id,
-                kind,
-                module: row.try_get(2)?,
-                version: row.try_get(3)?,
-                artifact: row.try_get(4)?,
-                origin: row.try_get(5)?,
-                at_unix: row.try_get(6)?,
-            }));
+            deliver(
+                on,
+                Delivery::Event(Event {
+                    id,
+                    kind,
+                    module: row.try_get(2)?,
+                    version: row.try_get(3)?,
+                    artifact: row.try_get(4)?,
+                    origin: row.try_get(5)?,
+                    at_unix: row.try_get(6)?,
+                }),
+            );
         }
         if i64::try_from(n).unwrap_or(i64::MAX) < PAGE {
             return Ok(());

@@ -103,7 +103,8 @@ pub struct SharedTier {
     pub tier: modgate_objstore::ObjectTier,
     /// The pool fetch leases are taken through.
     pub pool: Arc<Pool>,
-    /// This process as a lease holder: the replica's name, its pid and a random part.
+    /// This process as a lease holder: the replica's name and its pid (each fetch adds the
+    /// verifier's random secret's first characters and a number of its own).
     pub holder: String,
     pub waiters: Waiters,
 }
@@ -127,14 +128,22 @@ pub async fn purge_objects(
     module: &str,
     version: Option<&str>,
 ) -> anyhow::Result<usize> {
-    let prefix = match version {
-        Some(v) => format!("{module}/@v/{v}."),
-        None => format!("{module}/@v/"),
+    // One version's keys are `<module>/@v/<version>.<artifact>/<route>`: exactly those (not
+    // `v1.0.0-rc.1`'s for `v1.0.0-rc`).
+    let prefixes: Vec<String> = match version {
+        Some(v) => Artifact::ALL
+            .iter()
+            .map(|a| format!("{module}/@v/{v}.{a}/"))
+            .collect(),
+        None => vec![format!("{module}/@v/")],
     };
     // `list` takes whole path segments: list the module's directory and filter.
     let keys = tier.list(&format!("{module}/@v"), 100_000).await?;
     let mut n = 0;
-    for k in keys.iter().filter(|k| k.starts_with(&prefix)) {
+    for k in keys
+        .iter()
+        .filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())))
+    {
         tier.delete(k).await?;
         n += 1;
     }

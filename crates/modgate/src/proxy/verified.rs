@@ -345,6 +345,14 @@ impl Verifier {
             return self.fetch(job, req).await;
         };
         let key = cache::SharedTier::key(route, &job.module, &job.version, job.artifact);
+        // This fetch as a lease holder: the replica, its process, this process's secret's first
+        // characters and a number of its own (two fetches of one key never share a name).
+        let holder = format!(
+            "{}/{}#{}",
+            shared.holder,
+            self.secret.get(..8).unwrap_or(""),
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
         loop {
             // Subscribed before looking: a release between the look and the wait still wakes.
             let wake = shared.waiters.subscribe(&key);
@@ -356,19 +364,14 @@ impl Verifier {
                 Ok(None) => {}
                 Err(fetched) => return fetched,
             }
-            let (pool, k, holder) = (shared.pool.clone(), key.clone(), shared.holder.clone());
+            let (pool, k, h) = (shared.pool.clone(), key.clone(), holder.clone());
             let lease = tokio::task::spawn_blocking(move || {
-                modgate_postgres::lease::try_acquire(
-                    &pool,
-                    &k,
-                    &holder,
-                    modgate_postgres::LEASE_TTL,
-                )
+                modgate_postgres::lease::try_acquire(&pool, &k, &h, modgate_postgres::LEASE_TTL)
             })
             .await;
             match lease {
                 Ok(Ok(modgate_postgres::Lease::Acquired)) => {
-                    return self.fetch_as_holder(shared, job, req, &key).await;
+                    return self.fetch_as_holder(shared, job, req, &key, &holder).await;
                 }
                 Ok(Ok(modgate_postgres::Lease::HeldBy { holder, expires_in })) => {
                     log::info!("shared object tier: waiting for {holder}'s fetch of {key}");
@@ -492,13 +495,16 @@ impl Verifier {
 
     /// The fetch of the lease's holder: from the upstream, checked; a verified, shareable
     /// answer is put in the shared store; then the lease is released (which wakes the waiting
-    /// replicas, whatever the outcome). The lease is renewed while the fetch runs.
+    /// replicas, whatever the outcome). The lease is renewed while the fetch and the put run;
+    /// if this future is dropped (the fetch's deadline), the renewal stops and the lease is
+    /// released all the same.
     async fn fetch_as_holder(
         &self,
         shared: &cache::SharedTier,
         job: Job,
         req: RequestHeader,
         key: &str,
+        holder: &str,
     ) -> Fetched {
         // The previous holder may have put the object and released the lease between this
         // replica's look at the store and its taking the lease: look again first.
@@ -507,16 +513,16 @@ impl Verifier {
             Ok(Some(fetched)) | Err(fetched) => Some(fetched),
         };
         if let Some(fetched) = found {
-            self.release_lease(shared, key).await;
+            self.release_lease(shared, key, holder).await;
             return fetched;
         }
-        let (pool, k, holder) = (shared.pool.clone(), key.to_owned(), shared.holder.clone());
+        let (pool, k, h) = (shared.pool.clone(), key.to_owned(), holder.to_owned());
         let renewing = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(modgate_postgres::LEASE_TTL / 3).await;
-                let (p, key, h) = (pool.clone(), k.clone(), holder.clone());
+                let (p, key, who) = (pool.clone(), k.clone(), h.clone());
                 let renewed = tokio::task::spawn_blocking(move || {
-                    modgate_postgres::lease::renew(&p, &key, &h, modgate_postgres::LEASE_TTL)
+                    modgate_postgres::lease::renew(&p, &key, &who, modgate_postgres::LEASE_TTL)
                 })
                 .await;
                 if !matches!(renewed, Ok(Ok(true))) {
@@ -525,8 +531,11 @@ impl Verifier {
                 }
             }
         });
+        let mut lease = HeldLease {
+            renewing,
+            release: Some((shared.pool.clone(), key.to_owned(), holder.to_owned())),
+        };
         let fetched = self.fetch(job, req).await;
-        renewing.abort();
         if let Fetched::Verified { header, body, .. } = &fetched {
             if cache::unshareable(&header.headers).is_none() {
                 let put = shared.tier.put(key, body.len(), held_chunks(body)).await;
@@ -538,13 +547,15 @@ impl Verifier {
                 }
             }
         }
-        self.release_lease(shared, key).await;
+        lease.renewing.abort();
+        lease.release = None;
+        self.release_lease(shared, key, holder).await;
         fetched
     }
 
     /// Gives the fetch lease of `key` up, waking the replicas waiting for it.
-    async fn release_lease(&self, shared: &cache::SharedTier, key: &str) {
-        let (pool, k, holder) = (shared.pool.clone(), key.to_owned(), shared.holder.clone());
+    async fn release_lease(&self, shared: &cache::SharedTier, key: &str, holder: &str) {
+        let (pool, k, holder) = (shared.pool.clone(), key.to_owned(), holder.to_owned());
         let released = tokio::task::spawn_blocking(move || {
             modgate_postgres::lease::release(&pool, &k, &holder)
         })
@@ -797,6 +808,28 @@ impl Verifier {
         );
         self.metrics.integrity_refused(job.artifact);
         log::error!("integrity: {message}");
+    }
+}
+
+/// A fetch lease being held: its renewal, stopped when dropped, and (unless given up in the
+/// ordinary way) its release, done when dropped (the fetch's deadline cut it short).
+struct HeldLease {
+    renewing: tokio::task::JoinHandle<()>,
+    release: Option<(Arc<modgate_postgres::Pool>, String, String)>,
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewing.abort();
+        if let Some((pool, key, holder)) = self.release.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn_blocking(move || {
+                    if let Err(e) = modgate_postgres::lease::release(&pool, &key, &holder) {
+                        log::warn!("shared object tier: {e}");
+                    }
+                });
+            }
+        }
     }
 }
 
