@@ -98,6 +98,32 @@ cluster:
     Replica { gateway, addr }
 }
 
+/// The test's own client of the store (to plant bytes in it, or list it).
+fn store_of(stores: &Stores) -> modgate_objstore::ObjectTier {
+    let mut s3 = modgate_objstore::S3Settings::new(
+        stores.s3.endpoint(),
+        stores.s3.region(),
+        stores.s3.bucket(),
+        stores.s3.access_key_id(),
+        stores.s3.secret_access_key(),
+    );
+    s3.timeout = Duration::from_secs(10);
+    modgate_objstore::ObjectTier::new(&s3).expect("tier")
+}
+
+/// Every client got a 200 with exactly `zip`.
+fn all_served(answers: &[(u16, Vec<u8>)], zip: &[u8]) {
+    for (i, (status, body)) in answers.iter().enumerate() {
+        assert_eq!(
+            *status,
+            200,
+            "client {i}: {}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(body.as_slice() == zip, "client {i} got other bytes");
+    }
+}
+
 fn upstream_gets(up: &FixtureProxy, path: &str) -> usize {
     up.requests()
         .iter()
@@ -157,16 +183,7 @@ async fn three_hundred_clients_on_three_replicas_cause_one_upstream_fetch() {
     let addrs: Vec<SocketAddr> = replicas.iter().map(|r| r.addr).collect();
 
     let answers = clients(&addrs, 300, &zip_path("v1.0.0"));
-    for (i, (status, body)) in answers.iter().enumerate() {
-        assert_eq!(
-            *status,
-            200,
-            "client {i} (replica {}): {}",
-            i % 3,
-            String::from_utf8_lossy(body)
-        );
-        assert!(*body == zip, "client {i} got other bytes");
-    }
+    all_served(&answers, &zip);
     assert_eq!(
         upstream_gets(&upstream, &zip_path("v1.0.0")),
         1,
@@ -218,15 +235,7 @@ async fn kill_9_of_the_lease_holder_mid_fetch_is_taken_over_by_one_new_fetch() {
     let _ = first.join();
 
     let answers = waiting.join().expect("clients");
-    for (i, (status, body)) in answers.iter().enumerate() {
-        assert_eq!(
-            *status,
-            200,
-            "client {i}: {}",
-            String::from_utf8_lossy(body)
-        );
-        assert!(*body == zip, "client {i} got other bytes");
-    }
+    all_served(&answers, &zip);
     assert_eq!(
         upstream_gets(&upstream, &zip_path("v1.0.0")),
         2,
@@ -295,15 +304,7 @@ async fn bytes_planted_in_the_store_are_never_served() {
     let original = get(a.addr, &zip_path("v1.0.0")).expect("get");
     assert_eq!(original.status, 200);
 
-    let mut s3 = modgate_objstore::S3Settings::new(
-        stores.s3.endpoint(),
-        stores.s3.region(),
-        stores.s3.bucket(),
-        stores.s3.access_key_id(),
-        stores.s3.secret_access_key(),
-    );
-    s3.timeout = Duration::from_secs(10);
-    let tier = modgate_objstore::ObjectTier::new(&s3).expect("tier");
+    let tier = store_of(&stores);
     let plant = |key: &'static str, bytes: Vec<u8>| {
         let tier = tier.clone();
         async move {
@@ -366,15 +367,7 @@ async fn answers_personal_to_an_identity_are_never_shared() {
         2,
         "each replica asked the upstream: nothing personal went through the store"
     );
-    let mut s3 = modgate_objstore::S3Settings::new(
-        stores.s3.endpoint(),
-        stores.s3.region(),
-        stores.s3.bucket(),
-        stores.s3.access_key_id(),
-        stores.s3.secret_access_key(),
-    );
-    s3.timeout = Duration::from_secs(10);
-    let tier = modgate_objstore::ObjectTier::new(&s3).expect("tier");
+    let tier = store_of(&stores);
     let keys = tier.list(MODULE, 100).await.expect("list");
     assert!(keys.is_empty(), "the store holds {keys:?}");
 }
