@@ -19,7 +19,7 @@ use bytes::Bytes;
 use modgate_tlog::{format_record, Tile, TILE_HEIGHT};
 
 use crate::entry::split_lookup;
-use crate::{Error, Log};
+use crate::{Error, LogStore};
 
 /// `Content-Type` of `/latest`, `/lookup/` and data tiles (as `server.go` sets it).
 pub const TEXT: &str = "text/plain; charset=UTF-8";
@@ -108,7 +108,7 @@ impl From<Response> for Answer {
 /// Answers `sub_path`, the request path after `/sumdb/<name>` (so it starts with `/`:
 /// `/latest`, `/lookup/golang.org/x/text@v0.3.0`, `/tile/8/0/x001/234.p/5`), already
 /// percent-decoded as Go's `r.URL.Path` is.
-pub fn answer(log: &Log, sub_path: &str) -> Answer {
+pub fn answer(log: &dyn LogStore, sub_path: &str) -> Answer {
     if sub_path == "/supported" {
         return Response::ok(TEXT, CACHE_SUPPORTED, Bytes::new()).into();
     }
@@ -127,7 +127,7 @@ pub fn answer(log: &Log, sub_path: &str) -> Answer {
     Response::error(404, "404 page not found").into()
 }
 
-fn lookup(log: &Log, module: &str) -> Answer {
+fn lookup(log: &dyn LogStore, module: &str) -> Answer {
     let Some((esc_path, esc_version)) = split_lookup(module) else {
         return Response::error(400, "invalid module@version syntax").into();
     };
@@ -153,7 +153,7 @@ fn lookup(log: &Log, module: &str) -> Answer {
     }
 }
 
-fn tile(log: &Log, path: &str) -> Response {
+fn tile(log: &dyn LogStore, path: &str) -> Response {
     let Ok(tile) = Tile::parse(path) else {
         return Response::error(400, "invalid tile syntax");
     };
@@ -179,6 +179,7 @@ fn tile(log: &Log, path: &str) -> Response {
 mod tests {
     use super::*;
     use crate::test_support::{h1, signer};
+    use crate::Log;
 
     fn response(a: Answer) -> Response {
         match a {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Entry, Error, Log};
+use crate::{Entry, Error, LogStore};
 
 /// Upper bounds (seconds) of the batch-latency histogram buckets in [`AppendStats`].
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -145,14 +145,14 @@ impl std::fmt::Debug for Appender {
 
 impl Appender {
     /// Starts the appender's thread for `log`.
-    pub fn new(log: Arc<Log>, config: AppenderConfig) -> Result<Appender, Error> {
+    pub fn new(log: Arc<dyn LogStore>, config: AppenderConfig) -> Result<Appender, Error> {
         let (queue, rx) = mpsc::channel(config.queue.max(1));
         let counters = Arc::new(Mutex::new(Counters::default()));
         let thread_counters = Arc::clone(&counters);
         let max_batch = config.max_batch.max(1);
         std::thread::Builder::new()
             .name("sumdb-appender".into())
-            .spawn(move || run(&log, rx, max_batch, &thread_counters))
+            .spawn(move || run(&*log, rx, max_batch, &thread_counters))
             .map_err(Error::Spawn)?;
         Ok(Appender { queue, counters })
     }
@@ -206,7 +206,12 @@ impl Appender {
 }
 
 /// The appender thread: batch, append, answer, until every [`Appender`] handle is gone.
-fn run(log: &Log, mut rx: mpsc::Receiver<Job>, max_batch: usize, counters: &Mutex<Counters>) {
+fn run(
+    log: &dyn LogStore,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    counters: &Mutex<Counters>,
+) {
     // Bounded by the queue's life: it ends when the last sender is dropped.
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];

@@ -30,15 +30,16 @@ struct Inner {
     misses: u64,
 }
 
-/// Full tiles by coordinate, at most `budget` bytes.
-pub(crate) struct TileCache {
+/// Full tiles by coordinate, at most `budget` bytes: a bounded in-memory cache of full tiles (immutable once in a tree), least recently used
+/// dropped first.
+pub struct TileCache {
     inner: Mutex<Inner>,
     budget: usize,
 }
 
 impl TileCache {
     /// A cache holding at most `budget` bytes of tile data (0: no caching).
-    pub(crate) fn new(budget: usize) -> TileCache {
+    pub fn new(budget: usize) -> TileCache {
         TileCache {
             inner: Mutex::new(Inner::default()),
             budget,
@@ -53,7 +54,7 @@ impl TileCache {
     }
 
     /// The cached tile, counting a hit or a miss.
-    pub(crate) fn get(&self, tile: &Tile) -> Option<Bytes> {
+    pub fn get(&self, tile: &Tile) -> Option<Bytes> {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
@@ -71,7 +72,7 @@ impl TileCache {
 
     /// Caches `data` for the full tile `tile`, evicting the least recently used tiles while over
     /// budget (a quarter at a time, so eviction is rare).
-    pub(crate) fn put(&self, tile: Tile, data: Bytes) {
+    pub fn put(&self, tile: Tile, data: Bytes) {
         if data.len() > self.budget / 4 || !tile.is_full() {
             return;
         }
@@ -103,7 +104,7 @@ impl TileCache {
     }
 
     /// Counters and sizes now.
-    pub(crate) fn stats(&self) -> TileCacheStats {
+    pub fn stats(&self) -> TileCacheStats {
         let inner = self.lock();
         TileCacheStats {
             hits: inner.hits,

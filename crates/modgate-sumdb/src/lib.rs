@@ -2,6 +2,8 @@
 //! stock `go` command verifies (`GOSUMDB="<name>+<key id>+<key>"`), kept durably and answered
 //! as Go's `sumdb.Server` answers. The log's formats are modgate-tlog's; this crate stores them.
 //!
+//! * [`LogStore`] — a checksum database whatever holds it, and the rules every store shares
+//!   ([`plan_append`], [`tile_bytes`]); `modgate-postgres` holds a cluster's log.
 //! * [`Log`] — the SQLite store (WAL, `synchronous=FULL`): append a batch in one transaction
 //!   with one signed head, look up records, read heads, records and tiles.
 //! * [`answer`] — the protocol answers under `/sumdb/<name>/` (`/supported`, `/latest`,
@@ -22,6 +24,7 @@ mod entry;
 mod error;
 pub mod keys;
 mod log;
+mod store;
 mod verify;
 
 pub use answer::{
@@ -29,7 +32,7 @@ pub use answer::{
     CACHE_SUPPORTED,
 };
 pub use appender::{AppendStats, Appender, AppenderConfig, LATENCY_BUCKETS};
-pub use cache::TileCacheStats;
+pub use cache::{TileCache, TileCacheStats};
 pub use entry::Entry;
 pub use error::Error;
 pub use log::{
@@ -37,6 +40,9 @@ pub use log::{
     SCHEMA_VERSION,
 };
 pub use modgate_tlog::{Signer, Tile, Verifier};
+pub use store::{
+    check_head, check_records, plan_append, record_range, tile_bytes, LogStore, NewRecord, Plan,
+};
 pub use verify::{verify, Problem, VerifyReport};
 
 /// Fixed keys and hashes for the unit tests.

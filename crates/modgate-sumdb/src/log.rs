@@ -20,15 +20,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use modgate_tlog::note::{open_tree, sign_tree};
-use modgate_tlog::record::format_data_tile;
+use modgate_tlog::note::sign_tree;
 use modgate_tlog::{
-    read_tile_data, stored_hash_count, stored_hashes, tree_hash, Hash, HashReader, Signer, Tile,
-    TlogError, Tree, Verifier,
+    stored_hash_count, tree_hash, Hash, HashReader, Signer, Tile, TlogError, Tree, Verifier,
 };
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
 use crate::cache::{TileCache, TileCacheStats};
+use crate::store::{self, check_records, plan_append, record_range, tile_bytes, LogStore};
 use crate::{Entry, Error};
 
 /// The schema version this build writes and reads.
@@ -231,12 +230,9 @@ pub(crate) fn latest_head(conn: &Connection) -> Result<Head, Error> {
     })
 }
 
-/// Stored hashes read from a connection (in its current transaction), plus the hashes a batch
-/// being appended has computed but not yet written (from index `base` on).
+/// Stored hashes read from a connection (in its current transaction).
 pub(crate) struct DbHashes<'c> {
     conn: &'c Connection,
-    base: u64,
-    pending: Vec<Hash>,
     failure: RefCell<Option<Error>>,
     /// The point and range queries, prepared on first use (an append reads up to log₂ n
     /// hashes per record).
@@ -245,11 +241,9 @@ pub(crate) struct DbHashes<'c> {
 }
 
 impl<'c> DbHashes<'c> {
-    pub(crate) fn new(conn: &'c Connection, base: u64) -> Self {
+    pub(crate) fn new(conn: &'c Connection) -> Self {
         DbHashes {
             conn,
-            base,
-            pending: Vec::new(),
             failure: RefCell::new(None),
             point: RefCell::new(None),
             range: RefCell::new(None),
@@ -330,36 +324,15 @@ impl<'c> DbHashes<'c> {
 
 impl HashReader for DbHashes<'_> {
     fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, TlogError> {
-        let mut out = vec![Hash::default(); indexes.len()];
-        let mut from_db = Vec::new();
-        for (slot, &i) in indexes.iter().enumerate() {
-            match i.checked_sub(self.base) {
-                Some(k) => {
-                    out[slot] = *usize::try_from(k)
-                        .ok()
-                        .and_then(|k| self.pending.get(k))
-                        .ok_or(TlogError::MissingHash(i))?;
-                }
-                None => from_db.push((slot, i)),
+        match self.read_db(indexes) {
+            Ok(hashes) => Ok(hashes),
+            Err(Error::Tlog(e)) => Err(e),
+            Err(e) => {
+                let first = indexes.first().copied().unwrap_or_default();
+                *self.failure.borrow_mut() = Some(e);
+                Err(TlogError::MissingHash(first))
             }
         }
-        if !from_db.is_empty() {
-            let wanted: Vec<u64> = from_db.iter().map(|&(_, i)| i).collect();
-            match self.read_db(&wanted) {
-                Ok(hashes) => {
-                    for ((slot, _), h) in from_db.iter().zip(hashes) {
-                        out[*slot] = h;
-                    }
-                }
-                Err(Error::Tlog(e)) => return Err(e),
-                Err(e) => {
-                    let first = wanted.first().copied().unwrap_or_default();
-                    *self.failure.borrow_mut() = Some(e);
-                    return Err(TlogError::MissingHash(first));
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -387,7 +360,7 @@ impl HashReader for LogHashReader<'_> {
                 indexes.first().copied().unwrap_or_default(),
             ));
         };
-        let db = DbHashes::new(conn, u64::MAX);
+        let db = DbHashes::new(conn);
         let result = db.read_hashes(indexes);
         if let Some(e) = db.take_failure() {
             *self.failure.borrow_mut() = Some(e);
@@ -549,86 +522,61 @@ impl Log {
                 "{records} records and {hashes} stored hashes under a head of {size} records"
             )));
         }
-        let mut db = DbHashes::new(&tx, base);
-        let mut outcomes = Vec::with_capacity(entries.len());
-        let mut in_batch: HashMap<(&str, &str), (u64, String)> = HashMap::new();
-        let mut next = size;
-        {
+        let db = DbHashes::new(&tx);
+        let plan = {
             let mut find = tx
                 .prepare("SELECT id, text FROM records WHERE path = ?1 AND version = ?2")
                 .map_err(Error::sqlite("append"))?;
-            let mut insert = tx
-                .prepare("INSERT INTO records (id, path, version, text) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(Error::sqlite("append"))?;
-            for entry in entries {
-                let text = entry.text();
-                let key = (entry.path(), entry.version());
-                let logged = match in_batch.get(&key) {
-                    Some((id, t)) => Some((*id, t.clone())),
-                    None => find
-                        .query_row(params![key.0, key.1], |r| {
-                            Ok((r.get::<_, i64>(0)?, bytes_at(r, 1)?))
-                        })
-                        .optional()
-                        .map_err(Error::sqlite("append"))?
-                        .map(|(id, t)| {
-                            Ok::<_, Error>((
-                                to_u64(id, "record id")?,
-                                String::from_utf8_lossy(&t).into_owned(),
-                            ))
-                        })
-                        .transpose()?,
-                };
-                let outcome = match logged {
-                    Some((id, logged)) if logged == text => Ok(Appended { id, new: false }),
-                    Some((_, logged)) => Err(Error::Conflict {
-                        path: entry.path().to_string(),
-                        version: entry.version().to_string(),
-                        logged,
-                        offered: text,
-                    }),
-                    None => {
-                        let id = next;
-                        insert
-                            .execute(params![to_i64(id)?, key.0, key.1, text.as_bytes()])
-                            .map_err(Error::sqlite("append"))?;
-                        let new =
-                            stored_hashes(id, text.as_bytes(), &db).map_err(|e| db.explain(e))?;
-                        db.pending.extend(new);
-                        in_batch.insert(key, (id, text));
-                        next += 1;
-                        Ok(Appended { id, new: true })
-                    }
-                };
-                outcomes.push(outcome);
-            }
-        }
-        let new_records = next - size;
-        if new_records == 0 {
+            plan_append(
+                size,
+                entries,
+                |path, version| {
+                    find.query_row(params![path, version], |r| {
+                        Ok((r.get::<_, i64>(0)?, bytes_at(r, 1)?))
+                    })
+                    .optional()
+                    .map_err(Error::sqlite("append"))?
+                    .map(|(id, t)| {
+                        Ok((
+                            to_u64(id, "record id")?,
+                            String::from_utf8_lossy(&t).into_owned(),
+                        ))
+                    })
+                    .transpose()
+                },
+                &db,
+                |e| db.explain(e),
+            )?
+        };
+        drop(db);
+        let new_records = plan.records.len() as u64;
+        let Some(tree) = plan.tree else {
             // Nothing new: nothing to sign; the transaction wrote nothing.
-            drop(db);
             tx.rollback().map_err(Error::sqlite("append"))?;
             return Ok(Batch {
-                outcomes,
+                outcomes: plan.outcomes,
                 new_records,
                 tree_size: size,
             });
-        }
+        };
         {
+            let mut insert = tx
+                .prepare("INSERT INTO records (id, path, version, text) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(Error::sqlite("append"))?;
+            for r in &plan.records {
+                insert
+                    .execute(params![to_i64(r.id)?, r.path, r.version, r.text.as_bytes()])
+                    .map_err(Error::sqlite("append"))?;
+            }
             let mut insert = tx
                 .prepare("INSERT INTO hashes (idx, hash) VALUES (?1, ?2)")
                 .map_err(Error::sqlite("append"))?;
-            for (i, h) in (base..).zip(&db.pending) {
+            for (i, h) in (base..).zip(&plan.hashes) {
                 insert
                     .execute(params![to_i64(i)?, &h.0[..]])
                     .map_err(Error::sqlite("append"))?;
             }
         }
-        let tree = Tree {
-            n: next,
-            hash: tree_hash(next, &db).map_err(|e| db.explain(e))?,
-        };
-        drop(db);
         tx.execute(
             "INSERT INTO heads (size, hash, signed_note, signed_unix) VALUES (?1, ?2, ?3, ?4)",
             params![
@@ -642,7 +590,7 @@ impl Log {
         tx.commit()
             .map_err(Error::sqlite("committing the append"))?;
         Ok(Batch {
-            outcomes,
+            outcomes: plan.outcomes,
             new_records,
             tree_size: tree.n,
         })
@@ -750,20 +698,14 @@ impl Log {
                 .transaction()
                 .map_err(Error::sqlite(format!("reading {tile}")))?;
             let size = latest_head(&tx)?.tree.n;
-            if !tile.within(size) {
-                return Err(Error::NotInTree {
-                    what: tile.path(),
-                    size,
-                });
-            }
-            if tile.is_data() {
-                let start = tile.n << tile.h;
-                let texts = read_records(&tx, start, u64::from(tile.w), size)?;
-                Ok(format_data_tile(start, &texts)?)
-            } else {
-                let db = DbHashes::new(&tx, u64::MAX);
-                read_tile_data(tile, &db).map_err(|e| db.explain(e))
-            }
+            let db = DbHashes::new(&tx);
+            tile_bytes(
+                tile,
+                size,
+                |start, n| read_records(&tx, start, n, size),
+                &db,
+                |e| db.explain(e),
+            )
         })?;
         let data = Bytes::from(data);
         if tile.is_full() {
@@ -788,6 +730,44 @@ impl Log {
     }
 }
 
+impl LogStore for Log {
+    fn describe(&self) -> String {
+        format!("the checksum database {}", self.path.display())
+    }
+
+    fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    fn append(&self, entries: &[Entry]) -> Result<Batch, Error> {
+        Log::append(self, entries)
+    }
+
+    fn lookup_record(&self, path: &str, version: &str) -> Result<Option<LookupRecord>, Error> {
+        Log::lookup_record(self, path, version)
+    }
+
+    fn head(&self) -> Result<Head, Error> {
+        Log::head(self)
+    }
+
+    fn records(&self, start: u64, n: u64) -> Result<Vec<Vec<u8>>, Error> {
+        Log::records(self, start, n)
+    }
+
+    fn tile(&self, tile: &Tile) -> Result<Bytes, Error> {
+        Log::tile(self, tile)
+    }
+
+    fn tile_cache_stats(&self) -> TileCacheStats {
+        Log::tile_cache_stats(self)
+    }
+
+    fn lookup(&self, path: &str, version: &str) -> Result<Option<u64>, Error> {
+        Log::lookup(self, path, version)
+    }
+}
+
 /// The number of records and of stored hashes (from the largest ids: the ids are dense).
 fn counts(conn: &Connection) -> Result<(u64, u64), Error> {
     let (records, hashes): (i64, i64) = conn
@@ -803,36 +783,22 @@ fn counts(conn: &Connection) -> Result<(u64, u64), Error> {
 
 /// Records `start..start+n`, which must be within a tree of `size`.
 fn read_records(conn: &Connection, start: u64, n: u64, size: u64) -> Result<Vec<Vec<u8>>, Error> {
-    let end = start.checked_add(n).filter(|&end| end <= size);
-    let Some(end) = end else {
-        return Err(Error::NotInTree {
-            what: format!("records {start}..{}", start.saturating_add(n)),
-            size,
-        });
-    };
+    let range = record_range(start, n, size)?;
     let mut stmt = conn
         .prepare("SELECT id, text FROM records WHERE id >= ?1 AND id < ?2 ORDER BY id")
         .map_err(Error::sqlite("reading records"))?;
     let rows = stmt
-        .query_map(params![to_i64(start)?, to_i64(end)?], |r| {
+        .query_map(params![to_i64(range.start)?, to_i64(range.end)?], |r| {
             Ok((r.get::<_, i64>(0)?, bytes_at(r, 1)?))
         })
         .map_err(Error::sqlite("reading records"))?;
-    let mut texts = Vec::new();
-    for (want, row) in (start..).zip(rows) {
+    let (mut ids, mut texts) = (Vec::new(), Vec::new());
+    for row in rows {
         let (id, text) = row.map_err(Error::sqlite("reading records"))?;
-        if to_u64(id, "record id")? != want {
-            return Err(Error::Corrupt(format!("record {want} is missing")));
-        }
+        ids.push(to_u64(id, "record id")?);
         texts.push(text);
     }
-    if texts.len() as u64 != n {
-        return Err(Error::Corrupt(format!(
-            "records {start}..{end}: only {} stored",
-            texts.len()
-        )));
-    }
-    Ok(texts)
+    check_records(&range, &ids, texts)
 }
 
 /// Creates the schema and the empty tree's head in a new file, or checks an existing file's
@@ -919,39 +885,19 @@ fn init_schema(
 /// and covers exactly the records there are.
 fn check_head(conn: &Connection, verifier: &Verifier) -> Result<(), Error> {
     let head = latest_head(conn)?;
-    let signed = open_tree(&head.signed_note, verifier)
-        .map_err(|e| Error::Corrupt(format!("the latest head does not verify: {e}")))?;
-    if signed != head.tree {
-        return Err(Error::Corrupt(format!(
-            "the latest head signs {signed:?}, stored as {:?}",
-            head.tree
-        )));
-    }
-    let (records, hashes) = counts(conn)?;
-    if records != head.tree.n || hashes != stored_hash_count(records) {
-        return Err(Error::Corrupt(format!(
-            "{records} records and {hashes} stored hashes, but the latest head is of {} \
-             records ({} hashes)",
-            head.tree.n,
-            stored_hash_count(head.tree.n)
-        )));
-    }
-    let db = DbHashes::new(conn, u64::MAX);
-    let computed = tree_hash(head.tree.n, &db).map_err(|e| db.explain(e))?;
-    if computed != head.tree.hash {
-        return Err(Error::Corrupt(format!(
-            "the stored hashes make tree hash {computed} for {} records, the head signs {}",
-            head.tree.n, head.tree.hash
-        )));
-    }
-    Ok(())
+    let db = DbHashes::new(conn);
+    store::check_head(&head, verifier, counts(conn)?, |n| {
+        tree_hash(n, &db).map_err(|e| db.explain(e))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::{h1, other_signer, signer};
-    use modgate_tlog::{record_hash, Tile};
+    use modgate_tlog::note::open_tree;
+    use modgate_tlog::record::format_data_tile;
+    use modgate_tlog::{read_tile_data, record_hash, stored_hashes, Tile};
 
     fn entry(i: u64) -> Entry {
         Entry::new(

@@ -87,7 +87,7 @@ async fn a_thousand_concurrent_appends_of_a_hundred_versions() {
     let path = dir.path().join("sumdb.db");
     let log = Arc::new(Log::open(&path, signer()).expect("open"));
     let appender =
-        Arc::new(Appender::new(Arc::clone(&log), AppenderConfig::default()).expect("appender"));
+        Arc::new(Appender::new(log.clone(), AppenderConfig::default()).expect("appender"));
     let ids = append_concurrently(&log, &appender, 1000, 100).await;
     let mut distinct: Vec<u64> = ids.values().copied().collect();
     distinct.sort_unstable();
@@ -127,7 +127,7 @@ async fn batches_are_bounded() {
         max_batch: 8,
         queue: 1024,
     };
-    let appender = Arc::new(Appender::new(Arc::clone(&log), config).expect("appender"));
+    let appender = Arc::new(Appender::new(log.clone(), config).expect("appender"));
     let ids = append_concurrently(&log, &appender, 200, 200).await;
     assert_eq!(ids.len(), 200);
     let stats = appender.stats();
@@ -140,7 +140,7 @@ async fn batches_are_bounded() {
 async fn a_conflict_goes_to_its_own_waiter() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Arc::new(Log::open(&dir.path().join("sumdb.db"), signer()).expect("open"));
-    let appender = Appender::new(Arc::clone(&log), AppenderConfig::default()).expect("appender");
+    let appender = Appender::new(log.clone(), AppenderConfig::default()).expect("appender");
     let (a, b, c) = tokio::join!(
         appender.append("example.com/m", "v1.0.0", &h1("zip"), &h1("mod")),
         appender.append("example.com/m", "v1.0.0", &h1("other zip"), &h1("mod")),
@@ -177,7 +177,7 @@ fn sqlite_work_never_runs_on_the_callers_thread() {
     let path = dir.path().join("sumdb.db");
     let log = Arc::new(Log::open(&path, signer()).expect("open"));
     let appender =
-        Arc::new(Appender::new(Arc::clone(&log), AppenderConfig::default()).expect("appender"));
+        Arc::new(Appender::new(log.clone(), AppenderConfig::default()).expect("appender"));
     // Another connection holds the write lock: the append must wait for it.
     let blocker = rusqlite::Connection::open(&path).expect("open");
     blocker.execute_batch("BEGIN IMMEDIATE").expect("lock");
@@ -226,7 +226,7 @@ async fn measure_batching() {
         let path = dir.path().join("sumdb.db");
         let log = Arc::new(Log::open(&path, signer()).expect("open"));
         let appender =
-            Arc::new(Appender::new(Arc::clone(&log), AppenderConfig::default()).expect("appender"));
+            Arc::new(Appender::new(log.clone(), AppenderConfig::default()).expect("appender"));
         let started = Instant::now();
         // Sequential rounds for the one-caller case, so the numbers show a batch of one.
         let rounds = if callers == 1 { 200 } else { 1 };
