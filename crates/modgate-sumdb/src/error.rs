@@ -35,6 +35,32 @@ pub enum Error {
         signer_key: String,
     },
 
+    /// A shared store already holds the log of this name under another verifier key. A new key
+    /// means a new log name; a log is never re-signed under another key.
+    #[error(
+        "{store} holds the log {logged_key:?}, not {signer_key:?}: a rotated key needs a new log \
+         name"
+    )]
+    WrongKey {
+        /// The store, e.g. `PostgreSQL 10.0.0.5:5432/modgate`.
+        store: String,
+        /// The verifier key the store holds for the log's name.
+        logged_key: String,
+        /// The verifier key of the signer it was opened with.
+        signer_key: String,
+    },
+
+    /// A shared store failed (unreachable, a statement refused): names the store and the step.
+    #[error("checksum database in {store}: {op} failed: {detail}")]
+    Store {
+        /// The store, e.g. `PostgreSQL 10.0.0.5:5432/modgate`.
+        store: String,
+        /// What was being done.
+        op: String,
+        /// The store's error.
+        detail: String,
+    },
+
     /// The file's schema is newer than this build understands, or its tables are not this
     /// crate's.
     #[error(

@@ -20,6 +20,8 @@
 mod answer;
 mod appender;
 mod cache;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod entry;
 mod error;
 pub mod keys;

@@ -899,6 +899,25 @@ mod tests {
     use modgate_tlog::record::format_data_tile;
     use modgate_tlog::{read_tile_data, record_hash, stored_hashes, Tile};
 
+    /// Each case on its own file in a temporary directory, each handle its own `Log`.
+    struct SqliteFiles;
+
+    impl crate::conformance::Harness for SqliteFiles {
+        fn store(&self, case: &str) -> Arc<crate::conformance::Opener> {
+            let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+            let path = dir.path().join(format!("{case}.db"));
+            Arc::new(move |signer| {
+                let _keep = &dir;
+                Ok(Arc::new(Log::open(&path, signer)?) as Arc<dyn LogStore>)
+            })
+        }
+    }
+
+    #[test]
+    fn conformance_suite_on_sqlite() {
+        crate::conformance::run_all(&SqliteFiles);
+    }
+
     fn entry(i: u64) -> Entry {
         Entry::new(
             &format!("example.com/m{}", i % 7),
