@@ -10,6 +10,9 @@
 //!   one (`modgate_ledger::conformance` is run against both).
 //! * [`lease`] — fetch leases for cluster-wide miss coalescing: one replica fetches an object,
 //!   the others wait for its `NOTIFY` and read the shared store; an expired lease is taken over.
+//! * [`sumlog`] — [`PgLog`], the company's checksum database with the semantics of the embedded
+//!   one (`modgate_sumdb::conformance` is run against both) and one writer at a time: an append
+//!   holds the log's advisory lock, so the tree grows batch after batch and never forks.
 //! * [`events`] — the change events of the cluster (an operator's accept, a purge): a table each
 //!   replica reads from where it left off, woken by `LISTEN/NOTIFY`, so an event is seen by every
 //!   replica within a bounded time even across a lost connection.
@@ -25,9 +28,11 @@ pub mod lease;
 pub mod ledger;
 pub mod migrate;
 pub mod pool;
+pub mod sumlog;
 
 pub use error::PgError;
 pub use events::{publish_purge, Delivery, Event, EventKind, Listener};
 pub use lease::{Lease, LEASE_TTL};
 pub use ledger::PgLedger;
 pub use pool::{PgSettings, Pool};
+pub use sumlog::PgLog;

@@ -61,6 +61,47 @@ pub const MIGRATIONS: &[&str] = &[
         holder     TEXT   NOT NULL,
         expires_ms BIGINT NOT NULL
     );"#,
+    // 3: the company's checksum database (logs by name; records, stored hashes, signed heads),
+    // append-only.
+    r#"CREATE TABLE sumdb_logs (
+        name         TEXT COLLATE "C" PRIMARY KEY,
+        verifier_key TEXT   NOT NULL,
+        created_unix BIGINT NOT NULL
+    );
+    CREATE TABLE sumdb_records (
+        log     TEXT COLLATE "C" NOT NULL REFERENCES sumdb_logs (name),
+        id      BIGINT NOT NULL CHECK (id >= 0),
+        path    TEXT COLLATE "C" NOT NULL,
+        version TEXT COLLATE "C" NOT NULL,
+        text    BYTEA  NOT NULL,
+        PRIMARY KEY (log, id),
+        UNIQUE (log, path, version)
+    );
+    CREATE TABLE sumdb_hashes (
+        log  TEXT COLLATE "C" NOT NULL REFERENCES sumdb_logs (name),
+        idx  BIGINT NOT NULL CHECK (idx >= 0),
+        hash BYTEA  NOT NULL CHECK (length(hash) = 32),
+        PRIMARY KEY (log, idx)
+    );
+    CREATE TABLE sumdb_heads (
+        log         TEXT COLLATE "C" NOT NULL REFERENCES sumdb_logs (name),
+        size        BIGINT NOT NULL CHECK (size >= 0),
+        hash        BYTEA  NOT NULL CHECK (length(hash) = 32),
+        signed_note BYTEA  NOT NULL,
+        signed_unix BIGINT NOT NULL,
+        PRIMARY KEY (log, size)
+    );
+    CREATE FUNCTION sumdb_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'the checksum database is append-only'; END
+    $$;
+    CREATE TRIGGER sumdb_logs_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON sumdb_logs
+        FOR EACH STATEMENT EXECUTE FUNCTION sumdb_append_only();
+    CREATE TRIGGER sumdb_records_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON sumdb_records
+        FOR EACH STATEMENT EXECUTE FUNCTION sumdb_append_only();
+    CREATE TRIGGER sumdb_hashes_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON sumdb_hashes
+        FOR EACH STATEMENT EXECUTE FUNCTION sumdb_append_only();
+    CREATE TRIGGER sumdb_heads_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON sumdb_heads
+        FOR EACH STATEMENT EXECUTE FUNCTION sumdb_append_only();"#,
 ];
 
 /// The newest schema version this build writes and understands.
