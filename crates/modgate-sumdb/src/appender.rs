@@ -71,6 +71,9 @@ pub struct AppendStats {
     pub batch_p50: Option<Duration>,
     /// 99th percentile of the same.
     pub batch_p99: Option<Duration>,
+    /// The tree size after this appender's latest transaction (at start: the log's size then).
+    /// With several replicas on one log, the others' appends show at this one's next batch.
+    pub tree_size: u64,
     /// Median time from `append` queuing a request to its answer, latest 4,096 requests.
     pub wait_p50: Option<Duration>,
     /// 99th percentile of the same.
@@ -147,7 +150,9 @@ impl Appender {
     /// Starts the appender's thread for `log`.
     pub fn new(log: Arc<dyn LogStore>, config: AppenderConfig) -> Result<Appender, Error> {
         let (queue, rx) = mpsc::channel(config.queue.max(1));
-        let counters = Arc::new(Mutex::new(Counters::default()));
+        let mut start = Counters::default();
+        start.stats.tree_size = log.tree_size()?;
+        let counters = Arc::new(Mutex::new(start));
         let thread_counters = Arc::clone(&counters);
         let max_batch = config.max_batch.max(1);
         std::thread::Builder::new()
@@ -233,6 +238,7 @@ fn run(
         c.stats.requests += jobs.len() as u64;
         match result {
             Ok(batch) => {
+                c.stats.tree_size = batch.tree_size;
                 if batch.new_records > 0 {
                     c.stats.batches += 1;
                     c.stats.records_appended += batch.new_records;

@@ -45,7 +45,7 @@ pub use modgate_tlog::{Signer, Tile, Verifier};
 pub use store::{
     check_head, check_records, plan_append, record_range, tile_bytes, LogStore, NewRecord, Plan,
 };
-pub use verify::{verify, Problem, VerifyReport};
+pub use verify::{verify, verify_store, Problem, VerifyReport};
 
 /// Fixed keys and hashes for the unit tests.
 #[cfg(test)]

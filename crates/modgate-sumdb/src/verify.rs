@@ -117,6 +117,11 @@ pub enum Problem {
         /// Records in the file.
         records: u64,
     },
+    /// A tile the store serves differs from the one its records make.
+    TileServed {
+        /// The tile's path (`tile/8/0/000`).
+        tile: String,
+    },
     /// Records that no signed head covers.
     Uncovered {
         /// Records in the file.
@@ -185,6 +190,9 @@ impl fmt::Display for Problem {
                 f,
                 "a head of {size} records, but the log has {records} records"
             ),
+            Problem::TileServed { tile } => {
+                write!(f, "the store serves {tile} other than its records make it")
+            }
             Problem::Uncovered { records, latest } => write!(
                 f,
                 "{records} records, but the latest signed head covers {latest}"
@@ -561,6 +569,80 @@ fn check_head(
     }
 }
 
+/// Records read from a store at once by [`verify_store`].
+const CHUNK: u64 = 1024;
+
+/// Checks a log as its store serves it (the log of a cluster, in PostgreSQL): reads every record
+/// of the latest signed tree, recomputes the stored hashes from the texts (held in memory: 64
+/// bytes a record), and checks the latest head's signature and tree hash and every tile the
+/// store serves for that tree, hash and data, full and partial. `Err` only when the store
+/// cannot be read; what is wrong with its contents is in the report.
+pub fn verify_store(store: &dyn crate::LogStore) -> Result<VerifyReport, Error> {
+    let verifier = store.verifier();
+    let mut report = VerifyReport {
+        name: verifier.name().to_owned(),
+        heads: 1,
+        ..VerifyReport::default()
+    };
+    let head = store.head()?;
+    let size = head.tree.n;
+    report.latest = Some(head.tree);
+    match open_tree(&head.signed_note, verifier) {
+        Ok(signed) if signed != head.tree => report.report(Problem::HeadRow { size, signed }),
+        Ok(_) => {}
+        Err(e) => report.report(Problem::HeadSignature {
+            size,
+            error: e.to_string(),
+        }),
+    }
+    let mut hashes: Vec<Hash> = Vec::new();
+    let mut start = 0;
+    while start < size {
+        let n = CHUNK.min(size - start);
+        for (id, text) in (start..).zip(store.records(start, n)?) {
+            if !is_valid_record_text(&text) {
+                let first = String::from_utf8_lossy(&text);
+                let mut words = first.split(' ');
+                report.report(Problem::RecordText {
+                    id,
+                    path: words.next().unwrap_or_default().to_owned(),
+                    version: words.next().unwrap_or_default().to_owned(),
+                });
+            }
+            let new = modgate_tlog::stored_hashes(id, &text, &hashes)?;
+            hashes.extend(new);
+        }
+        report.records += n;
+        start += n;
+    }
+    report.hashes = hashes.len() as u64;
+    let computed = tree_hash(size, &hashes)?;
+    if computed != head.tree.hash {
+        report.report(Problem::HeadHash {
+            size,
+            signed: head.tree.hash,
+            computed,
+        });
+        return Ok(report);
+    }
+    for tile in modgate_tlog::new_tiles(8, 0, size) {
+        let want = modgate_tlog::read_tile_data(&tile, &hashes)?;
+        if store.tile(&tile)?[..] != want[..] {
+            report.report(Problem::TileServed { tile: tile.path() });
+        }
+        if tile.l == 0 {
+            let data = modgate_tlog::Tile { l: -1, ..tile };
+            let first = tile.n << tile.h;
+            let texts = store.records(first, u64::from(tile.w))?;
+            let want = modgate_tlog::record::format_data_tile(first, &texts)?;
+            if store.tile(&data)?[..] != want[..] {
+                report.report(Problem::TileServed { tile: data.path() });
+            }
+        }
+    }
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,6 +690,70 @@ mod tests {
         assert_eq!(report.hashes, stored_hash_count(600));
         assert_eq!(report.heads, 1 + 600_u64.div_ceil(97));
         assert_eq!(report.latest, Some(log.head().unwrap().tree));
+    }
+
+    /// A store that serves what its log holds, except one edited record.
+    #[derive(Debug)]
+    struct Lying(Log, u64);
+
+    impl crate::LogStore for Lying {
+        fn describe(&self) -> String {
+            "a lying store".into()
+        }
+        fn verifier(&self) -> &Verifier {
+            self.0.verifier()
+        }
+        fn append(&self, entries: &[Entry]) -> Result<crate::Batch, Error> {
+            self.0.append(entries)
+        }
+        fn lookup_record(
+            &self,
+            path: &str,
+            version: &str,
+        ) -> Result<Option<crate::LookupRecord>, Error> {
+            self.0.lookup_record(path, version)
+        }
+        fn head(&self) -> Result<crate::Head, Error> {
+            self.0.head()
+        }
+        fn records(&self, start: u64, n: u64) -> Result<Vec<Vec<u8>>, Error> {
+            let mut texts = self.0.records(start, n)?;
+            if let Some(t) = (start..).zip(&mut texts).find(|(id, _)| *id == self.1) {
+                *t.1 =
+                    t.1.iter()
+                        .map(|&b| if b == b'1' { b'2' } else { b })
+                        .collect();
+            }
+            Ok(texts)
+        }
+        fn tile(&self, tile: &modgate_tlog::Tile) -> Result<bytes::Bytes, Error> {
+            self.0.tile(tile)
+        }
+        fn tile_cache_stats(&self) -> crate::TileCacheStats {
+            self.0.tile_cache_stats()
+        }
+    }
+
+    #[test]
+    fn a_store_is_verified_as_it_serves_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_of(&dir.path().join("sumdb.db"), 600);
+        let report = verify_store(&log).unwrap();
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.records, 600);
+        assert_eq!(report.hashes, stored_hash_count(600));
+        assert_eq!(report.latest, Some(log.head().unwrap().tree));
+
+        // A record served other than logged: the tree hash no longer matches the signed head.
+        let lying = Lying(log, 11);
+        let report = verify_store(&lying).unwrap();
+        assert!(!report.is_ok());
+        assert!(
+            report
+                .to_string()
+                .contains("the head of 600 records signs tree hash"),
+            "{report}"
+        );
     }
 
     #[test]

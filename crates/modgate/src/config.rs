@@ -299,6 +299,18 @@ impl GatewayConfig {
         })
     }
 
+    /// Where the checksum database (`checksum_log:`) is kept: the cluster's PostgreSQL
+    /// database when `cluster:` is configured, else its SQLite file.
+    pub fn checksum_log_at(&self, cache: &CacheConfig) -> anyhow::Result<crate::sumlog::LogAt> {
+        Ok(match (&self.cluster, &self.checksum_log) {
+            (Some(cluster), _) => {
+                crate::sumlog::LogAt::Postgres(cluster.settings().map_err(|e| anyhow::anyhow!(e))?)
+            }
+            (None, Some(l)) => crate::sumlog::LogAt::File(l.log_path(cache)),
+            (None, None) => anyhow::bail!("no checksum_log: section in the configuration"),
+        })
+    }
+
     /// The fetched index's file, when `fetched:` (and so `cache:`) is configured.
     pub fn fetched_path(&self) -> Option<PathBuf> {
         Some(self.fetched.as_ref()?.path(&self.cache.as_ref()?.dir.0))
@@ -793,6 +805,13 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
             );
         }
         cluster.check()?;
+        if let Some(path) = config.checksum_log.as_ref().and_then(|l| l.path.as_ref()) {
+            return Err(format!(
+                "checksum_log.path ({}): with `cluster:` the checksum database is kept in \
+                 cluster.postgres, shared by every replica; remove the path",
+                path.0.display()
+            ));
+        }
     }
     if config.fetched.is_some() && config.cache.is_none() {
         return Err(

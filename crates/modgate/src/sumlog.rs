@@ -1,12 +1,47 @@
-//! The company's checksum database as the process holds it (`checksum_log:`): the log file
-//! opened with its signer key, the batching appender, and the single flight that makes
+//! The company's checksum database as the process holds it (`checksum_log:`): the log opened
+//! with its signer key — the SQLite file, or the cluster's PostgreSQL database when `cluster:`
+//! is configured, so every replica serves and appends to one log ([`LogAt`]) — the batching
+//! appender, and the single flight that makes
 //! concurrent lookups of one unlogged version fetch and check it once. Opened at start beside
 //! the integrity ledger (its records are the ledger's first-seen hashes); the request side is
 //! `proxy/checksum_log.rs`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use modgate_sumdb::LogStore;
+
+/// Where the checksum database is kept.
+#[derive(Debug, Clone)]
+pub enum LogAt {
+    /// The embedded SQLite file (the single-machine default).
+    File(PathBuf),
+    /// The cluster's PostgreSQL database (`cluster.postgres`), shared by every replica.
+    Postgres(modgate_postgres::PgSettings),
+}
+
+impl LogAt {
+    /// Opens the log signed by `signer` (blocking; PostgreSQL's schema is migrated first).
+    pub fn open(&self, signer: modgate_sumdb::Signer) -> anyhow::Result<Arc<dyn LogStore>> {
+        Ok(match self {
+            LogAt::File(path) => Arc::new(
+                modgate_sumdb::Log::open(path, signer).map_err(|e| anyhow::anyhow!("{e}"))?,
+            ),
+            LogAt::Postgres(settings) => {
+                let pool = modgate_postgres::Pool::new(settings)?;
+                Arc::new(
+                    modgate_postgres::PgLog::open(
+                        pool,
+                        signer,
+                        modgate_sumdb::DEFAULT_TILE_CACHE_BYTES,
+                    )
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+                )
+            }
+        })
+    }
+}
 
 /// How the last attempt of a flight failed: when it ended, whether the version was missing
 /// (`true`: a 404) or could not be learnt (a 502), and the reason.
@@ -18,7 +53,7 @@ type Flights = HashMap<(String, String), Arc<tokio::sync::Mutex<Failure>>>;
 
 /// The log, its appender, and the lookups in flight.
 pub struct SumLog {
-    pub log: Arc<modgate_sumdb::Log>,
+    pub log: Arc<dyn LogStore>,
     pub appender: modgate_sumdb::Appender,
     flights: Mutex<Flights>,
     /// Bounds the versions fetched at once to be logged (each read whole into memory to hash
@@ -30,8 +65,8 @@ pub struct SumLog {
 const FETCHES: usize = 4;
 
 impl SumLog {
-    /// Opens (or creates) the log `name` at `path` with the signer key in `key_file`.
-    pub fn open(name: &str, key_file: &Path, path: &Path) -> anyhow::Result<SumLog> {
+    /// Opens (or creates) the log `name` where `at` says, with the signer key in `key_file`.
+    pub fn open(name: &str, key_file: &Path, at: &LogAt) -> anyhow::Result<SumLog> {
         let signer = modgate_sumdb::keys::read_signer_key(key_file)
             .map_err(|e| anyhow::anyhow!("checksum_log.key_file: {e}"))?;
         anyhow::ensure!(
@@ -40,8 +75,7 @@ impl SumLog {
             key_file.display(),
             signer.name(),
         );
-        let log =
-            Arc::new(modgate_sumdb::Log::open(path, signer).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let log = at.open(signer)?;
         let appender =
             modgate_sumdb::Appender::new(log.clone(), modgate_sumdb::AppenderConfig::default())
                 .map_err(|e| anyhow::anyhow!("checksum_log: {e}"))?;

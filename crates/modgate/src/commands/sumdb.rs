@@ -33,8 +33,11 @@ pub fn verify(config: &GatewayConfig) -> Outcome {
         anyhow::bail!("no checksum_log: section in the configuration");
     };
     let signer = modgate_sumdb::keys::read_signer_key(&l.key_file.0)?;
-    let path = l.log_path(cache);
-    let report = modgate_sumdb::verify(&path, &signer.verifier())?;
+    let report = match config.checksum_log_at(cache)? {
+        crate::sumlog::LogAt::File(path) => modgate_sumdb::verify(&path, &signer.verifier())?,
+        // A cluster's log, checked as the store serves it to every replica.
+        at @ crate::sumlog::LogAt::Postgres(_) => modgate_sumdb::verify_store(&*at.open(signer)?)?,
+    };
     print!("{report}");
     if !report.to_string().ends_with('\n') {
         println!();

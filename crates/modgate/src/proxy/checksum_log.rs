@@ -54,7 +54,7 @@ fn sub_path(endpoint: &SumdbEndpoint) -> String {
 /// Reads the log's answer to `sub` on the blocking pool.
 async fn read(store: &Arc<SumLog>, sub: String) -> Answer {
     let log = store.log.clone();
-    match tokio::task::spawn_blocking(move || modgate_sumdb::answer(&log, &sub)).await {
+    match tokio::task::spawn_blocking(move || modgate_sumdb::answer(&*log, &sub)).await {
         Ok(a) => a,
         Err(e) => Answer::Response(modgate_sumdb::Response::error(500, &e.to_string())),
     }

@@ -92,8 +92,9 @@ impl GatewayProxy {
                 let (no_space, io) = c.storage.write_failures();
                 self.metrics.cache_write_failures(no_space, io);
                 if let Some(l) = &c.checksum_log {
-                    let size = l.log.tree_size().unwrap_or(0);
-                    self.metrics.sumdb(size, &l.appender.stats());
+                    // The size this replica last saw (no database read on a scrape).
+                    let stats = l.appender.stats();
+                    self.metrics.sumdb(stats.tree_size, &stats);
                 }
                 if let Some(f) = &c.feed {
                     let status = f.status();

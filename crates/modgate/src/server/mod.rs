@@ -217,13 +217,13 @@ pub fn run(config: GatewayConfig, options: RunOptions) -> anyhow::Result<()> {
             );
             rt.sightings = Some(store.clone());
             if let Some(l) = &config.checksum_log {
-                let path = l.log_path(c);
-                let opened = crate::sumlog::SumLog::open(&l.name, &l.key_file.0, &path)?;
+                let at = config.checksum_log_at(c)?;
+                let opened = crate::sumlog::SumLog::open(&l.name, &l.key_file.0, &at)?;
                 log::info!(
                     "checksum database {}: {} record(s) in {}; GOSUMDB=\"{}\"",
                     l.name,
-                    opened.log.tree_size().unwrap_or(0),
-                    path.display(),
+                    opened.appender.stats().tree_size,
+                    opened.log.describe(),
                     opened.log.verifier_key()
                 );
                 rt.checksum_log = Some(Arc::new(opened));
