@@ -61,6 +61,20 @@ pub const MIGRATIONS: &[&str] = &[
         holder     TEXT   NOT NULL,
         expires_ms BIGINT NOT NULL
     );"#,
+    // 3: the fetched-by-identity index (`fetched:` in a cluster), shared by every replica.
+    r#"CREATE TABLE fetched_records (
+        id       BIGSERIAL PRIMARY KEY,
+        at_ms    BIGINT NOT NULL,
+        identity TEXT COLLATE "C" NOT NULL,
+        source   TEXT COLLATE "C" NOT NULL,
+        module   TEXT COLLATE "C" NOT NULL,
+        version  TEXT COLLATE "C" NOT NULL,
+        kind     TEXT NOT NULL CHECK (kind IN ('mod', 'zip')),
+        sha256   TEXT,
+        h1       TEXT
+    );
+    CREATE INDEX fetched_records_by_identity ON fetched_records (identity, at_ms);
+    CREATE INDEX fetched_records_by_time ON fetched_records (at_ms);"#,
 ];
 
 /// The newest schema version this build writes and understands.
