@@ -299,9 +299,25 @@ impl GatewayConfig {
         })
     }
 
-    /// The fetched index's file, when `fetched:` (and so `cache:`) is configured.
+    /// The fetched index's file, when `fetched:` (and so `cache:`) is configured. Not used
+    /// when `cluster:` is set (see [`GatewayConfig::fetched_at`]).
     pub fn fetched_path(&self) -> Option<PathBuf> {
         Some(self.fetched.as_ref()?.path(&self.cache.as_ref()?.dir.0))
+    }
+
+    /// Where the fetched index is, when `fetched:` (and so `cache:`) is configured: the
+    /// cluster's PostgreSQL database when `cluster:` is set (shared by every replica), else
+    /// the SQLite file of [`GatewayConfig::fetched_path`].
+    pub fn fetched_at(&self) -> anyhow::Result<Option<crate::fetched::FetchedAt>> {
+        let Some(path) = self.fetched_path() else {
+            return Ok(None);
+        };
+        Ok(Some(match &self.cluster {
+            Some(cluster) => crate::fetched::FetchedAt::Postgres(
+                cluster.settings().map_err(|e| anyhow::anyhow!(e))?,
+            ),
+            None => crate::fetched::FetchedAt::Sqlite(path),
+        }))
     }
 
     /// The cache lifetimes in force (the defaults when there is no cache).
