@@ -1412,6 +1412,31 @@ routes:
     }
 
     #[test]
+    fn the_fetched_index_is_the_clusters_database_when_there_is_a_cluster() {
+        let base = format!("cache:\n  dir: /tmp/c\nfetched:\n  path: /tmp/f.sqlite\n{MINIMAL}");
+        let c = parse_str(&base).expect("valid");
+        assert!(matches!(
+            c.fetched_at().expect("fetched_at"),
+            Some(crate::fetched::FetchedAt::Sqlite(p)) if p == std::path::Path::new("/tmp/f.sqlite")
+        ));
+        let clustered = format!(
+            "cluster:\n  name: a\n  postgres: {{ dsn: \"host=10.0.0.5 user=modgate dbname=m\" }}\n{base}"
+        );
+        let c = parse_str(&clustered).expect("valid");
+        let Some(crate::fetched::FetchedAt::Postgres(s)) = c.fetched_at().expect("fetched_at")
+        else {
+            panic!("the cluster's database");
+        };
+        assert_eq!(s.dsn, "host=10.0.0.5 user=modgate dbname=m");
+        // No fetched: section, no index, cluster or not.
+        let c = parse_str(&format!(
+            "cluster:\n  name: a\n  postgres: {{ dsn: \"host=h user=u\" }}\ncache:\n  dir: /tmp/c\n{MINIMAL}"
+        ))
+        .expect("valid");
+        assert!(c.fetched_at().expect("fetched_at").is_none());
+    }
+
+    #[test]
     fn a_cluster_needs_a_cache_a_usable_dsn_and_a_ca_for_required_tls() {
         let cluster = |pg: &str| format!("cluster:\n  name: a\n  postgres: {pg}\n{MINIMAL}");
         let cached = |pg: &str| format!("cache:\n  dir: /tmp/c\n{}", cluster(pg));
