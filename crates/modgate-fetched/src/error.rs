@@ -1,5 +1,5 @@
-//! The one error type of the fetched index: every variant names the database file and what
-//! was being done, or the input that was refused.
+//! The one error type of the fetched index: every variant names the store (the database file,
+//! or the shared database's server) and what was being done, or the input that was refused.
 
 use std::path::PathBuf;
 
@@ -55,6 +55,17 @@ pub enum FetchedError {
         /// The underlying SQLite error.
         #[source]
         source: rusqlite::Error,
+    },
+    /// A store other than the SQLite file failed (the shared PostgreSQL index: unreachable,
+    /// a statement failed, the schema is newer).
+    #[error("{store}: fetched index: {what}: {detail}")]
+    Store {
+        /// The store, e.g. `PostgreSQL 10.0.0.5:5432/modgate`.
+        store: String,
+        /// What was being done.
+        what: &'static str,
+        /// The underlying error.
+        detail: String,
     },
     /// A query or a record that cannot be taken as it is.
     #[error("{0}")]

@@ -10,7 +10,7 @@
 //! only the newest `max_records` rows are kept (by row id, which only grows, so the bound is
 //! exact and found through the primary key without counting the table).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,15 +18,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::FetchedError;
+use crate::store::{
+    check_fetches, check_query, keep, retention_cutoff, summarize, FetchStore, GroupRow,
+    MAX_FIELD_LEN,
+};
 
 /// The newest schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Longest module path, version or identity name kept (longer ones are refused).
-const MAX_FIELD_LEN: usize = 4096;
 
 /// Schema migrations; entry `i` brings the schema from version `i` to `i + 1`. Append only.
 const MIGRATIONS: &[&str] = &["CREATE TABLE fetches (
@@ -61,7 +62,7 @@ impl Kind {
         }
     }
 
-    fn parse(s: &str) -> Option<Kind> {
+    pub(crate) fn parse(s: &str) -> Option<Kind> {
         match s {
             "mod" => Some(Kind::Mod),
             "zip" => Some(Kind::Zip),
@@ -326,30 +327,12 @@ impl FetchIndex {
         }
     }
 
-    /// Records `fetches` in one transaction (all or none).
-    pub fn insert(&self, fetches: &[Fetch]) -> Result<(), FetchedError> {
-        self.write(fetches, None).map(drop)
-    }
-
     fn write(
         &self,
         fetches: &[Fetch],
         prune: Option<(i64, Limits)>,
     ) -> Result<Pruned, FetchedError> {
-        for f in fetches {
-            for (what, v) in [
-                ("identity", &f.identity),
-                ("source", &f.source),
-                ("module", &f.module),
-                ("version", &f.version),
-            ] {
-                if v.is_empty() || v.len() > MAX_FIELD_LEN {
-                    return Err(FetchedError::Invalid(format!(
-                        "a fetch record's {what} is empty or longer than {MAX_FIELD_LEN} bytes"
-                    )));
-                }
-            }
-        }
+        check_fetches(fetches)?;
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -388,16 +371,21 @@ impl FetchIndex {
         tx.commit().map_err(self.sql("committing fetches"))?;
         Ok(pruned)
     }
+}
 
-    /// Removes rows older than `now_ms - retention`, then all but the newest `max_records`.
-    pub fn prune(&self, now_ms: i64, limits: Limits) -> Result<Pruned, FetchedError> {
+impl FetchStore for FetchIndex {
+    fn insert(&self, fetches: &[Fetch]) -> Result<(), FetchedError> {
+        self.write(fetches, None).map(drop)
+    }
+
+    fn prune(&self, now_ms: i64, limits: Limits) -> Result<Pruned, FetchedError> {
         let conn = self.lock();
         prune_in(&conn, now_ms, limits).map_err(self.sql("pruning fetches"))
     }
 
-    /// Records `fetches` and prunes to `limits`, in one transaction (one sync to disk): what
-    /// the writer does with each batch, so the index never holds more than `max_records`.
-    pub fn record(
+    /// Records and prunes in one transaction (one sync to disk), so the index never holds
+    /// more than `max_records`.
+    fn record(
         &self,
         fetches: &[Fetch],
         now_ms: i64,
@@ -406,8 +394,7 @@ impl FetchIndex {
         self.write(fetches, Some((now_ms, limits)))
     }
 
-    /// How many rows the index holds (counts the table: for tests and the command's summary).
-    pub fn count(&self) -> Result<u64, FetchedError> {
+    fn count(&self) -> Result<u64, FetchedError> {
         let n: i64 = self
             .lock()
             .query_row("SELECT COUNT(*) FROM fetches", [], |r| r.get(0))
@@ -415,14 +402,8 @@ impl FetchIndex {
         Ok(n.max(0) as u64)
     }
 
-    /// The module versions `q.identity` fetched in `[q.since_ms, q.until_ms)`, sorted by
-    /// module path and version text, zip and mod merged.
-    pub fn query(&self, q: &Query) -> Result<Vec<VersionFetched>, FetchedError> {
-        if q.until_ms <= q.since_ms {
-            return Err(FetchedError::Invalid(
-                "the time range is empty: --until must be after --since".into(),
-            ));
-        }
+    fn query(&self, q: &Query) -> Result<Vec<VersionFetched>, FetchedError> {
+        check_query(q)?;
         let conn = self.lock();
         // Aggregated in SQL (the index may hold millions of rows for one identity): one row
         // per distinct (version, artifact, identity, hashes).
@@ -439,71 +420,43 @@ impl FetchIndex {
             .query_map(
                 params![q.identity.name, q.identity.source, q.since_ms, q.until_ms],
                 |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                        r.get::<_, i64>(7)?,
-                        r.get::<_, i64>(8)?,
-                        r.get::<_, i64>(9)?,
-                    ))
+                    Ok(GroupRow {
+                        module: r.get(0)?,
+                        version: r.get(1)?,
+                        kind: r.get(2)?,
+                        source: r.get(3)?,
+                        identity: r.get(4)?,
+                        sha256: r.get(5)?,
+                        h1: r.get(6)?,
+                        first_ms: r.get(7)?,
+                        last_ms: r.get(8)?,
+                        count: r.get(9)?,
+                    })
                 },
             )
             .map_err(self.sql("querying fetches"))?;
-        let mut out: BTreeMap<(String, String), VersionFetched> = BTreeMap::new();
-        for row in rows {
-            let (module, version, kind, source, identity, sha256, h1, first, last, count) =
-                row.map_err(self.sql("reading fetches"))?;
-            let Some(kind) = Kind::parse(&kind) else {
-                continue;
-            };
-            let v = out
-                .entry((module.clone(), version.clone()))
-                .or_insert_with(|| VersionFetched {
-                    module,
-                    version,
-                    first_ms: first,
-                    last_ms: last,
-                    count: 0,
-                    identities: BTreeSet::new(),
-                    zip: BTreeSet::new(),
-                    zip_fetched: false,
-                    module_file: BTreeSet::new(),
-                    mod_fetched: false,
-                });
-            v.first_ms = v.first_ms.min(first);
-            v.last_ms = v.last_ms.max(last);
-            v.count += count.max(0) as u64;
-            v.identities.insert(format!("{source}:{identity}"));
-            let hashes = sha256.map(|sha256| Hashes { sha256, h1 });
-            let (set, fetched) = match kind {
-                Kind::Zip => (&mut v.zip, &mut v.zip_fetched),
-                Kind::Mod => (&mut v.module_file, &mut v.mod_fetched),
-            };
-            *fetched = true;
-            set.extend(hashes);
-        }
-        Ok(out.into_values().collect())
+        let rows = rows
+            .collect::<rusqlite::Result<Vec<GroupRow>>>()
+            .map_err(self.sql("reading fetches"))?;
+        Ok(summarize(rows))
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite fetched index {}", self.path.display())
     }
 }
 
 /// Removes rows older than `now_ms - retention`, then all but the newest `max_records`.
 fn prune_in(conn: &Connection, now_ms: i64, limits: Limits) -> rusqlite::Result<Pruned> {
     let mut pruned = Pruned::default();
-    if let Some(r) = limits.retention {
-        let cutoff = now_ms.saturating_sub(i64::try_from(r.as_millis()).unwrap_or(i64::MAX));
+    if let Some(cutoff) = retention_cutoff(now_ms, limits) {
         pruned.aged = conn.execute("DELETE FROM fetches WHERE at_ms < ?1", params![cutoff])? as u64;
     }
     // Row ids only grow (a new row takes the largest id plus one), so the newest
     // `max_records` rows are exactly those with an id above `max(id) - max_records`.
-    let keep = i64::try_from(limits.max_records).unwrap_or(i64::MAX);
     pruned.over = conn.execute(
         "DELETE FROM fetches WHERE id <= (SELECT MAX(id) FROM fetches) - ?1",
-        params![keep],
+        params![keep(limits)],
     )? as u64;
     Ok(pruned)
 }
@@ -561,6 +514,8 @@ fn retry_busy<T>(mut op: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Resul
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn fetch(at_ms: i64, who: &str, module: &str, version: &str, kind: Kind) -> Fetch {
@@ -578,76 +533,23 @@ mod tests {
         }
     }
 
-    fn query(who: &str, since_ms: i64, until_ms: i64) -> Query {
-        Query {
-            identity: IdentityFilter::parse(who).expect("identity"),
-            since_ms,
-            until_ms,
+    /// Each case on its own file in a temporary directory, each handle its own connection.
+    struct SqliteFiles;
+
+    impl crate::conformance::Harness for SqliteFiles {
+        fn store(&self, case: &str) -> Arc<crate::conformance::Opener> {
+            let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+            let path = dir.path().join(format!("{case}.sqlite"));
+            Arc::new(move || {
+                let _keep = &dir;
+                Box::new(FetchIndex::open(&path).expect("open")) as Box<dyn FetchStore>
+            })
         }
     }
 
-    fn versions(v: &[VersionFetched]) -> Vec<String> {
-        v.iter()
-            .map(|v| format!("{}@{}", v.module, v.version))
-            .collect()
-    }
-
     #[test]
-    fn a_query_is_one_identity_in_a_half_open_time_range() {
-        let ix = FetchIndex::open_in_memory().expect("open");
-        ix.insert(&[
-            fetch(1_000, "ci", "example.com/a", "v1.0.0", Kind::Mod),
-            fetch(1_001, "ci", "example.com/a", "v1.0.0", Kind::Zip),
-            fetch(2_000, "ci", "example.com/b", "v0.1.0", Kind::Zip),
-            fetch(
-                3_000,
-                "ci",
-                "example.com/c",
-                "v2.0.0+incompatible",
-                Kind::Mod,
-            ),
-            fetch(1_500, "alice", "example.com/secret", "v1.0.0", Kind::Zip),
-        ])
-        .expect("insert");
-        let all = ix.query(&query("ci", 0, i64::MAX)).expect("query");
-        assert_eq!(
-            versions(&all),
-            [
-                "example.com/a@v1.0.0",
-                "example.com/b@v0.1.0",
-                "example.com/c@v2.0.0+incompatible"
-            ]
-        );
-        // zip and mod merged, with the hashes of each.
-        let a = &all[0];
-        assert!(a.zip_fetched && a.mod_fetched);
-        assert_eq!((a.first_ms, a.last_ms, a.count), (1_000, 1_001, 2));
-        assert_eq!(
-            a.zip.iter().next().and_then(|h| h.h1.as_deref()),
-            Some("h1:example.com/a@v1.0.0/zip")
-        );
-        assert_eq!(a.identities.iter().collect::<Vec<_>>(), ["certificate:ci"]);
-        // since inclusive, until exclusive.
-        assert_eq!(
-            versions(&ix.query(&query("ci", 2_000, 3_000)).expect("query")),
-            ["example.com/b@v0.1.0"]
-        );
-        // another identity's fetches are never listed, nor a source that is not theirs.
-        assert_eq!(
-            versions(&ix.query(&query("alice", 0, i64::MAX)).expect("query")),
-            ["example.com/secret@v1.0.0"]
-        );
-        assert!(ix
-            .query(&query("basic:ci", 0, i64::MAX))
-            .expect("query")
-            .is_empty());
-        assert_eq!(
-            ix.query(&query("certificate:ci", 0, i64::MAX))
-                .expect("query")
-                .len(),
-            3
-        );
-        assert!(ix.query(&query("ci", 5, 5)).is_err(), "empty range");
+    fn conformance_suite_on_sqlite() {
+        crate::conformance::run_all(&SqliteFiles);
     }
 
     #[test]
@@ -660,107 +562,6 @@ mod tests {
             (Some("token"), "deploy")
         );
         assert!(IdentityFilter::parse("").is_err());
-    }
-
-    #[test]
-    fn retention_removes_what_is_older_and_keeps_the_rest() {
-        let ix = FetchIndex::open_in_memory().expect("open");
-        let day = 86_400_000;
-        ix.insert(&[
-            fetch(9 * day, "ci", "example.com/old", "v1.0.0", Kind::Zip),
-            fetch(95 * day, "ci", "example.com/new", "v1.0.0", Kind::Zip),
-        ])
-        .expect("insert");
-        let limits = Limits {
-            retention: Some(Duration::from_secs(90 * 86_400)),
-            max_records: 1_000,
-        };
-        let pruned = ix.prune(100 * day, limits).expect("prune");
-        assert_eq!(pruned, Pruned { aged: 1, over: 0 });
-        assert_eq!(
-            versions(&ix.query(&query("ci", 0, i64::MAX)).expect("query")),
-            ["example.com/new@v1.0.0"]
-        );
-        // No retention: nothing goes for its age.
-        let pruned = ix
-            .prune(
-                1_000 * day,
-                Limits {
-                    retention: None,
-                    max_records: 1_000,
-                },
-            )
-            .expect("prune");
-        assert_eq!(pruned, Pruned::default());
-    }
-
-    #[test]
-    fn max_records_keeps_exactly_the_newest() {
-        let ix = FetchIndex::open_in_memory().expect("open");
-        let limits = Limits {
-            retention: None,
-            max_records: 5,
-        };
-        for batch in 0..4 {
-            let rows: Vec<Fetch> = (0..3)
-                .map(|i| {
-                    let n = batch * 3 + i;
-                    fetch(
-                        n,
-                        "ci",
-                        &format!("example.com/m{n:02}"),
-                        "v1.0.0",
-                        Kind::Zip,
-                    )
-                })
-                .collect();
-            ix.insert(&rows).expect("insert");
-            ix.prune(0, limits).expect("prune");
-            assert!(ix.count().expect("count") <= 5);
-        }
-        assert_eq!(ix.count().expect("count"), 5);
-        assert_eq!(
-            versions(&ix.query(&query("ci", 0, i64::MAX)).expect("query")),
-            [
-                "example.com/m07@v1.0.0",
-                "example.com/m08@v1.0.0",
-                "example.com/m09@v1.0.0",
-                "example.com/m10@v1.0.0",
-                "example.com/m11@v1.0.0"
-            ]
-        );
-        // Emptied entirely, it starts again and is still bounded.
-        ix.prune(
-            i64::MAX,
-            Limits {
-                retention: Some(Duration::from_millis(1)),
-                max_records: 5,
-            },
-        )
-        .expect("prune");
-        assert_eq!(ix.count().expect("count"), 0);
-        ix.insert(&[fetch(1, "ci", "example.com/again", "v1.0.0", Kind::Zip)])
-            .expect("insert");
-        assert_eq!(ix.count().expect("count"), 1);
-    }
-
-    #[test]
-    fn changed_hashes_within_a_range_are_all_shown() {
-        let ix = FetchIndex::open_in_memory().expect("open");
-        let mut a = fetch(1, "ci", "example.com/a", "v1.0.0", Kind::Zip);
-        let mut b = a.clone();
-        b.at_ms = 2;
-        b.hashes = Some(Hashes {
-            sha256: "ff".repeat(32),
-            h1: Some("h1:accepted".into()),
-        });
-        a.hashes = None;
-        ix.insert(&[a, b]).expect("insert");
-        let v = ix.query(&query("ci", 0, 10)).expect("query");
-        assert_eq!(v.len(), 1);
-        assert!(v[0].zip_fetched && !v[0].mod_fetched);
-        assert_eq!(v[0].zip.len(), 1, "a fetch without hashes adds none");
-        assert_eq!(v[0].count, 2);
     }
 
     #[test]

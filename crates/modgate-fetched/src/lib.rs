@@ -5,9 +5,12 @@
 //! artifact, and the hashes the integrity ledger holds for it (the SHA-256 of the bytes and the
 //! `go.sum` `h1:`). This crate keeps them and renders them:
 //!
-//! * [`index`] — the SQLite [`FetchIndex`] (its own file, WAL): batched inserts, pruning by
+//! * [`index`] — the records and queries, and the SQLite [`FetchIndex`] (its own file, WAL): batched inserts, pruning by
 //!   age and by count ([`Limits`]), and queries by identity and time range, summarised per
 //!   module version ([`VersionFetched`]).
+//! * [`store`] — the [`FetchStore`] trait the SQLite index and the shared PostgreSQL one
+//!   (crate `modgate-postgres`) implement with the same semantics, and the rules they share;
+//!   `conformance` (feature `conformance`) is the one test suite both pass.
 //! * [`writer`] — the [`Writer`]: a background thread fed by a bounded channel, so a request
 //!   never waits for the disk; a full channel drops the record and counts it.
 //! * [`render`] — text, JSON and CycloneDX 1.6 JSON of a query's answer.
@@ -17,10 +20,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod error;
 pub mod index;
 pub mod purl;
 pub mod render;
+pub mod store;
 pub mod time;
 pub mod writer;
 
@@ -29,6 +35,7 @@ pub use index::{
     Fetch, FetchIndex, Hashes, IdentityFilter, Kind, Limits, Pruned, Query, VersionFetched,
 };
 pub use render::{Format, Tool};
+pub use store::FetchStore;
 pub use writer::{Served, Writer, WriterStats};
 
 /// 16 random bytes for a CycloneDX serial number, from the system's random source (falling

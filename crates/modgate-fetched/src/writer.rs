@@ -2,9 +2,14 @@
 //! [`Writer::submit`], which never blocks (a bounded channel; when it is full the record is
 //! dropped, counted as lost and logged); one thread takes them in batches, looks up the
 //! ledger's hashes for each (through the lookup it was given), and records each batch and
-//! prunes the index to its [`Limits`] in one transaction. The limits can be changed while it
-//! runs ([`Writer::set_limits`], a reload); [`Writer::shutdown`] writes what is queued and
+//! prunes the index to its [`Limits`] ([`FetchStore::record`]). The limits can be changed while
+//! it runs ([`Writer::set_limits`], a reload); [`Writer::shutdown`] writes what is queued and
 //! stops the thread.
+//!
+//! When the store fails (the shared database is away), the batch is dropped and counted as
+//! `failed`, the first failure and then every power of two are logged naming the store, and the
+//! thread goes on with the next batch: it never stops and never panics for a store's error; a
+//! recovery is logged once.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -12,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::index::{now_ms, Fetch, FetchIndex, Hashes, Kind, Limits};
+use crate::index::{now_ms, Fetch, Hashes, Kind, Limits};
+use crate::store::FetchStore;
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -59,6 +65,7 @@ pub struct WriterStats {
 
 /// The handle requests submit to.
 pub struct Writer {
+    store: Arc<dyn FetchStore>,
     tx: SyncSender<Served>,
     limits: Arc<Mutex<Limits>>,
     stats: Arc<WriterStats>,
@@ -76,9 +83,9 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `index`, with a channel of `capacity` records.
+    /// Starts the writer thread on `store`, with a channel of `capacity` records.
     pub fn start(
-        index: FetchIndex,
+        store: Arc<dyn FetchStore>,
         limits: Limits,
         capacity: usize,
         lookup: HashLookup,
@@ -89,7 +96,8 @@ impl Writer {
         let stats = Arc::new(WriterStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (limits, stats, stop, observer) = (
+            let (index, limits, stats, stop, observer) = (
+                store.clone(),
                 limits.clone(),
                 stats.clone(),
                 stop.clone(),
@@ -100,6 +108,7 @@ impl Writer {
                 .spawn(move || run(index, rx, limits, stats, stop, lookup, observer))?
         };
         Ok(Writer {
+            store,
             tx,
             limits,
             stats,
@@ -131,6 +140,11 @@ impl Writer {
                 false
             }
         }
+    }
+
+    /// The store it writes to (queries may share it).
+    pub fn store(&self) -> &Arc<dyn FetchStore> {
+        &self.store
     }
 
     /// The limits from now on (a reload).
@@ -171,7 +185,7 @@ impl Writer {
 }
 
 fn run(
-    index: FetchIndex,
+    index: Arc<dyn FetchStore>,
     rx: Receiver<Served>,
     limits: Arc<Mutex<Limits>>,
     stats: Arc<WriterStats>,
@@ -180,6 +194,8 @@ fn run(
     observer: Observer,
 ) {
     let mut batch: Vec<Served> = Vec::with_capacity(MAX_BATCH);
+    // Batches failed in a row (logged at the first and every power of two).
+    let mut failing: u64 = 0;
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         if batch.is_empty() {
@@ -217,6 +233,13 @@ fn run(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match index.record(&fetches, now, l) {
             Ok(p) => {
+                if failing > 0 {
+                    log::info!(
+                        "fetched: {} writable again after {failing} failed batch(es)",
+                        index.describe()
+                    );
+                    failing = 0;
+                }
                 stats.written.fetch_add(n, Ordering::Relaxed);
                 observer("written", n);
                 let gone = p.aged + p.over;
@@ -228,7 +251,13 @@ fn run(
             Err(e) => {
                 stats.failed.fetch_add(n, Ordering::Relaxed);
                 observer("failed", n);
-                log::error!("fetched: {n} record(s) not written: {e}");
+                failing += 1;
+                if failing.is_power_of_two() {
+                    log::error!(
+                        "fetched: {n} record(s) not written ({failing} failed batch(es) in a \
+                         row; see modgate_fetched_records_total{{outcome=\"failed\"}}): {e}"
+                    );
+                }
             }
         }
     }
@@ -237,7 +266,7 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{IdentityFilter, Query};
+    use crate::index::{FetchIndex, IdentityFilter, Query};
 
     fn served(i: usize, who: &str) -> Served {
         Served {
@@ -273,7 +302,7 @@ mod tests {
             })
         });
         let w = Writer::start(
-            FetchIndex::open(&path).expect("open"),
+            Arc::new(FetchIndex::open(&path).expect("open")),
             limits,
             64,
             lookup,
@@ -331,7 +360,7 @@ mod tests {
             })
         };
         let w = Writer::start(
-            FetchIndex::open_in_memory().expect("open"),
+            Arc::new(FetchIndex::open_in_memory().expect("open")),
             Limits {
                 retention: None,
                 max_records: 100,
@@ -366,7 +395,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("fetched.sqlite");
         let w = Writer::start(
-            FetchIndex::open(&path).expect("open"),
+            Arc::new(FetchIndex::open(&path).expect("open")),
             Limits {
                 retention: None,
                 max_records: 100,
@@ -387,5 +416,100 @@ mod tests {
         let ix = FetchIndex::open_existing(&path).expect("reopen");
         assert_eq!(ix.count().expect("count"), 3);
         assert_eq!(w.stats().pruned.load(Ordering::Relaxed), 5);
+    }
+
+    /// A store that fails while `down` is set (a shared database that is away).
+    #[derive(Debug)]
+    struct Flaky {
+        inner: FetchIndex,
+        down: AtomicBool,
+        calls: AtomicU64,
+    }
+
+    impl FetchStore for Flaky {
+        fn insert(&self, fetches: &[Fetch]) -> Result<(), crate::FetchedError> {
+            self.inner.insert(fetches)
+        }
+        fn prune(&self, now_ms: i64, limits: Limits) -> Result<crate::Pruned, crate::FetchedError> {
+            self.inner.prune(now_ms, limits)
+        }
+        fn record(
+            &self,
+            fetches: &[Fetch],
+            now_ms: i64,
+            limits: Limits,
+        ) -> Result<crate::Pruned, crate::FetchedError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) {
+                return Err(crate::FetchedError::Store {
+                    store: self.describe(),
+                    what: "inserting fetches",
+                    detail: "connection refused".into(),
+                });
+            }
+            self.inner.record(fetches, now_ms, limits)
+        }
+        fn count(&self) -> Result<u64, crate::FetchedError> {
+            self.inner.count()
+        }
+        fn query(&self, q: &Query) -> Result<Vec<crate::VersionFetched>, crate::FetchedError> {
+            self.inner.query(q)
+        }
+        fn describe(&self) -> String {
+            "PostgreSQL 127.0.0.1:1/test".into()
+        }
+    }
+
+    /// Waits (bounded) until `f` holds.
+    fn wait(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..600 {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[test]
+    fn a_failing_store_drops_and_counts_its_batches_and_the_writer_goes_on() {
+        let store = Arc::new(Flaky {
+            inner: FetchIndex::open_in_memory().expect("open"),
+            down: AtomicBool::new(true),
+            calls: AtomicU64::new(0),
+        });
+        let w = Writer::start(
+            store.clone(),
+            Limits {
+                retention: None,
+                max_records: 100,
+            },
+            64,
+            Box::new(|_, _, _| None),
+            no_observer(),
+        )
+        .expect("start");
+        assert!(w.submit(served(0, "ci")));
+        wait("the failed batch", || {
+            w.stats().failed.load(Ordering::Relaxed) == 1
+        });
+        assert!(w.submit(served(1, "ci")));
+        wait("the second failed batch", || {
+            w.stats().failed.load(Ordering::Relaxed) == 2
+        });
+        store.down.store(false, Ordering::SeqCst);
+        assert!(w.submit(served(2, "ci")));
+        wait("the written batch", || {
+            w.stats().written.load(Ordering::Relaxed) == 1
+        });
+        w.shutdown();
+        assert_eq!(w.stats().failed.load(Ordering::Relaxed), 2);
+        assert_eq!(w.stats().lost.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            store.count().expect("count"),
+            1,
+            "only the batch after recovery"
+        );
+        assert_eq!(w.store().describe(), "PostgreSQL 127.0.0.1:1/test");
     }
 }

@@ -1,5 +1,5 @@
 //! The shared stores of a modgate cluster in PostgreSQL (issue 23): N replicas behind any
-//! balancer share one ledger and hear of each other's changes.
+//! balancer share one ledger and one fetched index, and hear of each other's changes.
 //!
 //! * [`pool`] — connection settings (DSN, pool size, TLS against a CA bundle) and a bounded pool
 //!   of blocking clients that drops broken connections and reconnects on the next use, so a
@@ -8,6 +8,8 @@
 //!   advisory lock: several replicas starting at once apply each migration exactly once.
 //! * [`ledger`] — [`PgLedger`], the integrity ledger with the semantics of the embedded SQLite
 //!   one (`modgate_ledger::conformance` is run against both).
+//! * [`fetched`] — [`PgFetchIndex`], the fetched-by-identity index with the semantics of the
+//!   embedded SQLite one (`modgate_fetched::conformance` is run against both).
 //! * [`lease`] — fetch leases for cluster-wide miss coalescing: one replica fetches an object,
 //!   the others wait for its `NOTIFY` and read the shared store; an expired lease is taken over.
 //! * [`sumlog`] — [`PgLog`], the company's checksum database with the semantics of the embedded
@@ -24,6 +26,7 @@
 
 pub mod error;
 pub mod events;
+pub mod fetched;
 pub mod lease;
 pub mod ledger;
 pub mod migrate;
@@ -32,6 +35,7 @@ pub mod sumlog;
 
 pub use error::PgError;
 pub use events::{publish_purge, Delivery, Event, EventKind, Listener};
+pub use fetched::PgFetchIndex;
 pub use lease::{Lease, LEASE_TTL};
 pub use ledger::PgLedger;
 pub use pool::{PgSettings, Pool};

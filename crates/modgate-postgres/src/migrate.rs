@@ -61,7 +61,21 @@ pub const MIGRATIONS: &[&str] = &[
         holder     TEXT   NOT NULL,
         expires_ms BIGINT NOT NULL
     );"#,
-    // 3: the company's checksum database (logs by name; records, stored hashes, signed heads),
+    // 3: the fetched-by-identity index (`fetched:` in a cluster), shared by every replica.
+    r#"CREATE TABLE fetched_records (
+        id       BIGSERIAL PRIMARY KEY,
+        at_ms    BIGINT NOT NULL,
+        identity TEXT COLLATE "C" NOT NULL,
+        source   TEXT COLLATE "C" NOT NULL,
+        module   TEXT COLLATE "C" NOT NULL,
+        version  TEXT COLLATE "C" NOT NULL,
+        kind     TEXT NOT NULL CHECK (kind IN ('mod', 'zip')),
+        sha256   TEXT,
+        h1       TEXT
+    );
+    CREATE INDEX fetched_records_by_identity ON fetched_records (identity, at_ms);
+    CREATE INDEX fetched_records_by_time ON fetched_records (at_ms);"#,
+    // 4: the company's checksum database (logs by name; records, stored hashes, signed heads),
     // append-only.
     r#"CREATE TABLE sumdb_logs (
         name         TEXT COLLATE "C" PRIMARY KEY,

@@ -1,6 +1,6 @@
 //! The PostgreSQL stores against a real PostgreSQL 15 (a throwaway cluster on a loopback port,
-//! from `modgate_testkit::postgres`): the ledger conformance suite (the one the SQLite ledger
-//! passes), migrations under replicas starting at once, a newer schema refused, change events
+//! from `modgate_testkit::postgres`): the ledger and fetched-index conformance suites (the ones
+//! the SQLite stores pass), migrations under replicas starting at once, a newer schema refused, change events
 //! delivered to another replica's listener (also across a server restart), and a pool that
 //! fails fast while the server is down and recovers by itself.
 
@@ -9,10 +9,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use modgate_fetched::FetchStore;
 use modgate_ledger::conformance::{run_all, Harness, Opener};
 use modgate_ledger::hash::sha256_hex;
 use modgate_ledger::{Artifact, Check, LedgerStore};
-use modgate_postgres::{Delivery, EventKind, Listener, PgLedger, PgSettings, Pool};
+use modgate_postgres::{Delivery, EventKind, Listener, PgFetchIndex, PgLedger, PgSettings, Pool};
 use modgate_testkit::postgres::{require_postgres, PgServer};
 
 fn server() -> Option<PgServer> {
@@ -54,6 +55,78 @@ fn conformance_suite_on_postgres() {
         server,
         n: AtomicUsize::new(0),
     });
+}
+
+/// Each fetched-index case on its own database of one server, each handle its own pool.
+struct FetchDatabases {
+    server: PgServer,
+    n: AtomicUsize,
+}
+
+impl modgate_fetched::conformance::Harness for FetchDatabases {
+    fn store(&self, _case: &str) -> Arc<modgate_fetched::conformance::Opener> {
+        let db = format!("fetched{}", self.n.fetch_add(1, Ordering::Relaxed));
+        self.server.create_db(&db).expect("create database");
+        let dsn = self.server.dsn(&db);
+        Arc::new(move || {
+            let mut s = PgSettings::new(dsn.clone());
+            s.pool_size = 2;
+            let pool = Pool::new(&s).expect("pool");
+            Box::new(PgFetchIndex::open(pool).expect("open")) as Box<dyn FetchStore>
+        })
+    }
+}
+
+#[test]
+fn fetched_conformance_suite_on_postgres() {
+    let Some(server) = server() else { return };
+    modgate_fetched::conformance::run_all(&FetchDatabases {
+        server,
+        n: AtomicUsize::new(0),
+    });
+}
+
+#[test]
+fn the_fetched_index_names_the_store_when_the_server_is_away_and_recovers() {
+    let Some(server) = server() else { return };
+    server.create_db("f").expect("create database");
+    let mut s = PgSettings::new(server.dsn("f"));
+    s.pool_size = 2;
+    s.connect_timeout = Duration::from_secs(2);
+    let ix = PgFetchIndex::open(Pool::new(&s).expect("pool")).expect("open");
+    let fetch = |at_ms| modgate_fetched::Fetch {
+        at_ms,
+        identity: "ci".into(),
+        source: "token".into(),
+        module: "example.com/m".into(),
+        version: "v1.0.0".into(),
+        kind: modgate_fetched::Kind::Zip,
+        hashes: None,
+    };
+    ix.insert(&[fetch(1)]).expect("insert");
+    server.stop().expect("stop PostgreSQL");
+    let err = ix
+        .insert(&[fetch(2)])
+        .expect_err("the server is away")
+        .to_string();
+    assert!(
+        err.contains(&format!("PostgreSQL 127.0.0.1:{}", server.port())),
+        "{err}"
+    );
+    let q = modgate_fetched::Query {
+        identity: modgate_fetched::IdentityFilter::parse("ci").expect("identity"),
+        since_ms: 0,
+        until_ms: 10,
+    };
+    let err = ix.query(&q).expect_err("the server is away").to_string();
+    assert!(
+        err.contains("PostgreSQL 127.0.0.1:") && err.contains("querying"),
+        "{err}"
+    );
+    server.start_again().expect("start PostgreSQL");
+    ix.insert(&[fetch(3)]).expect("insert after the restart");
+    assert_eq!(ix.count().expect("count"), 2);
+    assert_eq!(ix.query(&q).expect("query")[0].count, 2);
 }
 
 #[test]

@@ -311,9 +311,25 @@ impl GatewayConfig {
         })
     }
 
-    /// The fetched index's file, when `fetched:` (and so `cache:`) is configured.
+    /// The fetched index's file, when `fetched:` (and so `cache:`) is configured. Not used
+    /// when `cluster:` is set (see [`GatewayConfig::fetched_at`]).
     pub fn fetched_path(&self) -> Option<PathBuf> {
         Some(self.fetched.as_ref()?.path(&self.cache.as_ref()?.dir.0))
+    }
+
+    /// Where the fetched index is, when `fetched:` (and so `cache:`) is configured: the
+    /// cluster's PostgreSQL database when `cluster:` is set (shared by every replica), else
+    /// the SQLite file of [`GatewayConfig::fetched_path`].
+    pub fn fetched_at(&self) -> anyhow::Result<Option<crate::fetched::FetchedAt>> {
+        let Some(path) = self.fetched_path() else {
+            return Ok(None);
+        };
+        Ok(Some(match &self.cluster {
+            Some(cluster) => crate::fetched::FetchedAt::Postgres(
+                cluster.settings().map_err(|e| anyhow::anyhow!(e))?,
+            ),
+            None => crate::fetched::FetchedAt::Sqlite(path),
+        }))
     }
 
     /// The cache lifetimes in force (the defaults when there is no cache).
@@ -1412,6 +1428,31 @@ routes:
         );
         let e = err(&with("0s"));
         assert!(e.contains("h2_idle_timeout must be longer than 0s"), "{e}");
+    }
+
+    #[test]
+    fn the_fetched_index_is_the_clusters_database_when_there_is_a_cluster() {
+        let base = format!("cache:\n  dir: /tmp/c\nfetched:\n  path: /tmp/f.sqlite\n{MINIMAL}");
+        let c = parse_str(&base).expect("valid");
+        assert!(matches!(
+            c.fetched_at().expect("fetched_at"),
+            Some(crate::fetched::FetchedAt::Sqlite(p)) if p == std::path::Path::new("/tmp/f.sqlite")
+        ));
+        let clustered = format!(
+            "cluster:\n  name: a\n  postgres: {{ dsn: \"host=10.0.0.5 user=modgate dbname=m\" }}\n{base}"
+        );
+        let c = parse_str(&clustered).expect("valid");
+        let Some(crate::fetched::FetchedAt::Postgres(s)) = c.fetched_at().expect("fetched_at")
+        else {
+            panic!("the cluster's database");
+        };
+        assert_eq!(s.dsn, "host=10.0.0.5 user=modgate dbname=m");
+        // No fetched: section, no index, cluster or not.
+        let c = parse_str(&format!(
+            "cluster:\n  name: a\n  postgres: {{ dsn: \"host=h user=u\" }}\ncache:\n  dir: /tmp/c\n{MINIMAL}"
+        ))
+        .expect("valid");
+        assert!(c.fetched_at().expect("fetched_at").is_none());
     }
 
     #[test]

@@ -3,15 +3,23 @@
 //! finished requests are a fetch ([`fetch_of`], pure), and answers a query of the index for
 //! the command and the admin endpoint ([`answer`]).
 //!
+//! The index is the SQLite file of `fetched.path`, or, when `cluster:` is set, the cluster's
+//! PostgreSQL database ([`FetchedAt`]): every replica writes there, and the command and the
+//! endpoint of any replica list what all of them served. While that database is away, the
+//! writer drops its batches and counts them (`modgate_fetched_records_total{outcome="failed"}`),
+//! and a query is refused naming the store.
+//!
 //! A fetch is an exact `.zip` or `.mod` GET answered 200 whose whole body went out: no error
 //! at the end, no cut transfer, no integrity refusal, not a background refresh, and as many
 //! body bytes sent as the answer's `Content-Length` said. A transfer cut half-way is not
 //! "fetched" (the client has no module), and a HEAD sends no body.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use modgate_fetched::{
-    FetchIndex, FetchedError, Format, Hashes, IdentityFilter, Kind, Query, Served, Tool, Writer,
+    FetchIndex, FetchStore, FetchedError, Format, Hashes, IdentityFilter, Kind, Query, Served,
+    Tool, Writer,
 };
 use modgate_ledger::{Artifact, LedgerStore};
 
@@ -21,6 +29,56 @@ use crate::metrics::Metrics;
 /// Records held in memory for the writer before new ones are dropped (and counted).
 const QUEUE: usize = 16_384;
 
+/// Connections of a replica's pool to the shared fetched index: the writer's and the admin
+/// endpoint's queries.
+const WRITER_POOL: usize = 3;
+
+/// Where the fetched index is kept.
+#[derive(Debug, Clone)]
+pub enum FetchedAt {
+    /// The embedded SQLite file (the single-machine default).
+    Sqlite(PathBuf),
+    /// The cluster's PostgreSQL database (`cluster.postgres`), shared by every replica.
+    Postgres(modgate_postgres::PgSettings),
+}
+
+impl FetchedAt {
+    /// Opens the index for writing (blocking; creates the SQLite file, or migrates
+    /// PostgreSQL's schema), with a pool of `pool_size` connections for PostgreSQL.
+    fn open(&self, pool_size: usize) -> Result<Arc<dyn FetchStore>, FetchedError> {
+        Ok(match self {
+            FetchedAt::Sqlite(path) => Arc::new(FetchIndex::open(path)?),
+            FetchedAt::Postgres(settings) => {
+                let mut s = settings.clone();
+                s.pool_size = pool_size;
+                let pool = modgate_postgres::Pool::new(&s).map_err(|e| FetchedError::Store {
+                    store: "PostgreSQL".into(),
+                    what: "settings",
+                    detail: e.to_string(),
+                })?;
+                Arc::new(modgate_postgres::PgFetchIndex::open(pool)?)
+            }
+        })
+    }
+
+    /// What a query reads (blocking): the SQLite file (opened per query, never created), or
+    /// the shared database (connected and migrated now).
+    pub fn for_queries(&self) -> Result<Source, FetchedError> {
+        Ok(match self {
+            FetchedAt::Sqlite(path) => Source::File(path.clone()),
+            FetchedAt::Postgres(_) => Source::Store(self.open(1)?),
+        })
+    }
+}
+
+/// What [`answer`] queries.
+pub enum Source {
+    /// The SQLite file, opened for the query (missing: [`FetchedError::Missing`]).
+    File(PathBuf),
+    /// An open store (the shared database).
+    Store(Arc<dyn FetchStore>),
+}
+
 /// Starts the writer of the configured index; `None` when `fetched:` is off. Its records are
 /// counted on `metrics` (`modgate_fetched_records_total`).
 pub fn start(
@@ -28,10 +86,13 @@ pub fn start(
     ledger: Arc<dyn LedgerStore>,
     metrics: Option<&'static Metrics>,
 ) -> anyhow::Result<Option<Arc<Writer>>> {
-    let (Some(f), Some(path)) = (&config.fetched, config.fetched_path()) else {
+    let (Some(f), Some(at)) = (&config.fetched, config.fetched_at()?) else {
         return Ok(None);
     };
-    let index = FetchIndex::open(&path).map_err(|e| anyhow::anyhow!("fetched: {e}"))?;
+    let store = at
+        .open(WRITER_POOL)
+        .map_err(|e| anyhow::anyhow!("fetched: {e}"))?;
+    let described = store.describe();
     let lookup = Box::new(move |module: &str, version: &str, kind: Kind| {
         let artifact = match kind {
             Kind::Zip => Artifact::Zip,
@@ -49,7 +110,7 @@ pub fn start(
         }
     });
     let writer = Writer::start(
-        index,
+        store,
         f.limits(),
         QUEUE,
         lookup,
@@ -60,9 +121,8 @@ pub fn start(
     )
     .map_err(|e| anyhow::anyhow!("fetched: cannot start the index writer: {e}"))?;
     log::info!(
-        "fetched: recording served .zip/.mod per identity in {} (retention {}d, at most {} \
-         records)",
-        path.display(),
+        "fetched: recording served .zip/.mod per identity in {described} (retention {}d, at \
+         most {} records)",
         f.retention.0.as_secs() / 86_400,
         f.max_records.0
     );
@@ -161,12 +221,16 @@ pub fn parse_ask(ask: &Ask, now_ms: i64) -> Result<(Query, Format), AskError> {
     ))
 }
 
-/// Answers `ask` from the index at `path` (blocking): the rendering and its media type.
-pub fn answer(path: &std::path::Path, ask: &Ask) -> Result<(String, &'static str), AskError> {
+/// Answers `ask` from `source` (blocking): the rendering and its media type.
+pub fn answer(source: &Source, ask: &Ask) -> Result<(String, &'static str), AskError> {
     let now = modgate_fetched::index::now_ms();
     let (query, format) = parse_ask(ask, now)?;
-    let index = FetchIndex::open_existing(path).map_err(AskError::Index)?;
-    let versions = index.query(&query).map_err(AskError::Index)?;
+    let versions = match source {
+        Source::File(path) => FetchIndex::open_existing(path)
+            .and_then(|index| index.query(&query))
+            .map_err(AskError::Index)?,
+        Source::Store(store) => store.query(&query).map_err(AskError::Index)?,
+    };
     let body = modgate_fetched::render::render(
         format,
         &query,

@@ -1,7 +1,8 @@
 //! `modgate fetched --identity X --since T [--until T] [--format text|json|cyclonedx]`: the
 //! module versions an identity was served whole (zip or mod) in a time range, with the
 //! ledger's hashes, read from the index `fetched:` keeps (beside, or without, a running
-//! gateway; WAL lets it read while the gateway writes).
+//! gateway; WAL lets it read while the gateway writes). With `cluster:`, the index is the
+//! cluster's PostgreSQL database: the command lists what every replica served.
 
 use std::path::PathBuf;
 
@@ -32,16 +33,17 @@ pub struct Query {
 /// `modgate fetched`.
 pub fn fetched(q: &Query) -> Outcome {
     let config = load_config(&q.config)?;
-    let Some(path) = config.fetched_path() else {
+    let Some(at) = config.fetched_at()? else {
         anyhow::bail!("the configuration has no fetched: section (nothing is recorded)");
     };
+    let source = at.for_queries()?;
     let ask = Ask {
         identity: &q.identity,
         since: &q.since,
         until: q.until.as_deref(),
         format: &q.format,
     };
-    match answer(&path, &ask) {
+    match answer(&source, &ask) {
         Ok((body, _)) => {
             print!("{body}");
             Ok(Exit::Success)

@@ -110,18 +110,19 @@ pub async fn purge(
 }
 
 /// `GET /admin/fetched?identity=…&since=…`, admitted: what `modgate fetched` prints, read
-/// from the index (off the event loop); bad input is a 400 that says why, no index a 404.
+/// from the index (off the event loop); bad input is a 400 that says why, no index a 404, the
+/// shared index away a 503 naming it.
 pub async fn fetched(
     session: &mut Session,
     record: &mut Record,
-    path: std::path::PathBuf,
+    source: crate::fetched::Source,
     (identity, since, until, format): (String, String, Option<String>, String),
 ) -> Result<()> {
     use crate::fetched::{answer, Ask, AskError};
     let who = identity.clone();
     let result = tokio::task::spawn_blocking(move || {
         answer(
-            &path,
+            &source,
             &Ask {
                 identity: &identity,
                 since: &since,
@@ -136,6 +137,9 @@ pub async fn fetched(
         Ok(Err(AskError::Bad(m))) => return error(session, record, 400, m).await,
         Ok(Err(AskError::Index(e @ modgate_fetched::FetchedError::Missing(_)))) => {
             return error(session, record, 404, e.to_string()).await
+        }
+        Ok(Err(AskError::Index(e @ modgate_fetched::FetchedError::Store { .. }))) => {
+            return error(session, record, 503, e.to_string()).await
         }
         Ok(Err(AskError::Index(e))) => return error(session, record, 500, e.to_string()).await,
         Err(e) => return error(session, record, 500, format!("fetched query failed: {e}")).await,

@@ -889,12 +889,19 @@ impl GatewayProxy {
                 until,
                 format,
             }) => {
-                let path = self
+                // The shared index through the writer's pool in a cluster, else the file.
+                let source = self
                     .cache
                     .as_ref()
-                    .filter(|c| c.fetched.is_some())
-                    .and_then(|_| self.live.started().fetched_path());
-                let Some(path) = path else {
+                    .and_then(|c| c.fetched.as_ref())
+                    .and_then(|w| {
+                        let started = self.live.started();
+                        match &started.cluster {
+                            Some(_) => Some(crate::fetched::Source::Store(w.store().clone())),
+                            None => started.fetched_path().map(crate::fetched::Source::File),
+                        }
+                    });
+                let Some(source) = source else {
                     let r = Refusal::NotFound(
                         "this gateway keeps no fetched index (fetched: is not configured)".into(),
                     );
@@ -908,7 +915,7 @@ impl GatewayProxy {
                     until.clone(),
                     format.clone(),
                 );
-                endpoints::fetched(session, &mut ctx.record, path, ask).await?;
+                endpoints::fetched(session, &mut ctx.record, source, ask).await?;
                 Ok(true)
             }
             Verdict::Forward { ledger_key, .. } => {
