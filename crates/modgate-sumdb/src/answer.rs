@@ -115,7 +115,7 @@ pub fn answer(log: &dyn LogStore, sub_path: &str) -> Answer {
     if sub_path == "/latest" {
         return match log.signed_head() {
             Ok(head) => Response::ok(TEXT, CACHE_LATEST, Bytes::from(head)).into(),
-            Err(e) => Response::error(500, &e.to_string()).into(),
+            Err(e) => failure(&e).into(),
         };
     }
     if let Some(module) = sub_path.strip_prefix("/lookup/") {
@@ -149,7 +149,7 @@ fn lookup(log: &dyn LogStore, module: &str) -> Answer {
             Err(e) => Response::error(500, &e.to_string()).into(),
         },
         Ok(None) => Answer::NotLogged { path, version },
-        Err(e) => Response::error(500, &e.to_string()).into(),
+        Err(e) => failure(&e).into(),
     }
 }
 
@@ -171,7 +171,16 @@ fn tile(log: &dyn LogStore, path: &str) -> Response {
             Response::ok(content_type, cache, body)
         }
         Err(e @ Error::NotInTree { .. }) => Response::not_found(&format!("not found: {e}")),
-        Err(e) => Response::error(500, &e.to_string()),
+        Err(e) => failure(&e),
+    }
+}
+
+/// The answer to a failed read: `503` when the store holding the log is away (a cluster's
+/// PostgreSQL: the client may retry), else `500` as `sumdb.Server` answers.
+fn failure(e: &Error) -> Response {
+    match e {
+        Error::Store { .. } => Response::error(503, &e.to_string()),
+        _ => Response::error(500, &e.to_string()),
     }
 }
 
@@ -180,6 +189,69 @@ mod tests {
     use super::*;
     use crate::test_support::{h1, signer};
     use crate::Log;
+
+    /// A store whose database is away.
+    #[derive(Debug)]
+    struct Away(Log);
+
+    impl LogStore for Away {
+        fn describe(&self) -> String {
+            "PostgreSQL 10.0.0.5:5432/modgate".into()
+        }
+        fn verifier(&self) -> &modgate_tlog::Verifier {
+            self.0.verifier()
+        }
+        fn append(&self, _: &[crate::Entry]) -> Result<crate::Batch, Error> {
+            Err(self.down())
+        }
+        fn lookup_record(&self, _: &str, _: &str) -> Result<Option<crate::LookupRecord>, Error> {
+            Err(self.down())
+        }
+        fn head(&self) -> Result<crate::Head, Error> {
+            Err(self.down())
+        }
+        fn records(&self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, Error> {
+            Err(self.down())
+        }
+        fn tile(&self, _: &Tile) -> Result<Bytes, Error> {
+            Err(self.down())
+        }
+        fn tile_cache_stats(&self) -> crate::TileCacheStats {
+            crate::TileCacheStats::default()
+        }
+    }
+
+    impl Away {
+        fn down(&self) -> Error {
+            Error::Store {
+                store: self.describe(),
+                op: "reading".into(),
+                detail: "connection refused".into(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_that_is_away_is_a_503_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log =
+            Away(Log::open(&dir.path().join("sumdb.db"), signer("sum.corp.example")).unwrap());
+        for sub in [
+            "/latest",
+            "/lookup/example.com/m@v1.0.0",
+            "/tile/8/0/000.p/1",
+        ] {
+            let Answer::Response(r) = answer(&log, sub) else {
+                panic!("{sub}: not a response");
+            };
+            assert_eq!(r.status, 503, "{sub}");
+            let body = String::from_utf8_lossy(&r.body);
+            assert!(
+                body.contains("PostgreSQL 10.0.0.5:5432/modgate"),
+                "{sub}: {body}"
+            );
+        }
+    }
 
     fn response(a: Answer) -> Response {
         match a {
