@@ -9,9 +9,13 @@
 //!   on any failure), so a torn upload is never visible. Conditional writes are not relied on
 //!   (Garage ignores `If-None-Match`): two replicas writing the same key write the same verified
 //!   bytes, and the last complete write wins.
+//!   A body that ends short of (or runs past) the length announced is torn and never stored.
 //! * Reads stream: [`ObjectTier::get`] hands back the body chunk by chunk, bounded by the
 //!   caller's limit, for the caller to hash and check against the ledger before serving — the
 //!   store is trusted for nothing (a corrupt or foreign object is refused by the ledger's hash).
+//!   A read cut mid-body is resumed with a ranged `GET` from where it broke, checked against the
+//!   object's `ETag` (object_store's retrying stream, up to the retries configured), so a large
+//!   zip is not read again from its start, and never spliced from two versions of an object.
 //! * Every error names the store (`S3 http://10.0.0.7:3900/modgate`).
 
 #![forbid(unsafe_code)]
@@ -264,10 +268,25 @@ impl ObjectTier {
             key: key.to_owned(),
             detail: format!("reading the body to upload: {e}"),
         };
+        // A body that ends short of (or runs past) `len` is torn: it is never made visible.
+        let torn = |got: u64| {
+            read_err(format!(
+                "the body was {got} bytes, not the {len} announced: nothing was stored"
+            ))
+        };
         if len <= self.threshold as u64 {
             let mut parts = Vec::new();
+            let mut got = 0u64;
             while let Some(c) = chunks.next().await {
-                parts.push(c.map_err(read_err)?);
+                let c = c.map_err(read_err)?;
+                got += c.len() as u64;
+                if got > len {
+                    return Err(torn(got));
+                }
+                parts.push(c);
+            }
+            if got != len {
+                return Err(torn(got));
             }
             let payload: PutPayload = parts.into_iter().collect();
             self.store
@@ -282,6 +301,7 @@ impl ObjectTier {
             .await
             .map_err(|e| self.err("starting the multipart upload", key, &e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        let mut got = 0u64;
         while let Some(c) = chunks.next().await {
             let chunk = match c {
                 Ok(c) => c,
@@ -290,11 +310,20 @@ impl ObjectTier {
                     return Err(read_err(e));
                 }
             };
+            got += chunk.len() as u64;
+            if got > len {
+                let _ = writer.abort().await;
+                return Err(torn(got));
+            }
             if let Err(e) = writer.wait_for_capacity(4).await {
                 let _ = writer.abort().await;
                 return Err(self.err("uploading a part", key, &e));
             }
             writer.put(chunk);
+        }
+        if got != len {
+            let _ = writer.abort().await;
+            return Err(torn(got));
         }
         writer
             .finish()
