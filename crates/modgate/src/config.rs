@@ -1456,6 +1456,44 @@ routes:
     }
 
     #[test]
+    fn the_checksum_database_is_the_clusters_database_when_there_is_a_cluster() {
+        let log = |path: &str| {
+            format!(
+                "cache:\n  dir: /tmp/c\nauth:\n  users_file: /etc/hostname\naccess:\n  default: allow\n  \
+                 roles:\n    - {{ name: devs, members: [ {{ user: alice }} ], rules: [ {{ allow: {{ prefix: corp }} }} ] }}\n\
+                 checksum_log:\n  name: sum.corp.example\n  key_file: /k\n  readers: [devs]\n  \
+                 public: {{ trust: first-seen }}\n{path}{MINIMAL}"
+            )
+        };
+        let c = parse_str(&log("")).expect("valid");
+        let cache = c.cache.as_ref().expect("cache");
+        assert!(matches!(
+            c.checksum_log_at(cache).expect("at"),
+            crate::sumlog::LogAt::File(p) if p == std::path::Path::new("/tmp/c/sumdb.sqlite")
+        ));
+        let cluster =
+            "cluster:\n  name: a\n  postgres: { dsn: \"host=10.0.0.5 user=modgate dbname=m\" }\n";
+        let c = parse_str(&format!("{cluster}{}", log(""))).expect("valid");
+        let cache = c.cache.as_ref().expect("cache");
+        let crate::sumlog::LogAt::Postgres(s) = c.checksum_log_at(cache).expect("at") else {
+            panic!("the cluster's database");
+        };
+        assert_eq!(s.dsn, "host=10.0.0.5 user=modgate dbname=m");
+        // A file path for the log of a cluster is refused: it would not be the replicas' log.
+        let e = err(&format!(
+            "{cluster}{}",
+            log("").replace(
+                "readers: [devs]\n",
+                "readers: [devs]\n  path: /var/lib/sum.sqlite\n"
+            )
+        ));
+        assert!(
+            e.contains("checksum_log.path (/var/lib/sum.sqlite): with `cluster:`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_cluster_needs_a_cache_a_usable_dsn_and_a_ca_for_required_tls() {
         let cluster = |pg: &str| format!("cluster:\n  name: a\n  postgres: {pg}\n{MINIMAL}");
         let cached = |pg: &str| format!("cache:\n  dir: /tmp/c\n{}", cluster(pg));
