@@ -163,11 +163,13 @@ bench-micro: deps
 	  --bench policy_scale --bench per_hit
 
 ## bench-cluster: three replicas on PostgreSQL and Garage (issue 23): cold fan-in, upstream
-## fetches per object, first hits from the store, local hits (figures in docs/performance.md;
+## fetches per object, first hits from the store, local hits; and the checksum database on
+## SQLite and on PostgreSQL (appends, lookups, tiles) (figures in docs/performance.md;
 ## settings from the environment, see the top of benches/cluster.rs). Needs h2load.
 bench-cluster: deps postgres garage build-release
 	@command -v h2load >/dev/null || { $(APT) update -qq && $(APT) install -y -qq nghttp2-client; }
 	MODGATE_PG_BIN=$(PG_BIN) MODGATE_GARAGE_BIN=$(GARAGE_BIN) $(CARGO) bench -p modgate-benches --bench cluster
+	MODGATE_PG_BIN=$(PG_BIN) $(CARGO) bench -p modgate-benches --bench sumdb_store
 
 ## load: modgate and nginx (proxy_cache) side by side under wrk, and peak RSS while a 256 MiB
 ## zip passes through (figures in docs/performance.md; settings at the top of benches/load.sh)

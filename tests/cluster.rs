@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use modgate_testkit::{
-    free_addr, get, modgate_bin, require_postgres, FixtureProxy, Gateway, GoEnv, ModuleVersion,
-    PgServer,
+    free_addr, get, modgate_bin, require_postgres, round_robin, FixtureProxy, Gateway, GoEnv,
+    ModuleVersion, PgServer,
 };
 use sha2::{Digest, Sha256};
 
@@ -280,39 +280,6 @@ async fn with_postgresql_down_hits_are_served_misses_name_the_store_and_service_
     let _ = a
         .gateway
         .wait_for_log("listening on PostgreSQL", Duration::from_secs(30));
-}
-
-/// A TCP balancer on loopback handing each new connection to the next backend in turn.
-async fn round_robin(backends: Vec<SocketAddr>) -> (SocketAddr, Arc<Vec<AtomicUsize>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let counts = Arc::new(
-        backends
-            .iter()
-            .map(|_| AtomicUsize::new(0))
-            .collect::<Vec<_>>(),
-    );
-    let seen = Arc::clone(&counts);
-    tokio::spawn(async move {
-        let mut next = 0usize;
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                return;
-            };
-            let i = next % backends.len();
-            next += 1;
-            seen[i].fetch_add(1, Ordering::Relaxed);
-            let backend = backends[i];
-            tokio::spawn(async move {
-                if let Ok(mut server) = tokio::net::TcpStream::connect(backend).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
-    (addr, counts)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -94,7 +94,6 @@ cache:
   dir: "@DIR@/cache"
   fsync: false
 fetched:
-  path: "@DIR@/fetched.sqlite"
   retention: 30d
   max_records: 1000
 cluster:

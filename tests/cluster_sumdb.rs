@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use modgate_testkit::{
-    free_addr, make_certs, modgate, modgate_bin, request, require_postgres, FixtureProxy, Gateway,
-    GoEnv, ModuleVersion, PgServer,
+    free_addr, make_certs, modgate, modgate_bin, request, require_postgres, round_robin,
+    FixtureProxy, Gateway, GoEnv, ModuleVersion, PgServer,
 };
 
 const LOG: &str = "sum.cluster.test";
@@ -201,39 +201,6 @@ fn tree_of(note: &[u8]) -> (u64, String) {
     (size, lines.next().expect("tree hash").to_string())
 }
 
-/// A TCP balancer on loopback handing each new connection to the next backend in turn.
-async fn round_robin(backends: Vec<SocketAddr>) -> (SocketAddr, Arc<Vec<AtomicUsize>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let counts = Arc::new(
-        backends
-            .iter()
-            .map(|_| AtomicUsize::new(0))
-            .collect::<Vec<_>>(),
-    );
-    let seen = Arc::clone(&counts);
-    tokio::spawn(async move {
-        let mut next = 0usize;
-        loop {
-            let Ok((mut client, _)) = listener.accept().await else {
-                return;
-            };
-            let i = next % backends.len();
-            next += 1;
-            seen[i].fetch_add(1, Ordering::Relaxed);
-            let backend = backends[i];
-            tokio::spawn(async move {
-                if let Ok(mut server) = tokio::net::TcpStream::connect(backend).await {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                }
-            });
-        }
-    });
-    (addr, counts)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_keep_one_log_that_the_real_go_verifies_through_both() {
     let Some(pg) = postgres("sum") else {
@@ -397,13 +364,29 @@ async fn two_replicas_keep_one_log_that_the_real_go_verifies_through_both() {
         replica_config("replica-c", &upstream.url(), &pg.dsn("sum"), plain, tls),
     )
     .expect("config");
-    let run = std::process::Command::new(modgate_bin())
+    // Bounded: a gateway that started after all (a regression) is killed and the test fails.
+    let mut child = std::process::Command::new(modgate_bin())
         .arg("run")
         .arg("-c")
         .arg(dir.path().join("gateway.yaml"))
         .current_dir(dir.path())
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run modgate");
+    let mut exited = None;
+    for _ in 0..600 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if exited.is_none() {
+        let _ = child.kill();
+    }
+    let run = child.wait_with_output().expect("output");
+    assert!(exited.is_some(), "a replica with another key kept running");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success(), "started with another key: {stderr}");
     assert!(

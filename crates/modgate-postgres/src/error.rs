@@ -31,6 +31,21 @@ pub enum PgError {
         supported: i64,
     },
 
+    /// The database's schema is older than this build's, and the caller (a command) does not
+    /// migrate it.
+    #[error(
+        "{store}: schema version {found} is older than version {supported} of this build: \
+         upgrade the replicas first (each migrates the schema at start)"
+    )]
+    SchemaTooOld {
+        /// The store.
+        store: String,
+        /// The version found (0: no modgate schema at all).
+        found: i64,
+        /// The version this build writes.
+        supported: i64,
+    },
+
     /// No connection of the pool became free in time.
     #[error("{store}: all {size} connection(s) busy for {waited_ms} ms")]
     PoolTimeout {

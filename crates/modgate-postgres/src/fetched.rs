@@ -4,9 +4,14 @@
 //! against both), so `modgate fetched` and `/admin/fetched` on any replica list what every
 //! replica served.
 //!
-//! A batch is one statement (`INSERT … SELECT FROM unnest(…)`, one round trip) and, with its
-//! prune, one transaction. Records of replicas writing at once are all kept (plain inserts, no
-//! read-modify-write). The count bound keeps the rows whose id is within `max_records` of the
+//! A batch is one statement (`INSERT … SELECT FROM unnest(…)`, one round trip), committed on
+//! its own: records of replicas writing at once are all kept (plain inserts, no
+//! read-modify-write), and a prune that fails never takes a batch's records with it. The prune
+//! after a batch is best effort and bounded: one replica at a time (a transaction-scoped
+//! advisory lock, skipped when another replica holds it, so pruners never deadlock each other)
+//! removes at most [`PRUNE_CHUNK`] rows per bound, so lowering `retention` or `max_records` on a
+//! large table trims it over the following batches instead of one statement that outlives the
+//! statement timeout. An explicit [`FetchStore::prune`] goes on chunk by chunk to the end. The count bound keeps the rows whose id is within `max_records` of the
 //! largest: ids come from one sequence, so this is exact for the rows of committed batches; a
 //! batch rolled back leaves a gap in the sequence, after which slightly fewer rows are kept
 //! until the gap ages out — never more than `max_records`.
@@ -20,8 +25,17 @@ use modgate_fetched::store::{
 use modgate_fetched::{Fetch, FetchedError, Limits, Pruned, Query, VersionFetched};
 use postgres::GenericClient;
 
-use crate::migrate::migrate;
+use crate::migrate::{check_schema, migrate};
 use crate::pool::Pool;
+
+/// Rows one prune statement removes at most.
+pub const PRUNE_CHUNK: i64 = 10_000;
+
+/// The advisory lock of pruning ("modgate" and 3).
+const PRUNE_LOCK: i64 = 0x6d6f_6467_6174_6503;
+
+/// Chunks an explicit prune removes at most (a bound on its loop: 100 million rows).
+const MAX_CHUNKS: usize = 10_000;
 
 /// The fetched index of a cluster, in PostgreSQL. `Send + Sync`.
 pub struct PgFetchIndex {
@@ -43,6 +57,17 @@ impl PgFetchIndex {
         migrate(&pool).map_err(|e| FetchedError::Store {
             store: pool.name().to_owned(),
             what: "migrating the schema",
+            detail: e.to_string(),
+        })?;
+        Ok(PgFetchIndex { pool })
+    }
+
+    /// The index on `pool`'s database for queries (the commands): the schema is checked, never
+    /// migrated ([`check_schema`]).
+    pub fn open_existing(pool: Arc<Pool>) -> Result<PgFetchIndex, FetchedError> {
+        check_schema(&pool).map_err(|e| FetchedError::Store {
+            store: pool.name().to_owned(),
+            what: "checking the schema",
             detail: e.to_string(),
         })?;
         Ok(PgFetchIndex { pool })
@@ -81,21 +106,27 @@ impl PgFetchIndex {
         prune: Option<(i64, Limits)>,
     ) -> Result<Pruned, FetchedError> {
         check_fetches(fetches)?;
-        let what = if prune.is_some() {
-            "recording and pruning fetches"
-        } else {
-            "inserting fetches"
+        self.with_client("inserting fetches", |client| insert_in(client, fetches))?;
+        let Some((now_ms, limits)) = prune else {
+            return Ok(Pruned::default());
         };
-        self.with_client(what, |client| {
+        // Best effort: the batch is in; a prune that fails is logged and tried after the next.
+        let pruned = self.with_client("pruning fetches", |client| {
             let mut tx = client.transaction()?;
-            insert_in(&mut tx, fetches)?;
-            let pruned = match prune {
-                Some((now_ms, limits)) => prune_in(&mut tx, now_ms, limits)?,
-                None => Pruned::default(),
-            };
+            let locked: bool = tx
+                .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK])?
+                .try_get(0)?;
+            if !locked {
+                return Ok(Pruned::default());
+            }
+            let pruned = prune_in(&mut tx, now_ms, limits)?;
             tx.commit()?;
             Ok(pruned)
-        })
+        });
+        Ok(pruned.unwrap_or_else(|e| {
+            log::warn!("{e} (the batch was recorded; pruning is tried again after the next)");
+            Pruned::default()
+        }))
     }
 }
 
@@ -131,7 +162,8 @@ fn insert_in(client: &mut impl GenericClient, fetches: &[Fetch]) -> Result<(), p
     Ok(())
 }
 
-/// Removes the rows older than the retention, then all but the newest `max_records`.
+/// Removes at most [`PRUNE_CHUNK`] of the rows older than the retention, then at most as many
+/// of those beyond the newest `max_records` (oldest first).
 fn prune_in(
     client: &mut impl GenericClient,
     now_ms: i64,
@@ -139,11 +171,16 @@ fn prune_in(
 ) -> Result<Pruned, postgres::Error> {
     let mut pruned = Pruned::default();
     if let Some(cutoff) = retention_cutoff(now_ms, limits) {
-        pruned.aged = client.execute("DELETE FROM fetched_records WHERE at_ms < $1", &[&cutoff])?;
+        pruned.aged = client.execute(
+            "DELETE FROM fetched_records WHERE id IN (SELECT id FROM fetched_records \
+             WHERE at_ms < $1 ORDER BY at_ms LIMIT $2)",
+            &[&cutoff, &PRUNE_CHUNK],
+        )?;
     }
     pruned.over = client.execute(
-        "DELETE FROM fetched_records WHERE id <= (SELECT MAX(id) FROM fetched_records) - $1",
-        &[&keep(limits)],
+        "DELETE FROM fetched_records WHERE id IN (SELECT id FROM fetched_records \
+         WHERE id <= (SELECT MAX(id) FROM fetched_records) - $1 ORDER BY id LIMIT $2)",
+        &[&keep(limits), &PRUNE_CHUNK],
     )?;
     Ok(pruned)
 }
@@ -154,10 +191,20 @@ impl FetchStore for PgFetchIndex {
     }
 
     fn prune(&self, now_ms: i64, limits: Limits) -> Result<Pruned, FetchedError> {
-        self.with_client("pruning fetches", |client| prune_in(client, now_ms, limits))
+        let mut total = Pruned::default();
+        for _ in 0..MAX_CHUNKS {
+            let p =
+                self.with_client("pruning fetches", |client| prune_in(client, now_ms, limits))?;
+            total.aged += p.aged;
+            total.over += p.over;
+            if p.aged < PRUNE_CHUNK as u64 && p.over < PRUNE_CHUNK as u64 {
+                break;
+            }
+        }
+        Ok(total)
     }
 
-    /// Records and prunes in one transaction.
+    /// Records the batch (committed on its own), then prunes at most a chunk, best effort.
     fn record(
         &self,
         fetches: &[Fetch],

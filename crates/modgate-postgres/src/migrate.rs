@@ -133,6 +133,45 @@ pub fn migrate(pool: &std::sync::Arc<Pool>) -> Result<(), PgError> {
     result
 }
 
+/// Checks, changing nothing, that the database's schema is this build's: for the commands,
+/// which must not migrate a cluster's database under its replicas (an older replica would then
+/// refuse to start) and may run against a read-only standby.
+pub fn check_schema(pool: &std::sync::Arc<Pool>) -> Result<(), PgError> {
+    let mut conn = pool.get()?;
+    let exists: bool = conn
+        .query_one("SELECT to_regclass('modgate_schema') IS NOT NULL", &[])
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| {
+            conn.broken();
+            pool.error("reading the schema version", &e)
+        })?;
+    let found: i64 = if exists {
+        conn.query_one("SELECT COALESCE(MAX(version), 0) FROM modgate_schema", &[])
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| {
+                conn.broken();
+                pool.error("reading the schema version", &e)
+            })?
+    } else {
+        0
+    };
+    let supported = supported();
+    let store = pool.name().to_owned();
+    match found.cmp(&supported) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(PgError::SchemaTooNew {
+            store,
+            found,
+            supported,
+        }),
+        std::cmp::Ordering::Less => Err(PgError::SchemaTooOld {
+            store,
+            found,
+            supported,
+        }),
+    }
+}
+
 fn apply(pool: &Pool, conn: &mut postgres::Client) -> Result<(), PgError> {
     let err = |step| move |e: postgres::Error| pool.error(step, &e);
     let mut tx = conn.transaction().map_err(err("starting the migration"))?;

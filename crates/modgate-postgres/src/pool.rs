@@ -185,8 +185,9 @@ impl Pool {
         loop {
             while let Some(mut client) = state.idle.pop() {
                 // A pooled connection may have died with a server restart: an empty query
-                // tells (ledger operations are per miss, never per hit, so the round trip is
-                // cheap where it is paid). Checked without holding the pool's lock.
+                // tells (one round trip: ledger operations are per miss, never per hit; the
+                // checksum database's reads are one statement each, its full tiles cached).
+                // Checked without holding the pool's lock.
                 drop(state);
                 let alive = !client.is_closed() && client.is_valid(VALIDATE_TIMEOUT).is_ok();
                 if !alive {

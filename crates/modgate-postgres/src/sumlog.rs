@@ -23,9 +23,9 @@ use modgate_sumdb::{
 };
 use modgate_tlog::note::sign_tree;
 use modgate_tlog::{tree_hash, Hash, HashReader, TlogError, Tree};
-use postgres::{IsolationLevel, Transaction};
+use postgres::{GenericClient, IsolationLevel, Transaction};
 
-use crate::migrate::migrate;
+use crate::migrate::{check_schema, migrate};
 use crate::pool::Pool;
 
 pub use modgate_sumdb::DEFAULT_TILE_CACHE_BYTES;
@@ -81,33 +81,51 @@ fn to_hash(bytes: &[u8], what: &str) -> Result<Hash, Error> {
 /// A transaction shared by the append plan's lookups and its hash reads (they alternate).
 type TxCell<'a, 'b> = RefCell<&'a mut Transaction<'b>>;
 
-/// Stored hashes of one log read in a transaction; a database failure reads as
+/// Stored hashes of one log read in a transaction, each read once (an append asks for the
+/// tree's right edge for every record it adds); a database failure reads as
 /// [`TlogError::MissingHash`] and is kept for [`PgHashes::explain`].
 struct PgHashes<'t, 'a, 'b> {
     tx: &'t TxCell<'a, 'b>,
     log: &'t str,
+    read: RefCell<HashMap<u64, Hash>>,
     failure: RefCell<Option<Failure>>,
 }
 
-impl PgHashes<'_, '_, '_> {
-    fn read(&self, indexes: &[u64]) -> Result<Vec<Hash>, Failure> {
-        let wanted: Vec<i64> = indexes
-            .iter()
-            .map(|&i| to_i64(i))
-            .collect::<Result<_, _>>()?;
-        let rows = self.tx.borrow_mut().query(
-            "SELECT idx, hash FROM sumdb_hashes WHERE log = $1 AND idx = ANY($2)",
-            &[&self.log, &wanted],
-        )?;
-        let mut found = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let idx: i64 = row.try_get(0)?;
-            let hash: Vec<u8> = row.try_get(1)?;
-            found.insert(to_u64(idx, "hash index")?, to_hash(&hash, "a stored hash")?);
+impl<'t, 'a, 'b> PgHashes<'t, 'a, 'b> {
+    fn new(tx: &'t TxCell<'a, 'b>, log: &'t str) -> Self {
+        PgHashes {
+            tx,
+            log,
+            read: RefCell::new(HashMap::new()),
+            failure: RefCell::new(None),
         }
+    }
+
+    fn read(&self, indexes: &[u64]) -> Result<Vec<Hash>, Failure> {
+        let wanted: Vec<i64> = {
+            let known = self.read.borrow();
+            indexes
+                .iter()
+                .filter(|i| !known.contains_key(i))
+                .map(|&i| to_i64(i))
+                .collect::<Result<_, _>>()?
+        };
+        if !wanted.is_empty() {
+            let rows = self.tx.borrow_mut().query(
+                "SELECT idx, hash FROM sumdb_hashes WHERE log = $1 AND idx = ANY($2)",
+                &[&self.log, &wanted],
+            )?;
+            let mut known = self.read.borrow_mut();
+            for row in rows {
+                let idx: i64 = row.try_get(0)?;
+                let hash: Vec<u8> = row.try_get(1)?;
+                known.insert(to_u64(idx, "hash index")?, to_hash(&hash, "a stored hash")?);
+            }
+        }
+        let known = self.read.borrow();
         Ok(indexes
             .iter()
-            .map(|i| found.get(i).copied().ok_or(TlogError::MissingHash(*i)))
+            .map(|i| known.get(i).copied().ok_or(TlogError::MissingHash(*i)))
             .collect::<Result<_, _>>()
             .map_err(Error::Tlog)?)
     }
@@ -153,14 +171,8 @@ fn explained(
     }
 }
 
-/// The latest signed head of `log` in `tx`.
-fn latest_head(tx: &mut Transaction<'_>, log: &str) -> Result<Head, Failure> {
-    let row = tx.query_opt(
-        "SELECT size, hash, signed_note FROM sumdb_heads WHERE log = $1 \
-         ORDER BY size DESC LIMIT 1",
-        &[&log],
-    )?;
-    let row = row.ok_or_else(|| Error::Corrupt(format!("no signed tree head of {log}")))?;
+/// A head from a row of `(size, hash, signed_note)`.
+fn head_of(row: &postgres::Row) -> Result<Head, Failure> {
     let (size, hash, signed_note): (i64, Vec<u8>, Vec<u8>) =
         (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
     Ok(Head {
@@ -170,6 +182,17 @@ fn latest_head(tx: &mut Transaction<'_>, log: &str) -> Result<Head, Failure> {
         },
         signed_note,
     })
+}
+
+/// The latest signed head of `log`.
+fn latest_head(client: &mut impl GenericClient, log: &str) -> Result<Head, Failure> {
+    let row = client.query_opt(
+        "SELECT size, hash, signed_note FROM sumdb_heads WHERE log = $1 \
+         ORDER BY size DESC LIMIT 1",
+        &[&log],
+    )?;
+    let row = row.ok_or_else(|| Error::Corrupt(format!("no signed tree head of {log}")))?;
+    head_of(&row)
 }
 
 /// The number of records and stored hashes of `log` (from the largest ids: they are dense).
@@ -216,78 +239,115 @@ impl PgLog {
         signer: impl Into<Arc<Signer>>,
         tile_cache_bytes: usize,
     ) -> Result<PgLog, Error> {
-        let signer = signer.into();
-        let verifier = signer.verifier();
         migrate(&pool).map_err(|e| Error::Store {
             store: pool.name().to_owned(),
             op: "migrating the schema".into(),
             detail: e.to_string(),
         })?;
-        let log = PgLog {
+        let log = PgLog::new(pool, signer.into(), tile_cache_bytes);
+        log.with_tx("opening the log", Mode::Write, |tx, name| {
+            log.lock(tx)?;
+            log.check_log(tx, name, true)
+        })?;
+        Ok(log)
+    }
+
+    /// The log for the commands (`sumdb verify`, `ledger accept`): the schema checked, never
+    /// migrated, the log never created (a command must not change the database under the
+    /// replicas, and may run against a read-only standby); refused if there is no log of this
+    /// name or it has another key; its latest head checked.
+    pub fn open_existing(
+        pool: Arc<Pool>,
+        signer: impl Into<Arc<Signer>>,
+        tile_cache_bytes: usize,
+    ) -> Result<PgLog, Error> {
+        check_schema(&pool).map_err(|e| Error::Store {
+            store: pool.name().to_owned(),
+            op: "checking the schema".into(),
+            detail: e.to_string(),
+        })?;
+        let log = PgLog::new(pool, signer.into(), tile_cache_bytes);
+        log.with_tx("opening the log", Mode::Read, |tx, name| {
+            log.check_log(tx, name, false)
+        })?;
+        Ok(log)
+    }
+
+    fn new(pool: Arc<Pool>, signer: Arc<Signer>, tile_cache_bytes: usize) -> PgLog {
+        let verifier = signer.verifier();
+        PgLog {
             pool,
             signer,
             verifier,
             tiles: TileCache::new(tile_cache_bytes),
-        };
-        log.with_tx("opening the log", false, |tx, name| {
-            log.lock(tx)?;
-            let key: Option<String> = tx
-                .query_opt(
-                    "SELECT verifier_key FROM sumdb_logs WHERE name = $1",
-                    &[&name],
-                )?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-            match key {
-                Some(key) if key != log.verifier.key() => {
-                    return Err(Failure::Log(Error::WrongKey {
-                        store: log.pool.name().to_owned(),
-                        logged_key: key,
-                        signer_key: log.verifier.key(),
-                    }))
-                }
-                Some(_) => {}
-                None => {
-                    let now = modgate_ledger::store::now_unix();
-                    tx.execute(
-                        "INSERT INTO sumdb_logs (name, verifier_key, created_unix) \
-                         VALUES ($1, $2, $3)",
-                        &[&name, &log.verifier.key(), &now],
-                    )?;
-                    let empty = Tree {
-                        n: 0,
-                        hash: tree_hash(0, &Vec::<Hash>::new()).map_err(Error::Tlog)?,
-                    };
-                    tx.execute(
-                        "INSERT INTO sumdb_heads (log, size, hash, signed_note, signed_unix) \
-                         VALUES ($1, 0, $2, $3, $4)",
-                        &[
-                            &name,
-                            &&empty.hash.0[..],
-                            &sign_tree(&empty, &log.signer),
-                            &now,
-                        ],
-                    )?;
-                }
+        }
+    }
+
+    /// Checks the log `name` in `tx`: its key is the signer's (a log missing is created with
+    /// the signed empty tree when `create`, else refused), and its latest head verifies and
+    /// matches the stored hashes.
+    fn check_log(&self, tx: &mut Transaction<'_>, name: &str, create: bool) -> Result<(), Failure> {
+        let key: Option<String> = tx
+            .query_opt(
+                "SELECT verifier_key FROM sumdb_logs WHERE name = $1",
+                &[&name],
+            )?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        match key {
+            Some(key) if key != self.verifier.key() => {
+                return Err(Failure::Log(Error::WrongKey {
+                    store: self.pool.name().to_owned(),
+                    logged_key: key,
+                    signer_key: self.verifier.key(),
+                }))
             }
-            let head = latest_head(tx, name)?;
-            let counted = counts(tx, name)?;
-            let cell = RefCell::new(tx);
-            let hashes = PgHashes {
-                tx: &cell,
-                log: name,
-                failure: RefCell::new(None),
-            };
-            let db = RefCell::new(None);
-            let checked = check_head(&head, &log.verifier, counted, |n| {
-                tree_hash(n, &hashes).map_err(|e| explained(&hashes, &db, e))
-            });
-            if let Some(e) = db.take() {
-                return Err(Failure::Db(e));
+            Some(_) => {}
+            None if !create => {
+                return Err(Failure::Log(Error::Store {
+                    store: self.pool.name().to_owned(),
+                    op: "opening the log".into(),
+                    detail: format!(
+                        "there is no checksum database {name}: a replica with this \
+                         checksum_log: creates it at its start"
+                    ),
+                }))
             }
-            Ok(checked?)
-        })?;
-        Ok(log)
+            None => {
+                let now = modgate_ledger::store::now_unix();
+                tx.execute(
+                    "INSERT INTO sumdb_logs (name, verifier_key, created_unix) \
+                     VALUES ($1, $2, $3)",
+                    &[&name, &self.verifier.key(), &now],
+                )?;
+                let empty = Tree {
+                    n: 0,
+                    hash: tree_hash(0, &Vec::<Hash>::new()).map_err(Error::Tlog)?,
+                };
+                tx.execute(
+                    "INSERT INTO sumdb_heads (log, size, hash, signed_note, signed_unix) \
+                     VALUES ($1, 0, $2, $3, $4)",
+                    &[
+                        &name,
+                        &&empty.hash.0[..],
+                        &sign_tree(&empty, &self.signer),
+                        &now,
+                    ],
+                )?;
+            }
+        }
+        let head = latest_head(tx, name)?;
+        let counted = counts(tx, name)?;
+        let cell = RefCell::new(tx);
+        let hashes = PgHashes::new(&cell, name);
+        let db = RefCell::new(None);
+        let checked = check_head(&head, &self.verifier, counted, |n| {
+            tree_hash(n, &hashes).map_err(|e| explained(&hashes, &db, e))
+        });
+        if let Some(e) = db.take() {
+            return Err(Failure::Db(e));
+        }
+        Ok(checked?)
     }
 
     /// The pool it uses.
@@ -305,14 +365,12 @@ impl PgLog {
         Ok(())
     }
 
-    /// Runs `work` in one transaction on a pooled client (read-only and repeatable-read when
-    /// `read`), committing when it succeeds. A database error marks the client broken and is
+    /// Runs `work` on a pooled client; a database error marks the client broken and is
     /// reported as `op` on this store.
-    fn with_tx<T>(
+    fn with_client<T>(
         &self,
         op: &str,
-        read: bool,
-        work: impl FnOnce(&mut Transaction<'_>, &str) -> Result<T, Failure>,
+        work: impl FnOnce(&mut postgres::Client, &str) -> Result<T, Failure>,
     ) -> Result<T, Error> {
         let store_err = |detail: String| Error::Store {
             store: self.pool.name().to_owned(),
@@ -320,20 +378,7 @@ impl PgLog {
             detail,
         };
         let mut conn = self.pool.get().map_err(|e| store_err(e.to_string()))?;
-        let result = (|| {
-            let mut tx = if read {
-                conn.build_transaction()
-                    .isolation_level(IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()?
-            } else {
-                conn.transaction()?
-            };
-            let out = work(&mut tx, self.verifier.name())?;
-            tx.commit()?;
-            Ok(out)
-        })();
-        match result {
+        match work(&mut conn, self.verifier.name()) {
             Ok(v) => Ok(v),
             Err(Failure::Db(e)) => {
                 conn.broken();
@@ -342,6 +387,44 @@ impl PgLog {
             Err(Failure::Log(e)) => Err(e),
         }
     }
+
+    /// Runs `work` in one transaction of `mode` on a pooled client, committing when it
+    /// succeeds.
+    fn with_tx<T>(
+        &self,
+        op: &str,
+        mode: Mode,
+        work: impl FnOnce(&mut Transaction<'_>, &str) -> Result<T, Failure>,
+    ) -> Result<T, Error> {
+        self.with_client(op, |client, name| {
+            let mut tx = match mode {
+                // One snapshot for the head and what it covers.
+                Mode::Read => client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?,
+                // Read committed, whatever the server's default: a writer that waited for the
+                // lock then reads the head the previous writer committed.
+                Mode::Write => client
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::ReadCommitted)
+                    .start()?,
+            };
+            let out = work(&mut tx, name)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+}
+
+/// How a transaction reads.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Read-only, one snapshot (repeatable read).
+    Read,
+    /// Read committed (appends, under the writer lock).
+    Write,
 }
 
 impl LogStore for PgLog {
@@ -354,7 +437,7 @@ impl LogStore for PgLog {
     }
 
     fn append(&self, entries: &[Entry]) -> Result<Batch, Error> {
-        self.with_tx("appending to the log", false, |tx, name| {
+        self.with_tx("appending to the log", Mode::Write, |tx, name| {
             self.lock(tx)?;
             let head = latest_head(tx, name)?;
             let size = head.tree.n;
@@ -365,38 +448,32 @@ impl LogStore for PgLog {
                     "{records} records and {hashes} stored hashes under a head of {size} records"
                 ))));
             }
+            // The versions of the batch already logged, in one statement.
+            let paths: Vec<&str> = entries.iter().map(Entry::path).collect();
+            let versions: Vec<&str> = entries.iter().map(Entry::version).collect();
+            let mut logged: HashMap<(String, String), (u64, String)> = HashMap::new();
+            for r in tx.query(
+                "SELECT r.path, r.version, r.id, r.text FROM sumdb_records r \
+                 JOIN UNNEST($2::TEXT[], $3::TEXT[]) AS b (path, version) \
+                   ON r.path = b.path AND r.version = b.version \
+                 WHERE r.log = $1",
+                &[&name, &paths, &versions],
+            )? {
+                let text: Vec<u8> = r.try_get(3)?;
+                logged.insert(
+                    (r.try_get(0)?, r.try_get(1)?),
+                    (
+                        to_u64(r.try_get(2)?, "record id")?,
+                        String::from_utf8_lossy(&text).into_owned(),
+                    ),
+                );
+            }
             let db = RefCell::new(None);
             let plan = {
                 let cell = RefCell::new(&mut *tx);
-                let stored = PgHashes {
-                    tx: &cell,
-                    log: name,
-                    failure: RefCell::new(None),
-                };
-                let find = |path: &str, version: &str| -> Result<Option<(u64, String)>, Error> {
-                    let row = cell.borrow_mut().query_opt(
-                        "SELECT id, text FROM sumdb_records \
-                         WHERE log = $1 AND path = $2 AND version = $3",
-                        &[&name, &path, &version],
-                    );
-                    let row = match row {
-                        Ok(row) => row,
-                        Err(e) => {
-                            let text = crate::error::detail(&e);
-                            *db.borrow_mut() = Some(e);
-                            return Err(Error::Corrupt(text));
-                        }
-                    };
-                    row.map(|r| {
-                        let id: i64 = r.try_get(0).map_err(|e| Error::Corrupt(e.to_string()))?;
-                        let text: Vec<u8> =
-                            r.try_get(1).map_err(|e| Error::Corrupt(e.to_string()))?;
-                        Ok((
-                            to_u64(id, "record id")?,
-                            String::from_utf8_lossy(&text).into_owned(),
-                        ))
-                    })
-                    .transpose()
+                let stored = PgHashes::new(&cell, name);
+                let find = |path: &str, version: &str| {
+                    Ok(logged.get(&(path.to_owned(), version.to_owned())).cloned())
                 };
                 plan_append(size, entries, find, &stored, |e| explained(&stored, &db, e))
             };
@@ -455,9 +532,13 @@ impl LogStore for PgLog {
     }
 
     fn lookup_record(&self, path: &str, version: &str) -> Result<Option<LookupRecord>, Error> {
-        self.with_tx("looking up a record", true, |tx, name| {
-            let row = tx.query_opt(
-                "SELECT id, text FROM sumdb_records WHERE log = $1 AND path = $2 AND version = $3",
+        // One statement (one snapshot, one round trip): the record and the latest head.
+        self.with_client("looking up a record", |client, name| {
+            let row = client.query_opt(
+                "SELECT r.id, r.text, h.size, h.signed_note FROM sumdb_records r, \
+                 (SELECT size, signed_note FROM sumdb_heads WHERE log = $1 \
+                  ORDER BY size DESC LIMIT 1) h \
+                 WHERE r.log = $1 AND r.path = $2 AND r.version = $3",
                 &[&name, &path, &version],
             )?;
             let Some(row) = row else {
@@ -465,30 +546,39 @@ impl LogStore for PgLog {
             };
             let id = to_u64(row.try_get(0)?, "record id")?;
             let text: Vec<u8> = row.try_get(1)?;
-            let head = latest_head(tx, name)?;
-            if id >= head.tree.n {
+            let size = to_u64(row.try_get(2)?, "tree size")?;
+            if id >= size {
                 return Err(Failure::Log(Error::Corrupt(format!(
-                    "record {id} ({path}@{version}) is not covered by the latest head of {} \
-                     records",
-                    head.tree.n
+                    "record {id} ({path}@{version}) is not covered by the latest head of {size} \
+                     records"
                 ))));
             }
             Ok(Some(LookupRecord {
                 id,
                 text,
-                signed_head: head.signed_note,
+                signed_head: row.try_get(3)?,
             }))
         })
     }
 
     fn head(&self) -> Result<Head, Error> {
-        self.with_tx("reading the latest head", true, |tx, name| {
-            latest_head(tx, name)
+        self.with_client("reading the latest head", |client, name| {
+            latest_head(client, name)
+        })
+    }
+
+    fn heads(&self) -> Result<Vec<Head>, Error> {
+        self.with_client("reading the signed heads", |client, name| {
+            let rows = client.query(
+                "SELECT size, hash, signed_note FROM sumdb_heads WHERE log = $1 ORDER BY size",
+                &[&name],
+            )?;
+            rows.iter().map(|r| head_of(r)).collect()
         })
     }
 
     fn records(&self, start: u64, n: u64) -> Result<Vec<Vec<u8>>, Error> {
-        self.with_tx("reading records", true, |tx, name| {
+        self.with_tx("reading records", Mode::Read, |tx, name| {
             let size = latest_head(tx, name)?.tree.n;
             read_records(tx, name, start, n, size)
         })
@@ -500,7 +590,7 @@ impl LogStore for PgLog {
                 return Ok(data);
             }
         }
-        let data = self.with_tx("reading a tile", true, |tx, name| {
+        let data = self.with_tx("reading a tile", Mode::Read, |tx, name| {
             let size = latest_head(tx, name)?.tree.n;
             if tile.is_data() && tile.within(size) {
                 let start = tile.n << tile.h;
@@ -514,11 +604,7 @@ impl LogStore for PgLog {
                 )?);
             }
             let cell = RefCell::new(tx);
-            let hashes = PgHashes {
-                tx: &cell,
-                log: name,
-                failure: RefCell::new(None),
-            };
+            let hashes = PgHashes::new(&cell, name);
             let db = RefCell::new(None);
             let data = tile_bytes(
                 tile,

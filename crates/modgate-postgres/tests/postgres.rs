@@ -14,18 +14,13 @@ use modgate_ledger::conformance::{run_all, Harness, Opener};
 use modgate_ledger::hash::sha256_hex;
 use modgate_ledger::{Artifact, Check, LedgerStore};
 use modgate_postgres::{Delivery, EventKind, Listener, PgFetchIndex, PgLedger, PgSettings, Pool};
-use modgate_testkit::postgres::{require_postgres, PgServer};
+use modgate_testkit::postgres::PgServer;
 
-fn server() -> Option<PgServer> {
-    require_postgres()?;
-    Some(PgServer::start().expect("start PostgreSQL"))
-}
+mod common;
+use common::{pool_on, server};
 
 fn pool(server: &PgServer, db: &str) -> Arc<Pool> {
-    let mut s = PgSettings::new(server.dsn(db));
-    s.pool_size = 4;
-    s.connect_timeout = Duration::from_secs(5);
-    Pool::new(&s).expect("pool")
+    pool_on(server.dsn(db))
 }
 
 /// Each case on its own database of one server.
@@ -40,10 +35,8 @@ impl Harness for Databases {
         self.server.create_db(&db).expect("create database");
         let dsn = self.server.dsn(&db);
         Arc::new(move || {
-            let mut s = PgSettings::new(dsn.clone());
-            s.pool_size = 4;
-            let pool = Pool::new(&s).expect("pool");
-            Box::new(PgLedger::open(pool, "test").expect("open")) as Box<dyn LedgerStore>
+            Box::new(PgLedger::open(pool_on(dsn.clone()), "test").expect("open"))
+                as Box<dyn LedgerStore>
         })
     }
 }
@@ -69,10 +62,7 @@ impl modgate_fetched::conformance::Harness for FetchDatabases {
         self.server.create_db(&db).expect("create database");
         let dsn = self.server.dsn(&db);
         Arc::new(move || {
-            let mut s = PgSettings::new(dsn.clone());
-            s.pool_size = 2;
-            let pool = Pool::new(&s).expect("pool");
-            Box::new(PgFetchIndex::open(pool).expect("open")) as Box<dyn FetchStore>
+            Box::new(PgFetchIndex::open(pool_on(dsn.clone())).expect("open")) as Box<dyn FetchStore>
         })
     }
 }

@@ -8,25 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use modgate_postgres::{PgLog, PgSettings, Pool};
+use modgate_postgres::PgLog;
 use modgate_sumdb::conformance::{run_all, Harness, Opener};
 use modgate_sumdb::{Entry, Error, LogStore, Signer};
-use modgate_testkit::postgres::{require_postgres, PgServer};
+use modgate_testkit::postgres::PgServer;
 use modgate_tlog::note::{key_pair_from_seed, open_tree};
 use modgate_tlog::record_hash;
 
-fn server() -> Option<PgServer> {
-    require_postgres()?;
-    Some(PgServer::start().expect("start PostgreSQL"))
-}
-
-fn pool(dsn: String) -> Arc<Pool> {
-    let mut s = PgSettings::new(dsn);
-    s.pool_size = 4;
-    s.connect_timeout = Duration::from_secs(5);
-    s.statement_timeout = Duration::from_secs(20);
-    Pool::new(&s).expect("pool")
-}
+mod common;
+use common::{pool_on as pool, server};
 
 /// Each case on its own database of one server, each handle its own pool.
 struct Databases {
@@ -157,4 +147,65 @@ fn a_restarted_server_fails_appends_with_its_name_and_the_log_goes_on() {
     assert_ne!(head, before);
     // Reopening checks the latest head against the stored hashes.
     PgLog::open(pool(server.dsn("r")), signer("sum.corp.example", 1), 0).expect("reopen");
+}
+
+#[test]
+fn commands_open_the_log_without_creating_or_migrating_anything() {
+    let Some(server) = server() else { return };
+    server.create_db("c").expect("create database");
+    let dsn = server.dsn("c");
+    let mut client = postgres::Client::connect(&dsn, postgres::NoTls).expect("client");
+    let has_schema = |client: &mut postgres::Client| -> bool {
+        client
+            .query_one("SELECT to_regclass('modgate_schema') IS NOT NULL", &[])
+            .and_then(|r| r.try_get(0))
+            .expect("query")
+    };
+
+    // No schema yet (no replica ever started): refused, and nothing is created.
+    let err = PgLog::open_existing(pool(dsn.clone()), signer("sum.corp.example", 1), 0)
+        .expect_err("no schema");
+    assert!(
+        err.to_string().contains("schema version 0 is older than"),
+        "{err}"
+    );
+    let err =
+        modgate_postgres::PgFetchIndex::open_existing(pool(dsn.clone())).expect_err("no schema");
+    assert!(
+        err.to_string().contains("upgrade the replicas first"),
+        "{err}"
+    );
+    assert!(!has_schema(&mut client), "a command migrated the database");
+
+    // A replica of another log started: no log of this name, refused and not created.
+    PgLog::open(pool(dsn.clone()), signer("other.corp.example", 9), 0).expect("open");
+    let err = PgLog::open_existing(pool(dsn.clone()), signer("sum.corp.example", 1), 0)
+        .expect_err("no such log");
+    assert!(
+        err.to_string()
+            .contains("there is no checksum database sum.corp.example"),
+        "{err}"
+    );
+    let logs: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sumdb_logs WHERE name = 'sum.corp.example'",
+            &[],
+        )
+        .and_then(|r| r.try_get(0))
+        .expect("count");
+    assert_eq!(logs, 0, "a command created the log");
+
+    // Once a replica made it, a command reads it (and refuses another key).
+    let replica = PgLog::open(pool(dsn.clone()), signer("sum.corp.example", 1), 0).expect("open");
+    replica.append(&[entry(0), entry(1)]).expect("append");
+    let command = PgLog::open_existing(pool(dsn.clone()), signer("sum.corp.example", 1), 0)
+        .expect("open for a command");
+    assert_eq!(command.head().expect("head"), replica.head().expect("head"));
+    assert_eq!(command.heads().expect("heads").len(), 2);
+    let err = PgLog::open_existing(pool(dsn.clone()), signer("sum.corp.example", 2), 0)
+        .expect_err("another key");
+    assert!(matches!(err, Error::WrongKey { .. }), "{err:?}");
+    let report = modgate_sumdb::verify_store(&command).expect("verify");
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.records, report.heads), (2, 2));
 }

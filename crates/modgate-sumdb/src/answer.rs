@@ -210,6 +210,9 @@ mod tests {
         fn head(&self) -> Result<crate::Head, Error> {
             Err(self.down())
         }
+        fn heads(&self) -> Result<Vec<crate::Head>, Error> {
+            Err(self.down())
+        }
         fn records(&self, _: u64, _: u64) -> Result<Vec<Vec<u8>>, Error> {
             Err(self.down())
         }

@@ -30,8 +30,8 @@ struct Inner {
     misses: u64,
 }
 
-/// Full tiles by coordinate, at most `budget` bytes: a bounded in-memory cache of full tiles (immutable once in a tree), least recently used
-/// dropped first.
+/// Full tiles by coordinate, at most `budget` bytes, the least recently used dropped first (a
+/// full tile never changes once in a tree).
 pub struct TileCache {
     inner: Mutex<Inner>,
     budget: usize,

@@ -751,6 +751,32 @@ impl LogStore for Log {
         Log::head(self)
     }
 
+    fn heads(&self) -> Result<Vec<Head>, Error> {
+        self.with_reader(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT size, hash, signed_note FROM heads ORDER BY size")
+                .map_err(Error::sqlite("reading the signed heads"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, i64>(0)?, bytes_at(r, 1)?, bytes_at(r, 2)?))
+                })
+                .map_err(Error::sqlite("reading the signed heads"))?;
+            let mut heads = Vec::new();
+            for row in rows {
+                let (size, hash, signed_note) =
+                    row.map_err(Error::sqlite("reading the signed heads"))?;
+                heads.push(Head {
+                    tree: Tree {
+                        n: to_u64(size, "tree size")?,
+                        hash: to_hash(&hash, "a head's tree hash")?,
+                    },
+                    signed_note,
+                });
+            }
+            Ok(heads)
+        })
+    }
+
     fn records(&self, start: u64, n: u64) -> Result<Vec<Vec<u8>>, Error> {
         Log::records(self, start, n)
     }

@@ -56,6 +56,9 @@ pub trait LogStore: Send + Sync + std::fmt::Debug {
     /// The latest signed head.
     fn head(&self) -> Result<Head, Error>;
 
+    /// Every signed head, by tree size (for verification: each must be a head of the one tree).
+    fn heads(&self) -> Result<Vec<Head>, Error>;
+
     /// The texts of records `start..start+n`, all within the latest signed tree.
     fn records(&self, start: u64, n: u64) -> Result<Vec<Vec<u8>>, Error>;
 

@@ -569,39 +569,36 @@ fn check_head(
     }
 }
 
-/// Records read from a store at once by [`verify_store`].
+/// Records read from a store at once by [`verify_store`] (a whole number of data tiles).
 const CHUNK: u64 = 1024;
 
 /// Checks a log as its store serves it (the log of a cluster, in PostgreSQL): reads every record
-/// of the latest signed tree, recomputes the stored hashes from the texts (held in memory: 64
-/// bytes a record), and checks the latest head's signature and tree hash and every tile the
-/// store serves for that tree, hash and data, full and partial. `Err` only when the store
-/// cannot be read; what is wrong with its contents is in the report.
+/// of the latest signed tree once, recomputes the stored hashes from the texts (held in memory:
+/// 64 bytes a record) and checks every data tile the store serves against those texts; then
+/// every signed head — its signature, and that its tree hash is the one the records make at its
+/// size (a head of another tree would be a fork) — and every hash tile the store serves for the
+/// latest tree. `Err` only when the store cannot be read; what is wrong with its contents is in
+/// the report.
 pub fn verify_store(store: &dyn crate::LogStore) -> Result<VerifyReport, Error> {
     let verifier = store.verifier();
     let mut report = VerifyReport {
         name: verifier.name().to_owned(),
-        heads: 1,
         ..VerifyReport::default()
     };
-    let head = store.head()?;
-    let size = head.tree.n;
-    report.latest = Some(head.tree);
-    match open_tree(&head.signed_note, verifier) {
-        Ok(signed) if signed != head.tree => report.report(Problem::HeadRow { size, signed }),
-        Ok(_) => {}
-        Err(e) => report.report(Problem::HeadSignature {
-            size,
-            error: e.to_string(),
-        }),
-    }
+    let heads = store.heads()?;
+    let Some(latest) = heads.last() else {
+        return Err(Error::Corrupt("no signed tree head at all".into()));
+    };
+    let size = latest.tree.n;
+    report.latest = Some(latest.tree);
     let mut hashes: Vec<Hash> = Vec::new();
     let mut start = 0;
     while start < size {
         let n = CHUNK.min(size - start);
-        for (id, text) in (start..).zip(store.records(start, n)?) {
-            if !is_valid_record_text(&text) {
-                let first = String::from_utf8_lossy(&text);
+        let texts = store.records(start, n)?;
+        for (id, text) in (start..).zip(&texts) {
+            if !is_valid_record_text(text) {
+                let first = String::from_utf8_lossy(text);
                 let mut words = first.split(' ');
                 report.report(Problem::RecordText {
                     id,
@@ -609,35 +606,61 @@ pub fn verify_store(store: &dyn crate::LogStore) -> Result<VerifyReport, Error> 
                     version: words.next().unwrap_or_default().to_owned(),
                 });
             }
-            let new = modgate_tlog::stored_hashes(id, &text, &hashes)?;
+            let new = modgate_tlog::stored_hashes(id, text, &hashes)?;
             hashes.extend(new);
+        }
+        // The data tiles of this chunk (starts are multiples of 256), as served.
+        for (k, group) in texts.chunks(256).enumerate() {
+            let first = start + 256 * k as u64;
+            let w = u32::try_from(group.len()).unwrap_or(256);
+            let tile = modgate_tlog::Tile {
+                h: 8,
+                l: -1,
+                n: first >> 8,
+                w,
+            };
+            let want = modgate_tlog::record::format_data_tile(first, group)?;
+            if store.tile(&tile)?[..] != want[..] {
+                report.report(Problem::TileServed { tile: tile.path() });
+            }
         }
         report.records += n;
         start += n;
     }
     report.hashes = hashes.len() as u64;
-    let computed = tree_hash(size, &hashes)?;
-    if computed != head.tree.hash {
-        report.report(Problem::HeadHash {
-            size,
-            signed: head.tree.hash,
-            computed,
-        });
-        return Ok(report);
+    for head in &heads {
+        report.heads += 1;
+        let n = head.tree.n;
+        match open_tree(&head.signed_note, verifier) {
+            Ok(signed) if signed != head.tree => {
+                report.report(Problem::HeadRow { size: n, signed });
+            }
+            Ok(_) => {}
+            Err(e) => report.report(Problem::HeadSignature {
+                size: n,
+                error: e.to_string(),
+            }),
+        }
+        if n > size {
+            report.report(Problem::HeadBeyondLog {
+                size: n,
+                records: size,
+            });
+            continue;
+        }
+        let computed = tree_hash(n, &hashes)?;
+        if computed != head.tree.hash {
+            report.report(Problem::HeadHash {
+                size: n,
+                signed: head.tree.hash,
+                computed,
+            });
+        }
     }
     for tile in modgate_tlog::new_tiles(8, 0, size) {
         let want = modgate_tlog::read_tile_data(&tile, &hashes)?;
         if store.tile(&tile)?[..] != want[..] {
             report.report(Problem::TileServed { tile: tile.path() });
-        }
-        if tile.l == 0 {
-            let data = modgate_tlog::Tile { l: -1, ..tile };
-            let first = tile.n << tile.h;
-            let texts = store.records(first, u64::from(tile.w))?;
-            let want = modgate_tlog::record::format_data_tile(first, &texts)?;
-            if store.tile(&data)?[..] != want[..] {
-                report.report(Problem::TileServed { tile: data.path() });
-            }
         }
     }
     Ok(report)
@@ -692,9 +715,10 @@ mod tests {
         assert_eq!(report.latest, Some(log.head().unwrap().tree));
     }
 
-    /// A store that serves what its log holds, except one edited record.
+    /// A store that serves what its log holds, except one edited record (`.1`), and with `.2`
+    /// one more signed head, of a tree of 300 records that is not the log's (a fork).
     #[derive(Debug)]
-    struct Lying(Log, u64);
+    struct Lying(Log, Option<u64>, bool);
 
     impl crate::LogStore for Lying {
         fn describe(&self) -> String {
@@ -716,9 +740,25 @@ mod tests {
         fn head(&self) -> Result<crate::Head, Error> {
             self.0.head()
         }
+        fn heads(&self) -> Result<Vec<crate::Head>, Error> {
+            let mut heads = self.0.heads()?;
+            if self.2 {
+                let tree = Tree {
+                    n: 300,
+                    hash: modgate_tlog::record_hash(b"another tree"),
+                };
+                let signed_note = modgate_tlog::note::sign_tree(&tree, &signer("sum.corp.example"));
+                heads.push(crate::Head { tree, signed_note });
+                heads.sort_by_key(|h| h.tree.n);
+            }
+            Ok(heads)
+        }
         fn records(&self, start: u64, n: u64) -> Result<Vec<Vec<u8>>, Error> {
             let mut texts = self.0.records(start, n)?;
-            if let Some(t) = (start..).zip(&mut texts).find(|(id, _)| *id == self.1) {
+            if let Some(t) = (start..)
+                .zip(&mut texts)
+                .find(|(id, _)| Some(*id) == self.1)
+            {
                 *t.1 =
                     t.1.iter()
                         .map(|&b| if b == b'1' { b'2' } else { b })
@@ -742,16 +782,31 @@ mod tests {
         assert!(report.is_ok(), "{report}");
         assert_eq!(report.records, 600);
         assert_eq!(report.hashes, stored_hash_count(600));
+        assert_eq!(report.heads, 1 + 600_u64.div_ceil(97));
         assert_eq!(report.latest, Some(log.head().unwrap().tree));
 
-        // A record served other than logged: the tree hash no longer matches the signed head.
-        let lying = Lying(log, 11);
-        let report = verify_store(&lying).unwrap();
-        assert!(!report.is_ok());
+        // A signed head of another tree (a fork), though the latest head is right.
+        let forked = Lying(log, None, true);
+        let report = verify_store(&forked).unwrap();
+        assert_eq!(report.problems_total, 1, "{report}");
         assert!(
             report
                 .to_string()
-                .contains("the head of 600 records signs tree hash"),
+                .contains("the head of 300 records signs tree hash"),
+            "{report}"
+        );
+
+        // A record served other than logged: its data tile and every head after it differ.
+        let lying = Lying(forked.0, Some(11), false);
+        let report = verify_store(&lying).unwrap();
+        assert!(!report.is_ok());
+        let text = report.to_string();
+        assert!(
+            text.contains("the head of 600 records signs tree hash"),
+            "{report}"
+        );
+        assert!(
+            text.contains("the store serves tile/8/data/000 other"),
             "{report}"
         );
     }

@@ -5,6 +5,7 @@
 //! vendored `golang.org/x/mod` (oracles and independent checkers), a throwaway PostgreSQL 15
 //! server and a throwaway Garage S3-compatible server.
 
+pub mod balancer;
 pub mod canary;
 pub mod client;
 pub mod fixture;
@@ -25,6 +26,7 @@ pub mod tmpfs;
 pub mod tools;
 pub mod vulndb;
 
+pub use balancer::round_robin;
 pub use canary::{CanaryLog, Role};
 pub use client::{curl, get, metric, raw_request, request, CurlResult, Response};
 pub use fixture::{Behaviour, FixtureProxy, FixtureTls, RecordedRequest};

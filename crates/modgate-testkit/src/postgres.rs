@@ -224,9 +224,18 @@ pub struct PgServer {
     run_as: RunAs,
     port: u16,
     dir: tempfile::TempDir,
+    /// Whether commits reach the disk (`fsync`, full-page writes): off for tests, on for
+    /// benchmarks compared with the embedded stores (which sync).
+    durable: bool,
 }
 
 impl PgServer {
+    /// [`PgServer::start`] with `fsync` and full-page writes on, as in production: for
+    /// benchmarks that compare it with the embedded SQLite stores (`synchronous=FULL`).
+    pub fn start_durable() -> Result<PgServer, PgError> {
+        PgServer::start_with(crate::process::free_port, true)
+    }
+
     /// A new cluster from [`pg_bin`], started on a free loopback port (taken below the kernel's
     /// ephemeral range, like [`crate::free_port`], so that neither a concurrent test's client
     /// socket nor a fixture binding port 0 is given it while the server is stopped).
@@ -237,7 +246,11 @@ impl PgServer {
     /// A new cluster from [`pg_bin`], started on the first port `pick` returns that the server
     /// can bind: a port taken between being picked and the server listening is replaced by the
     /// next one `pick` returns, at most 8 ports in all.
-    pub fn start_picking(mut pick: impl FnMut() -> u16) -> Result<PgServer, PgError> {
+    pub fn start_picking(pick: impl FnMut() -> u16) -> Result<PgServer, PgError> {
+        PgServer::start_with(pick, false)
+    }
+
+    fn start_with(mut pick: impl FnMut() -> u16, durable: bool) -> Result<PgServer, PgError> {
         let bin = pg_bin();
         let run_as = RunAs::detect()?;
         let dir = tempfile::Builder::new()
@@ -264,6 +277,7 @@ impl PgServer {
             run_as,
             port: 0,
             dir,
+            durable,
         };
         let data = server.data_dir().to_string_lossy().into_owned();
         server.run_server_program(
@@ -368,9 +382,10 @@ impl PgServer {
     /// `pg_ctl start` with this server's port and settings, waiting until it accepts
     /// connections (at most [`PG_CTL_TIMEOUT`] seconds).
     fn pg_ctl_start(&self) -> Result<(), PgError> {
+        let sync = if self.durable { "on" } else { "off" };
         let opts = format!(
-            "-p {} -k {} -h 127.0.0.1 -c fsync=off -c max_connections=200 \
-             -c full_page_writes=off",
+            "-p {} -k {} -h 127.0.0.1 -c fsync={sync} -c max_connections=200 \
+             -c full_page_writes={sync}",
             self.port,
             shell_quote(&self.dir.path().to_string_lossy()),
         );

@@ -828,6 +828,13 @@ fn check_whole(config: &GatewayConfig) -> Result<(), String> {
                 path.0.display()
             ));
         }
+        if let Some(path) = config.fetched.as_ref().and_then(|f| f.path.as_ref()) {
+            return Err(format!(
+                "fetched.path ({}): with `cluster:` the fetched index is kept in \
+                 cluster.postgres, shared by every replica; remove the path",
+                path.0.display()
+            ));
+        }
     }
     if config.fetched.is_some() && config.cache.is_none() {
         return Err(
@@ -1439,7 +1446,8 @@ routes:
             Some(crate::fetched::FetchedAt::Sqlite(p)) if p == std::path::Path::new("/tmp/f.sqlite")
         ));
         let clustered = format!(
-            "cluster:\n  name: a\n  postgres: {{ dsn: \"host=10.0.0.5 user=modgate dbname=m\" }}\n{base}"
+            "cluster:\n  name: a\n  postgres: {{ dsn: \"host=10.0.0.5 user=modgate dbname=m\" }}\n{}",
+            base.replace("  path: /tmp/f.sqlite\n", "  retention: 7d\n")
         );
         let c = parse_str(&clustered).expect("valid");
         let Some(crate::fetched::FetchedAt::Postgres(s)) = c.fetched_at().expect("fetched_at")
@@ -1447,6 +1455,14 @@ routes:
             panic!("the cluster's database");
         };
         assert_eq!(s.dsn, "host=10.0.0.5 user=modgate dbname=m");
+        // A file path for the index of a cluster is refused: it would not be the replicas'.
+        let e = err(&format!(
+            "cluster:\n  name: a\n  postgres: {{ dsn: \"host=h user=u\" }}\n{base}"
+        ));
+        assert!(
+            e.contains("fetched.path (/tmp/f.sqlite): with `cluster:`"),
+            "{e}"
+        );
         // No fetched: section, no index, cluster or not.
         let c = parse_str(&format!(
             "cluster:\n  name: a\n  postgres: {{ dsn: \"host=h user=u\" }}\ncache:\n  dir: /tmp/c\n{MINIMAL}"

@@ -62,11 +62,23 @@ impl FetchedAt {
     }
 
     /// What a query reads (blocking): the SQLite file (opened per query, never created), or
-    /// the shared database (connected and migrated now).
+    /// the shared database (connected now; its schema checked, never migrated: a command must
+    /// not change the database under the replicas).
     pub fn for_queries(&self) -> Result<Source, FetchedError> {
         Ok(match self {
             FetchedAt::Sqlite(path) => Source::File(path.clone()),
-            FetchedAt::Postgres(_) => Source::Store(self.open(1)?),
+            FetchedAt::Postgres(settings) => {
+                let mut s = settings.clone();
+                s.pool_size = 1;
+                let pool = modgate_postgres::Pool::new(&s).map_err(|e| FetchedError::Store {
+                    store: "PostgreSQL".into(),
+                    what: "settings",
+                    detail: e.to_string(),
+                })?;
+                Source::Store(Arc::new(modgate_postgres::PgFetchIndex::open_existing(
+                    pool,
+                )?))
+            }
         })
     }
 }

@@ -256,7 +256,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     let sumdb_tree_size = IntGauge::new(
         "modgate_sumdb_tree_size",
-        "Records in the company checksum database's latest signed tree (checksum_log)",
+        "Records in the company checksum database's latest signed tree (checksum_log), as this \
+         replica last saw it: at its start or its latest append (with cluster:, others append too)",
     )?;
     let sumdb_appended = IntCounter::new(
         "modgate_sumdb_records_appended_total",
@@ -279,7 +280,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "modgate_sumdb_lookups_total",
             "Lookups in the company checksum database, by result: logged (answered from the \
              log), appended (fetched, checked and appended first), refused, disagreement (a \
-             public database stated other hashes: a security event)",
+             public database stated other hashes: a security event), failed (the log could not \
+             be read: its store is away)",
         ),
         &["result"],
     )?;

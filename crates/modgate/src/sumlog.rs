@@ -41,6 +41,27 @@ impl LogAt {
             }
         })
     }
+
+    /// Opens the log for a command (blocking): the file as [`LogAt::open`] does; the shared
+    /// database with its schema checked, never migrated, and the log never created (a command
+    /// must not change the cluster's database under its replicas).
+    pub fn open_existing(
+        &self,
+        signer: modgate_sumdb::Signer,
+    ) -> anyhow::Result<Arc<dyn LogStore>> {
+        match self {
+            LogAt::File(_) => self.open(signer),
+            LogAt::Postgres(settings) => {
+                let mut s = settings.clone();
+                s.pool_size = 2;
+                let pool = modgate_postgres::Pool::new(&s)?;
+                Ok(Arc::new(
+                    modgate_postgres::PgLog::open_existing(pool, signer, 0)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                ))
+            }
+        }
+    }
 }
 
 /// How the last attempt of a flight failed: when it ended, whether the version was missing

@@ -366,7 +366,11 @@ pub fn seed(config: &GatewayConfig, s: &Seed) -> Outcome {
 fn logged_in_checksum_log(config: &GatewayConfig, module: &str, version: &str) -> Option<String> {
     let (l, cache) = (config.checksum_log.as_ref()?, config.cache.as_ref()?);
     let signer = modgate_sumdb::keys::read_signer_key(&l.key_file.0).ok()?;
-    let log = config.checksum_log_at(cache).ok()?.open(signer).ok()?;
+    let log = config
+        .checksum_log_at(cache)
+        .ok()?
+        .open_existing(signer)
+        .ok()?;
     let id = log.lookup(module, version).ok()??;
     Some(format!(
         "the checksum database {} logged {module}@{version} as record {id} with the first-seen \

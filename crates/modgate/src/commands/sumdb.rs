@@ -36,7 +36,9 @@ pub fn verify(config: &GatewayConfig) -> Outcome {
     let report = match config.checksum_log_at(cache)? {
         crate::sumlog::LogAt::File(path) => modgate_sumdb::verify(&path, &signer.verifier())?,
         // A cluster's log, checked as the store serves it to every replica.
-        at @ crate::sumlog::LogAt::Postgres(_) => modgate_sumdb::verify_store(&*at.open(signer)?)?,
+        at @ crate::sumlog::LogAt::Postgres(_) => {
+            modgate_sumdb::verify_store(&*at.open_existing(signer)?)?
+        }
     };
     print!("{report}");
     if !report.to_string().ends_with('\n') {

@@ -73,8 +73,10 @@ pub(super) async fn serve(
     };
     let sub = sub_path(endpoint);
     let mut answered = read(&store, sub.clone()).await;
-    if matches!(endpoint, SumdbEndpoint::Lookup { .. }) && matches!(answered, Answer::Response(_)) {
-        p.metrics.sumdb_lookup("logged");
+    if let (SumdbEndpoint::Lookup { .. }, Answer::Response(r)) = (endpoint, &answered) {
+        // A failed read (the cluster's database away: 503) is not an answer from the log.
+        p.metrics
+            .sumdb_lookup(if r.status == 200 { "logged" } else { "failed" });
     }
     if let Answer::NotLogged { path, version } = &answered {
         let (path, version) = (path.clone(), version.clone());
