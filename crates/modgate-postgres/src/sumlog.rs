@@ -110,11 +110,20 @@ impl<'t, 'a, 'b> PgHashes<'t, 'a, 'b> {
                 .map(|&i| to_i64(i))
                 .collect::<Result<_, _>>()?
         };
-        if !wanted.is_empty() {
-            let rows = self.tx.borrow_mut().query(
-                "SELECT idx, hash FROM sumdb_hashes WHERE log = $1 AND idx = ANY($2)",
-                &[&self.log, &wanted],
-            )?;
+        if let (Some(&lo), Some(&hi)) = (wanted.iter().min(), wanted.iter().max()) {
+            // Close together (a tile's hashes): one range scan of the primary key; else the
+            // points (a tree's right edge).
+            let rows = if hi - lo < 4 * wanted.len() as i64 + 16 {
+                self.tx.borrow_mut().query(
+                    "SELECT idx, hash FROM sumdb_hashes WHERE log = $1 AND idx BETWEEN $2 AND $3",
+                    &[&self.log, &lo, &hi],
+                )?
+            } else {
+                self.tx.borrow_mut().query(
+                    "SELECT idx, hash FROM sumdb_hashes WHERE log = $1 AND idx = ANY($2)",
+                    &[&self.log, &wanted],
+                )?
+            };
             let mut known = self.read.borrow_mut();
             for row in rows {
                 let idx: i64 = row.try_get(0)?;
