@@ -50,10 +50,13 @@ fn entries(n: u64) -> Vec<Entry> {
         .collect()
 }
 
+/// A store's name and two handles on it (two replicas).
+type Handles = (&'static str, Arc<dyn LogStore>, Arc<dyn LogStore>);
+
 struct Stores {
     _pg: PgServer,
     _dir: tempfile::TempDir,
-    both: Vec<(&'static str, Arc<dyn LogStore>, Arc<dyn LogStore>)>,
+    both: Vec<Handles>,
 }
 
 fn stores() -> Stores {

@@ -14,8 +14,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use modgate_testkit::{
     free_addr, make_certs, modgate, modgate_bin, request, require_postgres, round_robin,

@@ -582,7 +582,7 @@ impl LogStore for PgLog {
                 "SELECT size, hash, signed_note FROM sumdb_heads WHERE log = $1 ORDER BY size",
                 &[&name],
             )?;
-            rows.iter().map(|r| head_of(r)).collect()
+            rows.iter().map(head_of).collect()
         })
     }
 
