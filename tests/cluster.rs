@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use modgate_testkit::{
-    free_addr, get, modgate_bin, require_postgres, round_robin, FixtureProxy, Gateway, GoEnv,
+    free_addr, get, modgate_with, require_postgres, round_robin, FixtureProxy, Gateway, GoEnv,
     ModuleVersion, PgServer,
 };
 use sha2::{Digest, Sha256};
@@ -78,20 +78,8 @@ cluster:
 }
 
 fn cli(r: &Replica, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(modgate_bin())
-        .args(args)
-        .arg("-c")
-        .arg(&r.config)
-        .output()
-        .expect("run modgate");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, out, err) = modgate_with(&r.config, args);
+    (code, format!("{out}{err}"))
 }
 
 /// Waits (bounded) until `f` gives a value.

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use modgate_testkit::{
-    free_addr, modgate, request, require_postgres, FixtureProxy, Gateway, ModuleVersion, PgServer,
+    free_addr, modgate_with, request, require_postgres, FixtureProxy, Gateway, ModuleVersion,
+    PgServer,
 };
 use sha2::{Digest, Sha256};
 
@@ -115,15 +116,7 @@ cluster:
 
 /// `modgate fetched` with `r`'s configuration: (exit code, stdout, stderr).
 fn cli(r: &Replica, args: &[&str]) -> (i32, String, String) {
-    let config = r.config.display().to_string();
-    let mut all = vec!["fetched", "-c", config.as_str()];
-    all.extend_from_slice(args);
-    let out = modgate(&all);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    modgate_with(&r.config, &[&["fetched"], args].concat())
 }
 
 /// The versions (module, version, identities, zip sha256s) a JSON answer lists.

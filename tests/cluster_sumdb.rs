@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use modgate_testkit::{
-    free_addr, make_certs, modgate, modgate_bin, request, require_postgres, round_robin,
-    FixtureProxy, Gateway, GoEnv, ModuleVersion, PgServer,
+    free_addr, make_certs, modgate, modgate_bin, modgate_with, request, require_postgres,
+    round_robin, FixtureProxy, Gateway, GoEnv, ModuleVersion, PgServer,
 };
 
 const LOG: &str = "sum.cluster.test";
@@ -165,20 +165,8 @@ fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
 }
 
 fn cli(r: &Replica, args: &[&str]) -> (i32, String) {
-    let out = std::process::Command::new(modgate_bin())
-        .args(args)
-        .arg("-c")
-        .arg(&r.config)
-        .output()
-        .expect("run modgate");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, out, err) = modgate_with(&r.config, args);
+    (code, format!("{out}{err}"))
 }
 
 fn postgres(db: &str) -> Option<PgServer> {

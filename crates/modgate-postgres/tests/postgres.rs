@@ -4,7 +4,6 @@
 //! delivered to another replica's listener (also across a server restart), and a pool that
 //! fails fast while the server is down and recovers by itself.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -17,23 +16,15 @@ use modgate_postgres::{Delivery, EventKind, Listener, PgFetchIndex, PgLedger, Pg
 use modgate_testkit::postgres::PgServer;
 
 mod common;
-use common::{pool_on, server};
+use common::{pool_on, server, Databases};
 
 fn pool(server: &PgServer, db: &str) -> Arc<Pool> {
     pool_on(server.dsn(db))
 }
 
-/// Each case on its own database of one server.
-struct Databases {
-    server: PgServer,
-    n: AtomicUsize,
-}
-
 impl Harness for Databases {
     fn store(&self, _case: &str) -> Arc<Opener> {
-        let db = format!("case{}", self.n.fetch_add(1, Ordering::Relaxed));
-        self.server.create_db(&db).expect("create database");
-        let dsn = self.server.dsn(&db);
+        let dsn = self.fresh("case");
         Arc::new(move || {
             Box::new(PgLedger::open(pool_on(dsn.clone()), "test").expect("open"))
                 as Box<dyn LedgerStore>
@@ -44,23 +35,12 @@ impl Harness for Databases {
 #[test]
 fn conformance_suite_on_postgres() {
     let Some(server) = server() else { return };
-    run_all(&Databases {
-        server,
-        n: AtomicUsize::new(0),
-    });
+    run_all(&Databases::on(server));
 }
 
-/// Each fetched-index case on its own database of one server, each handle its own pool.
-struct FetchDatabases {
-    server: PgServer,
-    n: AtomicUsize,
-}
-
-impl modgate_fetched::conformance::Harness for FetchDatabases {
+impl modgate_fetched::conformance::Harness for Databases {
     fn store(&self, _case: &str) -> Arc<modgate_fetched::conformance::Opener> {
-        let db = format!("fetched{}", self.n.fetch_add(1, Ordering::Relaxed));
-        self.server.create_db(&db).expect("create database");
-        let dsn = self.server.dsn(&db);
+        let dsn = self.fresh("fetched");
         Arc::new(move || {
             Box::new(PgFetchIndex::open(pool_on(dsn.clone())).expect("open")) as Box<dyn FetchStore>
         })
@@ -70,10 +50,7 @@ impl modgate_fetched::conformance::Harness for FetchDatabases {
 #[test]
 fn fetched_conformance_suite_on_postgres() {
     let Some(server) = server() else { return };
-    modgate_fetched::conformance::run_all(&FetchDatabases {
-        server,
-        n: AtomicUsize::new(0),
-    });
+    modgate_fetched::conformance::run_all(&Databases::on(server));
 }
 
 #[test]

@@ -4,31 +4,21 @@
 //! logs side by side (a rotated key is a new log name), and a server restart: appends fail with
 //! an error naming the store, nothing half-written, and the log goes on by itself.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use modgate_postgres::PgLog;
 use modgate_sumdb::conformance::{run_all, Harness, Opener};
 use modgate_sumdb::{Entry, Error, LogStore, Signer};
-use modgate_testkit::postgres::PgServer;
 use modgate_tlog::note::{key_pair_from_seed, open_tree};
 use modgate_tlog::record_hash;
 
 mod common;
-use common::{pool_on as pool, server};
-
-/// Each case on its own database of one server, each handle its own pool.
-struct Databases {
-    server: PgServer,
-    n: AtomicUsize,
-}
+use common::{pool_on as pool, server, Databases};
 
 impl Harness for Databases {
     fn store(&self, _case: &str) -> Arc<Opener> {
-        let db = format!("sum{}", self.n.fetch_add(1, Ordering::Relaxed));
-        self.server.create_db(&db).expect("create database");
-        let dsn = self.server.dsn(&db);
+        let dsn = self.fresh("sum");
         Arc::new(move |signer| {
             Ok(Arc::new(PgLog::open(pool(dsn.clone()), signer, 1 << 20)?) as Arc<dyn LogStore>)
         })
@@ -38,10 +28,7 @@ impl Harness for Databases {
 #[test]
 fn conformance_suite_on_postgres() {
     let Some(server) = server() else { return };
-    run_all(&Databases {
-        server,
-        n: AtomicUsize::new(0),
-    });
+    run_all(&Databases::on(server));
 }
 
 fn signer(name: &str, seed: u8) -> Signer {

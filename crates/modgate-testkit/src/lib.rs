@@ -38,7 +38,7 @@ pub use module::{ModuleError, ModuleVersion};
 pub use otlp::{OtlpReceiver, ReceivedRequest, ReceivedSpan};
 pub use pki::{fingerprint_sha256, ClientSpec, Issuer, Pki};
 pub use postgres::{require_postgres, PgError, PgServer};
-pub use process::{free_addr, free_port, make_certs, modgate, modgate_bin, Gateway};
+pub use process::{free_addr, free_port, make_certs, modgate, modgate_bin, modgate_with, Gateway};
 pub use rawup::raw_upstream;
 pub use resume::{Resumed, ResumingClient};
 pub use sumdb::{SumDb, SumDbResponse, SumDbServer};

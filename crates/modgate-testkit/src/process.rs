@@ -37,6 +37,20 @@ pub fn modgate(args: &[&str]) -> Output {
         })
 }
 
+/// Runs `modgate <args> -c <config>` to completion: its exit code (-1 if a signal ended it),
+/// and its stdout and stderr as text.
+pub fn modgate_with(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let config = config.to_string_lossy();
+    let mut all = args.to_vec();
+    all.extend(["-c", config.as_ref()]);
+    let out = modgate(&all);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the test then binds it).
 ///
 /// Taken below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by default),

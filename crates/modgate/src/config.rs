@@ -312,24 +312,9 @@ impl GatewayConfig {
     }
 
     /// The fetched index's file, when `fetched:` (and so `cache:`) is configured. Not used
-    /// when `cluster:` is set (see [`GatewayConfig::fetched_at`]).
+    /// when `cluster:` is set (see `fetched::FetchedAt::of`).
     pub fn fetched_path(&self) -> Option<PathBuf> {
         Some(self.fetched.as_ref()?.path(&self.cache.as_ref()?.dir.0))
-    }
-
-    /// Where the fetched index is, when `fetched:` (and so `cache:`) is configured: the
-    /// cluster's PostgreSQL database when `cluster:` is set (shared by every replica), else
-    /// the SQLite file of [`GatewayConfig::fetched_path`].
-    pub fn fetched_at(&self) -> anyhow::Result<Option<crate::fetched::FetchedAt>> {
-        let Some(path) = self.fetched_path() else {
-            return Ok(None);
-        };
-        Ok(Some(match &self.cluster {
-            Some(cluster) => crate::fetched::FetchedAt::Postgres(
-                cluster.settings().map_err(|e| anyhow::anyhow!(e))?,
-            ),
-            None => crate::fetched::FetchedAt::Sqlite(path),
-        }))
     }
 
     /// The cache lifetimes in force (the defaults when there is no cache).
@@ -1442,7 +1427,7 @@ routes:
         let base = format!("cache:\n  dir: /tmp/c\nfetched:\n  path: /tmp/f.sqlite\n{MINIMAL}");
         let c = parse_str(&base).expect("valid");
         assert!(matches!(
-            c.fetched_at().expect("fetched_at"),
+            crate::fetched::FetchedAt::of(&c).expect("fetched_at"),
             Some(crate::fetched::FetchedAt::Sqlite(p)) if p == std::path::Path::new("/tmp/f.sqlite")
         ));
         let clustered = format!(
@@ -1450,7 +1435,8 @@ routes:
             base.replace("  path: /tmp/f.sqlite\n", "  retention: 7d\n")
         );
         let c = parse_str(&clustered).expect("valid");
-        let Some(crate::fetched::FetchedAt::Postgres(s)) = c.fetched_at().expect("fetched_at")
+        let Some(crate::fetched::FetchedAt::Postgres(s)) =
+            crate::fetched::FetchedAt::of(&c).expect("fetched_at")
         else {
             panic!("the cluster's database");
         };
@@ -1468,7 +1454,9 @@ routes:
             "cluster:\n  name: a\n  postgres: {{ dsn: \"host=h user=u\" }}\ncache:\n  dir: /tmp/c\n{MINIMAL}"
         ))
         .expect("valid");
-        assert!(c.fetched_at().expect("fetched_at").is_none());
+        assert!(crate::fetched::FetchedAt::of(&c)
+            .expect("fetched_at")
+            .is_none());
     }
 
     #[test]

@@ -43,6 +43,21 @@ pub enum FetchedAt {
 }
 
 impl FetchedAt {
+    /// Where `config`'s fetched index is, when `fetched:` (and so `cache:`) is configured: the
+    /// cluster's PostgreSQL database when `cluster:` is set (shared by every replica), else the
+    /// SQLite file of [`GatewayConfig::fetched_path`].
+    pub fn of(config: &GatewayConfig) -> anyhow::Result<Option<FetchedAt>> {
+        let Some(path) = config.fetched_path() else {
+            return Ok(None);
+        };
+        Ok(Some(match &config.cluster {
+            Some(cluster) => {
+                FetchedAt::Postgres(cluster.settings().map_err(|e| anyhow::anyhow!(e))?)
+            }
+            None => FetchedAt::Sqlite(path),
+        }))
+    }
+
     /// Opens the index for writing (blocking; creates the SQLite file, or migrates
     /// PostgreSQL's schema), with a pool of `pool_size` connections for PostgreSQL.
     fn open(&self, pool_size: usize) -> Result<Arc<dyn FetchStore>, FetchedError> {
@@ -98,7 +113,7 @@ pub fn start(
     ledger: Arc<dyn LedgerStore>,
     metrics: Option<&'static Metrics>,
 ) -> anyhow::Result<Option<Arc<Writer>>> {
-    let (Some(f), Some(at)) = (&config.fetched, config.fetched_at()?) else {
+    let (Some(f), Some(at)) = (&config.fetched, FetchedAt::of(config)?) else {
         return Ok(None);
     };
     let store = at

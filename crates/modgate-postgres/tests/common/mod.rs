@@ -1,7 +1,8 @@
 //! What the PostgreSQL store tests share: a throwaway PostgreSQL 15 server (`None` outside CI
-//! when it is not installed; a failure under `CI=true`) and a small pool on one of its
-//! databases.
+//! when it is not installed; a failure under `CI=true`), a small pool on one of its databases,
+//! and [`Databases`], a new database of one server per conformance case.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,4 +22,27 @@ pub fn pool_on(dsn: String) -> Arc<Pool> {
     s.connect_timeout = Duration::from_secs(5);
     s.statement_timeout = Duration::from_secs(20);
     Pool::new(&s).expect("pool")
+}
+
+/// A new, empty database of one server for each case of a conformance suite.
+pub struct Databases {
+    server: PgServer,
+    n: AtomicUsize,
+}
+
+impl Databases {
+    /// Cases on `server`.
+    pub fn on(server: PgServer) -> Databases {
+        Databases {
+            server,
+            n: AtomicUsize::new(0),
+        }
+    }
+
+    /// A new database named `<prefix><n>`: its DSN.
+    pub fn fresh(&self, prefix: &str) -> String {
+        let db = format!("{prefix}{}", self.n.fetch_add(1, Ordering::Relaxed));
+        self.server.create_db(&db).expect("create database");
+        self.server.dsn(&db)
+    }
 }

@@ -33,7 +33,7 @@ pub struct Query {
 /// `modgate fetched`.
 pub fn fetched(q: &Query) -> Outcome {
     let config = load_config(&q.config)?;
-    let Some(at) = config.fetched_at()? else {
+    let Some(at) = crate::fetched::FetchedAt::of(&config)? else {
         anyhow::bail!("the configuration has no fetched: section (nothing is recorded)");
     };
     let source = at.for_queries()?;
