@@ -111,6 +111,21 @@ fn store_of(stores: &Stores) -> modgate_objstore::ObjectTier {
     modgate_objstore::ObjectTier::new(&s3).expect("tier")
 }
 
+/// A new replica (empty local cache) on `stores` serves v1.0.0's `zip` whole from the store:
+/// the upstream's fetches stay at `fetches`.
+fn a_new_replica_serves_it_from_the_store(
+    upstream: &FixtureProxy,
+    stores: &Stores,
+    db: &str,
+    zip: &[u8],
+    fetches: usize,
+) {
+    let d = replica("d", &upstream.url(), stores, db);
+    let r = get(d.addr, &zip_path("v1.0.0")).expect("get");
+    assert_eq!((r.status, r.body == zip), (200, true));
+    assert_eq!(upstream_gets(upstream, &zip_path("v1.0.0")), fetches);
+}
+
 /// Every client got a 200 with exactly `zip`.
 fn all_served(answers: &[(u16, Vec<u8>)], zip: &[u8]) {
     for (i, (status, body)) in answers.iter().enumerate() {
@@ -190,10 +205,7 @@ async fn three_hundred_clients_on_three_replicas_cause_one_upstream_fetch() {
         "one upstream fetch for the whole cluster"
     );
     // Each replica holds it locally now; the store holds it for a new replica too.
-    let d = replica("d", &upstream.url(), &stores, "fanin");
-    let r = get(d.addr, &zip_path("v1.0.0")).expect("get");
-    assert_eq!((r.status, r.body == zip), (200, true));
-    assert_eq!(upstream_gets(&upstream, &zip_path("v1.0.0")), 1);
+    a_new_replica_serves_it_from_the_store(&upstream, &stores, "fanin", &zip, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -242,10 +254,7 @@ async fn kill_9_of_the_lease_holder_mid_fetch_is_taken_over_by_one_new_fetch() {
         "one new fetch after the holder died"
     );
     // What the store holds is whole: a fresh replica serves it from there.
-    let d = replica("d", &upstream.url(), &stores, "kill");
-    let r = get(d.addr, &zip_path("v1.0.0")).expect("get");
-    assert_eq!((r.status, r.body == zip), (200, true));
-    assert_eq!(upstream_gets(&upstream, &zip_path("v1.0.0")), 2);
+    a_new_replica_serves_it_from_the_store(&upstream, &stores, "kill", &zip, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

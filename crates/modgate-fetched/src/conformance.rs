@@ -81,7 +81,8 @@ pub fn run_all(harness: &dyn Harness) {
     concurrent_batches_on_separate_handles_are_all_kept(&harness.store(name));
 }
 
-fn fetch(at_ms: i64, who: &str, module: &str, version: &str, kind: Kind) -> Fetch {
+/// A fetch at `at_ms` with hashes made from its fields (also for the index's own tests).
+pub(crate) fn fetch(at_ms: i64, who: &str, module: &str, version: &str, kind: Kind) -> Fetch {
     Fetch {
         at_ms,
         identity: who.into(),

@@ -517,21 +517,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-
-    fn fetch(at_ms: i64, who: &str, module: &str, version: &str, kind: Kind) -> Fetch {
-        Fetch {
-            at_ms,
-            identity: who.into(),
-            source: "certificate".into(),
-            module: module.into(),
-            version: version.into(),
-            kind,
-            hashes: Some(Hashes {
-                sha256: format!("{:064x}", at_ms),
-                h1: Some(format!("h1:{module}@{version}/{}", kind.as_str())),
-            }),
-        }
-    }
+    use crate::conformance::fetch;
 
     /// Each case on its own file in a temporary directory, each handle its own connection.
     struct SqliteFiles;

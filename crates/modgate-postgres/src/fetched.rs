@@ -73,11 +73,6 @@ impl PgFetchIndex {
         Ok(PgFetchIndex { pool })
     }
 
-    /// The pool it uses.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
-
     /// Runs `work` on a pooled client; an error from the client marks it broken (its session
     /// may be in an unknown state) and is reported as `what` on this store.
     fn with_client<T>(

@@ -28,8 +28,6 @@ use postgres::{GenericClient, IsolationLevel, Transaction};
 use crate::migrate::{check_schema, migrate};
 use crate::pool::Pool;
 
-pub use modgate_sumdb::DEFAULT_TILE_CACHE_BYTES;
-
 /// The checksum database of a cluster, in PostgreSQL. `Send + Sync`.
 pub struct PgLog {
     pool: Arc<Pool>,
@@ -357,11 +355,6 @@ impl PgLog {
             return Err(Failure::Db(e));
         }
         Ok(checked?)
-    }
-
-    /// The pool it uses.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
     }
 
     /// Takes the log's writer lock for the rest of `tx`: one writer at a time cluster-wide.
